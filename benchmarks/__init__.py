@@ -1,0 +1,1 @@
+"""fiq-gym benchmark runners (installed as ``fiq_gym.benchmarks``); results land in ``results/``."""

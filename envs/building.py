@@ -1,0 +1,77 @@
+"""Turning environment arguments into the parts a dialog runs on, shared across envs.
+
+Environments made in one process with the same catalog share the opened catalog, the
+retrieval tables, the template shopper and its tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import Any
+
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.catalog.resolve import resolve_catalog
+from fiq_gym.retrieval import RetrievalTables, retrieval_tables
+from fiq_gym.text import CaptionTokenizer, WordTokenizer
+from fiq_gym.users.base import User
+from fiq_gym.users.template import TemplateNoise, TemplateUser
+
+__all__ = ["USERS", "build_dialog_parts"]
+
+USERS = ("template",)
+
+_template_users: weakref.WeakKeyDictionary[Catalog, dict[tuple, tuple[TemplateUser, WordTokenizer]]] = (
+    weakref.WeakKeyDictionary()
+)
+_lock = threading.Lock()
+
+
+def _template_user(catalog: Catalog, user_kwargs: dict[str, Any]) -> tuple[TemplateUser, WordTokenizer]:
+    kwargs = dict(user_kwargs)
+    noise = kwargs.get("noise")
+    if isinstance(noise, dict):
+        kwargs["noise"] = TemplateNoise(**noise)
+    key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
+    with _lock:
+        per_catalog = _template_users.setdefault(catalog, {})
+        if key not in per_catalog:
+            user = TemplateUser(catalog, **kwargs)
+            per_catalog[key] = (user, WordTokenizer(user.caption_words()))
+        return per_catalog[key]
+
+
+def build_dialog_parts(
+    catalog: Catalog | str | os.PathLike | None,
+    category: str | None,
+    user: str | User,
+    user_kwargs: dict[str, Any] | None,
+    tokenizer: CaptionTokenizer | None,
+) -> tuple[Catalog, RetrievalTables, User, CaptionTokenizer]:
+    """Resolve the catalog, its tables for ``category``, the user and the caption tokenizer."""
+    opened = resolve_catalog(catalog)
+    tables = retrieval_tables(opened, category)
+    if isinstance(user, User):
+        if user_kwargs:
+            raise ValueError("user_kwargs only apply when user is given by name, e.g. user='template'")
+        if user.catalog is not opened and len(user.catalog) != len(opened):
+            raise ValueError(
+                f"the user describes a catalog of {len(user.catalog)} items but the environment's has "
+                f"{len(opened)}; build the user on the same catalog"
+            )
+        chosen = user
+        if tokenizer is None:
+            tokenizer = getattr(user, "tokenizer", None)
+            if tokenizer is None and hasattr(user, "caption_words"):
+                tokenizer = WordTokenizer(user.caption_words())
+        if tokenizer is None:
+            raise ValueError(
+                f"{type(user).__name__} has neither a tokenizer nor caption_words(); pass tokenizer=..."
+            )
+    elif user == "template":
+        chosen, word_tokenizer = _template_user(opened, user_kwargs or {})
+        tokenizer = tokenizer or word_tokenizer
+    else:
+        raise ValueError(f"user must be one of {list(USERS)} or a User instance, got {user!r}")
+    return opened, tables, chosen, tokenizer

@@ -1,0 +1,123 @@
+"""Stable-Baselines3 on the native vector env, without one Python env per worker.
+
+SB3's ``VecEnv`` resets finished sub-envs within the same step and hands back the final
+observation in ``info["terminal_observation"]``; Gymnasium's native env resets on the next
+step instead. :class:`SB3VecEnvAdapter` bridges the two with the env's ``reset_mask``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+from fiq_gym.envs.vector import FashionIQVectorEnv
+
+__all__ = ["SB3VecEnvAdapter", "make_sb3_vec_env"]
+
+
+class SB3VecEnvAdapter(VecEnv):
+    """Present a :class:`FashionIQVectorEnv` as a Stable-Baselines3 ``VecEnv``.
+
+    Per SB3's conventions: done sub-envs are reset at once, ``infos[k]`` is a dict with
+    ``terminal_observation``, ``TimeLimit.truncated`` and ``is_success`` when sub-env k ends,
+    and seeds set with :meth:`seed` apply at the next :meth:`reset`.
+    """
+
+    def __init__(self, venv: FashionIQVectorEnv) -> None:
+        if not isinstance(venv, FashionIQVectorEnv):
+            raise TypeError(f"SB3VecEnvAdapter wraps a FashionIQVectorEnv, got {type(venv).__name__}")
+        self.venv = venv
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self._actions: np.ndarray | None = None
+
+    # --- core API --------------------------------------------------------------------------
+    def reset(self):
+        seeds = self._seeds
+        seed_arg = None if all(s is None for s in seeds) else list(seeds)
+        obs, info = self.venv.reset(seed=seed_arg)
+        self.reset_infos = self._split_info(info, np.ones(self.num_envs, dtype=bool))
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("step_async() must be called before step_wait()")
+        actions = self._actions
+        if self.venv.config.action_mode == "index":
+            actions = actions.astype(np.int64).reshape(self.num_envs)
+        obs, reward, terminated, truncated, info = self.venv.step(actions)
+        self._actions = None
+        dones = terminated | truncated
+        infos = self._split_info(info, np.ones(self.num_envs, dtype=bool))
+        for k in np.flatnonzero(dones):
+            infos[k]["terminal_observation"] = {key: value[k].copy() for key, value in obs.items()}
+            infos[k]["TimeLimit.truncated"] = bool(truncated[k] and not terminated[k])
+        if dones.any():
+            obs, reset_info = self.venv.reset(options={"reset_mask": dones})
+            for k, extra in zip(np.flatnonzero(dones), self._split_info(reset_info, dones), strict=False):
+                self.reset_infos[k] = extra
+        return obs, reward.astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    # --- attribute plumbing (one shared env, so every index sees the same object) -----------
+    def _indices(self, indices: VecEnvIndices) -> list[int]:
+        return list(self._get_indices(indices))
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self.venv, attr_name) for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
+    ) -> list[Any]:
+        method = getattr(self.venv, method_name)
+        return [method(*method_args, **method_kwargs) for _ in self._indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        frames = self.venv.render() if self.venv.render_mode == "rgb_array" else None
+        return list(frames) if frames is not None else [None] * self.num_envs
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _split_info(self, info: dict[str, np.ndarray], rows: np.ndarray) -> list[dict[str, Any]]:
+        """Gymnasium's dict of arrays -> SB3's list of per-env dicts (only ``rows``)."""
+        out: list[dict[str, Any]] = []
+        keys: Iterable[str] = [k for k in info if not k.startswith("_")]
+        for k in np.flatnonzero(rows):
+            entry = {}
+            for key in keys:
+                mask = info.get(f"_{key}")
+                if mask is None or mask[k]:
+                    value = info[key][k]
+                    entry[key] = value.item() if isinstance(value, np.generic) else value
+            out.append(entry)
+        return out
+
+
+def make_sb3_vec_env(
+    env_id: str = "fiq_gym/FashionIQ-v0", num_envs: int = 8, **kwargs: Any
+) -> SB3VecEnvAdapter:
+    """``gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")`` for SB3."""
+    venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    inner = venv.unwrapped if hasattr(venv, "unwrapped") else venv
+    if not isinstance(inner, FashionIQVectorEnv):  # pragma: no cover - defensive
+        raise TypeError(f"{env_id} did not make a FashionIQVectorEnv")
+    return SB3VecEnvAdapter(inner)

@@ -1,0 +1,234 @@
+"""``FashionIQVectorEnv``: n dialogs in one process, one batched user call and one batched
+ranking per step.
+
+Made by ``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")``. Sub-env
+k seeded with ``seed + k`` behaves exactly like ``FashionIQEnv`` reset with that seed: same
+targets, captions, ranks and rewards.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.dialog import OBSERVATION_KEYS, DialogBatch, DialogConfig, Transition
+from fiq_gym.envs.building import build_dialog_parts
+from fiq_gym.envs.rendering import render_frame
+from fiq_gym.text import CaptionTokenizer
+from fiq_gym.users.base import User
+
+__all__ = ["FashionIQVectorEnv"]
+
+
+class FashionIQVectorEnv(VectorEnv):
+    """A native batched version of :class:`~fiq_gym.envs.FashionIQEnv` (same arguments,
+    plus ``num_envs``).
+
+    * Autoreset: ``NEXT_STEP`` (Gymnasium's default). After a sub-env terminates or
+      truncates, its next ``step`` ignores the action, resets it, and returns the first
+      observation of the new episode with reward 0.
+    * ``reset(seed=s)`` seeds sub-env k with ``s + k``; a list gives one seed per sub-env.
+    * ``reset(options=...)``: ``"target"`` / ``"shown"`` arrays of n item indices fix the
+      episodes; ``"reset_mask"`` (bool array of n) resets only those sub-envs and returns
+      the current observations of the others.
+    * ``info`` is Gymnasium's dict of arrays, each key with its ``_key`` mask.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array", "ansi"]}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        catalog: Catalog | str | os.PathLike | None = None,
+        category: str | None = None,
+        user: str | User = "template",
+        action_mode: str = "index",
+        reward: str = "percentile",
+        success_bonus: float = 0.0,
+        max_turns: int = 5,
+        caption_length: int = 32,
+        observation_keys: tuple[str, ...] | None = None,
+        render_mode: str | None = None,
+        user_kwargs: dict[str, Any] | None = None,
+        tokenizer: CaptionTokenizer | None = None,
+    ) -> None:
+        if not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
+        config = DialogConfig(
+            action_mode=action_mode,
+            reward=reward,
+            success_bonus=float(success_bonus),
+            max_turns=max_turns,
+            caption_length=caption_length,
+            observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,
+        )
+        self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
+            catalog, category, user, user_kwargs, tokenizer
+        )
+        self.num_envs = int(num_envs)
+        self._dialog = DialogBatch(tables, self.user, self.tokenizer, config, num_dialogs=self.num_envs)
+        self.single_observation_space = self._dialog.observation_space()
+        self.single_action_space = self._dialog.action_space()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.render_mode = render_mode
+        self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._started = False
+        self._obs: dict[str, np.ndarray] = {
+            k: np.zeros(space.shape, dtype=space.dtype) for k, space in self.observation_space.spaces.items()
+        }
+        self._last_info: dict[str, np.ndarray] | None = None
+
+    @property
+    def config(self) -> DialogConfig:
+        return self._dialog.config
+
+    @property
+    def num_items(self) -> int:
+        return self._dialog.tables.num_items
+
+    @property
+    def np_random_generators(self) -> list[np.random.Generator]:
+        """The sub-envs' generators (sub-env k's randomness comes only from entry k)."""
+        return self._rngs
+
+    # --- gymnasium API ---------------------------------------------------------------------
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        n = self.num_envs
+        options = dict(options or {})
+        unknown = set(options) - {"target", "shown", "reset_mask"}
+        if unknown:
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; allowed: ['reset_mask', 'shown', 'target']"
+            )
+        mask = np.ones(n, dtype=bool)
+        if "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if mask.dtype != np.bool_ or mask.shape != (n,):
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({n},), got {mask.dtype} {mask.shape}"
+                )
+            if not self._started and not mask.all():
+                raise RuntimeError("the first reset() must reset every sub-env (no reset_mask)")
+        rows = np.flatnonzero(mask)
+        if seed is not None:
+            seeds = [seed + k for k in range(n)] if isinstance(seed, int | np.integer) else list(seed)
+            if len(seeds) != n:
+                raise ValueError(f"got {len(seeds)} seeds for {n} sub-envs")
+            for k in rows:
+                self._rngs[k] = seeding.np_random(seeds[k])[0]
+        fixed = {}
+        for key in ("target", "shown"):
+            if key in options:
+                values = np.asarray(options[key])
+                if (
+                    values.shape != (n,)
+                    or values.dtype.kind not in "iu"
+                    or values.min() < 0
+                    or values.max() >= self.num_items
+                ):
+                    raise ValueError(
+                        f"options[{key!r}] must be {n} item indices in [0, {self.num_items - 1}], got {values!r}"
+                    )
+                fixed[key] = values[rows]
+        out = self._dialog.reset(rows, [self._rngs[k] for k in rows], fixed.get("target"), fixed.get("shown"))
+        self._autoreset[rows] = False
+        self._started = True
+        return self._merge(rows, out)[0], self._full_info(rows, out.info)
+
+    def step(self, actions: Any):
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        checked = self._dialog.check_actions(actions, batched=True)
+        n = self.num_envs
+        reward = np.zeros(n)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        info: dict[str, np.ndarray] = {}
+        stepping = np.flatnonzero(~self._autoreset)
+        resetting = np.flatnonzero(self._autoreset)
+        if len(resetting):
+            out = self._dialog.reset(resetting, [self._rngs[k] for k in resetting])
+            self._merge(resetting, out)
+            info = self._full_info(resetting, out.info, info)
+        if len(stepping):
+            out = self._dialog.step(checked[stepping], [self._rngs[k] for k in stepping], stepping)
+            self._merge(stepping, out)
+            reward[stepping], terminated[stepping], truncated[stepping] = (
+                out.reward,
+                out.terminated,
+                out.truncated,
+            )
+            info = self._full_info(stepping, out.info, info)
+        self._autoreset = terminated | truncated
+        obs = {k: v.copy() for k, v in self._obs.items()}
+        return obs, reward, terminated, truncated, info
+
+    def render(self):
+        if self.render_mode is None or self._last_info is None:
+            return None
+        info = self._last_info
+        if self.render_mode == "ansi":
+            return tuple(
+                f'env {k} turn {info["turn"][k]}: shown {info["shown"][k]} rank {info["rank"][k]} "{info["caption"][k]}"\n'
+                for k in range(self.num_envs)
+            )
+        rows = self._dialog.tables.rows
+        images = self.catalog.images
+        return tuple(
+            render_frame(
+                None if images is None else np.asarray(images[rows[info["shown"][k]]]),
+                info["caption"][k],
+                int(info["turn"][k]),
+                self.config.max_turns,
+                rank=int(info["rank"][k]),
+                num_items=self.num_items,
+            )
+            for k in range(self.num_envs)
+        )
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._last_info = None
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _merge(self, rows: np.ndarray, out: Transition) -> tuple[dict[str, np.ndarray], None]:
+        for k, v in out.observation.items():
+            self._obs[k][rows] = v
+        return {k: v.copy() for k, v in self._obs.items()}, None
+
+    def _full_info(
+        self,
+        rows: np.ndarray,
+        part: dict[str, np.ndarray],
+        into: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Scatter per-row info into Gymnasium's dict-of-arrays with ``_key`` masks."""
+        into = {} if into is None else into
+        n = self.num_envs
+        for key, values in part.items():
+            if key not in into:
+                into[key] = (
+                    np.zeros(n, dtype=values.dtype)
+                    if values.dtype != object
+                    else np.full(n, "", dtype=object)
+                )
+                into[f"_{key}"] = np.zeros(n, dtype=bool)
+            into[key][rows] = values
+            into[f"_{key}"][rows] = True
+        if self._last_info is None:
+            self._last_info = {k: v.copy() for k, v in into.items() if not k.startswith("_")}
+        else:
+            for key in part:
+                self._last_info.setdefault(key, into[key].copy())[rows] = part[key]
+        return into

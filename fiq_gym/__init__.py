@@ -1,0 +1,13 @@
+"""fiq-gym: Gymnasium environments for dialog-based interactive fashion image retrieval.
+
+``import fiq_gym`` registers the environment ids (``fiq_gym/FashionIQ-v0`` and the
+per-category ids); see :mod:`fiq_gym.envs.registration`.
+"""
+
+__version__ = "0.1.0"
+
+# The one upward reference of the core: registration is a table of strings and imports no
+# environment code, so the layers below stay importable on their own.
+from fiq_gym.envs.registration import register_envs as _register_envs
+
+_register_envs()

@@ -1,0 +1,289 @@
+"""The :class:`Catalog`: N garments with ids, categories, attributes, descriptions, images and
+features, kept aligned row by row.
+
+Large arrays may be read-only memory maps (see :mod:`fiq_gym.catalog.storage`); nothing here
+copies them unless a subset asks for scattered rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+import numpy as np
+
+from fiq_gym.catalog.vocabulary import AttributeVocabulary
+from fiq_gym.errors import CatalogError
+
+__all__ = ["Catalog", "Item", "StringColumn"]
+
+
+class StringColumn(Sequence[str]):
+    """A read-only column of strings stored as one UTF-8 blob plus N+1 offsets.
+
+    Both arrays may be memory maps, so a million descriptions cost nothing until read.
+    """
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray) -> None:
+        self._blob = blob
+        self._offsets = offsets
+
+    @classmethod
+    def from_strings(cls, strings: Sequence[str]) -> StringColumn:
+        encoded = [s.encode("utf-8") for s in strings]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        return cls(blob, offsets)
+
+    @property
+    def blob(self) -> np.ndarray:
+        return self._blob
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = int(index)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} strings")
+        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        return bytes(self._blob[start:end]).decode("utf-8")
+
+    def take(self, indices: np.ndarray) -> StringColumn:
+        return StringColumn.from_strings([self[int(i)] for i in indices])
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One catalog row, for display and debugging (agents use the arrays)."""
+
+    index: int
+    id: str
+    category: str
+    attributes: dict[str, str]
+    description: str
+    image: np.ndarray | None
+
+
+@dataclass(eq=False)
+class Catalog:
+    """N garments, row-aligned.
+
+    Attributes:
+        ids: (N,) unicode array of item ids (ASINs for Fashion IQ).
+        categories: (N,) int16 codes into ``category_names``.
+        category_names: category name per code, e.g. ``("dress", "shirt", "toptee")``.
+        vocabulary: the attribute vocabulary; ``labels`` columns follow its order.
+        labels: (N, A) uint8 multi-hot ground-truth attribute labels.
+        descriptions: N product descriptions (shop titles).
+        images: (N, H, W, 3) uint8 images, or None for a catalog without pixels.
+        features: (N, D) float32 image features, or None until features are extracted.
+        attribute_scores: (N, A) float32 predicted attribute probabilities, or None.
+        primary_rgb: (N, 3) uint8 main garment colour as rendered, or None when unknown.
+        provenance: free-form JSON-able record of how the catalog was made.
+    """
+
+    ids: np.ndarray
+    categories: np.ndarray
+    category_names: tuple[str, ...]
+    vocabulary: AttributeVocabulary
+    labels: np.ndarray
+    descriptions: Sequence[str]
+    images: np.ndarray | None = None
+    features: np.ndarray | None = None
+    attribute_scores: np.ndarray | None = None
+    primary_rgb: np.ndarray | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.descriptions, StringColumn):
+            self.descriptions = StringColumn.from_strings(list(self.descriptions))
+        self.category_names = tuple(self.category_names)
+        self.validate()
+
+    # --- checks --------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`CatalogError` naming the first field whose shape or dtype is wrong."""
+        n = len(self.ids)
+        a = self.vocabulary.size
+
+        def check(name: str, arr: np.ndarray | None, shape: tuple, dtype: Any) -> None:
+            if arr is None:
+                return
+            ok_shape = len(arr.shape) == len(shape) and all(
+                want is None or got == want for got, want in zip(arr.shape, shape, strict=True)
+            )
+            if not ok_shape:
+                want_text = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+                raise CatalogError(f"catalog field {name!r} has shape {arr.shape}, expected {want_text}")
+            if arr.dtype != np.dtype(dtype):
+                raise CatalogError(
+                    f"catalog field {name!r} has dtype {arr.dtype}, expected {np.dtype(dtype)}"
+                )
+
+        if self.ids.ndim != 1 or self.ids.dtype.kind != "U":
+            raise CatalogError(
+                f"catalog field 'ids' must be a 1-D unicode array, got {self.ids.dtype} {self.ids.shape}"
+            )
+        check("categories", self.categories, (n,), np.int16)
+        check("labels", self.labels, (n, a), np.uint8)
+        check("images", self.images, (n, None, None, 3), np.uint8)
+        check("features", self.features, (n, None), np.float32)
+        check("attribute_scores", self.attribute_scores, (n, a), np.float32)
+        check("primary_rgb", self.primary_rgb, (n, 3), np.uint8)
+        if len(self.descriptions) != n:
+            raise CatalogError(f"catalog has {n} ids but {len(self.descriptions)} descriptions")
+        if n and (self.categories.min() < 0 or self.categories.max() >= len(self.category_names)):
+            raise CatalogError(
+                f"category codes must lie in [0, {len(self.category_names)}) "
+                f"for category names {list(self.category_names)}"
+            )
+
+    # --- pickling -------------------------------------------------------------------------
+    def __reduce_ex__(self, protocol: Any):
+        # A catalog opened from disk pickles as its path and reopens as memory maps, so
+        # sending an environment to a worker process copies no images.
+        path = self.provenance.get("path")
+        if path is not None and isinstance(
+            self.images if self.images is not None else self.labels, np.memmap
+        ):
+            from fiq_gym.catalog.storage import open_catalog
+
+            return (open_catalog, (path,))
+        return super().__reduce_ex__(protocol)
+
+    # --- basic views ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        shape = "none" if self.images is None else "x".join(map(str, self.images.shape[1:3]))
+        feat = "none" if self.features is None else str(self.features.shape[1])
+        return (
+            f"Catalog({len(self)} items, categories={list(self.category_names)}, "
+            f"attributes={self.vocabulary.size}, images={shape}, feature_dim={feat})"
+        )
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        return None if self.images is None else (int(self.images.shape[1]), int(self.images.shape[2]))
+
+    @property
+    def feature_dim(self) -> int:
+        return 0 if self.features is None else int(self.features.shape[1])
+
+    def attribute_codes(self) -> np.ndarray:
+        """(N, T) int16: the value index of each attribute type per item, -1 if unlabelled."""
+        return self.vocabulary.decode(self.labels)
+
+    def category_of(self, index: int) -> str:
+        return self.category_names[int(self.categories[index])]
+
+    def item(self, index: int) -> Item:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"item index {index} out of range for a catalog of {len(self)} items")
+        codes = self.vocabulary.decode(self.labels[index : index + 1])[0]
+        attributes = {
+            t.name: t.values[c] for t, c in zip(self.vocabulary.types, codes, strict=True) if c >= 0
+        }
+        return Item(
+            index=index,
+            id=str(self.ids[index]),
+            category=self.category_of(index),
+            attributes=attributes,
+            description=self.descriptions[index],
+            image=None if self.images is None else np.asarray(self.images[index]),
+        )
+
+    # --- subsets -------------------------------------------------------------------------
+    def subset(self, indices: np.ndarray | Sequence[int] | slice) -> Catalog:
+        """A new catalog of the given rows, every field kept aligned.
+
+        A slice keeps memory maps as views; an index array copies the selected rows.
+        """
+        if isinstance(indices, slice):
+            rows: Any = indices
+            descriptions = StringColumn.from_strings(self.descriptions[indices])
+        else:
+            rows = np.asarray(indices, dtype=np.int64)
+            if rows.ndim != 1:
+                raise ValueError(f"indices must be 1-D, got shape {rows.shape}")
+            if rows.size and (rows.min() < -len(self) or rows.max() >= len(self)):
+                raise IndexError(f"subset indices out of range for a catalog of {len(self)} items")
+            descriptions = self.descriptions.take(rows)  # type: ignore[attr-defined]
+
+        def take(arr: np.ndarray | None) -> np.ndarray | None:
+            return None if arr is None else arr[rows]
+
+        return Catalog(
+            ids=self.ids[rows],
+            categories=self.categories[rows],
+            category_names=self.category_names,
+            vocabulary=self.vocabulary,
+            labels=self.labels[rows],
+            descriptions=descriptions,
+            images=take(self.images),
+            features=take(self.features),
+            attribute_scores=take(self.attribute_scores),
+            primary_rgb=take(self.primary_rgb),
+            provenance={**self.provenance, "subset_of": self.provenance.get("name", "catalog")},
+        )
+
+    def by_category(self, category: str) -> Catalog:
+        """The items of one category, e.g. ``catalog.by_category("dress")``."""
+        if category not in self.category_names:
+            raise ValueError(f"unknown category {category!r}; this catalog has {list(self.category_names)}")
+        code = self.category_names.index(category)
+        return self.subset(np.flatnonzero(self.categories == code))
+
+    def select_ids(self, ids: Sequence[str]) -> Catalog:
+        """The items with the given ids, in the given order."""
+        position = {str(x): i for i, x in enumerate(self.ids)}
+        missing = [x for x in ids if str(x) not in position]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} id(s) not in the catalog, first: {missing[0]!r} "
+                f"(the catalog has {len(self)} items)"
+            )
+        return self.subset(np.array([position[str(x)] for x in ids], dtype=np.int64))
+
+    def with_arrays(self, **arrays: np.ndarray | None) -> Catalog:
+        """A copy with some fields replaced, e.g. ``with_arrays(features=f, attribute_scores=s)``."""
+        allowed = {"features", "attribute_scores", "primary_rgb", "images"}
+        unknown = set(arrays) - allowed
+        if unknown:
+            raise TypeError(f"with_arrays accepts {sorted(allowed)}, got {sorted(unknown)}")
+        fields = {
+            "ids": self.ids,
+            "categories": self.categories,
+            "category_names": self.category_names,
+            "vocabulary": self.vocabulary,
+            "labels": self.labels,
+            "descriptions": self.descriptions,
+            "images": self.images,
+            "features": self.features,
+            "attribute_scores": self.attribute_scores,
+            "primary_rgb": self.primary_rgb,
+            "provenance": dict(self.provenance),
+        }
+        fields.update(arrays)
+        return Catalog(**fields)

@@ -1,0 +1,315 @@
+"""On-disk catalogs: a directory with ``manifest.json`` and one ``.npy`` file per array.
+
+Layout (format version 1)::
+
+    manifest.json                 format, version, counts, vocabulary, provenance, array index
+    ids.npy                       (N,) unicode
+    categories.npy                (N,) int16 codes into manifest["category_names"]
+    labels.npy                    (N, A) uint8 multi-hot attribute labels
+    descriptions_utf8.npy         (B,) uint8: all descriptions, UTF-8, concatenated
+    description_offsets.npy       (N + 1,) int64 byte offsets into the blob
+    images.npy                    (N, H, W, 3) uint8            optional
+    features.npy                  (N, D) float32                optional
+    attribute_scores.npy          (N, A) float32                optional
+    primary_rgb.npy               (N, 3) uint8                  optional
+
+Opening memory-maps every array read-only, so a new process opens a large catalog in
+milliseconds and vector-env workers share pages instead of copying. Directories are written
+into a temporary sibling and renamed into place, so a reader never sees half a catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fiq_gym._atomic import atomic_directory, atomic_write_json
+from fiq_gym.catalog.model import Catalog, StringColumn
+from fiq_gym.catalog.vocabulary import AttributeVocabulary
+from fiq_gym.errors import CatalogError
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CatalogWriter", "open_catalog", "save_catalog"]
+
+FORMAT_NAME = "fiq-gym-catalog"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+_REQUIRED = ("ids", "categories", "labels", "descriptions_utf8", "description_offsets")
+_OPTIONAL = ("images", "features", "attribute_scores", "primary_rgb")
+_REBUILD_HINT = "rebuild it (`fiq-gym catalog build --out DIR`) or re-import it from the original data"
+
+
+def _array_entry(name: str, arr: np.ndarray) -> dict[str, Any]:
+    return {
+        "file": f"{name}.npy",
+        "dtype": np.lib.format.dtype_to_descr(arr.dtype),
+        "shape": list(arr.shape),
+    }
+
+
+def save_catalog(catalog: Catalog, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``catalog`` to directory ``path`` atomically and return the path."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {
+        "ids": np.asarray(catalog.ids),
+        "categories": np.asarray(catalog.categories),
+        "labels": np.asarray(catalog.labels),
+    }
+    column = catalog.descriptions
+    if not isinstance(column, StringColumn):  # pragma: no cover - Catalog always converts
+        column = StringColumn.from_strings(list(column))
+    arrays["descriptions_utf8"] = np.asarray(column.blob)
+    arrays["description_offsets"] = np.asarray(column.offsets)
+    for name in _OPTIONAL:
+        value = getattr(catalog, name)
+        if value is not None:
+            arrays[name] = value
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        for name, arr in arrays.items():
+            # Chunked copy keeps memory flat when the source is itself a memory map.
+            out = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=arr.dtype, shape=arr.shape)
+            step = max(1, (64 << 20) // max(1, arr.itemsize * int(np.prod(arr.shape[1:], dtype=np.int64))))
+            for start in range(0, len(arr), step):
+                out[start : start + step] = arr[start : start + step]
+            out.flush()
+            del out
+        _write_manifest(tmp, catalog, {name: _array_entry(name, arr) for name, arr in arrays.items()})
+    return path
+
+
+def _write_manifest(directory: Path, catalog_meta: Catalog | Mapping[str, Any], arrays: dict) -> None:
+    if isinstance(catalog_meta, Catalog):
+        meta = {
+            "num_items": len(catalog_meta),
+            "category_names": list(catalog_meta.category_names),
+            "vocabulary": catalog_meta.vocabulary.to_json(),
+            "provenance": dict(catalog_meta.provenance),
+        }
+    else:
+        meta = dict(catalog_meta)
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **meta, "arrays": arrays}
+    atomic_write_json(directory / MANIFEST, manifest)
+
+
+class CatalogWriter:
+    """Streams a catalog to disk chunk by chunk, for catalogs too large to hold in memory.
+
+    Use through :func:`catalog_writer`; call :meth:`write` with consecutive row blocks.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        num_items: int,
+        image_size: int | None,
+        vocabulary: AttributeVocabulary,
+    ) -> None:
+        self.directory = directory
+        self.num_items = num_items
+        self.vocabulary = vocabulary
+        n, a = num_items, vocabulary.size
+        self._arrays: dict[str, np.memmap] = {}
+
+        def alloc(name: str, dtype: Any, shape: tuple[int, ...]) -> None:
+            self._arrays[name] = np.lib.format.open_memmap(
+                directory / f"{name}.npy", mode="w+", dtype=dtype, shape=shape
+            )
+
+        alloc("categories", np.int16, (n,))
+        alloc("labels", np.uint8, (n, a))
+        alloc("primary_rgb", np.uint8, (n, 3))
+        if image_size is not None:
+            alloc("images", np.uint8, (n, image_size, image_size, 3))
+        self._ids: list[np.ndarray] = []
+        self._descriptions: list[bytes] = []
+        self._lengths: list[int] = []
+        self._cursor = 0
+
+    def write(
+        self,
+        *,
+        ids: np.ndarray,
+        categories: np.ndarray,
+        labels: np.ndarray,
+        descriptions: list[str],
+        primary_rgb: np.ndarray,
+        images: np.ndarray | None = None,
+    ) -> None:
+        start, stop = self._cursor, self._cursor + len(ids)
+        if stop > self.num_items:
+            raise ValueError(f"writing rows {start}:{stop} past the declared {self.num_items} items")
+        self._arrays["categories"][start:stop] = categories
+        self._arrays["labels"][start:stop] = labels
+        self._arrays["primary_rgb"][start:stop] = primary_rgb
+        if images is not None:
+            self._arrays["images"][start:stop] = images
+        self._ids.append(np.asarray(ids))
+        encoded = [d.encode("utf-8") for d in descriptions]
+        self._descriptions.extend(encoded)
+        self._lengths.extend(len(b) for b in encoded)
+        self._cursor = stop
+
+    def close(self, *, category_names: tuple[str, ...], provenance: Mapping[str, Any]) -> None:
+        if self._cursor != self.num_items:
+            raise ValueError(f"catalog writer got {self._cursor} rows, expected {self.num_items}")
+        ids = np.concatenate(self._ids) if self._ids else np.zeros(0, dtype="<U1")
+        np.save(self.directory / "ids.npy", ids)
+        offsets = np.zeros(self.num_items + 1, dtype=np.int64)
+        np.cumsum(self._lengths, out=offsets[1:])
+        np.save(self.directory / "description_offsets.npy", offsets)
+        np.save(
+            self.directory / "descriptions_utf8.npy",
+            np.frombuffer(b"".join(self._descriptions), dtype=np.uint8),
+        )
+        entries = {}
+        for name, arr in self._arrays.items():
+            arr.flush()
+            entries[name] = _array_entry(name, arr)
+        entries["ids"] = _array_entry("ids", ids)
+        entries["description_offsets"] = _array_entry("description_offsets", offsets)
+        entries["descriptions_utf8"] = {
+            "file": "descriptions_utf8.npy",
+            "dtype": "|u1",
+            "shape": [int(offsets[-1])],
+        }
+        self._arrays.clear()
+        _write_manifest(
+            self.directory,
+            {
+                "num_items": self.num_items,
+                "category_names": list(category_names),
+                "vocabulary": self.vocabulary.to_json(),
+                "provenance": dict(provenance),
+            },
+            entries,
+        )
+
+
+@contextmanager
+def catalog_writer(
+    path: str | os.PathLike,
+    num_items: int,
+    *,
+    image_size: int | None,
+    vocabulary: AttributeVocabulary,
+    overwrite: bool = False,
+) -> Iterator[CatalogWriter]:
+    """Write a catalog in chunks into a temporary directory that replaces ``path`` on success."""
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        yield CatalogWriter(tmp, num_items, image_size, vocabulary)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise CatalogError(
+            f"catalog directory {path} does not exist; build one with `fiq-gym catalog build --out {path}`"
+        )
+    if not path.is_dir():
+        raise CatalogError(f"{path} is a file, not a catalog directory")
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise CatalogError(
+            f"{manifest_path} is missing: {path} is not a fiq-gym catalog directory; {_REBUILD_HINT}"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CatalogError(
+            f"{manifest_path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); {_REBUILD_HINT}"
+        ) from None
+    except UnicodeDecodeError:
+        raise CatalogError(f"{manifest_path} is not UTF-8 text; {_REBUILD_HINT}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise CatalogError(
+            f"{manifest_path} is not a fiq-gym catalog manifest (expected format {FORMAT_NAME!r})"
+        )
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CatalogError(
+            f"{manifest_path} has format_version {version!r}, but this fiq-gym reads version "
+            f"{FORMAT_VERSION}; {_REBUILD_HINT} with this version of fiq-gym"
+        )
+    for key in ("num_items", "category_names", "vocabulary", "arrays"):
+        if key not in manifest:
+            raise CatalogError(f"{manifest_path} lacks the required key {key!r}; {_REBUILD_HINT}")
+    return manifest
+
+
+def _load_array(path: Path, name: str, entry: Mapping[str, Any], mmap: bool) -> np.ndarray:
+    file = path / str(entry.get("file", f"{name}.npy"))
+    if not file.exists():
+        raise CatalogError(f"{file} is missing (the manifest lists array {name!r}); {_REBUILD_HINT}")
+    try:
+        arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CatalogError(
+            f"{file} cannot be read as a .npy array ({e}); it is truncated or corrupt; {_REBUILD_HINT}"
+        ) from None
+    want_shape = tuple(int(x) for x in entry.get("shape", ()))
+    if arr.shape != want_shape:
+        raise CatalogError(
+            f"{file} has shape {arr.shape}, but the manifest says {want_shape}; {_REBUILD_HINT}"
+        )
+    want_dtype = entry.get("dtype")
+    if want_dtype is not None and arr.dtype != np.lib.format.descr_to_dtype(want_dtype):
+        raise CatalogError(
+            f"{file} has dtype {arr.dtype}, but the manifest says {want_dtype}; {_REBUILD_HINT}"
+        )
+    return arr
+
+
+def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
+    """Open a catalog directory; arrays are read-only memory maps unless ``mmap=False``.
+
+    Raises :class:`~fiq_gym.errors.CatalogError` naming the file and the problem when the
+    directory is missing, incomplete, corrupt, or of another format version.
+    """
+    path = Path(path)
+    manifest = _read_manifest(path)
+    entries = manifest["arrays"]
+    for name in _REQUIRED:
+        if name not in entries:
+            raise CatalogError(f"{path / MANIFEST} lists no {name!r} array; {_REBUILD_HINT}")
+    arrays = {
+        name: _load_array(path, name, entry, mmap)
+        for name, entry in entries.items()
+        if name in _REQUIRED + _OPTIONAL
+    }
+    n = int(manifest["num_items"])
+    if len(arrays["ids"]) != n:
+        raise CatalogError(
+            f"{path / 'ids.npy'} holds {len(arrays['ids'])} ids, but the manifest says {n} items; {_REBUILD_HINT}"
+        )
+    try:
+        vocabulary = AttributeVocabulary.from_json(manifest["vocabulary"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CatalogError(
+            f"{path / MANIFEST} has an invalid attribute vocabulary ({e}); {_REBUILD_HINT}"
+        ) from None
+    offsets = arrays["description_offsets"]
+    if len(offsets) != n + 1 or (n and int(offsets[-1]) != len(arrays["descriptions_utf8"])):
+        raise CatalogError(
+            f"{path / 'description_offsets.npy'} does not match the description blob; {_REBUILD_HINT}"
+        )
+    try:
+        return Catalog(
+            ids=arrays["ids"],
+            categories=arrays["categories"],
+            category_names=tuple(manifest["category_names"]),
+            vocabulary=vocabulary,
+            labels=arrays["labels"],
+            descriptions=StringColumn(arrays["descriptions_utf8"], offsets),
+            images=arrays.get("images"),
+            features=arrays.get("features"),
+            attribute_scores=arrays.get("attribute_scores"),
+            primary_rgb=arrays.get("primary_rgb"),
+            provenance={**manifest.get("provenance", {}), "path": str(path)},
+        )
+    except CatalogError as e:
+        raise CatalogError(f"{path}: {e}; {_REBUILD_HINT}") from None

@@ -1,0 +1,99 @@
+"""The ``fiq-gym`` command line.
+
+Subcommands import what they need lazily, so ``fiq-gym --help`` answers instantly and the
+library's layers (benchmarks -> agents -> envs -> core) stay independent of this entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fiq_gym import __version__
+from fiq_gym.errors import FiqGymError
+
+__all__ = ["main"]
+
+
+def _catalog_build(args: argparse.Namespace) -> int:
+    from fiq_gym.catalog.default import default_catalog_path
+    from fiq_gym.catalog.synthetic import build_synthetic_catalog
+
+    out = Path(args.out) if args.out else default_catalog_path(args.size, args.seed, args.image_size)
+    catalog = build_synthetic_catalog(
+        out, size=args.size, seed=args.seed, image_size=args.image_size, overwrite=args.overwrite
+    )
+    print(f"wrote {catalog!r} to {out}")
+    return 0
+
+
+def _resolve_catalog(path: str | None):
+    from fiq_gym.catalog.default import load_default_catalog
+    from fiq_gym.catalog.storage import open_catalog
+
+    return open_catalog(path) if path else load_default_catalog()
+
+
+def _catalog_show(args: argparse.Namespace) -> int:
+    from fiq_gym.catalog.sheet import save_contact_sheet
+
+    catalog = _resolve_catalog(args.catalog)
+    out = Path(args.out) if args.out else Path("contact_sheet.png")
+    save_contact_sheet(catalog, out, count=args.count, seed=args.seed, columns=args.columns, scale=args.scale)
+    print(f"{catalog!r}\nwrote a contact sheet of {min(args.count, len(catalog))} items to {out}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fiq_gym.benchmarks.demo import play_demo_dialog
+
+    play_demo_dialog(_resolve_catalog(args.catalog), seed=args.seed, turns=args.turns)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fiq-gym", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"fiq-gym {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    catalog = sub.add_parser("catalog", help="build and inspect garment catalogs")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    build = catalog_sub.add_parser("build", help="generate a synthetic catalog")
+    build.add_argument("--size", type=int, default=10_000, help="number of garments (default 10000)")
+    build.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    build.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    build.add_argument("--out", help="output directory (default: the cache folder, see FIQ_GYM_CACHE)")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    build.set_defaults(func=_catalog_build)
+
+    show = catalog_sub.add_parser("show", help="write a contact-sheet PNG of sampled items")
+    show.add_argument("catalog", nargs="?", help="catalog directory (default: the default catalog)")
+    show.add_argument("--out", help="PNG path (default contact_sheet.png)")
+    show.add_argument("--count", type=int, default=32)
+    show.add_argument("--columns", type=int, default=8)
+    show.add_argument("--scale", type=int, default=2, help="pixel magnification")
+    show.add_argument("--seed", type=int, default=0)
+    show.set_defaults(func=_catalog_show)
+
+    demo = sub.add_parser("demo", help="play one dialog: a random retriever and the template shopper")
+    demo.add_argument("--catalog", help="catalog directory (default: the default catalog)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--turns", type=int, default=5)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (FiqGymError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"fiq-gym: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The dialog engine: B retrieval dialogs advanced in lock step.
+
+Both the single :class:`~fiq_gym.envs.FashionIQEnv` (B = 1) and the native vector env
+(B = n) run on this one engine, so their semantics cannot drift apart, and the vector env
+makes one batched user call and one batched ranking (a matrix product) per step.
+
+Each dialog draws its randomness from its own ``numpy.random.Generator``, so dialog k of a
+batch behaves exactly like a single environment seeded alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from fiq_gym.metrics import rank_percentile, target_rank
+from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.text import CaptionTokenizer
+from fiq_gym.users.base import User
+
+__all__ = [
+    "ACTION_MODES",
+    "OBSERVATION_KEYS",
+    "REWARDS",
+    "DialogBatch",
+    "DialogConfig",
+    "Transition",
+]
+
+ACTION_MODES = ("index", "query", "scores")
+REWARDS = ("percentile", "delta", "success")
+OBSERVATION_KEYS = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
+
+
+@dataclass(frozen=True)
+class DialogConfig:
+    """Dialog settings shared by the single and the vector environment."""
+
+    action_mode: str = "index"
+    reward: str = "percentile"
+    success_bonus: float = 0.0
+    max_turns: int = 5
+    caption_length: int = 32
+    observation_keys: tuple[str, ...] = OBSERVATION_KEYS
+
+    def __post_init__(self) -> None:
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {self.action_mode!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
+        if not np.isfinite(self.success_bonus):
+            raise ValueError(f"success_bonus must be a finite number, got {self.success_bonus!r}")
+        if not isinstance(self.max_turns, int | np.integer) or self.max_turns < 1:
+            raise ValueError(f"max_turns must be a positive integer, got {self.max_turns!r}")
+        if not isinstance(self.caption_length, int | np.integer) or self.caption_length < 1:
+            raise ValueError(f"caption_length must be a positive integer, got {self.caption_length!r}")
+        keys = tuple(self.observation_keys)
+        unknown = [k for k in keys if k not in OBSERVATION_KEYS]
+        if unknown or not keys or len(set(keys)) != len(keys):
+            raise ValueError(
+                f"observation_keys must be distinct names from {list(OBSERVATION_KEYS)}, got {list(keys)}"
+            )
+        object.__setattr__(self, "observation_keys", keys)
+
+
+@dataclass
+class Transition:
+    """What B dialogs return from a reset or a step (arrays with a leading batch axis)."""
+
+    observation: dict[str, np.ndarray]
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    info: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class DialogBatch:
+    """State and rules of ``num_dialogs`` dialogs over one set of retrieval tables."""
+
+    def __init__(
+        self,
+        tables: RetrievalTables,
+        user: User,
+        tokenizer: CaptionTokenizer,
+        config: DialogConfig,
+        num_dialogs: int = 1,
+    ) -> None:
+        self.tables = tables
+        self.user = user
+        self.tokenizer = tokenizer
+        self.config = config
+        self.num_dialogs = num_dialogs
+        b = num_dialogs
+        self.target = np.zeros(b, dtype=np.int64)
+        self.shown = np.zeros(b, dtype=np.int64)
+        self.turn = np.zeros(b, dtype=np.int64)
+        self.percentile = np.zeros(b, dtype=np.float64)
+        # Items shown so far (local indices), -1 padded; the first column is the reset's item.
+        self.history = np.full((b, config.max_turns + 1), -1, dtype=np.int64)
+
+    # --- spaces ----------------------------------------------------------------------------
+    def observation_space(self) -> spaces.Dict:
+        t, c = self.tables, self.config
+        all_spaces = {
+            "caption": spaces.Box(0, self.tokenizer.vocab_size - 1, (c.caption_length,), np.int64),
+            "caption_length": spaces.Box(0, c.caption_length, (1,), np.int64),
+            "shown_features": spaces.Box(-1.0, 1.0, (t.feature_dim,), np.float32),
+            "shown_attributes": spaces.Box(0.0, 1.0, (t.side_info.shape[1],), np.float32),
+            "turn": spaces.Box(0, c.max_turns, (1,), np.int64),
+        }
+        return spaces.Dict({k: all_spaces[k] for k in c.observation_keys})
+
+    def action_space(self) -> spaces.Space:
+        mode, t = self.config.action_mode, self.tables
+        if mode == "index":
+            return spaces.Discrete(t.num_items)
+        if mode == "query":
+            return spaces.Box(-1.0, 1.0, (t.feature_dim,), np.float32)
+        return spaces.Box(-1.0, 1.0, (t.num_items,), np.float32)
+
+    # --- actions ---------------------------------------------------------------------------
+    def check_actions(self, actions: Any, batched: bool) -> np.ndarray:
+        """Validate actions against the action space; raise ``ValueError`` naming both.
+
+        Returns int64 indices (B,) or float32 arrays (B, dim).
+        """
+        space = self.action_space()
+        b = self.num_dialogs if batched else 1
+        arr = np.asarray(actions)
+        if self.config.action_mode == "index":
+            want = (b,) if batched else ()
+            ok_kind = arr.dtype.kind in "iu"
+            if not ok_kind or arr.shape != want:
+                raise ValueError(
+                    f"action must be an integer item index of shape {want} for {space}, "
+                    f"got {actions!r} (dtype {arr.dtype}, shape {arr.shape})"
+                )
+            arr = arr.astype(np.int64).reshape(b)
+            bad = (arr < 0) | (arr >= space.n)
+            if bad.any():
+                raise ValueError(
+                    f"action {arr[bad][0]} is out of range for {space}: indices lie in [0, {space.n - 1}]"
+                )
+            return arr
+        dim = space.shape[0]
+        want = (b, dim) if batched else (dim,)
+        if arr.dtype.kind != "f" or arr.shape != want:
+            raise ValueError(
+                f"action must be a float array of shape {want} for {space}, got dtype {arr.dtype}, shape {arr.shape}"
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError(
+                f"action contains NaN or inf for {space}; got {arr.reshape(-1)[~np.isfinite(arr.reshape(-1))][:3]}"
+            )
+        if (arr < -1.0).any() or (arr > 1.0).any():
+            raise ValueError(
+                f"action values must lie in [-1, 1] for {space}; got min {arr.min():.4g}, max {arr.max():.4g} "
+                "(scale your scores or queries: only their order matters)"
+            )
+        return arr.astype(np.float32, copy=False).reshape(b, dim)
+
+    # --- dynamics --------------------------------------------------------------------------
+    def _index_scores(self, shown: np.ndarray) -> np.ndarray:
+        """(B, n) cosine similarity of every item to each shown item."""
+        f = self.tables.features
+        return f[shown] @ f.T
+
+    def _observe(
+        self, rows: np.ndarray, rngs: Sequence[np.random.Generator]
+    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        t = self.tables
+        target_rows, shown_rows = t.rows[self.target[rows]], t.rows[self.shown[rows]]
+        captions = self.user.describe(target_rows, shown_rows, rngs).texts
+        keys = self.config.observation_keys
+        obs: dict[str, np.ndarray] = {}
+        if "caption" in keys or "caption_length" in keys:
+            ids, lengths = self.tokenizer.encode_batch(captions, self.config.caption_length)
+            if "caption" in keys:
+                obs["caption"] = ids
+            if "caption_length" in keys:
+                obs["caption_length"] = lengths[:, None]
+        if "shown_features" in keys:
+            obs["shown_features"] = t.features[self.shown[rows]]
+        if "shown_attributes" in keys:
+            obs["shown_attributes"] = t.side_info[self.shown[rows]]
+        if "turn" in keys:
+            obs["turn"] = self.turn[rows][:, None].copy()
+        return obs, captions
+
+    def _info(
+        self,
+        rows: np.ndarray,
+        captions: list[str],
+        rank: np.ndarray,
+        percentile: np.ndarray,
+        success: np.ndarray,
+        repeated: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        return {
+            "caption": np.array(captions, dtype=object),
+            "shown": self.shown[rows].copy(),
+            "rank": rank,
+            "percentile": percentile,
+            "is_success": success,
+            "repeated": repeated,
+            "turn": self.turn[rows].copy(),
+        }
+
+    def reset(
+        self,
+        rows: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+        targets: np.ndarray | None = None,
+        shown: np.ndarray | None = None,
+    ) -> Transition:
+        """Start new dialogs in ``rows``: draw a target and a different first item from each
+        row's generator unless given."""
+        rows = np.asarray(rows, dtype=np.int64)
+        n = self.tables.num_items
+        drawn_t = np.empty(len(rows), dtype=np.int64)
+        drawn_s = np.empty(len(rows), dtype=np.int64)
+        for k, rng in enumerate(rngs):
+            # Draw both always, so fixing one in ``options`` does not shift the other stream.
+            t = int(rng.integers(n))
+            s = int(rng.integers(n - 1))
+            drawn_t[k] = t if targets is None else targets[k]
+            drawn_s[k] = s + (s >= drawn_t[k]) if shown is None else shown[k]
+        self.target[rows] = drawn_t
+        self.shown[rows] = drawn_s
+        self.turn[rows] = 0
+        self.history[rows] = -1
+        self.history[rows, 0] = drawn_s
+        rank = target_rank(self._index_scores(drawn_s), drawn_t)
+        success = drawn_s == drawn_t
+        rank[success] = 0
+        percentile = rank_percentile(rank, n)
+        self.percentile[rows] = percentile
+        obs, captions = self._observe(rows, rngs)
+        zeros = np.zeros(len(rows), dtype=bool)
+        info = self._info(rows, captions, rank, percentile, success, zeros)
+        return Transition(obs, np.zeros(len(rows)), zeros, zeros.copy(), info)
+
+    def step(
+        self,
+        actions: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+        rows: np.ndarray | None = None,
+    ) -> Transition:
+        """Advance dialogs ``rows`` (default: all) by one turn with checked ``actions``
+        (one per row, see :meth:`check_actions`); ``rngs`` are those rows' generators."""
+        rows = np.arange(self.num_dialogs) if rows is None else np.asarray(rows, dtype=np.int64)
+        n = self.tables.num_items
+        mode = self.config.action_mode
+        target, history = self.target[rows], self.history[rows]
+        repeated = np.zeros(len(rows), dtype=bool)
+        if mode == "index":
+            shown = actions
+            repeated = (history == shown[:, None]).any(axis=1)
+            scores = self._index_scores(shown)
+        else:
+            scores = actions @ self.tables.features.T if mode == "query" else actions
+            # Show the best item not yet shown in this dialog.
+            masked = np.array(scores, dtype=np.float64)
+            seen = history >= 0
+            masked[np.nonzero(seen)[0], history[seen]] = -np.inf
+            shown = np.argmax(masked, axis=1)
+        rank = target_rank(scores, target)
+        success = shown == target
+        rank[success] = 0
+        percentile = rank_percentile(rank, n)
+
+        cfg = self.config
+        if cfg.reward == "percentile":
+            reward = np.where(repeated, 0.0, percentile)
+        elif cfg.reward == "delta":
+            reward = percentile - self.percentile[rows]
+        else:
+            reward = success.astype(np.float64)
+        reward = reward + cfg.success_bonus * success
+
+        self.turn[rows] += 1
+        self.shown[rows] = shown
+        self.history[rows, np.minimum(self.turn[rows], cfg.max_turns)] = shown
+        self.percentile[rows] = percentile
+        terminated = success
+        truncated = ~success & (self.turn[rows] >= cfg.max_turns)
+        obs, captions = self._observe(rows, rngs)
+        info = self._info(rows, captions, rank, percentile, success, repeated)
+        return Transition(obs, reward.astype(np.float64), terminated, truncated, info)

@@ -1,0 +1,13 @@
+"""Exceptions raised by fiq-gym. Each message names the problem and, where there is one, the fix."""
+
+from __future__ import annotations
+
+__all__ = ["CatalogError", "FiqGymError"]
+
+
+class FiqGymError(Exception):
+    """Base class of fiq-gym's own errors."""
+
+
+class CatalogError(FiqGymError, ValueError):
+    """A catalog directory or catalog contents are missing, corrupt or inconsistent."""

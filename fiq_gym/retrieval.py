@@ -1,0 +1,114 @@
+"""The retrieval tables an environment ranks with: the items in play, their unit-norm
+features and the side information agents see.
+
+Built once per (catalog, category) and shared by every environment in the process, so a
+``SyncVectorEnv`` of 64 environments holds one copy, not 64.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.errors import CatalogError
+
+__all__ = ["RetrievalTables", "retrieval_tables", "thumbnail_features"]
+
+_THUMBNAIL_SIDE = 8
+
+
+def thumbnail_features(images: np.ndarray, side: int = _THUMBNAIL_SIDE, batch: int = 4096) -> np.ndarray:
+    """(N, side*side*3) float32 features: each image averaged down to side x side pixels.
+
+    The stand-in for learned features on catalogs that have none: real image content,
+    no ground truth. Computed in batches, so memory stays bounded for large catalogs.
+    """
+    n, h, w, _ = images.shape
+    if h % side or w % side:
+        raise CatalogError(f"thumbnail features need an image side divisible by {side}, got {h}x{w}")
+    out = np.empty((n, side * side * 3), dtype=np.float32)
+    for start in range(0, n, batch):
+        block = np.asarray(images[start : start + batch], dtype=np.float32) / 255.0
+        block = block.reshape(len(block), side, h // side, side, w // side, 3).mean(axis=(2, 4))
+        out[start : start + batch] = block.reshape(len(block), -1)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class RetrievalTables:
+    """Read-only arrays over the items in play (local index ``i`` is catalog row ``rows[i]``).
+
+    Attributes:
+        rows: (n,) int64 catalog rows of the items in play.
+        features: (n, D) float32 unit-norm features: the catalog's, centred, or thumbnails.
+        side_info: (n, A) float32 attribute scores shown to agents.
+        feature_source: ``"catalog"`` or ``"thumbnails"``.
+        side_info_source: ``"predicted"`` (catalog attribute scores) or ``"labels"``.
+    """
+
+    rows: np.ndarray
+    features: np.ndarray
+    side_info: np.ndarray
+    feature_source: str
+    side_info_source: str
+
+    @property
+    def num_items(self) -> int:
+        return len(self.rows)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+
+def _build_tables(catalog: Catalog, category: str | None) -> RetrievalTables:
+    if category is None:
+        rows = np.arange(len(catalog), dtype=np.int64)
+    else:
+        if category not in catalog.category_names:
+            raise ValueError(
+                f"unknown category {category!r}; this catalog has {list(catalog.category_names)} (or None for all)"
+            )
+        rows = np.flatnonzero(np.asarray(catalog.categories) == catalog.category_names.index(category))
+    if len(rows) < 2:
+        raise CatalogError(
+            f"a dialog needs at least 2 items in play, the catalog has {len(rows)} for category {category!r}"
+        )
+    if catalog.features is not None:
+        raw, source = np.asarray(catalog.features[rows], dtype=np.float32), "catalog"
+    elif catalog.images is not None:
+        images = catalog.images if category is None else catalog.images[rows]
+        raw, source = thumbnail_features(images), "thumbnails"
+    else:
+        raise CatalogError("the catalog has neither features nor images; extract features first")
+    # Centre before normalising so cosine similarity compares what differs between items.
+    raw = raw - raw.mean(axis=0, keepdims=True)
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    features = raw / np.maximum(norms, 1e-8)
+    if catalog.attribute_scores is not None:
+        side, side_source = (
+            np.asarray(catalog.attribute_scores[rows], dtype=np.float32),
+            "predicted",
+        )
+    else:
+        side, side_source = np.asarray(catalog.labels[rows], dtype=np.float32), "labels"
+    for arr in (rows, features, side):
+        arr.setflags(write=False)
+    return RetrievalTables(rows, features.astype(np.float32), side, source, side_source)
+
+
+_cache: weakref.WeakKeyDictionary[Catalog, dict[str | None, RetrievalTables]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def retrieval_tables(catalog: Catalog, category: str | None = None) -> RetrievalTables:
+    """The (cached) retrieval tables of ``catalog`` restricted to ``category`` (None: all)."""
+    with _lock:
+        per_catalog = _cache.setdefault(catalog, {})
+        if category not in per_catalog:
+            per_catalog[category] = _build_tables(catalog, category)
+        return per_catalog[category]

@@ -1,0 +1,233 @@
+"""The catalog model, its on-disk format and the synthetic generator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fiq_gym.catalog import Catalog
+from fiq_gym.catalog.storage import FORMAT_VERSION, open_catalog, save_catalog
+from fiq_gym.catalog.synthetic import build_synthetic_catalog
+from fiq_gym.catalog.synthetic_spec import CATEGORIES, LENGTHS_BY_CATEGORY, SYNTHETIC_VOCABULARY
+from fiq_gym.errors import CatalogError
+
+
+def _assert_same(a: Catalog, b: Catalog) -> None:
+    assert len(a) == len(b)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.categories, b.categories)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.primary_rgb, b.primary_rgb)
+    assert list(a.descriptions) == list(b.descriptions)
+    assert a.vocabulary == b.vocabulary
+    assert a.category_names == b.category_names
+
+
+def test_round_trip_save_open(small_catalog, tmp_path):
+    features = np.random.default_rng(0).normal(size=(len(small_catalog), 8)).astype(np.float32)
+    with_features = small_catalog.with_arrays(features=features)
+    save_catalog(with_features, tmp_path / "copy")
+    reopened = open_catalog(tmp_path / "copy")
+    _assert_same(with_features, reopened)
+    np.testing.assert_array_equal(reopened.features, features)
+    assert isinstance(reopened.images, np.memmap), "large arrays must be memory-mapped, not copied"
+
+
+def test_open_is_lazy_memory_map(small_catalog_path):
+    catalog = open_catalog(small_catalog_path)
+    for name in ("images", "labels", "primary_rgb"):
+        arr = getattr(catalog, name)
+        assert isinstance(arr, np.memmap), name
+        assert not arr.flags.writeable, f"{name} must be read-only"
+
+
+def test_generator_is_deterministic(tmp_path):
+    a = build_synthetic_catalog(tmp_path / "a", size=80, seed=3, image_size=32, progress=False)
+    b = build_synthetic_catalog(tmp_path / "b", size=80, seed=3, image_size=32, progress=False)
+    c = build_synthetic_catalog(tmp_path / "c", size=80, seed=4, image_size=32, progress=False)
+    _assert_same(a, b)
+    assert not np.array_equal(a.labels, c.labels)
+
+
+def test_prefix_is_stable_across_sizes(tmp_path):
+    """Chunked generation: the first items do not depend on how many are asked for."""
+    small = build_synthetic_catalog(tmp_path / "s", size=50, seed=1, image_size=32, progress=False)
+    large = build_synthetic_catalog(tmp_path / "l", size=120, seed=1, image_size=32, progress=False)
+    np.testing.assert_array_equal(small.labels, large.labels[:50])
+    np.testing.assert_array_equal(small.images, large.images[:50])
+
+
+def test_every_attribute_value_appears(small_catalog):
+    present = small_catalog.labels.any(axis=0)
+    missing = [name for name, ok in zip(SYNTHETIC_VOCABULARY.column_names, present, strict=True) if not ok]
+    assert not missing
+    assert set(np.unique(small_catalog.categories)) == set(range(len(CATEGORIES)))
+
+
+def test_attributes_are_one_per_type_and_lengths_fit_category(small_catalog):
+    for t in SYNTHETIC_VOCABULARY.types:
+        block = small_catalog.labels[:, SYNTHETIC_VOCABULARY.slice(t.name)]
+        assert (block.sum(axis=1) == 1).all(), t.name
+    for i in range(len(small_catalog)):
+        item = small_catalog.item(i)
+        assert item.attributes["length"] in LENGTHS_BY_CATEGORY[item.category]
+
+
+def test_descriptions_read_like_shop_titles(small_catalog):
+    for i in range(20):
+        item = small_catalog.item(i)
+        text = item.description
+        assert text[0].isupper() and text.endswith((" fit", " fitted"))
+        noun = {"dress": "dress", "shirt": "shirt", "toptee": ("top", "tee")}[item.category]
+        assert any(n in text for n in (noun if isinstance(noun, tuple) else (noun,)))
+        assert item.attributes["fit"] in text
+
+
+def test_images_show_the_garment_colour(small_catalog):
+    """The garment's own colour dominates the centre of the image (a cheap legibility check)."""
+    images = np.asarray(small_catalog.images, dtype=np.float64)
+    h, w = images.shape[1:3]
+    centre = images[:, h // 2 - 2 : h // 2 + 2, w // 2 - 2 : w // 2 + 2].reshape(len(images), -1, 3)
+    solid = small_catalog.labels[:, SYNTHETIC_VOCABULARY.column("pattern", "solid")] == 1
+    distance = np.abs(np.median(centre, axis=1) - small_catalog.primary_rgb.astype(np.float64)).max(axis=1)
+    # Solid garments without a placket: the centre is exactly the garment colour.
+    assert np.median(distance[solid]) < 12
+
+
+def test_subset_keeps_fields_aligned(small_catalog):
+    dresses = small_catalog.by_category("dress")
+    assert len(dresses) > 0
+    assert set(dresses.category_names[c] for c in np.unique(dresses.categories)) == {"dress"}
+    rows = np.flatnonzero(small_catalog.categories == 0)
+    np.testing.assert_array_equal(dresses.images, small_catalog.images[rows])
+    assert dresses.descriptions[3] == small_catalog.descriptions[int(rows[3])]
+    picked = small_catalog.select_ids([str(small_catalog.ids[5]), str(small_catalog.ids[2])])
+    np.testing.assert_array_equal(picked.labels, small_catalog.labels[[5, 2]])
+    with pytest.raises(KeyError, match="not in the catalog"):
+        small_catalog.select_ids(["no-such-id"])
+    with pytest.raises(ValueError, match="unknown category 'shoe'"):
+        small_catalog.by_category("shoe")
+
+
+# --- corrupt directories -------------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog_copy(small_catalog_path, tmp_path):
+    dst = tmp_path / "cat"
+    shutil.copytree(small_catalog_path, dst)
+    return dst
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(CatalogError, match="does not exist.*fiq-gym catalog build"):
+        open_catalog(tmp_path / "nowhere")
+
+
+def test_missing_manifest(catalog_copy):
+    (catalog_copy / "manifest.json").unlink()
+    with pytest.raises(CatalogError, match="manifest.json is missing"):
+        open_catalog(catalog_copy)
+
+
+def test_corrupt_manifest_json(catalog_copy):
+    (catalog_copy / "manifest.json").write_text('{"format": "fiq-gym-catalog",,}')
+    with pytest.raises(CatalogError, match=r"manifest.json is not valid JSON \(line 1"):
+        open_catalog(catalog_copy)
+
+
+def test_wrong_format_version(catalog_copy):
+    manifest = json.loads((catalog_copy / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (catalog_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        CatalogError, match=f"format_version {FORMAT_VERSION + 1}.*reads version {FORMAT_VERSION}"
+    ):
+        open_catalog(catalog_copy)
+
+
+def test_missing_array_file(catalog_copy):
+    (catalog_copy / "labels.npy").unlink()
+    with pytest.raises(CatalogError, match=r"labels\.npy is missing"):
+        open_catalog(catalog_copy)
+
+
+def test_truncated_array_file(catalog_copy):
+    path = catalog_copy / "images.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CatalogError, match=r"images\.npy cannot be read.*truncated or corrupt"):
+        open_catalog(catalog_copy)
+
+
+def test_wrong_shape_array(catalog_copy):
+    np.save(catalog_copy / "labels.npy", np.zeros((5, 3), dtype=np.uint8))
+    with pytest.raises(CatalogError, match=r"labels\.npy has shape \(5, 3\), but the manifest says"):
+        open_catalog(catalog_copy)
+
+
+def test_wrong_dtype_array(catalog_copy):
+    labels = np.load(catalog_copy / "labels.npy")
+    np.save(catalog_copy / "labels.npy", labels.astype(np.int64))
+    with pytest.raises(CatalogError, match=r"labels\.npy has dtype int64"):
+        open_catalog(catalog_copy)
+
+
+def test_inconsistent_manifest_count(catalog_copy):
+    manifest = json.loads((catalog_copy / "manifest.json").read_text())
+    manifest["num_items"] = 999
+    (catalog_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CatalogError, match="999 items"):
+        open_catalog(catalog_copy)
+
+
+def test_save_refuses_to_clobber_and_leaves_no_temp(small_catalog, tmp_path):
+    save_catalog(small_catalog, tmp_path / "x")
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_catalog(small_catalog, tmp_path / "x")
+    save_catalog(small_catalog.subset(slice(0, 10)), tmp_path / "x", overwrite=True)
+    assert len(open_catalog(tmp_path / "x")) == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["x"]
+
+
+def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    import fiq_gym.catalog.synthetic as synthetic
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("renderer failed")
+
+    monkeypatch.setattr(synthetic, "render_garment", boom)
+    with pytest.raises(RuntimeError):
+        build_synthetic_catalog(tmp_path / "broken", size=10, image_size=32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_build_and_show(tmp_path):
+    out = tmp_path / "cli-cat"
+    run = [sys.executable, "-m", "fiq_gym", "catalog"]
+    done = subprocess.run(
+        [*run, "build", "--size", "40", "--image-size", "32", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    sheet = tmp_path / "sheet.png"
+    done = subprocess.run(
+        [*run, "show", str(out), "--out", str(sheet), "--count", "12"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A wrong path gets a one-line error naming the fix, not a traceback.
+    done = subprocess.run([*run, "show", str(tmp_path / "nope")], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,316 @@
+"""FashionIQEnv: the Gymnasium contract, the documented semantics, and bad input."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import fiq_gym  # noqa: F401  (registers the ids)
+from fiq_gym.envs import ENV_IDS, FashionIQEnv
+from fiq_gym.text import split_words
+
+ACTION_MODES = ("index", "query", "scores")
+
+
+@pytest.fixture
+def make_env(small_catalog_path):
+    def make(**kwargs):
+        kwargs.setdefault("catalog", small_catalog_path)
+        return FashionIQEnv(**kwargs)
+
+    return make
+
+
+def _random_action(env, rng):
+    if env.config.action_mode == "index":
+        return int(rng.integers(env.num_items))
+    return rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+
+
+def _rollout(env, seed, steps=12):
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    out = [(obs, info)]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(_random_action(env, rng))
+        out.append((obs, reward, terminated, truncated, info))
+        if terminated or truncated:
+            obs, info = env.reset()
+            out.append((obs, info))
+    return out
+
+
+# --- registration and checkers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", list(ENV_IDS))
+@pytest.mark.parametrize("action_mode", ACTION_MODES)
+def test_registered_ids_pass_both_checkers(env_id, action_mode, small_catalog_path):
+    env = gym.make(env_id, catalog=small_catalog_path, action_mode=action_mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(env.unwrapped, skip_render_check=False)
+    sb3_check_env(
+        FashionIQEnv(
+            catalog=small_catalog_path,
+            category=ENV_IDS[env_id].get("category"),
+            action_mode=action_mode,
+        ),
+        warn=True,
+    )
+    env.close()
+
+
+def test_default_catalog_env_and_module_prefix_make():
+    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v0")
+    obs, _info = env.reset(seed=0)
+    assert env.unwrapped.num_items == 10_000
+    assert env.observation_space.contains(obs)
+    env.close()
+
+
+def test_every_id_has_a_vector_entry_point():
+    for env_id in ENV_IDS:
+        assert gym.spec(env_id).vector_entry_point is not None
+
+
+# --- semantics -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action_mode", ACTION_MODES)
+def test_same_seed_same_rollout(make_env, action_mode):
+    a = _rollout(make_env(action_mode=action_mode), seed=3)
+    b = _rollout(make_env(action_mode=action_mode), seed=3)
+    c = _rollout(make_env(action_mode=action_mode), seed=4)
+    assert repr(a) == repr(b)
+    assert repr(a) != repr(c)
+
+
+def test_showing_the_target_terminates_with_rank_zero(make_env):
+    env = make_env(reward="success", success_bonus=0.5)
+    env.reset(seed=0, options={"target": 7, "shown": 3})
+    _obs, reward, terminated, truncated, info = env.step(7)
+    assert terminated and not truncated and info["is_success"]
+    assert info["rank"] == 0 and info["percentile"] == 1.0
+    assert reward == 1.5
+
+
+def test_truncates_after_max_turns(make_env):
+    env = make_env(max_turns=3)
+    env.reset(seed=0, options={"target": 7, "shown": 3})
+    for turn in range(1, 4):
+        obs, _reward, terminated, truncated, _info = env.step(10 + turn)
+        assert obs["turn"][0] == turn
+        assert terminated is False and truncated is (turn == 3)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(0)
+
+
+def test_repeated_index_earns_nothing(make_env):
+    env = make_env(reward="percentile")
+    env.reset(seed=0, options={"target": 7, "shown": 3})
+    _, first, *_, _info = env.step(11)
+    _, again, *_, info2 = env.step(11)
+    assert first > 0 and again == 0.0 and info2["repeated"]
+    _, initial, *_ = env.step(3)  # the reset's item counts as shown too
+    assert initial == 0.0
+
+
+@pytest.mark.parametrize("action_mode", ["query", "scores"])
+def test_query_and_scores_never_show_an_item_twice(make_env, action_mode):
+    env = make_env(action_mode=action_mode, max_turns=20)
+    _, info = env.reset(seed=1)
+    shown = [info["shown"]]
+    action = np.full(env.action_space.shape, 0.25, dtype=np.float32)  # the same action every turn
+    for _ in range(10):
+        _, _, terminated, truncated, info = env.step(action)
+        shown.append(info["shown"])
+        if terminated or truncated:
+            break
+    assert len(set(shown)) == len(shown)
+
+
+def test_scores_mode_shows_the_best_unseen_and_ranks_by_scores(make_env):
+    env = make_env(action_mode="scores")
+    env.reset(seed=0, options={"target": 5, "shown": 0})
+    scores = np.linspace(-1, 1, env.num_items, dtype=np.float32)[::-1].copy()  # item 0 best
+    _, _, _, _, info = env.step(scores)
+    assert info["shown"] == 1  # item 0 was already shown
+    assert info["rank"] == 5
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    actions=st.lists(st.integers(0, 299), min_size=1, max_size=8),
+    reward=st.sampled_from(["percentile", "delta", "success"]),
+)
+def test_reward_maths(small_catalog_path, seed, actions, reward):
+    env = FashionIQEnv(catalog=small_catalog_path, reward=reward, max_turns=8)
+    _, info = env.reset(seed=seed)
+    p0, total = info["percentile"], 0.0
+    target = env._dialog.target[0]  # white-box: checks the documented rules against the truth
+    for a in actions:
+        _, r, terminated, truncated, info = env.step(a)
+        total += r
+        assert 0.0 <= info["percentile"] <= 1.0
+        assert info["is_success"] == (a == target) == terminated
+        if reward == "success":
+            assert r == float(a == target)
+        if terminated or truncated:
+            break
+    if reward == "delta":
+        assert total == pytest.approx(info["percentile"] - p0)
+
+
+def test_nothing_in_obs_or_info_reveals_the_target(make_env):
+    """Observations are a function of (caption text, shown item, turn) alone, and no info
+    entry carries the target's index or id."""
+    env = make_env()
+    tables = env._dialog.tables
+    assert set(env.observation_space.spaces) == {
+        "caption",
+        "caption_length",
+        "shown_features",
+        "shown_attributes",
+        "turn",
+    }
+    rng = np.random.default_rng(0)
+    for episode in range(15):
+        target = int(rng.integers(env.num_items))
+        obs, info = env.reset(seed=episode, options={"target": target})
+        for _ in range(3):
+            assert set(info) == {
+                "caption",
+                "shown",
+                "rank",
+                "percentile",
+                "is_success",
+                "repeated",
+                "turn",
+            }
+            assert str(env.catalog.ids[tables.rows[target]]) not in repr(info)
+            ids, length = env.tokenizer.encode_batch([info["caption"]], env.config.caption_length)
+            np.testing.assert_array_equal(obs["caption"], ids[0])
+            assert obs["caption_length"][0] == length[0] == min(len(split_words(info["caption"])), 32)
+            np.testing.assert_array_equal(obs["shown_features"], tables.features[info["shown"]])
+            np.testing.assert_array_equal(obs["shown_attributes"], tables.side_info[info["shown"]])
+            action = int(rng.integers(env.num_items))
+            obs, _, _terminated, _truncated, info = env.step(
+                action if action != target else (target + 1) % env.num_items
+            )
+
+
+def test_env_pickles_and_continues_identically(make_env):
+    env = make_env(action_mode="query")
+    env.reset(seed=5)
+    env.step(np.zeros(env.action_space.shape, np.float32))
+    clone = pickle.loads(pickle.dumps(env))
+    action = np.full(env.action_space.shape, 0.1, np.float32)
+    assert repr(env.step(action)) == repr(clone.step(action))
+    assert len(pickle.dumps(env)) < 200_000, "pickling must not copy the catalog's images"
+
+
+def test_close_twice(make_env):
+    env = make_env()
+    env.reset(seed=0)
+    env.close()
+    env.close()
+
+
+def test_observation_keys_and_category(make_env):
+    env = make_env(category="dress", observation_keys=("caption", "turn"))
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"caption", "turn"}
+    dress = env.catalog.category_names.index("dress")
+    assert (np.asarray(env.catalog.categories)[env._dialog.tables.rows] == dress).all()
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"action_mode": "ranking"}, r"action_mode must be one of \['index', 'query', 'scores'\]"),
+        ({"reward": "rank"}, r"reward must be one of \['percentile', 'delta', 'success'\]"),
+        ({"max_turns": 0}, "max_turns must be a positive integer"),
+        ({"caption_length": -1}, "caption_length must be a positive integer"),
+        ({"category": "shoe"}, r"unknown category 'shoe'"),
+        ({"user": "robot"}, r"user must be one of \['template'\]"),
+        ({"observation_keys": ("caption", "target")}, "observation_keys must be distinct names"),
+        ({"render_mode": "human"}, r"render_mode must be one of \['rgb_array', 'ansi'\]"),
+    ],
+)
+def test_bad_options_name_the_allowed_values(make_env, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_env(**kwargs)
+
+
+def test_bad_catalog_path_names_the_fix(tmp_path):
+    from fiq_gym.errors import CatalogError
+
+    with pytest.raises(CatalogError, match="does not exist.*fiq-gym catalog build"):
+        FashionIQEnv(catalog=tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("action_mode", "action", "message"),
+    [
+        ("index", 300, r"out of range for Discrete\(300\)"),
+        ("index", -1, "out of range"),
+        ("index", 2.0, "must be an integer item index"),
+        ("index", np.array([1, 2]), "must be an integer item index of shape"),
+        ("query", np.zeros(3, np.float32), r"must be a float array of shape \(192,\)"),
+        ("query", np.full(192, np.nan, np.float32), "NaN or inf"),
+        ("query", np.full(192, 2.0, np.float32), r"must lie in \[-1, 1\]"),
+        ("scores", np.zeros(300, np.int64), "must be a float array"),
+        ("scores", np.full(300, np.inf, np.float32), "NaN or inf"),
+    ],
+)
+def test_bad_actions_raise_and_leave_the_episode_intact(make_env, action_mode, action, message):
+    env = make_env(action_mode=action_mode)
+    env.reset(seed=0)
+    before = env._dialog.turn.copy()
+    with pytest.raises(ValueError, match=message):
+        env.step(action)
+    np.testing.assert_array_equal(env._dialog.turn, before)
+    env.step(env.action_space.sample())  # the episode goes on
+
+
+@pytest.mark.parametrize("options", [{"target": 300}, {"shown": -1}, {"target": 1.5}, {"goal": 1}])
+def test_bad_reset_options(make_env, options):
+    with pytest.raises(ValueError, match="options|allowed"):
+        make_env().reset(seed=0, options=options)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def test_render_modes_and_gif(make_env, tmp_path):
+    from fiq_gym.envs.rendering import save_gif
+
+    env = make_env(render_mode="rgb_array")
+    env.reset(seed=0)
+    frames = [env.render()]
+    for a in (4, 9, 12):
+        env.step(a)
+        frames.append(env.render())
+    assert frames[0].dtype == np.uint8 and frames[0].ndim == 3 and frames[0].shape[2] == 3
+    assert not np.array_equal(frames[0], frames[1])
+    gif = save_gif(frames, tmp_path / "dialog.gif")
+    assert gif.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+
+    text_env = make_env(render_mode="ansi")
+    text_env.reset(seed=0)
+    text_env.step(4)
+    lines = text_env.render().strip().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("turn 1:")

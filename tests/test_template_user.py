@@ -1,0 +1,424 @@
+"""The template shopper: truthful, parseable, varied, deterministic, and strict about input."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fiq_gym.catalog import AttributeType, AttributeVocabulary, Catalog
+from fiq_gym.catalog.synthetic_spec import (
+    CATEGORIES,
+    LENGTHS_BY_CATEGORY,
+    SYNTHETIC_VOCABULARY,
+)
+from fiq_gym.users import CaptionBatch, Difference, TemplateNoise, TemplateUser, parse_caption
+from fiq_gym.users.template import LUMA_WEIGHTS, SAME_DIFFERENCE, SHADE_THRESHOLD
+
+# direction word -> sign of (target code - shown code) for ordered types
+DIRECTION_SIGN = {"longer": 1, "shorter": -1, "looser": 1, "tighter": -1, "more": 1, "less": -1}
+
+
+def make_catalog(
+    n: int = 60,
+    seed: int = 0,
+    vocabulary: AttributeVocabulary = SYNTHETIC_VOCABULARY,
+    category_names: tuple[str, ...] = CATEGORIES,
+    with_rgb: bool = True,
+    unlabelled: float = 0.04,
+) -> Catalog:
+    """A small in-memory catalog of random codes in which every value occurs at least once.
+
+    Lengths respect each category's allowed lengths when the vocabulary is the synthetic one;
+    a few codes are -1 (unlabelled) so that skipping them is exercised.
+    """
+    rng = np.random.default_rng(seed)
+    categories = rng.permutation(np.arange(n) % len(category_names)).astype(np.int16)
+    codes = np.zeros((n, len(vocabulary)), dtype=np.int64)
+    for k, t in enumerate(vocabulary.types):
+        codes[:, k] = rng.permutation(np.arange(n) % len(t.values))
+    if "length" in vocabulary.type_names and set(category_names) == set(LENGTHS_BY_CATEGORY):
+        k = vocabulary.type_names.index("length")
+        values = vocabulary["length"].values
+        for code, name in enumerate(category_names):
+            rows = np.flatnonzero(categories == code)
+            allowed = [values.index(v) for v in LENGTHS_BY_CATEGORY[name]]
+            codes[rows, k] = np.resize(allowed, rows.size)[rng.permutation(rows.size)]
+    codes[rng.random(codes.shape) < unlabelled] = -1
+    return Catalog(
+        ids=np.array([f"item{i:04d}" for i in range(n)]),
+        categories=categories,
+        category_names=category_names,
+        vocabulary=vocabulary,
+        labels=vocabulary.encode(codes),
+        descriptions=[f"garment {i}" for i in range(n)],
+        primary_rgb=rng.integers(0, 256, size=(n, 3)).astype(np.uint8) if with_rgb else None,
+    )
+
+
+CATALOG = make_catalog()
+CODES = CATALOG.attribute_codes()
+LUMA = CATALOG.primary_rgb.astype(np.float64) @ np.array(LUMA_WEIGHTS)
+
+GENERIC_VOCABULARY = AttributeVocabulary(
+    (
+        AttributeType("color", ("teal", "black", "off white")),
+        AttributeType("material", ("cotton", "silk", "faux leather")),
+        AttributeType("heel", ("flat", "low", "high"), ordered=True),
+        AttributeType("sleeve", ("none", "short", "3/4", "long"), ordered=True),
+    )
+)
+GENERIC_CATEGORIES = ("boots", "ankle_boot", "sneakers")
+GENERIC_CATALOG = make_catalog(
+    40, seed=3, vocabulary=GENERIC_VOCABULARY, category_names=GENERIC_CATEGORIES, with_rgb=False
+)
+
+
+def claim_is_true(catalog: Catalog, t: int, s: int, claim: tuple[str, str, str]) -> bool:
+    """Whether ``claim`` holds of target ``t`` relative to shown ``s``, from the raw arrays."""
+    type_name, kind, value = claim
+    codes = catalog.attribute_codes()
+    if kind == "same":
+        same_codes = all(a == b or a < 0 or b < 0 for a, b in zip(codes[t], codes[s], strict=True))
+        gap = 0.0
+        if catalog.primary_rgb is not None:
+            luma = catalog.primary_rgb.astype(np.float64) @ np.array(LUMA_WEIGHTS)
+            gap = abs(luma[t] - luma[s])
+        return same_codes and catalog.categories[t] == catalog.categories[s] and gap < SHADE_THRESHOLD
+    if type_name == "category":
+        return catalog.category_of(t) == value and catalog.category_of(s) != value
+    if type_name == "shade":
+        luma = catalog.primary_rgb.astype(np.float64) @ np.array(LUMA_WEIGHTS)
+        gap = luma[t] - luma[s]
+        return gap <= -SHADE_THRESHOLD + 1e-3 if value == "darker" else gap >= SHADE_THRESHOLD - 1e-3
+    k = catalog.vocabulary.type_names.index(type_name)
+    tc, sc = int(codes[t, k]), int(codes[s, k])
+    if tc < 0 or sc < 0:
+        return False
+    if kind == "direct":
+        values = catalog.vocabulary[type_name].values
+        return values[tc] == value and values[sc] != value
+    assert catalog.vocabulary[type_name].ordered
+    return np.sign(tc - sc) == DIRECTION_SIGN[value]
+
+
+def check_batch_is_faithful(
+    catalog: Catalog, user: TemplateUser, targets, shown, batch: CaptionBatch
+) -> None:
+    names = catalog.category_names
+    for t, s, text, diffs in zip(targets, shown, batch.texts, batch.differences, strict=True):
+        assert 1 <= len(diffs) <= user.max_differences
+        claims = {d.claim for d in diffs}
+        assert len(claims) == len(diffs), f"a type mentioned twice in {text!r}"
+        assert parse_caption(text, catalog.vocabulary, names) == claims, text
+        for d in diffs:
+            assert d.claimed == d.target
+            assert claim_is_true(catalog, int(t), int(s), d.claim), (text, d)
+
+
+# --- determinism ---------------------------------------------------------------------------
+
+
+def test_same_seed_same_captions_and_different_seeds_differ():
+    user = TemplateUser(CATALOG)
+    pairs = np.random.default_rng(5).integers(0, len(CATALOG), size=(2, 128))
+    a = user.describe(pairs[0], pairs[1], np.random.default_rng(42))
+    b = user.describe(pairs[0], pairs[1], np.random.default_rng(42))
+    c = user.describe(pairs[0], pairs[1], np.random.default_rng(43))
+    assert a == b
+    assert a.texts != c.texts
+
+
+def test_noisy_user_is_deterministic_too():
+    user = TemplateUser(CATALOG, TemplateNoise(omit=0.3, wrong_color=0.5, drop_word=0.2))
+    pairs = np.random.default_rng(6).integers(0, len(CATALOG), size=(2, 64))
+    a = user.describe(pairs[0], pairs[1], np.random.default_rng(1))
+    b = user.describe(pairs[0], pairs[1], np.random.default_rng(1))
+    assert a == b
+
+
+# --- truthfulness and parsing (property tests) ------------------------------------------------
+
+index = st.integers(0, len(CATALOG) - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(index, index), min_size=1, max_size=24),
+    seed=st.integers(0, 2**32 - 1),
+    max_differences=st.integers(1, 4),
+)
+def test_noise_free_claims_are_true_and_parse_back_exactly(pairs, seed, max_differences):
+    user = TemplateUser(CATALOG, max_differences=max_differences)
+    targets = np.array([p[0] for p in pairs])
+    shown = np.array([p[1] for p in pairs])
+    batch = user.describe(targets, shown, np.random.default_rng(seed))
+    assert len(batch) == len(pairs)
+    check_batch_is_faithful(CATALOG, user, targets, shown, batch)
+
+
+generic_index = st.integers(0, len(GENERIC_CATALOG) - 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(generic_index, generic_index), min_size=1, max_size=24),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_generic_vocabulary_without_rgb_is_faithful_and_parseable(pairs, seed):
+    user = TemplateUser(GENERIC_CATALOG)
+    targets = np.array([p[0] for p in pairs])
+    shown = np.array([p[1] for p in pairs])
+    batch = user.describe(targets, shown, np.random.default_rng(seed))
+    check_batch_is_faithful(GENERIC_CATALOG, user, targets, shown, batch)
+    assert all(d.type != "shade" for diffs in batch.differences for d in diffs)
+
+
+def test_large_batch_is_faithful():
+    """A broad sweep of the whole grammar, beyond what the property tests sample."""
+    user = TemplateUser(CATALOG, max_differences=4)
+    rng = np.random.default_rng(11)
+    targets, shown = rng.integers(0, len(CATALOG), size=(2, 3000))
+    batch = user.describe(targets, shown, rng)
+    check_batch_is_faithful(CATALOG, user, targets, shown, batch)
+
+
+def test_generic_wording_for_unknown_types_and_categories():
+    user = TemplateUser(GENERIC_CATALOG)
+    assert user.wordings("material", "direct", "silk") == (
+        "has silk material",
+        "has a silk material",
+    )
+    assert user.wordings("heel", "comparative", "more")[0] == "has more heel"
+    assert user.wordings("category", "direct", "ankle_boot")[0] == "is an ankle boot"
+
+
+# --- same and shade-only captions -----------------------------------------------------------
+
+
+def test_identical_pairs_look_the_same():
+    user = TemplateUser(CATALOG)
+    items = np.arange(len(CATALOG))
+    batch = user.describe(items, items, np.random.default_rng(0))
+    same_wordings = set(user.wordings("none", "same", "same"))
+    assert set(batch.texts) <= same_wordings
+    assert len(set(batch.texts)) >= 2
+    assert all(diffs == (SAME_DIFFERENCE,) for diffs in batch.differences)
+    for text in batch.texts:
+        assert parse_caption(text, CATALOG.vocabulary) == {("none", "same", "same")}
+
+
+def twins_catalog(rgb_a, rgb_b) -> Catalog:
+    """Two items with identical attributes and category, differing only in rendered colour."""
+    codes = np.zeros((2, len(SYNTHETIC_VOCABULARY)), dtype=np.int64)
+    return Catalog(
+        ids=np.array(["a", "b"]),
+        categories=np.zeros(2, dtype=np.int16),
+        category_names=CATEGORIES,
+        vocabulary=SYNTHETIC_VOCABULARY,
+        labels=SYNTHETIC_VOCABULARY.encode(codes),
+        descriptions=["a", "b"],
+        primary_rgb=np.array([rgb_a, rgb_b], dtype=np.uint8),
+    )
+
+
+def test_only_shade_differs_gives_looks_the_same_but_darker():
+    catalog = twins_catalog((100, 100, 100), (125, 125, 125))  # a is 25 luma darker than b
+    user = TemplateUser(catalog)
+    batch = user.describe(np.zeros(50, int), np.ones(50, int), np.random.default_rng(0))
+    assert all(" but " in text and "dark" in text for text in batch.texts)
+    assert any("slightly" in t or "a bit" in t or "a little" in t for t in batch.texts)
+    assert all(diffs[0].claim == ("shade", "comparative", "darker") for diffs in batch.differences)
+    for text in batch.texts:
+        assert parse_caption(text, catalog.vocabulary) == {("shade", "comparative", "darker")}
+    lighter = user.describe(np.ones(5, int), np.zeros(5, int), np.random.default_rng(0))
+    assert all(d[0].claimed == "lighter" for d in lighter.differences)
+
+
+def test_shade_below_threshold_is_the_same():
+    catalog = twins_catalog((100, 100, 100), (110, 110, 110))
+    batch = TemplateUser(catalog).describe(np.array([0]), np.array([1]), np.random.default_rng(0))
+    assert batch.differences[0] == (SAME_DIFFERENCE,)
+
+
+# --- variety ----------------------------------------------------------------------------------
+
+CONTRAST = re.compile(r" (instead of|rather than) .*$")
+
+
+def test_every_difference_appears_with_at_least_two_wordings():
+    user = TemplateUser(CATALOG, max_differences=1)
+    rng = np.random.default_rng(7)
+    targets, shown = rng.integers(0, len(CATALOG), size=(2, 30000))
+    batch = user.describe(targets, shown, rng)
+    wordings: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for text, diffs in zip(batch.texts, batch.differences, strict=True):
+        (d,) = diffs
+        wordings[d.claim].add(CONTRAST.sub(r" \1", text))
+
+    vocabulary = CATALOG.vocabulary
+    expected = {("category", "direct", c) for c in CATEGORIES}
+    expected |= {("shade", "comparative", w) for w in ("darker", "lighter")}
+    for t in vocabulary.types:
+        expected |= {(t.name, "direct", v) for v in t.values}
+        if t.ordered:
+            words = {"fit": ("looser", "tighter")}.get(t.name, ("longer", "shorter"))
+            expected |= {(t.name, "comparative", w) for w in words}
+    missing = expected - set(wordings)
+    assert not missing, f"never described: {sorted(missing)}"
+    too_few = {claim: sorted(w) for claim, w in wordings.items() if len(w) < 2}
+    assert not too_few, f"fewer than two wordings: {too_few}"
+
+
+def test_direct_comparative_and_mixed_captions_all_occur():
+    user = TemplateUser(CATALOG)
+    rng = np.random.default_rng(8)
+    targets, shown = rng.integers(0, len(CATALOG), size=(2, 2000))
+    kinds = {frozenset(d.kind for d in diffs) for diffs in user.describe(targets, shown, rng).differences}
+    assert {frozenset({"direct"}), frozenset({"comparative"})} <= kinds
+    assert frozenset({"direct", "comparative"}) in kinds
+
+
+# --- noise --------------------------------------------------------------------------------
+
+
+def sample_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    targets, shown = np.random.default_rng(seed).integers(0, len(CATALOG), size=(2, n))
+    return targets, shown
+
+
+def test_wrong_color_claims_another_colour_and_parses_as_claimed():
+    user = TemplateUser(CATALOG, TemplateNoise(wrong_color=0.5))
+    targets, shown = sample_pairs(2000, 9)
+    batch = user.describe(targets, shown, np.random.default_rng(0))
+    wrong = [d for diffs in batch.differences for d in diffs if d.claimed != d.target]
+    assert wrong
+    assert all(d.type == "color" and d.claimed not in (d.target, d.shown) for d in wrong)
+    assert not all(d.is_faithful for diffs in batch.differences for d in diffs)
+    for text, diffs in zip(batch.texts, batch.differences, strict=True):
+        assert parse_caption(text, CATALOG.vocabulary) == {d.claim for d in diffs}
+
+
+def test_drop_word_shortens_captions_but_never_empties_them():
+    targets, shown = sample_pairs(1000, 10)
+    clean = TemplateUser(CATALOG).describe(targets, shown, np.random.default_rng(0))
+    noisy = TemplateUser(CATALOG, TemplateNoise(drop_word=0.3)).describe(
+        targets, shown, np.random.default_rng(0)
+    )
+    assert clean.differences == noisy.differences  # word drops happen after everything else
+    words = [len(t.split()) for t in clean.texts]
+    noisy_words = [len(t.split()) for t in noisy.texts]
+    assert np.mean(noisy_words) < 0.8 * np.mean(words)
+    assert min(noisy_words) >= 1
+    all_dropped = TemplateUser(CATALOG, TemplateNoise(drop_word=1.0)).describe(
+        targets[:50], shown[:50], np.random.default_rng(0)
+    )
+    assert all(len(t.split()) == 1 for t in all_dropped.texts)
+
+
+def test_omit_reduces_mentions_but_keeps_at_least_one():
+    targets, shown = sample_pairs(2000, 12)
+    clean = TemplateUser(CATALOG).describe(targets, shown, np.random.default_rng(0))
+    omitting = TemplateUser(CATALOG, TemplateNoise(omit=0.5)).describe(
+        targets, shown, np.random.default_rng(0)
+    )
+    mentions = np.mean([len(d) for d in clean.differences])
+    omitted = np.mean([len(d) for d in omitting.differences])
+    assert omitted < 0.8 * mentions
+    assert min(len(d) for d in omitting.differences) >= 1
+    for text, diffs in zip(omitting.texts, omitting.differences, strict=True):
+        assert parse_caption(text, CATALOG.vocabulary) == {d.claim for d in diffs}
+
+
+@pytest.mark.parametrize("field", ["omit", "wrong_color", "drop_word"])
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_noise_probabilities_are_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        TemplateNoise(**{field: value})
+
+
+# --- input validation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("targets", "shown", "message"),
+    [
+        ([1, 2, 3], [1, 2], r"same length.*3 targets and 2 shown"),
+        ([1, 60], [0, 0], r"targets\[1\] = 60 is out of range.*0\.\.59"),
+        ([0, 0], [-1, 0], r"shown\[0\] = -1 is out of range.*0\.\.59"),
+        (np.array([1.0, 2.0]), [1, 2], r"targets must hold integer.*float64"),
+        ([1, 2], np.array([True, False]), r"shown must hold integer.*bool"),
+        ([[1, 2]], [[1, 2]], r"targets must be a 1-D array.*\(1, 2\)"),
+    ],
+)
+def test_bad_indices_raise_specific_errors(targets, shown, message):
+    user = TemplateUser(CATALOG)
+    with pytest.raises(ValueError, match=message):
+        user.describe(np.asarray(targets), np.asarray(shown), np.random.default_rng(0))
+
+
+def test_describe_one_and_other_argument_checks():
+    user = TemplateUser(CATALOG)
+    text = user.describe_one(3, 4, np.random.default_rng(0))
+    assert isinstance(text, str) and text
+    with pytest.raises(ValueError, match=r"target must be an integer"):
+        user.describe_one(1.5, 4, np.random.default_rng(0))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"numpy\.random\.Generator"):
+        user.describe(np.array([1]), np.array([2]), 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_differences"):
+        TemplateUser(CATALOG, max_differences=0)
+    empty = user.describe(np.array([], dtype=int), np.array([], dtype=int), np.random.default_rng(0))
+    assert empty.texts == [] and empty.differences == []
+
+
+def test_difference_records_are_plain_frozen_values():
+    d = Difference("color", "direct", "red", "blue", "red")
+    assert d.claim == ("color", "direct", "red") and d.is_faithful
+    with pytest.raises(AttributeError):
+        d.claimed = "green"  # type: ignore[misc]
+
+
+def test_parser_ignores_unknown_words_and_reads_free_text():
+    vocabulary = SYNTHETIC_VOCABULARY
+    assert parse_caption("I want it red, please, with long sleeves!", vocabulary) == {
+        ("color", "direct", "red"),
+        ("sleeve", "direct", "long"),
+    }
+    assert parse_caption("is blue instead of black and looser", vocabulary) == {
+        ("color", "direct", "blue"),
+        ("fit", "comparative", "looser"),
+    }
+    assert parse_caption("something else entirely", vocabulary) == set()
+
+
+# --- integration with vector envs and tokenizers ---------------------------------------------
+
+
+def test_per_pair_generators_make_each_caption_depend_only_on_its_own():
+    user = TemplateUser(CATALOG, TemplateNoise(omit=0.2, wrong_color=0.3, drop_word=0.1))
+    targets, shown = sample_pairs(16, 13)
+    together = user.describe(targets, shown, [np.random.default_rng(100 + i) for i in range(len(targets))])
+    for i in range(len(targets)):
+        alone = user.describe(targets[i : i + 1], shown[i : i + 1], [np.random.default_rng(100 + i)])
+        assert alone.texts[0] == together.texts[i]
+        assert alone.differences[0] == together.differences[i]
+    with pytest.raises(ValueError, match=r"got 2 generators for 16 pairs"):
+        user.describe(targets, shown, [np.random.default_rng(0)] * 2)
+
+
+def test_caption_words_cover_every_caption_token():
+    from fiq_gym.text import split_words
+
+    for catalog in (CATALOG, GENERIC_CATALOG):
+        user = TemplateUser(catalog, max_differences=4)
+        words = set(user.caption_words())
+        rng = np.random.default_rng(14)
+        targets, shown = rng.integers(0, len(catalog), size=(2, 2000))
+        batch = user.describe(targets, shown, rng)
+        used = {w for text in batch.texts for w in split_words(text)}
+        assert used <= words, sorted(used - words)
+        assert "," in words and "and" in words
