@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--turns", type=int, default=5)
     demo.set_defaults(func=_demo)
+
+    # --- subcommands defined next to their code (one line each) ---
     return parser
 
 

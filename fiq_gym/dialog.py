@@ -101,6 +101,7 @@ class DialogBatch:
         self.percentile = np.zeros(b, dtype=np.float64)
         # Items shown so far (local indices), -1 padded; the first column is the reset's item.
         self.history = np.full((b, config.max_turns + 1), -1, dtype=np.int64)
+        self._action_space = self._make_action_space()
 
     # --- spaces ----------------------------------------------------------------------------
     def observation_space(self) -> spaces.Dict:
@@ -115,6 +116,10 @@ class DialogBatch:
         return spaces.Dict({k: all_spaces[k] for k in c.observation_keys})
 
     def action_space(self) -> spaces.Space:
+        """The single-dialog action space (one shared instance)."""
+        return self._action_space
+
+    def _make_action_space(self) -> spaces.Space:
         mode, t = self.config.action_mode, self.tables
         if mode == "index":
             return spaces.Discrete(t.num_items)

@@ -314,3 +314,18 @@ def test_render_modes_and_gif(make_env, tmp_path):
     text_env.step(4)
     lines = text_env.render().strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith("turn 1:")
+
+
+def test_record_dialog_gif_wrapper(make_env, tmp_path):
+    from fiq_gym.envs.wrappers import RecordDialogGif
+
+    env = RecordDialogGif(make_env(render_mode="rgb_array", max_turns=2), tmp_path / "gifs", every=2)
+    for episode in range(3):
+        env.reset(seed=episode)
+        for a in (5, 6):
+            _, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                break
+    assert [p.name for p in env.saved] == ["dialog-episode-0.gif", "dialog-episode-2.gif"]
+    with pytest.raises(ValueError, match="render_mode='rgb_array'"):
+        RecordDialogGif(make_env(), tmp_path)

@@ -97,6 +97,39 @@ def _write_manifest(directory: Path, catalog_meta: Catalog | Mapping[str, Any], 
     atomic_write_json(directory / MANIFEST, manifest)
 
 
+class _AppendArray:
+    """A ``.npy`` file of known final shape, filled by appending row blocks in order.
+
+    Plain sequential writes rather than a writable memory map: dirty mapped pages count as
+    the writer's resident memory, appended ones do not, so building a million-item
+    catalog needs no more memory than one chunk.
+    """
+
+    def __init__(self, path: Path, dtype: Any, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self._file, header)
+        self._rows = 0
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:]:
+            raise ValueError(f"{self.path.name}: block of shape {block.shape} does not fit {self.shape}")
+        self._file.write(block.tobytes())
+        self._rows += len(block)
+
+    def close(self) -> dict[str, Any]:
+        self._file.close()
+        if self._rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: wrote {self._rows} rows, expected {self.shape[0]}")
+        return {
+            "file": self.path.name,
+            "dtype": np.lib.format.dtype_to_descr(self.dtype),
+            "shape": list(self.shape),
+        }
+
+
 class CatalogWriter:
     """Streams a catalog to disk chunk by chunk, for catalogs too large to hold in memory.
 
@@ -114,12 +147,10 @@ class CatalogWriter:
         self.num_items = num_items
         self.vocabulary = vocabulary
         n, a = num_items, vocabulary.size
-        self._arrays: dict[str, np.memmap] = {}
+        self._arrays: dict[str, _AppendArray] = {}
 
         def alloc(name: str, dtype: Any, shape: tuple[int, ...]) -> None:
-            self._arrays[name] = np.lib.format.open_memmap(
-                directory / f"{name}.npy", mode="w+", dtype=dtype, shape=shape
-            )
+            self._arrays[name] = _AppendArray(directory / f"{name}.npy", dtype, shape)
 
         alloc("categories", np.int16, (n,))
         alloc("labels", np.uint8, (n, a))
@@ -144,11 +175,13 @@ class CatalogWriter:
         start, stop = self._cursor, self._cursor + len(ids)
         if stop > self.num_items:
             raise ValueError(f"writing rows {start}:{stop} past the declared {self.num_items} items")
-        self._arrays["categories"][start:stop] = categories
-        self._arrays["labels"][start:stop] = labels
-        self._arrays["primary_rgb"][start:stop] = primary_rgb
-        if images is not None:
-            self._arrays["images"][start:stop] = images
+        self._arrays["categories"].append(categories)
+        self._arrays["labels"].append(labels)
+        self._arrays["primary_rgb"].append(primary_rgb)
+        if "images" in self._arrays:
+            if images is None:
+                raise ValueError("this catalog was declared with images; pass images= with every block")
+            self._arrays["images"].append(images)
         self._ids.append(np.asarray(ids))
         encoded = [d.encode("utf-8") for d in descriptions]
         self._descriptions.extend(encoded)
@@ -169,8 +202,7 @@ class CatalogWriter:
         )
         entries = {}
         for name, arr in self._arrays.items():
-            arr.flush()
-            entries[name] = _array_entry(name, arr)
+            entries[name] = arr.close()
         entries["ids"] = _array_entry("ids", ids)
         entries["description_offsets"] = _array_entry("description_offsets", offsets)
         entries["descriptions_utf8"] = {

@@ -1,0 +1,238 @@
+"""Environment throughput: steps per second for one env, Gymnasium's SyncVectorEnv and the
+native vector env, against the bare batched ranking that is the floor under any step.
+
+    python -m fiq_gym.benchmarks.throughput            # sizes 1k, 10k, 100k; writes results/
+    python -m fiq_gym.benchmarks.throughput --sizes 1000 --batches 1 16 --out /tmp/tp
+
+Every figure of one table comes from one run on one machine, so ratios are comparable even
+when the machine is shared and absolute numbers are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from fiq_gym._atomic import atomic_write_bytes, atomic_write_text
+from fiq_gym.catalog.default import load_default_catalog
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.envs.fashion_iq import FashionIQEnv
+from fiq_gym.envs.vector import FashionIQVectorEnv
+from fiq_gym.metrics import target_rank
+from fiq_gym.retrieval import retrieval_tables
+
+__all__ = ["Measurement", "measure_throughput", "run"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    setting: str  # "single", "sync", "native", "ranking"
+    catalog_size: int
+    num_envs: int
+    steps_per_second: float  # environment steps (sub-env steps) per second
+
+
+def _time(step: Callable[[], None], steps_per_call: int, min_seconds: float, min_calls: int = 3) -> float:
+    step()  # warm up caches and lazy work
+    calls, start = 0, time.perf_counter()
+    while True:
+        step()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if calls >= min_calls and elapsed >= min_seconds:
+            return calls * steps_per_call / elapsed
+
+
+def _single(catalog: Catalog, rng: np.random.Generator, min_seconds: float) -> float:
+    env = FashionIQEnv(catalog=catalog)
+    env.reset(seed=0)
+    n = env.num_items
+
+    def step() -> None:
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(n)))
+        if terminated or truncated:
+            env.reset()
+
+    return _time(step, 1, min_seconds)
+
+
+def _sync(catalog: Catalog, num_envs: int, rng: np.random.Generator, min_seconds: float) -> float:
+    envs = gym.vector.SyncVectorEnv([lambda: FashionIQEnv(catalog=catalog) for _ in range(num_envs)])
+    envs.reset(seed=0)
+    n = envs.single_action_space.n
+    rate = _time(lambda: envs.step(rng.integers(0, n, size=num_envs)), num_envs, min_seconds)
+    envs.close()
+    return rate
+
+
+def _native(catalog: Catalog, num_envs: int, rng: np.random.Generator, min_seconds: float) -> float:
+    envs = FashionIQVectorEnv(num_envs, catalog=catalog)
+    envs.reset(seed=0)
+    n = envs.num_items
+    return _time(lambda: envs.step(rng.integers(0, n, size=num_envs)), num_envs, min_seconds)
+
+
+def _ranking(catalog: Catalog, num_envs: int, rng: np.random.Generator, min_seconds: float) -> float:
+    """The matrix product and the rank count an index-mode step needs, and nothing else."""
+    features = retrieval_tables(catalog).features
+    n = len(features)
+
+    def step() -> None:
+        shown = rng.integers(0, n, size=num_envs)
+        targets = rng.integers(0, n, size=num_envs)
+        target_rank(features[shown] @ features.T, targets)
+
+    return _time(step, num_envs, min_seconds)
+
+
+def measure_throughput(
+    sizes: Sequence[int], batches: Sequence[int], min_seconds: float = 1.0, progress: bool = True
+) -> list[Measurement]:
+    rng = np.random.default_rng(0)
+    out: list[Measurement] = []
+    for size in sizes:
+        catalog = load_default_catalog(size=size, progress=progress)
+        retrieval_tables(catalog)  # build once, outside the timings
+        out.append(Measurement("single", size, 1, _single(catalog, rng, min_seconds)))
+        for b in batches:
+            out.append(Measurement("sync", size, b, _sync(catalog, b, rng, min_seconds)))
+            out.append(Measurement("native", size, b, _native(catalog, b, rng, min_seconds)))
+            out.append(Measurement("ranking", size, b, _ranking(catalog, b, rng, min_seconds)))
+            if progress:
+                row = [m for m in out if m.catalog_size == size and m.num_envs == b]
+                print(
+                    f"size {size:>7} n {b:>4}: "
+                    + "  ".join(f"{m.setting} {m.steps_per_second:,.0f}/s" for m in row)
+                )
+    return out
+
+
+def machine_line() -> str:
+    import torch
+
+    return (
+        f"{platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{__import__('os').cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"numpy {np.__version__}, gymnasium {gym.__version__}, torch {torch.__version__}"
+    )
+
+
+def _lookup(ms: list[Measurement], setting: str, size: int, n: int) -> float | None:
+    for m in ms:
+        if (m.setting, m.catalog_size, m.num_envs) == (setting, size, n):
+            return m.steps_per_second
+    return None
+
+
+def to_markdown(ms: list[Measurement], command: str) -> str:
+    sizes = sorted({m.catalog_size for m in ms})
+    batches = sorted({m.num_envs for m in ms if m.setting != "single"})
+    lines = [
+        "# Environment throughput",
+        "",
+        "Env steps per second (one sub-env step = one step), template shopper, `index` actions",
+        "chosen at random, default observation. `ranking` is the bare batched ranking (feature",
+        "matrix product plus the rank count) for the same batch: the floor under any env step.",
+        "",
+        "| catalog | n | single env | SyncVectorEnv(n) | native vector env(n) | bare ranking | native / sync | native / ranking |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        single = _lookup(ms, "single", size, 1)
+        for b in batches:
+            sync, native, rank = (_lookup(ms, s, size, b) for s in ("sync", "native", "ranking"))
+            lines.append(
+                f"| {size:,} | {b} | {single:,.0f} | {sync:,.0f} | {native:,.0f} | {rank:,.0f} | "
+                f"{native / sync:.1f}x | {native / rank:.2f} |"
+            )
+    lines += ["", "## Targets (template shopper, 64 sub-envs)", ""]
+    if 10_000 in sizes and 64 in batches:
+        native, sync, rank = (_lookup(ms, s, 10_000, 64) for s in ("native", "sync", "ranking"))
+        lines.append(f"- (a) native / SyncVectorEnv at 10k: **{native / sync:.1f}x** (target >= 3x)")
+        lines.append(f"- (b) native / bare ranking at 10k: **{native / rank:.2f}** (target >= 0.5)")
+        if 100_000 in sizes:
+            big = _lookup(ms, "native", 100_000, 64)
+            lines.append(
+                f"- (c) time per step, 100k / 10k catalog: **{native / big:.1f}x** (target < 10x; "
+                "the ranking is linear in the catalog size)"
+            )
+    else:
+        lines.append("- not measured in this run (needs the 10k catalog and n = 64)")
+    lines += ["", f"Command: `{command}`", "", f"Machine: {machine_line()}", ""]
+    return "\n".join(lines)
+
+
+def plot(ms: list[Measurement]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({m.catalog_size for m in ms})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), sharey=True, squeeze=False)
+    styles = {"native": "o-", "sync": "s--", "ranking": "k:"}
+    for ax, size in zip(axes[0], sizes, strict=True):
+        for setting, style in styles.items():
+            pts = sorted(
+                (m.num_envs, m.steps_per_second)
+                for m in ms
+                if m.setting == setting and m.catalog_size == size
+            )
+            if pts:
+                ax.plot(
+                    *zip(*pts, strict=True),
+                    style,
+                    label={"native": "native vector env", "sync": "SyncVectorEnv", "ranking": "bare ranking"}[
+                        setting
+                    ],
+                )
+        single = _lookup(ms, "single", size, 1)
+        if single:
+            ax.axhline(single, color="grey", lw=0.8, label="one env")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"catalog of {size:,} items")
+        ax.set_xlabel("sub-envs n")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("env steps / second")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def run(sizes: Sequence[int], batches: Sequence[int], out: Path, min_seconds: float, command: str) -> str:
+    ms = measure_throughput(sizes, batches, min_seconds)
+    text = to_markdown(ms, command)
+    atomic_write_text(out / "throughput.md", text)
+    atomic_write_bytes(out / "throughput.png", plot(ms))
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    import sys
+
+    command = "python -m fiq_gym.benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(run(args.sizes, args.batches, args.out, args.min_seconds, command.strip()))
+
+
+if __name__ == "__main__":
+    main()
