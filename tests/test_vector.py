@@ -27,7 +27,7 @@ def test_make_vec_uses_the_native_vector_env(env_id, small_catalog_path):
     assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
     obs, info = envs.reset(seed=0)
     assert envs.observation_space.contains(obs)
-    obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+    obs, reward, _terminated, _truncated, info = envs.step(envs.action_space.sample())
     assert reward.shape == (4,) and info["_rank"].all()
     envs.close()
 
@@ -86,7 +86,7 @@ def test_reset_mask_resets_only_masked_envs(small_catalog_path):
     venv = FashionIQVectorEnv(3, catalog=small_catalog_path)
     venv.reset(seed=0)
     before, _, _, _, _ = venv.step(np.array([5, 6, 7]))
-    obs, info = venv.reset(options={"reset_mask": np.array([False, True, False])})
+    obs, _info = venv.reset(options={"reset_mask": np.array([False, True, False])})
     assert obs["turn"][:, 0].tolist() == [1, 0, 1]
     np.testing.assert_array_equal(obs["caption"][0], before["caption"][0])
     with pytest.raises(ValueError, match="reset_mask"):
