@@ -1,4 +1,4 @@
-"""The random retriever: shows a random item it has not shown yet in this dialog.
+"""The random retriever: shows a random item it has not shown yet in each dialog.
 
 The floor every learned agent must clear. It reads only what an agent may read: the
 action space and ``info["shown"]``.
@@ -17,7 +17,17 @@ _STREAM = 0x52414E44  # "RAND"
 
 
 class RandomAgent:
-    """Uniform over the items not yet shown in the current dialog (``index`` action mode)."""
+    """Uniform over the items not yet shown in each dialog (``index`` action mode), batched.
+
+    Follows :class:`fiq_gym.evaluation.RetrievalAgent`: ``reset`` marks new dialogs, ``act``
+    returns one item index per dialog. A row whose ``info["turn"]`` is 0 inside ``act`` has
+    just been auto-reset and starts a new dialog too.
+
+    Args:
+        action_space: the single-env action space (``Discrete(N)``).
+        seed: seeds the agent's own stream (distinct from an env seeded with the same
+            number, which would otherwise make its first guess the env's target).
+    """
 
     def __init__(self, action_space: gym.spaces.Space, seed: int | None = None) -> None:
         if not isinstance(action_space, gym.spaces.Discrete):
@@ -25,20 +35,35 @@ class RandomAgent:
                 f"RandomAgent needs the 'index' action mode (a Discrete space), got {action_space}"
             )
         self.num_items = int(action_space.n)
-        # A stream of its own: with a bare default_rng(seed), an agent seeded like the env
-        # would draw the env's target as its first guess.
         self.rng = np.random.default_rng(None if seed is None else [_STREAM, seed])
-        self._shown: set[int] = set()
+        self._shown: list[set[int]] = []
 
-    def reset(self, info: dict[str, Any]) -> None:
-        """Start a dialog; ``info`` is what ``env.reset`` returned."""
-        self._shown = {int(info["shown"])}
+    @classmethod
+    def for_env(cls, env: gym.Env | gym.vector.VectorEnv, seed: int | None = None) -> RandomAgent:
+        space = getattr(env, "single_action_space", None) or env.action_space
+        return cls(space, seed)
 
-    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> int:
-        self._shown.add(int(info["shown"]))
-        if len(self._shown) >= self.num_items:
-            return int(self.rng.integers(self.num_items))
-        while True:  # rejection sampling: the shown set is tiny next to the catalog
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        shown = np.atleast_1d(info["shown"])
+        if len(self._shown) != len(shown):
+            self._shown = [set() for _ in shown]
+        for k in np.flatnonzero(mask):
+            self._shown[k] = {int(shown[k])}
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        shown = np.atleast_1d(info["shown"])
+        turn = np.atleast_1d(info["turn"])
+        if len(self._shown) != len(shown):
+            self._shown = [set() for _ in shown]
+        actions = np.empty(len(shown), dtype=np.int64)
+        for k in range(len(shown)):
+            if turn[k] == 0:
+                self._shown[k] = set()
+            seen = self._shown[k]
+            seen.add(int(shown[k]))
             choice = int(self.rng.integers(self.num_items))
-            if choice not in self._shown:
-                return choice
+            # Rejection sampling: a dialog's shown set is tiny next to the catalog.
+            while choice in seen and len(seen) < self.num_items:
+                choice = int(self.rng.integers(self.num_items))
+            actions[k] = choice
+        return actions

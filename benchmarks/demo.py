@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
+
 from fiq_gym.agents import RandomAgent
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.envs import FashionIQEnv
@@ -21,8 +23,8 @@ def play_demo_dialog(
     """Play and print one dialog; return the per-turn infos."""
     env = FashionIQEnv(catalog=catalog, max_turns=turns)
     agent = RandomAgent(env.action_space, seed=seed)
-    _, info = env.reset(seed=seed)
-    agent.reset(info)
+    obs, info = env.reset(seed=seed)
+    agent.reset(obs, info, np.ones(1, dtype=bool))
     target_row = env._dialog.tables.rows[env._dialog.target[0]]  # printed for the reader only
     print(f"catalog: {env.catalog!r}")
     print(f"the shopper wants: {env.catalog.descriptions[int(target_row)]}\n")
@@ -37,7 +39,7 @@ def play_demo_dialog(
     show(info)
     done = False
     while not done:
-        _, reward, terminated, truncated, info = env.step(agent.act({}, info))
+        obs, reward, terminated, truncated, info = env.step(int(agent.act(obs, info)[0]))
         history.append(info)
         show(info)
         print(f"        reward {reward:.3f}")

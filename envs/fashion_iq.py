@@ -12,6 +12,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog import OBSERVATION_KEYS, DialogBatch, DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog_parts
 from fiq_gym.envs.rendering import render_frame
+from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
@@ -65,7 +66,13 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     on which.
 
     `info` holds `caption` (text), `shown` (index), `rank`, `percentile`, `is_success`,
-    `repeated` and `turn`; never the target's index or id.
+    `repeated` and `turn`; never the target's index or id, unless the training-only
+    ``expose_target=True`` opt-in adds `info["target"]` (for supervised losses; the
+    evaluation harness refuses such an env).
+
+    Agents may read the gallery they retrieve from, never the target: ``env.unwrapped.gallery``
+    holds the read-only features and attribute scores of every item in play (a retrieval
+    system knows its own catalog).
 
     ## Rewards
 
@@ -98,7 +105,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     ```python
     gym.make("fiq_gym/FashionIQ-v0", catalog=None, category=None, user="template",
              action_mode="index", reward="percentile", success_bonus=0.0, max_turns=5,
-             caption_length=32, observation_keys=None, render_mode=None)
+             caption_length=32, observation_keys=None, render_mode=None,
+             user_kwargs=None, tokenizer=None, expose_target=False)
     ```
 
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, or None for
@@ -106,8 +114,13 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     * ``category``: `"dress"`, `"shirt"`, `"toptee"` (or the catalog's own), None for all.
     * ``user``: `"template"` or a :class:`~fiq_gym.users.User` instance; ``user_kwargs``
       go to the template shopper (e.g. ``{"noise": TemplateNoise(omit=0.2)}``).
+    * ``action_mode``, ``reward``, ``success_bonus``, ``max_turns``: see above.
+    * ``caption_length``: L, the number of token ids in the caption observation.
+    * ``observation_keys``: the subset of observation keys to return (default: all).
     * ``render_mode``: `"rgb_array"` (the shown garment, the caption and the turn) or
       `"ansi"` (a text line per turn).
+    * ``tokenizer``: a :class:`~fiq_gym.text.CaptionTokenizer` to use instead of the user's.
+    * ``expose_target``: training-only opt-in that adds `info["target"]`; off by default.
 
     ## Registered Configurations
 
@@ -136,6 +149,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         render_mode: str | None = None,
         user_kwargs: dict[str, Any] | None = None,
         tokenizer: CaptionTokenizer | None = None,
+        expose_target: bool = False,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -148,6 +162,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             max_turns=max_turns,
             caption_length=caption_length,
             observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,
+            expose_target=bool(expose_target),
         )
         self._args = {
             "catalog": catalog,
@@ -177,6 +192,11 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     def num_items(self) -> int:
         """Items in play (the size of the index action space)."""
         return self._dialog.tables.num_items
+
+    @property
+    def gallery(self) -> RetrievalTables:
+        """Read-only features and attribute scores of the items in play (no target in it)."""
+        return self._dialog.tables
 
     # --- gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -286,6 +306,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             state["render_mode"],
             a["user_kwargs"],
             a["tokenizer"],
+            expose_target=cfg.expose_target,
         )
         for k, v in state["dialog"].items():
             getattr(self._dialog, k)[...] = v

@@ -20,6 +20,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog import OBSERVATION_KEYS, DialogBatch, DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog_parts
 from fiq_gym.envs.rendering import render_frame
+from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
@@ -57,6 +58,7 @@ class FashionIQVectorEnv(VectorEnv):
         render_mode: str | None = None,
         user_kwargs: dict[str, Any] | None = None,
         tokenizer: CaptionTokenizer | None = None,
+        expose_target: bool = False,
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -71,6 +73,7 @@ class FashionIQVectorEnv(VectorEnv):
             max_turns=max_turns,
             caption_length=caption_length,
             observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,
+            expose_target=bool(expose_target),
         )
         self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
             catalog, category, user, user_kwargs, tokenizer
@@ -97,6 +100,11 @@ class FashionIQVectorEnv(VectorEnv):
     @property
     def num_items(self) -> int:
         return self._dialog.tables.num_items
+
+    @property
+    def gallery(self) -> RetrievalTables:
+        """Read-only features and attribute scores of the items in play (no target in it)."""
+        return self._dialog.tables
 
     @property
     def np_random_generators(self) -> list[np.random.Generator]:

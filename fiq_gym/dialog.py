@@ -46,6 +46,9 @@ class DialogConfig:
     max_turns: int = 5
     caption_length: int = 32
     observation_keys: tuple[str, ...] = OBSERVATION_KEYS
+    # Training-only opt-in: put the target's index in ``info["target"]``. Supervised losses
+    # need it; the evaluation harness refuses environments that have it on.
+    expose_target: bool = False
 
     def __post_init__(self) -> None:
         if self.action_mode not in ACTION_MODES:
@@ -205,7 +208,7 @@ class DialogBatch:
         success: np.ndarray,
         repeated: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        return {
+        info = {
             "caption": np.array(captions, dtype=object),
             "shown": self.shown[rows].copy(),
             "rank": rank,
@@ -214,6 +217,9 @@ class DialogBatch:
             "repeated": repeated,
             "turn": self.turn[rows].copy(),
         }
+        if self.config.expose_target:
+            info["target"] = self.target[rows].copy()
+        return info
 
     def reset(
         self,

@@ -1,0 +1,100 @@
+"""The evaluation harness: fixed sets, per-turn metrics, refusing training-only opt-ins."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import fiq_gym  # noqa: F401
+from fiq_gym.agents import RandomAgent
+from fiq_gym.envs import FashionIQEnv
+from fiq_gym.evaluation import EvaluationSet, RetrievalAgent, evaluate
+
+ENV = "fiq_gym/FashionIQ-v0"
+
+
+class ShowsKnownTargets:
+    """A test double that is handed the evaluation set's targets, in the harness's order."""
+
+    def __init__(self, targets: np.ndarray, batch: int) -> None:
+        self.targets, self.batch, self.start = targets, batch, -batch
+
+    def reset(self, observation, info, mask):
+        self.start += self.batch
+
+    def act(self, observation, info):
+        return np.resize(self.targets[self.start : self.start + self.batch], self.batch)
+
+
+def test_random_agent_is_a_retrieval_agent(small_catalog_path):
+    env = FashionIQEnv(catalog=small_catalog_path)
+    assert isinstance(RandomAgent.for_env(env), RetrievalAgent)
+
+
+def test_bookkeeping_with_an_agent_that_always_finds_the_target(small_catalog_path):
+    eval_set = EvaluationSet.generate(300, episodes=20, seed=1)
+    agent = ShowsKnownTargets(eval_set.targets, batch=8)
+    result = evaluate(agent, ENV, eval_set, num_envs=8, catalog=small_catalog_path)
+    rows = result.per_turn()
+    assert len(rows) == 6 and rows[0]["success_rate"] == 0.0
+    for row in rows[1:]:
+        assert row["R@1"] == 1.0 and row["success_rate"] == 1.0 and row["mean_percentile"] == 1.0
+    assert result.mean_turns_to_success == 1.0
+
+
+def test_random_agent_evaluation_is_deterministic_and_near_chance(small_catalog_path):
+    def run():
+        venv = gym.make_vec(
+            ENV, num_envs=16, vectorization_mode="vector_entry_point", catalog=small_catalog_path
+        )
+        return evaluate(RandomAgent.for_env(venv, seed=0), venv, episodes=64, seed=3)
+
+    a, b = run(), run()
+    np.testing.assert_array_equal(a.ranks, b.ranks)
+    final = a.per_turn()[-1]
+    assert 0.2 < final["mean_percentile"] < 0.8
+    assert final["success_rate"] < 0.2
+
+
+def test_evaluation_refuses_target_exposure(small_catalog_path):
+    agent = RandomAgent(gym.spaces.Discrete(300))
+    with pytest.raises(ValueError, match="refuses expose_target"):
+        evaluate(agent, ENV, 4, catalog=small_catalog_path, expose_target=True)
+    venv = gym.make_vec(
+        ENV,
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        catalog=small_catalog_path,
+        expose_target=True,
+    )
+    with pytest.raises(ValueError, match="refuses an environment with expose_target"):
+        evaluate(agent, venv, 4)
+
+
+def test_outputs_round_trip(small_catalog_path, tmp_path):
+    venv = gym.make_vec(ENV, num_envs=4, vectorization_mode="vector_entry_point", catalog=small_catalog_path)
+    result = evaluate(RandomAgent.for_env(venv, seed=0), venv, episodes=8, seed=0, name="random")
+    data = json.loads(result.save_json(tmp_path / "r.json").read_text())
+    assert data["per_turn"] == result.per_turn()
+    with open(result.save_csv(tmp_path / "r.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["R@10"]) for r in rows] == [row["R@10"] for row in result.per_turn()]
+    assert "| turn | R@1 | R@5 | R@10 | R@50 |" in str(result)
+
+
+def test_evaluation_set_save_load_and_errors(tmp_path, small_catalog_path):
+    s = EvaluationSet.generate(100, 50, seed=2)
+    assert (s.targets != s.shown).all()
+    loaded = EvaluationSet.load(s.save(tmp_path / "set.json"))
+    np.testing.assert_array_equal(loaded.targets, s.targets)
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        EvaluationSet.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        EvaluationSet.load(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="made for 100 items"):
+        evaluate(RandomAgent(gym.spaces.Discrete(300)), ENV, s, catalog=small_catalog_path)
