@@ -53,6 +53,31 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAINERS = {
+    "supervised": "fiq_gym.agents.supervised",
+}
+
+
+def _train(args: argparse.Namespace) -> int:
+    import importlib
+
+    importlib.import_module(TRAINERS[args.agent]).main(list(args.agent_args))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint, episodes=args.episodes, seed=args.seed, catalog=args.catalog
+    )
+    print(result)
+    if args.out:
+        result.save_json(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fiq-gym", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"fiq-gym {__version__}")
@@ -82,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--turns", type=int, default=5)
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser(
+        "train",
+        help="train a retriever agent (arguments after AGENT go to the agent; see AGENT --help)",
+        add_help=True,
+    )
+    train.add_argument("agent", choices=sorted(TRAINERS))
+    train.add_argument("agent_args", nargs=argparse.REMAINDER, help="the agent's own arguments")
+    train.set_defaults(func=_train)
+
+    evaluation = sub.add_parser(
+        "eval", help="evaluate a trained retriever checkpoint on a fixed evaluation set"
+    )
+    evaluation.add_argument("checkpoint", help="checkpoint directory written by `fiq-gym train`")
+    evaluation.add_argument("--episodes", type=int, default=1000)
+    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--catalog", help="catalog directory (default: the one the agent was trained on)")
+    evaluation.add_argument("--out", help="also write the per-turn metrics as JSON here")
+    evaluation.set_defaults(func=_eval)
 
     # --- subcommands defined next to their code (one line each) ---
     return parser

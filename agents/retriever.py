@@ -1,0 +1,241 @@
+"""The dialog retriever network shared by the supervised, policy-gradient and
+policy-improvement agents, its batched agent wrapper, and its checkpoints.
+
+Architecture (after Guo et al., NeurIPS 2018, at CPU scale):
+
+* response encoder: token embeddings + a small transformer encoder over the caption,
+  mean-pooled over real tokens;
+* image encoder: an MLP over an item's features and attribute scores (side information),
+  used both for the shown item and for every gallery item;
+* state tracker: a GRU cell over turns whose input is (response, shown image); its state
+  is projected to the query embedding.
+
+Items are scored by the cosine similarity between the query and their image embedding, so
+scores lie in [-1, 1], exactly the ``scores`` action space of the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from fiq_gym import __version__
+from fiq_gym._atomic import atomic_directory
+from fiq_gym.retrieval import RetrievalTables
+
+__all__ = ["RetrieverAgent", "RetrieverConfig", "RetrieverNet", "load_checkpoint", "save_checkpoint"]
+
+
+@dataclass(frozen=True)
+class RetrieverConfig:
+    """Shapes the network was built for; a checkpoint only loads where they fit."""
+
+    vocab_size: int
+    feature_dim: int
+    attribute_dim: int
+    num_items: int
+    embed_dim: int = 128
+    text_layers: int = 1
+    text_heads: int = 4
+    max_caption_length: int = 32
+
+
+class RetrieverNet(nn.Module):
+    def __init__(self, config: RetrieverConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        d = c.embed_dim
+        self.token_embedding = nn.Embedding(c.vocab_size, d, padding_idx=0)
+        self.position_embedding = nn.Embedding(c.max_caption_length, d)
+        layer = nn.TransformerEncoderLayer(
+            d, c.text_heads, dim_feedforward=2 * d, dropout=0.0, batch_first=True
+        )
+        self.text_encoder = nn.TransformerEncoder(layer, c.text_layers, enable_nested_tensor=False)
+        self.image_encoder = nn.Sequential(
+            nn.Linear(c.feature_dim + c.attribute_dim, 2 * d), nn.ReLU(), nn.Linear(2 * d, d)
+        )
+        self.state_tracker = nn.GRUCell(2 * d, d)
+        self.query_head = nn.Linear(d, d)
+
+    # --- parts -----------------------------------------------------------------------------
+    def encode_items(self, features: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+        """(N, D), (N, A) -> (N, d) unit-norm item embeddings."""
+        return F.normalize(self.image_encoder(torch.cat([features, attributes], dim=-1)), dim=-1)
+
+    def encode_caption(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) int64 ids, 0 = padding -> (B, d)."""
+        tokens = tokens[:, : self.config.max_caption_length]
+        pad = tokens == 0
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.token_embedding(tokens) + self.position_embedding(positions)[None]
+        # An all-padding caption (after word dropping) would give NaN attention: unmask one slot.
+        pad = pad.clone()
+        pad[pad.all(dim=1), 0] = False
+        x = self.text_encoder(x, src_key_padding_mask=pad)
+        keep = (~pad).unsqueeze(-1).float()
+        return (x * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+
+    def step(
+        self,
+        state: torch.Tensor,
+        tokens: torch.Tensor,
+        shown_features: torch.Tensor,
+        shown_attributes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One turn: update the dialog state, return (new state, unit-norm query)."""
+        response = self.encode_caption(tokens)
+        image = self.image_encoder(torch.cat([shown_features, shown_attributes], dim=-1))
+        state = self.state_tracker(torch.cat([response, image], dim=-1), state)
+        return state, F.normalize(self.query_head(state), dim=-1)
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, self.config.embed_dim)
+
+
+def gallery_tensors(gallery: RetrievalTables) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gallery as tensors (copies: the env's arrays are read-only and shared)."""
+    return torch.tensor(np.asarray(gallery.features)), torch.tensor(np.asarray(gallery.side_info))
+
+
+def observation_tensors(obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    missing = {"caption", "shown_features", "shown_attributes"} - set(obs)
+    if missing:
+        raise ValueError(
+            f"the retriever needs observation keys {sorted(missing)}; make the env with all keys"
+        )
+    return (
+        torch.as_tensor(obs["caption"]),
+        torch.as_tensor(obs["shown_features"]),
+        torch.as_tensor(obs["shown_attributes"]),
+    )
+
+
+class RetrieverAgent:
+    """Batched agent over a :class:`RetrieverNet` for ``action_mode="scores"`` envs.
+
+    Follows :class:`fiq_gym.evaluation.RetrievalAgent`: each turn it updates every dialog's
+    state with the caption and the shown item, and returns its cosine scores for all items.
+    """
+
+    def __init__(self, net: RetrieverNet, gallery: RetrievalTables) -> None:
+        check_fits(net.config, gallery, vocab_size=None)
+        self.net = net.eval()
+        features, attributes = gallery_tensors(gallery)
+        with torch.no_grad():
+            self.items = net.encode_items(features, attributes)
+        self.state: torch.Tensor | None = None
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        b = len(mask)
+        if self.state is None or self.state.shape[0] != b:
+            self.state = self.net.initial_state(b)
+        self.state[torch.as_tensor(mask)] = 0.0
+
+    @torch.no_grad()
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        tokens, features, attributes = observation_tensors(observation)
+        b = tokens.shape[0]
+        if self.state is None or self.state.shape[0] != b:
+            self.state = self.net.initial_state(b)
+        fresh = torch.as_tensor(np.atleast_1d(info["turn"]) == 0)
+        self.state[fresh] = 0.0  # rows that were just auto-reset start a new dialog
+        self.state, query = self.net.step(self.state, tokens, features, attributes)
+        return (query @ self.items.T).clamp(-1.0, 1.0).numpy().astype(np.float32)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def check_fits(config: RetrieverConfig, gallery: RetrievalTables, vocab_size: int | None) -> None:
+    """Raise ``ValueError`` naming every shape in which a network does not fit an env."""
+    problems = []
+    if config.feature_dim != gallery.feature_dim:
+        problems.append(f"feature size {config.feature_dim} != the env's {gallery.feature_dim}")
+    if config.attribute_dim != gallery.side_info.shape[1]:
+        problems.append(f"attribute count {config.attribute_dim} != the env's {gallery.side_info.shape[1]}")
+    if config.num_items != gallery.num_items:
+        problems.append(f"catalog size {config.num_items} != the env's {gallery.num_items}")
+    if vocab_size is not None and config.vocab_size != vocab_size:
+        problems.append(f"caption vocabulary {config.vocab_size} != the env's {vocab_size}")
+    if problems:
+        raise ValueError(
+            "this retriever checkpoint does not fit the environment: "
+            + "; ".join(problems)
+            + ". Evaluate it on the catalog, category and user it was trained with, or retrain it for this env."
+        )
+
+
+def versions() -> dict[str, str]:
+    return {
+        "fiq_gym": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    net: RetrieverNet,
+    *,
+    args: dict[str, Any],
+    agent: str = "retriever",
+    state: dict[str, Any] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` (+ training state) atomically."""
+    with atomic_directory(directory, overwrite=True) as tmp:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
+        if extra_tensors:
+            save_file(
+                {k: v.contiguous() for k, v in extra_tensors.items()}, str(tmp / "training_state.safetensors")
+            )
+        meta = {
+            "format": "fiq-gym-retriever",
+            "version": 1,
+            "agent": agent,
+            "config": asdict(net.config),
+            "args": args,
+            "training_state": state or {},
+            "versions": versions(),
+        }
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return Path(directory)
+
+
+def load_checkpoint(
+    directory: str | os.PathLike,
+) -> tuple[RetrieverNet, dict[str, Any], dict[str, torch.Tensor]]:
+    """(network, metadata, training tensors) from a checkpoint directory."""
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(
+            f"{directory} is not a retriever checkpoint (no config.json); train one with `fiq-gym train supervised`"
+        )
+    try:
+        meta = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{config_path} is not valid JSON (line {e.lineno}: {e.msg}); the checkpoint is corrupt"
+        ) from None
+    if meta.get("format") != "fiq-gym-retriever":
+        raise ValueError(
+            f"{config_path} is not a fiq-gym retriever checkpoint (format {meta.get('format')!r})"
+        )
+    net = RetrieverNet(RetrieverConfig(**meta["config"]))
+    net.load_state_dict(load_file(str(directory / "model.safetensors")))
+    extra_path = directory / "training_state.safetensors"
+    extra = load_file(str(extra_path)) if extra_path.exists() else {}
+    return net, meta, extra
