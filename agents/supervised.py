@@ -11,7 +11,6 @@ triplet loss. The target comes from the env's training-only ``expose_target`` op
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.agents.arguments import parse_dataclass_args
 from fiq_gym.agents.retriever import (
     RetrieverAgent,
     RetrieverConfig,
@@ -252,29 +252,16 @@ def save_training_checkpoint(
     args: Any,
     rounds_done: int,
     agent: str = "supervised",
+    extra_state: dict[str, Any] | None = None,
 ) -> None:
+    """Model, optimizer state (as safetensors) and the round counter, in one atomic directory."""
     tensors, optimizer_meta = optimizer_state_to_tensors(optimizer)
-    save_checkpoint(
-        path,
-        net,
-        args=dataclasses.asdict(args),
-        agent=agent,
-        state={"round": rounds_done, "optimizer": optimizer_meta},
-        extra_tensors=tensors,
-    )
+    state = {"round": rounds_done, "optimizer": optimizer_meta, **(extra_state or {})}
+    save_checkpoint(path, net, args=dataclasses.asdict(args), agent=agent, state=state, extra_tensors=tensors)
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description="Train the supervised dialog retriever.")
-    for field in dataclasses.fields(Args):
-        default = field.default
-        flag = "--" + field.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=default)
-        else:
-            kind = type(default) if default is not None else str
-            parser.add_argument(flag, type=kind, default=default)
-    return Args(**vars(parser.parse_args(argv)))
+    return parse_dataclass_args(Args, argv, "Train the supervised dialog retriever.")
 
 
 def main(argv: list[str] | None = None) -> None:

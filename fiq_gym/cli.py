@@ -55,6 +55,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 TRAINERS = {
     "supervised": "fiq_gym.agents.supervised",
+    "policy-gradient": "fiq_gym.agents.policy_gradient",
 }
 
 
@@ -128,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.set_defaults(func=_eval)
 
     # --- subcommands defined next to their code (one line each) ---
+    from fiq_gym.features.commands import add_commands as add_feature_commands  # argparse only
+
+    add_feature_commands(sub)
+    from fiq_gym.users.transformer.commands import add_commands as add_user_commands  # argparse only
+
+    add_user_commands(sub)
     return parser
 
 

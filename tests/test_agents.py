@@ -124,3 +124,41 @@ def test_cli_train_and_eval(small_catalog_path, tmp_path, capsys):
     assert main(["eval", str(out / "checkpoint"), "--episodes", "8", "--out", str(tmp_path / "r.json")]) == 0
     assert "| turn | R@1 |" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "nowhere")]) == 2
+
+
+# --- policy gradient -------------------------------------------------------------------------
+
+
+def pg_args(catalog, out, **overrides):
+    from fiq_gym.agents.policy_gradient import Args as PGArgs
+
+    base = PGArgs(
+        catalog=str(catalog), num_envs=8, rounds=4, eval_every=2, eval_episodes=16, out=str(out), threads=1
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def test_action_returns_credit_later_turns_and_own_success():
+    from fiq_gym.agents.policy_gradient import action_returns
+
+    rewards = np.array([[0.1], [0.2], [0.7]])
+    success = np.array([[False], [False], [True]])
+    np.testing.assert_allclose(action_returns(rewards, success, 1.0)[:, 0], [0.9, 0.7, 0.7])
+    np.testing.assert_allclose(action_returns(rewards, success, 0.5)[:, 0], [0.1 + 0.25 * 0.7, 0.35, 0.7])
+
+
+def test_policy_gradient_changes_the_network_and_resumes_exactly(small_catalog_path, tmp_path):
+    from fiq_gym.agents.policy_gradient import train as pg_train
+
+    init_net, _ = train(tiny_args(small_catalog_path, tmp_path / "sup", rounds=2), progress=False)
+    init = str(tmp_path / "sup" / "checkpoint")
+    straight, result = pg_train(pg_args(small_catalog_path, tmp_path / "a", init=init), progress=False)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(init_net.state_dict().values(), straight.state_dict().values(), strict=True)
+    )
+    assert result is not None and result.agent == "policy gradient"
+    pg_train(pg_args(small_catalog_path, tmp_path / "b", init=init, rounds=2), progress=False)
+    resumed, _ = pg_train(pg_args(small_catalog_path, tmp_path / "b", init=init, resume=True), progress=False)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -1,0 +1,254 @@
+"""Policy-gradient fine-tuning of the dialog retriever (REINFORCE with a baseline),
+CleanRL style: read top to bottom.
+
+The policy samples the item to show from a softmax over the retriever's cosine scores of
+the items not yet shown (temperature ``tau``), and learns from the environment's rank-based
+reward with a running per-turn baseline and an entropy bonus. It usually starts from a
+supervised checkpoint (``--init``), as in Guo et al. (NeurIPS 2018).
+
+    fiq-gym train policy-gradient --init runs/supervised/checkpoint --rounds 200
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+import fiq_gym  # noqa: F401
+from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.agents.retriever import (
+    RetrieverConfig,
+    RetrieverNet,
+    check_fits,
+    gallery_tensors,
+    load_checkpoint,
+    observation_tensors,
+)
+from fiq_gym.agents.supervised import (
+    evaluate_net,
+    log_evaluation,
+    optimizer_state_from_tensors,
+    save_training_checkpoint,
+)
+from fiq_gym.evaluation import EvaluationResult
+
+__all__ = ["Args", "train"]
+
+
+@dataclass
+class Args:
+    env_id: str = "fiq_gym/FashionIQ-v0"
+    catalog: str | None = None
+    user: str = "template"
+    init: str | None = None
+    """supervised checkpoint to fine-tune (random weights if not given)"""
+    num_envs: int = 32
+    rounds: int = 200
+    max_turns: int = 5
+    reward: str = "delta"
+    """env reward: delta (default), percentile or success"""
+    learning_rate: float = 1e-4
+    tau: float = 0.05
+    """softmax temperature over cosine scores"""
+    gamma: float = 1.0
+    entropy_coef: float = 0.01
+    baseline_momentum: float = 0.9
+    embed_dim: int = 128
+    seed: int = 0
+    eval_episodes: int = 256
+    eval_every: int = 100
+    out: str = "runs/policy_gradient"
+    threads: int = 0
+    resume: bool = False
+
+
+def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
+    return gym.make_vec(
+        args.env_id,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        catalog=args.catalog,
+        user=args.user,
+        action_mode="scores",
+        max_turns=args.max_turns,
+        reward=args.reward,
+    )
+
+
+def masked_logits(query: torch.Tensor, items: torch.Tensor, shown: torch.Tensor, tau: float) -> torch.Tensor:
+    """Logits over items; items already shown in a dialog get -inf."""
+    logits = (query @ items.T) / tau
+    return logits.masked_fill(shown, float("-inf"))
+
+
+def play_round(
+    net: RetrieverNet, envs: gym.vector.VectorEnv, tau: float, seed: int, generator: torch.Generator
+):
+    """Sample one dialog per sub-env from the policy; return what replaying it needs."""
+    b = envs.num_envs
+    n = envs.unwrapped.num_items
+    obs, info = envs.reset(seed=seed)
+    shown = torch.zeros(b, n, dtype=torch.bool)
+    shown[torch.arange(b), torch.as_tensor(info["shown"])] = True
+    turns, actions, rewards, alive_by_turn, shown_by_turn, successes = [], [], [], [], [], []
+    alive = np.ones(b, dtype=bool)
+    with torch.no_grad():
+        items = net.encode_items(*gallery_tensors(envs.unwrapped.gallery))
+        state = net.initial_state(b)
+        for _ in range(envs.unwrapped.config.max_turns):
+            tensors = observation_tensors(obs)
+            state, query = net.step(state, *tensors)
+            logits = masked_logits(query, items, shown, tau)
+            action = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+            # The env shows the best unseen item: give the sampled one the top score.
+            scores = (query @ items.T).clamp(-1.0, 0.9999)
+            scores[torch.arange(b), action] = 1.0
+            turns.append(tensors)
+            shown_by_turn.append(shown.clone())
+            actions.append(action)
+            alive_by_turn.append(alive.copy())
+            obs, reward, terminated, truncated, info = envs.step(scores.numpy())
+            rewards.append(np.where(alive, reward, 0.0))
+            successes.append(alive & info["is_success"])
+            shown[torch.arange(b), action] = True
+            alive &= ~(terminated | truncated)
+    return turns, actions, np.array(rewards), np.array(alive_by_turn), shown_by_turn, np.array(successes)
+
+
+def action_returns(rewards: np.ndarray, success: np.ndarray, gamma: float) -> np.ndarray:
+    """Credit for the item shown at each turn (T x B).
+
+    The reward of turn t mostly reflects the scores the retriever had *before* seeing what
+    the shopper says about item a_t; a_t itself shapes only the turns after it. So a_t is
+    credited with the discounted rewards of the later turns, plus its own turn's reward
+    when it was the target (the dialog ends there).
+    """
+    later = np.zeros_like(rewards)
+    running = np.zeros(rewards.shape[1])
+    for t in reversed(range(len(rewards))):
+        later[t] = running
+        running = rewards[t] + gamma * running
+    return np.where(success, rewards, 0.0) + gamma * later
+
+
+def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationResult | None]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    envs = make_envs(args, args.num_envs)
+    gallery = envs.unwrapped.gallery
+    vocab = envs.unwrapped.tokenizer.vocab_size
+    checkpoint = out / "checkpoint"
+    start, baseline = 0, np.zeros(args.max_turns)
+    if args.resume and (checkpoint / "config.json").exists():
+        net, meta, tensors = load_checkpoint(checkpoint)
+        optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+        optimizer.load_state_dict(optimizer_state_from_tensors(tensors, meta["training_state"]["optimizer"]))
+        start = int(meta["training_state"]["round"])
+        baseline = np.asarray(meta["training_state"]["baseline"], dtype=np.float64)
+    else:
+        if args.init:
+            net, _, _ = load_checkpoint(args.init)
+        else:
+            net = RetrieverNet(
+                RetrieverConfig(
+                    vocab_size=vocab,
+                    feature_dim=gallery.feature_dim,
+                    attribute_dim=gallery.side_info.shape[1],
+                    num_items=gallery.num_items,
+                    embed_dim=args.embed_dim,
+                )
+            )
+        optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+    check_fits(net.config, gallery, vocab)
+    writer = SummaryWriter(str(out / "tb"))
+    writer.add_text("args", str(dataclasses.asdict(args)))
+    result = None
+    bar = tqdm(
+        range(start, args.rounds),
+        initial=start,
+        total=args.rounds,
+        desc="policy gradient",
+        disable=not progress,
+    )
+    for rnd in bar:
+        t0 = time.perf_counter()
+        generator = torch.Generator().manual_seed(args.seed * 7919 + rnd)
+        turns, actions, rewards, alive, shown_by_turn, success = play_round(
+            net, envs, args.tau, seed=args.seed * 1_000_003 + rnd * args.num_envs, generator=generator
+        )
+        # Credit per shown item, and a running per-turn baseline.
+        returns = action_returns(rewards, success, args.gamma)
+        for t in range(len(rewards)):
+            if alive[t].any():
+                mean_return = returns[t][alive[t]].mean()
+                baseline[t] = (
+                    args.baseline_momentum * baseline[t] + (1 - args.baseline_momentum) * mean_return
+                )
+        advantages = torch.as_tensor(returns - baseline[: len(rewards), None], dtype=torch.float32)
+
+        net.train()
+        items = net.encode_items(*gallery_tensors(gallery))
+        state = net.initial_state(args.num_envs)
+        policy_loss = torch.zeros(())
+        entropy_sum = torch.zeros(())
+        count = max(1, int(alive.sum()))
+        for t, tensors in enumerate(turns):
+            state, query = net.step(state, *tensors)
+            logits = masked_logits(query, items, shown_by_turn[t], args.tau)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            chosen = log_probs.gather(1, actions[t][:, None]).squeeze(1)
+            mask = torch.as_tensor(alive[t], dtype=torch.float32)
+            probs = log_probs.exp()
+            entropy = -(probs * log_probs.masked_fill(shown_by_turn[t], 0.0)).sum(-1)
+            policy_loss = policy_loss - (chosen * advantages[t] * mask).sum() / count
+            entropy_sum = entropy_sum + (entropy * mask).sum() / count
+        loss = policy_loss - args.entropy_coef * entropy_sum
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        net.eval()
+
+        writer.add_scalar("losses/policy", policy_loss.item(), rnd)
+        writer.add_scalar("losses/entropy", entropy_sum.item(), rnd)
+        writer.add_scalar("charts/episodic_return", float(rewards.sum(0).mean()), rnd)
+        writer.add_scalar("charts/steps_per_second", int(alive.sum()) / (time.perf_counter() - t0), rnd)
+        bar.set_postfix(ret=f"{rewards.sum(0).mean():.3f}")
+        if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
+            result = evaluate_net(net, args, name="policy gradient")
+            log_evaluation(writer, result, rnd)
+            save_training_checkpoint(
+                checkpoint,
+                net,
+                optimizer,
+                args,
+                rnd + 1,
+                agent="policy gradient",
+                extra_state={"baseline": baseline.tolist()},
+            )
+    writer.close()
+    envs.close()
+    return net, result
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    return parse_dataclass_args(Args, argv, "Fine-tune the dialog retriever with REINFORCE.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    _, result = train(parse_args(argv))
+    if result is not None:
+        print(result)
+
+
+if __name__ == "__main__":
+    main()
