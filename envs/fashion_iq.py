@@ -106,14 +106,20 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     gym.make("fiq_gym/FashionIQ-v0", catalog=None, category=None, user="template",
              action_mode="index", reward="percentile", success_bonus=0.0, max_turns=5,
              caption_length=32, observation_keys=None, render_mode=None,
-             user_kwargs=None, tokenizer=None, expose_target=False)
+             user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False)
     ```
 
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, or None for
       the default synthetic catalog (built on first use into the cache).
     * ``category``: `"dress"`, `"shirt"`, `"toptee"` (or the catalog's own), None for all.
-    * ``user``: `"template"` or a :class:`~fiq_gym.users.User` instance; ``user_kwargs``
-      go to the template shopper (e.g. ``{"noise": TemplateNoise(omit=0.2)}``).
+    * ``user``: `"template"` (rule-based shopper), `"transformer"` (the learned relative
+      captioner, :class:`~fiq_gym.users.TransformerUser`) or a
+      :class:`~fiq_gym.users.User` instance. ``user_kwargs`` go to the named shopper:
+      template, e.g. ``{"noise": TemplateNoise(omit=0.2)}``; transformer,
+      ``{"checkpoint": DIR, "decoding": {"strategy": "greedy"}}`` (defaults: the checkpoint
+      shipped with the package, nucleus sampling; a checkpoint that does not fit the catalog
+      fails with a message naming the mismatch). Caption token ids then come from the
+      transformer's own word tokenizer.
     * ``action_mode``, ``reward``, ``success_bonus``, ``max_turns``: see above.
     * ``caption_length``: L, the number of token ids in the caption observation.
     * ``observation_keys``: the subset of observation keys to return (default: all).
@@ -121,6 +127,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       `"ansi"` (a text line per turn).
     * ``tokenizer``: a :class:`~fiq_gym.text.CaptionTokenizer` to use instead of the user's.
     * ``expose_target``: training-only opt-in that adds `info["target"]`; off by default.
+    * ``lookahead``: training-only opt-in that enables ``preview_captions(candidates)``,
+      what the shopper would say about candidate items (for model-based policy
+      improvement); off by default. Previews draw from their own generator and never
+      change the episode.
 
     ## Registered Configurations
 
@@ -150,6 +160,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         user_kwargs: dict[str, Any] | None = None,
         tokenizer: CaptionTokenizer | None = None,
         expose_target: bool = False,
+        lookahead: bool = False,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -163,7 +174,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             caption_length=caption_length,
             observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,
             expose_target=bool(expose_target),
+            lookahead=bool(lookahead),
         )
+        self._preview_rng = np.random.default_rng([0x9E71E3, 0])
         self._args = {
             "catalog": catalog,
             "category": category,
@@ -193,6 +206,12 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         """Items in play (the size of the index action space)."""
         return self._dialog.tables.num_items
 
+    def preview_captions(self, candidates: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Training-only (``lookahead=True``): the caption token ids (K, L) and lengths (K,)
+        the shopper would give for each of K candidate items, without changing the episode."""
+        ids, lengths = self._dialog.preview(np.asarray(candidates)[None], self._preview_rng)
+        return ids[0], lengths[0]
+
     @property
     def gallery(self) -> RetrievalTables:
         """Read-only features and attribute scores of the items in play (no target in it)."""
@@ -201,6 +220,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     # --- gymnasium API ---------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if seed is not None:
+            self._preview_rng = np.random.default_rng([0x9E71E3, seed])
         targets = shown = None
         if options:
             unknown = set(options) - {"target", "shown"}
@@ -307,6 +328,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             a["user_kwargs"],
             a["tokenizer"],
             expose_target=cfg.expose_target,
+            lookahead=cfg.lookahead,
         )
         for k, v in state["dialog"].items():
             getattr(self._dialog, k)[...] = v

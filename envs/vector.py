@@ -59,6 +59,7 @@ class FashionIQVectorEnv(VectorEnv):
         user_kwargs: dict[str, Any] | None = None,
         tokenizer: CaptionTokenizer | None = None,
         expose_target: bool = False,
+        lookahead: bool = False,
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -74,7 +75,9 @@ class FashionIQVectorEnv(VectorEnv):
             caption_length=caption_length,
             observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,
             expose_target=bool(expose_target),
+            lookahead=bool(lookahead),
         )
+        self._preview_rng = np.random.default_rng([0x9E71E3, 0])
         self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
             catalog, category, user, user_kwargs, tokenizer
         )
@@ -100,6 +103,12 @@ class FashionIQVectorEnv(VectorEnv):
     @property
     def num_items(self) -> int:
         return self._dialog.tables.num_items
+
+    def preview_captions(self, candidates: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Training-only (``lookahead=True``): caption token ids (n, K, L) and lengths (n, K)
+        the shopper of each sub-env would give for K candidate items each, in one batched
+        user call, without changing the episodes."""
+        return self._dialog.preview(np.asarray(candidates), self._preview_rng)
 
     @property
     def gallery(self) -> RetrievalTables:
@@ -136,6 +145,8 @@ class FashionIQVectorEnv(VectorEnv):
                 raise ValueError(f"got {len(seeds)} seeds for {n} sub-envs")
             for k in rows:
                 self._rngs[k] = seeding.np_random(seeds[k])[0]
+            if seeds[0] is not None:
+                self._preview_rng = np.random.default_rng([0x9E71E3, int(seeds[0])])
         fixed = {}
         for key in ("target", "shown"):
             if key in options:

@@ -49,6 +49,9 @@ class DialogConfig:
     # Training-only opt-in: put the target's index in ``info["target"]``. Supervised losses
     # need it; the evaluation harness refuses environments that have it on.
     expose_target: bool = False
+    # Training-only opt-in: let the agent ask what the shopper would say about candidate
+    # items (model-based policy improvement). Also refused by the evaluation harness.
+    lookahead: bool = False
 
     def __post_init__(self) -> None:
         if self.action_mode not in ACTION_MODES:
@@ -220,6 +223,35 @@ class DialogBatch:
         if self.config.expose_target:
             info["target"] = self.target[rows].copy()
         return info
+
+    def preview(self, candidates: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """What each dialog's shopper would say if shown each candidate: one batched user call.
+
+        Args:
+            candidates: (B, K) item indices in play, K candidates per dialog.
+            rng: the generator for the previews' wording (kept apart from the dialogs' own
+                streams, so previews never change what the episodes do).
+
+        Returns:
+            (B, K, L) caption token ids and (B, K) lengths.
+        """
+        if not self.config.lookahead:
+            raise RuntimeError("previews are a training-only opt-in: make the env with lookahead=True")
+        candidates = np.asarray(candidates)
+        b = self.num_dialogs
+        if candidates.ndim != 2 or candidates.shape[0] != b or candidates.dtype.kind not in "iu":
+            raise ValueError(
+                f"candidates must be an integer array of shape ({b}, K), got {candidates.dtype} {candidates.shape}"
+            )
+        n = self.tables.num_items
+        if candidates.size and (candidates.min() < 0 or candidates.max() >= n):
+            raise ValueError(f"candidate indices must lie in [0, {n - 1}]")
+        k = candidates.shape[1]
+        rows = self.tables.rows
+        targets = np.repeat(rows[self.target], k)
+        captions = self.user.describe(targets, rows[candidates.reshape(-1)], rng).texts
+        ids, lengths = self.tokenizer.encode_batch(captions, self.config.caption_length)
+        return ids.reshape(b, k, -1), lengths.reshape(b, k)
 
     def reset(
         self,

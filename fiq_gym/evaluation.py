@@ -192,9 +192,13 @@ class EvaluationResult:
         return Path(path)
 
 
-def _exposes_target(env: Any) -> bool:
+def _training_opt_in(env: Any) -> str | None:
+    """The name of a training-only opt-in the env has switched on, if any."""
     config = getattr(getattr(env, "unwrapped", env), "config", None)
-    return bool(getattr(config, "expose_target", False))
+    for name in ("expose_target", "lookahead"):
+        if getattr(config, name, False):
+            return name
+    return None
 
 
 def evaluate(
@@ -217,8 +221,11 @@ def evaluate(
         seed: seeds the evaluation set and the env (the shopper's wording).
     """
     if isinstance(env, str):
-        if env_kwargs.get("expose_target"):
-            raise ValueError("evaluate() refuses expose_target=True: it reveals the target to the agent")
+        for name in ("expose_target", "lookahead"):
+            if env_kwargs.get(name):
+                raise ValueError(
+                    f"evaluate() refuses {name}=True: a training-only opt-in that reveals the target"
+                )
         venv = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
         owned = True
     elif isinstance(env, gym.vector.VectorEnv):
@@ -229,9 +236,10 @@ def evaluate(
         raise TypeError(
             f"evaluate() takes an env id or a vector env made with gym.make_vec(..., vectorization_mode='vector_entry_point'), got {type(env).__name__}"
         )
-    if _exposes_target(venv):
+    opt_in = _training_opt_in(venv)
+    if opt_in:
         raise ValueError(
-            "evaluate() refuses an environment with expose_target=True: it reveals the target to the agent"
+            f"evaluate() refuses an environment with {opt_in}=True: a training-only opt-in that reveals the target"
         )
     inner = venv.unwrapped
     num_items = int(inner.num_items)

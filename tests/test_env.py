@@ -329,3 +329,20 @@ def test_record_dialog_gif_wrapper(make_env, tmp_path):
     assert [p.name for p in env.saved] == ["dialog-episode-0.gif", "dialog-episode-2.gif"]
     with pytest.raises(ValueError, match="render_mode='rgb_array'"):
         RecordDialogGif(make_env(), tmp_path)
+
+
+def test_lookahead_previews_are_opt_in_and_leave_the_episode_alone(make_env):
+    plain = make_env()
+    plain.reset(seed=0)
+    with pytest.raises(RuntimeError, match="lookahead=True"):
+        plain.preview_captions([1, 2])
+    env, twin = make_env(lookahead=True), make_env(lookahead=True)
+    env.reset(seed=4, options={"target": 9, "shown": 2})
+    twin.reset(seed=4, options={"target": 9, "shown": 2})
+    ids, lengths = env.preview_captions([9, 3, 5])
+    assert ids.shape == (3, 32) and lengths.shape == (3,)
+    # The target itself: the shopper says it looks the same.
+    assert {claim.kind for claim in env.user.parse(env.tokenizer.decode(ids[0]))} == {"same"}
+    assert repr(env.step(7)) == repr(twin.step(7))
+    with pytest.raises(ValueError, match="candidate indices must lie in"):
+        env.preview_captions([300])

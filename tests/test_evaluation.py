@@ -98,3 +98,9 @@ def test_evaluation_set_save_load_and_errors(tmp_path, small_catalog_path):
         EvaluationSet.load(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="made for 100 items"):
         evaluate(RandomAgent(gym.spaces.Discrete(300)), ENV, s, catalog=small_catalog_path)
+
+
+def test_evaluation_refuses_lookahead(small_catalog_path):
+    agent = RandomAgent(gym.spaces.Discrete(300))
+    with pytest.raises(ValueError, match="refuses lookahead=True"):
+        evaluate(agent, ENV, 4, catalog=small_catalog_path, lookahead=True)
