@@ -60,7 +60,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
-            f"{path} already exists; choose another output directory or pass overwrite=True"
+            f"{path} already exists; choose another output directory or replace it (--overwrite on the command line, overwrite=True in Python)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"

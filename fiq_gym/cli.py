@@ -56,6 +56,8 @@ def _demo(args: argparse.Namespace) -> int:
 TRAINERS = {
     "supervised": "fiq_gym.agents.supervised",
     "policy-gradient": "fiq_gym.agents.policy_gradient",
+    "policy-improvement": "fiq_gym.agents.policy_improvement",
+    "ppo": "fiq_gym.agents.ppo",
 }
 
 
@@ -64,6 +66,12 @@ def _train(args: argparse.Namespace) -> int:
 
     importlib.import_module(TRAINERS[args.agent]).main(list(args.agent_args))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from fiq_gym.benchmarks.dialog import main as bench_main
+
+    return bench_main(list(args.bench_args))
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -117,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("agent", choices=sorted(TRAINERS))
     train.add_argument("agent_args", nargs=argparse.REMAINDER, help="the agent's own arguments")
     train.set_defaults(func=_train)
+
+    bench = sub.add_parser(
+        "bench",
+        help="train and compare every retriever on one evaluation set (--quick: the main job)",
+        prefix_chars="+",  # pass every dash option through to the benchmark's own parser
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="see `fiq-gym bench --help`")
+    bench.set_defaults(func=_bench)
 
     evaluation = sub.add_parser(
         "eval", help="evaluate a trained retriever checkpoint on a fixed evaluation set"

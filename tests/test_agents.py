@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
-from fiq_gym.agents.retriever import gallery_tensors, load_checkpoint
+from fiq_gym.agents.retriever import gallery_tensors, load_checkpoint, observation_tensors
 from fiq_gym.agents.supervised import Args, make_envs, play_round, train, triplet_loss
 
 
@@ -162,3 +162,94 @@ def test_policy_gradient_changes_the_network_and_resumes_exactly(small_catalog_p
     resumed, _ = pg_train(pg_args(small_catalog_path, tmp_path / "b", init=init, resume=True), progress=False)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+# --- model-based policy improvement ------------------------------------------------------------
+
+
+def test_lookahead_choice_prefers_the_target_and_is_batched(small_catalog_path):
+    import gymnasium as gym
+
+    from fiq_gym.agents.policy_improvement import lookahead_choice
+    from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet
+
+    envs = gym.make_vec(
+        "fiq_gym/FashionIQ-v0",
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        catalog=small_catalog_path,
+        action_mode="scores",
+        expose_target=True,
+        lookahead=True,
+    )
+    obs, info = envs.reset(seed=0)
+    gallery = envs.unwrapped.gallery
+    net = RetrieverNet(
+        RetrieverConfig(
+            envs.unwrapped.tokenizer.vocab_size,
+            gallery.feature_dim,
+            gallery.side_info.shape[1],
+            gallery.num_items,
+        )
+    )
+    features, attributes = gallery_tensors(gallery)
+    items = net.encode_items(features, attributes)
+    state, _ = net.step(net.initial_state(3), *observation_tensors(obs))
+    targets = torch.as_tensor(info["target"])
+    candidates = torch.stack([torch.tensor([(t + 1) % 300, t, (t + 2) % 300]) for t in info["target"]])
+    choice, ranks = lookahead_choice(net, envs, state, items, features, attributes, candidates, targets)
+    assert ranks.shape == (3, 3) and (ranks[:, 1] == 0).all()
+    assert torch.equal(choice, targets)
+
+
+def test_policy_improvement_trains_and_checkpoints(small_catalog_path, tmp_path):
+    from fiq_gym.agents.policy_improvement import Args as MBPIArgs
+    from fiq_gym.agents.policy_improvement import train as mbpi_train
+
+    train(tiny_args(small_catalog_path, tmp_path / "sup", rounds=2), progress=False)
+    args = MBPIArgs(
+        catalog=str(small_catalog_path),
+        init=str(tmp_path / "sup" / "checkpoint"),
+        num_envs=8,
+        rounds=2,
+        eval_every=2,
+        eval_episodes=16,
+        out=str(tmp_path / "mbpi"),
+        threads=1,
+        negatives=16,
+    )
+    _, result = mbpi_train(args, progress=False)
+    assert result.agent == "policy improvement"
+    _, meta, _ = load_checkpoint(tmp_path / "mbpi" / "checkpoint")
+    assert meta["agent"] == "policy improvement" and meta["training_state"]["round"] == 2
+
+
+# --- SB3 PPO -------------------------------------------------------------------------------------
+
+
+def test_ppo_trains_saves_and_evaluates(small_catalog_path, tmp_path):
+    from stable_baselines3 import PPO
+
+    from fiq_gym.agents.ppo import Args as PPOArgs
+    from fiq_gym.agents.ppo import PPOAgent
+    from fiq_gym.agents.ppo import train as ppo_train
+
+    args = PPOArgs(
+        catalog=str(small_catalog_path),
+        num_envs=4,
+        timesteps=128,
+        n_steps=16,
+        batch_size=32,
+        n_epochs=1,
+        eval_episodes=8,
+        out=str(tmp_path / "ppo"),
+        threads=1,
+    )
+    model, result = ppo_train(args, progress=False)
+    checkpoint = tmp_path / "ppo" / "checkpoint"
+    assert {p.name for p in checkpoint.iterdir()} == {"model.zip", "policy.safetensors", "config.json"}
+    assert list((tmp_path / "ppo" / "tb").rglob("events.out.tfevents.*"))
+    assert result.agent == "PPO" and len(result.per_turn()) == 6
+    loaded = PPOAgent(PPO.load(checkpoint / "model.zip", device="cpu"))
+    obs = {k: np.zeros((2, *s.shape), dtype=s.dtype) for k, s in model.observation_space.spaces.items()}
+    np.testing.assert_array_equal(loaded.act(obs, {}), PPOAgent(model).act(obs, {}))

@@ -44,3 +44,63 @@ def test_demo_prints_every_turn(small_catalog_path):
     )
     assert done.returncode == 0, done.stderr
     assert "turn 0:" in done.stdout and "shopper:" in done.stdout and "target rank" in done.stdout
+
+
+def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
+    import json
+
+    from fiq_gym.benchmarks.dialog import parse_markdown_tables
+
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fiq_gym.benchmarks.dialog",
+            "--preset",
+            "tiny",
+            "--catalog",
+            str(small_catalog_path),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = out / "tiny"
+    for name in ("dialog.md", "dialog.csv", "dialog.json", "recall_at_10_by_turn.png"):
+        assert (run / name).exists(), name
+    assert list((run / "runs").rglob("events.out.tfevents.*")), "every training run logs to TensorBoard"
+    data = json.loads((run / "dialog.json").read_text())
+    table = parse_markdown_tables((run / "dialog.md").read_text())
+    agents = {row["agent"] for row in data["aggregate"]}
+    assert agents == {"random", "supervised", "policy-gradient", "policy-improvement", "ppo"}
+    for row in data["aggregate"]:
+        if row["turn"] == 0:
+            continue
+        parsed = table[(row["agent"], row["train_user"], row["eval_user"], row["turn"])]
+        for metric, value in parsed.items():
+            assert abs(value - row[metric]) <= 5e-4 + 1e-9, (row["agent"], metric)  # 3 decimals
+    # A second run finds every trained agent in the cache and trains nothing.
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fiq_gym.benchmarks.dialog",
+            "--preset",
+            "tiny",
+            "--catalog",
+            str(small_catalog_path),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    assert again.returncode == 0
+    assert "supervised:" not in again.stderr  # no training progress bar the second time

@@ -1,0 +1,258 @@
+"""Model-based policy improvement (Guo et al., NeurIPS 2018), CleanRL style.
+
+At every turn the current retriever proposes its top-k unseen items. For each candidate
+the env's training-only look-ahead says what the shopper would answer if it were shown; the
+retriever takes that answer one turn forward, and the candidate after which the target
+ranks best is the improved policy's choice. The dialog shows that item, and the network is
+trained to prefer it (cross-entropy over a softmax of its scores), with the supervised
+triplet term keeping its ranking sharp. The look-ahead is batched: one user call, one
+tokenizer call and one network step for all B x k candidates, no Python loop over dialogs.
+
+Needs both training-only opt-ins (``lookahead`` for the previews, ``expose_target`` to rank
+the target after each preview); the evaluation harness refuses both.
+
+    fiq-gym train policy-improvement --init runs/supervised/checkpoint --rounds 100
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+import fiq_gym  # noqa: F401
+from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.agents.policy_gradient import masked_logits
+from fiq_gym.agents.retriever import (
+    RetrieverConfig,
+    RetrieverNet,
+    check_fits,
+    gallery_tensors,
+    load_checkpoint,
+    observation_tensors,
+)
+from fiq_gym.agents.supervised import (
+    evaluate_net,
+    log_evaluation,
+    optimizer_state_from_tensors,
+    save_training_checkpoint,
+    triplet_loss,
+)
+from fiq_gym.evaluation import EvaluationResult
+
+__all__ = ["Args", "lookahead_choice", "train"]
+
+
+@dataclass
+class Args:
+    env_id: str = "fiq_gym/FashionIQ-v0"
+    catalog: str | None = None
+    user: str = "template"
+    init: str | None = None
+    """supervised checkpoint to improve (random weights if not given)"""
+    num_envs: int = 32
+    rounds: int = 100
+    max_turns: int = 5
+    candidates: int = 5
+    """k: top items looked ahead per turn"""
+    learning_rate: float = 3e-4
+    tau: float = 0.05
+    """softmax temperature of the policy over cosine scores"""
+    ranking_coef: float = 1.0
+    """weight of the supervised triplet term"""
+    margin: float = 0.2
+    negatives: int = 64
+    embed_dim: int = 128
+    seed: int = 0
+    eval_episodes: int = 256
+    eval_every: int = 50
+    out: str = "runs/policy_improvement"
+    threads: int = 0
+    resume: bool = False
+
+
+def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
+    return gym.make_vec(
+        args.env_id,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        catalog=args.catalog,
+        user=args.user,
+        action_mode="scores",
+        max_turns=args.max_turns,
+        expose_target=True,
+        lookahead=True,
+    )
+
+
+@torch.no_grad()
+def lookahead_choice(
+    net: RetrieverNet,
+    envs: gym.vector.VectorEnv,
+    state: torch.Tensor,
+    items: torch.Tensor,
+    features: torch.Tensor,
+    attributes: torch.Tensor,
+    candidates: torch.Tensor,
+    targets: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (B, k) candidates: the target's rank after one more turn for each, and the best.
+
+    Returns (B,) chosen item indices and (B, k) look-ahead ranks.
+    """
+    b, k = candidates.shape
+    tokens, _ = envs.unwrapped.preview_captions(candidates.numpy())
+    flat = candidates.reshape(-1)
+    _, next_query = net.step(
+        state.repeat_interleave(k, dim=0),
+        torch.as_tensor(tokens.reshape(b * k, -1)),
+        features[flat],
+        attributes[flat],
+    )
+    scores = next_query @ items.T
+    target_scores = scores.gather(1, targets.repeat_interleave(k)[:, None])
+    ranks = ((scores >= target_scores).sum(dim=1) - 1).reshape(b, k)
+    ranks = ranks.masked_fill(candidates == targets[:, None], 0)  # showing the target ends the search
+    best = ranks.argmin(dim=1)  # ties: the candidate the retriever ranked higher
+    return candidates.gather(1, best[:, None]).squeeze(1), ranks
+
+
+def play_round(net: RetrieverNet, envs: gym.vector.VectorEnv, k: int, seed: int):
+    b = envs.num_envs
+    n = envs.unwrapped.num_items
+    obs, info = envs.reset(seed=seed)
+    targets = torch.as_tensor(info["target"].copy())
+    features, attributes = gallery_tensors(envs.unwrapped.gallery)
+    shown = torch.zeros(b, n, dtype=torch.bool)
+    shown[torch.arange(b), torch.as_tensor(info["shown"])] = True
+    turns, choices, alive_by_turn, shown_by_turn, gains = [], [], [], [], []
+    alive = np.ones(b, dtype=bool)
+    with torch.no_grad():
+        items = net.encode_items(features, attributes)
+        state = net.initial_state(b)
+        for _ in range(envs.unwrapped.config.max_turns):
+            tensors = observation_tensors(obs)
+            state, query = net.step(state, *tensors)
+            scores = query @ items.T
+            candidates = scores.masked_fill(shown, float("-inf")).topk(k, dim=1).indices
+            choice, ranks = lookahead_choice(
+                net, envs, state, items, features, attributes, candidates, targets
+            )
+            gains.append((ranks[:, 0] - ranks.min(dim=1).values).float().mean().item())
+            action = scores.clamp(-1.0, 0.9999)
+            action[torch.arange(b), choice] = 1.0
+            turns.append(tensors)
+            shown_by_turn.append(shown.clone())
+            choices.append(choice)
+            alive_by_turn.append(alive.copy())
+            obs, _, terminated, truncated, info = envs.step(action.numpy())
+            shown[torch.arange(b), choice] = True
+            alive &= ~(terminated | truncated)
+    return turns, choices, np.array(alive_by_turn), shown_by_turn, targets, float(np.mean(gains))
+
+
+def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationResult | None]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    envs = make_envs(args, args.num_envs)
+    gallery = envs.unwrapped.gallery
+    vocab = envs.unwrapped.tokenizer.vocab_size
+    checkpoint = out / "checkpoint"
+    start = 0
+    if args.resume and (checkpoint / "config.json").exists():
+        net, meta, tensors = load_checkpoint(checkpoint)
+        optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+        optimizer.load_state_dict(optimizer_state_from_tensors(tensors, meta["training_state"]["optimizer"]))
+        start = int(meta["training_state"]["round"])
+    else:
+        if args.init:
+            net, _, _ = load_checkpoint(args.init)
+        else:
+            net = RetrieverNet(
+                RetrieverConfig(
+                    vocab_size=vocab,
+                    feature_dim=gallery.feature_dim,
+                    attribute_dim=gallery.side_info.shape[1],
+                    num_items=gallery.num_items,
+                    embed_dim=args.embed_dim,
+                )
+            )
+        optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+    check_fits(net.config, gallery, vocab)
+    writer = SummaryWriter(str(out / "tb"))
+    writer.add_text("args", str(dataclasses.asdict(args)))
+    result = None
+    n = gallery.num_items
+    bar = tqdm(
+        range(start, args.rounds),
+        initial=start,
+        total=args.rounds,
+        desc="policy improvement",
+        disable=not progress,
+    )
+    for rnd in bar:
+        t0 = time.perf_counter()
+        turns, choices, alive, shown_by_turn, targets, gain = play_round(
+            net, envs, args.candidates, seed=args.seed * 1_000_003 + rnd * args.num_envs
+        )
+        generator = torch.Generator().manual_seed(args.seed * 7919 + rnd)
+        net.train()
+        items = net.encode_items(*gallery_tensors(gallery))
+        state = net.initial_state(args.num_envs)
+        imitation, ranking = torch.zeros(()), torch.zeros(())
+        for t, tensors in enumerate(turns):
+            state, query = net.step(state, *tensors)
+            mask = torch.as_tensor(alive[t], dtype=torch.float32)
+            denominator = mask.sum().clamp_min(1.0)
+            logits = masked_logits(query, items, shown_by_turn[t], args.tau)
+            imitation = (
+                imitation + (F.cross_entropy(logits, choices[t], reduction="none") * mask).sum() / denominator
+            )
+            negatives = torch.randint(0, n - 1, (args.num_envs, args.negatives), generator=generator)
+            negatives += (negatives >= targets[:, None]).long()
+            ranking = (
+                ranking
+                + (triplet_loss(query, items, targets, args.margin, negatives) * mask).sum() / denominator
+            )
+        loss = (imitation + args.ranking_coef * ranking) / len(turns)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        net.eval()
+
+        writer.add_scalar("losses/imitation", imitation.item() / len(turns), rnd)
+        writer.add_scalar("losses/triplet", ranking.item() / len(turns), rnd)
+        writer.add_scalar("charts/lookahead_rank_gain", gain, rnd)
+        writer.add_scalar("charts/steps_per_second", int(alive.sum()) / (time.perf_counter() - t0), rnd)
+        bar.set_postfix(loss=f"{loss.item():.3f}", gain=f"{gain:.1f}")
+        if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
+            result = evaluate_net(net, args, name="policy improvement")
+            log_evaluation(writer, result, rnd)
+            save_training_checkpoint(checkpoint, net, optimizer, args, rnd + 1, agent="policy improvement")
+    writer.close()
+    envs.close()
+    return net, result
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    return parse_dataclass_args(Args, argv, "Model-based policy improvement of the dialog retriever.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    _, result = train(parse_args(argv))
+    if result is not None:
+        print(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""Stable-Baselines3 PPO on the native vector env, with a caption features extractor.
+
+Action mode: ``query``. The policy outputs a D-dimensional direction in the catalog's
+feature space and the env ranks the items by it and shows the best unseen one. Why not the
+others: ``index`` is a 10,000-way categorical that PPO would have to learn item by item,
+with no notion that similar garments are near each other; ``scores`` is a 10,000-dimensional
+Gaussian action, far beyond what PPO's exploration can search. ``query`` is small (D = the
+feature size), continuous, and makes similar garments score alike, so a policy that maps
+"is red with long sleeves" to a direction can generalise across targets.
+
+    fiq-gym train ppo --timesteps 100000 --num-envs 16 --out runs/ppo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors.torch import save_model
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+import fiq_gym  # noqa: F401
+from fiq_gym._atomic import atomic_directory
+from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.envs.sb3 import make_sb3_vec_env
+from fiq_gym.evaluation import EvaluationResult, evaluate
+
+__all__ = ["Args", "CaptionFeaturesExtractor", "PPOAgent", "train"]
+
+
+class CaptionFeaturesExtractor(BaseFeaturesExtractor):
+    """Caption tokens -> mean of learned word embeddings; shown item -> MLP; concatenated.
+
+    SB3 hands observations over as floats; token ids are cast back to integers here.
+    """
+
+    def __init__(
+        self, observation_space: gym.spaces.Dict, embed_dim: int = 64, features_dim: int = 128
+    ) -> None:
+        super().__init__(observation_space, features_dim)
+        caption = observation_space["caption"]
+        vocab = int(np.max(caption.high)) + 1
+        item_dim = (
+            observation_space["shown_features"].shape[0] + observation_space["shown_attributes"].shape[0]
+        )
+        self.embedding = nn.Embedding(vocab, embed_dim, padding_idx=0)
+        self.item = nn.Sequential(nn.Linear(item_dim, embed_dim), nn.ReLU())
+        self.max_turns = (
+            float(np.max(observation_space["turn"].high)) if "turn" in observation_space.spaces else 1.0
+        )
+        self.head = nn.Sequential(nn.Linear(2 * embed_dim + 1, features_dim), nn.ReLU())
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        tokens = observations["caption"].long()
+        mask = (tokens != 0).float().unsqueeze(-1)
+        words = (self.embedding(tokens) * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        item = self.item(
+            torch.cat([observations["shown_features"], observations["shown_attributes"]], dim=-1)
+        )
+        turn = observations.get("turn", torch.zeros(tokens.shape[0], 1)) / self.max_turns
+        return self.head(torch.cat([words, item, turn], dim=-1))
+
+
+@dataclass
+class Args:
+    env_id: str = "fiq_gym/FashionIQ-v0"
+    catalog: str | None = None
+    user: str = "template"
+    num_envs: int = 16
+    timesteps: int = 100_000
+    max_turns: int = 5
+    reward: str = "percentile"
+    learning_rate: float = 3e-4
+    n_steps: int = 64
+    batch_size: int = 256
+    n_epochs: int = 4
+    ent_coef: float = 0.0
+    seed: int = 0
+    eval_episodes: int = 256
+    out: str = "runs/ppo"
+    threads: int = 0
+
+
+class PPOAgent:
+    """A trained SB3 PPO model as a batched :class:`~fiq_gym.evaluation.RetrievalAgent`."""
+
+    def __init__(self, model: PPO) -> None:
+        self.model = model
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        """Stateless policy: nothing to reset (the turn counter is in the observation)."""
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        action, _ = self.model.predict(observation, deterministic=True)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+class ProgressCallback(BaseCallback):
+    """A tqdm bar over timesteps (SB3's own bar needs the optional ``rich`` package)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self.bar = None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc="ppo", unit="step")
+
+    def _on_step(self) -> bool:
+        if self.bar is not None:
+            self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    env_kwargs = {
+        "catalog": args.catalog,
+        "user": args.user,
+        "action_mode": "query",
+        "max_turns": args.max_turns,
+        "reward": args.reward,
+    }
+    vec_env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **env_kwargs)
+    vec_env.seed(args.seed)
+    model = PPO(
+        "MultiInputPolicy",
+        vec_env,
+        learning_rate=args.learning_rate,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
+        ent_coef=args.ent_coef,
+        seed=args.seed,
+        device="cpu",
+        tensorboard_log=str(out / "tb"),
+        policy_kwargs={"features_extractor_class": CaptionFeaturesExtractor},
+        verbose=0,
+    )
+    callback = ProgressCallback(args.timesteps) if progress else None
+    model.learn(total_timesteps=args.timesteps, callback=callback, tb_log_name="ppo")
+    save(model, out / "checkpoint", args)
+    vec_env.close()
+    result = evaluate_model(model, args)
+    return model, result
+
+
+def evaluate_model(model: PPO, args: Args) -> EvaluationResult:
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=min(64, args.eval_episodes),
+        vectorization_mode="vector_entry_point",
+        catalog=args.catalog,
+        user=args.user,
+        action_mode="query",
+        max_turns=args.max_turns,
+    )
+    try:
+        return evaluate(
+            PPOAgent(model), envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name="PPO"
+        )
+    finally:
+        envs.close()
+
+
+def save(model: PPO, directory: Path, args: Args) -> Path:
+    """SB3's own zip (for ``PPO.load``) plus the policy weights as safetensors, atomically."""
+    with atomic_directory(directory, overwrite=True) as tmp:
+        model.save(tmp / "model.zip")
+        # save_model de-duplicates the feature extractor SB3 shares between policy and value.
+        save_model(model.policy, str(tmp / "policy.safetensors"))
+        (tmp / "config.json").write_text(
+            json.dumps({"format": "fiq-gym-ppo", "agent": "PPO", "args": dataclasses.asdict(args)}, indent=2)
+            + "\n"
+        )
+    return directory
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    return parse_dataclass_args(Args, argv, "Train Stable-Baselines3 PPO on the native vector env.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    _, result = train(parse_args(argv))
+    print(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,553 @@
+"""The dialog retrieval benchmark: supervised vs RL-trained retrievers on one evaluation set.
+
+    fiq-gym bench --quick                       # the README's main job (< 10 min on 2 cores)
+    fiq-gym bench --full --publish              # more seeds, longer training, both users
+    python -m fiq_gym.benchmarks.dialog --preset tiny --catalog DIR --out /tmp/bench
+
+Every agent is trained (or loaded from the run directory's cache when its arguments are
+unchanged), then evaluated on the same fixed evaluation set with every evaluation user;
+agents trained with one user and evaluated with the other show how much a retriever
+overfits its simulator. Outputs: ``dialog.md``, ``dialog.csv``, ``dialog.json``,
+``recall_at_10_by_turn.png`` and each training run's TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import fiq_gym
+from fiq_gym._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet, evaluate
+
+__all__ = ["AGENTS", "PRESETS", "Preset", "main", "run_benchmark"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+AGENTS = ("random", "supervised", "policy-gradient", "policy-improvement", "ppo")
+METRICS = (*(f"R@{k}" for k in RECALL_KS), "mean_percentile", "success_rate")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    seeds: tuple[int, ...]
+    episodes: int
+    supervised_rounds: int
+    pg_rounds: int
+    mbpi_rounds: int
+    ppo_timesteps: int
+    num_envs: int = 32
+    train_users: tuple[str, ...] = ("template",)
+    eval_users: tuple[str, ...] = ("template",)
+
+
+PRESETS = {
+    # Seconds: for tests and smoke runs on a small catalog.
+    "tiny": Preset(
+        "tiny",
+        seeds=(0,),
+        episodes=16,
+        supervised_rounds=2,
+        pg_rounds=2,
+        mbpi_rounds=2,
+        ppo_timesteps=256,
+        num_envs=8,
+    ),
+    # The README's main job: under 10 minutes on a 2-core machine.
+    "quick": Preset(
+        "quick",
+        seeds=(0,),
+        episodes=500,
+        supervised_rounds=250,
+        pg_rounds=80,
+        mbpi_rounds=40,
+        ppo_timesteps=24_000,
+    ),
+    "full": Preset(
+        "full",
+        seeds=(0, 1, 2),
+        episodes=1000,
+        supervised_rounds=600,
+        pg_rounds=200,
+        mbpi_rounds=100,
+        ppo_timesteps=100_000,
+        train_users=("template", "transformer"),
+        eval_users=("template", "transformer"),
+    ),
+}
+
+
+@dataclass
+class Record:
+    agent: str
+    train_user: str
+    eval_user: str
+    seed: int
+    result: EvaluationResult
+
+
+@dataclass
+class BenchmarkResult:
+    preset: Preset
+    records: list[Record] = field(default_factory=list)
+    seconds: float = 0.0
+    command: str = ""
+
+    def aggregate(self) -> list[dict[str, Any]]:
+        """Mean and std over seeds per (agent, train user, eval user, turn)."""
+        groups: dict[tuple[str, str, str], list[Record]] = {}
+        for r in self.records:
+            groups.setdefault((r.agent, r.train_user, r.eval_user), []).append(r)
+        rows = []
+        for (agent, train_user, eval_user), records in groups.items():
+            per_seed = [r.result.per_turn() for r in records]
+            for t in range(len(per_seed[0])):
+                row: dict[str, Any] = {
+                    "agent": agent,
+                    "train_user": train_user,
+                    "eval_user": eval_user,
+                    "turn": t,
+                    "seeds": len(records),
+                }
+                for m in METRICS:
+                    values = np.array([p[t][m] for p in per_seed])
+                    row[m] = float(values.mean())
+                    row[f"{m}_std"] = float(values.std())
+                rows.append(row)
+        return rows
+
+
+# --- training, with a cache in the run directory ------------------------------------------------
+
+
+def _cached(out: Path, args: Any) -> bool:
+    """True if ``out/checkpoint`` was trained with exactly these arguments."""
+    config = out / "checkpoint" / "config.json"
+    if not config.exists():
+        return False
+    stored = json.loads(config.read_text()).get("args", {})
+    return stored == json.loads(json.dumps(dataclasses.asdict(args), default=str))
+
+
+def _train_retriever(module: Any, args: Any, progress: bool) -> Path:
+    out = Path(args.out)
+    if not _cached(out, args):
+        module.train(args, progress=progress)
+    return out / "checkpoint"
+
+
+def train_agents(
+    preset: Preset,
+    agents: Sequence[str],
+    user: str,
+    seed: int,
+    catalog: str | None,
+    run: Path,
+    progress: bool,
+    max_turns: int,
+) -> dict[str, Any]:
+    """Train (or load) every requested agent for one (user, seed); return what evaluates them."""
+    from fiq_gym.agents import policy_gradient, policy_improvement, ppo, supervised
+
+    base = run / user / f"seed{seed}"
+    common = {"catalog": catalog, "user": user, "seed": seed, "max_turns": max_turns}
+    trained: dict[str, Any] = {}
+    needs_supervised = any(a in agents for a in ("supervised", "policy-gradient", "policy-improvement"))
+    if needs_supervised:
+        sup_args = supervised.Args(
+            **common,
+            num_envs=preset.num_envs,
+            rounds=preset.supervised_rounds,
+            eval_every=preset.supervised_rounds,
+            eval_episodes=min(64, preset.episodes),
+            out=str(base / "supervised"),
+        )
+        trained["supervised"] = _train_retriever(supervised, sup_args, progress)
+    init = str(trained.get("supervised"))
+    if "policy-gradient" in agents:
+        args = policy_gradient.Args(
+            **common,
+            init=init,
+            num_envs=preset.num_envs,
+            rounds=preset.pg_rounds,
+            eval_every=preset.pg_rounds,
+            eval_episodes=min(64, preset.episodes),
+            learning_rate=3e-5,
+            out=str(base / "policy_gradient"),
+        )
+        trained["policy-gradient"] = _train_retriever(policy_gradient, args, progress)
+    if "policy-improvement" in agents:
+        args = policy_improvement.Args(
+            **common,
+            init=init,
+            num_envs=preset.num_envs,
+            rounds=preset.mbpi_rounds,
+            eval_every=preset.mbpi_rounds,
+            eval_episodes=min(64, preset.episodes),
+            out=str(base / "policy_improvement"),
+        )
+        trained["policy-improvement"] = _train_retriever(policy_improvement, args, progress)
+    if "ppo" in agents:
+        args = ppo.Args(
+            **common,
+            timesteps=preset.ppo_timesteps,
+            eval_episodes=min(64, preset.episodes),
+            n_steps=max(8, min(64, preset.ppo_timesteps // 16)),
+            out=str(base / "ppo"),
+        )
+        if not _cached(Path(args.out), args):
+            ppo.train(args, progress=progress)
+        trained["ppo"] = Path(args.out) / "checkpoint"
+    if "random" in agents:
+        trained["random"] = None
+    if "supervised" not in agents:
+        trained.pop("supervised", None)
+    return trained
+
+
+def _agent_and_env(
+    name: str,
+    checkpoint: Path | None,
+    user: str,
+    catalog: str | None,
+    num_envs: int,
+    max_turns: int,
+    seed: int,
+):
+    from fiq_gym.agents import RandomAgent
+    from fiq_gym.agents.retriever import RetrieverAgent, check_fits, load_checkpoint
+
+    mode = {"random": "index", "ppo": "query"}.get(name, "scores")
+    envs = gym.make_vec(
+        "fiq_gym/FashionIQ-v0",
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        catalog=catalog,
+        user=user,
+        action_mode=mode,
+        max_turns=max_turns,
+    )
+    inner = envs.unwrapped
+    if name == "random":
+        return RandomAgent.for_env(envs, seed=seed), envs
+    if name == "ppo":
+        from stable_baselines3 import PPO
+
+        from fiq_gym.agents.ppo import PPOAgent
+
+        return PPOAgent(PPO.load(checkpoint / "model.zip", device="cpu")), envs
+    net, _, _ = load_checkpoint(checkpoint)
+    check_fits(net.config, inner.gallery, None)
+    return RetrieverAgent(net, inner.gallery), envs
+
+
+def run_benchmark(
+    preset: Preset,
+    out: Path,
+    *,
+    catalog: str | None = None,
+    agents: Sequence[str] = AGENTS,
+    seeds: Sequence[int] | None = None,
+    train_users: Sequence[str] | None = None,
+    eval_users: Sequence[str] | None = None,
+    max_turns: int = 5,
+    progress: bool = True,
+    command: str = "",
+) -> BenchmarkResult:
+    start = time.perf_counter()
+    seeds = tuple(seeds if seeds is not None else preset.seeds)
+    train_users = tuple(train_users or preset.train_users)
+    eval_users = tuple(eval_users or preset.eval_users)
+    unknown = [a for a in agents if a not in AGENTS]
+    if unknown:
+        raise ValueError(f"unknown agents {unknown}; choose from {list(AGENTS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    result = BenchmarkResult(preset, command=command)
+    stages = [(u, s) for u in train_users for s in seeds]
+    for k, (user, seed) in enumerate(stages, 1):
+        if progress:
+            print(
+                f"[{k}/{len(stages)}] training {', '.join(agents)} with the {user} shopper, seed {seed}",
+                flush=True,
+            )
+        trained = train_agents(preset, agents, user, seed, catalog, out / "runs", progress, max_turns)
+        for eval_user in eval_users:
+            for name in agents:
+                agent, envs = _agent_and_env(
+                    name, trained.get(name), eval_user, catalog, min(64, preset.episodes), max_turns, seed
+                )
+                try:
+                    eval_set = _evaluation_set(out, envs.unwrapped.num_items, preset.episodes)
+                    evaluation = evaluate(agent, envs, eval_set, seed=seed, name=name)
+                finally:
+                    envs.close()
+                result.records.append(Record(name, user, eval_user, seed, evaluation))
+                if progress:
+                    final = evaluation.per_turn()[-1]
+                    print(
+                        f"    {name:<20} trained {user:<11} evaluated {eval_user:<11} "
+                        f"R@10 {final['R@10']:.3f}  success {final['success_rate']:.3f}",
+                        flush=True,
+                    )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _evaluation_set(out: Path, num_items: int, episodes: int) -> EvaluationSet:
+    """One fixed set per run directory, saved beside the results (like the papers' files)."""
+    path = out / f"evaluation_set_{num_items}items_{episodes}episodes.json"
+    if path.exists():
+        return EvaluationSet.load(path)
+    eval_set = EvaluationSet.generate(num_items, episodes, seed=2021)
+    eval_set.save(path)
+    return eval_set
+
+
+# --- reports ---------------------------------------------------------------------------------------
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        return rev + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _versions() -> str:
+    import stable_baselines3
+    import torch
+    import transformers
+
+    return (
+        f"fiq-gym {fiq_gym.__version__}, gymnasium {gym.__version__}, stable-baselines3 "
+        f"{stable_baselines3.__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"numpy {np.__version__}"
+    )
+
+
+def _cell(row: dict[str, Any], metric: str) -> str:
+    if row["seeds"] > 1:
+        return f"{row[metric]:.3f} ± {row[f'{metric}_std']:.3f}"
+    return f"{row[metric]:.3f}"
+
+
+def to_markdown(result: BenchmarkResult) -> str:
+    from fiq_gym.benchmarks.throughput import machine_line
+
+    rows = result.aggregate()
+    p = result.preset
+    lines = [
+        f"# Dialog retrieval benchmark (`{p.name}` preset)",
+        "",
+        f"Command: `{result.command}`  ",
+        f"Git revision: {_git_revision()}  ",
+        f"Versions: {_versions()}  ",
+        f"Machine: {machine_line()}  ",
+        f"Wall time: {result.seconds / 60:.1f} min; seeds {list(p.seeds)}; {p.episodes} evaluation episodes; "
+        f"training: supervised {p.supervised_rounds} rounds x {p.num_envs} dialogs, policy gradient "
+        f"{p.pg_rounds} rounds, policy improvement {p.mbpi_rounds} rounds, PPO {p.ppo_timesteps:,} steps.",
+        "",
+        "Ranks are 0-based among all catalog items; turn 0 is the first (random) item shown before the agent",
+        "acts. Values are means over seeds (± std when there are several).",
+        "",
+    ]
+    pairs = sorted({(r["train_user"], r["eval_user"]) for r in rows}, key=lambda x: (x[0] != x[1], x))
+    for train_user, eval_user in pairs:
+        part = [r for r in rows if r["train_user"] == train_user and r["eval_user"] == eval_user]
+        lines += [f"## Trained with the {train_user} shopper, evaluated with the {eval_user} shopper", ""]
+        lines += ["| agent | turn | " + " | ".join(METRICS) + " |", "|---|---:|" + "---:|" * len(METRICS)]
+        for row in sorted(part, key=lambda r: (AGENTS.index(r["agent"]), r["turn"])):
+            if row["turn"] == 0:
+                continue
+            lines.append(
+                f"| {row['agent']} | {row['turn']} | " + " | ".join(_cell(row, m) for m in METRICS) + " |"
+            )
+        lines.append("")
+    if len(pairs) > 1:
+        last = max(r["turn"] for r in rows)
+        lines += [
+            "## Cross-user evaluation: R@10 at the last turn",
+            "",
+            "| agent | " + " | ".join(f"{a} -> {b}" for a, b in pairs) + " |",
+            "|---|" + "---:|" * len(pairs),
+        ]
+        for agent in [a for a in AGENTS if any(r["agent"] == a for r in rows)]:
+            cells = []
+            for a, b in pairs:
+                match = [
+                    r
+                    for r in rows
+                    if (r["agent"], r["train_user"], r["eval_user"], r["turn"]) == (agent, a, b, last)
+                ]
+                cells.append(_cell(match[0], "R@10") if match else "-")
+            lines.append(f"| {agent} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+_SECTION = re.compile(r"## Trained with the (\S+) shopper, evaluated with the (\S+) shopper")
+
+
+def parse_markdown_tables(text: str) -> dict[tuple[str, str, str, int], dict[str, float]]:
+    """Read the per-turn tables of ``dialog.md`` back (means only), keyed by
+    (agent, train user, eval user, turn)."""
+    out: dict[tuple[str, str, str, int], dict[str, float]] = {}
+    users: tuple[str, str] | None = None
+    header: list[str] = []
+    for line in text.splitlines():
+        match = _SECTION.match(line)
+        if match:
+            users = (match.group(1), match.group(2))
+        elif line.startswith("## "):
+            users = None
+        elif users and line.startswith("| agent | turn |"):
+            header = [c.strip() for c in line.strip("|").split("|")]
+        elif users and line.startswith("| ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            values = {h: float(c.split(" ± ")[0]) for h, c in zip(header[2:], cells[2:], strict=True)}
+            out[(cells[0], users[0], users[1], int(cells[1]))] = values
+    return out
+
+
+def plot_recall(result: BenchmarkResult) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result.aggregate() if r["train_user"] == r["eval_user"]]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for agent, user in sorted(
+        {(r["agent"], r["train_user"]) for r in rows}, key=lambda x: (x[1], AGENTS.index(x[0]))
+    ):
+        part = sorted(
+            (r for r in rows if r["agent"] == agent and r["train_user"] == user), key=lambda r: r["turn"]
+        )
+        turns = [r["turn"] for r in part]
+        mean = np.array([r["R@10"] for r in part])
+        std = np.array([r["R@10_std"] for r in part])
+        label = agent if len({r["train_user"] for r in rows}) == 1 else f"{agent} ({user})"
+        ax.plot(turns, mean, marker="o", label=label)
+        ax.fill_between(turns, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("turn")
+    ax.set_ylabel("R@10")
+    ax.set_title(f"Recall@10 by dialog turn ({result.preset.name} preset)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
+    rows = result.aggregate()
+    markdown = to_markdown(result)
+    atomic_write_text(out / "dialog.md", markdown)
+    atomic_write_json(
+        out / "dialog.json",
+        {
+            "preset": dataclasses.asdict(result.preset),
+            "command": result.command,
+            "seconds": result.seconds,
+            "git_revision": _git_revision(),
+            "versions": _versions(),
+            "aggregate": rows,
+            "runs": [
+                {
+                    "agent": r.agent,
+                    "train_user": r.train_user,
+                    "eval_user": r.eval_user,
+                    "seed": r.seed,
+                    "per_turn": r.result.per_turn(),
+                    "mean_turns_to_success": r.result.mean_turns_to_success,
+                }
+                for r in result.records
+            ],
+        },
+    )
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "dialog.csv", buffer.getvalue())
+    atomic_write_bytes(out / "recall_at_10_by_turn.png", plot_recall(result))
+    return [out / n for n in ("dialog.md", "dialog.json", "dialog.csv", "recall_at_10_by_turn.png")]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fiq-gym bench", description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--quick", action="store_const", const="quick", dest="preset", help="the README's main job"
+    )
+    group.add_argument(
+        "--full", action="store_const", const="full", dest="preset", help="more seeds, both users"
+    )
+    group.add_argument("--preset", choices=sorted(PRESETS), dest="preset")
+    parser.add_argument("--catalog", help="catalog directory (default: the built-in synthetic catalog)")
+    parser.add_argument("--agents", nargs="+", choices=AGENTS, default=list(AGENTS))
+    parser.add_argument("--seeds", nargs="+", type=int, help="override the preset's seeds")
+    parser.add_argument("--train-users", nargs="+", choices=("template", "transformer"))
+    parser.add_argument("--eval-users", nargs="+", choices=("template", "transformer"))
+    parser.add_argument("--turns", type=int, default=5, help="dialog turns (max_turns)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="run directory (also the cache)")
+    parser.add_argument(
+        "--publish", action="store_true", help="also write the reports to benchmarks/results/PRESET/"
+    )
+    args = parser.parse_args(argv)
+    preset = PRESETS[args.preset or "quick"]
+    command = "fiq-gym bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    result = run_benchmark(
+        preset,
+        args.out / preset.name,
+        catalog=args.catalog,
+        agents=args.agents,
+        seeds=args.seeds,
+        train_users=args.train_users,
+        eval_users=args.eval_users,
+        max_turns=args.turns,
+        command=command.strip(),
+    )
+    written = write_outputs(result, args.out / preset.name)
+    if args.publish:
+        written += write_outputs(result, RESULTS / preset.name)
+    print()
+    print(to_markdown(result))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
