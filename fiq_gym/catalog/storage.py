@@ -16,13 +16,21 @@ Layout (format version 1)::
 Opening memory-maps every array read-only, so a new process opens a large catalog in
 milliseconds and vector-env workers share pages instead of copying. Directories are written
 into a temporary sibling and renamed into place, so a reader never sees half a catalog.
+
+Features and attribute scores can be added to (or replaced in, or removed from) an existing
+directory with :func:`update_catalog_arrays`: new arrays go to fresh files named
+``{name}-{token}.npy`` and appear in one atomic rewrite of ``manifest.json``, so a reader
+sees either the old arrays or the new ones, never a mix. The manifest's ``file`` field says
+which file holds each array.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,7 +42,16 @@ from fiq_gym.catalog.model import Catalog, StringColumn
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CatalogWriter", "open_catalog", "save_catalog"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ArrayUpdate",
+    "CatalogWriter",
+    "open_catalog",
+    "save_catalog",
+    "update_catalog_arrays",
+    "write_catalog_arrays",
+]
 
 FORMAT_NAME = "fiq-gym-catalog"
 FORMAT_VERSION = 1
@@ -345,3 +362,161 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
         )
     except CatalogError as e:
         raise CatalogError(f"{path}: {e}; {_REBUILD_HINT}") from None
+
+
+# --- in-place updates of derived arrays ----------------------------------------------------
+
+# Arrays computed from the images that may be added, replaced or removed after a catalog is
+# written: dtype and trailing shape (None: any positive size; "A": the vocabulary size).
+_UPDATABLE: dict[str, tuple[np.dtype, tuple[int | str | None, ...]]] = {
+    "features": (np.dtype(np.float32), (None,)),
+    "attribute_scores": (np.dtype(np.float32), ("A",)),
+}
+LOCK_FILE = ".update.lock"
+
+
+class ArrayUpdate:
+    """The arrays being written by :func:`update_catalog_arrays`.
+
+    Call :meth:`append` with consecutive row blocks of each declared array; each must have
+    received exactly ``num_items`` rows when the ``with`` block ends. Entries added to
+    :attr:`provenance` are merged into the manifest's provenance (None removes a key).
+    """
+
+    def __init__(self, num_items: int, files: dict[str, _AppendArray], provenance: Mapping[str, Any]):
+        self.num_items = num_items
+        self.provenance: dict[str, Any] = dict(provenance)
+        self._files = files
+
+    def append(self, name: str, block: np.ndarray) -> None:
+        target = self._files.get(name)
+        if target is None:
+            raise KeyError(
+                f"array {name!r} was not declared for this update; declared: {sorted(self._files)}"
+            )
+        if target._rows + len(block) > target.shape[0]:
+            raise ValueError(
+                f"{name}: appending {len(block)} rows after {target._rows} overflows the {target.shape[0]} items"
+            )
+        target.append(block)
+
+
+def _fsync(file: Path) -> None:
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_update_shape(name: str, shape: tuple[int, ...], num_items: int, num_attributes: int) -> None:
+    _, trailing = _UPDATABLE[name]
+    want = (num_items, *(num_attributes if t == "A" else t for t in trailing))
+    fits = len(shape) == len(want) and all(
+        (got >= 1 if w is None else got == w) for got, w in zip(shape, want, strict=True)
+    )
+    if not fits:
+        want_text = "(" + ", ".join("D" if w is None else str(w) for w in want) + ")"
+        raise CatalogError(
+            f"{name} for this catalog of {num_items} items must have shape {want_text}, got {tuple(shape)}"
+        )
+
+
+@contextmanager
+def update_catalog_arrays(
+    path: str | os.PathLike,
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    remove: Iterable[str] = (),
+    provenance: Mapping[str, Any] | None = None,
+) -> Iterator[ArrayUpdate]:
+    """Stream new ``features`` / ``attribute_scores`` into an existing catalog directory.
+
+    ``shapes`` declares the arrays to write, e.g. ``{"features": (N, 128)}``; rows arrive block
+    by block through the yielded :class:`ArrayUpdate`, so memory stays flat however large the
+    catalog. ``remove`` names arrays to drop. Used by feature extraction, which computes
+    these arrays long after the catalog was built.
+
+    Readers see no change until the ``with`` block ends without error: then the new files are
+    synced and ``manifest.json`` is replaced in one rename; the replaced files are deleted
+    afterwards (processes that mapped them keep their pages). On error every new file is
+    removed and the catalog is untouched. Concurrent updates of one directory take turns on
+    a lock file; the last to finish wins.
+    """
+    path = Path(path)
+    _read_manifest(path)  # a clear error for a missing or foreign directory before anything else
+    remove = tuple(remove)
+    for name in (*shapes, *remove):
+        if name not in _UPDATABLE:
+            raise ValueError(f"only {sorted(_UPDATABLE)} can be updated in place, not {name!r}")
+    if set(shapes) & set(remove):
+        raise ValueError(f"arrays {sorted(set(shapes) & set(remove))} are both written and removed")
+    with open(path / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        manifest = _read_manifest(path)  # re-read under the lock: another update may have landed
+        num_items = int(manifest["num_items"])
+        try:
+            num_attributes = AttributeVocabulary.from_json(manifest["vocabulary"]).size
+        except (KeyError, TypeError, ValueError) as e:
+            raise CatalogError(
+                f"{path / MANIFEST} has an invalid attribute vocabulary ({e}); {_REBUILD_HINT}"
+            ) from None
+        token = uuid.uuid4().hex[:8]
+        files: dict[str, _AppendArray] = {}
+        created: list[Path] = []
+        try:
+            for name, shape in shapes.items():
+                shape = tuple(int(x) for x in shape)
+                _check_update_shape(name, shape, num_items, num_attributes)
+                tmp = path / f".{name}-{token}.npy.tmp-update"
+                created.append(tmp)
+                files[name] = _AppendArray(tmp, _UPDATABLE[name][0], shape)
+            update = ArrayUpdate(num_items, files, provenance or {})
+            yield update
+            entries = {name: f.close() for name, f in files.items()}
+            for name, f in files.items():
+                final = path / f"{name}-{token}.npy"
+                _fsync(f.path)
+                os.replace(f.path, final)
+                created.append(final)
+                entries[name]["file"] = final.name
+            arrays = dict(manifest["arrays"])
+            replaced = {str(arrays[n].get("file", f"{n}.npy")) for n in (*shapes, *remove) if n in arrays}
+            arrays.update(entries)
+            for name in remove:
+                arrays.pop(name, None)
+            merged = {**manifest.get("provenance", {}), **update.provenance}
+            manifest = {
+                **manifest,
+                "arrays": arrays,
+                "provenance": {k: v for k, v in merged.items() if v is not None},
+            }
+            atomic_write_json(path / MANIFEST, manifest)
+        except BaseException:
+            for f in files.values():
+                f._file.close()
+            for file in created:
+                file.unlink(missing_ok=True)
+            raise
+        in_use = {str(entry.get("file", f"{name}.npy")) for name, entry in arrays.items()}
+        for file in replaced - in_use:
+            (path / file).unlink(missing_ok=True)
+
+
+def write_catalog_arrays(
+    path: str | os.PathLike,
+    arrays: Mapping[str, np.ndarray | None],
+    *,
+    provenance: Mapping[str, Any] | None = None,
+) -> None:
+    """Add or replace whole ``features`` / ``attribute_scores`` arrays of a catalog directory
+    (a value of None removes that array), atomically; see :func:`update_catalog_arrays`."""
+    shapes = {name: tuple(np.shape(arr)) for name, arr in arrays.items() if arr is not None}
+    remove = [name for name, arr in arrays.items() if arr is None]
+    with update_catalog_arrays(path, shapes, remove=remove, provenance=provenance) as update:
+        for name, arr in arrays.items():
+            if arr is None:
+                continue
+            step = max(1, (64 << 20) // max(1, 4 * int(np.prod(np.shape(arr)[1:], dtype=np.int64))))
+            for start in range(0, len(arr), step):
+                update.append(name, np.asarray(arr[start : start + step]))

@@ -1,0 +1,141 @@
+"""``fiq-gym features train`` and ``fiq-gym features extract``.
+
+Only argparse here: torch and the network load when a command runs, so ``fiq-gym --help``
+stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_commands"]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fiq_gym.features.train import TrainArgs, train
+
+    result = train(
+        TrainArgs(
+            catalog=args.catalog,
+            out=args.out or "",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            feature_dim=args.feature_dim,
+            channels=tuple(args.channels),
+            heldout_fraction=args.heldout_fraction,
+            patience=args.patience,
+            seed=args.seed,
+            threads=args.threads,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            export=args.export or "",
+            progress=not args.no_progress,
+        )
+    )
+    how = "stopped early" if result.stopped_early else "finished"
+    print(
+        f"{how} after {result.epochs_run} epochs ({result.seconds:.0f} s of training); best held-out "
+        f"loss {result.heldout.loss:.4f} at epoch {result.best_epoch} on {result.heldout.num_items} items"
+    )
+    for name, accuracy in result.heldout.accuracy.items():
+        print(f"  {name:<12} {accuracy:7.2%}")
+    print(f"checkpoint: {result.checkpoint}" + (f" (copied to {args.export})" if args.export else ""))
+    print(f"next: fiq-gym features extract {args.catalog} --checkpoint {result.checkpoint}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from fiq_gym.features.extract import extract_features
+
+    result = extract_features(
+        args.catalog,
+        checkpoint=args.checkpoint,
+        encoder=args.encoder,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    scores = (
+        f"attribute scores ({result.num_items} x {result.num_attributes})"
+        if result.num_attributes
+        else "no attribute scores (existing ones, if any, were kept)"
+    )
+    print(
+        f"wrote features ({result.num_items} x {result.feature_dim}) and {scores} into "
+        f"{result.path} in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add the ``features`` command group to the ``fiq-gym`` subparsers ``sub``."""
+    features = sub.add_parser(
+        "features",
+        help="train the attribute network; extract image features into a catalog",
+        description="Image features: the attribute-prediction network, or a local Hugging Face vision model.",
+    )
+    group = features.add_subparsers(dest="features_command", required=True)
+
+    train = group.add_parser(
+        "train",
+        help="train the attribute-prediction network on a catalog's images",
+        description=(
+            "Train a small CNN to predict the catalog's attributes. Its penultimate layer gives "
+            "the item features, its predicted probabilities the side information. Writes the "
+            "checkpoint (config.json, model.safetensors), TensorBoard scalars (OUT/tensorboard) "
+            "and the state to --resume from (OUT/train_state)."
+        ),
+    )
+    train.add_argument("catalog", help="catalog directory with images and attribute labels")
+    train.add_argument("--out", help="checkpoint directory (default: runs/features-<catalog>-s<seed>)")
+    train.add_argument("--epochs", type=int, default=30, help="most passes over the data (default 30)")
+    train.add_argument("--batch-size", type=int, default=128, help="default 128")
+    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak AdamW rate (default 0.002)")
+    train.add_argument("--feature-dim", type=int, default=128, help="feature size (default 128)")
+    train.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=[32, 48, 96, 128],
+        help="conv channels (default 32 48 96 128)",
+    )
+    train.add_argument(
+        "--heldout-fraction", type=float, default=0.1, help="share of items held out (default 0.1)"
+    )
+    train.add_argument(
+        "--patience", type=int, default=5, help="stop after this many epochs without a better held-out loss"
+    )
+    train.add_argument(
+        "--seed", type=int, default=0, help="split, initial weights and item order (default 0)"
+    )
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: all cores)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    train.add_argument(
+        "--overwrite", action="store_true", help="start afresh even if --out holds an earlier run"
+    )
+    train.add_argument("--export", help="also copy the finished checkpoint's two files into this directory")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    extract = group.add_parser(
+        "extract",
+        help="write features and predicted attributes into a catalog directory",
+        description=(
+            "Compute every item's features (and, with an attribute network, attribute scores) "
+            "and write them into the catalog directory atomically, one batch in memory at a time. "
+            "With --encoder hf:PATH the features come from a local Hugging Face vision model; it "
+            "predicts no attributes, so existing attribute scores are kept (or there are none)."
+        ),
+    )
+    extract.add_argument("catalog", help="catalog directory")
+    source = extract.add_mutually_exclusive_group()
+    source.add_argument(
+        "--checkpoint", help="attribute-network checkpoint directory (default: the one shipped with fiq-gym)"
+    )
+    source.add_argument("--encoder", help="hf:/local/path: a Hugging Face vision model saved in that folder")
+    extract.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
+    extract.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: all cores)")
+    extract.add_argument("--no-progress", action="store_true", help="no progress bar")
+    extract.set_defaults(func=_extract)

@@ -1,0 +1,77 @@
+"""The attribute network shipped with fiq-gym, and the features it gives the default catalogs.
+
+The files in ``fiq_gym/features/default/`` were made by this one command, run from the
+repository root (about 15 minutes on one CPU core):
+
+    fiq-gym catalog build --size 20000 --seed 1 --out /tmp/fiq-gym-s1 --overwrite && fiq-gym features train /tmp/fiq-gym-s1 --out runs/features-default --overwrite --epochs 30 --seed 0 --threads 1 --export fiq_gym/features/default
+
+It trains on a synthetic catalog of seed 1, so the default catalog (seed 0) is held out from
+it; ``benchmarks/results/features.md`` reports its accuracy there
+(``python -m fiq_gym.benchmarks.features``).
+
+:func:`attach_default_features` runs it over a synthetic catalog when the catalog is first
+built, so a new user gets learned features after a few seconds instead of training a network.
+A catalog whose features came from other weights (an older shipped network) is refreshed;
+features a user extracted with their own checkpoint or model are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.catalog.storage import open_catalog
+
+__all__ = ["attach_default_features", "default_network_fits", "needs_default_features"]
+
+
+def _shipped_record() -> dict[str, Any] | None:
+    import json
+
+    from fiq_gym.features.model import CONFIG_FILE, DEFAULT_CHECKPOINT
+
+    try:
+        return json.loads((DEFAULT_CHECKPOINT / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _fits(catalog: Catalog, record: dict[str, Any]) -> bool:
+    return (
+        catalog.images is not None
+        and list(catalog.image_size or ()) == record.get("image_size")
+        and catalog.vocabulary.to_json() == record.get("vocabulary")
+    )
+
+
+def default_network_fits(catalog_path: str | os.PathLike) -> bool:
+    """Whether the shipped network was made for catalogs like this one (vocabulary, image size)."""
+    record = _shipped_record()
+    return record is not None and _fits(open_catalog(catalog_path), record)
+
+
+def needs_default_features(catalog_path: str | os.PathLike) -> bool:
+    """True if the catalog has no features, or features from another version of the shipped
+    network, and the shipped network fits it. Reads only manifests and the shipped config."""
+    record = _shipped_record()
+    if record is None:
+        return False
+    catalog = open_catalog(catalog_path)
+    if not _fits(catalog, record):
+        return False
+    made_by = catalog.provenance.get("features")
+    if catalog.features is None or not isinstance(made_by, dict):
+        return True
+    return bool(made_by.get("shipped")) and made_by.get("weights_sha256") != record.get("weights_sha256")
+
+
+def attach_default_features(catalog_path: str | os.PathLike, *, progress: bool = True) -> bool:
+    """Extract features and attribute scores with the shipped network into ``catalog_path`` if
+    :func:`needs_default_features`; return whether it did."""
+    if not needs_default_features(catalog_path):
+        return False
+    from fiq_gym.features.extract import extract_features
+
+    extract_features(catalog_path, progress=progress)
+    return True

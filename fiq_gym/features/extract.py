@@ -1,0 +1,161 @@
+"""Write image features (and predicted attributes) into a catalog directory.
+
+    fiq-gym features extract CATALOG                          # the network shipped with fiq-gym
+    fiq-gym features extract CATALOG --checkpoint runs/features-mycat-s0
+    fiq-gym features extract CATALOG --encoder hf:/models/my-vit
+
+Images are read from the catalog's file one batch at a time and the results are appended to
+new files, so memory stays at one batch whatever the catalog's size; the catalog
+switches to the new arrays in one atomic manifest rewrite
+(:func:`fiq_gym.catalog.storage.update_catalog_arrays`). The environments then rank with
+``features`` and show agents ``attribute_scores`` instead of the ground-truth labels.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.catalog.storage import open_catalog, update_catalog_arrays
+from fiq_gym.errors import CatalogError
+from fiq_gym.features._rows import RowReader
+from fiq_gym.features.model import DEFAULT_CHECKPOINT, Checkpoint, check_fits, load_checkpoint, torch_threads
+
+__all__ = ["AttributeNetEncoder", "ExtractResult", "ImageEncoder", "extract_features", "make_encoder"]
+
+
+class ImageEncoder(Protocol):
+    """Turns a batch of uint8 images into features and, if it can, attribute probabilities."""
+
+    predicts_attributes: bool
+
+    def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def provenance(self) -> dict[str, Any]: ...
+
+
+class AttributeNetEncoder:
+    """Features (the penultimate layer) and attribute probabilities of an attribute network."""
+
+    predicts_attributes = True
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint
+        self.network = checkpoint.network.eval()
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        features, logits = self.network(torch.from_numpy(np.ascontiguousarray(images)))
+        return features.numpy(), self.network.probabilities(logits).numpy()
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "encoder": "attribute-net",
+            "checkpoint": str(self.checkpoint.path.resolve()),
+            "weights_sha256": self.checkpoint.weights_sha256,
+            "shipped": self.checkpoint.path.resolve() == DEFAULT_CHECKPOINT.resolve(),
+            "feature_dim": self.checkpoint.config.feature_dim,
+        }
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    path: Path
+    num_items: int
+    feature_dim: int
+    num_attributes: int
+    """columns of attribute scores written (0: the encoder predicts none)"""
+    encoder: dict[str, Any]
+    seconds: float
+
+
+def make_encoder(checkpoint: str | os.PathLike | None = None, encoder: str | None = None) -> ImageEncoder:
+    """The encoder named by ``--encoder hf:PATH``, else the attribute network in ``checkpoint``
+    (default: the one shipped with fiq-gym)."""
+    if encoder is not None and checkpoint is not None:
+        raise ValueError("pass either a checkpoint or an --encoder, not both")
+    if encoder is not None:
+        from fiq_gym.features.hf_encoder import HFImageEncoder, parse_encoder
+
+        return HFImageEncoder(parse_encoder(encoder))
+    return AttributeNetEncoder(load_checkpoint(checkpoint))
+
+
+def extract_features(
+    catalog: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    encoder: str | ImageEncoder | None = None,
+    batch_size: int = 256,
+    threads: int = 0,
+    progress: bool = True,
+) -> ExtractResult:
+    """Compute features (and, with an attribute network, attribute scores) for every item of
+    catalog directory ``catalog`` and write them into it atomically.
+
+    ``threads``: torch CPU threads (0: all cores). An encoder that predicts no attributes
+    (a Hugging Face model) leaves existing attribute scores untouched.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if encoder is not None and checkpoint is not None:
+        raise ValueError("pass either a checkpoint or an encoder, not both")
+    started = time.perf_counter()
+    path = Path(catalog)
+    opened = open_catalog(path)
+    if opened.images is None:
+        raise CatalogError(
+            f"catalog {path} has no images, so there is nothing to compute features from; "
+            "open or import the catalog with its images"
+        )
+    if encoder is None or isinstance(encoder, str):
+        encoder = make_encoder(checkpoint, encoder)
+    if isinstance(encoder, AttributeNetEncoder):
+        check_fits(encoder.checkpoint, opened)
+    with torch_threads(threads):
+        return _extract(path, opened, encoder, batch_size, progress, started)
+
+
+def _extract(
+    path: Path, opened: Catalog, encoder: ImageEncoder, batch_size: int, progress: bool, started: float
+) -> ExtractResult:
+    images, n = RowReader(opened.images), len(opened)
+    # The first batch tells the feature size, which the output files need up front (and how
+    # an HF model pools, which its provenance records).
+    first_features, first_scores = encoder.encode(images.slice(0, batch_size))
+    shapes = {"features": (n, first_features.shape[1])}
+    if first_scores is not None:
+        shapes["attribute_scores"] = (n, opened.vocabulary.size)
+    record = {**encoder.provenance(), "feature_dim": int(first_features.shape[1])}
+    provenance: dict[str, Any] = {"features": record}
+    if first_scores is not None:
+        provenance["attribute_scores"] = record
+    with (
+        images,
+        update_catalog_arrays(path, shapes, provenance=provenance) as update,
+        tqdm(total=n, desc="extracting features", unit="item", disable=not progress) as bar,
+    ):
+        features, scores = first_features, first_scores
+        for start in range(0, n, batch_size):
+            if start:
+                features, scores = encoder.encode(images.slice(start, start + batch_size))
+            update.append("features", features)
+            if scores is not None:
+                update.append("attribute_scores", scores)
+            bar.update(len(features))
+    return ExtractResult(
+        path=path,
+        num_items=n,
+        feature_dim=int(first_features.shape[1]),
+        num_attributes=0 if first_scores is None else opened.vocabulary.size,
+        encoder=record,
+        seconds=time.perf_counter() - started,
+    )
