@@ -2,7 +2,7 @@
 CleanRL style: read top to bottom.
 
 The policy samples the item to show from a softmax over the retriever's cosine scores of
-the items not yet shown (temperature ``tau``), and learns from the environment's rank-based
+its top-k items not yet shown (temperature ``tau``), and learns from the environment's rank-based
 reward with a running per-turn baseline and an entropy bonus. It usually starts from a
 supervised checkpoint (``--init``), as in Guo et al. (NeurIPS 2018).
 
@@ -58,6 +58,8 @@ class Args:
     learning_rate: float = 1e-4
     tau: float = 0.05
     """softmax temperature over cosine scores"""
+    candidates: int = 5
+    """k: the policy samples among the top-k unseen items"""
     gamma: float = 1.0
     entropy_coef: float = 0.01
     baseline_momentum: float = 0.9
@@ -66,7 +68,8 @@ class Args:
     eval_episodes: int = 256
     eval_every: int = 100
     out: str = "runs/policy_gradient"
-    threads: int = 0
+    threads: int = 1
+    """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
     resume: bool = False
 
 
@@ -90,15 +93,16 @@ def masked_logits(query: torch.Tensor, items: torch.Tensor, shown: torch.Tensor,
 
 
 def play_round(
-    net: RetrieverNet, envs: gym.vector.VectorEnv, tau: float, seed: int, generator: torch.Generator
+    net: RetrieverNet, envs: gym.vector.VectorEnv, tau: float, k: int, seed: int, generator: torch.Generator
 ):
-    """Sample one dialog per sub-env from the policy; return what replaying it needs."""
+    """Sample one dialog per sub-env from the policy over each turn's top-k unseen items;
+    return what replaying it needs."""
     b = envs.num_envs
     n = envs.unwrapped.num_items
     obs, info = envs.reset(seed=seed)
     shown = torch.zeros(b, n, dtype=torch.bool)
     shown[torch.arange(b), torch.as_tensor(info["shown"])] = True
-    turns, actions, rewards, alive_by_turn, shown_by_turn, successes = [], [], [], [], [], []
+    turns, candidate_sets, positions, rewards, alive_by_turn, successes = [], [], [], [], [], []
     alive = np.ones(b, dtype=bool)
     with torch.no_grad():
         items = net.encode_items(*gallery_tensors(envs.unwrapped.gallery))
@@ -107,20 +111,24 @@ def play_round(
             tensors = observation_tensors(obs)
             state, query = net.step(state, *tensors)
             logits = masked_logits(query, items, shown, tau)
-            action = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+            candidates = logits.topk(k, dim=1).indices
+            position = torch.multinomial(
+                torch.softmax(logits.gather(1, candidates), dim=-1), 1, generator=generator
+            ).squeeze(1)
+            action = candidates.gather(1, position[:, None]).squeeze(1)
             # The env shows the best unseen item: give the sampled one the top score.
             scores = (query @ items.T).clamp(-1.0, 0.9999)
             scores[torch.arange(b), action] = 1.0
             turns.append(tensors)
-            shown_by_turn.append(shown.clone())
-            actions.append(action)
+            candidate_sets.append(candidates)
+            positions.append(position)
             alive_by_turn.append(alive.copy())
             obs, reward, terminated, truncated, info = envs.step(scores.numpy())
             rewards.append(np.where(alive, reward, 0.0))
             successes.append(alive & info["is_success"])
             shown[torch.arange(b), action] = True
             alive &= ~(terminated | truncated)
-    return turns, actions, np.array(rewards), np.array(alive_by_turn), shown_by_turn, np.array(successes)
+    return turns, candidate_sets, positions, np.array(rewards), np.array(alive_by_turn), np.array(successes)
 
 
 def action_returns(rewards: np.ndarray, success: np.ndarray, gamma: float) -> np.ndarray:
@@ -183,8 +191,13 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     for rnd in bar:
         t0 = time.perf_counter()
         generator = torch.Generator().manual_seed(args.seed * 7919 + rnd)
-        turns, actions, rewards, alive, shown_by_turn, success = play_round(
-            net, envs, args.tau, seed=args.seed * 1_000_003 + rnd * args.num_envs, generator=generator
+        turns, candidate_sets, positions, rewards, alive, success = play_round(
+            net,
+            envs,
+            args.tau,
+            args.candidates,
+            seed=args.seed * 1_000_003 + rnd * args.num_envs,
+            generator=generator,
         )
         # Credit per shown item, and a running per-turn baseline.
         returns = action_returns(rewards, success, args.gamma)
@@ -204,12 +217,13 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         count = max(1, int(alive.sum()))
         for t, tensors in enumerate(turns):
             state, query = net.step(state, *tensors)
-            logits = masked_logits(query, items, shown_by_turn[t], args.tau)
+            # The policy over this turn's top-k: its gradient re-orders what the retriever would
+            # show next, instead of pulling the whole ranking towards probe items.
+            logits = torch.einsum("bd,bkd->bk", query, items[candidate_sets[t]]) / args.tau
             log_probs = torch.log_softmax(logits, dim=-1)
-            chosen = log_probs.gather(1, actions[t][:, None]).squeeze(1)
+            chosen = log_probs.gather(1, positions[t][:, None]).squeeze(1)
             mask = torch.as_tensor(alive[t], dtype=torch.float32)
-            probs = log_probs.exp()
-            entropy = -(probs * log_probs.masked_fill(shown_by_turn[t], 0.0)).sum(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
             policy_loss = policy_loss - (chosen * advantages[t] * mask).sum() / count
             entropy_sum = entropy_sum + (entropy * mask).sum() / count
         loss = policy_loss - args.entropy_coef * entropy_sum

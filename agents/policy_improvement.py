@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.arguments import parse_dataclass_args
-from fiq_gym.agents.policy_gradient import masked_logits
 from fiq_gym.agents.retriever import (
     RetrieverConfig,
     RetrieverNet,
@@ -63,9 +62,11 @@ class Args:
     max_turns: int = 5
     candidates: int = 5
     """k: top items looked ahead per turn"""
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     tau: float = 0.05
     """softmax temperature of the policy over cosine scores"""
+    imitation_coef: float = 1.0
+    """weight of the policy-improvement (imitation) term"""
     ranking_coef: float = 1.0
     """weight of the supervised triplet term"""
     margin: float = 0.2
@@ -75,7 +76,8 @@ class Args:
     eval_episodes: int = 256
     eval_every: int = 50
     out: str = "runs/policy_improvement"
-    threads: int = 0
+    threads: int = 1
+    """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
     resume: bool = False
 
 
@@ -106,7 +108,7 @@ def lookahead_choice(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For (B, k) candidates: the target's rank after one more turn for each, and the best.
 
-    Returns (B,) chosen item indices and (B, k) look-ahead ranks.
+    Returns (B,) the position of the chosen candidate in each row and (B, k) look-ahead ranks.
     """
     b, k = candidates.shape
     tokens, _ = envs.unwrapped.preview_captions(candidates.numpy())
@@ -122,7 +124,7 @@ def lookahead_choice(
     ranks = ((scores >= target_scores).sum(dim=1) - 1).reshape(b, k)
     ranks = ranks.masked_fill(candidates == targets[:, None], 0)  # showing the target ends the search
     best = ranks.argmin(dim=1)  # ties: the candidate the retriever ranked higher
-    return candidates.gather(1, best[:, None]).squeeze(1), ranks
+    return best, ranks
 
 
 def play_round(net: RetrieverNet, envs: gym.vector.VectorEnv, k: int, seed: int):
@@ -133,7 +135,7 @@ def play_round(net: RetrieverNet, envs: gym.vector.VectorEnv, k: int, seed: int)
     features, attributes = gallery_tensors(envs.unwrapped.gallery)
     shown = torch.zeros(b, n, dtype=torch.bool)
     shown[torch.arange(b), torch.as_tensor(info["shown"])] = True
-    turns, choices, alive_by_turn, shown_by_turn, gains = [], [], [], [], []
+    turns, candidate_sets, best_positions, alive_by_turn, gains = [], [], [], [], []
     alive = np.ones(b, dtype=bool)
     with torch.no_grad():
         items = net.encode_items(features, attributes)
@@ -143,20 +145,19 @@ def play_round(net: RetrieverNet, envs: gym.vector.VectorEnv, k: int, seed: int)
             state, query = net.step(state, *tensors)
             scores = query @ items.T
             candidates = scores.masked_fill(shown, float("-inf")).topk(k, dim=1).indices
-            choice, ranks = lookahead_choice(
-                net, envs, state, items, features, attributes, candidates, targets
-            )
+            best, ranks = lookahead_choice(net, envs, state, items, features, attributes, candidates, targets)
+            choice = candidates.gather(1, best[:, None]).squeeze(1)
             gains.append((ranks[:, 0] - ranks.min(dim=1).values).float().mean().item())
             action = scores.clamp(-1.0, 0.9999)
             action[torch.arange(b), choice] = 1.0
             turns.append(tensors)
-            shown_by_turn.append(shown.clone())
-            choices.append(choice)
+            candidate_sets.append(candidates)
+            best_positions.append(best)
             alive_by_turn.append(alive.copy())
             obs, _, terminated, truncated, info = envs.step(action.numpy())
             shown[torch.arange(b), choice] = True
             alive &= ~(terminated | truncated)
-    return turns, choices, np.array(alive_by_turn), shown_by_turn, targets, float(np.mean(gains))
+    return turns, candidate_sets, best_positions, np.array(alive_by_turn), targets, float(np.mean(gains))
 
 
 def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationResult | None]:
@@ -202,7 +203,7 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     )
     for rnd in bar:
         t0 = time.perf_counter()
-        turns, choices, alive, shown_by_turn, targets, gain = play_round(
+        turns, candidate_sets, best_positions, alive, targets, gain = play_round(
             net, envs, args.candidates, seed=args.seed * 1_000_003 + rnd * args.num_envs
         )
         generator = torch.Generator().manual_seed(args.seed * 7919 + rnd)
@@ -214,17 +215,18 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
             state, query = net.step(state, *tensors)
             mask = torch.as_tensor(alive[t], dtype=torch.float32)
             denominator = mask.sum().clamp_min(1.0)
-            logits = masked_logits(query, items, shown_by_turn[t], args.tau)
-            imitation = (
-                imitation + (F.cross_entropy(logits, choices[t], reduction="none") * mask).sum() / denominator
-            )
+            # Improve the policy among its own top-k only: re-order what it would show, rather
+            # than drag the whole ranking towards a probe item that is not the target.
+            logits = torch.einsum("bd,bkd->bk", query, items[candidate_sets[t]]) / args.tau
+            per_row = F.cross_entropy(logits, best_positions[t], reduction="none")
+            imitation = imitation + (per_row * mask).sum() / denominator
             negatives = torch.randint(0, n - 1, (args.num_envs, args.negatives), generator=generator)
             negatives += (negatives >= targets[:, None]).long()
             ranking = (
                 ranking
                 + (triplet_loss(query, items, targets, args.margin, negatives) * mask).sum() / denominator
             )
-        loss = (imitation + args.ranking_coef * ranking) / len(turns)
+        loss = (args.imitation_coef * imitation + args.ranking_coef * ranking) / len(turns)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -84,10 +84,13 @@ class Args:
     batch_size: int = 256
     n_epochs: int = 4
     ent_coef: float = 0.0
+    log_std_init: float = -2.0
+    """initial log std of the Gaussian policy: SB3's 0 makes early queries mostly noise"""
     seed: int = 0
     eval_episodes: int = 256
     out: str = "runs/ppo"
-    threads: int = 0
+    threads: int = 1
+    """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
 
 
 class PPOAgent:
@@ -151,7 +154,10 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
         seed=args.seed,
         device="cpu",
         tensorboard_log=str(out / "tb"),
-        policy_kwargs={"features_extractor_class": CaptionFeaturesExtractor},
+        policy_kwargs={
+            "features_extractor_class": CaptionFeaturesExtractor,
+            "log_std_init": args.log_std_init,
+        },
         verbose=0,
     )
     callback = ProgressCallback(args.timesteps) if progress else None

@@ -66,8 +66,8 @@ class Args:
     """rounds between evaluations (and checkpoints)"""
     out: str = "runs/supervised"
     """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
-    threads: int = 0
-    """torch threads (0: torch's default)"""
+    threads: int = 1
+    """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
     resume: bool = False
     """continue from out/checkpoint if it exists"""
     init: str | None = None

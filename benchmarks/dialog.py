@@ -165,7 +165,9 @@ def train_agents(
     from fiq_gym.agents import policy_gradient, policy_improvement, ppo, supervised
 
     base = run / user / f"seed{seed}"
-    common = {"catalog": catalog, "user": user, "seed": seed, "max_turns": max_turns}
+    # One torch thread: the networks are small, and a second thread would fight the env's
+    # numpy work (and anything else on a 2-core machine) for the cores.
+    common = {"catalog": catalog, "user": user, "seed": seed, "max_turns": max_turns, "threads": 1}
     trained: dict[str, Any] = {}
     needs_supervised = any(a in agents for a in ("supervised", "policy-gradient", "policy-improvement"))
     if needs_supervised:
