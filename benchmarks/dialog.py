@@ -76,7 +76,10 @@ PRESETS = {
         supervised_rounds=250,
         pg_rounds=80,
         mbpi_rounds=40,
-        ppo_timesteps=24_000,
+        ppo_timesteps=48_000,
+        # Training with the template shopper, evaluating with both: the cross-user check is
+        # nearly free because only evaluation runs with the learned shopper.
+        eval_users=("template", "transformer"),
     ),
     "full": Preset(
         "full",

@@ -1,8 +1,10 @@
 """Environment throughput: steps per second for one env, Gymnasium's SyncVectorEnv and the
-native vector env, against the bare batched ranking that is the floor under any step.
+native vector env, against the bare batched ranking that is the floor under any step; and,
+for the transformer shopper, the native vector env against single envs stepped one by one,
+and its batched captioning against a bare ``model.generate`` call.
 
     python -m fiq_gym.benchmarks.throughput            # sizes 1k, 10k, 100k; writes results/
-    python -m fiq_gym.benchmarks.throughput --sizes 1000 --batches 1 16 --out /tmp/tp
+    python -m fiq_gym.benchmarks.throughput --sizes 1000 --batches 1 16 --users template --out /tmp/tp
 
 Every figure of one table comes from one run on one machine, so ratios are comparable even
 when the machine is shared and absolute numbers are noisy.
@@ -36,10 +38,22 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 @dataclass(frozen=True)
 class Measurement:
-    setting: str  # "single", "sync", "native", "ranking"
+    setting: str  # "single", "sync", "native", "ranking"; TRANSFORMER_SETTINGS for that shopper
     catalog_size: int
     num_envs: int
-    steps_per_second: float  # environment steps (sub-env steps) per second
+    steps_per_second: float  # environment steps (sub-env steps) per second; captions/s for captioning
+
+
+#: Transformer-shopper settings: env steps/s of ``n`` single envs stepped one by one and of the
+#: native vector env of ``n``; captions/s of ``TransformerUser.describe`` and of the bare
+#: ``model.generate`` on the same batch of ``n`` pairs.
+TRANSFORMER_SETTINGS = (
+    "transformer-single",
+    "transformer-native",
+    "transformer-describe",
+    "transformer-generate",
+)
+TEMPLATE_SETTINGS = ("single", "sync", "native", "ranking")
 
 
 def _time(step: Callable[[], None], steps_per_call: int, min_seconds: float, min_calls: int = 3) -> float:
@@ -95,14 +109,98 @@ def _ranking(catalog: Catalog, num_envs: int, rng: np.random.Generator, min_seco
     return _time(step, num_envs, min_seconds)
 
 
+def measure_transformer(
+    catalog: Catalog,
+    num_envs: int = 64,
+    min_seconds: float = 1.0,
+    user_kwargs: dict | None = None,
+) -> list[Measurement]:
+    """The transformer shopper's rows (:data:`TRANSFORMER_SETTINGS`) for ``num_envs`` dialogs.
+
+    All four use one shared :class:`~fiq_gym.users.TransformerUser` (``user_kwargs``: default
+    checkpoint and decoding). The bare call gets its input tensors and uniforms prepared
+    outside the timing and returns token ids; ``describe`` does everything an env step needs
+    (index checks, table lookups, uniforms from per-pair generators, decoding, text, claims).
+    """
+    import torch
+
+    from fiq_gym.users.transformer.user import torch_threads
+
+    size = len(catalog)
+    rng = np.random.default_rng(0)
+    kwargs = {"user": "transformer", "user_kwargs": user_kwargs or {}}
+    singles = [FashionIQEnv(catalog=catalog, **kwargs) for _ in range(num_envs)]
+    for k, env in enumerate(singles):
+        env.reset(seed=k)
+    n = singles[0].num_items
+
+    def step_singles() -> None:
+        for env in singles:
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(n)))
+            if terminated or truncated:
+                env.reset()
+
+    out = [Measurement("transformer-single", size, num_envs, _time(step_singles, num_envs, min_seconds))]
+    envs = FashionIQVectorEnv(num_envs, catalog=catalog, **kwargs)
+    envs.reset(seed=0)
+    native = _time(lambda: envs.step(rng.integers(0, n, size=num_envs)), num_envs, min_seconds)
+    out.append(Measurement("transformer-native", size, num_envs, native))
+
+    user = envs.user
+    targets = rng.integers(0, size, size=num_envs)
+    shown = (targets + 1 + rng.integers(0, size - 1, size=num_envs)) % size
+    generators = [np.random.default_rng(i) for i in range(num_envs)]
+    describe = _time(lambda: user.describe(targets, shown, generators), num_envs, min_seconds)
+    out.append(Measurement("transformer-describe", size, num_envs, describe))
+    inputs = user.model_inputs(targets, shown)
+    d = user.decoding
+    uniforms = torch.from_numpy(np.random.default_rng(0).random((num_envs, user.max_new_tokens)))
+
+    def bare() -> None:  # with the user's thread setting, like describe
+        with torch_threads(user.threads):
+            _generate()
+
+    def _generate() -> None:
+        user.model.generate(
+            **inputs,
+            strategy=d.strategy,
+            max_new_tokens=user.max_new_tokens,
+            uniforms=uniforms,
+            temperature=d.temperature,
+            top_k=d.top_k,
+            top_p=d.top_p,
+            num_beams=d.num_beams,
+            length_penalty=d.length_penalty,
+        )
+
+    out.append(Measurement("transformer-generate", size, num_envs, _time(bare, num_envs, min_seconds)))
+    return out
+
+
 def measure_throughput(
-    sizes: Sequence[int], batches: Sequence[int], min_seconds: float = 1.0, progress: bool = True
+    sizes: Sequence[int],
+    batches: Sequence[int],
+    min_seconds: float = 1.0,
+    progress: bool = True,
+    users: Sequence[str] = ("template", "transformer"),
+    transformer_size: int = 10_000,
+    transformer_envs: int = 64,
 ) -> list[Measurement]:
     rng = np.random.default_rng(0)
     out: list[Measurement] = []
     for size in sizes:
         catalog = load_default_catalog(size=size, progress=progress)
         retrieval_tables(catalog)  # build once, outside the timings
+        if "transformer" in users and size == transformer_size:
+            rows = measure_transformer(catalog, transformer_envs, min_seconds)
+            out += rows
+            if progress:
+                print(
+                    f"size {size:>7} transformer: "
+                    + "  ".join(f"{m.setting} {m.steps_per_second:,.0f}/s" for m in rows)
+                )
+        if "template" not in users:
+            continue
         out.append(Measurement("single", size, 1, _single(catalog, rng, min_seconds)))
         for b in batches:
             out.append(Measurement("sync", size, b, _sync(catalog, b, rng, min_seconds)))
@@ -134,9 +232,48 @@ def _lookup(ms: list[Measurement], setting: str, size: int, n: int) -> float | N
     return None
 
 
+def _transformer_markdown(ms: list[Measurement]) -> list[str]:
+    rows = [m for m in ms if m.setting in TRANSFORMER_SETTINGS]
+    if not rows:
+        return []
+    size, n = rows[0].catalog_size, rows[0].num_envs
+    single, native, describe, bare = (_lookup(ms, s, size, n) for s in TRANSFORMER_SETTINGS)
+    return [
+        "",
+        "## Transformer shopper",
+        "",
+        f"The shipped relative captioner (env default decoding: nucleus sampling), catalog of {size:,} items,",
+        f"n = {n}. Env rows are env steps per second, `index` actions at random; captioning rows are",
+        "captions per second for one batch of n random pairs.",
+        "",
+        "| setting | per second |",
+        "|---|---:|",
+        f"| {n} single envs stepped one by one (steps) | {single:,.0f} |",
+        f"| native vector env of {n} (steps) | {native:,.0f} |",
+        f"| `TransformerUser.describe`, batch of {n} (captions) | {describe:,.0f} |",
+        f"| bare `model.generate`, same batch (captions) | {bare:,.0f} |",
+        "",
+        f"- (d) native vector env / single envs: **{native / single:.1f}x** (target >= 15x)",
+        f"- (e) batched decoder (`describe`) / bare `model.generate`: **{describe / bare:.2f}** (target >= 0.5)",
+    ]
+
+
 def to_markdown(ms: list[Measurement], command: str) -> str:
-    sizes = sorted({m.catalog_size for m in ms})
-    batches = sorted({m.num_envs for m in ms if m.setting != "single"})
+    template = [m for m in ms if m.setting in TEMPLATE_SETTINGS]
+    if not template:
+        return "\n".join(
+            [
+                "# Environment throughput",
+                *_transformer_markdown(ms),
+                "",
+                f"Command: `{command}`",
+                "",
+                f"Machine: {machine_line()}",
+                "",
+            ]
+        )
+    sizes = sorted({m.catalog_size for m in template})
+    batches = sorted({m.num_envs for m in template if m.setting != "single"})
     lines = [
         "# Environment throughput",
         "",
@@ -168,6 +305,7 @@ def to_markdown(ms: list[Measurement], command: str) -> str:
             )
     else:
         lines.append("- not measured in this run (needs the 10k catalog and n = 64)")
+    lines += _transformer_markdown(ms)
     lines += ["", f"Command: `{command}`", "", f"Machine: {machine_line()}", ""]
     return "\n".join(lines)
 
@@ -178,7 +316,7 @@ def plot(ms: list[Measurement]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = sorted({m.catalog_size for m in ms})
+    sizes = sorted({m.catalog_size for m in ms if m.setting in TEMPLATE_SETTINGS})
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), sharey=True, squeeze=False)
     styles = {"native": "o-", "sync": "s--", "ranking": "k:"}
     for ax, size in zip(axes[0], sizes, strict=True):
@@ -213,11 +351,28 @@ def plot(ms: list[Measurement]) -> bytes:
     return buffer.getvalue()
 
 
-def run(sizes: Sequence[int], batches: Sequence[int], out: Path, min_seconds: float, command: str) -> str:
-    ms = measure_throughput(sizes, batches, min_seconds)
+def run(
+    sizes: Sequence[int],
+    batches: Sequence[int],
+    out: Path,
+    min_seconds: float,
+    command: str,
+    users: Sequence[str] = ("template", "transformer"),
+    transformer_size: int = 10_000,
+    transformer_envs: int = 64,
+) -> str:
+    ms = measure_throughput(
+        sizes,
+        batches,
+        min_seconds,
+        users=users,
+        transformer_size=transformer_size,
+        transformer_envs=transformer_envs,
+    )
     text = to_markdown(ms, command)
     atomic_write_text(out / "throughput.md", text)
-    atomic_write_bytes(out / "throughput.png", plot(ms))
+    if any(m.setting in TEMPLATE_SETTINGS for m in ms):
+        atomic_write_bytes(out / "throughput.png", plot(ms))
     return text
 
 
@@ -227,11 +382,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--min-seconds", type=float, default=1.0, help="time per measurement")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--users",
+        nargs="+",
+        choices=("template", "transformer"),
+        default=["template", "transformer"],
+        help="shoppers to measure (the transformer's rows: at --transformer-size only)",
+    )
+    parser.add_argument(
+        "--transformer-size", type=int, default=10_000, help="catalog size of the transformer rows"
+    )
+    parser.add_argument(
+        "--transformer-envs", type=int, default=64, help="sub-envs / batch of the transformer rows"
+    )
     args = parser.parse_args(argv)
     import sys
 
     command = "python -m fiq_gym.benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(run(args.sizes, args.batches, args.out, args.min_seconds, command.strip()))
+    print(
+        run(
+            args.sizes,
+            args.batches,
+            args.out,
+            args.min_seconds,
+            command.strip(),
+            args.users,
+            args.transformer_size,
+            args.transformer_envs,
+        )
+    )
 
 
 if __name__ == "__main__":

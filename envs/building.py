@@ -1,7 +1,7 @@
 """Turning environment arguments into the parts a dialog runs on, shared across envs.
 
 Environments made in one process with the same catalog share the opened catalog, the
-retrieval tables, the template shopper and its tokenizer.
+retrieval tables, and the shopper (template or transformer) with its tokenizer.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 from fiq_gym.catalog.model import Catalog
@@ -20,11 +21,12 @@ from fiq_gym.users.template import TemplateNoise, TemplateUser
 
 __all__ = ["USERS", "build_dialog_parts"]
 
-USERS = ("template",)
+USERS = ("template", "transformer")
 
 _template_users: weakref.WeakKeyDictionary[Catalog, dict[tuple, tuple[TemplateUser, WordTokenizer]]] = (
     weakref.WeakKeyDictionary()
 )
+_transformer_users: weakref.WeakKeyDictionary[Catalog, dict[tuple, User]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -39,6 +41,23 @@ def _template_user(catalog: Catalog, user_kwargs: dict[str, Any]) -> tuple[Templ
         if key not in per_catalog:
             user = TemplateUser(catalog, **kwargs)
             per_catalog[key] = (user, WordTokenizer(user.caption_words()))
+        return per_catalog[key]
+
+
+def _transformer_user(catalog: Catalog, user_kwargs: dict[str, Any]) -> User:
+    """The learned shopper: ``user_kwargs`` may name a ``checkpoint`` directory (default: the
+    shipped one), ``decoding`` settings and a torch ``device``. Imported here, not at module
+    level, so template-only environments never import torch's model code."""
+    from fiq_gym.users.transformer.user import TransformerUser
+
+    kwargs = dict(user_kwargs)
+    if kwargs.get("checkpoint") is not None:
+        kwargs["checkpoint"] = str(Path(kwargs["checkpoint"]).expanduser().resolve())
+    key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
+    with _lock:
+        per_catalog = _transformer_users.setdefault(catalog, {})
+        if key not in per_catalog:
+            per_catalog[key] = TransformerUser(catalog, **kwargs)
         return per_catalog[key]
 
 
@@ -72,6 +91,9 @@ def build_dialog_parts(
     elif user == "template":
         chosen, word_tokenizer = _template_user(opened, user_kwargs or {})
         tokenizer = tokenizer or word_tokenizer
+    elif user == "transformer":
+        chosen = _transformer_user(opened, user_kwargs or {})
+        tokenizer = tokenizer or chosen.tokenizer  # type: ignore[attr-defined]
     else:
         raise ValueError(f"user must be one of {list(USERS)} or a User instance, got {user!r}")
     return opened, tables, chosen, tokenizer

@@ -1,4 +1,10 @@
-"""Simulated shoppers: given (target, shown) item pairs they write relative captions."""
+"""Simulated shoppers: given (target, shown) item pairs they write relative captions.
+
+``TransformerUser`` (the learned shopper) loads on first access, so importing this package
+does not import torch or transformers.
+"""
+
+from typing import Any
 
 from fiq_gym.users.base import CaptionBatch, Difference, User
 from fiq_gym.users.template import Claim, TemplateNoise, TemplateUser, parse_caption
@@ -9,6 +15,15 @@ __all__ = [
     "Difference",
     "TemplateNoise",
     "TemplateUser",
+    "TransformerUser",
     "User",
     "parse_caption",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TransformerUser":
+        from fiq_gym.users.transformer.user import TransformerUser
+
+        return TransformerUser
+    raise AttributeError(f"module 'fiq_gym.users' has no attribute {name!r}")

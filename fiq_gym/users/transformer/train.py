@@ -1,0 +1,432 @@
+"""Train the relative captioner (``fiq-gym user train``).
+
+One readable loop in the CleanRL manner: the settings are one dataclass (:class:`TrainArgs`),
+the data are built, the model is built, then epochs of teacher-forced cross-entropy with
+AdamW, a warm-up and a cosine decay. After each epoch the validation loss and the greedy
+captions' BLEU-4 go to TensorBoard; the best model by validation loss is written to ``out``
+(replaced atomically, loadable with ``TransformerUser(catalog, checkpoint=out)``), and the
+full training state to ``work_dir/last`` (also atomically). Training stops early after
+``patience`` epochs without improvement.
+
+Resuming (``--resume``) continues from ``work_dir/last`` exactly: the model, optimizer,
+schedule and torch's random state are restored, and the data are rebuilt from the same seed,
+so an interrupted run ends with the same weights as an uninterrupted one (on the same
+machine and thread count).
+
+The shipped checkpoint is trained with defaults on the default catalog::
+
+    fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fiq_gym._atomic import atomic_directory, atomic_write_json
+from fiq_gym.caption_metrics import caption_scores
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.users.template import TemplateNoise
+from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
+from fiq_gym.users.transformer.data import CaptionDataset, CaptionPair, group_references, template_dataset
+from fiq_gym.users.transformer.modeling_relative_captioner import RelativeCaptionerModel
+from fiq_gym.users.transformer.tokenization import CaptionerTokenizer, build_caption_tokenizer
+from fiq_gym.users.transformer.user import feature_weights, quiet_transformers
+
+__all__ = ["RUN_ONLY_FIELDS", "TrainArgs", "TrainResult", "train_captioner"]
+
+
+@dataclass
+class TrainArgs:
+    """Every setting of a training run (saved as ``training_args.json`` beside the model)."""
+
+    catalog: str | None = None
+    """catalog directory; None: the default synthetic catalog"""
+    out: str = "runs/transformer-user"
+    """where the best model goes (config.json, model.safetensors, tokenizer files)"""
+    work_dir: str | None = None
+    """training state and TensorBoard logs; None: ``<out>-training``"""
+    captions_per_pair: int = 3
+    """template captions per (target, shown) pair, from differently seeded generators"""
+    train_pairs: int = 20_000
+    val_pairs: int = 1_000
+    near_fraction: float = 0.5
+    """share of pairs whose shown item is one of the target's 32 nearest neighbours"""
+    noise_omit: float = 0.0
+    noise_wrong_color: float = 0.0
+    noise_drop_word: float = 0.0
+    use_attributes: bool = True
+    """feed the attribute scores (side information) to the model"""
+    d_model: int = 128
+    num_heads: int = 4
+    ffn_dim: int = 512
+    num_encoder_layers: int = 1
+    num_decoder_layers: int = 2
+    dropout: float = 0.0
+    max_caption_length: int = 32
+    epochs: int = 15
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    patience: int = 3
+    """stop after this many epochs without a lower validation loss"""
+    bleu_pairs: int = 300
+    """validation pairs captioned (greedy) for the BLEU-4 logged each epoch"""
+    seed: int = 0
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)"""
+    progress: bool = True
+    stop_after: int | None = None
+    """train at most this many epochs in this invocation, then stop (resume later)"""
+
+    @property
+    def noise(self) -> TemplateNoise:
+        return TemplateNoise(
+            omit=self.noise_omit, wrong_color=self.noise_wrong_color, drop_word=self.noise_drop_word
+        )
+
+    @property
+    def work_path(self) -> Path:
+        return Path(self.work_dir) if self.work_dir else Path(f"{self.out}-training")
+
+
+#: Settings that may differ between a run and its resumption (they do not change the result).
+RUN_ONLY_FIELDS = frozenset({"threads", "progress", "stop_after"})
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    val_bleu4: float
+    seconds: float
+    stopped_early: bool
+    finished: bool
+
+
+def _load_catalog(path: str | None) -> Catalog:
+    from fiq_gym.catalog.default import load_default_catalog
+    from fiq_gym.catalog.storage import open_catalog
+
+    return open_catalog(path) if path else load_default_catalog()
+
+
+def _encode(
+    pairs: list[CaptionPair], tokenizer: CaptionerTokenizer, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Target rows, shown rows, and labels (N, max_len): word ids, ``<eos>``, -100 padding."""
+    labels = torch.full((len(pairs), max_len), -100, dtype=torch.long)
+    for i, p in enumerate(pairs):
+        ids = [*tokenizer.encode(p.caption)[: max_len - 1], tokenizer.eos_id]
+        labels[i, : len(ids)] = torch.tensor(ids)
+    targets = torch.tensor([p.target for p in pairs], dtype=torch.long)
+    shown = torch.tensor([p.shown for p in pairs], dtype=torch.long)
+    return targets, shown, labels
+
+
+class _Inputs:
+    """Model inputs for catalog rows, gathered from the retrieval tables (torch copies)."""
+
+    def __init__(self, catalog: Catalog, use_attributes: bool) -> None:
+        tables = retrieval_tables(catalog)
+        self.features = torch.from_numpy(np.array(tables.features))
+        self.attributes = torch.from_numpy(np.array(tables.side_info)) if use_attributes else None
+        self.feature_source = tables.feature_source
+
+    def __call__(self, targets: torch.Tensor, shown: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {"target_features": self.features[targets], "shown_features": self.features[shown]}
+        if self.attributes is not None:
+            out["target_attributes"] = self.attributes[targets]
+            out["shown_attributes"] = self.attributes[shown]
+        return out
+
+
+def _length_batches(lengths: torch.Tensor, batch_size: int, seed: int, pool: int = 50) -> list[torch.Tensor]:
+    """Shuffled batches of similar-length captions: shuffle, sort each run of ``pool``
+    batches by length, cut, shuffle the batches. Padding to a batch's longest caption then
+    wastes little (captions run from 2 to ~20 words), which halves the compute per epoch."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=g)
+    chunk = batch_size * pool
+    batches: list[torch.Tensor] = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[torch.sort(lengths[part], stable=True).indices]
+        batches += list(part.split(batch_size))
+    shuffle = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def _schedule(args: TrainArgs, total_steps: int):
+    def factor(step: int) -> float:
+        if step < args.warmup_steps:
+            return (step + 1) / args.warmup_steps
+        progress = (step - args.warmup_steps) / max(1, total_steps - args.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+@torch.no_grad()
+def _validate(
+    model: RelativeCaptionerModel,
+    inputs: _Inputs,
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    references: tuple[np.ndarray, np.ndarray, list[list[str]]],
+    tokenizer: CaptionerTokenizer,
+    batch_size: int,
+) -> tuple[float, float]:
+    """Validation loss (mean over tokens) and BLEU-4 of greedy captions."""
+    model.eval()
+    targets, shown, labels = val
+    total, tokens = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        sl = slice(start, start + batch_size)
+        out = model(**inputs(targets[sl], shown[sl]), labels=labels[sl])
+        n = int((labels[sl] != -100).sum())
+        total += float(out.loss) * n
+        tokens += n
+    ref_t, ref_s, refs = references
+    captions: list[str] = []
+    for start in range(0, len(refs), batch_size):
+        t = torch.from_numpy(ref_t[start : start + batch_size])
+        s = torch.from_numpy(ref_s[start : start + batch_size])
+        ids = model.generate(**inputs(t, s), strategy="greedy")
+        captions += tokenizer.decode_batch(ids.tolist())
+    model.train()
+    return total / max(tokens, 1), caption_scores(captions, refs)["BLEU-4"]
+
+
+def _save_model(
+    model: RelativeCaptionerModel, tokenizer: CaptionerTokenizer, path: Path, extra: dict
+) -> None:
+    """The loadable checkpoint: model, tokenizer, the run's settings and metrics."""
+    with atomic_directory(path, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.hf.save_pretrained(tmp)
+        for name, obj in extra.items():
+            atomic_write_json(tmp / name, obj)
+        for file in tmp.iterdir():  # safetensors files come out owner-only; the package ships them
+            file.chmod(0o644)
+
+
+def train_captioner(
+    args: TrainArgs, dataset: CaptionDataset | None = None, resume: bool = False
+) -> TrainResult:
+    """Train a captioner with ``args`` (on ``dataset``, or template captions of
+    ``args.catalog``); with ``resume``, continue the run in ``args.work_path`` if there is one.
+
+    Raises:
+        FileExistsError: a previous run's state is in the work directory and ``resume`` is off.
+        ValueError: resuming with settings that differ from the saved run's.
+    """
+    with quiet_transformers():  # no weight-saving progress bars inside the epoch bar
+        return _train(args, dataset, resume)
+
+
+def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool) -> TrainResult:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+    from transformers import PreTrainedTokenizerFast
+
+    work = args.work_path
+    last = work / "last"
+    state: dict[str, Any] | None = None
+    if (last / "state.json").exists():
+        if not resume:
+            raise FileExistsError(
+                f"{work} holds the state of an earlier run; pass --resume to continue it, or delete it to start over"
+            )
+        state = json.loads((last / "state.json").read_text())
+        saved = state["args"]
+        conflicts = {
+            f.name: (saved[f.name], getattr(args, f.name))
+            for f in fields(TrainArgs)
+            if f.name not in RUN_ONLY_FIELDS and saved.get(f.name) != getattr(args, f.name)
+        }
+        if conflicts:
+            listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in conflicts.items())
+            raise ValueError(f"cannot resume {work} with different settings ({listed}); drop those options")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    # --- data ---------------------------------------------------------------------------
+    if dataset is None:
+        catalog = _load_catalog(args.catalog)
+        dataset = template_dataset(
+            catalog,
+            train_pairs=args.train_pairs,
+            val_pairs=args.val_pairs,
+            captions_per_pair=args.captions_per_pair,
+            seed=args.seed,
+            noise=args.noise if args.noise.active else None,
+            near_fraction=args.near_fraction,
+        )
+    catalog = dataset.catalog
+    train_pairs, val_pairs = list(dataset.train), list(dataset.val)
+    if not train_pairs or not val_pairs:
+        raise ValueError("the dataset needs training and validation pairs")
+    if state is not None:
+        hf = PreTrainedTokenizerFast.from_pretrained(str(last), local_files_only=True)
+    else:
+        hf = build_caption_tokenizer((p.caption for p in train_pairs), dataset.extra_words)
+    tokenizer = CaptionerTokenizer(hf)
+    max_len = args.max_caption_length
+    train_data = _encode(train_pairs, tokenizer, max_len)
+    val_data = _encode(val_pairs, tokenizer, max_len)
+    ref_t, ref_s, refs = group_references(val_pairs)
+    references = (ref_t[: args.bleu_pairs], ref_s[: args.bleu_pairs], refs[: args.bleu_pairs])
+    inputs = _Inputs(catalog, args.use_attributes)
+    lengths = (train_data[2] != -100).sum(dim=1)
+
+    # --- model, optimizer, schedule -------------------------------------------------------
+    vocabulary = catalog.vocabulary
+    config = RelativeCaptionerConfig(
+        vocab_size=tokenizer.vocab_size,
+        feature_dim=int(inputs.features.shape[1]),
+        attribute_type_names=vocabulary.type_names,
+        attribute_group_sizes=[len(t.values) for t in vocabulary.types],
+        attribute_names=vocabulary.column_names,
+        category_names=catalog.category_names,
+        use_attributes=args.use_attributes,
+        d_model=args.d_model,
+        num_heads=args.num_heads,
+        ffn_dim=args.ffn_dim,
+        num_encoder_layers=args.num_encoder_layers,
+        num_decoder_layers=args.num_decoder_layers,
+        dropout=args.dropout,
+        max_caption_length=max_len,
+        feature_source=inputs.feature_source,
+        feature_weights=feature_weights(catalog) if inputs.feature_source == "catalog" else None,
+        caption_source=dataset.caption_source,
+        pad_token_id=tokenizer.pad_id,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        unk_token_id=tokenizer.unk_id,
+    )
+    model = RelativeCaptionerModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    steps_per_epoch = len(_length_batches(lengths, args.batch_size, 0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(args, args.epochs * steps_per_epoch))
+    epoch, step, best_loss, best_epoch, best_bleu, bad_epochs, elapsed = 0, 0, math.inf, -1, 0.0, 0, 0.0
+    if state is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(last / "model.safetensors")))
+        optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(torch.load(last / "rng.pt", weights_only=True))
+        epoch, step, elapsed = state["epoch"], state["step"], state["elapsed"]
+        best_loss, best_epoch, best_bleu, bad_epochs = (
+            state["best_val_loss"],
+            state["best_epoch"],
+            state["best_val_bleu4"],
+            state["bad_epochs"],
+        )
+    model.train()
+    saved_args = {k: v for k, v in asdict(args).items() if k not in RUN_ONLY_FIELDS}
+    writer = SummaryWriter(str(work / "tensorboard"))
+    if state is None:
+        writer.add_text("args", json.dumps(saved_args, indent=2))
+        writer.add_scalar("model/parameters", sum(p.numel() for p in model.parameters()), 0)
+
+    # --- epochs ---------------------------------------------------------------------------
+    started = time.perf_counter() - elapsed
+    targets, shown, labels = train_data
+    stopped_early = bad_epochs >= args.patience
+    epochs_this_run = 0
+    while epoch < args.epochs and not stopped_early:
+        if args.stop_after is not None and epochs_this_run >= args.stop_after:
+            break
+        batches = _length_batches(lengths, args.batch_size, args.seed * 100_003 + epoch)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not args.progress, leave=False)
+        running = 0.0
+        for i, idx in enumerate(bar):
+            batch_labels = labels[idx]
+            width = int((batch_labels != -100).sum(dim=1).max())
+            out = model(**inputs(targets[idx], shown[idx]), labels=batch_labels[:, :width])
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            loss = out.loss.item()
+            running = loss if i == 0 else 0.98 * running + 0.02 * loss
+            if step % 25 == 0:
+                writer.add_scalar("train/loss", loss, step)
+                writer.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], step)
+            bar.set_postfix(loss=f"{running:.3f}")
+        bar.close()
+        epoch += 1
+        epochs_this_run += 1
+        val_loss, val_bleu = _validate(model, inputs, val_data, references, tokenizer, 256)
+        writer.add_scalar("val/loss", val_loss, step)
+        writer.add_scalar("val/bleu4", val_bleu, step)
+        seconds = time.perf_counter() - started
+        improved = val_loss < best_loss - 1e-4
+        if improved:
+            best_loss, best_epoch, best_bleu, bad_epochs = val_loss, epoch, val_bleu, 0
+            metrics = {
+                "best_epoch": best_epoch,
+                "val_loss": val_loss,
+                "val_bleu4": val_bleu,
+                "train_seconds": round(seconds, 1),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "train_captions": len(train_pairs),
+            }
+            _save_model(
+                model, tokenizer, Path(args.out), {"training_args.json": saved_args, "metrics.json": metrics}
+            )
+        else:
+            bad_epochs += 1
+        stopped_early = bad_epochs >= args.patience
+        if args.progress:
+            print(
+                f"epoch {epoch}: train loss {running:.4f}  val loss {val_loss:.4f}  val BLEU-4 {val_bleu:.4f}"
+                f"{'  (best, saved)' if improved else ''}  [{seconds / 60:.1f} min]",
+                flush=True,
+            )
+        with atomic_directory(last, overwrite=True) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.hf.save_pretrained(tmp)
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(torch.get_rng_state(), tmp / "rng.pt")
+            atomic_write_json(
+                tmp / "state.json",
+                {
+                    "args": saved_args,
+                    "epoch": epoch,
+                    "step": step,
+                    "elapsed": seconds,
+                    "best_val_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "best_val_bleu4": best_bleu,
+                    "bad_epochs": bad_epochs,
+                    "scheduler": scheduler.state_dict(),
+                },
+            )
+    writer.close()
+    finished = stopped_early or epoch >= args.epochs
+    return TrainResult(
+        out=Path(args.out),
+        epochs_run=epoch,
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        val_bleu4=best_bleu,
+        seconds=time.perf_counter() - started,
+        stopped_early=stopped_early,
+        finished=finished,
+    )
