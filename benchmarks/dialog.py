@@ -225,9 +225,24 @@ def train_agents(
     return trained
 
 
+def _training_tokenizer(user: str, catalog: str | None) -> Any:
+    """The caption tokenizer the agents trained with ``user`` read captions with."""
+    probe = gym.make_vec(
+        "fiq_gym/FashionIQ-v0",
+        num_envs=1,
+        vectorization_mode="vector_entry_point",
+        catalog=catalog,
+        user=user,
+    )
+    tokenizer = probe.unwrapped.tokenizer
+    probe.close()
+    return tokenizer
+
+
 def _agent_and_env(
     name: str,
     checkpoint: Path | None,
+    train_user: str,
     user: str,
     catalog: str | None,
     num_envs: int,
@@ -238,6 +253,8 @@ def _agent_and_env(
     from fiq_gym.agents.retriever import RetrieverAgent, check_fits, load_checkpoint
 
     mode = {"random": "index", "ppo": "query"}.get(name, "scores")
+    # Cross-user evaluation keeps the training user's tokenizer: a trained agent's word
+    # embeddings are indexed by its ids, and the shoppers' tokenizers number words differently.
     envs = gym.make_vec(
         "fiq_gym/FashionIQ-v0",
         num_envs=num_envs,
@@ -246,6 +263,7 @@ def _agent_and_env(
         user=user,
         action_mode=mode,
         max_turns=max_turns,
+        tokenizer=_training_tokenizer(train_user, catalog) if train_user != user else None,
     )
     inner = envs.unwrapped
     if name == "random":
@@ -257,7 +275,7 @@ def _agent_and_env(
 
         return PPOAgent(PPO.load(checkpoint / "model.zip", device="cpu")), envs
     net, _, _ = load_checkpoint(checkpoint)
-    check_fits(net.config, inner.gallery, None)
+    check_fits(net.config, inner.gallery, inner.tokenizer.vocab_size)
     return RetrieverAgent(net, inner.gallery), envs
 
 
@@ -294,7 +312,14 @@ def run_benchmark(
         for eval_user in eval_users:
             for name in agents:
                 agent, envs = _agent_and_env(
-                    name, trained.get(name), eval_user, catalog, min(64, preset.episodes), max_turns, seed
+                    name,
+                    trained.get(name),
+                    user,
+                    eval_user,
+                    catalog,
+                    min(64, preset.episodes),
+                    max_turns,
+                    seed,
                 )
                 try:
                     eval_set = _evaluation_set(out, envs.unwrapped.num_items, preset.episodes)
