@@ -88,7 +88,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fiq-gym", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="fiq-gym",
+        description="Gymnasium environments for dialog-based interactive fashion image retrieval.",
+    )
     parser.add_argument("--version", action="version", version=f"fiq-gym {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -253,3 +253,6 @@ def test_ppo_trains_saves_and_evaluates(small_catalog_path, tmp_path):
     loaded = PPOAgent(PPO.load(checkpoint / "model.zip", device="cpu"))
     obs = {k: np.zeros((2, *s.shape), dtype=s.dtype) for k, s in model.observation_space.spaces.items()}
     np.testing.assert_array_equal(loaded.act(obs, {}), PPOAgent(model).act(obs, {}))
+    # `fiq-gym eval` takes PPO checkpoints too.
+    evaluated = evaluate_checkpoint(checkpoint, episodes=8, seed=0)
+    assert evaluated.agent == "PPO" and evaluated.ranks.shape == (8, 6)
