@@ -30,8 +30,9 @@ __all__ = [
     "sample_attributes",
 ]
 
-# Bump when the sampled attributes or the rendering change, so cached catalogs are rebuilt.
-GENERATOR_VERSION = 1
+# Bump when the sampled attributes, the rendering or the descriptions change, so cached
+# catalogs are rebuilt. v2: fit wording in descriptions ("fitted", not "fitted fit").
+GENERATOR_VERSION = 2
 CHUNK_SIZE = 1024
 _PATTERN_WEIGHTS = np.array([0.36, 0.16, 0.16, 0.16, 0.16])
 
