@@ -25,17 +25,14 @@ from tqdm.auto import tqdm
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.arguments import parse_dataclass_args
 from fiq_gym.agents.retriever import (
-    RetrieverConfig,
     RetrieverNet,
-    check_fits,
     gallery_tensors,
-    load_checkpoint,
     observation_tensors,
 )
 from fiq_gym.agents.supervised import (
     evaluate_net,
     log_evaluation,
-    optimizer_state_from_tensors,
+    restore_or_create,
     save_training_checkpoint,
 )
 from fiq_gym.evaluation import EvaluationResult
@@ -154,30 +151,9 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     out = Path(args.out)
     envs = make_envs(args, args.num_envs)
     gallery = envs.unwrapped.gallery
-    vocab = envs.unwrapped.tokenizer.vocab_size
     checkpoint = out / "checkpoint"
-    start, baseline = 0, np.zeros(args.max_turns)
-    if args.resume and (checkpoint / "config.json").exists():
-        net, meta, tensors = load_checkpoint(checkpoint)
-        optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
-        optimizer.load_state_dict(optimizer_state_from_tensors(tensors, meta["training_state"]["optimizer"]))
-        start = int(meta["training_state"]["round"])
-        baseline = np.asarray(meta["training_state"]["baseline"], dtype=np.float64)
-    else:
-        if args.init:
-            net, _, _ = load_checkpoint(args.init)
-        else:
-            net = RetrieverNet(
-                RetrieverConfig(
-                    vocab_size=vocab,
-                    feature_dim=gallery.feature_dim,
-                    attribute_dim=gallery.side_info.shape[1],
-                    num_items=gallery.num_items,
-                    embed_dim=args.embed_dim,
-                )
-            )
-        optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
-    check_fits(net.config, gallery, vocab)
+    net, optimizer, start, state = restore_or_create(args, envs, checkpoint)
+    baseline = np.asarray(state.get("baseline", np.zeros(args.max_turns)), dtype=np.float64)
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", str(dataclasses.asdict(args)))
     result = None

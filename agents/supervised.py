@@ -129,29 +129,9 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     torch.manual_seed(args.seed)
     envs = make_envs(args, training=True, num_envs=args.num_envs)
     gallery = envs.unwrapped.gallery
-    vocab = envs.unwrapped.tokenizer.vocab_size
-    config = RetrieverConfig(
-        vocab_size=vocab,
-        feature_dim=gallery.feature_dim,
-        attribute_dim=gallery.side_info.shape[1],
-        num_items=gallery.num_items,
-        embed_dim=args.embed_dim,
-        max_caption_length=envs.unwrapped.config.caption_length,
-    )
-    net = RetrieverNet(config)
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
-    start = 0
     checkpoint = out / "checkpoint"
-    if args.resume and (checkpoint / "config.json").exists():
-        net, meta, tensors = load_checkpoint(checkpoint)
-        check_fits(net.config, gallery, vocab)
-        optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
-        optimizer.load_state_dict(optimizer_state_from_tensors(tensors, meta["training_state"]["optimizer"]))
-        start = int(meta["training_state"]["round"])
-    elif args.init:
-        net, _, _ = load_checkpoint(args.init)
-        check_fits(net.config, gallery, vocab)
-        optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+    net, optimizer, start, _ = restore_or_create(args, envs, checkpoint)
+    config = net.config
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", str(dataclasses.asdict(args)))
     result = None
@@ -195,6 +175,43 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     writer.close()
     envs.close()
     return net, result
+
+
+def restore_or_create(
+    args: Any, envs: gym.vector.VectorEnv, checkpoint: Path
+) -> tuple[RetrieverNet, torch.optim.Optimizer, int, dict[str, Any]]:
+    """The network, its Adam optimizer, the first round to play and the saved training state.
+
+    Resumes from ``checkpoint`` when ``args.resume`` and it exists; else starts from the
+    ``args.init`` checkpoint if given; else from fresh weights sized for ``envs``. Shared by
+    every retriever trainer, so resuming means the same thing in each.
+    """
+    gallery = envs.unwrapped.gallery
+    vocab = envs.unwrapped.tokenizer.vocab_size
+    state: dict[str, Any] = {}
+    start = 0
+    if args.resume and (checkpoint / "config.json").exists():
+        net, meta, tensors = load_checkpoint(checkpoint)
+        state = meta["training_state"]
+        start = int(state["round"])
+    elif args.init:
+        net, _, _ = load_checkpoint(args.init)
+    else:
+        net = RetrieverNet(
+            RetrieverConfig(
+                vocab_size=vocab,
+                feature_dim=gallery.feature_dim,
+                attribute_dim=gallery.side_info.shape[1],
+                num_items=gallery.num_items,
+                embed_dim=args.embed_dim,
+                max_caption_length=envs.unwrapped.config.caption_length,
+            )
+        )
+    check_fits(net.config, gallery, vocab)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+    if state:
+        optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
+    return net, optimizer, start, state
 
 
 def evaluate_net(net: RetrieverNet, args: Args, name: str = "supervised") -> EvaluationResult:
