@@ -21,12 +21,13 @@ from fiq_gym.users.template import TemplateNoise, TemplateUser
 
 __all__ = ["USERS", "build_dialog_parts"]
 
-USERS = ("template", "transformer")
+USERS = ("template", "transformer", "dataset")
 
 _template_users: weakref.WeakKeyDictionary[Catalog, dict[tuple, tuple[TemplateUser, WordTokenizer]]] = (
     weakref.WeakKeyDictionary()
 )
 _transformer_users: weakref.WeakKeyDictionary[Catalog, dict[tuple, User]] = weakref.WeakKeyDictionary()
+_dataset_users: weakref.WeakKeyDictionary[Catalog, dict[tuple, User]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -61,6 +62,40 @@ def _transformer_user(catalog: Catalog, user_kwargs: dict[str, Any]) -> User:
         return per_catalog[key]
 
 
+def _dataset_user(catalog: Catalog, user_kwargs: dict[str, Any]) -> User:
+    """Human captions of an imported catalog: ``user_kwargs`` may give ``split`` (one or
+    several), ``mode`` (``"random"`` / ``"joined"``) and ``fallback`` (``"template"``,
+    ``"transformer"``, a :class:`User`, or None to raise on unannotated pairs)."""
+    from fiq_gym.users.dataset import DatasetUser
+
+    kwargs = dict(user_kwargs)
+    unknown = set(kwargs) - {"split", "mode", "fallback"}
+    if unknown:
+        raise ValueError(f"user='dataset' takes user_kwargs split, mode and fallback, not {sorted(unknown)}")
+    split = kwargs.get("split")
+    key = (repr(split), kwargs.get("mode", "random"), repr(kwargs.get("fallback")))
+    with _lock:
+        per_catalog = _dataset_users.setdefault(catalog, {})
+        cached = per_catalog.get(key)
+    if cached is not None:
+        return cached
+    fallback = kwargs.get("fallback")
+    if fallback == "template":
+        fallback = _template_user(catalog, {})[0]
+    elif fallback == "transformer":
+        fallback = _transformer_user(catalog, {})
+    elif fallback is not None and not isinstance(fallback, User):
+        raise ValueError(f"fallback must be 'template', 'transformer', a User or None, got {fallback!r}")
+    user = DatasetUser.from_captions(
+        catalog,
+        split=tuple(split) if isinstance(split, list) else split,
+        mode=kwargs.get("mode", "random"),
+        fallback=fallback,
+    )
+    with _lock:
+        return per_catalog.setdefault(key, user)
+
+
 def build_dialog_parts(
     catalog: Catalog | str | os.PathLike | None,
     category: str | None,
@@ -93,6 +128,9 @@ def build_dialog_parts(
         tokenizer = tokenizer or word_tokenizer
     elif user == "transformer":
         chosen = _transformer_user(opened, user_kwargs or {})
+        tokenizer = tokenizer or chosen.tokenizer  # type: ignore[attr-defined]
+    elif user == "dataset":
+        chosen = _dataset_user(opened, user_kwargs or {})
         tokenizer = tokenizer or chosen.tokenizer  # type: ignore[attr-defined]
     else:
         raise ValueError(f"user must be one of {list(USERS)} or a User instance, got {user!r}")

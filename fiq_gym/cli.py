@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--scale", type=int, default=2, help="pixel magnification")
     show.add_argument("--seed", type=int, default=0)
     show.set_defaults(func=_catalog_show)
+    from fiq_gym.catalog.commands import add_commands as add_dataset_commands  # argparse only
+
+    add_dataset_commands(catalog_sub)
 
     demo = sub.add_parser("demo", help="play one dialog: a random retriever and the template shopper")
     demo.add_argument("--catalog", help="catalog directory (default: the default catalog)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CatalogError", "FiqGymError"]
+__all__ = ["CatalogError", "DatasetError", "FiqGymError"]
 
 
 class FiqGymError(Exception):
@@ -11,3 +11,7 @@ class FiqGymError(Exception):
 
 class CatalogError(FiqGymError, ValueError):
     """A catalog directory or catalog contents are missing, corrupt or inconsistent."""
+
+
+class DatasetError(FiqGymError, ValueError):
+    """A real dataset's files (Fashion IQ, Shoes) are missing, malformed or inconsistent."""

@@ -27,7 +27,14 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog, update_catalog_arrays
 from fiq_gym.errors import CatalogError
 from fiq_gym.features._rows import RowReader
-from fiq_gym.features.model import DEFAULT_CHECKPOINT, Checkpoint, check_fits, load_checkpoint, torch_threads
+from fiq_gym.features.model import (
+    DEFAULT_CHECKPOINT,
+    Checkpoint,
+    CheckpointError,
+    check_fits,
+    load_checkpoint,
+    torch_threads,
+)
 
 __all__ = ["AttributeNetEncoder", "ExtractResult", "ImageEncoder", "extract_features", "make_encoder"]
 
@@ -66,6 +73,21 @@ class AttributeNetEncoder:
         }
 
 
+class FeaturesOnly:
+    """An encoder's features without its attribute scores (see ``features_only``)."""
+
+    predicts_attributes = False
+
+    def __init__(self, inner: ImageEncoder) -> None:
+        self.inner = inner
+
+    def encode(self, images: np.ndarray) -> tuple[np.ndarray, None]:
+        return self.inner.encode(images)[0], None
+
+    def provenance(self) -> dict[str, Any]:
+        return {**self.inner.provenance(), "attribute_heads": "not used (features only)"}
+
+
 @dataclass(frozen=True)
 class ExtractResult:
     path: Path
@@ -97,12 +119,18 @@ def extract_features(
     batch_size: int = 256,
     threads: int = 0,
     progress: bool = True,
+    features_only: bool | str = False,
 ) -> ExtractResult:
     """Compute features (and, with an attribute network, attribute scores) for every item of
     catalog directory ``catalog`` and write them into it atomically.
 
     ``threads``: torch CPU threads (0: all cores). An encoder that predicts no attributes
     (a Hugging Face model) leaves existing attribute scores untouched.
+
+    ``features_only``: write the attribute network's features but not its attribute scores
+    (True), or do so only when the network was trained for another attribute vocabulary or
+    image size than the catalog's (``"auto"``, what ``fiq-gym catalog import`` uses for real
+    photos: its penultimate layer is still a usable image descriptor, its heads are not).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -118,8 +146,19 @@ def extract_features(
         )
     if encoder is None or isinstance(encoder, str):
         encoder = make_encoder(checkpoint, encoder)
+    if features_only not in (True, False, "auto"):
+        raise ValueError(f"features_only must be True, False or 'auto', got {features_only!r}")
     if isinstance(encoder, AttributeNetEncoder):
-        check_fits(encoder.checkpoint, opened)
+        if features_only == "auto":
+            try:
+                check_fits(encoder.checkpoint, opened)
+                features_only = False
+            except CheckpointError:
+                features_only = True
+        if features_only:
+            encoder = FeaturesOnly(encoder)
+        else:
+            check_fits(encoder.checkpoint, opened)
     with torch_threads(threads):
         return _extract(path, opened, encoder, batch_size, progress, started)
 

@@ -7,15 +7,18 @@ does not import torch or transformers.
 from typing import Any
 
 from fiq_gym.users.base import CaptionBatch, Difference, User
+from fiq_gym.users.dataset import DatasetUser, UnannotatedPairError
 from fiq_gym.users.template import Claim, TemplateNoise, TemplateUser, parse_caption
 
 __all__ = [
     "CaptionBatch",
     "Claim",
+    "DatasetUser",
     "Difference",
     "TemplateNoise",
     "TemplateUser",
     "TransformerUser",
+    "UnannotatedPairError",
     "User",
     "parse_caption",
 ]

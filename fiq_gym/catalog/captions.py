@@ -1,0 +1,188 @@
+"""Human relative captions stored beside an imported catalog.
+
+An imported Fashion IQ or Shoes catalog directory carries ``human_captions.json``: every
+annotated (target, candidate) pair that survived validation, with its captions, split and
+category. Items are named by id (ASIN or image name), not by row, so the file stays
+meaningful if the catalog is re-imported with a different row order.
+
+Layout::
+
+    {"format": "fiq-gym-human-captions", "version": 1, "source": "fashioniq",
+     "entries": [{"target": "B00X...", "candidate": "B00Y...", "captions": ["...", "..."],
+                  "split": "val", "category": "dress"}, ...]}
+
+``target`` is null for entries of a split released without targets (Fashion IQ's test split):
+they still make single-shot queries, but cannot be scored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fiq_gym._atomic import atomic_write_json
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.errors import CatalogError
+
+__all__ = ["CAPTIONS_FILE", "CaptionEntry", "HumanCaptions", "load_human_captions"]
+
+CAPTIONS_FILE = "human_captions.json"
+_FORMAT = "fiq-gym-human-captions"
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CaptionEntry:
+    """One annotated pair: how ``target`` differs from ``candidate``, in a person's words."""
+
+    target: str | None
+    candidate: str
+    captions: tuple[str, ...]
+    split: str
+    category: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "candidate": self.candidate,
+            "captions": list(self.captions),
+            "split": self.split,
+            "category": self.category,
+        }
+
+
+@dataclass(frozen=True)
+class HumanCaptions:
+    """The human caption entries of one dataset import.
+
+    Attributes:
+        source: ``"fashioniq"`` or ``"shoes"``.
+        entries: the validated entries, in file order.
+    """
+
+    source: str
+    entries: tuple[CaptionEntry, ...]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(sorted({e.split for e in self.entries}))
+
+    def select(self, split: str | Sequence[str] | None = None, category: str | None = None) -> HumanCaptions:
+        """The entries of the given split(s) and category (None: all)."""
+        wanted = None if split is None else ({split} if isinstance(split, str) else set(split))
+        return HumanCaptions(
+            self.source,
+            tuple(
+                e
+                for e in self.entries
+                if (wanted is None or e.split in wanted) and (category is None or e.category == category)
+            ),
+        )
+
+    def rows(self, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+        """(targets, candidates) as catalog rows, int64; -1 for a missing target.
+
+        Raises :class:`CatalogError` naming the first id the catalog lacks.
+        """
+        position = {str(x): i for i, x in enumerate(np.asarray(catalog.ids).tolist())}
+        targets = np.full(len(self.entries), -1, dtype=np.int64)
+        candidates = np.empty(len(self.entries), dtype=np.int64)
+        for k, e in enumerate(self.entries):
+            for name, item in (("candidate", e.candidate), ("target", e.target)):
+                if item is None:
+                    continue
+                row = position.get(item)
+                if row is None:
+                    raise CatalogError(
+                        f"human caption entry {k} names {name} {item!r}, which is not in the catalog "
+                        f"{catalog.provenance.get('path', '')}; re-import the dataset so captions and "
+                        "images match"
+                    )
+                if name == "target":
+                    targets[k] = row
+                else:
+                    candidates[k] = row
+        return targets, candidates
+
+    def triples(self, catalog: Catalog) -> Iterator[tuple[int, int, str]]:
+        """``(target_row, candidate_row, caption)`` for every caption of every entry with a
+        target: the form :class:`~fiq_gym.users.dataset.DatasetUser` and the captioner's
+        trainer consume."""
+        targets, candidates = self.rows(catalog)
+        for entry, t, c in zip(self.entries, targets.tolist(), candidates.tolist(), strict=True):
+            if t >= 0:
+                for caption in entry.captions:
+                    yield t, c, caption
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write to ``path`` (a catalog directory or a ``.json`` file) atomically."""
+        path = Path(path)
+        file = path / CAPTIONS_FILE if path.is_dir() else path
+        atomic_write_json(
+            file,
+            {
+                "format": _FORMAT,
+                "version": _VERSION,
+                "source": self.source,
+                "entries": [e.to_json() for e in self.entries],
+            },
+        )
+        return file
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HumanCaptions:
+        """Read a catalog directory's ``human_captions.json`` (or the file itself)."""
+        path = Path(path)
+        file = path / CAPTIONS_FILE if path.is_dir() else path
+        if not file.exists():
+            raise CatalogError(
+                f"{file} does not exist: only catalogs made by `fiq-gym catalog import` carry human "
+                "captions; import the dataset (see docs/real_data.md)"
+            )
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise CatalogError(
+                f"{file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); re-import the dataset"
+            ) from None
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise CatalogError(f"{file} is not a fiq-gym human caption file (expected format {_FORMAT!r})")
+        if data.get("version") != _VERSION:
+            raise CatalogError(
+                f"{file} has version {data.get('version')!r}, this fiq-gym reads {_VERSION}; re-import the dataset"
+            )
+        try:
+            entries = tuple(
+                CaptionEntry(
+                    target=None if e["target"] is None else str(e["target"]),
+                    candidate=str(e["candidate"]),
+                    captions=tuple(str(c) for c in e["captions"]),
+                    split=str(e["split"]),
+                    category=str(e["category"]),
+                )
+                for e in data["entries"]
+            )
+        except (KeyError, TypeError) as e:
+            raise CatalogError(f"{file} has a malformed entry ({e!r}); re-import the dataset") from None
+        return cls(str(data.get("source", "unknown")), entries)
+
+
+def load_human_captions(catalog: Catalog | str | os.PathLike) -> HumanCaptions:
+    """The human captions of an imported catalog (an opened catalog or its directory)."""
+    if isinstance(catalog, Catalog):
+        where = catalog.provenance.get("path")
+        if where is None:
+            raise CatalogError(
+                "this catalog was not opened from a directory, so it has no human captions file"
+            )
+        return HumanCaptions.load(where)
+    return HumanCaptions.load(catalog)

@@ -1,0 +1,157 @@
+"""``fiq-gym catalog import`` and ``fiq-gym catalog export``: real datasets in, release
+layouts out. Only argparse here; the loaders import when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_commands"]
+
+# The loaders' own constants (tests check they agree); repeated here so that building the
+# parser imports nothing heavy.
+CATEGORIES = ("dress", "shirt", "toptee")
+FIQ_SPLITS = ("train", "val", "test")
+SHOES_SPLITS = ("train", "eval")
+
+
+def _default_out(kind: str, args: argparse.Namespace) -> Path:
+    from fiq_gym.catalog.default import cache_dir
+
+    parts = [kind, *(getattr(args, "category", None) or []), *args.split, f"{args.image_size}px"]
+    return cache_dir() / "catalogs" / "-".join(parts)
+
+
+def _import(args: argparse.Namespace) -> int:
+    from fiq_gym.catalog.importing import write_import
+
+    if args.dataset == "fashioniq":
+        from fiq_gym.catalog.fashioniq import plan_fashioniq
+
+        plan = plan_fashioniq(
+            args.root,
+            categories=tuple(args.category),
+            splits=tuple(args.split),
+            images=args.images,
+            strict=args.strict,
+        )
+    else:
+        from fiq_gym.catalog.shoes import plan_shoes
+
+        plan = plan_shoes(args.root, splits=tuple(args.split), images=args.images, strict=args.strict)
+    out = Path(args.out) if args.out else _default_out(args.dataset, args)
+    encoder = None if args.features else args.encoder
+    result = write_import(
+        plan,
+        out,
+        image_size=args.image_size,
+        features=args.features,
+        feature_ids=args.feature_ids,
+        encoder=encoder,
+        attributes=args.attributes,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(result.report.summary())
+    print(
+        f"wrote {result.num_items} items, {result.num_entries} caption entries ({result.num_captions} captions) "
+        f"to {result.path}; features: {result.feature_source}"
+    )
+    print(
+        f"next: gym.make('fiq_gym/FashionIQ-v0', catalog='{result.path}', user='dataset', "
+        "user_kwargs={'fallback': 'template'}) or `fiq-gym user train --catalog "
+        f"{result.path} --captions catalog` (see docs/real_data.md)"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fiq_gym.catalog.resolve import resolve_catalog
+
+    catalog = resolve_catalog(args.catalog)
+    if args.dataset == "fashioniq":
+        from fiq_gym.catalog.release_export import export_fashioniq_release
+
+        root = export_fashioniq_release(
+            catalog, args.out, pairs_per_split=args.pairs, seed=args.seed, overwrite=args.overwrite
+        )
+    else:
+        from fiq_gym.catalog.release_export import export_shoes_release
+
+        root = export_shoes_release(
+            catalog, args.out, pairs=args.pairs, seed=args.seed, overwrite=args.overwrite
+        )
+    print(
+        f"wrote a synthetic {args.dataset} release to {root}; import it with `fiq-gym catalog import {args.dataset} {root}`"
+    )
+    return 0
+
+
+def add_commands(catalog_sub: Any) -> None:
+    """Add ``import`` and ``export`` to the ``fiq-gym catalog`` subparsers."""
+    imp = catalog_sub.add_parser(
+        "import",
+        help="import Fashion IQ or Shoes files you have into a catalog directory",
+        description="Validate a real dataset and write it as a catalog directory plus its human captions. "
+        "Nothing is downloaded: point ROOT at the release's files.",
+    )
+    kinds = imp.add_subparsers(dest="dataset", required=True)
+    for name, splits, default_splits in (
+        ("fashioniq", FIQ_SPLITS, ["val"]),
+        ("shoes", SHOES_SPLITS, list(SHOES_SPLITS)),
+    ):
+        p = kinds.add_parser(
+            name, help=f"import the {'Fashion IQ' if name == 'fashioniq' else 'Shoes'} release"
+        )
+        p.add_argument("root", help="the dataset's root folder")
+        if name == "fashioniq":
+            p.add_argument(
+                "--category",
+                nargs="+",
+                choices=CATEGORIES,
+                default=list(CATEGORIES),
+                help="default: all three",
+            )
+        p.add_argument(
+            "--split",
+            nargs="+",
+            choices=splits,
+            default=default_splits,
+            help=f"default: {' '.join(default_splits)}",
+        )
+        p.add_argument("--images", help="image folder (default: ROOT/images for Fashion IQ, ROOT for Shoes)")
+        p.add_argument("--out", help="catalog directory to write (default: in the cache folder)")
+        p.add_argument("--image-size", type=int, default=64, help="stored image side in pixels (default 64)")
+        p.add_argument("--features", help="precomputed features: a .npy (with --feature-ids) or a .pt file")
+        p.add_argument("--feature-ids", help="the ids of the feature rows: a JSON list or one id per line")
+        p.add_argument(
+            "--encoder",
+            default="attribute-net",
+            help="features computed from the images when --features is not given: attribute-net (the "
+            "network shipped with fiq-gym; default), attribute-net:DIR, hf:DIR (a local Hugging Face "
+            "vision model) or none (environments rank by image thumbnails)",
+        )
+        p.add_argument("--attributes", help="optional attribute labels, JSON {id: {type: value | [values]}}")
+        p.add_argument(
+            "--strict", action="store_true", help="stop at the first bad entry instead of skipping it"
+        )
+        p.add_argument("--workers", type=int, default=0, help="image decoding processes (default: up to 4)")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+        p.add_argument("--no-progress", action="store_true")
+        p.set_defaults(func=_import)
+
+    exp = catalog_sub.add_parser(
+        "export",
+        help="write a synthetic catalog in the Fashion IQ or Shoes release layout (a stand-in for real data)",
+    )
+    exp.add_argument("dataset", choices=("fashioniq", "shoes"))
+    exp.add_argument("out", help="folder to write the release into")
+    exp.add_argument("--catalog", help="catalog directory (default: the default synthetic catalog)")
+    exp.add_argument(
+        "--pairs", type=int, default=600, help="caption pairs per category and split (Shoes: in total)"
+    )
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--overwrite", action="store_true")
+    exp.set_defaults(func=_export)

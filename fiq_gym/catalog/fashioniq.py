@@ -1,0 +1,187 @@
+"""Reading the Fashion IQ release (Wu et al., CVPR 2021) into an import plan.
+
+The release's layout, under a root folder::
+
+    captions/cap.{category}.{split}.json      [{"target": ASIN, "candidate": ASIN,
+                                                "captions": [str, str]}, ...]
+                                               (the test split's entries have no "target")
+    image_splits/split.{category}.{split}.json [ASIN, ...]
+    images/{ASIN}.jpg | .png                   (or another folder, given with --images)
+
+Categories are ``dress``, ``shirt`` and ``toptee``; splits ``train``, ``val`` and ``test``.
+The catalog holds every image of the chosen categories' split lists that has a readable
+image file; caption entries that name anything else are skipped and counted.
+
+    fiq-gym catalog import fashioniq ROOT --category dress --split val --out catalogs/fiq-dress-val
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fiq_gym.catalog.captions import CaptionEntry
+from fiq_gym.catalog.importing import ImportPlan, ImportReport, PlannedItem, index_images, read_json_list
+from fiq_gym.errors import DatasetError
+
+__all__ = ["CATEGORIES", "SPLITS", "caption_file", "plan_fashioniq", "split_file"]
+
+CATEGORIES = ("dress", "shirt", "toptee")
+SPLITS = ("train", "val", "test")
+_IMAGE_FOLDERS = ("images", "resized_images", "image_data")
+
+
+def caption_file(root: Path, category: str, split: str) -> Path:
+    return root / "captions" / f"cap.{category}.{split}.json"
+
+
+def split_file(root: Path, category: str, split: str) -> Path:
+    return root / "image_splits" / f"split.{category}.{split}.json"
+
+
+def _image_folder(root: Path, images: str | os.PathLike | None) -> Path:
+    if images is not None:
+        return Path(images)
+    for name in _IMAGE_FOLDERS:
+        if (root / name).is_dir():
+            return root / name
+    raise DatasetError(
+        f"no image folder under {root} (looked for {', '.join(_IMAGE_FOLDERS)}); "
+        "pass the folder holding {ASIN}.jpg / .png files with --images DIR"
+    )
+
+
+def _check_choice(name: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise DatasetError(f"unknown {name} {bad or values!r}; Fashion IQ has {list(allowed)}")
+
+
+def plan_fashioniq(
+    root: str | os.PathLike,
+    *,
+    categories: tuple[str, ...] = CATEGORIES,
+    splits: tuple[str, ...] = ("val",),
+    images: str | os.PathLike | None = None,
+    strict: bool = False,
+) -> ImportPlan:
+    """Read and validate the release files of ``categories`` x ``splits`` under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"Fashion IQ root {root} does not exist or is not a folder")
+    categories, splits = tuple(dict.fromkeys(categories)), tuple(dict.fromkeys(splits))
+    _check_choice("category", categories, CATEGORIES)
+    _check_choice("split", splits, SPLITS)
+    report = ImportReport(strict=strict)
+    folder = _image_folder(root, images)
+    files = index_images(folder, recursive=False, key=lambda p: p.stem, report=report)
+
+    # Items: the split lists, in category then split then file order.
+    items: list[PlannedItem] = []
+    home: dict[str, tuple[str, str]] = {}  # id -> (category, split) of its first listing
+    split_of: dict[tuple[str, str], set[str]] = {}
+    for category in categories:
+        for split in splits:
+            file = split_file(root, category, split)
+            listed = read_json_list(file, f"the {category} {split} image split (a JSON list of ASINs)")
+            members: set[str] = set()
+            for k, asin in enumerate(listed):
+                where = f"entry {k}"
+                if not isinstance(asin, str) or not asin.strip():
+                    report.flag("image split entry is not a non-empty string", file, f"{where} ({asin!r})")
+                    continue
+                asin = asin.strip()
+                if asin in home:
+                    first = home[asin]
+                    reason = (
+                        "image listed twice in one split file"
+                        if first == (category, split)
+                        else "image already listed in another split or category (kept the first)"
+                    )
+                    report.flag(reason, file, f"{where} ({asin!r}, first in {first[0]} {first[1]})")
+                    if first[0] == category:
+                        members.add(asin)  # the same garment may serve both splits of a category
+                    continue
+                image = files.get(asin)
+                if image is None:
+                    report.flag("image file not found", folder, f"{asin}.jpg|.png ({file.name} {where})")
+                    continue
+                home[asin] = (category, split)
+                members.add(asin)
+                items.append(PlannedItem(asin, category, image))
+            split_of[(category, split)] = members
+
+    entries: list[tuple[CaptionEntry, str, str]] = []
+    seen: set[tuple] = set()
+    for category in categories:
+        for split in splits:
+            file = caption_file(root, category, split)
+            members = split_of[(category, split)]
+            for k, raw in enumerate(read_json_list(file, f"the {category} {split} captions")):
+                entry = _entry(raw, k, file, category, split, members, report)
+                if entry is None:
+                    continue
+                key = (entry.target, entry.candidate, entry.captions, split, category)
+                if key in seen:
+                    report.flag("duplicate caption entry", file, f"entry {k}")
+                    continue
+                seen.add(key)
+                entries.append((entry, str(file), f"entry {k}"))
+    return ImportPlan(
+        source="fashioniq",
+        category_names=categories,
+        items=items,
+        entries=entries,
+        report=report,
+        provenance={
+            "dataset": "Fashion IQ",
+            "root": str(root.resolve()),
+            "images": str(folder.resolve()),
+            "categories": list(categories),
+            "splits": list(splits),
+        },
+    )
+
+
+def _entry(
+    raw: object, k: int, file: Path, category: str, split: str, members: set[str], report: ImportReport
+) -> CaptionEntry | None:
+    where = f"entry {k}"
+    if not isinstance(raw, dict):
+        report.flag("malformed entry (not a JSON object)", file, where)
+        return None
+    candidate, target = raw.get("candidate"), raw.get("target")
+    if not isinstance(candidate, str) or not candidate.strip():
+        report.flag("malformed entry (no candidate ASIN)", file, where)
+        return None
+    if target is None and split != "test":
+        report.flag("malformed entry (no target ASIN outside the test split)", file, where)
+        return None
+    if target is not None and (not isinstance(target, str) or not target.strip()):
+        report.flag("malformed entry (target is not an ASIN string)", file, where)
+        return None
+    captions = raw.get("captions")
+    if not isinstance(captions, list) or not captions:
+        report.flag("malformed entry (no captions list)", file, where)
+        return None
+    good = []
+    for c in captions:
+        if isinstance(c, str) and c.strip():
+            good.append(" ".join(c.split()))
+        else:
+            report.flag("empty or non-string caption", file, f"{where} ({c!r})")
+    if not good:
+        return None
+    candidate = candidate.strip()
+    target = None if target is None else target.strip()
+    for name, asin in (("candidate", candidate), ("target", target)):
+        if asin is not None and asin not in members:
+            report.flag(
+                "caption entry names an image missing from the split (or its file)",
+                file,
+                f"{where} ({name} {asin!r} not in split.{category}.{split}.json)",
+            )
+            return None
+    return CaptionEntry(
+        target=target, candidate=candidate, captions=tuple(good), split=split, category=category
+    )
