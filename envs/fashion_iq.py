@@ -119,7 +119,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       ``{"checkpoint": DIR, "decoding": {"strategy": "greedy"}}`` (defaults: the checkpoint
       shipped with the package, nucleus sampling; a checkpoint that does not fit the catalog
       fails with a message naming the mismatch). Caption token ids then come from the
-      transformer's own word tokenizer.
+      transformer's own word tokenizer. `"dataset"` replays the human captions of a catalog
+      imported with ``fiq-gym catalog import`` (:class:`~fiq_gym.users.DatasetUser`;
+      ``user_kwargs``: ``split``, ``mode`` `"random"` | `"joined"`, ``fallback``
+      `"template"` | `"transformer"` | None, where None raises on pairs nobody annotated).
     * ``action_mode``, ``reward``, ``success_bonus``, ``max_turns``: see above.
     * ``caption_length``: L, the number of token ids in the caption observation.
     * ``observation_keys``: the subset of observation keys to return (default: all).

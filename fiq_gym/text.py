@@ -15,7 +15,9 @@ import numpy as np
 
 __all__ = ["CaptionTokenizer", "WordTokenizer", "split_words"]
 
-_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")
+# Letters and digits of any script ("ñandú", "café"); on ASCII text this is exactly
+# [a-z0-9] runs after lower-casing, so template captions tokenize as they always did.
+_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*|[^\w\s]|_")
 
 
 def split_words(text: str) -> list[str]:

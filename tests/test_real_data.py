@@ -1,0 +1,342 @@
+"""Real-data path: Fashion IQ / Shoes import, validation reports, human captions, DatasetUser.
+
+The fixtures are release folders the tests write themselves in the exact release formats
+(from a small synthetic catalog), then damage on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.catalog.captions import CAPTIONS_FILE, HumanCaptions
+from fiq_gym.catalog.fashioniq import plan_fashioniq
+from fiq_gym.catalog.importing import REPORT_FILE, load_feature_file, write_import
+from fiq_gym.catalog.release_export import export_fashioniq_release, export_shoes_release
+from fiq_gym.catalog.shoes import plan_shoes
+from fiq_gym.catalog.storage import open_catalog
+from fiq_gym.cli import main as cli
+from fiq_gym.errors import DatasetError
+from fiq_gym.users import DatasetUser, TemplateUser, UnannotatedPairError
+from fiq_gym.users.dataset import SAME_CAPTION, join_captions
+
+UNICODE_CAPTION = "is more “café-au-lait”, 50% longer — ñandú print! (no sleeves?)"
+
+
+@pytest.fixture(scope="module")
+def fiq_release(small_catalog, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("releases") / "fashioniq"
+    export_fashioniq_release(small_catalog, root, pairs_per_split=40, seed=1, progress=False)
+    return root
+
+
+@pytest.fixture
+def damaged_release(fiq_release, tmp_path) -> tuple[Path, dict]:
+    """The release with one of every problem the importer must count, in dress/val."""
+    root = tmp_path / "fiq"
+    shutil.copytree(fiq_release, root)
+    caps_file = root / "captions" / "cap.dress.val.json"
+    caps = json.loads(caps_file.read_text())
+    split = json.loads((root / "image_splits" / "split.dress.val.json").read_text())
+    # A missing image: delete the file of an item that some entry uses as its candidate.
+    gone = caps[0]["candidate"]
+    (root / "images" / f"{gone}.png").unlink()
+    uses_gone = sum(1 for e in caps if gone in (e["target"], e["candidate"]))
+    caps.append(caps[1])  # duplicate entry
+    caps.append("not an object")  # malformed
+    caps.append({"target": split[0], "captions": ["no candidate"]})  # malformed: no candidate
+    caps.append({"target": split[0], "candidate": split[1], "captions": ["", 7]})  # both captions bad
+    caps.append({"target": "B0NOTINSPLIT", "candidate": split[1], "captions": ["x", "y"]})
+    caps.append({"target": split[2], "candidate": split[3], "captions": [UNICODE_CAPTION, "is  shorter."]})
+    caps_file.write_text(json.dumps(caps, ensure_ascii=False), encoding="utf-8")
+    return root, {"gone": gone, "uses_gone": uses_gone}
+
+
+# --- Fashion IQ ----------------------------------------------------------------------------
+def test_fashioniq_import_round_trip(fiq_release, small_catalog, tmp_path):
+    plan = plan_fashioniq(fiq_release, splits=("train", "val", "test"))
+    assert plan.report.total == 0
+    result = write_import(plan, tmp_path / "cat", encoder="none", progress=False)
+    catalog = open_catalog(result.path)
+    assert len(catalog) == len(small_catalog)
+    assert catalog.category_names == ("dress", "shirt", "toptee")
+    # Images are the exported PNGs, decoded back (48 px source, stored at 64 px).
+    assert catalog.images.shape[1:] == (64, 64, 3)
+    captions = HumanCaptions.load(result.path)
+    assert set(captions.splits) == {"train", "val", "test"}
+    test_entries = captions.select("test").entries
+    assert test_entries and all(e.target is None for e in test_entries)
+    assert all(e.target is not None for e in captions.select(["train", "val"]).entries)
+    assert all(len(e.captions) == 2 for e in captions.entries)
+    report = json.loads((result.path / REPORT_FILE).read_text())
+    assert report["skipped"] == {}
+
+
+def test_fashioniq_validation_counts_every_problem(damaged_release, tmp_path):
+    root, facts = damaged_release
+    plan = plan_fashioniq(root, categories=("dress",), splits=("val",))
+    counts = plan.report.counts
+    assert counts["image file not found"] == 1
+    assert counts["duplicate caption entry"] == 1
+    assert counts["malformed entry (not a JSON object)"] == 1
+    assert counts["malformed entry (no candidate ASIN)"] == 1
+    assert counts["empty or non-string caption"] == 2
+    # The entry whose two captions were both bad is dropped as well (counted above, per caption).
+    missing = counts["caption entry names an image missing from the split (or its file)"]
+    assert missing == 1 + facts["uses_gone"]
+    result = write_import(plan, tmp_path / "cat", encoder="none", progress=False)
+    catalog = open_catalog(result.path)
+    assert facts["gone"] not in set(catalog.ids.tolist())
+    captions = HumanCaptions.load(result.path)
+    texts = [c for e in captions.entries for c in e.captions]
+    assert UNICODE_CAPTION in texts and "is shorter." in texts  # whitespace collapsed, text kept
+    saved = json.loads((result.path / REPORT_FILE).read_text())
+    assert saved["skipped"]["image file not found"] == 1
+    assert sum(saved["skipped"].values()) == plan.report.total
+
+
+def test_fashioniq_strict_names_file_and_entry(damaged_release):
+    root, _ = damaged_release
+    with pytest.raises(DatasetError, match=r"images.*\.jpg\|\.png|cap\.dress\.val\.json: entry \d+"):
+        plan_fashioniq(root, categories=("dress",), splits=("val",), strict=True)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: (r / "captions" / "cap.dress.val.json").write_text("[{"), r"cap\.dress\.val\.json is not valid JSON \(line 1"),
+        (lambda r: (r / "captions" / "cap.dress.val.json").unlink(), r"cap\.dress\.val\.json does not exist"),
+        (lambda r: (r / "image_splits" / "split.dress.val.json").write_text('{"a": 1}'), r"holds a JSON dict, expected a list"),
+        (lambda r: shutil.rmtree(r / "images"), r"no image folder .*--images"),
+    ],
+)
+def test_fashioniq_broken_files_are_errors_that_name_them(fiq_release, tmp_path, damage, message):
+    root = tmp_path / "fiq"
+    shutil.copytree(fiq_release, root)
+    damage(root)
+    with pytest.raises(DatasetError, match=message):
+        plan_fashioniq(root, categories=("dress",), splits=("val",))
+
+
+def test_unknown_category_or_split_is_an_error(fiq_release):
+    with pytest.raises(DatasetError, match="Fashion IQ has"):
+        plan_fashioniq(fiq_release, categories=("shoe",))
+    with pytest.raises(DatasetError, match="Fashion IQ has"):
+        plan_fashioniq(fiq_release, splits=("dev",))
+
+
+def test_imported_catalog_passes_env_checkers(fiq_release, tmp_path):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    path = write_import(plan_fashioniq(fiq_release), tmp_path / "cat", progress=False).path
+    assert open_catalog(path).feature_dim == 128  # the shipped attribute network's features
+    for action_mode in ("index", "query", "scores"):
+        env = gym.make(
+            "fiq_gym/FashionIQ-v0",
+            catalog=str(path),
+            user="dataset",
+            user_kwargs={"fallback": "template"},
+            action_mode=action_mode,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped)
+        env.close()
+
+
+def test_dataset_env_replays_human_captions_on_annotated_pairs(fiq_release, tmp_path):
+    path = write_import(plan_fashioniq(fiq_release), tmp_path / "cat", encoder="none", progress=False).path
+    catalog = open_catalog(path)
+    captions = HumanCaptions.load(path).select("val")
+    targets, candidates = captions.rows(catalog)
+    env = gym.make(
+        "fiq_gym/FashionIQ-v0", catalog=str(path), user="dataset", user_kwargs={"split": "val", "mode": "joined"}
+    )
+    _, info = env.reset(seed=0, options={"target": int(targets[0]), "shown": int(candidates[0])})
+    assert info["caption"] == join_captions(captions.entries[0].captions)
+    # Without a fallback, an unannotated pair is a clear error, not a made-up caption.
+    with pytest.raises(UnannotatedPairError, match="fallback="):
+        env.reset(seed=1)
+
+
+# --- Shoes ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shoes_release(small_catalog, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("releases") / "shoes"
+    export_shoes_release(small_catalog, root, pairs=120, seed=2, progress=False)
+    return root
+
+
+def test_shoes_import_finds_images_in_subfolders(shoes_release, tmp_path):
+    assert any(p.parent.name != "images" for p in (shoes_release / "images").rglob("*.jpg"))
+    plan = plan_shoes(shoes_release)
+    assert plan.report.total == 0
+    result = write_import(plan, tmp_path / "shoes", encoder="none", progress=False)
+    catalog = open_catalog(result.path)
+    assert catalog.category_names == ("shoes",)
+    captions = HumanCaptions.load(result.path)
+    assert set(captions.splits) == {"train", "eval"}
+    assert all(len(e.captions) == 1 for e in captions.entries)
+
+
+def test_shoes_validation(shoes_release, tmp_path):
+    root = tmp_path / "shoes"
+    shutil.copytree(shoes_release, root)
+    train = (root / "train_im_names.txt").read_text().split()
+    evals = (root / "eval_im_names.txt").read_text().split()
+    entries = json.loads((root / "relative_captions_shoes.json").read_text())
+    next(root.rglob(train[0])).unlink()  # a listed image without its file
+    entries += [
+        {"ImageName": train[1], "ReferenceImageName": evals[0], "RelativeCaption": "spans splits"},
+        {"ImageName": "img_unknown.jpg", "ReferenceImageName": train[1], "RelativeCaption": "not listed"},
+        {"ImageName": train[1], "ReferenceImageName": train[2], "RelativeCaption": "   "},
+        {"ReferenceImageName": train[2], "RelativeCaption": "no target"},
+        {"ImageName": train[1], "ReferenceImageName": train[2], "RelativeCaption": UNICODE_CAPTION},
+    ]
+    (root / "relative_captions_shoes.json").write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+    plan = plan_shoes(root)
+    c = plan.report.counts
+    assert c["image file not found"] == 1
+    assert c["caption entry's images lie in different splits"] == 1
+    assert c["caption entry names an image missing from the split lists"] == 1
+    assert c["empty or non-string caption"] == 1
+    assert c["malformed entry (ImageName / ReferenceImageName missing)"] == 1
+    assert any(UNICODE_CAPTION in e.captions for e, _, _ in plan.entries)
+    with pytest.raises(DatasetError, match=r"relative_captions_shoes\.json: entry \d+|image file not found"):
+        plan_shoes(root, strict=True)
+
+
+# --- features and labels -------------------------------------------------------------------
+def test_features_from_npy_and_pt_files(fiq_release, tmp_path):
+    import torch
+
+    plan = plan_fashioniq(fiq_release, categories=("dress",))
+    ids = [item.id for item in plan.items]
+    matrix = np.random.default_rng(0).normal(size=(len(ids), 12)).astype(np.float32)
+    # The .npy file covers all but the last item: that item is dropped and counted.
+    np.save(tmp_path / "f.npy", matrix[:-1])
+    (tmp_path / "f.txt").write_text("\n".join(ids[:-1]) + "\n")
+    result = write_import(plan, tmp_path / "a", features=tmp_path / "f.npy", feature_ids=tmp_path / "f.txt", progress=False)
+    assert result.report.counts["no row in the feature file"] == 1
+    catalog = open_catalog(result.path)
+    assert len(catalog) == len(ids) - 1
+    np.testing.assert_array_equal(catalog.features, matrix[:-1])
+    # A .pt dict {id: tensor}, rows in another order, aligns by id.
+    order = np.random.default_rng(1).permutation(len(ids))
+    torch.save({ids[i]: torch.from_numpy(matrix[i]) for i in order}, tmp_path / "f.pt")
+    plan = plan_fashioniq(fiq_release, categories=("dress",))
+    catalog = open_catalog(write_import(plan, tmp_path / "b", features=tmp_path / "f.pt", progress=False).path)
+    np.testing.assert_array_equal(catalog.features, matrix)
+
+
+def test_bad_feature_files_are_clear_errors_and_write_nothing(fiq_release, tmp_path):
+    plan = plan_fashioniq(fiq_release, categories=("dress",))
+    np.save(tmp_path / "f.npy", np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(DatasetError, match="--feature-ids"):
+        write_import(plan, tmp_path / "out", features=tmp_path / "f.npy", progress=False)
+    (tmp_path / "ids.json").write_text('["a", "b"]')
+    with pytest.raises(DatasetError, match="3 feature rows but 2 ids"):
+        load_feature_file(tmp_path / "f.npy", tmp_path / "ids.json")
+    np.save(tmp_path / "nan.npy", np.array([[np.nan, 0.0]], dtype=np.float32))
+    (tmp_path / "one.json").write_text('["a"]')
+    with pytest.raises(DatasetError, match="row 0 .* not finite"):
+        load_feature_file(tmp_path / "nan.npy", tmp_path / "one.json")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*"))  # no staging leftovers
+
+
+def test_attribute_labels_become_the_vocabulary(fiq_release, tmp_path):
+    plan = plan_fashioniq(fiq_release, categories=("dress",))
+    ids = [item.id for item in plan.items]
+    labels = {ids[0]: {"color": "red", "texture": ["lace", "floral"]}, ids[1]: ["maxi"]}
+    (tmp_path / "attrs.json").write_text(json.dumps(labels))
+    result = write_import(plan, tmp_path / "cat", encoder="none", attributes=tmp_path / "attrs.json", progress=False)
+    catalog = open_catalog(result.path)
+    assert catalog.vocabulary.type_names == ("attribute", "color", "texture")
+    assert catalog.item(0).attributes["color"] == "red"
+    assert catalog.labels[0].sum() == 3 and catalog.labels[1].sum() == 1 and catalog.labels[2:].sum() == 0
+    assert any("no attribute labels" in n for n in result.report.notes)
+
+
+# --- DatasetUser -----------------------------------------------------------------------------
+def test_dataset_user_modes_fallback_and_determinism(small_catalog):
+    pairs = [(1, 2, "is red"), (1, 2, "is darker."), (3, 4, UNICODE_CAPTION)]
+    user = DatasetUser(small_catalog, pairs)
+    seen = {user.describe(np.array([1]), np.array([2]), np.random.default_rng(s)).texts[0] for s in range(20)}
+    assert seen == {"is red", "is darker."}
+    assert user.describe_one(3, 4, np.random.default_rng(0)) == UNICODE_CAPTION
+    assert user.describe_one(5, 5, np.random.default_rng(0)) == SAME_CAPTION
+    joined = DatasetUser(small_catalog, pairs, mode="joined")
+    assert joined.describe_one(1, 2, np.random.default_rng(0)) == "is red and is darker"
+    with pytest.raises(UnannotatedPairError, match=r"row 7.*fallback="):
+        user.describe(np.array([1, 7]), np.array([2, 8]), np.random.default_rng(0))
+    with_fallback = DatasetUser(small_catalog, pairs, fallback=TemplateUser(small_catalog))
+    rngs = lambda: [np.random.default_rng([9, i]) for i in range(3)]  # noqa: E731
+    t, s = np.array([1, 7, 3]), np.array([2, 8, 4])
+    first = with_fallback.describe(t, s, rngs()).texts
+    assert first == with_fallback.describe(t, s, rngs()).texts  # per-pair generators: reproducible
+    assert first[2] == UNICODE_CAPTION and first[1] not in {"is red", "is darker."}
+    assert with_fallback.replayed == 4 and with_fallback.answered == 6
+    assert "ñandú" in with_fallback.caption_words()
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ([], "at least one annotated pair"),
+        ([(0, 10_000, "x")], "out of range"),
+        ([(0, 1, "  ")], "empty or non-string caption"),
+    ],
+)
+def test_dataset_user_rejects_bad_pairs(small_catalog, pairs, message):
+    with pytest.raises(ValueError, match=message):
+        DatasetUser(small_catalog, pairs)
+
+
+# --- scale and CLI ---------------------------------------------------------------------------
+def test_fifty_thousand_pair_file_loads(tmp_path, small_catalog):
+    """A caption file of the real release's size plans (parses, validates, indexes) in one pass."""
+    root = tmp_path / "big"
+    export_fashioniq_release(small_catalog, root, pairs_per_split=10, seed=0, progress=False)
+    split = json.loads((root / "image_splits" / "split.dress.train.json").read_text())
+    rng = np.random.default_rng(0)
+    pick = rng.integers(len(split), size=(50_000, 2))
+    entries = [
+        {"target": split[a], "candidate": split[b], "captions": [f"is darker {k}", f"has longer sleeves {k}"]}
+        for k, (a, b) in enumerate(pick.tolist())
+    ]
+    (root / "captions" / "cap.dress.train.json").write_text(json.dumps(entries))
+    plan = plan_fashioniq(root, categories=("dress",), splits=("train",))
+    assert len(plan.entries) == 50_000
+    user_pairs = [(0, 1, c) for e, _, _ in plan.entries[:10] for c in e.captions]
+    assert DatasetUser(small_catalog, user_pairs).num_pairs == 1
+
+
+def test_cli_import_and_export(tmp_path, small_catalog_path, capsys):
+    assert cli(["catalog", "export", "shoes", str(tmp_path / "rel"), "--catalog", str(small_catalog_path), "--pairs", "50"]) == 0
+    code = cli(["catalog", "import", "shoes", str(tmp_path / "rel"), "--out", str(tmp_path / "cat"), "--encoder", "none", "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "no problems found" in out and "caption entries" in out
+    assert (tmp_path / "cat" / CAPTIONS_FILE).exists()
+    # A wrong root is one line on stderr and exit code 2, and nothing is written.
+    assert cli(["catalog", "import", "fashioniq", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_command_choices_match_the_loaders():
+    from fiq_gym.catalog import commands, fashioniq, shoes
+
+    assert commands.CATEGORIES == fashioniq.CATEGORIES
+    assert commands.FIQ_SPLITS == fashioniq.SPLITS
+    assert commands.SHOES_SPLITS == shoes.SPLITS
