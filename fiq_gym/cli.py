@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fiq_gym.users.transformer.commands import add_commands as add_user_commands  # argparse only
 
     add_user_commands(sub)
+    from fiq_gym.play.commands import add_commands as add_play_commands  # argparse only
+
+    add_play_commands(sub)
     return parser
 
 
