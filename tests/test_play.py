@@ -16,33 +16,8 @@ from fiq_gym.users.human import MAX_CAPTION_CHARS, CaptionUnavailableError, Huma
 
 
 @pytest.fixture(scope="module")
-def agent_checkpoint(small_catalog_path, tmp_path_factory):
-    """An (untrained) supervised retriever checkpoint for the small catalog, 4 turns."""
-    import torch
-
-    from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet, save_checkpoint
-    from fiq_gym.envs.building import build_dialog_parts
-
-    _, tables, _, tokenizer = build_dialog_parts(str(small_catalog_path), None, "template", None, None)
-    torch.manual_seed(0)
-    net = RetrieverNet(
-        RetrieverConfig(
-            vocab_size=tokenizer.vocab_size,
-            feature_dim=tables.feature_dim,
-            attribute_dim=tables.side_info.shape[1],
-            num_items=tables.num_items,
-            embed_dim=32,
-        )
-    )
-    path = tmp_path_factory.mktemp("agent") / "checkpoint"
-    args = {
-        "env_id": "fiq_gym/FashionIQ-v0",
-        "catalog": str(small_catalog_path),
-        "user": "template",
-        "max_turns": 4,
-    }
-    save_checkpoint(path, net, args=args, agent="supervised")
-    return path
+def agent_checkpoint(small_agent_checkpoint):
+    return small_agent_checkpoint
 
 
 @pytest.fixture(scope="module")

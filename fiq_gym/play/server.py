@@ -129,8 +129,7 @@ class PlayServer:
         self._lock = threading.Lock()
         self._count = 0
         handler = type("PlayHandler", (_Handler,), {"app": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), handler)
         self.host = host
         self.port = int(self.httpd.server_address[1])
         self._thread: threading.Thread | None = None
@@ -204,6 +203,16 @@ class PlayServer:
 
     def _render_image(self, row: int) -> bytes:
         return png_bytes(garment_image(self.agent.catalog, row))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser that drops a connection (e.g. an image it no longer needs) is no error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -328,6 +337,10 @@ class _Handler(BaseHTTPRequestHandler):
             name, kind = _STATIC[path]
             extra = {"Content-Security-Policy": _CSP} if name == "index.html" else None
             self._send(200, _static(name), kind, extra)
+            return
+        if path == "/favicon.ico":
+            self._method(method, "GET")
+            self._send(204, b"", "image/x-icon")
             return
         if path == "/api/health":
             self._method(method, "GET")
