@@ -497,3 +497,36 @@ def test_cli_replay(agent_checkpoint, play_agent, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "on recorded dialogs" in text and "recorded captions answered" in text
     assert json.loads(out.read_text())["episodes"] == 2
+
+
+@pytest.mark.slow
+def test_a_ppo_checkpoint_plays_in_query_mode(small_catalog_path, tmp_path):
+    """PPO speaks the env's query mode: the session's announcement follows that rule too."""
+    from stable_baselines3 import PPO
+
+    from fiq_gym.agents.ppo import Args, CaptionFeaturesExtractor, save
+    from fiq_gym.envs.sb3 import make_sb3_vec_env
+    from fiq_gym.play.agent import load_play_agent
+    from fiq_gym.play.session import PlaySession
+
+    args = Args(catalog=str(small_catalog_path), max_turns=3, out=str(tmp_path))
+    vec_env = make_sb3_vec_env(
+        args.env_id, num_envs=2, catalog=args.catalog, user="template", action_mode="query", max_turns=3
+    )
+    model = PPO(
+        "MultiInputPolicy",
+        vec_env,
+        n_steps=8,
+        batch_size=8,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_class": CaptionFeaturesExtractor},
+    )
+    save(model, tmp_path / "checkpoint", args)
+    vec_env.close()
+    play = load_play_agent(tmp_path / "checkpoint")
+    assert play.kind == "ppo" and play.action_mode == "query" and play.max_turns == 3
+    session = PlaySession(play, seed=0)
+    state = _play_to_end(session)
+    assert state["status"] in ("found", "out_of_turns") and len(state["history"]) >= 2
+    session.close()
