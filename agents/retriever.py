@@ -193,9 +193,13 @@ def save_checkpoint(
     agent: str = "retriever",
     state: dict[str, Any] | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
+    files: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (+ training state) atomically."""
+    """Write ``model.safetensors`` + ``config.json`` (+ training state, + text ``files`` such
+    as a tokenizer) atomically."""
     with atomic_directory(directory, overwrite=True) as tmp:
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
         if extra_tensors:
             save_file(

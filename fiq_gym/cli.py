@@ -58,6 +58,7 @@ TRAINERS = {
     "policy-gradient": "fiq_gym.agents.policy_gradient",
     "policy-improvement": "fiq_gym.agents.policy_improvement",
     "ppo": "fiq_gym.agents.ppo",
+    "single-shot": "fiq_gym.agents.single_shot",
 }
 
 

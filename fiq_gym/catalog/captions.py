@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,21 @@ class HumanCaptions:
     Attributes:
         source: ``"fashioniq"`` or ``"shoes"``.
         entries: the validated entries, in file order.
+        galleries: the item ids of each image split, keyed ``"{category}.{split}"`` (e.g.
+            ``"dress.val"``): the gallery a single-shot query of that split is ranked in.
     """
 
     source: str
     entries: tuple[CaptionEntry, ...]
+    galleries: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def gallery_rows(self, catalog: Catalog, category: str, split: str) -> np.ndarray:
+        """The catalog rows of one image split (sorted int64)."""
+        key = f"{category}.{split}"
+        if key not in self.galleries:
+            raise CatalogError(f"no image split {key!r} in this import; it has {sorted(self.galleries)}")
+        position = {str(x): i for i, x in enumerate(np.asarray(catalog.ids).tolist())}
+        return np.array(sorted(position[x] for x in self.galleries[key] if x in position), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -86,6 +97,7 @@ class HumanCaptions:
                 for e in self.entries
                 if (wanted is None or e.split in wanted) and (category is None or e.category == category)
             ),
+            self.galleries,
         )
 
     def rows(self, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
@@ -133,6 +145,7 @@ class HumanCaptions:
                 "format": _FORMAT,
                 "version": _VERSION,
                 "source": self.source,
+                "galleries": {k: list(v) for k, v in self.galleries.items()},
                 "entries": [e.to_json() for e in self.entries],
             },
         )
@@ -173,7 +186,14 @@ class HumanCaptions:
             )
         except (KeyError, TypeError) as e:
             raise CatalogError(f"{file} has a malformed entry ({e!r}); re-import the dataset") from None
-        return cls(str(data.get("source", "unknown")), entries)
+        galleries = data.get("galleries", {})
+        if not isinstance(galleries, dict):
+            raise CatalogError(f"{file}: 'galleries' must be an object of id lists; re-import the dataset")
+        return cls(
+            str(data.get("source", "unknown")),
+            entries,
+            {str(k): tuple(str(x) for x in v) for k, v in galleries.items()},
+        )
 
 
 def load_human_captions(catalog: Catalog | str | os.PathLike) -> HumanCaptions:

@@ -133,6 +133,7 @@ def plan_fashioniq(
         items=items,
         entries=entries,
         report=report,
+        galleries={f"{c}.{sp}": sorted(m) for (c, sp), m in split_of.items()},
         provenance={
             "dataset": "Fashion IQ",
             "root": str(root.resolve()),

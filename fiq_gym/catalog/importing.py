@@ -346,6 +346,8 @@ class ImportPlan:
     """(entry, file, where) so later drops can name the entry's origin"""
     report: ImportReport
     provenance: dict[str, Any]
+    galleries: dict[str, list[str]] = field(default_factory=dict)
+    """item ids of each image split, keyed ``"{category}.{split}"``"""
 
 
 @dataclass(frozen=True)
@@ -447,7 +449,9 @@ def write_import(
             )
         labels = _label_matrix(vocabulary, label_map, ids)
         codes = np.array([plan.category_names.index(item.category) for item in plan.items], dtype=np.int16)
-        captions = HumanCaptions(plan.source, tuple(e for e, _, _ in plan.entries))
+        present = set(ids)
+        galleries = {k: tuple(x for x in v if x in present) for k, v in plan.galleries.items()}
+        captions = HumanCaptions(plan.source, tuple(e for e, _, _ in plan.entries), galleries)
         provenance = {
             **plan.provenance,
             "source": plan.source,

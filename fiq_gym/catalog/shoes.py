@@ -148,6 +148,7 @@ def plan_shoes(
         items=items,
         entries=entries,
         report=report,
+        galleries={f"shoes.{sp}": sorted(x for x in present if split_of[x] == sp) for sp in splits},
         provenance={
             "dataset": "Shoes",
             "root": str(root.resolve()),

@@ -18,6 +18,12 @@ _TRAIN_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--catalog": ("catalog", str, "catalog directory (default: the default synthetic catalog)"),
     "--out": ("out", str, "directory for the best model (default runs/transformer-user)"),
     "--work-dir": ("work_dir", str, "training state and TensorBoard logs (default: <out>-training)"),
+    "--captions": (
+        "captions",
+        str,
+        "caption source: template (default), catalog (an imported catalog's human captions), "
+        "fashioniq:ROOT or shoes:ROOT",
+    ),
     "--captions-per-pair": ("captions_per_pair", int, "template captions per pair (default 3)"),
     "--train-pairs": ("train_pairs", int, "training pairs (default 20000)"),
     "--val-pairs": ("val_pairs", int, "validation pairs (default 1000)"),
@@ -114,8 +120,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     train = user_sub.add_parser(
         "train",
-        help="train a relative captioner on template captions of a catalog",
-        description="Train the transformer shopper on template captions of a catalog. The shipped "
+        help="train a relative captioner on template or human captions of a catalog",
+        description="Train the transformer shopper on template captions of a catalog, or on human "
+        "captions (--captions catalog | fashioniq:ROOT | shoes:ROOT with --catalog an imported catalog). The shipped "
         "checkpoint: fiq-gym user train --out fiq_gym/users/transformer/default "
         "--work-dir runs/transformer-user-default",
     )

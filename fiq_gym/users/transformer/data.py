@@ -29,6 +29,7 @@ __all__ = [
     "ItemSplit",
     "group_references",
     "held_out_pairs",
+    "human_dataset",
     "sample_pairs",
     "split_items",
     "template_captions",
@@ -194,3 +195,78 @@ def group_references(pairs: Iterable[CaptionPair]) -> tuple[np.ndarray, np.ndarr
     targets = np.array([k[0] for k in keys], dtype=np.int64)
     shown = np.array([k[1] for k in keys], dtype=np.int64)
     return targets, shown, [refs[k] for k in keys]
+
+
+def human_dataset(catalog: Catalog, source: str, seed: int = 0) -> CaptionDataset:
+    """Human caption pairs over ``catalog`` for training the captioner.
+
+    ``source``: ``"catalog"`` (the captions stored by ``fiq-gym catalog import``),
+    ``"fashioniq:ROOT"`` or ``"shoes:ROOT"`` (read from the release under ROOT and matched
+    to the catalog by item id; entries naming items the catalog lacks are skipped and
+    counted). Training pairs come from the ``train`` split, validation pairs from ``val``
+    (Fashion IQ) or ``eval`` (Shoes); with no such split, 5% of the training pairs (grouped
+    by target) are held out instead. Entries without a target (a test split) are not used.
+    """
+    from fiq_gym.catalog.captions import load_human_captions
+
+    kind, _, root = source.partition(":")
+    if source == "catalog":
+        captions = load_human_captions(catalog)
+    elif kind in ("fashioniq", "shoes") and root:
+        captions = _captions_from_release(catalog, kind, root)
+    else:
+        raise ValueError(
+            f"--captions {source!r} is not understood; use template, catalog, fashioniq:ROOT or shoes:ROOT"
+        )
+    train_entries = captions.select("train")
+    val_entries = captions.select(["val", "eval"])
+    train = _caption_pairs(catalog, train_entries)
+    val = _caption_pairs(catalog, val_entries)
+    if not train:
+        raise ValueError(
+            f"no training captions with targets among {len(captions)} entries (splits {list(captions.splits)}); "
+            "import the train split too"
+        )
+    if not val:
+        targets = np.unique([p.target for p in train])
+        held = set(
+            np.random.default_rng([seed, 5])
+            .choice(targets, size=max(1, len(targets) // 20), replace=False)
+            .tolist()
+        )
+        val = [p for p in train if p.target in held]
+        train = [p for p in train if p.target not in held]
+    return CaptionDataset(catalog=catalog, train=train, val=val, caption_source="human")
+
+
+def _caption_pairs(catalog: Catalog, captions) -> list[CaptionPair]:
+    return [CaptionPair(t, s, c) for t, s, c in captions.triples(catalog)]
+
+
+def _captions_from_release(catalog: Catalog, kind: str, root: str):
+    """The release's caption entries whose items are all in ``catalog`` (the rest counted)."""
+    from fiq_gym.catalog.captions import HumanCaptions
+
+    present = set(np.asarray(catalog.ids).tolist())
+    if kind == "fashioniq":
+        from fiq_gym.catalog.fashioniq import CATEGORIES, plan_fashioniq
+
+        categories = tuple(c for c in catalog.category_names if c in CATEGORIES)
+        if not categories:
+            raise ValueError(f"the catalog's categories {list(catalog.category_names)} are not Fashion IQ's")
+        plan = plan_fashioniq(root, categories=categories, splits=("train", "val"))
+    else:
+        from fiq_gym.catalog.shoes import plan_shoes
+
+        plan = plan_shoes(root)
+    entries = []
+    for entry, file, where in plan.entries:
+        missing = [x for x in (entry.target, entry.candidate) if x is not None and x not in present]
+        if missing:
+            plan.report.flag(
+                "caption entry names an item that is not in the catalog", file, f"{where} ({missing[0]!r})"
+            )
+        else:
+            entries.append(entry)
+    print(plan.report.summary())
+    return HumanCaptions(kind, tuple(entries))

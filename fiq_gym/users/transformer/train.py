@@ -36,7 +36,13 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.users.template import TemplateNoise
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
-from fiq_gym.users.transformer.data import CaptionDataset, CaptionPair, group_references, template_dataset
+from fiq_gym.users.transformer.data import (
+    CaptionDataset,
+    CaptionPair,
+    group_references,
+    human_dataset,
+    template_dataset,
+)
 from fiq_gym.users.transformer.modeling_relative_captioner import RelativeCaptionerModel
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer, build_caption_tokenizer
 from fiq_gym.users.transformer.user import feature_weights, quiet_transformers
@@ -54,6 +60,9 @@ class TrainArgs:
     """where the best model goes (config.json, model.safetensors, tokenizer files)"""
     work_dir: str | None = None
     """training state and TensorBoard logs; None: ``<out>-training``"""
+    captions: str = "template"
+    """caption source: template (written by the template shopper), catalog (the human captions
+    of an imported catalog), fashioniq:ROOT or shoes:ROOT (read from a release)"""
     captions_per_pair: int = 3
     """template captions per (target, shown) pair, from differently seeded generators"""
     train_pairs: int = 20_000
@@ -253,7 +262,7 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool) -> Tra
         conflicts = {
             f.name: (saved[f.name], getattr(args, f.name))
             for f in fields(TrainArgs)
-            if f.name not in RUN_ONLY_FIELDS and saved.get(f.name) != getattr(args, f.name)
+            if f.name not in RUN_ONLY_FIELDS and saved.get(f.name, f.default) != getattr(args, f.name)
         }
         if conflicts:
             listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in conflicts.items())
@@ -263,6 +272,8 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool) -> Tra
     torch.manual_seed(args.seed)
 
     # --- data ---------------------------------------------------------------------------
+    if dataset is None and args.captions != "template":
+        dataset = human_dataset(_load_catalog(args.catalog), args.captions, seed=args.seed)
     if dataset is None:
         catalog = _load_catalog(args.catalog)
         dataset = template_dataset(

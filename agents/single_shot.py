@@ -1,0 +1,257 @@
+"""Single-shot retrieval from human captions (the Fashion IQ challenge protocol), CleanRL style.
+
+A query is a candidate image plus its relative captions (Fashion IQ's two captions joined
+with " and ", Shoes' one caption); the answer is the target among the images of the
+query's split and category. The network is the dialog retriever's own
+(:class:`~fiq_gym.agents.retriever.RetrieverNet`), run for one turn from an empty dialog
+state, so a trained checkpoint also plays the first turn of a dialog env.
+
+Training uses the imported catalog's human captions of ``train_split``: each step draws a
+batch of annotated pairs (Fashion IQ's two captions joined in random order, an
+augmentation), and a contrastive loss pulls the query towards its target and away from the
+batch's other targets and from random catalog items. The word tokenizer is built from the
+training captions only (unseen words at evaluation become ``<unk>``) and saved beside the
+weights as ``tokenizer.json``.
+
+Evaluation: for every query of ``eval_split`` with a target, the rank of the target among
+that split's images of the query's category (the candidate stays in the gallery, as in the
+challenge's evaluation), reported as R@10 and R@50 per category and their mean.
+
+    fiq-gym train single-shot --catalog catalogs/fashioniq --out runs/single-shot
+    python -m fiq_gym.agents.single_shot --help
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet, load_checkpoint, save_checkpoint
+from fiq_gym.catalog.captions import HumanCaptions, load_human_captions
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.catalog.storage import open_catalog
+from fiq_gym.metrics import recall_at_k, target_rank
+from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.text import WordTokenizer
+from fiq_gym.users.dataset import join_captions
+
+__all__ = ["Args", "SingleShotResult", "evaluate_single_shot", "load_single_shot", "train"]
+
+
+@dataclass
+class Args:
+    catalog: str = ""
+    """imported catalog directory (`fiq-gym catalog import ...`); required"""
+    train_split: str = "train"
+    eval_split: str = ""
+    """split to evaluate on (default: val for Fashion IQ, eval for Shoes)"""
+    steps: int = 1500
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    embed_dim: int = 128
+    negatives: int = 256
+    """random catalog items added to each batch's negatives"""
+    temperature: float = 0.07
+    seed: int = 0
+    eval_every: int = 500
+    out: str = "runs/single-shot"
+    """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
+    threads: int = 1
+    """torch threads (0: torch's default)"""
+    quiet: bool = False
+    """no progress bar"""
+
+
+@dataclass(frozen=True)
+class SingleShotResult:
+    """Per-category recalls of one evaluation, and their means."""
+
+    split: str
+    per_category: dict[str, dict[str, float]]
+    """category -> {"R@10", "R@50", "queries", "gallery"}"""
+
+    @property
+    def mean(self) -> dict[str, float]:
+        cats = list(self.per_category.values())
+        return {k: float(np.mean([c[k] for c in cats])) for k in ("R@10", "R@50")} if cats else {}
+
+
+# --- data ------------------------------------------------------------------------------------
+def _queries(
+    entries, rows: tuple[np.ndarray, np.ndarray], rng: np.random.Generator | None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Query texts (captions joined; shuffled first when ``rng`` is given), candidates, targets."""
+    targets, candidates = rows
+    keep = targets >= 0
+    texts = []
+    for entry, ok in zip(entries, keep.tolist(), strict=True):
+        if ok:
+            caps = list(entry.captions)
+            if rng is not None:
+                rng.shuffle(caps)
+            texts.append(join_captions(caps))
+    return texts, candidates[keep], targets[keep]
+
+
+def _default_eval_split(captions: HumanCaptions) -> str:
+    for split in ("val", "eval", "test"):
+        if split in captions.splits:
+            return split
+    raise ValueError(
+        f"the import has no evaluation split (it has {list(captions.splits)}); import val or eval too"
+    )
+
+
+# --- evaluation ------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_single_shot(
+    net: RetrieverNet, tokenizer: WordTokenizer, catalog: Catalog, captions: HumanCaptions, split: str
+) -> SingleShotResult:
+    """R@10 / R@50 of every category of ``split`` (queries with a target only)."""
+    net.eval()
+    tables = retrieval_tables(catalog)
+    features = torch.tensor(np.asarray(tables.features))
+    side = torch.tensor(np.asarray(tables.side_info))
+    per_category: dict[str, dict[str, float]] = {}
+    for category in catalog.category_names:
+        selected = captions.select(split, category)
+        texts, candidates, targets = _queries(selected.entries, selected.rows(catalog), None)
+        if not texts:
+            continue
+        gallery = captions.gallery_rows(catalog, category, split)
+        position = np.full(len(catalog), -1, dtype=np.int64)
+        position[gallery] = np.arange(len(gallery))
+        items = net.encode_items(features[gallery], side[gallery])
+        tokens, _ = tokenizer.encode_batch(texts, net.config.max_caption_length)
+        ranks = []
+        for start in range(0, len(texts), 512):
+            stop = start + 512
+            cand = torch.from_numpy(candidates[start:stop])
+            _, query = net.step(
+                net.initial_state(len(cand)), torch.from_numpy(tokens[start:stop]), features[cand], side[cand]
+            )
+            ranks.append(target_rank((query @ items.T).numpy(), position[targets[start:stop]]))
+        rank = np.concatenate(ranks)
+        per_category[category] = {
+            "R@10": recall_at_k(rank, 10),
+            "R@50": recall_at_k(rank, 50),
+            "queries": len(rank),
+            "gallery": len(gallery),
+        }
+    net.train()
+    return SingleShotResult(split, per_category)
+
+
+def load_single_shot(directory: str | Path) -> tuple[RetrieverNet, WordTokenizer, dict[str, Any]]:
+    """A trained single-shot checkpoint: network, tokenizer and metadata."""
+    net, meta, _ = load_checkpoint(directory)
+    file = Path(directory) / "tokenizer.json"
+    if not file.exists():
+        raise FileNotFoundError(f"{directory} has no tokenizer.json: it is not a single-shot checkpoint")
+    return net, WordTokenizer.from_json(file.read_text()), meta
+
+
+# --- training --------------------------------------------------------------------------------
+def train(args: Args) -> tuple[Path, SingleShotResult]:
+    if not args.catalog:
+        raise ValueError("--catalog is required: an imported catalog directory (fiq-gym catalog import ...)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    catalog = open_catalog(args.catalog)
+    captions = load_human_captions(catalog)
+    eval_split = args.eval_split or _default_eval_split(captions)
+    train_entries = captions.select(args.train_split)
+    train_rows = train_entries.rows(catalog)
+    if (train_rows[0] >= 0).sum() < 2:
+        raise ValueError(
+            f"the import has no {args.train_split!r} caption pairs with targets (splits: {list(captions.splits)}); "
+            "import the training split too (--split train val)"
+        )
+    texts_for_vocab = [c for e in train_entries.entries for c in e.captions]
+    tokenizer = WordTokenizer.from_texts([*texts_for_vocab, "and"])
+    tables = retrieval_tables(catalog)
+    features = torch.tensor(np.asarray(tables.features))
+    side = torch.tensor(np.asarray(tables.side_info))
+    config = RetrieverConfig(
+        vocab_size=tokenizer.vocab_size,
+        feature_dim=int(features.shape[1]),
+        attribute_dim=int(side.shape[1]),
+        num_items=len(catalog),
+        embed_dim=args.embed_dim,
+    )
+    net = RetrieverNet(config)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+    out = Path(args.out)
+    writer = SummaryWriter(str(out / "tb"))
+    writer.add_text("args", str(dataclasses.asdict(args)))
+    started = time.perf_counter()
+    result = SingleShotResult(eval_split, {})
+    bar = tqdm(range(1, args.steps + 1), desc="single-shot", disable=args.quiet)
+    for step in bar:
+        # A batch of annotated pairs; each query's captions joined in a fresh random order.
+        pick = rng.choice(np.flatnonzero(train_rows[0] >= 0), size=args.batch_size)
+        entries = [train_entries.entries[i] for i in pick.tolist()]
+        texts, candidates, targets = _queries(entries, (train_rows[0][pick], train_rows[1][pick]), rng)
+        tokens, _ = tokenizer.encode_batch(texts, config.max_caption_length)
+        cand = torch.from_numpy(candidates)
+        _, query = net.step(
+            net.initial_state(len(cand)), torch.from_numpy(tokens), features[cand], side[cand]
+        )
+        # Candidates: the batch's targets (row i's positive is column i) plus random items.
+        pool = np.concatenate([targets, rng.integers(len(catalog), size=args.negatives)])
+        items = net.encode_items(features[pool], side[pool])
+        logits = query @ items.T / args.temperature
+        # A batch item equal to another row's target is that row's positive too: mask it.
+        same = torch.from_numpy(pool[None, :] == targets[:, None])
+        same[torch.arange(len(targets)), torch.arange(len(targets))] = False
+        loss = F.cross_entropy(logits.masked_fill(same, -1e9), torch.arange(len(targets)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        writer.add_scalar("losses/contrastive", loss.item(), step)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % args.eval_every == 0 or step == args.steps:
+            result = evaluate_single_shot(net, tokenizer, catalog, captions, eval_split)
+            for category, values in result.per_category.items():
+                for k in ("R@10", "R@50"):
+                    writer.add_scalar(f"eval/{category}/{k}", values[k], step)
+            for k, v in result.mean.items():
+                writer.add_scalar(f"eval/mean/{k}", v, step)
+            writer.add_scalar("charts/seconds", time.perf_counter() - started, step)
+            save_checkpoint(
+                out / "checkpoint",
+                net,
+                args=dataclasses.asdict(args),
+                agent="single-shot",
+                state={"step": step, "eval": {"split": eval_split, **result.per_category}},
+                files={"tokenizer.json": tokenizer.to_json()},
+            )
+    writer.close()
+    return out / "checkpoint", result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_dataclass_args(Args, argv, __doc__.splitlines()[0])
+    checkpoint, result = train(args)
+    for category, values in result.per_category.items():
+        print(
+            f"{category:<10} R@10 {values['R@10']:.3f}  R@50 {values['R@50']:.3f}  ({values['queries']} queries, gallery {values['gallery']})"
+        )
+    print(f"{'mean':<10} R@10 {result.mean['R@10']:.3f}  R@50 {result.mean['R@50']:.3f}")
+    print(f"checkpoint: {checkpoint}")
+
+
+if __name__ == "__main__":
+    main()
