@@ -111,9 +111,15 @@ def test_fashioniq_strict_names_file_and_entry(damaged_release):
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda r: (r / "captions" / "cap.dress.val.json").write_text("[{"), r"cap\.dress\.val\.json is not valid JSON \(line 1"),
+        (
+            lambda r: (r / "captions" / "cap.dress.val.json").write_text("[{"),
+            r"cap\.dress\.val\.json is not valid JSON \(line 1",
+        ),
         (lambda r: (r / "captions" / "cap.dress.val.json").unlink(), r"cap\.dress\.val\.json does not exist"),
-        (lambda r: (r / "image_splits" / "split.dress.val.json").write_text('{"a": 1}'), r"holds a JSON dict, expected a list"),
+        (
+            lambda r: (r / "image_splits" / "split.dress.val.json").write_text('{"a": 1}'),
+            r"holds a JSON dict, expected a list",
+        ),
         (lambda r: shutil.rmtree(r / "images"), r"no image folder .*--images"),
     ],
 )
@@ -159,7 +165,10 @@ def test_dataset_env_replays_human_captions_on_annotated_pairs(fiq_release, tmp_
     captions = HumanCaptions.load(path).select("val")
     targets, candidates = captions.rows(catalog)
     env = gym.make(
-        "fiq_gym/FashionIQ-v0", catalog=str(path), user="dataset", user_kwargs={"split": "val", "mode": "joined"}
+        "fiq_gym/FashionIQ-v0",
+        catalog=str(path),
+        user="dataset",
+        user_kwargs={"split": "val", "mode": "joined"},
     )
     _, info = env.reset(seed=0, options={"target": int(targets[0]), "shown": int(candidates[0])})
     assert info["caption"] == join_captions(captions.entries[0].captions)
@@ -202,7 +211,9 @@ def test_shoes_validation(shoes_release, tmp_path):
         {"ReferenceImageName": train[2], "RelativeCaption": "no target"},
         {"ImageName": train[1], "ReferenceImageName": train[2], "RelativeCaption": UNICODE_CAPTION},
     ]
-    (root / "relative_captions_shoes.json").write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+    (root / "relative_captions_shoes.json").write_text(
+        json.dumps(entries, ensure_ascii=False), encoding="utf-8"
+    )
     plan = plan_shoes(root)
     c = plan.report.counts
     assert c["image file not found"] == 1
@@ -225,7 +236,9 @@ def test_features_from_npy_and_pt_files(fiq_release, tmp_path):
     # The .npy file covers all but the last item: that item is dropped and counted.
     np.save(tmp_path / "f.npy", matrix[:-1])
     (tmp_path / "f.txt").write_text("\n".join(ids[:-1]) + "\n")
-    result = write_import(plan, tmp_path / "a", features=tmp_path / "f.npy", feature_ids=tmp_path / "f.txt", progress=False)
+    result = write_import(
+        plan, tmp_path / "a", features=tmp_path / "f.npy", feature_ids=tmp_path / "f.txt", progress=False
+    )
     assert result.report.counts["no row in the feature file"] == 1
     catalog = open_catalog(result.path)
     assert len(catalog) == len(ids) - 1
@@ -234,7 +247,9 @@ def test_features_from_npy_and_pt_files(fiq_release, tmp_path):
     order = np.random.default_rng(1).permutation(len(ids))
     torch.save({ids[i]: torch.from_numpy(matrix[i]) for i in order}, tmp_path / "f.pt")
     plan = plan_fashioniq(fiq_release, categories=("dress",))
-    catalog = open_catalog(write_import(plan, tmp_path / "b", features=tmp_path / "f.pt", progress=False).path)
+    catalog = open_catalog(
+        write_import(plan, tmp_path / "b", features=tmp_path / "f.pt", progress=False).path
+    )
     np.testing.assert_array_equal(catalog.features, matrix)
 
 
@@ -259,7 +274,9 @@ def test_attribute_labels_become_the_vocabulary(fiq_release, tmp_path):
     ids = [item.id for item in plan.items]
     labels = {ids[0]: {"color": "red", "texture": ["lace", "floral"]}, ids[1]: ["maxi"]}
     (tmp_path / "attrs.json").write_text(json.dumps(labels))
-    result = write_import(plan, tmp_path / "cat", encoder="none", attributes=tmp_path / "attrs.json", progress=False)
+    result = write_import(
+        plan, tmp_path / "cat", encoder="none", attributes=tmp_path / "attrs.json", progress=False
+    )
     catalog = open_catalog(result.path)
     assert catalog.vocabulary.type_names == ("attribute", "color", "texture")
     assert catalog.item(0).attributes["color"] == "red"
@@ -322,8 +339,34 @@ def test_fifty_thousand_pair_file_loads(tmp_path, small_catalog):
 
 
 def test_cli_import_and_export(tmp_path, small_catalog_path, capsys):
-    assert cli(["catalog", "export", "shoes", str(tmp_path / "rel"), "--catalog", str(small_catalog_path), "--pairs", "50"]) == 0
-    code = cli(["catalog", "import", "shoes", str(tmp_path / "rel"), "--out", str(tmp_path / "cat"), "--encoder", "none", "--no-progress"])
+    assert (
+        cli(
+            [
+                "catalog",
+                "export",
+                "shoes",
+                str(tmp_path / "rel"),
+                "--catalog",
+                str(small_catalog_path),
+                "--pairs",
+                "50",
+            ]
+        )
+        == 0
+    )
+    code = cli(
+        [
+            "catalog",
+            "import",
+            "shoes",
+            str(tmp_path / "rel"),
+            "--out",
+            str(tmp_path / "cat"),
+            "--encoder",
+            "none",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "no problems found" in out and "caption entries" in out
@@ -340,3 +383,111 @@ def test_command_choices_match_the_loaders():
     assert commands.CATEGORIES == fashioniq.CATEGORIES
     assert commands.FIQ_SPLITS == fashioniq.SPLITS
     assert commands.SHOES_SPLITS == shoes.SPLITS
+
+
+# --- learning from human captions ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def imported_train_val(fiq_release, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("imports") / "train-val"
+    write_import(plan_fashioniq(fiq_release, splits=("train", "val")), out, progress=False)
+    return out
+
+
+def test_human_captions_keep_each_splits_gallery(imported_train_val):
+    catalog = open_catalog(imported_train_val)
+    captions = HumanCaptions.load(imported_train_val)
+    val = captions.gallery_rows(catalog, "dress", "val")
+    train = captions.gallery_rows(catalog, "dress", "train")
+    assert len(val) and len(train) and not set(val) & set(train)
+    assert set(catalog.categories[val].tolist()) == {catalog.category_names.index("dress")}
+    targets, _ = captions.select("val", "dress").rows(catalog)
+    assert set(targets.tolist()) <= set(val.tolist())
+
+
+@pytest.mark.slow
+def test_single_shot_retriever_learns_and_benchmark_writes_reports(imported_train_val, tmp_path):
+    from fiq_gym.agents.single_shot import Args, evaluate_single_shot, load_single_shot, train
+    from fiq_gym.benchmarks import single_shot as bench
+
+    # Evaluated on its own training split (about 80 images per category, so chance R@10 is
+    # about 0.12): a retriever that reads the captions fits them far above chance.
+    checkpoint, result = train(
+        Args(
+            catalog=str(imported_train_val),
+            eval_split="train",
+            steps=150,
+            eval_every=150,
+            out=str(tmp_path / "ss"),
+            quiet=True,
+        )
+    )
+    assert result.mean["R@10"] > 0.4
+    net, tokenizer, meta = load_single_shot(checkpoint)
+    catalog = open_catalog(imported_train_val)
+    again = evaluate_single_shot(net, tokenizer, catalog, HumanCaptions.load(imported_train_val), "train")
+    assert again.per_category == result.per_category  # the checkpoint reproduces the figures
+    assert meta["agent"] == "single-shot"
+    assert list((tmp_path / "ss" / "tb").glob("events.out.tfevents.*"))
+
+    assert (
+        bench.main(
+            [
+                "--catalog",
+                str(imported_train_val),
+                "--seeds",
+                "0",
+                "--steps",
+                "5",
+                "--out",
+                str(tmp_path / "b"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "b" / "single_shot.json").read_text())
+    markdown = (tmp_path / "b" / "single_shot.md").read_text()
+    chance = report["table"]["chance"]["mean"]["R@10"]
+    assert "| chance | " in markdown and f"{chance:.3f}" in markdown
+    for category, size in report["sizes"].items():
+        assert report["table"]["chance"][category]["R@10"] == pytest.approx(
+            min(10, size["gallery"]) / size["gallery"]
+        )
+
+
+@pytest.mark.slow
+def test_captioner_trains_on_human_captions_from_the_release(imported_train_val, fiq_release, tmp_path):
+    from fiq_gym.users.transformer.data import human_dataset
+    from fiq_gym.users.transformer.train import TrainArgs, train_captioner
+
+    catalog = open_catalog(imported_train_val)
+    from_release = human_dataset(catalog, f"fashioniq:{fiq_release}")
+    stored = human_dataset(catalog, "catalog")
+    assert from_release.caption_source == "human"
+    assert [p.caption for p in from_release.train] == [p.caption for p in stored.train]
+    assert {p.caption for p in stored.val} <= {
+        c for e in HumanCaptions.load(imported_train_val).select("val").entries for c in e.captions
+    }
+    with pytest.raises(ValueError, match="template, catalog, fashioniq:ROOT or shoes:ROOT"):
+        human_dataset(catalog, "coco:/x")
+    result = train_captioner(
+        TrainArgs(
+            catalog=str(imported_train_val),
+            captions="catalog",
+            epochs=1,
+            out=str(tmp_path / "cap"),
+            threads=1,
+            progress=False,
+            bleu_pairs=20,
+        )
+    )
+    config = json.loads((result.out / "config.json").read_text())
+    assert config["caption_source"] == "human"
+    env = gym.make(
+        "fiq_gym/FashionIQ-v0",
+        catalog=str(imported_train_val),
+        user="transformer",
+        user_kwargs={"checkpoint": str(result.out)},
+    )
+    _, info = env.reset(seed=0)
+    assert isinstance(info["caption"], str)
