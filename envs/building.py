@@ -126,8 +126,13 @@ def build_dialog_parts(
     elif user == "template":
         chosen, word_tokenizer = _template_user(opened, user_kwargs or {})
         tokenizer = tokenizer or word_tokenizer
-    elif user == "transformer":
-        chosen = _transformer_user(opened, user_kwargs or {})
+    elif user == "transformer" or (isinstance(user, str) and user.startswith("transformer:")):
+        # "transformer:DIR" names a checkpoint in one string, so every trainer's --user flag
+        # can pick a shopper trained elsewhere (e.g. on human captions).
+        kwargs = dict(user_kwargs or {})
+        if user != "transformer":
+            kwargs["checkpoint"] = user.partition(":")[2]
+        chosen = _transformer_user(opened, kwargs)
         tokenizer = tokenizer or chosen.tokenizer  # type: ignore[attr-defined]
     elif user == "dataset":
         chosen = _dataset_user(opened, user_kwargs or {})

@@ -119,7 +119,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       ``{"checkpoint": DIR, "decoding": {"strategy": "greedy"}}`` (defaults: the checkpoint
       shipped with the package, nucleus sampling; a checkpoint that does not fit the catalog
       fails with a message naming the mismatch). Caption token ids then come from the
-      transformer's own word tokenizer. `"dataset"` replays the human captions of a catalog
+      transformer's own word tokenizer; `"transformer:DIR"` is short for a transformer with
+      ``{"checkpoint": DIR}``. `"dataset"` replays the human captions of a catalog
       imported with ``fiq-gym catalog import`` (:class:`~fiq_gym.users.DatasetUser`;
       ``user_kwargs``: ``split``, ``mode`` `"random"` | `"joined"`, ``fallback``
       `"template"` | `"transformer"` | None, where None raises on pairs nobody annotated).
