@@ -530,3 +530,30 @@ def test_a_ppo_checkpoint_plays_in_query_mode(small_catalog_path, tmp_path):
     state = _play_to_end(session)
     assert state["status"] in ("found", "out_of_turns") and len(state["history"]) >= 2
     session.close()
+
+
+def test_a_checkpoint_with_its_own_tokenizer_reads_with_it(small_catalog_path, tmp_path):
+    """Checkpoints that learned their own words (``tokenizer.json``, e.g. single-shot) keep them."""
+    import torch
+
+    from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet, save_checkpoint
+    from fiq_gym.envs.building import build_dialog_parts
+    from fiq_gym.play.agent import load_play_agent
+    from fiq_gym.play.session import PlaySession
+    from fiq_gym.text import WordTokenizer
+
+    tokenizer = WordTokenizer(["is", "red", "redder", "longer"])
+    _, tables, _, _ = build_dialog_parts(str(small_catalog_path), None, "template", None, None)
+    torch.manual_seed(0)
+    config = RetrieverConfig(
+        tokenizer.vocab_size, tables.feature_dim, tables.side_info.shape[1], tables.num_items, 16
+    )
+    args = {"catalog": str(small_catalog_path), "max_turns": 2}
+    save_checkpoint(tmp_path, RetrieverNet(config), args=args, files={"tokenizer.json": tokenizer.to_json()})
+    play = load_play_agent(tmp_path)
+    assert play.tokenizer == tokenizer
+    session = PlaySession(play, seed=0)
+    session.new_dialog()
+    state = session.submit("is redder and darker")
+    assert state["history"][0]["unknown_words"] == ["and", "darker"]
+    session.close()

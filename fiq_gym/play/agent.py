@@ -25,7 +25,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.resolve import resolve_catalog
 from fiq_gym.envs.building import build_dialog_parts
 from fiq_gym.evaluation import RetrievalAgent
-from fiq_gym.text import CaptionTokenizer
+from fiq_gym.text import CaptionTokenizer, WordTokenizer
 
 __all__ = [
     "DEFAULT_AGENT_DIR",
@@ -55,8 +55,9 @@ class PlayAgent:
         catalog: the opened catalog it plays on.
         env_id: the registered env id it was trained on (fixes the category).
         shopper: the simulated shopper it was trained with (``"template"``, ``"transformer"``);
-            a person's words are tokenized with that shopper's tokenizer, and watch mode
-            plays that shopper.
+            a person's words are tokenized with that shopper's tokenizer (or with the
+            checkpoint's own ``tokenizer.json`` when it has one), and watch mode plays that
+            shopper.
         action_mode: the env action mode the agent speaks.
         max_turns: turns per dialog.
         tokenizer: the training shopper's tokenizer.
@@ -192,13 +193,18 @@ def load_play_agent(
             )
     config = _read_config(path)
     args = config.get("args") if isinstance(config.get("args"), dict) else {}
-    opened = resolve_catalog(catalog if catalog is not None else args.get("catalog"))
+    opened = resolve_catalog(catalog if catalog is not None else (args.get("catalog") or None))
     if shipped:
         _check_default_fits(record, opened)
     env_id = str(args.get("env_id", "fiq_gym/FashionIQ-v0"))
     shopper = str(args.get("user", "template"))
     category = gym.spec(env_id).kwargs.get("category")
-    _, tables, _, tokenizer = build_dialog_parts(opened, category, shopper, None, None)
+    own_tokenizer = path / "tokenizer.json"
+    if own_tokenizer.is_file():  # a checkpoint that learned its own words (e.g. fiq-gym train single-shot)
+        tokenizer: CaptionTokenizer = WordTokenizer.from_json(own_tokenizer.read_text(encoding="utf-8"))
+        _, tables, _, _ = build_dialog_parts(opened, category, shopper, None, tokenizer)
+    else:
+        _, tables, _, tokenizer = build_dialog_parts(opened, category, shopper, None, None)
     turns = int(max_turns if max_turns is not None else args.get("max_turns", 5))
     if turns < 1:
         raise ValueError(f"max_turns must be at least 1, got {turns}")
