@@ -557,3 +557,25 @@ def test_a_checkpoint_with_its_own_tokenizer_reads_with_it(small_catalog_path, t
     state = session.submit("is redder and darker")
     assert state["history"][0]["unknown_words"] == ["and", "darker"]
     session.close()
+
+
+@pytest.mark.slow
+def test_cli_serve_port_0_prints_its_url(agent_checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "fiq_gym", "serve", "--agent", str(agent_checkpoint), "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("fiq-gym serve: open http://127.0.0.1:"), (line, process.stderr.read())
+        url = line.split()[3]
+        with urllib.request.urlopen(url + "api/health", timeout=10) as response:
+            health = json.load(response)
+        assert health["ok"] and health["num_items"] == 300
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
