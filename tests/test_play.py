@@ -373,6 +373,8 @@ def test_api_rejects_bad_requests_with_clear_errors(server):
     assert status == 413 and "too large" in body["error"]
     status, body, _ = _request(server, "POST", feedback, raw=b'{"caption": "is red"')
     assert status == 400 and "malformed JSON" in body["error"]
+    status, body, _ = _request(server, "POST", feedback, raw=b"[" * 8000 + b"]" * 8000)
+    assert status == 400 and "malformed JSON" in body["error"]
     status, body, _ = _request(server, "POST", feedback, raw=b"[1, 2]")
     assert status == 400 and "JSON object" in body["error"]
     status, body, _ = _request(server, "POST", feedback, {"caption": 5})

@@ -266,14 +266,13 @@ class _Handler(BaseHTTPRequestHandler):
         if size > MAX_BODY_BYTES:
             # Drain a moderately oversized body so the client reads the answer rather than a
             # reset connection; do not read a huge one at all.
-            if size <= _DRAIN_LIMIT:
-                while size > 0:
-                    chunk = self.rfile.read(min(size, 65536))
-                    if not chunk:
-                        break
-                    size -= len(chunk)
+            remaining = size if size <= _DRAIN_LIMIT else 0
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
             self.close_connection = True
-            size = int(length)
             raise HTTPError(413, f"request body of {size} bytes is too large; the limit is {MAX_BODY_BYTES}")
         kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         raw = self.rfile.read(size)
@@ -285,6 +284,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise HTTPError(400, f"malformed JSON body: {e}") from None
+        except RecursionError:
+            raise HTTPError(400, "malformed JSON body: nested too deeply") from None
         if not isinstance(data, dict):
             raise HTTPError(400, f"the body must be a JSON object, got {type(data).__name__}")
         return data

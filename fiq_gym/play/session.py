@@ -109,7 +109,8 @@ class PlaySession:
         return int(self.gallery.rows[index])
 
     def resolve_item(self, item: int | str) -> int:
-        """The index in play of ``item``: an index in play (int) or an item id (str)."""
+        """The index in play of ``item``: an index in play (int), an item id (str), or the
+        digits of an index (a str that is no item id)."""
         if isinstance(item, bool):
             raise ValueError(f"not an item: {item!r}")
         if isinstance(item, int | np.integer):
@@ -117,12 +118,13 @@ class PlaySession:
                 raise ValueError(f"item index {item} is out of range; valid: 0..{self.num_items - 1}")
             return int(item)
         if isinstance(item, str):
-            if item.strip().isdigit():
-                return self.resolve_item(int(item.strip()))
-            hits = np.flatnonzero(np.asarray(self.catalog.ids)[self.gallery.rows] == item.strip())
-            if not len(hits):
-                raise ValueError(f"no item with id {item!r} among the {self.num_items} items in play")
-            return int(hits[0])
+            text = item.strip()
+            hits = np.flatnonzero(np.asarray(self.catalog.ids)[self.gallery.rows] == text)
+            if len(hits):
+                return int(hits[0])
+            if text.isdigit():  # not an id: an index in play
+                return self.resolve_item(int(text))
+            raise ValueError(f"no item with id {text[:80]!r} among the {self.num_items} items in play")
         raise ValueError(f"an item is an index in play or an item id, got {type(item).__name__}")
 
     def item(self, index: int) -> dict[str, Any]:
