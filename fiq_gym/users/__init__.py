@@ -8,6 +8,7 @@ from typing import Any
 
 from fiq_gym.users.base import CaptionBatch, Difference, User
 from fiq_gym.users.dataset import DatasetUser, UnannotatedPairError
+from fiq_gym.users.human import HumanUser
 from fiq_gym.users.template import Claim, TemplateNoise, TemplateUser, parse_caption
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Claim",
     "DatasetUser",
     "Difference",
+    "HumanUser",
     "TemplateNoise",
     "TemplateUser",
     "TransformerUser",
