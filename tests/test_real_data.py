@@ -491,6 +491,8 @@ def test_captioner_trains_on_human_captions_from_the_release(imported_train_val,
     )
     _, info = env.reset(seed=0)
     # "transformer:DIR" (what the trainers' --user flag takes) is the same shopper.
-    short = gym.make("fiq_gym/FashionIQ-v0", catalog=str(imported_train_val), user=f"transformer:{result.out}")
+    short = gym.make(
+        "fiq_gym/FashionIQ-v0", catalog=str(imported_train_val), user=f"transformer:{result.out}"
+    )
     assert short.reset(seed=0)[1]["caption"] == info["caption"]
     assert short.unwrapped.user is env.unwrapped.user
