@@ -61,3 +61,24 @@ def small_agent_checkpoint(small_catalog_path, tmp_path_factory):
     }
     save_checkpoint(path, net, args=args, agent="supervised")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    """A randomly initialised 1-layer ViT and its image processor, saved as save_pretrained does."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    path = tmp_path_factory.mktemp("hf") / "tiny-vit"
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    ViTModel(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path

@@ -370,26 +370,6 @@ def test_checkpoint_vocabulary_mismatch_is_named(trained):
 # --- Hugging Face encoders --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory):
-    """A randomly initialised 1-layer ViT and its image processor, saved as save_pretrained does."""
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    path = tmp_path_factory.mktemp("hf") / "tiny-vit"
-    torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
-    ViTModel(config).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_hf_encoder_writes_pooled_features_and_keeps_scores(tiny_vit, learn_catalogs, tmp_path):
     path = _copy(learn_catalogs[1], tmp_path)

@@ -496,3 +496,18 @@ def test_captioner_trains_on_human_captions_from_the_release(imported_train_val,
     )
     assert short.reset(seed=0)[1]["caption"] == info["caption"]
     assert short.unwrapped.user is env.unwrapped.user
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_import_with_a_local_hugging_face_encoder(fiq_release, tiny_vit, tmp_path):
+    plan = plan_fashioniq(fiq_release, categories=("shirt",))
+    result = write_import(plan, tmp_path / "cat", encoder=f"hf:{tiny_vit}", progress=False)
+    catalog = open_catalog(result.path)
+    assert catalog.feature_dim == 32  # the tiny ViT's hidden size
+    assert catalog.attribute_scores is None  # a generic vision model predicts no attributes
+    assert catalog.provenance["features"]["encoder"] == "hf"
+    with pytest.raises(ValueError, match="--encoder must be"):
+        write_import(
+            plan_fashioniq(fiq_release, categories=("shirt",)), tmp_path / "x", encoder="clip", progress=False
+        )
+    assert not (tmp_path / "x").exists()

@@ -410,6 +410,15 @@ def write_import(
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
     report = plan.report
     out = Path(out)
+    if (
+        features is None
+        and encoder not in (None, "none", "attribute-net")
+        and not encoder.startswith(("hf:", "attribute-net:"))
+    ):
+        # Checked before hours of decoding, not after.
+        raise ValueError(
+            f"--encoder must be attribute-net, attribute-net:DIR, hf:DIR or none, got {encoder!r}"
+        )
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
     feature_matrix = None
