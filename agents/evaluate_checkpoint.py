@@ -9,7 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.retriever import RetrieverAgent, check_fits, load_checkpoint
+from fiq_gym.agents.retriever import RetrieverAgent, check_catalog, check_fits, load_checkpoint
 from fiq_gym.evaluation import EvaluationResult, evaluate
 
 __all__ = ["evaluate_checkpoint"]
@@ -44,6 +44,7 @@ def evaluate_checkpoint(
     try:
         inner = envs.unwrapped
         check_fits(net.config, inner.gallery, inner.tokenizer.vocab_size)
+        check_catalog(meta, inner.catalog, checkpoint)
         agent = RetrieverAgent(net, inner.gallery)
         return evaluate(agent, envs, episodes=episodes, seed=seed, name=str(meta.get("agent", "retriever")))
     finally:

@@ -224,6 +224,7 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
                 rnd + 1,
                 agent="policy gradient",
                 extra_state={"baseline": baseline.tolist()},
+                catalog=envs.unwrapped.catalog,
             )
     writer.close()
     envs.close()

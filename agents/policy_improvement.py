@@ -216,7 +216,15 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
             result = evaluate_net(net, args, name="policy improvement")
             log_evaluation(writer, result, rnd)
-            save_training_checkpoint(checkpoint, net, optimizer, args, rnd + 1, agent="policy improvement")
+            save_training_checkpoint(
+                checkpoint,
+                net,
+                optimizer,
+                args,
+                rnd + 1,
+                agent="policy improvement",
+                catalog=envs.unwrapped.catalog,
+            )
     writer.close()
     envs.close()
     return net, result

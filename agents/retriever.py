@@ -31,9 +31,17 @@ from torch.nn import functional as F
 
 from fiq_gym import __version__
 from fiq_gym._atomic import atomic_directory
+from fiq_gym.catalog.model import Catalog
 from fiq_gym.retrieval import RetrievalTables
 
-__all__ = ["RetrieverAgent", "RetrieverConfig", "RetrieverNet", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "RetrieverAgent",
+    "RetrieverConfig",
+    "RetrieverNet",
+    "check_catalog",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,30 @@ def check_fits(config: RetrieverConfig, gallery: RetrievalTables, vocab_size: in
         )
 
 
+def check_catalog(
+    meta: dict[str, Any], catalog: Catalog, where: str | os.PathLike = "this checkpoint"
+) -> None:
+    """Raise ``ValueError`` if a checkpoint was trained on another catalog than ``catalog``
+    (checkpoints from before fingerprints were recorded pass)."""
+    trained = meta.get("catalog")
+    if not trained:
+        return
+    now = catalog.fingerprint()
+    differs = [k for k in trained if now.get(k) != trained[k]]
+    if differs:
+        what = {
+            "items": "a different number of items",
+            "ids_sha256": "other items (or another order)",
+            "features_sha256": "other image features",
+            "labels_sha256": "other attribute labels",
+        }
+        raise ValueError(
+            f"{where} was trained on another catalog than {catalog.provenance.get('path', 'this one')}: "
+            + "; ".join(what.get(k, k) for k in differs)
+            + ". Evaluate it on the catalog it was trained on (its args name it), or retrain it on this one."
+        )
+
+
 def versions() -> dict[str, str]:
     return {
         "fiq_gym": __version__,
@@ -194,6 +226,7 @@ def save_checkpoint(
     state: dict[str, Any] | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
     files: dict[str, str] | None = None,
+    catalog: Catalog | None = None,
 ) -> Path:
     """Write ``model.safetensors`` + ``config.json`` (+ training state, + text ``files`` such
     as a tokenizer) atomically."""
@@ -212,6 +245,7 @@ def save_checkpoint(
             "config": asdict(net.config),
             "args": args,
             "training_state": state or {},
+            "catalog": None if catalog is None else catalog.fingerprint(),
             "versions": versions(),
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")

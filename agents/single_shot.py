@@ -237,6 +237,7 @@ def train(args: Args) -> tuple[Path, SingleShotResult]:
                 agent="single-shot",
                 state={"step": step, "eval": {"split": eval_split, **result.per_category}},
                 files={"tokenizer.json": tokenizer.to_json()},
+                catalog=catalog,
             )
     writer.close()
     return out / "checkpoint", result

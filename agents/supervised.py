@@ -30,12 +30,14 @@ from fiq_gym.agents.retriever import (
     RetrieverAgent,
     RetrieverConfig,
     RetrieverNet,
+    check_catalog,
     check_fits,
     gallery_tensors,
     load_checkpoint,
     observation_tensors,
     save_checkpoint,
 )
+from fiq_gym.catalog.model import Catalog
 from fiq_gym.evaluation import EvaluationResult, evaluate
 
 __all__ = ["Args", "train", "triplet_loss"]
@@ -171,7 +173,9 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
             result = evaluate_net(net, args)
             log_evaluation(writer, result, rnd)
-            save_training_checkpoint(checkpoint, net, optimizer, args, rnd + 1)
+            save_training_checkpoint(
+                checkpoint, net, optimizer, args, rnd + 1, catalog=envs.unwrapped.catalog
+            )
     writer.close()
     envs.close()
     return net, result
@@ -189,13 +193,17 @@ def restore_or_create(
     gallery = envs.unwrapped.gallery
     vocab = envs.unwrapped.tokenizer.vocab_size
     state: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
+    source: Any = None
     start = 0
     if args.resume and (checkpoint / "config.json").exists():
         net, meta, tensors = load_checkpoint(checkpoint)
+        source = checkpoint
         state = meta["training_state"]
         start = int(state["round"])
     elif args.init:
-        net, _, _ = load_checkpoint(args.init)
+        net, meta, _ = load_checkpoint(args.init)
+        source = args.init
     else:
         net = RetrieverNet(
             RetrieverConfig(
@@ -208,6 +216,8 @@ def restore_or_create(
             )
         )
     check_fits(net.config, gallery, vocab)
+    if meta:
+        check_catalog(meta, envs.unwrapped.catalog, source)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
     if state:
         optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
@@ -270,11 +280,20 @@ def save_training_checkpoint(
     rounds_done: int,
     agent: str = "supervised",
     extra_state: dict[str, Any] | None = None,
+    catalog: Catalog | None = None,
 ) -> None:
     """Model, optimizer state (as safetensors) and the round counter, in one atomic directory."""
     tensors, optimizer_meta = optimizer_state_to_tensors(optimizer)
     state = {"round": rounds_done, "optimizer": optimizer_meta, **(extra_state or {})}
-    save_checkpoint(path, net, args=dataclasses.asdict(args), agent=agent, state=state, extra_tensors=tensors)
+    save_checkpoint(
+        path,
+        net,
+        args=dataclasses.asdict(args),
+        agent=agent,
+        state=state,
+        extra_tensors=tensors,
+        catalog=catalog,
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

@@ -256,3 +256,27 @@ def test_ppo_trains_saves_and_evaluates(small_catalog_path, tmp_path):
     # `fiq-gym eval` takes PPO checkpoints too.
     evaluated = evaluate_checkpoint(checkpoint, episodes=8, seed=0)
     assert evaluated.agent == "PPO" and evaluated.ranks.shape == (8, 6)
+
+
+def test_checkpoint_on_another_catalog_of_the_same_shape_is_refused(small_catalog, tmp_path):
+    """Same size and vocabulary, different garments (synthetic ids do not name the seed, so the
+    ids match too): the shapes fit, the catalog
+    fingerprint recorded at training time does not."""
+    from fiq_gym.agents.retriever import (
+        RetrieverConfig,
+        RetrieverNet,
+        check_catalog,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from fiq_gym.catalog.synthetic import build_synthetic_catalog
+
+    other = build_synthetic_catalog(tmp_path / "other", size=300, seed=8, image_size=48, progress=False)
+    net = RetrieverNet(RetrieverConfig(vocab_size=10, feature_dim=4, attribute_dim=3, num_items=300))
+    save_checkpoint(tmp_path / "ckpt", net, args={}, catalog=small_catalog)
+    _, meta, _ = load_checkpoint(tmp_path / "ckpt")
+    check_catalog(meta, small_catalog)  # the training catalog passes
+    with pytest.raises(ValueError, match=r"another catalog .*other attribute labels.*retrain it"):
+        check_catalog(meta, other, tmp_path / "ckpt")
+    meta.pop("catalog")
+    check_catalog(meta, other)  # checkpoints from before fingerprints load as before

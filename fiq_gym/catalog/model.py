@@ -190,6 +190,25 @@ class Catalog:
     def feature_dim(self) -> int:
         return 0 if self.features is None else int(self.features.shape[1])
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the catalog to a trained agent: the item count and SHA-256 prefixes
+        of the ids (which garment each row is) and of what agents see of the items (the
+        features, or the labels when there are none). Recorded in checkpoints, so loading one
+        on another catalog of the same shape fails instead of silently ranking wrong items."""
+        import hashlib
+
+        ids = hashlib.sha256("\n".join(np.asarray(self.ids).tolist()).encode("utf-8")).hexdigest()[:16]
+        seen = hashlib.sha256()
+        source = self.features if self.features is not None else self.labels
+        step = max(1, (16 << 20) // max(1, source[:1].nbytes))
+        for start in range(0, len(source), step):
+            seen.update(np.ascontiguousarray(source[start : start + step]).tobytes())
+        return {
+            "items": len(self),
+            "ids_sha256": ids,
+            ("features_sha256" if self.features is not None else "labels_sha256"): seen.hexdigest()[:16],
+        }
+
     def attribute_codes(self) -> np.ndarray:
         """(N, T) int16: the value index of each attribute type per item, -1 if unlabelled."""
         return self.vocabulary.decode(self.labels)

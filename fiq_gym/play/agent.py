@@ -210,10 +210,11 @@ def load_play_agent(
         raise ValueError(f"max_turns must be at least 1, got {turns}")
     kind = config.get("format")
     if kind == "fiq-gym-retriever":
-        from fiq_gym.agents.retriever import check_fits, load_checkpoint
+        from fiq_gym.agents.retriever import check_catalog, check_fits, load_checkpoint
 
         net, meta, _ = load_checkpoint(path)
         check_fits(net.config, tables, tokenizer.vocab_size)
+        check_catalog(meta, opened, path)
         model, kind_name, mode = net, "retriever", "scores"
         label = f"{meta.get('agent', 'retriever')}"
     elif kind == "fiq-gym-ppo":
