@@ -15,10 +15,9 @@ counted.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,15 @@ from tqdm.auto import tqdm
 
 from fiq_gym._atomic import atomic_directory, atomic_write_json
 from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions
-from fiq_gym.catalog.storage import CatalogWriter, _AppendArray, open_catalog, write_catalog_arrays
-from fiq_gym.catalog.vocabulary import AttributeType, AttributeVocabulary
+from fiq_gym.catalog.import_inputs import (
+    label_matrix,
+    load_attribute_labels,
+    load_feature_file,
+    read_json_list,
+)
+from fiq_gym.catalog.photos import decode_image, primary_rgb
+from fiq_gym.catalog.storage import CatalogWriter, _AppendArray, write_catalog_arrays
+from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import DatasetError
 
 __all__ = [
@@ -43,7 +49,6 @@ __all__ = [
     "index_images",
     "load_attribute_labels",
     "load_feature_file",
-    "load_image",
     "read_json_list",
     "write_import",
 ]
@@ -106,29 +111,6 @@ class ImportReport:
 
 
 # --- reading release files -------------------------------------------------------------------
-def read_json_list(file: Path, what: str) -> list[Any]:
-    """A release file that must hold a JSON list, with an error naming the file otherwise.
-
-    A missing, unparsable or non-list file is an error in any mode: without it there is
-    nothing to import.
-    """
-    if not file.is_file():
-        raise DatasetError(f"{file} does not exist: expected {what}; check the dataset root and layout")
-    try:
-        with open(file, "rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(
-            f"{file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-            "restore it from the dataset release"
-        ) from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{file} is not UTF-8 JSON; restore it from the dataset release") from None
-    if not isinstance(data, list):
-        raise DatasetError(f"{file} holds a JSON {type(data).__name__}, expected a list ({what})")
-    return data
-
-
 def index_images(
     folder: Path, *, recursive: bool, key: Callable[[Path], str], report: ImportReport
 ) -> dict[str, Path]:
@@ -157,174 +139,6 @@ def index_images(
 
 
 # --- images --------------------------------------------------------------------------------
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """A photo as a (size, size, 3) uint8 array: padded to a square with white (product
-    photos sit on white), then resized. Raises ``OSError``/``ValueError`` if unreadable."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.draft("RGB", (size * 2, size * 2))  # JPEGs decode at a reduced scale: much faster
-        rgb = img.convert("RGB")
-    w, h = rgb.size
-    if w < 1 or h < 1:
-        raise ValueError("empty image")
-    side = max(w, h)
-    square = Image.new("RGB", (side, side), (255, 255, 255))
-    square.paste(rgb, ((side - w) // 2, (side - h) // 2))
-    return np.asarray(square.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
-
-
-def _decode(args: tuple[str, int]) -> tuple[np.ndarray | None, str]:
-    path, size = args
-    try:
-        return load_image(path, size), ""
-    except Exception as e:
-        return None, f"{type(e).__name__}: {e}"
-
-
-def _primary_rgb(images: np.ndarray) -> np.ndarray:
-    """(B, 3) mean colour of each image's non-background (not near-white) pixels."""
-    flat = images.reshape(len(images), -1, 3).astype(np.float32)
-    garment = (flat < 235).any(axis=2)
-    counts = garment.sum(axis=1, keepdims=True)
-    mean = np.where(
-        counts > 0, (flat * garment[..., None]).sum(axis=1) / np.maximum(counts, 1), flat.mean(axis=1)
-    )
-    return np.clip(np.rint(mean), 0, 255).astype(np.uint8)
-
-
-# --- features and labels ---------------------------------------------------------------------
-def _read_id_list(file: Path) -> list[str]:
-    if not file.is_file():
-        raise DatasetError(f"feature id list {file} does not exist")
-    if file.suffix.lower() == ".json":
-        ids = read_json_list(file, "a JSON list of item ids, one per feature row")
-    else:
-        ids = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [str(x) for x in ids]
-
-
-def load_feature_file(
-    file: str | os.PathLike, ids_file: str | os.PathLike | None = None
-) -> tuple[list[str], np.ndarray]:
-    """Precomputed features: ``(ids, matrix)`` with ``matrix`` (N, D) float32.
-
-    Accepted: a ``.npy`` (N, D) array with ``ids_file`` (a JSON list or a text file, one id
-    per line, in row order); a ``.pt`` holding a tensor (with ``ids_file``), a dict
-    ``{"ids": [...], "features": tensor}`` or a dict ``{id: 1-D tensor}``.
-    """
-    file = Path(file)
-    if not file.is_file():
-        raise DatasetError(f"feature file {file} does not exist")
-    ids: list[str] | None = _read_id_list(Path(ids_file)) if ids_file is not None else None
-    suffix = file.suffix.lower()
-    if suffix == ".npy":
-        try:
-            matrix = np.load(file, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise DatasetError(f"{file} cannot be read as a .npy array ({e})") from None
-    elif suffix in (".pt", ".pth"):
-        import torch
-
-        try:
-            data = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise DatasetError(f"{file} cannot be read with torch.load ({type(e).__name__}: {e})") from None
-        if isinstance(data, dict) and "features" in data:
-            if ids is None:
-                key = next((k for k in ("ids", "asins", "names") if k in data), None)
-                if key is None:
-                    raise DatasetError(
-                        f"{file} has 'features' but no 'ids' list; add one or pass --feature-ids"
-                    )
-                ids = [str(x) for x in data[key]]
-            matrix = data["features"]
-        elif isinstance(data, dict):
-            ids = [str(k) for k in data]
-            matrix = (
-                torch.stack([torch.as_tensor(v).reshape(-1) for v in data.values()])
-                if data
-                else torch.zeros(0, 0)
-            )
-        else:
-            matrix = data
-        matrix = matrix.detach().float().numpy() if hasattr(matrix, "detach") else np.asarray(matrix)
-    else:
-        raise DatasetError(f"feature file {file} must be a .npy or a .pt file, got {suffix or 'no suffix'}")
-    if ids is None:
-        raise DatasetError(
-            f"{file} has no item ids; pass --feature-ids FILE (a JSON list or one id per line, in row order)"
-        )
-    matrix = np.asarray(matrix)
-    if matrix.ndim != 2 or matrix.dtype.kind not in "fiu":
-        raise DatasetError(f"{file} must hold a 2-D numeric (N, D) matrix, got {matrix.dtype} {matrix.shape}")
-    if len(ids) != len(matrix):
-        raise DatasetError(
-            f"{file} has {len(matrix)} feature rows but {len(ids)} ids; they must align row by row"
-        )
-    if len(set(ids)) != len(ids):
-        dup = next(x for x, c in Counter(ids).items() if c > 1)
-        raise DatasetError(f"{file}: id {dup!r} has more than one feature row")
-    matrix = matrix.astype(np.float32)
-    bad = ~np.isfinite(matrix).all(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DatasetError(f"{file}: feature row {row} (id {ids[row]!r}) is not finite")
-    return ids, matrix
-
-
-def load_attribute_labels(
-    file: str | os.PathLike,
-) -> tuple[AttributeVocabulary, dict[str, dict[str, set[str]]]]:
-    """Optional attribute labels: a JSON object ``{id: {type: value | [values]}}`` or
-    ``{id: [values]}`` (one multi-label type ``"attribute"``). Types are sorted by name and
-    their values alphabetically."""
-    file = Path(file)
-    if not file.is_file():
-        raise DatasetError(f"attribute label file {file} does not exist")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{file} must hold a JSON object {{id: labels}}, got a {type(data).__name__}")
-    labels: dict[str, dict[str, set[str]]] = {}
-    for item, value in data.items():
-        if isinstance(value, list):
-            value = {"attribute": value}
-        if not isinstance(value, dict):
-            raise DatasetError(
-                f"{file}: labels of {item!r} must be a list or an object of types, got {value!r}"
-            )
-        per_type: dict[str, set[str]] = {}
-        for type_name, values in value.items():
-            values = [values] if isinstance(values, str) else values
-            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise DatasetError(
-                    f"{file}: {item!r} type {type_name!r} must be a string or a list of strings"
-                )
-            if values:
-                per_type[str(type_name)] = {v.strip() for v in values if v.strip()}
-        labels[str(item)] = per_type
-    types: dict[str, set[str]] = {}
-    for per_type in labels.values():
-        for t, values in per_type.items():
-            types.setdefault(t.replace(":", "_") or "attribute", set()).update(values)
-    vocabulary = AttributeVocabulary(
-        tuple(AttributeType(t, tuple(sorted(v))) for t, v in sorted(types.items()) if v)
-    )
-    return vocabulary, labels
-
-
-def _label_matrix(
-    vocabulary: AttributeVocabulary, labels: dict[str, dict[str, set[str]]], ids: Sequence[str]
-) -> np.ndarray:
-    matrix = np.zeros((len(ids), vocabulary.size), dtype=np.uint8)
-    for row, item in enumerate(ids):
-        for type_name, values in labels.get(item, {}).items():
-            for value in values:
-                matrix[row, vocabulary.column(type_name.replace(":", "_") or "attribute", value)] = 1
-    return matrix
 
 
 # --- the plan and the writer -----------------------------------------------------------------
@@ -456,7 +270,7 @@ def write_import(
             report.note(
                 f"{unlabelled} of {len(ids)} items have no attribute labels (their label rows are empty)"
             )
-        labels = _label_matrix(vocabulary, label_map, ids)
+        labels = label_matrix(vocabulary, label_map, ids)
         codes = np.array([plan.category_names.index(item.category) for item in plan.items], dtype=np.int16)
         present = set(ids)
         galleries = {k: tuple(x for x in v if x in present) for k, v in plan.galleries.items()}
@@ -479,7 +293,7 @@ def write_import(
                     categories=codes[start : start + step],
                     labels=labels[start : start + step],
                     descriptions=[""] * len(block),
-                    primary_rgb=_primary_rgb(block),
+                    primary_rgb=primary_rgb(block),
                     images=block,
                 )
             writer.close(category_names=plan.category_names, provenance=provenance)
@@ -515,10 +329,10 @@ def _decode_all(plan: ImportPlan, staging: Path, size: int, workers: int, progre
     try:
         if workers > 1 and n > 64:
             with ProcessPoolExecutor(workers) as pool:
-                results: Iterable = pool.map(_decode, jobs, chunksize=32)
+                results: Iterable = pool.map(decode_image, jobs, chunksize=32)
                 _collect(plan, results, out, blank, ok, bar)
         else:
-            _collect(plan, map(_decode, jobs), out, blank, ok, bar)
+            _collect(plan, map(decode_image, jobs), out, blank, ok, bar)
     finally:
         bar.close()
     out.close()
@@ -566,9 +380,3 @@ def _attach_features(
         extract_features(directory, checkpoint=checkpoint, features_only="auto", progress=progress)
         return encoder
     raise ValueError(f"--encoder must be attribute-net, attribute-net:DIR, hf:DIR or none, got {encoder!r}")
-
-
-def open_import(path: str | os.PathLike):
-    """Open an imported catalog and its human captions: ``(catalog, HumanCaptions)``."""
-    catalog = open_catalog(path)
-    return catalog, HumanCaptions.load(path)
