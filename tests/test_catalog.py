@@ -231,3 +231,15 @@ def test_cli_build_and_show(tmp_path):
     done = subprocess.run([*run, "show", str(tmp_path / "nope")], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_build_works_from_a_script_read_on_stdin(tmp_path):
+    """Spawned render workers cannot re-import a main program read from stdin; the build
+    must notice and render in-process rather than die with BrokenProcessPool."""
+    script = (
+        "from fiq_gym.catalog.synthetic import build_synthetic_catalog\n"
+        f"print(len(build_synthetic_catalog({str(tmp_path / 'c')!r}, size=1200, image_size=32, progress=False)))\n"
+    )
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1200"

@@ -9,6 +9,7 @@ into the memory-mapped arrays of the catalog being written.
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -183,6 +184,10 @@ def build_synthetic_catalog(
         for c, start in enumerate(range(0, size, CHUNK_SIZE))
     ]
     workers = min(workers or min(os.cpu_count() or 1, 8), len(jobs))
+    if getattr(sys.modules.get("__main__"), "__file__", "").startswith("<"):
+        # A main program read from stdin ("python - <<EOF") cannot be re-imported by spawned
+        # workers (they die at start-up), so render in this process instead.
+        workers = 1
     with catalog_writer(out, size, image_size=image_size, vocabulary=vocab, overwrite=overwrite) as writer:
         bar = tqdm(total=size, desc="rendering garments", unit="item", disable=not progress)
         pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
