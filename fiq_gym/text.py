@@ -15,9 +15,11 @@ import numpy as np
 
 __all__ = ["CaptionTokenizer", "WordTokenizer", "split_words"]
 
-# Letters and digits of any script ("ñandú", "café"); on ASCII text this is exactly
-# [a-z0-9] runs after lower-casing, so template captions tokenize as they always did.
-_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*|[^\w\s]|_")
+# ASCII letters and digits make words; every other visible character is a token of its own
+# ("ñandú" -> "ñ", "and", "ú"). Kept this simple on purpose: the learned shopper's Rust
+# tokenizer must split text exactly the same way, and Unicode word classes differ between
+# Python's re and Oniguruma (combining marks, other numerals).
+_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")
 
 
 def split_words(text: str) -> list[str]:
