@@ -17,7 +17,6 @@ they still make single-shot queries, but cannot be scored.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 from fiq_gym._atomic import atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError
+from fiq_gym.jsonfile import read_json
 
 __all__ = ["CAPTIONS_FILE", "CaptionEntry", "HumanCaptions", "load_human_captions"]
 
@@ -161,12 +161,7 @@ class HumanCaptions:
                 f"{file} does not exist: only catalogs made by `fiq-gym catalog import` carry human "
                 "captions; import the dataset (see docs/real_data.md)"
             )
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise CatalogError(
-                f"{file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); re-import the dataset"
-            ) from None
+        data = read_json(file, CatalogError, "re-import the dataset")
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
             raise CatalogError(f"{file} is not a fiq-gym human caption file (expected format {_FORMAT!r})")
         if data.get("version") != _VERSION:

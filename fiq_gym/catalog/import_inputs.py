@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ import numpy as np
 
 from fiq_gym.catalog.vocabulary import AttributeType, AttributeVocabulary
 from fiq_gym.errors import DatasetError
+from fiq_gym.jsonfile import read_json
 
 __all__ = ["label_matrix", "load_attribute_labels", "load_feature_file", "read_id_list", "read_json_list"]
 
@@ -25,16 +25,7 @@ def read_json_list(file: Path, what: str) -> list[Any]:
     """
     if not file.is_file():
         raise DatasetError(f"{file} does not exist: expected {what}; check the dataset root and layout")
-    try:
-        with open(file, "rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(
-            f"{file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
-            "restore it from the dataset release"
-        ) from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{file} is not UTF-8 JSON; restore it from the dataset release") from None
+    data = read_json(file, DatasetError, "restore it from the dataset release")
     if not isinstance(data, list):
         raise DatasetError(f"{file} holds a JSON {type(data).__name__}, expected a list ({what})")
     return data
@@ -128,10 +119,7 @@ def load_attribute_labels(
     file = Path(file)
     if not file.is_file():
         raise DatasetError(f"attribute label file {file} does not exist")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{file} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    data = read_json(file, DatasetError, "fix the label file")
     if not isinstance(data, dict):
         raise DatasetError(f"{file} must hold a JSON object {{id: labels}}, got a {type(data).__name__}")
     labels: dict[str, dict[str, set[str]]] = {}

@@ -163,6 +163,17 @@ class ImportPlan:
     galleries: dict[str, list[str]] = field(default_factory=dict)
     """item ids of each image split, keyed ``"{category}.{split}"``"""
 
+    def keep_entries_within(self, present: set[str], reason: str) -> None:
+        """Drop (and report under ``reason``) the entries naming an item not in ``present``."""
+        kept = []
+        for entry, file, where in self.entries:
+            lost = [x for x in (entry.candidate, entry.target) if x is not None and x not in present]
+            if lost:
+                self.report.flag(reason, file, f"{where} ({lost[0]!r})")
+            else:
+                kept.append((entry, file, where))
+        self.entries = kept
+
 
 @dataclass(frozen=True)
 class ImportResult:
@@ -187,17 +198,9 @@ def _keep_items(
 
 
 def _drop_orphan_entries(plan: ImportPlan) -> None:
-    present = {item.id for item in plan.items}
-    kept = []
-    for entry, file, where in plan.entries:
-        lost = [x for x in (entry.candidate, entry.target) if x is not None and x not in present]
-        if lost:
-            plan.report.flag(
-                "caption entry names an item whose image was skipped", file, f"{where} ({lost[0]!r})"
-            )
-        else:
-            kept.append((entry, file, where))
-    plan.entries = kept
+    plan.keep_entries_within(
+        {item.id for item in plan.items}, "caption entry names an item whose image was skipped"
+    )
 
 
 def write_import(

@@ -27,7 +27,6 @@ which file holds each array.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,6 +40,7 @@ from fiq_gym._atomic import atomic_directory, atomic_write_json
 from fiq_gym.catalog.model import Catalog, StringColumn
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
+from fiq_gym.jsonfile import read_json
 
 __all__ = [
     "FORMAT_NAME",
@@ -266,14 +266,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise CatalogError(
             f"{manifest_path} is missing: {path} is not a fiq-gym catalog directory; {_REBUILD_HINT}"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CatalogError(
-            f"{manifest_path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); {_REBUILD_HINT}"
-        ) from None
-    except UnicodeDecodeError:
-        raise CatalogError(f"{manifest_path} is not UTF-8 text; {_REBUILD_HINT}") from None
+    manifest = read_json(manifest_path, CatalogError, _REBUILD_HINT)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CatalogError(
             f"{manifest_path} is not a fiq-gym catalog manifest (expected format {FORMAT_NAME!r})"

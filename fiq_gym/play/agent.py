@@ -25,6 +25,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.resolve import resolve_catalog
 from fiq_gym.envs.building import build_dialog_parts
 from fiq_gym.evaluation import RetrievalAgent
+from fiq_gym.jsonfile import read_json
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 
 __all__ = [
@@ -114,10 +115,7 @@ def _read_config(checkpoint: Path) -> dict[str, Any]:
             f"{checkpoint} is not an agent checkpoint (no config.json); pass a directory written by "
             "`fiq-gym train AGENT` (its checkpoint/ folder)"
         )
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    data = read_json(config, ValueError, "the checkpoint is corrupt; train it again")
     if not isinstance(data, dict):
         raise ValueError(f"{config} is not an agent checkpoint config")
     return data

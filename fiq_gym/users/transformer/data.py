@@ -259,14 +259,6 @@ def _captions_from_release(catalog: Catalog, kind: str, root: str):
         from fiq_gym.catalog.shoes import plan_shoes
 
         plan = plan_shoes(root)
-    entries = []
-    for entry, file, where in plan.entries:
-        missing = [x for x in (entry.target, entry.candidate) if x is not None and x not in present]
-        if missing:
-            plan.report.flag(
-                "caption entry names an item that is not in the catalog", file, f"{where} ({missing[0]!r})"
-            )
-        else:
-            entries.append(entry)
+    plan.keep_entries_within(present, "caption entry names an item that is not in the catalog")
     print(plan.report.summary())
-    return HumanCaptions(kind, tuple(entries))
+    return HumanCaptions(kind, tuple(entry for entry, _, _ in plan.entries))
