@@ -298,7 +298,12 @@ def load_checkpoint(path: str | os.PathLike | None = None) -> Checkpoint:
         vocabulary = AttributeVocabulary.from_json(record["vocabulary"])
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise CheckpointError(f"{config_file} has an invalid architecture or vocabulary ({e!r})") from None
-    network = AttributeNet(config)
+    # Building the layers draws their (soon overwritten) initial weights from torch's global
+    # generator; fork it so loading features never shifts the caller's seeded stream (a
+    # trainer that seeds torch and then builds the default catalog would otherwise initialise
+    # its own network differently on a fresh cache than on a warm one).
+    with torch.random.fork_rng(devices=[]):
+        network = AttributeNet(config)
     try:
         state = load_file(weights_file)
         network.load_state_dict(state, strict=True)

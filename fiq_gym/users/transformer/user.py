@@ -240,7 +240,9 @@ def load_captioner(
             else "pass a directory written by `fiq-gym user train --out DIR` (config.json, model.safetensors, tokenizer.json)"
         )
         raise FileNotFoundError(f"no captioner checkpoint at {path}: {hint}")
-    with quiet_transformers():
+    # fork_rng: loading must not advance the caller's seeded torch generator (see
+    # fiq_gym.features.model.load_checkpoint).
+    with quiet_transformers(), torch.random.fork_rng(devices=[]):
         model = RelativeCaptionerModel.from_pretrained(str(path), local_files_only=True)
         hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
     model.eval()
