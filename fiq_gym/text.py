@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["CaptionTokenizer", "WordTokenizer", "split_words"]
+__all__ = ["CaptionTokenizer", "WordTokenizer", "pad_token_ids", "split_words"]
 
 # ASCII letters and digits make words; every other visible character is a token of its own
 # ("ñandú" -> "ñ", "and", "ú"). Kept this simple on purpose: the learned shopper's Rust
@@ -25,6 +25,20 @@ _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^\sa-z0-9]")
 def split_words(text: str) -> list[str]:
     """Lower-case words; hyphenated words ("v-neck") stay whole, punctuation stands alone."""
     return _WORD.findall(text.lower())
+
+
+def pad_token_ids(rows: Sequence[Sequence[int]], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token id rows as a (B, max_length) int64 array padded with 0 (every tokenizer here puts
+    ``<pad>`` at id 0), and (B,) int64 lengths; rows longer than ``max_length`` are cut."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    ids = np.zeros((len(rows), max_length), dtype=np.int64)
+    lengths = np.zeros(len(rows), dtype=np.int64)
+    for b, row in enumerate(rows):
+        row = row[:max_length]
+        ids[b, : len(row)] = row
+        lengths[b] = len(row)
+    return ids, lengths
 
 
 @runtime_checkable
@@ -92,15 +106,7 @@ class WordTokenizer:
         return [self._ids.get(w, unk) for w in split_words(text)]
 
     def encode_batch(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
-        if max_length < 1:
-            raise ValueError(f"max_length must be at least 1, got {max_length}")
-        ids = np.zeros((len(texts), max_length), dtype=np.int64)
-        lengths = np.zeros(len(texts), dtype=np.int64)
-        for b, text in enumerate(texts):
-            tokens = self.encode(text)[:max_length]
-            ids[b, : len(tokens)] = tokens
-            lengths[b] = len(tokens)
-        return ids, lengths
+        return pad_token_ids([self.encode(text) for text in texts], max_length)
 
     def decode(self, ids: Sequence[int]) -> str:
         return " ".join(self._words[int(i)] for i in ids if int(i) != self.pad_id)

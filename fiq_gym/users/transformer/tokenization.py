@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fiq_gym.text import split_words
+from fiq_gym.text import pad_token_ids, split_words
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -163,18 +163,9 @@ class CaptionerTokenizer:
 
     def encode_batch(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, max_length) int64 ids padded with 0 and (B,) lengths; longer captions are cut."""
-        if max_length < 1:
-            raise ValueError(f"max_length must be at least 1, got {max_length}")
-        ids = np.zeros((len(texts), max_length), dtype=np.int64)
-        lengths = np.zeros(len(texts), dtype=np.int64)
-        if not texts:
-            return ids, lengths
-        encoded = self.hf(list(texts), add_special_tokens=False)["input_ids"]
-        for b, row in enumerate(encoded):
-            row = row[:max_length]
-            ids[b, : len(row)] = row
-            lengths[b] = len(row)
-        return ids, lengths
+        if not texts:  # the Rust tokenizer rejects an empty batch
+            return pad_token_ids([], max_length)
+        return pad_token_ids(self.hf(list(texts), add_special_tokens=False)["input_ids"], max_length)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``: stops at ``<eos>``, skips other special tokens."""
