@@ -31,16 +31,7 @@ def evaluate_checkpoint(
             Path(checkpoint), episodes=episodes, seed=seed, catalog=catalog, num_envs=num_envs
         )
     net, meta, _ = load_checkpoint(checkpoint)
-    args = meta.get("args", {})
-    envs = gym.make_vec(
-        args.get("env_id", "fiq_gym/FashionIQ-v0"),
-        num_envs=min(num_envs, episodes),
-        vectorization_mode="vector_entry_point",
-        catalog=catalog or args.get("catalog"),
-        user=args.get("user", "template"),
-        action_mode="scores",
-        max_turns=args.get("max_turns", 5),
-    )
+    envs = _training_envs(meta.get("args", {}), catalog, min(num_envs, episodes), "scores")
     try:
         inner = envs.unwrapped
         check_fits(net.config, inner.gallery, inner.tokenizer.vocab_size)
@@ -59,15 +50,7 @@ def _evaluate_ppo(
     from fiq_gym.agents.ppo import PPOAgent
 
     args = json.loads((checkpoint / "config.json").read_text()).get("args", {})
-    envs = gym.make_vec(
-        args.get("env_id", "fiq_gym/FashionIQ-v0"),
-        num_envs=min(num_envs, episodes),
-        vectorization_mode="vector_entry_point",
-        catalog=catalog or args.get("catalog"),
-        user=args.get("user", "template"),
-        action_mode="query",
-        max_turns=args.get("max_turns", 5),
-    )
+    envs = _training_envs(args, catalog, min(num_envs, episodes), "query")
     try:
         model = PPO.load(checkpoint / "model.zip", device="cpu")
         if model.observation_space != envs.unwrapped.single_observation_space:
@@ -79,3 +62,16 @@ def _evaluate_ppo(
         return evaluate(PPOAgent(model), envs, episodes=episodes, seed=seed, name="PPO")
     finally:
         envs.close()
+
+
+def _training_envs(args: dict, catalog: str | None, num_envs: int, action_mode: str) -> gym.vector.VectorEnv:
+    """The vector env a checkpoint's training arguments describe (``catalog`` overrides theirs)."""
+    return gym.make_vec(
+        args.get("env_id", "fiq_gym/FashionIQ-v0"),
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        catalog=catalog or args.get("catalog"),
+        user=args.get("user", "template"),
+        action_mode=action_mode,
+        max_turns=args.get("max_turns", 5),
+    )
