@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from fiq_gym import __version__
 from fiq_gym._atomic import atomic_directory
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import RetrievalTables
 
 __all__ = [
@@ -262,12 +263,7 @@ def load_checkpoint(
         raise FileNotFoundError(
             f"{directory} is not a retriever checkpoint (no config.json); train one with `fiq-gym train supervised`"
         )
-    try:
-        meta = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(
-            f"{config_path} is not valid JSON (line {e.lineno}: {e.msg}); the checkpoint is corrupt"
-        ) from None
+    meta = read_json(config_path, ValueError, "the checkpoint is corrupt; train it again")
     if meta.get("format") != "fiq-gym-retriever":
         raise ValueError(
             f"{config_path} is not a fiq-gym retriever checkpoint (format {meta.get('format')!r})"

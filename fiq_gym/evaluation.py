@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym._atomic import atomic_write_json, atomic_write_text
+from fiq_gym.jsonfile import read_json
 from fiq_gym.metrics import rank_percentile
 
 __all__ = ["EvaluationResult", "EvaluationSet", "RetrievalAgent", "evaluate"]
@@ -92,16 +92,12 @@ class EvaluationSet:
     @classmethod
     def load(cls, path: str | os.PathLike) -> EvaluationSet:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"evaluation set {path} does not exist; make one with EvaluationSet.generate(...).save(path)"
-            ) from None
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{path} is not valid JSON (line {e.lineno}: {e.msg}); regenerate the evaluation set"
-            ) from None
+        data = read_json(
+            path,
+            ValueError,
+            "regenerate the evaluation set",
+            missing="make an evaluation set with EvaluationSet.generate(...).save(path)",
+        )
         if not isinstance(data, dict) or data.get("format") != "fiq-gym-evaluation-set":
             raise ValueError(f"{path} is not a fiq-gym evaluation set")
         return cls(

@@ -10,10 +10,13 @@ from typing import Any
 __all__ = ["read_json"]
 
 
-def read_json(file: str | os.PathLike, error: type[Exception], fix: str) -> Any:
+def read_json(file: str | os.PathLike, error: type[Exception], fix: str, *, missing: str = "") -> Any:
     """Parse a UTF-8 JSON file. Invalid JSON or text raises ``error`` naming the file, the
-    line and column, and ``fix`` (what the user should do)."""
+    line and column, and ``fix`` (what the user should do); a missing file raises
+    ``FileNotFoundError`` with the ``missing`` hint, when given."""
     file = Path(file)
+    if missing and not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist; {missing}")
     try:
         return json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

@@ -18,7 +18,6 @@ a checkpoint cannot feed it differently scaled pixels by mistake.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from fiq_gym._atomic import atomic_write_bytes, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import FiqGymError
+from fiq_gym.jsonfile import read_json
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -280,10 +280,7 @@ def load_checkpoint(path: str | os.PathLike | None = None) -> Checkpoint:
                 f"{file} is missing: {path} is not a feature checkpoint (it needs {CONFIG_FILE} "
                 f"and {WEIGHTS_FILE}); {_TRAIN_HINT}"
             )
-    try:
-        record = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_file} is not valid JSON ({e})") from None
+    record = read_json(config_file, CheckpointError, _TRAIN_HINT)
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{config_file} is not a fiq-gym attribute-network config (expected format {CHECKPOINT_FORMAT!r})"

@@ -28,7 +28,6 @@ catalog whose rows mean other garments.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import weakref
 from collections.abc import Iterable, Mapping
@@ -40,6 +39,7 @@ import numpy as np
 
 from fiq_gym._atomic import atomic_write_json
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.jsonfile import read_json
 
 __all__ = [
     "DIALOGS_FORMAT",
@@ -224,14 +224,12 @@ def append_dialogs(path: str | os.PathLike, dialogs: Iterable[DialogRecord]) -> 
 def load_dialogs(path: str | os.PathLike) -> list[DialogRecord]:
     """Every dialog in a file written by :func:`save_dialogs` (``fiq-gym play --save``)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"dialog file {path} does not exist; record one with `fiq-gym play --save {path}`"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})") from None
+    data = read_json(
+        path,
+        ValueError,
+        "the dialog file is damaged",
+        missing=f"record dialogs with `fiq-gym play --save {path}`",
+    )
     if not isinstance(data, dict) or data.get("format") != DIALOGS_FORMAT:
         raise ValueError(f"{path} is not a fiq-gym dialog file (expected format {DIALOGS_FORMAT!r})")
     if data.get("version") != DIALOGS_VERSION:
