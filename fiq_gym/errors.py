@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CatalogError", "DatasetError", "FiqGymError"]
+__all__ = ["CatalogError", "CheckpointError", "DatasetError", "FiqGymError"]
 
 
 class FiqGymError(Exception):
@@ -15,3 +15,8 @@ class CatalogError(FiqGymError, ValueError):
 
 class DatasetError(FiqGymError, ValueError):
     """A real dataset's files (Fashion IQ, Shoes) are missing, malformed or inconsistent."""
+
+
+class CheckpointError(FiqGymError, ValueError):
+    """A checkpoint or training state is missing, damaged, of another kind, or does not fit
+    where it is used."""

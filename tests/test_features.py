@@ -194,7 +194,7 @@ def test_resume_gives_the_uninterrupted_result(learn_catalogs, tmp_path):
     with pytest.raises(Interrupt):
         train(args, on_epoch_end=stop_after_first)
     state = json.loads((tmp_path / "cut" / "train_state" / "state.json").read_text())
-    assert state["state"]["epoch"] == 1
+    assert state["record"]["state"]["epoch"] == 1
     with pytest.raises(FileExistsError, match="--resume"):
         train(args)
     args.resume = True

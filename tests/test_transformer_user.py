@@ -25,6 +25,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeType, AttributeVocabulary
 from fiq_gym.cli import main as cli_main
 from fiq_gym.envs import FashionIQEnv, FashionIQVectorEnv
+from fiq_gym.errors import CheckpointError
 from fiq_gym.text import CaptionTokenizer, split_words
 from fiq_gym.users.transformer import (
     CaptionerTokenizer,
@@ -357,12 +358,26 @@ def test_resumed_training_equals_uninterrupted(small_catalog_path, tmp_path):
     assert second.finished and second.epochs_run == 2
     for name in ("whole", "split"):
         assert (tmp_path / f"{name}-training" / "tensorboard").is_dir()
-    a = load_file(str(tmp_path / "whole-training" / "last" / "model.safetensors"))
-    b = load_file(str(tmp_path / "split-training" / "last" / "model.safetensors"))
-    assert a.keys() == b.keys()
+    a = load_file(str(tmp_path / "whole-training" / "last" / "state.safetensors"))
+    b = load_file(str(tmp_path / "split-training" / "last" / "state.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("model.") for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert second.best_val_loss == whole.best_val_loss
+
+
+def test_training_refuses_to_replace_a_model_or_resume_nothing(small_catalog_path, tmp_path):
+    args = dict(TINY, catalog=str(small_catalog_path), train_pairs=60, epochs=1)
+    out = tmp_path / "model"
+    train_captioner(TrainArgs(out=str(out), **args))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        train_captioner(TrainArgs(out=str(out), **{**args, "seed": 1}))
+    assert (out / "model.safetensors").read_bytes() == before  # nothing replaced
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train_captioner(TrainArgs(out=str(tmp_path / "new"), **args), resume=True)
+    again = train_captioner(TrainArgs(out=str(out), **{**args, "seed": 1}), overwrite=True)
+    assert again.finished and (out / "model.safetensors").read_bytes() != before
 
 
 def test_item_split_is_disjoint_and_deterministic():

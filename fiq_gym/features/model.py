@@ -34,7 +34,7 @@ from torch.nn import functional as F
 from fiq_gym._atomic import atomic_write_bytes, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
-from fiq_gym.errors import FiqGymError
+from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 
 __all__ = [
@@ -61,10 +61,6 @@ WEIGHTS_FILE = "model.safetensors"
 DEFAULT_CHECKPOINT = Path(__file__).parent / "default"
 
 _TRAIN_HINT = "train one for this catalog with `fiq-gym features train CATALOG --out DIR`"
-
-
-class CheckpointError(FiqGymError, ValueError):
-    """A feature checkpoint is missing, corrupt, or does not fit the catalog it is used on."""
 
 
 @dataclass(frozen=True)

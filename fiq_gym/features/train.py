@@ -23,7 +23,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,13 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from fiq_gym._atomic import atomic_directory, atomic_write_bytes, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
+from fiq_gym.checkpoint import STATE_JSON, prepare_run, read_training_state, write_training_state
 from fiq_gym.errors import CatalogError
 from fiq_gym.features._rows import RowReader
 from fiq_gym.features.model import (
@@ -52,6 +51,7 @@ from fiq_gym.features.model import (
     save_checkpoint,
     torch_threads,
 )
+from fiq_gym.jsonfile import read_json
 
 __all__ = [
     "EpochReport",
@@ -268,21 +268,9 @@ def _save_state(
     out: Path, state: _State, network: AttributeNet, optimizer: torch.optim.Optimizer, record: dict
 ) -> None:
     """Write the resumable state as one directory that replaces the previous one in a rename."""
-    opt = optimizer.state_dict()
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in network.state_dict().items()}
-    for param_id, moments in opt["state"].items():
-        for key, value in moments.items():
-            tensors[f"optimizer.{param_id}.{key}"] = value.detach().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
     with atomic_directory(out / STATE_DIR, overwrite=True) as tmp:
-        save_file(tensors, tmp / "state.safetensors")
-        (tmp / "state.json").write_text(
-            json.dumps(
-                {**record, "state": dataclasses.asdict(state), "param_groups": opt["param_groups"]},
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
+        write_training_state(
+            tmp, record={**record, "state": dataclasses.asdict(state)}, optimizer=optimizer, model=network
         )
 
 
@@ -292,11 +280,13 @@ def _load_state(
     """Restore weights, optimizer moments, RNG and counters saved by :func:`_save_state`,
     after checking the run being resumed used the same catalog and arguments."""
     directory = out / STATE_DIR
-    if not (directory / "state.json").is_file() or not (directory / "state.safetensors").is_file():
-        raise CheckpointError(
-            f"nothing to resume in {out}: {directory} holds no training state; start without --resume"
-        )
-    saved = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    fix = "start without --resume (add --overwrite to replace the run)"
+    if not (directory / STATE_JSON).is_file():
+        raise CheckpointError(f"nothing to resume in {out}: {directory} holds no training state; {fix}")
+    saved = read_json(directory / STATE_JSON, CheckpointError, f"the training state is damaged; {fix}")
+    saved = saved.get("record", {}) if isinstance(saved, dict) else {}
+    if not {"args", "catalog", "vocabulary", "state"} <= set(saved):
+        raise CheckpointError(f"{directory / STATE_JSON} is not a feature-network training state; {fix}")
     different = [
         f"{key}={saved['args'].get(key)!r} (now {value!r})"
         for key, value in record["args"].items()
@@ -315,15 +305,7 @@ def _load_state(
             f"cannot resume {out}: it was trained on catalog {was.get('path')!r} "
             f"({was.get('num_items')} items), not on {now.get('path')!r} ({now.get('num_items')} items)"
         )
-    tensors = load_file(directory / "state.safetensors")
-    network.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    moments: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, param_id, name = key.split(".", 2)
-            moments.setdefault(int(param_id), {})[name] = value
-    optimizer.load_state_dict({"state": moments, "param_groups": saved["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
+    read_training_state(directory, optimizer=optimizer, model=network, fix=fix)
     return _State(**saved["state"])
 
 
@@ -393,20 +375,10 @@ def _train(args: TrainArgs, on_epoch_end: Callable[[EpochReport], None] | None) 
         "vocabulary": catalog.vocabulary.to_json(),
         "split": {"train": len(train_rows), "heldout": len(heldout_rows)},
     }
-    if args.resume:
+    if prepare_run(out, resume=args.resume, overwrite=args.overwrite, state=out / STATE_DIR):
         state = _load_state(out, args, network, optimizer, record)
     else:
         state = _State()
-        if (out / STATE_DIR).exists() or (out / CONFIG_FILE).exists():
-            if not args.overwrite:
-                raise FileExistsError(
-                    f"{out} already holds a training run; pass --resume to continue it, --overwrite "
-                    "to start afresh, or choose another --out"
-                )
-            for name in (STATE_DIR, "tensorboard"):
-                shutil.rmtree(out / name, ignore_errors=True)
-            for name in (CONFIG_FILE, WEIGHTS_FILE):
-                (out / name).unlink(missing_ok=True)
 
     steps_per_epoch = math.ceil(len(train_rows) / args.batch_size)
     total_steps = args.epochs * steps_per_epoch

@@ -7,8 +7,9 @@ Only argparse is imported here; torch and transformers load when a command runs,
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
+
+from fiq_gym.errors import CheckpointError
 
 __all__ = ["add_commands"]
 
@@ -59,7 +60,7 @@ def _parse_noise(items: list[str]) -> dict[str, float]:
 
 
 def _train(ns: argparse.Namespace) -> int:
-    from fiq_gym.users.transformer.train import TrainArgs, train_captioner
+    from fiq_gym.users.transformer.train import TrainArgs, read_saved_args, train_captioner
 
     given: dict[str, Any] = {
         field: getattr(ns, field) for field, _, _ in _TRAIN_OPTIONS.values() if getattr(ns, field) is not None
@@ -71,14 +72,16 @@ def _train(ns: argparse.Namespace) -> int:
     if ns.no_progress:
         given["progress"] = False
     args = TrainArgs(**given)
-    state_file = args.work_path / "last" / "state.json"
-    if ns.resume and state_file.exists():
-        saved = json.loads(state_file.read_text())["args"]
-        args = TrainArgs(**{**saved, **given})
-        print(f"resuming {args.work_path} (epoch {json.loads(state_file.read_text())['epoch']})")
-    elif ns.resume:
-        print(f"nothing to resume in {args.work_path}; starting a new run")
-    result = train_captioner(args, resume=ns.resume)
+    if ns.resume:  # the saved run's settings, except those given again on the command line
+        if not (args.work_path / "last").is_dir():
+            raise CheckpointError(
+                f"nothing to resume in {args.work_path}: it holds no training state; "
+                "start without --resume (add --overwrite to replace an earlier model)"
+            )
+        saved = read_saved_args(args.work_path)
+        args = TrainArgs(**{**saved["args"], **given})
+        print(f"resuming {args.work_path} (epoch {saved['epoch']})")
+    result = train_captioner(args, resume=ns.resume, overwrite=ns.overwrite)
     status = "stopped early" if result.stopped_early else ("finished" if result.finished else "paused")
     print(
         f"{status} after {result.epochs_run} epochs in {result.seconds / 60:.1f} min; best epoch "
@@ -124,7 +127,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Train the transformer shopper on template captions of a catalog, or on human "
         "captions (--captions catalog | fashioniq:ROOT | shoes:ROOT with --catalog an imported catalog). The shipped "
         "checkpoint: fiq-gym user train --out fiq_gym/users/transformer/default "
-        "--work-dir runs/transformer-user-default",
+        "--work-dir runs/transformer-user-default --overwrite",
     )
     for option, (field, kind, text) in _TRAIN_OPTIONS.items():
         train.add_argument(option, dest=field, type=kind, default=None, help=text)
@@ -138,6 +141,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--no-attributes", action="store_true", help="do not feed attribute scores to the model"
     )
     train.add_argument("--resume", action="store_true", help="continue the run saved in the work directory")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the model in --out and the run in the work directory",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(func=_train)
 

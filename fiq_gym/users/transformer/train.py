@@ -15,7 +15,7 @@ machine and thread count).
 
 The shipped checkpoint is trained with defaults on the default catalog::
 
-    fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default
+    fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default --overwrite
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ import torch
 from fiq_gym._atomic import atomic_directory, atomic_write_json
 from fiq_gym.caption_metrics import caption_scores
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.checkpoint import STATE_JSON, prepare_run, read_training_state, write_training_state
+from fiq_gym.errors import CheckpointError
+from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.users.template import TemplateNoise
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
@@ -47,7 +50,7 @@ from fiq_gym.users.transformer.modeling_relative_captioner import RelativeCaptio
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer, build_caption_tokenizer
 from fiq_gym.users.transformer.user import feature_weights, quiet_transformers
 
-__all__ = ["RUN_ONLY_FIELDS", "TrainArgs", "TrainResult", "train_captioner"]
+__all__ = ["RUN_ONLY_FIELDS", "TrainArgs", "TrainResult", "read_saved_args", "train_captioner"]
 
 
 @dataclass
@@ -231,33 +234,47 @@ def _save_model(
 
 
 def train_captioner(
-    args: TrainArgs, dataset: CaptionDataset | None = None, resume: bool = False
+    args: TrainArgs, dataset: CaptionDataset | None = None, resume: bool = False, overwrite: bool = False
 ) -> TrainResult:
     """Train a captioner with ``args`` (on ``dataset``, or template captions of
-    ``args.catalog``); with ``resume``, continue the run in ``args.work_path`` if there is one.
+    ``args.catalog``); with ``resume``, continue the run in ``args.work_path``.
 
     Raises:
-        FileExistsError: a previous run's state is in the work directory and ``resume`` is off.
-        ValueError: resuming with settings that differ from the saved run's.
+        FileExistsError: ``args.out`` or the work directory holds an earlier run and neither
+            ``resume`` nor ``overwrite`` is set.
+        CheckpointError: ``resume`` with nothing to resume, or with settings that differ from
+            the saved run's.
     """
     with quiet_transformers():  # no weight-saving progress bars inside the epoch bar
-        return _train(args, dataset, resume)
+        return _train(args, dataset, resume, overwrite)
 
 
-def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool) -> TrainResult:
+def read_saved_args(work_dir: str | Path) -> dict[str, Any]:
+    """The settings of the run whose training state is in ``work_dir`` (to resume it)."""
+    fix = "start without --resume (add --overwrite to replace the run)"
+    state = read_json(Path(work_dir) / "last" / STATE_JSON, CheckpointError, f"the state is damaged; {fix}")
+    record = state.get("record") if isinstance(state, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("args"), dict):
+        raise CheckpointError(f"{work_dir}/last/{STATE_JSON} is not a captioner training state; {fix}")
+    return record
+
+
+def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool, overwrite: bool) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
     from transformers import PreTrainedTokenizerFast
 
     work = args.work_path
     last = work / "last"
+    out = Path(args.out)
     state: dict[str, Any] | None = None
-    if (last / "state.json").exists():
-        if not resume:
-            raise FileExistsError(
-                f"{work} holds the state of an earlier run; pass --resume to continue it, or delete it to start over"
-            )
-        state = json.loads((last / "state.json").read_text())
+    if not resume and out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a model; pass --resume to continue its run, --overwrite to replace it, "
+            "or choose another --out"
+        )
+    if prepare_run(work, resume=resume, overwrite=overwrite, state=last):
+        state = read_saved_args(work)
         saved = state["args"]
         conflicts = {
             f.name: (saved[f.name], getattr(args, f.name))
@@ -266,7 +283,9 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool) -> Tra
         }
         if conflicts:
             listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in conflicts.items())
-            raise ValueError(f"cannot resume {work} with different settings ({listed}); drop those options")
+            raise CheckpointError(
+                f"cannot resume {work} with different settings ({listed}); drop those options"
+            )
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -333,12 +352,8 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool) -> Tra
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(args, args.epochs * steps_per_epoch))
     epoch, step, best_loss, best_epoch, best_bleu, bad_epochs, elapsed = 0, 0, math.inf, -1, 0.0, 0, 0.0
     if state is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(last / "model.safetensors")))
-        optimizer.load_state_dict(torch.load(last / "optimizer.pt", weights_only=True))
+        read_training_state(last, optimizer=optimizer, model=model)
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(torch.load(last / "rng.pt", weights_only=True))
         epoch, step, elapsed = state["epoch"], state["step"], state["elapsed"]
         best_loss, best_epoch, best_bleu, bad_epochs = (
             state["best_val_loss"],
@@ -411,13 +426,12 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool) -> Tra
                 flush=True,
             )
         with atomic_directory(last, overwrite=True) as tmp:
-            model.save_pretrained(tmp)
             tokenizer.hf.save_pretrained(tmp)
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(torch.get_rng_state(), tmp / "rng.pt")
-            atomic_write_json(
-                tmp / "state.json",
-                {
+            write_training_state(
+                tmp,
+                optimizer=optimizer,
+                model=model,
+                record={
                     "args": saved_args,
                     "epoch": epoch,
                     "step": step,

@@ -4,7 +4,7 @@
 The shipped default checkpoint (``fiq_gym/users/transformer/default/``) is trained from the
 default catalog by one command, run from the repository root::
 
-    fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default
+    fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default --overwrite
 
 (It was run with ``--threads 1`` on a shared 2-core machine: 34 minutes, early stop after 15
 epochs, best epoch 12; the thread count changes only floating-point rounding.) On held-out
@@ -59,7 +59,7 @@ __all__ = [
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default"
 #: The one command that trains the shipped checkpoint (from the repository root).
 TRAIN_DEFAULT_COMMAND = (
-    "fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default"
+    "fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default --overwrite"
 )
 
 

@@ -1,0 +1,278 @@
+"""Checkpoints and training state: the one place that reads and writes them.
+
+Every trainer in fiq-gym (the retrievers, the feature network, the transformer shopper) keeps
+two kinds of directory, both written atomically (see :mod:`fiq_gym._atomic`):
+
+* a **checkpoint**: what a trained model needs to be used. ``config.json`` (an object with a
+  ``format`` string, the model's config, the training arguments and library versions) and
+  ``model.safetensors`` (or a Hugging Face ``save_pretrained`` directory);
+* a **training state**: what a run needs to continue exactly where it stopped. ``state.json``
+  (counters, arguments, optimizer hyper-parameters) and ``state.safetensors`` (optimizer
+  moments, the torch RNG state, optionally the weights). No pickles: a checkpoint from
+  elsewhere can be opened without running its code.
+
+A **run directory** (``--out``) holds a run's checkpoint, training state and logs.
+:func:`prepare_run` decides, the same way for every trainer, what happens when it already
+exists: ``--resume`` continues it (and fails if there is nothing to continue),
+``--overwrite`` replaces it, and neither refuses to touch it.
+
+Reading is strict and every failure names the file and the fix: a missing directory, a
+``config.json`` that is not JSON, not an object, of another format, or with missing or
+unknown fields, and a truncated or foreign ``.safetensors`` file all raise
+:class:`~fiq_gym.errors.CheckpointError` (a ``ValueError``), or ``FileNotFoundError`` for
+paths that do not exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fiq_gym import __version__
+from fiq_gym.errors import CheckpointError
+from fiq_gym.jsonfile import read_json
+
+__all__ = [
+    "STATE_JSON",
+    "STATE_TENSORS",
+    "CheckpointError",
+    "config_fields",
+    "load_tensors",
+    "prepare_run",
+    "read_config",
+    "read_training_state",
+    "save_tensors",
+    "versions",
+    "write_training_state",
+]
+
+STATE_JSON = "state.json"
+STATE_TENSORS = "state.safetensors"
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in every checkpoint (to explain a later mismatch)."""
+    return {
+        "fiq_gym": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# --- reading checkpoints --------------------------------------------------------------------------
+
+
+def read_config(
+    directory: str | os.PathLike, *, formats: Collection[str], what: str, fix: str
+) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint directory whose ``format`` is one of
+    ``formats``.
+
+    Args:
+        directory: the checkpoint directory.
+        formats: accepted values of the config's ``format`` field.
+        what: how to name the expected checkpoint in messages ("a retriever checkpoint").
+        fix: what the user should do instead ("train one with `fiq-gym train supervised`").
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory} does not exist; pass {what} directory ({fix})")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is a file, not {what} directory; {fix}")
+    file = directory / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{directory} is not {what} (it has no config.json); {fix}")
+    try:
+        config = read_json(file, CheckpointError, f"the checkpoint is damaged; {fix}")
+    except PermissionError:
+        raise CheckpointError(f"cannot read {file} (permission denied); fix its permissions") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{file} holds a JSON {type(config).__name__}, not a checkpoint config object; "
+            f"the checkpoint is damaged or not {what}; {fix}"
+        )
+    found = config.get("format")
+    if found not in formats:
+        described = f"a {found!r} checkpoint" if isinstance(found, str) else "no fiq-gym checkpoint format"
+        raise CheckpointError(f"{file} is {described}, not {what}; {fix}")
+    return config
+
+
+def config_fields(cls: type, values: Any, file: str | os.PathLike) -> Any:
+    """Build the dataclass ``cls`` from a checkpoint's stored config, naming missing and
+    unknown fields instead of failing with a ``TypeError``."""
+    if not isinstance(values, Mapping):
+        raise CheckpointError(f"{file}: its model config is not an object; the checkpoint is damaged")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    required = {
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }  # type: ignore[misc]
+    missing = sorted(required - set(values))
+    unknown = sorted(set(values) - set(fields))
+    if missing or unknown:
+        problems = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
+        raise CheckpointError(
+            f"{file}: the model config has {' and '.join(problems)} fields for {cls.__name__}; it was written "
+            "by another fiq-gym version or edited by hand. Use the fiq-gym version that wrote it, or retrain"
+        )
+    return cls(**values)
+
+
+def load_tensors(file: str | os.PathLike, *, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file; a missing, truncated or foreign file raises
+    :class:`CheckpointError` naming it and ``fix``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(file)
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; the checkpoint is incomplete; {fix}")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{file} is truncated or not a safetensors file ({str(e).splitlines()[0][:120]}); {fix}"
+        ) from None
+
+
+def save_tensors(file: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write tensors as safetensors (contiguous CPU copies). Use inside an atomic directory."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(file))
+
+
+# --- training state -------------------------------------------------------------------------------
+
+
+def write_training_state(
+    directory: str | os.PathLike,
+    *,
+    record: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    model: torch.nn.Module | None = None,
+    tensors: Mapping[str, torch.Tensor] | None = None,
+    rng: bool = True,
+) -> None:
+    """Write ``state.json`` and ``state.safetensors`` into ``directory`` (normally the
+    temporary directory of :func:`~fiq_gym._atomic.atomic_directory`, so the state appears
+    whole or not at all).
+
+    Args:
+        record: JSON-able counters and settings (round, epoch, arguments...).
+        optimizer: its moments go to tensors ``optimizer.<param>.<name>``, its param groups
+            and non-tensor entries to ``state.json``.
+        model: weights to resume with (``model.<name>``), when the run keeps them nowhere else.
+        tensors: any other tensors, stored under their own names.
+        rng: also store the torch CPU generator's state (``rng.torch``).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out: dict[str, torch.Tensor] = dict(tensors or {})
+    meta: dict[str, Any] = {"record": dict(record)}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        scalars: dict[str, Any] = {}
+        for index, values in state["state"].items():
+            for key, value in values.items():
+                if torch.is_tensor(value):
+                    out[f"optimizer.{index}.{key}"] = value
+                else:
+                    scalars[f"{index}.{key}"] = value
+        meta["optimizer"] = {"param_groups": state["param_groups"], "scalars": scalars}
+    if model is not None:
+        out.update({f"model.{k}": v for k, v in model.state_dict().items()})
+    if rng:
+        out["rng.torch"] = torch.get_rng_state()
+    save_tensors(directory / STATE_TENSORS, out)
+    (directory / STATE_JSON).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def read_training_state(
+    directory: str | os.PathLike,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    model: torch.nn.Module | None = None,
+    rng: bool = True,
+    fix: str = "start the run again without --resume (or with --overwrite)",
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore what :func:`write_training_state` wrote: loads the optimizer, the model and the
+    RNG when given / asked, and returns ``(record, tensors)``."""
+    directory = Path(directory)
+    file = directory / STATE_JSON
+    if not file.is_file():
+        raise CheckpointError(f"nothing to resume in {directory}: it holds no {STATE_JSON}; {fix}")
+    meta = read_json(file, CheckpointError, f"the training state is damaged; {fix}")
+    if not isinstance(meta, dict) or not isinstance(meta.get("record"), dict):
+        raise CheckpointError(f"{file} is not a fiq-gym training state; {fix}")
+    tensors = load_tensors(directory / STATE_TENSORS, fix=fix)
+    if optimizer is not None:
+        if "optimizer" not in meta:
+            raise CheckpointError(f"{file} holds no optimizer state; {fix}")
+        moments: dict[int, dict[str, Any]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optimizer."):
+                _, index, key = name.split(".", 2)
+                moments.setdefault(int(index), {})[key] = value
+        for name, value in meta["optimizer"]["scalars"].items():
+            index, key = name.split(".", 1)
+            moments.setdefault(int(index), {})[key] = value
+        optimizer.load_state_dict({"state": moments, "param_groups": meta["optimizer"]["param_groups"]})
+    if model is not None:
+        weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        if not weights:
+            raise CheckpointError(f"{directory / STATE_TENSORS} holds no model weights; {fix}")
+        model.load_state_dict(weights)
+    if rng:
+        if "rng.torch" not in tensors:
+            raise CheckpointError(f"{directory / STATE_TENSORS} holds no RNG state; {fix}")
+        torch.set_rng_state(tensors["rng.torch"])
+    return meta["record"], tensors
+
+
+# --- run directories ------------------------------------------------------------------------------
+
+
+def prepare_run(out: str | os.PathLike, *, resume: bool, overwrite: bool, state: str | os.PathLike) -> bool:
+    """Apply the run-directory rule every trainer shares; return True when resuming.
+
+    * ``resume``: ``state`` (a training-state directory inside ``out``) must exist, else
+      :class:`CheckpointError` (a resume that silently restarted at step 0 would waste the
+      run it meant to continue);
+    * ``overwrite``: an existing ``out`` is emptied, then training starts afresh;
+    * neither: an existing, non-empty ``out`` raises ``FileExistsError`` naming both options.
+    """
+    out, state = Path(out), Path(state)
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them")
+    if resume:
+        if not (state / STATE_JSON).is_file():
+            raise CheckpointError(
+                f"nothing to resume in {out}: {state} holds no training state; "
+                "start without --resume (add --overwrite to replace what is there)"
+            )
+        return True
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                "or choose another --out"
+            )
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return False
