@@ -58,9 +58,7 @@ __all__ = [
 #: Where the shipped checkpoint lives (package data).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default"
 #: The one command that trains the shipped checkpoint (from the repository root).
-TRAIN_DEFAULT_COMMAND = (
-    "fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default --overwrite"
-)
+TRAIN_DEFAULT_COMMAND = "fiq-gym user train --out fiq_gym/users/transformer/default --work-dir runs/transformer-user-default --overwrite"
 
 
 class CheckpointMismatchError(FiqGymError, ValueError):
