@@ -24,16 +24,12 @@ from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
+    evaluate_retriever,
     gallery_tensors,
     observation_tensors,
-)
-from fiq_gym.agents.supervised import (
-    evaluate_net,
-    log_evaluation,
-    restore_or_create,
-    save_training_checkpoint,
 )
 from fiq_gym.evaluation import EvaluationResult
 
@@ -68,6 +64,9 @@ class Args:
     threads: int = 1
     """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
     resume: bool = False
+    """continue the run in OUT from its checkpoint"""
+    overwrite: bool = False
+    """replace the run in OUT (without --resume or --overwrite an existing OUT is an error)"""
 
 
 def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
@@ -151,8 +150,7 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     out = Path(args.out)
     envs = make_envs(args, args.num_envs)
     gallery = envs.unwrapped.gallery
-    checkpoint = out / "checkpoint"
-    net, optimizer, start, state = restore_or_create(args, envs, checkpoint)
+    net, optimizer, start, state = start_retriever_run(args, envs)
     baseline = np.asarray(state.get("baseline", np.zeros(args.max_turns)), dtype=np.float64)
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", str(dataclasses.asdict(args)))
@@ -214,17 +212,17 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         writer.add_scalar("charts/steps_per_second", int(alive.sum()) / (time.perf_counter() - t0), rnd)
         bar.set_postfix(ret=f"{rewards.sum(0).mean():.3f}")
         if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
-            result = evaluate_net(net, args, name="policy gradient")
-            log_evaluation(writer, result, rnd)
-            save_training_checkpoint(
-                checkpoint,
+            result = evaluate_retriever(net, args, name="policy gradient")
+            for name, value in result.scalars().items():
+                writer.add_scalar(name, value, rnd)
+            save_retriever_run(
+                args,
+                envs,
                 net,
                 optimizer,
-                args,
                 rnd + 1,
                 agent="policy gradient",
                 extra_state={"baseline": baseline.tolist()},
-                catalog=envs.unwrapped.catalog,
             )
     writer.close()
     envs.close()

@@ -31,6 +31,7 @@ from torch import nn
 import fiq_gym  # noqa: F401
 from fiq_gym._atomic import atomic_directory
 from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.checkpoint import prepare_run, versions
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult, evaluate
 
@@ -89,6 +90,9 @@ class Args:
     seed: int = 0
     eval_episodes: int = 256
     out: str = "runs/ppo"
+    """run directory: TensorBoard events in tb/, the model in checkpoint/"""
+    overwrite: bool = False
+    """replace the run in OUT (an existing OUT is an error without it; PPO runs do not resume)"""
     threads: int = 1
     """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
 
@@ -134,6 +138,7 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint")
     env_kwargs = {
         "catalog": args.catalog,
         "user": args.user,
@@ -193,7 +198,15 @@ def save(model: PPO, directory: Path, args: Args) -> Path:
         # save_model de-duplicates the feature extractor SB3 shares between policy and value.
         save_model(model.policy, str(tmp / "policy.safetensors"))
         (tmp / "config.json").write_text(
-            json.dumps({"format": "fiq-gym-ppo", "agent": "PPO", "args": dataclasses.asdict(args)}, indent=2)
+            json.dumps(
+                {
+                    "format": "fiq-gym-ppo",
+                    "agent": "PPO",
+                    "args": dataclasses.asdict(args),
+                    "versions": versions(),
+                },
+                indent=2,
+            )
             + "\n"
         )
     return directory

@@ -18,30 +18,40 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from fiq_gym import __version__
 from fiq_gym._atomic import atomic_directory
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.jsonfile import read_json
+from fiq_gym.checkpoint import (
+    config_fields,
+    load_tensors,
+    read_config,
+    save_tensors,
+    versions,
+    write_training_state,
+)
+from fiq_gym.errors import CheckpointError
+from fiq_gym.evaluation import EvaluationResult, evaluate
 from fiq_gym.retrieval import RetrievalTables
 
 __all__ = [
+    "RETRIEVER_FORMAT",
     "RetrieverAgent",
     "RetrieverConfig",
     "RetrieverNet",
     "check_catalog",
+    "evaluate_retriever",
     "load_checkpoint",
     "save_checkpoint",
+    "triplet_loss",
 ]
 
 
@@ -112,6 +122,15 @@ class RetrieverNet(nn.Module):
         return torch.zeros(batch, self.config.embed_dim)
 
 
+def triplet_loss(
+    query: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, margin: float, negatives: torch.Tensor
+) -> torch.Tensor:
+    """Mean over negatives of max(0, margin - cos(q, target) + cos(q, negative)), per row."""
+    positive = (query * items[targets]).sum(-1, keepdim=True)
+    negative = torch.einsum("bd,bmd->bm", query, items[negatives])
+    return F.relu(margin - positive + negative).mean(dim=-1)
+
+
 def gallery_tensors(gallery: RetrievalTables) -> tuple[torch.Tensor, torch.Tensor]:
     """The gallery as tensors (copies: the env's arrays are read-only and shared)."""
     return torch.tensor(np.asarray(gallery.features)), torch.tensor(np.asarray(gallery.side_info))
@@ -163,6 +182,26 @@ class RetrieverAgent:
         return (query @ self.items.T).clamp(-1.0, 1.0).numpy().astype(np.float32)
 
 
+def evaluate_retriever(net: RetrieverNet, args: Any, name: str) -> EvaluationResult:
+    """Evaluate ``net`` during training on the env its trainer's ``args`` describe
+    (``env_id``, ``catalog``, ``user``, ``max_turns``), on ``args.eval_episodes`` dialogs
+    of a fixed seed (``10_000 + args.seed``), so evaluations of a run compare."""
+    envs = gym.make_vec(
+        args.env_id,
+        num_envs=min(64, args.eval_episodes),
+        vectorization_mode="vector_entry_point",
+        catalog=args.catalog,
+        user=args.user,
+        action_mode="scores",
+        max_turns=args.max_turns,
+    )
+    try:
+        agent = RetrieverAgent(net, envs.unwrapped.gallery)
+        return evaluate(agent, envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name=name)
+    finally:
+        envs.close()
+
+
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
@@ -209,13 +248,8 @@ def check_catalog(
         )
 
 
-def versions() -> dict[str, str]:
-    return {
-        "fiq_gym": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
+RETRIEVER_FORMAT = "fiq-gym-retriever"
+_RETRAIN = "train one with `fiq-gym train supervised --out RUN` and pass RUN/checkpoint"
 
 
 def save_checkpoint(
@@ -224,28 +258,27 @@ def save_checkpoint(
     *,
     args: dict[str, Any],
     agent: str = "retriever",
+    optimizer: torch.optim.Optimizer | None = None,
     state: dict[str, Any] | None = None,
-    extra_tensors: dict[str, torch.Tensor] | None = None,
     files: dict[str, str] | None = None,
     catalog: Catalog | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` (+ training state, + text ``files`` such
-    as a tokenizer) atomically."""
+    """Write ``model.safetensors`` + ``config.json`` (+ text ``files`` such as a tokenizer)
+    atomically; with ``optimizer``, also the training state to resume from (``state``: the
+    counters, see :func:`fiq_gym.checkpoint.write_training_state`)."""
     with atomic_directory(directory, overwrite=True) as tmp:
         for name, text in (files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
-        if extra_tensors:
-            save_file(
-                {k: v.contiguous() for k, v in extra_tensors.items()}, str(tmp / "training_state.safetensors")
-            )
+        save_tensors(tmp / "model.safetensors", net.state_dict())
+        if optimizer is not None or state:
+            # Retriever trainers seed every round themselves, so no RNG state is needed.
+            write_training_state(tmp, record=state or {}, optimizer=optimizer, rng=False)
         meta = {
-            "format": "fiq-gym-retriever",
+            "format": RETRIEVER_FORMAT,
             "version": 1,
             "agent": agent,
             "config": asdict(net.config),
             "args": args,
-            "training_state": state or {},
             "catalog": None if catalog is None else catalog.fingerprint(),
             "versions": versions(),
         }
@@ -253,23 +286,18 @@ def save_checkpoint(
     return Path(directory)
 
 
-def load_checkpoint(
-    directory: str | os.PathLike,
-) -> tuple[RetrieverNet, dict[str, Any], dict[str, torch.Tensor]]:
-    """(network, metadata, training tensors) from a checkpoint directory."""
+def load_checkpoint(directory: str | os.PathLike) -> tuple[RetrieverNet, dict[str, Any]]:
+    """(network, metadata) from a checkpoint directory written by :func:`save_checkpoint`."""
     directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(
-            f"{directory} is not a retriever checkpoint (no config.json); train one with `fiq-gym train supervised`"
-        )
-    meta = read_json(config_path, ValueError, "the checkpoint is corrupt; train it again")
-    if meta.get("format") != "fiq-gym-retriever":
-        raise ValueError(
-            f"{config_path} is not a fiq-gym retriever checkpoint (format {meta.get('format')!r})"
-        )
-    net = RetrieverNet(RetrieverConfig(**meta["config"]))
-    net.load_state_dict(load_file(str(directory / "model.safetensors")))
-    extra_path = directory / "training_state.safetensors"
-    extra = load_file(str(extra_path)) if extra_path.exists() else {}
-    return net, meta, extra
+    meta = read_config(directory, formats={RETRIEVER_FORMAT}, what="a retriever checkpoint", fix=_RETRAIN)
+    config = config_fields(RetrieverConfig, meta.get("config"), directory / "config.json")
+    net = RetrieverNet(config)
+    weights = load_tensors(directory / "model.safetensors", fix=_RETRAIN)
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{directory / 'model.safetensors'} does not hold the weights its config.json describes "
+            f"({str(e).splitlines()[0][:160]}); the checkpoint is damaged; {_RETRAIN}"
+        ) from None
+    return net, meta

@@ -40,6 +40,7 @@ from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet, load_checkpo
 from fiq_gym.catalog.captions import HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
+from fiq_gym.checkpoint import prepare_run
 from fiq_gym.metrics import recall_at_k, target_rank
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.text import WordTokenizer
@@ -66,6 +67,8 @@ class Args:
     eval_every: int = 500
     out: str = "runs/single-shot"
     """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
+    overwrite: bool = False
+    """replace the run in OUT (an existing OUT is an error without it)"""
     threads: int = 1
     """torch threads (0: torch's default)"""
     quiet: bool = False
@@ -154,7 +157,7 @@ def evaluate_single_shot(
 
 def load_single_shot(directory: str | Path) -> tuple[RetrieverNet, WordTokenizer, dict[str, Any]]:
     """A trained single-shot checkpoint: network, tokenizer and metadata."""
-    net, meta, _ = load_checkpoint(directory)
+    net, meta = load_checkpoint(directory)
     file = Path(directory) / "tokenizer.json"
     if not file.exists():
         raise FileNotFoundError(f"{directory} has no tokenizer.json: it is not a single-shot checkpoint")
@@ -194,6 +197,7 @@ def train(args: Args) -> tuple[Path, SingleShotResult]:
     net = RetrieverNet(config)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
     out = Path(args.out)
+    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint")
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", str(dataclasses.asdict(args)))
     started = time.perf_counter()

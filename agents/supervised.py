@@ -15,30 +15,24 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
-    RetrieverAgent,
-    RetrieverConfig,
     RetrieverNet,
-    check_catalog,
-    check_fits,
+    evaluate_retriever,
     gallery_tensors,
-    load_checkpoint,
     observation_tensors,
-    save_checkpoint,
+    triplet_loss,
 )
-from fiq_gym.catalog.model import Catalog
-from fiq_gym.evaluation import EvaluationResult, evaluate
+from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "train", "triplet_loss"]
 
@@ -71,18 +65,11 @@ class Args:
     threads: int = 1
     """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
     resume: bool = False
-    """continue from out/checkpoint if it exists"""
+    """continue the run in OUT from its checkpoint"""
+    overwrite: bool = False
+    """replace the run in OUT (without --resume or --overwrite an existing OUT is an error)"""
     init: str | None = None
     """start from this retriever checkpoint instead of random weights"""
-
-
-def triplet_loss(
-    query: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, margin: float, negatives: torch.Tensor
-) -> torch.Tensor:
-    """Mean over negatives of max(0, margin - cos(q, target) + cos(q, negative)), per row."""
-    positive = (query * items[targets]).sum(-1, keepdim=True)
-    negative = torch.einsum("bd,bmd->bm", query, items[negatives])
-    return F.relu(margin - positive + negative).mean(dim=-1)
 
 
 def make_envs(args: Args, *, training: bool, num_envs: int) -> gym.vector.VectorEnv:
@@ -131,8 +118,7 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     torch.manual_seed(args.seed)
     envs = make_envs(args, training=True, num_envs=args.num_envs)
     gallery = envs.unwrapped.gallery
-    checkpoint = out / "checkpoint"
-    net, optimizer, start, _ = restore_or_create(args, envs, checkpoint)
+    net, optimizer, start, _ = start_retriever_run(args, envs)
     config = net.config
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", str(dataclasses.asdict(args)))
@@ -171,129 +157,13 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         writer.add_scalar("charts/steps_per_second", steps / (time.perf_counter() - t0), rnd)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
-            result = evaluate_net(net, args)
-            log_evaluation(writer, result, rnd)
-            save_training_checkpoint(
-                checkpoint, net, optimizer, args, rnd + 1, catalog=envs.unwrapped.catalog
-            )
+            result = evaluate_retriever(net, args, name="supervised")
+            for name, value in result.scalars().items():
+                writer.add_scalar(name, value, rnd)
+            save_retriever_run(args, envs, net, optimizer, rnd + 1, agent="supervised")
     writer.close()
     envs.close()
     return net, result
-
-
-def restore_or_create(
-    args: Any, envs: gym.vector.VectorEnv, checkpoint: Path
-) -> tuple[RetrieverNet, torch.optim.Optimizer, int, dict[str, Any]]:
-    """The network, its Adam optimizer, the first round to play and the saved training state.
-
-    Resumes from ``checkpoint`` when ``args.resume`` and it exists; else starts from the
-    ``args.init`` checkpoint if given; else from fresh weights sized for ``envs``. Shared by
-    every retriever trainer, so resuming means the same thing in each.
-    """
-    gallery = envs.unwrapped.gallery
-    vocab = envs.unwrapped.tokenizer.vocab_size
-    state: dict[str, Any] = {}
-    meta: dict[str, Any] = {}
-    source: Any = None
-    start = 0
-    if args.resume and (checkpoint / "config.json").exists():
-        net, meta, tensors = load_checkpoint(checkpoint)
-        source = checkpoint
-        state = meta["training_state"]
-        start = int(state["round"])
-    elif args.init:
-        net, meta, _ = load_checkpoint(args.init)
-        source = args.init
-    else:
-        net = RetrieverNet(
-            RetrieverConfig(
-                vocab_size=vocab,
-                feature_dim=gallery.feature_dim,
-                attribute_dim=gallery.side_info.shape[1],
-                num_items=gallery.num_items,
-                embed_dim=args.embed_dim,
-                max_caption_length=envs.unwrapped.config.caption_length,
-            )
-        )
-    check_fits(net.config, gallery, vocab)
-    if meta:
-        check_catalog(meta, envs.unwrapped.catalog, source)
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
-    if state:
-        optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
-    return net, optimizer, start, state
-
-
-def evaluate_net(net: RetrieverNet, args: Args, name: str = "supervised") -> EvaluationResult:
-    envs = make_envs(args, training=False, num_envs=min(64, args.eval_episodes))
-    try:
-        agent = RetrieverAgent(net, envs.unwrapped.gallery)
-        return evaluate(agent, envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name=name)
-    finally:
-        envs.close()
-
-
-def log_evaluation(writer: SummaryWriter, result: EvaluationResult, step: int) -> None:
-    for row in result.per_turn():
-        t = int(row["turn"])
-        writer.add_scalar(f"eval/R@10_turn{t}", row["R@10"], step)
-        writer.add_scalar(f"eval/percentile_turn{t}", row["mean_percentile"], step)
-    final = result.per_turn()[-1]
-    writer.add_scalar("eval/R@10", final["R@10"], step)
-    writer.add_scalar("eval/success_rate", final["success_rate"], step)
-
-
-# --- checkpoint plumbing (optimizer state as safetensors, not pickles) -----------------------
-
-
-def optimizer_state_to_tensors(
-    optimizer: torch.optim.Optimizer,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def optimizer_state_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta["scalars"].items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def save_training_checkpoint(
-    path: Path,
-    net: RetrieverNet,
-    optimizer: torch.optim.Optimizer,
-    args: Any,
-    rounds_done: int,
-    agent: str = "supervised",
-    extra_state: dict[str, Any] | None = None,
-    catalog: Catalog | None = None,
-) -> None:
-    """Model, optimizer state (as safetensors) and the round counter, in one atomic directory."""
-    tensors, optimizer_meta = optimizer_state_to_tensors(optimizer)
-    state = {"round": rounds_done, "optimizer": optimizer_meta, **(extra_state or {})}
-    save_checkpoint(
-        path,
-        net,
-        args=dataclasses.asdict(args),
-        agent=agent,
-        state=state,
-        extra_tensors=tensors,
-        catalog=catalog,
-    )
 
 
 def parse_args(argv: list[str] | None = None) -> Args:

@@ -139,18 +139,23 @@ class BenchmarkResult:
 
 
 def _cached(out: Path, args: Any) -> bool:
-    """True if ``out/checkpoint`` was trained with exactly these arguments."""
+    """True if ``out/checkpoint`` was trained with exactly these arguments (``overwrite``,
+    which only says how the run directory was claimed, aside)."""
     config = out / "checkpoint" / "config.json"
     if not config.exists():
         return False
-    stored = json.loads(config.read_text()).get("args", {})
-    return stored == json.loads(json.dumps(dataclasses.asdict(args), default=str))
+    stored = dict(json.loads(config.read_text()).get("args", {}))
+    wanted = json.loads(json.dumps(dataclasses.asdict(args), default=str))
+    stored.pop("overwrite", None)
+    wanted.pop("overwrite", None)
+    return stored == wanted
 
 
 def _train_retriever(module: Any, args: Any, progress: bool) -> Path:
     out = Path(args.out)
     if not _cached(out, args):
-        module.train(args, progress=progress)
+        # The benchmark owns its run directories: a stale run (other arguments) is replaced.
+        module.train(dataclasses.replace(args, overwrite=True), progress=progress)
     return out / "checkpoint"
 
 
@@ -216,7 +221,7 @@ def train_agents(
             out=str(base / "ppo"),
         )
         if not _cached(Path(args.out), args):
-            ppo.train(args, progress=progress)
+            ppo.train(dataclasses.replace(args, overwrite=True), progress=progress)
         trained["ppo"] = Path(args.out) / "checkpoint"
     if "random" in agents:
         trained["random"] = None
@@ -225,58 +230,34 @@ def train_agents(
     return trained
 
 
-def _training_tokenizer(user: str, catalog: str | None) -> Any:
-    """The caption tokenizer the agents trained with ``user`` read captions with."""
-    probe = gym.make_vec(
-        "fiq_gym/FashionIQ-v0",
-        num_envs=1,
-        vectorization_mode="vector_entry_point",
-        catalog=catalog,
-        user=user,
-    )
-    tokenizer = probe.unwrapped.tokenizer
-    probe.close()
-    return tokenizer
-
-
 def _agent_and_env(
     name: str,
     checkpoint: Path | None,
-    train_user: str,
     user: str,
     catalog: str | None,
     num_envs: int,
     max_turns: int,
     seed: int,
 ):
+    """The agent and the env it is evaluated in with shopper ``user`` (a trained agent keeps
+    the tokenizer of the shopper it was trained with; see :meth:`LoadedAgent.make_envs`)."""
     from fiq_gym.agents import RandomAgent
-    from fiq_gym.agents.retriever import RetrieverAgent, check_fits, load_checkpoint
+    from fiq_gym.agents.checkpoint import ACTION_MODES, load_agent
 
-    mode = {"random": "index", "ppo": "query"}.get(name, "scores")
-    # Cross-user evaluation keeps the training user's tokenizer: a trained agent's word
-    # embeddings are indexed by its ids, and the shoppers' tokenizers number words differently.
-    envs = gym.make_vec(
-        "fiq_gym/FashionIQ-v0",
-        num_envs=num_envs,
-        vectorization_mode="vector_entry_point",
-        catalog=catalog,
-        user=user,
-        action_mode=mode,
-        max_turns=max_turns,
-        tokenizer=_training_tokenizer(train_user, catalog) if train_user != user else None,
-    )
-    inner = envs.unwrapped
-    if name == "random":
+    if checkpoint is None:
+        envs = gym.make_vec(
+            "fiq_gym/FashionIQ-v0",
+            num_envs=num_envs,
+            vectorization_mode="vector_entry_point",
+            catalog=catalog,
+            user=user,
+            action_mode=ACTION_MODES[name],
+            max_turns=max_turns,
+        )
         return RandomAgent.for_env(envs, seed=seed), envs
-    if name == "ppo":
-        from stable_baselines3 import PPO
-
-        from fiq_gym.agents.ppo import PPOAgent
-
-        return PPOAgent(PPO.load(checkpoint / "model.zip", device="cpu")), envs
-    net, _, _ = load_checkpoint(checkpoint)
-    check_fits(net.config, inner.gallery, inner.tokenizer.vocab_size)
-    return RetrieverAgent(net, inner.gallery), envs
+    loaded = load_agent(checkpoint)
+    envs = loaded.make_envs(num_envs, catalog=catalog, user=user, max_turns=max_turns)
+    return loaded.make_agent(envs), envs
 
 
 def run_benchmark(
@@ -314,7 +295,6 @@ def run_benchmark(
                 agent, envs = _agent_and_env(
                     name,
                     trained.get(name),
-                    user,
                     eval_user,
                     catalog,
                     min(64, preset.episodes),

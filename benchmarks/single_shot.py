@@ -133,6 +133,7 @@ def run_single_shot(
                 eval_every=steps,
                 seed=seed,
                 out=str(run),
+                overwrite=True,  # the benchmark owns its run directories
                 quiet=not progress,
             )
         )

@@ -163,6 +163,19 @@ class EvaluationResult:
     def __str__(self) -> str:
         return self.to_markdown()
 
+    def scalars(self, prefix: str = "eval/") -> dict[str, float]:
+        """Flat scalars for a TensorBoard writer: R@10 and mean percentile per turn, and the
+        final turn's R@10 and success rate (``writer.add_scalar(name, value, step)``)."""
+        rows = self.per_turn()
+        out = {}
+        for row in rows:
+            t = int(row["turn"])
+            out[f"{prefix}R@10_turn{t}"] = row["R@10"]
+            out[f"{prefix}percentile_turn{t}"] = row["mean_percentile"]
+        out[f"{prefix}R@10"] = rows[-1]["R@10"]
+        out[f"{prefix}success_rate"] = rows[-1]["success_rate"]
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "agent": self.agent,

@@ -459,7 +459,7 @@ def test_replay_falls_back_for_garments_nobody_captioned(play_agent, agent_check
 
     path = tmp_path / "dialogs.json"
     _record_dialogs(play_agent, path, count=2)
-    net, meta, _ = load_checkpoint(agent_checkpoint)
+    net, meta = load_checkpoint(agent_checkpoint)
     torch.manual_seed(99)
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.5)

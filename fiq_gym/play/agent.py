@@ -21,12 +21,12 @@ from typing import Any
 import gymnasium as gym
 
 import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.retriever import load_checkpoint
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.resolve import resolve_catalog
-from fiq_gym.envs.building import build_dialog_parts
 from fiq_gym.evaluation import RetrievalAgent
-from fiq_gym.jsonfile import read_json
-from fiq_gym.text import CaptionTokenizer, WordTokenizer
+from fiq_gym.text import CaptionTokenizer
 
 __all__ = [
     "DEFAULT_AGENT_DIR",
@@ -91,34 +91,7 @@ class PlayAgent:
     def make(self, env: gym.Env) -> RetrievalAgent:
         """A fresh batched agent (its own dialog state) for ``env``; raises ``ValueError`` if
         the checkpoint does not fit it."""
-        inner = env.unwrapped
-        if self.kind == "ppo":
-            from fiq_gym.agents.ppo import PPOAgent
-
-            space = getattr(inner, "single_observation_space", inner.observation_space)
-            if self._model.observation_space != space:
-                raise ValueError(
-                    "this PPO checkpoint does not fit the environment: its observation space differs "
-                    "(feature size, attribute count or caption vocabulary); play on the catalog it was trained on"
-                )
-            return PPOAgent(self._model)
-        from fiq_gym.agents.retriever import RetrieverAgent, check_fits
-
-        check_fits(self._model.config, inner.gallery, inner.tokenizer.vocab_size)
-        return RetrieverAgent(self._model, inner.gallery)
-
-
-def _read_config(checkpoint: Path) -> dict[str, Any]:
-    config = checkpoint / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"{checkpoint} is not an agent checkpoint (no config.json); pass a directory written by "
-            "`fiq-gym train AGENT` (its checkpoint/ folder)"
-        )
-    data = read_json(config, ValueError, "the checkpoint is corrupt; train it again")
-    if not isinstance(data, dict):
-        raise ValueError(f"{config} is not an agent checkpoint config")
-    return data
+        return self._model.make_agent(env)
 
 
 def default_catalog_record(catalog: Catalog) -> dict[str, Any]:
@@ -189,50 +162,29 @@ def load_play_agent(
                 "the shipped default agent only plays on the default catalog; for another catalog train one "
                 "(fiq-gym train supervised --catalog DIR --out RUN) and pass --agent RUN/checkpoint"
             )
-    config = _read_config(path)
-    args = config.get("args") if isinstance(config.get("args"), dict) else {}
-    opened = resolve_catalog(catalog if catalog is not None else (args.get("catalog") or None))
+    loaded = load_agent(path)
+    opened = resolve_catalog(catalog if catalog is not None else loaded.catalog)
     if shipped:
         _check_default_fits(record, opened)
-    env_id = str(args.get("env_id", "fiq_gym/FashionIQ-v0"))
-    shopper = str(args.get("user", "template"))
-    category = gym.spec(env_id).kwargs.get("category")
-    own_tokenizer = path / "tokenizer.json"
-    if own_tokenizer.is_file():  # a checkpoint that learned its own words (e.g. fiq-gym train single-shot)
-        tokenizer: CaptionTokenizer = WordTokenizer.from_json(own_tokenizer.read_text(encoding="utf-8"))
-        _, tables, _, _ = build_dialog_parts(opened, category, shopper, None, tokenizer)
-    else:
-        _, tables, _, tokenizer = build_dialog_parts(opened, category, shopper, None, None)
-    turns = int(max_turns if max_turns is not None else args.get("max_turns", 5))
+    turns = int(max_turns if max_turns is not None else loaded.max_turns)
     if turns < 1:
         raise ValueError(f"max_turns must be at least 1, got {turns}")
-    kind = config.get("format")
-    if kind == "fiq-gym-retriever":
-        from fiq_gym.agents.retriever import check_catalog, check_fits, load_checkpoint
-
-        net, meta, _ = load_checkpoint(path)
-        check_fits(net.config, tables, tokenizer.vocab_size)
-        check_catalog(meta, opened, path)
-        model, kind_name, mode = net, "retriever", "scores"
-        label = f"{meta.get('agent', 'retriever')}"
-    elif kind == "fiq-gym-ppo":
-        from stable_baselines3 import PPO
-
-        model, kind_name, mode, label = PPO.load(path / "model.zip", device="cpu"), "ppo", "query", "ppo"
-    else:
-        raise ValueError(f"{path}/config.json is not a fiq-gym agent checkpoint (format {kind!r})")
+    # A person's words are numbered as the agent learned them: the checkpoint's own
+    # tokenizer, or the one of the shopper it was trained with.
+    tokenizer = loaded.training_tokenizer(opened)
+    label = "ppo" if loaded.kind == "ppo" else loaded.name
     name = f"{label} (shipped default)" if shipped else f"{label} ({path})"
     return PlayAgent(
         name=name,
         checkpoint=path,
-        kind=kind_name,
+        kind=loaded.kind,
         catalog=opened,
-        env_id=env_id,
-        shopper=shopper,
-        action_mode=mode,
+        env_id=loaded.env_id,
+        shopper=loaded.user,
+        action_mode=loaded.action_mode,
         max_turns=turns,
         tokenizer=tokenizer,
-        _model=model,
+        _model=loaded,
     )
 
 
@@ -240,10 +192,9 @@ def export_default_agent(checkpoint: str | os.PathLike, out: str | os.PathLike =
     """Copy a supervised checkpoint trained on the default catalog into ``out`` (the package's
     ``default_agent/``), with a record of that catalog so a stale copy fails loudly."""
     from fiq_gym._atomic import atomic_directory
-    from fiq_gym.agents.retriever import load_checkpoint
 
     checkpoint = Path(checkpoint)
-    net, meta, _ = load_checkpoint(checkpoint)
+    net, meta = load_checkpoint(checkpoint)
     args = meta.get("args", {})
     if (
         args.get("catalog") is not None
@@ -254,7 +205,6 @@ def export_default_agent(checkpoint: str | os.PathLike, out: str | os.PathLike =
             f"(catalog={args.get('catalog')!r}, env_id={args.get('env_id')!r})"
         )
     catalog = resolve_catalog(None)
-    meta = {k: v for k, v in meta.items() if k != "training_state"}
     with atomic_directory(out, overwrite=True) as tmp:
         shutil.copyfile(checkpoint / "model.safetensors", tmp / "model.safetensors")
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")

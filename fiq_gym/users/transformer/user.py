@@ -36,7 +36,8 @@ import torch
 
 from fiq_gym.caption_metrics import DifferenceOracle, PairTruth
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.errors import FiqGymError
+from fiq_gym.errors import CheckpointError, FiqGymError
+from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.users.base import CaptionBatch, Difference, User, row_uniforms
 from fiq_gym.users.template import TemplateUser
@@ -238,11 +239,26 @@ def load_captioner(
             else "pass a directory written by `fiq-gym user train --out DIR` (config.json, model.safetensors, tokenizer.json)"
         )
         raise FileNotFoundError(f"no captioner checkpoint at {path}: {hint}")
+    fix = "pass a directory written by `fiq-gym user train --out DIR`"
+    config = read_json(path / "config.json", CheckpointError, f"the checkpoint is damaged; {fix}")
+    if not isinstance(config, dict) or config.get("model_type") != RelativeCaptionerConfig.model_type:
+        found = config.get("format") or config.get("model_type") if isinstance(config, dict) else None
+        raise CheckpointError(
+            f"{path} is not a relative-captioner checkpoint"
+            + (f" (it is a {found!r} checkpoint)" if found else "")
+            + f"; {fix}"
+        )
     # fork_rng: loading must not advance the caller's seeded torch generator (see
     # fiq_gym.features.model.load_checkpoint).
     with quiet_transformers(), torch.random.fork_rng(devices=[]):
-        model = RelativeCaptionerModel.from_pretrained(str(path), local_files_only=True)
-        hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        try:
+            model = RelativeCaptionerModel.from_pretrained(str(path), local_files_only=True)
+            hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
+            raise CheckpointError(
+                f"cannot load the captioner in {path} ({str(e).splitlines()[0][:160]}): a file is missing, "
+                f"truncated or from another model; {fix}"
+            ) from None
     model.eval()
     return model, CaptionerTokenizer(hf_tokenizer)
 

@@ -1,0 +1,276 @@
+"""Trained agents on disk: what each checkpoint kind is, how to load it, how to resume it.
+
+:func:`load_agent` is the one reader of agent checkpoints. It works out the checkpoint's
+kind (a dialog retriever: supervised, policy gradient, policy improvement, single-shot; or
+an SB3 PPO model), the action mode it speaks, the environment it was trained on and the
+tokenizer it reads captions with, and returns a :class:`LoadedAgent` that builds that
+environment and a fitted :class:`~fiq_gym.evaluation.RetrievalAgent` for it. ``fiq-gym
+eval``, ``fiq-gym play`` and ``fiq-gym bench`` all load through it.
+
+The retriever trainers share :func:`start_retriever_run` and :func:`save_retriever_run`, so
+``--resume``, ``--overwrite`` and ``--init`` mean the same in each (the rule itself is
+:func:`fiq_gym.checkpoint.prepare_run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.agents.retriever import (
+    RETRIEVER_FORMAT,
+    RetrieverAgent,
+    RetrieverConfig,
+    RetrieverNet,
+    check_catalog,
+    check_fits,
+    load_checkpoint,
+    save_checkpoint,
+)
+from fiq_gym.checkpoint import prepare_run, read_config, read_training_state
+from fiq_gym.errors import CheckpointError
+from fiq_gym.evaluation import RetrievalAgent
+from fiq_gym.text import CaptionTokenizer, WordTokenizer
+
+__all__ = [
+    "ACTION_MODES",
+    "PPO_FORMAT",
+    "LoadedAgent",
+    "load_agent",
+    "save_retriever_run",
+    "start_retriever_run",
+]
+
+PPO_FORMAT = "fiq-gym-ppo"
+DEFAULT_ENV_ID = "fiq_gym/FashionIQ-v0"
+#: The action mode each agent of the benchmark speaks.
+ACTION_MODES = {
+    "random": "index",
+    "supervised": "scores",
+    "policy-gradient": "scores",
+    "policy-improvement": "scores",
+    "single-shot": "scores",
+    "ppo": "query",
+}
+_KINDS = {RETRIEVER_FORMAT: ("retriever", "scores"), PPO_FORMAT: ("ppo", "query")}
+_FIX = "pass the checkpoint/ folder of a run written by `fiq-gym train AGENT --out RUN`"
+
+
+@dataclass
+class LoadedAgent:
+    """A trained agent read from disk, with the environment settings it was trained for.
+
+    Attributes:
+        path: the checkpoint directory.
+        kind: ``"retriever"`` (a :class:`~fiq_gym.agents.retriever.RetrieverNet`) or ``"ppo"``.
+        name: the training algorithm as recorded ("supervised", "policy gradient", "PPO"...).
+        action_mode: the env action mode the agent speaks.
+        env_id: the registered id it was trained on (it fixes the category).
+        catalog: the catalog directory it was trained on (None: the default catalog).
+        user: the shopper it was trained with (its tokenizer numbers the words it learned).
+        max_turns: turns per dialog in training.
+        own_tokenizer: the checkpoint's own ``tokenizer.json``, for agents that learned their
+            words from human captions (``fiq-gym train single-shot``); else None.
+        model: the network or SB3 model.
+        config: the checkpoint's ``config.json``.
+    """
+
+    path: Path
+    kind: str
+    name: str
+    action_mode: str
+    env_id: str
+    catalog: str | None
+    user: str
+    max_turns: int
+    own_tokenizer: CaptionTokenizer | None
+    model: Any = field(repr=False)
+    config: dict[str, Any] = field(repr=False)
+
+    def make_envs(
+        self,
+        num_envs: int,
+        *,
+        catalog: Any = None,
+        user: str | None = None,
+        max_turns: int | None = None,
+        **kwargs: Any,
+    ) -> gym.vector.VectorEnv:
+        """The native vector env this agent was trained on; ``catalog``, ``user`` and
+        ``max_turns`` override the training settings. Captions are always tokenized as in
+        training (a trained agent's word embeddings are indexed by its tokenizer's ids, and
+        the shoppers number words differently)."""
+        user = user or self.user
+        tokenizer = self.own_tokenizer
+        if tokenizer is None and user != self.user:
+            tokenizer = self.training_tokenizer(catalog)
+        return gym.make_vec(
+            self.env_id,
+            num_envs=num_envs,
+            vectorization_mode="vector_entry_point",
+            catalog=catalog if catalog is not None else self.catalog,
+            user=user,
+            action_mode=self.action_mode,
+            max_turns=max_turns or self.max_turns,
+            tokenizer=tokenizer,
+            **kwargs,
+        )
+
+    def training_tokenizer(self, catalog: Any = None) -> CaptionTokenizer:
+        """The tokenizer the agent read captions with in training."""
+        if self.own_tokenizer is not None:
+            return self.own_tokenizer
+        probe = gym.make_vec(
+            self.env_id,
+            num_envs=1,
+            vectorization_mode="vector_entry_point",
+            catalog=catalog if catalog is not None else self.catalog,
+            user=self.user,
+        )
+        try:
+            return probe.unwrapped.tokenizer
+        finally:
+            probe.close()
+
+    def make_agent(self, env: gym.Env | gym.vector.VectorEnv) -> RetrievalAgent:
+        """A fresh batched agent (its own dialog state) for ``env``; raises
+        :class:`~fiq_gym.errors.CheckpointError` naming the mismatch if it does not fit."""
+        inner = env.unwrapped
+        mode = inner.config.action_mode
+        if mode != self.action_mode:
+            raise CheckpointError(
+                f"{self.path} speaks action_mode={self.action_mode!r}, but the env uses {mode!r}; "
+                f"make the env with action_mode={self.action_mode!r} (LoadedAgent.make_envs does)"
+            )
+        if self.kind == "ppo":
+            from fiq_gym.agents.ppo import PPOAgent
+
+            space = getattr(inner, "single_observation_space", inner.observation_space)
+            if self.model.observation_space != space:
+                raise CheckpointError(
+                    f"the PPO checkpoint {self.path} does not fit this environment: its observation space "
+                    "differs (feature size, attribute count or caption vocabulary); use the catalog and "
+                    "shopper it was trained with, or retrain it"
+                )
+            return PPOAgent(self.model)
+        try:
+            check_fits(self.model.config, inner.gallery, inner.tokenizer.vocab_size)
+            check_catalog(self.config, inner.catalog, self.path)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        return RetrieverAgent(self.model, inner.gallery)
+
+
+def load_agent(path: str | os.PathLike) -> LoadedAgent:
+    """Read a checkpoint written by ``fiq-gym train AGENT`` (its ``checkpoint/`` folder).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: not an agent checkpoint, or damaged (the message names the file).
+    """
+    path = Path(path).expanduser()
+    config = read_config(path, formats=set(_KINDS), what="an agent checkpoint", fix=_FIX)
+    kind, mode = _KINDS[config["format"]]
+    args = config.get("args") if isinstance(config.get("args"), dict) else {}
+    env_id = str(args.get("env_id") or DEFAULT_ENV_ID)
+    try:
+        gym.spec(env_id)
+    except gym.error.Error:
+        raise CheckpointError(
+            f"{path}/config.json names env {env_id!r}, which is not registered in this fiq-gym; "
+            "use the fiq-gym version that trained it"
+        ) from None
+    own = path / "tokenizer.json"
+    tokenizer = WordTokenizer.from_json(own.read_text(encoding="utf-8")) if own.is_file() else None
+    if kind == "ppo":
+        from stable_baselines3 import PPO
+
+        if not (path / "model.zip").is_file():
+            raise CheckpointError(f"{path} has no model.zip: the PPO checkpoint is incomplete; {_FIX}")
+        model: Any = PPO.load(path / "model.zip", device="cpu")
+    else:
+        model, config = load_checkpoint(path)
+    return LoadedAgent(
+        path=path,
+        kind=kind,
+        name=str(config.get("agent", kind)),
+        action_mode=mode,
+        env_id=env_id,
+        catalog=args.get("catalog") or None,
+        user=str(args.get("user", "template")),
+        max_turns=int(args.get("max_turns", 5)),
+        own_tokenizer=tokenizer,
+        model=model,
+        config=config,
+    )
+
+
+# --- resuming retriever runs ----------------------------------------------------------------------
+
+
+def start_retriever_run(
+    args: Any, envs: gym.vector.VectorEnv
+) -> tuple[RetrieverNet, torch.optim.Optimizer, int, dict[str, Any]]:
+    """The network, its Adam optimizer, the first round to play and the saved counters.
+
+    Applies the run-directory rule to ``args.out`` (``args.resume`` continues
+    ``out/checkpoint``; ``args.overwrite`` replaces the run; neither refuses an existing
+    one); a new run starts from ``args.init`` (a retriever checkpoint) if given, else from
+    fresh weights sized for ``envs``.
+    """
+    inner = envs.unwrapped
+    checkpoint = Path(args.out) / "checkpoint"
+    resuming = prepare_run(
+        args.out, resume=args.resume, overwrite=getattr(args, "overwrite", False), state=checkpoint
+    )
+    source = checkpoint if resuming else args.init
+    if source:
+        net, meta = load_checkpoint(source)
+        check_catalog(meta, inner.catalog, source)
+    else:
+        net = RetrieverNet(
+            RetrieverConfig(
+                vocab_size=inner.tokenizer.vocab_size,
+                feature_dim=inner.gallery.feature_dim,
+                attribute_dim=inner.gallery.side_info.shape[1],
+                num_items=inner.gallery.num_items,
+                embed_dim=args.embed_dim,
+                max_caption_length=inner.config.caption_length,
+            )
+        )
+    check_fits(net.config, inner.gallery, inner.tokenizer.vocab_size)
+    optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
+    if not resuming:
+        return net, optimizer, 0, {}
+    record, _ = read_training_state(checkpoint, optimizer=optimizer, rng=False)
+    return net, optimizer, int(record["round"]), record
+
+
+def save_retriever_run(
+    args: Any,
+    envs: gym.vector.VectorEnv,
+    net: RetrieverNet,
+    optimizer: torch.optim.Optimizer,
+    rounds_done: int,
+    *,
+    agent: str,
+    extra_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``args.out/checkpoint``: the model, the arguments, the catalog's fingerprint and
+    the state :func:`start_retriever_run` resumes from."""
+    return save_checkpoint(
+        Path(args.out) / "checkpoint",
+        net,
+        args=dataclasses.asdict(args),
+        agent=agent,
+        optimizer=optimizer,
+        state={"round": rounds_done, **(extra_state or {})},
+        catalog=envs.unwrapped.catalog,
+    )

@@ -1,0 +1,183 @@
+"""Checkpoints and run directories: one rule for every trainer, one clear error per damage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import gymnasium as gym
+import pytest
+import torch
+
+from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.supervised import Args, train
+from fiq_gym.checkpoint import prepare_run, read_training_state, write_training_state
+from fiq_gym.cli import main as cli_main
+from fiq_gym.errors import CheckpointError
+
+
+def _args(catalog, out, **overrides) -> Args:
+    base = Args(
+        catalog=str(catalog),
+        num_envs=4,
+        rounds=1,
+        eval_every=1,
+        eval_episodes=4,
+        out=str(out),
+        threads=1,
+        negatives=8,
+        embed_dim=16,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def test_training_state_round_trips_optimizer_model_and_rng(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    torch.manual_seed(5)
+    write_training_state(tmp_path / "s", record={"round": 7}, optimizer=optimizer, model=model)
+    expected_draw = torch.rand(3)
+
+    fresh = torch.nn.Linear(3, 2)
+    fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=0.5)
+    torch.manual_seed(99)
+    record, _ = read_training_state(tmp_path / "s", optimizer=fresh_optimizer, model=fresh)
+    assert record == {"round": 7}
+    assert torch.equal(torch.rand(3), expected_draw)  # the generator continues where it was
+    for a, b in zip(model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert fresh_optimizer.param_groups[0]["lr"] == 0.01
+    moments = optimizer.state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(fresh_optimizer.state_dict()["state"][0]["exp_avg"], moments)
+
+
+def test_prepare_run_refuses_an_existing_run_and_an_empty_resume(tmp_path):
+    out = tmp_path / "run"
+    assert prepare_run(out, resume=False, overwrite=False, state=out / "checkpoint") is False
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(FileExistsError, match=r"--resume to continue it, --overwrite to replace it"):
+        prepare_run(out, resume=False, overwrite=False, state=out / "checkpoint")
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == b"weights"  # nothing lost
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        prepare_run(out, resume=True, overwrite=False, state=out / "checkpoint")
+    with pytest.raises(ValueError, match="contradict"):
+        prepare_run(out, resume=True, overwrite=True, state=out / "checkpoint")
+    assert prepare_run(out, resume=False, overwrite=True, state=out / "checkpoint") is False
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_every_retriever_trainer_refuses_to_replace_a_run(small_catalog_path, tmp_path):
+    out = tmp_path / "run"
+    train(_args(small_catalog_path, out), progress=False)
+    weights = (out / "checkpoint" / "model.safetensors").read_bytes()
+    # The command line says what to do, exit code 2, and the trained checkpoint is untouched.
+    argv = ["train", "supervised", "--catalog", str(small_catalog_path), "--out", str(out)]
+    assert cli_main([*argv, "--rounds", "1", "--threads", "1"]) == 2
+    for trainer in ("policy-gradient", "policy-improvement", "ppo"):
+        assert cli_main(["train", trainer, "--catalog", str(small_catalog_path), "--out", str(out)]) == 2
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == weights
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(_args(small_catalog_path, tmp_path / "never-trained", resume=True), progress=False)
+    assert not (tmp_path / "never-trained" / "checkpoint").exists()
+    train(_args(small_catalog_path, out, seed=1, overwrite=True), progress=False)
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() != weights
+
+
+def test_cli_names_the_existing_run_and_both_options(small_agent_checkpoint, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(small_agent_checkpoint, out / "checkpoint")
+    assert cli_main(["train", "supervised", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--resume" in err and "--overwrite" in err
+    assert "Traceback" not in err
+
+
+DAMAGES = {
+    "truncated config": lambda d: (d / "config.json").write_text('{"format": "fiq-gym-retr'),
+    "empty config": lambda d: (d / "config.json").write_text(""),
+    "config is a list": lambda d: (d / "config.json").write_text("[1, 2]"),
+    "missing config field": lambda d: _edit_config(d, lambda c: c["config"].pop("feature_dim")),
+    "unknown config field": lambda d: _edit_config(d, lambda c: c["config"].update(colour=3)),
+    "other format": lambda d: _edit_config(d, lambda c: c.update(format="something-else")),
+    "truncated weights": lambda d: (d / "model.safetensors").write_bytes(
+        (d / "model.safetensors").read_bytes()[:100]
+    ),
+    "garbage weights": lambda d: (d / "model.safetensors").write_bytes(b"\x00garbage" * 10),
+    "weights missing": lambda d: (d / "model.safetensors").unlink(),
+    "no config": lambda d: (d / "config.json").unlink(),
+}
+EXPECTED = {
+    "truncated config": r"config.json is not valid JSON \(line 1",
+    "empty config": r"config.json is not valid JSON",
+    "config is a list": r"holds a JSON list, not a checkpoint config object",
+    "missing config field": r"missing \['feature_dim'\] fields",
+    "unknown config field": r"unknown \['colour'\] fields",
+    "other format": r"is a 'something-else' checkpoint, not an agent checkpoint",
+    "truncated weights": r"model.safetensors is truncated or not a safetensors file",
+    "garbage weights": r"model.safetensors is truncated or not a safetensors file",
+    "weights missing": r"model.safetensors is missing",
+    "no config": r"is not an agent checkpoint \(it has no config.json\)",
+}
+
+
+def _edit_config(directory, change) -> None:
+    config = json.loads((directory / "config.json").read_text())
+    change(config)
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_checkpoint_names_the_file_and_the_fix(damage, small_agent_checkpoint, tmp_path, capsys):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(small_agent_checkpoint, checkpoint)
+    DAMAGES[damage](checkpoint)
+    with pytest.raises(CheckpointError, match=EXPECTED[damage]) as caught:
+        load_agent(checkpoint)
+    assert "fiq-gym" in str(caught.value)  # the fix names a command
+    assert cli_main(["eval", str(checkpoint), "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fiq-gym: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_retriever_checkpoint_is_not_a_shopper(small_agent_checkpoint, small_catalog_path):
+    with pytest.raises(
+        CheckpointError, match=r"not a relative-captioner checkpoint \(it is a 'fiq-gym-retriever'"
+    ):
+        gym.make(
+            "fiq_gym/FashionIQ-v0",
+            catalog=str(small_catalog_path),
+            user=f"transformer:{small_agent_checkpoint}",
+        )
+
+
+def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_checkpoint, small_catalog_path):
+    loaded = load_agent(small_agent_checkpoint)
+    assert (loaded.kind, loaded.name, loaded.action_mode, loaded.max_turns) == (
+        "retriever",
+        "supervised",
+        "scores",
+        4,
+    )
+    envs = loaded.make_envs(2)
+    try:
+        agent = loaded.make_agent(envs)
+        obs, info = envs.reset(seed=0)
+        agent.reset(obs, info, info["turn"] == 0)
+        assert agent.act(obs, info).shape == (2, envs.unwrapped.num_items)
+    finally:
+        envs.close()
+    index_envs = gym.make_vec(
+        "fiq_gym/FashionIQ-v0",
+        num_envs=1,
+        vectorization_mode="vector_entry_point",
+        catalog=str(small_catalog_path),
+        action_mode="index",
+    )
+    with pytest.raises(CheckpointError, match="speaks action_mode='scores'"):
+        loaded.make_agent(index_envs)
+    index_envs.close()
