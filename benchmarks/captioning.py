@@ -15,8 +15,8 @@ Rows, all on the same held-out pairs of the default catalog (items never seen in
   references: the ceiling, since the references are its own.
 
 References are ``--references`` template captions per pair from fresh generators. Columns:
-BLEU-4, ROUGE-L, CIDEr (:func:`fiq_gym.caption_metrics.caption_scores`), faithfulness
-precision and recall (:func:`fiq_gym.caption_metrics.faithfulness`) and captions per second.
+BLEU-4, ROUGE-L, CIDEr (:func:`fiq_gym.users.caption_metrics.caption_scores`), faithfulness
+precision and recall (:func:`fiq_gym.users.caption_metrics.faithfulness`) and captions per second.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from fiq_gym._atomic import atomic_write_text
-from fiq_gym.caption_metrics import DifferenceOracle, caption_scores, faithfulness
+from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, faithfulness
 
 __all__ = ["Row", "evaluate", "main"]
 
@@ -121,8 +121,8 @@ def evaluate(
 ) -> tuple[list[Row], dict]:
     import torch
 
-    from fiq_gym.catalog.default import load_default_catalog
     from fiq_gym.catalog.storage import open_catalog
+    from fiq_gym.default_catalog import load_default_catalog
     from fiq_gym.retrieval import retrieval_tables
     from fiq_gym.users.template import TemplateUser
     from fiq_gym.users.transformer.data import held_out_pairs, template_captions, template_dataset

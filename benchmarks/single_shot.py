@@ -47,10 +47,10 @@ KS = (10, 50)
 def standin_catalog(work: Path, pairs_per_split: int = 1500, progress: bool = True) -> Path:
     """The default synthetic catalog as a Fashion IQ release, imported (train + val); cached
     in ``work``."""
-    from fiq_gym.catalog.default import load_default_catalog
     from fiq_gym.catalog.fashioniq import plan_fashioniq
     from fiq_gym.catalog.importing import write_import
-    from fiq_gym.catalog.release_export import export_fashioniq_release
+    from fiq_gym.default_catalog import load_default_catalog
+    from fiq_gym.users.release_export import export_fashioniq_release
 
     release, imported = work / "standin-release", work / "standin-catalog"
     if not (release / "captions").exists():

@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym._atomic import atomic_write_bytes, atomic_write_text
-from fiq_gym.catalog.default import load_default_catalog
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.default_catalog import load_default_catalog
 from fiq_gym.envs.fashion_iq import FashionIQEnv
 from fiq_gym.envs.vector import FashionIQVectorEnv
 from fiq_gym.metrics import target_rank

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.catalog.resolve import resolve_catalog
+from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 from fiq_gym.users.base import User

@@ -18,8 +18,8 @@ __all__ = ["main"]
 
 
 def _catalog_build(args: argparse.Namespace) -> int:
-    from fiq_gym.catalog.default import default_catalog_path
     from fiq_gym.catalog.synthetic import build_synthetic_catalog
+    from fiq_gym.default_catalog import default_catalog_path
 
     out = Path(args.out) if args.out else default_catalog_path(args.size, args.seed, args.image_size)
     catalog = build_synthetic_catalog(
@@ -30,8 +30,8 @@ def _catalog_build(args: argparse.Namespace) -> int:
 
 
 def _resolve_catalog(path: str | None):
-    from fiq_gym.catalog.default import load_default_catalog
     from fiq_gym.catalog.storage import open_catalog
+    from fiq_gym.default_catalog import load_default_catalog
 
     return open_catalog(path) if path else load_default_catalog()
 
@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fiq_gym.catalog.commands import add_commands as add_dataset_commands  # argparse only
 
     add_dataset_commands(catalog_sub)
+    from fiq_gym.users.commands import add_export_command  # argparse only
+
+    add_export_command(catalog_sub)
 
     demo = sub.add_parser("demo", help="play one dialog: a random retriever and the template shopper")
     demo.add_argument("--catalog", help="catalog directory (default: the default catalog)")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fiq_gym.caption_metrics import (
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.catalog.synthetic_spec import CATEGORIES, SYNTHETIC_VOCABULARY
+from fiq_gym.users.caption_metrics import (
     LANGUAGE_METRICS,
     DifferenceOracle,
     caption_scores,
     faithfulness,
 )
-from fiq_gym.catalog.model import Catalog
-from fiq_gym.catalog.synthetic_spec import CATEGORIES, SYNTHETIC_VOCABULARY
 from fiq_gym.users.template import Claim, TemplateNoise, TemplateUser
 
 # --- language metrics -------------------------------------------------------------------

@@ -448,7 +448,7 @@ def test_shipped_network_is_accurate_on_unseen_items(tmp_path):
 
 
 def test_default_catalog_gets_shipped_features_on_first_build(monkeypatch, tmp_path):
-    from fiq_gym.catalog.default import default_catalog_path, load_default_catalog
+    from fiq_gym.default_catalog import default_catalog_path, load_default_catalog
     from fiq_gym.features.default_network import needs_default_features
 
     monkeypatch.setenv("FIQ_GYM_CACHE", str(tmp_path / "cache"))

@@ -19,13 +19,13 @@ import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.catalog.captions import CAPTIONS_FILE, HumanCaptions
 from fiq_gym.catalog.fashioniq import plan_fashioniq
 from fiq_gym.catalog.importing import REPORT_FILE, load_feature_file, write_import
-from fiq_gym.catalog.release_export import export_fashioniq_release, export_shoes_release
 from fiq_gym.catalog.shoes import plan_shoes
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.cli import main as cli
 from fiq_gym.errors import DatasetError
 from fiq_gym.users import DatasetUser, TemplateUser, UnannotatedPairError
 from fiq_gym.users.dataset import SAME_CAPTION, join_captions
+from fiq_gym.users.release_export import export_fashioniq_release, export_shoes_release
 
 UNICODE_CAPTION = "is more “café-au-lait”, 50% longer — ñandú print! (no sleeves?)"
 

@@ -295,7 +295,7 @@ def test_per_pair_generators_make_each_caption_depend_on_its_own(user, small_cat
 
 
 def test_difference_records_judge_the_claims(user, small_catalog):
-    from fiq_gym.caption_metrics import DifferenceOracle
+    from fiq_gym.users.caption_metrics import DifferenceOracle
 
     oracle = DifferenceOracle(small_catalog)
     targets, shown = _pairs(len(small_catalog), 64, seed=9)

@@ -1,5 +1,6 @@
-"""``fiq-gym catalog import`` and ``fiq-gym catalog export``: real datasets in, release
-layouts out. Only argparse here; the loaders import when a command runs."""
+"""``fiq-gym catalog import``: real datasets in. Only argparse here; the loaders import when
+a command runs. (``catalog export`` writes captions with the template shopper, so it lives
+with the shoppers: :mod:`fiq_gym.users.commands`.)"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ SHOES_SPLITS = ("train", "eval")
 
 
 def _default_out(kind: str, args: argparse.Namespace) -> Path:
-    from fiq_gym.catalog.default import cache_dir
+    from fiq_gym.cache import cache_dir
 
     parts = [kind, *(getattr(args, "category", None) or []), *args.split, f"{args.image_size}px"]
     return cache_dir() / "catalogs" / "-".join(parts)
@@ -67,30 +68,8 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from fiq_gym.catalog.resolve import resolve_catalog
-
-    catalog = resolve_catalog(args.catalog)
-    if args.dataset == "fashioniq":
-        from fiq_gym.catalog.release_export import export_fashioniq_release
-
-        root = export_fashioniq_release(
-            catalog, args.out, pairs_per_split=args.pairs, seed=args.seed, overwrite=args.overwrite
-        )
-    else:
-        from fiq_gym.catalog.release_export import export_shoes_release
-
-        root = export_shoes_release(
-            catalog, args.out, pairs=args.pairs, seed=args.seed, overwrite=args.overwrite
-        )
-    print(
-        f"wrote a synthetic {args.dataset} release to {root}; import it with `fiq-gym catalog import {args.dataset} {root}`"
-    )
-    return 0
-
-
 def add_commands(catalog_sub: Any) -> None:
-    """Add ``import`` and ``export`` to the ``fiq-gym catalog`` subparsers."""
+    """Add ``import`` to the ``fiq-gym catalog`` subparsers."""
     imp = catalog_sub.add_parser(
         "import",
         help="import Fashion IQ or Shoes files you have into a catalog directory",
@@ -141,17 +120,3 @@ def add_commands(catalog_sub: Any) -> None:
         p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
         p.add_argument("--no-progress", action="store_true")
         p.set_defaults(func=_import)
-
-    exp = catalog_sub.add_parser(
-        "export",
-        help="write a synthetic catalog in the Fashion IQ or Shoes release layout (a stand-in for real data)",
-    )
-    exp.add_argument("dataset", choices=("fashioniq", "shoes"))
-    exp.add_argument("out", help="folder to write the release into")
-    exp.add_argument("--catalog", help="catalog directory (default: the default synthetic catalog)")
-    exp.add_argument(
-        "--pairs", type=int, default=600, help="caption pairs per category and split (Shoes: in total)"
-    )
-    exp.add_argument("--seed", type=int, default=0)
-    exp.add_argument("--overwrite", action="store_true")
-    exp.set_defaults(func=_export)

@@ -24,7 +24,7 @@ import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents.checkpoint import load_agent
 from fiq_gym.agents.retriever import load_checkpoint
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.catalog.resolve import resolve_catalog
+from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.text import CaptionTokenizer
 

@@ -94,8 +94,8 @@ def _train(ns: argparse.Namespace) -> int:
 def _caption(ns: argparse.Namespace) -> int:
     import numpy as np
 
-    from fiq_gym.catalog.default import load_default_catalog
     from fiq_gym.catalog.storage import open_catalog
+    from fiq_gym.default_catalog import load_default_catalog
     from fiq_gym.users.template import TemplateUser
     from fiq_gym.users.transformer.user import TransformerUser
 

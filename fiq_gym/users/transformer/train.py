@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from fiq_gym._atomic import atomic_directory, atomic_write_json
-from fiq_gym.caption_metrics import caption_scores
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import STATE_JSON, prepare_run, read_training_state, write_training_state
 from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.users.caption_metrics import caption_scores
 from fiq_gym.users.template import TemplateNoise
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 from fiq_gym.users.transformer.data import (
@@ -128,8 +128,8 @@ class TrainResult:
 
 
 def _load_catalog(path: str | None) -> Catalog:
-    from fiq_gym.catalog.default import load_default_catalog
     from fiq_gym.catalog.storage import open_catalog
+    from fiq_gym.default_catalog import load_default_catalog
 
     return open_catalog(path) if path else load_default_catalog()
 

@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiq_gym.caption_metrics import DifferenceOracle, PairTruth
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CheckpointError, FiqGymError
 from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.users.base import CaptionBatch, Difference, User, row_uniforms
+from fiq_gym.users.caption_metrics import DifferenceOracle, PairTruth
 from fiq_gym.users.template import TemplateUser
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 from fiq_gym.users.transformer.modeling_relative_captioner import DECODING_STRATEGIES, RelativeCaptionerModel
@@ -272,7 +272,7 @@ class TransformerUser(User):
     env seeded alike.
 
     The structured differences of each caption are read back with the template grammar
-    (:meth:`~fiq_gym.caption_metrics.DifferenceOracle.parse_in_order`) and judged against the
+    (:meth:`~fiq_gym.users.caption_metrics.DifferenceOracle.parse_in_order`) and judged against the
     catalog's attributes: a :class:`~fiq_gym.users.Difference`'s ``target`` is the true value
     (direct claims) or direction (comparatives), ``"same"`` when the claimed type does not
     differ at all, ``""`` when it cannot be checked; so ``is_faithful`` says whether the model

@@ -1,4 +1,5 @@
-"""The default catalog: built on first use into a cache folder and reused afterwards.
+"""The default catalog, built on first use into the cache and reused afterwards, and
+:func:`resolve_catalog`, which turns what a user passes as ``catalog=`` into a catalog.
 
 The cache lives in ``$FIQ_GYM_CACHE`` if set, else ``$XDG_CACHE_HOME/fiq-gym``, else
 ``~/.cache/fiq-gym``. A default catalog comes with image features and predicted attributes
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
+from fiq_gym.cache import cache_dir
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import MANIFEST, open_catalog
 from fiq_gym.catalog.synthetic import GENERATOR_VERSION, build_synthetic_catalog
+from fiq_gym.features.default_network import attach_default_features
 
 __all__ = [
     "DEFAULT_SEED",
@@ -22,19 +26,12 @@ __all__ = [
     "cache_dir",
     "default_catalog_path",
     "load_default_catalog",
+    "resolve_catalog",
 ]
 
 DEFAULT_SIZE = 10_000
 DEFAULT_SEED = 0
 DEFAULT_IMAGE_SIZE = 64
-
-
-def cache_dir() -> Path:
-    """Where fiq-gym keeps built catalogs (override with the FIQ_GYM_CACHE variable)."""
-    if os.environ.get("FIQ_GYM_CACHE"):
-        return Path(os.environ["FIQ_GYM_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fiq-gym"
 
 
 def default_catalog_path(
@@ -59,8 +56,6 @@ def load_default_catalog(
     Safe when several processes ask at once: each builds into its own temporary folder and
     the first rename wins; the others open the winner's catalog.
     """
-    from fiq_gym.features.default_network import attach_default_features
-
     path = default_catalog_path(size, seed, image_size)
     if (path / MANIFEST).exists():
         attach_default_features(path, progress=progress)
@@ -77,3 +72,32 @@ def load_default_catalog(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return open_catalog(path)
+
+
+# --- catalog= arguments --------------------------------------------------------------------------
+
+# Environments created in one process with the same catalog path share one opened catalog
+# (and so one set of retrieval tables), which keeps a vector of 64 environments cheap.
+_opened: dict[tuple[str, int], Catalog] = {}
+_lock = threading.Lock()
+
+
+def resolve_catalog(catalog: Catalog | str | os.PathLike | None) -> Catalog:
+    """``None``: the default synthetic catalog (built on first use); a path: that catalog
+    directory; a :class:`Catalog`: itself."""
+    if isinstance(catalog, Catalog):
+        return catalog
+    if catalog is not None and not isinstance(catalog, str | os.PathLike):
+        raise TypeError(f"catalog must be a Catalog, a directory path or None, got {type(catalog).__name__}")
+    with _lock:
+        if catalog is None:
+            opened = load_default_catalog()
+            path = Path(opened.provenance["path"]).resolve()
+        else:
+            path = Path(catalog).expanduser().resolve()
+            opened = None
+        manifest = path / MANIFEST
+        key = (str(path), manifest.stat().st_mtime_ns if manifest.exists() else -1)
+        if key not in _opened:
+            _opened[key] = opened if opened is not None else open_catalog(path)
+        return _opened[key]
