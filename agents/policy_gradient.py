@@ -23,7 +23,6 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.arguments import parse_dataclass_args
 from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
@@ -31,6 +30,7 @@ from fiq_gym.agents.retriever import (
     gallery_tensors,
     observation_tensors,
 )
+from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "train"]
@@ -39,28 +39,43 @@ __all__ = ["Args", "train"]
 @dataclass
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v0"
+    """registered environment id"""
     catalog: str | None = None
+    """catalog directory (default: the built-in synthetic catalog)"""
     user: str = "template"
+    """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
     init: str | None = None
     """supervised checkpoint to fine-tune (random weights if not given)"""
     num_envs: int = 32
+    """dialogs played in parallel (sub-envs of the native vector env)"""
     rounds: int = 200
+    """training rounds; each plays num_envs dialogs"""
     max_turns: int = 5
+    """turns per dialog"""
     reward: str = "delta"
     """env reward: delta (default), percentile or success"""
     learning_rate: float = 1e-4
+    """Adam learning rate"""
     tau: float = 0.05
     """softmax temperature over cosine scores"""
     candidates: int = 5
     """k: the policy samples among the top-k unseen items"""
     gamma: float = 1.0
+    """discount of later turns' rewards"""
     entropy_coef: float = 0.01
+    """weight of the entropy bonus"""
     baseline_momentum: float = 0.9
+    """momentum of the running per-turn reward baseline"""
     embed_dim: int = 128
+    """width of the retriever's text, image and state embeddings"""
     seed: int = 0
+    """seeds the dialogs, the initial weights and the sampling"""
     eval_episodes: int = 256
+    """dialogs in each evaluation (a fixed set from the seed)"""
     eval_every: int = 100
+    """rounds between evaluations (and checkpoints)"""
     out: str = "runs/policy_gradient"
+    """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
     threads: int = 1
     """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
     resume: bool = False
@@ -229,12 +244,12 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     return net, result
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    return parse_dataclass_args(Args, argv, "Fine-tune the dialog retriever with REINFORCE.")
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:
+    return parse_dataclass_args(Args, argv, "Fine-tune the dialog retriever with REINFORCE.", prog=prog)
 
 
-def main(argv: list[str] | None = None) -> None:
-    _, result = train(parse_args(argv))
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    _, result = train(parse_args(argv, prog))
     if result is not None:
         print(result)
 

@@ -29,7 +29,6 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.arguments import parse_dataclass_args
 from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
@@ -38,6 +37,7 @@ from fiq_gym.agents.retriever import (
     observation_tensors,
     triplet_loss,
 )
+from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "lookahead_choice", "train"]
@@ -46,16 +46,23 @@ __all__ = ["Args", "lookahead_choice", "train"]
 @dataclass
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v0"
+    """registered environment id"""
     catalog: str | None = None
+    """catalog directory (default: the built-in synthetic catalog)"""
     user: str = "template"
+    """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
     init: str | None = None
     """supervised checkpoint to improve (random weights if not given)"""
     num_envs: int = 32
+    """dialogs played in parallel (sub-envs of the native vector env)"""
     rounds: int = 100
+    """training rounds; each plays num_envs dialogs"""
     max_turns: int = 5
+    """turns per dialog"""
     candidates: int = 5
     """k: top items looked ahead per turn"""
     learning_rate: float = 1e-4
+    """Adam learning rate"""
     tau: float = 0.05
     """softmax temperature of the policy over cosine scores"""
     imitation_coef: float = 1.0
@@ -63,12 +70,19 @@ class Args:
     ranking_coef: float = 1.0
     """weight of the supervised triplet term"""
     margin: float = 0.2
+    """triplet margin on cosine similarity"""
     negatives: int = 64
+    """random negatives per turn in the triplet term"""
     embed_dim: int = 128
+    """width of the retriever's text, image and state embeddings"""
     seed: int = 0
+    """seeds the dialogs, the initial weights and the sampling"""
     eval_episodes: int = 256
+    """dialogs in each evaluation (a fixed set from the seed)"""
     eval_every: int = 50
+    """rounds between evaluations (and checkpoints)"""
     out: str = "runs/policy_improvement"
+    """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
     threads: int = 1
     """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
     resume: bool = False
@@ -221,12 +235,14 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     return net, result
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    return parse_dataclass_args(Args, argv, "Model-based policy improvement of the dialog retriever.")
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:
+    return parse_dataclass_args(
+        Args, argv, "Model-based policy improvement of the dialog retriever.", prog=prog
+    )
 
 
-def main(argv: list[str] | None = None) -> None:
-    _, result = train(parse_args(argv))
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    _, result = train(parse_args(argv, prog))
     if result is not None:
         print(result)
 

@@ -30,7 +30,7 @@ from torch import nn
 
 import fiq_gym  # noqa: F401
 from fiq_gym._atomic import atomic_directory
-from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import prepare_run, versions
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult, evaluate
@@ -74,21 +74,35 @@ class CaptionFeaturesExtractor(BaseFeaturesExtractor):
 @dataclass
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v0"
+    """registered environment id"""
     catalog: str | None = None
+    """catalog directory (default: the built-in synthetic catalog)"""
     user: str = "template"
+    """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
     num_envs: int = 16
+    """dialogs played in parallel (sub-envs of the native vector env)"""
     timesteps: int = 100_000
+    """environment steps to train for"""
     max_turns: int = 5
+    """turns per dialog"""
     reward: str = "percentile"
+    """env reward kind (see the env's docstring)"""
     learning_rate: float = 3e-4
+    """Adam learning rate"""
     n_steps: int = 64
+    """SB3: steps per sub-env between updates"""
     batch_size: int = 256
+    """samples per gradient step"""
     n_epochs: int = 4
+    """SB3: passes over each rollout"""
     ent_coef: float = 0.0
+    """SB3: entropy coefficient"""
     log_std_init: float = -2.0
     """initial log std of the Gaussian policy: SB3's 0 makes early queries mostly noise"""
     seed: int = 0
+    """seeds the dialogs, the initial weights and the sampling"""
     eval_episodes: int = 256
+    """dialogs in each evaluation (a fixed set from the seed)"""
     out: str = "runs/ppo"
     """run directory: TensorBoard events in tb/, the model in checkpoint/"""
     overwrite: bool = False
@@ -212,12 +226,14 @@ def save(model: PPO, directory: Path, args: Args) -> Path:
     return directory
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    return parse_dataclass_args(Args, argv, "Train Stable-Baselines3 PPO on the native vector env.")
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:
+    return parse_dataclass_args(
+        Args, argv, "Train Stable-Baselines3 PPO on the native vector env.", prog=prog
+    )
 
 
-def main(argv: list[str] | None = None) -> None:
-    _, result = train(parse_args(argv))
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    _, result = train(parse_args(argv, prog))
     print(result)
 
 

@@ -35,8 +35,8 @@ from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from fiq_gym.agents.arguments import parse_dataclass_args
 from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet, load_checkpoint, save_checkpoint
+from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.catalog.captions import HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
@@ -54,17 +54,25 @@ class Args:
     catalog: str = ""
     """imported catalog directory (`fiq-gym catalog import ...`); required"""
     train_split: str = "train"
+    """split of the human captions to train on"""
     eval_split: str = ""
     """split to evaluate on (default: val for Fashion IQ, eval for Shoes)"""
     steps: int = 1500
+    """gradient steps"""
     batch_size: int = 128
+    """samples per gradient step"""
     learning_rate: float = 1e-3
+    """Adam learning rate"""
     embed_dim: int = 128
+    """width of the retriever's text, image and state embeddings"""
     negatives: int = 256
     """random catalog items added to each batch's negatives"""
     temperature: float = 0.07
+    """softmax temperature of the contrastive loss"""
     seed: int = 0
+    """seeds the dialogs, the initial weights and the sampling"""
     eval_every: int = 500
+    """rounds between evaluations (and checkpoints)"""
     out: str = "runs/single-shot"
     """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
     overwrite: bool = False
@@ -247,8 +255,8 @@ def train(args: Args) -> tuple[Path, SingleShotResult]:
     return out / "checkpoint", result
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_dataclass_args(Args, argv, __doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = parse_dataclass_args(Args, argv, __doc__.splitlines()[0], prog=prog)
     checkpoint, result = train(args)
     for category, values in result.per_category.items():
         print(

@@ -23,7 +23,6 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the env ids)
-from fiq_gym.agents.arguments import parse_dataclass_args
 from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
@@ -32,6 +31,7 @@ from fiq_gym.agents.retriever import (
     observation_tensors,
     triplet_loss,
 )
+from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "train", "triplet_loss"]
@@ -50,14 +50,19 @@ class Args:
     rounds: int = 300
     """training rounds; each plays num_envs dialogs of max_turns turns"""
     max_turns: int = 5
+    """turns per dialog"""
     learning_rate: float = 1e-3
+    """Adam learning rate"""
     embed_dim: int = 128
+    """width of the retriever's text, image and state embeddings"""
     margin: float = 0.2
     """triplet margin on cosine similarity"""
     negatives: int = 64
     """random negatives per turn"""
     seed: int = 0
+    """seeds the dialogs, the initial weights and the sampling"""
     eval_episodes: int = 256
+    """dialogs in each evaluation (a fixed set from the seed)"""
     eval_every: int = 100
     """rounds between evaluations (and checkpoints)"""
     out: str = "runs/supervised"
@@ -166,12 +171,12 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     return net, result
 
 
-def parse_args(argv: list[str] | None = None) -> Args:
-    return parse_dataclass_args(Args, argv, "Train the supervised dialog retriever.")
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:
+    return parse_dataclass_args(Args, argv, "Train the supervised dialog retriever.", prog=prog)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = parse_args(argv, prog)
     _, result = train(args)
     if result is not None:
         print(result)

@@ -65,7 +65,9 @@ TRAINERS = {
 def _train(args: argparse.Namespace) -> int:
     import importlib
 
-    importlib.import_module(TRAINERS[args.agent]).main(list(args.agent_args))
+    importlib.import_module(TRAINERS[args.agent]).main(
+        list(args.agent_args), prog=f"fiq-gym train {args.agent}"
+    )
     return 0
 
 

@@ -181,3 +181,40 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
     with pytest.raises(CheckpointError, match="speaks action_mode='scores'"):
         loaded.make_agent(index_envs)
     index_envs.close()
+
+
+TRAINER_ARGS = [
+    "fiq_gym.agents.supervised:Args",
+    "fiq_gym.agents.policy_gradient:Args",
+    "fiq_gym.agents.policy_improvement:Args",
+    "fiq_gym.agents.ppo:Args",
+    "fiq_gym.agents.single_shot:Args",
+    "fiq_gym.features.train_args:TrainArgs",
+    "fiq_gym.users.transformer.train_args:TrainArgs",
+]
+
+
+@pytest.mark.parametrize("where", TRAINER_ARGS)
+def test_every_trainer_flag_has_help_and_one_spelling(where):
+    import importlib
+
+    from fiq_gym.arguments import field_docs
+
+    module, name = where.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert not [n for n in names if not field_docs(cls).get(n)], "fields without help text"
+    # One spelling per concept across trainers.
+    assert "lr" not in names and "num_rounds" not in names
+
+
+@pytest.mark.parametrize(
+    "agent", ["supervised", "policy-gradient", "policy-improvement", "ppo", "single-shot"]
+)
+def test_train_help_names_the_subcommand(agent, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["train", agent, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: fiq-gym train {agent} ")
+    assert "--learning-rate" in out and "(default: " in out

@@ -394,8 +394,8 @@ def test_cli_trains_and_captions(small_catalog_path, tmp_path, capsys):
         [
             "user", "train", "--catalog", str(small_catalog_path), "--out", str(out), "--epochs", "1",
             "--train-pairs", "100", "--val-pairs", "20", "--captions-per-pair", "2", "--d-model", "32",
-            "--heads", "2", "--ffn-dim", "64", "--decoder-layers", "1", "--threads", "1",
-            "--noise", "omit=0.2", "wrong_color=0.1", "--no-attributes", "--no-progress",
+            "--num-heads", "2", "--ffn-dim", "64", "--num-decoder-layers", "1", "--threads", "1",
+            "--noise-omit", "0.2", "--noise-wrong-color", "0.1", "--no-use-attributes", "--no-progress",
         ]
     )  # fmt: skip
     assert code == 0
@@ -421,7 +421,7 @@ def test_cli_trains_and_captions(small_catalog_path, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert printed.count("model:") == 2 and printed.count("template:") == 2
-    assert cli_main(["user", "train", "--out", str(out), "--noise", "often=0.5"]) == 2
+    assert cli_main(["user", "train", "--out", str(out), "--overwrite", "--noise-omit", "1.5"]) == 2
 
 
 def test_importing_users_and_the_cli_does_not_import_torch():

@@ -9,31 +9,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fiq_gym.arguments import add_dataclass_arguments, dataclass_from_namespace
+from fiq_gym.features.train_args import TrainArgs
+
 __all__ = ["add_commands"]
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fiq_gym.features.train import TrainArgs, train
+    from fiq_gym.features.train import train
 
-    result = train(
-        TrainArgs(
-            catalog=args.catalog,
-            out=args.out or "",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            feature_dim=args.feature_dim,
-            channels=tuple(args.channels),
-            heldout_fraction=args.heldout_fraction,
-            patience=args.patience,
-            seed=args.seed,
-            threads=args.threads,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            export=args.export or "",
-            progress=not args.no_progress,
-        )
-    )
+    result = train(dataclass_from_namespace(TrainArgs, args))
     how = "stopped early" if result.stopped_early else "finished"
     print(
         f"{how} after {result.epochs_run} epochs ({result.seconds:.0f} s of training); best held-out "
@@ -88,35 +73,7 @@ def add_commands(sub: Any) -> None:
             "and the state to --resume from (OUT/train_state)."
         ),
     )
-    train.add_argument("catalog", help="catalog directory with images and attribute labels")
-    train.add_argument("--out", help="checkpoint directory (default: runs/features-<catalog>-s<seed>)")
-    train.add_argument("--epochs", type=int, default=30, help="most passes over the data (default 30)")
-    train.add_argument("--batch-size", type=int, default=128, help="default 128")
-    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak AdamW rate (default 0.002)")
-    train.add_argument("--feature-dim", type=int, default=128, help="feature size (default 128)")
-    train.add_argument(
-        "--channels",
-        type=int,
-        nargs="+",
-        default=[32, 48, 96, 128],
-        help="conv channels (default 32 48 96 128)",
-    )
-    train.add_argument(
-        "--heldout-fraction", type=float, default=0.1, help="share of items held out (default 0.1)"
-    )
-    train.add_argument(
-        "--patience", type=int, default=5, help="stop after this many epochs without a better held-out loss"
-    )
-    train.add_argument(
-        "--seed", type=int, default=0, help="split, initial weights and item order (default 0)"
-    )
-    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: all cores)")
-    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    train.add_argument(
-        "--overwrite", action="store_true", help="start afresh even if --out holds an earlier run"
-    )
-    train.add_argument("--export", help="also copy the finished checkpoint's two files into this directory")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_dataclass_arguments(train, TrainArgs)
     train.set_defaults(func=_train)
 
     extract = group.add_parser(

@@ -51,6 +51,7 @@ from fiq_gym.features.model import (
     save_checkpoint,
     torch_threads,
 )
+from fiq_gym.features.train_args import TrainArgs
 from fiq_gym.jsonfile import read_json
 
 __all__ = [
@@ -80,42 +81,6 @@ _RESUMABLE_CHANGES = {
     "progress",
     "tensorboard",
 }
-
-
-@dataclass
-class TrainArgs:
-    catalog: str
-    """catalog directory with images and attribute labels"""
-    out: str = ""
-    """checkpoint directory (default: runs/features-<catalog folder name>-s<seed>)"""
-    epochs: int = 30
-    """most passes over the training items"""
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    """peak AdamW learning rate; it decays to zero on a cosine over all epochs"""
-    weight_decay: float = 1e-4
-    feature_dim: int = 128
-    """size of the feature layer (the penultimate layer), i.e. of the item features"""
-    channels: tuple[int, ...] = (32, 48, 96, 128)
-    """output channels of the strided convolutions"""
-    heldout_fraction: float = 0.1
-    """share of items held out to measure accuracy and stop early"""
-    heldout_max: int = 10_000
-    """at most this many held-out items (keeps each evaluation short on huge catalogs)"""
-    patience: int = 5
-    """stop after this many epochs without a lower held-out loss"""
-    seed: int = 0
-    """seeds the split, the initial weights and the order of the items"""
-    threads: int = 0
-    """torch CPU threads (0: all cores)"""
-    resume: bool = False
-    """continue from OUT/train_state instead of starting afresh"""
-    overwrite: bool = False
-    """start afresh even if OUT holds an earlier run (its checkpoint, logs and state are replaced)"""
-    export: str = ""
-    """also copy the finished checkpoint (config.json, model.safetensors) into this directory"""
-    progress: bool = True
-    tensorboard: bool = True
 
 
 @dataclass(frozen=True)

@@ -7,72 +7,24 @@ Only argparse is imported here; torch and transformers load when a command runs,
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from typing import Any
 
+from fiq_gym.arguments import add_dataclass_arguments
 from fiq_gym.errors import CheckpointError
+from fiq_gym.users.transformer.train_args import TrainArgs
 
 __all__ = ["add_commands"]
 
-# CLI option -> TrainArgs field. Every option defaults to None ("not given"), so a resumed
-# run takes its saved settings and only options given again are checked against them.
-_TRAIN_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "--catalog": ("catalog", str, "catalog directory (default: the default synthetic catalog)"),
-    "--out": ("out", str, "directory for the best model (default runs/transformer-user)"),
-    "--work-dir": ("work_dir", str, "training state and TensorBoard logs (default: <out>-training)"),
-    "--captions": (
-        "captions",
-        str,
-        "caption source: template (default), catalog (an imported catalog's human captions), "
-        "fashioniq:ROOT or shoes:ROOT",
-    ),
-    "--captions-per-pair": ("captions_per_pair", int, "template captions per pair (default 3)"),
-    "--train-pairs": ("train_pairs", int, "training pairs (default 20000)"),
-    "--val-pairs": ("val_pairs", int, "validation pairs (default 1000)"),
-    "--near-fraction": ("near_fraction", float, "share of nearest-neighbour pairs (default 0.5)"),
-    "--epochs": ("epochs", int, "most epochs (default 15)"),
-    "--batch-size": ("batch_size", int, "captions per batch (default 64)"),
-    "--lr": ("learning_rate", float, "peak learning rate (default 1e-3)"),
-    "--patience": ("patience", int, "early stopping: epochs without improvement (default 3)"),
-    "--d-model": ("d_model", int, "model width (default 128)"),
-    "--heads": ("num_heads", int, "attention heads (default 4)"),
-    "--ffn-dim": ("ffn_dim", int, "feed-forward width (default 512)"),
-    "--encoder-layers": ("num_encoder_layers", int, "item encoder layers (default 1)"),
-    "--decoder-layers": ("num_decoder_layers", int, "caption decoder layers (default 2)"),
-    "--dropout": ("dropout", float, "dropout (default 0: the data are plentiful)"),
-    "--seed": ("seed", int, "seed of the data split, pairs, captions and initialisation (default 0)"),
-    "--threads": ("threads", int, "torch CPU threads (default: torch's choice)"),
-    "--stop-after": ("stop_after", int, "train at most N epochs now; continue later with --resume"),
-}
-_NOISE_KINDS = {"omit": "noise_omit", "wrong_color": "noise_wrong_color", "drop_word": "noise_drop_word"}
-
-
-def _parse_noise(items: list[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items:
-        kind, sep, value = item.partition("=")
-        if not sep or kind not in _NOISE_KINDS:
-            raise ValueError(f"--noise takes KIND=P with KIND in {sorted(_NOISE_KINDS)}, got {item!r}")
-        try:
-            out[_NOISE_KINDS[kind]] = float(value)
-        except ValueError:
-            raise ValueError(f"--noise {kind}= needs a probability, got {value!r}") from None
-    return out
-
 
 def _train(ns: argparse.Namespace) -> int:
-    from fiq_gym.users.transformer.train import TrainArgs, read_saved_args, train_captioner
+    from fiq_gym.users.transformer.train import read_saved_args, train_captioner
 
-    given: dict[str, Any] = {
-        field: getattr(ns, field) for field, _, _ in _TRAIN_OPTIONS.values() if getattr(ns, field) is not None
-    }
-    if ns.noise:
-        given.update(_parse_noise(ns.noise))
-    if ns.no_attributes:
-        given["use_attributes"] = False
-    if ns.no_progress:
-        given["progress"] = False
+    # Flags left out are not in the namespace: a resumed run takes its saved settings, and
+    # only options given again are checked against them.
+    given: dict[str, Any] = {f.name: getattr(ns, f.name) for f in fields(TrainArgs) if hasattr(ns, f.name)}
     args = TrainArgs(**given)
-    if ns.resume:  # the saved run's settings, except those given again on the command line
+    if ns.resume:
         if not (args.work_path / "last").is_dir():
             raise CheckpointError(
                 f"nothing to resume in {args.work_path}: it holds no training state; "
@@ -129,24 +81,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "checkpoint: fiq-gym user train --out fiq_gym/users/transformer/default "
         "--work-dir runs/transformer-user-default --overwrite",
     )
-    for option, (field, kind, text) in _TRAIN_OPTIONS.items():
-        train.add_argument(option, dest=field, type=kind, default=None, help=text)
-    train.add_argument(
-        "--noise",
-        nargs="+",
-        metavar="KIND=P",
-        help="template noise, e.g. --noise omit=0.2 wrong_color=0.1 drop_word=0.05 (default: none)",
-    )
-    train.add_argument(
-        "--no-attributes", action="store_true", help="do not feed attribute scores to the model"
-    )
+    add_dataclass_arguments(train, TrainArgs, unset_defaults=True)
     train.add_argument("--resume", action="store_true", help="continue the run saved in the work directory")
     train.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the model in --out and the run in the work directory",
     )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(func=_train)
 
     caption = user_sub.add_parser(

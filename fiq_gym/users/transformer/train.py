@@ -37,7 +37,6 @@ from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.users.caption_metrics import caption_scores
-from fiq_gym.users.template import TemplateNoise
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 from fiq_gym.users.transformer.data import (
     CaptionDataset,
@@ -48,67 +47,10 @@ from fiq_gym.users.transformer.data import (
 )
 from fiq_gym.users.transformer.modeling_relative_captioner import RelativeCaptionerModel
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer, build_caption_tokenizer
+from fiq_gym.users.transformer.train_args import TrainArgs
 from fiq_gym.users.transformer.user import feature_weights, quiet_transformers
 
 __all__ = ["RUN_ONLY_FIELDS", "TrainArgs", "TrainResult", "read_saved_args", "train_captioner"]
-
-
-@dataclass
-class TrainArgs:
-    """Every setting of a training run (saved as ``training_args.json`` beside the model)."""
-
-    catalog: str | None = None
-    """catalog directory; None: the default synthetic catalog"""
-    out: str = "runs/transformer-user"
-    """where the best model goes (config.json, model.safetensors, tokenizer files)"""
-    work_dir: str | None = None
-    """training state and TensorBoard logs; None: ``<out>-training``"""
-    captions: str = "template"
-    """caption source: template (written by the template shopper), catalog (the human captions
-    of an imported catalog), fashioniq:ROOT or shoes:ROOT (read from a release)"""
-    captions_per_pair: int = 3
-    """template captions per (target, shown) pair, from differently seeded generators"""
-    train_pairs: int = 20_000
-    val_pairs: int = 1_000
-    near_fraction: float = 0.5
-    """share of pairs whose shown item is one of the target's 32 nearest neighbours"""
-    noise_omit: float = 0.0
-    noise_wrong_color: float = 0.0
-    noise_drop_word: float = 0.0
-    use_attributes: bool = True
-    """feed the attribute scores (side information) to the model"""
-    d_model: int = 128
-    num_heads: int = 4
-    ffn_dim: int = 512
-    num_encoder_layers: int = 1
-    num_decoder_layers: int = 2
-    dropout: float = 0.0
-    max_caption_length: int = 32
-    epochs: int = 15
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 200
-    patience: int = 3
-    """stop after this many epochs without a lower validation loss"""
-    bleu_pairs: int = 300
-    """validation pairs captioned (greedy) for the BLEU-4 logged each epoch"""
-    seed: int = 0
-    threads: int | None = None
-    """torch CPU threads (None: torch's default)"""
-    progress: bool = True
-    stop_after: int | None = None
-    """train at most this many epochs in this invocation, then stop (resume later)"""
-
-    @property
-    def noise(self) -> TemplateNoise:
-        return TemplateNoise(
-            omit=self.noise_omit, wrong_color=self.noise_wrong_color, drop_word=self.noise_drop_word
-        )
-
-    @property
-    def work_path(self) -> Path:
-        return Path(self.work_dir) if self.work_dir else Path(f"{self.out}-training")
 
 
 #: Settings that may differ between a run and its resumption (they do not change the result).
