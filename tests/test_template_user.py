@@ -334,6 +334,18 @@ def test_omit_reduces_mentions_but_keeps_at_least_one():
         assert parse_caption(text, CATALOG.vocabulary) == {d.claim for d in diffs}
 
 
+@pytest.mark.parametrize("max_differences", [1, 2])
+def test_every_noise_works_with_few_differences(max_differences):
+    # max_differences=1 once made the omit draws 1-D and crashed describe()
+    targets, shown = sample_pairs(200, 13)
+    noise = TemplateNoise(omit=0.5, wrong_color=0.5, drop_word=0.2)
+    batch = TemplateUser(CATALOG, noise, max_differences=max_differences).describe(
+        targets, shown, np.random.default_rng(0)
+    )
+    assert all(1 <= len(d) <= max_differences for d in batch.differences)
+    assert all(text.strip() for text in batch.texts)
+
+
 @pytest.mark.parametrize("field", ["omit", "wrong_color", "drop_word"])
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
 def test_noise_probabilities_are_validated(field, value):

@@ -48,7 +48,8 @@ import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.text import split_words
-from fiq_gym.users.template import LUMA_WEIGHTS, SHADE_THRESHOLD, Claim, _phrasebook
+from fiq_gym.users.phrasebook import Claim, phrasebook
+from fiq_gym.users.template import LUMA_WEIGHTS, SHADE_THRESHOLD
 
 __all__ = [
     "LANGUAGE_METRICS",
@@ -154,7 +155,7 @@ class DifferenceOracle:
     def __init__(self, catalog: Catalog, shade_threshold: float = SHADE_THRESHOLD) -> None:
         self.catalog = catalog
         self.shade_threshold = float(shade_threshold)
-        self._book = _phrasebook(catalog.vocabulary, tuple(catalog.category_names))
+        self._book = phrasebook(catalog.vocabulary, tuple(catalog.category_names))
         self._codes = np.asarray(catalog.attribute_codes()).tolist()
         self._categories = np.asarray(catalog.categories).tolist()
         self._luma: list[float] | None = None

@@ -22,19 +22,26 @@ same"; one whose only difference is shade says "looks the same but slightly dark
 
 from __future__ import annotations
 
-import functools
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
-from fiq_gym.text import split_words
 from fiq_gym.users.base import CaptionBatch, Difference, User, row_uniforms
+from fiq_gym.users.phrasebook import (
+    CONTRAST,
+    SAME_DIFFERENCE,
+    SAME_WORDINGS,
+    SHADE_COMPARATIVES,
+    SHADE_ONLY_TAILS,
+    SHADE_WORDS,
+    Claim,
+    parse_caption,
+    phrasebook,
+)
 
 __all__ = [
     "COMPARATIVE_PROBABILITY",
@@ -80,140 +87,6 @@ COMPARATIVE_PROBABILITY: float = 0.5
 #: Chance that a later phrase is compressed ("is darker and striped", "... with long sleeves").
 COMPRESS_PROBABILITY: float = 0.3
 
-# --- wording tables -------------------------------------------------------------------------
-# Direct wordings per known type and value; unknown values of a known type use the type's
-# generic wordings, unknown types use "has {v} {type}". Every wording must name its type
-# unambiguously (checked when a phrasebook is built).
-
-_CATEGORY_NOUNS: Mapping[str, tuple[str, ...]] = {
-    "dress": ("dress",),
-    "shirt": ("shirt", "button-up shirt"),
-    "toptee": ("top", "tee"),
-}
-_CONTRAST = ("{phrase} instead of {shown}", "{phrase} rather than {shown}")
-_CONTRAST_MARKERS = (("instead", "of"), ("rather", "than"))
-
-_COLOR_GENERIC = ("is {v}", "is in {v}")
-
-_DIRECT: Mapping[str, Mapping[str, tuple[str, ...]]] = {
-    "pattern": {
-        "solid": ("is solid", "is plain", "has no pattern"),
-        "stripes": ("has stripes", "is striped"),
-        "polka dots": ("has polka dots", "is dotted"),
-        "checks": ("is checked", "has a check pattern"),
-        "floral": ("has a floral print", "is floral"),
-    },
-    "sleeve": {
-        "sleeveless": ("is sleeveless", "has no sleeves"),
-        "short": ("has short sleeves", "is short-sleeved"),
-        "elbow": ("has elbow-length sleeves", "has elbow sleeves"),
-        "long": ("has long sleeves", "is long-sleeved"),
-    },
-    "length": {
-        "cropped": ("is cropped", "has a cropped length"),
-        "regular": ("is regular length", "has a regular length"),
-        "mini": ("is a mini", "is mini length"),
-        "long": ("is long length", "has a long hem"),
-        "knee": ("is knee length", "falls to the knee"),
-        "midi": ("is a midi", "is midi length"),
-        "maxi": ("is maxi length", "is a maxi", "is floor length"),
-    },
-    "neckline": {
-        "crew": ("has a crew neck", "has a crew neckline", "has a round neck"),
-        "v-neck": ("has a v-neck", "has a v neckline"),
-        "scoop": ("has a scoop neck", "has a scoop neckline"),
-        "square": ("has a square neck", "has a square neckline"),
-        "boat": ("has a boat neck", "has a boat neckline"),
-        "collar": ("has a collar", "is collared"),
-    },
-    "fit": {
-        "fitted": ("is fitted", "is form-fitting"),
-        "regular": ("is regular fit", "has a regular fit"),
-        "loose": ("is loose fitting", "is loose"),
-    },
-}
-_DIRECT_GENERIC: Mapping[str, tuple[str, ...]] = {
-    "pattern": ("has a {v} pattern", "has a {v} print"),
-    "sleeve": ("has {v} sleeves", "has {v}-length sleeves"),
-    "length": ("is {v} length", "has a {v} length"),
-    "neckline": ("has a {v} neckline", "has a {v} neck"),
-    "fit": ("has a {v} fit", "is {v} fit"),
-}
-_OTHER_GENERIC = ("has {v} {type}", "has a {v} {type}")
-
-# Ordered types: (word for "target is further along the order", word for "less far"),
-# then the wordings of each direction.
-_DIRECTION_WORDS: Mapping[str, tuple[str, str]] = {
-    "sleeve": ("longer", "shorter"),
-    "length": ("longer", "shorter"),
-    "fit": ("looser", "tighter"),
-}
-_COMPARATIVE: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "sleeve": (
-        ("has longer sleeves", "the sleeves are longer"),
-        ("has shorter sleeves", "the sleeves are shorter"),
-    ),
-    "length": (
-        ("is longer", "has a longer hem", "is longer in length"),
-        ("is shorter", "has a shorter hem"),
-    ),
-    "fit": (
-        ("is looser", "is looser fitting", "fits more loosely"),
-        ("is tighter", "is more fitted", "fits more tightly"),
-    ),
-}
-_OTHER_DIRECTION_WORDS = ("more", "less")
-_OTHER_COMPARATIVE = (
-    ("has more {type}", "has a higher {type}"),
-    ("has less {type}", "has a lower {type}"),
-)
-
-# Shade: index 0 = darker, 1 = lighter.
-_SHADE_WORDS = ("darker", "lighter")
-_SHADE_COMPARATIVE = (
-    ("is darker", "is a darker shade", "is darker in color"),
-    ("is lighter", "is brighter", "is a lighter shade"),
-)
-# "looks the same but <tail>" when shade is the only difference: [direction][slight] -> tails.
-_SHADE_ONLY_TAILS = (
-    (("darker", "in a darker shade"), ("slightly darker", "a bit darker", "a little darker")),
-    (("lighter", "in a lighter shade"), ("slightly lighter", "a bit lighter", "a little brighter")),
-)
-_SAME = ("looks the same", "is the same", "is identical in style", "looks identical")
-
-_RESERVED_TYPE_NAMES = ("category", "shade", "none")
-_TOKEN = re.compile(r"[a-z0-9]+(?:['/-][a-z0-9]+)*")
-
-
-def _tokens(text: str) -> tuple[str, ...]:
-    """Lower-case word tokens; hyphenated words ("v-neck", "long-sleeved") stay whole."""
-    return tuple(_TOKEN.findall(text.lower()))
-
-
-def _article(noun: str) -> str:
-    """ "a dress", "an ankle boot"; plural-looking names ("sneakers") take no article."""
-    if noun.endswith("s") and not noun.endswith("ss"):
-        return noun
-    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
-
-
-# --- claims, noise --------------------------------------------------------------------------
-
-
-class Claim(NamedTuple):
-    """What a caption asserts: ``(type, kind, value)``, e.g. ``("sleeve", "comparative",
-    "longer")`` or ``("color", "direct", "red")``. A plain tuple, so it compares equal to
-    :attr:`Difference.claim`. A "looks the same" caption is ``("none", "same", "same")``."""
-
-    type: str
-    kind: str
-    value: str
-
-
-#: The structured record of a "looks the same" caption.
-SAME_DIFFERENCE = Difference(type="none", kind="same", target="same", shown="same", claimed="same")
-_SAME_CLAIM = Claim("none", "same", "same")
-
 
 @dataclass(frozen=True)
 class TemplateNoise:
@@ -245,211 +118,59 @@ class TemplateNoise:
         return self.omit > 0 or self.wrong_color > 0 or self.drop_word > 0
 
 
-# --- the phrasebook: generation tables and the parser built from the same phrases ------------
+# --- the user's steps -------------------------------------------------------------------------
 
 
-class _Phrasebook:
-    """All wordings for one (vocabulary, category names) pair, indexed for fast generation,
-    plus a token trie over the same phrases for parsing.
+@dataclass(frozen=True)
+class _Comparison:
+    """What differs between each target and shown item (arrays over the pairs)."""
 
-    Columns: 0 is the category, ``1..T`` the vocabulary's types in order, ``T + 1`` shade.
-    """
+    t_codes: np.ndarray
+    s_codes: np.ndarray
+    t_cats: np.ndarray
+    s_cats: np.ndarray
+    differs: np.ndarray  # (n, columns) bool: category, each type, shade
+    salience: np.ndarray  # (n, columns) weights of being mentioned
+    luma_gap: np.ndarray  # target minus shown luma
 
-    def __init__(self, vocabulary: AttributeVocabulary, category_names: tuple[str, ...]) -> None:
-        for name in vocabulary.type_names:
-            if name in _RESERVED_TYPE_NAMES:
-                raise ValueError(
-                    f"attribute type name {name!r} is reserved by the template user "
-                    f"(reserved: {list(_RESERVED_TYPE_NAMES)}); rename the type"
-                )
-        self.vocabulary = vocabulary
-        self.category_names = category_names
-        self.type_names: tuple[str, ...] = ("category", *vocabulary.type_names, "shade")
-        num_types = len(vocabulary.types)
-        self.shade_column = num_types + 1
-        self.color_column: int | None = (
-            vocabulary.type_names.index("color") + 1 if "color" in vocabulary.type_names else None
-        )
-        # value names per column (category names for column 0, none for shade)
-        self.values: list[tuple[str, ...]] = [
-            category_names,
-            *(t.values for t in vocabulary.types),
-            (),
-        ]
-        self.ordered: list[bool] = [False, *(t.ordered for t in vocabulary.types), False]
-        self.direct: list[list[tuple[str, ...]]] = []
-        self.surface: list[list[str] | None] = []  # how a shown value is named after "instead of"
-        self.comparative: list[tuple[tuple[str, ...], tuple[str, ...]] | None] = []
-        self.direction_words: list[tuple[str, str] | None] = []
 
-        # category
-        nouns = [_CATEGORY_NOUNS.get(c, (c.replace("_", " "),)) for c in category_names]
-        self.direct.append([tuple(f"is {_article(n)}" for n in ns) for ns in nouns])
-        self.surface.append([_article(ns[0]) for ns in nouns])
-        self.comparative.append(None)
-        self.direction_words.append(None)
-        # attribute types
-        for t in vocabulary.types:
-            if t.name == "color":
-                rows = [tuple(w.format(v=v) for w in _COLOR_GENERIC) for v in t.values]
-                self.surface.append(list(t.values))
-            else:
-                known = _DIRECT.get(t.name, {})
-                generic = _DIRECT_GENERIC.get(t.name, _OTHER_GENERIC)
-                rows = [known.get(v) or tuple(w.format(v=v, type=t.name) for w in generic) for v in t.values]
-                self.surface.append(None)
-            self.direct.append(rows)
-            if t.ordered:
-                words = _DIRECTION_WORDS.get(t.name, _OTHER_DIRECTION_WORDS)
-                phrases = _COMPARATIVE.get(t.name) or tuple(
-                    tuple(w.format(type=t.name) for w in side) for side in _OTHER_COMPARATIVE
-                )
-                self.comparative.append(phrases)  # type: ignore[arg-type]
-                self.direction_words.append(words)
-            else:
-                self.comparative.append(None)
-                self.direction_words.append(None)
-        # shade
-        self.direct.append([])
-        self.surface.append(None)
-        self.comparative.append(_SHADE_COMPARATIVE)
-        self.direction_words.append(_SHADE_WORDS)
+@dataclass(frozen=True)
+class _MentionPlan:
+    """Which differences each caption mentions and how (arrays over the pairs)."""
 
-        self._build_parser(nouns)
+    order: np.ndarray  # (n, slots) columns by sampled salience
+    mention: np.ndarray  # (n, slots) bool: slot is mentioned
+    style: np.ndarray  # (n, 3, slots) uniforms: wording, comparative-or-direct, compression
+    wrong: np.ndarray | None  # (n,) wrong colour code to name, -1 for none
+    num_differences: np.ndarray
 
-    # --- parser tables ---------------------------------------------------------------------
-    def _register(self, phrase: str, claim: Claim, *, variants: bool = True) -> None:
-        forms = [phrase]
-        if variants and phrase.startswith("is "):
-            forms.append(phrase[3:])
-        if variants and phrase.startswith("has "):
-            forms.append("with " + phrase[4:])
-        for form in forms:
-            toks = _tokens(form)
-            if not toks:
+
+def _join_phrases(parts: list[str], compress_u: Sequence[float]) -> str:
+    """ "a, b and c", with later phrases sometimes compressed ("is darker and striped",
+    "... with long sleeves")."""
+    text = parts[0]
+    last = len(parts) - 1
+    for pos in range(1, len(parts)):
+        phrase = parts[pos]
+        compress = compress_u[pos] < COMPRESS_PROBABILITY
+        if pos == last:
+            # "with" right after "instead of a top" would read as part of it
+            previous = parts[pos - 1]
+            if (
+                compress
+                and phrase.startswith("has ")
+                and " instead of " not in previous
+                and " rather than " not in previous
+            ):
+                text = f"{text} with {phrase[4:]}"
                 continue
-            known = self._phrases.get(toks)
-            if known is not None and known != claim:
-                raise ValueError(
-                    f"ambiguous wording {form!r}: it would mean both {tuple(known)} and "
-                    f"{tuple(claim)}; rename one of the attribute values"
-                )
-            self._phrases[toks] = claim
-
-    def _build_parser(self, nouns: Sequence[tuple[str, ...]]) -> None:
-        self._phrases: dict[tuple[str, ...], Claim] = {}
-        for c, type_name in enumerate(self.type_names):
-            for v, rows in zip(self.values[c], self.direct[c], strict=False):
-                for phrase in rows:
-                    self._register(phrase, Claim(type_name, "direct", v))
-            comparative, words = self.comparative[c], self.direction_words[c]
-            if comparative is not None and words is not None:
-                for word, side in zip(words, comparative, strict=True):
-                    for phrase in side:
-                        self._register(phrase, Claim(type_name, "comparative", word))
-        for word, by_size in zip(_SHADE_WORDS, _SHADE_ONLY_TAILS, strict=True):
-            for tails in by_size:
-                for tail in tails:
-                    self._register(tail, Claim("shade", "comparative", word), variants=False)
-        for phrase in _SAME:
-            self._register(phrase, _SAME_CLAIM)
-        # first token -> candidate phrases, longest first (greedy longest match)
-        index: dict[str, list[tuple[tuple[str, ...], Claim]]] = {}
-        for toks, claim in self._phrases.items():
-            index.setdefault(toks[0], []).append((toks, claim))
-        for cands in index.values():
-            cands.sort(key=lambda item: -len(item[0]))
-        self._index = index
-        # shown-value mentions to skip after "instead of" / "rather than", per claim type
-        surfaces: dict[str, list[tuple[str, ...]]] = {
-            "category": sorted(
-                {_tokens(s) for ns in nouns for n in ns for s in (_article(n), n)},
-                key=lambda toks: -len(toks),
-            )
-        }
-        if self.color_column is not None:
-            surfaces["color"] = sorted(
-                {_tokens(v) for v in self.values[self.color_column]}, key=lambda toks: -len(toks)
-            )
-        self._surfaces = surfaces
-
-    def caption_words(self) -> tuple[str, ...]:
-        """Every token a caption can contain (by :func:`fiq_gym.text.split_words`), sorted.
-
-        Includes the joining words and the comma, so a word tokenizer built from it never
-        needs ``<unk>`` for a template caption."""
-        texts = ["and", "with", "but", ", ", *(" ".join(m) for m in _CONTRAST_MARKERS)]
-        texts += _SAME
-        for rows in self.direct:
-            texts += [phrase for row in rows for phrase in row]
-        for sides in self.comparative:
-            if sides is not None:
-                texts += [phrase for side in sides for phrase in side]
-        texts += [tail for by_size in _SHADE_ONLY_TAILS for tails in by_size for tail in tails]
-        texts += [name for names in self.surface if names is not None for name in names]
-        return tuple(sorted({word for text in texts for word in split_words(text)}))
-
-    def parse(self, text: str) -> set[Claim]:
-        """The claims ``text`` makes, by greedy longest match of known phrases.
-
-        Words that are not part of a phrase (connectives, typos) are skipped. A "same" claim
-        is reported only if the caption makes no other claim ("looks the same but slightly
-        darker" claims a shade difference).
-        """
-        toks = _tokens(text)
-        claims: set[Claim] = set()
-        same = False
-        i, n = 0, len(toks)
-        index = self._index
-        while i < n:
-            match = None
-            for phrase, claim in index.get(toks[i], ()):
-                if toks[i : i + len(phrase)] == phrase:
-                    match = (phrase, claim)
-                    break
-            if match is None:
-                i += 1
-                continue
-            phrase, claim = match
-            i += len(phrase)
-            if claim.kind == "same":
-                same = True
-                continue
-            claims.add(claim)
-            if claim.type in self._surfaces and toks[i : i + 2] in _CONTRAST_MARKERS:
-                i += 2
-                for surface in self._surfaces[claim.type]:
-                    if toks[i : i + len(surface)] == surface:
-                        i += len(surface)
-                        break
-        if not claims and same:
-            claims.add(_SAME_CLAIM)
-        return claims
-
-
-@functools.lru_cache(maxsize=32)
-def _phrasebook(vocabulary: AttributeVocabulary, category_names: tuple[str, ...]) -> _Phrasebook:
-    return _Phrasebook(vocabulary, category_names)
-
-
-def parse_caption(
-    text: str,
-    vocabulary: AttributeVocabulary,
-    category_names: Sequence[str] = ("dress", "shirt", "toptee"),
-) -> set[Claim]:
-    """Recover the ``(type, kind, value)`` claims a relative caption makes, from text alone.
-
-    Matches the template grammar's phrases (see the module docstring), so it recovers exactly
-    the claims of any noise-free :class:`TemplateUser` caption over the same vocabulary and
-    category names, and reads a learned captioner's output the same way for faithfulness
-    scoring. Unknown words are ignored; an empty set means no recognisable claim.
-
-    Args:
-        text: the caption.
-        vocabulary: the catalog's attribute vocabulary.
-        category_names: the catalog's category names (default: the synthetic ones).
-    """
-    return _phrasebook(vocabulary, tuple(category_names)).parse(text)
+            sep = " and "
+        else:
+            sep = ", "
+        if compress and phrase.startswith("is "):
+            phrase = phrase[3:]
+        text = text + sep + phrase
+    return text
 
 
 # --- the user -------------------------------------------------------------------------------
@@ -494,7 +215,7 @@ class TemplateUser(User):
         self.noise = noise if noise is not None else TemplateNoise()
         self.max_differences = int(max_differences)
         self.shade_threshold = float(shade_threshold)
-        self._book = _phrasebook(catalog.vocabulary, tuple(catalog.category_names))
+        self._book = phrasebook(catalog.vocabulary, tuple(catalog.category_names))
         self._codes = np.ascontiguousarray(catalog.attribute_codes())
         self._categories = np.asarray(catalog.categories, dtype=np.int16)
         self._luma: np.ndarray | None = None
@@ -509,8 +230,9 @@ class TemplateUser(User):
         widths = {"keys": d, "count": 1, "omit": m, "style": 3 * m, "wrong": 1, "wrong_pick": 1}
         self._uniform_slots: dict[str, slice | int] = {}
         start = 0
+        vectors = {"keys", "omit", "style"}  # always 2-D, even when max_differences is 1
         for name, width in widths.items():
-            self._uniform_slots[name] = start if width == 1 else slice(start, start + width)
+            self._uniform_slots[name] = slice(start, start + width) if name in vectors else start
             start += width
         self._uniform_width = start
         # number of extra mentions beyond the first: Binomial(m - 1, 1/2), by inverse CDF
@@ -536,12 +258,12 @@ class TemplateUser(User):
         documentation and tests."""
         book = self._book
         if type_name == "none" and kind == "same":
-            return _SAME
+            return SAME_WORDINGS
         c = book.type_names.index(type_name)
         if kind == "direct":
             rows = book.direct[c][book.values[c].index(value)]
             if book.surface[c] is not None:
-                rows = rows + tuple(w.format(phrase=rows[0], shown="{shown}") for w in _CONTRAST)
+                rows = rows + tuple(w.format(phrase=rows[0], shown="{shown}") for w in CONTRAST)
             return rows
         if kind == "comparative":
             words, side = book.direction_words[c], book.comparative[c]
@@ -557,44 +279,48 @@ class TemplateUser(User):
         shown: np.ndarray,
         rng: np.random.Generator | Sequence[np.random.Generator],
     ) -> CaptionBatch:
-        n = targets.size
-        if n == 0:
+        if targets.size == 0:
             return CaptionBatch([], [])
-        book = self._book
-        m = self.max_differences
-        noise = self.noise
-        num_types = self._codes.shape[1]
-        num_columns = num_types + 2
-        shade_col = book.shade_column
-        color_col = book.color_column
+        pairs = self._compare(targets, shown)
+        # Every random decision of pair i comes from row i of one uniform block (layout in
+        # _uniform_slots), the same draws whatever the noise settings.
+        plan = self._plan_mentions(pairs, row_uniforms(rng, targets.size, self._uniform_width))
+        texts, records = self._write(pairs, plan)
+        if self.noise.drop_word > 0:
+            texts = self._drop_words(texts, self.noise.drop_word, rng)
+        return CaptionBatch(texts, records)
 
-        # 1. which of the D columns differ, for all pairs at once
-        t_codes = self._codes[targets]
-        s_codes = self._codes[shown]
-        t_cats = self._categories[targets]
-        s_cats = self._categories[shown]
-        differs = np.zeros((n, num_columns), dtype=bool)
+    def _compare(self, targets: np.ndarray, shown: np.ndarray) -> _Comparison:
+        """Step 1: which of the columns (category, each type, shade) differ, for all pairs."""
+        n = targets.size
+        book = self._book
+        num_types = self._codes.shape[1]
+        t_codes, s_codes = self._codes[targets], self._codes[shown]
+        t_cats, s_cats = self._categories[targets], self._categories[shown]
+        differs = np.zeros((n, num_types + 2), dtype=bool)
         differs[:, 0] = t_cats != s_cats
         differs[:, 1 : num_types + 1] = (t_codes != s_codes) & (t_codes >= 0) & (s_codes >= 0)
         salience = np.broadcast_to(self._salience, differs.shape)
         if self._luma is not None:
             luma_gap = self._luma[targets] - self._luma[shown]
-            differs[:, shade_col] = np.abs(luma_gap) >= self.shade_threshold
-            if color_col is not None:
+            differs[:, book.shade_column] = np.abs(luma_gap) >= self.shade_threshold
+            if book.color_column is not None:
                 salience = salience.copy()
-                salience[differs[:, color_col], shade_col] = SHADE_SALIENCE_WITH_COLOR_CHANGE
+                salience[differs[:, book.color_column], book.shade_column] = SHADE_SALIENCE_WITH_COLOR_CHANGE
         else:
             luma_gap = np.zeros(n, dtype=np.float32)
-        num_differences = differs.sum(axis=1)
+        return _Comparison(t_codes, s_codes, t_cats, s_cats, differs, salience, luma_gap)
 
-        # 2. every random decision of pair i comes from row i of one uniform block (layout in
-        #    _uniform_slots), the same draws whatever the noise settings
-        u = row_uniforms(rng, n, self._uniform_width)
-        slots = self._uniform_slots
+    def _plan_mentions(self, pairs: _Comparison, u: np.ndarray) -> _MentionPlan:
+        """Step 2: which differences each caption mentions, in what order and wording style,
+        and (with noise) which are omitted and which colour is named wrongly."""
+        n, m, noise, slots = len(u), self.max_differences, self.noise, self._uniform_slots
+        color_col = self._book.color_column
+        num_differences = pairs.differs.sum(axis=1)
         # which to mention: weighted sampling without replacement (Efraimidis-Spirakis keys
         # log(u)/w, largest first); how many: 1 + Binomial(m - 1, 1/2), capped
-        keys = np.log1p(-u[:, slots["keys"]]) / salience
-        keys[~differs] = -np.inf
+        keys = np.log1p(-u[:, slots["keys"]]) / pairs.salience
+        keys[~pairs.differs] = -np.inf
         order = np.argsort(-keys, axis=1, kind="stable")[:, :m]
         slots_used = order.shape[1]
         extra = np.searchsorted(self._count_cdf, u[:, slots["count"]], side="right")
@@ -610,47 +336,41 @@ class TemplateUser(User):
         wrong = None
         if noise.wrong_color > 0 and color_col is not None:
             wrong = self._wrong_colors(
-                t_codes[:, color_col - 1], s_codes[:, color_col - 1], u[:, slots["wrong_pick"]]
+                pairs.t_codes[:, color_col - 1], pairs.s_codes[:, color_col - 1], u[:, slots["wrong_pick"]]
             )
             wrong[u[:, slots["wrong"]] >= noise.wrong_color] = -1
+        return _MentionPlan(order, mention, style, wrong, num_differences)
 
-        # 3. per-pair text assembly from the phrase tables
-        order_l = order.tolist()
-        mention_l = mention.tolist()
-        style_l = style.tolist()
-        t_codes_l = t_codes.tolist()
-        s_codes_l = s_codes.tolist()
-        t_cats_l = t_cats.tolist()
-        s_cats_l = s_cats.tolist()
-        gap_l = luma_gap.tolist()
-        ndiff_l = num_differences.tolist()
-        wrong_l = wrong.tolist() if wrong is not None else None
-        direct = book.direct
-        surface = book.surface
-        comparative = book.comparative
-        ordered = book.ordered
-        values = book.values
-        names = book.type_names
-        cache = self._differences
-        comp_p = COMPARATIVE_PROBABILITY
-        compress_p = COMPRESS_PROBABILITY
+    def _write(
+        self, pairs: _Comparison, plan: _MentionPlan
+    ) -> tuple[list[str], list[tuple[Difference, ...]]]:
+        """Step 3: per-pair text assembly from the phrase tables (lists, not arrays: this is
+        the one per-pair loop, and Python indexing of lists is several times faster)."""
+        shade_col = self._book.shade_column
         slight_limit = 2.0 * self.shade_threshold
-
+        t_codes_l, s_codes_l = pairs.t_codes.tolist(), pairs.s_codes.tolist()
+        t_cats_l, s_cats_l = pairs.t_cats.tolist(), pairs.s_cats.tolist()
+        gap_l = pairs.luma_gap.tolist()
+        ndiff_l = plan.num_differences.tolist()
+        wrong_l = plan.wrong.tolist() if plan.wrong is not None else None
+        phrase_of = self._phrase  # bound once: this loop is on the env's step path
         texts: list[str] = []
         records: list[tuple[Difference, ...]] = []
-        for i in range(n):
-            word_u, comp_u, compress_u = style_l[i]
-            cols = [c for c, on in zip(order_l[i], mention_l[i], strict=True) if on]
+        for i, (order, mention, style) in enumerate(
+            zip(plan.order.tolist(), plan.mention.tolist(), plan.style.tolist(), strict=True)
+        ):
+            word_u, comp_u, compress_u = style
+            cols = [c for c, on in zip(order, mention, strict=True) if on]
             if not cols:
-                texts.append(_SAME[int(word_u[0] * len(_SAME))])
+                texts.append(SAME_WORDINGS[int(word_u[0] * len(SAME_WORDINGS))])
                 records.append((SAME_DIFFERENCE,))
                 continue
             if ndiff_l[i] == 1 and cols[0] == shade_col:
                 # everything but the shade matches: "looks the same but slightly darker"
                 gap = gap_l[i]
                 direction = 0 if gap < 0 else 1
-                tails = _SHADE_ONLY_TAILS[direction][abs(gap) < slight_limit]
-                same = _SAME[int(word_u[0] * len(_SAME))]
+                tails = SHADE_ONLY_TAILS[direction][abs(gap) < slight_limit]
+                same = SAME_WORDINGS[int(word_u[0] * len(SAME_WORDINGS))]
                 tail = tails[int(comp_u[0] * len(tails))]
                 texts.append(f"{same} but {tail}")
                 records.append((self._shade_record(direction, t_codes_l[i], s_codes_l[i]),))
@@ -660,7 +380,7 @@ class TemplateUser(User):
             for pos, c in enumerate(cols):
                 if c == shade_col:
                     direction = 0 if gap_l[i] < 0 else 1
-                    side = _SHADE_COMPARATIVE[direction]
+                    side = SHADE_COMPARATIVES[direction]
                     parts.append(side[int(word_u[pos] * len(side))])
                     record.append(self._shade_record(direction, t_codes_l[i], s_codes_l[i]))
                     continue
@@ -668,66 +388,49 @@ class TemplateUser(User):
                     tv, sv = t_cats_l[i], s_cats_l[i]
                 else:
                     tv, sv = t_codes_l[i][c - 1], s_codes_l[i][c - 1]
-                if ordered[c] and comp_u[pos] < comp_p:
-                    direction = 0 if tv > sv else 1
-                    side = comparative[c][direction]  # type: ignore[index]
-                    parts.append(side[int(word_u[pos] * len(side))])
-                    key = (c, direction, sv)
-                    diff = cache.get(key)
-                    if diff is None:
-                        word = book.direction_words[c][direction]  # type: ignore[index]
-                        diff = Difference(names[c], "comparative", word, values[c][sv], word)
-                        cache[key] = diff
-                    record.append(diff)
-                    continue
-                claimed = tv
-                if c == color_col and wrong_l is not None and wrong_l[i] >= 0:
-                    claimed = wrong_l[i]
-                rows = direct[c][claimed]
-                shown_names = surface[c]
-                if shown_names is None:
-                    parts.append(rows[int(word_u[pos] * len(rows))])
-                else:
-                    k = int(word_u[pos] * (len(rows) + len(_CONTRAST)))
-                    if k < len(rows):
-                        parts.append(rows[k])
-                    else:
-                        parts.append(_CONTRAST[k - len(rows)].format(phrase=rows[0], shown=shown_names[sv]))
-                key = (c, tv, sv, claimed)
-                diff = cache.get(key)
-                if diff is None:
-                    diff = Difference(names[c], "direct", values[c][tv], values[c][sv], values[c][claimed])
-                    cache[key] = diff
+                wrong = wrong_l[i] if wrong_l is not None else -1
+                phrase, diff = phrase_of(c, tv, sv, wrong, word_u[pos], comp_u[pos])
+                parts.append(phrase)
                 record.append(diff)
-
-            text = parts[0]
-            last = len(parts) - 1
-            for pos in range(1, len(parts)):
-                phrase = parts[pos]
-                compress = compress_u[pos] < compress_p
-                if pos == last:
-                    # "with" right after "instead of a top" would read as part of it
-                    previous = parts[pos - 1]
-                    if (
-                        compress
-                        and phrase.startswith("has ")
-                        and " instead of " not in previous
-                        and " rather than " not in previous
-                    ):
-                        text = f"{text} with {phrase[4:]}"
-                        continue
-                    sep = " and "
-                else:
-                    sep = ", "
-                if compress and phrase.startswith("is "):
-                    phrase = phrase[3:]
-                text = text + sep + phrase
-            texts.append(text)
+            texts.append(_join_phrases(parts, compress_u))
             records.append(tuple(record))
+        return texts, records
 
-        if noise.drop_word > 0:
-            texts = self._drop_words(texts, noise.drop_word, rng)
-        return CaptionBatch(texts, records)
+    def _phrase(
+        self, c: int, tv: int, sv: int, wrong: int, word_u: float, comp_u: float
+    ) -> tuple[str, Difference]:
+        """The phrase and record for one difference in column ``c`` (not shade): target
+        value ``tv``, shown value ``sv``; ``wrong`` a colour to name instead (-1: none)."""
+        book, cache = self._book, self._differences
+        if book.ordered[c] and comp_u < COMPARATIVE_PROBABILITY:
+            direction = 0 if tv > sv else 1
+            side = book.comparative[c][direction]  # type: ignore[index]
+            key = (c, direction, sv)
+            diff = cache.get(key)
+            if diff is None:
+                word = book.direction_words[c][direction]  # type: ignore[index]
+                diff = Difference(book.type_names[c], "comparative", word, book.values[c][sv], word)
+                cache[key] = diff
+            return side[int(word_u * len(side))], diff
+        claimed = wrong if c == book.color_column and wrong >= 0 else tv
+        rows = book.direct[c][claimed]
+        shown_names = book.surface[c]
+        if shown_names is None:
+            phrase = rows[int(word_u * len(rows))]
+        else:
+            k = int(word_u * (len(rows) + len(CONTRAST)))
+            phrase = (
+                rows[k]
+                if k < len(rows)
+                else CONTRAST[k - len(rows)].format(phrase=rows[0], shown=shown_names[sv])
+            )
+        key = (c, tv, sv, claimed)
+        diff = cache.get(key)
+        if diff is None:
+            values = book.values[c]
+            diff = Difference(book.type_names[c], "direct", values[tv], values[sv], values[claimed])
+            cache[key] = diff
+        return phrase, diff
 
     # --- helpers ---------------------------------------------------------------------------
     def _shade_record(self, direction: int, t_codes: list[int], s_codes: list[int]) -> Difference:
@@ -738,7 +441,7 @@ class TemplateUser(User):
         diff = self._differences.get(key)
         if diff is None:
             shown_name = self._book.values[color_col][shown_code] if shown_code >= 0 else ""  # type: ignore[index]
-            word = _SHADE_WORDS[direction]
+            word = SHADE_WORDS[direction]
             diff = Difference("shade", "comparative", word, shown_name, word)
             self._differences[key] = diff
         return diff
