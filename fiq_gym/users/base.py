@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fiq_gym.text import CaptionTokenizer, WordTokenizer
+
 if TYPE_CHECKING:
     from fiq_gym.catalog.model import Catalog
 
@@ -120,6 +122,32 @@ class User(abc.ABC):
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+
+    # --- what an environment needs from a shopper ---------------------------------------------
+    @property
+    def tokenizer(self) -> CaptionTokenizer:
+        """How environments turn this shopper's captions into the token ids of observations.
+
+        By default a word tokenizer over :meth:`caption_words` (built once), so the shopper's
+        own captions never hit ``<unk>``; shoppers with a tokenizer of their own (the learned
+        shopper's) set or override it. Agents trained with one shopper keep its tokenizer
+        when evaluated with another (pass ``tokenizer=`` to the env).
+        """
+        tokenizer = self.__dict__.get("_tokenizer")
+        if tokenizer is None:
+            tokenizer = self.__dict__["_tokenizer"] = WordTokenizer(self.caption_words())
+        return tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: CaptionTokenizer) -> None:
+        self.__dict__["_tokenizer"] = value
+
+    def caption_words(self) -> tuple[str, ...]:
+        """Every word this shopper's captions can contain (for the default :attr:`tokenizer`)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} lists no caption words; give it a tokenizer (user.tokenizer = ...) "
+            "or pass tokenizer=... to the environment"
+        )
 
     @property
     def num_items(self) -> int:

@@ -17,13 +17,14 @@ datasets never annotate that case and the episode ends there anyway.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fiq_gym.errors import FiqGymError
-from fiq_gym.text import WordTokenizer, split_words
+from fiq_gym.text import split_words
 from fiq_gym.users.base import CaptionBatch, Difference, User, row_uniforms
 
 if TYPE_CHECKING:
@@ -144,17 +145,11 @@ class DatasetUser(User):
                 words.update(split_words(text))
         if self.mode == "joined":
             words.add("and")
-        fallback_words = getattr(self.fallback, "caption_words", None)
-        if fallback_words is not None:
-            words.update(fallback_words())
+        if self.fallback is not None:
+            # a fallback with a tokenizer of its own (the learned shopper) lists no words
+            with contextlib.suppress(NotImplementedError):
+                words.update(self.fallback.caption_words())
         return tuple(sorted(words))
-
-    @property
-    def tokenizer(self) -> WordTokenizer:
-        """A word tokenizer over :meth:`caption_words` (built once)."""
-        if not hasattr(self, "_tokenizer"):
-            self._tokenizer = WordTokenizer(self.caption_words())
-        return self._tokenizer
 
     # --- captions ------------------------------------------------------------------------
     def _describe(

@@ -1,0 +1,119 @@
+"""``make_user``: a shopper from its name, the one place that maps names to classes.
+
+Environments made in one process on the same catalog with the same settings share one
+shopper (a vector env of 64 single envs loads the learned shopper once, not 64 times); the
+shared shoppers are kept per catalog and go away with it.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from fiq_gym.catalog.model import Catalog
+from fiq_gym.users.base import User
+from fiq_gym.users.template import TemplateNoise, TemplateUser
+
+__all__ = ["SHOPPERS", "make_user"]
+
+#: Shopper names ``make_user`` understands; ``"transformer:DIR"`` names a checkpoint too.
+SHOPPERS = ("template", "transformer", "dataset")
+
+_shared: weakref.WeakKeyDictionary[Catalog, dict[tuple, User]] = weakref.WeakKeyDictionary()
+_lock = threading.RLock()  # re-entrant: a dataset shopper makes its fallback shopper
+
+
+def make_user(spec: str | User, catalog: Catalog, **kwargs: Any) -> User:
+    """The shopper ``spec`` names, describing ``catalog``.
+
+    Args:
+        spec: ``"template"`` (:class:`~fiq_gym.users.TemplateUser`; kwargs ``noise`` as a
+            :class:`~fiq_gym.users.TemplateNoise` or a dict of its fields,
+            ``max_differences``, ``shade_threshold``), ``"transformer"`` or
+            ``"transformer:DIR"`` (:class:`~fiq_gym.users.TransformerUser`; kwargs
+            ``checkpoint``, ``decoding``, ``device``, ``threads``), ``"dataset"``
+            (:class:`~fiq_gym.users.DatasetUser`; kwargs ``split``, ``mode`` and ``fallback``:
+            ``"template"``, ``"transformer"``, a :class:`User` or None), or a :class:`User`
+            instance, returned as it is after checking it describes a catalog of this size.
+        catalog: the catalog whose items the shopper describes.
+    """
+    if isinstance(spec, User):
+        if kwargs:
+            raise ValueError("user_kwargs only apply when user is given by name, e.g. user='template'")
+        if spec.catalog is not catalog and len(spec.catalog) != len(catalog):
+            raise ValueError(
+                f"the user describes a catalog of {len(spec.catalog)} items but the environment's has "
+                f"{len(catalog)}; build the user on the same catalog"
+            )
+        return spec
+    if not isinstance(spec, str):
+        raise ValueError(f"user must be one of {list(SHOPPERS)} or a User instance, got {spec!r}")
+    name, _, checkpoint = spec.partition(":")
+    if name == "template" and not checkpoint:
+        build, kwargs = TemplateUser, _template_kwargs(kwargs)
+    elif name == "transformer":
+        # "transformer:DIR" names a checkpoint in one string, so every trainer's --user flag
+        # can pick a shopper trained elsewhere (e.g. on human captions).
+        build, kwargs = _transformer_class(), _transformer_kwargs(kwargs, checkpoint)
+    elif name == "dataset" and not checkpoint:
+        build, kwargs = _dataset_builder, _dataset_kwargs(kwargs)
+    else:
+        raise ValueError(f"user must be one of {list(SHOPPERS)} or a User instance, got {spec!r}")
+    key = (name, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    with _lock:
+        per_catalog = _shared.setdefault(catalog, {})
+        if key not in per_catalog:
+            per_catalog[key] = build(catalog, **kwargs)
+        return per_catalog[key]
+
+
+def _template_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(kwargs)
+    if isinstance(kwargs.get("noise"), dict):
+        kwargs["noise"] = TemplateNoise(**kwargs["noise"])
+    return kwargs
+
+
+def _transformer_class() -> type[User]:
+    # Imported on use, so template-only environments never import torch's model code.
+    from fiq_gym.users.transformer.user import TransformerUser
+
+    return TransformerUser
+
+
+def _transformer_kwargs(kwargs: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    kwargs = dict(kwargs)
+    if checkpoint:
+        kwargs["checkpoint"] = checkpoint
+    if kwargs.get("checkpoint") is not None:
+        kwargs["checkpoint"] = str(Path(kwargs["checkpoint"]).expanduser().resolve())
+    return kwargs
+
+
+def _dataset_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(kwargs) - {"split", "mode", "fallback"}
+    if unknown:
+        raise ValueError(f"user='dataset' takes user_kwargs split, mode and fallback, not {sorted(unknown)}")
+    fallback = kwargs.get("fallback")
+    if (
+        fallback is not None
+        and fallback not in ("template", "transformer")
+        and not isinstance(fallback, User)
+    ):
+        raise ValueError(f"fallback must be 'template', 'transformer', a User or None, got {fallback!r}")
+    split = kwargs.get("split")
+    return {
+        "split": tuple(split) if isinstance(split, list) else split,
+        "mode": kwargs.get("mode", "random"),
+        "fallback": fallback,
+    }
+
+
+def _dataset_builder(catalog: Catalog, *, split: Any, mode: str, fallback: Any) -> User:
+    from fiq_gym.users.dataset import DatasetUser
+
+    if isinstance(fallback, str):
+        fallback = make_user(fallback, catalog)
+    return DatasetUser.from_captions(catalog, split=split, mode=mode, fallback=fallback)
