@@ -124,7 +124,7 @@ def measure_transformer(
     """
     import torch
 
-    from fiq_gym.users.transformer.user import torch_threads
+    from fiq_gym.threads import torch_threads
 
     size = len(catalog)
     rng = np.random.default_rng(0)

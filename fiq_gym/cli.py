@@ -47,7 +47,7 @@ def _catalog_show(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fiq_gym.benchmarks.demo import play_demo_dialog
+    from fiq_gym.play.demo import play_demo_dialog
 
     play_demo_dialog(_resolve_catalog(args.catalog), seed=args.seed, turns=args.turns)
     return 0

@@ -32,10 +32,10 @@ from fiq_gym.features.model import (
     check_fits,
     head_specs,
     load_checkpoint,
-    torch_threads,
 )
 from fiq_gym.features.train import TrainArgs, evaluate, heldout_split, train
 from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.threads import torch_threads
 
 # Small and fast: one thread, narrow layers, no progress bars.
 TINY = {"channels": (16, 32, 64, 64), "feature_dim": 32, "threads": 1, "progress": False}

@@ -195,19 +195,34 @@ class Catalog:
         of the ids (which garment each row is) and of what agents see of the items (the
         features, or the labels when there are none). Recorded in checkpoints, so loading one
         on another catalog of the same shape fails instead of silently ranking wrong items."""
-        import hashlib
-
-        ids = hashlib.sha256("\n".join(np.asarray(self.ids).tolist()).encode("utf-8")).hexdigest()[:16]
-        seen = hashlib.sha256()
-        source = self.features if self.features is not None else self.labels
-        step = max(1, (16 << 20) // max(1, source[:1].nbytes))
-        for start in range(0, len(source), step):
-            seen.update(np.ascontiguousarray(source[start : start + step]).tobytes())
+        seen = "features" if self.features is not None else "labels"
         return {
             "items": len(self),
-            "ids_sha256": ids,
-            ("features_sha256" if self.features is not None else "labels_sha256"): seen.hexdigest()[:16],
+            "ids_sha256": self.content_sha256("ids")[:16],
+            f"{seen}_sha256": self.content_sha256(seen)[:16],
         }
+
+    def content_sha256(self, part: str) -> str:
+        """The full SHA-256 of ``"ids"`` (joined by newlines, UTF-8), ``"labels"`` or
+        ``"features"`` (their bytes, row-major): the one definition behind checkpoint
+        fingerprints and recorded dialogs' catalog checks."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        if part == "ids":
+            digest.update("\n".join(np.asarray(self.ids).tolist()).encode("utf-8"))
+            return digest.hexdigest()
+        source = {"labels": self.labels, "features": self.features}.get(part)
+        if source is None:
+            raise ValueError(
+                f"part must be 'ids', 'labels' or 'features' (when the catalog has them), got {part!r}"
+            )
+        step = max(
+            1, (16 << 20) // max(1, source[:1].nbytes)
+        )  # 16 MB at a time: catalogs may be memory-mapped
+        for start in range(0, len(source), step):
+            digest.update(np.ascontiguousarray(source[start : start + step]).tobytes())
+        return digest.hexdigest()
 
     def attribute_codes(self) -> np.ndarray:
         """(N, T) int16: the value index of each attribute type per item, -1 if unlabelled."""

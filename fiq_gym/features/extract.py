@@ -33,8 +33,8 @@ from fiq_gym.features.model import (
     CheckpointError,
     check_fits,
     load_checkpoint,
-    torch_threads,
 )
+from fiq_gym.threads import torch_threads
 
 __all__ = ["AttributeNetEncoder", "ExtractResult", "ImageEncoder", "extract_features", "make_encoder"]
 

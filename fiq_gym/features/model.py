@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,6 @@ __all__ = [
     "head_specs",
     "load_checkpoint",
     "save_checkpoint",
-    "torch_threads",
 ]
 
 CHECKPOINT_FORMAT = "fiq-gym-attribute-net"
@@ -200,19 +198,6 @@ class Checkpoint:
     @property
     def weights_sha256(self) -> str:
         return str(self.record.get("weights_sha256", ""))
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch CPU threads (0: all cores), then restore the
-    caller's setting: building the default catalog inside someone's program must not change
-    how many cores their own torch code uses."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _versions() -> dict[str, str]:

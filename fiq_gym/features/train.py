@@ -49,10 +49,10 @@ from fiq_gym.features.model import (
     NetworkConfig,
     head_specs,
     save_checkpoint,
-    torch_threads,
 )
 from fiq_gym.features.train_args import TrainArgs
 from fiq_gym.jsonfile import read_json
+from fiq_gym.threads import torch_threads
 
 __all__ = [
     "EpochReport",

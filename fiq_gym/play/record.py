@@ -27,15 +27,12 @@ catalog whose rows mean other garments.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from fiq_gym._atomic import atomic_write_json
 from fiq_gym.catalog.model import Catalog
@@ -64,14 +61,13 @@ def catalog_identity(catalog: Catalog) -> dict[str, Any]:
     provenance fields that say how it was made (cached per catalog object)."""
     if catalog not in _identities:
         provenance = catalog.provenance
-        labels = np.ascontiguousarray(np.asarray(catalog.labels))
         identity: dict[str, Any] = {
             "name": provenance.get("name"),
             "source": provenance.get("source"),
             "generator_version": provenance.get("generator_version"),
             "num_items": len(catalog),
-            "ids_sha256": hashlib.sha256("\n".join(np.asarray(catalog.ids).tolist()).encode()).hexdigest(),
-            "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest(),
+            "ids_sha256": catalog.content_sha256("ids"),
+            "labels_sha256": catalog.content_sha256("labels"),
         }
         _identities[catalog] = identity
     return dict(_identities[catalog])

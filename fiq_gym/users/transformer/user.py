@@ -38,6 +38,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CheckpointError, FiqGymError
 from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
+from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, Difference, User, row_uniforms
 from fiq_gym.users.caption_metrics import DifferenceOracle, PairTruth
 from fiq_gym.users.template import TemplateUser
@@ -148,20 +149,6 @@ def feature_weights(catalog: Catalog) -> str | None:
     """The sha256 of the network that extracted ``catalog``'s features, if it records one."""
     record = catalog.provenance.get("features") if catalog.features is not None else None
     return record.get("weights_sha256") if isinstance(record, Mapping) else None
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run a block with ``threads`` torch intra-op threads, then restore the setting."""
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_checkpoint_fits(

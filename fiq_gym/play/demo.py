@@ -1,6 +1,6 @@
 """One dialog, printed turn by turn: a random retriever and the template shopper.
 
-python -m fiq_gym.benchmarks.demo [--catalog DIR] [--seed 0]
+fiq-gym demo  (or python -m fiq_gym.play.demo) [--catalog DIR] [--seed 0]
 """
 
 from __future__ import annotations
