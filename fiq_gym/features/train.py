@@ -298,6 +298,70 @@ def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> P
     return target
 
 
+def _train_epoch(
+    network: AttributeNet,
+    optimizer: torch.optim.Optimizer,
+    catalog: Catalog,
+    reader: RowReader,
+    train_rows: np.ndarray,
+    epoch: int,
+    state: _State,
+    args: TrainArgs,
+    bar: tqdm,
+) -> tuple[float, float]:
+    """One pass over the training rows in the epoch's seeded order; returns the mean loss
+    and the last learning rate."""
+    steps_per_epoch = math.ceil(len(train_rows) / args.batch_size)
+    total_steps = args.epochs * steps_per_epoch
+    order = train_rows[np.random.default_rng([args.seed, epoch]).permutation(len(train_rows))]
+    network.train()
+    loss_sum, lr = 0.0, 0.0
+    for batch in range(steps_per_epoch):
+        # Sorted rows read the image file front to back; the batch is the same set.
+        idx = np.sort(order[batch * args.batch_size : (batch + 1) * args.batch_size])
+        images = torch.from_numpy(reader.take(idx))
+        labels = torch.from_numpy(np.asarray(catalog.labels[idx]))
+        lr = _learning_rate(args, state.step, total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        _, logits = network(images)
+        loss, _ = attribute_loss(logits, labels, network.config.heads)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        state.step += 1
+        loss_sum += float(loss.detach()) * len(idx)
+        bar.update(1)
+    return loss_sum / len(train_rows), lr
+
+
+def _best_record(record: dict[str, Any], state: _State, heldout: Evaluation) -> dict[str, Any]:
+    """What the checkpoint says about the run that made it."""
+    return {
+        **record,
+        "best_epoch": state.epoch,
+        "heldout_loss": heldout.loss,
+        "heldout_accuracy": heldout.accuracy,
+        "seconds": state.seconds,
+    }
+
+
+def _log_epoch(
+    writer: Any, bar: tqdm, state: _State, train_loss: float, heldout: Evaluation, lr: float, seconds: float
+) -> None:
+    """TensorBoard scalars (when enabled) and the progress bar's summary of an epoch."""
+    if writer is not None:
+        writer.add_scalar("losses/train", train_loss, state.epoch)
+        writer.add_scalar("losses/heldout", heldout.loss, state.epoch)
+        for name, acc in heldout.accuracy.items():
+            writer.add_scalar(f"heldout_accuracy/{name}", acc, state.epoch)
+        writer.add_scalar("charts/learning_rate", lr, state.epoch)
+        writer.add_scalar("charts/epoch_seconds", seconds, state.epoch)
+        writer.flush()
+    worst = min(heldout.accuracy.items(), key=lambda kv: kv[1], default=("-", math.nan))
+    bar.set_postfix(epoch=state.epoch, heldout_loss=f"{heldout.loss:.3f}", worst=f"{worst[0]} {worst[1]:.3f}")
+
+
 def default_out(catalog_path: str | os.PathLike, seed: int) -> Path:
     return Path("runs") / f"features-{Path(catalog_path).resolve().name}-s{seed}"
 
@@ -366,69 +430,31 @@ def _train(args: TrainArgs, on_epoch_end: Callable[[EpochReport], None] | None) 
             if state.stopped_early:
                 break
             started = time.perf_counter()
-            order = train_rows[np.random.default_rng([args.seed, epoch]).permutation(len(train_rows))]
-            network.train()
-            loss_sum = 0.0
-            for batch in range(steps_per_epoch):
-                # Sorted rows read the image file front to back; the batch is the same set.
-                idx = np.sort(order[batch * args.batch_size : (batch + 1) * args.batch_size])
-                images = torch.from_numpy(reader.take(idx))
-                labels = torch.from_numpy(np.asarray(catalog.labels[idx]))
-                lr = _learning_rate(args, state.step, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                _, logits = network(images)
-                loss, _ = attribute_loss(logits, labels, config.heads)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                state.step += 1
-                loss_sum += float(loss.detach()) * len(idx)
-                bar.update(1)
-
+            train_loss, lr = _train_epoch(
+                network, optimizer, catalog, reader, train_rows, epoch, state, args, bar
+            )
             heldout = evaluate(network, catalog, heldout_rows, batch_size=max(args.batch_size, 256))
-            train_loss = loss_sum / len(train_rows)
-            improved = heldout.loss < state.best_loss
             state.epoch = epoch + 1
             state.seconds += time.perf_counter() - started
-            entry = {
-                "epoch": state.epoch,
-                "train_loss": train_loss,
-                "heldout_loss": heldout.loss,
-                "heldout_accuracy": heldout.accuracy,
-            }
-            state.history.append(entry)
+            state.history.append(
+                {
+                    "epoch": state.epoch,
+                    "train_loss": train_loss,
+                    "heldout_loss": heldout.loss,
+                    "heldout_accuracy": heldout.accuracy,
+                }
+            )
+            improved = heldout.loss < state.best_loss
             if improved:
                 state.best_loss, state.best_epoch, state.bad_epochs = heldout.loss, state.epoch, 0
                 save_checkpoint(
-                    out,
-                    network,
-                    catalog.vocabulary,
-                    training={
-                        **record,
-                        "best_epoch": state.epoch,
-                        "heldout_loss": heldout.loss,
-                        "heldout_accuracy": heldout.accuracy,
-                        "seconds": state.seconds,
-                    },
+                    out, network, catalog.vocabulary, training=_best_record(record, state, heldout)
                 )
             else:
                 state.bad_epochs += 1
             state.stopped_early = state.bad_epochs >= args.patience and state.epoch < args.epochs
             _save_state(out, state, network, optimizer, record)
-
-            if writer is not None:
-                writer.add_scalar("losses/train", train_loss, state.epoch)
-                writer.add_scalar("losses/heldout", heldout.loss, state.epoch)
-                for name, acc in heldout.accuracy.items():
-                    writer.add_scalar(f"heldout_accuracy/{name}", acc, state.epoch)
-                writer.add_scalar("charts/learning_rate", lr, state.epoch)
-                writer.add_scalar("charts/epoch_seconds", time.perf_counter() - started, state.epoch)
-                writer.flush()
-            worst = min(heldout.accuracy.items(), key=lambda kv: kv[1], default=("-", math.nan))
-            bar.set_postfix(
-                epoch=state.epoch, heldout_loss=f"{heldout.loss:.3f}", worst=f"{worst[0]} {worst[1]:.3f}"
-            )
+            _log_epoch(writer, bar, state, train_loss, heldout, lr, time.perf_counter() - started)
             if on_epoch_end is not None:
                 on_epoch_end(EpochReport(state.epoch, train_loss, heldout, improved, lr))
     finally:
