@@ -36,6 +36,7 @@ from fiq_gym.checkpoint import STATE_JSON, prepare_run, read_training_state, wri
 from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.threads import torch_threads
 from fiq_gym.users.caption_metrics import caption_scores
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 from fiq_gym.users.transformer.data import (
@@ -187,7 +188,7 @@ def train_captioner(
         CheckpointError: ``resume`` with nothing to resume, or with settings that differ from
             the saved run's.
     """
-    with quiet_transformers():  # no weight-saving progress bars inside the epoch bar
+    with quiet_transformers(), torch_threads(args.threads):  # no weight-saving bars inside the epoch bar
         return _train(args, dataset, resume, overwrite)
 
 
@@ -201,44 +202,51 @@ def read_saved_args(work_dir: str | Path) -> dict[str, Any]:
     return record
 
 
-def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool, overwrite: bool) -> TrainResult:
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-    from transformers import PreTrainedTokenizerFast
+@dataclass
+class _Progress:
+    """Counters of a run, saved with its training state (the keys ``fiq-gym user train
+    --resume`` reads back)."""
 
-    work = args.work_path
-    last = work / "last"
-    out = Path(args.out)
-    state: dict[str, Any] | None = None
+    epoch: int = 0
+    step: int = 0
+    elapsed: float = 0.0
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    best_val_bleu4: float = 0.0
+    bad_epochs: int = 0
+
+
+def _claim_run(args: TrainArgs, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Apply the run-directory rule to ``out`` and the work directory; when resuming, the
+    saved state after checking the settings that shape the result are unchanged."""
+    work, out = args.work_path, Path(args.out)
     if not resume and out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(
             f"{out} already holds a model; pass --resume to continue its run, --overwrite to replace it, "
             "or choose another --out"
         )
-    if prepare_run(work, resume=resume, overwrite=overwrite, state=last):
-        state = read_saved_args(work)
-        saved = state["args"]
-        conflicts = {
-            f.name: (saved[f.name], getattr(args, f.name))
-            for f in fields(TrainArgs)
-            if f.name not in RUN_ONLY_FIELDS and saved.get(f.name, f.default) != getattr(args, f.name)
-        }
-        if conflicts:
-            listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in conflicts.items())
-            raise CheckpointError(
-                f"cannot resume {work} with different settings ({listed}); drop those options"
-            )
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    if not prepare_run(work, resume=resume, overwrite=overwrite, state=work / "last"):
+        return None
+    state = read_saved_args(work)
+    saved = state["args"]
+    conflicts = {
+        f.name: (saved[f.name], getattr(args, f.name))
+        for f in fields(TrainArgs)
+        if f.name not in RUN_ONLY_FIELDS and saved.get(f.name, f.default) != getattr(args, f.name)
+    }
+    if conflicts:
+        listed = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in conflicts.items())
+        raise CheckpointError(f"cannot resume {work} with different settings ({listed}); drop those options")
+    return state
 
-    # --- data ---------------------------------------------------------------------------
+
+def _caption_dataset(args: TrainArgs, dataset: CaptionDataset | None) -> CaptionDataset:
+    """The given dataset, human captions (``args.captions``) or template captions."""
     if dataset is None and args.captions != "template":
         dataset = human_dataset(_load_catalog(args.catalog), args.captions, seed=args.seed)
     if dataset is None:
-        catalog = _load_catalog(args.catalog)
         dataset = template_dataset(
-            catalog,
+            _load_catalog(args.catalog),
             train_pairs=args.train_pairs,
             val_pairs=args.val_pairs,
             captions_per_pair=args.captions_per_pair,
@@ -246,26 +254,17 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool, overwr
             noise=args.noise if args.noise.active else None,
             near_fraction=args.near_fraction,
         )
-    catalog = dataset.catalog
-    train_pairs, val_pairs = list(dataset.train), list(dataset.val)
-    if not train_pairs or not val_pairs:
+    if not list(dataset.train) or not list(dataset.val):
         raise ValueError("the dataset needs training and validation pairs")
-    if state is not None:
-        hf = PreTrainedTokenizerFast.from_pretrained(str(last), local_files_only=True)
-    else:
-        hf = build_caption_tokenizer((p.caption for p in train_pairs), dataset.extra_words)
-    tokenizer = CaptionerTokenizer(hf)
-    max_len = args.max_caption_length
-    train_data = _encode(train_pairs, tokenizer, max_len)
-    val_data = _encode(val_pairs, tokenizer, max_len)
-    ref_t, ref_s, refs = group_references(val_pairs)
-    references = (ref_t[: args.bleu_pairs], ref_s[: args.bleu_pairs], refs[: args.bleu_pairs])
-    inputs = _Inputs(catalog, args.use_attributes)
-    lengths = (train_data[2] != -100).sum(dim=1)
+    return dataset
 
-    # --- model, optimizer, schedule -------------------------------------------------------
+
+def _captioner_config(
+    args: TrainArgs, dataset: CaptionDataset, tokenizer: CaptionerTokenizer, inputs: _Inputs
+) -> RelativeCaptionerConfig:
+    catalog = dataset.catalog
     vocabulary = catalog.vocabulary
-    config = RelativeCaptionerConfig(
+    return RelativeCaptionerConfig(
         vocab_size=tokenizer.vocab_size,
         feature_dim=int(inputs.features.shape[1]),
         attribute_type_names=vocabulary.type_names,
@@ -279,7 +278,7 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool, overwr
         num_encoder_layers=args.num_encoder_layers,
         num_decoder_layers=args.num_decoder_layers,
         dropout=args.dropout,
-        max_caption_length=max_len,
+        max_caption_length=args.max_caption_length,
         feature_source=inputs.feature_source,
         feature_weights=feature_weights(catalog) if inputs.feature_source == "catalog" else None,
         caption_source=dataset.caption_source,
@@ -288,70 +287,118 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool, overwr
         eos_token_id=tokenizer.eos_id,
         unk_token_id=tokenizer.unk_id,
     )
-    model = RelativeCaptionerModel(config)
+
+
+def _train_epoch(
+    model: RelativeCaptionerModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    inputs: _Inputs,
+    train_data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    lengths: torch.Tensor,
+    args: TrainArgs,
+    progress: _Progress,
+    writer: Any,
+) -> float:
+    """One epoch over length-bucketed batches; returns the smoothed training loss."""
+    from tqdm.auto import tqdm
+
+    targets, shown, labels = train_data
+    batches = _length_batches(lengths, args.batch_size, args.seed * 100_003 + progress.epoch)
+    bar = tqdm(
+        batches, desc=f"epoch {progress.epoch + 1}/{args.epochs}", disable=not args.progress, leave=False
+    )
+    running = 0.0
+    for i, idx in enumerate(bar):
+        batch_labels = labels[idx]
+        width = int((batch_labels != -100).sum(dim=1).max())
+        out = model(**inputs(targets[idx], shown[idx]), labels=batch_labels[:, :width])
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        progress.step += 1
+        loss = out.loss.item()
+        running = loss if i == 0 else 0.98 * running + 0.02 * loss
+        if progress.step % 25 == 0:
+            writer.add_scalar("train/loss", loss, progress.step)
+            writer.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], progress.step)
+        bar.set_postfix(loss=f"{running:.3f}")
+    bar.close()
+    return running
+
+
+def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool, overwrite: bool) -> TrainResult:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import PreTrainedTokenizerFast
+
+    state = _claim_run(args, resume, overwrite)
+    last = args.work_path / "last"
+    torch.manual_seed(args.seed)
+
+    # --- data ---------------------------------------------------------------------------
+    dataset = _caption_dataset(args, dataset)
+    catalog = dataset.catalog
+    train_pairs, val_pairs = list(dataset.train), list(dataset.val)
+    if state is not None:
+        hf = PreTrainedTokenizerFast.from_pretrained(str(last), local_files_only=True)
+    else:
+        hf = build_caption_tokenizer((p.caption for p in train_pairs), dataset.extra_words)
+    tokenizer = CaptionerTokenizer(hf)
+    train_data = _encode(train_pairs, tokenizer, args.max_caption_length)
+    val_data = _encode(val_pairs, tokenizer, args.max_caption_length)
+    ref_t, ref_s, refs = group_references(val_pairs)
+    references = (ref_t[: args.bleu_pairs], ref_s[: args.bleu_pairs], refs[: args.bleu_pairs])
+    inputs = _Inputs(catalog, args.use_attributes)
+    lengths = (train_data[2] != -100).sum(dim=1)
+
+    # --- model, optimizer, schedule -------------------------------------------------------
+    model = RelativeCaptionerModel(_captioner_config(args, dataset, tokenizer, inputs))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = len(_length_batches(lengths, args.batch_size, 0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(args, args.epochs * steps_per_epoch))
-    epoch, step, best_loss, best_epoch, best_bleu, bad_epochs, elapsed = 0, 0, math.inf, -1, 0.0, 0, 0.0
+    progress = _Progress()
     if state is not None:
         read_training_state(last, optimizer=optimizer, model=model)
         scheduler.load_state_dict(state["scheduler"])
-        epoch, step, elapsed = state["epoch"], state["step"], state["elapsed"]
-        best_loss, best_epoch, best_bleu, bad_epochs = (
-            state["best_val_loss"],
-            state["best_epoch"],
-            state["best_val_bleu4"],
-            state["bad_epochs"],
-        )
+        progress = _Progress(**{f.name: state[f.name] for f in fields(_Progress)})
     model.train()
     saved_args = {k: v for k, v in asdict(args).items() if k not in RUN_ONLY_FIELDS}
-    writer = SummaryWriter(str(work / "tensorboard"))
+    writer = SummaryWriter(str(args.work_path / "tensorboard"))
     if state is None:
         writer.add_text("args", json.dumps(saved_args, indent=2))
         writer.add_scalar("model/parameters", sum(p.numel() for p in model.parameters()), 0)
 
     # --- epochs ---------------------------------------------------------------------------
-    started = time.perf_counter() - elapsed
-    targets, shown, labels = train_data
-    stopped_early = bad_epochs >= args.patience
+    started = time.perf_counter() - progress.elapsed
+    stopped_early = progress.bad_epochs >= args.patience
     epochs_this_run = 0
-    while epoch < args.epochs and not stopped_early:
+    while progress.epoch < args.epochs and not stopped_early:
         if args.stop_after is not None and epochs_this_run >= args.stop_after:
             break
-        batches = _length_batches(lengths, args.batch_size, args.seed * 100_003 + epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not args.progress, leave=False)
-        running = 0.0
-        for i, idx in enumerate(bar):
-            batch_labels = labels[idx]
-            width = int((batch_labels != -100).sum(dim=1).max())
-            out = model(**inputs(targets[idx], shown[idx]), labels=batch_labels[:, :width])
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            loss = out.loss.item()
-            running = loss if i == 0 else 0.98 * running + 0.02 * loss
-            if step % 25 == 0:
-                writer.add_scalar("train/loss", loss, step)
-                writer.add_scalar("train/learning_rate", scheduler.get_last_lr()[0], step)
-            bar.set_postfix(loss=f"{running:.3f}")
-        bar.close()
-        epoch += 1
+        running = _train_epoch(
+            model, optimizer, scheduler, inputs, train_data, lengths, args, progress, writer
+        )
+        progress.epoch += 1
         epochs_this_run += 1
         val_loss, val_bleu = _validate(model, inputs, val_data, references, tokenizer, 256)
-        writer.add_scalar("val/loss", val_loss, step)
-        writer.add_scalar("val/bleu4", val_bleu, step)
-        seconds = time.perf_counter() - started
-        improved = val_loss < best_loss - 1e-4
+        writer.add_scalar("val/loss", val_loss, progress.step)
+        writer.add_scalar("val/bleu4", val_bleu, progress.step)
+        progress.elapsed = time.perf_counter() - started
+        improved = val_loss < progress.best_val_loss - 1e-4
         if improved:
-            best_loss, best_epoch, best_bleu, bad_epochs = val_loss, epoch, val_bleu, 0
+            progress.best_val_loss, progress.best_epoch, progress.best_val_bleu4 = (
+                val_loss,
+                progress.epoch,
+                val_bleu,
+            )
+            progress.bad_epochs = 0
             metrics = {
-                "best_epoch": best_epoch,
+                "best_epoch": progress.best_epoch,
                 "val_loss": val_loss,
                 "val_bleu4": val_bleu,
-                "train_seconds": round(seconds, 1),
+                "train_seconds": round(progress.elapsed, 1),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "train_captions": len(train_pairs),
             }
@@ -359,41 +406,26 @@ def _train(args: TrainArgs, dataset: CaptionDataset | None, resume: bool, overwr
                 model, tokenizer, Path(args.out), {"training_args.json": saved_args, "metrics.json": metrics}
             )
         else:
-            bad_epochs += 1
-        stopped_early = bad_epochs >= args.patience
+            progress.bad_epochs += 1
+        stopped_early = progress.bad_epochs >= args.patience
         if args.progress:
             print(
-                f"epoch {epoch}: train loss {running:.4f}  val loss {val_loss:.4f}  val BLEU-4 {val_bleu:.4f}"
-                f"{'  (best, saved)' if improved else ''}  [{seconds / 60:.1f} min]",
+                f"epoch {progress.epoch}: train loss {running:.4f}  val loss {val_loss:.4f}  val BLEU-4 "
+                f"{val_bleu:.4f}{'  (best, saved)' if improved else ''}  [{progress.elapsed / 60:.1f} min]",
                 flush=True,
             )
         with atomic_directory(last, overwrite=True) as tmp:
             tokenizer.hf.save_pretrained(tmp)
-            write_training_state(
-                tmp,
-                optimizer=optimizer,
-                model=model,
-                record={
-                    "args": saved_args,
-                    "epoch": epoch,
-                    "step": step,
-                    "elapsed": seconds,
-                    "best_val_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "best_val_bleu4": best_bleu,
-                    "bad_epochs": bad_epochs,
-                    "scheduler": scheduler.state_dict(),
-                },
-            )
+            record = {"args": saved_args, **asdict(progress), "scheduler": scheduler.state_dict()}
+            write_training_state(tmp, optimizer=optimizer, model=model, record=record)
     writer.close()
-    finished = stopped_early or epoch >= args.epochs
     return TrainResult(
         out=Path(args.out),
-        epochs_run=epoch,
-        best_epoch=best_epoch,
-        best_val_loss=best_loss,
-        val_bleu4=best_bleu,
+        epochs_run=progress.epoch,
+        best_epoch=progress.best_epoch,
+        best_val_loss=progress.best_val_loss,
+        val_bleu4=progress.best_val_bleu4,
         seconds=time.perf_counter() - started,
         stopped_early=stopped_early,
-        finished=finished,
+        finished=stopped_early or progress.epoch >= args.epochs,
     )
