@@ -1,13 +1,29 @@
 """Atomic file and directory writes: write beside the destination, then rename over it.
 
-A reader never sees a half-written file; a crash leaves at most a ``*.tmp-*`` sibling behind.
+A reader never sees a half-written file or directory. Directories get two more guarantees:
+
+* **Replacing is crash-safe.** The new directory takes the old one's place in a single
+  ``renameat2(RENAME_EXCHANGE)`` where the kernel and file system offer it (Linux on ext4,
+  xfs, btrfs, tmpfs, ...). Elsewhere the old directory is moved aside first and moved back
+  by the next writer or opener of the same path (:func:`recover_directory`) if the process
+  died before the new one was in place; a path never ends up missing.
+* **Leftovers of dead writers are cleaned.** Each writer holds an ``flock`` on a lock file
+  beside its temporary directory for as long as it works. The kernel drops that lock when the
+  process dies, even by ``kill -9``, so the next write of the same target can tell a dead
+  writer's ``.NAME.tmp-*`` directory from a live one's and remove only the former.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -15,7 +31,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_directory", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_directory",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "recover_directory",
+]
+
+log = logging.getLogger("fiq_gym")
 
 
 def _umask() -> int:
@@ -49,33 +73,219 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-@contextmanager
-def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary directory; on success it replaces ``path`` in one rename.
+# --- directories -----------------------------------------------------------------------------
 
-    If ``path`` exists and ``overwrite`` is false, :class:`FileExistsError` is raised before
-    anything is written. With ``overwrite``, the old directory is moved aside first and
-    removed only after the new one is in place.
+
+def _temp_name(path: Path, tag: str) -> Path:
+    return path.parent / f".{path.name}.tmp-{tag}"
+
+
+def _old_name(path: Path, tag: str) -> Path:
+    return path.parent / f".{path.name}.old-{tag}"
+
+
+def _lock_name(path: Path, tag: str) -> Path:
+    return path.parent / f".{path.name}.tmp-{tag}.lock"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+class _WriterLock:
+    """The lock file that says "writer ``tag`` of ``path`` is alive" while it is held."""
+
+    def __init__(self, path: Path) -> None:
+        while True:
+            tag = uuid.uuid4().hex[:8]
+            lock = _lock_name(path, tag)
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A cleaner may have taken and deleted the fresh file before we locked it (it
+            # looked like a dead writer's); then our lock guards nothing, so start over.
+            if _same_file(fd, lock):
+                break
+            os.close(fd)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self.tag, self.path, self._fd = tag, lock, fd
+
+    def release(self) -> None:
+        if _same_file(self._fd, self.path):
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+
+
+@contextmanager
+def _dead_writer(path: Path, tag: str) -> Iterator[bool | None]:
+    """Yield True while holding the lock of writer ``tag`` of ``path`` because it is dead,
+    False if it is alive (or another cleaner is on it), None if it left no lock file (an
+    older fiq-gym, or a writer that finished between our look and now)."""
+    lock = _lock_name(path, tag)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        if not _same_file(fd, lock):
+            yield False
+            return
+        yield True
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def recover_directory(path: str | os.PathLike) -> None:
+    """Tidy up after writers of directory ``path`` that died: put back a directory whose
+    replacement was interrupted, and delete their temporary and set-aside copies.
+
+    Called by :func:`atomic_directory` before it writes, and by readers that find ``path``
+    missing. Leftovers of live writers are not touched; leftovers without a lock file (from
+    a fiq-gym older than the lock files) are reported, not deleted.
     """
     path = Path(path)
+    try:
+        siblings = [p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}.")]
+    except OSError:
+        return  # no parent directory (nothing written yet) or not readable: nothing to do
+    prefix = len(path.name) + 2
+    # Newest first: if several replacements died, the latest set-aside copy is restored.
+    olds = sorted(
+        (p for p in siblings if p.name[prefix:].startswith("old-")),
+        key=_mtime,
+        reverse=True,
+    )
+    temps = [p for p in siblings if p.name[prefix:].startswith("tmp-") and not p.name.endswith(".lock")]
+    for old in olds:
+        tag = old.name[prefix + 4 :]
+        with _dead_writer(path, tag) as dead:
+            if dead is False:
+                continue
+            if not os.path.lexists(path):
+                os.rename(old, path)
+                log.warning(
+                    "fiq-gym: restored %s from %s: the process replacing it died before the new "
+                    "version was in place",
+                    path,
+                    old.name,
+                )
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+                log.warning(
+                    "fiq-gym: removed %s, the previous %s set aside by a writer that died", old, path.name
+                )
+    for temp in temps:
+        if not temp.is_dir():
+            continue  # a file's own temporaries (atomic_write_bytes) are not ours to judge
+        tag = temp.name[prefix + 4 :]
+        with _dead_writer(path, tag) as dead:
+            if dead is None and temp.exists():
+                log.warning(
+                    "fiq-gym: %s looks like an unfinished write of %s by an older fiq-gym; delete it "
+                    "if no process is writing %s",
+                    temp,
+                    path.name,
+                    path,
+                )
+            elif dead:
+                shutil.rmtree(temp, ignore_errors=True)
+                log.warning("fiq-gym: removed %s, left by a process that died while writing %s", temp, path)
+    for lock in siblings:  # lock files whose directory is gone (writer died in between)
+        if lock.name.endswith(".lock") and lock.name[prefix:].startswith("tmp-"):
+            tag = lock.name[prefix + 4 : -len(".lock")]
+            if not _temp_name(path, tag).exists() and not _old_name(path, tag).exists():
+                with _dead_writer(path, tag):
+                    pass  # a dead writer's lock is deleted on the way out
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap directories ``a`` and ``b`` in one atomic step; False where that is unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, f"cannot replace {b} with {a}: {os.strerror(err)}")
+
+
+def _fsync_directory(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it takes the place of ``path``.
+
+    If ``path`` exists and ``overwrite`` is false, :class:`FileExistsError` is raised before
+    anything is written. With ``overwrite``, the old directory stays where it is until the
+    new one replaces it (see the module docstring for what a crash leaves).
+    """
+    path = Path(path)
+    recover_directory(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path} already exists; choose another output directory or replace it (--overwrite on the command line, overwrite=True in Python)"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    lock = _WriterLock(path)
+    tmp = _temp_name(path, lock.tag)
     try:
-        yield tmp
-        if path.exists():
-            if not overwrite:  # someone else finished first (e.g. a parallel cache build)
-                raise FileExistsError(f"{path} appeared while it was being written")
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        tmp.mkdir()
+        try:
+            yield tmp
+            _fsync_directory(tmp)
+            if path.exists():
+                if not overwrite:  # someone else finished first (e.g. a parallel cache build)
+                    raise FileExistsError(f"{path} appeared while it was being written")
+                if _exchange(tmp, path):
+                    # ``tmp`` now holds the old directory; a crash here leaves it to the
+                    # next writer's recover_directory.
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    old = _old_name(path, lock.tag)
+                    os.rename(path, old)
+                    # A crash here leaves no ``path``: recover_directory moves ``old`` back.
+                    try:
+                        os.rename(tmp, path)
+                    except BaseException:
+                        os.rename(old, path)
+                        raise
+                    shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, path)
+            _fsync_directory(path.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        lock.release()

@@ -9,15 +9,14 @@ from the attribute network shipped with fiq-gym (:mod:`fiq_gym.features.default_
 from __future__ import annotations
 
 import os
-import shutil
 import threading
-import uuid
 from pathlib import Path
 
+from fiq_gym._atomic import atomic_directory
 from fiq_gym.cache import cache_dir
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import MANIFEST, open_catalog
-from fiq_gym.catalog.synthetic import GENERATOR_VERSION, build_synthetic_catalog
+from fiq_gym.catalog.synthetic import GENERATOR_VERSION, write_synthetic_catalog
 from fiq_gym.features.default_network import attach_default_features
 
 __all__ = [
@@ -60,17 +59,16 @@ def load_default_catalog(
     if (path / MANIFEST).exists():
         attach_default_features(path, progress=progress)
         return open_catalog(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        build_synthetic_catalog(tmp, size=size, seed=seed, image_size=image_size, progress=progress)
-        attach_default_features(tmp, progress=progress)
-        os.rename(tmp, path)
-    except (FileExistsError, OSError):
+        # One atomic directory for both steps, so a killed build leaves only a temporary
+        # directory that the next attempt recognises as a dead writer's and removes.
+        with atomic_directory(path) as tmp:
+            write_synthetic_catalog(tmp, size=size, seed=seed, image_size=image_size, progress=progress)
+            attach_default_features(tmp, progress=progress)
+    except FileExistsError:
         if not (path / MANIFEST).exists():
             raise
         # another process finished first: use its catalog
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return open_catalog(path)
 
 

@@ -15,10 +15,10 @@ counted.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fiq_gym._atomic import atomic_directory, atomic_write_json
+from fiq_gym._workers import WorkerPool
 from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions
 from fiq_gym.catalog.import_inputs import (
     label_matrix,
@@ -34,7 +35,7 @@ from fiq_gym.catalog.import_inputs import (
     load_feature_file,
     read_json_list,
 )
-from fiq_gym.catalog.photos import decode_image, primary_rgb
+from fiq_gym.catalog.photos import decode_image, decode_images, primary_rgb
 from fiq_gym.catalog.storage import CatalogWriter, _AppendArray, write_catalog_arrays
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import DatasetError
@@ -331,8 +332,10 @@ def _decode_all(plan: ImportPlan, staging: Path, size: int, workers: int, progre
     bar = tqdm(total=n, desc="decoding images", unit="img", disable=not progress)
     try:
         if workers > 1 and n > 64:
-            with ProcessPoolExecutor(workers) as pool:
-                results: Iterable = pool.map(decode_image, jobs, chunksize=32)
+            # fiq-gym's own workers: they die with this process and never re-run __main__.
+            with WorkerPool(workers) as pool:
+                batches = [jobs[i : i + 32] for i in range(0, n, 32)]
+                results: Iterable = itertools.chain.from_iterable(pool.map(decode_images, batches))
                 _collect(plan, results, out, blank, ok, bar)
         else:
             _collect(plan, map(decode_image, jobs), out, blank, ok, bar)

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-__all__ = ["decode_image", "load_image", "primary_rgb"]
+__all__ = ["decode_image", "decode_images", "load_image", "primary_rgb"]
 
 
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
@@ -32,6 +32,11 @@ def decode_image(args: tuple[str, int]) -> tuple[np.ndarray | None, str]:
         return load_image(path, size), ""
     except Exception as e:
         return None, f"{type(e).__name__}: {e}"
+
+
+def decode_images(jobs: list[tuple[str, int]]) -> list[tuple[np.ndarray | None, str]]:
+    """:func:`decode_image` over a batch (one worker round trip per batch, not per photo)."""
+    return [decode_image(job) for job in jobs]
 
 
 def primary_rgb(images: np.ndarray) -> np.ndarray:

@@ -9,18 +9,17 @@ into the memory-mapped arrays of the catalog being written.
 from __future__ import annotations
 
 import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from fiq_gym._atomic import atomic_directory
+from fiq_gym._workers import WorkerPool
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.render import GarmentSpec, render_garment, shaded_rgb
-from fiq_gym.catalog.storage import catalog_writer, open_catalog
+from fiq_gym.catalog.storage import CatalogWriter, open_catalog
 from fiq_gym.catalog.synthetic_spec import CATEGORIES, LENGTHS_BY_CATEGORY, SYNTHETIC_VOCABULARY
 
 __all__ = [
@@ -29,6 +28,7 @@ __all__ = [
     "build_synthetic_catalog",
     "describe",
     "sample_attributes",
+    "write_synthetic_catalog",
 ]
 
 # Bump when the sampled attributes, the rendering or the descriptions change, so cached
@@ -172,52 +172,71 @@ def build_synthetic_catalog(
     (processes rendering chunks in parallel; default: one per CPU, at most 8). Written
     atomically: the directory appears complete or not at all.
     """
+    _check_arguments(size, image_size)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        write_synthetic_catalog(tmp, size, seed, image_size, progress=progress, workers=workers)
+    return open_catalog(Path(out))
+
+
+def _check_arguments(size: int, image_size: int) -> None:
     if size < 1:
         raise ValueError(f"size must be a positive number of items, got {size}")
     if image_size < 32:
         raise ValueError(
             f"image_size must be at least 32 pixels for the garments to be legible, got {image_size}"
         )
+
+
+def write_synthetic_catalog(
+    directory: str | os.PathLike,
+    size: int = 10_000,
+    seed: int = 0,
+    image_size: int = 64,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+) -> None:
+    """Render the catalog of :func:`build_synthetic_catalog` into the existing empty
+    ``directory``, not atomically: for callers that write it inside their own
+    :func:`~fiq_gym._atomic.atomic_directory` together with more files."""
+    _check_arguments(size, image_size)
     vocab = SYNTHETIC_VOCABULARY
     jobs = [
         (seed, c, start, min(CHUNK_SIZE, size - start), image_size)
         for c, start in enumerate(range(0, size, CHUNK_SIZE))
     ]
     workers = min(workers or min(os.cpu_count() or 1, 8), len(jobs))
-    if getattr(sys.modules.get("__main__"), "__file__", "").startswith("<"):
-        # A main program read from stdin ("python - <<EOF") cannot be re-imported by spawned
-        # workers (they die at start-up), so render in this process instead.
-        workers = 1
-    with catalog_writer(out, size, image_size=image_size, vocabulary=vocab, overwrite=overwrite) as writer:
-        bar = tqdm(total=size, desc="rendering garments", unit="item", disable=not progress)
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
-        try:
-            # Ordered map: chunks land in the file in catalog order whichever worker ends first.
-            results = pool.map(_render_chunk, jobs) if pool else map(_render_chunk, jobs)
-            for (_, _, start, n, _), (attrs, images, rgb, descriptions) in zip(jobs, results, strict=True):
-                writer.write(
-                    ids=np.array([f"syn-{j:07d}" for j in range(start, start + n)]),
-                    categories=attrs.categories[:n],
-                    labels=vocab.encode(attrs.codes[:n]),
-                    descriptions=descriptions,
-                    primary_rgb=rgb,
-                    images=images,
-                )
-                bar.update(n)
-        finally:
-            if pool:
-                pool.shutdown(cancel_futures=True)
-            bar.close()
-        writer.close(
-            category_names=CATEGORIES,
-            provenance={
-                "name": f"synthetic-n{size}-s{seed}",
-                "source": "synthetic",
-                "generator_version": GENERATOR_VERSION,
-                "seed": seed,
-                "size": size,
-                "image_size": image_size,
-                "chunk_size": CHUNK_SIZE,
-            },
-        )
-    return open_catalog(Path(out))
+    writer = CatalogWriter(Path(directory), size, image_size, vocab)
+    bar = tqdm(total=size, desc="rendering garments", unit="item", disable=not progress)
+    # Our own workers, not a multiprocessing pool: they never re-run the caller's main
+    # module (an unguarded script works) and die with this process (see fiq_gym._workers).
+    pool = WorkerPool(workers) if workers > 1 else None
+    try:
+        # Ordered map: chunks land in the file in catalog order whichever worker ends first.
+        results = pool.map(_render_chunk, jobs) if pool else map(_render_chunk, jobs)
+        for (_, _, start, n, _), (attrs, images, rgb, descriptions) in zip(jobs, results, strict=True):
+            writer.write(
+                ids=np.array([f"syn-{j:07d}" for j in range(start, start + n)]),
+                categories=attrs.categories[:n],
+                labels=vocab.encode(attrs.codes[:n]),
+                descriptions=descriptions,
+                primary_rgb=rgb,
+                images=images,
+            )
+            bar.update(n)
+    finally:
+        if pool:
+            pool.close()
+        bar.close()
+    writer.close(
+        category_names=CATEGORIES,
+        provenance={
+            "name": f"synthetic-n{size}-s{seed}",
+            "source": "synthetic",
+            "generator_version": GENERATOR_VERSION,
+            "seed": seed,
+            "size": size,
+            "image_size": image_size,
+            "chunk_size": CHUNK_SIZE,
+        },
+    )
