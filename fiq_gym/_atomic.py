@@ -165,19 +165,35 @@ def recover_directory(path: str | os.PathLike) -> None:
     except OSError:
         return  # no parent directory (nothing written yet) or not readable: nothing to do
     prefix = len(path.name) + 2
-    # Newest first: if several replacements died, the latest set-aside copy is restored.
-    olds = sorted(
-        (p for p in siblings if p.name[prefix:].startswith("old-")),
-        key=_mtime,
-        reverse=True,
-    )
-    temps = [p for p in siblings if p.name[prefix:].startswith("tmp-") and not p.name.endswith(".lock")]
-    for old in olds:
-        tag = old.name[prefix + 4 :]
+    # What each writer (tag) left: its set-aside old copy, its temporary directory, its lock.
+    left: dict[str, dict[str, Path]] = {}
+    for p in siblings:
+        rest = p.name[prefix:]
+        if rest.startswith("old-"):
+            left.setdefault(rest[4:], {})["old"] = p
+        elif rest.startswith("tmp-") and rest.endswith(".lock"):
+            left.setdefault(rest[4:-5], {})["lock"] = p
+        elif rest.startswith("tmp-") and p.is_dir():  # files' temporaries are atomic_write_bytes'
+            left.setdefault(rest[4:], {})["tmp"] = p
+    # Newest set-aside copy first: if several replacements died, the latest one is restored.
+    order = sorted(left, key=lambda t: _mtime(left[t]["old"]) if "old" in left[t] else -1.0, reverse=True)
+    for tag in order:
+        old, tmp = left[tag].get("old"), left[tag].get("tmp")
         with _dead_writer(path, tag) as dead:
             if dead is False:
                 continue
-            if not os.path.lexists(path):
+            if dead is None:
+                for leftover in (old, tmp):
+                    if leftover is not None and leftover.exists():
+                        log.warning(
+                            "fiq-gym: %s looks like an unfinished write of %s by an older fiq-gym; "
+                            "delete it if no process is writing %s",
+                            leftover,
+                            path.name,
+                            path,
+                        )
+                continue
+            if old is not None and not os.path.lexists(path):
                 os.rename(old, path)
                 log.warning(
                     "fiq-gym: restored %s from %s: the process replacing it died before the new "
@@ -185,33 +201,12 @@ def recover_directory(path: str | os.PathLike) -> None:
                     path,
                     old.name,
                 )
-            else:
+            elif old is not None:
                 shutil.rmtree(old, ignore_errors=True)
-                log.warning(
-                    "fiq-gym: removed %s, the previous %s set aside by a writer that died", old, path.name
-                )
-    for temp in temps:
-        if not temp.is_dir():
-            continue  # a file's own temporaries (atomic_write_bytes) are not ours to judge
-        tag = temp.name[prefix + 4 :]
-        with _dead_writer(path, tag) as dead:
-            if dead is None and temp.exists():
-                log.warning(
-                    "fiq-gym: %s looks like an unfinished write of %s by an older fiq-gym; delete it "
-                    "if no process is writing %s",
-                    temp,
-                    path.name,
-                    path,
-                )
-            elif dead:
-                shutil.rmtree(temp, ignore_errors=True)
-                log.warning("fiq-gym: removed %s, left by a process that died while writing %s", temp, path)
-    for lock in siblings:  # lock files whose directory is gone (writer died in between)
-        if lock.name.endswith(".lock") and lock.name[prefix:].startswith("tmp-"):
-            tag = lock.name[prefix + 4 : -len(".lock")]
-            if not _temp_name(path, tag).exists() and not _old_name(path, tag).exists():
-                with _dead_writer(path, tag):
-                    pass  # a dead writer's lock is deleted on the way out
+                log.warning("fiq-gym: removed %s, set aside by a writer of %s that died", old, path)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                log.warning("fiq-gym: removed %s, left by a process that died while writing %s", tmp, path)
 
 
 _RENAME_EXCHANGE = 2

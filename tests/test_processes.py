@@ -148,3 +148,103 @@ def test_kill_9_of_a_catalog_build_leaves_no_process_and_the_next_build_cleans_u
         "the next build of the target removed the dead writer's leftovers"
     )
     assert "removed" in rebuild.stderr and ".big.tmp-" in rebuild.stderr, rebuild.stderr
+
+
+# --- crash-safe replacement ------------------------------------------------------------------
+
+_REPLACE = """
+import os, sys
+from pathlib import Path
+import fiq_gym._atomic as atomic
+
+target = Path(sys.argv[1])
+mode = sys.argv[2]
+if mode == "no-exchange":  # a file system without RENAME_EXCHANGE: the two-rename path
+    atomic._exchange = lambda a, b: False
+real_rename, real_rmtree = os.rename, atomic.shutil.rmtree
+
+def rename(src, dst):
+    real_rename(src, dst)
+    if ".old-" in str(dst):
+        os._exit(9)  # die between moving the old directory aside and moving the new one in
+
+def rmtree(path, *args, **kwargs):
+    os._exit(9)  # die after the new directory is in place, before the old one is deleted
+
+atomic.os.rename = rename
+atomic.shutil.rmtree = rmtree
+with atomic.atomic_directory(target, overwrite=True) as tmp:
+    (tmp / "version").write_text("new")
+"""
+
+
+def _write_version(path: Path, text: str) -> None:
+    from fiq_gym._atomic import atomic_directory
+
+    with atomic_directory(path, overwrite=True) as tmp:
+        (tmp / "version").write_text(text)
+
+
+@pytest.mark.parametrize("mode", ["exchange", "no-exchange"])
+def test_a_crash_while_replacing_a_directory_never_loses_it(tmp_path, mode):
+    from fiq_gym._atomic import _exchange, recover_directory
+
+    target = tmp_path / "checkpoint"
+    _write_version(target, "old")
+    crashed = subprocess.run([sys.executable, "-c", _REPLACE, str(target), mode], env=_env(tmp_path))
+    assert crashed.returncode == 9
+    leftovers = sorted(p.name.split("-")[0] for p in tmp_path.iterdir() if p.name.startswith("."))
+    if mode == "exchange" and _exchange(tmp_path, tmp_path):  # supported here: one atomic swap
+        assert (target / "version").read_text() == "new"
+        assert leftovers == [".checkpoint.tmp", ".checkpoint.tmp"]  # old copy + its dead writer's lock
+    else:
+        assert not target.exists() and ".checkpoint.old" in leftovers
+    # The next reader (or writer) of the path puts the old directory back if the new one
+    # never arrived, and clears the dead writer's leftovers either way.
+    recover_directory(target)
+    assert (target / "version").read_text() in ("new", "old")
+    if mode == "no-exchange":
+        assert (target / "version").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]
+
+
+def test_opening_a_catalog_whose_replacement_crashed_restores_it(tmp_path, small_catalog):
+    from fiq_gym.catalog.storage import open_catalog, save_catalog
+
+    target = tmp_path / "catalog"
+    save_catalog(small_catalog, target)
+    script = _REPLACE.replace('(tmp / "version").write_text("new")', "pass")
+    crashed = subprocess.run([sys.executable, "-c", script, str(target), "no-exchange"], env=_env(tmp_path))
+    assert crashed.returncode == 9 and not target.exists()
+    assert len(open_catalog(target)) == len(small_catalog)
+
+
+def test_a_live_writers_temporary_directory_is_left_alone(tmp_path):
+    """Another process still writing the same target keeps its work; only dead writers' go."""
+    target = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from fiq_gym._atomic import atomic_directory\n"
+            f"with atomic_directory({str(target)!r}) as tmp:\n"
+            "    print(tmp, flush=True)\n"
+            "    sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    )
+    try:
+        live = Path(holder.stdout.readline().strip())
+        assert live.is_dir()
+        _write_version(target, "mine")  # recovers the target first: must not touch `live`
+        assert live.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    _write_version(target, "again")  # now the writer is dead: its directory goes
+    assert not live.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from fiq_gym._atomic import atomic_directory, atomic_write_json
+from fiq_gym._atomic import atomic_directory, atomic_write_json, recover_directory
 from fiq_gym.catalog.model import Catalog, StringColumn
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
@@ -255,6 +255,9 @@ def catalog_writer(
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        # A process that died while replacing the catalog may have left it set aside.
+        recover_directory(path)
     if not path.exists():
         raise CatalogError(
             f"catalog directory {path} does not exist; build one with `fiq-gym catalog build --out {path}`"
