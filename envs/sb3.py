@@ -38,11 +38,40 @@ class SB3VecEnvAdapter(VecEnv):
     def reset(self):
         seeds = self._seeds
         seed_arg = None if all(s is None for s in seeds) else list(seeds)
-        obs, info = self.venv.reset(seed=seed_arg)
+        groups = self._option_groups()
+        # Options all sub-envs share go with the one full reset; when they differ (SB3's
+        # DummyVecEnv hands each env its own), each group of sub-envs that has options is
+        # reset once more with them.
+        first = groups[0][1] if len(groups) == 1 else {}
+        obs, info = self.venv.reset(seed=seed_arg, options=first or None)
         self.reset_infos = self._split_info(info, np.ones(self.num_envs, dtype=bool))
+        for mask, options in groups if len(groups) > 1 else []:
+            if not options:
+                continue
+            obs, extra = self.venv.reset(options={**options, "reset_mask": mask})
+            for k, entry in zip(np.flatnonzero(mask), self._split_info(extra, mask), strict=True):
+                self.reset_infos[k] = entry
         self._reset_seeds()
         self._reset_options()
         return obs
+
+    def _option_groups(self) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """The per-sub-env options of :meth:`set_options` as vector-env reset options: one
+        (sub-env mask, options) pair per set of option keys."""
+        n = self.num_envs
+        groups: dict[frozenset, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        for k, options in enumerate(self._options):
+            options = dict(options or {})
+            unknown = set(options) - {"target", "shown"}
+            if unknown:
+                raise ValueError(
+                    f"set_options: sub-env {k} got unknown reset options {sorted(unknown)}; allowed: ['shown', 'target']"
+                )
+            mask, arrays = groups.setdefault(frozenset(options), (np.zeros(n, dtype=bool), {}))
+            mask[k] = True
+            for key, value in options.items():
+                arrays.setdefault(key, np.zeros(n, dtype=np.int64))[k] = value
+        return list(groups.values())
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions)

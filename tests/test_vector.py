@@ -140,6 +140,29 @@ def test_sb3_adapter_follows_sb3_conventions(small_catalog_path):
     assert ended >= 3
 
 
+def test_sb3_adapter_passes_set_options_to_the_next_reset_only(small_catalog_path):
+    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v0", num_envs=3, catalog=small_catalog_path, max_turns=3)
+    vec.set_options({"target": 4, "shown": 7})  # one dict: the same options for every sub-env
+    vec.reset()
+    assert [info["shown"] for info in vec.reset_infos] == [7, 7, 7]
+    _, _, dones, infos = vec.step(np.array([4, 4, 4]))
+    assert dones.all() and all(info["is_success"] for info in infos), "every target was item 4"
+
+    vec.set_options([{"shown": 1}, {}, {"shown": 2, "target": 5}])  # a list: one per sub-env
+    vec.reset()
+    shown = [info["shown"] for info in vec.reset_infos]
+    assert shown[0] == 1 and shown[2] == 2
+    _, _, dones, infos = vec.step(np.array([0, 0, 5]))
+    assert dones[2] and infos[2]["is_success"]
+
+    vec.seed(3)
+    vec.reset()  # options were used once, as in SB3's DummyVecEnv
+    assert [info["shown"] for info in vec.reset_infos] != [1, vec.reset_infos[1]["shown"], 2]
+    vec.set_options({"colour": "red"})
+    with pytest.raises(ValueError, match=r"sub-env 0 got unknown reset options \['colour'\]"):
+        vec.reset()
+
+
 @pytest.mark.slow
 def test_ppo_trains_on_the_adapter(small_catalog_path):
     from stable_baselines3 import PPO
