@@ -410,6 +410,53 @@ def test_api_rejects_bad_requests_with_clear_errors(server):
     assert status == 200 and body["turn"] == 1 and body["history"][1]["caption"] is not None
 
 
+def test_server_accepts_a_burst_of_connections(play_agent):
+    """Many clients connecting before the server accepts any: none may be turned away."""
+    import socket
+
+    from fiq_gym.play.server import PlayServer
+
+    s = PlayServer(play_agent, port=0)  # bound and listening, not serving yet
+    clients = []
+    try:
+        for _ in range(40):
+            c = socket.socket()
+            clients.append(c)
+            c.settimeout(0.5)  # the kernel drops a SYN beyond the backlog: connect times out
+            c.connect(("127.0.0.1", s.port))
+    except OSError as e:
+        pytest.fail(f"connection {len(clients)} of 40 was not accepted ({e})")
+    finally:
+        for c in clients:
+            c.close()
+        s.close()
+
+
+def test_a_stalled_request_body_gets_408_and_one_log_line(play_agent, capfd):
+    import socket
+
+    from fiq_gym.play.server import PlayServer
+
+    with (
+        PlayServer(play_agent, port=0, request_timeout=0.5) as s,
+        socket.create_connection(("127.0.0.1", s.port), timeout=10) as c,
+    ):
+        c.sendall(
+            b"POST /api/sessions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"mode"' % s.port
+        )
+        answer = b""
+        while chunk := c.recv(65536):  # the server answers, then hangs up
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 408") or head.startswith(b"HTTP/1.1 408"), head
+    assert b"stalled" in body
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "408" in line]
+    assert len(lines) == 1 and "stalled" in lines[0], err
+
+
 def test_server_forgets_the_least_recently_used_session(play_agent):
     from fiq_gym.play.server import PlayServer
 
