@@ -173,7 +173,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         config = DialogConfig(
             action_mode=action_mode,
             reward=reward,
-            success_bonus=float(success_bonus),
+            success_bonus=success_bonus,
             max_turns=max_turns,
             caption_length=caption_length,
             observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,

@@ -70,7 +70,7 @@ class FashionIQVectorEnv(VectorEnv):
         config = DialogConfig(
             action_mode=action_mode,
             reward=reward,
-            success_bonus=float(success_bonus),
+            success_bonus=success_bonus,
             max_turns=max_turns,
             caption_length=caption_length,
             observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,
@@ -140,9 +140,7 @@ class FashionIQVectorEnv(VectorEnv):
                 raise RuntimeError("the first reset() must reset every sub-env (no reset_mask)")
         rows = np.flatnonzero(mask)
         if seed is not None:
-            seeds = [seed + k for k in range(n)] if isinstance(seed, int | np.integer) else list(seed)
-            if len(seeds) != n:
-                raise ValueError(f"got {len(seeds)} seeds for {n} sub-envs")
+            seeds = _seed_list(seed, n)
             for k in rows:
                 self._rngs[k] = seeding.np_random(seeds[k])[0]
             if seeds[0] is not None:
@@ -251,3 +249,24 @@ class FashionIQVectorEnv(VectorEnv):
             for key in part:
                 self._last_info.setdefault(key, into[key].copy())[rows] = part[key]
         return into
+
+
+def _seed_list(seed: Any, n: int) -> list[int | None]:
+    """``reset(seed=...)`` as one seed (or None) per sub-env, with an error naming the
+    argument for anything else (a float, a negative number, a list of the wrong length)."""
+
+    def valid(s: Any) -> bool:
+        return isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0
+
+    if valid(seed):
+        return [int(seed) + k for k in range(n)]
+    if (
+        isinstance(seed, list | tuple | np.ndarray)
+        and len(seed) == n
+        and all(s is None or valid(s) for s in seed)
+    ):
+        return [None if s is None else int(s) for s in seed]
+    raise ValueError(
+        f"reset(seed=...) takes a non-negative integer (sub-env k gets seed + k), a list of {n} "
+        f"such integers or None (one per sub-env), or None; got {seed!r}"
+    )

@@ -48,10 +48,27 @@ def _umask() -> int:
     return mask
 
 
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error, naming the path the caller asked for instead of our temporary or lock
+    file beside it (a user knows ``--out X``, not ``.X.tmp-1a2b``)."""
+    return type(e)(e.errno, e.strerror, str(path))
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        # mkdir(parents=True) says "exists" when a component of the path is a regular file.
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        _make_parent(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         # mkstemp makes owner-only files; give the result the usual umask-based mode.
         os.chmod(tmp, 0o666 & ~_umask())
@@ -59,7 +76,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _naming(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -251,8 +271,13 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
         raise FileExistsError(
             f"{path} already exists; choose another output directory or replace it (--overwrite on the command line, overwrite=True in Python)"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = _WriterLock(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the directory", str(path))
+    try:
+        _make_parent(path)
+        lock = _WriterLock(path)
+    except OSError as e:
+        raise _naming(e, path) from None
     tmp = _temp_name(path, lock.tag)
     try:
         tmp.mkdir()

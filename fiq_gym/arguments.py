@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any, TypeVar
 
+from fiq_gym.cli_args import seed as seed_type
+
 __all__ = ["add_dataclass_arguments", "dataclass_from_namespace", "field_docs", "parse_dataclass_args"]
 
 T = TypeVar("T")
@@ -90,6 +92,10 @@ def add_dataclass_arguments(
             continue
         annotation = hints[field.name]
         kind, several = _value_type(annotation)
+        if field.name == "seed" and kind is int:
+            # numpy's generators take non-negative seeds only: refuse --seed -1 at parse time
+            # with the option's name rather than deep inside training.
+            kind = seed_type
         has_default = (
             field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
         )

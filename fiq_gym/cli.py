@@ -7,11 +7,14 @@ library's layers (benchmarks -> agents -> envs -> core) stay independent of this
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from fiq_gym import __version__
+from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
+from fiq_gym.cli_args import int_between, seed
 from fiq_gym.errors import FiqGymError
 
 __all__ = ["main"]
@@ -101,9 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = sub.add_parser("catalog", help="build and inspect garment catalogs")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     build = catalog_sub.add_parser("build", help="generate a synthetic catalog")
-    build.add_argument("--size", type=int, default=10_000, help="number of garments (default 10000)")
-    build.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    build.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
+    build.add_argument(
+        "--size", type=int_between(1), default=10_000, help="number of garments (default 10000)"
+    )
+    build.add_argument("--seed", type=seed, default=0, help="generator seed (default 0)")
+    build.add_argument(
+        "--image-size",
+        type=int_between(MIN_SYNTHETIC_IMAGE_SIZE, MAX_IMAGE_SIZE),
+        default=64,
+        help="image side in pixels (default 64)",
+    )
     build.add_argument("--out", help="output directory (default: the cache folder, see FIQ_GYM_CACHE)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     build.set_defaults(func=_catalog_build)
@@ -114,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--count", type=int, default=32)
     show.add_argument("--columns", type=int, default=8)
     show.add_argument("--scale", type=int, default=2, help="pixel magnification")
-    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--seed", type=seed, default=0)
     show.set_defaults(func=_catalog_show)
     from fiq_gym.catalog.commands import add_commands as add_dataset_commands  # argparse only
 
@@ -125,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="play one dialog: a random retriever and the template shopper")
     demo.add_argument("--catalog", help="catalog directory (default: the default catalog)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=seed, default=0)
     demo.add_argument("--turns", type=int, default=5)
     demo.set_defaults(func=_demo)
 
@@ -151,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("checkpoint", help="checkpoint directory written by `fiq-gym train`")
     evaluation.add_argument("--episodes", type=int, default=1000)
-    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--seed", type=seed, default=0)
     evaluation.add_argument("--catalog", help="catalog directory (default: the one the agent was trained on)")
     evaluation.add_argument("--out", help="also write the per-turn metrics as JSON here")
     evaluation.set_defaults(func=_eval)
@@ -174,9 +184,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (FiqGymError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (FiqGymError, ValueError) as e:
         print(f"fiq-gym: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"fiq-gym: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            "fiq-gym: error: out of memory; ask for less (a smaller --size, --image-size, --batch-size "
+            "or catalog)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+_OS_FIXES = {
+    errno.EACCES: "permission denied; fix its permissions or choose another path",
+    errno.EPERM: "operation not permitted; fix its permissions or choose another path",
+    errno.EROFS: "it is on a read-only file system; choose a writable path",
+    errno.ENOSPC: "no space left on the device; free some space or choose another path",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; choose another path",
+    errno.EISDIR: "it is a directory where a file is needed; choose another path",
+    errno.EEXIST: "it already exists (and is in the way); choose another path",
+    errno.ENOENT: "no such file or directory; check the path",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a failed file operation: the path, what went wrong and what to do."""
+    if e.filename is None:  # our own messages (e.g. "X already exists; use --overwrite")
+        return str(e)
+    paths = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    fix = _OS_FIXES.get(e.errno or 0, f"{e.strerror}; check the path and its permissions")
+    return f"{paths}: {fix}"
 
 
 if __name__ == "__main__":  # pragma: no cover

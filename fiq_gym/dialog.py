@@ -36,6 +36,11 @@ REWARDS = ("percentile", "delta", "success")
 OBSERVATION_KEYS = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
 
 
+# Per-dialog history arrays are allocated for max_turns up front; a dialog of a thousand
+# turns is already far beyond any benchmark, and 10**8 would allocate gigabytes at reset.
+MAX_TURNS = 1000
+
+
 @dataclass(frozen=True)
 class DialogConfig:
     """Dialog settings shared by the single and the vector environment."""
@@ -58,10 +63,16 @@ class DialogConfig:
             raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {self.action_mode!r}")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
-        if not np.isfinite(self.success_bonus):
-            raise ValueError(f"success_bonus must be a finite number, got {self.success_bonus!r}")
-        if not isinstance(self.max_turns, int | np.integer) or self.max_turns < 1:
-            raise ValueError(f"max_turns must be a positive integer, got {self.max_turns!r}")
+        bonus = self.success_bonus
+        if isinstance(bonus, bool) or not isinstance(bonus, int | float | np.integer | np.floating):
+            raise ValueError(f"success_bonus must be a number, got {bonus!r}")
+        if not np.isfinite(bonus):
+            raise ValueError(f"success_bonus must be a finite number, got {bonus!r}")
+        object.__setattr__(self, "success_bonus", float(bonus))
+        turns = self.max_turns
+        # bool is an int to Python, but max_turns=True is a mistake, not one turn.
+        if isinstance(turns, bool) or not isinstance(turns, int | np.integer) or not 1 <= turns <= MAX_TURNS:
+            raise ValueError(f"max_turns must be an integer from 1 to {MAX_TURNS}, got {turns!r}")
         if not isinstance(self.caption_length, int | np.integer) or self.caption_length < 1:
             raise ValueError(f"caption_length must be a positive integer, got {self.caption_length!r}")
         keys = tuple(self.observation_keys)

@@ -8,6 +8,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_IMPORT_IMAGE_SIZE
+from fiq_gym.cli_args import int_between
+
 __all__ = ["add_commands"]
 
 # The loaders' own constants (tests check they agree); repeated here so that building the
@@ -102,7 +105,12 @@ def add_commands(catalog_sub: Any) -> None:
         )
         p.add_argument("--images", help="image folder (default: ROOT/images for Fashion IQ, ROOT for Shoes)")
         p.add_argument("--out", help="catalog directory to write (default: in the cache folder)")
-        p.add_argument("--image-size", type=int, default=64, help="stored image side in pixels (default 64)")
+        p.add_argument(
+            "--image-size",
+            type=int_between(MIN_IMPORT_IMAGE_SIZE, MAX_IMAGE_SIZE),
+            default=64,
+            help="stored image side in pixels (default 64)",
+        )
         p.add_argument("--features", help="precomputed features: a .npy (with --feature-ids) or a .pt file")
         p.add_argument("--feature-ids", help="the ids of the feature rows: a JSON list or one id per line")
         p.add_argument(

@@ -35,6 +35,7 @@ from fiq_gym.catalog.import_inputs import (
     load_feature_file,
     read_json_list,
 )
+from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_IMPORT_IMAGE_SIZE
 from fiq_gym.catalog.photos import decode_image, decode_images, primary_rgb
 from fiq_gym.catalog.storage import CatalogWriter, _AppendArray, write_catalog_arrays
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
@@ -224,8 +225,10 @@ def write_import(
     ``"attribute-net:DIR"`` / ``"hf:DIR"``), else none (``encoder=None``: the environments
     then rank by image thumbnails).
     """
-    if image_size < 8:
-        raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+    if not MIN_IMPORT_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size must be from {MIN_IMPORT_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels, got {image_size}"
+        )
     report = plan.report
     out = Path(out)
     if (

@@ -287,7 +287,15 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def _load_array(path: Path, name: str, entry: Mapping[str, Any], mmap: bool) -> np.ndarray:
-    file = path / str(entry.get("file", f"{name}.npy"))
+    listed = str(entry.get("file", f"{name}.npy"))
+    # Arrays live in the catalog directory itself: a manifest must not make us map (and show
+    # an agent) some other file on the machine.
+    if Path(listed).name != listed or listed in ("", ".", ".."):
+        raise CatalogError(
+            f"{path / MANIFEST}: array {name!r} names the file {listed!r}, which is not a file inside "
+            f"the catalog directory; {_REBUILD_HINT}"
+        )
+    file = path / listed
     if not file.exists():
         raise CatalogError(f"{file} is missing (the manifest lists array {name!r}); {_REBUILD_HINT}")
     try:
@@ -342,6 +350,7 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
         raise CatalogError(
             f"{path / 'description_offsets.npy'} does not match the description blob; {_REBUILD_HINT}"
         )
+    _check_values(path, entries, arrays)
     try:
         return Catalog(
             ids=arrays["ids"],
@@ -358,6 +367,43 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
         )
     except CatalogError as e:
         raise CatalogError(f"{path}: {e}; {_REBUILD_HINT}") from None
+
+
+def _blocks(arr: np.ndarray, rows: int = 1 << 16) -> Iterator[np.ndarray]:
+    # Row blocks keep the checks' temporaries small for memory-mapped million-item arrays.
+    for start in range(0, len(arr), rows):
+        yield np.asarray(arr[start : start + rows])
+
+
+def _check_values(path: Path, entries: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    """Values that would silently give wrong results rather than fail: descriptions that
+    overlap or run backwards, labels other than 0/1 (e.g. a category code 255 written into
+    the multi-hot matrix), and features or scores that are not finite numbers."""
+
+    def file(name: str) -> Path:
+        return path / str(entries[name].get("file", f"{name}.npy"))
+
+    offsets = arrays["description_offsets"]
+    if len(offsets) and (int(offsets[0]) != 0 or any((np.diff(b) < 0).any() for b in _blocks(offsets))):
+        raise CatalogError(
+            f"{file('description_offsets')} is not an increasing list of offsets starting at 0; {_REBUILD_HINT}"
+        )
+    for block in _blocks(arrays["labels"]):
+        if block.size and block.max() > 1:
+            raise CatalogError(
+                f"{file('labels')} holds the value {int(block.max())}, but attribute labels are 0 or 1 "
+                f"(multi-hot over the vocabulary); {_REBUILD_HINT}"
+            )
+    for name in ("features", "attribute_scores"):
+        arr = arrays.get(name)
+        if arr is None:
+            continue
+        for block in _blocks(arr):
+            if not np.isfinite(block).all():
+                raise CatalogError(
+                    f"{file(name)} holds NaN or infinite values; recompute them with `fiq-gym features "
+                    f"extract {path}`"
+                )
 
 
 # --- in-place updates of derived arrays ----------------------------------------------------

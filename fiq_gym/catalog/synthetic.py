@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from fiq_gym._atomic import atomic_directory
 from fiq_gym._workers import WorkerPool
+from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.render import GarmentSpec, render_garment, shaded_rgb
 from fiq_gym.catalog.storage import CatalogWriter, open_catalog
@@ -172,18 +173,21 @@ def build_synthetic_catalog(
     (processes rendering chunks in parallel; default: one per CPU, at most 8). Written
     atomically: the directory appears complete or not at all.
     """
-    _check_arguments(size, image_size)
+    _check_arguments(size, seed, image_size)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         write_synthetic_catalog(tmp, size, seed, image_size, progress=progress, workers=workers)
     return open_catalog(Path(out))
 
 
-def _check_arguments(size: int, image_size: int) -> None:
+def _check_arguments(size: int, seed: int, image_size: int) -> None:
     if size < 1:
         raise ValueError(f"size must be a positive number of items, got {size}")
-    if image_size < 32:
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    if not MIN_SYNTHETIC_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
         raise ValueError(
-            f"image_size must be at least 32 pixels for the garments to be legible, got {image_size}"
+            f"image_size must be from {MIN_SYNTHETIC_IMAGE_SIZE} (for the garments to be legible) "
+            f"to {MAX_IMAGE_SIZE} pixels, got {image_size}"
         )
 
 
@@ -199,7 +203,7 @@ def write_synthetic_catalog(
     """Render the catalog of :func:`build_synthetic_catalog` into the existing empty
     ``directory``, not atomically: for callers that write it inside their own
     :func:`~fiq_gym._atomic.atomic_directory` together with more files."""
-    _check_arguments(size, image_size)
+    _check_arguments(size, seed, image_size)
     vocab = SYNTHETIC_VOCABULARY
     jobs = [
         (seed, c, start, min(CHUNK_SIZE, size - start), image_size)

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any
 
+from fiq_gym.cli_args import seed
+
 __all__ = ["add_commands"]
 
 
@@ -23,7 +25,7 @@ def _agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-turns", type=int, help="turns per dialog (default: the agent's training setting)"
     )
-    parser.add_argument("--seed", type=int, help="seed for the targets and first garments dealt")
+    parser.add_argument("--seed", type=seed, help="seed for the targets and first garments dealt")
     parser.add_argument(
         "--save", help="add every finished dialog to this JSON file (see docs/play.md for the format)"
     )
@@ -143,6 +145,6 @@ def add_commands(sub: Any) -> None:
         default="template",
         help="who answers for garments nobody captioned (default: template)",
     )
-    replay.add_argument("--seed", type=int, help="seed for the fallback shopper's wording")
+    replay.add_argument("--seed", type=seed, help="seed for the fallback shopper's wording")
     replay.add_argument("--out", help="also write the per-turn metrics as JSON here")
     replay.set_defaults(func=_replay)

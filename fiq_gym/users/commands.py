@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fiq_gym.cli_args import seed
+
 __all__ = ["add_export_command"]
 
 
@@ -46,6 +48,6 @@ def add_export_command(catalog_sub: Any) -> None:
     exp.add_argument(
         "--pairs", type=int, default=600, help="caption pairs per category and split (Shoes: in total)"
     )
-    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--seed", type=seed, default=0)
     exp.add_argument("--overwrite", action="store_true")
     exp.set_defaults(func=_export)

@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from fiq_gym.arguments import add_dataclass_arguments
+from fiq_gym.cli_args import seed
 from fiq_gym.errors import CheckpointError
 from fiq_gym.users.transformer.train_args import TrainArgs
 
@@ -96,6 +97,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     caption.add_argument("--checkpoint", help="model directory (default: the shipped checkpoint)")
     caption.add_argument("--catalog", help="catalog directory (default: the default catalog)")
     caption.add_argument("--count", type=int, default=8)
-    caption.add_argument("--seed", type=int, default=0)
+    caption.add_argument("--seed", type=seed, default=0)
     caption.add_argument("--decoding", choices=("greedy", "sample", "beam"), default="sample")
     caption.set_defaults(func=_caption)
