@@ -87,8 +87,7 @@ def test_fashioniq_validation_counts_every_problem(damaged_release, tmp_path):
     assert counts["duplicate caption entry"] == 1
     assert counts["malformed entry (not a JSON object)"] == 1
     assert counts["malformed entry (no candidate ASIN)"] == 1
-    assert counts["empty or non-string caption"] == 2
-    # The entry whose two captions were both bad is dropped as well (counted above, per caption).
+    assert counts["malformed entry (every caption empty or not a string)"] == 1
     missing = counts["caption entry names an image missing from the split (or its file)"]
     assert missing == 1 + facts["uses_gone"]
     result = write_import(plan, tmp_path / "cat", encoder="none", progress=False)
@@ -100,6 +99,65 @@ def test_fashioniq_validation_counts_every_problem(damaged_release, tmp_path):
     saved = json.loads((result.path / REPORT_FILE).read_text())
     assert saved["skipped"]["image file not found"] == 1
     assert sum(saved["skipped"].values()) == plan.report.total
+
+
+@pytest.fixture
+def overlapping_release(fiq_release, tmp_path) -> tuple[Path, dict]:
+    """The real release's two quirks: a shirt val image also listed in toptee train (with a
+    toptee train caption entry that uses it), and an entry with one empty caption of two."""
+    root = tmp_path / "fiq"
+    shutil.copytree(fiq_release, root)
+
+    def load(name: str):
+        return json.loads((root / name).read_text())
+
+    def save(name: str, data) -> None:
+        (root / name).write_text(json.dumps(data))
+
+    shirt_val = load("image_splits/split.shirt.val.json")
+    toptee_train = load("image_splits/split.toptee.train.json")
+    shared = shirt_val[0]
+    save("image_splits/split.toptee.train.json", [*toptee_train, shared])
+    caps = load("captions/cap.toptee.train.json")
+    caps.append({"target": shared, "candidate": toptee_train[0], "captions": ["is a shirt", "has buttons"]})
+    caps.append({"target": toptee_train[1], "candidate": shared, "captions": ["is a tee", "no buttons"]})
+    save("captions/cap.toptee.train.json", caps)
+    dress = load("captions/cap.dress.val.json")
+    dress[0]["captions"] = ["", "  is   longer "]
+    save("captions/cap.dress.val.json", dress)
+    entries = {"shirt.val": len(load("captions/cap.shirt.val.json")), "toptee.train": len(caps)}
+    return root, {"shared": shared, "entries": entries, "half_empty": dress[0]}
+
+
+def test_fashioniq_keeps_images_listed_in_several_splits_and_half_empty_entries(
+    overlapping_release, tmp_path
+):
+    root, facts = overlapping_release
+    shared = facts["shared"]
+    plan = plan_fashioniq(root, splits=("train", "val"))
+    assert plan.report.total == 0, plan.report.summary()  # no entry is skipped
+    assert [item.id for item in plan.items].count(shared) == 1, "one catalog item"
+    assert any("listed in more than one image split" in n and "1 images" in n for n in plan.report.notes)
+    assert plan.report.dropped_captions == {"empty or non-string caption": 1}
+    result = write_import(plan, tmp_path / "cat", encoder="none", progress=False)
+    catalog = open_catalog(result.path)
+    captions = HumanCaptions.load(result.path)
+    row = int(np.flatnonzero(catalog.ids == shared)[0])
+    # The item is in both galleries, and every entry of both splits is there.
+    assert row in captions.gallery_rows(catalog, "shirt", "val")
+    assert row in captions.gallery_rows(catalog, "toptee", "train")
+    for key, count in facts["entries"].items():
+        category, split = key.split(".")
+        assert len(captions.select(split, category).entries) == count, key
+    half = facts["half_empty"]
+    kept = [
+        e
+        for e in captions.select("val", "dress").entries
+        if (e.target, e.candidate) == (half["target"], half["candidate"])
+    ]
+    assert [e.captions for e in kept] == [("is longer",)]
+    saved = json.loads((result.path / REPORT_FILE).read_text())
+    assert saved["skipped"] == {} and saved["dropped_captions"] == {"empty or non-string caption": 1}
 
 
 def test_fashioniq_strict_names_file_and_entry(damaged_release):

@@ -76,10 +76,15 @@ def plan_fashioniq(
     folder = _image_folder(root, images)
     files = index_images(folder, recursive=False, key=lambda p: p.stem, report=report)
 
-    # Items: the split lists, in category then split then file order.
+    # Items: the split lists, in category then split then file order. The release lists
+    # some garments in several split files (3,302 images: shirt and toptee overlap, sometimes
+    # across splits); such a garment is one catalog item (with the category of its first
+    # listing) that belongs to every gallery listing it, so the challenge's queries on any of
+    # them are kept.
     items: list[PlannedItem] = []
     home: dict[str, tuple[str, str]] = {}  # id -> (category, split) of its first listing
     split_of: dict[tuple[str, str], set[str]] = {}
+    shared: dict[str, list[tuple[str, str]]] = {}  # id -> its further listings
     for category in categories:
         for split in splits:
             file = split_file(root, category, split)
@@ -91,16 +96,12 @@ def plan_fashioniq(
                     report.flag("image split entry is not a non-empty string", file, f"{where} ({asin!r})")
                     continue
                 asin = asin.strip()
+                if asin in members:
+                    report.flag("image listed twice in one split file", file, f"{where} ({asin!r})")
+                    continue
                 if asin in home:
-                    first = home[asin]
-                    reason = (
-                        "image listed twice in one split file"
-                        if first == (category, split)
-                        else "image already listed in another split or category (kept the first)"
-                    )
-                    report.flag(reason, file, f"{where} ({asin!r}, first in {first[0]} {first[1]})")
-                    if first[0] == category:
-                        members.add(asin)  # the same garment may serve both splits of a category
+                    shared.setdefault(asin, []).append((category, split))
+                    members.add(asin)
                     continue
                 image = files.get(asin)
                 if image is None:
@@ -110,6 +111,14 @@ def plan_fashioniq(
                 members.add(asin)
                 items.append(PlannedItem(asin, category, image))
             split_of[(category, split)] = members
+    if shared:
+        example = next(iter(shared))
+        also = ", ".join(f"{c} {sp}" for c, sp in shared[example])
+        report.note(
+            f"{len(shared)} images are listed in more than one image split (e.g. {example!r}: "
+            f"{home[example][0]} {home[example][1]}, also {also}); each is one item, in every "
+            "gallery that lists it, with the category of its first listing"
+        )
 
     entries: list[tuple[CaptionEntry, str, str]] = []
     seen: set[tuple] = set()
@@ -165,14 +174,14 @@ def _entry(
     if not isinstance(captions, list) or not captions:
         report.flag("malformed entry (no captions list)", file, where)
         return None
-    good = []
-    for c in captions:
-        if isinstance(c, str) and c.strip():
-            good.append(" ".join(c.split()))
-        else:
-            report.flag("empty or non-string caption", file, f"{where} ({c!r})")
+    good = [" ".join(c.split()) for c in captions if isinstance(c, str) and c.strip()]
+    bad = [c for c in captions if not (isinstance(c, str) and c.strip())]
     if not good:
+        report.flag("malformed entry (every caption empty or not a string)", file, f"{where} ({bad!r})")
         return None
+    for c in bad:
+        # The entry keeps its good caption (the release has 16 entries with one empty one).
+        report.drop_caption("empty or non-string caption", file, f"{where} ({c!r})")
     candidate = candidate.strip()
     target = None if target is None else target.strip()
     for name, asin in (("candidate", candidate), ("target", target)):

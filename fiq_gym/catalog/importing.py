@@ -72,6 +72,8 @@ class ImportReport:
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    dropped_captions: Counter = field(default_factory=Counter)
+    """captions left out of entries that were kept (e.g. one empty caption of two), by reason"""
 
     def flag(self, reason: str, file: str | os.PathLike, where: str) -> None:
         """Record one problem: ``reason`` (what is wrong), in ``file``, at ``where``."""
@@ -86,6 +88,19 @@ class ImportReport:
         if len(examples) < _EXAMPLES:
             examples.append(text)
 
+    def drop_caption(self, reason: str, file: str | os.PathLike, where: str) -> None:
+        """Record a caption left out of an entry that is kept with its other captions."""
+        text = f"{file}: {where}"
+        if self.strict:
+            raise DatasetError(
+                f"{text}: {reason} (--strict stops at the first problem; without it the caption is "
+                "dropped, its entry kept with its other captions, and counted in the import report)"
+            )
+        self.dropped_captions[reason] += 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < _EXAMPLES:
+            examples.append(text)
+
     def note(self, text: str) -> None:
         """Something worth telling that is not a problem (e.g. items without labels)."""
         self.notes.append(text)
@@ -96,10 +111,15 @@ class ImportReport:
 
     def summary(self) -> str:
         if not self.counts:
-            lines = ["no problems found"]
+            lines = ["no entries skipped" if self.dropped_captions else "no problems found"]
         else:
             lines = [f"skipped {self.total} entr{'y' if self.total == 1 else 'ies'}:"]
             for reason, count in self.counts.most_common():
+                lines.append(f"  {count:>6}  {reason} (e.g. {self.examples[reason][0]})")
+        if self.dropped_captions:
+            n = sum(self.dropped_captions.values())
+            lines.append(f"dropped {n} caption{'' if n == 1 else 's'} from entries kept with their others:")
+            for reason, count in self.dropped_captions.most_common():
                 lines.append(f"  {count:>6}  {reason} (e.g. {self.examples[reason][0]})")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -107,6 +127,7 @@ class ImportReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "skipped": dict(self.counts.most_common()),
+            "dropped_captions": dict(self.dropped_captions.most_common()),
             "examples": self.examples,
             "notes": self.notes,
         }
