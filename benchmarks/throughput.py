@@ -215,12 +215,31 @@ def measure_throughput(
     return out
 
 
+# Environment variables that choose CPU kernels. Trained networks differ bit for bit between
+# kernel choices (AVX-512 vs AVX2 ATen kernels, MKL code paths), so a report records them.
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_line() -> str:
+    import os
+
     import torch
 
+    pinned = [f"{k}={os.environ[k]}" for k in KERNEL_VARIABLES if os.environ.get(k)]
     return (
-        f"{platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{__import__('os').cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{platform.platform()}, {cpu_model()}, {os.cpu_count()} CPUs, "
+        f"torch CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+        f"{' (' + ', '.join(pinned) + ')' if pinned else ''}, Python {platform.python_version()}, "
         f"numpy {np.__version__}, gymnasium {gym.__version__}, torch {torch.__version__}"
     )
 

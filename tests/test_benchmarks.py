@@ -104,3 +104,16 @@ def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
     )
     assert again.returncode == 0
     assert "supervised:" not in again.stderr  # no training progress bar the second time
+
+
+def test_machine_line_names_the_cpu_kernels_and_pinned_kernel_variables(monkeypatch):
+    """Trained cells only reproduce under the same CPU kernels, so reports must say which."""
+    import torch
+
+    from fiq_gym.benchmarks.throughput import machine_line
+
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    line = machine_line()
+    assert f"torch CPU kernels {torch.backends.cpu.get_cpu_capability()}" in line
+    assert "(MKL_CBWR=AVX2)" in line
