@@ -493,7 +493,14 @@ def update_catalog_arrays(
             raise ValueError(f"only {sorted(_UPDATABLE)} can be updated in place, not {name!r}")
     if set(shapes) & set(remove):
         raise ValueError(f"arrays {sorted(set(shapes) & set(remove))} are both written and removed")
-    with open(path / LOCK_FILE, "a") as lock:
+    try:
+        lock = open(path / LOCK_FILE, "a")  # noqa: SIM115 - closed by the with block below
+    except OSError as e:
+        raise CatalogError(
+            f"cannot write into the catalog directory {path} ({e.strerror}); features and scores are "
+            "stored inside the catalog: copy it somewhere writable (cp -r) or fix its permissions"
+        ) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         manifest = _read_manifest(path)  # re-read under the lock: another update may have landed
         num_items = int(manifest["num_items"])
