@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from fiq_gym import __version__
+from fiq_gym._atomic import recover_directory
 from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 
@@ -85,6 +86,9 @@ def read_config(
         fix: what the user should do instead ("train one with `fiq-gym train supervised`").
     """
     directory = Path(directory)
+    if not directory.exists():
+        # A save that died while replacing the checkpoint may have left it set aside.
+        recover_directory(directory)
     if not directory.exists():
         raise FileNotFoundError(f"{directory} does not exist; pass {what} directory ({fix})")
     if not directory.is_dir():
@@ -258,6 +262,9 @@ def prepare_run(out: str | os.PathLike, *, resume: bool, overwrite: bool, state:
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other; pass one of them")
     if resume:
+        # A save that died while replacing the state may have left the previous one set aside:
+        # put it back rather than report nothing to resume.
+        recover_directory(state)
         if not (state / STATE_JSON).is_file():
             raise CheckpointError(
                 f"nothing to resume in {out}: {state} holds no training state; "

@@ -51,7 +51,7 @@ def test_unguarded_script_builds_the_default_catalog_with_workers(tmp_path):
         os.cpu_count = lambda: 2
         import gymnasium as gym
         import fiq_gym
-        from fiq_gym.catalog.default import load_default_catalog
+        from fiq_gym.default_catalog import load_default_catalog
         print("items", len(load_default_catalog(size=2100, progress=False)))
         """,
     )
@@ -248,3 +248,17 @@ def test_a_live_writers_temporary_directory_is_left_alone(tmp_path):
     _write_version(target, "again")  # now the writer is dead: its directory goes
     assert not live.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_resume_after_a_crash_while_saving_the_training_state_continues(tmp_path):
+    """--resume finds the previous training state a crashed save had moved aside."""
+    from fiq_gym.checkpoint import STATE_JSON, prepare_run
+
+    out = tmp_path / "run"
+    state = out / "train_state"
+    _write_version(state, "round 7")
+    (state / STATE_JSON).write_text("{}")
+    crashed = subprocess.run([sys.executable, "-c", _REPLACE, str(state), "no-exchange"], env=_env(tmp_path))
+    assert crashed.returncode == 9 and not state.exists()
+    assert prepare_run(out, resume=True, overwrite=False, state=state) is True
+    assert (state / "version").read_text() == "round 7"
