@@ -104,6 +104,9 @@ def test_unreadable_catalog_is_a_one_line_error(capsys, small_catalog_path, monk
         (["catalog", "build", "--seed", "-1"], "--seed: must be a non-negative integer, got -1"),
         (["catalog", "build", "--size", "0"], "--size: must be an integer at least 1"),
         (["demo", "--seed", "-1"], "--seed: must be a non-negative integer"),
+        (["train", "supervised", "--seed", "-1"], "--seed: must be a non-negative integer"),
+        (["features", "train", "CATALOG", "--seed", "-1"], "--seed: must be a non-negative integer"),
+        (["user", "train", "--seed", "-1"], "--seed: must be a non-negative integer"),
         (["catalog", "import", "fashioniq", "ROOT", "--image-size", "100000"], "--image-size"),
     ],
 )

@@ -40,19 +40,17 @@ def _run_script(tmp_path: Path, body: str, timeout: float = 300) -> tuple[subpro
     return result, runs.read_text().count("ran")
 
 
-def test_unguarded_script_builds_the_default_catalog_with_workers(tmp_path):
-    # Two chunks and two workers: the parallel path that used to re-run the script in
-    # spawned workers (which then died with BrokenProcessPool). cpu_count is pinned so the
-    # test takes that path on a one-core machine too.
+def test_unguarded_script_builds_a_catalog_with_workers(tmp_path):
+    # Three chunks on two workers: the parallel path whose spawned workers used to re-run the
+    # script (and die with BrokenProcessPool). The README snippet itself is the slow test below.
     result, runs = _run_script(
         tmp_path,
-        """
-        import os
-        os.cpu_count = lambda: 2
+        f"""
         import gymnasium as gym
         import fiq_gym
-        from fiq_gym.default_catalog import load_default_catalog
-        print("items", len(load_default_catalog(size=2100, progress=False)))
+        from fiq_gym.catalog.synthetic import build_synthetic_catalog
+        catalog = build_synthetic_catalog({str(tmp_path / "cat")!r}, size=2100, workers=2, progress=False)
+        print("items", len(catalog))
         """,
     )
     assert result.returncode == 0, result.stderr[-3000:]
