@@ -122,8 +122,18 @@ class _WriterLock:
         while True:
             tag = uuid.uuid4().hex[:8]
             lock = _lock_name(path, tag)
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o644)
+            except FileExistsError:  # another writer drew the same tag
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                    os.close(fd)
+                    raise
+                # A file system without locks: write unlocked; cleaners that cannot lock the
+                # file either will then leave our temporary directory alone.
             # A cleaner may have taken and deleted the fresh file before we locked it (it
             # looked like a dead writer's); then our lock guards nothing, so start over.
             if _same_file(fd, lock):
@@ -152,7 +162,7 @@ def _dead_writer(path: Path, tag: str) -> Iterator[bool | None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:  # held (BlockingIOError), or no locks on this file system: hands off
             yield False
             return
         if not _same_file(fd, lock):
