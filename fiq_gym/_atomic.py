@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,6 +175,11 @@ def _dead_writer(path: Path, tag: str) -> Iterator[bool | None]:
         os.close(fd)
 
 
+# Leftovers without a lock file come from a fiq-gym that predates the locks, so whether their
+# writer lives is unknown. None of its writes takes a day; older ones are safe to delete.
+_UNLOCKED_STALE_SECONDS = 24 * 3600
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -187,7 +193,7 @@ def recover_directory(path: str | os.PathLike) -> None:
 
     Called by :func:`atomic_directory` before it writes, and by readers that find ``path``
     missing. Leftovers of live writers are not touched; leftovers without a lock file (from
-    a fiq-gym older than the lock files) are reported, not deleted.
+    a fiq-gym older than the lock files) are reported, and deleted once a day old.
     """
     path = Path(path)
     try:
@@ -214,7 +220,17 @@ def recover_directory(path: str | os.PathLike) -> None:
                 continue
             if dead is None:
                 for leftover in (old, tmp):
-                    if leftover is not None and leftover.exists():
+                    if leftover is None or not leftover.exists():
+                        continue
+                    if time.time() - _mtime(leftover) > _UNLOCKED_STALE_SECONDS:
+                        shutil.rmtree(leftover, ignore_errors=True)
+                        log.warning(
+                            "fiq-gym: removed %s, an unfinished write of %s by an older fiq-gym "
+                            "(untouched for over a day)",
+                            leftover,
+                            path,
+                        )
+                    else:
                         log.warning(
                             "fiq-gym: %s looks like an unfinished write of %s by an older fiq-gym; "
                             "delete it if no process is writing %s",

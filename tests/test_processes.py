@@ -260,3 +260,23 @@ def test_resume_after_a_crash_while_saving_the_training_state_continues(tmp_path
     assert crashed.returncode == 9 and not state.exists()
     assert prepare_run(out, resume=True, overwrite=False, state=state) is True
     assert (state / "version").read_text() == "round 7"
+
+
+def test_lockless_leftovers_of_older_versions_are_reported_then_removed_after_a_day(tmp_path, caplog):
+    """Temporaries written before the lock files existed: their writer may be alive (report
+    it) unless nothing touched them for over a day (remove them)."""
+    from fiq_gym._atomic import recover_directory
+
+    target = tmp_path / "cat"
+    fresh, stale = tmp_path / ".cat.tmp-1a2b3c4d", tmp_path / ".cat.tmp-5e6f7a8b"
+    for leftover in (fresh, stale):
+        leftover.mkdir()
+        (leftover / "images.npy").write_bytes(b"x" * 100)
+    day_and_a_bit = time.time() - 25 * 3600
+    os.utime(stale, (day_and_a_bit, day_and_a_bit))
+    with caplog.at_level("WARNING", logger="fiq_gym"):
+        recover_directory(target)
+    assert fresh.exists() and not stale.exists()
+    assert any(
+        "delete it if no process is writing" in r.message and str(fresh) in r.message for r in caplog.records
+    )
