@@ -242,7 +242,7 @@ def test_observation_keys_and_category(make_env):
     [
         ({"action_mode": "ranking"}, r"action_mode must be one of \['index', 'query', 'scores'\]"),
         ({"reward": "rank"}, r"reward must be one of \['percentile', 'delta', 'success'\]"),
-        ({"max_turns": 0}, "max_turns must be a positive integer"),
+        ({"max_turns": 0}, "max_turns must be an integer from 1 to 1000"),
         ({"caption_length": -1}, "caption_length must be a positive integer"),
         ({"category": "shoe"}, r"unknown category 'shoe'"),
         ({"user": "robot"}, r"user must be one of \['template', 'transformer', 'dataset'\]"),
