@@ -50,6 +50,7 @@ def standin_catalog(work: Path, pairs_per_split: int = 1500, progress: bool = Tr
     from fiq_gym.catalog.fashioniq import plan_fashioniq
     from fiq_gym.catalog.importing import write_import
     from fiq_gym.default_catalog import load_default_catalog
+    from fiq_gym.features.extract import import_extractor
     from fiq_gym.users.release_export import export_fashioniq_release
 
     release, imported = work / "standin-release", work / "standin-catalog"
@@ -63,7 +64,8 @@ def standin_catalog(work: Path, pairs_per_split: int = 1500, progress: bool = Tr
         )
     if not (imported / "manifest.json").exists():
         plan = plan_fashioniq(release, splits=("train", "val"))
-        write_import(plan, imported, overwrite=True, progress=progress)
+        extractor = import_extractor("attribute-net")
+        write_import(plan, imported, extractor=extractor, overwrite=True, progress=progress)
     return imported
 
 

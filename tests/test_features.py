@@ -494,7 +494,7 @@ def test_cli_train_and_extract(learn_catalogs, tmp_path, capsys):
 
 def test_feature_commands_load_no_torch_until_run():
     code = (
-        "import argparse, sys; from fiq_gym.features.commands import add_commands; import fiq_gym.features; "
+        "import argparse, sys; from fiq_gym.cli.features import add_commands; import fiq_gym.features; "
         "add_commands(argparse.ArgumentParser().add_subparsers()); print(sorted(m for m in sys.modules "
         "if m.split('.')[0] in ('torch', 'transformers', 'tensorboard')))"
     )

@@ -23,6 +23,7 @@ from fiq_gym.catalog.shoes import plan_shoes
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.cli import main as cli
 from fiq_gym.errors import DatasetError
+from fiq_gym.features.extract import import_extractor
 from fiq_gym.users import DatasetUser, TemplateUser, UnannotatedPairError
 from fiq_gym.users.dataset import SAME_CAPTION, join_captions
 from fiq_gym.users.release_export import export_fashioniq_release, export_shoes_release
@@ -63,7 +64,7 @@ def damaged_release(fiq_release, tmp_path) -> tuple[Path, dict]:
 def test_fashioniq_import_round_trip(fiq_release, small_catalog, tmp_path):
     plan = plan_fashioniq(fiq_release, splits=("train", "val", "test"))
     assert plan.report.total == 0
-    result = write_import(plan, tmp_path / "cat", encoder="none", progress=False)
+    result = write_import(plan, tmp_path / "cat", progress=False)
     catalog = open_catalog(result.path)
     assert len(catalog) == len(small_catalog)
     assert catalog.category_names == ("dress", "shirt", "toptee")
@@ -90,7 +91,7 @@ def test_fashioniq_validation_counts_every_problem(damaged_release, tmp_path):
     assert counts["malformed entry (every caption empty or not a string)"] == 1
     missing = counts["caption entry names an image missing from the split (or its file)"]
     assert missing == 1 + facts["uses_gone"]
-    result = write_import(plan, tmp_path / "cat", encoder="none", progress=False)
+    result = write_import(plan, tmp_path / "cat", progress=False)
     catalog = open_catalog(result.path)
     assert facts["gone"] not in set(catalog.ids.tolist())
     captions = HumanCaptions.load(result.path)
@@ -139,7 +140,7 @@ def test_fashioniq_keeps_images_listed_in_several_splits_and_half_empty_entries(
     assert [item.id for item in plan.items].count(shared) == 1, "one catalog item"
     assert any("listed in more than one image split" in n and "1 images" in n for n in plan.report.notes)
     assert plan.report.dropped_captions == {"empty or non-string caption": 1}
-    result = write_import(plan, tmp_path / "cat", encoder="none", progress=False)
+    result = write_import(plan, tmp_path / "cat", progress=False)
     catalog = open_catalog(result.path)
     captions = HumanCaptions.load(result.path)
     row = int(np.flatnonzero(catalog.ids == shared)[0])
@@ -200,7 +201,12 @@ def test_imported_catalog_passes_env_checkers(fiq_release, tmp_path):
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    path = write_import(plan_fashioniq(fiq_release), tmp_path / "cat", progress=False).path
+    path = write_import(
+        plan_fashioniq(fiq_release),
+        tmp_path / "cat",
+        extractor=import_extractor("attribute-net"),
+        progress=False,
+    ).path
     assert open_catalog(path).feature_dim == 128  # the shipped attribute network's features
     for action_mode in ("index", "query", "scores"):
         env = gym.make(
@@ -218,7 +224,12 @@ def test_imported_catalog_passes_env_checkers(fiq_release, tmp_path):
 
 
 def test_dataset_env_replays_human_captions_on_annotated_pairs(fiq_release, tmp_path):
-    path = write_import(plan_fashioniq(fiq_release), tmp_path / "cat", encoder="none", progress=False).path
+    path = write_import(
+        plan_fashioniq(fiq_release),
+        tmp_path / "cat",
+        extractor=import_extractor("attribute-net"),
+        progress=False,
+    ).path
     catalog = open_catalog(path)
     captions = HumanCaptions.load(path).select("val")
     targets, candidates = captions.rows(catalog)
@@ -247,7 +258,7 @@ def test_shoes_import_finds_images_in_subfolders(shoes_release, tmp_path):
     assert any(p.parent.name != "images" for p in (shoes_release / "images").rglob("*.jpg"))
     plan = plan_shoes(shoes_release)
     assert plan.report.total == 0
-    result = write_import(plan, tmp_path / "shoes", encoder="none", progress=False)
+    result = write_import(plan, tmp_path / "shoes", progress=False)
     catalog = open_catalog(result.path)
     assert catalog.category_names == ("shoes",)
     captions = HumanCaptions.load(result.path)
@@ -332,9 +343,7 @@ def test_attribute_labels_become_the_vocabulary(fiq_release, tmp_path):
     ids = [item.id for item in plan.items]
     labels = {ids[0]: {"color": "red", "texture": ["lace", "floral"]}, ids[1]: ["maxi"]}
     (tmp_path / "attrs.json").write_text(json.dumps(labels))
-    result = write_import(
-        plan, tmp_path / "cat", encoder="none", attributes=tmp_path / "attrs.json", progress=False
-    )
+    result = write_import(plan, tmp_path / "cat", attributes=tmp_path / "attrs.json", progress=False)
     catalog = open_catalog(result.path)
     assert catalog.vocabulary.type_names == ("attribute", "color", "texture")
     assert catalog.item(0).attributes["color"] == "red"
@@ -438,7 +447,8 @@ def test_cli_import_and_export(tmp_path, small_catalog_path, capsys):
 
 
 def test_command_choices_match_the_loaders():
-    from fiq_gym.catalog import commands, fashioniq, shoes
+    from fiq_gym.catalog import fashioniq, shoes
+    from fiq_gym.cli import catalog_import as commands
 
     assert commands.CATEGORIES == fashioniq.CATEGORIES
     assert commands.FIQ_SPLITS == fashioniq.SPLITS
@@ -449,7 +459,8 @@ def test_command_choices_match_the_loaders():
 @pytest.fixture(scope="module")
 def imported_train_val(fiq_release, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("imports") / "train-val"
-    write_import(plan_fashioniq(fiq_release, splits=("train", "val")), out, progress=False)
+    plan = plan_fashioniq(fiq_release, splits=("train", "val"))
+    write_import(plan, out, extractor=import_extractor("attribute-net"), progress=False)
     return out
 
 
@@ -561,13 +572,24 @@ def test_captioner_trains_on_human_captions_from_the_release(imported_train_val,
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_import_with_a_local_hugging_face_encoder(fiq_release, tiny_vit, tmp_path):
     plan = plan_fashioniq(fiq_release, categories=("shirt",))
-    result = write_import(plan, tmp_path / "cat", encoder=f"hf:{tiny_vit}", progress=False)
+    result = write_import(
+        plan, tmp_path / "cat", extractor=import_extractor(f"hf:{tiny_vit}"), progress=False
+    )
     catalog = open_catalog(result.path)
     assert catalog.feature_dim == 32  # the tiny ViT's hidden size
     assert catalog.attribute_scores is None  # a generic vision model predicts no attributes
     assert catalog.provenance["features"]["encoder"] == "hf"
     with pytest.raises(ValueError, match="--encoder must be"):
-        write_import(
-            plan_fashioniq(fiq_release, categories=("shirt",)), tmp_path / "x", encoder="clip", progress=False
-        )
+        import_extractor("clip")
+    argv = [
+        "catalog",
+        "import",
+        "fashioniq",
+        str(fiq_release),
+        "--out",
+        str(tmp_path / "x"),
+        "--encoder",
+        "clip",
+    ]
+    assert cli(argv) == 2
     assert not (tmp_path / "x").exists()

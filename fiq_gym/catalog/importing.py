@@ -41,6 +41,11 @@ from fiq_gym.catalog.storage import CatalogWriter, _AppendArray, write_catalog_a
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import DatasetError
 
+#: Writes image features (and maybe attribute scores) into a catalog directory that is being
+#: imported, ``(directory, progress) -> what it used``. The catalog layer takes it as a
+#: parameter because the networks that compute features live above it (fiq_gym.features).
+FeatureExtractor = Callable[[Path, bool], str]
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "REPORT_FILE",
@@ -233,7 +238,7 @@ def write_import(
     image_size: int = 64,
     features: str | os.PathLike | None = None,
     feature_ids: str | os.PathLike | None = None,
-    encoder: str | None = "attribute-net",
+    extractor: FeatureExtractor | None = None,
     attributes: str | os.PathLike | None = None,
     workers: int = 0,
     overwrite: bool = False,
@@ -241,10 +246,10 @@ def write_import(
 ) -> ImportResult:
     """Decode, validate and write ``plan`` as a catalog directory ``out`` (atomically).
 
-    Features: ``features`` (a precomputed file, aligned by id), else ``encoder`` run on the
-    stored images (``"attribute-net"``: the network shipped with fiq-gym, or
-    ``"attribute-net:DIR"`` / ``"hf:DIR"``), else none (``encoder=None``: the environments
-    then rank by image thumbnails).
+    Features: ``features`` (a precomputed file, aligned by id), else ``extractor`` run on the
+    written catalog before it appears (e.g.
+    :func:`fiq_gym.features.extract.import_extractor` ``("attribute-net")``), else none (the
+    environments then rank by image thumbnails and say so).
     """
     if not MIN_IMPORT_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
         raise ValueError(
@@ -252,15 +257,6 @@ def write_import(
         )
     report = plan.report
     out = Path(out)
-    if (
-        features is None
-        and encoder not in (None, "none", "attribute-net")
-        and not encoder.startswith(("hf:", "attribute-net:"))
-    ):
-        # Checked before hours of decoding, not after.
-        raise ValueError(
-            f"--encoder must be attribute-net, attribute-net:DIR, hf:DIR or none, got {encoder!r}"
-        )
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
     feature_matrix = None
@@ -326,7 +322,7 @@ def write_import(
                 )
             writer.close(category_names=plan.category_names, provenance=provenance)
             del staged
-            feature_source = _attach_features(tmp, ids, feature_matrix, encoder, progress)
+            feature_source = _attach_features(tmp, ids, feature_matrix, extractor, progress)
             captions.save(tmp)
             atomic_write_json(tmp / REPORT_FILE, report.to_json())
     finally:
@@ -387,7 +383,7 @@ def _attach_features(
     directory: Path,
     ids: list[str],
     given: tuple[dict[str, int], np.ndarray] | None,
-    encoder: str | None,
+    extractor: FeatureExtractor | None,
     progress: bool,
 ) -> str:
     if given is not None:
@@ -398,15 +394,6 @@ def _attach_features(
             provenance={"features": {"encoder": "file", "feature_dim": int(matrix.shape[1])}},
         )
         return "file"
-    if encoder is None or encoder == "none":
+    if extractor is None:
         return "none (ranked by image thumbnails)"
-    from fiq_gym.features.extract import extract_features
-
-    if encoder.startswith("hf:"):
-        extract_features(directory, encoder=encoder, progress=progress)
-        return encoder
-    if encoder == "attribute-net" or encoder.startswith("attribute-net:"):
-        checkpoint = encoder.partition(":")[2] or None
-        extract_features(directory, checkpoint=checkpoint, features_only="auto", progress=progress)
-        return encoder
-    raise ValueError(f"--encoder must be attribute-net, attribute-net:DIR, hf:DIR or none, got {encoder!r}")
+    return extractor(directory, progress)

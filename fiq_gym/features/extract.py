@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +37,14 @@ from fiq_gym.features.model import (
 )
 from fiq_gym.threads import torch_threads
 
-__all__ = ["AttributeNetEncoder", "ExtractResult", "ImageEncoder", "extract_features", "make_encoder"]
+__all__ = [
+    "AttributeNetEncoder",
+    "ExtractResult",
+    "ImageEncoder",
+    "extract_features",
+    "import_extractor",
+    "make_encoder",
+]
 
 
 class ImageEncoder(Protocol):
@@ -198,3 +206,30 @@ def _extract(
         encoder=record,
         seconds=time.perf_counter() - started,
     )
+
+
+def import_extractor(spec: str | None) -> Callable[[Path, bool], str] | None:
+    """The feature step of ``fiq-gym catalog import --encoder SPEC`` for
+    :func:`fiq_gym.catalog.importing.write_import`: ``"attribute-net"`` (the network shipped
+    with fiq-gym; features only when the catalog's vocabulary or image size is not its own),
+    ``"attribute-net:DIR"`` (another attribute-network checkpoint), ``"hf:DIR"`` (a local
+    Hugging Face vision model) or ``"none"`` / None (no features). Checked here, before any
+    image is decoded."""
+    if spec is None or spec == "none":
+        return None
+    if spec.startswith("hf:"):
+
+        def hugging_face(directory: Path, progress: bool) -> str:
+            extract_features(directory, encoder=spec, progress=progress)
+            return spec
+
+        return hugging_face
+    if spec == "attribute-net" or spec.startswith("attribute-net:"):
+        checkpoint = spec.partition(":")[2] or None
+
+        def attribute_net(directory: Path, progress: bool) -> str:
+            extract_features(directory, checkpoint=checkpoint, features_only="auto", progress=progress)
+            return spec
+
+        return attribute_net
+    raise ValueError(f"--encoder must be attribute-net, attribute-net:DIR, hf:DIR or none, got {spec!r}")

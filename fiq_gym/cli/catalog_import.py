@@ -1,6 +1,5 @@
 """``fiq-gym catalog import``: real datasets in. Only argparse here; the loaders import when
-a command runs. (``catalog export`` writes captions with the template shopper, so it lives
-with the shoppers: :mod:`fiq_gym.users.commands`.)"""
+a command runs."""
 
 from __future__ import annotations
 
@@ -29,6 +28,9 @@ def _default_out(kind: str, args: argparse.Namespace) -> Path:
 
 def _import(args: argparse.Namespace) -> int:
     from fiq_gym.catalog.importing import write_import
+    from fiq_gym.features.extract import import_extractor
+
+    extractor = None if args.features else import_extractor(args.encoder)  # checked before decoding
 
     if args.dataset == "fashioniq":
         from fiq_gym.catalog.fashioniq import plan_fashioniq
@@ -45,14 +47,13 @@ def _import(args: argparse.Namespace) -> int:
 
         plan = plan_shoes(args.root, splits=tuple(args.split), images=args.images, strict=args.strict)
     out = Path(args.out) if args.out else _default_out(args.dataset, args)
-    encoder = None if args.features else args.encoder
     result = write_import(
         plan,
         out,
         image_size=args.image_size,
         features=args.features,
         feature_ids=args.feature_ids,
-        encoder=encoder,
+        extractor=extractor,
         attributes=args.attributes,
         workers=args.workers,
         overwrite=args.overwrite,

@@ -126,10 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--scale", type=int, default=2, help="pixel magnification")
     show.add_argument("--seed", type=seed, default=0)
     show.set_defaults(func=_catalog_show)
-    from fiq_gym.catalog.commands import add_commands as add_dataset_commands  # argparse only
+    from fiq_gym.cli.catalog_import import add_commands as add_dataset_commands  # argparse only
 
     add_dataset_commands(catalog_sub)
-    from fiq_gym.users.commands import add_export_command  # argparse only
+    from fiq_gym.cli.catalog_export import add_export_command  # argparse only
 
     add_export_command(catalog_sub)
 
@@ -167,10 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.set_defaults(func=_eval)
 
     # --- subcommands defined next to their code (one line each) ---
-    from fiq_gym.features.commands import add_commands as add_feature_commands  # argparse only
+    from fiq_gym.cli.features import add_commands as add_feature_commands  # argparse only
 
     add_feature_commands(sub)
-    from fiq_gym.users.transformer.commands import add_commands as add_user_commands  # argparse only
+    from fiq_gym.cli.user import add_commands as add_user_commands  # argparse only
 
     add_user_commands(sub)
     from fiq_gym.play.commands import add_commands as add_play_commands  # argparse only
