@@ -8,6 +8,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import fiq_gym  # noqa: F401
+from fiq_gym.dialog import OBSERVATION_KEYS, OPTIONAL_KEYS
 from fiq_gym.envs import ENV_IDS, FashionIQEnv, FashionIQVectorEnv
 from fiq_gym.envs.sb3 import SB3VecEnvAdapter, make_sb3_vec_env
 
@@ -33,22 +34,34 @@ def test_make_vec_uses_the_native_vector_env(env_id, small_catalog_path):
 
 
 @pytest.mark.parametrize("action_mode", ["index", "query", "scores"])
-@pytest.mark.parametrize("reward", ["percentile", "delta"])
-def test_sub_env_k_matches_a_single_env_seeded_alike(small_catalog_path, action_mode, reward):
+@pytest.mark.parametrize(
+    ("reward", "keys"),
+    [
+        ("percentile", None),  # the default keys: v0's plus the dialog history
+        ("delta", None),
+        ("success", OBSERVATION_KEYS + OPTIONAL_KEYS),
+        ("reciprocal_rank", ("history_captions", "history_mask", "shown_mask")),
+    ],
+)
+def test_sub_env_k_matches_a_single_env_seeded_alike(small_catalog_path, action_mode, reward, keys):
     n, seed, steps = 5, 11, 14  # long enough for several autoresets
-    venv = FashionIQVectorEnv(
-        n, catalog=small_catalog_path, action_mode=action_mode, reward=reward, max_turns=3
-    )
-    singles = [
-        FashionIQEnv(catalog=small_catalog_path, action_mode=action_mode, reward=reward, max_turns=3)
-        for _ in range(n)
-    ]
+    kwargs = {
+        "catalog": small_catalog_path,
+        "action_mode": action_mode,
+        "reward": reward,
+        "max_turns": 3,
+        "observation_keys": keys,
+    }
+    venv = FashionIQVectorEnv(n, **kwargs)
+    singles = [FashionIQEnv(**kwargs) for _ in range(n)]
+    assert venv.single_observation_space == singles[0].observation_space
     rng = np.random.default_rng(0)
     dim = venv.single_action_space.shape[0] if action_mode != "index" else 0
     vobs, vinfo = venv.reset(seed=seed)
     sresults = [env.reset(seed=seed + k) for k, env in enumerate(singles)]
     for k in range(n):
-        np.testing.assert_array_equal(vobs["caption"][k], sresults[k][0]["caption"])
+        for key in sresults[k][0]:
+            np.testing.assert_array_equal(vobs[key][k], sresults[k][0][key], err_msg=key)
         assert vinfo["caption"][k] == sresults[k][1]["caption"]
     needs_reset = np.zeros(n, dtype=bool)
     autoresets = 0
