@@ -201,7 +201,7 @@ def test_imported_catalog_passes_env_checkers(fiq_release, tmp_path):
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
     path = write_import(plan_fashioniq(fiq_release), tmp_path / "cat", progress=False).path
-    assert open_catalog(path).feature_dim == 128  # the shipped attribute network's features
+    assert open_catalog(path).feature_dim == 60  # the shipped attribute network's features
     for action_mode in ("index", "query", "scores"):
         env = gym.make(
             "fiq_gym/FashionIQ-v0",
