@@ -146,7 +146,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       turns left (see Rewards).
     * Truncation: after ``max_turns`` steps (5 by default, as in both papers). The ids are
       registered with ``max_episode_steps=5``; when you change ``max_turns`` through
-      ``gym.make`` pass the same ``max_episode_steps`` (the env warns otherwise).
+      ``gym.make`` pass the same ``max_episode_steps`` (the env warns when the registered cap
+      would end its dialogs early).
 
     ## Arguments
 
@@ -283,15 +284,15 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     @spec.setter
     def spec(self, value: gym.envs.registration.EnvSpec | None) -> None:
         # gym.make wraps the env in TimeLimit(registered max_episode_steps) unless told
-        # otherwise: say so when that cap and max_turns disagree.
+        # otherwise: say so when that cap would end episodes before max_turns.
         self._spec = value
         registered = gym.registry.get(value.id) if value is not None else None
         steps = getattr(registered, "max_episode_steps", None)
-        if steps is not None and steps != self.config.max_turns:
+        if steps is not None and steps < self.config.max_turns:
             warnings.warn(
                 f"max_turns={self.config.max_turns} but {value.id} is registered with max_episode_steps={steps}: "
                 f"pass max_episode_steps={self.config.max_turns} to gym.make as well, or TimeLimit ends "
-                f"episodes after {min(steps, self.config.max_turns)} turns",
+                f"episodes after {steps} turns",
                 stacklevel=3,
             )
 

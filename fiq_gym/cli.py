@@ -76,6 +76,7 @@ TRAINERS = {
     "policy-improvement": "fiq_gym.agents.policy_improvement",
     "ppo": "fiq_gym.agents.ppo",
     "single-shot": "fiq_gym.agents.single_shot",
+    "recurrent-reinforce": "fiq_gym.agents.recurrent_reinforce",
 }
 
 

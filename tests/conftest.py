@@ -54,7 +54,7 @@ def small_agent_checkpoint(small_catalog_path, tmp_path_factory):
     )
     path = tmp_path_factory.mktemp("agent") / "checkpoint"
     args = {
-        "env_id": "fiq_gym/FashionIQ-v0",
+        "env_id": "fiq_gym/FashionIQ-v1",
         "catalog": str(small_catalog_path),
         "user": "template",
         "max_turns": 4,

@@ -180,7 +180,7 @@ def test_lookahead_choice_prefers_the_target_and_is_batched(small_catalog_path):
     from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet
 
     envs = gym.make_vec(
-        "fiq_gym/FashionIQ-v0",
+        "fiq_gym/FashionIQ-v1",
         num_envs=3,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,
