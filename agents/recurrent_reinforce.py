@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 import fiq_gym  # noqa: F401  (registers the env ids)
-from fiq_gym.agents.arguments import parse_dataclass_args
+from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.evaluation import EvaluationResult, evaluate
 
 __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
@@ -45,9 +45,11 @@ __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 @dataclass
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v1"
+    """registered environment id"""
     catalog: str | None = None
     """catalog directory (default: the default catalog)"""
     user: str = "template"
+    """shopper: template, transformer, transformer:DIR or dataset"""
     num_envs: int = 256
     """dialogs played in parallel per update"""
     minutes: float = 15.0
@@ -55,19 +57,28 @@ class Args:
     updates: int = 100_000
     """at most this many updates (the time budget usually ends training first)"""
     learning_rate: float = 1e-3
+    """Adam learning rate"""
     gamma: float = 0.0
     """discount of later turns' rewards in each action's return (0: each query is judged by the
     rank it gives at once, which learned fastest here; 0.5 with lr 3e-3 stalled near R@10 0.03)"""
     hidden: int = 128
+    """GRU state size"""
     embed_dim: int = 64
+    """word and item embedding size"""
     init_log_std: float = -1.5
     """initial log standard deviation of the Gaussian query"""
     entropy_coef: float = 0.0
+    """weight of the policy's entropy in the loss"""
     eval_every_seconds: float = 60.0
+    """evaluate (and log a curve point) this often"""
     eval_episodes: int = 500
+    """dialogs of the fixed evaluation set"""
     seed: int = 0
+    """seed of the network and the training dialogs"""
     threads: int = 1
+    """torch CPU threads"""
     out: str = "runs/recurrent-reinforce"
+    """output directory: curve.csv, policy.pt, tb/"""
 
 
 class RecurrentPolicy(nn.Module):
@@ -235,9 +246,9 @@ def train(args: Args) -> tuple[RecurrentPolicy, list[dict[str, float]]]:
     return policy, curve
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_dataclass_args(
-        Args, argv, "Train a recurrent REINFORCE retriever on fiq_gym/FashionIQ-v1 (query mode)."
+        Args, argv, "Train a recurrent REINFORCE retriever on fiq_gym/FashionIQ-v1 (query mode).", prog=prog
     )
     _, curve = train(args)
     print(f"final: R@10 at the last turn {curve[-1]['R@10']:.3f} after {curve[-1]['seconds']:.0f} s")

@@ -33,9 +33,13 @@ class FashionIQVectorEnv(VectorEnv):
     """A native batched version of :class:`~fiq_gym.envs.FashionIQEnv` (same arguments,
     plus ``num_envs``).
 
+    * Observations have the single env's keys and spaces (the dialog history included),
+      batched along a leading axis of n.
     * Autoreset: ``NEXT_STEP`` (Gymnasium's default). After a sub-env terminates or
       truncates, its next ``step`` ignores the action, resets it, and returns the first
-      observation of the new episode with reward 0.
+      observation of the new episode (``obs["turn"] == 0``) with reward 0.
+    * ``max_turns`` defaults to the registered ``max_episode_steps`` (5), which
+      ``gym.make_vec`` passes in; an explicit ``max_turns`` wins.
     * ``reset(seed=s)`` seeds sub-env k with ``s + k``; a list gives one seed per sub-env.
     * ``reset(options=...)``: ``"target"`` / ``"shown"`` arrays of n item indices fix the
       episodes; ``"reset_mask"`` (bool array of n) resets only those sub-envs and returns
