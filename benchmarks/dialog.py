@@ -246,7 +246,7 @@ def _agent_and_env(
 
     if checkpoint is None:
         envs = gym.make_vec(
-            "fiq_gym/FashionIQ-v0",
+            "fiq_gym/FashionIQ-v1",
             num_envs=num_envs,
             vectorization_mode="vector_entry_point",
             catalog=catalog,

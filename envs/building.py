@@ -28,9 +28,11 @@ def build_dialog_parts(
     user: str | User,
     user_kwargs: dict[str, Any] | None,
     tokenizer: CaptionTokenizer | None,
+    side_info: str = "auto",
 ) -> tuple[Catalog, RetrievalTables, User, CaptionTokenizer]:
-    """Resolve the catalog, its tables for ``category``, the user and the caption tokenizer."""
+    """Resolve the catalog, its tables for ``category`` (attribute scores per ``side_info``,
+    see :data:`fiq_gym.retrieval.SIDE_INFO`), the user and the caption tokenizer."""
     opened = resolve_catalog(catalog)
-    tables = retrieval_tables(opened, category)
+    tables = retrieval_tables(opened, category, side_info)
     chosen = make_user(user, opened, **(user_kwargs or {}))
     return opened, tables, chosen, tokenizer or chosen.tokenizer

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.dialog import OBSERVATION_KEYS, DialogBatch, DialogConfig, Transition
+from fiq_gym.dialog import DialogBatch, DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog_parts
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
-__all__ = ["FashionIQEnv"]
+__all__ = ["V0_DEPRECATION", "FashionIQEnv", "FashionIQEnvV0"]
+
+V0_DEPRECATION = (
+    "fiq_gym/FashionIQ*-v0 is deprecated and will be removed in the next release: its return does not "
+    "follow the metric and its observation forgets the dialog; use the -v1 ids (see docs/rl.md)"
+)
 
 
 class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
@@ -49,21 +55,44 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Observation Space
 
-    A `Dict` of fixed-shape `Box`es (keys selectable with ``observation_keys``):
+    A `Dict` of fixed-shape spaces (keys selectable with ``observation_keys``; every key is
+    one-dimensional, so SB3's `MultiInputPolicy`, RLlib and TorchRL take it as it is):
 
-    | key                | shape     | dtype   | meaning                                         |
-    |--------------------|-----------|---------|-------------------------------------------------|
-    | `caption`          | `(L,)`    | int64   | caption token ids, padded with 0                |
-    | `caption_length`   | `(1,)`    | int64   | number of real tokens (<= L)                    |
-    | `shown_features`   | `(D,)`    | float32 | unit-norm features of the shown item            |
-    | `shown_attributes` | `(A,)`    | float32 | attribute scores of the shown item (side info)  |
-    | `turn`             | `(1,)`    | int64   | turns taken so far, 0 after reset               |
+    | key                       | space                           | meaning                        |
+    |---------------------------|---------------------------------|--------------------------------|
+    | `caption`                 | `MultiDiscrete([V] * L)`        | this turn's caption token ids, |
+    |                           |                                 | padded with 0                  |
+    | `caption_length`          | `Box(0, L, (1,), int64)`        | number of real tokens (<= L)   |
+    | `shown_features`          | `Box(-1, 1, (D,), float32)`     | unit-norm features of the item |
+    |                           |                                 | shown this turn                |
+    | `shown_attributes`        | `Box(0, 1, (A,), float32)`      | its attribute scores           |
+    | `turn`                    | `Box(0, T, (1,), int64)`        | turns taken so far, 0 at reset |
+    | `history_features`        | `Box(-1, 1, ((T+1)*D,))`        | row t: the item shown at turn t|
+    | `history_attributes`      | `Box(0, 1, ((T+1)*A,))`         | row t: its attribute scores    |
+    | `history_captions`        | `MultiDiscrete([V] * (T+1)*L)`  | row t: turn t's caption ids    |
+    | `history_caption_lengths` | `Box(0, L, (T+1,), int64)`      | row t: its length              |
+    | `history_mask`            | `MultiBinary(T+1)`              | 1 for the turns played so far  |
+    | `shown_mask` (opt-in)     | `MultiBinary(N)`                | 1 for every item shown so far  |
 
-    L is ``caption_length``. Features are the catalog's (centred, unit-norm); a catalog
-    without features uses 8x8 colour thumbnails. Attribute scores are the catalog's predicted
-    ones, or, on catalogs without predictions, its labels. Token ids come from the user's
-    tokenizer (a word vocabulary for the template shopper): the observation does not depend
-    on which.
+    T is ``max_turns``, L ``caption_length``, V the tokenizer's vocabulary size, D the
+    feature size, A the number of attribute columns. History rows are flat, row t after row
+    t - 1 (``obs["history_features"].reshape(T + 1, D)``); row 0 is the reset's item and
+    caption, row t (t <= the current turn) turn t's, later rows are zeros with mask 0.
+    ``shown_mask`` is returned only when asked for in ``observation_keys`` (catalogs of at
+    most 65,536 items in play); the default keys are all the others.
+
+    Token ids come from ``env.unwrapped.tokenizer`` (a
+    :class:`~fiq_gym.text.CaptionTokenizer`): id 0 is padding, and for the template
+    shopper's word vocabulary id 1 is ``<unk>`` and ``tokenizer.words`` lists the words;
+    ``tokenizer.decode(ids)`` turns ids back into text. The learned shopper brings its own
+    tokenizer (also with padding at 0).
+
+    Features are the catalog's (centred, unit-norm; the default catalog's come from the
+    shipped attribute network, D = 60). A catalog without features falls back to 8x8 colour
+    thumbnails (D = 192) and warns once (:class:`~fiq_gym.errors.FallbackWarning`) naming
+    the command that extracts features. Attribute scores are the catalog's predicted ones
+    (``side_info="predicted"``); on a catalog without predictions they are zeros, with the
+    same one-time warning. Ground-truth labels are shown only with ``side_info="labels"``.
 
     `info` holds `caption` (text), `shown` (index), `rank`, `percentile`, `is_success`,
     `repeated` and `turn`; never the target's index or id, unless the training-only
@@ -80,14 +109,30 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     scores (`query`, `scores`) or by cosine similarity to the shown item (`index`, and at
     reset). Ties count against the agent: every other item scoring at least as high as the
     target comes first. When the target is shown, the rank is 0. The **percentile** is
-    ``p_t = 1 - rank_t / (N - 1)``. With ``reward=``:
+    ``p_t = 1 - rank_t / (N - 1)``.
 
-    * `"percentile"`: ``r_t = p_t`` (0 for a repeated `index` action);
-    * `"delta"`: ``r_t = p_t - p_{t-1}``, where ``p_0`` is the reset's percentile, so an
-      episode's rewards sum to ``p_T - p_0``;
-    * `"success"`: ``r_t = 1`` when the target is shown, else 0;
+    The benchmark (:func:`fiq_gym.evaluation.evaluate`) scores a dialog by the rank after
+    every turn 1..T and counts the target found (rank 0) for every turn after it was shown.
+    Every reward's return is that score, so the return orders policies exactly as the
+    metric does: the episode still ends when the target is shown (nothing is left to find),
+    and that turn also pays the remaining ``T - t`` turns at the value of rank 0. Hence
+    showing the target earlier never earns less than hovering next to it. With ``reward=``:
 
-    plus ``success_bonus`` when the target is shown.
+    * `"percentile"` (default): ``r_t = p_t``; return = the sum over turns of the
+      percentile (the benchmark's mean-percentile curve, summed), at most T;
+    * `"reciprocal_rank"`: ``r_t = 1 / (1 + rank_t)``; favours the top of the ranking
+      (rank 0 pays 1, rank 1 pays 1/2, rank 9 pays 1/10); return at most T;
+    * `"success"`: ``r_t = 1`` on the turn the target is shown, plus the T - t turns left;
+      return = the number of turns the target counts as found (summed success rate);
+    * `"delta"`: ``r_t = p_t - p_{t-1}`` (``p_0`` the reset's); return = ``p_T - p_0``
+      with ``p_T = 1`` after a success: the final turn's percentile gain (finding the target
+      beats any rank >= 1, though not by much; it pays the turn-T column of the metric only);
+
+    plus ``success_bonus`` once when the target is shown. A repeated `index` action shows
+    nothing new and earns what the metric counts for it (the same rank as before);
+    `info["repeated"]` flags it. ``tests/test_rewards.py`` proves these properties for
+    random policies and for the two oracle policies (show the target at turn 1; keep it at
+    rank >= 1 without showing it).
 
     ## Starting State
 
@@ -97,16 +142,21 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Episode End
 
-    * Termination: the target is shown (`info["is_success"]`).
-    * Truncation: after ``max_turns`` steps (5 by default, as in both papers).
+    * Termination: the target is shown (`info["is_success"]`); that turn's reward pays the
+      turns left (see Rewards).
+    * Truncation: after ``max_turns`` steps (5 by default, as in both papers). The ids are
+      registered with ``max_episode_steps=5``; when you change ``max_turns`` through
+      ``gym.make`` pass the same ``max_episode_steps`` (the env warns when the registered cap
+      would end its dialogs early).
 
     ## Arguments
 
     ```python
-    gym.make("fiq_gym/FashionIQ-v0", catalog=None, category=None, user="template",
+    gym.make("fiq_gym/FashionIQ-v1", catalog=None, category=None, user="template",
              action_mode="index", reward="percentile", success_bonus=0.0, max_turns=5,
              caption_length=32, observation_keys=None, render_mode=None,
-             user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False)
+             user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
+             side_info="predicted")
     ```
 
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, or None for
@@ -126,7 +176,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       `"template"` | `"transformer"` | None, where None raises on pairs nobody annotated).
     * ``action_mode``, ``reward``, ``success_bonus``, ``max_turns``: see above.
     * ``caption_length``: L, the number of token ids in the caption observation.
-    * ``observation_keys``: the subset of observation keys to return (default: all).
+    * ``observation_keys``: the observation keys to return (default: all but `shown_mask`).
+    * ``side_info``: `"predicted"` (default) or `"labels"` (ground truth; an explicit opt-in).
     * ``render_mode``: `"rgb_array"` (the shown garment, the caption and the turn) or
       `"ansi"` (a text line per turn).
     * ``tokenizer``: a :class:`~fiq_gym.text.CaptionTokenizer` to use instead of the user's.
@@ -138,16 +189,27 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Registered Configurations
 
-    * `fiq_gym/FashionIQ-v0`: all categories.
-    * `fiq_gym/FashionIQDress-v0`, `fiq_gym/FashionIQShirt-v0`,
-      `fiq_gym/FashionIQToptee-v0`: one category each.
+    * `fiq_gym/FashionIQ-v1`: all categories.
+    * `fiq_gym/FashionIQDress-v1`, `fiq_gym/FashionIQShirt-v1`,
+      `fiq_gym/FashionIQToptee-v1`: one category each.
+
+    Each is registered with ``max_episode_steps=5`` and a native vector entry point
+    (``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")``). The `-v0`
+    ids stay registered for one release with their old rules and a ``DeprecationWarning``.
 
     ## Version History
 
-    * v0: initial release.
+    * v1: the return equals the benchmark's metric (the turn that shows the target pays the
+      turns left; repeats earn what the metric counts); `reciprocal_rank` reward; dialog
+      history keys and the opt-in `shown_mask`; caption ids as `MultiDiscrete`; no silent
+      fallbacks (a warning for catalogs without features or predicted attributes, zeros
+      instead of ground-truth labels unless ``side_info="labels"``); features without dead
+      dimensions; ``max_episode_steps`` registered.
+    * v0: initial release (deprecated; removed in the next release).
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
+    _VERSION = 1
 
     def __init__(
         self,
@@ -165,20 +227,29 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         tokenizer: CaptionTokenizer | None = None,
         expose_target: bool = False,
         lookahead: bool = False,
+        side_info: str = "predicted",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
+        if side_info not in ("predicted", "labels"):
+            raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
+        version = self._VERSION
         config = DialogConfig(
             action_mode=action_mode,
             reward=reward,
             success_bonus=success_bonus,
             max_turns=max_turns,
             caption_length=caption_length,
-            observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,
+            observation_keys=(
+                tuple(observation_keys)
+                if observation_keys is not None
+                else DialogConfig.default_keys(version)
+            ),
             expose_target=bool(expose_target),
             lookahead=bool(lookahead),
+            version=version,
         )
         self._preview_rng = np.random.default_rng([0x9E71E3, 0])
         self._args = {
@@ -188,9 +259,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "user_kwargs": user_kwargs,
             "tokenizer": tokenizer,
             "config": config,
+            "side_info": side_info,
         }
         self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
-            catalog, category, user, user_kwargs, tokenizer
+            catalog, category, user, user_kwargs, tokenizer, side_info if version == 1 else "auto"
         )
         self.category = category
         self._dialog = DialogBatch(tables, self.user, self.tokenizer, config, num_dialogs=1)
@@ -204,6 +276,25 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     @property
     def config(self) -> DialogConfig:
         return self._dialog.config
+
+    @property
+    def spec(self) -> gym.envs.registration.EnvSpec | None:  # type: ignore[override]
+        return getattr(self, "_spec", None)
+
+    @spec.setter
+    def spec(self, value: gym.envs.registration.EnvSpec | None) -> None:
+        # gym.make wraps the env in TimeLimit(registered max_episode_steps) unless told
+        # otherwise: say so when that cap would end episodes before max_turns.
+        self._spec = value
+        registered = gym.registry.get(value.id) if value is not None else None
+        steps = getattr(registered, "max_episode_steps", None)
+        if steps is not None and steps < self.config.max_turns:
+            warnings.warn(
+                f"max_turns={self.config.max_turns} but {value.id} is registered with max_episode_steps={steps}: "
+                f"pass max_episode_steps={self.config.max_turns} to gym.make as well, or TimeLimit ends "
+                f"episodes after {steps} turns",
+                stacklevel=3,
+            )
 
     @property
     def num_items(self) -> int:
@@ -333,6 +424,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             a["tokenizer"],
             expose_target=cfg.expose_target,
             lookahead=cfg.lookahead,
+            side_info=a["side_info"],
         )
         for k, v in state["dialog"].items():
             getattr(self._dialog, k)[...] = v
@@ -341,4 +433,28 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     def _dialog_state(self) -> dict[str, np.ndarray]:
         d = self._dialog
-        return {k: getattr(d, k).copy() for k in ("target", "shown", "turn", "percentile", "history")}
+        keys = (
+            "target",
+            "shown",
+            "turn",
+            "percentile",
+            "history",
+            "caption_history",
+            "caption_length_history",
+        )
+        return {k: getattr(d, k).copy() for k in keys}
+
+
+class FashionIQEnvV0(FashionIQEnv):
+    """The deprecated v0 rules (``fiq_gym/FashionIQ-v0``), unchanged, for one more release.
+
+    Its return does not follow the benchmark's metric (hovering near the target can earn more
+    than showing it), its observation has no dialog history, its caption ids are a ``Box``,
+    and catalogs without predicted attribute scores silently show ground-truth labels. Use v1.
+    """
+
+    _VERSION = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(V0_DEPRECATION, DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)

@@ -1,37 +1,53 @@
 """Gymnasium registration of fiq-gym's environment ids.
 
 Entry points are strings, so registering imports nothing heavy; ``import fiq_gym`` calls
-:func:`register_envs`, and ``gym.make("fiq_gym:fiq_gym/FashionIQ-v0")`` works too.
+:func:`register_envs`, and ``gym.make("fiq_gym:fiq_gym/FashionIQ-v1")`` works too.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "register_envs"]
+__all__ = ["ENV_IDS", "ENV_IDS_V0", "MAX_TURNS", "register_envs"]
 
 _ENTRY = "fiq_gym.envs.fashion_iq:FashionIQEnv"
 _VECTOR_ENTRY = "fiq_gym.envs.vector:FashionIQVectorEnv"
+_ENTRY_V0 = "fiq_gym.envs.fashion_iq:FashionIQEnvV0"
+_VECTOR_ENTRY_V0 = "fiq_gym.envs.vector:FashionIQVectorEnvV0"
+
+# The default dialog length (max_turns) and the registered max_episode_steps.
+MAX_TURNS = 5
+
+_CONFIGS = {
+    "FashionIQ": {},
+    "FashionIQDress": {"category": "dress"},
+    "FashionIQShirt": {"category": "shirt"},
+    "FashionIQToptee": {"category": "toptee"},
+}
 
 # id -> fixed keyword arguments. Names are part of the public API: keep them.
-ENV_IDS: dict[str, dict] = {
-    "fiq_gym/FashionIQ-v0": {},
-    "fiq_gym/FashionIQDress-v0": {"category": "dress"},
-    "fiq_gym/FashionIQShirt-v0": {"category": "shirt"},
-    "fiq_gym/FashionIQToptee-v0": {"category": "toptee"},
-}
+ENV_IDS: dict[str, dict] = {f"fiq_gym/{name}-v1": kwargs for name, kwargs in _CONFIGS.items()}
+# Deprecated: the v0 rules, kept registered for one release (they warn when made).
+ENV_IDS_V0: dict[str, dict] = {f"fiq_gym/{name}-v0": kwargs for name, kwargs in _CONFIGS.items()}
 
 
 def register_envs() -> None:
     """Register every id (idempotent: ids already registered are left alone)."""
-    for env_id, kwargs in ENV_IDS.items():
-        if env_id in gym.registry:
-            continue
-        # No TimeLimit wrapper: the env truncates at max_turns itself.
-        gym.register(
-            id=env_id,
-            entry_point=_ENTRY,
-            vector_entry_point=_VECTOR_ENTRY,
-            kwargs=dict(kwargs),
-            disable_env_checker=False,
-        )
+    for ids, entry, vector_entry in (
+        (ENV_IDS, _ENTRY, _VECTOR_ENTRY),
+        (ENV_IDS_V0, _ENTRY_V0, _VECTOR_ENTRY_V0),
+    ):
+        for env_id, kwargs in ids.items():
+            if env_id in gym.registry:
+                continue
+            # The env ends episodes after max_turns itself; the registered max_episode_steps
+            # says so to libraries that read the spec (gym.make adds a TimeLimit of it too:
+            # pass max_episode_steps with a different max_turns).
+            gym.register(
+                id=env_id,
+                entry_point=entry,
+                vector_entry_point=vector_entry,
+                kwargs=dict(kwargs),
+                max_episode_steps=MAX_TURNS,
+                disable_env_checker=False,
+            )

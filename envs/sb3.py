@@ -142,7 +142,7 @@ class SB3VecEnvAdapter(VecEnv):
 
 
 def make_sb3_vec_env(
-    env_id: str = "fiq_gym/FashionIQ-v0", num_envs: int = 8, **kwargs: Any
+    env_id: str = "fiq_gym/FashionIQ-v1", num_envs: int = 8, **kwargs: Any
 ) -> SB3VecEnvAdapter:
     """``gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")`` for SB3."""
     venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)

@@ -9,6 +9,7 @@ targets, captions, ranks and rewards.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -17,23 +18,28 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.dialog import OBSERVATION_KEYS, DialogBatch, DialogConfig, Transition
+from fiq_gym.dialog import DialogBatch, DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog_parts
+from fiq_gym.envs.fashion_iq import V0_DEPRECATION
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
-__all__ = ["FashionIQVectorEnv"]
+__all__ = ["FashionIQVectorEnv", "FashionIQVectorEnvV0"]
 
 
 class FashionIQVectorEnv(VectorEnv):
     """A native batched version of :class:`~fiq_gym.envs.FashionIQEnv` (same arguments,
     plus ``num_envs``).
 
+    * Observations have the single env's keys and spaces (the dialog history included),
+      batched along a leading axis of n.
     * Autoreset: ``NEXT_STEP`` (Gymnasium's default). After a sub-env terminates or
       truncates, its next ``step`` ignores the action, resets it, and returns the first
-      observation of the new episode with reward 0.
+      observation of the new episode (``obs["turn"] == 0``) with reward 0.
+    * ``max_turns`` defaults to the registered ``max_episode_steps`` (5), which
+      ``gym.make_vec`` passes in; an explicit ``max_turns`` wins.
     * ``reset(seed=s)`` seeds sub-env k with ``s + k``; a list gives one seed per sub-env.
     * ``reset(options=...)``: ``"target"`` / ``"shown"`` arrays of n item indices fix the
       episodes; ``"reset_mask"`` (bool array of n) resets only those sub-envs and returns
@@ -42,6 +48,7 @@ class FashionIQVectorEnv(VectorEnv):
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array", "ansi"]}
+    _VERSION = 1
 
     def __init__(
         self,
@@ -52,7 +59,7 @@ class FashionIQVectorEnv(VectorEnv):
         action_mode: str = "index",
         reward: str = "percentile",
         success_bonus: float = 0.0,
-        max_turns: int = 5,
+        max_turns: int | None = None,
         caption_length: int = 32,
         observation_keys: tuple[str, ...] | None = None,
         render_mode: str | None = None,
@@ -60,6 +67,8 @@ class FashionIQVectorEnv(VectorEnv):
         tokenizer: CaptionTokenizer | None = None,
         expose_target: bool = False,
         lookahead: bool = False,
+        side_info: str = "predicted",
+        max_episode_steps: int | None = None,
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -67,19 +76,30 @@ class FashionIQVectorEnv(VectorEnv):
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
+        if side_info not in ("predicted", "labels"):
+            raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
+        # gym.make_vec passes the registered max_episode_steps; an explicit max_turns wins.
+        if max_turns is None:
+            max_turns = 5 if max_episode_steps is None else max_episode_steps
+        version = self._VERSION
         config = DialogConfig(
             action_mode=action_mode,
             reward=reward,
             success_bonus=success_bonus,
             max_turns=max_turns,
             caption_length=caption_length,
-            observation_keys=tuple(observation_keys) if observation_keys is not None else OBSERVATION_KEYS,
+            observation_keys=(
+                tuple(observation_keys)
+                if observation_keys is not None
+                else DialogConfig.default_keys(version)
+            ),
             expose_target=bool(expose_target),
             lookahead=bool(lookahead),
+            version=version,
         )
         self._preview_rng = np.random.default_rng([0x9E71E3, 0])
         self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
-            catalog, category, user, user_kwargs, tokenizer
+            catalog, category, user, user_kwargs, tokenizer, side_info if version == 1 else "auto"
         )
         self.num_envs = int(num_envs)
         self._dialog = DialogBatch(tables, self.user, self.tokenizer, config, num_dialogs=self.num_envs)
@@ -270,3 +290,13 @@ def _seed_list(seed: Any, n: int) -> list[int | None]:
         f"reset(seed=...) takes a non-negative integer (sub-env k gets seed + k), a list of {n} "
         f"such integers or None (one per sub-env), or None; got {seed!r}"
     )
+
+
+class FashionIQVectorEnvV0(FashionIQVectorEnv):
+    """The deprecated v0 rules in the native vector env (see :class:`~fiq_gym.envs.fashion_iq.FashionIQEnvV0`)."""
+
+    _VERSION = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(V0_DEPRECATION, DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)

@@ -17,7 +17,7 @@ from fiq_gym.cache import cache_dir
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import MANIFEST, open_catalog
 from fiq_gym.catalog.synthetic import GENERATOR_VERSION, write_synthetic_catalog
-from fiq_gym.features.default_network import attach_default_features
+from fiq_gym.features.default_network import attach_default_features, shipped_weights_tag
 
 __all__ = [
     "DEFAULT_SEED",
@@ -36,7 +36,9 @@ DEFAULT_IMAGE_SIZE = 64
 def default_catalog_path(
     size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED, image_size: int = DEFAULT_IMAGE_SIZE
 ) -> Path:
-    name = f"synthetic-g{GENERATOR_VERSION}-n{size}-s{seed}-{image_size}px"
+    # The shipped network's weights are part of the key: a new network gets a new folder,
+    # so a cache built with older features is never served (nor rewritten under a reader).
+    name = f"synthetic-g{GENERATOR_VERSION}-n{size}-s{seed}-{image_size}px-f{shipped_weights_tag()}"
     return cache_dir() / "catalogs" / name
 
 

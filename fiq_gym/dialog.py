@@ -24,16 +24,37 @@ from fiq_gym.users.base import User
 
 __all__ = [
     "ACTION_MODES",
+    "HISTORY_KEYS",
     "OBSERVATION_KEYS",
+    "OBSERVATION_KEYS_V0",
+    "OPTIONAL_KEYS",
     "REWARDS",
+    "REWARDS_V0",
+    "SHOWN_MASK_LIMIT",
     "DialogBatch",
     "DialogConfig",
     "Transition",
 ]
 
 ACTION_MODES = ("index", "query", "scores")
-REWARDS = ("percentile", "delta", "success")
-OBSERVATION_KEYS = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
+REWARDS = ("percentile", "delta", "success", "reciprocal_rank")
+REWARDS_V0 = ("percentile", "delta", "success")
+OBSERVATION_KEYS_V0 = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
+# The dialog so far: row t of each is turn t (row 0: the reset's item and caption), zero
+# where ``history_mask`` is 0 (turns not played yet).
+HISTORY_KEYS = (
+    "history_features",
+    "history_attributes",
+    "history_captions",
+    "history_caption_lengths",
+    "history_mask",
+)
+# The default observation of v1: the v0 keys (kept for compatibility) plus the history.
+OBSERVATION_KEYS = OBSERVATION_KEYS_V0 + HISTORY_KEYS
+# Asked for by name only: one flag per item in play (which items were shown this dialog).
+OPTIONAL_KEYS = ("shown_mask",)
+# ``shown_mask`` is offered on catalogs of at most this many items in play.
+SHOWN_MASK_LIMIT = 65_536
 
 
 # Per-dialog history arrays are allocated for max_turns up front; a dialog of a thousand
@@ -57,12 +78,18 @@ class DialogConfig:
     # Training-only opt-in: let the agent ask what the shopper would say about candidate
     # items (model-based policy improvement). Also refused by the evaluation harness.
     lookahead: bool = False
+    # The environment version's rules: 1 (current) or 0 (deprecated: the episode's return
+    # does not follow the metric, no history, caption ids as a Box).
+    version: int = 1
 
     def __post_init__(self) -> None:
+        if self.version not in (0, 1):
+            raise ValueError(f"version must be 0 or 1, got {self.version!r}")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {self.action_mode!r}")
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
+        rewards = REWARDS if self.version == 1 else REWARDS_V0
+        if self.reward not in rewards:
+            raise ValueError(f"reward must be one of {list(rewards)}, got {self.reward!r}")
         bonus = self.success_bonus
         if isinstance(bonus, bool) or not isinstance(bonus, int | float | np.integer | np.floating):
             raise ValueError(f"success_bonus must be a number, got {bonus!r}")
@@ -76,12 +103,18 @@ class DialogConfig:
         if not isinstance(self.caption_length, int | np.integer) or self.caption_length < 1:
             raise ValueError(f"caption_length must be a positive integer, got {self.caption_length!r}")
         keys = tuple(self.observation_keys)
-        unknown = [k for k in keys if k not in OBSERVATION_KEYS]
+        allowed = OBSERVATION_KEYS + OPTIONAL_KEYS if self.version == 1 else OBSERVATION_KEYS_V0
+        unknown = [k for k in keys if k not in allowed]
         if unknown or not keys or len(set(keys)) != len(keys):
             raise ValueError(
-                f"observation_keys must be distinct names from {list(OBSERVATION_KEYS)}, got {list(keys)}"
+                f"observation_keys must be distinct names from {list(allowed)}, got {list(keys)}"
             )
         object.__setattr__(self, "observation_keys", keys)
+
+    @classmethod
+    def default_keys(cls, version: int) -> tuple[str, ...]:
+        """The observation keys an environment of ``version`` returns unless told otherwise."""
+        return OBSERVATION_KEYS if version == 1 else OBSERVATION_KEYS_V0
 
 
 @dataclass
@@ -118,17 +151,40 @@ class DialogBatch:
         self.percentile = np.zeros(b, dtype=np.float64)
         # Items shown so far (local indices), -1 padded; the first column is the reset's item.
         self.history = np.full((b, config.max_turns + 1), -1, dtype=np.int64)
+        # Caption token ids and lengths of every turn (v1's history observation).
+        self.caption_history = np.zeros((b, config.max_turns + 1, config.caption_length), dtype=np.int64)
+        self.caption_length_history = np.zeros((b, config.max_turns + 1), dtype=np.int64)
+        if "shown_mask" in config.observation_keys and tables.num_items > SHOWN_MASK_LIMIT:
+            raise ValueError(
+                f"observation key 'shown_mask' needs at most {SHOWN_MASK_LIMIT} items in play, this env has "
+                f"{tables.num_items}; leave it out (history_features says what was shown) or pick a category"
+            )
         self._action_space = self._make_action_space()
 
     # --- spaces ----------------------------------------------------------------------------
     def observation_space(self) -> spaces.Dict:
         t, c = self.tables, self.config
+        v, length, rows = self.tokenizer.vocab_size, c.caption_length, c.max_turns + 1
+        d, a = t.feature_dim, t.side_info.shape[1]
+        if c.version == 0:
+            caption: spaces.Space = spaces.Box(0, v - 1, (length,), np.int64)
+        else:
+            # MultiDiscrete, so SB3, RLlib and TorchRL one-hot or embed the ids, not scale them.
+            caption = spaces.MultiDiscrete(np.full(length, v), dtype=np.int64)
         all_spaces = {
-            "caption": spaces.Box(0, self.tokenizer.vocab_size - 1, (c.caption_length,), np.int64),
-            "caption_length": spaces.Box(0, c.caption_length, (1,), np.int64),
-            "shown_features": spaces.Box(-1.0, 1.0, (t.feature_dim,), np.float32),
-            "shown_attributes": spaces.Box(0.0, 1.0, (t.side_info.shape[1],), np.float32),
+            "caption": caption,
+            "caption_length": spaces.Box(0, length, (1,), np.int64),
+            "shown_features": spaces.Box(-1.0, 1.0, (d,), np.float32),
+            "shown_attributes": spaces.Box(0.0, 1.0, (a,), np.float32),
             "turn": spaces.Box(0, c.max_turns, (1,), np.int64),
+            # History keys are flat, row t after row t-1 (reshape to (max_turns + 1, -1)):
+            # SB3 checks for and its default extractors expect one-dimensional observations.
+            "history_features": spaces.Box(-1.0, 1.0, (rows * d,), np.float32),
+            "history_attributes": spaces.Box(0.0, 1.0, (rows * a,), np.float32),
+            "history_captions": spaces.MultiDiscrete(np.full(rows * length, v), dtype=np.int64),
+            "history_caption_lengths": spaces.Box(0, length, (rows,), np.int64),
+            "history_mask": spaces.MultiBinary(rows),
+            "shown_mask": spaces.MultiBinary(t.num_items),
         }
         return spaces.Dict({k: all_spaces[k] for k in c.observation_keys})
 
@@ -198,19 +254,40 @@ class DialogBatch:
         target_rows, shown_rows = t.rows[self.target[rows]], t.rows[self.shown[rows]]
         captions = self.user.describe(target_rows, shown_rows, rngs).texts
         keys = self.config.observation_keys
+        ids, lengths = self.tokenizer.encode_batch(captions, self.config.caption_length)
+        turn = np.minimum(self.turn[rows], self.config.max_turns)
+        self.caption_history[rows, turn] = ids
+        self.caption_length_history[rows, turn] = lengths
         obs: dict[str, np.ndarray] = {}
-        if "caption" in keys or "caption_length" in keys:
-            ids, lengths = self.tokenizer.encode_batch(captions, self.config.caption_length)
-            if "caption" in keys:
-                obs["caption"] = ids
-            if "caption_length" in keys:
-                obs["caption_length"] = lengths[:, None]
+        if "caption" in keys:
+            obs["caption"] = ids
+        if "caption_length" in keys:
+            obs["caption_length"] = lengths[:, None]
         if "shown_features" in keys:
             obs["shown_features"] = t.features[self.shown[rows]]
         if "shown_attributes" in keys:
             obs["shown_attributes"] = t.side_info[self.shown[rows]]
         if "turn" in keys:
             obs["turn"] = self.turn[rows][:, None].copy()
+        history = self.history[rows]
+        filled = history >= 0
+        b = len(rows)
+        if "history_features" in keys:
+            obs["history_features"] = (t.features[np.maximum(history, 0)] * filled[..., None]).reshape(b, -1)
+        if "history_attributes" in keys:
+            obs["history_attributes"] = (t.side_info[np.maximum(history, 0)] * filled[..., None]).reshape(
+                b, -1
+            )
+        if "history_captions" in keys:
+            obs["history_captions"] = self.caption_history[rows].reshape(b, -1)
+        if "history_caption_lengths" in keys:
+            obs["history_caption_lengths"] = self.caption_length_history[rows].copy()
+        if "history_mask" in keys:
+            obs["history_mask"] = filled.astype(np.int8)
+        if "shown_mask" in keys:
+            mask = np.zeros((b, t.num_items), dtype=np.int8)
+            mask[np.nonzero(filled)[0], history[filled]] = 1
+            obs["shown_mask"] = mask
         return obs, captions
 
     def _info(
@@ -234,6 +311,39 @@ class DialogBatch:
         if self.config.expose_target:
             info["target"] = self.target[rows].copy()
         return info
+
+    def _reward(
+        self,
+        rows: np.ndarray,
+        rank: np.ndarray,
+        percentile: np.ndarray,
+        success: np.ndarray,
+        turns_left: np.ndarray,
+    ) -> np.ndarray:
+        """v1: each turn pays the metric's value at that turn; the turn that shows the target
+        also pays the turns the dialog no longer needs, at the value of rank 0 (as the
+        evaluation harness counts the target found for every later turn)."""
+        kind = self.config.reward
+        if kind == "delta":
+            # Telescopes to p_T - p_0 with p = 1 after a success: the final turn's percentile.
+            return percentile - self.percentile[rows]
+        if kind == "percentile":
+            value = percentile
+        elif kind == "reciprocal_rank":
+            value = 1.0 / (1.0 + rank.astype(np.float64))
+        else:  # "success": how many turns of the dialog the target counts as found
+            value = success.astype(np.float64)
+        return value + success * turns_left.astype(np.float64)
+
+    def _reward_v0(
+        self, rows: np.ndarray, percentile: np.ndarray, success: np.ndarray, repeated: np.ndarray
+    ) -> np.ndarray:
+        """v0 (deprecated, unchanged): its return does not follow the metric (issue 15)."""
+        if self.config.reward == "percentile":
+            return np.where(repeated, 0.0, percentile)
+        if self.config.reward == "delta":
+            return percentile - self.percentile[rows]
+        return success.astype(np.float64)
 
     def preview(self, candidates: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """What each dialog's shopper would say if shown each candidate: one batched user call.
@@ -288,6 +398,8 @@ class DialogBatch:
         self.turn[rows] = 0
         self.history[rows] = -1
         self.history[rows, 0] = drawn_s
+        self.caption_history[rows] = 0
+        self.caption_length_history[rows] = 0
         rank = target_rank(self._index_scores(drawn_s), drawn_t)
         success = drawn_s == drawn_t
         rank[success] = 0
@@ -328,12 +440,11 @@ class DialogBatch:
         percentile = rank_percentile(rank, n)
 
         cfg = self.config
-        if cfg.reward == "percentile":
-            reward = np.where(repeated, 0.0, percentile)
-        elif cfg.reward == "delta":
-            reward = percentile - self.percentile[rows]
+        if cfg.version == 0:
+            reward = self._reward_v0(rows, percentile, success, repeated)
         else:
-            reward = success.astype(np.float64)
+            turns_left = cfg.max_turns - (self.turn[rows] + 1)
+            reward = self._reward(rows, rank, percentile, success, turns_left)
         reward = reward + cfg.success_bonus * success
 
         self.turn[rows] += 1

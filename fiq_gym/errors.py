@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CatalogError", "CheckpointError", "DatasetError", "FiqGymError"]
+__all__ = ["CatalogError", "CheckpointError", "DatasetError", "FallbackWarning", "FiqGymError"]
 
 
 class FiqGymError(Exception):
@@ -20,3 +20,8 @@ class DatasetError(FiqGymError, ValueError):
 class CheckpointError(FiqGymError, ValueError):
     """A checkpoint or training state is missing, damaged, of another kind, or does not fit
     where it is used."""
+
+
+class FallbackWarning(UserWarning):
+    """fiq-gym fell back to a weaker substitute (thumbnails for missing features, zeros for
+    missing attribute predictions); the message names the command that fixes it."""

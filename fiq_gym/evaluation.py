@@ -230,10 +230,10 @@ def evaluate(
         seed: seeds the evaluation set and the env (the shopper's wording).
     """
     if isinstance(env, str):
-        for name in ("expose_target", "lookahead"):
-            if env_kwargs.get(name):
+        for opt_in in ("expose_target", "lookahead"):
+            if env_kwargs.get(opt_in):
                 raise ValueError(
-                    f"evaluate() refuses {name}=True: a training-only opt-in that reveals the target"
+                    f"evaluate() refuses {opt_in}=True: a training-only opt-in that reveals the target"
                 )
         venv = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
         owned = True

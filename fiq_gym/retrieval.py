@@ -8,15 +8,33 @@ Built once per (catalog, category) and shared by every environment in the proces
 from __future__ import annotations
 
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.errors import CatalogError
+from fiq_gym.errors import CatalogError, FallbackWarning
 
-__all__ = ["RetrievalTables", "retrieval_tables", "thumbnail_features"]
+__all__ = ["SIDE_INFO", "RetrievalTables", "retrieval_tables", "thumbnail_features"]
+
+# What agents see as an item's attribute scores (``shown_attributes``):
+# "predicted": the catalog's predicted scores (zeros, with a warning, when it has none);
+# "labels": the ground-truth labels (an explicit opt-in: a shortcut no real system has);
+# "auto": predicted if present, else labels (v0 environments and the shoppers' own inputs).
+SIDE_INFO = ("predicted", "labels", "auto")
+_FIX = "fiq-gym features extract CATALOG (or build it without --no-features)"
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(catalog: Catalog, what: str, message: str) -> None:
+    key = (str(catalog.provenance.get("path") or id(catalog)), what)
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(message, FallbackWarning, stacklevel=4)
+
 
 _THUMBNAIL_SIDE = 8
 
@@ -47,7 +65,8 @@ class RetrievalTables:
         features: (n, D) float32 unit-norm features: the catalog's, centred, or thumbnails.
         side_info: (n, A) float32 attribute scores shown to agents.
         feature_source: ``"catalog"`` or ``"thumbnails"``.
-        side_info_source: ``"predicted"`` (catalog attribute scores) or ``"labels"``.
+        side_info_source: ``"predicted"`` (catalog attribute scores), ``"labels"`` or
+            ``"none"`` (zeros: the catalog has no predicted scores).
     """
 
     rows: np.ndarray
@@ -65,7 +84,7 @@ class RetrievalTables:
         return int(self.features.shape[1])
 
 
-def _build_tables(catalog: Catalog, category: str | None) -> RetrievalTables:
+def _build_tables(catalog: Catalog, category: str | None, side_info: str) -> RetrievalTables:
     if category is None:
         rows = np.arange(len(catalog), dtype=np.int64)
     else:
@@ -83,32 +102,51 @@ def _build_tables(catalog: Catalog, category: str | None) -> RetrievalTables:
     elif catalog.images is not None:
         images = catalog.images if category is None else catalog.images[rows]
         raw, source = thumbnail_features(images), "thumbnails"
+        _warn_once(
+            catalog,
+            "features",
+            f"catalog {catalog.provenance.get('path') or '(in memory)'} has no image features: ranking by 8x8 colour thumbnails "
+            f"(D = {raw.shape[1]}) instead; extract features with {_FIX}",
+        )
     else:
         raise CatalogError("the catalog has neither features nor images; extract features first")
     # Centre before normalising so cosine similarity compares what differs between items.
     raw = raw - raw.mean(axis=0, keepdims=True)
     norms = np.linalg.norm(raw, axis=1, keepdims=True)
     features = raw / np.maximum(norms, 1e-8)
-    if catalog.attribute_scores is not None:
-        side, side_source = (
-            np.asarray(catalog.attribute_scores[rows], dtype=np.float32),
-            "predicted",
-        )
-    else:
+    if side_info == "labels" or (side_info == "auto" and catalog.attribute_scores is None):
         side, side_source = np.asarray(catalog.labels[rows], dtype=np.float32), "labels"
+    elif catalog.attribute_scores is not None:
+        side, side_source = np.asarray(catalog.attribute_scores[rows], dtype=np.float32), "predicted"
+    else:
+        side, side_source = np.zeros((len(rows), catalog.labels.shape[1]), dtype=np.float32), "none"
+        _warn_once(
+            catalog,
+            "attributes",
+            f"catalog {catalog.provenance.get('path') or '(in memory)'} has no predicted attribute scores: shown_attributes are "
+            f"zeros; predict them with {_FIX}, or pass side_info='labels' to show ground-truth labels",
+        )
     for arr in (rows, features, side):
         arr.setflags(write=False)
     return RetrievalTables(rows, features.astype(np.float32), side, source, side_source)
 
 
-_cache: weakref.WeakKeyDictionary[Catalog, dict[str | None, RetrievalTables]] = weakref.WeakKeyDictionary()
+_cache: weakref.WeakKeyDictionary[Catalog, dict[tuple[str | None, str], RetrievalTables]] = (
+    weakref.WeakKeyDictionary()
+)
 _lock = threading.Lock()
 
 
-def retrieval_tables(catalog: Catalog, category: str | None = None) -> RetrievalTables:
-    """The (cached) retrieval tables of ``catalog`` restricted to ``category`` (None: all)."""
+def retrieval_tables(
+    catalog: Catalog, category: str | None = None, side_info: str = "auto"
+) -> RetrievalTables:
+    """The (cached) retrieval tables of ``catalog`` restricted to ``category`` (None: all),
+    with attribute scores chosen by ``side_info`` (see :data:`SIDE_INFO`)."""
+    if side_info not in SIDE_INFO:
+        raise ValueError(f"side_info must be one of {list(SIDE_INFO)}, got {side_info!r}")
     with _lock:
         per_catalog = _cache.setdefault(catalog, {})
-        if category not in per_catalog:
-            per_catalog[category] = _build_tables(catalog, category)
-        return per_catalog[category]
+        key = (category, side_info)
+        if key not in per_catalog:
+            per_catalog[key] = _build_tables(catalog, category, side_info)
+        return per_catalog[key]

@@ -26,6 +26,23 @@ def small_catalog_path(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def scored_catalog_path(small_catalog_path, tmp_path_factory):
+    """The small catalog plus predicted attribute scores from an ideal predictor (its labels):
+    side information for learning tests, without the ``side_info="labels"`` opt-in."""
+    import shutil
+
+    import numpy as np
+
+    from fiq_gym.catalog.storage import open_catalog, write_catalog_arrays
+
+    path = tmp_path_factory.mktemp("catalogs") / "scored"
+    shutil.copytree(small_catalog_path, path)
+    labels = np.asarray(open_catalog(path).labels, dtype=np.float32)
+    write_catalog_arrays(path, {"attribute_scores": labels})
+    return path
+
+
+@pytest.fixture(scope="session")
 def small_catalog(small_catalog_path):
     from fiq_gym.catalog.storage import open_catalog
 
@@ -54,7 +71,7 @@ def small_agent_checkpoint(small_catalog_path, tmp_path_factory):
     )
     path = tmp_path_factory.mktemp("agent") / "checkpoint"
     args = {
-        "env_id": "fiq_gym/FashionIQ-v0",
+        "env_id": "fiq_gym/FashionIQ-v1",
         "catalog": str(small_catalog_path),
         "user": "template",
         "max_turns": 4,

@@ -45,8 +45,9 @@ def _fixed_round_loss(net, args) -> float:
     return total
 
 
-def test_supervised_training_lowers_the_loss(small_catalog_path, tmp_path):
-    args = tiny_args(small_catalog_path, tmp_path / "run", rounds=1)
+def test_supervised_training_lowers_the_loss(scored_catalog_path, tmp_path):
+    # Predicted attribute scores: v1 shows zeros, not the labels, on a catalog without them.
+    args = tiny_args(scored_catalog_path, tmp_path / "run", rounds=1)
     untrained, _ = train(args, progress=False)
     before = _fixed_round_loss(untrained, args)
     # 32 dialogs x 64 negatives per round: smaller batches sit on the initial plateau longer.
@@ -180,7 +181,7 @@ def test_lookahead_choice_prefers_the_target_and_is_batched(small_catalog_path):
     from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet
 
     envs = gym.make_vec(
-        "fiq_gym/FashionIQ-v0",
+        "fiq_gym/FashionIQ-v1",
         num_envs=3,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fiq_gym  # noqa: F401  (registers the ids)
-from fiq_gym.envs import ENV_IDS, FashionIQEnv
+from fiq_gym.dialog import OBSERVATION_KEYS
+from fiq_gym.envs import ENV_IDS, ENV_IDS_V0, FashionIQEnv
+from fiq_gym.envs.fashion_iq import FashionIQEnvV0
+from fiq_gym.errors import FallbackWarning
 from fiq_gym.text import split_words
 
 ACTION_MODES = ("index", "query", "scores")
@@ -51,30 +54,72 @@ def _rollout(env, seed, steps=12):
 # --- registration and checkers -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env_id", list(ENV_IDS))
+@pytest.mark.parametrize("env_id", list(ENV_IDS) + list(ENV_IDS_V0))
 @pytest.mark.parametrize("action_mode", ACTION_MODES)
 def test_registered_ids_pass_both_checkers(env_id, action_mode, small_catalog_path):
-    env = gym.make(env_id, catalog=small_catalog_path, action_mode=action_mode)
+    v0 = env_id.endswith("-v0")
+    with warnings.catch_warnings():
+        # The small catalog has no features (FallbackWarning); v0 ids are deprecated.
+        warnings.simplefilter("ignore", FallbackWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        env = gym.make(env_id, catalog=small_catalog_path, action_mode=action_mode)
+        single = (FashionIQEnvV0 if v0 else FashionIQEnv)(
+            catalog=small_catalog_path,
+            category=ENV_IDS_V0[env_id].get("category") if v0 else ENV_IDS[env_id].get("category"),
+            action_mode=action_mode,
+        )
+    assert env.spec.max_episode_steps == gym.spec(env_id).max_episode_steps == 5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        if v0:  # the checker makes the env again from its spec
+            warnings.filterwarnings("ignore", "fiq_gym/FashionIQ.*-v0 is deprecated", DeprecationWarning)
+            warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)
         gym_check_env(env.unwrapped, skip_render_check=False)
-    sb3_check_env(
-        FashionIQEnv(
-            catalog=small_catalog_path,
-            category=ENV_IDS[env_id].get("category"),
-            action_mode=action_mode,
-        ),
-        warn=True,
-    )
+        sb3_check_env(single, warn=True)
     env.close()
 
 
 def test_default_catalog_env_and_module_prefix_make():
-    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v0")
+    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v1")
     obs, _info = env.reset(seed=0)
     assert env.unwrapped.num_items == 10_000
     assert env.observation_space.contains(obs)
+    tables = env.unwrapped.gallery
+    assert tables.feature_source == "catalog" and tables.side_info_source == "predicted"
+    # No dead dimensions: every feature varies across the gallery (issue 15: 68 of 128 did not).
+    assert tables.feature_dim == 60 and (np.ptp(tables.features, axis=0) > 0).all()
     env.close()
+
+
+def test_v0_ids_warn_and_keep_their_rules(small_catalog_path):
+    with pytest.warns(DeprecationWarning, match="use the -v1 ids"):
+        env = gym.make("fiq_gym/FashionIQ-v0", catalog=small_catalog_path)
+    assert isinstance(env.observation_space["caption"], gym.spaces.Box)
+    assert set(env.observation_space.spaces) == {
+        "caption",
+        "caption_length",
+        "shown_features",
+        "shown_attributes",
+        "turn",
+    }
+    env.reset(seed=0, options={"target": 7, "shown": 3})
+    _, reward, terminated, *_ = env.step(7)
+    assert terminated and reward == 1.0  # v0: percentile 1 once, no pay for the turns left
+    with pytest.raises(ValueError, match="reward must be one of"):
+        FashionIQEnvV0(catalog=small_catalog_path, reward="reciprocal_rank")
+
+
+def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_path):
+    with pytest.warns(UserWarning, match="pass max_episode_steps=8 to gym.make"):
+        gym.make("fiq_gym/FashionIQ-v1", catalog=small_catalog_path, max_turns=8)
+    env = gym.make_vec(
+        "fiq_gym/FashionIQ-v1",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        catalog=small_catalog_path,
+        max_turns=8,
+    )
+    assert env.unwrapped.config.max_turns == 8
 
 
 def test_every_id_has_a_vector_entry_point():
@@ -100,7 +145,7 @@ def test_showing_the_target_terminates_with_rank_zero(make_env):
     _obs, reward, terminated, truncated, info = env.step(7)
     assert terminated and not truncated and info["is_success"]
     assert info["rank"] == 0 and info["percentile"] == 1.0
-    assert reward == 1.5
+    assert reward == 5 + 0.5  # found for all 5 turns of the dialog, plus the bonus
 
 
 def test_truncates_after_max_turns(make_env):
@@ -114,8 +159,16 @@ def test_truncates_after_max_turns(make_env):
         env.step(0)
 
 
-def test_repeated_index_earns_nothing(make_env):
+def test_repeated_index_earns_what_the_metric_counts(make_env):
     env = make_env(reward="percentile")
+    env.reset(seed=0, options={"target": 7, "shown": 3})
+    _, first, *_, info1 = env.step(11)
+    _, again, *_, info2 = env.step(11)
+    assert info2["repeated"] and again == first == info1["percentile"] == info2["percentile"]
+
+
+def test_v0_repeated_index_earns_nothing(small_catalog_path):
+    env = FashionIQEnvV0(catalog=small_catalog_path, reward="percentile")
     env.reset(seed=0, options={"target": 7, "shown": 3})
     _, first, *_, _info = env.step(11)
     _, again, *_, info2 = env.step(11)
@@ -151,20 +204,26 @@ def test_scores_mode_shows_the_best_unseen_and_ranks_by_scores(make_env):
 @given(
     seed=st.integers(0, 10_000),
     actions=st.lists(st.integers(0, 299), min_size=1, max_size=8),
-    reward=st.sampled_from(["percentile", "delta", "success"]),
+    reward=st.sampled_from(["percentile", "delta", "success", "reciprocal_rank"]),
 )
 def test_reward_maths(small_catalog_path, seed, actions, reward):
     env = FashionIQEnv(catalog=small_catalog_path, reward=reward, max_turns=8)
     _, info = env.reset(seed=seed)
     p0, total = info["percentile"], 0.0
     target = env._dialog.target[0]  # white-box: checks the documented rules against the truth
-    for a in actions:
+    for t, a in enumerate(actions, start=1):
         _, r, terminated, truncated, info = env.step(a)
         total += r
         assert 0.0 <= info["percentile"] <= 1.0
         assert info["is_success"] == (a == target) == terminated
-        if reward == "success":
-            assert r == float(a == target)
+        left = 8 - t if terminated else 0
+        expected = {
+            "percentile": info["percentile"] + left,
+            "success": float(a == target) + left,
+            "reciprocal_rank": 1.0 / (1 + info["rank"]) + left,
+        }
+        if reward in expected:
+            assert r == pytest.approx(expected[reward])
         if terminated or truncated:
             break
     if reward == "delta":
@@ -182,6 +241,11 @@ def test_nothing_in_obs_or_info_reveals_the_target(make_env):
         "shown_features",
         "shown_attributes",
         "turn",
+        "history_features",
+        "history_attributes",
+        "history_captions",
+        "history_caption_lengths",
+        "history_mask",
     }
     rng = np.random.default_rng(0)
     for episode in range(15):
@@ -241,7 +305,12 @@ def test_observation_keys_and_category(make_env):
     ("kwargs", "message"),
     [
         ({"action_mode": "ranking"}, r"action_mode must be one of \['index', 'query', 'scores'\]"),
-        ({"reward": "rank"}, r"reward must be one of \['percentile', 'delta', 'success'\]"),
+        (
+            {"reward": "rank"},
+            r"reward must be one of \['percentile', 'delta', 'success', 'reciprocal_rank'\]",
+        ),
+        ({"side_info": "truth"}, "side_info must be 'predicted' or 'labels'"),
+        ({"observation_keys": ("shown_mask", "shown_mask")}, "observation_keys must be distinct"),
         ({"max_turns": 0}, "max_turns must be an integer from 1 to 1000"),
         ({"caption_length": -1}, "caption_length must be a positive integer"),
         ({"category": "shoe"}, r"unknown category 'shoe'"),
@@ -346,3 +415,63 @@ def test_lookahead_previews_are_opt_in_and_leave_the_episode_alone(make_env):
     assert repr(env.step(7)) == repr(twin.step(7))
     with pytest.raises(ValueError, match="candidate indices must lie in"):
         env.preview_captions([300])
+
+
+# --- v1 observation: history, token space, side information --------------------------------
+
+
+def test_history_keys_hold_the_dialog_so_far(make_env):
+    env = make_env(max_turns=4, observation_keys=(*OBSERVATION_KEYS, "shown_mask"))
+    tables = env.gallery
+    rows, d, a, length = 5, tables.feature_dim, tables.side_info.shape[1], env.config.caption_length
+    obs, _info = env.reset(seed=2, options={"target": 7, "shown": 3})
+    captions, shown = [obs["caption"]], [3]
+    for turn, action in enumerate([11, 12, 11], start=1):
+        assert obs["history_mask"].tolist() == [1] * turn + [0] * (rows - turn)
+        obs, *_ = env.step(action)
+        captions.append(obs["caption"])
+        shown.append(action)
+        feats = obs["history_features"].reshape(rows, d)
+        attrs = obs["history_attributes"].reshape(rows, a)
+        ids = obs["history_captions"].reshape(rows, length)
+        for t, item in enumerate(shown):
+            np.testing.assert_array_equal(feats[t], tables.features[item])
+            np.testing.assert_array_equal(attrs[t], tables.side_info[item])
+            np.testing.assert_array_equal(ids[t], captions[t])
+            assert obs["history_caption_lengths"][t] == np.count_nonzero(captions[t])
+        assert not feats[turn + 1 :].any() and not ids[turn + 1 :].any() and not attrs[turn + 1 :].any()
+        assert set(np.flatnonzero(obs["shown_mask"])) == set(shown)
+        assert env.observation_space.contains(obs)
+    obs, _ = env.reset(seed=3)
+    assert obs["history_mask"].tolist() == [1, 0, 0, 0, 0] and obs["shown_mask"].sum() == 1
+
+
+def test_caption_space_is_the_documented_vocabulary(make_env):
+    env = make_env()
+    space = env.observation_space["caption"]
+    assert isinstance(space, gym.spaces.MultiDiscrete)
+    assert (space.nvec == env.unwrapped.tokenizer.vocab_size).all()
+    assert env.tokenizer.pad_id == 0 and env.tokenizer.words[:2] == ("<pad>", "<unk>")
+    obs, info = env.reset(seed=0)
+    assert env.tokenizer.decode(obs["caption"]) == " ".join(split_words(info["caption"])[:32])
+
+
+def test_no_silent_fallbacks_on_a_catalog_without_features(small_catalog_path):
+    from fiq_gym.catalog.storage import open_catalog
+    from fiq_gym.retrieval import _warned
+
+    _warned.clear()
+    with pytest.warns(FallbackWarning) as caught:
+        env = FashionIQEnv(catalog=open_catalog(small_catalog_path))
+    messages = " ".join(str(w.message) for w in caught)
+    assert "thumbnails" in messages and "shown_attributes are zeros" in messages
+    assert "fiq-gym features extract" in messages
+    assert env.gallery.side_info_source == "none" and not env.gallery.side_info.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)  # once per catalog, not per env
+        FashionIQEnv(catalog=small_catalog_path)
+        labelled = FashionIQEnv(catalog=small_catalog_path, side_info="labels")
+    assert labelled.gallery.side_info_source == "labels"
+    np.testing.assert_array_equal(
+        labelled.gallery.side_info, np.asarray(labelled.catalog.labels, dtype=np.float32)
+    )

@@ -14,7 +14,7 @@ from fiq_gym.agents import RandomAgent
 from fiq_gym.envs import FashionIQEnv
 from fiq_gym.evaluation import EvaluationSet, RetrievalAgent, evaluate
 
-ENV = "fiq_gym/FashionIQ-v0"
+ENV = "fiq_gym/FashionIQ-v1"
 
 
 class ShowsKnownTargets:
@@ -104,3 +104,11 @@ def test_evaluation_refuses_lookahead(small_catalog_path):
     agent = RandomAgent(gym.spaces.Discrete(300))
     with pytest.raises(ValueError, match="refuses lookahead=True"):
         evaluate(agent, ENV, 4, catalog=small_catalog_path, lookahead=True)
+
+
+def test_evaluate_keeps_the_given_name(small_catalog_path):
+    env = FashionIQEnv(catalog=small_catalog_path)
+    agent = RandomAgent.for_env(env, seed=0)
+    result = evaluate(agent, ENV, episodes=4, num_envs=4, name="mine", catalog=small_catalog_path)
+    assert result.agent == "mine"
+    assert evaluate(agent, ENV, episodes=4, num_envs=4, catalog=small_catalog_path).agent == "RandomAgent"

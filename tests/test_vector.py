@@ -8,6 +8,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import fiq_gym  # noqa: F401
+from fiq_gym.dialog import OBSERVATION_KEYS, OPTIONAL_KEYS
 from fiq_gym.envs import ENV_IDS, FashionIQEnv, FashionIQVectorEnv
 from fiq_gym.envs.sb3 import SB3VecEnvAdapter, make_sb3_vec_env
 
@@ -33,22 +34,34 @@ def test_make_vec_uses_the_native_vector_env(env_id, small_catalog_path):
 
 
 @pytest.mark.parametrize("action_mode", ["index", "query", "scores"])
-@pytest.mark.parametrize("reward", ["percentile", "delta"])
-def test_sub_env_k_matches_a_single_env_seeded_alike(small_catalog_path, action_mode, reward):
+@pytest.mark.parametrize(
+    ("reward", "keys"),
+    [
+        ("percentile", None),  # the default keys: v0's plus the dialog history
+        ("delta", None),
+        ("success", OBSERVATION_KEYS + OPTIONAL_KEYS),
+        ("reciprocal_rank", ("history_captions", "history_mask", "shown_mask")),
+    ],
+)
+def test_sub_env_k_matches_a_single_env_seeded_alike(small_catalog_path, action_mode, reward, keys):
     n, seed, steps = 5, 11, 14  # long enough for several autoresets
-    venv = FashionIQVectorEnv(
-        n, catalog=small_catalog_path, action_mode=action_mode, reward=reward, max_turns=3
-    )
-    singles = [
-        FashionIQEnv(catalog=small_catalog_path, action_mode=action_mode, reward=reward, max_turns=3)
-        for _ in range(n)
-    ]
+    kwargs = {
+        "catalog": small_catalog_path,
+        "action_mode": action_mode,
+        "reward": reward,
+        "max_turns": 3,
+        "observation_keys": keys,
+    }
+    venv = FashionIQVectorEnv(n, **kwargs)
+    singles = [FashionIQEnv(**kwargs) for _ in range(n)]
+    assert venv.single_observation_space == singles[0].observation_space
     rng = np.random.default_rng(0)
     dim = venv.single_action_space.shape[0] if action_mode != "index" else 0
     vobs, vinfo = venv.reset(seed=seed)
     sresults = [env.reset(seed=seed + k) for k, env in enumerate(singles)]
     for k in range(n):
-        np.testing.assert_array_equal(vobs["caption"][k], sresults[k][0]["caption"])
+        for key in sresults[k][0]:
+            np.testing.assert_array_equal(vobs[key][k], sresults[k][0][key], err_msg=key)
         assert vinfo["caption"][k] == sresults[k][1]["caption"]
     needs_reset = np.zeros(n, dtype=bool)
     autoresets = 0
@@ -124,7 +137,7 @@ def test_vector_render(small_catalog_path):
 
 
 def test_sb3_adapter_follows_sb3_conventions(small_catalog_path):
-    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v0", num_envs=3, catalog=small_catalog_path, max_turns=2)
+    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v1", num_envs=3, catalog=small_catalog_path, max_turns=2)
     assert isinstance(vec, SB3VecEnvAdapter)
     vec.seed(0)
     obs = vec.reset()
@@ -168,9 +181,22 @@ def test_ppo_trains_on_the_adapter(small_catalog_path):
     from stable_baselines3 import PPO
 
     vec = make_sb3_vec_env(
-        "fiq_gym/FashionIQ-v0", num_envs=4, catalog=small_catalog_path, action_mode="query"
+        "fiq_gym/FashionIQ-v1", num_envs=4, catalog=small_catalog_path, action_mode="query"
     )
     model = PPO("MultiInputPolicy", vec, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=128)
     action, _ = model.predict(vec.reset(), deterministic=True)
     assert action.shape == (4, vec.action_space.shape[0])
+
+
+def test_v0_vector_env_warns_and_keeps_the_v0_spaces(small_catalog_path):
+    with pytest.warns(DeprecationWarning, match="use the -v1 ids"):
+        envs = gym.make_vec(
+            "fiq_gym/FashionIQ-v0",
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+            catalog=small_catalog_path,
+        )
+    assert isinstance(envs.single_observation_space["caption"], gym.spaces.Box)
+    assert "history_mask" not in envs.single_observation_space.spaces
+    assert envs.unwrapped.config.version == 0 and envs.unwrapped.config.max_turns == 5

@@ -28,6 +28,20 @@ def _catalog_build(args: argparse.Namespace) -> int:
     catalog = build_synthetic_catalog(
         out, size=args.size, seed=args.seed, image_size=args.image_size, overwrite=args.overwrite
     )
+    if not args.no_features:
+        from fiq_gym.catalog.storage import open_catalog
+        from fiq_gym.features.default_network import attach_default_features, default_network_fits
+
+        if default_network_fits(out):
+            attach_default_features(out)
+            catalog = open_catalog(out)
+        else:
+            print(
+                f"no features: the shipped attribute network reads 64x64 images, not {args.image_size}x"
+                f"{args.image_size}; train one with `fiq-gym features train {out} --out DIR`, then "
+                f"`fiq-gym features extract {out} --checkpoint DIR`",
+                file=sys.stderr,
+            )
     print(f"wrote {catalog!r} to {out}")
     return 0
 
@@ -62,6 +76,7 @@ TRAINERS = {
     "policy-improvement": "fiq_gym.agents.policy_improvement",
     "ppo": "fiq_gym.agents.ppo",
     "single-shot": "fiq_gym.agents.single_shot",
+    "recurrent-reinforce": "fiq_gym.agents.recurrent_reinforce",
 }
 
 
@@ -116,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--out", help="output directory (default: the cache folder, see FIQ_GYM_CACHE)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing directory")
+    build.add_argument(
+        "--no-features",
+        action="store_true",
+        help="skip extracting features and attribute scores with the shipped network (the default does it)",
+    )
     build.set_defaults(func=_catalog_build)
 
     show = catalog_sub.add_parser("show", help="write a contact-sheet PNG of sampled items")

@@ -1,4 +1,4 @@
-"""``fiq-gym features train`` and ``fiq-gym features extract``.
+"""``fiq-gym features train``, ``fiq-gym features extract`` and ``fiq-gym features prune``.
 
 Only argparse here: torch and the network load when a command runs, so ``fiq-gym --help``
 stays instant.
@@ -54,6 +54,22 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from fiq_gym.features.prune import prune_checkpoint
+
+    result = prune_checkpoint(args.checkpoint, args.catalog, args.out, min_active=args.min_active)
+    dropped = result.feature_dim_before - len(result.kept)
+    print(
+        f"kept {len(result.kept)} of {result.feature_dim_before} feature units ({dropped} fired on at most "
+        f"{args.min_active:.2%} of the images); wrote {result.path}"
+    )
+    print(
+        "models trained on the old features: `fiq-gym user narrow --features "
+        f"{result.path} --checkpoint OLD --out NEW` drops the same inputs"
+    )
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Add the ``features`` command group to the ``fiq-gym`` subparsers ``sub``."""
     features = sub.add_parser(
@@ -95,4 +111,26 @@ def add_commands(sub: Any) -> None:
     extract.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     extract.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: all cores)")
     extract.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    prune = group.add_parser(
+        "prune",
+        help="drop the dead units of an attribute network's feature layer",
+        description=(
+            "Measure how often each feature unit fires on the images of the given catalogs and "
+            "write a checkpoint without the units that (almost) never do: smaller features, the "
+            "same attribute predictions. Extract features with the new checkpoint afterwards."
+        ),
+    )
+    prune.add_argument("--checkpoint", help="attribute-network checkpoint (default: the shipped one)")
+    prune.add_argument(
+        "--catalog", action="append", required=True, help="catalog whose images decide (repeatable)"
+    )
+    prune.add_argument("--out", required=True, help="directory for the pruned checkpoint")
+    prune.add_argument(
+        "--min-active",
+        type=float,
+        default=1e-3,
+        help="drop units active on at most this fraction of the images (default 0.001)",
+    )
+    prune.set_defaults(func=_prune)
     extract.set_defaults(func=_extract)

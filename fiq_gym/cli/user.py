@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from fiq_gym.arguments import add_dataclass_arguments
@@ -69,8 +70,26 @@ def _caption(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _narrow(ns: argparse.Namespace) -> int:
+    from fiq_gym.jsonfile import read_json
+    from fiq_gym.users.transformer.narrow import narrow_captioner
+
+    config = Path(ns.features) / "config.json"
+    record = read_json(config, ValueError, "pass a checkpoint written by `fiq-gym features prune`")
+    pruned = (record.get("training") or {}).get("pruned") if isinstance(record, dict) else None
+    if not isinstance(pruned, dict) or "kept_units" not in pruned:
+        raise ValueError(
+            f"{config} records no pruning: pass a checkpoint written by `fiq-gym features prune`"
+        )
+    out = narrow_captioner(
+        ns.checkpoint, pruned["kept_units"], ns.out, feature_weights=record.get("weights_sha256")
+    )
+    print(f"wrote a captioner reading {len(pruned['kept_units'])}-dim features to {out}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``fiq-gym user train`` and ``fiq-gym user caption`` to the CLI's subparsers."""
+    """Add ``fiq-gym user train``, ``caption`` and ``narrow`` to the CLI's subparsers."""
     user = sub.add_parser("user", help="train and try the transformer shopper (relative captioner)")
     user_sub = user.add_subparsers(dest="user_command", required=True)
 
@@ -100,3 +119,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     caption.add_argument("--seed", type=seed, default=0)
     caption.add_argument("--decoding", choices=("greedy", "sample", "beam"), default="sample")
     caption.set_defaults(func=_caption)
+
+    narrow = user_sub.add_parser(
+        "narrow",
+        help="fit a captioner to a pruned attribute network's features (no retraining)",
+        description="Drop the captioner's inputs for the feature units `fiq-gym features prune` "
+        "removed (they were zero on the training images, so nothing it computes changes).",
+    )
+    narrow.add_argument("--features", required=True, help="the pruned attribute-network checkpoint")
+    narrow.add_argument("--checkpoint", help="captioner directory (default: the shipped checkpoint)")
+    narrow.add_argument("--out", required=True, help="directory for the narrowed captioner")
+    narrow.set_defaults(func=_narrow)

@@ -196,12 +196,12 @@ def export_default_agent(checkpoint: str | os.PathLike, out: str | os.PathLike =
     checkpoint = Path(checkpoint)
     net, meta = load_checkpoint(checkpoint)
     args = meta.get("args", {})
-    if (
-        args.get("catalog") is not None
-        or args.get("env_id", "fiq_gym/FashionIQ-v0") != "fiq_gym/FashionIQ-v0"
+    if args.get("catalog") is not None or args.get("env_id", "fiq_gym/FashionIQ-v0") not in (
+        "fiq_gym/FashionIQ-v0",
+        "fiq_gym/FashionIQ-v1",
     ):
         raise ValueError(
-            f"{checkpoint} was not trained on the default catalog with fiq_gym/FashionIQ-v0 "
+            f"{checkpoint} was not trained on the default catalog with fiq_gym/FashionIQ-v1 "
             f"(catalog={args.get('catalog')!r}, env_id={args.get('env_id')!r})"
         )
     catalog = resolve_catalog(None)

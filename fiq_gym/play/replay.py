@@ -118,6 +118,7 @@ def evaluate_recorded(
         tokenizer=play.tokenizer,
         action_mode=play.action_mode,
         max_turns=play.max_turns,
+        max_episode_steps=play.max_turns,
     )
     try:
         retriever = play.make(env)

@@ -89,6 +89,7 @@ class PlaySession:
             tokenizer=agent.tokenizer,
             action_mode=agent.action_mode,
             max_turns=agent.max_turns,
+            max_episode_steps=agent.max_turns,
         )
         self.retriever = agent.make(self.env)
         inner = self.env.unwrapped
