@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from fiq_gym.agents.checkpoint import load_agent
-from fiq_gym.evaluation import EvaluationResult, evaluate
+from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["evaluate_checkpoint"]
 

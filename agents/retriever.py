@@ -38,8 +38,9 @@ from fiq_gym.checkpoint import (
     versions,
     write_training_state,
 )
+from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.errors import CheckpointError
-from fiq_gym.evaluation import EvaluationResult, evaluate
+from fiq_gym.evaluation import EvaluationResult
 from fiq_gym.retrieval import RetrievalTables
 
 __all__ = [

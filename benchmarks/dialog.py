@@ -33,7 +33,8 @@ import numpy as np
 
 import fiq_gym
 from fiq_gym._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet, evaluate
+from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet
 
 __all__ = ["AGENTS", "PRESETS", "Preset", "main", "run_benchmark"]
 

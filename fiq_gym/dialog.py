@@ -382,16 +382,30 @@ class DialogBatch:
         shown: np.ndarray | None = None,
     ) -> Transition:
         """Start new dialogs in ``rows``: draw a target and a different first item from each
-        row's generator unless given."""
+        row's generator unless given. A given target equal to a given first item is refused."""
         rows = np.asarray(rows, dtype=np.int64)
         n = self.tables.num_items
+        if targets is not None and shown is not None:
+            same = np.flatnonzero(np.asarray(targets) == np.asarray(shown))
+            if len(same):
+                raise ValueError(
+                    f"reset options give target == shown (item {targets[same[0]]}): "
+                    "the first item shown must differ from the target; pick another first item"
+                )
         drawn_t = np.empty(len(rows), dtype=np.int64)
         drawn_s = np.empty(len(rows), dtype=np.int64)
         for k, rng in enumerate(rngs):
             # Draw both always, so fixing one in ``options`` does not shift the other stream.
             t = int(rng.integers(n))
             s = int(rng.integers(n - 1))
-            drawn_t[k] = t if targets is None else targets[k]
+            if targets is not None:
+                drawn_t[k] = targets[k]
+            elif shown is not None and t == shown[k]:
+                # Only the first item is given and the drawn target is that item: take the
+                # target uniformly from the other items instead (the second draw).
+                drawn_t[k] = s + (s >= shown[k])
+            else:
+                drawn_t[k] = t
             drawn_s[k] = s + (s >= drawn_t[k]) if shown is None else shown[k]
         self.target[rows] = drawn_t
         self.shown[rows] = drawn_s

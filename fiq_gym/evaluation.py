@@ -1,9 +1,14 @@
-"""Evaluate a retriever on a fixed set of dialogs: per-turn R@K, rank percentile, success.
+"""Evaluation data: fixed dialog sets, per-turn R@K, rank percentile, success, and what an
+evaluated agent may see.
 
 Like the papers' fixed first-candidate files, an :class:`EvaluationSet` pins each episode's
 target and first shown item, is generated from a seed and can be saved, so every agent is
-compared on the same dialogs. :func:`evaluate` drives the native vector env (one batched
-step for many dialogs) and refuses environments with a training-only opt-in switched on.
+compared on the same dialogs. :class:`EvaluationDialogs` plays a set on a native vector env
+and hands agents only observations and :func:`public_info`; :func:`play_dialogs` is the
+agent's side. The harness that builds the environments, in this process or sealed in
+another, is :func:`fiq_gym.envs.evaluation.evaluate` (it builds environments, so it lives in
+the envs layer; this module is core and never constructs one except in the deprecated
+:func:`evaluate`, through Gymnasium's registry as before).
 
 Agents follow the batched :class:`RetrievalAgent` protocol (see ``fiq_gym.agents``).
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +31,18 @@ from fiq_gym._atomic import atomic_write_json, atomic_write_text
 from fiq_gym.jsonfile import read_json
 from fiq_gym.metrics import rank_percentile
 
-__all__ = ["EvaluationResult", "EvaluationSet", "RetrievalAgent", "evaluate"]
+__all__ = [
+    "PUBLIC_INFO_KEYS",
+    "EvaluationDialogs",
+    "EvaluationResult",
+    "EvaluationSet",
+    "PublicInfo",
+    "RetrievalAgent",
+    "compare",
+    "evaluate_in_process",
+    "play_dialogs",
+    "public_info",
+]
 
 RECALL_KS = (1, 5, 10, 50)
 
@@ -60,6 +77,12 @@ class EvaluationSet:
             )
         if t.min() < 0 or s.min() < 0 or max(t.max(), s.max()) >= self.num_items:
             raise ValueError(f"evaluation indices must lie in [0, {self.num_items - 1}]")
+        same = np.flatnonzero(t == s)
+        if len(same):
+            raise ValueError(
+                f"evaluation dialog {same[0]} starts by showing its target (item {t[same[0]]}): "
+                "every first item must differ from its target; regenerate the set"
+            )
         object.__setattr__(self, "targets", t)
         object.__setattr__(self, "shown", s)
 
@@ -201,13 +224,153 @@ class EvaluationResult:
         return Path(path)
 
 
-def _training_opt_in(env: Any) -> str | None:
+TRAINING_OPT_INS = ("expose_target", "lookahead")
+
+# What an evaluated agent may read in ``info``: never rank, percentile or reward, which give
+# the target away together with the gallery (see docs/agents.md, "Threat model").
+PUBLIC_INFO_KEYS = ("caption", "shown", "turn", "is_success")
+
+
+class PublicInfo(dict):
+    """The filtered ``info`` an evaluated agent gets: caption text, shown item, turn and
+    whether the dialog ended in success; asking for anything else names the rule."""
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(
+            f"info[{key!r}] is withheld during evaluation: agents read only {list(PUBLIC_INFO_KEYS)} "
+            "(rank, percentile and reward reveal the target; see docs/agents.md, 'Threat model')"
+        )
+
+
+def public_info(info: dict[str, Any]) -> PublicInfo:
+    """The keys of a (vector) env's ``info`` that an evaluated agent may read, copied."""
+    return PublicInfo({k: np.array(info[k], copy=True) for k in PUBLIC_INFO_KEYS if k in info})
+
+
+def training_opt_in(env: Any) -> str | None:
     """The name of a training-only opt-in the env has switched on, if any."""
     config = getattr(getattr(env, "unwrapped", env), "config", None)
-    for name in ("expose_target", "lookahead"):
+    for name in TRAINING_OPT_INS:
         if getattr(config, name, False):
             return name
     return None
+
+
+def refuse_training_opt_ins(env_kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if the env arguments switch on a training-only opt-in."""
+    for name in TRAINING_OPT_INS:
+        if env_kwargs.get(name):
+            raise ValueError(
+                f"evaluate() refuses {name}=True: a training-only opt-in that reveals the target"
+            )
+
+
+class EvaluationDialogs:
+    """The environment side of an evaluation: plays ``eval_set`` on a native vector env in
+    batches of ``num_envs`` and keeps the ranks to itself.
+
+    What it hands out (observations and :func:`public_info`) is all an agent may see, so
+    the in-process harness and the sealed one (this object in a child process) give agents
+    the same data. Ranks leave it only through :meth:`result`, after the last dialog.
+    """
+
+    def __init__(self, venv: gym.vector.VectorEnv, eval_set: EvaluationSet, seed: int) -> None:
+        opt_in = training_opt_in(venv)
+        if opt_in:
+            raise ValueError(
+                f"evaluate() refuses an environment with {opt_in}=True: a training-only opt-in that reveals the target"
+            )
+        inner = venv.unwrapped
+        self.num_items = int(inner.num_items)
+        if eval_set.num_items != self.num_items:
+            raise ValueError(
+                f"the evaluation set was made for {eval_set.num_items} items, the env has {self.num_items}"
+            )
+        self._venv, self._set, self._seed = venv, eval_set, seed
+        self.num_envs = int(venv.num_envs)
+        self.turns = int(inner.config.max_turns)
+        self.num_batches = -(-len(eval_set) // self.num_envs)
+        self._ranks = np.zeros((len(eval_set), self.turns + 1), dtype=np.int64)
+        self._success_turn = np.full(len(eval_set), -1, dtype=np.int64)
+        self._idx = np.zeros(0, dtype=np.int64)
+        self._active = np.zeros(self.num_envs, dtype=bool)
+        self._turn = 0
+
+    def reset(self, batch: int) -> tuple[dict[str, np.ndarray], PublicInfo]:
+        """Start batch ``batch`` of the set; return its first observations."""
+        b, start = self.num_envs, batch * self.num_envs
+        self._idx = np.arange(start, min(start + b, len(self._set)))
+        pad = np.resize(self._idx, b)  # fill the last batch by repeating; extra rows are ignored
+        obs, info = self._venv.reset(
+            seed=self._seed + start, options={"target": self._set.targets[pad], "shown": self._set.shown[pad]}
+        )
+        if "target" in info:
+            raise ValueError("evaluate() refuses an environment whose info reveals the target")
+        self._ranks[self._idx, 0] = info["rank"][: len(self._idx)]
+        self._active = np.ones(b, dtype=bool)
+        self._turn = 0
+        return obs, public_info(info)
+
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], PublicInfo, bool]:
+        """One turn of the batch; the flag says whether the batch is over."""
+        idx, n = self._idx, len(self._idx)
+        obs, _, terminated, truncated, info = self._venv.step(actions)
+        self._turn += 1
+        t = self._turn
+        live = self._active[:n]
+        self._ranks[idx[live], t] = info["rank"][:n][live]
+        hit = terminated[:n] & live
+        self._success_turn[idx[hit]] = t
+        self._active &= ~(terminated | truncated)
+        done = t >= self.turns or not self._active.any()
+        if done:
+            # After success the dialog is over and the target counts as found.
+            for e in idx:
+                if self._success_turn[e] >= 0:
+                    self._ranks[e, self._success_turn[e] :] = 0
+        return obs, public_info(info), done
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ranks, success turns) of every dialog of the set."""
+        return self._ranks, self._success_turn
+
+
+def play_dialogs(agent: RetrievalAgent, dialogs: Any) -> None:
+    """The agent side of an evaluation: drive ``dialogs`` (an :class:`EvaluationDialogs`, or
+    its stand-in in another process) batch by batch. The agent sees nothing else."""
+    for batch in range(dialogs.num_batches):
+        obs, info = dialogs.reset(batch)
+        agent.reset(obs, info, np.ones(dialogs.num_envs, dtype=bool))
+        done = False
+        while not done:
+            obs, info, done = dialogs.step(agent.act(obs, info))
+
+
+def evaluate_in_process(
+    agent: RetrievalAgent,
+    venv: gym.vector.VectorEnv,
+    episodes: int | EvaluationSet,
+    seed: int,
+    name: str | None = None,
+    env_label: str | None = None,
+) -> EvaluationResult:
+    """Play an evaluation set with ``agent`` on ``venv`` in this process (unsealed: the agent
+    could reach the env object; use it to debug, publish with the sealed harness)."""
+    num_items = int(venv.unwrapped.num_items)
+    eval_set = (
+        episodes if isinstance(episodes, EvaluationSet) else EvaluationSet.generate(num_items, episodes, seed)
+    )
+    dialogs = EvaluationDialogs(venv, eval_set, seed)
+    play_dialogs(agent, dialogs)
+    ranks, success_turn = dialogs.result()
+    meta = {
+        "seed": seed,
+        "episodes": len(eval_set),
+        "max_turns": dialogs.turns,
+        "env": env_label or type(venv.unwrapped).__name__,
+        "sealed": False,
+    }
+    return EvaluationResult(name or type(agent).__name__, ranks, success_turn, num_items, meta)
 
 
 def evaluate(
@@ -220,84 +383,28 @@ def evaluate(
     name: str | None = None,
     **env_kwargs: Any,
 ) -> EvaluationResult:
-    """Run ``agent`` on a fixed evaluation set and return per-turn metrics.
-
-    Args:
-        agent: a :class:`RetrievalAgent` built for this env (same items in play).
-        env: a registered id (a native vector env of ``num_envs`` is made with
-            ``env_kwargs``), or a native vector env made by ``gym.make_vec``.
-        episodes: the number of episodes of a set generated from ``seed``, or a set.
-        seed: seeds the evaluation set and the env (the shopper's wording).
-    """
+    """Deprecated: use :func:`fiq_gym.envs.evaluation.evaluate`, which seals the environment
+    in another process by default. This in-process version stays for one release."""
+    warnings.warn(
+        "fiq_gym.evaluation.evaluate is deprecated and runs unsealed: use fiq_gym.envs.evaluation.evaluate "
+        "(sealed by default)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     if isinstance(env, str):
-        for opt_in in ("expose_target", "lookahead"):
-            if env_kwargs.get(opt_in):
-                raise ValueError(
-                    f"evaluate() refuses {opt_in}=True: a training-only opt-in that reveals the target"
-                )
+        refuse_training_opt_ins(env_kwargs)
         venv = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
-        owned = True
-    elif isinstance(env, gym.vector.VectorEnv):
+        try:
+            return evaluate_in_process(agent, venv, episodes, seed, name, env)
+        finally:
+            venv.close()
+    if isinstance(env, gym.vector.VectorEnv):
         if env_kwargs:
             raise ValueError("env_kwargs only apply when env is given by id")
-        venv, owned = env, False
-    else:
-        raise TypeError(
-            f"evaluate() takes an env id or a vector env made with gym.make_vec(..., vectorization_mode='vector_entry_point'), got {type(env).__name__}"
-        )
-    opt_in = _training_opt_in(venv)
-    if opt_in:
-        raise ValueError(
-            f"evaluate() refuses an environment with {opt_in}=True: a training-only opt-in that reveals the target"
-        )
-    inner = venv.unwrapped
-    num_items = int(inner.num_items)
-    eval_set = (
-        episodes if isinstance(episodes, EvaluationSet) else EvaluationSet.generate(num_items, episodes, seed)
+        return evaluate_in_process(agent, env, episodes, seed, name)
+    raise TypeError(
+        f"evaluate() takes an env id or a vector env made with gym.make_vec(..., vectorization_mode='vector_entry_point'), got {type(env).__name__}"
     )
-    if eval_set.num_items != num_items:
-        raise ValueError(
-            f"the evaluation set was made for {eval_set.num_items} items, the env has {num_items}"
-        )
-    b = venv.num_envs
-    turns = int(inner.config.max_turns)
-    ranks = np.zeros((len(eval_set), turns + 1), dtype=np.int64)
-    success_turn = np.full(len(eval_set), -1, dtype=np.int64)
-    try:
-        for start in range(0, len(eval_set), b):
-            idx = np.arange(start, min(start + b, len(eval_set)))
-            pad = np.resize(idx, b)  # fill the last batch by repeating; extra rows are ignored
-            obs, info = venv.reset(
-                seed=seed + start, options={"target": eval_set.targets[pad], "shown": eval_set.shown[pad]}
-            )
-            if "target" in info:
-                raise ValueError("evaluate() refuses an environment whose info reveals the target")
-            agent.reset(obs, info, np.ones(b, dtype=bool))
-            active = np.ones(b, dtype=bool)
-            ranks[idx, 0] = info["rank"][: len(idx)]
-            for t in range(1, turns + 1):
-                obs, _, terminated, truncated, info = venv.step(agent.act(obs, info))
-                live = active[: len(idx)]
-                ranks[idx[live], t] = info["rank"][: len(idx)][live]
-                hit = terminated[: len(idx)] & live
-                success_turn[idx[hit]] = t
-                active &= ~(terminated | truncated)
-                if not active.any():
-                    break
-            # After success the dialog is over and the target counts as found.
-            for e in idx:
-                if success_turn[e] >= 0:
-                    ranks[e, success_turn[e] :] = 0
-    finally:
-        if owned:
-            venv.close()
-    meta = {
-        "seed": seed,
-        "episodes": len(eval_set),
-        "max_turns": turns,
-        "env": env if isinstance(env, str) else type(inner).__name__,
-    }
-    return EvaluationResult(name or type(agent).__name__, ranks, success_turn, num_items, meta)
 
 
 def compare(results: Sequence[EvaluationResult], turn: int | None = None) -> str:

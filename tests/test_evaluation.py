@@ -12,7 +12,8 @@ import pytest
 import fiq_gym  # noqa: F401
 from fiq_gym.agents import RandomAgent
 from fiq_gym.envs import FashionIQEnv
-from fiq_gym.evaluation import EvaluationSet, RetrievalAgent, evaluate
+from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.evaluation import EvaluationSet, RetrievalAgent
 
 ENV = "fiq_gym/FashionIQ-v1"
 
