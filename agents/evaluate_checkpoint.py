@@ -18,12 +18,15 @@ def evaluate_checkpoint(
     seed: int = 0,
     catalog: str | None = None,
     num_envs: int = 64,
+    sealed: bool = True,
 ) -> EvaluationResult:
     """Rebuild the training env from the checkpoint's arguments (``catalog`` overrides its
-    catalog) and evaluate the agent on ``episodes`` fixed dialogs of ``seed``."""
+    catalog) and evaluate the agent on ``episodes`` fixed dialogs of ``seed``, sealed in
+    another process unless ``sealed=False`` (debugging)."""
     loaded = load_agent(checkpoint)
     envs = loaded.make_envs(min(num_envs, episodes), catalog=catalog)
     try:
-        return evaluate(loaded.make_agent(envs), envs, episodes=episodes, seed=seed, name=loaded.name)
+        agent = loaded.make_agent(envs)
+        return evaluate(agent, envs, episodes=episodes, seed=seed, name=loaded.name, sealed=sealed)
     finally:
         envs.close()

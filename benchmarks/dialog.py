@@ -111,6 +111,7 @@ class BenchmarkResult:
     records: list[Record] = field(default_factory=list)
     seconds: float = 0.0
     command: str = ""
+    sealed: bool = True
 
     def aggregate(self) -> list[dict[str, Any]]:
         """Mean and std over seeds per (agent, train user, eval user, turn)."""
@@ -273,6 +274,7 @@ def run_benchmark(
     max_turns: int = 5,
     progress: bool = True,
     command: str = "",
+    sealed: bool = True,
 ) -> BenchmarkResult:
     start = time.perf_counter()
     seeds = tuple(seeds if seeds is not None else preset.seeds)
@@ -282,7 +284,7 @@ def run_benchmark(
     if unknown:
         raise ValueError(f"unknown agents {unknown}; choose from {list(AGENTS)}")
     out.mkdir(parents=True, exist_ok=True)
-    result = BenchmarkResult(preset, command=command)
+    result = BenchmarkResult(preset, command=command, sealed=sealed)
     stages = [(u, s) for u in train_users for s in seeds]
     for k, (user, seed) in enumerate(stages, 1):
         if progress:
@@ -304,7 +306,7 @@ def run_benchmark(
                 )
                 try:
                     eval_set = _evaluation_set(out, envs.unwrapped.num_items, preset.episodes)
-                    evaluation = evaluate(agent, envs, eval_set, seed=seed, name=name)
+                    evaluation = evaluate(agent, envs, eval_set, seed=seed, name=name, sealed=sealed)
                 finally:
                     envs.close()
                 result.records.append(Record(name, user, eval_user, seed, evaluation))
@@ -386,6 +388,14 @@ def to_markdown(result: BenchmarkResult) -> str:
         f"Wall time: {result.seconds / 60:.1f} min; seeds {list(p.seeds)}; {p.episodes} evaluation episodes; "
         f"training: supervised {p.supervised_rounds} rounds x {p.num_envs} dialogs, policy gradient "
         f"{p.pg_rounds} rounds, policy improvement {p.mbpi_rounds} rounds, PPO {p.ppo_timesteps:,} steps.",
+        "",
+        "Evaluation: "
+        + (
+            "sealed harness (the environment runs in a separate process; agents see observations, caption, "
+            "shown item, turn and success only)."
+            if result.sealed
+            else "UNSEALED harness (debugging run: not for publication)."
+        ),
         "",
         "Ranks are 0-based among all catalog items; turn 0 is the first (random) item shown before the agent",
         "acts. Values are means over seeds (± std when there are several).",
@@ -491,6 +501,7 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
         {
             "preset": dataclasses.asdict(result.preset),
             "command": result.command,
+            "sealed": result.sealed,
             "seconds": result.seconds,
             "git_revision": _git_revision(),
             "versions": _versions(),
@@ -537,7 +548,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--publish", action="store_true", help="also write the reports to benchmarks/results/PRESET/"
     )
+    sealing = parser.add_mutually_exclusive_group()
+    sealing.add_argument(
+        "--sealed",
+        dest="sealed",
+        action="store_true",
+        default=True,
+        help="evaluate with the environment in a separate process (the default)",
+    )
+    sealing.add_argument(
+        "--unsealed",
+        dest="sealed",
+        action="store_false",
+        help="evaluate in this process, for debugging; --publish refuses it",
+    )
     args = parser.parse_args(argv)
+    if args.publish and not args.sealed:
+        parser.error("--publish needs the sealed harness: published tables never come from --unsealed runs")
     preset = PRESETS[args.preset or "quick"]
     command = "fiq-gym bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     result = run_benchmark(
@@ -550,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_users=args.eval_users,
         max_turns=args.turns,
         command=command.strip(),
+        sealed=args.sealed,
     )
     written = write_outputs(result, args.out / preset.name)
     if args.publish:

@@ -75,6 +75,8 @@ def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
         assert (run / name).exists(), name
     assert list((run / "runs").rglob("events.out.tfevents.*")), "every training run logs to TensorBoard"
     data = json.loads((run / "dialog.json").read_text())
+    assert data["sealed"] is True  # the benchmark evaluates with the sealed harness by default
+    assert "Evaluation: sealed harness" in (run / "dialog.md").read_text()
     table = parse_markdown_tables((run / "dialog.md").read_text())
     agents = {row["agent"] for row in data["aggregate"]}
     assert agents == {"random", "supervised", "policy-gradient", "policy-improvement", "ppo"}

@@ -33,7 +33,9 @@ ITEMS = 300  # the small catalog
 
 
 def make_venv(catalog, num_envs=64, **kwargs):
-    return gym.make_vec(ENV, num_envs=num_envs, vectorization_mode="vector_entry_point", catalog=catalog, **kwargs)
+    return gym.make_vec(
+        ENV, num_envs=num_envs, vectorization_mode="vector_entry_point", catalog=catalog, **kwargs
+    )
 
 
 def success_at_turn_1(result) -> float:
@@ -201,6 +203,39 @@ def test_a_retriever_in_scores_mode_gives_identical_results_sealed_and_unsealed(
     np.testing.assert_array_equal(sealed.ranks, unsealed.ranks)
     assert sealed.ranks.shape == (80, 4)
     venv.close()
+
+
+def test_fiq_gym_eval_is_sealed_by_default_and_unsealed_gives_the_same_numbers(
+    small_agent_checkpoint, tmp_path, capsys
+):
+    import json
+
+    from fiq_gym.cli import main
+
+    assert (
+        main(["eval", str(small_agent_checkpoint), "--episodes", "24", "--out", str(tmp_path / "s.json")])
+        == 0
+    )
+    args = [
+        "eval",
+        str(small_agent_checkpoint),
+        "--episodes",
+        "24",
+        "--unsealed",
+        "--out",
+        str(tmp_path / "u.json"),
+    ]
+    assert main(args) == 0
+    sealed, unsealed = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "su")
+    assert sealed["meta"]["sealed"] is True and unsealed["meta"]["sealed"] is False
+    assert sealed["per_turn"] == unsealed["per_turn"]
+
+
+def test_bench_refuses_to_publish_an_unsealed_run():
+    from fiq_gym.benchmarks.dialog import main
+
+    with pytest.raises(SystemExit):
+        main(["--preset", "tiny", "--unsealed", "--publish"])
 
 
 # --- the child process ---------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def _eval(args: argparse.Namespace) -> int:
     from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
 
     result = evaluate_checkpoint(
-        args.checkpoint, episodes=args.episodes, seed=args.seed, catalog=args.catalog
+        args.checkpoint, episodes=args.episodes, seed=args.seed, catalog=args.catalog, sealed=args.sealed
     )
     print(result)
     if args.out:
@@ -184,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--seed", type=seed, default=0)
     evaluation.add_argument("--catalog", help="catalog directory (default: the one the agent was trained on)")
     evaluation.add_argument("--out", help="also write the per-turn metrics as JSON here")
+    sealing = evaluation.add_mutually_exclusive_group()
+    sealing.add_argument(
+        "--sealed",
+        dest="sealed",
+        action="store_true",
+        default=True,
+        help="run the environment in a separate process, out of the agent's reach (the default)",
+    )
+    sealing.add_argument(
+        "--unsealed",
+        dest="sealed",
+        action="store_false",
+        help="run the environment in this process, for debugging (same results for an honest agent)",
+    )
     evaluation.set_defaults(func=_eval)
 
     # --- subcommands defined next to their code (one line each) ---
