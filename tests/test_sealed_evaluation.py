@@ -1,14 +1,13 @@
 """Honest evaluation (issue 13): cheating agents, the sealed harness, target == shown.
 
-Each cheating agent is first shown to work where it can reach the environment, so the tests
-that it scores like the random agent under the sealed harness would fail if sealing broke.
+Each cheating agent (from the sealed-evaluation benchmark) is first shown to work where it
+can reach the environment, so the tests that it scores like the random agent under the
+sealed harness would fail if sealing broke.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -23,6 +22,13 @@ from gymnasium.utils import seeding
 
 import fiq_gym  # noqa: F401
 from fiq_gym.agents import RandomAgent
+from fiq_gym.benchmarks.sealed_evaluation import (
+    CopiesGenerators,
+    DeepCopiesEnv,
+    OpensUnwrapped,
+    PicklesEnv,
+    ReadsRankAndGallery,
+)
 from fiq_gym.envs import FashionIQEnv
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.evaluation import PUBLIC_INFO_KEYS, EvaluationSet
@@ -40,63 +46,6 @@ def make_venv(catalog, num_envs=64, **kwargs):
 
 def success_at_turn_1(result) -> float:
     return result.per_turn()[1]["success_rate"]
-
-
-# --- cheating agents ---------------------------------------------------------------------------
-
-
-class ReadsRankAndGallery:
-    """Sorts the gallery by similarity to the shown item and shows the item whose rank equals
-    ``info["rank"]``: in index mode one candidate is left, the target."""
-
-    def __init__(self, venv):
-        self.features = np.asarray(venv.unwrapped.gallery.features)
-
-    def reset(self, observation, info, mask):
-        pass
-
-    def act(self, observation, info):
-        shown, rank = np.atleast_1d(info["shown"]), np.atleast_1d(info["rank"])
-        actions = np.empty(len(shown), dtype=np.int64)
-        for k, (s, r) in enumerate(zip(shown, rank, strict=True)):
-            sims = self.features @ self.features[s]
-            ranks = (sims[None, :] >= sims[:, None]).sum(axis=1) - 1  # ties count against
-            candidates = np.flatnonzero(ranks == r)
-            candidates = candidates[candidates != s]
-            actions[k] = candidates[0] if len(candidates) else s
-        return actions
-
-
-class OpensUnwrapped:
-    """Reads the target from the env's private dialog state."""
-
-    def __init__(self, venv):
-        self.venv = venv
-
-    def reset(self, observation, info, mask):
-        pass
-
-    def act(self, observation, info):
-        return self.venv.unwrapped._dialog.target.copy()
-
-
-class PicklesEnv(OpensUnwrapped):
-    def act(self, observation, info):
-        return pickle.loads(pickle.dumps(self.venv.unwrapped))._dialog.target.copy()
-
-
-class DeepCopiesEnv(OpensUnwrapped):
-    def act(self, observation, info):
-        return copy.deepcopy(self.venv.unwrapped)._dialog.target.copy()
-
-
-class CopiesGenerators(OpensUnwrapped):
-    """Predicts the target the next reset draws from a copy of each sub-env's generator."""
-
-    def act(self, observation, info):
-        n = self.venv.unwrapped.num_items
-        gens = self.venv.unwrapped.np_random_generators
-        return np.array([copy.deepcopy(g).integers(n) for g in gens], dtype=np.int64)
 
 
 @pytest.fixture(scope="module")
@@ -378,3 +327,24 @@ def test_a_drawn_target_never_equals_a_given_first_item(small_catalog_path):
         other = (clash + 1) % env.num_items
         _, info = env.reset(seed=seed, options={"shown": other})
         assert info["target"] == clash
+
+
+def test_sealed_evaluation_benchmark_writes_its_report(small_catalog_path, tmp_path):
+    from fiq_gym.benchmarks.sealed_evaluation import main
+
+    args = [
+        "--catalog",
+        str(small_catalog_path),
+        "--episodes",
+        "64",
+        "--cheat-episodes",
+        "64",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    text = (tmp_path / "sealed_evaluation.md").read_text()
+    assert "Git revision:" in text and "Machine:" in text and "Command: `python -m" in text
+    assert "| retriever (scores) | 64 |" in text
+    assert "| opens env.unwrapped | 1.000 |" in text  # unsealed it wins...
+    assert "| reads info['rank'] + gallery | refused: info['rank'] is withheld" in text

@@ -1,0 +1,298 @@
+"""What the sealed evaluation harness costs, and what it stops.
+
+    python -m fiq_gym.benchmarks.sealed_evaluation             # default catalog; writes results/
+    python -m fiq_gym.benchmarks.sealed_evaluation --catalog DIR --episodes 200 --out /tmp/sealed
+
+Overhead: episodes per second of :func:`fiq_gym.envs.evaluation.evaluate` sealed (the
+environment in a child process) and unsealed (in this process), same agent, same evaluation
+set, 64 parallel dialogs, one run each on one machine. Both start from an env the caller has
+already built, as ``fiq-gym bench`` does; sealed, the child builds its own, and the time until
+it is ready is reported apart from the time spent playing the dialogs.
+
+Integrity: each cheating agent's success rate at turn 1 (the random agent: about 1/N) under
+both harnesses, on fresh env objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import pickle
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import fiq_gym  # noqa: F401 - registers the ids
+from fiq_gym._atomic import atomic_write_text
+from fiq_gym.envs.evaluation import SealedDialogs, evaluate
+from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
+
+__all__ = ["CHEATS", "main", "measure_overhead", "score_cheats"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ENV = "fiq_gym/FashionIQ-v0"
+
+
+# --- cheating agents: each one would find the target if it could reach the environment -----------
+
+
+class ReadsRankAndGallery:
+    """Sorts the gallery by similarity to the shown item and shows the item whose rank equals
+    ``info["rank"]``: in ``index`` mode that leaves one candidate, the target."""
+
+    def __init__(self, venv: gym.vector.VectorEnv) -> None:
+        self.features = np.asarray(venv.unwrapped.gallery.features)
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        pass
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        shown, rank = np.atleast_1d(info["shown"]), np.atleast_1d(info["rank"])
+        actions = np.empty(len(shown), dtype=np.int64)
+        for k, (s, r) in enumerate(zip(shown, rank, strict=True)):
+            sims = self.features @ self.features[s]
+            # An item's rank: the other items scoring at least as high (ties count against it).
+            order = np.sort(sims)
+            ranks = len(sims) - np.searchsorted(order, sims, side="left") - 1
+            candidates = np.flatnonzero(ranks == r)
+            candidates = candidates[candidates != s]
+            actions[k] = candidates[0] if len(candidates) else s
+        return actions
+
+
+class OpensUnwrapped:
+    """Reads the target from the env's private dialog state."""
+
+    def __init__(self, venv: gym.vector.VectorEnv) -> None:
+        self.venv = venv
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        pass
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        return self.venv.unwrapped._dialog.target.copy()
+
+
+class PicklesEnv(OpensUnwrapped):
+    """Reads the target from a pickled and unpickled copy of the env."""
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        return pickle.loads(pickle.dumps(self.venv.unwrapped))._dialog.target.copy()
+
+
+class DeepCopiesEnv(OpensUnwrapped):
+    """Reads the target from a deep copy of the env."""
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        return copy.deepcopy(self.venv.unwrapped)._dialog.target.copy()
+
+
+class CopiesGenerators(OpensUnwrapped):
+    """Shows the target the next reset would draw, from a copy of each sub-env's generator."""
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        n = self.venv.unwrapped.num_items
+        gens = self.venv.unwrapped.np_random_generators
+        return np.array([copy.deepcopy(g).integers(n) for g in gens], dtype=np.int64)
+
+
+#: name -> agent factory taking the vector env the caller built.
+CHEATS: dict[str, Callable[[gym.vector.VectorEnv], Any]] = {
+    "reads info['rank'] + gallery": ReadsRankAndGallery,
+    "opens env.unwrapped": OpensUnwrapped,
+    "pickles the env": PicklesEnv,
+    "deep-copies the env": DeepCopiesEnv,
+    "copies the generators": CopiesGenerators,
+}
+
+
+def _random_agent(venv: gym.vector.VectorEnv) -> Any:
+    from fiq_gym.agents import RandomAgent
+
+    return RandomAgent.for_env(venv, seed=0)
+
+
+def _retriever_agent(venv: gym.vector.VectorEnv) -> Any:
+    """The supervised retriever's network (fresh weights: the same work per turn as trained)."""
+    import torch
+
+    from fiq_gym.agents.retriever import RetrieverAgent, RetrieverConfig, RetrieverNet
+
+    inner = venv.unwrapped
+    torch.manual_seed(0)
+    net = RetrieverNet(
+        RetrieverConfig(
+            vocab_size=inner.tokenizer.vocab_size,
+            feature_dim=inner.gallery.feature_dim,
+            attribute_dim=inner.gallery.side_info.shape[1],
+            num_items=inner.num_items,
+        )
+    )
+    return RetrieverAgent(net, inner.gallery)
+
+
+AGENTS = {
+    "retriever (scores)": ("scores", _retriever_agent),
+    "random (index)": ("index", _random_agent),
+}
+
+
+@dataclass(frozen=True)
+class Overhead:
+    agent: str
+    episodes: int
+    unsealed_seconds: float
+    sealed_start_seconds: float  # until the child process has built its env and answered
+    sealed_play_seconds: float  # the dialogs themselves
+
+    @property
+    def sealed_seconds(self) -> float:
+        return self.sealed_start_seconds + self.sealed_play_seconds
+
+
+def _make(catalog: str | None, num_envs: int, action_mode: str) -> gym.vector.VectorEnv:
+    return gym.make_vec(
+        ENV,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        catalog=catalog,
+        action_mode=action_mode,
+    )
+
+
+def measure_overhead(
+    catalog: str | None, episodes: int, num_envs: int = 64, seed: int = 0, torch_threads: int = 1
+) -> list[Overhead]:
+    """One unsealed and one sealed run per agent, on the same evaluation set; checks that
+    both give the same ranks."""
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    out = []
+    for name, (mode, factory) in AGENTS.items():
+        venv = _make(catalog, num_envs, mode)
+        eval_set = EvaluationSet.generate(venv.unwrapped.num_items, episodes, seed=2021)
+        start = time.perf_counter()
+        unsealed = evaluate_in_process(factory(venv), venv, eval_set, seed)
+        unsealed_seconds = time.perf_counter() - start
+        agent = factory(venv)
+        start = time.perf_counter()
+        with SealedDialogs(
+            ENV, {"catalog": catalog, "action_mode": mode}, num_envs, eval_set, seed
+        ) as dialogs:
+            ready = time.perf_counter()
+            play_dialogs(agent, dialogs)
+            ranks, _ = dialogs.result()
+        end = time.perf_counter()
+        venv.close()
+        if not np.array_equal(ranks, unsealed.ranks):
+            raise RuntimeError(f"{name}: the sealed and unsealed harnesses disagree; this is a bug")
+        out.append(Overhead(name, episodes, unsealed_seconds, ready - start, end - ready))
+    return out
+
+
+def score_cheats(
+    catalog: str | None, episodes: int, num_envs: int = 64, seed: int = 0
+) -> dict[str, dict[str, str]]:
+    """name -> {"unsealed": ..., "sealed": ...}: success at turn 1, or the error that stopped it."""
+    scores: dict[str, dict[str, str]] = {}
+    for name, factory in {"random agent (baseline)": _random_agent, **CHEATS}.items():
+        row = {}
+        for sealed in (True, False):
+            venv = _make(catalog, num_envs, "index")  # fresh: no dialogs of an earlier run in it
+            try:
+                result = evaluate(factory(venv), venv, episodes, seed=seed, sealed=sealed)
+                row["sealed" if sealed else "unsealed"] = f"{result.per_turn()[1]['success_rate']:.3f}"
+            except KeyError as e:
+                row["sealed" if sealed else "unsealed"] = f"refused: {e.args[0].split(':')[0]}"
+            finally:
+                venv.close()
+        scores[name] = row
+    return scores
+
+
+def to_markdown(
+    overheads: Sequence[Overhead], cheats: dict[str, dict[str, str]], meta: dict[str, str]
+) -> str:
+    lines = [
+        "# Sealed evaluation: overhead and integrity",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Git revision: {meta['revision']}  ",
+        f"Machine: {meta['machine']}  ",
+        f"Catalog: {meta['catalog']}; template shopper; 64 parallel dialogs; one run per harness.",
+        "",
+        "## Overhead",
+        "",
+        "Episodes per second of `evaluate`, same agent and evaluation set. Sealed = the child",
+        "process starts and builds its env (start), then plays the dialogs (play); both harnesses",
+        "gave identical ranks.",
+        "",
+        "| agent | episodes | unsealed ep/s | sealed ep/s (total) | sealed start (s) | sealed ep/s (play) | slowdown, total | slowdown, play |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for o in overheads:
+        lines.append(
+            f"| {o.agent} | {o.episodes} | {o.episodes / o.unsealed_seconds:,.0f} | "
+            f"{o.episodes / o.sealed_seconds:,.0f} | {o.sealed_start_seconds:.2f} | "
+            f"{o.episodes / o.sealed_play_seconds:,.0f} | {o.sealed_seconds / o.unsealed_seconds:.2f}x | "
+            f"{o.sealed_play_seconds / o.unsealed_seconds:.2f}x |"
+        )
+    lines += [
+        "",
+        "## Cheating agents",
+        "",
+        f"Success rate at turn 1 on {meta['cheat_episodes']} dialogs (index actions). 'refused' is the error",
+        "the harness raised.",
+        "",
+        "| agent | unsealed | sealed |",
+        "|---|---:|---:|",
+    ]
+    for name, row in cheats.items():
+        lines.append(f"| {name} | {row['unsealed']} | {row['sealed']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from fiq_gym.benchmarks.dialog import _git_revision
+    from fiq_gym.benchmarks.throughput import machine_line
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fiq_gym.benchmarks.sealed_evaluation", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--catalog", help="catalog directory (default: the built-in synthetic catalog)")
+    parser.add_argument("--episodes", type=int, default=1000, help="episodes of the overhead runs")
+    parser.add_argument(
+        "--cheat-episodes", type=int, default=500, help="episodes of each cheating agent's run"
+    )
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory of sealed_evaluation.md")
+    args = parser.parse_args(argv)
+    command = "python -m fiq_gym.benchmarks.sealed_evaluation " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
+    overheads = measure_overhead(args.catalog, args.episodes, args.num_envs)
+    cheats = score_cheats(args.catalog, args.cheat_episodes, args.num_envs)
+    meta = {
+        "command": command.strip(),
+        "revision": _git_revision(),
+        "machine": machine_line(),
+        "catalog": args.catalog or "the default synthetic catalog (10,000 items)",
+        "cheat_episodes": str(args.cheat_episodes),
+    }
+    text = to_markdown(overheads, cheats, meta)
+    atomic_write_text(args.out / "sealed_evaluation.md", text)
+    print(text)
+    print(f"wrote {args.out / 'sealed_evaluation.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
