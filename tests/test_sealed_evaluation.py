@@ -348,3 +348,18 @@ def test_sealed_evaluation_benchmark_writes_its_report(small_catalog_path, tmp_p
     assert "| retriever (scores) | 64 |" in text
     assert "| opens env.unwrapped | 1.000 |" in text  # unsealed it wins...
     assert "| reads info['rank'] + gallery | refused: info['rank'] is withheld" in text
+
+
+def test_checking_the_default_catalog_does_not_import_torch(small_catalog_path):
+    """The sealed harness's child opens the default catalog at every evaluation: without
+    torch that takes well under a second instead of several."""
+    from fiq_gym.features.default_network import SHIPPED_CONFIG
+    from fiq_gym.features.model import CONFIG_FILE, DEFAULT_CHECKPOINT
+
+    assert (DEFAULT_CHECKPOINT / CONFIG_FILE).resolve() == SHIPPED_CONFIG
+    code = (
+        "import sys; from fiq_gym.features.default_network import needs_default_features; "
+        f"needs_default_features({str(small_catalog_path)!r}); print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

@@ -22,6 +22,7 @@ features a user extracted with their own checkpoint or model are left alone.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from fiq_gym.catalog.model import Catalog
@@ -35,13 +36,16 @@ __all__ = [
 ]
 
 
+# fiq_gym.features.model's DEFAULT_CHECKPOINT / CONFIG_FILE, spelled out so that opening the
+# default catalog does not import torch (a test checks they agree).
+SHIPPED_CONFIG = Path(__file__).resolve().parent / "default" / "config.json"
+
+
 def _shipped_record() -> dict[str, Any] | None:
     import json
 
-    from fiq_gym.features.model import CONFIG_FILE, DEFAULT_CHECKPOINT
-
     try:
-        return json.loads((DEFAULT_CHECKPOINT / CONFIG_FILE).read_text(encoding="utf-8"))
+        return json.loads(SHIPPED_CONFIG.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
