@@ -103,6 +103,16 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     holds the read-only features and attribute scores of every item in play (a retrieval
     system knows its own catalog).
 
+    ## Evaluation Integrity (threat model)
+
+    An *evaluated* agent may read the observations, `info`'s `caption`, `shown`, `turn` and
+    `is_success`, and the gallery. It may not read `rank`, `percentile` or the reward (with
+    the gallery, the rank of the shown item's neighbours singles out the target), `render()`
+    frames (they show the rank), or the env object (its private state, pickles, deep copies,
+    its generators, which predict the next reset's target). Training may use all of them and
+    the two opt-ins below. ``fiq_gym.envs.evaluation.evaluate`` enforces this: it filters
+    `info` and, sealed by default, runs the env in another process (docs/agents.md).
+
     ## Rewards
 
     The target's **rank** is its 0-based position among all N items in play: by the agent's
@@ -138,7 +148,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     A target and a different first item, both uniform over the items in play, drawn from
     ``self.np_random``; ``reset(options={"target": i, "shown": j})`` fixes either (indices in
-    play), as an evaluation set does. The first observation holds the caption for that pair.
+    play), as an evaluation set does; a target equal to the first item is refused
+    (``ValueError``), and a drawn target never equals a given first item. The first
+    observation holds the caption for that pair.
 
     ## Episode End
 
@@ -204,7 +216,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       history keys and the opt-in `shown_mask`; caption ids as `MultiDiscrete`; no silent
       fallbacks (a warning for catalogs without features or predicted attributes, zeros
       instead of ground-truth labels unless ``side_info="labels"``); features without dead
-      dimensions; ``max_episode_steps`` registered.
+      dimensions; ``max_episode_steps`` registered. In both versions, with unchanged
+      dynamics otherwise: ``reset`` refuses ``target == shown`` and, with only ``shown``
+      given, draws the target among the other items (before, the dialog could start on its
+      target); the Evaluation Integrity section.
     * v0: initial release (deprecated; removed in the next release).
     """
 
