@@ -497,6 +497,28 @@ def test_replay_with_the_recorded_agent_reproduces_the_recorded_ranks(play_agent
     assert "recorded dialogs" in result.agent and result.per_turn()[0]["turn"] == 0
 
 
+def test_replay_hands_the_agent_only_public_info(play_agent, tmp_path):
+    import dataclasses
+
+    from fiq_gym.play.replay import evaluate_recorded
+
+    class ReadsRank:
+        def reset(self, observation, info, mask):
+            pass
+
+        def act(self, observation, info):
+            return info["rank"]
+
+    class Model:
+        def make_agent(self, env):
+            return ReadsRank()
+
+    path = tmp_path / "dialogs.json"
+    _record_dialogs(play_agent, path)
+    with pytest.raises(KeyError, match=r"info\['rank'\] is withheld during evaluation"):
+        evaluate_recorded(path, agent=dataclasses.replace(play_agent, _model=Model()))
+
+
 def test_replay_falls_back_for_garments_nobody_captioned(play_agent, agent_checkpoint, tmp_path):
     import torch
 

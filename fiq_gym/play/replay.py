@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.evaluation import EvaluationResult, public_info
 from fiq_gym.play.agent import PlayAgent, load_play_agent
 from fiq_gym.play.record import DialogRecord, check_catalog, load_dialogs
 from fiq_gym.retrieval import RetrievalTables
@@ -71,7 +71,7 @@ def evaluate_recorded(
     fallback: str | User = "template",
     seed: int = 0,
 ) -> EvaluationResult:
-    """Evaluate an agent on recorded dialogs; per-turn metrics as :func:`fiq_gym.evaluation.evaluate`.
+    """Evaluate an agent on recorded dialogs; per-turn metrics as :func:`fiq_gym.envs.evaluation.evaluate`.
 
     Args:
         dialogs: dialog records, or dialog files (``fiq-gym play --save``).
@@ -131,9 +131,10 @@ def evaluate_recorded(
         answers = replayed = 0
 
         def batched(obs: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[dict, dict]:
-            return {k: np.asarray(v)[None] for k, v in obs.items()}, {
-                k: np.asarray([v]) for k, v in info.items()
-            }
+            # The agent reads what the evaluation harness would give it: never the rank.
+            return {k: np.asarray(v)[None] for k, v in obs.items()}, public_info(
+                {k: np.asarray([v]) for k, v in info.items()}
+            )
 
         for e in range(len(records)):
             t, s = int(targets[e]), int(shown[e])
