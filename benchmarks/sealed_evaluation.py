@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import pickle
 import shlex
 import sys
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import gymnasium as gym
@@ -147,15 +149,21 @@ AGENTS = {
 
 @dataclass(frozen=True)
 class Overhead:
+    """Seconds of each repeat: unsealed; sealed until the child answered (start) and playing."""
+
     agent: str
     episodes: int
-    unsealed_seconds: float
-    sealed_start_seconds: float  # until the child process has built its env and answered
-    sealed_play_seconds: float  # the dialogs themselves
+    unsealed: tuple[float, ...]
+    sealed_start: tuple[float, ...]
+    sealed_play: tuple[float, ...]
 
     @property
-    def sealed_seconds(self) -> float:
-        return self.sealed_start_seconds + self.sealed_play_seconds
+    def sealed(self) -> tuple[float, ...]:
+        return tuple(a + b for a, b in zip(self.sealed_start, self.sealed_play, strict=True))
+
+    def ratios(self) -> list[float]:
+        """Sealed / unsealed wall time of each repeat."""
+        return [s / u for s, u in zip(self.sealed, self.unsealed, strict=True)]
 
 
 def _make(catalog: str | None, num_envs: int, action_mode: str) -> gym.vector.VectorEnv:
@@ -169,36 +177,67 @@ def _make(catalog: str | None, num_envs: int, action_mode: str) -> gym.vector.Ve
 
 
 def measure_overhead(
-    catalog: str | None, episodes: int, num_envs: int = 64, seed: int = 0, torch_threads: int = 1
+    catalog: str | None,
+    episodes: int,
+    num_envs: int = 64,
+    seed: int = 0,
+    repeats: int = 3,
+    torch_threads: int = 1,
 ) -> list[Overhead]:
-    """One unsealed and one sealed run per agent, on the same evaluation set; checks that
-    both give the same ranks."""
+    """Unsealed and sealed runs per agent on the same evaluation set, ``repeats`` times,
+    alternating which goes first (the machine may be shared: drift hits both alike); checks
+    that every run gives the same ranks."""
     import torch
 
     torch.set_num_threads(torch_threads)
-    out = []
-    for name, (mode, factory) in AGENTS.items():
-        venv = _make(catalog, num_envs, mode)
-        eval_set = EvaluationSet.generate(venv.unwrapped.num_items, episodes, seed=2021)
-        # Warm up (first torch calls, the env's caches), so neither timed run pays for it.
-        evaluate_in_process(factory(venv), venv, min(episodes, num_envs), seed + 1)
+    return [
+        _time_agent(name, mode, factory, catalog, episodes, num_envs, seed, repeats)
+        for name, (mode, factory) in AGENTS.items()
+    ]
+
+
+def _time_agent(
+    name: str,
+    mode: str,
+    factory: Callable[[gym.vector.VectorEnv], Any],
+    catalog: str | None,
+    episodes: int,
+    num_envs: int,
+    seed: int,
+    repeats: int,
+) -> Overhead:
+    venv = _make(catalog, num_envs, mode)
+    eval_set = EvaluationSet.generate(venv.unwrapped.num_items, episodes, seed=2021)
+    # Warm up (first torch calls, the env's caches), so no timed run pays for it.
+    expected = evaluate_in_process(factory(venv), venv, eval_set, seed).ranks
+    times: dict[str, list[float]] = {"unsealed": [], "start": [], "play": []}
+
+    def unsealed() -> np.ndarray:
         start = time.perf_counter()
-        unsealed = evaluate_in_process(factory(venv), venv, eval_set, seed)
-        unsealed_seconds = time.perf_counter() - start
+        ranks = evaluate_in_process(factory(venv), venv, eval_set, seed).ranks
+        times["unsealed"].append(time.perf_counter() - start)
+        return ranks
+
+    def sealed() -> np.ndarray:
         agent = factory(venv)
         start = time.perf_counter()
-        with SealedDialogs(
-            ENV, {"catalog": catalog, "action_mode": mode}, num_envs, eval_set, seed
-        ) as dialogs:
+        kwargs = {"catalog": catalog, "action_mode": mode}
+        with SealedDialogs(ENV, kwargs, num_envs, eval_set, seed) as dialogs:
             ready = time.perf_counter()
             play_dialogs(agent, dialogs)
             ranks, _ = dialogs.result()
-        end = time.perf_counter()
+        times["start"].append(ready - start)
+        times["play"].append(time.perf_counter() - ready)
+        return ranks
+
+    try:
+        for r in range(repeats):
+            for run in (unsealed, sealed) if r % 2 == 0 else (sealed, unsealed):
+                if not np.array_equal(run(), expected):
+                    raise RuntimeError(f"{name}: the sealed and unsealed harnesses disagree; this is a bug")
+    finally:
         venv.close()
-        if not np.array_equal(ranks, unsealed.ranks):
-            raise RuntimeError(f"{name}: the sealed and unsealed harnesses disagree; this is a bug")
-        out.append(Overhead(name, episodes, unsealed_seconds, ready - start, end - ready))
-    return out
+    return Overhead(name, episodes, tuple(times["unsealed"]), tuple(times["start"]), tuple(times["play"]))
 
 
 def score_cheats(
@@ -249,23 +288,26 @@ def to_markdown(
         f"Command: `{meta['command']}`  ",
         f"Git revision: {meta['revision']}  ",
         f"Machine: {meta['machine']}  ",
-        f"Catalog: {meta['catalog']}; template shopper; 64 parallel dialogs; one run per harness.",
+        f"Catalog: {meta['catalog']}; template shopper; {meta['num_envs']} parallel dialogs.",
         "",
         "## Overhead",
         "",
-        "Episodes per second of `evaluate`, same agent and evaluation set. Sealed = the child",
-        "process starts and builds its env (start), then plays the dialogs (play); both harnesses",
-        "gave identical ranks.",
+        f"Episodes per second of `evaluate`, same agent and evaluation set, median of {meta['repeats']} repeats",
+        "alternating which harness goes first (slowdown: median sealed / median unsealed time). Sealed, the",
+        "child process first starts and builds its env (start), then plays the dialogs. Every run gave",
+        f"identical ranks. Load average when the run began: {meta['load']}.",
         "",
-        "| agent | episodes | unsealed ep/s | sealed ep/s (total) | sealed start (s) | sealed ep/s (play) | slowdown, total | slowdown, play |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| agent | episodes | unsealed ep/s | sealed ep/s | sealed start (s) | sealed ep/s, playing only | slowdown | slowdown, playing only | slowdown per repeat |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for o in overheads:
+        unsealed, sealed = median(o.unsealed), median(o.sealed)
+        start, play = median(o.sealed_start), median(o.sealed_play)
         lines.append(
-            f"| {o.agent} | {o.episodes} | {o.episodes / o.unsealed_seconds:,.0f} | "
-            f"{o.episodes / o.sealed_seconds:,.0f} | {o.sealed_start_seconds:.2f} | "
-            f"{o.episodes / o.sealed_play_seconds:,.0f} | {o.sealed_seconds / o.unsealed_seconds:.2f}x | "
-            f"{o.sealed_play_seconds / o.unsealed_seconds:.2f}x |"
+            f"| {o.agent} | {o.episodes} | {o.episodes / unsealed:,.0f} | {o.episodes / sealed:,.0f} | "
+            f"{start:.2f} | {o.episodes / play:,.0f} | {sealed / unsealed:.2f}x | {play / unsealed:.2f}x | "
+            + ", ".join(f"{r:.2f}x" for r in o.ratios())
+            + " |"
         )
     lines += [
         "",
@@ -281,10 +323,10 @@ def to_markdown(
         lines.append(f"| {name} | {row['unsealed']} | {row['sealed']} |")
     lines += [
         "",
-        "The rank + gallery agent is refused by both harnesses, which withhold `info['rank']`. On a bare",
-        "env loop, with the full `info` of training, it shows the target at turn 1 in "
-        f"{meta['bare_rank_cheat']} of the dialogs. The generator copies predict the targets of unseeded",
-        "resets, not those an evaluation set fixes, so they win under neither harness.",
+        "The rank + gallery agent is refused by both harnesses, which withhold `info['rank']`; on a bare",
+        f"env loop, with the full `info` of training, it shows the target at turn 1 in {meta['bare_rank_cheat']}",
+        "of the dialogs. The generator copies predict the targets of unseeded resets, not those an",
+        "evaluation set fixes, so they win under neither harness.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -302,12 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cheat-episodes", type=int, default=500, help="episodes of each cheating agent's run"
     )
     parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per harness and agent")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory of sealed_evaluation.md")
     args = parser.parse_args(argv)
     command = "python -m fiq_gym.benchmarks.sealed_evaluation " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
-    overheads = measure_overhead(args.catalog, args.episodes, args.num_envs)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    overheads = measure_overhead(args.catalog, args.episodes, args.num_envs, repeats=args.repeats)
     cheats = score_cheats(args.catalog, args.cheat_episodes, args.num_envs)
     meta = {
         "command": command.strip(),
@@ -315,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_line(),
         "catalog": args.catalog or "the default synthetic catalog (10,000 items)",
         "cheat_episodes": str(args.cheat_episodes),
+        "repeats": str(args.repeats),
+        "num_envs": str(args.num_envs),
+        "load": load,
         "bare_rank_cheat": f"{rank_cheat_on_a_bare_env(args.catalog, args.cheat_episodes, args.num_envs):.3f}",
     }
     text = to_markdown(overheads, cheats, meta)

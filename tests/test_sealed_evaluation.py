@@ -348,7 +348,7 @@ def test_sealed_evaluation_benchmark_writes_its_report(small_catalog_path, tmp_p
     assert "| retriever (scores) | 64 |" in text
     assert "| opens env.unwrapped | 1.000 |" in text  # unsealed it wins...
     assert "| reads info['rank'] + gallery | refused: info['rank'] is withheld" in text
-    assert "it shows the target at turn 1 in 1.000 of the dialogs" in text
+    assert "it shows the target at turn 1 in 1.000\nof the dialogs" in text
 
 
 def test_checking_the_default_catalog_does_not_import_torch(small_catalog_path):
