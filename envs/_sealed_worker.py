@@ -3,7 +3,8 @@ PARENT_PID``); see :mod:`fiq_gym.envs.evaluation`.
 
 It reads one request from stdin (env id, env arguments, number of parallel dialogs,
 evaluation set or its size, seed), builds the environment and the evaluation set, then
-answers reset / step / result messages with observations and filtered info only. Its stdout
+answers each batch of actions with observations and filtered info only; it sends each batch's
+first observations, and at the end the ranks, without being asked. Its stdout
 carries nothing but the protocol: anything the environment prints goes to stderr.
 """
 
@@ -15,7 +16,6 @@ import io
 import os
 import pickle
 import signal
-import struct
 import sys
 from typing import IO, Any
 
@@ -81,18 +81,22 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
                 "episodes": len(eval_set),
             }
         )
+        # Batch b's first observations go out unasked, once batch b - 1 is over; after the
+        # last batch, the ranks. The caller only ever sends actions.
+        batch = 0
+        answer(dialogs.reset(batch))
         while (message := read_message(inp)) is not None:
             tag, payload = message
-            if tag == b"R":
-                answer(dialogs.reset(struct.unpack("<Q", payload)[0]))
-            elif tag == b"S":
-                actions = np.load(io.BytesIO(payload), allow_pickle=False)
-                answer(dialogs.step(actions))
-            elif tag == b"Q":
-                answer(dialogs.result())
-                return 0
-            else:
+            if tag != b"S":
                 raise RuntimeError(f"unknown message {tag!r} from the evaluation harness")
+            obs, info, done = dialogs.step(np.load(io.BytesIO(payload), allow_pickle=False))
+            answer((obs, info, done))
+            if done:
+                batch += 1
+                if batch == dialogs.num_batches:
+                    answer(dialogs.result())
+                    return 0
+                answer(dialogs.reset(batch))
         return 0
     except Exception as e:
         with contextlib.suppress(OSError):

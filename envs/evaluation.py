@@ -43,12 +43,13 @@ __all__ = ["SealedDialogs", "evaluate"]
 
 WORKER_MODULE = "fiq_gym.envs._sealed_worker"
 _HEADER = struct.Struct("<cQ")  # message tag, payload length
+_PIPE_BYTES = 1 << 20  # the usual /proc/sys/fs/pipe-max-size
 _MAKE_VEC_KEYS = ("num_envs", "vectorization_mode", "vector_kwargs", "wrappers")
 
 
 def write_message(stream: IO[bytes], tag: bytes, payload: bytes = b"") -> None:
-    stream.write(_HEADER.pack(tag, len(payload)))
-    stream.write(payload)
+    # One write: a header written on its own wakes the reader, which then waits for the rest.
+    stream.write(_HEADER.pack(tag, len(payload)) + payload)
     stream.flush()
 
 
@@ -111,6 +112,7 @@ class SealedDialogs:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
+        _widen_pipes(self._proc)
         try:
             write_message(self._stdin, b"I", payload)
             header = self._receive()
@@ -122,6 +124,7 @@ class SealedDialogs:
         self.num_items: int = header["num_items"]
         self.turns: int = header["turns"]
         self.episodes: int = header["episodes"]
+        self._next_batch = 0
 
     @property
     def _stdin(self) -> IO[bytes]:
@@ -146,23 +149,35 @@ class SealedDialogs:
             raise value
         return value
 
-    def _request(self, tag: bytes, payload: bytes = b"") -> Any:
+    def _request(self, tag: bytes | None, payload: bytes = b"") -> Any:
+        """Send a message (unless ``tag`` is None) and return the child's next answer."""
         if self._proc is None:
             raise RuntimeError("the sealed evaluation process has ended")
-        # A child that is gone has closed the pipe: _receive reports its exit code.
-        with contextlib.suppress(BrokenPipeError):
-            write_message(self._stdin, tag, payload)
+        if tag is not None:
+            # A child that is gone has closed the pipe: _receive reports its exit code.
+            with contextlib.suppress(BrokenPipeError):
+                write_message(self._stdin, tag, payload)
         return self._receive()
 
     def reset(self, batch: int) -> tuple[dict[str, np.ndarray], PublicInfo]:
-        return self._request(b"R", struct.pack("<Q", batch))
+        # The child sends each batch's first observations unasked, as soon as the previous
+        # batch is over: one message fewer per batch, and it works while this side does.
+        if batch != self._next_batch:
+            raise RuntimeError(
+                f"sealed dialogs play their batches in order: expected {self._next_batch}, got {batch}"
+            )
+        self._next_batch += 1
+        return self._request(None)
 
     def step(self, actions: Any) -> tuple[dict[str, np.ndarray], PublicInfo, bool]:
         return self._request(b"S", encode_actions(actions))
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ranks, success turns) of the whole set; ends the child process."""
-        ranks, success_turn = self._request(b"Q")
+        """(ranks, success turns) of the whole set, sent once the last batch is over; ends
+        the child process."""
+        if self._next_batch != self.num_batches:
+            raise RuntimeError("play every batch before asking for the result")
+        ranks, success_turn = self._request(None)
         self.close()
         return ranks, success_turn
 
@@ -193,6 +208,22 @@ class SealedDialogs:
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
             proc.kill()
+
+
+_F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's capacity
+
+
+def _widen_pipes(proc: subprocess.Popen[bytes]) -> None:
+    """Let a whole batch's observations or actions fit in the pipes (Linux; best effort), so
+    a message is one write and one read instead of many switches between the processes."""
+    if not sys.platform.startswith("linux"):
+        return
+    import fcntl
+
+    for stream in (proc.stdin, proc.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(stream.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
 
 
 def _spec_of(venv: gym.vector.VectorEnv) -> tuple[str, dict[str, Any]]:
