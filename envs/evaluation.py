@@ -107,6 +107,7 @@ class SealedDialogs:
                 f"sealed evaluation cannot send the env's arguments to its process ({e}); "
                 "pass catalog paths and user names, or evaluate(..., sealed=False) to debug"
             ) from None
+        self._finished = False
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE, str(os.getpid())],
             stdin=subprocess.PIPE,
@@ -178,20 +179,21 @@ class SealedDialogs:
         if self._next_batch != self.num_batches:
             raise RuntimeError("play every batch before asking for the result")
         ranks, success_turn = self._request(None)
+        self._finished = True
         self.close()
         return ranks, success_turn
 
     def close(self) -> None:
+        """End the child: it exits by itself after sending the result; stopped earlier (an
+        error, Ctrl-C), it is killed."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             if proc.stdin is not None:
                 proc.stdin.close()
-        except OSError:
-            pass
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=10 if self._finished else 0.5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -257,6 +257,23 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_agent_error_ends_the_sealed_process(venv):
+    class FailsOnTurn3:
+        def reset(self, observation, info, mask):
+            pass
+
+        def act(self, observation, info):
+            if info["turn"][0] == 2:
+                raise ZeroDivisionError("the agent's own bug")
+            return np.zeros(64, dtype=np.int64)
+
+    before = set(_children(os.getpid()))
+    with pytest.raises(ZeroDivisionError, match="the agent's own bug"):
+        evaluate(FailsOnTurn3(), venv, 256)
+    assert set(_children(os.getpid())) <= before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_the_sealed_process_dies_with_its_parent(small_catalog_path, tmp_path):
     ready = tmp_path / "ready"
     script = tmp_path / "hangs.py"
