@@ -3,7 +3,7 @@
 Reads top to bottom: arguments, the policy, the training loop, the evaluation. It uses
 nothing but what any Gymnasium user has: ``gym.make_vec("fiq_gym/FashionIQ-v1", ...)``, the
 observation dict, ``env.unwrapped.gallery`` (the items' features, which a retrieval system
-knows) and :func:`fiq_gym.evaluation.evaluate`. No target, no look-ahead, rewards only.
+knows) and :func:`fiq_gym.envs.evaluation.evaluate`. No target, no look-ahead, rewards only.
 
 * Action mode ``query``: the policy outputs a query in feature space; the env ranks every
   item by its dot product with the query and shows the best one not yet shown.
@@ -37,7 +37,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.evaluation import EvaluationResult, evaluate
+from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 

@@ -40,7 +40,7 @@ from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ENV = "fiq_gym/FashionIQ-v0"
+ENV = "fiq_gym/FashionIQ-v1"
 
 
 # --- cheating agents: each one would find the target if it could reach the environment -----------

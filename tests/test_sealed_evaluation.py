@@ -33,7 +33,7 @@ from fiq_gym.envs import FashionIQEnv
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.evaluation import PUBLIC_INFO_KEYS, EvaluationSet
 
-ENV = "fiq_gym/FashionIQ-v0"
+ENV = "fiq_gym/FashionIQ-v1"
 DIALOGS = 500  # as the issue asks: success at turn 1 <= 0.01 on 500 dialogs
 ITEMS = 300  # the small catalog
 
