@@ -42,8 +42,8 @@ class FashionIQVectorEnv(VectorEnv):
       ``gym.make_vec`` passes in; an explicit ``max_turns`` wins.
     * ``reset(seed=s)`` seeds sub-env k with ``s + k``; a list gives one seed per sub-env.
     * ``reset(options=...)``: ``"target"`` / ``"shown"`` arrays of n item indices fix the
-      episodes (a target equal to its first item is refused); ``"reset_mask"`` (bool array of n) resets only those sub-envs and returns
-      the current observations of the others.
+      episodes (a target equal to its first item is refused); ``"reset_mask"`` (bool array
+      of n) resets only those sub-envs and returns the current observations of the others.
     * ``info`` is Gymnasium's dict of arrays, each key with its ``_key`` mask.
     """
 
