@@ -33,13 +33,28 @@ import numpy as np
 
 import fiq_gym
 from fiq_gym._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet
 
 __all__ = ["AGENTS", "PRESETS", "Preset", "main", "run_benchmark"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-AGENTS = ("random", "supervised", "policy-gradient", "policy-improvement", "ppo")
+AGENTS = ("random", "supervised", "control-pg", "policy-gradient", "control-pi", "policy-improvement", "ppo")
+#: Equal-budget controls: the supervised retriever continued from the same checkpoint, with
+#: the same rounds, dialogs per round and seeds as the fine-tuning agent it controls, so a
+#: difference between the two is the method's, not the extra training's.
+CONTROLS = {"policy-gradient": "control-pg", "policy-improvement": "control-pi"}
+#: The comparisons every report makes, (agent, against), at the last turn, with paired intervals.
+COMPARISONS = (
+    ("policy-gradient", "control-pg"),
+    ("policy-improvement", "control-pi"),
+    ("policy-gradient", "supervised"),
+    ("policy-improvement", "supervised"),
+    ("control-pg", "supervised"),
+    ("control-pi", "supervised"),
+    ("ppo", "random"),
+)
 METRICS = (*(f"R@{k}" for k in RECALL_KS), "mean_percentile", "success_rate")
 
 
@@ -65,7 +80,7 @@ PRESETS = {
         episodes=16,
         supervised_rounds=2,
         pg_rounds=2,
-        mbpi_rounds=2,
+        mbpi_rounds=3,
         ppo_timesteps=256,
         num_envs=8,
     ),
@@ -82,10 +97,12 @@ PRESETS = {
         # nearly free because only evaluation runs with the learned shopper.
         eval_users=("template", "transformer"),
     ),
+    # 3 seeds x 2,000 paired dialogs: a 0.02 difference in success at turn 5 is detectable when
+    # the agents disagree on up to ~15% of dialogs (benchmarks/README.md, "Power").
     "full": Preset(
         "full",
         seeds=(0, 1, 2),
-        episodes=1000,
+        episodes=2000,
         supervised_rounds=600,
         pg_rounds=200,
         mbpi_rounds=100,
@@ -105,6 +122,17 @@ class Record:
     result: EvaluationResult
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What an agent's training cost, printed beside its scores."""
+
+    rounds: int = 0
+    dialogs: int = 0
+    env_steps: int = 0
+    seconds: float | None = None  # None: loaded from the run directory's cache
+    starts_from: str = "scratch"
+
+
 @dataclass
 class BenchmarkResult:
     preset: Preset
@@ -112,6 +140,49 @@ class BenchmarkResult:
     seconds: float = 0.0
     command: str = ""
     sealed: bool = True
+
+    budgets: dict[tuple[str, str, int], Budget] = field(default_factory=dict)
+
+    def outcomes(
+        self, agent: str, train_user: str, eval_user: str, metric: str, turn: int
+    ) -> np.ndarray | None:
+        """Per-dialog outcomes ``(seeds, dialogs)`` at ``turn``: ``"success"`` (target shown by
+        then) or ``"R@10"`` (target in the top 10); None if the agent was not run."""
+        records = sorted(
+            (
+                r
+                for r in self.records
+                if (r.agent, r.train_user, r.eval_user) == (agent, train_user, eval_user)
+            ),
+            key=lambda r: r.seed,
+        )
+        if not records:
+            return None
+        rows = []
+        for r in records:
+            if metric == "success":
+                st = r.result.success_turn
+                rows.append(((st >= 0) & (st <= turn)).astype(np.float64))
+            else:
+                rows.append((r.result.ranks[:, turn] < 10).astype(np.float64))
+        return np.stack(rows)
+
+    def comparisons(self, train_user: str, eval_user: str) -> list[dict[str, Any]]:
+        """Paired differences (agent - against) at the last turn, over the same dialogs and
+        seeds, with 95% bootstrap intervals (:func:`fiq_gym.comparison.paired_difference`)."""
+        out = []
+        turn = max(r.result.turns for r in self.records)
+        for agent, against in COMPARISONS:
+            row: dict[str, Any] = {"agent": agent, "against": against, "turn": turn}
+            for metric in ("success", "R@10"):
+                a = self.outcomes(agent, train_user, eval_user, metric, turn)
+                b = self.outcomes(against, train_user, eval_user, metric, turn)
+                if a is None or b is None or a.shape != b.shape:
+                    break
+                row[metric] = paired_difference(a, b, seed=2023)
+            else:
+                out.append(row)
+        return out
 
     def aggregate(self) -> list[dict[str, Any]]:
         """Mean and std over seeds per (agent, train user, eval user, turn)."""
@@ -153,12 +224,15 @@ def _cached(out: Path, args: Any) -> bool:
     return stored == wanted
 
 
-def _train_retriever(module: Any, args: Any, progress: bool) -> Path:
+def _train_retriever(module: Any, args: Any, progress: bool) -> tuple[Path, float | None]:
+    """The checkpoint and the training wall time (None when the cache had it)."""
     out = Path(args.out)
-    if not _cached(out, args):
-        # The benchmark owns its run directories: a stale run (other arguments) is replaced.
-        module.train(dataclasses.replace(args, overwrite=True), progress=progress)
-    return out / "checkpoint"
+    if _cached(out, args):
+        return out / "checkpoint", None
+    # The benchmark owns its run directories: a stale run (other arguments) is replaced.
+    started = time.perf_counter()
+    module.train(dataclasses.replace(args, overwrite=True), progress=progress)
+    return out / "checkpoint", time.perf_counter() - started
 
 
 def train_agents(
@@ -170,8 +244,9 @@ def train_agents(
     run: Path,
     progress: bool,
     max_turns: int,
-) -> dict[str, Any]:
-    """Train (or load) every requested agent for one (user, seed); return what evaluates them."""
+) -> tuple[dict[str, Any], dict[str, Budget]]:
+    """Train (or load) every requested agent for one (user, seed); return what evaluates them
+    and what each one's training cost."""
     from fiq_gym.agents import policy_gradient, policy_improvement, ppo, supervised
 
     base = run / user / f"seed{seed}"
@@ -179,8 +254,16 @@ def train_agents(
     # numpy work (and anything else on a 2-core machine) for the cores.
     common = {"catalog": catalog, "user": user, "seed": seed, "max_turns": max_turns, "threads": 1}
     trained: dict[str, Any] = {}
-    needs_supervised = any(a in agents for a in ("supervised", "policy-gradient", "policy-improvement"))
-    if needs_supervised:
+    budgets: dict[str, Budget] = {}
+
+    def retriever(name: str, module: Any, args: Any, starts_from: str) -> None:
+        trained[name], seconds = _train_retriever(module, args, progress)
+        budgets[name] = Budget(args.rounds, args.rounds * args.num_envs, 0, seconds, starts_from)
+
+    fine_tuned = [
+        a for a in agents if a in ("policy-gradient", "policy-improvement", "control-pg", "control-pi")
+    ]
+    if "supervised" in agents or fine_tuned:
         sup_args = supervised.Args(
             **common,
             num_envs=preset.num_envs,
@@ -189,8 +272,10 @@ def train_agents(
             eval_episodes=min(64, preset.episodes),
             out=str(base / "supervised"),
         )
-        trained["supervised"] = _train_retriever(supervised, sup_args, progress)
+        retriever("supervised", supervised, sup_args, "scratch")
     init = str(trained.get("supervised"))
+    sup_budget = budgets.get("supervised", Budget())
+    continued = f"supervised ({sup_budget.rounds} rounds)"
     if "policy-gradient" in agents:
         args = policy_gradient.Args(
             **common,
@@ -202,7 +287,7 @@ def train_agents(
             learning_rate=3e-5,
             out=str(base / "policy_gradient"),
         )
-        trained["policy-gradient"] = _train_retriever(policy_gradient, args, progress)
+        retriever("policy-gradient", policy_gradient, args, continued)
     if "policy-improvement" in agents:
         args = policy_improvement.Args(
             **common,
@@ -213,7 +298,30 @@ def train_agents(
             eval_episodes=min(64, preset.episodes),
             out=str(base / "policy_improvement"),
         )
-        trained["policy-improvement"] = _train_retriever(policy_improvement, args, progress)
+        retriever("policy-improvement", policy_improvement, args, continued)
+    for control, rounds in (("control-pg", preset.pg_rounds), ("control-pi", preset.mbpi_rounds)):
+        if (
+            control in agents
+            and control == "control-pi"
+            and "control-pg" in trained
+            and rounds == preset.pg_rounds
+        ):
+            # the same training as control-pg (equal rounds): reuse it rather than run it twice
+            trained[control], budgets[control] = trained["control-pg"], budgets["control-pg"]
+            continue
+        if control in agents:
+            # The same rounds, dialogs per round and round seeds as the agent it controls
+            # (every trainer seeds round r's dialogs with seed * 1_000_003 + r * num_envs).
+            args = supervised.Args(
+                **common,
+                init=init,
+                num_envs=preset.num_envs,
+                rounds=rounds,
+                eval_every=rounds,
+                eval_episodes=min(64, preset.episodes),
+                out=str(base / control.replace("-", "_")),
+            )
+            retriever(control, supervised, args, continued)
     if "ppo" in agents:
         args = ppo.Args(
             **common,
@@ -222,14 +330,20 @@ def train_agents(
             n_steps=max(8, min(64, preset.ppo_timesteps // 16)),
             out=str(base / "ppo"),
         )
+        seconds = None
         if not _cached(Path(args.out), args):
+            started = time.perf_counter()
             ppo.train(dataclasses.replace(args, overwrite=True), progress=progress)
+            seconds = time.perf_counter() - started
         trained["ppo"] = Path(args.out) / "checkpoint"
+        budgets["ppo"] = Budget(0, 0, args.timesteps, seconds, "scratch")  # dialogs vary in length
     if "random" in agents:
         trained["random"] = None
+        budgets["random"] = Budget()
     if "supervised" not in agents:
         trained.pop("supervised", None)
-    return trained
+        budgets.pop("supervised", None)
+    return trained, budgets
 
 
 def _agent_and_env(
@@ -292,7 +406,10 @@ def run_benchmark(
                 f"[{k}/{len(stages)}] training {', '.join(agents)} with the {user} shopper, seed {seed}",
                 flush=True,
             )
-        trained = train_agents(preset, agents, user, seed, catalog, out / "runs", progress, max_turns)
+        trained, budgets = train_agents(
+            preset, agents, user, seed, catalog, out / "runs", progress, max_turns
+        )
+        result.budgets.update({(name, user, seed): b for name, b in budgets.items()})
         for eval_user in eval_users:
             for name in agents:
                 agent, envs = _agent_and_env(
@@ -398,9 +515,19 @@ def to_markdown(result: BenchmarkResult) -> str:
         ),
         "",
         "Ranks are 0-based among all catalog items; turn 0 is the first (random) item shown before the agent",
-        "acts. Values are means over seeds (± std when there are several).",
+        "acts. Values are means over seeds (± std when there are several). `control-pg` / `control-pi`: the",
+        "supervised retriever continued from the same checkpoint with the same rounds, dialogs and seeds as",
+        "policy gradient / policy improvement (equal-budget controls).",
         "",
     ]
+    if len(p.seeds) == 1:
+        lines += [
+            "**A smoke test, not a comparison**: one training seed. The intervals below cover the evaluation",
+            "dialogs only; another seed or another CPU can move a cell by more than they say (see",
+            "benchmarks/README.md). Only the full preset's tables support claims.",
+            "",
+        ]
+    lines += _budget_table(result)
     pairs = sorted({(r["train_user"], r["eval_user"]) for r in rows}, key=lambda x: (x[0] != x[1], x))
     for train_user, eval_user in pairs:
         part = [r for r in rows if r["train_user"] == train_user and r["eval_user"] == eval_user]
@@ -413,6 +540,7 @@ def to_markdown(result: BenchmarkResult) -> str:
                 f"| {row['agent']} | {row['turn']} | " + " | ".join(_cell(row, m) for m in METRICS) + " |"
             )
         lines.append("")
+        lines += _comparison_table(result, train_user, eval_user)
     if len(pairs) > 1:
         last = max(r["turn"] for r in rows)
         lines += [
@@ -435,6 +563,58 @@ def to_markdown(result: BenchmarkResult) -> str:
     return "\n".join(lines)
 
 
+def _budget_table(result: BenchmarkResult) -> list[str]:
+    """What each agent's training cost (the first train user's runs; all seeds alike)."""
+    if not result.budgets:
+        return []
+    user = result.records[0].train_user if result.records else ""
+    lines = [
+        "## Training budgets",
+        "",
+        "| agent | starts from | rounds | dialogs | env steps | training time |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for agent in AGENTS:
+        found = [b for (a, u, _), b in sorted(result.budgets.items()) if a == agent and u == user]
+        if not found:
+            continue
+        b = found[0]
+        times = [x.seconds for x in found if x.seconds is not None]
+        took = f"{np.mean(times):.0f} s" if times else ("-" if agent == "random" else "cached")
+        lines.append(
+            f"| {agent} | {b.starts_from} | {b.rounds or '-'} | {b.dialogs or '-'} | {b.env_steps or '-'} | {took} |"
+        )
+    return [*lines, ""]
+
+
+def _comparison_table(result: BenchmarkResult, train_user: str, eval_user: str) -> list[str]:
+    rows = result.comparisons(train_user, eval_user)
+    if not rows:
+        return []
+    first = rows[0]["success"]
+    over = (
+        f"{first.seeds} seeds x {first.dialogs} dialogs, resampling seeds and dialogs"
+        if first.seeds > 1
+        else f"{first.dialogs} dialogs of one seed, resampling dialogs only"
+    )
+    lines = [
+        f"Paired differences at turn {rows[0]['turn']} (same dialogs; 95% bootstrap interval over {over}):",
+        "",
+        "| comparison | Δ success [95% CI] | Δ R@10 [95% CI] | reading |",
+        "|---|---:|---:|---|",
+    ]
+    for row in rows:
+        success, recall = row["success"], row["R@10"]
+        if success.excludes_zero:
+            reading = f"{row['agent'] if success.mean > 0 else row['against']} succeeds more often"
+        elif recall.excludes_zero:
+            reading = f"no detectable success difference; R@10 favours {row['agent'] if recall.mean > 0 else row['against']}"
+        else:
+            reading = "no detectable difference"
+        lines.append(f"| {row['agent']} - {row['against']} | {success} | {recall} | {reading} |")
+    return [*lines, ""]
+
+
 _SECTION = re.compile(r"## Trained with the (\S+) shopper, evaluated with the (\S+) shopper")
 
 
@@ -452,7 +632,9 @@ def parse_markdown_tables(text: str) -> dict[tuple[str, str, str, int], dict[str
             users = None
         elif users and line.startswith("| agent | turn |"):
             header = [c.strip() for c in line.strip("|").split("|")]
-        elif users and line.startswith("| ") and not line.startswith("|---"):
+        elif not line.strip():
+            header = []  # a table ends at a blank line (comparison tables follow)
+        elif users and header and line.startswith("| ") and not line.startswith("|---"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             values = {h: float(c.split(" ± ")[0]) for h, c in zip(header[2:], cells[2:], strict=True)}
             out[(cells[0], users[0], users[1], int(cells[1]))] = values
@@ -506,6 +688,19 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
             "git_revision": _git_revision(),
             "versions": _versions(),
             "aggregate": rows,
+            "budgets": [
+                {"agent": a, "train_user": u, "seed": seed, **dataclasses.asdict(b)}
+                for (a, u, seed), b in sorted(result.budgets.items())
+            ],
+            "comparisons": [
+                {
+                    "train_user": tu,
+                    "eval_user": eu,
+                    **{k: (dataclasses.asdict(v) if k in ("success", "R@10") else v) for k, v in c.items()},
+                }
+                for tu, eu in sorted({(r.train_user, r.eval_user) for r in result.records})
+                for c in result.comparisons(tu, eu)
+            ],
             "runs": [
                 {
                     "agent": r.agent,
@@ -514,6 +709,9 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
                     "seed": r.seed,
                     "per_turn": r.result.per_turn(),
                     "mean_turns_to_success": r.result.mean_turns_to_success,
+                    # per-dialog outcomes, so any comparison can be recomputed from the file
+                    "ranks": np.asarray(r.result.ranks).tolist(),
+                    "success_turn": np.asarray(r.result.success_turn).tolist(),
                 }
                 for r in result.records
             ],

@@ -79,7 +79,29 @@ def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
     assert "Evaluation: sealed harness" in (run / "dialog.md").read_text()
     table = parse_markdown_tables((run / "dialog.md").read_text())
     agents = {row["agent"] for row in data["aggregate"]}
-    assert agents == {"random", "supervised", "policy-gradient", "policy-improvement", "ppo"}
+    assert agents == {
+        "random",
+        "supervised",
+        "control-pg",
+        "policy-gradient",
+        "control-pi",
+        "policy-improvement",
+        "ppo",
+    }
+    # Each equal-budget control trains from the same checkpoint, on the same dialogs, for as
+    # many rounds as the agent it controls.
+    runs = run / "runs" / "template" / "seed0"
+    for agent, control in (("policy_gradient", "control_pg"), ("policy_improvement", "control_pi")):
+        a = json.loads((runs / agent / "checkpoint" / "config.json").read_text())["args"]
+        c = json.loads((runs / control / "checkpoint" / "config.json").read_text())["args"]
+        for key in ("init", "seed", "num_envs", "rounds", "user", "catalog", "max_turns", "env_id"):
+            assert a[key] == c[key], (agent, key)
+    compared = {(c["agent"], c["against"]) for c in data["comparisons"]}
+    assert {("policy-gradient", "control-pg"), ("policy-improvement", "control-pi")} <= compared
+    assert all(len(r["ranks"]) == 16 and len(r["success_turn"]) == 16 for r in data["runs"])
+    report = (run / "dialog.md").read_text()
+    assert "Paired differences at turn" in report and "A smoke test, not a comparison" in report
+    assert "## Training budgets" in report
     for row in data["aggregate"]:
         if row["turn"] == 0:
             continue
@@ -119,3 +141,31 @@ def test_machine_line_names_the_cpu_kernels_and_pinned_kernel_variables(monkeypa
     line = machine_line()
     assert f"torch CPU kernels {torch.backends.cpu.get_cpu_capability()}" in line
     assert "(MKL_CBWR=AVX2)" in line
+
+
+def test_paired_comparisons_of_a_benchmark_follow_the_outcomes():
+    import numpy as np
+
+    from fiq_gym.benchmarks.dialog import PRESETS, BenchmarkResult, Record
+    from fiq_gym.evaluation import EvaluationResult
+
+    rng = np.random.default_rng(0)
+    result = BenchmarkResult(PRESETS["tiny"])
+    ranks = rng.integers(0, 50, size=(300, 6))
+    success = np.where(rng.random(300) < 0.5, rng.integers(1, 6, 300), -1)
+    for seed in (0, 1):
+        for agent in ("policy-gradient", "control-pg"):
+            result.records.append(
+                Record(agent, "template", "template", seed, EvaluationResult(agent, ranks, success, 100))
+            )
+        # supervised never succeeds: policy gradient's advantage must be detected
+        never = np.full(300, -1)
+        result.records.append(
+            Record("supervised", "template", "template", seed, EvaluationResult("s", ranks + 20, never, 100))
+        )
+    rows = {(r["agent"], r["against"]): r for r in result.comparisons("template", "template")}
+    same = rows[("policy-gradient", "control-pg")]
+    assert same["success"].mean == 0 and not same["success"].excludes_zero  # identical outcomes
+    better = rows[("policy-gradient", "supervised")]
+    assert better["success"].low > 0.3 and better["success"].excludes_zero and better["R@10"].mean > 0
+    assert ("policy-improvement", "control-pi") not in rows  # agents that did not run are left out
