@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from fiq_gym._atomic import atomic_write_text
+from fiq_gym.benchmarks.publishing import default_results_dir
 from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, faithfulness
 
 __all__ = ["Row", "evaluate", "main"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = default_results_dir()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import io
 import json
 import re
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -31,15 +30,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import fiq_gym
 from fiq_gym._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fiq_gym.benchmarks.publishing import git_revision, library_versions, published_results_dir
 from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet
 
 __all__ = ["AGENTS", "PRESETS", "Preset", "main", "run_benchmark"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 AGENTS = ("random", "supervised", "control-pg", "policy-gradient", "control-pi", "policy-improvement", "ppo")
 #: Equal-budget controls: the supervised retriever continued from the same checkpoint, with
 #: the same rounds, dialogs per round and seeds as the fine-tuning agent it controls, so a
@@ -451,39 +449,6 @@ def _evaluation_set(out: Path, num_items: int, episodes: int) -> EvaluationSet:
 # --- reports ---------------------------------------------------------------------------------------
 
 
-def _git_revision() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-        return rev + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _versions() -> str:
-    import stable_baselines3
-    import torch
-    import transformers
-
-    return (
-        f"fiq-gym {fiq_gym.__version__}, gymnasium {gym.__version__}, stable-baselines3 "
-        f"{stable_baselines3.__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"numpy {np.__version__}"
-    )
-
-
 def _cell(row: dict[str, Any], metric: str) -> str:
     if row["seeds"] > 1:
         return f"{row[metric]:.3f} ± {row[f'{metric}_std']:.3f}"
@@ -499,8 +464,8 @@ def to_markdown(result: BenchmarkResult) -> str:
         f"# Dialog retrieval benchmark (`{p.name}` preset)",
         "",
         f"Command: `{result.command}`  ",
-        f"Git revision: {_git_revision()}  ",
-        f"Versions: {_versions()}  ",
+        f"Git revision: {git_revision()}  ",
+        f"Versions: {library_versions()}  ",
         f"Machine: {machine_line()}  ",
         f"Wall time: {result.seconds / 60:.1f} min; seeds {list(p.seeds)}; {p.episodes} evaluation episodes; "
         f"training: supervised {p.supervised_rounds} rounds x {p.num_envs} dialogs, policy gradient "
@@ -685,8 +650,8 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
             "command": result.command,
             "sealed": result.sealed,
             "seconds": result.seconds,
-            "git_revision": _git_revision(),
-            "versions": _versions(),
+            "git_revision": git_revision(),
+            "versions": library_versions(),
             "aggregate": rows,
             "budgets": [
                 {"agent": a, "train_user": u, "seed": seed, **dataclasses.asdict(b)}
@@ -779,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     written = write_outputs(result, args.out / preset.name)
     if args.publish:
-        written += write_outputs(result, RESULTS / preset.name)
+        written += write_outputs(result, published_results_dir() / preset.name)
     print()
     print(to_markdown(result))
     print("wrote " + ", ".join(str(p) for p in written))

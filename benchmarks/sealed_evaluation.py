@@ -34,12 +34,13 @@ import numpy as np
 
 import fiq_gym  # noqa: F401 - registers the ids
 from fiq_gym._atomic import atomic_write_text
+from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
 from fiq_gym.envs.evaluation import SealedDialogs, evaluate
 from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
 
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = default_results_dir()
 ENV = "fiq_gym/FashionIQ-v1"
 
 
@@ -332,7 +333,6 @@ def to_markdown(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fiq_gym.benchmarks.dialog import _git_revision
     from fiq_gym.benchmarks.throughput import machine_line
 
     parser = argparse.ArgumentParser(
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cheats = score_cheats(args.catalog, args.cheat_episodes, args.num_envs)
     meta = {
         "command": command.strip(),
-        "revision": _git_revision(),
+        "revision": git_revision(),
         "machine": machine_line(),
         "catalog": args.catalog or "the default synthetic catalog (10,000 items)",
         "cheat_episodes": str(args.cheat_episodes),

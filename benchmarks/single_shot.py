@@ -31,7 +31,11 @@ import torch
 
 from fiq_gym._atomic import atomic_write_json, atomic_write_text
 from fiq_gym.agents.single_shot import Args, train
-from fiq_gym.benchmarks.dialog import _git_revision, _versions
+from fiq_gym.benchmarks.publishing import (
+    git_revision,
+    library_versions,
+    published_results_dir,
+)
 from fiq_gym.catalog.captions import HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
@@ -40,7 +44,6 @@ from fiq_gym.retrieval import retrieval_tables
 
 __all__ = ["candidate_only", "chance", "main", "run_single_shot", "standin_catalog"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
 KS = (10, 50)
 
 
@@ -174,8 +177,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "# Single-shot benchmark (Fashion IQ challenge protocol)",
         "",
         f"Command: `{report['command']}`  ",
-        f"Git revision: {_git_revision()}  ",
-        f"Versions: {_versions()}  ",
+        f"Git revision: {git_revision()}  ",
+        f"Versions: {library_versions()}  ",
         f"Machine: {machine_line()}  ",
         f"Wall time: {report['seconds'] / 60:.1f} min; catalog `{report['catalog_label']}`; evaluation split "
         f"`{report['split']}`; retriever trained {report['steps']} steps per seed, seeds {report['seeds']}.",
@@ -250,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     report["seconds"] = time.perf_counter() - started
     markdown = to_markdown(report)
-    targets = [args.out] + ([RESULTS] if args.publish else [])
+    targets = [args.out] + ([published_results_dir()] if args.publish else [])
     for where in targets:
         atomic_write_text(where / "single_shot.md", markdown)
         atomic_write_json(where / "single_shot.json", json.loads(json.dumps(report, default=str)))

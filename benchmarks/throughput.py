@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym._atomic import atomic_write_bytes, atomic_write_text
+from fiq_gym.benchmarks.publishing import default_results_dir
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import load_default_catalog
 from fiq_gym.envs.fashion_iq import FashionIQEnv
@@ -33,7 +34,7 @@ from fiq_gym.retrieval import retrieval_tables
 
 __all__ = ["Measurement", "measure_throughput", "run"]
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = default_results_dir()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def test_throughput_benchmark_writes_table_and_plot(tmp_path, small_catalog_path):
@@ -169,3 +172,17 @@ def test_paired_comparisons_of_a_benchmark_follow_the_outcomes():
     better = rows[("policy-gradient", "supervised")]
     assert better["success"].low > 0.3 and better["success"].excludes_zero and better["R@10"].mean > 0
     assert ("policy-improvement", "control-pi") not in rows  # agents that did not run are left out
+
+
+def test_results_go_to_the_checkout_or_the_working_directory_never_site_packages(tmp_path, monkeypatch):
+    from fiq_gym.benchmarks import publishing
+
+    assert publishing.checkout_results_dir() == Path(publishing.__file__).resolve().parent / "results"
+    installed = tmp_path / "site-packages" / "fiq_gym" / "benchmarks"
+    installed.mkdir(parents=True)
+    monkeypatch.setattr(publishing, "_PACKAGE", installed)
+    monkeypatch.chdir(tmp_path)
+    assert publishing.default_results_dir() == tmp_path / "fiq-gym-results"
+    with pytest.raises(ValueError, match="installed copy.*pip install -e"):
+        publishing.published_results_dir()
+    assert publishing.git_revision().startswith("unknown")
