@@ -29,8 +29,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 import fiq_gym  # noqa: F401
-from fiq_gym._atomic import atomic_directory
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import prepare_run, versions
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.sb3 import make_sb3_vec_env

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fiq_gym._atomic import atomic_directory
+from fiq_gym.atomic import atomic_directory
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import (
     config_fields,

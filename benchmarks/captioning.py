@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fiq_gym._atomic import atomic_write_text
+from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir
 from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, faithfulness
 

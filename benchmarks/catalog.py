@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fiq_gym._atomic import atomic_write_text
+from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.throughput import RESULTS, machine_line
 
 __all__ = ["run"]

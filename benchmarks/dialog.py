@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym._atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fiq_gym.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fiq_gym.benchmarks.publishing import git_revision, library_versions, published_results_dir
 from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.evaluation import evaluate

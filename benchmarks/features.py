@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fiq_gym._atomic import atomic_write_text
+from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.throughput import RESULTS, machine_line
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.synthetic import build_synthetic_catalog

@@ -33,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 
 import fiq_gym  # noqa: F401 - registers the ids
-from fiq_gym._atomic import atomic_write_text
+from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
 from fiq_gym.envs.evaluation import SealedDialogs, evaluate
 from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiq_gym._atomic import atomic_write_json, atomic_write_text
 from fiq_gym.agents.single_shot import Args, train
+from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     git_revision,
     library_versions,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fiq_gym._atomic import atomic_write_text
+from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir
 from fiq_gym.catalog import Catalog
 from fiq_gym.catalog.synthetic_spec import CATEGORIES, LENGTHS_BY_CATEGORY, SYNTHETIC_VOCABULARY

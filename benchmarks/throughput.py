@@ -23,7 +23,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym._atomic import atomic_write_bytes, atomic_write_text
+from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import load_default_catalog

@@ -1,7 +1,7 @@
 """Checkpoints and training state: the one place that reads and writes them.
 
 Every trainer in fiq-gym (the retrievers, the feature network, the transformer shopper) keeps
-two kinds of directory, both written atomically (see :mod:`fiq_gym._atomic`):
+two kinds of directory, both written atomically (see :mod:`fiq_gym.atomic`):
 
 * a **checkpoint**: what a trained model needs to be used. ``config.json`` (an object with a
   ``format`` string, the model's config, the training arguments and library versions) and
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from fiq_gym import __version__
-from fiq_gym._atomic import recover_directory
+from fiq_gym.atomic import recover_directory
 from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 
@@ -171,7 +171,7 @@ def write_training_state(
     rng: bool = True,
 ) -> None:
     """Write ``state.json`` and ``state.safetensors`` into ``directory`` (normally the
-    temporary directory of :func:`~fiq_gym._atomic.atomic_directory`, so the state appears
+    temporary directory of :func:`~fiq_gym.atomic.atomic_directory`, so the state appears
     whole or not at all).
 
     Args:

@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from fiq_gym._atomic import atomic_directory
+from fiq_gym.atomic import atomic_directory
 from fiq_gym.cache import cache_dir
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import MANIFEST, open_catalog

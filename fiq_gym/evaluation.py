@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym._atomic import atomic_write_json, atomic_write_text
+from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.jsonfile import read_json
 from fiq_gym.metrics import rank_percentile
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fiq_gym._atomic import atomic_write_json
+from fiq_gym.atomic import atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError
 from fiq_gym.jsonfile import read_json

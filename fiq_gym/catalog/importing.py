@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from fiq_gym._atomic import atomic_directory, atomic_write_json
 from fiq_gym._workers import WorkerPool
+from fiq_gym.atomic import atomic_directory, atomic_write_json
 from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions
 from fiq_gym.catalog.import_inputs import (
     label_matrix,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fiq_gym._atomic import atomic_write_bytes
+from fiq_gym.atomic import atomic_write_bytes
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from fiq_gym._atomic import atomic_directory, atomic_write_json, recover_directory
+from fiq_gym.atomic import atomic_directory, atomic_write_json, recover_directory
 from fiq_gym.catalog.model import Catalog, StringColumn
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from fiq_gym._atomic import atomic_directory
 from fiq_gym._workers import WorkerPool
+from fiq_gym.atomic import atomic_directory
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.render import GarmentSpec, render_garment, shaded_rgb
@@ -202,7 +202,7 @@ def write_synthetic_catalog(
 ) -> None:
     """Render the catalog of :func:`build_synthetic_catalog` into the existing empty
     ``directory``, not atomically: for callers that write it inside their own
-    :func:`~fiq_gym._atomic.atomic_directory` together with more files."""
+    :func:`~fiq_gym.atomic.atomic_directory` together with more files."""
     _check_arguments(size, seed, image_size)
     vocab = SYNTHETIC_VOCABULARY
     jobs = [

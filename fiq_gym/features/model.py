@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn import functional as F
 
-from fiq_gym._atomic import atomic_write_bytes, atomic_write_json
+from fiq_gym.atomic import atomic_write_bytes, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CheckpointError

@@ -34,7 +34,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from fiq_gym._atomic import atomic_directory, atomic_write_bytes, atomic_write_json
+from fiq_gym.atomic import atomic_directory, atomic_write_bytes, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.checkpoint import STATE_JSON, prepare_run, read_training_state, write_training_state

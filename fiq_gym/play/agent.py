@@ -191,7 +191,7 @@ def load_play_agent(
 def export_default_agent(checkpoint: str | os.PathLike, out: str | os.PathLike = DEFAULT_AGENT_DIR) -> Path:
     """Copy a supervised checkpoint trained on the default catalog into ``out`` (the package's
     ``default_agent/``), with a record of that catalog so a stale copy fails loudly."""
-    from fiq_gym._atomic import atomic_directory
+    from fiq_gym.atomic import atomic_directory
 
     checkpoint = Path(checkpoint)
     net, meta = load_checkpoint(checkpoint)

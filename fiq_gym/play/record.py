@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fiq_gym._atomic import atomic_write_json
+from fiq_gym.atomic import atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.jsonfile import read_json
 

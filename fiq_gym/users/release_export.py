@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fiq_gym._atomic import atomic_directory
+from fiq_gym.atomic import atomic_directory
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.users.template import TemplateUser
 from fiq_gym.users.transformer.data import sample_pairs, split_items

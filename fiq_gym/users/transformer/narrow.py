@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fiq_gym._atomic import atomic_directory
+from fiq_gym.atomic import atomic_directory
 from fiq_gym.users.transformer.user import DEFAULT_CHECKPOINT, load_captioner
 
 __all__ = ["narrow_captioner"]

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiq_gym._atomic import atomic_directory, atomic_write_json
+from fiq_gym.atomic import atomic_directory, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import STATE_JSON, prepare_run, read_training_state, write_training_state
 from fiq_gym.errors import CheckpointError
