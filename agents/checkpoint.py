@@ -222,8 +222,9 @@ def start_retriever_run(
 
     Applies the run-directory rule to ``args.out`` (``args.resume`` continues
     ``out/checkpoint``; ``args.overwrite`` replaces the run; neither refuses an existing
-    one); a new run starts from ``args.init`` (a retriever checkpoint) if given, else from
-    fresh weights sized for ``envs``.
+    one); a new run starts from ``args.init`` (a retriever checkpoint) if given, with its
+    optimizer state too when ``args.init_optimizer``, else from fresh weights sized for
+    ``envs``.
     """
     inner = envs.unwrapped
     checkpoint = Path(args.out) / "checkpoint"
@@ -248,6 +249,12 @@ def start_retriever_run(
     check_fits(net.config, inner.gallery, inner.tokenizer.vocab_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
     if not resuming:
+        if args.init and getattr(args, "init_optimizer", False):
+            # Continue the --init run's optimisation (Adam's moments) instead of restarting it:
+            # a fresh Adam's first steps move every weight by about the learning rate.
+            read_training_state(args.init, optimizer=optimizer, rng=False)
+            for group in optimizer.param_groups:
+                group["lr"] = args.learning_rate
         return net, optimizer, 0, {}
     record, _ = read_training_state(checkpoint, optimizer=optimizer, rng=False)
     return net, optimizer, int(record["round"]), record

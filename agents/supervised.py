@@ -75,6 +75,9 @@ class Args:
     """replace the run in OUT (without --resume or --overwrite an existing OUT is an error)"""
     init: str | None = None
     """start from this retriever checkpoint instead of random weights"""
+    init_optimizer: bool = False
+    """with --init: also take that checkpoint's optimizer state, continuing its training (as the
+    benchmark's equal-budget controls do) rather than restarting Adam"""
 
 
 def make_envs(args: Args, *, training: bool, num_envs: int) -> gym.vector.VectorEnv:

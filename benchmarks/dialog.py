@@ -313,6 +313,7 @@ def train_agents(
             args = supervised.Args(
                 **common,
                 init=init,
+                init_optimizer=True,  # continue the supervised training, do not restart Adam
                 num_envs=preset.num_envs,
                 rounds=rounds,
                 eval_every=rounds,

@@ -218,3 +218,25 @@ def test_train_help_names_the_subcommand(agent, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: fiq-gym train {agent} ")
     assert "--learning-rate" in out and "(default: " in out
+
+
+def test_init_optimizer_continues_the_init_runs_adam(small_catalog_path, tmp_path):
+    from fiq_gym.agents.checkpoint import start_retriever_run
+    from fiq_gym.agents.supervised import make_envs
+
+    first = _args(small_catalog_path, tmp_path / "first", rounds=2)
+    train(first, progress=False)
+    init = str(tmp_path / "first" / "checkpoint")
+    envs = make_envs(first, training=True, num_envs=2)
+    try:
+        restarted = start_retriever_run(_args(small_catalog_path, tmp_path / "a", init=init), envs)[1]
+        continued = start_retriever_run(
+            _args(small_catalog_path, tmp_path / "b", init=init, init_optimizer=True, learning_rate=5e-4),
+            envs,
+        )[1]
+    finally:
+        envs.close()
+    assert restarted.state_dict()["state"] == {}  # a fresh Adam
+    state = continued.state_dict()["state"]
+    assert state and all(int(v["step"]) == 2 for v in state.values())  # two rounds of moments
+    assert continued.param_groups[0]["lr"] == 5e-4  # this run's learning rate, not the saved one
