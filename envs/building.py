@@ -13,11 +13,12 @@ from typing import Any
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
+from fiq_gym.shortlist import FirstStage, make_first_stage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 from fiq_gym.users.registry import SHOPPERS, make_user
 
-__all__ = ["USERS", "build_dialog_parts"]
+__all__ = ["USERS", "build_dialog_parts", "build_first_stage"]
 
 USERS = SHOPPERS
 
@@ -36,3 +37,29 @@ def build_dialog_parts(
     tables = retrieval_tables(opened, category, side_info)
     chosen = make_user(user, opened, **(user_kwargs or {}))
     return opened, tables, chosen, tokenizer or chosen.tokenizer
+
+
+# (spec, tables) -> first stage: envs of one process on the same tables share the network.
+_FIRST_STAGES: dict[tuple[str, int], tuple[RetrievalTables, FirstStage]] = {}
+
+
+def build_first_stage(
+    spec: str | FirstStage, action_mode: str, catalog: Catalog, tables: RetrievalTables
+) -> FirstStage | None:
+    """The shortlist's first stage ``spec`` names (None outside ``shortlist`` mode; a
+    non-default ``spec`` there is a mistake worth one line)."""
+    if action_mode != "shortlist":
+        if spec != "retriever":
+            raise ValueError(
+                f"shortlist={spec!r} only applies to action_mode='shortlist' (this env uses {action_mode!r}); "
+                "drop the argument or pass action_mode='shortlist'"
+            )
+        return None
+    if not isinstance(spec, str):
+        return make_first_stage(spec, catalog, tables)
+    key = (spec, id(tables))
+    cached = _FIRST_STAGES.get(key)
+    if cached is None or cached[0] is not tables:
+        cached = (tables, make_first_stage(spec, catalog, tables))
+        _FIRST_STAGES[key] = cached
+    return cached[1]

@@ -11,9 +11,10 @@ import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog import DialogBatch, DialogConfig, Transition
-from fiq_gym.envs.building import build_dialog_parts
+from fiq_gym.envs.building import build_dialog_parts, build_first_stage
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
@@ -46,12 +47,31 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     | `"query"`  | `Box(-1, 1, (D,), float32)` | a query in feature space; items are scored by    |
     |            |                             | their dot product with it (cosine up to scale)   |
     | `"scores"` | `Box(-1, 1, (N,), float32)` | the agent's own score for every item             |
+    | `"shortlist"` | `Discrete(K)`            | which of the K candidates of the observation to  |
+    |            |                             | show (a slot of the `candidate_*` keys)          |
 
     N is the number of items in play (the chosen category), D the feature size. In `query`
     and `scores` modes the env shows the best-scoring item *not yet shown* in the episode
     (ties: the lowest index). In `index` mode the agent may show an item again; that turn
     earns nothing new (see Rewards). Malformed actions (wrong shape or dtype, out of range,
     NaN or inf) raise ``ValueError`` naming the space and the value.
+
+    **Shortlist** (``action_mode="shortlist"``): every observation also proposes K =
+    ``shortlist_size`` (default 32) candidates, all items not shown yet in the dialog. A
+    *first stage* (``shortlist=``) that reads only the dialog so far (captions and shown items,
+    :class:`fiq_gym.shortlist.DialogView`; never the target) scores every item; the candidates
+    are its K best unseen items (ties: the lower index), of which a fraction ``explore``
+    (default 0) is replaced by uniform random unseen items, in an order shuffled by the
+    dialog's own seeded stream (slot position carries no information). The action picks a
+    slot; the env shows that candidate, and rank, rewards, success and episode end are exactly
+    those of `index` mode showing the same item. Picking a slot whose ``candidate_mask`` is 0
+    raises ``ValueError``; with the built-in first stages every slot is valid (the env needs
+    N >= K + T + 1). ``info["candidates"]`` gives the K item indices (for logging). First
+    stages: `"retriever"` (default: the supervised dialog retriever shipped in
+    ``fiq_gym/shortlist/default/``, first stage version 1, trained on the default catalog; it
+    fits catalogs with the shipped features, D = 60), `"retriever:DIR"` (any fiq-gym
+    retriever checkpoint), `"random"` (uniform random scores, as RecSim's candidate documents)
+    or a callable ``f(view) -> (B, N) scores`` (items scored -inf are never proposed).
 
     ## Observation Space
 
@@ -73,13 +93,21 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     | `history_caption_lengths` | `Box(0, L, (T+1,), int64)`      | row t: its length              |
     | `history_mask`            | `MultiBinary(T+1)`              | 1 for the turns played so far  |
     | `shown_mask` (opt-in)     | `MultiBinary(N)`                | 1 for every item shown so far  |
+    | `candidate_features`      | `Box(-1, 1, (K*D,), float32)`   | shortlist: row k the features  |
+    |                           |                                 | of candidate slot k            |
+    | `candidate_attributes`    | `Box(0, 1, (K*A,), float32)`    | shortlist: its attribute scores|
+    | `candidate_scores`        | `Box(-1, 1, (K,), float32)`     | shortlist: its first-stage     |
+    |                           |                                 | score (clipped to [-1, 1])     |
+    | `candidate_mask`          | `MultiBinary(K)`                | shortlist: 1 for a real        |
+    |                           |                                 | candidate, 0 for an empty slot |
 
     T is ``max_turns``, L ``caption_length``, V the tokenizer's vocabulary size, D the
     feature size, A the number of attribute columns. History rows are flat, row t after row
     t - 1 (``obs["history_features"].reshape(T + 1, D)``); row 0 is the reset's item and
     caption, row t (t <= the current turn) turn t's, later rows are zeros with mask 0.
     ``shown_mask`` is returned only when asked for in ``observation_keys`` (catalogs of at
-    most 65,536 items in play); the default keys are all the others.
+    most 65,536 items in play); the default keys are all the others. The `candidate_*` keys
+    exist in `shortlist` mode only (and are in its default keys); empty slots are zeros.
 
     Token ids come from ``env.unwrapped.tokenizer`` (a
     :class:`~fiq_gym.text.CaptionTokenizer`): id 0 is padding, and for the template
@@ -168,7 +196,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
              action_mode="index", reward="percentile", success_bonus=0.0, max_turns=5,
              caption_length=32, observation_keys=None, render_mode=None,
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
-             side_info="predicted")
+             side_info="predicted", shortlist_size=32, shortlist="retriever",
+             explore=0.0)
     ```
 
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, or None for
@@ -189,6 +218,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     * ``action_mode``, ``reward``, ``success_bonus``, ``max_turns``: see above.
     * ``caption_length``: L, the number of token ids in the caption observation.
     * ``observation_keys``: the observation keys to return (default: all but `shown_mask`).
+    * ``shortlist_size``, ``shortlist``, ``explore``: K, the first stage and the fraction of
+      random candidates of `shortlist` mode (see Action Space); ``shortlist`` other than the
+      default outside `shortlist` mode raises ``ValueError``.
     * ``side_info``: `"predicted"` (default) or `"labels"` (ground truth; an explicit opt-in).
     * ``render_mode``: `"rgb_array"` (the shown garment, the caption and the turn) or
       `"ansi"` (a text line per turn).
@@ -211,6 +243,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Version History
 
+    * v1 (extended, not bumped: the dynamics of the existing modes are unchanged): the
+      `shortlist` action mode with the `candidate_*` observation keys and
+      ``info["candidates"]``; its dynamics depend on the first stage, so replacing the shipped
+      first-stage weights will bump the version.
     * v1: the return equals the benchmark's metric (the turn that shows the target pays the
       turns left; repeats earn what the metric counts); `reciprocal_rank` reward; dialog
       history keys and the opt-in `shown_mask`; caption ids as `MultiDiscrete`; no silent
@@ -243,6 +279,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         expose_target: bool = False,
         lookahead: bool = False,
         side_info: str = "predicted",
+        shortlist_size: int = 32,
+        shortlist: str | FirstStage = "retriever",
+        explore: float = 0.0,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -260,8 +299,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             observation_keys=(
                 tuple(observation_keys)
                 if observation_keys is not None
-                else DialogConfig.default_keys(version)
+                else DialogConfig.default_keys(version, action_mode)
             ),
+            shortlist_size=shortlist_size,
+            explore=explore,
             expose_target=bool(expose_target),
             lookahead=bool(lookahead),
             version=version,
@@ -275,12 +316,16 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "tokenizer": tokenizer,
             "config": config,
             "side_info": side_info,
+            "shortlist": shortlist,
         }
         self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
             catalog, category, user, user_kwargs, tokenizer, side_info if version == 1 else "auto"
         )
+        self.first_stage = build_first_stage(shortlist, config.action_mode, self.catalog, tables)
         self.category = category
-        self._dialog = DialogBatch(tables, self.user, self.tokenizer, config, num_dialogs=1)
+        self._dialog = DialogBatch(
+            tables, self.user, self.tokenizer, config, num_dialogs=1, first_stage=self.first_stage
+        )
         self.observation_space = self._dialog.observation_space()
         self.action_space = self._dialog.action_space()
         self.render_mode = render_mode
@@ -440,13 +485,19 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             expose_target=cfg.expose_target,
             lookahead=cfg.lookahead,
             side_info=a["side_info"],
+            shortlist_size=cfg.shortlist_size,
+            shortlist=a["shortlist"],
+            explore=cfg.explore,
         )
         for k, v in state["dialog"].items():
-            getattr(self._dialog, k)[...] = v
+            if isinstance(v, np.ndarray):
+                getattr(self._dialog, k)[...] = v
+            else:
+                setattr(self._dialog, k, v)
         self._np_random = state["np_random"]
         self._needs_reset, self._log, self._last = state["needs_reset"], state["log"], state["last"]
 
-    def _dialog_state(self) -> dict[str, np.ndarray]:
+    def _dialog_state(self) -> dict[str, Any]:
         d = self._dialog
         keys = (
             "target",
@@ -456,8 +507,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "history",
             "caption_history",
             "caption_length_history",
+            "candidates",
+            "candidate_scores",
+            "candidate_mask",
         )
-        return {k: getattr(d, k).copy() for k in keys}
+        state: dict[str, Any] = {k: getattr(d, k).copy() for k in keys}
+        state["shortlist_rngs"] = list(d.shortlist_rngs)
+        state["caption_texts"] = [list(t) for t in d.caption_texts]
+        return state
 
 
 class FashionIQEnvV0(FashionIQEnv):

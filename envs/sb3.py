@@ -80,7 +80,7 @@ class SB3VecEnvAdapter(VecEnv):
         if self._actions is None:
             raise RuntimeError("step_async() must be called before step_wait()")
         actions = self._actions
-        if self.venv.config.action_mode == "index":
+        if self.venv.config.action_mode in ("index", "shortlist"):
             actions = actions.astype(np.int64).reshape(self.num_envs)
         obs, reward, terminated, truncated, info = self.venv.step(actions)
         self._actions = None

@@ -19,10 +19,11 @@ from gymnasium.vector.utils import batch_space
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog import DialogBatch, DialogConfig, Transition
-from fiq_gym.envs.building import build_dialog_parts
+from fiq_gym.envs.building import build_dialog_parts, build_first_stage
 from fiq_gym.envs.fashion_iq import V0_DEPRECATION
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
@@ -68,6 +69,9 @@ class FashionIQVectorEnv(VectorEnv):
         expose_target: bool = False,
         lookahead: bool = False,
         side_info: str = "predicted",
+        shortlist_size: int = 32,
+        shortlist: str | FirstStage = "retriever",
+        explore: float = 0.0,
         max_episode_steps: int | None = None,
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
@@ -91,8 +95,10 @@ class FashionIQVectorEnv(VectorEnv):
             observation_keys=(
                 tuple(observation_keys)
                 if observation_keys is not None
-                else DialogConfig.default_keys(version)
+                else DialogConfig.default_keys(version, action_mode)
             ),
+            shortlist_size=shortlist_size,
+            explore=explore,
             expose_target=bool(expose_target),
             lookahead=bool(lookahead),
             version=version,
@@ -101,8 +107,11 @@ class FashionIQVectorEnv(VectorEnv):
         self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
             catalog, category, user, user_kwargs, tokenizer, side_info if version == 1 else "auto"
         )
+        self.first_stage = build_first_stage(shortlist, config.action_mode, self.catalog, tables)
         self.num_envs = int(num_envs)
-        self._dialog = DialogBatch(tables, self.user, self.tokenizer, config, num_dialogs=self.num_envs)
+        self._dialog = DialogBatch(
+            tables, self.user, self.tokenizer, config, num_dialogs=self.num_envs, first_stage=self.first_stage
+        )
         self.single_observation_space = self._dialog.observation_space()
         self.single_action_space = self._dialog.action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -256,7 +265,7 @@ class FashionIQVectorEnv(VectorEnv):
         for key, values in part.items():
             if key not in into:
                 into[key] = (
-                    np.zeros(n, dtype=values.dtype)
+                    np.zeros((n, *values.shape[1:]), dtype=values.dtype)
                     if values.dtype != object
                     else np.full(n, "", dtype=object)
                 )

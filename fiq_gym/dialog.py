@@ -19,11 +19,13 @@ from gymnasium import spaces
 
 from fiq_gym.metrics import rank_percentile, target_rank
 from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.shortlist import DialogView, FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
 __all__ = [
     "ACTION_MODES",
+    "CANDIDATE_KEYS",
     "HISTORY_KEYS",
     "OBSERVATION_KEYS",
     "OBSERVATION_KEYS_V0",
@@ -36,7 +38,7 @@ __all__ = [
     "Transition",
 ]
 
-ACTION_MODES = ("index", "query", "scores")
+ACTION_MODES = ("index", "query", "scores", "shortlist")
 REWARDS = ("percentile", "delta", "success", "reciprocal_rank")
 REWARDS_V0 = ("percentile", "delta", "success")
 OBSERVATION_KEYS_V0 = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
@@ -51,6 +53,9 @@ HISTORY_KEYS = (
 )
 # The default observation of v1: the v0 keys (kept for compatibility) plus the history.
 OBSERVATION_KEYS = OBSERVATION_KEYS_V0 + HISTORY_KEYS
+# The shortlist's candidates (``action_mode="shortlist"`` only, where they are in the default
+# observation): slot k's features, attribute scores, first-stage score and validity.
+CANDIDATE_KEYS = ("candidate_features", "candidate_attributes", "candidate_scores", "candidate_mask")
 # Asked for by name only: one flag per item in play (which items were shown this dialog).
 OPTIONAL_KEYS = ("shown_mask",)
 # ``shown_mask`` is offered on catalogs of at most this many items in play.
@@ -78,6 +83,10 @@ class DialogConfig:
     # Training-only opt-in: let the agent ask what the shopper would say about candidate
     # items (model-based policy improvement). Also refused by the evaluation harness.
     lookahead: bool = False
+    # ``shortlist`` mode: K candidates per turn, a fraction ``explore`` of them uniform random
+    # unseen items instead of the first stage's best.
+    shortlist_size: int = 32
+    explore: float = 0.0
     # The environment version's rules: 1 (current) or 0 (deprecated: the episode's return
     # does not follow the metric, no history, caption ids as a Box).
     version: int = 1
@@ -102,8 +111,23 @@ class DialogConfig:
             raise ValueError(f"max_turns must be an integer from 1 to {MAX_TURNS}, got {turns!r}")
         if not isinstance(self.caption_length, int | np.integer) or self.caption_length < 1:
             raise ValueError(f"caption_length must be a positive integer, got {self.caption_length!r}")
+        if self.action_mode == "shortlist" and self.version == 0:
+            raise ValueError("action_mode='shortlist' needs the v1 rules: use the -v1 ids")
+        k = self.shortlist_size
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"shortlist_size must be a positive integer, got {k!r}")
+        e = self.explore
+        if (
+            isinstance(e, bool)
+            or not isinstance(e, int | float | np.integer | np.floating)
+            or not 0 <= e <= 1
+        ):
+            raise ValueError(f"explore must be a fraction in [0, 1], got {e!r}")
+        object.__setattr__(self, "explore", float(e))
         keys = tuple(self.observation_keys)
         allowed = OBSERVATION_KEYS + OPTIONAL_KEYS if self.version == 1 else OBSERVATION_KEYS_V0
+        if self.action_mode == "shortlist":
+            allowed = allowed + CANDIDATE_KEYS
         unknown = [k for k in keys if k not in allowed]
         if unknown or not keys or len(set(keys)) != len(keys):
             raise ValueError(
@@ -112,9 +136,16 @@ class DialogConfig:
         object.__setattr__(self, "observation_keys", keys)
 
     @classmethod
-    def default_keys(cls, version: int) -> tuple[str, ...]:
+    def default_keys(cls, version: int, action_mode: str = "index") -> tuple[str, ...]:
         """The observation keys an environment of ``version`` returns unless told otherwise."""
-        return OBSERVATION_KEYS if version == 1 else OBSERVATION_KEYS_V0
+        if version != 1:
+            return OBSERVATION_KEYS_V0
+        return OBSERVATION_KEYS + CANDIDATE_KEYS if action_mode == "shortlist" else OBSERVATION_KEYS
+
+    @property
+    def num_explore(self) -> int:
+        """How many of the K candidates are uniform random unseen items."""
+        return round(self.explore * self.shortlist_size)
 
 
 @dataclass
@@ -138,6 +169,7 @@ class DialogBatch:
         tokenizer: CaptionTokenizer,
         config: DialogConfig,
         num_dialogs: int = 1,
+        first_stage: FirstStage | None = None,
     ) -> None:
         self.tables = tables
         self.user = user
@@ -159,6 +191,23 @@ class DialogBatch:
                 f"observation key 'shown_mask' needs at most {SHOWN_MASK_LIMIT} items in play, this env has "
                 f"{tables.num_items}; leave it out (history_features says what was shown) or pick a category"
             )
+        # shortlist mode: each dialog's first-stage stream, caption texts, and current candidates.
+        self.first_stage = first_stage
+        k = config.shortlist_size
+        self.candidates = np.full((b, k), -1, dtype=np.int64)
+        self.candidate_scores = np.zeros((b, k), dtype=np.float32)
+        self.candidate_mask = np.zeros((b, k), dtype=np.int8)
+        self.shortlist_rngs: list[np.random.Generator] = [np.random.default_rng(0) for _ in range(b)]
+        self.caption_texts: list[list[str]] = [[] for _ in range(b)]
+        if config.action_mode == "shortlist":
+            if first_stage is None:
+                raise ValueError("action_mode='shortlist' needs a first stage (see fiq_gym.shortlist)")
+            need = k + config.max_turns + 1
+            if tables.num_items < need:
+                raise ValueError(
+                    f"shortlist_size={k} needs at least {need} items in play (K + max_turns + 1), this env has "
+                    f"{tables.num_items}; pass a smaller shortlist_size"
+                )
         self._action_space = self._make_action_space()
 
     # --- spaces ----------------------------------------------------------------------------
@@ -185,6 +234,10 @@ class DialogBatch:
             "history_caption_lengths": spaces.Box(0, length, (rows,), np.int64),
             "history_mask": spaces.MultiBinary(rows),
             "shown_mask": spaces.MultiBinary(t.num_items),
+            "candidate_features": spaces.Box(-1.0, 1.0, (c.shortlist_size * d,), np.float32),
+            "candidate_attributes": spaces.Box(0.0, 1.0, (c.shortlist_size * a,), np.float32),
+            "candidate_scores": spaces.Box(-1.0, 1.0, (c.shortlist_size,), np.float32),
+            "candidate_mask": spaces.MultiBinary(c.shortlist_size),
         }
         return spaces.Dict({k: all_spaces[k] for k in c.observation_keys})
 
@@ -196,6 +249,8 @@ class DialogBatch:
         mode, t = self.config.action_mode, self.tables
         if mode == "index":
             return spaces.Discrete(t.num_items)
+        if mode == "shortlist":
+            return spaces.Discrete(self.config.shortlist_size)
         if mode == "query":
             return spaces.Box(-1.0, 1.0, (t.feature_dim,), np.float32)
         return spaces.Box(-1.0, 1.0, (t.num_items,), np.float32)
@@ -209,12 +264,13 @@ class DialogBatch:
         space = self.action_space()
         b = self.num_dialogs if batched else 1
         arr = np.asarray(actions)
-        if self.config.action_mode == "index":
+        if self.config.action_mode in ("index", "shortlist"):
+            what = "item index" if self.config.action_mode == "index" else "candidate slot"
             want = (b,) if batched else ()
             ok_kind = arr.dtype.kind in "iu"
             if not ok_kind or arr.shape != want:
                 raise ValueError(
-                    f"action must be an integer item index of shape {want} for {space}, "
+                    f"action must be an integer {what} of shape {want} for {space}, "
                     f"got {actions!r} (dtype {arr.dtype}, shape {arr.shape})"
                 )
             arr = arr.astype(np.int64).reshape(b)
@@ -288,7 +344,67 @@ class DialogBatch:
             mask = np.zeros((b, t.num_items), dtype=np.int8)
             mask[np.nonzero(filled)[0], history[filled]] = 1
             obs["shown_mask"] = mask
+        if self.config.action_mode == "shortlist":
+            for i, row in enumerate(rows):
+                self.caption_texts[row].append(captions[i])
+            self._propose(rows)
+            cand = self.candidates[rows]
+            valid = self.candidate_mask[rows].astype(bool)
+            safe = np.maximum(cand, 0)
+            if "candidate_features" in keys:
+                obs["candidate_features"] = (t.features[safe] * valid[..., None]).reshape(b, -1)
+            if "candidate_attributes" in keys:
+                obs["candidate_attributes"] = (t.side_info[safe] * valid[..., None]).reshape(b, -1)
+            if "candidate_scores" in keys:
+                obs["candidate_scores"] = self.candidate_scores[rows].copy()
+            if "candidate_mask" in keys:
+                obs["candidate_mask"] = self.candidate_mask[rows].copy()
         return obs, captions
+
+    def _propose(self, rows: np.ndarray) -> None:
+        """The first stage's K candidates for dialogs ``rows``: the best-scoring unseen items
+        (ties: the lower index first), ``num_explore`` of them replaced by uniform random
+        unseen items, in a random order drawn from the dialog's shortlist stream."""
+        assert self.first_stage is not None
+        n, k, n_explore = self.tables.num_items, self.config.shortlist_size, self.config.num_explore
+        view = DialogView(
+            gallery=self.tables,
+            history=self.history[rows].copy(),
+            captions=[tuple(self.caption_texts[r]) for r in rows],
+            turn=self.turn[rows].copy(),
+            rngs=[self.shortlist_rngs[r] for r in rows],
+        )
+        scores = np.asarray(self.first_stage(view), dtype=np.float64)
+        if scores.shape != (len(rows), n):
+            raise ValueError(
+                f"the first stage returned scores of shape {scores.shape}, expected ({len(rows)}, {n}): "
+                "one score per item in play for each dialog"
+            )
+        for i, row in enumerate(rows):
+            rng = self.shortlist_rngs[row]
+            s = scores[i].copy()
+            s[np.nan_to_num(s, nan=-np.inf) != s] = -np.inf  # NaN never proposed
+            seen = self.history[row][self.history[row] >= 0]
+            s[seen] = -np.inf
+            order = np.argsort(-s, kind="stable")
+            top = order[: k - n_explore]
+            top = top[np.isfinite(s[top])]
+            picks = np.empty(0, dtype=np.int64)
+            if n_explore:
+                pool = np.ones(n, dtype=bool)
+                pool[seen] = False
+                pool[top] = False
+                pool_idx = np.flatnonzero(pool)
+                picks = rng.choice(pool_idx, size=min(n_explore, len(pool_idx)), replace=False)
+            chosen = np.concatenate([top, picks]).astype(np.int64)
+            chosen = chosen[rng.permutation(len(chosen))]
+            m = len(chosen)
+            self.candidates[row] = -1
+            self.candidates[row, :m] = chosen
+            self.candidate_mask[row] = 0
+            self.candidate_mask[row, :m] = 1
+            self.candidate_scores[row] = 0.0
+            self.candidate_scores[row, :m] = np.clip(np.nan_to_num(scores[i][chosen], neginf=-1.0), -1.0, 1.0)
 
     def _info(
         self,
@@ -308,6 +424,8 @@ class DialogBatch:
             "repeated": repeated,
             "turn": self.turn[rows].copy(),
         }
+        if self.config.action_mode == "shortlist":
+            info["candidates"] = self.candidates[rows].copy()
         if self.config.expose_target:
             info["target"] = self.target[rows].copy()
         return info
@@ -407,6 +525,9 @@ class DialogBatch:
             else:
                 drawn_t[k] = t
             drawn_s[k] = s + (s >= drawn_t[k]) if shown is None else shown[k]
+            if self.config.action_mode == "shortlist":
+                # The shortlist's own stream: candidates never shift the shopper's draws.
+                self.shortlist_rngs[rows[k]] = np.random.default_rng(int(rng.integers(2**63)))
         self.target[rows] = drawn_t
         self.shown[rows] = drawn_s
         self.turn[rows] = 0
@@ -414,6 +535,8 @@ class DialogBatch:
         self.history[rows, 0] = drawn_s
         self.caption_history[rows] = 0
         self.caption_length_history[rows] = 0
+        for row in rows:
+            self.caption_texts[row] = []
         rank = target_rank(self._index_scores(drawn_s), drawn_t)
         success = drawn_s == drawn_t
         rank[success] = 0
@@ -437,8 +560,17 @@ class DialogBatch:
         mode = self.config.action_mode
         target, history = self.target[rows], self.history[rows]
         repeated = np.zeros(len(rows), dtype=bool)
-        if mode == "index":
-            shown = actions
+        if mode in ("index", "shortlist"):
+            if mode == "shortlist":
+                empty = self.candidate_mask[rows, actions] == 0
+                if empty.any():
+                    raise ValueError(
+                        f"candidate slot {actions[empty][0]} is empty (obs['candidate_mask'] is 0 there); "
+                        "choose a slot whose mask is 1"
+                    )
+                shown = self.candidates[rows, actions]
+            else:
+                shown = actions
             repeated = (history == shown[:, None]).any(axis=1)
             scores = self._index_scores(shown)
         else:
