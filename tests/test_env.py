@@ -304,7 +304,10 @@ def test_observation_keys_and_category(make_env):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"action_mode": "ranking"}, r"action_mode must be one of \['index', 'query', 'scores', 'shortlist'\]"),
+        (
+            {"action_mode": "ranking"},
+            r"action_mode must be one of \['index', 'query', 'scores', 'shortlist'\]",
+        ),
         (
             {"reward": "rank"},
             r"reward must be one of \['percentile', 'delta', 'success', 'reciprocal_rank'\]",
