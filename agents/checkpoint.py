@@ -1,8 +1,9 @@
 """Trained agents on disk: what each checkpoint kind is, how to load it, how to resume it.
 
 :func:`load_agent` is the one reader of agent checkpoints. It works out the checkpoint's
-kind (a dialog retriever: supervised, policy gradient, policy improvement, single-shot; or
-an SB3 PPO model), the action mode it speaks, the environment it was trained on and the
+kind (a dialog retriever: supervised, policy gradient, policy improvement, single-shot; an
+SB3 PPO model in ``query`` or ``shortlist`` mode; or an SB3 DQN model on the shortlist), the
+action mode it speaks, the environment it was trained on and the
 tokenizer it reads captions with, and returns a :class:`LoadedAgent` that builds that
 environment and a fitted :class:`~fiq_gym.evaluation.RetrievalAgent` for it. ``fiq-gym
 eval``, ``fiq-gym play`` and ``fiq-gym bench`` all load through it.
@@ -22,8 +23,11 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from stable_baselines3 import DQN, PPO
 
 import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.agents.dqn import DQN_FORMAT
+from fiq_gym.agents.ppo import PPOAgent
 from fiq_gym.agents.retriever import (
     RETRIEVER_FORMAT,
     RetrieverAgent,
@@ -34,6 +38,7 @@ from fiq_gym.agents.retriever import (
     load_checkpoint,
     save_checkpoint,
 )
+from fiq_gym.agents.shortlist import SB3ShortlistAgent
 from fiq_gym.checkpoint import prepare_run, read_config, read_training_state
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent
@@ -41,6 +46,7 @@ from fiq_gym.text import CaptionTokenizer, WordTokenizer
 
 __all__ = [
     "ACTION_MODES",
+    "DQN_FORMAT",
     "PPO_FORMAT",
     "LoadedAgent",
     "load_agent",
@@ -58,8 +64,19 @@ ACTION_MODES = {
     "policy-improvement": "scores",
     "single-shot": "scores",
     "ppo": "query",
+    "shortlist-greedy": "shortlist",
+    "shortlist-random": "shortlist",
+    "ppo-shortlist": "shortlist",
+    "dqn-shortlist": "shortlist",
 }
-_KINDS = {RETRIEVER_FORMAT: ("retriever", "scores"), PPO_FORMAT: ("ppo", "query")}
+# format -> (kind, the action mode its checkpoints speak unless their args say otherwise)
+_KINDS = {
+    RETRIEVER_FORMAT: ("retriever", "scores"),
+    PPO_FORMAT: ("ppo", "query"),
+    DQN_FORMAT: ("dqn", "shortlist"),
+}
+# Env arguments of the shortlist mode a checkpoint's args may carry.
+_SHORTLIST_ARGS = ("shortlist_size", "shortlist", "explore")
 _FIX = "pass the checkpoint/ folder of a run written by `fiq-gym train AGENT --out RUN`"
 
 
@@ -69,7 +86,8 @@ class LoadedAgent:
 
     Attributes:
         path: the checkpoint directory.
-        kind: ``"retriever"`` (a :class:`~fiq_gym.agents.retriever.RetrieverNet`) or ``"ppo"``.
+        kind: ``"retriever"`` (a :class:`~fiq_gym.agents.retriever.RetrieverNet`), ``"ppo"``
+            or ``"dqn"`` (SB3 models).
         name: the training algorithm as recorded ("supervised", "policy gradient", "PPO"...).
         action_mode: the env action mode the agent speaks.
         env_id: the registered id it was trained on (it fixes the category).
@@ -93,6 +111,8 @@ class LoadedAgent:
     own_tokenizer: CaptionTokenizer | None
     model: Any = field(repr=False)
     config: dict[str, Any] = field(repr=False)
+    #: shortlist mode: the env's shortlist arguments in training (K, first stage, explore).
+    shortlist: dict[str, Any] = field(default_factory=dict)
 
     def make_envs(
         self,
@@ -120,7 +140,7 @@ class LoadedAgent:
             action_mode=self.action_mode,
             max_turns=max_turns or self.max_turns,
             tokenizer=tokenizer,
-            **kwargs,
+            **{**self.shortlist, **kwargs},
         )
 
     def training_tokenizer(self, catalog: Any = None) -> CaptionTokenizer:
@@ -149,16 +169,16 @@ class LoadedAgent:
                 f"{self.path} speaks action_mode={self.action_mode!r}, but the env uses {mode!r}; "
                 f"make the env with action_mode={self.action_mode!r} (LoadedAgent.make_envs does)"
             )
-        if self.kind == "ppo":
-            from fiq_gym.agents.ppo import PPOAgent
-
+        if self.kind in ("ppo", "dqn"):
             space = getattr(inner, "single_observation_space", inner.observation_space)
             if self.model.observation_space != space:
                 raise CheckpointError(
-                    f"the PPO checkpoint {self.path} does not fit this environment: its observation space "
-                    "differs (feature size, attribute count or caption vocabulary); use the catalog and "
-                    "shopper it was trained with, or retrain it"
+                    f"the {self.kind.upper()} checkpoint {self.path} does not fit this environment: its observation "
+                    "space differs (feature size, attribute count, caption vocabulary or shortlist size); use "
+                    "the catalog, shopper and shortlist_size it was trained with, or retrain it"
                 )
+            if self.action_mode == "shortlist":
+                return SB3ShortlistAgent(self.model)
             return PPOAgent(self.model)
         try:
             check_fits(self.model.config, inner.gallery, inner.tokenizer.vocab_size)
@@ -179,6 +199,8 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
     config = read_config(path, formats=set(_KINDS), what="an agent checkpoint", fix=_FIX)
     kind, mode = _KINDS[config["format"]]
     args = config.get("args") if isinstance(config.get("args"), dict) else {}
+    if kind == "ppo":
+        mode = str(args.get("action_mode") or mode)
     env_id = str(args.get("env_id") or DEFAULT_ENV_ID)
     try:
         gym.spec(env_id)
@@ -189,12 +211,12 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
         ) from None
     own = path / "tokenizer.json"
     tokenizer = WordTokenizer.from_json(own.read_text(encoding="utf-8")) if own.is_file() else None
-    if kind == "ppo":
-        from stable_baselines3 import PPO
-
+    if kind in ("ppo", "dqn"):
         if not (path / "model.zip").is_file():
-            raise CheckpointError(f"{path} has no model.zip: the PPO checkpoint is incomplete; {_FIX}")
-        model: Any = PPO.load(path / "model.zip", device="cpu")
+            raise CheckpointError(
+                f"{path} has no model.zip: the {kind.upper()} checkpoint is incomplete; {_FIX}"
+            )
+        model: Any = (PPO if kind == "ppo" else DQN).load(path / "model.zip", device="cpu")
     else:
         model, config = load_checkpoint(path)
     return LoadedAgent(
@@ -209,6 +231,7 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
         own_tokenizer=tokenizer,
         model=model,
         config=config,
+        shortlist={k: args[k] for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
     )
 
 

@@ -9,6 +9,13 @@ feature size), continuous, and makes similar garments score alike, so a policy t
 "is red with long sleeves" to a direction can generalise across targets.
 
     fiq-gym train ppo --timesteps 100000 --num-envs 16 --out runs/ppo
+
+``--action-mode shortlist`` trains on the shortlist instead: the policy picks one of K
+candidates proposed by the env's first stage, with :class:`~fiq_gym.agents.shortlist.ShortlistActorCriticPolicy`
+(one shared network scores each candidate). docs/agents.md explains why ``query`` mode fails
+and the shortlist does not.
+
+    fiq-gym train ppo --action-mode shortlist --timesteps 200000 --out runs/ppo-shortlist
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 import fiq_gym  # noqa: F401
+from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistActorCriticPolicy
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import prepare_run, versions
@@ -96,6 +104,14 @@ class Args:
     """environment steps to train for"""
     max_turns: int = 5
     """turns per dialog"""
+    action_mode: str = "query"
+    """query (a Gaussian query in feature space) or shortlist (pick one of K candidates)"""
+    shortlist_size: int = 32
+    """shortlist mode: K, the candidates per turn"""
+    shortlist: str = "retriever"
+    """shortlist mode: the first stage (retriever, retriever:DIR or random)"""
+    explore: float = 0.0
+    """shortlist mode: fraction of the candidates that are random unseen items"""
     reward: str = "percentile"
     """env reward kind (see the env's docstring)"""
     learning_rate: float = 3e-4
@@ -164,17 +180,17 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint")
-    env_kwargs = {
-        "catalog": args.catalog,
-        "user": args.user,
-        "action_mode": "query",
-        "max_turns": args.max_turns,
-        "reward": args.reward,
-    }
+    env_kwargs = {**env_kwargs_of(args), "reward": args.reward}
     vec_env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **env_kwargs)
     vec_env.seed(args.seed)
+    shortlist = args.action_mode == "shortlist"
+    policy_kwargs: dict[str, Any] = (
+        {}
+        if shortlist
+        else {"features_extractor_class": CaptionFeaturesExtractor, "log_std_init": args.log_std_init}
+    )
     model = PPO(
-        "MultiInputPolicy",
+        ShortlistActorCriticPolicy if shortlist else "MultiInputPolicy",
         vec_env,
         learning_rate=args.learning_rate,
         n_steps=args.n_steps,
@@ -184,10 +200,7 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
         seed=args.seed,
         device="cpu",
         tensorboard_log=str(out / "tb"),
-        policy_kwargs={
-            "features_extractor_class": CaptionFeaturesExtractor,
-            "log_std_init": args.log_std_init,
-        },
+        policy_kwargs=policy_kwargs,
         verbose=0,
     )
     callback = ProgressCallback(args.timesteps) if progress else None
@@ -198,20 +211,31 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
     return model, result
 
 
-def evaluate_model(model: PPO, args: Args) -> EvaluationResult:
+def env_kwargs_of(args: Any) -> dict[str, Any]:
+    """The env arguments a PPO or DQN run's ``args`` describe (shortlist ones in that mode)."""
+    if args.action_mode not in ("query", "shortlist"):
+        raise ValueError(f"--action-mode must be query or shortlist, got {args.action_mode!r}")
+    kwargs = {
+        "catalog": args.catalog,
+        "user": args.user,
+        "action_mode": args.action_mode,
+        "max_turns": args.max_turns,
+    }
+    if args.action_mode == "shortlist":
+        kwargs.update(shortlist_size=args.shortlist_size, shortlist=args.shortlist, explore=args.explore)
+    return kwargs
+
+
+def evaluate_model(model: Any, args: Any, name: str = "PPO") -> EvaluationResult:
     envs = gym.make_vec(
         args.env_id,
         num_envs=min(64, args.eval_episodes),
         vectorization_mode="vector_entry_point",
-        catalog=args.catalog,
-        user=args.user,
-        action_mode="query",
-        max_turns=args.max_turns,
+        **env_kwargs_of(args),
     )
+    agent = SB3ShortlistAgent(model) if args.action_mode == "shortlist" else PPOAgent(model)
     try:
-        return evaluate(
-            PPOAgent(model), envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name="PPO"
-        )
+        return evaluate(agent, envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name=name)
     finally:
         envs.close()
 

@@ -99,3 +99,16 @@ def tiny_vit(tmp_path_factory):
     ViTModel(config).save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def featured_catalog_path(tmp_path_factory):
+    """A 300-item 64-pixel catalog with the shipped network's features and predicted
+    attribute scores: the shortlist's shipped first stage fits it."""
+    from fiq_gym.catalog.synthetic import build_synthetic_catalog
+    from fiq_gym.features.extract import extract_features
+
+    path = tmp_path_factory.mktemp("catalogs") / "featured"
+    build_synthetic_catalog(path, size=300, seed=7, progress=False)
+    extract_features(path, threads=1, progress=False)
+    return path

@@ -75,6 +75,7 @@ TRAINERS = {
     "policy-gradient": "fiq_gym.agents.policy_gradient",
     "policy-improvement": "fiq_gym.agents.policy_improvement",
     "ppo": "fiq_gym.agents.ppo",
+    "dqn": "fiq_gym.agents.dqn",
     "single-shot": "fiq_gym.agents.single_shot",
     "recurrent-reinforce": "fiq_gym.agents.recurrent_reinforce",
 }

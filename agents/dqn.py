@@ -1,0 +1,147 @@
+"""Stable-Baselines3 DQN on the shortlist: a Q-value per candidate from one shared network.
+
+Action mode: ``shortlist``. Each turn the env proposes K candidates (unseen items from its
+first stage, in a shuffled order) with their features in the observation; the Q-network is
+:class:`~fiq_gym.agents.shortlist.ShortlistDQNPolicy`, whose Q-values are
+:class:`~fiq_gym.agents.shortlist.ShortlistExtractor`'s per-candidate scores, so it learns one
+function of (candidate, caption, shown item) instead of K unrelated outputs.
+
+    fiq-gym train dqn --timesteps 200000 --out runs/dqn-shortlist
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from stable_baselines3 import DQN
+
+import fiq_gym  # noqa: F401
+from fiq_gym.agents.ppo import ProgressCallback, env_kwargs_of, evaluate_model
+from fiq_gym.agents.shortlist import ShortlistDQNPolicy
+from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.atomic import atomic_directory
+from fiq_gym.checkpoint import prepare_run, versions
+from fiq_gym.envs.sb3 import make_sb3_vec_env
+from fiq_gym.evaluation import EvaluationResult
+
+__all__ = ["DQN_FORMAT", "Args", "train"]
+
+DQN_FORMAT = "fiq-gym-dqn"
+
+
+@dataclass
+class Args:
+    env_id: str = "fiq_gym/FashionIQ-v1"
+    """registered environment id"""
+    catalog: str | None = None
+    """catalog directory (default: the built-in synthetic catalog)"""
+    user: str = "template"
+    """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
+    num_envs: int = 16
+    """dialogs played in parallel (sub-envs of the native vector env)"""
+    timesteps: int = 100_000
+    """environment steps to train for"""
+    max_turns: int = 5
+    """turns per dialog"""
+    shortlist_size: int = 32
+    """K, the candidates per turn"""
+    shortlist: str = "retriever"
+    """the first stage that proposes them (retriever, retriever:DIR or random)"""
+    explore: float = 0.0
+    """fraction of the candidates that are random unseen items"""
+    reward: str = "percentile"
+    """env reward kind (see the env's docstring)"""
+    learning_rate: float = 1e-3
+    """Adam learning rate"""
+    buffer_size: int = 50_000
+    """replay buffer size (transitions)"""
+    learning_starts: int = 1_000
+    """transitions collected before the first update"""
+    batch_size: int = 128
+    """transitions per gradient step"""
+    train_freq: int = 4
+    """SB3: vector steps between updates"""
+    target_update_interval: int = 250
+    """SB3: steps between target-network copies"""
+    exploration_fraction: float = 0.3
+    """share of training over which epsilon decays from 1 to 0.05"""
+    gamma: float = 0.9
+    """discount factor"""
+    seed: int = 0
+    """seeds the dialogs, the initial weights and the exploration"""
+    eval_episodes: int = 256
+    """dialogs in each evaluation (a fixed set from the seed)"""
+    out: str = "runs/dqn-shortlist"
+    """run directory: TensorBoard events in tb/, the model in checkpoint/"""
+    overwrite: bool = False
+    """replace the run in OUT (an existing OUT is an error without it; DQN runs do not resume)"""
+    threads: int = 1
+    """torch threads; 0: torch's default"""
+
+    @property
+    def action_mode(self) -> str:
+        return "shortlist"
+
+
+def train(args: Args, progress: bool = True) -> tuple[DQN, EvaluationResult]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint")
+    vec_env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, reward=args.reward, **env_kwargs_of(args))
+    vec_env.seed(args.seed)
+    model = DQN(
+        ShortlistDQNPolicy,
+        vec_env,
+        learning_rate=args.learning_rate,
+        buffer_size=args.buffer_size,
+        learning_starts=args.learning_starts,
+        batch_size=args.batch_size,
+        train_freq=args.train_freq,
+        gradient_steps=1,
+        target_update_interval=args.target_update_interval,
+        exploration_fraction=args.exploration_fraction,
+        gamma=args.gamma,
+        seed=args.seed,
+        device="cpu",
+        tensorboard_log=str(out / "tb"),
+        verbose=0,
+    )
+    callback = ProgressCallback(args.timesteps) if progress else None
+    model.learn(total_timesteps=args.timesteps, callback=callback, tb_log_name="dqn")
+    save(model, out / "checkpoint", args)
+    vec_env.close()
+    return model, evaluate_model(model, args, name="DQN (shortlist)")
+
+
+def save(model: DQN, directory: Path, args: Args) -> Path:
+    """SB3's own zip (for ``DQN.load``) plus the run's arguments, atomically."""
+    with atomic_directory(directory, overwrite=True) as tmp:
+        model.save(tmp / "model.zip", exclude=["replay_buffer"])
+        meta = {
+            "format": DQN_FORMAT,
+            "agent": "DQN (shortlist)",
+            "args": {**dataclasses.asdict(args), "action_mode": "shortlist"},
+            "versions": versions(),
+        }
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:
+    return parse_dataclass_args(
+        Args, argv, "Train Stable-Baselines3 DQN on the shortlist action mode.", prog=prog
+    )
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    _, result = train(parse_args(argv, prog))
+    print(result)
+
+
+if __name__ == "__main__":
+    main()
