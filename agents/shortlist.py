@@ -102,8 +102,9 @@ class ShortlistExtractor(BaseFeaturesExtractor):
     Output: ``(B, K + context_dim)``: the first K columns are one score per candidate slot
     (``-1e4`` for empty slots), the rest a dialog context (caption, shown item, turn and the
     mean of the candidates' embeddings) that does not depend on the slots' order, for a value
-    head. Each candidate's score is ``mlp([candidate, first-stage score, context])`` with one
-    shared ``mlp``.
+    head. Each candidate's score is ``mlp([candidate, candidate * context, context, z]) + g * z``
+    with one shared ``mlp``, where ``z`` is the candidate's first-stage score standardised
+    within its shortlist and ``g`` a learned gain that starts at 0.
 
     SB3 hands a ``MultiDiscrete`` caption over one-hot (B, L * V); it is embedded by a product
     with the embedding matrix (mean over real words).
@@ -129,6 +130,7 @@ class ShortlistExtractor(BaseFeaturesExtractor):
         self.embedding = nn.Embedding(self.vocab, embed_dim, padding_idx=0)
         self.item = nn.Sequential(nn.Linear(self.d + self.a, embed_dim), nn.ReLU())
         self.context = nn.Sequential(nn.Linear(2 * embed_dim + 1, embed_dim), nn.ReLU())
+        self.first_stage_gain = nn.Parameter(torch.zeros(()))
         self.score = nn.Sequential(
             nn.Linear(3 * embed_dim + 1, hidden),
             nn.ReLU(),
@@ -153,10 +155,16 @@ class ShortlistExtractor(BaseFeaturesExtractor):
             -1,
         )
         cand = self.item(cand)  # (B, K, E), the same encoder as the shown item
-        first = observations["candidate_scores"].view(b, self.k, 1)
-        joint = torch.cat([cand, cand * context[:, None], context[:, None].expand(-1, self.k, -1), first], -1)
-        scores = self.score(joint).squeeze(-1)
         valid = observations["candidate_mask"].view(b, self.k) > 0.5
+        # First-stage scores standardised within each shortlist (their scale differs between
+        # first stages), fed to the shared network and through a learned gain (0 at start).
+        first = observations["candidate_scores"].view(b, self.k)
+        n_valid = valid.sum(1, keepdim=True).clamp_min(1)
+        mean = (first * valid).sum(1, keepdim=True) / n_valid
+        std = (((first - mean) * valid) ** 2).sum(1, keepdim=True).div(n_valid).sqrt().clamp_min(1e-6)
+        z = ((first - mean) / std * valid).unsqueeze(-1)
+        joint = torch.cat([cand, cand * context[:, None], context[:, None].expand(-1, self.k, -1), z], -1)
+        scores = self.score(joint).squeeze(-1) + self.first_stage_gain * z.squeeze(-1)
         scores = torch.where(valid, scores, torch.full_like(scores, _EMPTY))
         pooled = (cand * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)
         return torch.cat([scores, context, pooled], -1)
@@ -186,7 +194,8 @@ class _ContextValue(nn.Module):
         self.head = nn.Sequential(nn.Linear(context_dim + 1, 64), nn.ReLU(), nn.Linear(64, 1))
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        best = latent[:, : self.k].max(dim=1, keepdim=True).values
+        # Detached: the value loss must not move the policy's logits.
+        best = latent[:, : self.k].max(dim=1, keepdim=True).values.detach()
         return self.head(torch.cat([latent[:, self.k :], best], -1))
 
 
@@ -200,7 +209,7 @@ class ShortlistActorCriticPolicy(ActorCriticPolicy):
         self._k = _needs_shortlist(observation_space, action_space, "ShortlistActorCriticPolicy")
         kwargs.setdefault("features_extractor_class", ShortlistExtractor)
         kwargs.setdefault("net_arch", {"pi": [], "vf": []})
-        kwargs.setdefault("share_features_extractor", True)
+        kwargs.setdefault("share_features_extractor", False)
         super().__init__(observation_space, action_space, *args, **kwargs)
 
     def _build(self, lr_schedule: Any) -> None:

@@ -38,7 +38,11 @@ class FashionIQVectorEnv(VectorEnv):
       batched along a leading axis of n.
     * Autoreset: ``NEXT_STEP`` (Gymnasium's default). After a sub-env terminates or
       truncates, its next ``step`` ignores the action, resets it, and returns the first
-      observation of the new episode (``obs["turn"] == 0``) with reward 0.
+      observation of the new episode (``obs["turn"] == 0``) with reward 0. With
+      ``autoreset_mode=AutoresetMode.DISABLED`` (what TorchRL's ``GymWrapper`` accepts) nothing
+      resets by itself: reset ended sub-envs with ``reset(options={"reset_mask": done})``
+      before stepping them again (stepping one raises ``RuntimeError``). The mode is in
+      ``envs.autoreset_mode`` and ``envs.metadata["autoreset_mode"]``.
     * ``max_turns`` defaults to the registered ``max_episode_steps`` (5), which
       ``gym.make_vec`` passes in; an explicit ``max_turns`` wins.
     * ``reset(seed=s)`` seeds sub-env k with ``s + k``; a list gives one seed per sub-env.
@@ -69,10 +73,11 @@ class FashionIQVectorEnv(VectorEnv):
         expose_target: bool = False,
         lookahead: bool = False,
         side_info: str = "predicted",
+        max_episode_steps: int | None = None,
         shortlist_size: int = 32,
         shortlist: str | FirstStage = "retriever",
         explore: float = 0.0,
-        max_episode_steps: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -82,6 +87,16 @@ class FashionIQVectorEnv(VectorEnv):
             )
         if side_info not in ("predicted", "labels"):
             raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            mode = None
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED):
+            raise ValueError(
+                f"autoreset_mode must be AutoresetMode.NEXT_STEP or AutoresetMode.DISABLED, got {autoreset_mode!r}"
+            )
+        self.autoreset_mode = mode
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
         # gym.make_vec passes the registered max_episode_steps; an explicit max_turns wins.
         if max_turns is None:
             max_turns = 5 if max_episode_steps is None else max_episode_steps
@@ -202,6 +217,11 @@ class FashionIQVectorEnv(VectorEnv):
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
         info: dict[str, np.ndarray] = {}
+        if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset.any():
+            raise RuntimeError(
+                f"sub-envs {np.flatnonzero(self._autoreset).tolist()} have ended and autoreset_mode is DISABLED: "
+                "reset them first with reset(options={'reset_mask': terminated | truncated})"
+            )
         stepping = np.flatnonzero(~self._autoreset)
         resetting = np.flatnonzero(self._autoreset)
         if len(resetting):

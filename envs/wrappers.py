@@ -11,7 +11,7 @@ import numpy as np
 
 from fiq_gym.envs.rendering import save_gif
 
-__all__ = ["RecordDialogGif"]
+__all__ = ["FlatObservation", "RecordDialogGif"]
 
 
 class RecordDialogGif(gym.Wrapper):
@@ -54,3 +54,58 @@ class RecordDialogGif(gym.Wrapper):
                 self.saved.append(save_gif(self._frames, path))
                 self._frames = []
         return obs, reward, terminated, truncated, info
+
+
+class FlatObservation(gym.ObservationWrapper):
+    """One flat ``float32`` ``Box`` observation for CleanRL-style code that expects arrays.
+
+    The ``Dict`` keys are concatenated in the order of the observation space.
+    ``MultiDiscrete`` keys (caption token ids) stay token ids (as floats holding integers, so
+    ``obs[..., wrapper.slices["caption"]].long()`` feeds an embedding) unless
+    ``one_hot=True``, which expands them to one-hot vectors as ``gymnasium.spaces.flatten``
+    does. ``slices[key]`` says where each key lies in the flat vector.
+
+    ```python
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: FlatObservation(gym.make("fiq_gym/FashionIQ-v1", action_mode="shortlist"))] * 4
+    )
+    ```
+    """
+
+    def __init__(self, env: gym.Env, *, one_hot: bool = False) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        if not isinstance(space, gym.spaces.Dict):
+            raise ValueError(f"FlatObservation needs a Dict observation space, got {space}")
+        self.one_hot = one_hot
+        self.slices: dict[str, slice] = {}
+        lows, highs, start = [], [], 0
+        for key, sub in space.spaces.items():
+            if isinstance(sub, gym.spaces.MultiDiscrete) and not one_hot:
+                low, high = np.zeros(sub.shape, np.float32), (sub.nvec - 1).astype(np.float32).reshape(-1)
+            elif isinstance(sub, gym.spaces.MultiDiscrete | gym.spaces.MultiBinary | gym.spaces.Discrete):
+                size = gym.spaces.flatdim(sub)
+                low, high = np.zeros(size, np.float32), np.ones(size, np.float32)
+            elif isinstance(sub, gym.spaces.Box):
+                low, high = sub.low.astype(np.float32).reshape(-1), sub.high.astype(np.float32).reshape(-1)
+            else:
+                raise ValueError(f"FlatObservation cannot flatten key {key!r} of space {sub}")
+            low, high = np.asarray(low).reshape(-1), np.asarray(high).reshape(-1)
+            self.slices[key] = slice(start, start + low.size)
+            start += low.size
+            lows.append(low)
+            highs.append(high)
+        self.observation_space = gym.spaces.Box(np.concatenate(lows), np.concatenate(highs), dtype=np.float32)
+
+    def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        space = self.env.observation_space
+        parts = []
+        for key, sub in space.spaces.items():
+            value = observation[key]
+            if (isinstance(sub, gym.spaces.MultiDiscrete) and not self.one_hot) or isinstance(
+                sub, gym.spaces.Box
+            ):
+                parts.append(np.asarray(value, np.float32).reshape(-1))
+            else:
+                parts.append(gym.spaces.flatten(sub, value).astype(np.float32))
+        return np.concatenate(parts)
