@@ -25,12 +25,21 @@ class SB3VecEnvAdapter(VecEnv):
     Per SB3's conventions: done sub-envs are reset at once, ``infos[k]`` is a dict with
     ``terminal_observation``, ``TimeLimit.truncated`` and ``is_success`` when sub-env k ends,
     and seeds set with :meth:`seed` apply at the next :meth:`reset`.
+
+    ``TimeLimit.truncated`` is False by default even when a dialog is truncated: the env
+    truncates only at ``max_turns``, after which the dialog is over by its rules (the turn is in
+    the observation, and nothing more can be earned), so the value to bootstrap is 0. Telling
+    SB3 otherwise makes PPO and DQN add the value network's guess for a state it is never
+    trained on to every failed dialog, a bonus that success does not get: PPO on the shortlist
+    learned to avoid the target that way (docs/agents.md). ``bootstrap_truncated=True``
+    restores the time-limit reading.
     """
 
-    def __init__(self, venv: FashionIQVectorEnv) -> None:
+    def __init__(self, venv: FashionIQVectorEnv, *, bootstrap_truncated: bool = False) -> None:
         if not isinstance(venv, FashionIQVectorEnv):
             raise TypeError(f"SB3VecEnvAdapter wraps a FashionIQVectorEnv, got {type(venv).__name__}")
         self.venv = venv
+        self.bootstrap_truncated = bootstrap_truncated
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
 
@@ -88,7 +97,9 @@ class SB3VecEnvAdapter(VecEnv):
         infos = self._split_info(info, np.ones(self.num_envs, dtype=bool))
         for k in np.flatnonzero(dones):
             infos[k]["terminal_observation"] = {key: value[k].copy() for key, value in obs.items()}
-            infos[k]["TimeLimit.truncated"] = bool(truncated[k] and not terminated[k])
+            infos[k]["TimeLimit.truncated"] = self.bootstrap_truncated and bool(
+                truncated[k] and not terminated[k]
+            )
         if dones.any():
             obs, reset_info = self.venv.reset(options={"reset_mask": dones})
             for k, extra in zip(np.flatnonzero(dones), self._split_info(reset_info, dones), strict=False):
@@ -142,11 +153,16 @@ class SB3VecEnvAdapter(VecEnv):
 
 
 def make_sb3_vec_env(
-    env_id: str = "fiq_gym/FashionIQ-v1", num_envs: int = 8, **kwargs: Any
+    env_id: str = "fiq_gym/FashionIQ-v1",
+    num_envs: int = 8,
+    *,
+    bootstrap_truncated: bool = False,
+    **kwargs: Any,
 ) -> SB3VecEnvAdapter:
-    """``gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")`` for SB3."""
+    """``gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point")`` for SB3
+    (``bootstrap_truncated``: see :class:`SB3VecEnvAdapter`)."""
     venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
     inner = venv.unwrapped if hasattr(venv, "unwrapped") else venv
     if not isinstance(inner, FashionIQVectorEnv):  # pragma: no cover - defensive
         raise TypeError(f"{env_id} did not make a FashionIQVectorEnv")
-    return SB3VecEnvAdapter(inner)
+    return SB3VecEnvAdapter(inner, bootstrap_truncated=bootstrap_truncated)

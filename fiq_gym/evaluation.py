@@ -228,7 +228,8 @@ TRAINING_OPT_INS = ("expose_target", "lookahead")
 
 # What an evaluated agent may read in ``info``: never rank, percentile or reward, which give
 # the target away together with the gallery (see docs/agents.md, "Threat model").
-PUBLIC_INFO_KEYS = ("caption", "shown", "turn", "is_success")
+# ``candidates`` (shortlist mode) are the items the first stage proposed without the target.
+PUBLIC_INFO_KEYS = ("caption", "shown", "turn", "is_success", "candidates")
 
 
 class PublicInfo(dict):

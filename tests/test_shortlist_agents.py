@@ -17,7 +17,7 @@ from fiq_gym.agents.shortlist import (
     ShortlistGreedyAgent,
     ShortlistRandomAgent,
 )
-from fiq_gym.evaluation import evaluate
+from fiq_gym.envs.evaluation import evaluate
 
 K = 8
 
@@ -133,3 +133,20 @@ def test_sb3_agents_learn_to_beat_random_in_the_shortlist(agent, featured_catalo
     rand = evaluate(ShortlistRandomAgent(0), envs, episodes=256, seed=10_000, name="shortlist-random")
     print(agent, _final(trained), _final(rand))
     assert _final(trained)["success_rate"] > _final(rand)["success_rate"] + 0.15
+
+
+def test_sealed_harness_gives_shortlist_agents_the_candidates(featured_catalog_path):
+    seen = {}
+
+    class Records(ShortlistGreedyAgent):
+        def act(self, observation, info):
+            seen.update(observation=set(observation), info=set(info))
+            return super().act(observation, info)
+
+    envs = _envs(featured_catalog_path, num_envs=8)
+    sealed = evaluate(Records(), envs, episodes=16, seed=3)
+    unsealed = evaluate(ShortlistGreedyAgent(), envs, episodes=16, seed=3, sealed=False)
+    np.testing.assert_array_equal(sealed.ranks, unsealed.ranks)
+    assert {"candidate_features", "candidate_scores", "candidate_mask"} <= seen["observation"]
+    assert "candidates" in seen["info"] and not {"rank", "percentile"} & seen["info"]
+    envs.close()
