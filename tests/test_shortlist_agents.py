@@ -150,3 +150,26 @@ def test_sealed_harness_gives_shortlist_agents_the_candidates(featured_catalog_p
     assert {"candidate_features", "candidate_scores", "candidate_mask"} <= seen["observation"]
     assert "candidates" in seen["info"] and not {"rank", "percentile"} & seen["info"]
     envs.close()
+
+
+def test_cleanrl_ppo_runs_on_the_public_api(featured_catalog_path, tmp_path):
+    from fiq_gym.agents.cleanrl_ppo_shortlist import Args, train
+
+    args = Args(catalog=str(featured_catalog_path), shortlist_size=K, num_envs=4, num_steps=8)
+    args.total_timesteps, args.eval_episodes, args.out = 64, 8, str(tmp_path / "cleanrl")
+    _, result = train(args)
+    assert result.ranks.shape == (8, 6)
+    assert (tmp_path / "cleanrl" / "policy.pt").is_file() and any((tmp_path / "cleanrl" / "tb").iterdir())
+
+
+@pytest.mark.slow
+def test_cleanrl_ppo_learns_to_beat_random_in_the_shortlist(featured_catalog_path, tmp_path):
+    from fiq_gym.agents.cleanrl_ppo_shortlist import Args, train
+
+    args = Args(catalog=str(featured_catalog_path), shortlist_size=K, explore=0.5, learning_rate=1e-3)
+    args.total_timesteps, args.eval_episodes, args.out = 20_000, 256, str(tmp_path / "cleanrl")
+    _, trained = train(args)
+    envs = _envs(featured_catalog_path, num_envs=64)
+    rand = evaluate(ShortlistRandomAgent(0), envs, episodes=256, seed=10_000, name="shortlist-random")
+    print("cleanrl", _final(trained), _final(rand))
+    assert _final(trained)["success_rate"] > _final(rand)["success_rate"] + 0.15

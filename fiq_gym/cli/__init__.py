@@ -76,6 +76,7 @@ TRAINERS = {
     "policy-improvement": "fiq_gym.agents.policy_improvement",
     "ppo": "fiq_gym.agents.ppo",
     "dqn": "fiq_gym.agents.dqn",
+    "cleanrl-ppo-shortlist": "fiq_gym.agents.cleanrl_ppo_shortlist",
     "single-shot": "fiq_gym.agents.single_shot",
     "recurrent-reinforce": "fiq_gym.agents.recurrent_reinforce",
 }
