@@ -183,13 +183,15 @@ def train(args: Args) -> tuple[Agent, EvaluationResult]:
         b_act, b_logp, b_adv = actions.reshape(-1), logprobs.reshape(-1), advantages.reshape(-1)
         b_ret, b_valid = returns.reshape(-1), valid.reshape(-1) > 0
         index = torch.nonzero(b_valid).squeeze(-1)
+        # Normalised once over the rollout's real steps (a minibatch of one has no std).
+        b_adv = (b_adv - b_adv[index].mean()) / (b_adv[index].std() + 1e-8)
         size = max(1, len(index) // args.num_minibatches)
         for _ in range(args.update_epochs):
             for mb in index[torch.randperm(len(index))].split(size):
                 logits, value = agent({k: v[mb] for k, v in flat.items()})
                 dist = Categorical(logits=logits)
                 ratio = (dist.log_prob(b_act[mb]) - b_logp[mb]).exp()
-                adv = (b_adv[mb] - b_adv[mb].mean()) / (b_adv[mb].std() + 1e-8)
+                adv = b_adv[mb]
                 pg_loss = torch.max(
                     -adv * ratio, -adv * ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)
                 ).mean()
