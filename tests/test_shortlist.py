@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fiq_gym  # noqa: F401
-from fiq_gym.dialog import CANDIDATE_KEYS
+from fiq_gym.dialog import CANDIDATE_KEYS, _best
 from fiq_gym.envs import ENV_IDS, FashionIQEnv
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.errors import FallbackWarning
@@ -291,3 +291,38 @@ def test_a_callable_first_stage_and_masked_slots(small_catalog_path, quiet):
     empty = int(np.flatnonzero(obs["candidate_mask"] == 0)[0])
     with pytest.raises(ValueError, match="candidate slot .* is empty"):
         env.step(empty)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    scores=st.lists(st.sampled_from([-np.inf, -1.0, -0.5, 0.0, 0.25, 0.5, 1.0]), min_size=1, max_size=80),
+    m=st.integers(0, 90),
+)
+def test_best_candidates_equal_a_full_stable_sort(scores, m):
+    """The partial selection behind the shortlist ranks exactly like sorting every item."""
+    s = np.array(scores)
+    np.testing.assert_array_equal(_best(s, m), np.argsort(-s, kind="stable")[:m])
+
+
+def test_retriever_first_stage_scores_do_not_depend_on_its_cache(quiet):
+    """The shipped first stage keeps each dialog's state between turns; scoring a dialog from
+    scratch must give the very same scores as scoring it turn by turn."""
+    env = gym.make("fiq_gym/FashionIQ-v1", action_mode="shortlist")
+    warm = env.unwrapped.first_stage
+    env.reset(seed=3)
+    for slot in (0, 5, 7):
+        *_, terminated, truncated, _ = env.step(slot)
+        if terminated or truncated:
+            break
+    dialog = env.unwrapped._dialog
+    view = DialogView(
+        gallery=dialog.tables,
+        history=dialog.history.copy(),
+        captions=[tuple(dialog.caption_texts[0])],
+        turn=dialog.turn.copy(),
+        rngs=[np.random.default_rng(0)],
+    )
+    cold = RetrieverFirstStage(warm.net, warm.tokenizer, dialog.tables, "a fresh copy")
+    assert len(view.captions[0]) >= 2
+    np.testing.assert_array_equal(warm(view), cold(view))
+    env.close()

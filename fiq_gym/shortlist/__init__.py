@@ -23,6 +23,7 @@ same candidates as a single env seeded alike, bit for bit.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,9 @@ class RetrieverFirstStage:
         source: where the network came from (for messages and ``repr``).
     """
 
+    #: dialog prefixes whose state is kept (a few per dialog in flight is plenty)
+    cache_size = 16_384
+
     def __init__(
         self, net: RetrieverNet, tokenizer: CaptionTokenizer, gallery: RetrievalTables, source: str
     ) -> None:
@@ -124,10 +128,16 @@ class RetrieverFirstStage:
         self.net = net.eval()
         self.tokenizer = tokenizer
         self.source = source
+        # (shown items, captions) of a dialog prefix -> (state, query) after it, least recently
+        # used first: dialogs in flight need only their last prefix.
+        self._states: OrderedDict[
+            tuple[tuple[int, ...], tuple[str, ...]], tuple[torch.Tensor, torch.Tensor]
+        ] = OrderedDict()
         self._features = torch.tensor(np.asarray(gallery.features))
         self._attributes = torch.tensor(np.asarray(gallery.side_info))
         with torch.no_grad(), torch_threads(1):
             self._items = net.encode_items(*gallery_tensors(gallery))
+        self._items_by_dim = np.ascontiguousarray(self._items.T.numpy())  # (d, N) for one query row
 
     def __repr__(self) -> str:
         return f"RetrieverFirstStage({self.source})"
@@ -135,24 +145,40 @@ class RetrieverFirstStage:
     @torch.no_grad()
     def __call__(self, view: DialogView) -> np.ndarray:
         out = np.empty((len(view.captions), self._items.shape[0]), dtype=np.float64)
-        length = self.net.config.max_caption_length
         # One dialog at a time with one thread: the same arithmetic whatever the batch.
         with torch_threads(1):
             for i, texts in enumerate(view.captions):
-                ids, _ = self.tokenizer.encode_batch(list(texts), length)
-                shown = torch.as_tensor(view.history[i, : len(texts)])
-                state = self.net.initial_state(1)
-                query = state
-                tokens = torch.as_tensor(ids)
-                for t in range(len(texts)):
-                    state, query = self.net.step(
-                        state,
-                        tokens[t : t + 1],
-                        self._features[shown[t : t + 1]],
-                        self._attributes[shown[t : t + 1]],
-                    )
-                out[i] = (query @ self._items.T)[0].clamp(-1.0, 1.0).numpy()
+                query = self._query(tuple(view.history[i, : len(texts)].tolist()), tuple(texts))
+                out[i] = np.clip(query.numpy()[0] @ self._items_by_dim, -1.0, 1.0)
         return out
+
+    def _query(self, shown: tuple[int, ...], texts: tuple[str, ...]) -> torch.Tensor:
+        """The query after replaying ``(shown, texts)``. Each turn extends the previous turn's
+        dialog by one caption, so the state after the prefix is cached and only the new turn
+        is computed: the same operations, in the same order, as a full replay (a dialog's
+        scores do not depend on what else is in the cache), at one step per turn instead of t."""
+        start = len(texts)
+        state, query = self.net.initial_state(1), None
+        while start > 0:
+            hit = self._states.get((shown[:start], texts[:start]))
+            if hit is not None:
+                self._states.move_to_end((shown[:start], texts[:start]))
+                state, query = hit
+                break
+            start -= 1
+        if start < len(texts):
+            ids, _ = self.tokenizer.encode_batch(list(texts[start:]), self.net.config.max_caption_length)
+            tokens = torch.as_tensor(ids)
+            for t in range(start, len(texts)):
+                item = torch.as_tensor(shown[t : t + 1])
+                state, query = self.net.step(
+                    state, tokens[t - start : t - start + 1], self._features[item], self._attributes[item]
+                )
+                self._states[(shown[: t + 1], texts[: t + 1])] = (state, query)
+            while len(self._states) > self.cache_size:
+                self._states.popitem(last=False)
+        assert query is not None, "a dialog's view holds at least the reset's caption"
+        return query
 
 
 def _retriever_tokenizer(directory: Path, meta: dict[str, Any], catalog: Catalog) -> CaptionTokenizer:
