@@ -38,7 +38,25 @@ from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet
 
 __all__ = ["AGENTS", "PRESETS", "Preset", "main", "run_benchmark"]
 
-AGENTS = ("random", "supervised", "control-pg", "policy-gradient", "control-pi", "policy-improvement", "ppo")
+AGENTS = (
+    "random",
+    "supervised",
+    "control-pg",
+    "policy-gradient",
+    "control-pi",
+    "policy-improvement",
+    "ppo",
+    "shortlist-random",
+    "shortlist-greedy",
+    "ppo-shortlist",
+    "dqn-shortlist",
+)
+#: Agents that need no training: they play the env's shortlist (or its index space) as is.
+UNTRAINED = ("random", "shortlist-random", "shortlist-greedy")
+#: Agents that play the env's ``shortlist`` action mode. Their first stage is the env's default
+#: (the retriever shipped with the package) on the built-in catalog; on another catalog, which
+#: the shipped one does not fit, it is the stage's own supervised retriever.
+SHORTLIST_AGENTS = ("shortlist-random", "shortlist-greedy", "ppo-shortlist", "dqn-shortlist")
 #: Equal-budget controls: the supervised retriever continued from the same checkpoint, with
 #: the same rounds, dialogs per round and seeds as the fine-tuning agent it controls, so a
 #: difference between the two is the method's, not the extra training's.
@@ -52,6 +70,10 @@ COMPARISONS = (
     ("control-pg", "supervised"),
     ("control-pi", "supervised"),
     ("ppo", "random"),
+    # does a policy trained with rewards beat showing the first stage's best candidate?
+    ("ppo-shortlist", "shortlist-greedy"),
+    ("dqn-shortlist", "shortlist-greedy"),
+    ("shortlist-greedy", "shortlist-random"),
 )
 METRICS = (*(f"R@{k}" for k in RECALL_KS), "mean_percentile", "success_rate")
 
@@ -65,6 +87,8 @@ class Preset:
     pg_rounds: int
     mbpi_rounds: int
     ppo_timesteps: int
+    #: env steps for each off-the-shelf shortlist agent (PPO and DQN get the same budget)
+    shortlist_timesteps: int
     num_envs: int = 32
     train_users: tuple[str, ...] = ("template",)
     eval_users: tuple[str, ...] = ("template",)
@@ -80,6 +104,7 @@ PRESETS = {
         pg_rounds=2,
         mbpi_rounds=3,
         ppo_timesteps=256,
+        shortlist_timesteps=256,
         num_envs=8,
     ),
     # The README's main job: under 10 minutes on a 2-core machine.
@@ -91,6 +116,7 @@ PRESETS = {
         pg_rounds=80,
         mbpi_rounds=40,
         ppo_timesteps=48_000,
+        shortlist_timesteps=10_000,
         # Training with the template shopper, evaluating with both: the cross-user check is
         # nearly free because only evaluation runs with the learned shopper.
         eval_users=("template", "transformer"),
@@ -105,7 +131,11 @@ PRESETS = {
         pg_rounds=200,
         mbpi_rounds=100,
         ppo_timesteps=100_000,
-        train_users=("template", "transformer"),
+        shortlist_timesteps=50_000,
+        # Trained with the template shopper, evaluated with both (the cross-simulator check).
+        # Training with the learned shopper as well doubles the cost (~5 h on 2 cores with
+        # eleven agents); ask for it with --train-users template transformer.
+        train_users=("template",),
         eval_users=("template", "transformer"),
     ),
 }
@@ -242,10 +272,10 @@ def train_agents(
     run: Path,
     progress: bool,
     max_turns: int,
-) -> tuple[dict[str, Any], dict[str, Budget]]:
-    """Train (or load) every requested agent for one (user, seed); return what evaluates them
-    and what each one's training cost."""
-    from fiq_gym.agents import policy_gradient, policy_improvement, ppo, supervised
+) -> tuple[dict[str, Any], dict[str, Budget], str]:
+    """Train (or load) every requested agent for one (user, seed); return what evaluates them,
+    what each one's training cost and the shortlist agents' first stage."""
+    from fiq_gym.agents import dqn, policy_gradient, policy_improvement, ppo, supervised
 
     base = run / user / f"seed{seed}"
     # One torch thread: the networks are small, and a second thread would fight the env's
@@ -261,7 +291,8 @@ def train_agents(
     fine_tuned = [
         a for a in agents if a in ("policy-gradient", "policy-improvement", "control-pg", "control-pi")
     ]
-    if "supervised" in agents or fine_tuned:
+    own_first_stage = catalog is not None and any(a in agents for a in SHORTLIST_AGENTS)
+    if "supervised" in agents or fine_tuned or own_first_stage:
         sup_args = supervised.Args(
             **common,
             num_envs=preset.num_envs,
@@ -272,6 +303,7 @@ def train_agents(
         )
         retriever("supervised", supervised, sup_args, "scratch")
     init = str(trained.get("supervised"))
+    first_stage = f"retriever:{init}" if own_first_stage else "retriever"
     sup_budget = budgets.get("supervised", Budget())
     continued = f"supervised ({sup_budget.rounds} rounds)"
     if "policy-gradient" in agents:
@@ -321,6 +353,16 @@ def train_agents(
                 out=str(base / control.replace("-", "_")),
             )
             retriever(control, supervised, args, continued)
+
+    def sb3(name: str, module: Any, args: Any) -> None:
+        seconds = None
+        if not _cached(Path(args.out), args):
+            started = time.perf_counter()
+            module.train(dataclasses.replace(args, overwrite=True), progress=progress)
+            seconds = time.perf_counter() - started
+        trained[name] = Path(args.out) / "checkpoint"
+        budgets[name] = Budget(0, 0, args.timesteps, seconds, "scratch")  # dialogs vary in length
+
     if "ppo" in agents:
         args = ppo.Args(
             **common,
@@ -329,20 +371,37 @@ def train_agents(
             n_steps=max(8, min(64, preset.ppo_timesteps // 16)),
             out=str(base / "ppo"),
         )
-        seconds = None
-        if not _cached(Path(args.out), args):
-            started = time.perf_counter()
-            ppo.train(dataclasses.replace(args, overwrite=True), progress=progress)
-            seconds = time.perf_counter() - started
-        trained["ppo"] = Path(args.out) / "checkpoint"
-        budgets["ppo"] = Budget(0, 0, args.timesteps, seconds, "scratch")  # dialogs vary in length
-    if "random" in agents:
-        trained["random"] = None
-        budgets["random"] = Budget()
+        sb3("ppo", ppo, args)
+    if "ppo-shortlist" in agents:
+        # The trainer's defaults, which docs/agents.md recommends: no tuning on the benchmark.
+        args = ppo.Args(
+            **common,
+            action_mode="shortlist",
+            shortlist=first_stage,
+            timesteps=preset.shortlist_timesteps,
+            eval_episodes=min(64, preset.episodes),
+            n_steps=max(8, min(64, preset.shortlist_timesteps // 16)),
+            out=str(base / "ppo_shortlist"),
+        )
+        sb3("ppo-shortlist", ppo, args)
+    if "dqn-shortlist" in agents:
+        args = dqn.Args(
+            **common,
+            shortlist=first_stage,
+            timesteps=preset.shortlist_timesteps,
+            eval_episodes=min(64, preset.episodes),
+            learning_starts=min(1_000, preset.shortlist_timesteps // 4),
+            out=str(base / "dqn_shortlist"),
+        )
+        sb3("dqn-shortlist", dqn, args)
+    for name in UNTRAINED:
+        if name in agents:
+            trained[name] = None
+            budgets[name] = Budget()
     if "supervised" not in agents:
         trained.pop("supervised", None)
         budgets.pop("supervised", None)
-    return trained, budgets
+    return trained, budgets, first_stage
 
 
 def _agent_and_env(
@@ -353,13 +412,16 @@ def _agent_and_env(
     num_envs: int,
     max_turns: int,
     seed: int,
+    first_stage: str = "retriever",
 ):
     """The agent and the env it is evaluated in with shopper ``user`` (a trained agent keeps
     the tokenizer of the shopper it was trained with; see :meth:`LoadedAgent.make_envs`)."""
     from fiq_gym.agents import RandomAgent
     from fiq_gym.agents.checkpoint import ACTION_MODES, load_agent
+    from fiq_gym.agents.shortlist import ShortlistGreedyAgent, ShortlistRandomAgent
 
     if checkpoint is None:
+        shortlist = {"shortlist": first_stage} if ACTION_MODES[name] == "shortlist" else {}
         envs = gym.make_vec(
             "fiq_gym/FashionIQ-v1",
             num_envs=num_envs,
@@ -368,7 +430,12 @@ def _agent_and_env(
             user=user,
             action_mode=ACTION_MODES[name],
             max_turns=max_turns,
+            **shortlist,
         )
+        if name == "shortlist-greedy":
+            return ShortlistGreedyAgent(), envs
+        if name == "shortlist-random":
+            return ShortlistRandomAgent(seed=seed), envs
         return RandomAgent.for_env(envs, seed=seed), envs
     loaded = load_agent(checkpoint)
     envs = loaded.make_envs(num_envs, catalog=catalog, user=user, max_turns=max_turns)
@@ -388,7 +455,14 @@ def run_benchmark(
     progress: bool = True,
     command: str = "",
     sealed: bool = True,
+    jobs: int = 1,
 ) -> BenchmarkResult:
+    """Train and evaluate ``agents`` for every (train user, seed) stage of ``preset``.
+
+    With ``jobs > 1`` the stages run in that many separate processes at once (each with one
+    thread; ``python -m fiq_gym.benchmarks.dialog``, so nothing re-imports the caller's
+    script) and this process gathers their records; the numbers are those of ``jobs=1``.
+    """
     start = time.perf_counter()
     seeds = tuple(seeds if seeds is not None else preset.seeds)
     train_users = tuple(train_users or preset.train_users)
@@ -396,16 +470,32 @@ def run_benchmark(
     unknown = [a for a in agents if a not in AGENTS]
     if unknown:
         raise ValueError(f"unknown agents {unknown}; choose from {list(AGENTS)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     result = BenchmarkResult(preset, command=command, sealed=sealed)
     stages = [(u, s) for u in train_users for s in seeds]
+    if jobs > 1 and len(stages) > 1:
+        worker_args = ["--agents", *agents, "--eval-users", *eval_users, "--turns", str(max_turns)]
+        worker_args += ["--preset", preset.name, "--run-dir", str(out)]
+        worker_args += ([] if catalog is None else ["--catalog", str(catalog)]) + (
+            [] if sealed else ["--unsealed"]
+        )
+        for records, budgets in _run_stages_in_processes(stages, worker_args, out, jobs, progress):
+            result.records += records
+            result.budgets.update(budgets)
+        # the serial order, whatever order the processes finished in
+        order = {stage: i for i, stage in enumerate(stages)}
+        result.records.sort(key=lambda r: order[(r.train_user, r.seed)])
+        result.seconds = time.perf_counter() - start
+        return result
     for k, (user, seed) in enumerate(stages, 1):
         if progress:
             print(
                 f"[{k}/{len(stages)}] training {', '.join(agents)} with the {user} shopper, seed {seed}",
                 flush=True,
             )
-        trained, budgets = train_agents(
+        trained, budgets, first_stage = train_agents(
             preset, agents, user, seed, catalog, out / "runs", progress, max_turns
         )
         result.budgets.update({(name, user, seed): b for name, b in budgets.items()})
@@ -419,6 +509,7 @@ def run_benchmark(
                     min(64, preset.episodes),
                     max_turns,
                     seed,
+                    first_stage,
                 )
                 try:
                     eval_set = _evaluation_set(out, envs.unwrapped.num_items, preset.episodes)
@@ -435,6 +526,70 @@ def run_benchmark(
                     )
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _run_stages_in_processes(
+    stages: Sequence[tuple[str, int]], worker_args: list[str], out: Path, jobs: int, progress: bool
+) -> list[tuple[list[Record], dict[tuple[str, str, int], Budget]]]:
+    """Run each (user, seed) stage as ``python -m fiq_gym.benchmarks.dialog ... --stage-records
+    FILE``, at most ``jobs`` at once; return what each wrote. A failed stage stops the run
+    with the end of its log."""
+    import os
+    import pickle
+    import subprocess
+
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    # Each process gets one core's worth of threads: jobs processes share the machine.
+    env.update({v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    pending = list(stages)
+    running: dict[tuple[str, int], tuple[subprocess.Popen, Path, Path, float]] = {}
+    finished = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            user, seed = pending.pop(0)
+            log = logs / f"{user}-seed{seed}.log"
+            records = logs / f"{user}-seed{seed}.records.pkl"
+            records.unlink(missing_ok=True)
+            cmd = [sys.executable, "-m", "fiq_gym.benchmarks.dialog", *worker_args]
+            cmd += ["--train-users", user, "--seeds", str(seed), "--stage-records", str(records)]
+            with open(log, "w", encoding="utf-8") as handle:
+                proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+            running[(user, seed)] = (proc, log, records, time.perf_counter())
+            if progress:
+                print(f"started {user} shopper, seed {seed} (log: {log})", flush=True)
+        time.sleep(1.0)
+        for stage, (proc, log, records, started) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[stage]
+            if proc.returncode != 0 or not records.exists():
+                for other, *_ in running.values():
+                    other.kill()
+                tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-20:])
+                raise RuntimeError(
+                    f"the benchmark stage {stage[0]} shopper, seed {stage[1]} failed (exit {proc.returncode}); "
+                    f"its log {log} ends with:\n{tail}"
+                )
+            plain_records, plain_budgets = pickle.loads(records.read_bytes())
+            finished.append(
+                (
+                    [Record(*fields) for fields in plain_records],
+                    {key: Budget(**b) for key, b in plain_budgets.items()},
+                )
+            )
+            if progress:
+                minutes = (time.perf_counter() - started) / 60
+                print(f"finished {stage[0]} shopper, seed {stage[1]} in {minutes:.1f} min", flush=True)
+                for record in finished[-1][0]:
+                    final = record.result.per_turn()[-1]
+                    print(
+                        f"    {record.agent:<20} trained {record.train_user:<11} evaluated {record.eval_user:<11} "
+                        f"R@10 {final['R@10']:.3f}  success {final['success_rate']:.3f}",
+                        flush=True,
+                    )
+    return finished
 
 
 def _evaluation_set(out: Path, num_items: int, episodes: int) -> EvaluationSet:
@@ -461,6 +616,7 @@ def to_markdown(result: BenchmarkResult) -> str:
 
     rows = result.aggregate()
     p = result.preset
+    seeds = sorted({r.seed for r in result.records})
     lines = [
         f"# Dialog retrieval benchmark (`{p.name}` preset)",
         "",
@@ -468,9 +624,10 @@ def to_markdown(result: BenchmarkResult) -> str:
         f"Git revision: {git_revision()}  ",
         f"Versions: {library_versions()}  ",
         f"Machine: {machine_line()}  ",
-        f"Wall time: {result.seconds / 60:.1f} min; seeds {list(p.seeds)}; {p.episodes} evaluation episodes; "
+        f"Wall time: {result.seconds / 60:.1f} min; seeds {seeds}; {p.episodes} evaluation episodes; "
         f"training: supervised {p.supervised_rounds} rounds x {p.num_envs} dialogs, policy gradient "
-        f"{p.pg_rounds} rounds, policy improvement {p.mbpi_rounds} rounds, PPO {p.ppo_timesteps:,} steps.",
+        f"{p.pg_rounds} rounds, policy improvement {p.mbpi_rounds} rounds, PPO {p.ppo_timesteps:,} steps, "
+        f"shortlist PPO and DQN {p.shortlist_timesteps:,} steps each.",
         "",
         "Evaluation: "
         + (
@@ -486,7 +643,15 @@ def to_markdown(result: BenchmarkResult) -> str:
         "policy gradient / policy improvement (equal-budget controls).",
         "",
     ]
-    if len(p.seeds) == 1:
+    if any(r.agent in SHORTLIST_AGENTS for r in result.records):
+        lines += [
+            "Shortlist agents choose among K = 32 unseen candidates per turn proposed by the env's first",
+            "stage (on the built-in catalog the retriever shipped with the package, first stage version 1;",
+            "on another catalog the stage's own supervised retriever); `shortlist-greedy` shows the",
+            "first stage's best candidate, `shortlist-random` a uniform one.",
+            "",
+        ]
+    if len(seeds) == 1:
         lines += [
             "**A smoke test, not a comparison**: one training seed. The intervals below cover the evaluation",
             "dialogs only; another seed or another CPU can move a cell by more than they say (see",
@@ -726,14 +891,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="evaluate in this process, for debugging; --publish refuses it",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run up to this many (shopper, seed) stages at once in separate processes (default 1; "
+        "at most the number of cores: every stage uses one)",
+    )
+    # set by --jobs for the processes it starts: where the stage's records go, and the run directory
+    parser.add_argument("--stage-records", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.publish and not args.sealed:
         parser.error("--publish needs the sealed harness: published tables never come from --unsealed runs")
     preset = PRESETS[args.preset or "quick"]
     command = "fiq-gym bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     result = run_benchmark(
         preset,
-        args.out / preset.name,
+        args.run_dir or args.out / preset.name,
         catalog=args.catalog,
         agents=args.agents,
         seeds=args.seeds,
@@ -742,7 +919,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_turns=args.turns,
         command=command.strip(),
         sealed=args.sealed,
+        jobs=args.jobs,
     )
+    if args.stage_records:
+        # a stage run by another benchmark process (--jobs): hand it the records, write nothing else
+        import pickle
+
+        # plain fields: this module runs as __main__ here, so its classes would not unpickle
+        records = [(r.agent, r.train_user, r.eval_user, r.seed, r.result) for r in result.records]
+        budgets = {key: dataclasses.asdict(b) for key, b in result.budgets.items()}
+        atomic_write_bytes(args.stage_records, pickle.dumps((records, budgets)))
+        return 0
     written = write_outputs(result, args.out / preset.name)
     if args.publish:
         written += write_outputs(result, published_results_dir() / preset.name)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -90,7 +91,19 @@ def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
         "control-pi",
         "policy-improvement",
         "ppo",
+        "shortlist-random",
+        "shortlist-greedy",
+        "ppo-shortlist",
+        "dqn-shortlist",
     }
+    # On a catalog the shipped first stage does not fit, the shortlist agents' first stage is
+    # the stage's own supervised retriever.
+    runs_dir = run / "runs" / "template" / "seed0"
+    ppo_shortlist = json.loads((runs_dir / "ppo_shortlist" / "checkpoint" / "config.json").read_text())[
+        "args"
+    ]
+    assert ppo_shortlist["shortlist"] == f"retriever:{runs_dir / 'supervised' / 'checkpoint'}"
+    assert ("ppo-shortlist", "shortlist-greedy") in {(c["agent"], c["against"]) for c in data["comparisons"]}
     # Each equal-budget control trains from the same checkpoint, on the same dialogs, for as
     # many rounds as the agent it controls.
     runs = run / "runs" / "template" / "seed0"
@@ -186,3 +199,23 @@ def test_results_go_to_the_checkout_or_the_working_directory_never_site_packages
     with pytest.raises(ValueError, match="installed copy.*pip install -e"):
         publishing.published_results_dir()
     assert publishing.git_revision().startswith("unknown")
+
+
+def test_benchmark_stages_in_parallel_processes_give_the_serial_numbers(tmp_path, small_catalog_path):
+    """--jobs 2 runs the (shopper, seed) stages in two processes: same records, same order."""
+    from fiq_gym.benchmarks.dialog import PRESETS, run_benchmark
+
+    kwargs = dict(
+        catalog=str(small_catalog_path),
+        agents=("random", "supervised", "shortlist-greedy"),
+        seeds=(0, 1),
+        progress=False,
+    )
+    serial = run_benchmark(PRESETS["tiny"], tmp_path / "serial" / "tiny", **kwargs)
+    parallel = run_benchmark(PRESETS["tiny"], tmp_path / "parallel" / "tiny", jobs=2, **kwargs)
+    assert [(r.agent, r.seed) for r in parallel.records] == [(r.agent, r.seed) for r in serial.records]
+    for a, b in zip(serial.records, parallel.records, strict=True):
+        np.testing.assert_array_equal(a.result.ranks, b.result.ranks)
+        np.testing.assert_array_equal(a.result.success_turn, b.result.success_turn)
+    assert (tmp_path / "parallel" / "tiny" / "logs" / "template-seed1.log").exists()
+    assert set(parallel.budgets) == set(serial.budgets)
