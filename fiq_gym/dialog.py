@@ -36,6 +36,7 @@ __all__ = [
     "DialogBatch",
     "DialogConfig",
     "Transition",
+    "shown_item",
 ]
 
 ACTION_MODES = ("index", "query", "scores", "shortlist")
@@ -558,27 +559,20 @@ class DialogBatch:
         n = self.tables.num_items
         mode = self.config.action_mode
         target, history = self.target[rows], self.history[rows]
-        repeated = np.zeros(len(rows), dtype=bool)
-        if mode in ("index", "shortlist"):
-            if mode == "shortlist":
-                empty = self.candidate_mask[rows, actions] == 0
-                if empty.any():
-                    raise ValueError(
-                        f"candidate slot {actions[empty][0]} is empty (obs['candidate_mask'] is 0 there); "
-                        "choose a slot whose mask is 1"
-                    )
-                shown = self.candidates[rows, actions]
-            else:
-                shown = actions
-            repeated = (history == shown[:, None]).any(axis=1)
-            scores = self._index_scores(shown)
-        else:
-            scores = actions @ self.tables.features.T if mode == "query" else actions
-            # Show the best item not yet shown in this dialog.
-            masked = np.array(scores, dtype=np.float64)
-            seen = history >= 0
-            masked[np.nonzero(seen)[0], history[seen]] = -np.inf
-            shown = np.argmax(masked, axis=1)
+        if mode == "shortlist":
+            empty = self.candidate_mask[rows, actions] == 0
+            if empty.any():
+                raise ValueError(
+                    f"candidate slot {actions[empty][0]} is empty (obs['candidate_mask'] is 0 there); "
+                    "choose a slot whose mask is 1"
+                )
+        shown, scores, repeated = shown_item(
+            mode,
+            actions,
+            self.tables.features,
+            history,
+            self.candidates[rows] if mode == "shortlist" else None,
+        )
         rank = target_rank(scores, target)
         success = shown == target
         rank[success] = 0
@@ -601,6 +595,46 @@ class DialogBatch:
         obs, captions = self._observe(rows, rngs)
         info = self._info(rows, captions, rank, percentile, success, repeated)
         return Transition(obs, reward.astype(np.float64), terminated, truncated, info)
+
+
+def shown_item(
+    action_mode: str,
+    actions: np.ndarray,
+    features: np.ndarray,
+    history: np.ndarray,
+    candidates: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The environment's rule for which item a turn shows: one home for the env's step and
+    for ``fiq-gym play``, which announces the garment to a person before stepping.
+
+    Args:
+        action_mode: ``index``, ``shortlist``, ``query`` or ``scores``.
+        actions: B checked actions (item ids, slots, (B, D) queries or (B, N) scores).
+        features: (N, D) unit-norm item features.
+        history: (B, T + 1) items shown so far in each dialog, -1 where none.
+        candidates: (B, K) item ids in the slots (``shortlist`` mode only).
+
+    Returns:
+        ``(shown, scores, repeated)``: the (B,) items shown; the (B, N) scores the target's
+        rank is read from (similarity to the shown item in ``index``/``shortlist`` mode, the
+        agent's scores otherwise); whether each shown item was shown before in its dialog
+        (only possible in ``index`` mode: the other modes show the best unseen item).
+    """
+    if action_mode in ("index", "shortlist"):
+        if action_mode == "shortlist":
+            if candidates is None:
+                raise ValueError("shortlist mode needs the candidates the slots refer to")
+            shown = candidates[np.arange(len(actions)), actions]
+        else:
+            shown = np.asarray(actions, dtype=np.int64)
+        repeated = (history == shown[:, None]).any(axis=1)
+        return shown, features[shown] @ features.T, repeated
+    scores = actions @ features.T if action_mode == "query" else actions
+    # Show the best item not yet shown in this dialog.
+    masked = np.array(scores, dtype=np.float64)
+    seen = history >= 0
+    masked[np.nonzero(seen)[0], history[seen]] = -np.inf
+    return np.argmax(masked, axis=1), scores, np.zeros(len(history), dtype=bool)
 
 
 def _best(scores: np.ndarray, m: int) -> np.ndarray:

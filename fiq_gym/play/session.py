@@ -31,6 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from fiq_gym.dialog import shown_item
 from fiq_gym.metrics import rank_percentile, target_rank
 from fiq_gym.play.agent import PlayAgent
 from fiq_gym.play.record import DialogRecord, TurnRecord, append_dialogs, catalog_identity
@@ -339,23 +340,29 @@ class PlaySession:
         return np.asarray(self.retriever.act(*self._batched(self._obs, self._info)))[0]
 
     def _announce(self, action: np.ndarray) -> tuple[int, int]:
-        """The garment ``env.step(action)`` will show and the target's rank then (the env's
-        documented rule; checked against the env's info after the step)."""
+        """The garment ``env.step(action)`` will show and the target's rank then, by the env's
+        own rule (:func:`fiq_gym.dialog.shown_item`); checked against the env's info after
+        the step."""
         d = self.dialog
-        assert d is not None
-        features = self.gallery.features
+        assert d is not None and self._info is not None
         mode = self.agent.action_mode
-        if mode == "index":
-            shown = int(np.asarray(action).reshape(-1)[0])
-            scores = features[np.array([shown])] @ features.T
+        history = np.array([[t.shown_index for t in d.turns]], dtype=np.int64)
+        if mode in ("query", "scores"):
+            actions = np.asarray(action, dtype=np.float32).reshape(1, -1)
         else:
-            a = np.asarray(action, dtype=np.float32).reshape(1, -1)
-            scores = a @ features.T if mode == "query" else a
-            masked = np.array(scores, dtype=np.float64)
-            masked[0, [t.shown_index for t in d.turns]] = -np.inf
-            shown = int(np.argmax(masked[0]))
-        rank = 0 if shown == d.target_index else int(target_rank(scores, np.array([d.target_index]))[0])
-        return shown, rank
+            actions = np.asarray(action, dtype=np.int64).reshape(1)
+        candidates = self._info.get("candidates")
+        shown, scores, _ = shown_item(
+            mode,
+            actions,
+            self.gallery.features,
+            history,
+            None if candidates is None else np.asarray(candidates).reshape(1, -1),
+        )
+        shown_index = int(shown[0])
+        target = np.array([d.target_index])
+        rank = 0 if shown_index == d.target_index else int(target_rank(scores, target)[0])
+        return shown_index, rank
 
     def _announce_next(self) -> None:
         d = self.dialog
