@@ -26,7 +26,6 @@ import torch
 from stable_baselines3 import DQN, PPO
 
 import fiq_gym  # noqa: F401  (registers the env ids)
-from fiq_gym.agents.dqn import DQN_FORMAT
 from fiq_gym.agents.ppo import PPOAgent
 from fiq_gym.agents.retriever import (
     RETRIEVER_FORMAT,
@@ -39,7 +38,7 @@ from fiq_gym.agents.retriever import (
     save_checkpoint,
 )
 from fiq_gym.agents.shortlist import SB3ShortlistAgent
-from fiq_gym.checkpoint import prepare_run, read_config, read_training_state
+from fiq_gym.checkpoint import DQN_FORMAT, PPO_FORMAT, prepare_run, read_config, read_training_state
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
@@ -54,7 +53,6 @@ __all__ = [
     "start_retriever_run",
 ]
 
-PPO_FORMAT = "fiq-gym-ppo"
 DEFAULT_ENV_ID = "fiq_gym/FashionIQ-v0"
 #: The action mode each agent of the benchmark speaks.
 ACTION_MODES = {

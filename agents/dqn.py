@@ -12,7 +12,6 @@ function of (candidate, caption, shown item) instead of K unrelated outputs.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +22,11 @@ import fiq_gym  # noqa: F401
 from fiq_gym.agents.ppo import ProgressCallback, env_kwargs_of, evaluate_model
 from fiq_gym.agents.shortlist import ShortlistDQNPolicy
 from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.atomic import atomic_directory
-from fiq_gym.checkpoint import prepare_run, versions
+from fiq_gym.checkpoint import DQN_FORMAT, prepare_run, save_sb3_model
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["DQN_FORMAT", "Args", "train"]
-
-DQN_FORMAT = "fiq-gym-dqn"
 
 
 @dataclass
@@ -119,17 +115,10 @@ def train(args: Args, progress: bool = True) -> tuple[DQN, EvaluationResult]:
 
 
 def save(model: DQN, directory: Path, args: Args) -> Path:
-    """SB3's own zip (for ``DQN.load``) plus the run's arguments, atomically."""
-    with atomic_directory(directory, overwrite=True) as tmp:
-        model.save(tmp / "model.zip", exclude=["replay_buffer"])
-        meta = {
-            "format": DQN_FORMAT,
-            "agent": "DQN (shortlist)",
-            "args": {**dataclasses.asdict(args), "action_mode": "shortlist"},
-            "versions": versions(),
-        }
-        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return directory
+    """The run's checkpoint: SB3's zip (no replay buffer), the policy as safetensors and the
+    arguments."""
+    args_dict = {**dataclasses.asdict(args), "action_mode": "shortlist"}
+    return save_sb3_model(model, directory, format=DQN_FORMAT, agent="DQN (shortlist)", args=args_dict)
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:

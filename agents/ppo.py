@@ -21,7 +21,6 @@ and the shortlist does not.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from safetensors.torch import save_model
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -38,8 +36,7 @@ from torch import nn
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistActorCriticPolicy
 from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.atomic import atomic_directory
-from fiq_gym.checkpoint import prepare_run, versions
+from fiq_gym.checkpoint import PPO_FORMAT, prepare_run, save_sb3_model
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult
@@ -241,24 +238,8 @@ def evaluate_model(model: Any, args: Any, name: str = "PPO") -> EvaluationResult
 
 
 def save(model: PPO, directory: Path, args: Args) -> Path:
-    """SB3's own zip (for ``PPO.load``) plus the policy weights as safetensors, atomically."""
-    with atomic_directory(directory, overwrite=True) as tmp:
-        model.save(tmp / "model.zip")
-        # save_model de-duplicates the feature extractor SB3 shares between policy and value.
-        save_model(model.policy, str(tmp / "policy.safetensors"))
-        (tmp / "config.json").write_text(
-            json.dumps(
-                {
-                    "format": "fiq-gym-ppo",
-                    "agent": "PPO",
-                    "args": dataclasses.asdict(args),
-                    "versions": versions(),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-    return directory
+    """The run's checkpoint: SB3's zip, the policy as safetensors and the arguments."""
+    return save_sb3_model(model, directory, format=PPO_FORMAT, agent="PPO", args=dataclasses.asdict(args))
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:

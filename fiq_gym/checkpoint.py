@@ -36,13 +36,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_model
 
 from fiq_gym import __version__
-from fiq_gym.atomic import recover_directory
+from fiq_gym.atomic import atomic_directory, recover_directory
 from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 
 __all__ = [
+    "DQN_FORMAT",
+    "PPO_FORMAT",
     "STATE_JSON",
     "STATE_TENSORS",
     "CheckpointError",
@@ -51,6 +54,7 @@ __all__ = [
     "prepare_run",
     "read_config",
     "read_training_state",
+    "save_sb3_model",
     "save_tensors",
     "versions",
     "write_training_state",
@@ -58,6 +62,9 @@ __all__ = [
 
 STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
+#: ``config.json`` formats of Stable-Baselines3 agents (SB3's own ``model.zip`` beside it)
+PPO_FORMAT = "fiq-gym-ppo"
+DQN_FORMAT = "fiq-gym-dqn"
 
 
 def versions() -> dict[str, str]:
@@ -149,6 +156,23 @@ def load_tensors(file: str | os.PathLike, *, fix: str) -> dict[str, torch.Tensor
         raise CheckpointError(
             f"{file} is truncated or not a safetensors file ({str(e).splitlines()[0][:120]}); {fix}"
         ) from None
+
+
+def save_sb3_model(
+    model: Any, directory: str | os.PathLike, *, format: str, agent: str, args: dict[str, Any]
+) -> Path:
+    """Write a Stable-Baselines3 model as a checkpoint directory, atomically: SB3's own
+    ``model.zip`` (for ``PPO.load``/``DQN.load``; without a replay buffer), the policy's
+    weights as ``policy.safetensors`` and ``config.json`` (``format``, ``agent``, the run's
+    ``args``, library versions), which :func:`fiq_gym.agents.checkpoint.load_agent` reads."""
+    directory = Path(directory)
+    with atomic_directory(directory, overwrite=True) as tmp:
+        model.save(tmp / "model.zip", exclude=["replay_buffer"])
+        # save_model de-duplicates tensors SB3 shares (a feature extractor, a target network).
+        save_model(model.policy, str(tmp / "policy.safetensors"))
+        meta = {"format": format, "agent": agent, "args": args, "versions": versions()}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return directory
 
 
 def save_tensors(file: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
