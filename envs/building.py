@@ -8,17 +8,19 @@ its tokenizer (:func:`~fiq_gym.users.registry.make_user`).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
+from fiq_gym.dialog import DialogBatch, DialogConfig
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.shortlist import FirstStage, make_first_stage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 from fiq_gym.users.registry import SHOPPERS, make_user
 
-__all__ = ["USERS", "build_dialog_parts", "build_first_stage"]
+__all__ = ["USERS", "EnvParts", "build_dialog", "build_dialog_parts", "build_first_stage"]
 
 USERS = SHOPPERS
 
@@ -63,3 +65,39 @@ def build_first_stage(
         cached = (tables, make_first_stage(spec, catalog, tables))
         _FIRST_STAGES[key] = cached
     return cached[1]
+
+
+@dataclass
+class EnvParts:
+    """What an environment runs on: its catalog, shopper, caption tokenizer, shortlist first
+    stage (None outside ``shortlist`` mode) and the dialogs' engine."""
+
+    catalog: Catalog
+    user: User
+    tokenizer: CaptionTokenizer
+    first_stage: FirstStage | None
+    dialog: DialogBatch
+
+
+def build_dialog(
+    config: DialogConfig,
+    num_dialogs: int,
+    *,
+    catalog: Catalog | str | os.PathLike | None,
+    category: str | None,
+    user: str | User,
+    user_kwargs: dict[str, Any] | None,
+    tokenizer: CaptionTokenizer | None,
+    side_info: str,
+    shortlist: str | FirstStage,
+) -> EnvParts:
+    """The parts of an environment with ``num_dialogs`` dialogs: the single env (one) and the
+    native vector env (``num_envs``) are built by this one function."""
+    if side_info not in ("predicted", "labels"):
+        raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
+    opened, tables, chosen, tok = build_dialog_parts(
+        catalog, category, user, user_kwargs, tokenizer, side_info if config.version == 1 else "auto"
+    )
+    first_stage = build_first_stage(shortlist, config.action_mode, opened, tables)
+    dialog = DialogBatch(tables, chosen, tok, config, num_dialogs=num_dialogs, first_stage=first_stage)
+    return EnvParts(opened, chosen, tok, first_stage, dialog)

@@ -10,8 +10,8 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.dialog import DialogBatch, DialogConfig, Transition
-from fiq_gym.envs.building import build_dialog_parts, build_first_stage
+from fiq_gym.dialog import DialogConfig, Transition
+from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
@@ -287,25 +287,19 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
-        if side_info not in ("predicted", "labels"):
-            raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
         version = self._VERSION
-        config = DialogConfig(
-            action_mode=action_mode,
+        config = DialogConfig.for_env(
+            version,
+            action_mode,
+            observation_keys,
             reward=reward,
             success_bonus=success_bonus,
             max_turns=max_turns,
             caption_length=caption_length,
-            observation_keys=(
-                tuple(observation_keys)
-                if observation_keys is not None
-                else DialogConfig.default_keys(version, action_mode)
-            ),
             shortlist_size=shortlist_size,
             explore=explore,
-            expose_target=bool(expose_target),
-            lookahead=bool(lookahead),
-            version=version,
+            expose_target=expose_target,
+            lookahead=lookahead,
         )
         self._preview_rng = np.random.default_rng([0x9E71E3, 0])
         self._args = {
@@ -318,14 +312,20 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "side_info": side_info,
             "shortlist": shortlist,
         }
-        self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
-            catalog, category, user, user_kwargs, tokenizer, side_info if version == 1 else "auto"
+        parts = build_dialog(
+            config,
+            1,
+            catalog=catalog,
+            category=category,
+            user=user,
+            user_kwargs=user_kwargs,
+            tokenizer=tokenizer,
+            side_info=side_info,
+            shortlist=shortlist,
         )
-        self.first_stage = build_first_stage(shortlist, config.action_mode, self.catalog, tables)
+        self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
+        self.first_stage, self._dialog = parts.first_stage, parts.dialog
         self.category = category
-        self._dialog = DialogBatch(
-            tables, self.user, self.tokenizer, config, num_dialogs=1, first_stage=self.first_stage
-        )
         self.observation_space = self._dialog.observation_space()
         self.action_space = self._dialog.action_space()
         self.render_mode = render_mode

@@ -18,8 +18,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.dialog import DialogBatch, DialogConfig, Transition
-from fiq_gym.envs.building import build_dialog_parts, build_first_stage
+from fiq_gym.dialog import DialogConfig, Transition
+from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.fashion_iq import V0_DEPRECATION
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.retrieval import RetrievalTables
@@ -85,8 +85,6 @@ class FashionIQVectorEnv(VectorEnv):
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
-        if side_info not in ("predicted", "labels"):
-            raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
@@ -101,32 +99,34 @@ class FashionIQVectorEnv(VectorEnv):
         if max_turns is None:
             max_turns = 5 if max_episode_steps is None else max_episode_steps
         version = self._VERSION
-        config = DialogConfig(
-            action_mode=action_mode,
+        config = DialogConfig.for_env(
+            version,
+            action_mode,
+            observation_keys,
             reward=reward,
             success_bonus=success_bonus,
             max_turns=max_turns,
             caption_length=caption_length,
-            observation_keys=(
-                tuple(observation_keys)
-                if observation_keys is not None
-                else DialogConfig.default_keys(version, action_mode)
-            ),
             shortlist_size=shortlist_size,
             explore=explore,
-            expose_target=bool(expose_target),
-            lookahead=bool(lookahead),
-            version=version,
+            expose_target=expose_target,
+            lookahead=lookahead,
         )
         self._preview_rng = np.random.default_rng([0x9E71E3, 0])
-        self.catalog, tables, self.user, self.tokenizer = build_dialog_parts(
-            catalog, category, user, user_kwargs, tokenizer, side_info if version == 1 else "auto"
-        )
-        self.first_stage = build_first_stage(shortlist, config.action_mode, self.catalog, tables)
         self.num_envs = int(num_envs)
-        self._dialog = DialogBatch(
-            tables, self.user, self.tokenizer, config, num_dialogs=self.num_envs, first_stage=self.first_stage
+        parts = build_dialog(
+            config,
+            self.num_envs,
+            catalog=catalog,
+            category=category,
+            user=user,
+            user_kwargs=user_kwargs,
+            tokenizer=tokenizer,
+            side_info=side_info,
+            shortlist=shortlist,
         )
+        self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
+        self.first_stage, self._dialog = parts.first_stage, parts.dialog
         self.single_observation_space = self._dialog.observation_space()
         self.single_action_space = self._dialog.action_space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

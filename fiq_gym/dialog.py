@@ -137,6 +137,27 @@ class DialogConfig:
         object.__setattr__(self, "observation_keys", keys)
 
     @classmethod
+    def for_env(
+        cls,
+        version: int,
+        action_mode: str,
+        observation_keys: Sequence[str] | None = None,
+        **fields: Any,
+    ) -> DialogConfig:
+        """The configuration an environment of ``version`` runs with its arguments (the
+        single and the vector env build it the same way): ``observation_keys`` None means the
+        version's default keys."""
+        keys = (
+            tuple(observation_keys)
+            if observation_keys is not None
+            else cls.default_keys(version, action_mode)
+        )
+        for flag in ("expose_target", "lookahead"):
+            if flag in fields:
+                fields[flag] = bool(fields[flag])
+        return cls(action_mode=action_mode, observation_keys=keys, version=version, **fields)
+
+    @classmethod
     def default_keys(cls, version: int, action_mode: str = "index") -> tuple[str, ...]:
         """The observation keys an environment of ``version`` returns unless told otherwise."""
         if version != 1:
