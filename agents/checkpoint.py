@@ -257,16 +257,7 @@ def start_retriever_run(
         net, meta = load_checkpoint(source)
         check_catalog(meta, inner.catalog, source)
     else:
-        net = RetrieverNet(
-            RetrieverConfig(
-                vocab_size=inner.tokenizer.vocab_size,
-                feature_dim=inner.gallery.feature_dim,
-                attribute_dim=inner.gallery.side_info.shape[1],
-                num_items=inner.gallery.num_items,
-                embed_dim=args.embed_dim,
-                max_caption_length=inner.config.caption_length,
-            )
-        )
+        net = RetrieverNet(RetrieverConfig.for_env(envs, embed_dim=args.embed_dim))
     check_fits(net.config, inner.gallery, inner.tokenizer.vocab_size)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
     if not resuming:

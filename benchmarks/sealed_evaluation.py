@@ -129,17 +129,8 @@ def _retriever_agent(venv: gym.vector.VectorEnv) -> Any:
 
     from fiq_gym.agents.retriever import RetrieverAgent, RetrieverConfig, RetrieverNet
 
-    inner = venv.unwrapped
     torch.manual_seed(0)
-    net = RetrieverNet(
-        RetrieverConfig(
-            vocab_size=inner.tokenizer.vocab_size,
-            feature_dim=inner.gallery.feature_dim,
-            attribute_dim=inner.gallery.side_info.shape[1],
-            num_items=inner.num_items,
-        )
-    )
-    return RetrieverAgent(net, inner.gallery)
+    return RetrieverAgent(RetrieverNet(RetrieverConfig.for_env(venv)), venv.unwrapped.gallery)
 
 
 AGENTS = {

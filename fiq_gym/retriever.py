@@ -66,6 +66,21 @@ class RetrieverConfig:
     text_heads: int = 4
     max_caption_length: int = 32
 
+    @classmethod
+    def for_env(cls, env: Any, **sizes: int) -> RetrieverConfig:
+        """The shapes that fit ``env`` (a single or vector fiq-gym env, or a wrapper of one):
+        its caption vocabulary and length, feature and attribute sizes and item count;
+        ``sizes`` sets the rest (``embed_dim``, ``text_layers``, ``text_heads``)."""
+        inner = env.unwrapped
+        return cls(
+            vocab_size=inner.tokenizer.vocab_size,
+            feature_dim=inner.gallery.feature_dim,
+            attribute_dim=inner.gallery.side_info.shape[1],
+            num_items=inner.gallery.num_items,
+            max_caption_length=inner.config.caption_length,
+            **sizes,
+        )
+
 
 class RetrieverNet(nn.Module):
     def __init__(self, config: RetrieverConfig) -> None:

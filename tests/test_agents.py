@@ -191,14 +191,7 @@ def test_lookahead_choice_prefers_the_target_and_is_batched(small_catalog_path):
     )
     obs, info = envs.reset(seed=0)
     gallery = envs.unwrapped.gallery
-    net = RetrieverNet(
-        RetrieverConfig(
-            envs.unwrapped.tokenizer.vocab_size,
-            gallery.feature_dim,
-            gallery.side_info.shape[1],
-            gallery.num_items,
-        )
-    )
+    net = RetrieverNet(RetrieverConfig.for_env(envs))
     features, attributes = gallery_tensors(gallery)
     items = net.encode_items(features, attributes)
     state, _ = net.step(net.initial_state(3), *observation_tensors(obs))

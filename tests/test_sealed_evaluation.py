@@ -138,15 +138,7 @@ def test_a_retriever_in_scores_mode_gives_identical_results_sealed_and_unsealed(
     venv = make_venv(small_catalog_path, num_envs=32, action_mode="scores", max_turns=3)
     inner = venv.unwrapped
     torch.manual_seed(0)
-    net = RetrieverNet(
-        RetrieverConfig(
-            vocab_size=inner.tokenizer.vocab_size,
-            feature_dim=inner.gallery.feature_dim,
-            attribute_dim=inner.gallery.side_info.shape[1],
-            num_items=inner.num_items,
-            embed_dim=32,
-        )
-    )
+    net = RetrieverNet(RetrieverConfig.for_env(venv, embed_dim=32))
     eval_set = EvaluationSet.generate(inner.num_items, 80, seed=9)
     sealed = evaluate(RetrieverAgent(net, inner.gallery), venv, eval_set, seed=4)
     unsealed = evaluate(RetrieverAgent(net, inner.gallery), venv, eval_set, seed=4, sealed=False)
