@@ -170,18 +170,11 @@ def check_catalog(
     trained = meta.get("catalog")
     if not trained:
         return
-    now = catalog.fingerprint()
-    differs = [k for k in trained if now.get(k) != trained[k]]
+    differs = catalog.differences(trained)
     if differs:
-        what = {
-            "items": "a different number of items",
-            "ids_sha256": "other items (or another order)",
-            "features_sha256": "other image features",
-            "labels_sha256": "other attribute labels",
-        }
         raise ValueError(
             f"{where} was trained on another catalog than {catalog.provenance.get('path', 'this one')}: "
-            + "; ".join(what.get(k, k) for k in differs)
+            + "; ".join(differs)
             + ". Evaluate it on the catalog it was trained on (its args name it), or retrain it on this one."
         )
 

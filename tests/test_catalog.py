@@ -243,3 +243,19 @@ def test_build_works_from_a_script_read_on_stdin(tmp_path):
     done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1200"
+
+
+def test_catalog_differences_compare_fingerprints_and_full_hashes_alike(small_catalog):
+    """One rule for "is this the catalog it was made on": checkpoints keep hash prefixes,
+    play recordings whole hashes; both compare over what was recorded."""
+    fingerprint = small_catalog.fingerprint()
+    full = {"num_items": len(small_catalog), "ids_sha256": small_catalog.content_sha256("ids")}
+    assert small_catalog.differences(fingerprint) == []
+    assert small_catalog.differences(full) == []
+    assert small_catalog.differences({}) == []
+    wrong = {**full, "ids_sha256": "0" * 64, "num_items": len(small_catalog) + 1}
+    assert small_catalog.differences(wrong) == [
+        "a different number of items",
+        "other items (or another order)",
+    ]
+    assert small_catalog.differences({"labels_sha256": "f" * 16}) == ["other attribute labels"]

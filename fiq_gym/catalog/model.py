@@ -83,6 +83,14 @@ class Item:
     image: np.ndarray | None
 
 
+# fingerprint key -> (catalog part, what a mismatch means)
+_HASHED_PARTS = {
+    "ids_sha256": ("ids", "other items (or another order)"),
+    "labels_sha256": ("labels", "other attribute labels"),
+    "features_sha256": ("features", "other image features"),
+}
+
+
 @dataclass(eq=False)
 class Catalog:
     """N garments, row-aligned.
@@ -201,6 +209,26 @@ class Catalog:
             "ids_sha256": self.content_sha256("ids")[:16],
             f"{seen}_sha256": self.content_sha256(seen)[:16],
         }
+
+    def differences(self, recorded: Mapping[str, Any]) -> list[str]:
+        """What differs between this catalog and one ``recorded`` by :meth:`fingerprint` (a
+        checkpoint) or by a play recording: the item count (``items`` or ``num_items``) and
+        each ``ids_sha256`` / ``labels_sha256`` / ``features_sha256`` given, compared over the
+        recorded length (fingerprints keep a prefix, recordings the whole hash). Empty: the
+        same catalog. Keys that are not recorded are not compared."""
+        out = []
+        count = recorded.get("items", recorded.get("num_items"))
+        if count is not None and count != len(self):
+            out.append("a different number of items")
+        for key, (part, what) in _HASHED_PARTS.items():
+            value = recorded.get(key)
+            if not value:
+                continue
+            if (part == "features" and self.features is None) or self.content_sha256(part)[
+                : len(value)
+            ] != value:
+                out.append(what)
+        return out
 
     def content_sha256(self, part: str) -> str:
         """The full SHA-256 of ``"ids"`` (joined by newlines, UTF-8), ``"labels"`` or

@@ -75,18 +75,14 @@ def catalog_identity(catalog: Catalog) -> dict[str, Any]:
 
 def check_catalog(recorded: Mapping[str, Any], catalog: Catalog, where: str = "the recording") -> None:
     """Raise ``ValueError`` unless ``catalog`` is the catalog ``recorded`` describes."""
-    mine = catalog_identity(catalog)
-    for key, what in (
-        ("num_items", "size"),
-        ("ids_sha256", "item ids"),
-        ("labels_sha256", "attribute labels"),
-    ):
-        if recorded.get(key) != mine[key]:
-            raise ValueError(
-                f"{where} was made on another catalog ({recorded.get('name')!r}, {recorded.get('num_items')} items) "
-                f"than this one ({mine['name']!r}, {mine['num_items']} items): the {what} differ. Replay it on the "
-                "catalog it was recorded on (pass --catalog DIR)"
-            )
+    differs = catalog.differences(recorded)
+    if differs:
+        mine = catalog_identity(catalog)
+        raise ValueError(
+            f"{where} was made on another catalog ({recorded.get('name')!r}, {recorded.get('num_items')} items) "
+            f"than this one ({mine['name']!r}, {mine['num_items']} items): {'; '.join(differs)}. Replay it on the "
+            "catalog it was recorded on (pass --catalog DIR)"
+        )
 
 
 @dataclass
