@@ -107,7 +107,7 @@ def train(args: Args, progress: bool = True) -> tuple[DQN, EvaluationResult]:
         tensorboard_log=str(out / "tb"),
         verbose=0,
     )
-    callback = ProgressCallback(args.timesteps) if progress else None
+    callback = ProgressCallback(args.timesteps, desc="dqn") if progress else None
     model.learn(total_timesteps=args.timesteps, callback=callback, tb_log_name="dqn")
     save(model, out / "checkpoint", args)
     vec_env.close()

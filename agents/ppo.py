@@ -152,15 +152,16 @@ class PPOAgent:
 class ProgressCallback(BaseCallback):
     """A tqdm bar over timesteps (SB3's own bar needs the optional ``rich`` package)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, desc: str = "ppo") -> None:
         super().__init__()
         self.total = total
+        self.desc = desc
         self.bar = None
 
     def _on_training_start(self) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total, desc="ppo", unit="step")
+        self.bar = tqdm(total=self.total, desc=self.desc, unit="step")
 
     def _on_step(self) -> bool:
         if self.bar is not None:
