@@ -20,7 +20,7 @@ class RandomAgent:
     """Uniform over the items not yet shown in each dialog (``index`` action mode), batched.
 
     Follows :class:`fiq_gym.evaluation.RetrievalAgent`: ``reset`` marks new dialogs, ``act``
-    returns one item index per dialog. A row whose ``info["turn"]`` is 0 inside ``act`` has
+    returns one item index per dialog. A row whose ``info["dialog_turn"]`` is 0 inside ``act`` has
     just been auto-reset and starts a new dialog too.
 
     Args:
@@ -52,7 +52,7 @@ class RandomAgent:
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         shown = np.atleast_1d(info["shown"])
-        turn = np.atleast_1d(info["turn"])
+        turn = np.atleast_1d(info["dialog_turn"])
         if len(self._shown) != len(shown):
             self._shown = [set() for _ in shown]
         actions = np.empty(len(shown), dtype=np.int64)

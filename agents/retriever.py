@@ -93,7 +93,7 @@ class RetrieverAgent:
         b = tokens.shape[0]
         if self.state is None or self.state.shape[0] != b:
             self.state = self.net.initial_state(b)
-        fresh = torch.as_tensor(np.atleast_1d(info["turn"]) == 0)
+        fresh = torch.as_tensor(np.atleast_1d(info["dialog_turn"]) == 0)
         self.state[fresh] = 0.0  # rows that were just auto-reset start a new dialog
         self.state, query = self.net.step(self.state, tokens, features, attributes)
         return (query @ self.items.T).clamp(-1.0, 1.0).numpy().astype(np.float32)

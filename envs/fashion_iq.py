@@ -13,6 +13,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.rendering import render_frame
+from fiq_gym.info import StepInfo
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
@@ -122,10 +123,28 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     (``side_info="predicted"``); on a catalog without predictions they are zeros, with the
     same one-time warning. Ground-truth labels are shown only with ``side_info="labels"``.
 
-    `info` holds `caption` (text), `shown` (index), `rank`, `percentile`, `is_success`,
-    `repeated` and `turn`; never the target's index or id, unless the training-only
-    ``expose_target=True`` opt-in adds `info["target"]` (for supervised losses; the
-    evaluation harness refuses such an env).
+    ## Info
+
+    | key            | type          | meaning                                                   |
+    |----------------|---------------|-----------------------------------------------------------|
+    | `caption_text` | `str`         | this turn's caption as text (left out with                |
+    |                |               | ``caption_text=False``)                                   |
+    | `shown`        | `int`         | index of the item shown this turn                         |
+    | `dialog_turn`  | `int`         | turns taken so far, 0 at reset (as the `turn` observation,|
+    |                |               | but present whatever ``observation_keys`` says)           |
+    | `rank`         | `int`         | the target's rank (training and logging only)             |
+    | `percentile`   | `float`       | ``1 - rank / (N - 1)`` (training and logging only)        |
+    | `is_success`   | `bool`        | the target was shown this turn                            |
+    | `repeated`     | `bool`        | `index` mode: the item had been shown before              |
+    | `candidates`   | `int64 (K,)`  | `shortlist` mode: the item index in each candidate slot   |
+    | `target`       | `int`         | only with the training-only ``expose_target=True``        |
+
+    No key has the name of an observation key, so libraries that put both in one namespace
+    (TorchRL) take them as they are. ``info`` never holds the target's index or id unless the
+    training-only ``expose_target=True`` opt-in adds `info["target"]` (for supervised
+    losses; the evaluation harness refuses such an env). The old names `caption` and `turn`
+    (the same as two observation keys) still read, with a ``DeprecationWarning``, for one
+    release; they are not among the keys (:class:`fiq_gym.info.StepInfo`).
 
     Agents may read the gallery they retrieve from, never the target: ``env.unwrapped.gallery``
     holds the read-only features and attribute scores of every item in play (a retrieval
@@ -133,8 +152,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Evaluation Integrity (threat model)
 
-    An *evaluated* agent may read the observations, `info`'s `caption`, `shown`, `turn` and
-    `is_success`, and the gallery. It may not read `rank`, `percentile` or the reward (with
+    An *evaluated* agent may read the observations, `info`'s `caption_text`, `shown`,
+    `dialog_turn`, `is_success` and (`shortlist` mode) `candidates`, and the gallery. It may not read `rank`, `percentile` or the reward (with
     the gallery, the rank of the shown item's neighbours singles out the target), `render()`
     frames (they show the rank), or the env object (its private state, pickles, deep copies,
     its generators, which predict the next reset's target). Training may use all of them and
@@ -197,7 +216,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
              caption_length=32, observation_keys=None, render_mode=None,
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
              side_info="predicted", shortlist_size=32, shortlist="retriever",
-             explore=0.0)
+             explore=0.0, caption_text=True)
     ```
 
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, or None for
@@ -225,6 +244,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     * ``render_mode``: `"rgb_array"` (the shown garment, the caption and the turn) or
       `"ansi"` (a text line per turn).
     * ``tokenizer``: a :class:`~fiq_gym.text.CaptionTokenizer` to use instead of the user's.
+    * ``caption_text``: put the caption text in `info["caption_text"]` (default). Pass
+      False for libraries whose info readers take numbers only (TorchRL's ``GymEnv(...,
+      num_envs=n)`` and ``GymWrapper`` with an info reader); the text is still in
+      ``render()``, and the caption's token ids are in the observation either way.
     * ``expose_target``: training-only opt-in that adds `info["target"]`; off by default.
     * ``lookahead``: training-only opt-in that enables ``preview_captions(candidates)``,
       what the shopper would say about candidate items (for model-based policy
@@ -243,6 +266,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Version History
 
+    * v1 (not bumped: observations, rewards and episodes are unchanged): `info["caption"]`
+      is now `info["caption_text"]` and `info["turn"]` is `info["dialog_turn"]` (the old
+      names clashed with observation keys; they still read, with a warning, for one
+      release); ``caption_text=False`` leaves the text out of `info`.
     * v1 (extended, not bumped: the dynamics of the existing modes are unchanged): the
       `shortlist` action mode with the `candidate_*` observation keys and
       ``info["candidates"]``; its dynamics depend on the first stage, so replacing the shipped
@@ -282,6 +309,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         shortlist_size: int = 32,
         shortlist: str | FirstStage = "retriever",
         explore: float = 0.0,
+        caption_text: bool = True,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -298,6 +326,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             caption_length=caption_length,
             shortlist_size=shortlist_size,
             explore=explore,
+            caption_text=caption_text,
             expose_target=expose_target,
             lookahead=lookahead,
         )
@@ -425,8 +454,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         image = None if self.catalog.images is None else np.asarray(self.catalog.images[row])
         return render_frame(
             image,
-            self._last["caption"],
-            self._last["turn"],
+            self._last["text"],
+            self._last["dialog_turn"],
             self.config.max_turns,
             rank=self._last["rank"],
             num_items=self.num_items,
@@ -438,20 +467,21 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     # --- helpers ---------------------------------------------------------------------------
     @staticmethod
-    def _unbatch(out: Transition) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def _unbatch(out: Transition) -> tuple[dict[str, np.ndarray], StepInfo]:
         obs = {k: v[0] for k, v in out.observation.items()}
-        info: dict[str, Any] = {}
+        info = StepInfo()
         for k, v in out.info.items():
             x = v[0]
             info[k] = x.item() if isinstance(x, np.generic) else x
         return obs, info
 
     def _remember(self, info: dict[str, Any]) -> None:
-        self._last = info
+        # What render() shows; the caption text comes from the dialog, as info may leave it out.
+        self._last = {**info, "text": str(self._dialog.last_caption[0])}
         flag = " SUCCESS" if info["is_success"] else ""
         self._log.append(
-            f"turn {info['turn']}: shown {info['shown']:>6}  rank {info['rank']:>6}/{self.num_items - 1}  "
-            f'p={info["percentile"]:.3f}{flag}  "{info["caption"]}"'
+            f"turn {info['dialog_turn']}: shown {info['shown']:>6}  rank {info['rank']:>6}/{self.num_items - 1}  "
+            f'p={info["percentile"]:.3f}{flag}  "{self._last["text"]}"'
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -488,6 +518,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             shortlist_size=cfg.shortlist_size,
             shortlist=a["shortlist"],
             explore=cfg.explore,
+            caption_text=cfg.caption_text,
         )
         for k, v in state["dialog"].items():
             if isinstance(v, np.ndarray):

@@ -22,6 +22,7 @@ from fiq_gym.dialog import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.fashion_iq import V0_DEPRECATION
 from fiq_gym.envs.rendering import render_frame
+from fiq_gym.info import StepInfo
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
@@ -49,7 +50,13 @@ class FashionIQVectorEnv(VectorEnv):
     * ``reset(options=...)``: ``"target"`` / ``"shown"`` arrays of n item indices fix the
       episodes (a target equal to its first item is refused); ``"reset_mask"`` (bool array
       of n) resets only those sub-envs and returns the current observations of the others.
-    * ``info`` is Gymnasium's dict of arrays, each key with its ``_key`` mask.
+    * ``info`` is Gymnasium's dict of arrays, each key with its ``_key`` mask, with the single
+      env's keys (``caption_text`` an object array of strings); the old names ``caption``,
+      ``turn`` (and their masks) read with a ``DeprecationWarning`` for one release.
+    * TorchRL: ``torchrl.envs.GymWrapper(FashionIQVectorEnv(n, ...,
+      autoreset_mode=AutoresetMode.DISABLED))`` (docs/agents.md); it resets ended sub-envs
+      with ``reset_mask`` itself. Pass ``caption_text=False`` before registering an info
+      reader (its specs hold numbers only).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array", "ansi"]}
@@ -77,6 +84,7 @@ class FashionIQVectorEnv(VectorEnv):
         shortlist_size: int = 32,
         shortlist: str | FirstStage = "retriever",
         explore: float = 0.0,
+        caption_text: bool = True,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
@@ -109,6 +117,7 @@ class FashionIQVectorEnv(VectorEnv):
             caption_length=caption_length,
             shortlist_size=shortlist_size,
             explore=explore,
+            caption_text=caption_text,
             expose_target=expose_target,
             lookahead=lookahead,
         )
@@ -216,7 +225,7 @@ class FashionIQVectorEnv(VectorEnv):
         reward = np.zeros(n)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        info: dict[str, np.ndarray] = {}
+        info = StepInfo()
         if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset.any():
             raise RuntimeError(
                 f"sub-envs {np.flatnonzero(self._autoreset).tolist()} have ended and autoreset_mode is DISABLED: "
@@ -247,7 +256,7 @@ class FashionIQVectorEnv(VectorEnv):
         info = self._last_info
         if self.render_mode == "ansi":
             return tuple(
-                f'env {k} turn {info["turn"][k]}: shown {info["shown"][k]} rank {info["rank"][k]} "{info["caption"][k]}"\n'
+                f'env {k} turn {info["dialog_turn"][k]}: shown {info["shown"][k]} rank {info["rank"][k]} "{self._dialog.last_caption[k]}"\n'
                 for k in range(self.num_envs)
             )
         rows = self._dialog.tables.rows
@@ -255,8 +264,8 @@ class FashionIQVectorEnv(VectorEnv):
         return tuple(
             render_frame(
                 None if images is None else np.asarray(images[rows[info["shown"][k]]]),
-                info["caption"][k],
-                int(info["turn"][k]),
+                self._dialog.last_caption[k],
+                int(info["dialog_turn"][k]),
                 self.config.max_turns,
                 rank=int(info["rank"][k]),
                 num_items=self.num_items,
@@ -277,10 +286,10 @@ class FashionIQVectorEnv(VectorEnv):
         self,
         rows: np.ndarray,
         part: dict[str, np.ndarray],
-        into: dict[str, np.ndarray] | None = None,
-    ) -> dict[str, np.ndarray]:
+        into: StepInfo | None = None,
+    ) -> StepInfo:
         """Scatter per-row info into Gymnasium's dict-of-arrays with ``_key`` masks."""
-        into = {} if into is None else into
+        into = StepInfo() if into is None else into
         n = self.num_envs
         for key, values in part.items():
             if key not in into:

@@ -88,6 +88,9 @@ class DialogConfig:
     # unseen items instead of the first stage's best.
     shortlist_size: int = 32
     explore: float = 0.0
+    # Put the caption text in ``info["caption_text"]``. Off only for libraries whose info
+    # readers take numbers alone (TorchRL's batched GymEnv / GymWrapper).
+    caption_text: bool = True
     # The environment version's rules: 1 (current) or 0 (deprecated: the episode's return
     # does not follow the metric, no history, caption ids as a Box).
     version: int = 1
@@ -125,6 +128,9 @@ class DialogConfig:
         ):
             raise ValueError(f"explore must be a fraction in [0, 1], got {e!r}")
         object.__setattr__(self, "explore", float(e))
+        if not isinstance(self.caption_text, bool | np.bool_):
+            raise ValueError(f"caption_text must be True or False, got {self.caption_text!r}")
+        object.__setattr__(self, "caption_text", bool(self.caption_text))
         keys = tuple(self.observation_keys)
         allowed = OBSERVATION_KEYS + OPTIONAL_KEYS if self.version == 1 else OBSERVATION_KEYS_V0
         if self.action_mode == "shortlist":
@@ -221,6 +227,8 @@ class DialogBatch:
         self.candidate_mask = np.zeros((b, k), dtype=np.int8)
         self.shortlist_rngs: list[np.random.Generator] = [np.random.default_rng(0) for _ in range(b)]
         self.caption_texts: list[list[str]] = [[] for _ in range(b)]
+        # Each dialog's latest caption text, kept for rendering even when ``info`` leaves it out.
+        self.last_caption = np.full(b, "", dtype=object)
         if config.action_mode == "shortlist":
             if first_stage is None:
                 raise ValueError("action_mode='shortlist' needs a first stage (see fiq_gym.shortlist)")
@@ -436,15 +444,19 @@ class DialogBatch:
         success: np.ndarray,
         repeated: np.ndarray,
     ) -> dict[str, np.ndarray]:
+        # No key shares a name with an observation key (libraries such as TorchRL put both
+        # in one namespace); fiq_gym.info answers the old names for one release.
         info = {
-            "caption": np.array(captions, dtype=object),
             "shown": self.shown[rows].copy(),
             "rank": rank,
             "percentile": percentile,
             "is_success": success,
             "repeated": repeated,
-            "turn": self.turn[rows].copy(),
+            "dialog_turn": self.turn[rows].copy(),
         }
+        self.last_caption[rows] = captions
+        if self.config.caption_text:
+            info["caption_text"] = np.array(captions, dtype=object)
         if self.config.action_mode == "shortlist":
             info["candidates"] = self.candidates[rows].copy()
         if self.config.expose_target:

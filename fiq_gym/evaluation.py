@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.atomic import atomic_write_json, atomic_write_text
+from fiq_gym.info import StepInfo
 from fiq_gym.jsonfile import read_json
 from fiq_gym.metrics import rank_percentile
 
@@ -229,18 +230,23 @@ TRAINING_OPT_INS = ("expose_target", "lookahead")
 # What an evaluated agent may read in ``info``: never rank, percentile or reward, which give
 # the target away together with the gallery (see docs/agents.md, "Threat model").
 # ``candidates`` (shortlist mode) are the items the first stage proposed without the target.
-PUBLIC_INFO_KEYS = ("caption", "shown", "turn", "is_success", "candidates")
+PUBLIC_INFO_KEYS = ("caption_text", "shown", "dialog_turn", "is_success", "candidates")
 
 
-class PublicInfo(dict):
+class PublicInfo(StepInfo):
     """The filtered ``info`` an evaluated agent gets: caption text, shown item, turn and
-    whether the dialog ended in success; asking for anything else names the rule."""
+    whether the dialog ended in success; asking for anything else names the rule. The old
+    names ``caption`` and ``turn`` still read, with a ``DeprecationWarning``, for one release
+    (:mod:`fiq_gym.info`)."""
 
     def __missing__(self, key: Any) -> Any:
-        raise KeyError(
-            f"info[{key!r}] is withheld during evaluation: agents read only {list(PUBLIC_INFO_KEYS)} "
-            "(rank, percentile and reward reveal the target; see docs/agents.md, 'Threat model')"
-        )
+        try:
+            return self._read_old_name(key)
+        except KeyError:
+            raise KeyError(
+                f"info[{key!r}] is withheld during evaluation: agents read only {list(PUBLIC_INFO_KEYS)} "
+                "(rank, percentile and reward reveal the target; see docs/agents.md, 'Threat model')"
+            ) from None
 
 
 def public_info(info: dict[str, Any]) -> PublicInfo:

@@ -167,7 +167,7 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
     try:
         agent = loaded.make_agent(envs)
         obs, info = envs.reset(seed=0)
-        agent.reset(obs, info, info["turn"] == 0)
+        agent.reset(obs, info, info["dialog_turn"] == 0)
         assert agent.act(obs, info).shape == (2, envs.unwrapped.num_items)
     finally:
         envs.close()

@@ -253,18 +253,18 @@ def test_nothing_in_obs_or_info_reveals_the_target(make_env):
         obs, info = env.reset(seed=episode, options={"target": target})
         for _ in range(3):
             assert set(info) == {
-                "caption",
+                "caption_text",
                 "shown",
                 "rank",
                 "percentile",
                 "is_success",
                 "repeated",
-                "turn",
+                "dialog_turn",
             }
             assert str(env.catalog.ids[tables.rows[target]]) not in repr(info)
-            ids, length = env.tokenizer.encode_batch([info["caption"]], env.config.caption_length)
+            ids, length = env.tokenizer.encode_batch([info["caption_text"]], env.config.caption_length)
             np.testing.assert_array_equal(obs["caption"], ids[0])
-            assert obs["caption_length"][0] == length[0] == min(len(split_words(info["caption"])), 32)
+            assert obs["caption_length"][0] == length[0] == min(len(split_words(info["caption_text"])), 32)
             np.testing.assert_array_equal(obs["shown_features"], tables.features[info["shown"]])
             np.testing.assert_array_equal(obs["shown_attributes"], tables.side_info[info["shown"]])
             action = int(rng.integers(env.num_items))
@@ -456,7 +456,7 @@ def test_caption_space_is_the_documented_vocabulary(make_env):
     assert (space.nvec == env.unwrapped.tokenizer.vocab_size).all()
     assert env.tokenizer.pad_id == 0 and env.tokenizer.words[:2] == ("<pad>", "<unk>")
     obs, info = env.reset(seed=0)
-    assert env.tokenizer.decode(obs["caption"]) == " ".join(split_words(info["caption"])[:32])
+    assert env.tokenizer.decode(obs["caption"]) == " ".join(split_words(info["caption_text"])[:32])
 
 
 def test_no_silent_fallbacks_on_a_catalog_without_features(small_catalog_path):

@@ -1,5 +1,6 @@
-"""Library-friendly shapes: a flat observation for CleanRL's SyncVectorEnv pattern and the
-vector env's declared autoreset mode (TorchRL accepts NEXT_STEP-free DISABLED)."""
+"""Library-friendly shapes: a flat observation for CleanRL's SyncVectorEnv pattern, the vector
+env's declared autoreset mode (TorchRL's GymWrapper accepts DISABLED), and info keys that
+never share a name with an observation key (TorchRL puts both in one namespace)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import fiq_gym  # noqa: F401
+from fiq_gym.envs import FashionIQEnv, FashionIQVectorEnv
+from fiq_gym.envs.sb3 import SB3VecEnvAdapter
 from fiq_gym.envs.wrappers import FlatObservation
 from fiq_gym.errors import FallbackWarning
+from fiq_gym.evaluation import public_info
 
 
 @pytest.fixture(autouse=True)
@@ -85,3 +89,57 @@ def test_vector_env_declares_its_autoreset_mode_and_supports_disabled(small_cata
     envs.step(actions)
     with pytest.raises(ValueError, match="autoreset_mode must be"):
         gym.make_vec("fiq_gym/FashionIQ-v1", autoreset_mode="same-step", **kwargs)
+
+
+def test_info_keys_never_share_a_name_with_observation_keys(small_catalog_path):
+    kwargs = {"catalog": small_catalog_path, "action_mode": "shortlist", "shortlist": "random"}
+    env = FashionIQEnv(**kwargs)
+    obs, info = env.reset(seed=0)
+    assert {"caption_text", "dialog_turn", "shown", "candidates"} <= set(info)
+    assert not set(info) & set(obs)
+    obs, *_, info = env.step(0)
+    assert not set(info) & set(obs)
+    venv = FashionIQVectorEnv(3, **kwargs)
+    obs, info = venv.reset(seed=0)
+    obs, *_, info = venv.step(np.zeros(3, dtype=np.int64))
+    assert not {k.lstrip("_") for k in info} & set(obs)
+    adapter = SB3VecEnvAdapter(venv)
+    obs = adapter.reset()
+    assert not set(adapter.reset_infos[0]) & set(obs)
+
+
+def test_old_info_names_still_read_with_a_deprecation_warning(small_catalog_path):
+    env = FashionIQEnv(catalog=small_catalog_path)
+    _, info = env.reset(seed=0)
+    assert "caption" not in info and "turn" not in info  # never stored: key walkers see no clash
+    with pytest.warns(DeprecationWarning, match=r"info\['caption'\].*info\['caption_text'\]"):
+        assert info["caption"] == info["caption_text"] != ""
+    with pytest.warns(DeprecationWarning, match=r"info\['turn'\].*info\['dialog_turn'\]"):
+        assert info.get("turn") == info["dialog_turn"] == 0
+    assert info.get("rank") == info["rank"] and info.get("nothing", 7) == 7
+    with pytest.raises(KeyError):
+        info["nothing"]
+    venv = FashionIQVectorEnv(2, catalog=small_catalog_path)
+    _, vinfo = venv.reset(seed=0)
+    with pytest.warns(DeprecationWarning, match="_caption_text"):
+        np.testing.assert_array_equal(vinfo["_caption"], vinfo["_caption_text"])
+    # What an evaluated agent gets: the old names read, the withheld keys still name the rule.
+    public = public_info(vinfo)
+    with pytest.warns(DeprecationWarning, match="dialog_turn"):
+        np.testing.assert_array_equal(public["turn"], vinfo["dialog_turn"])
+    with pytest.raises(KeyError, match="withheld during evaluation"):
+        public["rank"]
+
+
+def test_caption_text_false_leaves_the_text_out_of_info_only(small_catalog_path):
+    with_text = FashionIQEnv(catalog=small_catalog_path, render_mode="ansi")
+    without = FashionIQEnv(catalog=small_catalog_path, render_mode="ansi", caption_text=False)
+    _, info = with_text.reset(seed=3)
+    _, bare = without.reset(seed=3)
+    assert "caption_text" not in bare and set(bare) == set(info) - {"caption_text"}
+    assert info["caption_text"] in without.render() and without.render() == with_text.render()
+    venv = FashionIQVectorEnv(2, catalog=small_catalog_path, render_mode="ansi", caption_text=False)
+    _, vinfo = venv.reset(seed=3)
+    assert "caption_text" not in vinfo and info["caption_text"] in venv.render()[0]
+    with pytest.raises(ValueError, match="caption_text must be True or False"):
+        FashionIQEnv(catalog=small_catalog_path, caption_text="no")

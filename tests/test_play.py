@@ -61,7 +61,7 @@ def test_human_user_in_the_env_unknown_words_become_unk(small_catalog):
     assert user.unknown_words("is darker and maroon, maroon!") == ["maroon", "!"]
     env = FashionIQEnv(catalog=small_catalog, user=user, max_turns=2)
     obs, info = env.reset(seed=0, options={"target": 3, "shown": 5})
-    assert asked == [(3, 5)] and info["caption"] == "is darker and maroon"
+    assert asked == [(3, 5)] and info["caption_text"] == "is darker and maroon"
     tokenizer = env.tokenizer
     ids = obs["caption"][: int(obs["caption_length"][0])].tolist()
     assert ids == tokenizer.encode("is darker and maroon")
@@ -69,7 +69,7 @@ def test_human_user_in_the_env_unknown_words_become_unk(small_catalog):
     # A queued answer wins over the callback and is used once.
     user.answer(3, 7, "is lighter")
     _, _, _, _, info = env.step(7)
-    assert info["caption"] == "is lighter" and len(asked) == 1
+    assert info["caption_text"] == "is lighter" and len(asked) == 1
 
 
 def test_human_user_without_answer_or_callback_raises(small_catalog):

@@ -68,7 +68,7 @@ def test_readme_snippet_as_unguarded_script_on_a_fresh_cache(tmp_path):
 
         env = gym.make("fiq_gym/FashionIQ-v0")
         obs, info = env.reset(seed=0)
-        print("caption:", info["caption"])
+        print("caption:", info["caption_text"])
         """,
     )
     assert result.returncode == 0, result.stderr[-3000:]

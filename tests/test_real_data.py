@@ -240,7 +240,7 @@ def test_dataset_env_replays_human_captions_on_annotated_pairs(fiq_release, tmp_
         user_kwargs={"split": "val", "mode": "joined"},
     )
     _, info = env.reset(seed=0, options={"target": int(targets[0]), "shown": int(candidates[0])})
-    assert info["caption"] == join_captions(captions.entries[0].captions)
+    assert info["caption_text"] == join_captions(captions.entries[0].captions)
     # Without a fallback, an unannotated pair is a clear error, not a made-up caption.
     with pytest.raises(UnannotatedPairError, match="fallback="):
         env.reset(seed=1)
@@ -565,7 +565,7 @@ def test_captioner_trains_on_human_captions_from_the_release(imported_train_val,
     short = gym.make(
         "fiq_gym/FashionIQ-v1", catalog=str(imported_train_val), user=f"transformer:{result.out}"
     )
-    assert short.reset(seed=0)[1]["caption"] == info["caption"]
+    assert short.reset(seed=0)[1]["caption_text"] == info["caption_text"]
     assert short.unwrapped.user is env.unwrapped.user
 
 

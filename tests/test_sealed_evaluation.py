@@ -256,7 +256,7 @@ def test_an_agent_error_ends_the_sealed_process(venv):
             pass
 
         def act(self, observation, info):
-            if info["turn"][0] == 2:
+            if info["dialog_turn"][0] == 2:
                 raise ZeroDivisionError("the agent's own bug")
             return np.zeros(64, dtype=np.int64)
 

@@ -448,7 +448,7 @@ def test_env_with_the_transformer_user_passes_both_checkers(small_catalog_path, 
     tok = env.unwrapped.tokenizer
     assert tok is env.unwrapped.user.tokenizer
     n = int(obs["caption_length"][0])
-    assert split_words(tok.decode(obs["caption"][:n])) == split_words(info["caption"])
+    assert split_words(tok.decode(obs["caption"][:n])) == split_words(info["caption_text"])
     # environments of one catalog and checkpoint share one user (one model in memory)
     other = FashionIQEnv(
         catalog=small_catalog_path, user="transformer", user_kwargs={"checkpoint": checkpoint}
@@ -481,7 +481,7 @@ def test_vector_sub_env_k_matches_a_single_env(small_catalog_path, checkpoint, d
         assert calls == [n]  # one batched call for all sub-envs
         for k, env in enumerate(singles):
             obs, info = env.reset(seed=seed + k)
-            assert vinfo["caption"][k] == info["caption"]
+            assert vinfo["caption_text"][k] == info["caption_text"]
             np.testing.assert_array_equal(vobs["caption"][k], obs["caption"])
         rng = np.random.default_rng(0)
         needs_reset = np.zeros(n, dtype=bool)
@@ -496,7 +496,7 @@ def test_vector_sub_env_k_matches_a_single_env(small_catalog_path, checkpoint, d
                     rew, term, trunc = 0.0, False, False
                 else:
                     obs, rew, term, trunc, info = env.step(int(actions[k]))
-                assert vinfo["caption"][k] == info["caption"]
+                assert vinfo["caption_text"][k] == info["caption_text"]
                 np.testing.assert_array_equal(vobs["caption"][k], obs["caption"])
                 assert vrew[k] == pytest.approx(rew)
                 assert (vterm[k], vtrunc[k]) == (term, trunc)
@@ -551,7 +551,7 @@ def test_user_name_loads_the_shipped_checkpoint_on_the_default_catalog():
     user = env.unwrapped.user
     assert isinstance(user, TransformerUser) and user.checkpoint == DEFAULT_CHECKPOINT
     obs, info = env.reset(seed=0)
-    assert info["caption"] and obs["caption_length"][0] > 0
+    assert info["caption_text"] and obs["caption_length"][0] > 0
     # a trained shopper says mostly true things about the pair it describes
     catalog = env.unwrapped.catalog
     targets, shown = _pairs(len(catalog), 200, seed=4)

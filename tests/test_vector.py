@@ -62,7 +62,7 @@ def test_sub_env_k_matches_a_single_env_seeded_alike(small_catalog_path, action_
     for k in range(n):
         for key in sresults[k][0]:
             np.testing.assert_array_equal(vobs[key][k], sresults[k][0][key], err_msg=key)
-        assert vinfo["caption"][k] == sresults[k][1]["caption"]
+        assert vinfo["caption_text"][k] == sresults[k][1]["caption_text"]
     needs_reset = np.zeros(n, dtype=bool)
     autoresets = 0
     for _ in range(steps):
@@ -76,7 +76,7 @@ def test_sub_env_k_matches_a_single_env_seeded_alike(small_catalog_path, action_
                 obs, rew, term, trunc, info = env.step(actions[k])
             for key in obs:
                 np.testing.assert_array_equal(vobs[key][k], obs[key], err_msg=key)
-            assert vinfo["caption"][k] == info["caption"]
+            assert vinfo["caption_text"][k] == info["caption_text"]
             assert vinfo["rank"][k] == info["rank"]
             assert vrew[k] == pytest.approx(rew)
             assert (vterm[k], vtrunc[k]) == (term, trunc)
@@ -92,7 +92,7 @@ def test_next_step_autoreset_ignores_the_action_and_gives_zero_reward(small_cata
     assert (term | trunc).all()
     obs, reward, term, trunc, info = venv.step(np.array([3, 4]))
     assert (reward == 0).all() and not term.any() and not trunc.any()
-    assert (obs["turn"][:, 0] == 0).all() and (info["turn"] == 0).all()
+    assert (obs["turn"][:, 0] == 0).all() and (info["dialog_turn"] == 0).all()
 
 
 def test_reset_mask_resets_only_masked_envs(small_catalog_path):

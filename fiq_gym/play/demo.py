@@ -32,9 +32,9 @@ def play_demo_dialog(
 
     def show(info: dict) -> None:
         row = int(env._dialog.tables.rows[info["shown"]])
-        print(f"turn {info['turn']}: shown #{info['shown']:<5} {env.catalog.descriptions[row]}")
+        print(f"turn {info['dialog_turn']}: shown #{info['shown']:<5} {env.catalog.descriptions[row]}")
         print(f"        target rank {info['rank']} of {env.num_items} (percentile {info['percentile']:.3f})")
-        print(f'        shopper: "{info["caption"]}"')
+        print(f'        shopper: "{info["caption_text"]}"')
 
     show(info)
     done = False

@@ -177,7 +177,7 @@ class PlaySession:
             else:
                 obs, info = self.env.reset(seed=self._reset_seed, options={"target": t, "shown": s})
                 self._after_env(obs, info)
-                self._add_turn(int(info["shown"]), int(info["rank"]), caption=str(info["caption"]))
+                self._add_turn(int(info["shown"]), int(info["rank"]), caption=str(info["caption_text"]))
                 self.retriever.reset(*self._batched(obs, info), np.ones(1, dtype=bool))
             return self.state()
 
@@ -228,7 +228,7 @@ class PlaySession:
             self._after_env(obs, info)
             over = terminated or truncated
             self._add_turn(
-                int(info["shown"]), int(info["rank"]), caption=None if over else str(info["caption"])
+                int(info["shown"]), int(info["rank"]), caption=None if over else str(info["caption_text"])
             )
             if over:
                 self._finish(bool(terminated))
