@@ -13,7 +13,7 @@ from typing import Any
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
-from fiq_gym.dialog import DialogBatch, DialogConfig
+from fiq_gym.dialog_engine import DialogBatch, DialogConfig
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.shortlist import FirstStage, make_first_stage
 from fiq_gym.text import CaptionTokenizer

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.dialog import DialogConfig, Transition
+from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.info import StepInfo

@@ -18,7 +18,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.dialog import DialogConfig, Transition
+from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.fashion_iq import V0_DEPRECATION
 from fiq_gym.envs.rendering import render_frame

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fiq_gym  # noqa: F401  (registers the ids)
-from fiq_gym.dialog import OBSERVATION_KEYS
+from fiq_gym.dialog_engine import OBSERVATION_KEYS
 from fiq_gym.envs import ENV_IDS, ENV_IDS_V0, FashionIQEnv
 from fiq_gym.envs.fashion_iq import FashionIQEnvV0
 from fiq_gym.errors import FallbackWarning

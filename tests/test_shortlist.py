@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fiq_gym  # noqa: F401
-from fiq_gym.dialog import CANDIDATE_KEYS, _best
+from fiq_gym.dialog_engine import CANDIDATE_KEYS, _best
 from fiq_gym.envs import ENV_IDS, FashionIQEnv
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.errors import FallbackWarning

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fiq_gym.dialog import shown_item
+from fiq_gym.dialog_engine import shown_item
 
 
 def _features(n: int, d: int = 4, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import fiq_gym  # noqa: F401
-from fiq_gym.dialog import OBSERVATION_KEYS, OPTIONAL_KEYS
+from fiq_gym.dialog_engine import OBSERVATION_KEYS, OPTIONAL_KEYS
 from fiq_gym.envs import ENV_IDS, FashionIQEnv, FashionIQVectorEnv
 from fiq_gym.envs.sb3 import SB3VecEnvAdapter, make_sb3_vec_env
 

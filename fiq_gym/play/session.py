@@ -31,7 +31,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.dialog import shown_item
+from fiq_gym.dialog_engine import shown_item
 from fiq_gym.metrics import rank_percentile, target_rank
 from fiq_gym.play.agent import PlayAgent
 from fiq_gym.play.record import DialogRecord, TurnRecord, append_dialogs, catalog_identity
@@ -341,7 +341,7 @@ class PlaySession:
 
     def _announce(self, action: np.ndarray) -> tuple[int, int]:
         """The garment ``env.step(action)`` will show and the target's rank then, by the env's
-        own rule (:func:`fiq_gym.dialog.shown_item`); checked against the env's info after
+        own rule (:func:`fiq_gym.dialog_engine.shown_item`); checked against the env's info after
         the step."""
         d = self.dialog
         assert d is not None and self._info is not None
