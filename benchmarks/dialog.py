@@ -712,7 +712,7 @@ def _budget_table(result: BenchmarkResult) -> list[str]:
             continue
         b = found[0]
         times = [x.seconds for x in found if x.seconds is not None]
-        took = f"{np.mean(times):.0f} s" if times else ("-" if agent == "random" else "cached")
+        took = f"{np.mean(times):.0f} s" if times else ("-" if agent in UNTRAINED else "cached")
         lines.append(
             f"| {agent} | {b.starts_from} | {b.rounds or '-'} | {b.dialogs or '-'} | {b.env_steps or '-'} | {took} |"
         )
