@@ -38,8 +38,6 @@ from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, fait
 
 __all__ = ["Row", "evaluate", "main"]
 
-RESULTS = default_results_dir()
-
 
 @dataclass(frozen=True)
 class Row:
@@ -319,7 +317,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--references", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_results_dir(),
+        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
+    )
     args = parser.parse_args(argv)
     command = "python -m fiq_gym.benchmarks.captioning " + " ".join(sys.argv[1:] if argv is None else argv)
     rows, setup = evaluate(

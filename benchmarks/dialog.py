@@ -31,10 +31,16 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from fiq_gym.benchmarks.publishing import git_revision, library_versions, published_results_dir
+from fiq_gym.benchmarks.publishing import (
+    add_publish_argument,
+    git_revision,
+    library_versions,
+    published_results_dir,
+)
 from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet
+from fiq_gym.links import doc_url
 
 __all__ = ["AGENTS", "PRESETS", "Preset", "main", "run_benchmark"]
 
@@ -656,7 +662,7 @@ def to_markdown(result: BenchmarkResult) -> str:
         lines += [
             "**A smoke test, not a comparison**: one training seed. The intervals below cover the evaluation",
             "dialogs only; another seed or another CPU can move a cell by more than they say (see",
-            "benchmarks/README.md). Only the full preset's tables support claims.",
+            f"{doc_url('benchmarks/README.md', 'what-reproduces')}). Only the full preset's tables support claims.",
             "",
         ]
     lines += _budget_table(result)
@@ -875,9 +881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-users", nargs="+", choices=("template", "transformer"))
     parser.add_argument("--turns", type=int, default=5, help="dialog turns (max_turns)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="run directory (also the cache)")
-    parser.add_argument(
-        "--publish", action="store_true", help="also write the reports to benchmarks/results/PRESET/"
-    )
+    add_publish_argument(parser, "the reports (into DIR/PRESET/)")
     sealing = parser.add_mutually_exclusive_group()
     sealing.add_argument(
         "--sealed",
@@ -905,9 +909,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    if args.publish and not args.sealed:
+    if args.publish is not None and not args.sealed:
         parser.error("--publish needs the sealed harness: published tables never come from --unsealed runs")
     preset = PRESETS[args.preset or "quick"]
+    publish_to = None if args.publish is None else published_results_dir(args.publish) / preset.name
     command = "fiq-gym bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     result = run_benchmark(
         preset,
@@ -932,8 +937,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_bytes(args.stage_records, pickle.dumps((records, budgets)))
         return 0
     written = write_outputs(result, args.out / preset.name)
-    if args.publish:
-        written += write_outputs(result, published_results_dir() / preset.name)
+    if publish_to is not None:
+        written += write_outputs(result, publish_to)
     print()
     print(to_markdown(result))
     print("wrote " + ", ".join(str(p) for p in written))

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from fiq_gym.atomic import atomic_write_text
-from fiq_gym.benchmarks.throughput import RESULTS, machine_line
+from fiq_gym.benchmarks.publishing import default_results_dir
+from fiq_gym.benchmarks.throughput import machine_line
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.synthetic import build_synthetic_catalog
 from fiq_gym.features.extract import extract_features
@@ -153,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="thread counts to time (default: 1 and all cores)",
     )
     parser.add_argument("--checkpoint", help="attribute-network checkpoint (default: the shipped one)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_results_dir(),
+        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
+    )
     args = parser.parse_args(argv)
     threads = sorted(set(args.threads or [1, os.cpu_count() or 1]))
     command = "python -m fiq_gym.benchmarks.features " + " ".join(sys.argv[1:] if argv is None else argv)

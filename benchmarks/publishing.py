@@ -1,20 +1,23 @@
 """Where benchmark results go, and which revision made them.
 
 Published tables live in the source checkout's ``benchmarks/results/``. From a clone
-installed with ``pip install -e .`` that is where the scripts write by default; from an
-installed copy (site-packages, often read-only, never under version control) they write to
-``./fiq-gym-results/`` in the working directory instead, and ``--publish`` is refused, since a
-published table must name the git revision that produced it.
+installed with ``pip install -e .`` that is where the scripts write by default. From an
+installed copy (site-packages: often read-only, never under version control) they write to
+``./fiq-gym-results/`` in the working directory instead, and so does ``--publish`` unless it
+is given a directory. The git revision is read only from a checkout; an installed copy's
+reports name its version instead. Nothing here ever writes into site-packages.
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 
 from fiq_gym import __version__
 
 __all__ = [
+    "add_publish_argument",
     "checkout_results_dir",
     "default_results_dir",
     "git_revision",
@@ -23,11 +26,12 @@ __all__ = [
 ]
 
 _PACKAGE = Path(__file__).resolve().parent
+_WORKING_DIRECTORY_RESULTS = "fiq-gym-results"
 
 
 def checkout_results_dir() -> Path | None:
     """``benchmarks/results`` of the source checkout this code runs from, or None when it runs
-    from an installed copy."""
+    from an installed copy (or an unpacked sdist, which is no git checkout)."""
     root = _PACKAGE.parent
     if (root / "pyproject.toml").is_file() and (root / ".git").exists():
         return _PACKAGE / "results"
@@ -36,25 +40,36 @@ def checkout_results_dir() -> Path | None:
 
 def default_results_dir() -> Path:
     """The checkout's results folder, or ``./fiq-gym-results`` outside a checkout."""
-    return checkout_results_dir() or Path.cwd() / "fiq-gym-results"
+    return checkout_results_dir() or Path.cwd() / _WORKING_DIRECTORY_RESULTS
 
 
-def published_results_dir() -> Path:
-    """The checkout's results folder; raises ``ValueError`` outside a checkout."""
-    found = checkout_results_dir()
-    if found is None:
-        raise ValueError(
-            "--publish writes into a source checkout's benchmarks/results and records its git revision; "
-            "this fiq-gym is an installed copy. Run from a clone (pip install -e .), or drop --publish and "
-            "use --out"
-        )
-    return found
+def published_results_dir(explicit: Path | str | None = None) -> Path:
+    """Where ``--publish`` writes: the directory it was given, else (None or "")
+    :func:`default_results_dir`."""
+    return Path(explicit) if explicit else default_results_dir()
+
+
+def add_publish_argument(parser: argparse.ArgumentParser, files: str) -> None:
+    """``--publish [DIR]``: also write ``files`` to DIR, by default the checkout's
+    ``benchmarks/results`` (from a clone) or ``./fiq-gym-results`` (installed).
+    ``args.publish`` is None without the flag; pass it to :func:`published_results_dir`."""
+    parser.add_argument(
+        "--publish",
+        nargs="?",
+        const="",  # a string, not a Path: "" (falsy) stands for the default folder
+        default=None,
+        metavar="DIR",
+        help=f"also write {files} to DIR (default: benchmarks/results/ of the source checkout this "
+        f"runs from, or ./{_WORKING_DIRECTORY_RESULTS}/ when fiq-gym is installed)",
+    )
 
 
 def git_revision() -> str:
-    """The checkout's short revision, with ``+changes`` for a dirty tree; ``unknown`` outside one."""
+    """The checkout's short revision, with ``+changes`` for a dirty tree. Outside a checkout no
+    git command runs (site-packages may sit inside someone else's repository): the installed
+    version is named instead."""
     if checkout_results_dir() is None:
-        return "unknown (not a source checkout)"
+        return f"none (installed fiq-gym {__version__}, not a source checkout)"
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=_PACKAGE
@@ -64,7 +79,7 @@ def git_revision() -> str:
         ).stdout.strip()
         return rev + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return "unknown (git failed in the source checkout)"
 
 
 def library_versions() -> str:

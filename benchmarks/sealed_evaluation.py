@@ -40,7 +40,6 @@ from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
 
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
 
-RESULTS = default_results_dir()
 ENV = "fiq_gym/FashionIQ-v1"
 
 
@@ -336,7 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per harness and agent")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="directory of sealed_evaluation.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_results_dir(),
+        help="directory of sealed_evaluation.md (default: benchmarks/results of the checkout, or "
+        "./fiq-gym-results when installed)",
+    )
     args = parser.parse_args(argv)
     command = "python -m fiq_gym.benchmarks.sealed_evaluation " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)

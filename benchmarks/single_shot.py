@@ -32,6 +32,7 @@ import torch
 from fiq_gym.agents.single_shot import Args, train
 from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.benchmarks.publishing import (
+    add_publish_argument,
     git_revision,
     library_versions,
     published_results_dir,
@@ -225,11 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1500, help="training steps per seed")
     parser.add_argument("--out", type=Path, default=Path("runs/single-shot-bench"))
-    parser.add_argument(
-        "--publish", action="store_true", help="also write benchmarks/results/single_shot.{md,json}"
-    )
+    add_publish_argument(parser, "single_shot.md and single_shot.json")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    publish_to = None if args.publish is None else published_results_dir(args.publish)
     started = time.perf_counter()
     torch.set_num_threads(1)
     catalog = args.catalog or standin_catalog(args.out, progress=not args.no_progress)
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     report["seconds"] = time.perf_counter() - started
     markdown = to_markdown(report)
-    targets = [args.out] + ([published_results_dir()] if args.publish else [])
+    targets = [args.out] + ([publish_to] if publish_to is not None else [])
     for where in targets:
         atomic_write_text(where / "single_shot.md", markdown)
         atomic_write_json(where / "single_shot.json", json.loads(json.dumps(report, default=str)))

@@ -26,8 +26,6 @@ from fiq_gym.catalog import Catalog
 from fiq_gym.catalog.synthetic_spec import CATEGORIES, LENGTHS_BY_CATEGORY, SYNTHETIC_VOCABULARY
 from fiq_gym.users import TemplateNoise, TemplateUser
 
-RESULTS = default_results_dir() / "template_captions.md"
-
 NOISY = TemplateNoise(omit=0.2, wrong_color=0.2, drop_word=0.1)
 # (label, noise, one generator per pair as a vector env passes them)
 SETTINGS: list[tuple[str, TemplateNoise | None, bool]] = [
@@ -117,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=200, help="describe() calls per repeat")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", type=Path, default=RESULTS, help="markdown result file")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=default_results_dir() / "template_captions.md",
+        help="markdown result file (default: template_captions.md in benchmarks/results of the checkout, "
+        "or in ./fiq-gym-results when installed)",
+    )
     args = parser.parse_args(argv)
     for name in ("catalog_size", "batch", "batches", "repeats"):
         if getattr(args, name) < 1:

@@ -34,8 +34,6 @@ from fiq_gym.retrieval import retrieval_tables
 
 __all__ = ["Measurement", "measure_throughput", "run"]
 
-RESULTS = default_results_dir()
-
 
 @dataclass(frozen=True)
 class Measurement:
@@ -401,7 +399,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--min-seconds", type=float, default=1.0, help="time per measurement")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_results_dir(),
+        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
+    )
     parser.add_argument(
         "--users",
         nargs="+",

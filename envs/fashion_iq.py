@@ -14,6 +14,7 @@ from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.info import StepInfo
+from fiq_gym.links import doc_url
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
@@ -23,7 +24,8 @@ __all__ = ["V0_DEPRECATION", "FashionIQEnv", "FashionIQEnvV0"]
 
 V0_DEPRECATION = (
     "fiq_gym/FashionIQ*-v0 is deprecated and will be removed in the next release: its return does not "
-    "follow the metric and its observation forgets the dialog; use the -v1 ids (see docs/rl.md)"
+    "follow the metric and its observation forgets the dialog; use the -v1 ids (see "
+    f"{doc_url('docs/rl.md', 'ids-and-versions')})"
 )
 
 

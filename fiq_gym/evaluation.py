@@ -30,6 +30,7 @@ import numpy as np
 from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.info import StepInfo
 from fiq_gym.jsonfile import read_json
+from fiq_gym.links import doc_url
 from fiq_gym.metrics import rank_percentile
 
 __all__ = [
@@ -245,7 +246,8 @@ class PublicInfo(StepInfo):
         except KeyError:
             raise KeyError(
                 f"info[{key!r}] is withheld during evaluation: agents read only {list(PUBLIC_INFO_KEYS)} "
-                "(rank, percentile and reward reveal the target; see docs/agents.md, 'Threat model')"
+                "(rank, percentile and reward reveal the target; see "
+                f"{doc_url('docs/agents.md', 'what-agents-may-read-the-threat-model')})"
             ) from None
 
 

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 
 def test_throughput_benchmark_writes_table_and_plot(tmp_path, small_catalog_path):
@@ -190,15 +189,31 @@ def test_paired_comparisons_of_a_benchmark_follow_the_outcomes():
 def test_results_go_to_the_checkout_or_the_working_directory_never_site_packages(tmp_path, monkeypatch):
     from fiq_gym.benchmarks import publishing
 
-    assert publishing.checkout_results_dir() == Path(publishing.__file__).resolve().parent / "results"
+    source = Path(publishing.__file__).resolve().parents[1]
+    if (source / ".git").exists():  # run from a clone (not from an unpacked sdist)
+        assert publishing.checkout_results_dir() == source / "benchmarks" / "results"
+    assert publishing.published_results_dir() == publishing.default_results_dir()
     installed = tmp_path / "site-packages" / "fiq_gym" / "benchmarks"
     installed.mkdir(parents=True)
     monkeypatch.setattr(publishing, "_PACKAGE", installed)
     monkeypatch.chdir(tmp_path)
     assert publishing.default_results_dir() == tmp_path / "fiq-gym-results"
-    with pytest.raises(ValueError, match="installed copy.*pip install -e"):
-        publishing.published_results_dir()
-    assert publishing.git_revision().startswith("unknown")
+    assert publishing.published_results_dir() == tmp_path / "fiq-gym-results"
+    assert publishing.published_results_dir(tmp_path / "mine") == tmp_path / "mine"
+    assert publishing.git_revision().startswith("none (installed fiq-gym ")
+
+
+def test_publish_takes_an_optional_directory(tmp_path, monkeypatch):
+    import argparse
+
+    from fiq_gym.benchmarks.publishing import add_publish_argument, default_results_dir, published_results_dir
+
+    parser = argparse.ArgumentParser()
+    add_publish_argument(parser, "the report")
+    assert parser.parse_args([]).publish is None
+    assert published_results_dir(parser.parse_args(["--publish"]).publish) == default_results_dir()
+    monkeypatch.chdir(tmp_path)
+    assert published_results_dir(parser.parse_args(["--publish", "tables"]).publish) == Path("tables")
 
 
 def test_benchmark_stages_in_parallel_processes_give_the_serial_numbers(tmp_path, small_catalog_path):

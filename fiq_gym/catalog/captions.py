@@ -29,6 +29,7 @@ from fiq_gym.atomic import atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError
 from fiq_gym.jsonfile import read_json
+from fiq_gym.links import doc_url
 
 __all__ = ["CAPTIONS_FILE", "CaptionEntry", "HumanCaptions", "load_human_captions"]
 
@@ -159,7 +160,7 @@ class HumanCaptions:
         if not file.exists():
             raise CatalogError(
                 f"{file} does not exist: only catalogs made by `fiq-gym catalog import` carry human "
-                "captions; import the dataset (see docs/real_data.md)"
+                f"captions; import the dataset (see {doc_url('docs/real_data.md')})"
             )
         data = read_json(file, CatalogError, "re-import the dataset")
         if not isinstance(data, dict) or data.get("format") != _FORMAT:

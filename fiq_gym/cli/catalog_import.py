@@ -9,6 +9,7 @@ from typing import Any
 
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_IMPORT_IMAGE_SIZE
 from fiq_gym.cli_args import int_between
+from fiq_gym.links import doc_url
 
 __all__ = ["add_commands"]
 
@@ -67,7 +68,7 @@ def _import(args: argparse.Namespace) -> int:
     print(
         f"next: gym.make('fiq_gym/FashionIQ-v1', catalog='{result.path}', user='dataset', "
         "user_kwargs={'fallback': 'template'}) or `fiq-gym user train --catalog "
-        f"{result.path} --captions catalog` (see docs/real_data.md)"
+        f"{result.path} --captions catalog` (see {doc_url('docs/real_data.md')})"
     )
     return 0
 

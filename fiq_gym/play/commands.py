@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from fiq_gym.cli_args import seed
+from fiq_gym.links import doc_url
 
 __all__ = ["add_commands"]
 
@@ -27,7 +28,8 @@ def _agent_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=seed, help="seed for the targets and first garments dealt")
     parser.add_argument(
-        "--save", help="add every finished dialog to this JSON file (see docs/play.md for the format)"
+        "--save",
+        help=f"add every finished dialog to this JSON file (format: {doc_url('docs/play.md', 'the-dialog-file')})",
     )
 
 
