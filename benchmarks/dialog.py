@@ -35,7 +35,7 @@ from fiq_gym.benchmarks.publishing import (
     add_publish_argument,
     git_revision,
     library_versions,
-    published_results_dir,
+    prepare_publish_dir,
 )
 from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.evaluation import evaluate
@@ -881,7 +881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-users", nargs="+", choices=("template", "transformer"))
     parser.add_argument("--turns", type=int, default=5, help="dialog turns (max_turns)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="run directory (also the cache)")
-    add_publish_argument(parser, "the reports (into DIR/PRESET/)")
+    add_publish_argument(parser, "the reports to DIR/PRESET/")
     sealing = parser.add_mutually_exclusive_group()
     sealing.add_argument(
         "--sealed",
@@ -912,7 +912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.publish is not None and not args.sealed:
         parser.error("--publish needs the sealed harness: published tables never come from --unsealed runs")
     preset = PRESETS[args.preset or "quick"]
-    publish_to = None if args.publish is None else published_results_dir(args.publish) / preset.name
+    publish_to = None if args.publish is None else prepare_publish_dir(parser, args.publish, preset.name)
     command = "fiq-gym bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     result = run_benchmark(
         preset,

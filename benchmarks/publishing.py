@@ -22,6 +22,7 @@ __all__ = [
     "default_results_dir",
     "git_revision",
     "library_versions",
+    "prepare_publish_dir",
     "published_results_dir",
 ]
 
@@ -49,18 +50,29 @@ def published_results_dir(explicit: Path | str | None = None) -> Path:
     return Path(explicit) if explicit else default_results_dir()
 
 
-def add_publish_argument(parser: argparse.ArgumentParser, files: str) -> None:
-    """``--publish [DIR]``: also write ``files`` to DIR, by default the checkout's
-    ``benchmarks/results`` (from a clone) or ``./fiq-gym-results`` (installed).
-    ``args.publish`` is None without the flag; pass it to :func:`published_results_dir`."""
+def prepare_publish_dir(parser: argparse.ArgumentParser, explicit: Path | str, *subfolders: str) -> Path:
+    """Resolve ``--publish`` and create the folder now, so that a DIR that cannot be written
+    fails before a run of hours rather than after it (``parser.error`` names it)."""
+    target = published_results_dir(explicit).joinpath(*subfolders)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--publish: cannot create {target} ({error.strerror}); pass a DIR you can write to")
+    return target
+
+
+def add_publish_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--publish [DIR]``: also write ``what`` (e.g. "the reports to DIR/PRESET/"); DIR defaults
+    to the checkout's ``benchmarks/results`` (from a clone) or ``./fiq-gym-results`` (installed).
+    ``args.publish`` is None without the flag; pass it to :func:`prepare_publish_dir`."""
     parser.add_argument(
         "--publish",
         nargs="?",
         const="",  # a string, not a Path: "" (falsy) stands for the default folder
         default=None,
         metavar="DIR",
-        help=f"also write {files} to DIR (default: benchmarks/results/ of the source checkout this "
-        f"runs from, or ./{_WORKING_DIRECTORY_RESULTS}/ when fiq-gym is installed)",
+        help=f"also write {what} (default DIR: benchmarks/results/ of the source checkout this runs "
+        f"from, or ./{_WORKING_DIRECTORY_RESULTS}/ when fiq-gym is installed)",
     )
 
 

@@ -35,7 +35,7 @@ from fiq_gym.benchmarks.publishing import (
     add_publish_argument,
     git_revision,
     library_versions,
-    published_results_dir,
+    prepare_publish_dir,
 )
 from fiq_gym.catalog.captions import HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
@@ -226,10 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1500, help="training steps per seed")
     parser.add_argument("--out", type=Path, default=Path("runs/single-shot-bench"))
-    add_publish_argument(parser, "single_shot.md and single_shot.json")
+    add_publish_argument(parser, "single_shot.md and single_shot.json to DIR")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    publish_to = None if args.publish is None else published_results_dir(args.publish)
+    publish_to = None if args.publish is None else prepare_publish_dir(parser, args.publish)
     started = time.perf_counter()
     torch.set_num_threads(1)
     catalog = args.catalog or standin_catalog(args.out, progress=not args.no_progress)

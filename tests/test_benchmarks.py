@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def test_throughput_benchmark_writes_table_and_plot(tmp_path, small_catalog_path):
@@ -214,6 +215,18 @@ def test_publish_takes_an_optional_directory(tmp_path, monkeypatch):
     assert published_results_dir(parser.parse_args(["--publish"]).publish) == default_results_dir()
     monkeypatch.chdir(tmp_path)
     assert published_results_dir(parser.parse_args(["--publish", "tables"]).publish) == Path("tables")
+
+
+@pytest.mark.parametrize("module", ["dialog", "single_shot"])
+def test_publish_to_a_folder_that_cannot_be_made_fails_before_the_run(module, tmp_path, capsys):
+    import importlib
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(f"fiq_gym.benchmarks.{module}").main(["--publish", str(blocker / "tables")])
+    assert stopped.value.code == 2
+    assert f"cannot create {blocker / 'tables'}" in capsys.readouterr().err
 
 
 def test_benchmark_stages_in_parallel_processes_give_the_serial_numbers(tmp_path, small_catalog_path):
