@@ -73,7 +73,7 @@ for kwargs in ({}, {"action_mode": "shortlist"}, {"user": "transformer"}):
     env = gym.make("fiq_gym/FashionIQ-v1", catalog=sys.argv[1], **kwargs)
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-    print(kwargs, "rank", info["rank"], "caption", info["caption"])
+    print(kwargs, "rank", info["rank"], "caption", info["caption_text"])
 """
 
 
