@@ -30,7 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     add_publish_argument,
     git_revision,
@@ -812,48 +812,62 @@ def plot_recall(result: BenchmarkResult) -> bytes:
     return buffer.getvalue()
 
 
+def _json_with_one_line_per_run(data: dict[str, Any]) -> str:
+    """``data`` as indented JSON, except that each entry of ``runs`` (thousands of per-dialog
+    ranks) takes one compact line: a full run's file shrinks about fourfold and stays readable."""
+    runs = data["runs"]
+    head = json.dumps({k: v for k, v in data.items() if k != "runs"}, indent=2)
+    lines = ",\n".join("    " + json.dumps(run, separators=(",", ":")) for run in runs)
+    return head[: -len("\n}")] + ',\n  "runs": [\n' + lines + "\n  ]\n}\n"
+
+
 def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
     rows = result.aggregate()
     markdown = to_markdown(result)
     atomic_write_text(out / "dialog.md", markdown)
-    atomic_write_json(
+    atomic_write_text(
         out / "dialog.json",
-        {
-            "preset": dataclasses.asdict(result.preset),
-            "command": result.command,
-            "sealed": result.sealed,
-            "seconds": result.seconds,
-            "git_revision": git_revision(),
-            "versions": library_versions(),
-            "aggregate": rows,
-            "budgets": [
-                {"agent": a, "train_user": u, "seed": seed, **dataclasses.asdict(b)}
-                for (a, u, seed), b in sorted(result.budgets.items())
-            ],
-            "comparisons": [
-                {
-                    "train_user": tu,
-                    "eval_user": eu,
-                    **{k: (dataclasses.asdict(v) if k in ("success", "R@10") else v) for k, v in c.items()},
-                }
-                for tu, eu in sorted({(r.train_user, r.eval_user) for r in result.records})
-                for c in result.comparisons(tu, eu)
-            ],
-            "runs": [
-                {
-                    "agent": r.agent,
-                    "train_user": r.train_user,
-                    "eval_user": r.eval_user,
-                    "seed": r.seed,
-                    "per_turn": r.result.per_turn(),
-                    "mean_turns_to_success": r.result.mean_turns_to_success,
-                    # per-dialog outcomes, so any comparison can be recomputed from the file
-                    "ranks": np.asarray(r.result.ranks).tolist(),
-                    "success_turn": np.asarray(r.result.success_turn).tolist(),
-                }
-                for r in result.records
-            ],
-        },
+        _json_with_one_line_per_run(
+            {
+                "preset": dataclasses.asdict(result.preset),
+                "command": result.command,
+                "sealed": result.sealed,
+                "seconds": result.seconds,
+                "git_revision": git_revision(),
+                "versions": library_versions(),
+                "aggregate": rows,
+                "budgets": [
+                    {"agent": a, "train_user": u, "seed": seed, **dataclasses.asdict(b)}
+                    for (a, u, seed), b in sorted(result.budgets.items())
+                ],
+                "comparisons": [
+                    {
+                        "train_user": tu,
+                        "eval_user": eu,
+                        **{
+                            k: (dataclasses.asdict(v) if k in ("success", "R@10") else v)
+                            for k, v in c.items()
+                        },
+                    }
+                    for tu, eu in sorted({(r.train_user, r.eval_user) for r in result.records})
+                    for c in result.comparisons(tu, eu)
+                ],
+                "runs": [
+                    {
+                        "agent": r.agent,
+                        "train_user": r.train_user,
+                        "eval_user": r.eval_user,
+                        "seed": r.seed,
+                        "per_turn": r.result.per_turn(),
+                        "mean_turns_to_success": r.result.mean_turns_to_success,
+                        # per-dialog outcomes, so any comparison can be recomputed from the file
+                        "ranks": np.asarray(r.result.ranks).tolist(),
+                        "success_turn": np.asarray(r.result.success_turn).tolist(),
+                    }
+                    for r in result.records
+                ],
+            }
+        ),
     )
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()))
