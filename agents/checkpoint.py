@@ -2,7 +2,8 @@
 
 :func:`load_agent` is the one reader of agent checkpoints. It works out the checkpoint's
 kind (a dialog retriever: supervised, policy gradient, policy improvement, single-shot; an
-SB3 PPO model in ``query`` or ``shortlist`` mode; or an SB3 DQN model on the shortlist), the
+SB3 PPO model in ``query`` or ``shortlist`` mode; an SB3 DQN model on the shortlist; or an
+RLlib PPO algorithm checkpoint, whose RLModule it reads without a Ray cluster), the
 action mode it speaks, the environment it was trained on and the
 tokenizer it reads captions with, and returns a :class:`LoadedAgent` that builds that
 environment and a fitted :class:`~fiq_gym.evaluation.RetrievalAgent` for it. ``fiq-gym
@@ -38,7 +39,14 @@ from fiq_gym.agents.retriever import (
     save_checkpoint,
 )
 from fiq_gym.agents.shortlist import SB3ShortlistAgent
-from fiq_gym.checkpoint import DQN_FORMAT, PPO_FORMAT, prepare_run, read_config, read_training_state
+from fiq_gym.checkpoint import (
+    DQN_FORMAT,
+    PPO_FORMAT,
+    RLLIB_PPO_FORMAT,
+    prepare_run,
+    read_config,
+    read_training_state,
+)
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
@@ -47,6 +55,7 @@ __all__ = [
     "ACTION_MODES",
     "DQN_FORMAT",
     "PPO_FORMAT",
+    "RLLIB_PPO_FORMAT",
     "LoadedAgent",
     "load_agent",
     "save_retriever_run",
@@ -72,6 +81,7 @@ _KINDS = {
     RETRIEVER_FORMAT: ("retriever", "scores"),
     PPO_FORMAT: ("ppo", "query"),
     DQN_FORMAT: ("dqn", "shortlist"),
+    RLLIB_PPO_FORMAT: ("rllib-ppo", "shortlist"),
 }
 # Env arguments of the shortlist mode a checkpoint's args may carry.
 _SHORTLIST_ARGS = ("shortlist_size", "shortlist", "explore")
@@ -85,7 +95,7 @@ class LoadedAgent:
     Attributes:
         path: the checkpoint directory.
         kind: ``"retriever"`` (a :class:`~fiq_gym.agents.retriever.RetrieverNet`), ``"ppo"``
-            or ``"dqn"`` (SB3 models).
+            or ``"dqn"`` (SB3 models), ``"rllib-ppo"`` (an RLlib RLModule).
         name: the training algorithm as recorded ("supervised", "policy gradient", "PPO"...).
         action_mode: the env action mode the agent speaks.
         env_id: the registered id it was trained on (it fixes the category).
@@ -94,7 +104,7 @@ class LoadedAgent:
         max_turns: turns per dialog in training.
         own_tokenizer: the checkpoint's own ``tokenizer.json``, for agents that learned their
             words from human captions (``fiq-gym train single-shot``); else None.
-        model: the network or SB3 model.
+        model: the network, SB3 model or RLModule.
         config: the checkpoint's ``config.json``.
     """
 
@@ -167,7 +177,7 @@ class LoadedAgent:
                 f"{self.path} speaks action_mode={self.action_mode!r}, but the env uses {mode!r}; "
                 f"make the env with action_mode={self.action_mode!r} (LoadedAgent.make_envs does)"
             )
-        if self.kind in ("ppo", "dqn"):
+        if self.kind in ("ppo", "dqn", "rllib-ppo"):
             space = getattr(inner, "single_observation_space", inner.observation_space)
             if self.model.observation_space != space:
                 raise CheckpointError(
@@ -175,6 +185,10 @@ class LoadedAgent:
                     "space differs (feature size, attribute count, caption vocabulary or shortlist size); use "
                     "the catalog, shopper and shortlist_size it was trained with, or retrain it"
                 )
+            if self.kind == "rllib-ppo":
+                from fiq_gym.agents.rllib_shortlist import RLlibShortlistAgent
+
+                return RLlibShortlistAgent(self.model)
             if self.action_mode == "shortlist":
                 return SB3ShortlistAgent(self.model)
             return PPOAgent(self.model)
@@ -215,6 +229,8 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
                 f"{path} has no model.zip: the {kind.upper()} checkpoint is incomplete; {_FIX}"
             )
         model: Any = (PPO if kind == "ppo" else DQN).load(path / "model.zip", device="cpu")
+    elif kind == "rllib-ppo":
+        model = _load_rllib_module(path)
     else:
         model, config = load_checkpoint(path)
     return LoadedAgent(
@@ -231,6 +247,18 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
         config=config,
         shortlist={k: args[k] for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
     )
+
+
+def _load_rllib_module(path: Path) -> Any:
+    """The RLModule of an RLlib checkpoint; the ``rllib`` extra is imported only here."""
+    try:
+        from fiq_gym.agents.rllib_shortlist import load_rl_module
+    except ImportError as e:
+        raise CheckpointError(
+            f"{path} is an RLlib checkpoint, and reading it needs Ray RLlib ({e}); "
+            'install it with pip install -e ".[rllib]"'
+        ) from None
+    return load_rl_module(path / "algorithm")
 
 
 # --- resuming retriever runs ----------------------------------------------------------------------

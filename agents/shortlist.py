@@ -140,10 +140,27 @@ class ShortlistExtractor(BaseFeaturesExtractor):
         )
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SB3's call: the caption arrives one-hot, ``(B, L * V)``."""
         b = observations["caption"].shape[0]
         one_hot = observations["caption"].view(b, -1, self.vocab)
         words_mask = 1.0 - one_hot[..., :1]  # id 0 is padding
         words = (one_hot @ self.embedding.weight * words_mask).sum(1) / words_mask.sum(1).clamp_min(1.0)
+        return self.features(words, observations)
+
+    def forward_ids(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The same features from raw observations (RLlib, plain torch): the caption as token
+        ids ``(B, L)``, any numeric dtype elsewhere. Equal to :meth:`forward` on the one-hot."""
+        ids = observations["caption"].long()
+        b = ids.shape[0]
+        real = (ids != 0).float()  # id 0 is padding (a zero row of the embedding)
+        words = self.embedding(ids).sum(1) / real.sum(1, keepdim=True).clamp_min(1.0)
+        floats = {k: v.float().view(b, -1) for k, v in observations.items() if k != "caption"}
+        return self.features(words, floats)
+
+    def features(self, words: torch.Tensor, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores and context from the caption's mean word embedding ``words`` ``(B, E)`` and
+        the other observation keys (floats)."""
+        b = words.shape[0]
         shown = self.item(torch.cat([observations["shown_features"], observations["shown_attributes"]], -1))
         turn = observations.get("turn", torch.zeros(b, 1)).view(b, 1) / self.max_turns
         context = self.context(torch.cat([words, shown, turn], -1))  # (B, E)

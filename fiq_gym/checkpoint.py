@@ -46,6 +46,7 @@ from fiq_gym.jsonfile import read_json
 __all__ = [
     "DQN_FORMAT",
     "PPO_FORMAT",
+    "RLLIB_PPO_FORMAT",
     "STATE_JSON",
     "STATE_TENSORS",
     "CheckpointError",
@@ -65,6 +66,8 @@ STATE_TENSORS = "state.safetensors"
 #: ``config.json`` formats of Stable-Baselines3 agents (SB3's own ``model.zip`` beside it)
 PPO_FORMAT = "fiq-gym-ppo"
 DQN_FORMAT = "fiq-gym-dqn"
+#: ``config.json`` format of ``fiq-gym train rllib-ppo`` (RLlib's algorithm checkpoint beside it)
+RLLIB_PPO_FORMAT = "fiq-gym-rllib-ppo"
 
 
 def versions() -> dict[str, str]:

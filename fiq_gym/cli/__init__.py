@@ -79,15 +79,24 @@ TRAINERS = {
     "cleanrl-ppo-shortlist": "fiq_gym.agents.cleanrl_ppo_shortlist",
     "single-shot": "fiq_gym.agents.single_shot",
     "recurrent-reinforce": "fiq_gym.agents.recurrent_reinforce",
+    # Needs the rllib extra; the message below names it when Ray is missing.
+    "rllib-ppo": "fiq_gym.agents.rllib_ppo",
 }
 
 
 def _train(args: argparse.Namespace) -> int:
     import importlib
 
-    importlib.import_module(TRAINERS[args.agent]).main(
-        list(args.agent_args), prog=f"fiq-gym train {args.agent}"
-    )
+    try:
+        trainer = importlib.import_module(TRAINERS[args.agent])
+    except ModuleNotFoundError as e:
+        if e.name != "ray" and not str(e.name).startswith("ray."):
+            raise
+        raise FiqGymError(
+            f"fiq-gym train {args.agent} needs Ray RLlib, which is not installed; "
+            'install it with pip install -e ".[rllib]"'
+        ) from None
+    trainer.main(list(args.agent_args), prog=f"fiq-gym train {args.agent}")
     return 0
 
 

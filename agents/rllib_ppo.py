@@ -1,0 +1,278 @@
+"""Ray RLlib PPO on the shortlist, sampled by many env runners (one machine or a cluster).
+
+Needs the ``rllib`` extra (``pip install -e ".[rllib]"``). Each env runner is a Ray process
+that steps one native vector env of ``--envs-per-runner`` dialogs
+(:mod:`fiq_gym.envs.rllib`: registered in every runner, seeded without duplicated streams,
+no bootstrap at ``max_turns``); the policy is :class:`~fiq_gym.agents.rllib_shortlist.ShortlistRLModule`,
+the SB3 shortlist policy's network as an RLModule. docs/scaling.md has the cluster set-up.
+
+    fiq-gym train rllib-ppo --num-env-runners 2 --envs-per-runner 8 --iterations 50 --out runs/rllib-ppo
+    fiq-gym eval runs/rllib-ppo/checkpoint
+
+``--address`` joins an existing cluster (``ray start --head`` first); without it the run
+starts a local Ray instance and shuts every process of it down when it ends, also on errors
+and Ctrl-C. ``OUT/checkpoint`` holds ``config.json`` and RLlib's own checkpoint of the whole
+algorithm (``algorithm/``, written with ``save_to_path``); ``OUT/tb`` the TensorBoard events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+import fiq_gym  # noqa: F401
+from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+from fiq_gym.agents.rllib_shortlist import ShortlistRLModule
+from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.atomic import atomic_directory
+from fiq_gym.checkpoint import RLLIB_PPO_FORMAT, prepare_run, versions
+from fiq_gym.envs.rllib import register_rllib_envs
+from fiq_gym.evaluation import EvaluationResult
+
+__all__ = ["Args", "build_config", "ray_session", "train"]
+
+VECTORIZE_MODES = ("vector_entry_point", "sync")
+
+
+@dataclass
+class Args:
+    env_id: str = "fiq_gym/FashionIQ-v1"
+    """registered environment id"""
+    catalog: str | None = None
+    """catalog directory (default: the built-in synthetic catalog; on a cluster every node must see this path)"""
+    user: str = "template"
+    """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
+    max_turns: int = 5
+    """turns per dialog"""
+    shortlist_size: int = 32
+    """K, the candidates per turn"""
+    shortlist: str = "retriever"
+    """the first stage that proposes them (retriever, retriever:DIR or random)"""
+    explore: float = 0.0
+    """fraction of the candidates that are random unseen items"""
+    reward: str = "percentile"
+    """env reward kind (see the env's docstring)"""
+    num_env_runners: int = 0
+    """Ray env-runner processes that sample; 0 samples in this process"""
+    envs_per_runner: int = 8
+    """dialogs each runner plays at once (sub-envs of its native vector env)"""
+    vectorize: str = "vector_entry_point"
+    """vector_entry_point (one native vector env per runner) or sync (RLlib's env-by-env loop, slower)"""
+    address: str | None = None
+    """an existing Ray cluster to join (e.g. auto, or HOST:6379); default: start a local one and stop it at the end"""
+    num_cpus: int = 0
+    """local Ray instance only: CPUs it may use (0: one per env runner, at least 1)"""
+    iterations: int = 10
+    """training iterations (each samples --train-batch-size env steps, then updates)"""
+    train_batch_size: int = 2048
+    """env steps per iteration"""
+    minibatch_size: int = 256
+    """samples per gradient step"""
+    num_epochs: int = 4
+    """passes over each iteration's samples"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    gamma: float = 0.99
+    """discount factor"""
+    ent_coef: float = 0.0
+    """entropy coefficient"""
+    embed_dim: int = 64
+    """the scoring network's embedding size"""
+    hidden: int = 128
+    """the scoring network's hidden size"""
+    seed: int = 0
+    """seeds the dialogs (runner w, sub-env k: SeedSequence((seed + w, k))), the weights and sampling"""
+    eval_episodes: int = 256
+    """dialogs of the final evaluation (the sealed harness; a fixed set from the seed)"""
+    out: str = "runs/rllib-ppo"
+    """run directory: TensorBoard events in tb/, the checkpoint in checkpoint/"""
+    overwrite: bool = False
+    """replace the run in OUT (an existing OUT is an error without it; RLlib runs do not resume)"""
+    threads: int = 1
+    """torch threads of the learner (this process); 0: torch's default"""
+
+    @property
+    def action_mode(self) -> str:
+        return "shortlist"
+
+
+def env_config_of(args: Args) -> dict[str, Any]:
+    """The env arguments of a run (RLlib's ``env_config``)."""
+    catalog = args.catalog
+    if catalog and Path(catalog).expanduser().exists():
+        # Runners may start in another working directory (and on other nodes).
+        catalog = str(Path(catalog).expanduser().resolve())
+    return {
+        "catalog": catalog,
+        "user": args.user,
+        "action_mode": "shortlist",
+        "max_turns": args.max_turns,
+        "reward": args.reward,
+        "shortlist_size": args.shortlist_size,
+        "shortlist": args.shortlist,
+        "explore": args.explore,
+    }
+
+
+def build_config(args: Args) -> PPOConfig:
+    """RLlib's PPO configuration of a run (new API stack, the shortlist RLModule)."""
+    if args.vectorize not in VECTORIZE_MODES:
+        raise ValueError(f"--vectorize must be one of {VECTORIZE_MODES}, got {args.vectorize!r}")
+    if args.num_env_runners < 0 or args.envs_per_runner < 1:
+        raise ValueError(
+            f"--num-env-runners must be >= 0 and --envs-per-runner >= 1, got {args.num_env_runners} and {args.envs_per_runner}"
+        )
+    register_rllib_envs((args.env_id,))
+    return (
+        PPOConfig()
+        .environment(args.env_id, env_config=env_config_of(args))
+        .env_runners(
+            num_env_runners=args.num_env_runners,
+            num_envs_per_env_runner=args.envs_per_runner,
+            gym_env_vectorize_mode=args.vectorize,
+            num_cpus_per_env_runner=1,
+            rollout_fragment_length="auto",
+        )
+        .training(
+            train_batch_size_per_learner=args.train_batch_size,
+            minibatch_size=args.minibatch_size,
+            num_epochs=args.num_epochs,
+            lr=args.learning_rate,
+            gamma=args.gamma,
+            entropy_coeff=args.ent_coef,
+        )
+        .rl_module(
+            rl_module_spec=RLModuleSpec(
+                module_class=ShortlistRLModule,
+                model_config={"embed_dim": args.embed_dim, "hidden": args.hidden},
+            )
+        )
+        .debugging(seed=args.seed)
+    )
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int = 1) -> Iterator[bool]:
+    """Connect to the cluster at ``address``, or start a local Ray instance of ``num_cpus``
+    CPUs; yields whether it started Ray. On exit, shut down what it started (every local Ray
+    process), never a cluster it only joined. Inside an initialised Ray session it does nothing."""
+    # No usage reports: the library never phones home (and most of its machines cannot).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        yield False
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=max(1, int(num_cpus)),
+            include_dashboard=False,
+            # The shared-memory object store: samples and weights pass through it, and the
+            # default (30% of RAM) is far more than a few runners need.
+            object_store_memory=512 * 1024**2,
+            logging_level=logging.WARNING,
+        )
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+
+
+def _log(writer: SummaryWriter, result: dict[str, Any], step: int) -> dict[str, float]:
+    """TensorBoard scalars of one iteration (charts/, losses/); returns the charted ones."""
+    runners = result.get("env_runners", {})
+    learner = result.get("learners", {}).get("default_policy", {})
+    scalars = {
+        "charts/episode_return_mean": runners.get("episode_return_mean"),
+        "charts/episode_len_mean": runners.get("episode_len_mean"),
+        "charts/env_steps_sampled": result.get("num_env_steps_sampled_lifetime"),
+        "charts/iteration_seconds": result.get("time_this_iter_s"),
+        "losses/policy_loss": learner.get("policy_loss"),
+        "losses/value_loss": learner.get("vf_loss"),
+        "losses/entropy": learner.get("entropy"),
+        "losses/approx_kl": learner.get("mean_kl_loss"),
+    }
+    charted = {}
+    for key, value in scalars.items():
+        if isinstance(value, int | float | np.number) and math.isfinite(float(value)):
+            writer.add_scalar(key, float(value), step)
+            charted[key] = float(value)
+    return charted
+
+
+def train(args: Args, progress: bool = True) -> tuple[dict[str, float], EvaluationResult]:
+    """Train for ``args.iterations``, write ``OUT/checkpoint``, shut Ray down, then evaluate
+    the checkpoint with the sealed harness; returns the last iteration's charted metrics
+    and the evaluation."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint")
+    config = build_config(args)
+    metrics: dict[str, float] = {}
+    with (
+        ray_session(args.address, args.num_cpus or args.num_env_runners),
+        SummaryWriter(out / "tb") as writer,
+    ):
+        algo = config.build_algo()
+        try:
+            bar = tqdm(range(args.iterations), desc="rllib-ppo", unit="iter", disable=not progress)
+            for iteration in bar:
+                metrics = _log(writer, algo.train(), iteration + 1)
+                bar.set_postfix(
+                    steps=int(metrics.get("charts/env_steps_sampled", 0)),
+                    ret=f"{metrics.get('charts/episode_return_mean', float('nan')):.2f}",
+                )
+            save(algo, out / "checkpoint", args)
+        finally:
+            algo.stop()
+    # Through load_agent, as `fiq-gym eval OUT/checkpoint` does; no Ray needed any more.
+    result = evaluate_checkpoint(out / "checkpoint", episodes=args.eval_episodes, seed=10_000 + args.seed)
+    return metrics, result
+
+
+def save(algo: Any, directory: Path, args: Args) -> Path:
+    """RLlib's checkpoint of the algorithm (``algorithm/``, ``save_to_path``) plus the run's
+    arguments (``config.json``), atomically."""
+    with atomic_directory(directory, overwrite=True) as tmp:
+        algo.save_to_path(str((tmp / "algorithm").resolve()))
+        meta = {
+            "format": RLLIB_PPO_FORMAT,
+            "agent": "RLlib PPO (shortlist)",
+            "args": {**dataclasses.asdict(args), "action_mode": "shortlist"},
+            "versions": {**versions(), "ray": ray.__version__},
+        }
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:
+    return parse_dataclass_args(
+        Args, argv, "Train Ray RLlib PPO on the shortlist action mode with many env runners.", prog=prog
+    )
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    _, result = train(parse_args(argv, prog))
+    print(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""fiq-gym's environments for Ray RLlib (the optional extra: ``pip install -e ".[rllib]"``).
+
+What RLlib does not get right by itself with these environments, and what this module does:
+
+* **Registration in every runner.** A Ray env runner is a fresh process that has not imported
+  ``fiq_gym``, so the plain Gymnasium id fails there. :func:`register_rllib_envs` registers
+  every ``fiq_gym/...-v1`` id with RLlib's own registry (kept by the Ray cluster, so each
+  runner finds it); unpickling the creator imports ``fiq_gym`` in the runner.
+* **The native vector env.** With ``gym_env_vectorize_mode="vector_entry_point"`` RLlib calls
+  the creator with ``num_envs`` and :func:`make_rllib_env` returns one
+  :class:`~fiq_gym.envs.vector.FashionIQVectorEnv` of that many dialogs (one batched shopper
+  call and ranking per step) instead of ``num_envs`` single envs stepped one by one. It checks
+  that the vector env resets ended dialogs on the *next* step, which is what RLlib's
+  ``SingleAgentEnvRunner`` assumes (:func:`check_autoreset_mode`).
+* **No duplicated episode streams.** RLlib seeds runner ``w`` with ``seed + w`` (evaluation
+  runners with another million on top), and a Gymnasium vector env seeds sub-env ``k`` with
+  ``s + k``: runner 2's sub-env 0 would replay runner 1's sub-env 1. Here sub-env ``k`` of
+  the runner seeded ``s`` draws from ``SeedSequence((s, k))`` instead (:func:`runner_seeds`),
+  so no two (runner, sub-env) pairs of a run share a stream. In RLlib's ``sync`` mode each
+  single env gets ``s + k`` and knows its runner index ``w``; it draws from
+  ``SeedSequence((s + k, w))``, also distinct for every pair.
+* **No bootstrap at ``max_turns``.** The dialog's end at ``max_turns`` is reported as
+  terminated, as the SB3 adapter does (``bootstrap_truncated=True`` in ``env_config``
+  restores Gymnasium's time-limit reading).
+
+This module needs Ray only for :func:`register_rllib_envs`; the rest is plain Gymnasium.
+
+```python
+from ray.rllib.algorithms.ppo import PPOConfig
+from fiq_gym.envs.rllib import register_rllib_envs
+
+register_rllib_envs()
+config = (
+    PPOConfig()
+    .environment("fiq_gym/FashionIQ-v1", env_config={"action_mode": "shortlist"})
+    .env_runners(num_env_runners=2, num_envs_per_env_runner=8, gym_env_vectorize_mode="vector_entry_point")
+)
+```
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+
+import fiq_gym  # noqa: F401  (registers the Gymnasium ids in whichever process imports this)
+from fiq_gym.envs.registration import ENV_IDS
+
+__all__ = [
+    "RLLIB_INSTALL",
+    "RLlibEnv",
+    "RLlibVectorEnv",
+    "check_autoreset_mode",
+    "make_rllib_env",
+    "register_rllib_envs",
+    "require_ray",
+    "runner_seeds",
+]
+
+#: What installs the extra (for error messages and docs).
+RLLIB_INSTALL = 'pip install -e ".[rllib]"  (or: pip install "ray[rllib]>=2.60,<2.61" torch==2.13.0)'
+
+# Stream tags: a sub-env's seed never coincides with another use of the same numbers.
+_VECTOR_STREAM = 0x524C5645  # "RLVE"
+_SYNC_STREAM = 0x524C5345  # "RLSE"
+
+
+def require_ray() -> Any:
+    """Import and return ``ray``, or raise ``ImportError`` naming the install command."""
+    try:
+        import ray
+        from ray.rllib.algorithms.ppo import PPOConfig  # noqa: F401  (RLlib, not only Ray core)
+    except ImportError as e:
+        raise ImportError(
+            f"RLlib support needs Ray RLlib, which is not installed ({e}); install it with {RLLIB_INSTALL}"
+        ) from e
+    return ray
+
+
+def _seed_from(*key: int) -> int:
+    """A 128-bit seed from a ``SeedSequence`` of ``key`` (statistically independent per key)."""
+    words = np.random.SeedSequence([int(k) for k in key]).generate_state(4, dtype=np.uint32)
+    return int.from_bytes(words.astype("<u4").tobytes(), "little")
+
+
+def runner_seeds(seed: int, num_envs: int) -> list[int]:
+    """The seeds of the ``num_envs`` sub-envs of the runner RLlib seeds with ``seed``:
+    sub-env ``k`` gets one drawn from ``SeedSequence((seed, k))``, so runners seeded
+    ``seed`` and ``seed + 1`` share no sub-env stream (``seed + k`` would)."""
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return [_seed_from(_VECTOR_STREAM, seed, k) for k in range(num_envs)]
+
+
+def check_autoreset_mode(envs: VectorEnv) -> None:
+    """Raise ``ValueError`` unless ``envs`` resets ended sub-envs on the next step
+    (``AutoresetMode.NEXT_STEP``), the convention RLlib's ``SingleAgentEnvRunner`` follows:
+    any other mode would silently glue two dialogs into one episode."""
+    mode = envs.metadata.get("autoreset_mode")
+    if mode != AutoresetMode.NEXT_STEP:
+        raise ValueError(
+            f"RLlib's env runners need a vector env with autoreset_mode NEXT_STEP, got {mode!r}; "
+            "drop autoreset_mode from env_config (NEXT_STEP is the default)"
+        )
+
+
+def _end_is_terminal(terminated: Any, truncated: Any) -> tuple[Any, Any]:
+    """A dialog cut at ``max_turns`` is over by its rules (nothing more can be earned and
+    the turn is in the observation): report it as terminated, so RLlib's GAE bootstraps 0
+    instead of the value network's guess for a state it is never trained on (that guess paid
+    every failed dialog and no successful one; docs/agents.md)."""
+    return np.logical_or(terminated, truncated), np.zeros_like(truncated)
+
+
+class RLlibVectorEnv(VectorWrapper):
+    """The native vector env as RLlib's runners should see it.
+
+    * ``reset(seed=s)`` seeds sub-env ``k`` from ``SeedSequence((s, k))`` (:func:`runner_seeds`)
+      instead of ``s + k``; lists of seeds and ``None`` pass through.
+    * The end at ``max_turns`` is reported as ``terminated`` (no bootstrap), unless
+      ``bootstrap_truncated=True``.
+    """
+
+    def __init__(self, envs: VectorEnv, *, bootstrap_truncated: bool = False) -> None:
+        super().__init__(envs)
+        self.bootstrap_truncated = bool(bootstrap_truncated)
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+            seed = runner_seeds(int(seed), self.num_envs)
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: Any):
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        if not self.bootstrap_truncated:
+            terminated, truncated = _end_is_terminal(terminated, truncated)
+        return obs, reward, terminated, truncated, info
+
+
+class RLlibEnv(gym.Wrapper):
+    """One env of RLlib's ``sync`` vectorization, as RLlib's runners should see it.
+
+    * RLlib's vector env hands sub-env ``k`` of runner ``w`` the seed ``s + k``
+      (``s = seed + w``); this env draws from ``SeedSequence((s + k, w))`` instead, distinct
+      for every (runner, sub-env) pair.
+    * The end at ``max_turns`` is terminal, as in :class:`RLlibVectorEnv`.
+    """
+
+    def __init__(self, env: gym.Env, worker_index: int, *, bootstrap_truncated: bool = False) -> None:
+        super().__init__(env)
+        self.worker_index = int(worker_index)
+        self.bootstrap_truncated = bool(bootstrap_truncated)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            seed = _seed_from(_SYNC_STREAM, seed, self.worker_index)
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not self.bootstrap_truncated:
+            terminated, truncated = bool(terminated or truncated), False
+        return obs, reward, terminated, truncated, info
+
+
+def make_rllib_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.Env | VectorEnv:
+    """RLlib's env creator for ``env_id``: ``config`` is RLlib's ``env_config`` (the env's
+    keyword arguments, plus ``bootstrap_truncated``, default False). With ``num_envs`` in it
+    (RLlib's ``vector_entry_point`` mode) the native vector env of that many dialogs
+    (:class:`RLlibVectorEnv`), else one env (``sync`` mode, :class:`RLlibEnv`)."""
+    kwargs = dict(config or {})
+    num_envs = kwargs.pop("num_envs", None)
+    bootstrap = bool(kwargs.pop("bootstrap_truncated", False))
+    if num_envs is None:
+        # RLlib passes an EnvContext here, which carries the runner's index.
+        worker_index = int(getattr(config, "worker_index", 0) or 0)
+        return RLlibEnv(gym.make(env_id, **kwargs), worker_index, bootstrap_truncated=bootstrap)
+    envs = gym.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs)
+    try:
+        check_autoreset_mode(envs)
+    except ValueError:
+        envs.close()
+        raise
+    return RLlibVectorEnv(envs, bootstrap_truncated=bootstrap)
+
+
+def register_rllib_envs(env_ids: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Register ``env_ids`` (default: every ``fiq_gym/...-v1`` id) with RLlib under the same
+    names, so ``config.environment("fiq_gym/FashionIQ-v1", env_config={...})`` works in every
+    runner of a local or remote cluster. Idempotent; returns the ids."""
+    require_ray()
+    from ray.tune.registry import register_env
+
+    ids = tuple(env_ids) if env_ids is not None else tuple(ENV_IDS)
+    for env_id in ids:
+        gym.spec(env_id)  # an unknown id fails here, with Gymnasium's message
+        register_env(env_id, functools.partial(make_rllib_env, env_id))
+    return ids

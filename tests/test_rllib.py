@@ -1,0 +1,293 @@
+"""Ray RLlib scale-out (issue 17): the env side (registration, the native vector env,
+seeding without duplicated streams, the autoreset check, no bootstrap at max_turns), the
+shortlist RLModule, `fiq-gym train rllib-ppo` and its checkpoint in the harness.
+
+Tests that need Ray are skipped, with the install command as the reason, when the ``rllib``
+extra is absent; the rest run everywhere."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import fiq_gym  # noqa: F401
+from fiq_gym.agents.shortlist import ShortlistExtractor
+from fiq_gym.envs.rllib import RLlibVectorEnv, check_autoreset_mode, make_rllib_env, runner_seeds
+from fiq_gym.envs.vector import FashionIQVectorEnv
+
+K = 8
+ENV_ID = "fiq_gym/FashionIQ-v1"
+
+try:
+    import ray  # noqa: F401
+    from ray.rllib.algorithms.ppo import PPOConfig  # noqa: F401
+
+    HAVE_RAY = True
+except ImportError:
+    HAVE_RAY = False
+
+needs_ray = pytest.mark.skipif(
+    not HAVE_RAY, reason='Ray RLlib is not installed (the rllib extra: pip install -e ".[rllib]")'
+)
+
+
+def _env_config(path) -> dict:
+    # The shipped first stage does not fit a 300-item catalog without features: a random one.
+    return {"catalog": str(path), "action_mode": "shortlist", "shortlist_size": K, "shortlist": "random"}
+
+
+def _streams(envs) -> list[tuple]:
+    """Each sub-env's generator state: equal states mean the same episode stream."""
+    return [tuple(rng.bit_generator.state["state"].values()) for rng in envs.unwrapped.np_random_generators]
+
+
+# --- the env side (no Ray needed) ------------------------------------------------------------
+
+
+def test_runner_seeds_are_distinct_deterministic_and_checked():
+    seeds = [s for runner in range(4) for s in runner_seeds(runner, 8)]
+    assert len(set(seeds)) == 32
+    assert runner_seeds(3, 8) == runner_seeds(3, 8)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        runner_seeds(-1, 2)
+
+
+def test_runners_seeded_one_apart_share_no_stream(small_catalog_path):
+    """RLlib seeds runner w with seed + w. Gymnasium's reading (sub-env k: s + k) repeats
+    runner 1's sub-env 1 as runner 2's sub-env 0; the RLlib env repeats nothing."""
+    config = {**_env_config(small_catalog_path), "num_envs": 3}
+    plain = [
+        gym.make_vec(
+            ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", **_env_config(small_catalog_path)
+        )
+        for _ in range(2)
+    ]
+    for w, envs in enumerate(plain):
+        envs.reset(seed=10 + w)
+    assert _streams(plain[0])[1] == _streams(plain[1])[0]  # the defect this module fixes
+    rllib = [make_rllib_env(ENV_ID, config) for _ in range(2)]
+    for w, envs in enumerate(rllib):
+        assert isinstance(envs, RLlibVectorEnv) and isinstance(envs.unwrapped, FashionIQVectorEnv)
+        envs.reset(seed=10 + w)
+    states = _streams(rllib[0]) + _streams(rllib[1])
+    assert len(set(states)) == 6
+    # Deterministic: the same runner seed gives the same streams.
+    again = make_rllib_env(ENV_ID, config)
+    again.reset(seed=10)
+    assert _streams(again) == _streams(rllib[0])
+    for envs in [*plain, *rllib, again]:
+        envs.close()
+
+
+@needs_ray
+def test_sync_mode_envs_share_no_stream(small_catalog_path):
+    """RLlib's sync mode hands sub-env k of runner w the seed seed + w + k."""
+    from ray.rllib.env.env_context import EnvContext
+
+    states = {}
+    for w in (1, 2):
+        for k in range(3):
+            env = make_rllib_env(ENV_ID, EnvContext(_env_config(small_catalog_path), worker_index=w))
+            env.reset(seed=10 + w + k)
+            states[w, k] = tuple(env.unwrapped.np_random.bit_generator.state["state"].values())
+            env.close()
+    assert len(set(states.values())) == 6
+
+
+def test_end_at_max_turns_is_terminal_unless_asked(small_catalog_path):
+    for bootstrap in (False, True):
+        envs = make_rllib_env(
+            ENV_ID, {**_env_config(small_catalog_path), "num_envs": 4, "bootstrap_truncated": bootstrap}
+        )
+        envs.reset(seed=0)
+        ends = []
+        for _ in range(5):
+            _, _, terminated, truncated, _ = envs.step(np.zeros(4, dtype=np.int64))
+            ends.append((terminated.copy(), truncated.copy()))
+        envs.close()
+        terminated, truncated = ends[-1]
+        # Every dialog has ended after max_turns = 5 steps.
+        assert (terminated | truncated).all()
+        if bootstrap:
+            assert truncated.any()  # Gymnasium's reading: some dialogs ran out of turns
+        else:
+            assert not any(t.any() for _, t in ends)
+
+
+def test_autoreset_mode_other_than_next_step_is_refused(small_catalog_path):
+    with pytest.raises(ValueError, match="NEXT_STEP"):
+        make_rllib_env(
+            ENV_ID, {**_env_config(small_catalog_path), "num_envs": 2, "autoreset_mode": "disabled"}
+        )
+    envs = gym.make_vec(
+        ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", **_env_config(small_catalog_path)
+    )
+    check_autoreset_mode(envs)  # the default passes
+    envs.close()
+
+
+def test_extractor_reads_token_ids_as_it_reads_one_hot(small_catalog_path):
+    """RLlib hands the caption over as ids, SB3 one-hot: the same features either way."""
+    envs = gym.make_vec(
+        ENV_ID, num_envs=6, vectorization_mode="vector_entry_point", **_env_config(small_catalog_path)
+    )
+    obs, _ = envs.reset(seed=3)
+    obs, *_ = envs.step(np.ones(6, dtype=np.int64))
+    space = envs.single_observation_space
+    torch.manual_seed(0)
+    extractor = ShortlistExtractor(space, embed_dim=16, hidden=32)
+    vocab = int(space["caption"].nvec[0])
+    one_hot = torch.nn.functional.one_hot(torch.as_tensor(obs["caption"]), vocab).float().view(6, -1)
+    sb3 = {k: torch.as_tensor(v).float() for k, v in obs.items()} | {"caption": one_hot}
+    raw = {k: torch.as_tensor(v) for k, v in obs.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(extractor.forward_ids(raw), extractor(sb3))
+    envs.close()
+
+
+def test_train_without_ray_names_the_install(monkeypatch, capsys):
+    import sys
+
+    from fiq_gym.cli import main
+
+    for name in ("fiq_gym.agents.rllib_ppo", "fiq_gym.agents.rllib_shortlist"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    assert main(["train", "rllib-ppo", "--iterations", "1"]) == 2
+    assert 'pip install -e ".[rllib]"' in capsys.readouterr().err
+
+
+# --- RLlib (needs Ray) --------------------------------------------------------------------------
+
+
+def _args(path, **overrides):
+    from fiq_gym.agents.rllib_ppo import Args
+
+    base = {
+        "catalog": str(path),
+        "shortlist": "random",
+        "shortlist_size": K,
+        "envs_per_runner": 3,
+        "train_batch_size": 60,
+        "minibatch_size": 30,
+        "num_epochs": 1,
+        "embed_dim": 16,
+        "hidden": 32,
+        "eval_episodes": 16,
+        "seed": 5,
+    }
+    return Args(**{**base, **overrides})
+
+
+def _first_observations(runner, episodes: int) -> set[tuple]:
+    """(shown item, caption ids) of each sampled episode's first observation."""
+    return {
+        (int(e.get_infos(0)["shown"]), tuple(e.get_observations(0)["caption"].tolist()))
+        for e in runner.sample(num_episodes=episodes, explore=True)
+    }
+
+
+@needs_ray
+def test_env_runner_samples_the_native_vector_env_without_a_cluster(small_catalog_path):
+    import ray
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    from fiq_gym.agents.rllib_ppo import build_config
+
+    config = build_config(_args(small_catalog_path, num_env_runners=2))
+    runner = SingleAgentEnvRunner(config=config, worker_index=1)
+    try:
+        assert isinstance(runner.env.unwrapped, FashionIQVectorEnv)
+        assert runner.num_envs == 3
+        episodes = runner.sample(num_episodes=3, explore=True)
+        assert len(episodes) >= 3
+        assert all(e.is_done and len(e) <= 5 for e in episodes)
+        assert not ray.is_initialized()
+    finally:
+        runner.stop()
+
+
+@needs_ray
+def test_two_runners_sample_different_episode_streams(small_catalog_path):
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    from fiq_gym.agents.rllib_ppo import build_config
+
+    config = build_config(_args(small_catalog_path, num_env_runners=2))
+    runners = [SingleAgentEnvRunner(config=config, worker_index=w) for w in (1, 2)]
+    try:
+        first = [_first_observations(r, 6) for r in runners]
+    finally:
+        for r in runners:
+            r.stop()
+    assert len(first[0]) >= 6 and len(first[1]) >= 6
+    assert not first[0] & first[1]
+
+
+def _marked_processes(marker: str) -> list[int]:
+    """Processes other than this one whose environment carries ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find processes")
+def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path, tmp_path, monkeypatch):
+    """One local Ray instance: a 1-iteration PPO sampling in this process (0 runners) and one
+    in a runner process (the env id must resolve there); each checkpoint evaluates through
+    the sealed harness; afterwards no process started here is left."""
+    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.rllib_ppo import ray_session, train
+    from fiq_gym.agents.rllib_shortlist import RLlibShortlistAgent
+    from fiq_gym.envs.evaluation import evaluate
+
+    marker = f"FIQ_GYM_RAY_TEST_{uuid.uuid4().hex}"
+    monkeypatch.setenv(marker, "1")
+    with ray_session(num_cpus=1) as started, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RLlib's own deprecation notices
+        assert started
+        results = {}
+        for runners in (0, 1):
+            args = _args(small_catalog_path, num_env_runners=runners, out=str(tmp_path / f"run{runners}"))
+            results[runners] = train(args, progress=False)
+    for runners, (metrics, result) in results.items():
+        assert metrics["charts/env_steps_sampled"] >= 60, runners
+        for key in ("charts/episode_return_mean", "losses/policy_loss", "losses/value_loss"):
+            assert math.isfinite(metrics[key]), (runners, key)
+        assert result.ranks.shape[0] == 16
+        assert (tmp_path / f"run{runners}" / "tb").is_dir()
+    # `fiq-gym eval`'s path: load_agent rebuilds the env, the sealed harness plays it.
+    loaded = load_agent(tmp_path / "run1" / "checkpoint")
+    assert loaded.kind == "rllib-ppo" and loaded.action_mode == "shortlist"
+    envs = loaded.make_envs(16)
+    agent = loaded.make_agent(envs)
+    assert isinstance(agent, RLlibShortlistAgent)
+    again = evaluate(agent, envs, episodes=16, seed=10_005)
+    envs.close()
+    np.testing.assert_array_equal(again.ranks, results[1][1].ranks)  # same dialogs, same agent
+    # Every Ray process this test started exits (Ray's shutdown waits for most; give the
+    # rest a moment, then name what is left).
+    for _ in range(120):
+        left = _marked_processes(marker)
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"processes left behind: {left}"
