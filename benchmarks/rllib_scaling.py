@@ -195,6 +195,7 @@ def run(
     catalog: str | None,
     out: Path,
     command: str,
+    shortlist: str = "retriever",
 ) -> str:
     """Measure every (shopper, mode, runners) row and write ``out/rllib_scaling.md``."""
     rows = []
@@ -206,6 +207,7 @@ def run(
                 for n in runners:
                     args = Args(
                         catalog=catalog,
+                        shortlist=shortlist,
                         user=user,
                         num_env_runners=n,
                         envs_per_runner=envs_per_runner,
@@ -233,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=3, help="PPO iterations (the first is not timed)")
     parser.add_argument("--train-batch-size", type=int, default=1024)
     parser.add_argument("--catalog", help="catalog directory (default: the default catalog)")
+    parser.add_argument(
+        "--shortlist", default="retriever", help="first stage (retriever, retriever:DIR, random)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if min(args.runners) < 0 or args.envs_per_runner < 1 or args.steps < 1 or args.iterations < 1:
@@ -256,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             iterations=args.iterations,
             train_batch_size=args.train_batch_size,
             catalog=args.catalog,
+            shortlist=args.shortlist,
             out=args.out,
             command=command,
         )

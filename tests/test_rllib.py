@@ -252,11 +252,13 @@ def _marked_processes(marker: str) -> list[int]:
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find processes")
 def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path, tmp_path, monkeypatch):
     """One local Ray instance: a 1-iteration PPO sampling in this process (0 runners) and one
-    in a runner process (the env id must resolve there); each checkpoint evaluates through
-    the sealed harness; afterwards no process started here is left."""
+    in a runner process (the env id must resolve there), and a tiny scaling benchmark; each
+    checkpoint evaluates through the sealed harness; afterwards no process started here is
+    left."""
     from fiq_gym.agents.checkpoint import load_agent
     from fiq_gym.agents.rllib_ppo import ray_session, train
     from fiq_gym.agents.rllib_shortlist import RLlibShortlistAgent
+    from fiq_gym.benchmarks import rllib_scaling
     from fiq_gym.envs.evaluation import evaluate
 
     marker = f"FIQ_GYM_RAY_TEST_{uuid.uuid4().hex}"
@@ -268,12 +270,29 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
         for runners in (0, 1):
             args = _args(small_catalog_path, num_env_runners=runners, out=str(tmp_path / f"run{runners}"))
             results[runners] = train(args, progress=False)
+        # The scaling benchmark, tiny, in the same Ray instance.
+        table = rllib_scaling.run(
+            runners=[0],
+            modes=["vector_entry_point", "sync"],
+            users=["template"],
+            envs_per_runner=3,
+            steps=15,
+            iterations=1,
+            train_batch_size=30,
+            catalog=str(small_catalog_path),
+            shortlist="random",
+            out=tmp_path / "bench",
+            command="python -m fiq_gym.benchmarks.rllib_scaling --runners 0",
+        )
     for runners, (metrics, result) in results.items():
         assert metrics["charts/env_steps_sampled"] >= 60, runners
         for key in ("charts/episode_return_mean", "losses/policy_loss", "losses/value_loss"):
             assert math.isfinite(metrics[key]), (runners, key)
         assert result.ranks.shape[0] == 16
         assert (tmp_path / f"run{runners}" / "tb").is_dir()
+    assert (tmp_path / "bench" / "rllib_scaling.md").read_text() == table
+    assert "| template | vector_entry_point | 0 |" in table and "| template | sync | 0 |" in table
+    assert "native / sync sampling" in table and "--runners 0" in table
     # `fiq-gym eval`'s path: load_agent rebuilds the env, the sealed harness plays it.
     loaded = load_agent(tmp_path / "run1" / "checkpoint")
     assert loaded.kind == "rllib-ppo" and loaded.action_mode == "shortlist"
