@@ -97,7 +97,7 @@ class Args:
     hidden: int = 128
     """the scoring network's hidden size"""
     seed: int = 0
-    """seeds the dialogs (runner w, sub-env k: SeedSequence((seed + w, k))), the weights and sampling"""
+    """seeds the dialogs (runner w, sub-env k: SeedSequence((seed, w, k))), the weights and sampling"""
     eval_episodes: int = 256
     """dialogs of the final evaluation (the sealed harness; a fixed set from the seed)"""
     out: str = "runs/rllib-ppo"
@@ -141,7 +141,8 @@ def build_config(args: Args) -> PPOConfig:
     register_rllib_envs((args.env_id,))
     return (
         PPOConfig()
-        .environment(args.env_id, env_config=env_config_of(args))
+        # The seed keys each (runner, sub-env) stream (fiq_gym.envs.rllib.runner_seeds).
+        .environment(args.env_id, env_config={**env_config_of(args), "seed": args.seed})
         .env_runners(
             num_env_runners=args.num_env_runners,
             num_envs_per_env_runner=args.envs_per_runner,

@@ -15,10 +15,12 @@ What RLlib does not get right by itself with these environments, and what this m
 * **No duplicated episode streams.** RLlib seeds runner ``w`` with ``seed + w`` (evaluation
   runners with another million on top), and a Gymnasium vector env seeds sub-env ``k`` with
   ``s + k``: runner 2's sub-env 0 would replay runner 1's sub-env 1. Here sub-env ``k`` of
-  the runner seeded ``s`` draws from ``SeedSequence((s, k))`` instead (:func:`runner_seeds`),
-  so no two (runner, sub-env) pairs of a run share a stream. In RLlib's ``sync`` mode each
-  single env gets ``s + k`` and knows its runner index ``w``; it draws from
-  ``SeedSequence((s + k, w))``, also distinct for every pair.
+  runner ``w`` draws from ``SeedSequence((seed, w, k))`` (:func:`runner_seeds`) when
+  ``env_config["seed"]`` holds the algorithm's seed (``fiq-gym train rllib-ppo`` puts it
+  there): no two (runner, sub-env) pairs share a stream, in one run or across runs of other
+  seeds, and RLlib's ``sync`` and ``vector_entry_point`` modes give the same streams. Without
+  it, sub-env ``k`` of the runner seeded ``s`` draws from ``SeedSequence((s, k))``: distinct
+  within a run, but runs whose seeds differ by less than their runner count share streams.
 * **No bootstrap at ``max_turns``.** The dialog's end at ``max_turns`` is reported as
   terminated, as the SB3 adapter does (``bootstrap_truncated=True`` in ``env_config``
   restores Gymnasium's time-limit reading).
@@ -32,8 +34,9 @@ from fiq_gym.envs.rllib import register_rllib_envs
 register_rllib_envs()
 config = (
     PPOConfig()
-    .environment("fiq_gym/FashionIQ-v1", env_config={"action_mode": "shortlist"})
+    .environment("fiq_gym/FashionIQ-v1", env_config={"action_mode": "shortlist", "seed": 0})
     .env_runners(num_env_runners=2, num_envs_per_env_runner=8, gym_env_vectorize_mode="vector_entry_point")
+    .debugging(seed=0)
 )
 ```
 """
@@ -68,6 +71,7 @@ RLLIB_INSTALL = 'pip install -e ".[rllib]"  (or: pip install "ray[rllib]>=2.60,<
 # Stream tags: a sub-env's seed never coincides with another use of the same numbers.
 _VECTOR_STREAM = 0x524C5645  # "RLVE"
 _SYNC_STREAM = 0x524C5345  # "RLSE"
+_RUN_STREAM = 0x524C5255  # "RLRU"
 
 
 def require_ray() -> Any:
@@ -88,13 +92,23 @@ def _seed_from(*key: int) -> int:
     return int.from_bytes(words.astype("<u4").tobytes(), "little")
 
 
-def runner_seeds(seed: int, num_envs: int) -> list[int]:
-    """The seeds of the ``num_envs`` sub-envs of the runner RLlib seeds with ``seed``:
-    sub-env ``k`` gets one drawn from ``SeedSequence((seed, k))``, so runners seeded
-    ``seed`` and ``seed + 1`` share no sub-env stream (``seed + k`` would)."""
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return [_seed_from(_VECTOR_STREAM, seed, k) for k in range(num_envs)]
+def _check_seed(value: Any, what: str) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def runner_seeds(seed: int, num_envs: int, worker_index: int | None = None) -> list[int]:
+    """The seeds of the ``num_envs`` sub-envs of one runner. With ``worker_index``: sub-env
+    ``k`` of runner ``worker_index`` of a run seeded ``seed`` gets one drawn from
+    ``SeedSequence((seed, worker_index, k))``. Without: ``seed`` is the runner's own seed
+    (RLlib's ``seed + worker_index``) and sub-env ``k`` draws from ``SeedSequence((seed, k))``;
+    runners seeded ``seed`` and ``seed + 1`` still share no stream (``seed + k`` would)."""
+    seed = _check_seed(seed, "seed")
+    if worker_index is None:
+        return [_seed_from(_VECTOR_STREAM, seed, k) for k in range(num_envs)]
+    worker_index = _check_seed(worker_index, "worker_index")
+    return [_seed_from(_RUN_STREAM, seed, worker_index, k) for k in range(num_envs)]
 
 
 def check_autoreset_mode(envs: VectorEnv) -> None:
@@ -120,19 +134,27 @@ def _end_is_terminal(terminated: Any, truncated: Any) -> tuple[Any, Any]:
 class RLlibVectorEnv(VectorWrapper):
     """The native vector env as RLlib's runners should see it.
 
-    * ``reset(seed=s)`` seeds sub-env ``k`` from ``SeedSequence((s, k))`` (:func:`runner_seeds`)
-      instead of ``s + k``; lists of seeds and ``None`` pass through.
+    * ``reset(seed=s)`` (RLlib's runner seed, ``seed + w``) seeds sub-env ``k`` from
+      ``SeedSequence((seed, w, k))`` when ``run_seed`` (the algorithm's ``seed``) is known,
+      else from ``SeedSequence((s, k))`` (:func:`runner_seeds`), instead of ``s + k``; lists
+      of seeds and ``None`` pass through.
     * The end at ``max_turns`` is reported as ``terminated`` (no bootstrap), unless
       ``bootstrap_truncated=True``.
     """
 
-    def __init__(self, envs: VectorEnv, *, bootstrap_truncated: bool = False) -> None:
+    def __init__(
+        self, envs: VectorEnv, *, run_seed: int | None = None, bootstrap_truncated: bool = False
+    ) -> None:
         super().__init__(envs)
+        self.run_seed = None if run_seed is None else _check_seed(run_seed, "env_config['seed']")
         self.bootstrap_truncated = bool(bootstrap_truncated)
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
         if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-            seed = runner_seeds(int(seed), self.num_envs)
+            if self.run_seed is not None and seed >= self.run_seed:
+                seed = runner_seeds(self.run_seed, self.num_envs, worker_index=int(seed) - self.run_seed)
+            else:
+                seed = runner_seeds(int(seed), self.num_envs)
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions: Any):
@@ -145,20 +167,34 @@ class RLlibVectorEnv(VectorWrapper):
 class RLlibEnv(gym.Wrapper):
     """One env of RLlib's ``sync`` vectorization, as RLlib's runners should see it.
 
-    * RLlib's vector env hands sub-env ``k`` of runner ``w`` the seed ``s + k``
-      (``s = seed + w``); this env draws from ``SeedSequence((s + k, w))`` instead, distinct
-      for every (runner, sub-env) pair.
+    * RLlib's vector env hands sub-env ``k`` of runner ``w`` the seed ``seed + w + k``. With
+      ``run_seed`` (the algorithm's ``seed``) this env recovers ``k`` and draws from
+      ``SeedSequence((seed, w, k))``, the stream :class:`RLlibVectorEnv` gives the same
+      sub-env; without it, from ``SeedSequence((seed + w + k, w))``. Either way distinct for
+      every (runner, sub-env) pair.
     * The end at ``max_turns`` is terminal, as in :class:`RLlibVectorEnv`.
     """
 
-    def __init__(self, env: gym.Env, worker_index: int, *, bootstrap_truncated: bool = False) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        worker_index: int,
+        *,
+        run_seed: int | None = None,
+        bootstrap_truncated: bool = False,
+    ) -> None:
         super().__init__(env)
-        self.worker_index = int(worker_index)
+        self.worker_index = _check_seed(worker_index, "worker_index")
+        self.run_seed = None if run_seed is None else _check_seed(run_seed, "env_config['seed']")
         self.bootstrap_truncated = bool(bootstrap_truncated)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
-            seed = _seed_from(_SYNC_STREAM, seed, self.worker_index)
+            k = int(seed) - self.worker_index - (self.run_seed or 0)
+            if self.run_seed is not None and k >= 0:
+                seed = _seed_from(_RUN_STREAM, self.run_seed, self.worker_index, k)  # = runner_seeds(...)[k]
+            else:
+                seed = _seed_from(_SYNC_STREAM, seed, self.worker_index)
         return self.env.reset(seed=seed, options=options)
 
     def step(self, action: Any):
@@ -169,24 +205,28 @@ class RLlibEnv(gym.Wrapper):
 
 
 def make_rllib_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.Env | VectorEnv:
-    """RLlib's env creator for ``env_id``: ``config`` is RLlib's ``env_config`` (the env's
-    keyword arguments, plus ``bootstrap_truncated``, default False). With ``num_envs`` in it
-    (RLlib's ``vector_entry_point`` mode) the native vector env of that many dialogs
-    (:class:`RLlibVectorEnv`), else one env (``sync`` mode, :class:`RLlibEnv`)."""
+    """RLlib's env creator for ``env_id``: ``config`` is RLlib's ``env_config``, the env's
+    keyword arguments plus two of this module's: ``seed`` (the algorithm's seed, for streams
+    keyed by (seed, runner, sub-env)) and ``bootstrap_truncated`` (default False). With
+    ``num_envs`` in it (RLlib's ``vector_entry_point`` mode) the native vector env of that
+    many dialogs (:class:`RLlibVectorEnv`), else one env (``sync`` mode, :class:`RLlibEnv`)."""
     kwargs = dict(config or {})
     num_envs = kwargs.pop("num_envs", None)
+    run_seed = kwargs.pop("seed", None)
     bootstrap = bool(kwargs.pop("bootstrap_truncated", False))
     if num_envs is None:
         # RLlib passes an EnvContext here, which carries the runner's index.
         worker_index = int(getattr(config, "worker_index", 0) or 0)
-        return RLlibEnv(gym.make(env_id, **kwargs), worker_index, bootstrap_truncated=bootstrap)
+        return RLlibEnv(
+            gym.make(env_id, **kwargs), worker_index, run_seed=run_seed, bootstrap_truncated=bootstrap
+        )
     envs = gym.make_vec(env_id, num_envs=int(num_envs), vectorization_mode="vector_entry_point", **kwargs)
     try:
         check_autoreset_mode(envs)
+        return RLlibVectorEnv(envs, run_seed=run_seed, bootstrap_truncated=bootstrap)
     except ValueError:
         envs.close()
         raise
-    return RLlibVectorEnv(envs, bootstrap_truncated=bootstrap)
 
 
 def register_rllib_envs(env_ids: tuple[str, ...] | None = None) -> tuple[str, ...]:

@@ -54,9 +54,14 @@ def _streams(envs) -> list[tuple]:
 
 
 def test_runner_seeds_are_distinct_deterministic_and_checked():
+    # Keyed by (runner seed, sub-env): 4 runners of one run.
     seeds = [s for runner in range(4) for s in runner_seeds(runner, 8)]
     assert len(set(seeds)) == 32
+    # Keyed by (run seed, runner, sub-env): 4 runners in each of 3 runs whose seeds are 1 apart.
+    keyed = [s for run in range(3) for w in range(4) for s in runner_seeds(run, 8, worker_index=w)]
+    assert len(set(keyed)) == 96
     assert runner_seeds(3, 8) == runner_seeds(3, 8)
+    assert runner_seeds(3, 8, worker_index=1) == runner_seeds(3, 8, worker_index=1)
     with pytest.raises(ValueError, match="non-negative integer"):
         runner_seeds(-1, 2)
 
@@ -88,19 +93,51 @@ def test_runners_seeded_one_apart_share_no_stream(small_catalog_path):
         envs.close()
 
 
+def test_the_run_seed_keeps_runs_of_nearby_seeds_apart(small_catalog_path):
+    """Keyed by the runner seed alone, runner 2 of a run seeded 10 and runner 1 of a run
+    seeded 11 (both handed 12 by RLlib) would play the same dialogs; with the run's seed in
+    env_config they do not, and runner w, sub-env k plays SeedSequence((seed, w, k))."""
+    streams = {}
+    for run_seed, w in ((10, 2), (11, 1)):
+        for keyed in (False, True):
+            extra = {"seed": run_seed} if keyed else {}
+            envs = make_rllib_env(ENV_ID, {**_env_config(small_catalog_path), "num_envs": 3, **extra})
+            envs.reset(seed=run_seed + w)
+            streams[run_seed, keyed] = _streams(envs)
+            expected = runner_seeds(run_seed, 3, worker_index=w) if keyed else runner_seeds(run_seed + w, 3)
+            reference = gym.make_vec(
+                ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", **_env_config(small_catalog_path)
+            )
+            reference.reset(seed=expected)
+            assert _streams(envs) == _streams(reference)
+            for e in (envs, reference):
+                e.close()
+    assert streams[10, False] == streams[11, False]
+    assert not set(streams[10, True]) & set(streams[11, True])
+
+
 @needs_ray
 def test_sync_mode_envs_share_no_stream(small_catalog_path):
-    """RLlib's sync mode hands sub-env k of runner w the seed seed + w + k."""
+    """RLlib's sync mode hands sub-env k of runner w the seed seed + w + k: every pair gets a
+    stream of its own, with the run's seed the same one the native vector env gives it."""
     from ray.rllib.env.env_context import EnvContext
 
-    states = {}
-    for w in (1, 2):
-        for k in range(3):
-            env = make_rllib_env(ENV_ID, EnvContext(_env_config(small_catalog_path), worker_index=w))
-            env.reset(seed=10 + w + k)
-            states[w, k] = tuple(env.unwrapped.np_random.bit_generator.state["state"].values())
-            env.close()
-    assert len(set(states.values())) == 6
+    for keyed in (False, True):
+        config = {**_env_config(small_catalog_path), **({"seed": 10} if keyed else {})}
+        states = {}
+        for w in (1, 2):
+            for k in range(3):
+                env = make_rllib_env(ENV_ID, EnvContext(config, worker_index=w))
+                env.reset(seed=10 + w + k)
+                states[w, k] = tuple(env.unwrapped.np_random.bit_generator.state["state"].values())
+                env.close()
+        assert len(set(states.values())) == 6
+        if keyed:
+            for w in (1, 2):
+                envs = make_rllib_env(ENV_ID, {**config, "num_envs": 3})
+                envs.reset(seed=10 + w)
+                assert _streams(envs) == [states[w, k] for k in range(3)]
+                envs.close()
 
 
 def test_end_at_max_turns_is_terminal_unless_asked(small_catalog_path):
