@@ -121,6 +121,9 @@ class LoadedAgent:
     config: dict[str, Any] = field(repr=False)
     #: shortlist mode: the env's shortlist arguments in training (K, first stage, explore).
     shortlist: dict[str, Any] = field(default_factory=dict)
+    #: the observation keys it reads, when not the env's default (an RLlib index-mode module
+    #: also reads ``shown_mask``).
+    observation_keys: tuple[str, ...] | None = None
 
     def make_envs(
         self,
@@ -148,7 +151,11 @@ class LoadedAgent:
             action_mode=self.action_mode,
             max_turns=max_turns or self.max_turns,
             tokenizer=tokenizer,
-            **{**self.shortlist, **kwargs},
+            **{
+                **self.shortlist,
+                **({"observation_keys": self.observation_keys} if self.observation_keys else {}),
+                **kwargs,
+            },
         )
 
     def training_tokenizer(self, catalog: Any = None) -> CaptionTokenizer:
@@ -186,9 +193,9 @@ class LoadedAgent:
                     "the catalog, shopper and shortlist_size it was trained with, or retrain it"
                 )
             if self.kind == "rllib-ppo":
-                from fiq_gym.agents.rllib_shortlist import RLlibShortlistAgent
+                from fiq_gym.agents.rllib_modules import RLlibAgent
 
-                return RLlibShortlistAgent(self.model)
+                return RLlibAgent(self.model)
             if self.action_mode == "shortlist":
                 return SB3ShortlistAgent(self.model)
             return PPOAgent(self.model)
@@ -211,7 +218,7 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
     config = read_config(path, formats=set(_KINDS), what="an agent checkpoint", fix=_FIX)
     kind, mode = _KINDS[config["format"]]
     args = config.get("args") if isinstance(config.get("args"), dict) else {}
-    if kind == "ppo":
+    if kind in ("ppo", "rllib-ppo"):
         mode = str(args.get("action_mode") or mode)
     env_id = str(args.get("env_id") or DEFAULT_ENV_ID)
     try:
@@ -246,13 +253,14 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
         model=model,
         config=config,
         shortlist={k: args[k] for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
+        observation_keys=tuple(model.observation_space.spaces) if kind == "rllib-ppo" else None,
     )
 
 
 def _load_rllib_module(path: Path) -> Any:
     """The RLModule of an RLlib checkpoint; the ``rllib`` extra is imported only here."""
     try:
-        from fiq_gym.agents.rllib_shortlist import load_rl_module
+        from fiq_gym.agents.rllib_modules import load_rl_module
     except ImportError as e:
         raise CheckpointError(
             f"{path} is an RLlib checkpoint, and reading it needs Ray RLlib ({e}); "

@@ -3,8 +3,10 @@
 Needs the ``rllib`` extra (``pip install -e ".[rllib]"``). Each env runner is a Ray process
 that steps one native vector env of ``--envs-per-runner`` dialogs
 (:mod:`fiq_gym.envs.rllib`: registered in every runner, seeded without duplicated streams,
-no bootstrap at ``max_turns``); the policy is :class:`~fiq_gym.agents.rllib_shortlist.ShortlistRLModule`,
-the SB3 shortlist policy's network as an RLModule. docs/scaling.md has the cluster set-up.
+no bootstrap at ``max_turns``); the policy is :class:`~fiq_gym.agents.rllib_modules.ShortlistRLModule`,
+the SB3 shortlist policy's network as an RLModule. ``--action-mode index`` trains
+:class:`~fiq_gym.agents.rllib_modules.IndexRLModule` instead, a categorical over every item,
+on catalogs of at most ``MAX_INDEX_ITEMS`` items. docs/scaling.md has the cluster set-up.
 
     fiq-gym train rllib-ppo --num-env-runners 2 --envs-per-runner 8 --iterations 50 --out runs/rllib-ppo
     fiq-gym eval runs/rllib-ppo/checkpoint
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import ray
 import torch
@@ -38,16 +41,19 @@ from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
-from fiq_gym.agents.rllib_shortlist import ShortlistRLModule
+from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, gallery_matrix
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import RLLIB_PPO_FORMAT, prepare_run, versions
+from fiq_gym.dialog import DialogConfig
 from fiq_gym.envs.rllib import register_rllib_envs
 from fiq_gym.evaluation import EvaluationResult
 
-__all__ = ["Args", "build_config", "ray_session", "train"]
+__all__ = ["MAX_INDEX_ITEMS", "Args", "build_config", "module_spec", "ray_session", "train"]
 
 VECTORIZE_MODES = ("vector_entry_point", "sync")
+#: ``--action-mode index`` learns one logit per item: for small catalogs only.
+MAX_INDEX_ITEMS = 5_000
 
 
 @dataclass
@@ -60,12 +66,14 @@ class Args:
     """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
     max_turns: int = 5
     """turns per dialog"""
+    action_mode: str = "shortlist"
+    """shortlist (pick one of K candidates) or index (pick any item; catalogs of at most 5,000 items)"""
     shortlist_size: int = 32
-    """K, the candidates per turn"""
+    """shortlist mode: K, the candidates per turn"""
     shortlist: str = "retriever"
-    """the first stage that proposes them (retriever, retriever:DIR or random)"""
+    """shortlist mode: the first stage that proposes them (retriever, retriever:DIR or random)"""
     explore: float = 0.0
-    """fraction of the candidates that are random unseen items"""
+    """shortlist mode: fraction of the candidates that are random unseen items"""
     reward: str = "percentile"
     """env reward kind (see the env's docstring)"""
     num_env_runners: int = 0
@@ -107,10 +115,6 @@ class Args:
     threads: int = 1
     """torch threads of the learner (this process); 0: torch's default"""
 
-    @property
-    def action_mode(self) -> str:
-        return "shortlist"
-
 
 def env_config_of(args: Args) -> dict[str, Any]:
     """The env arguments of a run (RLlib's ``env_config``)."""
@@ -118,20 +122,47 @@ def env_config_of(args: Args) -> dict[str, Any]:
     if catalog and Path(catalog).expanduser().exists():
         # Runners may start in another working directory (and on other nodes).
         catalog = str(Path(catalog).expanduser().resolve())
-    return {
+    config = {
         "catalog": catalog,
         "user": args.user,
-        "action_mode": "shortlist",
+        "action_mode": args.action_mode,
         "max_turns": args.max_turns,
         "reward": args.reward,
-        "shortlist_size": args.shortlist_size,
-        "shortlist": args.shortlist,
-        "explore": args.explore,
     }
+    if args.action_mode == "shortlist":
+        config.update(shortlist_size=args.shortlist_size, shortlist=args.shortlist, explore=args.explore)
+    else:
+        # The module masks items already shown (the env would show them again, for nothing).
+        config["observation_keys"] = (*DialogConfig.default_keys(1, "index"), "shown_mask")
+    return config
+
+
+def module_spec(args: Args) -> RLModuleSpec:
+    """The RLModule of a run: :class:`ShortlistRLModule`, or :class:`IndexRLModule` with the
+    gallery read from the env (refused above ``MAX_INDEX_ITEMS`` items)."""
+    model_config: dict[str, Any] = {"embed_dim": args.embed_dim, "hidden": args.hidden}
+    if args.action_mode == "shortlist":
+        return RLModuleSpec(module_class=ShortlistRLModule, model_config=model_config)
+    if args.action_mode != "index":
+        raise ValueError(f"--action-mode must be shortlist or index, got {args.action_mode!r}")
+    probe = gym.make_vec(
+        args.env_id, num_envs=1, vectorization_mode="vector_entry_point", **env_config_of(args)
+    )
+    try:
+        gallery = gallery_matrix(probe)
+    finally:
+        probe.close()
+    if len(gallery) > MAX_INDEX_ITEMS:
+        raise ValueError(
+            f"--action-mode index learns one logit per item and is for catalogs of at most {MAX_INDEX_ITEMS:,} "
+            f"items; this one has {len(gallery):,} in play. Use --action-mode shortlist, or a smaller --catalog "
+            "(fiq-gym catalog build --size N --out DIR)"
+        )
+    return RLModuleSpec(module_class=IndexRLModule, model_config={**model_config, "gallery": gallery})
 
 
 def build_config(args: Args) -> PPOConfig:
-    """RLlib's PPO configuration of a run (new API stack, the shortlist RLModule)."""
+    """RLlib's PPO configuration of a run (new API stack, the run's RLModule)."""
     if args.vectorize not in VECTORIZE_MODES:
         raise ValueError(f"--vectorize must be one of {VECTORIZE_MODES}, got {args.vectorize!r}")
     if args.num_env_runners < 0 or args.envs_per_runner < 1:
@@ -158,12 +189,7 @@ def build_config(args: Args) -> PPOConfig:
             gamma=args.gamma,
             entropy_coeff=args.ent_coef,
         )
-        .rl_module(
-            rl_module_spec=RLModuleSpec(
-                module_class=ShortlistRLModule,
-                model_config={"embed_dim": args.embed_dim, "hidden": args.hidden},
-            )
-        )
+        .rl_module(rl_module_spec=module_spec(args))
         .debugging(seed=args.seed)
     )
 
@@ -256,8 +282,8 @@ def save(algo: Any, directory: Path, args: Args) -> Path:
         algo.save_to_path(str((tmp / "algorithm").resolve()))
         meta = {
             "format": RLLIB_PPO_FORMAT,
-            "agent": "RLlib PPO (shortlist)",
-            "args": {**dataclasses.asdict(args), "action_mode": "shortlist"},
+            "agent": f"RLlib PPO ({args.action_mode})",
+            "args": dataclasses.asdict(args),
             "versions": {**versions(), "ray": ray.__version__},
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -266,7 +292,7 @@ def save(algo: Any, directory: Path, args: Args) -> Path:
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:
     return parse_dataclass_args(
-        Args, argv, "Train Ray RLlib PPO on the shortlist action mode with many env runners.", prog=prog
+        Args, argv, "Train Ray RLlib PPO (shortlist or index action mode) with many env runners.", prog=prog
     )
 
 

@@ -196,7 +196,7 @@ def test_train_without_ray_names_the_install(monkeypatch, capsys):
 
     from fiq_gym.cli import main
 
-    for name in ("fiq_gym.agents.rllib_ppo", "fiq_gym.agents.rllib_shortlist"):
+    for name in ("fiq_gym.agents.rllib_ppo", "fiq_gym.agents.rllib_modules"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     assert main(["train", "rllib-ppo", "--iterations", "1"]) == 2
@@ -270,6 +270,38 @@ def test_two_runners_sample_different_episode_streams(small_catalog_path):
     assert not first[0] & first[1]
 
 
+@needs_ray
+def test_index_module_masks_shown_items_and_refuses_big_catalogs(small_catalog_path, monkeypatch):
+    from ray.rllib.core.columns import Columns
+
+    from fiq_gym.agents import rllib_ppo
+    from fiq_gym.agents.rllib_modules import RLlibAgent
+
+    args = _args(small_catalog_path, action_mode="index")
+    envs = gym.make_vec(
+        ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", **rllib_ppo.env_config_of(args)
+    )
+    spec = rllib_ppo.module_spec(args)
+    spec.observation_space, spec.action_space = envs.single_observation_space, envs.single_action_space
+    module = spec.build()
+    obs, _ = envs.reset(seed=0)
+    for _ in range(3):
+        obs, *_ = envs.step(envs.action_space.sample())
+    shown = obs["shown_mask"] > 0
+    assert shown.sum(1).min() >= 1
+    batch = {Columns.OBS: {k: torch.as_tensor(v) for k, v in obs.items()}}
+    with torch.no_grad():
+        logits = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS].numpy()
+    assert logits.shape == (4, 300)
+    assert (logits[shown] == -1e4).all() and (logits[~shown] > -1e3).all()
+    actions = RLlibAgent(module).act(obs, {})
+    assert not shown[np.arange(4), actions].any()
+    envs.close()
+    monkeypatch.setattr(rllib_ppo, "MAX_INDEX_ITEMS", 100)
+    with pytest.raises(ValueError, match="at most 100 items; this one has 300"):
+        rllib_ppo.module_spec(args)
+
+
 def _marked_processes(marker: str) -> list[int]:
     """Processes other than this one whose environment carries ``marker``."""
     found = []
@@ -288,13 +320,14 @@ def _marked_processes(marker: str) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find processes")
 def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path, tmp_path, monkeypatch):
-    """One local Ray instance: a 1-iteration PPO sampling in this process (0 runners) and one
-    in a runner process (the env id must resolve there), and a tiny scaling benchmark; each
+    """One local Ray instance: a 1-iteration PPO sampling in this process (0 runners), one in a
+    runner process (the env id must resolve there), one in index mode, and a tiny scaling
+    benchmark; each
     checkpoint evaluates through the sealed harness; afterwards no process started here is
     left."""
     from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.rllib_modules import RLlibAgent
     from fiq_gym.agents.rllib_ppo import ray_session, train
-    from fiq_gym.agents.rllib_shortlist import RLlibShortlistAgent
     from fiq_gym.benchmarks import rllib_scaling
     from fiq_gym.envs.evaluation import evaluate
 
@@ -307,6 +340,8 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
         for runners in (0, 1):
             args = _args(small_catalog_path, num_env_runners=runners, out=str(tmp_path / f"run{runners}"))
             results[runners] = train(args, progress=False)
+        index_args = _args(small_catalog_path, action_mode="index", out=str(tmp_path / "index"))
+        index_metrics, index_result = train(index_args, progress=False)
         # The scaling benchmark, tiny, in the same Ray instance.
         table = rllib_scaling.run(
             runners=[0],
@@ -330,12 +365,15 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
     assert (tmp_path / "bench" / "rllib_scaling.md").read_text() == table
     assert "| template | vector_entry_point | 0 |" in table and "| template | sync | 0 |" in table
     assert "native / sync sampling" in table and "--runners 0" in table
+    assert math.isfinite(index_metrics["losses/policy_loss"]) and index_result.ranks.shape[0] == 16
+    index_agent = load_agent(tmp_path / "index" / "checkpoint")
+    assert index_agent.action_mode == "index" and "shown_mask" in index_agent.observation_keys
     # `fiq-gym eval`'s path: load_agent rebuilds the env, the sealed harness plays it.
     loaded = load_agent(tmp_path / "run1" / "checkpoint")
     assert loaded.kind == "rllib-ppo" and loaded.action_mode == "shortlist"
     envs = loaded.make_envs(16)
     agent = loaded.make_agent(envs)
-    assert isinstance(agent, RLlibShortlistAgent)
+    assert isinstance(agent, RLlibAgent)
     again = evaluate(agent, envs, episodes=16, seed=10_005)
     envs.close()
     np.testing.assert_array_equal(again.ranks, results[1][1].ranks)  # same dialogs, same agent
