@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -191,14 +192,20 @@ def test_extractor_reads_token_ids_as_it_reads_one_hot(small_catalog_path):
     envs.close()
 
 
-def test_train_without_ray_names_the_install(monkeypatch, capsys):
-    import sys
+def _hide_ray(monkeypatch) -> None:
+    """Imports of ray (and of the modules that need it) fail, as if it were not installed."""
+    for name in list(sys.modules):
+        if name in ("ray", "fiq_gym.agents.rllib_ppo", "fiq_gym.agents.rllib_modules") or name.startswith(
+            "ray."
+        ):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)
 
+
+def test_train_without_ray_names_the_install(monkeypatch, capsys):
     from fiq_gym.cli import main
 
-    for name in ("fiq_gym.agents.rllib_ppo", "fiq_gym.agents.rllib_modules"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
+    _hide_ray(monkeypatch)
     assert main(["train", "rllib-ppo", "--iterations", "1"]) == 2
     assert 'pip install -e ".[rllib]"' in capsys.readouterr().err
 
@@ -330,6 +337,7 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
     from fiq_gym.agents.rllib_ppo import ray_session, train
     from fiq_gym.benchmarks import rllib_scaling
     from fiq_gym.envs.evaluation import evaluate
+    from fiq_gym.errors import CheckpointError
 
     marker = f"FIQ_GYM_RAY_TEST_{uuid.uuid4().hex}"
     monkeypatch.setenv(marker, "1")
@@ -377,6 +385,11 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
     again = evaluate(agent, envs, episodes=16, seed=10_005)
     envs.close()
     np.testing.assert_array_equal(again.ranks, results[1][1].ranks)  # same dialogs, same agent
+    # Without Ray, the checkpoint is still recognised, and the error names the install.
+    _hide_ray(monkeypatch)
+    with pytest.raises(CheckpointError, match=r'pip install -e "\.\[rllib\]"'):
+        load_agent(tmp_path / "run1" / "checkpoint")
+    monkeypatch.undo()
     # Every Ray process this test started exits (Ray's shutdown waits for most; give the
     # rest a moment, then name what is left).
     for _ in range(120):
