@@ -275,6 +275,10 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
             algo.stop()
     # Through load_agent, as `fiq-gym eval OUT/checkpoint` does; no Ray needed any more.
     result = evaluate_checkpoint(out / "checkpoint", episodes=args.eval_episodes, seed=10_000 + args.seed)
+    last = result.per_turn()[-1]
+    with SummaryWriter(out / "tb") as writer:
+        for key in ("success_rate", "mean_percentile", "R@10"):
+            writer.add_scalar(f"eval/{key}", last[key], args.iterations)
     return metrics, result
 
 
