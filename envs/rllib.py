@@ -217,6 +217,8 @@ def make_rllib_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.
     if num_envs is None:
         # RLlib passes an EnvContext here, which carries the runner's index.
         worker_index = int(getattr(config, "worker_index", 0) or 0)
+        if "max_turns" in kwargs:  # else gym.make's TimeLimit cuts dialogs at the registered 5
+            kwargs.setdefault("max_episode_steps", kwargs["max_turns"])
         return RLlibEnv(
             gym.make(env_id, **kwargs), worker_index, run_seed=run_seed, bootstrap_truncated=bootstrap
         )

@@ -161,6 +161,21 @@ def test_end_at_max_turns_is_terminal_unless_asked(small_catalog_path):
             assert not any(t.any() for _, t in ends)
 
 
+def test_sync_mode_env_plays_max_turns(small_catalog_path):
+    """A dialog that does not find its target lasts max_turns, not the registered 5."""
+    env = make_rllib_env(ENV_ID, {**_env_config(small_catalog_path), "max_turns": 7})
+    lengths = []
+    for seed in range(4):
+        env.reset(seed=seed)
+        terminated = truncated = False
+        while not (terminated or truncated):
+            _, _, terminated, truncated, info = env.step(0)
+        if not info["is_success"]:
+            lengths.append(int(info["turn"]))
+    env.close()
+    assert lengths and set(lengths) == {7}
+
+
 def test_autoreset_mode_other_than_next_step_is_refused(small_catalog_path):
     with pytest.raises(ValueError, match="NEXT_STEP"):
         make_rllib_env(
