@@ -45,7 +45,7 @@ from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, galle
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import RLLIB_PPO_FORMAT, prepare_run, versions
-from fiq_gym.dialog import CANDIDATE_KEYS, OBSERVATION_KEYS_V0
+from fiq_gym.dialog_engine import CANDIDATE_KEYS, OBSERVATION_KEYS_V0
 from fiq_gym.envs.rllib import register_rllib_envs
 from fiq_gym.evaluation import EvaluationResult
 

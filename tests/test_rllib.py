@@ -171,7 +171,7 @@ def test_sync_mode_env_plays_max_turns(small_catalog_path):
         while not (terminated or truncated):
             _, _, terminated, truncated, info = env.step(0)
         if not info["is_success"]:
-            lengths.append(int(info["turn"]))
+            lengths.append(int(info["dialog_turn"]))
     env.close()
     assert lengths and set(lengths) == {7}
 
