@@ -142,7 +142,7 @@ def _lookup(rows: Sequence[Row], user: str, mode: str, runners: int) -> Row | No
     return next((r for r in rows if (r.user, r.mode, r.runners) == (user, mode, runners)), None)
 
 
-def to_markdown(rows: Sequence[Row], command: str, catalog: str) -> str:
+def to_markdown(rows: Sequence[Row], command: str, catalog: str, load: str = "") -> str:
     lines = [
         "# RLlib scaling",
         "",
@@ -177,6 +177,7 @@ def to_markdown(rows: Sequence[Row], command: str, catalog: str) -> str:
         "",
         f"Machine: {machine_line()}",
         "",
+        *([f"Load average (1, 5, 15 min) when the run started: {load}", ""] if load else []),
         f"Libraries: {library_versions()}, ray {__import__('ray').__version__}",
         "",
     ]
@@ -199,6 +200,8 @@ def run(
 ) -> str:
     """Measure every (shopper, mode, runners) row and write ``out/rllib_scaling.md``."""
     rows = []
+    # Other work on the machine moves every figure: the file says how busy it was.
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else ""
     torch.set_num_threads(1)  # as `fiq-gym train rllib-ppo` does (--threads 1)
     with ray_session(num_cpus=max(1, *runners)), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -218,9 +221,8 @@ def run(
                     )
                     rows.append(measure(args, steps, iterations))
                     print(rows[-1], file=sys.stderr, flush=True)
-    text = to_markdown(
-        rows, command, f"catalog {catalog}" if catalog else "the default catalog (10,000 items)"
-    )
+    where = f"catalog {catalog}" if catalog else "the default catalog (10,000 items)"
+    text = to_markdown(rows, command, f"{where}, first stage {shortlist}", load)
     atomic_write_text(out / "rllib_scaling.md", text)
     return text
 
