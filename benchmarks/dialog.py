@@ -1,6 +1,6 @@
 """The dialog retrieval benchmark: supervised vs RL-trained retrievers on one evaluation set.
 
-    fiq-gym bench --quick                       # the README's main job (< 10 min on 2 cores)
+    fiq-gym bench --quick                       # the README's main job (~11 min on 2 cores)
     fiq-gym bench --full --publish              # more seeds, longer training, both users
     python -m fiq_gym.benchmarks.dialog --preset tiny --catalog DIR --out /tmp/bench
 
@@ -113,7 +113,7 @@ PRESETS = {
         shortlist_timesteps=256,
         num_envs=8,
     ),
-    # The README's main job: under 10 minutes on a 2-core machine.
+    # The README's main job: about 11 minutes on an idle 2-core machine.
     "quick": Preset(
         "quick",
         seeds=(0,),
