@@ -343,17 +343,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "side_info": side_info,
             "shortlist": shortlist,
         }
-        parts = build_dialog(
-            config,
-            1,
-            catalog=catalog,
-            category=category,
-            user=user,
-            user_kwargs=user_kwargs,
-            tokenizer=tokenizer,
-            side_info=side_info,
-            shortlist=shortlist,
-        )
+        parts = build_dialog(num_dialogs=1, **self._args)
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
         self.first_stage, self._dialog = parts.first_stage, parts.dialog
         self.category = category
