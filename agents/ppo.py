@@ -209,10 +209,11 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
     return model, result
 
 
-def env_kwargs_of(args: Any) -> dict[str, Any]:
-    """The env arguments a PPO or DQN run's ``args`` describe (shortlist ones in that mode)."""
-    if args.action_mode not in ("query", "shortlist"):
-        raise ValueError(f"--action-mode must be query or shortlist, got {args.action_mode!r}")
+def env_kwargs_of(args: Any, modes: tuple[str, ...] = ("query", "shortlist")) -> dict[str, Any]:
+    """The env arguments a PPO, DQN or RLlib run's ``args`` describe (shortlist ones in that
+    mode); ``modes``: the action modes the trainer supports."""
+    if args.action_mode not in modes:
+        raise ValueError(f"--action-mode must be {' or '.join(modes)}, got {args.action_mode!r}")
     kwargs = {
         "catalog": args.catalog,
         "user": args.user,

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+from fiq_gym.agents.ppo import env_kwargs_of
 from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, gallery_matrix
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_directory
@@ -118,21 +119,14 @@ class Args:
 
 def env_config_of(args: Args) -> dict[str, Any]:
     """The env arguments of a run (RLlib's ``env_config``)."""
-    catalog = args.catalog
+    config = {**env_kwargs_of(args, modes=("shortlist", "index")), "reward": args.reward}
+    catalog = config["catalog"]
     if catalog and Path(catalog).expanduser().exists():
         # Runners may start in another working directory (and on other nodes).
-        catalog = str(Path(catalog).expanduser().resolve())
-    config = {
-        "catalog": catalog,
-        "user": args.user,
-        "action_mode": args.action_mode,
-        "max_turns": args.max_turns,
-        "reward": args.reward,
-    }
+        config["catalog"] = str(Path(catalog).expanduser().resolve())
     # The modules read this turn only (like the SB3 policies), not the dialog's history: left
     # out, it is that much less for RLlib to copy and batch every step.
     if args.action_mode == "shortlist":
-        config.update(shortlist_size=args.shortlist_size, shortlist=args.shortlist, explore=args.explore)
         config["observation_keys"] = (*OBSERVATION_KEYS_V0, *CANDIDATE_KEYS)
     else:
         # The module masks items already shown (the env would show them again, for nothing).
