@@ -7,6 +7,10 @@ start-up time of the algorithm and the memory of each runner. Needs the ``rllib`
 
 What each column means:
 
+* **first stage**: what proposes the shortlist (``--shortlist``): ``retriever`` (the shipped
+  supervised retriever, the configuration `fiq-gym train rllib-ppo` uses) runs one dialog at
+  a time, so it costs the same in both vectorization modes; ``random`` costs nothing, which
+  leaves RLlib's own per-step work and the rest of the env.
 * **native env alone**: the same vector env of ``--envs-per-runner`` dialogs stepped in a bare
   loop with random candidates, no RLlib: the ceiling for one sampling process.
 * **sampled steps/s**: every runner samples ``--steps`` env steps with the policy (exploring),
@@ -21,7 +25,10 @@ What each column means:
   this process, which also holds the learner.
 
 One Ray instance of ``max(--runners)`` CPUs serves every row; all figures of one table come
-from one run on one machine, so ratios compare even when absolute numbers are noisy.
+from one run on one machine, so ratios compare even when absolute numbers are noisy. Each row
+starts with fresh first stages (:func:`fiq_gym.envs.building.forget_first_stages`): they keep
+the state of recent dialog prefixes, and the rows replay the same seeded dialogs, so without
+this a row sampled in this process would run on the previous rows' warm cache.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from fiq_gym.agents.rllib_ppo import Args, build_config, env_config_of, ray_sess
 from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, git_revision, library_versions
 from fiq_gym.benchmarks.throughput import machine_line
+from fiq_gym.envs.building import forget_first_stages
 
 __all__ = ["Row", "measure", "run", "to_markdown"]
 
@@ -55,6 +63,7 @@ MODES = ("vector_entry_point", "sync")
 class Row:
     user: str
     mode: str
+    first_stage: str
     runners: int
     envs_per_runner: int
     native_alone: float  # steps/s of the bare vector env, no RLlib
@@ -112,8 +121,10 @@ def _sample(algo, steps: int, local: bool) -> float:
 
 
 def measure(args: Args, steps: int, iterations: int) -> Row:
-    """One row: ``args`` fixes the shopper, mode, runners and sizes."""
+    """One row: ``args`` fixes the shopper, mode, first stage, runners and sizes."""
+    forget_first_stages()
     native = _native_alone(args, steps)
+    forget_first_stages()
     start = time.perf_counter()
     algo = build_config(args).build_algo()
     startup = time.perf_counter() - start
@@ -127,6 +138,7 @@ def measure(args: Args, steps: int, iterations: int) -> Row:
     return Row(
         user=args.user,
         mode=args.vectorize,
+        first_stage=args.shortlist,
         runners=args.num_env_runners,
         envs_per_runner=args.envs_per_runner,
         native_alone=native,
@@ -138,8 +150,9 @@ def measure(args: Args, steps: int, iterations: int) -> Row:
     )
 
 
-def _lookup(rows: Sequence[Row], user: str, mode: str, runners: int) -> Row | None:
-    return next((r for r in rows if (r.user, r.mode, r.runners) == (user, mode, runners)), None)
+def _lookup(rows: Sequence[Row], first_stage: str, user: str, mode: str, runners: int) -> Row | None:
+    key = (first_stage, user, mode, runners)
+    return next((r for r in rows if (r.first_stage, r.user, r.mode, r.runners) == key), None)
 
 
 def to_markdown(rows: Sequence[Row], command: str, catalog: str, load: str = "") -> str:
@@ -150,23 +163,25 @@ def to_markdown(rows: Sequence[Row], command: str, catalog: str, load: str = "")
         f"{rows[0].envs_per_runner} dialogs per runner. Steps are env steps (one dialog turn). "
         "Columns: see `python -m fiq_gym.benchmarks.rllib_scaling --help` and the module docstring.",
         "",
-        "| shopper | vectorization | runners | native env alone (steps/s) | sampled (steps/s) | iteration s | start-up s | runner PSS MB | runner RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| first stage | shopper | vectorization | runners | native env alone (steps/s) | sampled (steps/s) | iteration s | start-up s | runner PSS MB | runner RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.user} | {r.mode} | {r.runners} | {r.native_alone:,.0f} | {r.sampled:,.0f} | "
+            f"| {r.first_stage} | {r.user} | {r.mode} | {r.runners} | {r.native_alone:,.0f} | {r.sampled:,.0f} | "
             f"{r.iteration_seconds:.2f} | {r.startup_seconds:.1f} | {r.pss_mb:,.0f} | {r.rss_mb:,.0f} |"
         )
     ratios = []
-    for user in dict.fromkeys(r.user for r in rows):
-        for runners in sorted({r.runners for r in rows}):
-            native, sync = _lookup(rows, user, MODES[0], runners), _lookup(rows, user, MODES[1], runners)
-            if native and sync:
-                ratios.append(
-                    f"- {user}, {runners} runner{'s' if runners != 1 else ''}: native / sync sampling "
-                    f"**{native.sampled / sync.sampled:.1f}x** (goal >= 2x)"
-                )
+    for first_stage in dict.fromkeys(r.first_stage for r in rows):
+        for user in dict.fromkeys(r.user for r in rows):
+            for runners in sorted({r.runners for r in rows}):
+                native = _lookup(rows, first_stage, user, MODES[0], runners)
+                sync = _lookup(rows, first_stage, user, MODES[1], runners)
+                if native and sync:
+                    ratios.append(
+                        f"- {first_stage} first stage, {user}, {runners} runner{'s' if runners != 1 else ''}: "
+                        f"native / sync sampling **{native.sampled / sync.sampled:.1f}x** (goal >= 2x)"
+                    )
     if ratios:
         lines += ["", "## Native vector env against RLlib's sync vectorization", "", *ratios]
     lines += [
@@ -196,7 +211,7 @@ def run(
     catalog: str | None,
     out: Path,
     command: str,
-    shortlist: str = "retriever",
+    shortlist: str | Sequence[str] = "retriever",
 ) -> str:
     """Measure every (shopper, mode, runners) row and write ``out/rllib_scaling.md``."""
     rows = []
@@ -205,24 +220,26 @@ def run(
     torch.set_num_threads(1)  # as `fiq-gym train rllib-ppo` does (--threads 1)
     with ray_session(num_cpus=max(1, *runners)), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for user in users:
-            for mode in modes:
-                for n in runners:
-                    args = Args(
-                        catalog=catalog,
-                        shortlist=shortlist,
-                        user=user,
-                        num_env_runners=n,
-                        envs_per_runner=envs_per_runner,
-                        vectorize=mode,
-                        train_batch_size=train_batch_size,
-                        minibatch_size=min(256, train_batch_size),
-                        num_epochs=1,
-                    )
-                    rows.append(measure(args, steps, iterations))
-                    print(rows[-1], file=sys.stderr, flush=True)
+        first_stages = [shortlist] if isinstance(shortlist, str) else list(shortlist)
+        for first_stage in first_stages:
+            for user in users:
+                for mode in modes:
+                    for n in runners:
+                        args = Args(
+                            catalog=catalog,
+                            shortlist=first_stage,
+                            user=user,
+                            num_env_runners=n,
+                            envs_per_runner=envs_per_runner,
+                            vectorize=mode,
+                            train_batch_size=train_batch_size,
+                            minibatch_size=min(256, train_batch_size),
+                            num_epochs=1,
+                        )
+                        rows.append(measure(args, steps, iterations))
+                        print(rows[-1], file=sys.stderr, flush=True)
     where = f"catalog {catalog}" if catalog else "the default catalog (10,000 items)"
-    text = to_markdown(rows, command, f"{where}, first stage {shortlist}", load)
+    text = to_markdown(rows, command, where, load)
     atomic_write_text(out / "rllib_scaling.md", text)
     return text
 
@@ -238,7 +255,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--train-batch-size", type=int, default=1024)
     parser.add_argument("--catalog", help="catalog directory (default: the default catalog)")
     parser.add_argument(
-        "--shortlist", default="retriever", help="first stage (retriever, retriever:DIR, random)"
+        "--shortlist",
+        nargs="+",
+        default=["retriever", "random"],
+        help="first stages to measure (retriever, retriever:DIR, random)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

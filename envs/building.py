@@ -14,13 +14,21 @@ from typing import Any
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.dialog_engine import DialogBatch, DialogConfig
+from fiq_gym.envs.configurations import apply_configuration
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.shortlist import FirstStage, make_first_stage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 from fiq_gym.users.registry import SHOPPERS, make_user
 
-__all__ = ["USERS", "EnvParts", "build_dialog", "build_dialog_parts", "build_first_stage"]
+__all__ = [
+    "USERS",
+    "EnvParts",
+    "build_dialog",
+    "build_dialog_parts",
+    "build_first_stage",
+    "forget_first_stages",
+]
 
 USERS = SHOPPERS
 
@@ -67,6 +75,14 @@ def build_first_stage(
     return cached[1]
 
 
+def forget_first_stages() -> None:
+    """Drop the first stages shared by this process's envs; envs made afterwards build their
+    own. A first stage keeps the state of recent dialog prefixes, so a benchmark that replays
+    the same seeded dialogs calls this between measurements: otherwise the second one runs on
+    the first one's warm cache. Envs already made keep the first stage they have."""
+    _FIRST_STAGES.clear()
+
+
 @dataclass
 class EnvParts:
     """What an environment runs on: its catalog, shopper, caption tokenizer, shortlist first
@@ -90,11 +106,15 @@ def build_dialog(
     tokenizer: CaptionTokenizer | None,
     side_info: str,
     shortlist: str | FirstStage,
+    configuration: str = "default",
 ) -> EnvParts:
     """The parts of an environment with ``num_dialogs`` dialogs: the single env (one) and the
-    native vector env (``num_envs``) are built by this one function."""
+    native vector env (``num_envs``) are built by this one function. ``configuration`` fills
+    in the catalog and shopper settings left at their defaults
+    (:mod:`fiq_gym.envs.configurations`)."""
     if side_info not in ("predicted", "labels"):
         raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
+    catalog, user_kwargs = apply_configuration(configuration, catalog, user, user_kwargs)
     opened, tables, chosen, tok = build_dialog_parts(
         catalog, category, user, user_kwargs, tokenizer, side_info if config.version == 1 else "auto"
     )

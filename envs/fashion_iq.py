@@ -312,6 +312,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         shortlist: str | FirstStage = "retriever",
         explore: float = 0.0,
         caption_text: bool = True,
+        configuration: str = "default",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -342,11 +343,13 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "config": config,
             "side_info": side_info,
             "shortlist": shortlist,
+            "configuration": configuration,
         }
         parts = build_dialog(num_dialogs=1, **self._args)
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
         self.first_stage, self._dialog = parts.first_stage, parts.dialog
         self.category = category
+        self.configuration = configuration
         self.observation_space = self._dialog.observation_space()
         self.action_space = self._dialog.action_space()
         self.render_mode = render_mode

@@ -25,8 +25,18 @@ _CONFIGS = {
     "FashionIQToptee": {"category": "toptee"},
 }
 
+# The named configurations of fiq_gym.envs.configurations (catalog and shopper settings),
+# chosen from measurements (benchmarks/results/configurations.md); v1 only.
+_CONFIGURATION_IDS = {
+    "FashionIQ100k": {"configuration": "100k"},
+    "FashionIQTerse": {"configuration": "terse"},
+    "FashionIQTerse100k": {"configuration": "terse-100k"},
+}
+
 # id -> fixed keyword arguments. Names are part of the public API: keep them.
-ENV_IDS: dict[str, dict] = {f"fiq_gym/{name}-v1": kwargs for name, kwargs in _CONFIGS.items()}
+ENV_IDS: dict[str, dict] = {
+    f"fiq_gym/{name}-v1": kwargs for name, kwargs in {**_CONFIGS, **_CONFIGURATION_IDS}.items()
+}
 # Deprecated: the v0 rules, kept registered for one release (they warn when made).
 ENV_IDS_V0: dict[str, dict] = {f"fiq_gym/{name}-v0": kwargs for name, kwargs in _CONFIGS.items()}
 

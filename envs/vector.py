@@ -86,6 +86,7 @@ class FashionIQVectorEnv(VectorEnv):
         explore: float = 0.0,
         caption_text: bool = True,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        configuration: str = "default",
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -133,7 +134,9 @@ class FashionIQVectorEnv(VectorEnv):
             tokenizer=tokenizer,
             side_info=side_info,
             shortlist=shortlist,
+            configuration=configuration,
         )
+        self.configuration = configuration
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
         self.first_stage, self._dialog = parts.first_stage, parts.dialog
         self.single_observation_space = self._dialog.observation_space()

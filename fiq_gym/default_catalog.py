@@ -1,6 +1,12 @@
 """The default catalog, built on first use into the cache and reused afterwards, and
 :func:`resolve_catalog`, which turns what a user passes as ``catalog=`` into a catalog.
 
+Besides a directory, ``catalog=`` takes a **synthetic catalog spec**, ``"synthetic:SIZE"`` or
+``"synthetic:SIZE:SEED"`` (e.g. ``"synthetic:100000"``): the synthetic catalog of that size
+and seed with the shipped network's features, built into the cache on first use like the
+default one (which is ``"synthetic:10000:0"``). A spec builds the same catalog on any machine,
+so it is how registered configurations and cluster runs name a catalog without a shared path.
+
 The cache lives in ``$FIQ_GYM_CACHE`` if set, else ``$XDG_CACHE_HOME/fiq-gym``, else
 ``~/.cache/fiq-gym``. A default catalog comes with image features and predicted attributes
 from the attribute network shipped with fiq-gym (:mod:`fiq_gym.features.default_network`).
@@ -25,8 +31,11 @@ __all__ = [
     "cache_dir",
     "default_catalog_path",
     "load_default_catalog",
+    "parse_synthetic_spec",
     "resolve_catalog",
 ]
+
+SYNTHETIC_PREFIX = "synthetic:"
 
 DEFAULT_SIZE = 10_000
 DEFAULT_SEED = 0
@@ -82,16 +91,42 @@ _opened: dict[tuple[str, int], Catalog] = {}
 _lock = threading.Lock()
 
 
+def parse_synthetic_spec(spec: str) -> tuple[int, int] | None:
+    """``(size, seed)`` of a ``"synthetic:SIZE[:SEED]"`` spec, or None if ``spec`` is not one.
+
+    Raises ``ValueError`` naming the expected form when the spec starts with ``synthetic:``
+    but does not parse (so a typo is not taken for a directory name)."""
+    if not spec.startswith(SYNTHETIC_PREFIX):
+        return None
+    parts = spec[len(SYNTHETIC_PREFIX) :].replace("_", "").split(":")
+    try:
+        if len(parts) not in (1, 2):
+            raise ValueError
+        size, seed = int(parts[0]), int(parts[1]) if len(parts) == 2 else DEFAULT_SEED
+    except ValueError:
+        raise ValueError(
+            f"catalog spec {spec!r} does not parse: write synthetic:SIZE or synthetic:SIZE:SEED, "
+            "e.g. synthetic:100000 or synthetic:100000:0"
+        ) from None
+    if size < 2 or seed < 0:
+        raise ValueError(
+            f"catalog spec {spec!r}: in synthetic:SIZE:SEED, SIZE must be at least 2 and SEED at least 0"
+        )
+    return size, seed
+
+
 def resolve_catalog(catalog: Catalog | str | os.PathLike | None) -> Catalog:
-    """``None``: the default synthetic catalog (built on first use); a path: that catalog
+    """``None``: the default synthetic catalog (built on first use); ``"synthetic:SIZE[:SEED]"``:
+    that synthetic catalog (built into the cache on first use); a path: that catalog
     directory; a :class:`Catalog`: itself."""
     if isinstance(catalog, Catalog):
         return catalog
     if catalog is not None and not isinstance(catalog, str | os.PathLike):
         raise TypeError(f"catalog must be a Catalog, a directory path or None, got {type(catalog).__name__}")
+    spec = parse_synthetic_spec(catalog) if isinstance(catalog, str) else None
     with _lock:
-        if catalog is None:
-            opened = load_default_catalog()
+        if catalog is None or spec is not None:
+            opened = load_default_catalog(*(spec or ()))
             path = Path(opened.provenance["path"]).resolve()
         else:
             path = Path(catalog).expanduser().resolve()

@@ -65,8 +65,8 @@ def test_registered_ids_pass_both_checkers(env_id, action_mode, small_catalog_pa
         env = gym.make(env_id, catalog=small_catalog_path, action_mode=action_mode)
         single = (FashionIQEnvV0 if v0 else FashionIQEnv)(
             catalog=small_catalog_path,
-            category=ENV_IDS_V0[env_id].get("category") if v0 else ENV_IDS[env_id].get("category"),
             action_mode=action_mode,
+            **(ENV_IDS_V0 if v0 else ENV_IDS)[env_id],
         )
     assert env.spec.max_episode_steps == gym.spec(env_id).max_episode_steps == 5
     with warnings.catch_warnings():

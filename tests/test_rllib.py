@@ -386,7 +386,8 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
         assert result.ranks.shape[0] == 16
         assert (tmp_path / f"run{runners}" / "tb").is_dir()
     assert (tmp_path / "bench" / "rllib_scaling.md").read_text() == table
-    assert "| template | vector_entry_point | 0 |" in table and "| template | sync | 0 |" in table
+    assert "| random | template | vector_entry_point | 0 |" in table
+    assert "| random | template | sync | 0 |" in table
     assert "native / sync sampling" in table and "--runners 0" in table
     assert math.isfinite(index_metrics["losses/policy_loss"]) and index_result.ranks.shape[0] == 16
     index_agent = load_agent(tmp_path / "index" / "checkpoint")

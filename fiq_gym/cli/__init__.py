@@ -47,10 +47,10 @@ def _catalog_build(args: argparse.Namespace) -> int:
 
 
 def _resolve_catalog(path: str | None):
-    from fiq_gym.catalog.storage import open_catalog
-    from fiq_gym.default_catalog import load_default_catalog
+    from fiq_gym.default_catalog import resolve_catalog
 
-    return open_catalog(path) if path else load_default_catalog()
+    # A directory, a "synthetic:SIZE[:SEED]" spec, or the default catalog.
+    return resolve_catalog(path or None)
 
 
 def _catalog_show(args: argparse.Namespace) -> int:

@@ -1,0 +1,69 @@
+"""Named configurations (catalog spec + shopper settings) and the ids registered for them."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+import fiq_gym  # noqa: F401
+from fiq_gym.default_catalog import parse_synthetic_spec, resolve_catalog
+from fiq_gym.envs import ENV_IDS, FashionIQVectorEnv
+from fiq_gym.envs.configurations import CONFIGURATIONS, apply_configuration
+from fiq_gym.users import TemplateNoise
+
+
+def test_synthetic_specs_parse_and_typos_are_named():
+    assert parse_synthetic_spec("synthetic:100000") == (100_000, 0)
+    assert parse_synthetic_spec("synthetic:100_000:3") == (100_000, 3)
+    assert parse_synthetic_spec("/data/catalog") is None
+    for bad in ("synthetic:", "synthetic:10k", "synthetic:1:2:3", "synthetic:1", "synthetic:50:-1"):
+        with pytest.raises(ValueError, match="synthetic:SIZE"):
+            parse_synthetic_spec(bad)
+
+
+def test_a_spec_builds_that_synthetic_catalog_once_and_reuses_it():
+    first = resolve_catalog("synthetic:300:5")
+    assert len(first) == 300 and first.features is not None
+    assert resolve_catalog("synthetic:300:5") is first  # opened once per process
+    assert len(resolve_catalog("synthetic:301:5")) == 301
+
+
+def test_configurations_fill_in_only_what_the_caller_left_at_its_default():
+    assert apply_configuration("100k", None, "template", None) == ("synthetic:100000", None)
+    assert apply_configuration("100k", "/my/catalog", "template", None) == ("/my/catalog", None)
+    catalog, kwargs = apply_configuration("terse", None, "template", None)
+    assert catalog is None and kwargs["max_differences"] == 1
+    # An explicit shopper or explicit shopper settings win.
+    assert apply_configuration("terse", None, "transformer", None) == (None, None)
+    assert apply_configuration("terse", None, "template", {"max_differences": 2}) == (
+        None,
+        {"max_differences": 2},
+    )
+    with pytest.raises(ValueError, match="unknown configuration 'hard'; choose one of"):
+        apply_configuration("hard", None, "template", None)
+
+
+@pytest.mark.parametrize(("env_id", "name"), [("fiq_gym/FashionIQTerse-v1", "terse")])
+def test_a_configuration_id_plays_its_shopper(env_id, name, small_catalog_path):
+    env = gym.make(env_id, catalog=small_catalog_path)
+    user = env.unwrapped.user
+    spec = CONFIGURATIONS[name].template
+    assert user.max_differences == spec["max_differences"] == 1
+    assert user.noise == TemplateNoise(**spec["noise"])
+    env.close()
+    # The same configuration by name on the base id, and in the native vector env.
+    venv = gym.make_vec(
+        "fiq_gym/FashionIQ-v1",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        catalog=small_catalog_path,
+        configuration=name,
+    )
+    assert isinstance(venv.unwrapped, FashionIQVectorEnv)
+    assert venv.unwrapped.user.max_differences == 1 and venv.unwrapped.configuration == name
+    venv.close()
+
+
+def test_every_configuration_id_names_a_known_configuration():
+    named = {kwargs["configuration"] for kwargs in ENV_IDS.values() if "configuration" in kwargs}
+    assert named and named <= set(CONFIGURATIONS)
