@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from stable_baselines3 import DQN
+from stable_baselines3.common.vec_env import VecMonitor
 
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.ppo import ProgressCallback, env_kwargs_of, evaluate_model
@@ -88,7 +89,10 @@ def train(args: Args, progress: bool = True) -> tuple[DQN, EvaluationResult]:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint")
-    vec_env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, reward=args.reward, **env_kwargs_of(args))
+    # VecMonitor: SB3 logs rollout/ep_rew_mean and ep_len_mean to TensorBoard from it.
+    vec_env = VecMonitor(
+        make_sb3_vec_env(args.env_id, num_envs=args.num_envs, reward=args.reward, **env_kwargs_of(args))
+    )
     vec_env.seed(args.seed)
     model = DQN(
         ShortlistDQNPolicy,

@@ -31,6 +31,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecMonitor
 from torch import nn
 
 import fiq_gym  # noqa: F401
@@ -179,7 +180,8 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
     out = Path(args.out)
     prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint")
     env_kwargs = {**env_kwargs_of(args), "reward": args.reward}
-    vec_env = make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **env_kwargs)
+    # VecMonitor: SB3 logs rollout/ep_rew_mean and ep_len_mean to TensorBoard from it.
+    vec_env = VecMonitor(make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **env_kwargs))
     vec_env.seed(args.seed)
     shortlist = args.action_mode == "shortlist"
     policy_kwargs: dict[str, Any] = (

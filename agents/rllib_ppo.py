@@ -99,6 +99,14 @@ class Args:
     """Adam learning rate"""
     gamma: float = 0.99
     """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda (SB3's default; RLlib's own is 1.0)"""
+    clip_range: float = 0.2
+    """PPO's ratio clip (SB3's default; RLlib's own is 0.3)"""
+    vf_coef: float = 0.5
+    """value loss coefficient (SB3's default; RLlib's own is 1.0)"""
+    max_grad_norm: float = 0.5
+    """gradient norm clip (SB3's default; RLlib's own is none)"""
     ent_coef: float = 0.0
     """entropy coefficient"""
     embed_dim: int = 64
@@ -184,6 +192,14 @@ def build_config(args: Args) -> PPOConfig:
             num_epochs=args.num_epochs,
             lr=args.learning_rate,
             gamma=args.gamma,
+            # SB3 PPO's loss, so the two engines' runs compare (benchmarks/rllib_learning_curve.py):
+            # clipped surrogate without RLlib's extra KL penalty, SB3's lambda and coefficients.
+            lambda_=args.gae_lambda,
+            clip_param=args.clip_range,
+            vf_loss_coeff=args.vf_coef,
+            use_kl_loss=False,
+            grad_clip=args.max_grad_norm,
+            grad_clip_by="global_norm",
             entropy_coeff=args.ent_coef,
         )
         .rl_module(rl_module_spec=module_spec(args))

@@ -38,7 +38,9 @@ from fiq_gym.benchmarks.publishing import (
     prepare_publish_dir,
 )
 from fiq_gym.comparison import paired_difference
+from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.registration import env_id_for
 from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet
 from fiq_gym.links import doc_url
 
@@ -127,6 +129,18 @@ PRESETS = {
         # nearly free because only evaluation runs with the learned shopper.
         eval_users=("template", "transformer"),
     ),
+    # The leaderboard's budget (benchmarks/results/leaderboard.md): the quick preset's training
+    # with 3 seeds and 1,000 dialogs, template shopper only, so a configuration costs ~30 min.
+    "leaderboard": Preset(
+        "leaderboard",
+        seeds=(0, 1, 2),
+        episodes=1000,
+        supervised_rounds=250,
+        pg_rounds=80,
+        mbpi_rounds=40,
+        ppo_timesteps=48_000,
+        shortlist_timesteps=10_000,
+    ),
     # 3 seeds x 2,000 paired dialogs: a 0.02 difference in success at turn 5 is detectable when
     # the agents disagree on up to ~15% of dialogs (benchmarks/README.md, "Power").
     "full": Preset(
@@ -177,6 +191,8 @@ class BenchmarkResult:
     sealed: bool = True
 
     budgets: dict[tuple[str, str, int], Budget] = field(default_factory=dict)
+    #: the named configuration played (fiq_gym.envs.configurations)
+    configuration: str = "default"
 
     def outcomes(
         self, agent: str, train_user: str, eval_user: str, metric: str, turn: int
@@ -279,6 +295,7 @@ def train_agents(
     run: Path,
     progress: bool,
     max_turns: int,
+    env_id: str = "fiq_gym/FashionIQ-v1",
 ) -> tuple[dict[str, Any], dict[str, Budget], str]:
     """Train (or load) every requested agent for one (user, seed); return what evaluates them,
     what each one's training cost and the shortlist agents' first stage."""
@@ -287,7 +304,14 @@ def train_agents(
     base = run / user / f"seed{seed}"
     # One torch thread: the networks are small, and a second thread would fight the env's
     # numpy work (and anything else on a 2-core machine) for the cores.
-    common = {"catalog": catalog, "user": user, "seed": seed, "max_turns": max_turns, "threads": 1}
+    common = {
+        "env_id": env_id,
+        "catalog": catalog,
+        "user": user,
+        "seed": seed,
+        "max_turns": max_turns,
+        "threads": 1,
+    }
     trained: dict[str, Any] = {}
     budgets: dict[str, Budget] = {}
 
@@ -420,6 +444,7 @@ def _agent_and_env(
     max_turns: int,
     seed: int,
     first_stage: str = "retriever",
+    env_id: str = "fiq_gym/FashionIQ-v1",
 ):
     """The agent and the env it is evaluated in with shopper ``user`` (a trained agent keeps
     the tokenizer of the shopper it was trained with; see :meth:`LoadedAgent.make_envs`)."""
@@ -430,7 +455,7 @@ def _agent_and_env(
     if checkpoint is None:
         shortlist = {"shortlist": first_stage} if ACTION_MODES[name] == "shortlist" else {}
         envs = gym.make_vec(
-            "fiq_gym/FashionIQ-v1",
+            env_id,
             num_envs=num_envs,
             vectorization_mode="vector_entry_point",
             catalog=catalog,
@@ -463,6 +488,7 @@ def run_benchmark(
     command: str = "",
     sealed: bool = True,
     jobs: int = 1,
+    configuration: str = "default",
 ) -> BenchmarkResult:
     """Train and evaluate ``agents`` for every (train user, seed) stage of ``preset``.
 
@@ -479,12 +505,13 @@ def run_benchmark(
         raise ValueError(f"unknown agents {unknown}; choose from {list(AGENTS)}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    env_id = env_id_for(configuration)
     out.mkdir(parents=True, exist_ok=True)
-    result = BenchmarkResult(preset, command=command, sealed=sealed)
+    result = BenchmarkResult(preset, command=command, sealed=sealed, configuration=configuration)
     stages = [(u, s) for u in train_users for s in seeds]
     if jobs > 1 and len(stages) > 1:
         worker_args = ["--agents", *agents, "--eval-users", *eval_users, "--turns", str(max_turns)]
-        worker_args += ["--preset", preset.name, "--run-dir", str(out)]
+        worker_args += ["--preset", preset.name, "--run-dir", str(out), "--config", configuration]
         worker_args += ([] if catalog is None else ["--catalog", str(catalog)]) + (
             [] if sealed else ["--unsealed"]
         )
@@ -503,7 +530,7 @@ def run_benchmark(
                 flush=True,
             )
         trained, budgets, first_stage = train_agents(
-            preset, agents, user, seed, catalog, out / "runs", progress, max_turns
+            preset, agents, user, seed, catalog, out / "runs", progress, max_turns, env_id
         )
         result.budgets.update({(name, user, seed): b for name, b in budgets.items()})
         for eval_user in eval_users:
@@ -517,6 +544,7 @@ def run_benchmark(
                     max_turns,
                     seed,
                     first_stage,
+                    env_id,
                 )
                 try:
                     eval_set = _evaluation_set(out, envs.unwrapped.num_items, preset.episodes)
@@ -635,6 +663,14 @@ def to_markdown(result: BenchmarkResult) -> str:
         f"training: supervised {p.supervised_rounds} rounds x {p.num_envs} dialogs, policy gradient "
         f"{p.pg_rounds} rounds, policy improvement {p.mbpi_rounds} rounds, PPO {p.ppo_timesteps:,} steps, "
         f"shortlist PPO and DQN {p.shortlist_timesteps:,} steps each.",
+        *(
+            [
+                f"Configuration: `{result.configuration}` (`{env_id_for(result.configuration)}`): "
+                f"{CONFIGURATIONS[result.configuration].summary}."
+            ]
+            if result.configuration != "default"
+            else []
+        ),
         "",
         "Evaluation: "
         + (
@@ -830,6 +866,8 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
         _json_with_one_line_per_run(
             {
                 "preset": dataclasses.asdict(result.preset),
+                "configuration": result.configuration,
+                "env_id": env_id_for(result.configuration),
                 "command": result.command,
                 "sealed": result.sealed,
                 "seconds": result.seconds,
@@ -889,6 +927,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     group.add_argument("--preset", choices=sorted(PRESETS), dest="preset")
     parser.add_argument("--catalog", help="catalog directory (default: the built-in synthetic catalog)")
+    parser.add_argument(
+        "--config",
+        default="default",
+        choices=list(CONFIGURATIONS),
+        help="named configuration to play (fiq_gym.envs.configurations; results go to OUT/PRESET-CONFIG "
+        "unless it is the default)",
+    )
     parser.add_argument("--agents", nargs="+", choices=AGENTS, default=list(AGENTS))
     parser.add_argument("--seeds", nargs="+", type=int, help="override the preset's seeds")
     parser.add_argument("--train-users", nargs="+", choices=("template", "transformer"))
@@ -926,11 +971,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.publish is not None and not args.sealed:
         parser.error("--publish needs the sealed harness: published tables never come from --unsealed runs")
     preset = PRESETS[args.preset or "quick"]
-    publish_to = None if args.publish is None else prepare_publish_dir(parser, args.publish, preset.name)
+    name = preset.name if args.config == "default" else f"{preset.name}-{args.config}"
+    publish_to = None if args.publish is None else prepare_publish_dir(parser, args.publish, name)
     command = "fiq-gym bench " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     result = run_benchmark(
         preset,
-        args.run_dir or args.out / preset.name,
+        args.run_dir or args.out / name,
         catalog=args.catalog,
         agents=args.agents,
         seeds=args.seeds,
@@ -940,6 +986,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=command.strip(),
         sealed=args.sealed,
         jobs=args.jobs,
+        configuration=args.config,
     )
     if args.stage_records:
         # a stage run by another benchmark process (--jobs): hand it the records, write nothing else
@@ -950,7 +997,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budgets = {key: dataclasses.asdict(b) for key, b in result.budgets.items()}
         atomic_write_bytes(args.stage_records, pickle.dumps((records, budgets)))
         return 0
-    written = write_outputs(result, args.out / preset.name)
+    written = write_outputs(result, args.out / name)
     if publish_to is not None:
         written += write_outputs(result, publish_to)
     print()

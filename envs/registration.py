@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "ENV_IDS_V0", "MAX_TURNS", "register_envs"]
+__all__ = ["ENV_IDS", "ENV_IDS_V0", "MAX_TURNS", "env_id_for", "register_envs"]
 
 _ENTRY = "fiq_gym.envs.fashion_iq:FashionIQEnv"
 _VECTOR_ENTRY = "fiq_gym.envs.vector:FashionIQVectorEnv"
@@ -61,3 +61,15 @@ def register_envs() -> None:
                 max_episode_steps=MAX_TURNS,
                 disable_env_checker=False,
             )
+
+
+def env_id_for(configuration: str) -> str:
+    """The registered id that plays ``configuration`` (``fiq_gym/FashionIQ-v1`` for
+    ``"default"``); ``ValueError`` naming the known ones otherwise."""
+    if configuration == "default":
+        return "fiq_gym/FashionIQ-v1"
+    for env_id, kwargs in ENV_IDS.items():
+        if kwargs.get("configuration") == configuration:
+            return env_id
+    known = ["default", *(k["configuration"] for k in ENV_IDS.values() if "configuration" in k)]
+    raise ValueError(f"no registered id plays configuration {configuration!r}; registered: {known}")

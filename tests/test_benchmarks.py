@@ -247,3 +247,25 @@ def test_benchmark_stages_in_parallel_processes_give_the_serial_numbers(tmp_path
         np.testing.assert_array_equal(a.result.success_turn, b.result.success_turn)
     assert (tmp_path / "parallel" / "tiny" / "logs" / "template-seed1.log").exists()
     assert set(parallel.budgets) == set(serial.budgets)
+
+
+def test_dialog_benchmark_plays_a_named_configuration(tmp_path, small_catalog_path):
+    """`--config terse`: every agent trains and is evaluated on the configuration's id, and the
+    report says which configuration it is, in its own directory."""
+    import json
+
+    from fiq_gym.benchmarks.dialog import main
+
+    out = tmp_path / "bench"
+    args = ["--preset", "tiny", "--config", "terse", "--catalog", str(small_catalog_path)]
+    args += ["--agents", "random", "supervised", "--out", str(out)]
+    assert main(args) == 0
+    run = out / "tiny-terse"
+    assert "Configuration: `terse` (`fiq_gym/FashionIQTerse-v1`)" in (run / "dialog.md").read_text()
+    data = json.loads((run / "dialog.json").read_text())
+    assert data["configuration"] == "terse" and data["env_id"] == "fiq_gym/FashionIQTerse-v1"
+    config = json.loads(
+        next((run / "runs").rglob("supervised/checkpoint/config.json")).read_text(encoding="utf-8")
+    )
+    assert config["args"]["env_id"] == "fiq_gym/FashionIQTerse-v1"
+    assert not (out / "tiny").exists()

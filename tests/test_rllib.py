@@ -7,6 +7,7 @@ extra is absent; the rest run everywhere."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -414,3 +415,102 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
             break
         time.sleep(0.5)
     assert not left, f"processes left behind: {left}"
+
+
+@needs_ray
+@pytest.mark.slow
+def test_learning_curve_benchmark_trains_both_engines_and_reads_their_events(small_catalog_path, tmp_path):
+    """Both engines train on the same env, their TensorBoard events give the curves, both
+    checkpoints are evaluated, and the table and plot are written."""
+    from fiq_gym.benchmarks import rllib_learning_curve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = rllib_learning_curve.run(
+            timesteps=2048,
+            seed=0,
+            eval_episodes=8,
+            runners=0,
+            out=tmp_path / "out",
+            runs=tmp_path / "runs",
+            command="python -m fiq_gym.benchmarks.rllib_learning_curve --timesteps 2048",
+            catalog=str(small_catalog_path),
+            shortlist="random",
+        )
+    assert (tmp_path / "out" / "rllib_learning_curve.md").read_text() == text
+    assert (tmp_path / "out" / "rllib_learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sb3 = rllib_learning_curve.read_scalars(tmp_path / "runs" / "sb3-ppo" / "tb", "rollout/ep_rew_mean")
+    rllib = rllib_learning_curve.read_scalars(
+        tmp_path / "runs" / "rllib-ppo" / "tb", "charts/env_steps_sampled"
+    )
+    assert [s for s, _ in sb3] == [1024, 2048]  # one reading per 1,024-step update
+    assert len(rllib) == 2 and 1024 <= rllib[0][1] < rllib[1][1]  # RLlib may round a batch up
+    assert "| Stable-Baselines3 PPO | RLlib PPO (0 env runners) |" in text
+    assert "| 2,048 |" in text and text.count("| 8 |") == 2  # both final evaluations, 8 dialogs
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):
+        rllib_learning_curve.read_scalars(tmp_path / "out", "x")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find processes")
+def test_train_joins_a_running_cluster_with_address_and_leaves_it_running(small_catalog_path, tmp_path):
+    """`ray start --head`, then `fiq-gym train rllib-ppo --address HOST:PORT --num-env-runners 1`
+    as docs/scaling.md says: the run trains on the cluster, writes and evaluates its
+    checkpoint, and does not stop the cluster it only joined."""
+    import subprocess
+
+    marker = f"FIQ_GYM_RAY_CLUSTER_TEST_{uuid.uuid4().hex}"
+    env = {**os.environ, marker: "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    address = f"127.0.0.1:{_free_port()}"
+    head = [ray_cli, "start", "--head", f"--port={address.split(':')[1]}", "--num-cpus=2"]
+    head += ["--include-dashboard=false", "--disable-usage-stats"]
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        train = [sys.executable, "-m", "fiq_gym", "train", "rllib-ppo", "--address", address]
+        train += ["--catalog", str(small_catalog_path), "--shortlist", "random", "--shortlist-size", str(K)]
+        train += ["--num-env-runners", "1", "--envs-per-runner", "2", "--iterations", "1"]
+        train += ["--train-batch-size", "40", "--minibatch-size", "20", "--num-epochs", "1"]
+        train += [
+            "--embed-dim",
+            "16",
+            "--hidden",
+            "32",
+            "--eval-episodes",
+            "4",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+        done = subprocess.run(train, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (tmp_path / "run" / "checkpoint" / "config.json").is_file()
+        assert "R@10" in done.stdout  # the harness's table of the checkpoint
+        status = subprocess.run(
+            [ray_cli, "status", f"--address={address}"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert status.returncode == 0, "the run stopped the cluster it joined: " + status.stderr[-2000:]
+    finally:
+        # Not `ray stop`: it stops every Ray instance of the machine, other tests' too. The
+        # head's processes carry the marker in their environment.
+        import signal
+
+        for pid in _marked_processes(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    for _ in range(60):
+        if not _marked_processes(marker):
+            break
+        time.sleep(0.5)
+    left = _marked_processes(marker)
+    for pid in left:
+        os.kill(pid, 9)
+    assert not left, f"cluster processes that needed SIGKILL: {left}"
