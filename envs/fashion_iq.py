@@ -218,11 +218,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
              caption_length=32, observation_keys=None, render_mode=None,
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
              side_info="predicted", shortlist_size=32, shortlist="retriever",
-             explore=0.0, caption_text=True)
+             explore=0.0, caption_text=True, configuration="default")
     ```
 
-    * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, or None for
-      the default synthetic catalog (built on first use into the cache).
+    * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, a synthetic
+      catalog spec ``"synthetic:SIZE[:SEED]"`` (built on first use into the cache, the same on
+      any machine), or None for the configuration's catalog (by default the 10,000-item
+      synthetic catalog).
+    * ``configuration``: a named configuration (see Registered Configurations).
     * ``category``: `"dress"`, `"shirt"`, `"toptee"` (or the catalog's own), None for all.
     * ``user``: `"template"` (rule-based shopper), `"transformer"` (the learned relative
       captioner, :class:`~fiq_gym.users.TransformerUser`) or a
@@ -261,6 +264,16 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     * `fiq_gym/FashionIQ-v1`: all categories.
     * `fiq_gym/FashionIQDress-v1`, `fiq_gym/FashionIQShirt-v1`,
       `fiq_gym/FashionIQToptee-v1`: one category each.
+    * `fiq_gym/FashionIQ100k-v1`: a 100,000-item synthetic catalog (``"synthetic:100000"``,
+      built into the cache on first use: about two minutes and 1.2 GB).
+    * `fiq_gym/FashionIQTerse-v1`: a terse, noisy template shopper: one difference a turn,
+      10% of colour words wrong, 15% of words dropped.
+    * `fiq_gym/FashionIQTerse100k-v1`: both.
+
+    The last three fix ``configuration=`` (:mod:`fiq_gym.envs.configurations`), which fills
+    in ``catalog`` when none is passed and the template shopper's settings when
+    ``user="template"`` comes without ``user_kwargs``: explicit arguments win. How hard each
+    is, measured: ``benchmarks/results/configurations.md``.
 
     Each is registered with ``max_episode_steps=5`` and a native vector entry point
     (``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")``). The `-v0`

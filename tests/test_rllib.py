@@ -506,11 +506,12 @@ def test_train_joins_a_running_cluster_with_address_and_leaves_it_running(small_
         for pid in _marked_processes(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-    for _ in range(60):
-        if not _marked_processes(marker):
-            break
-        time.sleep(0.5)
-    left = _marked_processes(marker)
-    for pid in left:
-        os.kill(pid, 9)
+        for _ in range(60):
+            if not _marked_processes(marker):
+                break
+            time.sleep(0.5)
+        left = _marked_processes(marker)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert not left, f"cluster processes that needed SIGKILL: {left}"

@@ -1,0 +1,156 @@
+"""The leaderboard: configurations x agents, gathered from the leaderboard preset's published
+benchmark runs (one per configuration), with R@10, cumulative Hits@10, BRI and success at the
+last turn, mean ± std over training seeds.
+
+    fiq-gym bench --preset leaderboard --config terse --jobs 2 --publish    # a configuration's runs
+    python -m fiq_gym.benchmarks.leaderboard                                 # results/leaderboard.md
+
+Every number comes from a ``dialog.json`` that the sealed harness wrote (its per-dialog ranks),
+so this script trains and evaluates nothing: it recomputes the metrics from the ranks and
+names, for each configuration, the command, revision and date of the run it read. The
+separation line compares the best agent with the supervised one: the gap between their means
+over seeds in units of the larger of their two standard deviations over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fiq_gym.atomic import atomic_write_text
+from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
+from fiq_gym.envs.configurations import CONFIGURATIONS
+from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k
+from fiq_gym.metrics import recall_at_k as _recall
+
+__all__ = ["METRICS", "Entry", "entries_of", "main", "to_markdown"]
+
+RESULTS = default_results_dir()
+PRESET = "leaderboard"
+#: (column, higher is better)
+METRICS = (("R@10", True), ("Hits@10", True), ("BRI", False), ("success", True))
+
+
+@dataclass
+class Entry:
+    """One agent on one configuration: each metric's value per training seed."""
+
+    configuration: str
+    agent: str
+    values: dict[str, list[float]]
+
+    def mean(self, metric: str) -> float:
+        return float(np.mean(self.values[metric]))
+
+    def std(self, metric: str) -> float:
+        return float(np.std(self.values[metric], ddof=1)) if len(self.values[metric]) > 1 else 0.0
+
+
+def _metrics_of(run: dict) -> dict[str, float]:
+    ranks = np.asarray(run["ranks"], dtype=np.int64)
+    return {
+        "R@10": _recall(ranks[:, -1], 10),
+        "Hits@10": float(cumulative_hits_at_k(ranks, 10)[-1]),
+        "BRI": best_log_rank_integral(ranks),
+        "success": float(run["per_turn"][-1]["success_rate"]),
+    }
+
+
+def entries_of(data: dict, configuration: str) -> list[Entry]:
+    """The template-trained, template-evaluated runs of one ``dialog.json``, by agent."""
+    by_agent: dict[str, dict[str, list[float]]] = {}
+    for run in data["runs"]:
+        if run["train_user"] != "template" or run["eval_user"] != "template":
+            continue
+        values = by_agent.setdefault(run["agent"], {m: [] for m, _ in METRICS})
+        for metric, value in _metrics_of(run).items():
+            values[metric].append(value)
+    return [Entry(configuration, agent, values) for agent, values in by_agent.items()]
+
+
+def _separation(entries: Sequence[Entry], metric: str, higher: bool) -> str:
+    supervised = next((e for e in entries if e.agent == "supervised"), None)
+    others = [e for e in entries if e.agent != "supervised"]
+    if supervised is None or not others:
+        return ""
+    best = max(others, key=lambda e: e.mean(metric) if higher else -e.mean(metric))
+    gap = best.mean(metric) - supervised.mean(metric)
+    spread = max(best.std(metric), supervised.std(metric))
+    units = f"{abs(gap) / spread:.1f} std" if spread > 0 else "std 0"
+    return f"best {metric}: `{best.agent}` {best.mean(metric):.3f} vs supervised {supervised.mean(metric):.3f} ({gap:+.3f}, {units})"
+
+
+def to_markdown(sources: Sequence[tuple[str, Path, dict]]) -> str:
+    lines = [
+        "# Leaderboard",
+        "",
+        "Configurations x agents at the last turn (turn 5): R@10, cumulative Hits@10 (found in the "
+        "top 10 at any turn so far), BRI (best log rank integral, lower is better) and success; mean "
+        "± std over 3 training seeds, trained and evaluated with each configuration's template shopper "
+        "on 1,000 fixed dialogs by the sealed harness. The metrics are defined in docs/benchmarks.md; "
+        "how hard each configuration is: configurations.md.",
+        "",
+    ]
+    for configuration, path, data in sources:
+        entries = entries_of(data, configuration)
+        seeds = sorted({r["seed"] for r in data["runs"]})
+        lines += [
+            f"## `{configuration}` (`{data.get('env_id', '?')}`)",
+            "",
+            f"{CONFIGURATIONS[configuration].summary}. Seeds {seeds}.",
+            "",
+            "| agent | " + " | ".join(m for m, _ in METRICS) + " |",
+            "|---|" + "---:|" * len(METRICS),
+        ]
+        for e in entries:
+            cells = [f"{e.mean(m):.3f} ± {e.std(m):.3f}" for m, _ in METRICS]
+            lines.append(f"| {e.agent} | " + " | ".join(cells) + " |")
+        separations = [_separation(entries, m, higher) for m, higher in METRICS]
+        lines += ["", *(f"- {s}" for s in separations if s)]
+        lines += [
+            "",
+            f"Source: `{path.parent.name}/{path.name}`, from `{data['command']}` at revision "
+            f"{data.get('git_revision', '?')}.",
+            "",
+        ]
+    lines += [f"Gathered at revision {git_revision()} by `python -m fiq_gym.benchmarks.leaderboard`.", ""]
+    return "\n".join(lines)
+
+
+def find_sources(results: Path) -> list[tuple[str, Path, dict]]:
+    """Every ``results/leaderboard[-CONFIG]/dialog.json``, default configuration first."""
+    sources = []
+    for path in sorted(results.glob(f"{PRESET}*/dialog.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        configuration = data.get("configuration", "default")
+        if data.get("preset", {}).get("name") != PRESET or not data.get("sealed", False):
+            raise ValueError(f"{path} is not a sealed run of the {PRESET} preset; re-run it with the command in its file")
+        sources.append((configuration, path, data))
+    order = list(CONFIGURATIONS)
+    return sorted(sources, key=lambda s: order.index(s[0]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the benchmark runs are")
+    parser.add_argument("--out", type=Path, help="file to write (default: RESULTS/leaderboard.md)")
+    args = parser.parse_args(argv)
+    sources = find_sources(args.results)
+    if not sources:
+        parser.error(
+            f"no {PRESET} runs under {args.results}: run `fiq-gym bench --preset {PRESET} --config NAME --publish` first"
+        )
+    text = to_markdown(sources)
+    atomic_write_text(args.out or args.results / "leaderboard.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
