@@ -217,20 +217,18 @@ def ray_session(address: str | None = None, num_cpus: int = 1) -> Iterator[bool]
     if ray.is_initialized():
         yield False
         return
-    restore_auth_mode = False
     if address:
-        restore_auth_mode = _use_token_auth_if_available(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING)
         except ConnectionError as error:
-            if restore_auth_mode:
-                del os.environ["RAY_AUTH_MODE"]
+            # Ray >= 2.59 starts clusters in token mode, but on purpose never sends a token to an
+            # explicit address unless told to (it could be anyone's): the usual cause.
             raise ConnectionError(
                 f"could not join the Ray cluster at {address}: check it runs (`ray status --address {address}` "
                 "on its head node) and that this machine reaches that port. Clusters started with `ray start` "
-                "on Ray >= 2.59 use token authentication: give this machine the head node's token "
-                "(RAY_AUTH_TOKEN, or its ~/.ray/auth_token file) and set RAY_AUTH_MODE=token "
-                "(docs/scaling.md, 'A cluster')"
+                "on Ray >= 2.59 use token authentication: set RAY_AUTH_MODE=token and give this machine the "
+                "head node's token (RAY_AUTH_TOKEN, or its ~/.ray/auth_token file); on the head node itself, "
+                "--address auto finds both (docs/scaling.md, 'A cluster')"
             ) from error
     else:
         ray.init(
@@ -246,26 +244,6 @@ def ray_session(address: str | None = None, num_cpus: int = 1) -> Iterator[bool]
         yield True
     finally:
         ray.shutdown()
-        if restore_auth_mode:
-            os.environ.pop("RAY_AUTH_MODE", None)
-
-
-def _use_token_auth_if_available(address: str) -> bool:
-    """Switch this process to Ray's token authentication before joining ``address`` when
-    RAY_AUTH_MODE is unset and a token is at hand; True if it did.
-
-    Ray >= 2.59 starts clusters with ``ray start`` in token mode and writes the token to
-    ~/.ray/auth_token, but a driver joining by an explicit address only sends a token in
-    token mode, so without this ``--address HOST:PORT`` fails with a bare "Failed to connect"
-    (``address="auto"`` finds the mode itself). A token-mode driver also joins clusters
-    without authentication, so switching is safe."""
-    if "RAY_AUTH_MODE" in os.environ or address in ("auto", "local"):
-        return False
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if not (os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file()):
-        return False
-    os.environ["RAY_AUTH_MODE"] = "token"
-    return True
 
 
 def _log(writer: SummaryWriter, result: dict[str, Any], step: int) -> dict[str, float]:

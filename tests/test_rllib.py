@@ -469,7 +469,9 @@ def test_train_joins_a_running_cluster_with_address_and_leaves_it_running(small_
     import subprocess
 
     marker = f"FIQ_GYM_RAY_CLUSTER_TEST_{uuid.uuid4().hex}"
-    env = {**os.environ, marker: "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token authentication, as docs/scaling.md says: Ray >= 2.59 clusters use it, and a driver
+    # joining an explicit address sends the token only in token mode.
+    env = {**os.environ, marker: "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     ray_cli = str(Path(sys.executable).parent / "ray")
     address = f"127.0.0.1:{_free_port()}"
     head = [ray_cli, "start", "--head", f"--port={address.split(':')[1]}", "--num-cpus=2"]
