@@ -474,10 +474,18 @@ def test_train_joins_a_running_cluster_with_address_and_leaves_it_running(small_
     env = {**os.environ, marker: "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     ray_cli = str(Path(sys.executable).parent / "ray")
     address = f"127.0.0.1:{_free_port()}"
-    head = [ray_cli, "start", "--head", f"--port={address.split(':')[1]}", "--num-cpus=2"]
+    # --block: the head runs in the foreground and takes every process it started down on
+    # SIGTERM (`ray stop` would stop every Ray instance of the machine, other tests' too).
+    head = [ray_cli, "start", "--head", f"--port={address.split(':')[1]}", "--num-cpus=2", "--block"]
     head += ["--include-dashboard=false", "--disable-usage-stats"]
-    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    cluster = subprocess.Popen(head, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        status = [ray_cli, "status", f"--address={address}"]
+        for _ in range(120):
+            if subprocess.run(status, env=env, capture_output=True, timeout=60).returncode == 0:
+                break
+            assert cluster.poll() is None, "ray start --head exited"
+            time.sleep(0.5)
         train = [sys.executable, "-m", "fiq_gym", "train", "rllib-ppo", "--address", address]
         train += ["--catalog", str(small_catalog_path), "--shortlist", "random", "--shortlist-size", str(K)]
         train += ["--num-env-runners", "1", "--envs-per-runner", "2", "--iterations", "1"]
@@ -496,24 +504,17 @@ def test_train_joins_a_running_cluster_with_address_and_leaves_it_running(small_
         assert done.returncode == 0, done.stderr[-3000:]
         assert (tmp_path / "run" / "checkpoint" / "config.json").is_file()
         assert "R@10" in done.stdout  # the harness's table of the checkpoint
-        status = subprocess.run(
-            [ray_cli, "status", f"--address={address}"], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert status.returncode == 0, "the run stopped the cluster it joined: " + status.stderr[-2000:]
+        still = subprocess.run(status, env=env, capture_output=True, text=True, timeout=120)
+        assert still.returncode == 0, "the run stopped the cluster it joined: " + still.stderr[-2000:]
     finally:
-        # Not `ray stop`: it stops every Ray instance of the machine, other tests' too. The
-        # head's processes carry the marker in their environment.
-        import signal
-
-        for pid in _marked_processes(marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for _ in range(60):
-            if not _marked_processes(marker):
-                break
-            time.sleep(0.5)
+        cluster.terminate()
+        cluster.wait(timeout=120)
+    for _ in range(120):
         left = _marked_processes(marker)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    assert not left, f"cluster processes that needed SIGKILL: {left}"
+        if not left:
+            break
+        time.sleep(0.5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+    assert not left, f"cluster processes left after the head stopped: {left}"
