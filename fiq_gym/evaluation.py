@@ -1,5 +1,5 @@
-"""Evaluation data: fixed dialog sets, per-turn R@K, rank percentile, success, and what an
-evaluated agent may see.
+"""Evaluation data: fixed dialog sets, per-turn R@K, cumulative Hits@K, rank percentile,
+success, the best log-rank integral (BRI), and what an evaluated agent may see.
 
 Like the papers' fixed first-candidate files, an :class:`EvaluationSet` pins each episode's
 target and first shown item, is generated from a seed and can be saved, so every agent is
@@ -31,7 +31,7 @@ from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.info import StepInfo
 from fiq_gym.jsonfile import read_json
 from fiq_gym.links import doc_url
-from fiq_gym.metrics import rank_percentile
+from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k, rank_percentile
 
 __all__ = [
     "PUBLIC_INFO_KEYS",
@@ -47,6 +47,33 @@ __all__ = [
 ]
 
 RECALL_KS = (1, 5, 10, 50)
+#: (key of a :meth:`EvaluationResult.per_turn` row, column title) in the order tables show
+#: them: cumulative Hits@K beside R@K, BRI (lower is better) last.
+TABLE_COLUMNS = (
+    *((f"R@{k}", f"R@{k}") for k in RECALL_KS),
+    *((f"Hits@{k}", f"Hits@{k}") for k in RECALL_KS),
+    ("mean_percentile", "mean percentile"),
+    ("success_rate", "success rate"),
+    ("BRI", "BRI"),
+)
+#: what the tables' columns mean, printed under them
+TABLE_LEGEND = (
+    "R@K: target in the top K after that turn; Hits@K: in the top K at any turn so far; "
+    "BRI: best log-rank integral over turns 0..t, lower is better "
+    f"({doc_url('docs/benchmarks.md', 'metrics')})"
+)
+
+
+def _table(first: str, rows: Sequence[tuple[str, dict[str, float]]]) -> list[str]:
+    """A markdown table: ``first`` column (turn or agent), then :data:`TABLE_COLUMNS`."""
+    align = "---:" if first == "turn" else "---"
+    lines = [
+        f"| {first} | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
+        f"|{align}|" + "---:|" * len(TABLE_COLUMNS),
+    ]
+    for label, row in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{row[key]:.3f}" for key, _ in TABLE_COLUMNS) + " |")
+    return lines
 
 
 @runtime_checkable
@@ -135,7 +162,10 @@ class EvaluationResult:
     """Per-episode ranks by turn; turn 0 is the first shown item, before any action.
 
     ``ranks[e, t]`` is the target's rank after turn t (0 once the target has been shown);
-    ``success_turn[e]`` is the turn the target was shown, or -1.
+    ``success_turn[e]`` is the turn the target was shown, or -1. Turn 0's rank is the
+    target's by similarity to the evaluation set's first item, the same for every agent: no
+    caption has been read yet (ChatIR's round 0, by contrast, already retrieves with the
+    image's description; docs/benchmarks.md, "Metrics").
     """
 
     agent: str
@@ -149,6 +179,14 @@ class EvaluationResult:
         return self.ranks.shape[1] - 1
 
     def per_turn(self) -> list[dict[str, float]]:
+        """One row per turn 0..T: ``R@K`` (target in the top K after turn t), mean percentile,
+        success rate, cumulative ``Hits@K`` (in the top K at any turn <= t) and ``BRI`` (the
+        best log-rank integral of turns 0..t, so the last row's is :attr:`bri`).
+
+        The keys added later (``Hits@K``, ``BRI``) come after the older ones, so CSV columns
+        keep their positions.
+        """
+        hits = {k: cumulative_hits_at_k(self.ranks, k) for k in RECALL_KS}
         rows = []
         for t in range(self.ranks.shape[1]):
             r = self.ranks[:, t]
@@ -157,8 +195,17 @@ class EvaluationResult:
                 row[f"R@{k}"] = float(np.mean(r < k))
             row["mean_percentile"] = float(np.mean(rank_percentile(r, self.num_items)))
             row["success_rate"] = float(np.mean((self.success_turn >= 0) & (self.success_turn <= t)))
+            for k in RECALL_KS:
+                row[f"Hits@{k}"] = float(hits[k][t])
+            row["BRI"] = best_log_rank_integral(self.ranks[:, : t + 1])
             rows.append(row)
         return rows
+
+    @property
+    def bri(self) -> float:
+        """Mean best log-rank integral over turns 0..T (lower is better; see
+        :func:`fiq_gym.metrics.best_log_rank_integral`)."""
+        return best_log_rank_integral(self.ranks)
 
     @property
     def mean_turns_to_success(self) -> float:
@@ -167,22 +214,15 @@ class EvaluationResult:
         return float(hits.mean()) if len(hits) else float("nan")
 
     def to_markdown(self) -> str:
-        header = "| turn | " + " | ".join(f"R@{k}" for k in RECALL_KS) + " | mean percentile | success rate |"
         lines = [
             f"**{self.agent}** ({len(self.ranks)} episodes, {self.num_items} items)",
             "",
-            header,
-            "|---:|" + "---:|" * (len(RECALL_KS) + 2),
+            *_table("turn", [(str(row["turn"]), row) for row in self.per_turn()]),
+            "",
+            f"mean turns to success: {self.mean_turns_to_success:.2f}; BRI: {self.bri:.3f}",
+            "",
+            TABLE_LEGEND,
         ]
-        for row in self.per_turn():
-            cells = [f"{row[f'R@{k}']:.3f}" for k in RECALL_KS]
-            lines.append(
-                f"| {row['turn']} | "
-                + " | ".join(cells)
-                + f" | {row['mean_percentile']:.3f} | {row['success_rate']:.3f} |"
-            )
-        lines.append("")
-        lines.append(f"mean turns to success: {self.mean_turns_to_success:.2f}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -190,7 +230,8 @@ class EvaluationResult:
 
     def scalars(self, prefix: str = "eval/") -> dict[str, float]:
         """Flat scalars for a TensorBoard writer: R@10 and mean percentile per turn, and the
-        final turn's R@10 and success rate (``writer.add_scalar(name, value, step)``)."""
+        final turn's R@10, cumulative Hits@10, success rate and the BRI
+        (``writer.add_scalar(name, value, step)``)."""
         rows = self.per_turn()
         out = {}
         for row in rows:
@@ -199,6 +240,8 @@ class EvaluationResult:
             out[f"{prefix}percentile_turn{t}"] = row["mean_percentile"]
         out[f"{prefix}R@10"] = rows[-1]["R@10"]
         out[f"{prefix}success_rate"] = rows[-1]["success_rate"]
+        out[f"{prefix}Hits@10"] = rows[-1]["Hits@10"]
+        out[f"{prefix}BRI"] = self.bri
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -208,6 +251,7 @@ class EvaluationResult:
             "episodes": len(self.ranks),
             "per_turn": self.per_turn(),
             "mean_turns_to_success": self.mean_turns_to_success,
+            "bri": self.bri,
             "meta": self.meta,
         }
 
@@ -417,14 +461,7 @@ def evaluate(
 
 
 def compare(results: Sequence[EvaluationResult], turn: int | None = None) -> str:
-    """A markdown table with one row per agent at ``turn`` (default: the last)."""
-    header = "| agent | " + " | ".join(f"R@{k}" for k in RECALL_KS) + " | mean percentile | success rate |"
-    lines = [header, "|---|" + "---:|" * (len(RECALL_KS) + 2)]
-    for r in results:
-        row = r.per_turn()[r.turns if turn is None else turn]
-        lines.append(
-            f"| {r.agent} | "
-            + " | ".join(f"{row[f'R@{k}']:.3f}" for k in RECALL_KS)
-            + f" | {row['mean_percentile']:.3f} | {row['success_rate']:.3f} |"
-        )
-    return "\n".join(lines)
+    """A markdown table with one row per agent at ``turn`` (default: the last); its BRI
+    covers turns 0..turn."""
+    rows = [(r.agent, r.per_turn()[r.turns if turn is None else turn]) for r in results]
+    return "\n".join(_table("agent", rows))

@@ -13,7 +13,7 @@ import fiq_gym  # noqa: F401
 from fiq_gym.agents import RandomAgent
 from fiq_gym.envs import FashionIQEnv
 from fiq_gym.envs.evaluation import evaluate
-from fiq_gym.evaluation import EvaluationSet, RetrievalAgent
+from fiq_gym.evaluation import EvaluationResult, EvaluationSet, RetrievalAgent, compare
 
 ENV = "fiq_gym/FashionIQ-v1"
 
@@ -42,9 +42,14 @@ def test_bookkeeping_with_an_agent_that_always_finds_the_target(small_catalog_pa
     result = evaluate(agent, ENV, eval_set, num_envs=8, catalog=small_catalog_path)
     rows = result.per_turn()
     assert len(rows) == 6 and rows[0]["success_rate"] == 0.0
+    # turn 0 is the first item, before any caption: never the target, so nothing is found yet
+    assert (result.ranks[:, 0] >= 1).all() and rows[0]["Hits@1"] == 0.0
     for row in rows[1:]:
         assert row["R@1"] == 1.0 and row["success_rate"] == 1.0 and row["mean_percentile"] == 1.0
+        assert row["Hits@1"] == 1.0
     assert result.mean_turns_to_success == 1.0
+    # best ranks b_0, 0, 0, 0, 0, 0: one trapezoid of ln(1 + b_0) / 2 over 5 turns
+    assert result.bri == pytest.approx(np.mean(np.log1p(result.ranks[:, 0])) / 10)
 
 
 def test_random_agent_evaluation_is_deterministic_and_near_chance(small_catalog_path):
@@ -124,3 +129,56 @@ def test_the_old_import_path_still_evaluates_with_a_deprecation_warning(small_ca
     new = evaluate(RandomAgent.for_env(venv, seed=0), venv, episodes=16, seed=1)
     np.testing.assert_array_equal(old.ranks, new.ranks)
     assert old.meta["sealed"] is False and new.meta["sealed"] is True
+
+
+def worked_example() -> EvaluationResult:
+    """docs/benchmarks.md's worked example: 3 dialogs, turns 0..3, N = 100 items."""
+    ranks = np.array([[40, 8, 12, 0], [3, 3, 0, 0], [99, 60, 70, 20]])
+    return EvaluationResult("example", ranks, np.array([3, 2, -1]), 100)
+
+
+OLD_KEYS = ["turn", "R@1", "R@5", "R@10", "R@50", "mean_percentile", "success_rate"]
+NEW_KEYS = ["Hits@1", "Hits@5", "Hits@10", "Hits@50", "BRI"]
+
+
+def test_per_turn_rows_add_cumulative_hits_and_bri_after_the_old_keys():
+    result = worked_example()
+    rows = result.per_turn()
+    assert [list(row) for row in rows] == [OLD_KEYS + NEW_KEYS] * 4
+    third = 1 / 3
+    assert [row["R@10"] for row in rows] == pytest.approx([third, 2 * third, third, 2 * third])
+    assert [row["Hits@10"] for row in rows] == pytest.approx([third, 2 * third, 2 * third, 2 * third])
+    assert [row["Hits@50"] for row in rows] == pytest.approx([2 * third, 2 * third, 2 * third, 1])
+    assert [round(row["BRI"], 3) for row in rows] == [3.235, 2.900, 2.617, 2.264]
+    assert [round(row["mean_percentile"], 3) for row in rows] == [0.522, 0.761, 0.724, 0.933]
+    assert rows[-1]["BRI"] == result.bri and round(result.bri, 3) == 2.264
+
+
+def test_every_output_shows_hits_and_bri(tmp_path):
+    result = worked_example()
+    text = result.to_markdown()
+    assert (
+        "| turn | R@1 | R@5 | R@10 | R@50 | Hits@1 | Hits@5 | Hits@10 | Hits@50 | mean percentile | success rate | BRI |"
+        in text
+    )
+    assert (
+        "| 2 | 0.333 | 0.333 | 0.333 | 0.667 | 0.333 | 0.333 | 0.667 | 0.667 | 0.724 | 0.333 | 2.617 |"
+        in text
+    )
+    assert "BRI: 2.264" in text and "docs/benchmarks.md#metrics" in text
+    data = json.loads(result.save_json(tmp_path / "r.json").read_text())
+    assert {"agent", "num_items", "episodes", "per_turn", "mean_turns_to_success", "meta"} <= set(data)
+    assert data["bri"] == result.bri and data["per_turn"] == result.per_turn()
+    with open(result.save_csv(tmp_path / "r.csv")) as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["agent", *OLD_KEYS, *NEW_KEYS]  # old columns keep their places
+        rows = list(reader)
+    assert [float(r["Hits@10"]) for r in rows] == [row["Hits@10"] for row in result.per_turn()]
+    assert [float(r["BRI"]) for r in rows] == [row["BRI"] for row in result.per_turn()]
+    table = compare([result])
+    assert table.splitlines()[0].endswith("| Hits@10 | Hits@50 | mean percentile | success rate | BRI |")
+    assert table.splitlines()[2].endswith("| 0.667 | 1.000 | 0.933 | 0.667 | 2.264 |")
+    assert compare([result], turn=1).splitlines()[2].endswith("| 0.761 | 0.000 | 2.900 |")
+    scalars = result.scalars()
+    assert scalars["eval/Hits@10"] == pytest.approx(2 / 3) and scalars["eval/BRI"] == result.bri
+    assert scalars["eval/R@10"] == pytest.approx(2 / 3)  # the old keys stay
