@@ -83,7 +83,11 @@ COMPARISONS = (
     ("dqn-shortlist", "shortlist-greedy"),
     ("shortlist-greedy", "shortlist-random"),
 )
-METRICS = (*(f"R@{k}" for k in RECALL_KS), "mean_percentile", "success_rate")
+#: The per-turn columns of the report, CSV and JSON (keys of ``EvaluationResult.per_turn``):
+#: the older ones first, so existing columns keep their positions. ``Hits@10`` is cumulative
+#: (ChatIR); ``BRI`` at turn t is the best log-rank integral over turns 0..t (PlugIR), so the
+#: last turn's is the dialog's BRI (docs/benchmarks.md, "Metrics").
+METRICS = (*(f"R@{k}" for k in RECALL_KS), "mean_percentile", "success_rate", "Hits@10", "BRI")
 
 
 @dataclass(frozen=True)
@@ -681,7 +685,10 @@ def to_markdown(result: BenchmarkResult) -> str:
         ),
         "",
         "Ranks are 0-based among all catalog items; turn 0 is the first (random) item shown before the agent",
-        "acts. Values are means over seeds (± std when there are several). `control-pg` / `control-pi`: the",
+        "acts. Hits@10 counts a dialog from the first turn its target entered the top 10 (cumulative, as in",
+        "ChatIR); BRI at turn t is the best log-rank integral over turns 0..t (PlugIR; 0 = target first from",
+        f"the start, lower is better; defined in {doc_url('docs/benchmarks.md', 'metrics')}).",
+        "Values are means over seeds (± std when there are several). `control-pg` / `control-pi`: the",
         "supervised retriever continued from the same checkpoint with the same rounds, dialogs and seeds as",
         "policy gradient / policy improvement (equal-budget controls).",
         "",
@@ -898,6 +905,7 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
                         "seed": r.seed,
                         "per_turn": r.result.per_turn(),
                         "mean_turns_to_success": r.result.mean_turns_to_success,
+                        "bri": r.result.bri,
                         # per-dialog outcomes, so any comparison can be recomputed from the file
                         "ranks": np.asarray(r.result.ranks).tolist(),
                         "success_turn": np.asarray(r.result.success_turn).tolist(),

@@ -122,6 +122,7 @@ def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
         if row["turn"] == 0:
             continue
         parsed = table[(row["agent"], row["train_user"], row["eval_user"], row["turn"])]
+        assert "Hits@10" in parsed and "BRI" in parsed
         for metric, value in parsed.items():
             assert abs(value - row[metric]) <= 5e-4 + 1e-9, (row["agent"], metric)  # 3 decimals
     # A second run finds every trained agent in the cache and trains nothing.
@@ -144,6 +145,77 @@ def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
     )
     assert again.returncode == 0
     assert "supervised:" not in again.stderr  # no training progress bar the second time
+
+
+def test_dialog_report_adds_cumulative_hits_and_bri_computable_from_the_json(tmp_path, small_catalog_path):
+    """The renderer on a small run's records (random agent, two seeds): the tables, CSV and JSON
+    gain Hits@10 and BRI as mean ± std over seeds, after the columns that were there, and
+    both follow from the per-dialog ranks the JSON keeps."""
+    import csv
+    import json
+
+    from fiq_gym.benchmarks.dialog import PRESETS, parse_markdown_tables, run_benchmark, write_outputs
+    from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k
+
+    result = run_benchmark(
+        PRESETS["tiny"],
+        tmp_path / "run",
+        catalog=str(small_catalog_path),
+        agents=("random",),
+        seeds=(0, 1),
+        progress=False,
+        sealed=False,  # the renderer is under test, not the harness (the end-to-end test seals)
+    )
+    out = tmp_path / "out"
+    write_outputs(result, out)
+    report = (out / "dialog.md").read_text()
+    assert (
+        "| agent | turn | R@1 | R@5 | R@10 | R@50 | mean_percentile | success_rate | Hits@10 | BRI |"
+        in report
+    )
+    assert "docs/benchmarks.md#metrics" in report
+    last = max(r.result.turns for r in result.records)
+    last_row = next(line for line in report.splitlines() if line.startswith(f"| random | {last} |"))
+    assert last_row.count(" ± ") == 8  # every column, the new ones too, as mean ± std
+    data = json.loads((out / "dialog.json").read_text())
+    with open(out / "dialog.csv") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    old = ["R@1", "R@5", "R@10", "R@50", "mean_percentile", "success_rate"]
+    assert reader.fieldnames == [
+        *("agent", "train_user", "eval_user", "turn", "seeds"),
+        *(name for m in [*old, "Hits@10", "BRI"] for name in (m, f"{m}_std")),
+    ]
+    assert len(rows) == len(data["aggregate"]) == last + 1
+    # recomputed from the JSON's per-dialog ranks: each run, and the mean and std over seeds
+    hits, bri = [], []
+    for run in data["runs"]:
+        ranks = np.array(run["ranks"])
+        hits.append(cumulative_hits_at_k(ranks, 10))
+        bri.append([best_log_rank_integral(ranks[:, : t + 1]) for t in range(last + 1)])
+        assert run["bri"] == pytest.approx(bri[-1][-1])
+        assert [row["Hits@10"] for row in run["per_turn"]] == pytest.approx(hits[-1].tolist())
+    hits, bri = np.array(hits), np.array(bri)
+    assert bri[:, -1].std() > 0, "two seeds of a random agent differ"
+    table = parse_markdown_tables(report)
+    for row, csv_row in zip(data["aggregate"], rows, strict=True):
+        t = row["turn"]
+        assert row["Hits@10"] == pytest.approx(hits[:, t].mean()) and row["Hits@10_std"] == pytest.approx(
+            hits[:, t].std()
+        )
+        assert row["BRI"] == pytest.approx(bri[:, t].mean()) and row["BRI_std"] == pytest.approx(
+            bri[:, t].std()
+        )
+        assert float(csv_row["BRI"]) == row["BRI"] and float(csv_row["Hits@10_std"]) == row["Hits@10_std"]
+        if t > 0:
+            parsed = table[("random", "template", "template", t)]
+            for metric in ("Hits@10", "BRI"):
+                assert abs(parsed[metric] - row[metric]) <= 5e-4 + 1e-9  # 3 decimals
+    # the existing columns are the harness's numbers, as before
+    per_seed = [r.result.per_turn() for r in result.records]
+    for row in data["aggregate"]:
+        for m in old:
+            assert row[m] == pytest.approx(np.mean([p[row["turn"]][m] for p in per_seed]))
 
 
 def test_machine_line_names_the_cpu_kernels_and_pinned_kernel_variables(monkeypatch):
