@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -182,3 +183,18 @@ def test_every_output_shows_hits_and_bri(tmp_path):
     scalars = result.scalars()
     assert scalars["eval/Hits@10"] == pytest.approx(2 / 3) and scalars["eval/BRI"] == result.bri
     assert scalars["eval/R@10"] == pytest.approx(2 / 3)  # the old keys stay
+
+
+def test_the_docs_show_the_worked_example_as_computed():
+    """docs/benchmarks.md's example table is what per_turn() gives, to three decimals."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    rows = worked_example().per_turn()
+    titles = {
+        "mean_percentile": "mean percentile",
+        "success_rate": "success rate",
+        "BRI": "BRI of turns 0..t",
+    }
+    for key in [*OLD_KEYS[1:], *NEW_KEYS]:
+        line = f"| {titles.get(key, key)} | " + " | ".join(f"{row[key]:.3f}" for row in rows) + " |"
+        assert line in docs, f"docs/benchmarks.md lacks {line!r}"
+    assert "BRI = (2.084 + 0.693 + 4.016) / 3 = **2.264**" in docs
