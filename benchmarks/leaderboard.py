@@ -123,14 +123,16 @@ def to_markdown(sources: Sequence[tuple[str, Path, dict]]) -> str:
     return "\n".join(lines)
 
 
-def find_sources(results: Path) -> list[tuple[str, Path, dict]]:
-    """Every ``results/leaderboard[-CONFIG]/dialog.json``, default configuration first."""
+def find_sources(results: Path, preset: str = PRESET) -> list[tuple[str, Path, dict]]:
+    """Every ``results/PRESET[-CONFIG]/dialog.json``, in the order of the configurations."""
     sources = []
-    for path in sorted(results.glob(f"{PRESET}*/dialog.json")):
+    for path in sorted(results.glob(f"{preset}*/dialog.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         configuration = data.get("configuration", "default")
-        if data.get("preset", {}).get("name") != PRESET or not data.get("sealed", False):
-            raise ValueError(f"{path} is not a sealed run of the {PRESET} preset; re-run it with the command in its file")
+        if data.get("preset", {}).get("name") != preset or not data.get("sealed", False):
+            raise ValueError(
+                f"{path} is not a sealed run of the {preset} preset; re-run it with the command in its file"
+            )
         sources.append((configuration, path, data))
     order = list(CONFIGURATIONS)
     return sorted(sources, key=lambda s: order.index(s[0]))
@@ -140,11 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the benchmark runs are")
     parser.add_argument("--out", type=Path, help="file to write (default: RESULTS/leaderboard.md)")
+    parser.add_argument("--preset", default=PRESET, help=argparse.SUPPRESS)  # tests: a smaller preset
     args = parser.parse_args(argv)
-    sources = find_sources(args.results)
+    sources = find_sources(args.results, args.preset)
     if not sources:
         parser.error(
-            f"no {PRESET} runs under {args.results}: run `fiq-gym bench --preset {PRESET} --config NAME --publish` first"
+            f"no {args.preset} runs under {args.results}: run "
+            f"`fiq-gym bench --preset {args.preset} --config NAME --publish` first"
         )
     text = to_markdown(sources)
     atomic_write_text(args.out or args.results / "leaderboard.md", text)

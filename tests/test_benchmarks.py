@@ -341,3 +341,19 @@ def test_dialog_benchmark_plays_a_named_configuration(tmp_path, small_catalog_pa
     )
     assert config["args"]["env_id"] == "fiq_gym/FashionIQTerse-v1"
     assert not (out / "tiny").exists()
+    # The leaderboard gathers the configuration's runs and recomputes its metrics from the ranks.
+    from fiq_gym.benchmarks import leaderboard
+    from fiq_gym.metrics import best_log_rank_integral
+
+    assert (
+        leaderboard.main(["--results", str(out), "--preset", "tiny", "--out", str(tmp_path / "lb.md")]) == 0
+    )
+    text = (tmp_path / "lb.md").read_text()
+    assert "## `terse` (`fiq_gym/FashionIQTerse-v1`)" in text and "| supervised |" in text
+    random_run = next(r for r in data["runs"] if r["agent"] == "random")
+    bri = best_log_rank_integral(np.asarray(random_run["ranks"]))
+    row = next(line for line in text.splitlines() if line.startswith("| random |"))
+    assert f"{bri:.3f} ± 0.000" in row  # one seed: std 0
+    assert "best BRI: `random`" in text  # the only agent besides supervised
+    with pytest.raises(SystemExit):
+        leaderboard.main(["--results", str(tmp_path / "nothing-here")])
