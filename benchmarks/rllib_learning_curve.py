@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shlex
 import sys
 import tempfile
@@ -169,7 +170,7 @@ def plot(curves: Sequence[Curve]) -> bytes:
     return buffer.getvalue()
 
 
-def to_markdown(curves: Sequence[Curve], timesteps: int, seed: int, command: str) -> str:
+def to_markdown(curves: Sequence[Curve], timesteps: int, seed: int, command: str, load: str = "n/a") -> str:
     lines = [
         "# RLlib PPO beside Stable-Baselines3 PPO (shortlist)",
         "",
@@ -207,8 +208,8 @@ def to_markdown(curves: Sequence[Curve], timesteps: int, seed: int, command: str
         )
     lines += [
         "",
-        "Wall time includes each run's start-up and its final evaluation; both engines share the "
-        "machine's cores with nothing else.",
+        "Wall time includes each run's start-up and its final evaluation; other work on the machine "
+        f"moves it (load average when the run started: {load}).",
         "",
         f"Command: `{command}`",
         "",
@@ -236,11 +237,12 @@ def run(
 ) -> str:
     """Train both engines, write ``out/rllib_learning_curve.md`` and ``.png``; return the text.
     ``catalog`` and ``shortlist`` are for tests on small catalogs (the table says the default)."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     curves = [
         train_sb3(timesteps, seed, eval_episodes, runs / "sb3-ppo", catalog, shortlist),
         train_rllib(timesteps, seed, eval_episodes, runners, runs / "rllib-ppo", catalog, shortlist),
     ]
-    text = to_markdown(curves, timesteps, seed, command)
+    text = to_markdown(curves, timesteps, seed, command, load)
     atomic_write_bytes(out / "rllib_learning_curve.png", plot(curves))
     atomic_write_text(out / "rllib_learning_curve.md", text)
     return text
