@@ -518,3 +518,42 @@ def test_train_joins_a_running_cluster_with_address_and_leaves_it_running(small_
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
     assert not left, f"cluster processes left after the head stopped: {left}"
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find processes")
+def test_sigterm_during_training_leaves_no_ray_process(small_catalog_path, tmp_path):
+    """`kill` on a training run (what a job scheduler does) shuts its local Ray instance down:
+    Python's default SIGTERM would die at once and leave Ray's agent processes behind."""
+    import signal
+    import subprocess
+
+    marker = f"FIQ_GYM_RAY_SIGTERM_TEST_{uuid.uuid4().hex}"
+    env = {**os.environ, marker: "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    train = [sys.executable, "-m", "fiq_gym", "train", "rllib-ppo", "--iterations", "1000"]
+    train += ["--catalog", str(small_catalog_path), "--shortlist", "random", "--shortlist-size", str(K)]
+    train += ["--envs-per-runner", "2", "--train-batch-size", "40", "--minibatch-size", "20"]
+    train += ["--embed-dim", "16", "--hidden", "32", "--out", str(tmp_path / "run")]
+    run = subprocess.Popen(train, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):  # until it trains: its TensorBoard file has appeared
+            if list((tmp_path / "run" / "tb").glob("events.out.tfevents.*")) or run.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert run.poll() is None, "the run ended before it could be stopped"
+        time.sleep(2.0)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        if run.poll() is None:
+            run.kill()
+    for _ in range(60):
+        left = _marked_processes(marker)
+        if not left:
+            break
+        time.sleep(0.5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"Ray processes left after SIGTERM: {left}"
