@@ -527,6 +527,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             shortlist=a["shortlist"],
             explore=cfg.explore,
             caption_text=cfg.caption_text,
+            configuration=a.get("configuration", "default"),  # pickles of older versions lack it
         )
         for k, v in state["dialog"].items():
             if isinstance(v, np.ndarray):

@@ -67,3 +67,14 @@ def test_a_configuration_id_plays_its_shopper(env_id, name, small_catalog_path):
 def test_every_configuration_id_names_a_known_configuration():
     named = {kwargs["configuration"] for kwargs in ENV_IDS.values() if "configuration" in kwargs}
     assert named and named <= set(CONFIGURATIONS)
+
+
+def test_a_pickled_env_keeps_its_configuration(small_catalog_path):
+    import pickle
+
+    env = gym.make("fiq_gym/FashionIQTerse-v1", catalog=small_catalog_path).unwrapped
+    env.reset(seed=3)
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.configuration == "terse" and copy.user.max_differences == 1
+    env.close()
+    copy.close()
