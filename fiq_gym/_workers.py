@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any, TypeVar
 
 __all__ = ["WorkerError", "WorkerPool"]
@@ -53,7 +53,12 @@ class WorkerPool:
     Use as a context manager: leaving it (normally or by an exception) closes the workers.
     """
 
-    def __init__(self, processes: int) -> None:
+    def __init__(
+        self, processes: int, *, env: dict[str, str] | None = None, pass_fds: Sequence[int] = ()
+    ) -> None:
+        """``env``: environment variables set in the workers on top of this process's own
+        (e.g. ``OPENBLAS_NUM_THREADS=1`` for workers that each use one core); ``pass_fds``:
+        file descriptors the workers inherit, under the same numbers."""
         if processes < 1:
             raise ValueError(f"processes must be at least 1, got {processes}")
         self._procs: list[subprocess.Popen] = []
@@ -63,6 +68,8 @@ class WorkerPool:
                     [sys.executable, "-c", _BOOTSTRAP],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
+                    env=None if env is None else {**os.environ, **env},
+                    pass_fds=tuple(pass_fds),
                 )
                 self._procs.append(proc)
                 _send(proc, list(sys.path))
@@ -82,11 +89,7 @@ class WorkerPool:
         ``fn`` must be importable by name (a module-level function of an importable module);
         an exception it raises in a worker is raised here.
         """
-        module, name = fn.__module__, fn.__qualname__
-        if module == "__main__" or "<" in name:
-            raise ValueError(
-                f"{name} must be a module-level function of an importable module to run in a worker"
-            )
+        module, name = self._name(fn)
         jobs = list(jobs)
         procs = self._procs
         ahead = len(procs) * _AHEAD
@@ -100,6 +103,38 @@ class WorkerPool:
             if status == "error":
                 raise value
             yield value
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids, in worker order."""
+        return [proc.pid for proc in self._procs]
+
+    def scatter(self, fn: Callable[[T], R], jobs: Sequence[T]) -> list[R]:
+        """``fn(jobs[k])`` on worker ``k`` for every ``k``, all at once; the results in order.
+
+        For workers that keep state between calls (a worker's module-level variables live as
+        long as the worker): job ``k`` always reaches worker ``k``. Every worker's answer is
+        read before an error is raised, so the pool stays usable afterwards.
+        """
+        module, name = self._name(fn)
+        if len(jobs) != len(self._procs):
+            raise ValueError(f"scatter needs one job per worker ({len(self._procs)}), got {len(jobs)}")
+        for proc, job in zip(self._procs, jobs, strict=True):
+            self._submit(proc, (module, name, job))
+        replies = [self._receive(proc, name) for proc in self._procs]
+        for status, value in replies:
+            if status == "error":
+                raise value
+        return [value for _, value in replies]
+
+    @staticmethod
+    def _name(fn: Callable) -> tuple[str, str]:
+        module, name = fn.__module__, fn.__qualname__
+        if module == "__main__" or "<" in name:
+            raise ValueError(
+                f"{name} must be a module-level function of an importable module to run in a worker"
+            )
+        return module, name
 
     def _submit(self, proc: subprocess.Popen, message: object) -> None:
         try:
