@@ -18,6 +18,7 @@ import numpy as np
 from gymnasium import spaces
 
 from fiq_gym.metrics import rank_percentile, target_rank
+from fiq_gym.ranking import DenseRanker, Ranker, best_unseen
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import DialogView, FirstStage
 from fiq_gym.text import CaptionTokenizer
@@ -198,8 +199,12 @@ class DialogBatch:
         config: DialogConfig,
         num_dialogs: int = 1,
         first_stage: FirstStage | None = None,
+        ranker: Ranker | None = None,
     ) -> None:
         self.tables = tables
+        # Ranks the gallery (fiq_gym.ranking): numpy's float32 products unless an exact or
+        # sharded ranker is given.
+        self.ranker: Ranker = DenseRanker(tables.features) if ranker is None else ranker
         self.user = user
         self.tokenizer = tokenizer
         self.config = config
@@ -328,11 +333,6 @@ class DialogBatch:
         return arr.astype(np.float32, copy=False).reshape(b, dim)
 
     # --- dynamics --------------------------------------------------------------------------
-    def _index_scores(self, shown: np.ndarray) -> np.ndarray:
-        """(B, n) cosine similarity of every item to each shown item."""
-        f = self.tables.features
-        return f[shown] @ f.T
-
     def _observe(
         self, rows: np.ndarray, rngs: Sequence[np.random.Generator]
     ) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -570,7 +570,7 @@ class DialogBatch:
         self.caption_length_history[rows] = 0
         for row in rows:
             self.caption_texts[row] = []
-        rank = target_rank(self._index_scores(drawn_s), drawn_t)
+        rank = self.ranker.similar_ranks(drawn_s, drawn_t)
         success = drawn_s == drawn_t
         rank[success] = 0
         percentile = rank_percentile(rank, n)
@@ -599,14 +599,15 @@ class DialogBatch:
                     f"candidate slot {actions[empty][0]} is empty (obs['candidate_mask'] is 0 there); "
                     "choose a slot whose mask is 1"
                 )
-        shown, scores, repeated = shown_item(
-            mode,
-            actions,
-            self.tables.features,
-            history,
-            self.candidates[rows] if mode == "shortlist" else None,
-        )
-        rank = target_rank(scores, target)
+        if mode in ("index", "shortlist"):
+            shown, repeated = _chosen_item(mode, actions, history, self.candidates[rows])
+            rank = self.ranker.similar_ranks(shown, target)
+        elif mode == "query":
+            shown, rank = self.ranker.query_ranks(actions, target, history)
+            repeated = np.zeros(len(rows), dtype=bool)
+        else:  # scores: the agent's scores are the ranking
+            shown, rank = best_unseen(actions, history), target_rank(actions, target)
+            repeated = np.zeros(len(rows), dtype=bool)
         success = shown == target
         rank[success] = 0
         percentile = rank_percentile(rank, n)
@@ -637,8 +638,9 @@ def shown_item(
     history: np.ndarray,
     candidates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The environment's rule for which item a turn shows: one home for the env's step and
-    for ``fiq-gym play``, which announces the garment to a person before stepping.
+    """The environment's rule for which item a turn shows, with the default ``"float32"``
+    scoring: what ``fiq-gym play`` announces to a person before stepping (the env's step asks
+    its ranker, :mod:`fiq_gym.ranking`, which follows the same rule).
 
     Args:
         action_mode: ``index``, ``shortlist``, ``query`` or ``scores``.
@@ -654,20 +656,24 @@ def shown_item(
         (only possible in ``index`` mode: the other modes show the best unseen item).
     """
     if action_mode in ("index", "shortlist"):
-        if action_mode == "shortlist":
-            if candidates is None:
-                raise ValueError("shortlist mode needs the candidates the slots refer to")
-            shown = candidates[np.arange(len(actions)), actions]
-        else:
-            shown = np.asarray(actions, dtype=np.int64)
-        repeated = (history == shown[:, None]).any(axis=1)
+        shown, repeated = _chosen_item(action_mode, actions, history, candidates)
         return shown, features[shown] @ features.T, repeated
     scores = actions @ features.T if action_mode == "query" else actions
-    # Show the best item not yet shown in this dialog.
-    masked = np.array(scores, dtype=np.float64)
-    seen = history >= 0
-    masked[np.nonzero(seen)[0], history[seen]] = -np.inf
-    return np.argmax(masked, axis=1), scores, np.zeros(len(history), dtype=bool)
+    return best_unseen(scores, history), scores, np.zeros(len(history), dtype=bool)
+
+
+def _chosen_item(
+    action_mode: str, actions: np.ndarray, history: np.ndarray, candidates: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``index`` / ``shortlist`` mode: the item the action names (directly, or through its
+    candidate slot) and whether it was shown before in its dialog."""
+    if action_mode == "shortlist":
+        if candidates is None:
+            raise ValueError("shortlist mode needs the candidates the slots refer to")
+        shown = candidates[np.arange(len(actions)), actions]
+    else:
+        shown = np.asarray(actions, dtype=np.int64)
+    return shown, (history == shown[:, None]).any(axis=1)
 
 
 def _best(scores: np.ndarray, m: int) -> np.ndarray:
