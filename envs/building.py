@@ -15,6 +15,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.dialog_engine import DialogBatch, DialogConfig
 from fiq_gym.envs.configurations import apply_configuration
+from fiq_gym.ranking import make_ranker
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.shortlist import FirstStage, make_first_stage
 from fiq_gym.text import CaptionTokenizer
@@ -107,11 +108,16 @@ def build_dialog(
     side_info: str,
     shortlist: str | FirstStage,
     configuration: str = "default",
+    scoring: str = "float32",
+    shards: int | None = None,
+    shard_mode: str = "process",
 ) -> EnvParts:
     """The parts of an environment with ``num_dialogs`` dialogs: the single env (one) and the
     native vector env (``num_envs``) are built by this one function. ``configuration`` fills
     in the catalog and shopper settings left at their defaults
-    (:mod:`fiq_gym.envs.configurations`)."""
+    (:mod:`fiq_gym.envs.configurations`). ``scoring``, ``shards`` and ``shard_mode`` choose the
+    ranker (:func:`fiq_gym.ranking.make_ranker`); a sharded one holds worker processes until
+    ``parts.dialog.ranker.close()``."""
     if side_info not in ("predicted", "labels"):
         raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
     catalog, user_kwargs = apply_configuration(configuration, catalog, user, user_kwargs)
@@ -119,5 +125,8 @@ def build_dialog(
         catalog, category, user, user_kwargs, tokenizer, side_info if config.version == 1 else "auto"
     )
     first_stage = build_first_stage(shortlist, config.action_mode, opened, tables)
-    dialog = DialogBatch(tables, chosen, tok, config, num_dialogs=num_dialogs, first_stage=first_stage)
+    ranker = make_ranker(tables.features, scoring, shards, shard_mode)
+    dialog = DialogBatch(
+        tables, chosen, tok, config, num_dialogs=num_dialogs, first_stage=first_stage, ranker=ranker
+    )
     return EnvParts(opened, chosen, tok, first_stage, dialog)

@@ -218,7 +218,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
              caption_length=32, observation_keys=None, render_mode=None,
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
              side_info="predicted", shortlist_size=32, shortlist="retriever",
-             explore=0.0, caption_text=True, configuration="default")
+             explore=0.0, caption_text=True, configuration="default",
+             scoring="float32")
     ```
 
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, a synthetic
@@ -253,6 +254,13 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       False for libraries whose info readers take numbers only (TorchRL's ``GymEnv(...,
       num_envs=n)`` and ``GymWrapper`` with an info reader); the text is still in
       ``render()``, and the caption's token ids are in the observation either way.
+    * ``scoring``: how items are scored for the rank and the shown item
+      (:mod:`fiq_gym.ranking`). `"float32"` (default): numpy float32 products, as in every
+      release. `"exact"`: comparisons of exact dot products (a float32 scan plus a recheck of
+      the items within a proven error band of the target's score): the same ranks however
+      the gallery is split or batched, which the vector env's ``shards=`` needs; they differ
+      from `"float32"` only where BLAS rounding decides a near-tie. `"float16"`: the exact
+      ranks again, scanning a float16 copy of the features.
     * ``expose_target``: training-only opt-in that adds `info["target"]`; off by default.
     * ``lookahead``: training-only opt-in that enables ``preview_captions(candidates)``,
       what the shopper would say about candidate items (for model-based policy
@@ -281,6 +289,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Version History
 
+    * v1 (extended, not bumped: the default's dynamics are unchanged): ``scoring="exact"``
+      and ``"float16"``, opt-in scorings that rank by exact dot products.
     * v1 (not bumped: observations, rewards and episodes are unchanged): `info["caption"]`
       is now `info["caption_text"]` and `info["turn"]` is `info["dialog_turn"]` (the old
       names clashed with observation keys; they still read, with a warning, for one
@@ -326,6 +336,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         explore: float = 0.0,
         caption_text: bool = True,
         configuration: str = "default",
+        scoring: str = "float32",
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -357,6 +368,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "side_info": side_info,
             "shortlist": shortlist,
             "configuration": configuration,
+            "scoring": scoring,
         }
         parts = build_dialog(num_dialogs=1, **self._args)
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
@@ -528,6 +540,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             explore=cfg.explore,
             caption_text=cfg.caption_text,
             configuration=a.get("configuration", "default"),  # pickles of older versions lack it
+            scoring=a.get("scoring", "float32"),
         )
         for k, v in state["dialog"].items():
             if isinstance(v, np.ndarray):

@@ -23,6 +23,7 @@ from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.fashion_iq import V0_DEPRECATION
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.info import StepInfo
+from fiq_gym.ranking import Ranker
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
@@ -57,6 +58,15 @@ class FashionIQVectorEnv(VectorEnv):
       autoreset_mode=AutoresetMode.DISABLED))`` (docs/agents.md); it resets ended sub-envs
       with ``reset_mask`` itself. Pass ``caption_text=False`` before registering an info
       reader (its specs hold numbers only).
+    * ``scoring``: as the single env's (`"float32"`, `"exact"`, `"float16"`).
+    * ``shards=S`` (with ``scoring="exact"`` or `"float16"`): split the gallery over S shards
+      that each count, for every dialog, their items scoring at least as well as the target
+      and propose their best unseen item (:mod:`fiq_gym.ranking.sharded`); the ranks, items
+      shown, observations and rewards equal the unsharded env's with the same scoring, for
+      any S. ``shard_mode="process"`` (default) computes each shard in a worker process with
+      one BLAS thread (a shard per core; they end with ``close()``, when the env is dropped,
+      or when this process dies), ``"inline"`` one after another in this process.
+      ``shortlist`` mode shards the ranks; its first stage still scores every item here.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array", "ansi"]}
@@ -87,6 +97,9 @@ class FashionIQVectorEnv(VectorEnv):
         caption_text: bool = True,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         configuration: str = "default",
+        scoring: str = "float32",
+        shards: int | None = None,
+        shard_mode: str = "process",
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -135,6 +148,9 @@ class FashionIQVectorEnv(VectorEnv):
             side_info=side_info,
             shortlist=shortlist,
             configuration=configuration,
+            scoring=scoring,
+            shards=shards,
+            shard_mode=shard_mode,
         )
         self.configuration = configuration
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
@@ -165,6 +181,12 @@ class FashionIQVectorEnv(VectorEnv):
         the shopper of each sub-env would give for K candidate items each, in one batched
         user call, without changing the episodes."""
         return self._dialog.preview(np.asarray(candidates), self._preview_rng)
+
+    @property
+    def ranker(self) -> Ranker:
+        """What ranks the gallery (:mod:`fiq_gym.ranking`); a sharded one lists its worker
+        processes in ``worker_pids``."""
+        return self._dialog.ranker
 
     @property
     def gallery(self) -> RetrievalTables:
@@ -278,6 +300,7 @@ class FashionIQVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self._last_info = None
+        self._dialog.ranker.close()  # ends shard processes, if any
 
     # --- helpers ---------------------------------------------------------------------------
     def _merge(self, rows: np.ndarray, out: Transition) -> tuple[dict[str, np.ndarray], None]:
