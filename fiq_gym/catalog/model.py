@@ -13,6 +13,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
 
@@ -102,7 +103,9 @@ class Catalog:
         vocabulary: the attribute vocabulary; ``labels`` columns follow its order.
         labels: (N, A) uint8 multi-hot ground-truth attribute labels.
         descriptions: N product descriptions (shop titles).
-        images: (N, H, W, 3) uint8 images, or None for a catalog without pixels.
+        images: (N, H, W, 3) uint8 images, or None for a catalog without pixels; a
+            :class:`~fiq_gym.catalog.lazy_images.LazyImages` for a synthetic catalog that
+            renders them when read.
         features: (N, D) float32 image features, or None until features are extracted.
         attribute_scores: (N, A) float32 predicted attribute probabilities, or None.
         primary_rgb: (N, 3) uint8 main garment colour as rendered, or None when unknown.
@@ -171,7 +174,7 @@ class Catalog:
         # sending an environment to a worker process copies no images.
         path = self.provenance.get("path")
         if path is not None and isinstance(
-            self.images if self.images is not None else self.labels, np.memmap
+            self.images if isinstance(self.images, np.ndarray) else self.labels, np.memmap
         ):
             from fiq_gym.catalog.storage import open_catalog
 
@@ -184,6 +187,8 @@ class Catalog:
 
     def __repr__(self) -> str:
         shape = "none" if self.images is None else "x".join(map(str, self.images.shape[1:3]))
+        if isinstance(self.images, LazyImages):
+            shape += " (rendered on demand)"
         feat = "none" if self.features is None else str(self.features.shape[1])
         return (
             f"Catalog({len(self)} items, categories={list(self.category_names)}, "
@@ -294,6 +299,8 @@ class Catalog:
             descriptions = self.descriptions.take(rows)  # type: ignore[attr-defined]
 
         def take(arr: np.ndarray | None) -> np.ndarray | None:
+            if isinstance(arr, LazyImages):
+                return arr.subset(rows)  # type: ignore[return-value]
             return None if arr is None else arr[rows]
 
         return Catalog(

@@ -12,6 +12,12 @@ Layout (format version 1)::
     features.npy                  (N, D) float32                optional
     attribute_scores.npy          (N, A) float32                optional
     primary_rgb.npy               (N, 3) uint8                  optional
+    shades.npy                    (N,) float64                  lazy synthetic catalogs
+    pattern_offsets.npy           (N, 2) int16                  lazy synthetic catalogs
+
+A synthetic catalog built with ``--images lazy`` has no ``images.npy``; its manifest's
+provenance says ``"images": "lazy"`` and ``images`` opens as
+:class:`~fiq_gym.catalog.lazy_images.LazyImages`, rendering rows when they are read.
 
 Opening memory-maps every array read-only, so a new process opens a large catalog in
 milliseconds and vector-env workers share pages instead of copying. Directories are written
@@ -37,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from fiq_gym.atomic import atomic_directory, atomic_write_json, recover_directory
+from fiq_gym.catalog.lazy_images import RENDER_ARRAYS, LazyImages
 from fiq_gym.catalog.model import Catalog, StringColumn
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
@@ -59,6 +66,7 @@ MANIFEST = "manifest.json"
 
 _REQUIRED = ("ids", "categories", "labels", "descriptions_utf8", "description_offsets")
 _OPTIONAL = ("images", "features", "attribute_scores", "primary_rgb")
+_KNOWN = (*_REQUIRED, *_OPTIONAL, *RENDER_ARRAYS)
 _REBUILD_HINT = "rebuild it (`fiq-gym catalog build --out DIR`) or re-import it from the original data"
 
 
@@ -83,10 +91,17 @@ def save_catalog(catalog: Catalog, path: str | os.PathLike, *, overwrite: bool =
         column = StringColumn.from_strings(list(column))
     arrays["descriptions_utf8"] = np.asarray(column.blob)
     arrays["description_offsets"] = np.asarray(column.offsets)
+    provenance = dict(catalog.provenance)
     for name in _OPTIONAL:
         value = getattr(catalog, name)
-        if value is not None:
+        if isinstance(value, LazyImages):
+            # A lazy catalog stays lazy: what renders the images, not the images.
+            arrays.update(value.render_arrays())
+            provenance["images"] = "lazy"
+        elif value is not None:
             arrays[name] = value
+    if not isinstance(catalog.images, LazyImages):
+        provenance.pop("images", None)
     with atomic_directory(path, overwrite=overwrite) as tmp:
         for name, arr in arrays.items():
             # Chunked copy keeps memory flat when the source is itself a memory map.
@@ -96,7 +111,13 @@ def save_catalog(catalog: Catalog, path: str | os.PathLike, *, overwrite: bool =
                 out[start : start + step] = arr[start : start + step]
             out.flush()
             del out
-        _write_manifest(tmp, catalog, {name: _array_entry(name, arr) for name, arr in arrays.items()})
+        meta = {
+            "num_items": len(catalog),
+            "category_names": list(catalog.category_names),
+            "vocabulary": catalog.vocabulary.to_json(),
+            "provenance": provenance,
+        }
+        _write_manifest(tmp, meta, {name: _array_entry(name, arr) for name, arr in arrays.items()})
     return path
 
 
@@ -159,7 +180,11 @@ class CatalogWriter:
         num_items: int,
         image_size: int | None,
         vocabulary: AttributeVocabulary,
+        *,
+        render_arrays: bool = False,
     ) -> None:
+        """``image_size`` None: no images; ``render_arrays``: write the shades and pattern
+        offsets a lazy synthetic catalog renders its images from."""
         self.directory = directory
         self.num_items = num_items
         self.vocabulary = vocabulary
@@ -174,6 +199,9 @@ class CatalogWriter:
         alloc("primary_rgb", np.uint8, (n, 3))
         if image_size is not None:
             alloc("images", np.uint8, (n, image_size, image_size, 3))
+        if render_arrays:
+            alloc("shades", np.float64, (n,))
+            alloc("pattern_offsets", np.int16, (n, 2))
         self._ids: list[np.ndarray] = []
         self._descriptions: list[bytes] = []
         self._lengths: list[int] = []
@@ -188,6 +216,8 @@ class CatalogWriter:
         descriptions: list[str],
         primary_rgb: np.ndarray,
         images: np.ndarray | None = None,
+        shades: np.ndarray | None = None,
+        pattern_offsets: np.ndarray | None = None,
     ) -> None:
         start, stop = self._cursor, self._cursor + len(ids)
         if stop > self.num_items:
@@ -199,6 +229,11 @@ class CatalogWriter:
             if images is None:
                 raise ValueError("this catalog was declared with images; pass images= with every block")
             self._arrays["images"].append(images)
+        if "shades" in self._arrays:
+            if shades is None or pattern_offsets is None:
+                raise ValueError("this catalog renders its images lazily; pass shades= and pattern_offsets=")
+            self._arrays["shades"].append(shades)
+            self._arrays["pattern_offsets"].append(pattern_offsets)
         self._ids.append(np.asarray(ids))
         encoded = [d.encode("utf-8") for d in descriptions]
         self._descriptions.extend(encoded)
@@ -329,11 +364,7 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
     for name in _REQUIRED:
         if name not in entries:
             raise CatalogError(f"{path / MANIFEST} lists no {name!r} array; {_REBUILD_HINT}")
-    arrays = {
-        name: _load_array(path, name, entry, mmap)
-        for name, entry in entries.items()
-        if name in _REQUIRED + _OPTIONAL
-    }
+    arrays = {name: _load_array(path, name, entry, mmap) for name, entry in entries.items() if name in _KNOWN}
     n = int(manifest["num_items"])
     if len(arrays["ids"]) != n:
         raise CatalogError(
@@ -351,7 +382,11 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
             f"{path / 'description_offsets.npy'} does not match the description blob; {_REBUILD_HINT}"
         )
     _check_values(path, entries, arrays)
+    provenance = {**manifest.get("provenance", {}), "path": str(path)}
+    images = arrays.get("images")
     try:
+        if images is None and provenance.get("images") == "lazy":
+            images = LazyImages.from_arrays(arrays, provenance, vocabulary, tuple(manifest["category_names"]))
         return Catalog(
             ids=arrays["ids"],
             categories=arrays["categories"],
@@ -359,11 +394,11 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
             vocabulary=vocabulary,
             labels=arrays["labels"],
             descriptions=StringColumn(arrays["descriptions_utf8"], offsets),
-            images=arrays.get("images"),
+            images=images,
             features=arrays.get("features"),
             attribute_scores=arrays.get("attribute_scores"),
             primary_rgb=arrays.get("primary_rgb"),
-            provenance={**manifest.get("provenance", {}), "path": str(path)},
+            provenance=provenance,
         )
     except CatalogError as e:
         raise CatalogError(f"{path}: {e}; {_REBUILD_HINT}") from None

@@ -4,6 +4,10 @@ Items are produced in fixed-size chunks, each from its own seeded generator
 (``numpy.random.default_rng([seed, chunk])``), so the catalog is the same whatever the
 machine, and memory stays flat however many items are asked for: each chunk goes straight
 into the memory-mapped arrays of the catalog being written.
+
+``images="lazy"`` stores no images: it stores each garment's shade and pattern offset instead,
+from which :class:`~fiq_gym.catalog.lazy_images.LazyImages` renders any image on demand,
+identical to the stored one (12 kB an item less at 64x64: 12 GB at a million items).
 """
 
 from __future__ import annotations
@@ -21,10 +25,16 @@ from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.render import GarmentSpec, render_garment, shaded_rgb
 from fiq_gym.catalog.storage import CatalogWriter, open_catalog
-from fiq_gym.catalog.synthetic_spec import CATEGORIES, LENGTHS_BY_CATEGORY, SYNTHETIC_VOCABULARY
+from fiq_gym.catalog.synthetic_spec import (
+    CATEGORIES,
+    GENERATOR_VERSION,
+    LENGTHS_BY_CATEGORY,
+    SYNTHETIC_VOCABULARY,
+)
 
 __all__ = [
     "GENERATOR_VERSION",
+    "IMAGE_MODES",
     "SyntheticAttributes",
     "build_synthetic_catalog",
     "describe",
@@ -32,10 +42,9 @@ __all__ = [
     "write_synthetic_catalog",
 ]
 
-# Bump when the sampled attributes, the rendering or the descriptions change, so cached
-# catalogs are rebuilt. v2: fit wording in descriptions ("fitted", not "fitted fit").
-GENERATOR_VERSION = 2
 CHUNK_SIZE = 1024
+#: ``"stored"``: images in ``images.npy``; ``"lazy"``: rendered on demand from stored attributes.
+IMAGE_MODES = ("stored", "lazy")
 _PATTERN_WEIGHTS = np.array([0.36, 0.16, 0.16, 0.16, 0.16])
 
 
@@ -132,14 +141,15 @@ def _chunk_rng(seed: int, chunk: int) -> np.random.Generator:
 
 
 def _render_chunk(
-    job: tuple[int, int, int, int, int],
-) -> tuple[SyntheticAttributes, np.ndarray, np.ndarray, list[str]]:
-    """Attributes, images, colours and descriptions of one chunk (runs in a worker process)."""
-    seed, chunk, _start, n, image_size = job
+    job: tuple[int, int, int, int, int, bool],
+) -> tuple[SyntheticAttributes, np.ndarray | None, np.ndarray, list[str]]:
+    """Attributes, images (None unless ``render``), colours and descriptions of one chunk
+    (runs in a worker process)."""
+    seed, chunk, _start, n, image_size, render = job
     # Always draw a full chunk, so an item does not depend on the catalog's size.
     attrs = sample_attributes(_chunk_rng(seed, chunk), CHUNK_SIZE)
     types = SYNTHETIC_VOCABULARY.types
-    images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
+    images = np.empty((n, image_size, image_size, 3), dtype=np.uint8) if render else None
     rgb = np.empty((n, 3), dtype=np.uint8)
     descriptions = []
     for i in range(n):
@@ -151,7 +161,8 @@ def _render_chunk(
             pattern_offset=(int(attrs.pattern_offsets[i, 0]), int(attrs.pattern_offsets[i, 1])),
             **values,
         )
-        images[i] = render_garment(spec, image_size)
+        if images is not None:
+            images[i] = render_garment(spec, image_size)
         rgb[i] = shaded_rgb(spec.color, spec.shade)
         descriptions.append(describe(category, values, spec.shade, attrs.description_draws[i]))
     return attrs, images, rgb, descriptions
@@ -166,20 +177,26 @@ def build_synthetic_catalog(
     overwrite: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    images: str = "stored",
 ) -> Catalog:
     """Generate a synthetic catalog of ``size`` garments into directory ``out`` and open it.
 
     Deterministic from ``seed`` (and ``image_size``) on any machine, whatever ``workers``
     (processes rendering chunks in parallel; default: one per CPU, at most 8). Written
-    atomically: the directory appears complete or not at all.
+    atomically: the directory appears complete or not at all. ``images="lazy"`` stores no
+    images (see the module docstring); the opened catalog renders them when read.
     """
-    _check_arguments(size, seed, image_size)
+    _check_arguments(size, seed, image_size, images)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        write_synthetic_catalog(tmp, size, seed, image_size, progress=progress, workers=workers)
+        write_synthetic_catalog(
+            tmp, size, seed, image_size, progress=progress, workers=workers, images=images
+        )
     return open_catalog(Path(out))
 
 
-def _check_arguments(size: int, seed: int, image_size: int) -> None:
+def _check_arguments(size: int, seed: int, image_size: int, images: str = "stored") -> None:
+    if images not in IMAGE_MODES:
+        raise ValueError(f"images must be one of {list(IMAGE_MODES)}, got {images!r}")
     if size < 1:
         raise ValueError(f"size must be a positive number of items, got {size}")
     if seed < 0:
@@ -199,33 +216,38 @@ def write_synthetic_catalog(
     *,
     progress: bool = True,
     workers: int | None = None,
+    images: str = "stored",
 ) -> None:
     """Render the catalog of :func:`build_synthetic_catalog` into the existing empty
     ``directory``, not atomically: for callers that write it inside their own
     :func:`~fiq_gym.atomic.atomic_directory` together with more files."""
-    _check_arguments(size, seed, image_size)
+    _check_arguments(size, seed, image_size, images)
     vocab = SYNTHETIC_VOCABULARY
+    lazy = images == "lazy"
     jobs = [
-        (seed, c, start, min(CHUNK_SIZE, size - start), image_size)
+        (seed, c, start, min(CHUNK_SIZE, size - start), image_size, not lazy)
         for c, start in enumerate(range(0, size, CHUNK_SIZE))
     ]
     workers = min(workers or min(os.cpu_count() or 1, 8), len(jobs))
-    writer = CatalogWriter(Path(directory), size, image_size, vocab)
-    bar = tqdm(total=size, desc="rendering garments", unit="item", disable=not progress)
+    writer = CatalogWriter(Path(directory), size, None if lazy else image_size, vocab, render_arrays=lazy)
+    desc = "sampling garments" if lazy else "rendering garments"
+    bar = tqdm(total=size, desc=desc, unit="item", disable=not progress)
     # Our own workers, not a multiprocessing pool: they never re-run the caller's main
     # module (an unguarded script works) and die with this process (see fiq_gym._workers).
     pool = WorkerPool(workers) if workers > 1 else None
     try:
         # Ordered map: chunks land in the file in catalog order whichever worker ends first.
         results = pool.map(_render_chunk, jobs) if pool else map(_render_chunk, jobs)
-        for (_, _, start, n, _), (attrs, images, rgb, descriptions) in zip(jobs, results, strict=True):
+        for (_, _, start, n, _, _), (attrs, block, rgb, descriptions) in zip(jobs, results, strict=True):
             writer.write(
                 ids=np.array([f"syn-{j:07d}" for j in range(start, start + n)]),
                 categories=attrs.categories[:n],
                 labels=vocab.encode(attrs.codes[:n]),
                 descriptions=descriptions,
                 primary_rgb=rgb,
-                images=images,
+                images=block,
+                shades=attrs.shades[:n] if lazy else None,
+                pattern_offsets=attrs.pattern_offsets[:n] if lazy else None,
             )
             bar.update(n)
     finally:
@@ -242,5 +264,6 @@ def write_synthetic_catalog(
             "size": size,
             "image_size": image_size,
             "chunk_size": CHUNK_SIZE,
+            **({"images": "lazy"} if lazy else {}),
         },
     )

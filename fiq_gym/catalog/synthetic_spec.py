@@ -11,10 +11,16 @@ from fiq_gym.catalog.vocabulary import AttributeType, AttributeVocabulary
 __all__ = [
     "CATEGORIES",
     "COLOR_RGB",
+    "GENERATOR_VERSION",
     "HEM_HEIGHT",
     "LENGTHS_BY_CATEGORY",
     "SYNTHETIC_VOCABULARY",
 ]
+
+# Bump when the sampled attributes, the rendering or the descriptions change, so cached
+# catalogs are rebuilt (and lazy catalogs of another version refuse to render).
+# v2: fit wording in descriptions ("fitted", not "fitted fit").
+GENERATOR_VERSION = 2
 
 CATEGORIES: tuple[str, ...] = ("dress", "shirt", "toptee")
 

@@ -25,8 +25,15 @@ def _catalog_build(args: argparse.Namespace) -> int:
     from fiq_gym.default_catalog import default_catalog_path
 
     out = Path(args.out) if args.out else default_catalog_path(args.size, args.seed, args.image_size)
+    if args.images == "lazy" and not args.out:
+        out = out.with_name(out.name + "-lazy")  # never in the default catalog's place
     catalog = build_synthetic_catalog(
-        out, size=args.size, seed=args.seed, image_size=args.image_size, overwrite=args.overwrite
+        out,
+        size=args.size,
+        seed=args.seed,
+        image_size=args.image_size,
+        overwrite=args.overwrite,
+        images=args.images,
     )
     if not args.no_features:
         from fiq_gym.catalog.storage import open_catalog
@@ -139,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int_between(MIN_SYNTHETIC_IMAGE_SIZE, MAX_IMAGE_SIZE),
         default=64,
         help="image side in pixels (default 64)",
+    )
+    build.add_argument(
+        "--images",
+        choices=("stored", "lazy"),
+        default="stored",
+        help="stored: write every image (default); lazy: store each garment's shade and pattern offset "
+        "instead and render images when they are read, identical to stored ones (12 kB an item less)",
     )
     build.add_argument("--out", help="output directory (default: the cache folder, see FIQ_GYM_CACHE)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing directory")

@@ -29,7 +29,16 @@ def _default_out(kind: str, args: argparse.Namespace) -> Path:
 
 def _import(args: argparse.Namespace) -> int:
     from fiq_gym.catalog.importing import write_import
+    from fiq_gym.errors import DatasetError
     from fiq_gym.features.extract import import_extractor
+
+    if args.images == "lazy" and not Path("lazy").is_dir():
+        raise DatasetError(
+            "imported catalogs cannot be lazy: only synthetic garments can be rendered again from their "
+            "attributes, real photos must be stored; --images here names the image folder (default: "
+            "ROOT/images for Fashion IQ, ROOT for Shoes). `fiq-gym catalog build --images lazy` makes a "
+            "lazy synthetic catalog"
+        )
 
     extractor = None if args.features else import_extractor(args.encoder)  # checked before decoding
 

@@ -5,7 +5,9 @@
     fiq-gym features extract CATALOG --encoder hf:/models/my-vit
 
 Images are read from the catalog's file one batch at a time and the results are appended to
-new files, so memory stays at one batch whatever the catalog's size; the catalog
+new files, so memory stays at one batch whatever the catalog's size (a lazy synthetic
+catalog's images are rendered batch by batch instead, in worker processes while this one
+encodes the previous batches); the catalog
 switches to the new arrays in one atomic manifest rewrite
 (:func:`fiq_gym.catalog.storage.update_catalog_arrays`). The environments then rank with
 ``features`` and show agents ``attribute_scores`` instead of the ground-truth labels.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fiq_gym._workers import WorkerPool
+from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog, update_catalog_arrays
 from fiq_gym.errors import CatalogError
@@ -128,6 +132,7 @@ def extract_features(
     threads: int = 0,
     progress: bool = True,
     features_only: bool | str = False,
+    workers: int | None = None,
 ) -> ExtractResult:
     """Compute features (and, with an attribute network, attribute scores) for every item of
     catalog directory ``catalog`` and write them into it atomically.
@@ -139,6 +144,9 @@ def extract_features(
     (True), or do so only when the network was trained for another attribute vocabulary or
     image size than the catalog's (``"auto"``, what ``fiq-gym catalog import`` uses for real
     photos: its penultimate layer is still a usable image descriptor, its heads are not).
+
+    ``workers``: processes rendering a lazy catalog's images (default: one per CPU, at most
+    8; 1 renders here); catalogs with stored images are read here.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -167,17 +175,69 @@ def extract_features(
             encoder = FeaturesOnly(encoder)
         else:
             check_fits(encoder.checkpoint, opened)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8)
     with torch_threads(threads):
-        return _extract(path, opened, encoder, batch_size, progress, started)
+        return _extract(path, opened, encoder, batch_size, progress, started, workers)
+
+
+def _image_batches(path: Path, opened: Catalog, batch_size: int, workers: int) -> Iterator[np.ndarray]:
+    """The catalog's images, ``batch_size`` rows at a time, in order."""
+    n = len(opened)
+    if isinstance(opened.images, LazyImages) and workers > 1 and n > batch_size:
+        jobs = [(str(path), start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
+        # An ordered map keeps two batches per worker in flight: memory stays flat.
+        with WorkerPool(min(workers, len(jobs))) as pool:
+            yield from pool.map(_render_batch, jobs)
+        return
+    with RowReader(opened.images) as reader:  # type: ignore[arg-type]
+        for start in range(0, n, batch_size):
+            yield reader.slice(start, start + batch_size)
+
+
+_RENDERING: dict[str, Catalog] = {}
+
+
+def _render_batch(job: tuple[str, int, int]) -> np.ndarray:
+    """Rows ``start:stop`` of a lazy catalog's images (runs in a worker process)."""
+    path, start, stop = job
+    if path not in _RENDERING:
+        _RENDERING.clear()
+        _RENDERING[path] = open_catalog(path)
+    images = _RENDERING[path].images
+    assert images is not None
+    return images[start:stop]
 
 
 def _extract(
-    path: Path, opened: Catalog, encoder: ImageEncoder, batch_size: int, progress: bool, started: float
+    path: Path,
+    opened: Catalog,
+    encoder: ImageEncoder,
+    batch_size: int,
+    progress: bool,
+    started: float,
+    workers: int,
 ) -> ExtractResult:
-    images, n = RowReader(opened.images), len(opened)
+    n = len(opened)
+    batches = _image_batches(path, opened, batch_size, workers)
+    try:
+        return _extract_batches(path, opened, encoder, batches, n, progress, started)
+    finally:
+        batches.close()  # ends rendering workers early on an error
+
+
+def _extract_batches(
+    path: Path,
+    opened: Catalog,
+    encoder: ImageEncoder,
+    batches: Iterator[np.ndarray],
+    n: int,
+    progress: bool,
+    started: float,
+) -> ExtractResult:
     # The first batch tells the feature size, which the output files need up front (and how
     # an HF model pools, which its provenance records).
-    first_features, first_scores = encoder.encode(images.slice(0, batch_size))
+    first_features, first_scores = encoder.encode(next(batches))
     shapes = {"features": (n, first_features.shape[1])}
     if first_scores is not None:
         shapes["attribute_scores"] = (n, opened.vocabulary.size)
@@ -186,18 +246,19 @@ def _extract(
     if first_scores is not None:
         provenance["attribute_scores"] = record
     with (
-        images,
         update_catalog_arrays(path, shapes, provenance=provenance) as update,
         tqdm(total=n, desc="extracting features", unit="item", disable=not progress) as bar,
     ):
         features, scores = first_features, first_scores
-        for start in range(0, n, batch_size):
-            if start:
-                features, scores = encoder.encode(images.slice(start, start + batch_size))
+        while True:
             update.append("features", features)
             if scores is not None:
                 update.append("attribute_scores", scores)
             bar.update(len(features))
+            block = next(batches, None)
+            if block is None:
+                break
+            features, scores = encoder.encode(block)
     return ExtractResult(
         path=path,
         num_items=n,
