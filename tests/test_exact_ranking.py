@@ -95,6 +95,10 @@ def test_exact_ranks_and_best_items_match_exact_arithmetic(case):
     best, ranks = ranker.query_ranks(queries, targets, history)
     np.testing.assert_array_equal(ranks, want_ranks)
     np.testing.assert_array_equal(best, want_best)
+    # A shard told nothing about where the targets are rechecks them like any other item.
+    counts, best = GalleryShard(features, scan=case["scan"]).scan(queries, features[targets], history)
+    np.testing.assert_array_equal(counts - 1, want_ranks)
+    np.testing.assert_array_equal(best, want_best)
 
 
 @SETTINGS

@@ -170,6 +170,7 @@ class GalleryShard:
         queries: np.ndarray,
         targets: np.ndarray,
         history: np.ndarray | None = None,
+        target_index: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact counts and, if ``history`` is given, the best item not shown yet.
 
@@ -179,6 +180,8 @@ class GalleryShard:
                 not lie in this shard).
             history: (B, H) gallery-wide indices of items already shown, -1 padded; None when
                 no best item is wanted.
+            target_index: (B,) gallery-wide indices of the targets, if known: a target in this
+                shard is then counted without a recheck (it always lies inside its own band).
 
         Returns:
             ``(counts, best)``: (B,) int64 numbers of this shard's items whose exact score is
@@ -203,12 +206,18 @@ class GalleryShard:
         best_scan = np.full(b, -np.inf, dtype=np.float32)
         candidates: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(b)]
         block = max(1, (_BLOCK_BYTES // 4) // max(1, b))
+        own = None if target_index is None else np.asarray(target_index, dtype=np.int64) - self.offset
         for start in range(0, n, block):
             stop = min(n, start + block)
             s = self._scanned(queries, start, stop)
             above = s >= sure
             counts += np.count_nonzero(above, axis=1)
             maybe = s >= possible
+            if own is not None:
+                # The target scores exactly as well as itself: count it, recheck the others.
+                mine = np.flatnonzero((own >= start) & (own < stop))
+                maybe[mine, own[mine] - start] = False
+                counts[mine] += 1
             open_rows = np.flatnonzero(np.count_nonzero(maybe, axis=1) > np.count_nonzero(above, axis=1))
             for i in open_rows:
                 band[i].append(start + np.flatnonzero(maybe[i] & ~above[i]))

@@ -115,10 +115,10 @@ class ExactRanker:
         if history is not None:
             history = np.asarray(history, dtype=np.int64)
         if self._pool is not None:
-            job = (self._token, queries, target_rows, history)
+            job = (self._token, queries, target_rows, history, targets)
             results = self._pool.scatter(_scan_shard, [job] * self.num_shards)
         elif self._shards:
-            results = [shard.scan(queries, target_rows, history) for shard in self._shards]
+            results = [shard.scan(queries, target_rows, history, targets) for shard in self._shards]
         else:
             raise RuntimeError(
                 "the shard processes of this ranker were closed (env.close()); make a new env to step again"
@@ -188,10 +188,10 @@ def _open_shard(job: tuple[str, str, int, int, str]) -> int:
 
 
 def _scan_shard(
-    job: tuple[str, np.ndarray, np.ndarray, np.ndarray | None],
+    job: tuple[str, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
-    token, queries, targets, history = job
+    token, queries, targets, history, target_index = job
     shard = _OPEN.get(token)
     if shard is None:
         raise RuntimeError(f"this worker holds no shard {token}; was it restarted?")
-    return shard.scan(queries, targets, history)
+    return shard.scan(queries, targets, history, target_index)
