@@ -138,25 +138,51 @@ class LoadedAgent:
         ``max_turns`` override the training settings. Captions are always tokenized as in
         training (a trained agent's word embeddings are indexed by its tokenizer's ids, and
         the shoppers number words differently)."""
-        user = user or self.user
-        tokenizer = self.own_tokenizer
-        if tokenizer is None and user != self.user:
-            tokenizer = self.training_tokenizer(catalog)
         return gym.make_vec(
             self.env_id,
             num_envs=num_envs,
             vectorization_mode="vector_entry_point",
-            catalog=catalog if catalog is not None else self.catalog,
-            user=user,
-            action_mode=self.action_mode,
-            max_turns=max_turns or self.max_turns,
-            tokenizer=tokenizer,
-            **{
-                **self.shortlist,
-                **({"observation_keys": self.observation_keys} if self.observation_keys else {}),
-                **kwargs,
-            },
+            **self.env_kwargs(catalog=catalog, user=user, max_turns=max_turns, **kwargs),
         )
+
+    def make_env(
+        self,
+        *,
+        catalog: Any = None,
+        user: str | None = None,
+        max_turns: int | None = None,
+        **kwargs: Any,
+    ) -> gym.Env:
+        """The single env this agent was trained on (``gym.make``), with the overrides of
+        :meth:`make_envs`; ``max_episode_steps`` follows ``max_turns``."""
+        env_kwargs = self.env_kwargs(catalog=catalog, user=user, max_turns=max_turns, **kwargs)
+        return gym.make(self.env_id, max_episode_steps=env_kwargs["max_turns"], **env_kwargs)
+
+    def env_kwargs(
+        self,
+        *,
+        catalog: Any = None,
+        user: str | None = None,
+        max_turns: int | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The env arguments of :meth:`make_envs` and :meth:`make_env`: the training settings
+        with the overrides given; ``tokenizer`` is None (the shopper's own) unless the agent
+        reads captions with another one."""
+        user = user or self.user
+        tokenizer = self.own_tokenizer
+        if tokenizer is None and user != self.user:
+            tokenizer = self.training_tokenizer(catalog)
+        return {
+            "catalog": catalog if catalog is not None else self.catalog,
+            "user": user,
+            "action_mode": self.action_mode,
+            "max_turns": max_turns or self.max_turns,
+            "tokenizer": tokenizer,
+            **self.shortlist,
+            **({"observation_keys": self.observation_keys} if self.observation_keys else {}),
+            **kwargs,
+        }
 
     def training_tokenizer(self, catalog: Any = None) -> CaptionTokenizer:
         """The tokenizer the agent read captions with in training."""
