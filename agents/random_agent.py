@@ -1,7 +1,8 @@
 """The random retriever: shows a random item it has not shown yet in each dialog.
 
 The floor every learned agent must clear. It reads only what an agent may read: the
-action space and ``info["shown"]``.
+action space and ``info["shown"]``. :class:`UniformBoxAgent` is its counterpart for the
+``query`` and ``scores`` action modes.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["RandomAgent"]
+__all__ = ["RandomAgent", "UniformBoxAgent"]
 
 _STREAM = 0x52414E44  # "RAND"
+_BOX_STREAM = 0x52424F58  # "RBOX"
 
 
 class RandomAgent:
@@ -67,3 +69,32 @@ class RandomAgent:
                 choice = int(self.rng.integers(self.num_items))
             actions[k] = choice
         return actions
+
+
+class UniformBoxAgent:
+    """Uniform samples of a ``Box`` action space (``query`` and ``scores`` modes), batched.
+
+    In ``scores`` mode the env then shows a uniform random item not shown yet, as
+    :class:`RandomAgent` does in ``index`` mode; in ``query`` mode, the unseen item best
+    aligned with a random direction.
+
+    Args:
+        action_space: the single-env action space (a ``Box``).
+        seed: seeds the agent's own stream.
+    """
+
+    def __init__(self, action_space: gym.spaces.Space, seed: int | None = None) -> None:
+        if not isinstance(action_space, gym.spaces.Box):
+            raise ValueError(
+                f"UniformBoxAgent needs the 'query' or 'scores' action mode (a Box space), got {action_space}"
+            )
+        self.space = action_space
+        self.rng = np.random.default_rng(None if seed is None else [_BOX_STREAM, seed])
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        """Stateless."""
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        b = len(np.atleast_1d(info["shown"]))
+        low, high = self.space.low, self.space.high
+        return self.rng.uniform(low, high, size=(b, *self.space.shape)).astype(self.space.dtype)
