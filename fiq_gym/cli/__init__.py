@@ -88,6 +88,8 @@ TRAINERS = {
     "recurrent-reinforce": "fiq_gym.agents.recurrent_reinforce",
     # Needs the rllib extra; the message below names it when Ray is missing.
     "rllib-ppo": "fiq_gym.agents.rllib_ppo",
+    # Needs the offline extra (Minari); its import error names it.
+    "behaviour-cloning": "fiq_gym.agents.behaviour_cloning",
 }
 
 
@@ -97,6 +99,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         trainer = importlib.import_module(TRAINERS[args.agent])
     except ModuleNotFoundError as e:
+        if e.name in ("minari", "pyarrow"):  # fiq_gym.envs.offline's message names the extra
+            raise FiqGymError(f"fiq-gym train {args.agent}: {e}") from None
         if e.name != "ray" and not str(e.name).startswith("ray."):
             raise
         raise FiqGymError(
@@ -232,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fiq_gym.cli.user import add_commands as add_user_commands  # argparse only
 
     add_user_commands(sub)
+    from fiq_gym.cli.record import add_command as add_record_command  # argparse only
+
+    add_record_command(sub)
     from fiq_gym.play.commands import add_commands as add_play_commands  # argparse only
 
     add_play_commands(sub)

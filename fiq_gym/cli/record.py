@@ -1,0 +1,125 @@
+"""``fiq-gym record``: an agent's dialogs as a Minari dataset (docs/benchmarks.md,
+"Offline datasets (Minari)")."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from fiq_gym.cli_args import int_between, seed
+from fiq_gym.errors import FiqGymError
+from fiq_gym.links import doc_url
+
+__all__ = ["add_command"]
+
+_ACTION_MODES = ("index", "query", "scores", "shortlist")
+
+
+def _record(args: argparse.Namespace) -> int:
+    try:
+        from fiq_gym.agents.recording import record
+    except ModuleNotFoundError as e:
+        if e.name not in ("minari", "pyarrow"):
+            raise
+        raise FiqGymError(str(e)) from None
+    result = record(
+        args.agent,
+        episodes=args.episodes,
+        out=args.out,
+        dataset_id=args.dataset_id,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        env_id=args.env_id,
+        catalog=args.catalog,
+        user=args.user,
+        action_mode=args.action_mode,
+        max_turns=args.max_turns,
+        reward=args.reward,
+        shortlist=args.shortlist,
+        shortlist_size=args.shortlist_size,
+        explore=args.explore,
+    )
+    root = shlex.quote(str(result.root))
+    print(
+        f"wrote {result.episodes} episodes ({result.steps} steps) to {result.path}\n"
+        f"read it with: MINARI_DATASETS_PATH={root} python -c "
+        f"\"import minari; print(minari.load_dataset('{result.dataset_id}'))\"",
+    )
+    return 0
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """Add ``record`` to the ``fiq-gym`` subcommands."""
+    record = sub.add_parser(
+        "record",
+        help="play dialogs with an agent and write them as a Minari dataset (offline RL)",
+        description=(
+            "Play --episodes dialogs with an agent and write them as a Minari dataset: observations, actions, "
+            "rewards, terminations, truncations and the env's info of every step (caption text, shown item, "
+            "turn, rank, percentile, success; the shortlist's candidates). The dataset goes to "
+            "OUT/DATASET_ID/data; read it with MINARI_DATASETS_PATH=OUT and minari.load_dataset(DATASET_ID). "
+            "It is written into a hidden temporary directory and renamed when complete, and an existing "
+            f"dataset is never replaced without --overwrite. See {doc_url('docs/benchmarks.md', 'offline-datasets-minari')}."
+        ),
+    )
+    record.add_argument(
+        "--agent",
+        required=True,
+        help=(
+            "random, greedy, or a checkpoint directory (the checkpoint/ folder of `fiq-gym train AGENT --out "
+            "RUN`, loaded as `fiq-gym eval` loads it). random: index mode a uniform unseen item, shortlist a "
+            "uniform candidate, query/scores uniform samples of the action box. greedy: the first stage's "
+            "best unseen item (by default the supervised retriever shipped with the package): shortlist the "
+            "best-scored candidate (the benchmark's shortlist-greedy), index that item, scores the first "
+            "stage's scores, query that item's features"
+        ),
+    )
+    record.add_argument(
+        "--episodes", type=int_between(1), default=100, help="dialogs to record (default 100)"
+    )
+    record.add_argument(
+        "--out",
+        help="the Minari datasets root the dataset goes under (default: $MINARI_DATASETS_PATH, else "
+        "~/.minari/datasets, where minari.load_dataset finds it without arguments)",
+    )
+    record.add_argument(
+        "--dataset-id",
+        help="Minari dataset id, NAMESPACE/NAME-vN (default: ENV_ID/AGENT-ACTION_MODE-v0, e.g. "
+        "fiq_gym/FashionIQ-v1/greedy-shortlist-v0)",
+    )
+    record.add_argument(
+        "--overwrite", action="store_true", help="replace an existing dataset of that id (atomically)"
+    )
+    record.add_argument(
+        "--seed",
+        type=seed,
+        default=0,
+        help="seeds the episodes and the agent: the same seed gives the same dataset (default 0)",
+    )
+    env = record.add_argument_group("environment (default: a checkpoint's training settings)")
+    env.add_argument("--env-id", help="registered environment id (default fiq_gym/FashionIQ-v1)")
+    env.add_argument("--catalog", help="catalog directory (default: the built-in synthetic catalog)")
+    env.add_argument("--user", help="shopper: template (default), transformer, transformer:DIR or dataset")
+    env.add_argument(
+        "--action-mode",
+        choices=_ACTION_MODES,
+        help="action mode of random and greedy (default shortlist); a checkpoint keeps its own",
+    )
+    env.add_argument("--max-turns", type=int_between(1), help="turns per dialog (default 5)")
+    env.add_argument("--reward", help="reward kind: percentile (default), reciprocal_rank, success or delta")
+    env.add_argument(
+        "--shortlist",
+        help="the first stage: retriever (default, shipped), retriever:DIR or random; the env's in "
+        "shortlist mode, the one greedy runs in the other modes",
+    )
+    env.add_argument(
+        "--shortlist-size",
+        type=int_between(1),
+        help="shortlist mode: K, the candidates per turn (default 32)",
+    )
+    env.add_argument(
+        "--explore", type=float, help="shortlist mode: fraction of random unseen candidates (default 0)"
+    )
+    record.add_argument("--no-progress", action="store_true", help="no progress bar")
+    record.set_defaults(func=_record)
