@@ -23,6 +23,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
@@ -37,6 +38,9 @@ from fiq_gym.atomic import atomic_write_bytes
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.offline import open_dataset
 from fiq_gym.evaluation import EvaluationResult
+
+if TYPE_CHECKING:  # the import above already needs Minari; this is for the annotations
+    from minari import MinariDataset
 
 __all__ = ["Args", "BCAgent", "SlotPolicy", "load_transitions", "train"]
 
@@ -119,7 +123,7 @@ KEYS = (
 )
 
 
-def load_transitions(dataset) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def load_transitions(dataset: MinariDataset) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Every step of every episode: the observation the agent acted on (all but the episode's
     last observation) and the action it took."""
     obs: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}

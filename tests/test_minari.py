@@ -302,6 +302,19 @@ def test_options_that_do_not_apply_are_refused(featured_catalog_path, tmp_path):
         )
 
 
+def test_the_target_never_goes_into_a_dataset(featured_catalog_path, tmp_path):
+    from fiq_gym.agents import RandomAgent
+    from fiq_gym.envs.offline import record_dataset
+
+    env = gym.make("fiq_gym/FashionIQ-v1", catalog=str(featured_catalog_path), expose_target=True)
+    with pytest.raises(ValueError, match="refuses an env with expose_target=True"):
+        record_dataset(
+            env, RandomAgent.for_env(env, 0), root=tmp_path, dataset_id="fiq_gym/test/leak-v0", episodes=1
+        )
+    assert not any(tmp_path.iterdir())
+    env.close()
+
+
 def test_without_minari_the_recorder_names_the_extra(featured_catalog_path, tmp_path):
     hide = "import sys; sys.modules['minari'] = None\n"
     proc = subprocess.run(
