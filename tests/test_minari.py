@@ -156,6 +156,16 @@ def test_the_datasets_spaces_are_the_envs(mode, featured_catalog_path, tmp_path,
     env.close()
 
 
+def test_a_registered_configuration_records_under_its_own_id(featured_catalog_path, tmp_path, monkeypatch):
+    written = _record(
+        tmp_path, featured_catalog_path, "greedy", "shortlist", episodes=2, env_id="fiq_gym/FashionIQTerse-v1"
+    )
+    assert written.dataset_id == "fiq_gym/FashionIQTerse-v1/greedy-shortlist-v0"
+    dataset = _load(tmp_path, written.dataset_id, monkeypatch)
+    assert dataset.env_spec.id == "fiq_gym/FashionIQTerse-v1"
+    assert dataset.env_spec.kwargs["configuration"] == "terse"
+
+
 def test_the_same_seed_gives_the_same_dataset(featured_catalog_path, tmp_path, monkeypatch):
     def arrays(root, seed):
         written = _record(root, featured_catalog_path, "random", "shortlist", episodes=3, seed=seed)
