@@ -78,3 +78,30 @@ def test_a_pickled_env_keeps_its_configuration(small_catalog_path):
     assert copy.configuration == "terse" and copy.user.max_differences == 1
     env.close()
     copy.close()
+
+
+def test_hard_but_learnable_means_low_at_the_end_and_rising_every_turn():
+    from fiq_gym.benchmarks.configurations import is_hard
+
+    assert is_hard([0.05, 0.1, 0.2, 0.3, 0.45], below=0.5)
+    assert not is_hard([0.05, 0.1, 0.2, 0.3, 0.55], below=0.5)  # solved
+    assert not is_hard([0.05, 0.1, 0.1, 0.3, 0.45], below=0.5)  # a turn that did not help
+    assert not is_hard([0.05, 0.1, 0.2, 0.3, 0.25], below=0.5)
+
+
+@pytest.mark.slow
+def test_configuration_measurement_writes_its_table(tmp_path):
+    """The script behind configurations.md, tiny: every agent on two configurations, a verdict
+    per configuration, the command in the file."""
+    from fiq_gym.benchmarks import configurations
+
+    configurations.main(
+        ["--configurations", "default", "terse", "--rounds", "2", "--episodes", "8", "--out", str(tmp_path)]
+    )
+    text = (tmp_path / "configurations.md").read_text()
+    for name in ("default", "terse"):
+        for agent in ("random", "greedy", "supervised"):
+            assert f"| {name} | {agent} |" in text
+    assert "| terse | `fiq_gym/FashionIQTerse-v1` |" in text
+    assert text.count("**") >= 4  # a verdict for each configuration (plus the definition)
+    assert "--rounds 2 --episodes 8" in text
