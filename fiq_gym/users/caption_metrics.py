@@ -48,6 +48,7 @@ import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.text import split_words
+from fiq_gym.users.base import Difference
 from fiq_gym.users.phrasebook import Claim, phrasebook
 from fiq_gym.users.template import LUMA_WEIGHTS, SHADE_THRESHOLD
 
@@ -227,6 +228,44 @@ class DifferenceOracle:
         if len(claims) > 1 and _SAME in claims:
             claims.remove(_SAME)
         return claims
+
+    def differences(self, text: str, target: int, shown: int) -> tuple[Difference, ...]:
+        """The claims of a generated caption about rows ``target`` and ``shown``, in order,
+        as :class:`~fiq_gym.users.Difference` records judged against the truth.
+
+        Learned and language-model shoppers report their captions' differences this way, so
+        ``is_faithful`` says whether the model told the truth: a record's ``target`` is the
+        true value (direct claims) or direction (comparatives), ``"same"`` when the claimed
+        type does not differ, ``""`` when it cannot be checked, and ``"different"`` for a
+        "looks the same" claim about items that differ. Text the grammar cannot read has no
+        records.
+        """
+        claims = self.parse_in_order(text)
+        if not claims:
+            return ()
+        truth = self.truth(target, shown)
+        return tuple(_judged(claim, truth) for claim in claims)
+
+
+def _judged(claim: tuple[str, str, str], truth: PairTruth) -> Difference:
+    """A claim as a :class:`Difference` whose ``target`` holds the truth (see
+    :meth:`DifferenceOracle.differences`)."""
+    type_, kind, value = claim
+    if type_ == "none":
+        return Difference("none", "same", "same" if not truth.differing else "different", "same", "same")
+    if type_ in truth.unknown:
+        return Difference(type_, kind, "", "", value)
+    if type_ == "shade":
+        shown = truth.values["color"][1] if "color" in truth.values else ""
+    else:
+        shown = truth.values.get(type_, ("", ""))[1]
+    if type_ not in truth.differing:
+        target = "same"
+    elif kind == "comparative":
+        target = truth.directions.get(type_, "")
+    else:
+        target = truth.values[type_][0]
+    return Difference(type_, kind, target, shown, value)
 
 
 @dataclass(frozen=True)

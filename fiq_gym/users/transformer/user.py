@@ -39,8 +39,8 @@ from fiq_gym.errors import CheckpointError, FiqGymError
 from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.threads import torch_threads
-from fiq_gym.users.base import CaptionBatch, Difference, User, row_uniforms
-from fiq_gym.users.caption_metrics import DifferenceOracle, PairTruth
+from fiq_gym.users.base import CaptionBatch, User, row_uniforms
+from fiq_gym.users.caption_metrics import DifferenceOracle
 from fiq_gym.users.template import TemplateUser
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 from fiq_gym.users.transformer.modeling_relative_captioner import DECODING_STRATEGIES, RelativeCaptionerModel
@@ -258,12 +258,10 @@ class TransformerUser(User):
     :func:`~fiq_gym.users.base.row_uniforms`), so a vector env's sub-env behaves like a single
     env seeded alike.
 
-    The structured differences of each caption are read back with the template grammar
-    (:meth:`~fiq_gym.users.caption_metrics.DifferenceOracle.parse_in_order`) and judged against the
-    catalog's attributes: a :class:`~fiq_gym.users.Difference`'s ``target`` is the true value
-    (direct claims) or direction (comparatives), ``"same"`` when the claimed type does not
-    differ at all, ``""`` when it cannot be checked; so ``is_faithful`` says whether the model
-    told the truth. Captions the grammar cannot read have no records.
+    The structured differences of each caption are read back with the template grammar and
+    judged against the catalog's attributes
+    (:meth:`~fiq_gym.users.caption_metrics.DifferenceOracle.differences`), so ``is_faithful``
+    says whether the model told the truth. Captions the grammar cannot read have no records.
 
     Args:
         catalog: the catalog whose items are described.
@@ -388,7 +386,7 @@ class TransformerUser(User):
             self._oracle = DifferenceOracle(self.catalog)
         oracle = self._oracle
         records = [
-            tuple(_record(c, oracle.truth(t, s)) for c in oracle.parse_in_order(text))
+            oracle.differences(text, t, s)
             for text, t, s in zip(texts, targets.tolist(), shown.tolist(), strict=True)
         ]
         return CaptionBatch(texts, records)
@@ -399,23 +397,3 @@ class TransformerUser(User):
             f"TransformerUser({self.checkpoint}, {c.num_decoder_layers}x{c.d_model}, "
             f"attributes={'on' if c.use_attributes else 'off'}, decoding={self.decoding.strategy})"
         )
-
-
-def _record(claim: tuple[str, str, str], truth: PairTruth) -> Difference:
-    """A claim as a :class:`Difference` whose ``target`` holds the truth (see the class doc)."""
-    type_, kind, value = claim
-    if type_ == "none":
-        return Difference("none", "same", "same" if not truth.differing else "different", "same", "same")
-    if type_ in truth.unknown:
-        return Difference(type_, kind, "", "", value)
-    if type_ == "shade":
-        shown = truth.values["color"][1] if "color" in truth.values else ""
-    else:
-        shown = truth.values.get(type_, ("", ""))[1]
-    if type_ not in truth.differing:
-        target = "same"
-    elif kind == "comparative":
-        target = truth.directions.get(type_, "")
-    else:
-        target = truth.values[type_][0]
-    return Difference(type_, kind, target, shown, value)
