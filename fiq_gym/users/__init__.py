@@ -1,7 +1,7 @@
 """Simulated shoppers: given (target, shown) item pairs they write relative captions.
 
-``TransformerUser`` (the learned shopper) loads on first access, so importing this package
-does not import torch or transformers.
+``TransformerUser`` (the learned shopper) and ``LanguageModelUser`` (a local causal language
+model) load on first access, so importing this package does not import torch or transformers.
 """
 
 from typing import Any
@@ -17,6 +17,7 @@ __all__ = [
     "DatasetUser",
     "Difference",
     "HumanUser",
+    "LanguageModelUser",
     "TemplateNoise",
     "TemplateUser",
     "TransformerUser",
@@ -31,4 +32,8 @@ def __getattr__(name: str) -> Any:
         from fiq_gym.users.transformer.user import TransformerUser
 
         return TransformerUser
+    if name == "LanguageModelUser":
+        from fiq_gym.users.language_model import LanguageModelUser
+
+        return LanguageModelUser
     raise AttributeError(f"module 'fiq_gym.users' has no attribute {name!r}")

@@ -18,8 +18,9 @@ from fiq_gym.users.template import TemplateNoise, TemplateUser
 
 __all__ = ["SHOPPERS", "make_user"]
 
-#: Shopper names ``make_user`` understands; ``"transformer:DIR"`` names a checkpoint too.
-SHOPPERS = ("template", "transformer", "dataset")
+#: Shopper names ``make_user`` understands; ``"transformer:DIR"`` names a checkpoint too,
+#: and ``"lm:DIR"`` the directory of a local causal language model.
+SHOPPERS = ("template", "transformer", "dataset", "lm")
 
 _shared: weakref.WeakKeyDictionary[Catalog, dict[tuple, User]] = weakref.WeakKeyDictionary()
 _lock = threading.RLock()  # re-entrant: a dataset shopper makes its fallback shopper
@@ -33,7 +34,10 @@ def make_user(spec: str | User, catalog: Catalog, **kwargs: Any) -> User:
             :class:`~fiq_gym.users.TemplateNoise` or a dict of its fields,
             ``max_differences``, ``shade_threshold``), ``"transformer"`` or
             ``"transformer:DIR"`` (:class:`~fiq_gym.users.TransformerUser`; kwargs
-            ``checkpoint``, ``decoding``, ``device``, ``threads``), ``"dataset"``
+            ``checkpoint``, ``decoding``, ``device``, ``threads``), ``"lm:DIR"``
+            (:class:`~fiq_gym.users.LanguageModelUser`, a local Hugging Face causal LM; kwargs
+            ``prompt``, ``decoding``, ``max_words``, ``batch_size``, ``device``, ``threads``,
+            or ``model_dir`` with ``"lm"``), ``"dataset"``
             (:class:`~fiq_gym.users.DatasetUser`; kwargs ``split``, ``mode`` and ``fallback``:
             ``"template"``, ``"transformer"``, a :class:`User` or None), or a :class:`User`
             instance, returned as it is after checking it describes a catalog of this size.
@@ -57,6 +61,9 @@ def make_user(spec: str | User, catalog: Catalog, **kwargs: Any) -> User:
         # "transformer:DIR" names a checkpoint in one string, so every trainer's --user flag
         # can pick a shopper trained elsewhere (e.g. on human captions).
         build, kwargs = _transformer_class(), _transformer_kwargs(kwargs, checkpoint)
+    elif name == "lm":
+        # "lm:DIR": the user brings the weights, so the name must say where they are.
+        build, kwargs = _language_model_class(), _language_model_kwargs(kwargs, checkpoint)
     elif name == "dataset" and not checkpoint:
         build, kwargs = _dataset_builder, _dataset_kwargs(kwargs)
     else:
@@ -89,6 +96,28 @@ def _transformer_kwargs(kwargs: dict[str, Any], checkpoint: str) -> dict[str, An
         kwargs["checkpoint"] = checkpoint
     if kwargs.get("checkpoint") is not None:
         kwargs["checkpoint"] = str(Path(kwargs["checkpoint"]).expanduser().resolve())
+    return kwargs
+
+
+def _language_model_class() -> type[User]:
+    # Imported on use, so template-only environments never import transformers.
+    from fiq_gym.users.language_model import LanguageModelUser
+
+    return LanguageModelUser
+
+
+def _language_model_kwargs(kwargs: dict[str, Any], model_dir: str) -> dict[str, Any]:
+    kwargs = dict(kwargs)
+    if model_dir and kwargs.get("model_dir") is not None:
+        raise ValueError(f"user='lm:{model_dir}' names the model directory; drop user_kwargs['model_dir']")
+    if model_dir:
+        kwargs["model_dir"] = model_dir
+    if kwargs.get("model_dir") is None:
+        raise ValueError(
+            "user='lm' needs the directory of a local causal language model: user='lm:DIR' "
+            "(save one there with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR))"
+        )
+    kwargs["model_dir"] = str(Path(kwargs["model_dir"]).expanduser().resolve())
     return kwargs
 
 
