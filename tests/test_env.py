@@ -317,7 +317,7 @@ def test_observation_keys_and_category(make_env):
         ({"max_turns": 0}, "max_turns must be an integer from 1 to 1000"),
         ({"caption_length": -1}, "caption_length must be a positive integer"),
         ({"category": "shoe"}, r"unknown category 'shoe'"),
-        ({"user": "robot"}, r"user must be one of \['template', 'transformer', 'dataset'\]"),
+        ({"user": "robot"}, r"user must be one of \['template', 'transformer', 'dataset', 'lm'\]"),
         ({"observation_keys": ("caption", "target")}, "observation_keys must be distinct names"),
         ({"render_mode": "human"}, r"render_mode must be one of \['rgb_array', 'ansi'\]"),
     ],

@@ -30,7 +30,9 @@ def test_names_make_shared_shoppers(small_catalog):
     assert isinstance(a, TemplateUser) and a.noise.omit == 0.2
     assert make_user("template", small_catalog, noise={"omit": 0.2}) is a  # shared per settings
     assert make_user("template", small_catalog) is not a
-    with pytest.raises(ValueError, match=r"user must be one of \['template', 'transformer', 'dataset'\]"):
+    with pytest.raises(
+        ValueError, match=r"user must be one of \['template', 'transformer', 'dataset', 'lm'\]"
+    ):
         make_user("templte", small_catalog)
     with pytest.raises(ValueError, match="user_kwargs only apply"):
         make_user(a, small_catalog, noise={})
