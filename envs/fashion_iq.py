@@ -240,6 +240,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       imported with ``fiq-gym catalog import`` (:class:`~fiq_gym.users.DatasetUser`;
       ``user_kwargs``: ``split``, ``mode`` `"random"` | `"joined"`, ``fallback``
       `"template"` | `"transformer"` | None, where None raises on pairs nobody annotated).
+      `"lm:DIR"`: a local Hugging Face causal LM saved in DIR is the shopper (docs/shoppers.md).
     * ``action_mode``, ``reward``, ``success_bonus``, ``max_turns``: see above.
     * ``caption_length``: L, the number of token ids in the caption observation.
     * ``observation_keys``: the observation keys to return (default: all but `shown_mask`).
