@@ -91,6 +91,10 @@ class Args:
     """local Ray instance only: CPUs it may use (0: one per env runner, at least 1)"""
     iterations: int = 10
     """training iterations (each samples --train-batch-size env steps, then updates)"""
+    timesteps: int = 0
+    """stop once this many env steps are sampled instead (0: run --iterations iterations)"""
+    sample_timeout: float = 600.0
+    """seconds an iteration waits for the runners' samples (RLlib's own 60 s gives empty iterations on a busy machine)"""
     train_batch_size: int = 2048
     """env steps per iteration"""
     minibatch_size: int = 256
@@ -187,6 +191,7 @@ def build_config(args: Args) -> PPOConfig:
             gym_env_vectorize_mode=args.vectorize,
             num_cpus_per_env_runner=1,
             rollout_fragment_length="auto",
+            sample_timeout_s=args.sample_timeout,
         )
         .training(
             train_batch_size_per_learner=args.train_batch_size,
@@ -292,7 +297,7 @@ def _log(writer: SummaryWriter, result: dict[str, Any], step: int) -> dict[str, 
 
 
 def train(args: Args, progress: bool = True) -> tuple[dict[str, float], EvaluationResult]:
-    """Train for ``args.iterations``, write ``OUT/checkpoint``, shut Ray down, then evaluate
+    """Train for ``args.iterations`` (or ``args.timesteps`` env steps), write ``OUT/checkpoint``, shut Ray down, then evaluate
     the checkpoint with the sealed harness; returns the last iteration's charted metrics
     and the evaluation."""
     if args.threads:
@@ -307,13 +312,21 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
     ):
         algo = config.build_algo()
         try:
-            bar = tqdm(range(args.iterations), desc="rllib-ppo", unit="iter", disable=not progress)
-            for iteration in bar:
-                metrics = _log(writer, algo.train(), iteration + 1)
+            by_steps = args.timesteps > 0
+            total = args.timesteps if by_steps else args.iterations
+            unit = "step" if by_steps else "iter"
+            bar = tqdm(total=total, desc="rllib-ppo", unit=unit, disable=not progress)
+            iteration, steps = 0, 0
+            while (steps < args.timesteps) if by_steps else (iteration < args.iterations):
+                iteration += 1
+                metrics = _log(writer, algo.train(), iteration)
+                new_steps = int(metrics.get("charts/env_steps_sampled", steps))
+                bar.update(min(new_steps, total) - min(steps, total) if by_steps else 1)
+                steps = new_steps
                 bar.set_postfix(
-                    steps=int(metrics.get("charts/env_steps_sampled", 0)),
-                    ret=f"{metrics.get('charts/episode_return_mean', float('nan')):.2f}",
+                    steps=steps, ret=f"{metrics.get('charts/episode_return_mean', float('nan')):.2f}"
                 )
+            bar.close()
             save(algo, out / "checkpoint", args)
         finally:
             algo.stop()
@@ -322,7 +335,7 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
     last = result.per_turn()[-1]
     with SummaryWriter(out / "tb") as writer:
         for key in ("success_rate", "mean_percentile", "R@10"):
-            writer.add_scalar(f"eval/{key}", last[key], args.iterations)
+            writer.add_scalar(f"eval/{key}", last[key], iteration)
     return metrics, result
 
 

@@ -120,7 +120,9 @@ def train_rllib(
         shortlist=shortlist,
         num_env_runners=runners,
         envs_per_runner=DIALOGS // max(1, runners),
-        iterations=max(1, timesteps // STEPS_PER_UPDATE),
+        # By env steps, as SB3 counts its budget: an iteration samples at least one update's
+        # worth, and its count is not what the two engines share.
+        timesteps=timesteps,
         train_batch_size=STEPS_PER_UPDATE,
         minibatch_size=256,
         num_epochs=4,
