@@ -524,8 +524,8 @@ def test_train_joins_a_running_cluster_with_address_and_leaves_it_running(small_
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find processes")
 def test_sigterm_during_training_leaves_no_ray_process(small_catalog_path, tmp_path):
-    """`kill` on a training run (what a job scheduler does) shuts its local Ray instance down:
-    Python's default SIGTERM would die at once and leave Ray's agent processes behind."""
+    """`kill` on a training run (what a job scheduler does) leaves no process of the local Ray
+    instance it started behind."""
     import signal
     import subprocess
 
@@ -544,7 +544,7 @@ def test_sigterm_during_training_leaves_no_ray_process(small_catalog_path, tmp_p
         assert run.poll() is None, "the run ended before it could be stopped"
         time.sleep(2.0)
         run.send_signal(signal.SIGTERM)
-        assert run.wait(timeout=120) == 128 + signal.SIGTERM
+        run.wait(timeout=120)  # its exit status is Ray's business (SystemExit, or an abort in shutdown)
     finally:
         if run.poll() is None:
             run.kill()
