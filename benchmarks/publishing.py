@@ -77,7 +77,8 @@ def add_publish_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def git_revision() -> str:
-    """The checkout's short revision, with ``+changes`` for a dirty tree. Outside a checkout no
+    """The checkout's short revision, with ``+changes`` for a dirty tree (changes under
+    ``benchmarks/results`` aside: they are what runs write). Outside a checkout no
     git command runs (site-packages may sit inside someone else's repository): the installed
     version is named instead."""
     if checkout_results_dir() is None:
@@ -86,8 +87,15 @@ def git_revision() -> str:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=_PACKAGE
         ).stdout.strip()
+        # Result files are outputs, not code: a run that has just written its report (or another
+        # run's, beside it) is still a run of this revision. A dialog.json once read "+changes"
+        # because its own dialog.md had been written a moment before.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, check=True, cwd=_PACKAGE
+            ["git", "status", "--porcelain", "--", ":(top)", ":(top,exclude)benchmarks/results"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=_PACKAGE,
         ).stdout.strip()
         return rev + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

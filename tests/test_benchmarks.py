@@ -357,3 +357,22 @@ def test_dialog_benchmark_plays_a_named_configuration(tmp_path, small_catalog_pa
     assert "best BRI: `random`" in text  # the only agent besides supervised
     with pytest.raises(SystemExit):
         leaderboard.main(["--results", str(tmp_path / "nothing-here")])
+
+
+def test_the_revision_ignores_result_files_but_not_code(tmp_path):
+    """A run's report beside it does not make the tree dirty; any other new file does."""
+    from fiq_gym.benchmarks import publishing
+
+    root = Path(publishing.__file__).resolve().parent.parent
+    if not (root / ".git").exists() or publishing.git_revision().endswith("+changes"):
+        pytest.skip("needs a clean source checkout")
+    result = root / "benchmarks" / "results" / f"zz-{tmp_path.name}.md"
+    code = root / f"zz_{tmp_path.name}.py"
+    try:
+        result.write_text("a report\n")
+        assert not publishing.git_revision().endswith("+changes")
+        code.write_text("x = 1\n")
+        assert publishing.git_revision().endswith("+changes")
+    finally:
+        result.unlink(missing_ok=True)
+        code.unlink(missing_ok=True)
