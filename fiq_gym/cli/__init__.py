@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +109,40 @@ def _train(args: argparse.Namespace) -> int:
             'install it with pip install -e ".[rllib]"'
         ) from None
     trainer.main(list(args.agent_args), prog=f"fiq-gym train {args.agent}")
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    try:
+        from fiq_gym.agents.recording import record
+    except ModuleNotFoundError as e:
+        if e.name not in ("minari", "pyarrow"):
+            raise
+        raise FiqGymError(str(e)) from None
+    result = record(
+        args.agent,
+        episodes=args.episodes,
+        out=args.out,
+        dataset_id=args.dataset_id,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        env_id=args.env_id,
+        catalog=args.catalog,
+        user=args.user,
+        action_mode=args.action_mode,
+        max_turns=args.max_turns,
+        reward=args.reward,
+        shortlist=args.shortlist,
+        shortlist_size=args.shortlist_size,
+        explore=args.explore,
+    )
+    root = shlex.quote(str(result.root))
+    print(
+        f"wrote {result.episodes} episodes ({result.steps} steps) to {result.path}\n"
+        f"read it with: MINARI_DATASETS_PATH={root} python -c "
+        f"\"import minari; print(minari.load_dataset('{result.dataset_id}'))\"",
+    )
     return 0
 
 
@@ -238,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_user_commands(sub)
     from fiq_gym.cli.record import add_command as add_record_command  # argparse only
 
-    add_record_command(sub)
+    add_record_command(sub, _record)
     from fiq_gym.play.commands import add_commands as add_play_commands  # argparse only
 
     add_play_commands(sub)

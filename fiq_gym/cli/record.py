@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
+from collections.abc import Callable
 
 from fiq_gym.cli_args import int_between, seed
-from fiq_gym.errors import FiqGymError
 from fiq_gym.links import doc_url
 
 __all__ = ["add_command"]
@@ -15,42 +14,9 @@ __all__ = ["add_command"]
 _ACTION_MODES = ("index", "query", "scores", "shortlist")
 
 
-def _record(args: argparse.Namespace) -> int:
-    try:
-        from fiq_gym.agents.recording import record
-    except ModuleNotFoundError as e:
-        if e.name not in ("minari", "pyarrow"):
-            raise
-        raise FiqGymError(str(e)) from None
-    result = record(
-        args.agent,
-        episodes=args.episodes,
-        out=args.out,
-        dataset_id=args.dataset_id,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        env_id=args.env_id,
-        catalog=args.catalog,
-        user=args.user,
-        action_mode=args.action_mode,
-        max_turns=args.max_turns,
-        reward=args.reward,
-        shortlist=args.shortlist,
-        shortlist_size=args.shortlist_size,
-        explore=args.explore,
-    )
-    root = shlex.quote(str(result.root))
-    print(
-        f"wrote {result.episodes} episodes ({result.steps} steps) to {result.path}\n"
-        f"read it with: MINARI_DATASETS_PATH={root} python -c "
-        f"\"import minari; print(minari.load_dataset('{result.dataset_id}'))\"",
-    )
-    return 0
-
-
-def add_command(sub: argparse._SubParsersAction) -> None:
-    """Add ``record`` to the ``fiq-gym`` subcommands."""
+def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], int]) -> None:
+    """Add ``record`` to the ``fiq-gym`` subcommands; ``handler`` runs it (it lives with the
+    other commands' handlers in :mod:`fiq_gym.cli`, the apps layer that may import agents)."""
     record = sub.add_parser(
         "record",
         help="play dialogs with an agent and write them as a Minari dataset (offline RL)",
@@ -122,4 +88,4 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "--explore", type=float, help="shortlist mode: fraction of random unseen candidates (default 0)"
     )
     record.add_argument("--no-progress", action="store_true", help="no progress bar")
-    record.set_defaults(func=_record)
+    record.set_defaults(func=handler)
