@@ -55,9 +55,13 @@ def _catalog_build(args: argparse.Namespace) -> int:
 
 
 def _resolve_catalog(path: str | None):
-    from fiq_gym.default_catalog import resolve_catalog
+    from fiq_gym.catalog.storage import open_catalog
+    from fiq_gym.default_catalog import parse_synthetic_spec, resolve_catalog
 
-    # A directory, a "synthetic:SIZE[:SEED]" spec, or the default catalog.
+    # A directory is opened afresh (a command reports what is on disk now); a
+    # "synthetic:SIZE[:SEED]" spec or nothing names a cached synthetic catalog.
+    if path and parse_synthetic_spec(path) is None:
+        return open_catalog(path)
     return resolve_catalog(path or None)
 
 
