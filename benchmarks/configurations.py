@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,7 +30,13 @@ from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
 from fiq_gym.agents.random_agent import RandomAgent
 from fiq_gym.agents.shortlist import ShortlistGreedyAgent
 from fiq_gym.atomic import atomic_write_text
-from fiq_gym.benchmarks.publishing import default_results_dir, git_revision, library_versions
+from fiq_gym.benchmarks.publishing import (
+    command_line,
+    default_results_dir,
+    git_revision,
+    library_versions,
+    refuse_unclean_publication,
+)
 from fiq_gym.benchmarks.throughput import machine_line
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.envs.evaluation import evaluate
@@ -163,14 +167,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.episodes < 1:
         parser.error("--rounds and --episodes must be positive")
-    if args.out.resolve() == RESULTS.resolve() and git_revision().endswith("+changes"):
-        parser.error(
-            "the working tree has uncommitted changes: published tables come from a clean tree "
-            "(commit first), or pass --out DIR for a trial run"
-        )
-    command = "python -m fiq_gym.benchmarks.configurations" + (
-        " " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ""
-    )
+    refuse_unclean_publication(parser, args.out)
+    command = command_line("fiq_gym.benchmarks.configurations", argv)
     with tempfile.TemporaryDirectory(prefix="fiq-gym-configurations-") as tmp:
         runs = args.runs or Path(tmp)
         measurements = []

@@ -11,7 +11,10 @@ reports name its version instead. Nothing here ever writes into site-packages.
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from fiq_gym import __version__
@@ -115,3 +118,20 @@ def library_versions() -> str:
         f"{stable_baselines3.__version__}, torch {torch.__version__}, transformers {transformers.__version__}, "
         f"numpy {numpy.__version__}"
     )
+
+
+def refuse_unclean_publication(parser: argparse.ArgumentParser, out: Path | str) -> None:
+    """Stop with an argparse error when ``out`` is the published results folder and the tree
+    has uncommitted changes: published tables come from a clean tree."""
+    if Path(out).resolve() == default_results_dir().resolve() and git_revision().endswith("+changes"):
+        parser.error(
+            "the working tree has uncommitted changes: published tables come from a clean tree "
+            "(commit first), or pass --out DIR for a trial run"
+        )
+
+
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reproduces a run of ``python -m module`` with ``argv`` (default: this
+    process's arguments), as the file it writes states it."""
+    given = list(argv if argv is not None else sys.argv[1:])
+    return f"python -m {module}" + (" " + shlex.join(given) if given else "")

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -37,7 +35,13 @@ import numpy as np
 
 from fiq_gym.agents import ppo, rllib_ppo
 from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
-from fiq_gym.benchmarks.publishing import default_results_dir, git_revision, library_versions
+from fiq_gym.benchmarks.publishing import (
+    command_line,
+    default_results_dir,
+    git_revision,
+    library_versions,
+    refuse_unclean_publication,
+)
 from fiq_gym.benchmarks.throughput import machine_line
 from fiq_gym.evaluation import EvaluationResult
 
@@ -261,14 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.timesteps < STEPS_PER_UPDATE or args.eval_episodes < 1:
         parser.error(f"--timesteps must be at least {STEPS_PER_UPDATE} and --eval-episodes at least 1")
-    if args.out.resolve() == RESULTS.resolve() and git_revision().endswith("+changes"):
-        parser.error(
-            "the working tree has uncommitted changes: published tables come from a clean tree "
-            "(commit first), or pass --out DIR for a trial run"
-        )
-    command = "python -m fiq_gym.benchmarks.rllib_learning_curve" + (
-        " " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ""
-    )
+    refuse_unclean_publication(parser, args.out)
+    command = command_line("fiq_gym.benchmarks.rllib_learning_curve", argv)
     with tempfile.TemporaryDirectory(prefix="fiq-gym-lc-") as tmp:
         runs = args.runs or Path(tmp)
         print(

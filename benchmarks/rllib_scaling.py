@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
 import warnings
@@ -49,7 +48,13 @@ import torch
 
 from fiq_gym.agents.rllib_ppo import Args, build_config, env_config_of, ray_session
 from fiq_gym.atomic import atomic_write_text
-from fiq_gym.benchmarks.publishing import default_results_dir, git_revision, library_versions
+from fiq_gym.benchmarks.publishing import (
+    command_line,
+    default_results_dir,
+    git_revision,
+    library_versions,
+    refuse_unclean_publication,
+)
 from fiq_gym.benchmarks.throughput import machine_line
 from fiq_gym.envs.building import forget_first_stages
 
@@ -264,14 +269,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if min(args.runners) < 0 or args.envs_per_runner < 1 or args.steps < 1 or args.iterations < 1:
         parser.error("--runners must be >= 0; --envs-per-runner, --steps and --iterations >= 1")
-    if args.out.resolve() == RESULTS.resolve() and git_revision().endswith("+changes"):
-        parser.error(
-            "the working tree has uncommitted changes: published tables come from a clean tree "
-            "(commit first), or pass --out DIR for a trial run"
-        )
-    command = "python -m fiq_gym.benchmarks.rllib_scaling" + (
-        " " + shlex.join(argv if argv is not None else sys.argv[1:]) if (argv or sys.argv[1:]) else ""
-    )
+    refuse_unclean_publication(parser, args.out)
+    command = command_line("fiq_gym.benchmarks.rllib_scaling", argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     print(
         run(

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fiq_gym.atomic import atomic_write_text
-from fiq_gym.benchmarks.publishing import default_results_dir, git_revision, library_versions
+from fiq_gym.benchmarks.publishing import (
+    command_line,
+    default_results_dir,
+    git_revision,
+    library_versions,
+    refuse_unclean_publication,
+)
 from fiq_gym.benchmarks.throughput import machine_line
 
 __all__ = ["BuildRow", "StepRow", "main", "run", "to_markdown"]
@@ -321,13 +326,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if min(args.sizes) < 2 or args.dialogs < 1 or args.seconds <= 0 or any(s < 1 for s in args.shards):
         parser.error("--sizes must be >= 2, --dialogs and --shards >= 1, --seconds > 0")
-    if args.out.resolve() == RESULTS.resolve() and git_revision().endswith("+changes"):
-        parser.error(
-            "the working tree has uncommitted changes: published tables come from a clean tree "
-            "(commit first), or pass --out DIR for a trial run"
-        )
-    given = argv if argv is not None else sys.argv[1:]
-    command = "python -m fiq_gym.benchmarks.scale" + (" " + shlex.join(given) if given else "")
+    refuse_unclean_publication(parser, args.out)
+    command = command_line("fiq_gym.benchmarks.scale", argv)
     print(
         run(
             args.sizes,
