@@ -33,11 +33,9 @@ from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
-    git_revision,
-    library_versions,
+    provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.benchmarks.throughput import machine_line
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.registration import env_id_for
@@ -134,15 +132,7 @@ def to_markdown(
         "Supervised training time: "
         + ", ".join(f"{m.configuration} {m.train_seconds:.0f} s" for m in measurements)
         + " (including the first build of a configuration's catalog when it was not cached).",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Revision: {git_revision()}",
-        "",
-        f"Machine: {machine_line()}",
-        "",
-        f"Libraries: {library_versions()}",
-        "",
+        *provenance_lines(command),
     ]
     return "\n".join(lines)
 

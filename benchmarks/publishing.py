@@ -135,3 +135,22 @@ def command_line(module: str, argv: Sequence[str] | None = None) -> str:
     process's arguments), as the file it writes states it."""
     given = list(argv if argv is not None else sys.argv[1:])
     return f"python -m {module}" + (" " + shlex.join(given) if given else "")
+
+
+def provenance_lines(command: str, *, load: str = "", extra_libraries: str = "") -> list[str]:
+    """The closing lines of a published table: command, revision, machine, the load average
+    when the run started (if given) and library versions (plus ``extra_libraries``)."""
+    from fiq_gym.benchmarks.throughput import machine_line  # throughput imports this module
+
+    return [
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Revision: {git_revision()}",
+        "",
+        f"Machine: {machine_line()}",
+        "",
+        *([f"Load average (1, 5, 15 min) when the run started: {load}", ""] if load else []),
+        f"Libraries: {library_versions()}{', ' + extra_libraries if extra_libraries else ''}",
+        "",
+    ]

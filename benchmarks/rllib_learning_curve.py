@@ -38,11 +38,9 @@ from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
-    git_revision,
-    library_versions,
+    provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.benchmarks.throughput import machine_line
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Curve", "read_scalars", "run"]
@@ -216,15 +214,7 @@ def to_markdown(curves: Sequence[Curve], timesteps: int, seed: int, command: str
         "",
         "Wall time includes each run's start-up and its final evaluation; other work on the machine "
         f"moves it (load average when the run started: {load}).",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Revision: {git_revision()}",
-        "",
-        f"Machine: {machine_line()}",
-        "",
-        f"Libraries: {library_versions()}, ray {__import__('ray').__version__}",
-        "",
+        *provenance_lines(command, extra_libraries=f"ray {__import__('ray').__version__}"),
     ]
     return "\n".join(lines)
 

@@ -51,11 +51,9 @@ from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
-    git_revision,
-    library_versions,
+    provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.benchmarks.throughput import machine_line
 from fiq_gym.envs.building import forget_first_stages
 
 __all__ = ["Row", "measure", "run", "to_markdown"]
@@ -189,18 +187,7 @@ def to_markdown(rows: Sequence[Row], command: str, catalog: str, load: str = "")
                     )
     if ratios:
         lines += ["", "## Native vector env against RLlib's sync vectorization", "", *ratios]
-    lines += [
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Revision: {git_revision()}",
-        "",
-        f"Machine: {machine_line()}",
-        "",
-        *([f"Load average (1, 5, 15 min) when the run started: {load}", ""] if load else []),
-        f"Libraries: {library_versions()}, ray {__import__('ray').__version__}",
-        "",
-    ]
+    lines += provenance_lines(command, load=load, extra_libraries=f"ray {__import__('ray').__version__}")
     return "\n".join(lines)
 
 

@@ -43,11 +43,9 @@ from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
-    git_revision,
-    library_versions,
+    provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.benchmarks.throughput import machine_line
 
 __all__ = ["BuildRow", "StepRow", "main", "run", "to_markdown"]
 
@@ -256,18 +254,7 @@ def to_markdown(
             f"{dialogs / (s.step_ms / 1000):,.0f} | {s.floor_ms:.2f} | {s.floor_ms / s.step_ms:.2f} | "
             f"{s.rss_mb:,.0f} |"
         )
-    lines += [
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Revision: {git_revision()}",
-        "",
-        f"Machine: {machine_line()}",
-        "",
-        *([f"Load average (1, 5, 15 min) when the run started: {load}", ""] if load else []),
-        f"Libraries: {library_versions()}",
-        "",
-    ]
+    lines += provenance_lines(command, load=load)
     return "\n".join(lines)
 
 
