@@ -50,7 +50,7 @@ class Args:
     catalog: str | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
     user: str = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
+    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
     init: str | None = None
     """supervised checkpoint to improve (random weights if not given)"""
     num_envs: int = 32

@@ -95,7 +95,7 @@ class Args:
     catalog: str | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
     user: str = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
+    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
     num_envs: int = 16
     """dialogs played in parallel (sub-envs of the native vector env)"""
     timesteps: int = 100_000

@@ -50,7 +50,7 @@ class Args:
     catalog: str | None = None
     """catalog directory (default: the default catalog)"""
     user: str = "template"
-    """shopper: template, transformer, transformer:DIR or dataset"""
+    """shopper: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
     num_envs: int = 256
     """dialogs played in parallel per update"""
     minutes: float = 15.0

@@ -64,7 +64,7 @@ class Args:
     catalog: str | None = None
     """catalog directory (default: the built-in synthetic catalog; on a cluster every node must see this path)"""
     user: str = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR or dataset"""
+    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
     max_turns: int = 5
     """turns per dialog"""
     action_mode: str = "shortlist"

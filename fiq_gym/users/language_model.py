@@ -38,6 +38,7 @@ from fiq_gym.text import split_words
 from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, User
 from fiq_gym.users.caption_metrics import DifferenceOracle
+from fiq_gym.users.decoding import decoding_from
 from fiq_gym.users.phrasebook import phrasebook
 
 __all__ = [
@@ -136,22 +137,7 @@ class LMDecoding:
     def of(cls, value: LMDecoding | Mapping[str, Any] | str | None) -> LMDecoding:
         """An :class:`LMDecoding` from itself, a dict of its fields, a strategy name, or None
         (the default), so ``user_kwargs={"decoding": "sample"}`` works."""
-        if value is None:
-            return cls()
-        if isinstance(value, LMDecoding):
-            return value
-        if isinstance(value, str):
-            return cls(strategy=value)
-        if isinstance(value, Mapping):
-            unknown = set(value) - set(cls.__dataclass_fields__)
-            if unknown:
-                raise ValueError(
-                    f"unknown decoding settings {sorted(unknown)}; known: {list(cls.__dataclass_fields__)}"
-                )
-            return cls(**value)
-        raise TypeError(
-            f"decoding must be an LMDecoding, a dict, 'greedy' / 'sample' or None, got {type(value).__name__}"
-        )
+        return decoding_from(cls, value, "'greedy' / 'sample'")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

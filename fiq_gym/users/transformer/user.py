@@ -41,6 +41,7 @@ from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, User, row_uniforms
 from fiq_gym.users.caption_metrics import DifferenceOracle
+from fiq_gym.users.decoding import decoding_from
 from fiq_gym.users.template import TemplateUser
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 from fiq_gym.users.transformer.modeling_relative_captioner import DECODING_STRATEGIES, RelativeCaptionerModel
@@ -110,22 +111,7 @@ class Decoding:
     def of(cls, value: Decoding | Mapping[str, Any] | str | None) -> Decoding:
         """A :class:`Decoding` from itself, a dict of its fields, a strategy name, or None
         (the default)."""
-        if value is None:
-            return cls()
-        if isinstance(value, Decoding):
-            return value
-        if isinstance(value, str):
-            return cls(strategy=value)
-        if isinstance(value, Mapping):
-            unknown = set(value) - set(cls.__dataclass_fields__)
-            if unknown:
-                raise ValueError(
-                    f"unknown decoding settings {sorted(unknown)}; known: {list(cls.__dataclass_fields__)}"
-                )
-            return cls(**value)
-        raise TypeError(
-            f"decoding must be a Decoding, a dict, a strategy name or None, got {type(value).__name__}"
-        )
+        return decoding_from(cls, value, "a strategy name")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
