@@ -26,6 +26,7 @@ import fiq_gym  # noqa: F401
 from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
+    UpdateItems,
     evaluate_retriever,
     gallery_tensors,
     observation_tensors,
@@ -199,7 +200,7 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         advantages = torch.as_tensor(returns - baseline[: len(rewards), None], dtype=torch.float32)
 
         net.train()
-        items = net.encode_items(*gallery_tensors(gallery))
+        items = UpdateItems(net, gallery, list(candidate_sets))
         state = net.initial_state(args.num_envs)
         policy_loss = torch.zeros(())
         entropy_sum = torch.zeros(())

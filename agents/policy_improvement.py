@@ -32,6 +32,7 @@ import fiq_gym  # noqa: F401
 from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
+    UpdateItems,
     evaluate_retriever,
     gallery_tensors,
     observation_tensors,
@@ -196,7 +197,12 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         )
         generator = torch.Generator().manual_seed(args.seed * 7919 + rnd)
         net.train()
-        items = net.encode_items(*gallery_tensors(gallery))
+        negatives_by_turn = []
+        for _ in turns:
+            negatives = torch.randint(0, n - 1, (args.num_envs, args.negatives), generator=generator)
+            negatives += (negatives >= targets[:, None]).long()
+            negatives_by_turn.append(negatives)
+        items = UpdateItems(net, gallery, [targets, *candidate_sets, *negatives_by_turn])
         state = net.initial_state(args.num_envs)
         imitation, ranking = torch.zeros(()), torch.zeros(())
         for t, tensors in enumerate(turns):
@@ -208,11 +214,10 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
             logits = torch.einsum("bd,bkd->bk", query, items[candidate_sets[t]]) / args.tau
             per_row = F.cross_entropy(logits, best_positions[t], reduction="none")
             imitation = imitation + (per_row * mask).sum() / denominator
-            negatives = torch.randint(0, n - 1, (args.num_envs, args.negatives), generator=generator)
-            negatives += (negatives >= targets[:, None]).long()
             ranking = (
                 ranking
-                + (triplet_loss(query, items, targets, args.margin, negatives) * mask).sum() / denominator
+                + (triplet_loss(query, items, targets, args.margin, negatives_by_turn[t]) * mask).sum()
+                / denominator
             )
         loss = (args.imitation_coef * imitation + args.ranking_coef * ranking) / len(turns)
         optimizer.zero_grad()

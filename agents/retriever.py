@@ -31,9 +31,11 @@ from fiq_gym.retriever import (
 
 __all__ = [
     "RETRIEVER_FORMAT",
+    "WHOLE_GALLERY_ITEMS",
     "RetrieverAgent",
     "RetrieverConfig",
     "RetrieverNet",
+    "UpdateItems",
     "check_catalog",
     "check_fits",
     "evaluate_retriever",
@@ -42,6 +44,51 @@ __all__ = [
     "save_checkpoint",
     "triplet_loss",
 ]
+
+
+#: Galleries up to this many items are encoded whole for each training update: cheap at that
+#: size, and how every published result on the 10k-item catalogs was trained, so they stay
+#: reproducible bit for bit. Larger galleries are encoded only in the rows the update's loss
+#: reads (targets, negatives, candidates): at 100k items a supervised update encodes ~10k rows
+#: instead of 100k, forward and backward.
+WHOLE_GALLERY_ITEMS = 20_000
+
+
+class UpdateItems:
+    """Item embeddings, with gradients, for one training update: ``items[index]`` is the
+    embedding of gallery rows ``index``, as in the whole gallery's embedding matrix.
+
+    Args:
+        net: the network being trained.
+        gallery: the env's gallery.
+        rows: every index tensor the loss will look up (any shapes); only needed, and only
+            read, when the gallery has more than :data:`WHOLE_GALLERY_ITEMS` items.
+    """
+
+    def __init__(self, net: RetrieverNet, gallery: RetrievalTables, rows: list[torch.Tensor]) -> None:
+        n = len(gallery.features)
+        self._position: torch.Tensor | None = None
+        if n <= WHOLE_GALLERY_ITEMS:
+            self._items = net.encode_items(*gallery_tensors(gallery))
+            return
+        used = torch.unique(torch.cat([torch.as_tensor(r).reshape(-1) for r in rows]))
+        picked = used.numpy()
+        self._items = net.encode_items(
+            torch.tensor(np.asarray(gallery.features)[picked]),
+            torch.tensor(np.asarray(gallery.side_info)[picked]),
+        )
+        # -1 for rows the loss was not expected to read: looking one up is an IndexError-free
+        # wrong answer, so the lookups below check for it.
+        self._position = torch.full((n,), -1, dtype=torch.long)
+        self._position[used] = torch.arange(len(used))
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        if self._position is None:
+            return self._items[index]
+        position = self._position[index]
+        if bool((position < 0).any()):
+            raise IndexError("the update looked up gallery rows it did not declare in UpdateItems(rows=...)")
+        return self._items[position]
 
 
 def triplet_loss(

@@ -26,6 +26,7 @@ import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
+    UpdateItems,
     evaluate_retriever,
     gallery_tensors,
     observation_tensors,
@@ -141,17 +142,20 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         turns, alive, targets = play_round(net, envs, seed=args.seed * 1_000_003 + rnd * args.num_envs)
         generator = torch.Generator().manual_seed(args.seed * 7919 + rnd)
         net.train()
-        items = net.encode_items(*gallery_tensors(gallery))
         target_t = torch.as_tensor(targets)
-        state = net.initial_state(args.num_envs)
-        loss = torch.zeros(())
-        for t, tensors in enumerate(turns):
-            state, query = net.step(state, *tensors)
+        negatives_by_turn = []
+        for _ in turns:
             negatives = torch.randint(
                 0, config.num_items - 1, (args.num_envs, args.negatives), generator=generator
             )
             negatives += (negatives >= target_t[:, None]).long()  # never the target itself
-            per_row = triplet_loss(query, items, target_t, args.margin, negatives)
+            negatives_by_turn.append(negatives)
+        items = UpdateItems(net, gallery, [target_t, *negatives_by_turn])
+        state = net.initial_state(args.num_envs)
+        loss = torch.zeros(())
+        for t, tensors in enumerate(turns):
+            state, query = net.step(state, *tensors)
+            per_row = triplet_loss(query, items, target_t, args.margin, negatives_by_turn[t])
             mask = torch.as_tensor(alive[t], dtype=torch.float32)
             loss = loss + (per_row * mask).sum() / mask.sum().clamp_min(1.0)
         loss = loss / len(turns)

@@ -280,3 +280,50 @@ def test_checkpoint_on_another_catalog_of_the_same_shape_is_refused(small_catalo
         check_catalog(meta, other, tmp_path / "ckpt")
     meta.pop("catalog")
     check_catalog(meta, other)  # checkpoints from before fingerprints load as before
+
+
+def test_update_items_of_a_large_gallery_give_the_whole_gallerys_loss_and_gradients(
+    small_catalog_path, monkeypatch
+):
+    """Above WHOLE_GALLERY_ITEMS an update encodes only the rows its loss reads: same loss,
+    same gradients (to float rounding) as encoding every item."""
+    import fiq_gym.agents.retriever as retriever_module
+    from fiq_gym.agents.retriever import UpdateItems
+
+    args = tiny_args(small_catalog_path, "unused")
+    envs = make_envs(args, training=True, num_envs=8)
+    gallery = envs.unwrapped.gallery
+    torch.manual_seed(0)
+    from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet
+
+    net = RetrieverNet(RetrieverConfig.for_env(envs))
+    turns, _, targets = play_round(net, envs, seed=7)
+    envs.close()
+    target_t = torch.as_tensor(targets)
+    generator = torch.Generator().manual_seed(1)
+    negatives = [torch.randint(0, len(gallery.features), (8, 16), generator=generator) for _ in turns]
+
+    def loss_and_grads(whole_limit: int):
+        monkeypatch.setattr(retriever_module, "WHOLE_GALLERY_ITEMS", whole_limit)
+        net.zero_grad()
+        items = UpdateItems(net, gallery, [target_t, *negatives])
+        state = net.initial_state(8)
+        loss = torch.zeros(())
+        for t, tensors in enumerate(turns):
+            state, query = net.step(state, *tensors)
+            loss = loss + triplet_loss(query, items, target_t, 0.2, negatives[t]).mean()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    whole_loss, whole_grads = loss_and_grads(10**9)
+    part_loss, part_grads = loss_and_grads(0)
+    assert part_loss == pytest.approx(whole_loss, rel=1e-5)
+    assert len(part_grads) == len(whole_grads)
+    for a, b in zip(part_grads, whole_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+    monkeypatch.setattr(retriever_module, "WHOLE_GALLERY_ITEMS", 0)
+    items = UpdateItems(net, gallery, [target_t])
+    unused = next(i for i in range(len(gallery.features)) if i not in set(targets.tolist()))
+    with pytest.raises(IndexError, match="did not declare"):
+        items[torch.tensor([unused])]
