@@ -3,12 +3,13 @@
     python -m fiq_gym.benchmarks.sealed_evaluation             # default catalog; writes results/
     python -m fiq_gym.benchmarks.sealed_evaluation --catalog DIR --episodes 200 --out /tmp/sealed
 
-Overhead: episodes per second of :func:`fiq_gym.envs.evaluation.evaluate` sealed (the
-environment in a child process) and unsealed (in this process), same agent, same evaluation
-set, 64 parallel dialogs, one run each on one machine, after an untimed warm-up batch. Both
-start from an env the caller has already built, as ``fiq-gym bench`` does; sealed, the child
-builds its own, and the time until it is ready is reported apart from the time spent playing
-the dialogs.
+Overhead: episodes per second of the evaluation harness sealed (the environment in a child
+process) and unsealed (in this process), same agent, same evaluation set, 64 parallel
+dialogs, on one machine in one run, after an untimed warm-up of each. Both start from an env
+the caller has already built, as ``fiq-gym bench`` does. Sealed, two cases: a warm child (a
+:class:`~fiq_gym.envs.evaluation.SealedEvaluator` that has evaluated on this env before, as
+``evaluate`` and ``fiq-gym bench`` use it from their second evaluation on) and a new child,
+whose start (Python, torch, the env) is reported apart from its playing time.
 
 Integrity: each cheating agent's success rate at turn 1 (the random agent: about 1/N) under
 both harnesses, on fresh env objects.
@@ -35,7 +36,7 @@ import numpy as np
 import fiq_gym  # noqa: F401 - registers the ids
 from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
-from fiq_gym.envs.evaluation import SealedDialogs, evaluate
+from fiq_gym.envs.evaluation import SealedEvaluator, evaluate
 from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
 
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
@@ -140,21 +141,27 @@ AGENTS = {
 
 @dataclass(frozen=True)
 class Overhead:
-    """Seconds of each repeat: unsealed; sealed until the child answered (start) and playing."""
+    """Seconds of each repeat: unsealed; sealed on a warm child; sealed on a new child, until
+    it answered (start) and playing."""
 
     agent: str
     episodes: int
     unsealed: tuple[float, ...]
-    sealed_start: tuple[float, ...]
-    sealed_play: tuple[float, ...]
+    warm: tuple[float, ...]
+    cold_start: tuple[float, ...]
+    cold_play: tuple[float, ...]
 
     @property
-    def sealed(self) -> tuple[float, ...]:
-        return tuple(a + b for a, b in zip(self.sealed_start, self.sealed_play, strict=True))
+    def cold(self) -> tuple[float, ...]:
+        return tuple(a + b for a, b in zip(self.cold_start, self.cold_play, strict=True))
 
     def ratios(self) -> list[float]:
-        """Sealed / unsealed wall time of each repeat."""
-        return [s / u for s, u in zip(self.sealed, self.unsealed, strict=True)]
+        """Sealed (warm child) / unsealed wall time of each repeat."""
+        return [s / u for s, u in zip(self.warm, self.unsealed, strict=True)]
+
+    def cold_ratios(self) -> list[float]:
+        """Sealed (new child, start included) / unsealed wall time of each repeat."""
+        return [s / u for s, u in zip(self.cold, self.unsealed, strict=True)]
 
 
 def _make(catalog: str | None, num_envs: int, action_mode: str) -> gym.vector.VectorEnv:
@@ -176,8 +183,8 @@ def measure_overhead(
     torch_threads: int = 1,
 ) -> list[Overhead]:
     """Unsealed and sealed runs per agent on the same evaluation set, ``repeats`` times,
-    alternating which goes first (the machine may be shared: drift hits both alike); checks
-    that every run gives the same ranks."""
+    rotating which goes first (the machine may be shared: drift hits all alike); checks that
+    every run gives the same ranks."""
     import torch
 
     torch.set_num_threads(torch_threads)
@@ -199,36 +206,59 @@ def _time_agent(
 ) -> Overhead:
     venv = _make(catalog, num_envs, mode)
     eval_set = EvaluationSet.generate(venv.unwrapped.num_items, episodes, seed=2021)
-    # Warm up (first torch calls, the env's caches), so no timed run pays for it.
-    expected = evaluate_in_process(factory(venv), venv, eval_set, seed).ranks
-    times: dict[str, list[float]] = {"unsealed": [], "start": [], "play": []}
-
-    def unsealed() -> np.ndarray:
-        start = time.perf_counter()
-        ranks = evaluate_in_process(factory(venv), venv, eval_set, seed).ranks
-        times["unsealed"].append(time.perf_counter() - start)
-        return ranks
-
-    def sealed() -> np.ndarray:
-        agent = factory(venv)
-        start = time.perf_counter()
-        kwargs = {"catalog": catalog, "action_mode": mode}
-        with SealedDialogs(ENV, kwargs, num_envs, eval_set, seed) as dialogs:
-            ready = time.perf_counter()
-            play_dialogs(agent, dialogs)
-            ranks, _ = dialogs.result()
-        times["start"].append(ready - start)
-        times["play"].append(time.perf_counter() - ready)
-        return ranks
-
+    kwargs = {"catalog": catalog, "action_mode": mode}
+    times: dict[str, list[float]] = {"unsealed": [], "warm": [], "start": [], "play": []}
+    session = SealedEvaluator(ENV, num_envs=num_envs, **kwargs)
     try:
+        # Warm up (first torch calls, the env's caches, the warm child's env), so no timed
+        # run pays for it.
+        expected = evaluate_in_process(factory(venv), venv, eval_set, seed).ranks
+        session.evaluate(factory(venv), eval_set, seed)
+
+        def unsealed() -> np.ndarray:
+            agent = factory(venv)
+            start = time.perf_counter()
+            ranks = evaluate_in_process(agent, venv, eval_set, seed).ranks
+            times["unsealed"].append(time.perf_counter() - start)
+            return ranks
+
+        def warm() -> np.ndarray:
+            agent = factory(venv)
+            start = time.perf_counter()
+            ranks = session.evaluate(agent, eval_set, seed).ranks
+            times["warm"].append(time.perf_counter() - start)
+            return ranks
+
+        def cold() -> np.ndarray:
+            agent = factory(venv)
+            start = time.perf_counter()
+            with (
+                SealedEvaluator() as fresh,
+                fresh.open(eval_set, seed, env=ENV, num_envs=num_envs, **kwargs) as dialogs,
+            ):
+                ready = time.perf_counter()
+                play_dialogs(agent, dialogs)
+                ranks, _ = dialogs.result()
+            times["start"].append(ready - start)
+            times["play"].append(time.perf_counter() - ready)
+            return ranks
+
+        runs = [unsealed, warm, cold]
         for r in range(repeats):
-            for run in (unsealed, sealed) if r % 2 == 0 else (sealed, unsealed):
+            for run in runs[r % 3 :] + runs[: r % 3]:
                 if not np.array_equal(run(), expected):
                     raise RuntimeError(f"{name}: the sealed and unsealed harnesses disagree; this is a bug")
     finally:
+        session.close()
         venv.close()
-    return Overhead(name, episodes, tuple(times["unsealed"]), tuple(times["start"]), tuple(times["play"]))
+    return Overhead(
+        name,
+        episodes,
+        tuple(times["unsealed"]),
+        tuple(times["warm"]),
+        tuple(times["start"]),
+        tuple(times["play"]),
+    )
 
 
 def score_cheats(
@@ -283,22 +313,22 @@ def to_markdown(
         "",
         "## Overhead",
         "",
-        f"Episodes per second of `evaluate`, same agent and evaluation set, median of {meta['repeats']} repeats",
-        "alternating which harness goes first (slowdown: median sealed / median unsealed time). Sealed, the",
-        "child process first starts and builds its env (start), then plays the dialogs. Every run gave",
-        f"identical ranks. Load average when the run began: {meta['load']}.",
+        f"Episodes per second of the harness, same agent and evaluation set, median of {meta['repeats']} repeats",
+        "rotating which run goes first (slowdown: median sealed / median unsealed time). Warm child: a",
+        "`SealedEvaluator` that evaluated on this env before (what `evaluate` and `fiq-gym bench` use from their",
+        "second evaluation on). New child: one started for the run, its start (Python, torch, the env) counted;",
+        f"every run gave identical ranks. Load average (1, 5, 15 min) when the overhead runs began: {meta['load']};",
+        f"when they ended: {meta['load_end']}.",
         "",
-        "| agent | episodes | unsealed ep/s | sealed ep/s | sealed start (s) | sealed ep/s, playing only | slowdown | slowdown, playing only | slowdown per repeat |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| agent | episodes | unsealed ep/s | sealed ep/s, warm child | slowdown, warm child | per repeat | new child: start (s) | sealed ep/s, new child | slowdown, new child |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for o in overheads:
-        unsealed, sealed = median(o.unsealed), median(o.sealed)
-        start, play = median(o.sealed_start), median(o.sealed_play)
+        unsealed, warm, cold = median(o.unsealed), median(o.warm), median(o.cold)
         lines.append(
-            f"| {o.agent} | {o.episodes} | {o.episodes / unsealed:,.0f} | {o.episodes / sealed:,.0f} | "
-            f"{start:.2f} | {o.episodes / play:,.0f} | {sealed / unsealed:.2f}x | {play / unsealed:.2f}x | "
-            + ", ".join(f"{r:.2f}x" for r in o.ratios())
-            + " |"
+            f"| {o.agent} | {o.episodes} | {o.episodes / unsealed:,.0f} | {o.episodes / warm:,.0f} | "
+            f"{warm / unsealed:.2f}x | " + ", ".join(f"{r:.2f}x" for r in o.ratios()) + " | "
+            f"{median(o.cold_start):.2f} | {o.episodes / cold:,.0f} | {cold / unsealed:.2f}x |"
         )
     lines += [
         "",
@@ -348,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     overheads = measure_overhead(args.catalog, args.episodes, args.num_envs, repeats=args.repeats)
+    load_end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     cheats = score_cheats(args.catalog, args.cheat_episodes, args.num_envs)
     meta = {
         "command": command.strip(),
@@ -358,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": str(args.repeats),
         "num_envs": str(args.num_envs),
         "load": load,
+        "load_end": load_end,
         "bare_rank_cheat": f"{rank_cheat_on_a_bare_env(args.catalog, args.cheat_episodes, args.num_envs):.3f}",
     }
     text = to_markdown(overheads, cheats, meta)

@@ -1,31 +1,42 @@
 """The child process of the sealed evaluation harness (``python -m fiq_gym.envs._sealed_worker
-PARENT_PID``); see :mod:`fiq_gym.envs.evaluation`.
+PARENT_PID REGION_FD``); see :mod:`fiq_gym.envs.evaluation` and, for what crosses the pipes and
+the shared region, :mod:`fiq_gym.envs._sealed_protocol`.
 
-It reads one request from stdin (env id, env arguments, number of parallel dialogs,
-evaluation set or its size, seed), builds the environment and the evaluation set, then
-answers each batch of actions with observations and filtered info only; it sends each batch's
-first observations, and at the end the ranks, without being asked. Its stdout
-carries nothing but the protocol: anything the environment prints goes to stderr.
+It imports the environment's modules at once (torch among them), so a caller that starts it
+early gets that done while it prepares its agent, then serves requests until its stdin
+closes:
+
+* ``B`` (env spec): build the env, or keep the one it has if the spec is the same;
+* ``I`` (env spec, evaluation set or its size, seed): the same, then play the set: send the
+  header, each batch's first observations (unasked, as soon as the previous batch is over),
+  an answer per batch of actions (observations and filtered info only) and, after the last
+  batch, the ranks (unasked).
+
+One process serves many evaluations (a warm child): it keeps its imports, the library's
+caches and its last env between them. Every evaluation starts each batch with a seeded reset
+of fixed targets and first items, so a kept env plays exactly what a new one would (tested).
+On any error it sends the exception and exits. Its stdout carries nothing but the protocol:
+anything the environment prints goes to stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import os
 import pickle
 import signal
 import sys
 from typing import IO, Any
 
-import numpy as np
-
 _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent(parent: int) -> None:
-    """Get SIGKILL when the parent dies (Linux); elsewhere the closed pipe ends the loop."""
+    """Get SIGKILL when the parent dies (Linux); elsewhere the closed pipe ends the loop.
+
+    The kernel sends it when the *thread* that started this process ends, so the harness
+    starts a new child if it finds its warm one gone."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -43,60 +54,102 @@ def _error(exc: BaseException) -> bytes:
         return pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
 
 
-def serve(inp: IO[bytes], out: IO[bytes]) -> int:
+def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
     import gymnasium as gym
 
-    import fiq_gym  # noqa: F401 - registers the ids
-    from fiq_gym.envs.evaluation import read_message, write_message
+    import fiq_gym
+    import fiq_gym.envs.vector  # noqa: F401 - the env's modules, torch included, before the first request
+    from fiq_gym.envs._sealed_protocol import (
+        Layout,
+        SharedRegion,
+        decode_actions,
+        encode_answer,
+        read_message,
+        write_message,
+    )
     from fiq_gym.evaluation import EvaluationDialogs, EvaluationSet
+
+    region = SharedRegion(region_fd) if region_fd >= 0 else None
+    spec_key: bytes | None = None
+    venv: Any = None
 
     def answer(value: Any) -> None:
         write_message(out, b"O", pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
-    message = read_message(inp)
-    if message is None or message[0] != b"I":
-        return 1
-    venv = None
-    try:
-        request = pickle.loads(message[1])
+    def send(obs: Any, info: Any, done: bool = False, *, shared: bool) -> None:
+        write_message(out, b"O", encode_answer(obs, info, done, region, shared=shared))
+
+    def env_for(spec: bytes) -> bool:
+        """Make ``venv`` the env of ``spec`` (pickled id, arguments, number of dialogs);
+        True if it had to be built."""
+        nonlocal spec_key, venv
+        if venv is not None and spec == spec_key:
+            return False
+        if venv is not None:
+            spec_key, old, venv = None, venv, None
+            old.close()
+        request = pickle.loads(spec)
         venv = gym.make_vec(
             request["env_id"],
             num_envs=request["num_envs"],
             vectorization_mode="vector_entry_point",
             **request["env_kwargs"],
         )
-        episodes, seed = request["episodes"], request["seed"]
-        eval_set = (
-            episodes
-            if isinstance(episodes, EvaluationSet)
-            else EvaluationSet.generate(int(venv.unwrapped.num_items), episodes, seed)
-        )
-        dialogs = EvaluationDialogs(venv, eval_set, seed)
-        answer(
-            {
-                "num_envs": dialogs.num_envs,
-                "num_batches": dialogs.num_batches,
-                "num_items": dialogs.num_items,
-                "turns": dialogs.turns,
-                "episodes": len(eval_set),
-            }
-        )
-        # Batch b's first observations go out unasked, once batch b - 1 is over; after the
-        # last batch, the ranks. The caller only ever sends actions.
+        spec_key = spec
+        if region is not None:
+            region.use(Layout.for_spaces(venv.observation_space, venv.action_space), grow=True)
+        return True
+
+    def play(dialogs: EvaluationDialogs) -> bool:
+        """Play every batch; False if the caller went away."""
         batch = 0
-        answer(dialogs.reset(batch))
+        send(*dialogs.reset(batch), shared=True)
         while (message := read_message(inp)) is not None:
             tag, payload = message
             if tag != b"S":
-                raise RuntimeError(f"unknown message {tag!r} from the evaluation harness")
-            obs, info, done = dialogs.step(np.load(io.BytesIO(payload), allow_pickle=False))
-            answer((obs, info, done))
+                raise RuntimeError(f"unexpected message {tag!r} from the evaluation harness during play")
+            obs, info, done = dialogs.step(decode_actions(payload, region))
+            # The last step's observations travel in the message: the next batch's first
+            # ones go into the region right after, before the caller has read these.
+            send(obs, info, done, shared=not done)
             if done:
                 batch += 1
                 if batch == dialogs.num_batches:
                     answer(dialogs.result())
+                    return True
+                send(*dialogs.reset(batch), shared=True)
+        return False
+
+    try:
+        while (message := read_message(inp)) is not None:
+            tag, payload = message
+            if tag == b"B":
+                answer({"built": env_for(payload)})
+            elif tag == b"I":
+                request = pickle.loads(payload)
+                built = env_for(request["spec"])
+                episodes, seed = request["episodes"], request["seed"]
+                eval_set = (
+                    episodes
+                    if isinstance(episodes, EvaluationSet)
+                    else EvaluationSet.generate(int(venv.unwrapped.num_items), episodes, seed)
+                )
+                dialogs = EvaluationDialogs(venv, eval_set, seed)
+                answer(
+                    {
+                        "num_envs": dialogs.num_envs,
+                        "num_batches": dialogs.num_batches,
+                        "num_items": dialogs.num_items,
+                        "turns": dialogs.turns,
+                        "episodes": len(eval_set),
+                        "built": built,
+                        "layout": None if region is None else region.layout,
+                    }
+                )
+                if not play(dialogs):
                     return 0
-                answer(dialogs.reset(batch))
+            else:
+                raise RuntimeError(f"unknown message {tag!r} from the evaluation harness")
         return 0
     except Exception as e:
         with contextlib.suppress(OSError):
@@ -105,12 +158,14 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
     finally:
         if venv is not None:
             venv.close()
+        if region is not None:
+            region.close()
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    if len(argv) not in (2, 3):
         print(
-            "usage: python -m fiq_gym.envs._sealed_worker PARENT_PID (started by the harness)",
+            "usage: python -m fiq_gym.envs._sealed_worker PARENT_PID [REGION_FD] (started by the harness)",
             file=sys.stderr,
         )
         return 2
@@ -121,7 +176,7 @@ def main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    return serve(sys.stdin.buffer, out)
+    return serve(sys.stdin.buffer, out, int(argv[2]) if len(argv) == 3 else -1)
 
 
 if __name__ == "__main__":
