@@ -229,13 +229,16 @@ def encode_actions(actions: Any, region: SharedRegion | None = None) -> bytes:
 def decode_actions(payload: bytes, region: SharedRegion | None = None) -> np.ndarray:
     """The actions of :func:`encode_actions`, copied (out of the region too: what the env
     steps with cannot change afterwards)."""
-    dtype_text, ndim, in_region = _ACTIONS.unpack_from(payload)
-    if ndim > _MAX_NDIM:
-        raise ValueError(f"malformed actions message: {ndim} dimensions")
-    dtype = np.dtype(dtype_text.rstrip(b"\0").decode("ascii"))
+    try:
+        dtype_text, ndim, in_region = _ACTIONS.unpack_from(payload)
+        if ndim > _MAX_NDIM:
+            raise ValueError(f"{ndim} dimensions")
+        dtype = np.dtype(dtype_text.rstrip(b"\0").decode("ascii"))
+        shape = struct.unpack_from(f"<{ndim}Q", payload, _ACTIONS.size)
+    except (struct.error, UnicodeDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"malformed actions message: {e}") from None
     if dtype.kind not in _NUMERIC_KINDS:
         raise ValueError(f"malformed actions message: dtype {dtype}")
-    shape = struct.unpack_from(f"<{ndim}Q", payload, _ACTIONS.size)
     nbytes = math.prod(shape) * dtype.itemsize
     start = _ACTIONS.size + 8 * ndim
     if in_region:

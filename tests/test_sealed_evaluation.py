@@ -30,7 +30,7 @@ from fiq_gym.benchmarks.sealed_evaluation import (
     ReadsRankAndGallery,
 )
 from fiq_gym.envs import FashionIQEnv
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import SealedEvaluator, close_warm_evaluator, evaluate
 from fiq_gym.evaluation import PUBLIC_INFO_KEYS, EvaluationSet
 
 ENV = "fiq_gym/FashionIQ-v1"
@@ -100,18 +100,22 @@ def test_random_agent_baseline_on_the_same_dialogs(venv):
 
 
 class RecordsWhatItSees:
-    """An honest agent (random over unseen items) that keeps every info it was handed."""
+    """An honest agent (random over unseen items) that keeps every observation and info it
+    was handed."""
 
     def __init__(self, venv):
         self.inner = RandomAgent.for_env(venv, seed=1)
         self.infos = []
+        self.observations = []
 
     def reset(self, observation, info, mask):
         self.infos.append(dict(info))
+        self.observations.append(observation)
         self.inner.reset(observation, info, mask)
 
     def act(self, observation, info):
         self.infos.append(dict(info))
+        self.observations.append(observation)
         return self.inner.act(observation, info)
 
 
@@ -128,6 +132,15 @@ def test_sealed_and_unsealed_give_identical_results_and_the_same_public_info(ven
         assert sorted(x) == sorted(y) == sorted(set(PUBLIC_INFO_KEYS) - {"candidates"})
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
+    # The observations came through the shared region: equal, and each the agent's own copy.
+    assert len(a.observations) == len(b.observations)
+    for x, y in zip(a.observations, b.observations, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key].dtype == y[key].dtype
+            np.testing.assert_array_equal(x[key], y[key])
+    # (reset and the first act get the same observation; the first step's is the third)
+    assert not np.shares_memory(a.observations[0]["caption"], a.observations[2]["caption"])
 
 
 def test_a_retriever_in_scores_mode_gives_identical_results_sealed_and_unsealed(small_catalog_path):
@@ -374,3 +387,262 @@ def test_checking_the_default_catalog_does_not_import_torch(small_catalog_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
+
+
+# --- warm children: one child process for many evaluations ------------------------------------
+
+
+def _same_result(a, b):
+    np.testing.assert_array_equal(a.ranks, b.ranks)
+    np.testing.assert_array_equal(a.success_turn, b.success_turn)
+    assert a.meta == {**b.meta, "sealed": True}
+
+
+def test_a_sealed_evaluator_keeps_its_child_and_env_and_plays_what_a_new_child_plays(small_catalog_path):
+    kwargs = {"catalog": str(small_catalog_path), "max_turns": 4}
+    with SealedEvaluator(ENV, num_envs=32, **kwargs) as ev:
+        pid = ev.pid
+        assert _alive(pid)
+        first = ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS), seed=1), 100, seed=2)
+        second = ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS), seed=3), 70, seed=4)
+        assert ev.pid == pid and ev.envs_built == 1 and ev.evaluations == 2
+        # Another spec: the same process builds the other env.
+        scores = ev.evaluate(
+            ScoresFromFeatures(), 40, seed=5, env=ENV, num_envs=16, action_mode="scores", **kwargs
+        )
+        assert ev.pid == pid and ev.envs_built == 2
+        back = ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS), seed=1), 100, seed=2)
+        assert ev.pid == pid and ev.envs_built == 3
+    assert not _alive(pid)
+    for result, (agent_seed, episodes, seed) in [
+        (first, (1, 100, 2)),
+        (second, (3, 70, 4)),
+        (back, (1, 100, 2)),
+    ]:
+        agent = RandomAgent(gym.spaces.Discrete(ITEMS), seed=agent_seed)
+        cold = evaluate(agent, ENV, episodes, seed, num_envs=32, warm=False, **kwargs)
+        unsealed = evaluate(
+            RandomAgent(gym.spaces.Discrete(ITEMS), seed=agent_seed),
+            ENV,
+            episodes,
+            seed,
+            num_envs=32,
+            sealed=False,
+            **kwargs,
+        )
+        _same_result(result, cold)
+        _same_result(result, unsealed)
+    unsealed = evaluate(
+        ScoresFromFeatures(), ENV, 40, 5, num_envs=16, sealed=False, action_mode="scores", **kwargs
+    )
+    _same_result(scores, unsealed)
+
+
+class ScoresFromFeatures:
+    """A deterministic ``scores`` agent that answers in float64: 64 dialogs x 300 items of it
+    (150 kB) travel through the shared region, not the pipe."""
+
+    def reset(self, observation, info, mask):
+        pass
+
+    def act(self, observation, info):
+        features = observation["shown_features"].astype(np.float64)
+        catalog = np.cos(np.arange(ITEMS * features.shape[1], dtype=np.float64)).reshape(ITEMS, -1)
+        return np.tanh(features @ catalog.T)
+
+
+def test_large_actions_give_identical_results_sealed_and_unsealed(small_catalog_path):
+    kwargs = {"catalog": str(small_catalog_path), "action_mode": "scores", "max_turns": 3}
+    sealed = evaluate(ScoresFromFeatures(), ENV, 128, seed=6, **kwargs)
+    unsealed = evaluate(ScoresFromFeatures(), ENV, 128, seed=6, sealed=False, **kwargs)
+    _same_result(sealed, unsealed)
+
+
+def test_shortlist_observations_warm_and_cold_are_identical(featured_catalog_path):
+    from fiq_gym.agents.shortlist import ShortlistGreedyAgent
+
+    kwargs = {"catalog": str(featured_catalog_path), "action_mode": "shortlist", "max_turns": 3}
+    with SealedEvaluator(ENV, num_envs=32, **kwargs) as ev:
+        warm = [ev.evaluate(ShortlistGreedyAgent(), 64, seed=s) for s in (0, 1)]
+        assert ev.envs_built == 1
+    for s, result in enumerate(warm):
+        _same_result(result, evaluate(ShortlistGreedyAgent(), ENV, 64, s, num_envs=32, warm=False, **kwargs))
+        _same_result(
+            result, evaluate(ShortlistGreedyAgent(), ENV, 64, s, num_envs=32, sealed=False, **kwargs)
+        )
+
+
+def test_evaluate_keeps_one_warm_child_and_replaces_it_when_the_environment_changes(
+    small_catalog_path, monkeypatch
+):
+    from fiq_gym.envs import evaluation
+
+    close_warm_evaluator()
+    agent = RandomAgent(gym.spaces.Discrete(ITEMS), seed=0)
+    kwargs = {"catalog": str(small_catalog_path), "num_envs": 16}
+    evaluate(agent, ENV, 16, **kwargs)
+    pid = evaluation._warm.pid
+    evaluate(agent, ENV, 16, seed=1, **kwargs)
+    assert evaluation._warm.pid == pid and evaluation._warm.envs_built == 1
+    evaluate(agent, ENV, 16, max_turns=2, **kwargs)  # another spec: same child, another env
+    assert evaluation._warm.pid == pid and evaluation._warm.envs_built == 2
+    # A child inherits the environment when it starts: a changed one needs a new child.
+    monkeypatch.setenv("FIQ_GYM_TEST_MARKER", "changed")
+    evaluate(agent, ENV, 16, **kwargs)
+    assert evaluation._warm.pid != pid and not _alive(pid)
+    # warm=False leaves the warm child alone and leaves nothing behind.
+    warm_pid = evaluation._warm.pid
+    before = set(_children(os.getpid()))
+    evaluate(agent, ENV, 16, warm=False, **kwargs)
+    assert set(_children(os.getpid())) == before and evaluation._warm.pid == warm_pid
+    close_warm_evaluator()
+    assert not _alive(warm_pid)
+
+
+def test_a_warm_child_that_died_is_replaced(small_catalog_path):
+    """The kernel kills a child when the *thread* that started it ends (PR_SET_PDEATHSIG),
+    and anything may kill it from outside: the next evaluation starts another."""
+    import threading
+
+    from fiq_gym.envs import evaluation
+
+    close_warm_evaluator()
+    kwargs = {"catalog": str(small_catalog_path), "num_envs": 16}
+
+    def run():
+        return evaluate(RandomAgent(gym.spaces.Discrete(ITEMS), seed=0), ENV, 32, **kwargs)
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run()))
+    thread.start()
+    thread.join()
+    started_in_thread = evaluation._warm.pid
+    _same_result(run(), results[0])
+    assert evaluation._warm.pid != started_in_thread and not _alive(started_in_thread)
+    killed = evaluation._warm.pid
+    os.kill(killed, signal.SIGKILL)
+    _same_result(run(), results[0])
+    assert evaluation._warm.pid != killed
+    close_warm_evaluator()
+
+
+def test_an_agent_error_ends_the_evaluators_child_and_the_next_evaluation_starts_another(small_catalog_path):
+    class Fails:
+        def reset(self, observation, info, mask):
+            pass
+
+        def act(self, observation, info):
+            raise ZeroDivisionError("the agent's own bug")
+
+    with SealedEvaluator(ENV, num_envs=16, catalog=str(small_catalog_path)) as ev:
+        pid = ev.pid
+        with pytest.raises(ZeroDivisionError):
+            ev.evaluate(Fails(), 32)
+        assert not _alive(pid)
+        result = ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS), seed=0), 32)
+        assert ev.pid != pid and result.ranks.shape == (32, 6)
+
+
+def test_one_evaluation_at_a_time_per_evaluator(small_catalog_path):
+    with SealedEvaluator(ENV, num_envs=16, catalog=str(small_catalog_path)) as ev:
+
+        class EvaluatesInside:
+            def reset(self, observation, info, mask):
+                pass
+
+            def act(self, observation, info):
+                ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS)), 16)
+
+        with pytest.raises(RuntimeError, match="already running an evaluation"):
+            ev.evaluate(EvaluatesInside(), 16)
+    with pytest.raises(RuntimeError, match="SealedEvaluator is closed"):
+        ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS)), 16)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_unguarded_script_leaves_no_warm_child_at_exit(small_catalog_path, tmp_path):
+    script = tmp_path / "warm.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import gymnasium as gym
+            import fiq_gym
+            from fiq_gym.agents import RandomAgent
+            from fiq_gym.envs import evaluation
+            from fiq_gym.envs.evaluation import SealedEvaluator, evaluate
+
+            print("script body ran", flush=True)
+            agent = RandomAgent(gym.spaces.Discrete({ITEMS}), seed=0)
+            a = evaluate(agent, "{ENV}", 16, num_envs=8, catalog={str(small_catalog_path)!r})
+            b = evaluate(agent, "{ENV}", 16, num_envs=8, catalog={str(small_catalog_path)!r})
+            session = SealedEvaluator("{ENV}", num_envs=8, catalog={str(small_catalog_path)!r})
+            session.evaluate(agent, 16)
+            print("children", evaluation._warm.pid, session.pid, flush=True)
+            # neither is closed: interpreter exit ends them
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout + done.stderr).count("script body ran") == 1
+    pids = [int(p) for p in done.stdout.split("children")[1].split()]
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() < deadline, "a warm child outlived its interpreter"
+        time.sleep(0.1)
+
+
+def test_actions_cross_as_numbers_never_as_a_pickle():
+    import pickle
+
+    from fiq_gym.envs._sealed_protocol import SharedRegion, decode_actions, encode_actions
+
+    for actions in (
+        np.arange(5),
+        np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4),
+        np.array([True, False]),
+    ):
+        np.testing.assert_array_equal(decode_actions(encode_actions(actions)), actions)
+        assert decode_actions(encode_actions(actions)).dtype == actions.dtype
+    with pytest.raises(ValueError, match="actions must be a numeric array"):
+        encode_actions(np.array([object()]))
+    with pytest.raises(ValueError, match="malformed actions message"):
+        decode_actions(pickle.dumps(np.arange(3)))
+    forged = encode_actions(np.arange(3)).replace(b"<i8", b"|O8", 1)
+    with pytest.raises(ValueError, match="malformed actions message"):
+        decode_actions(forged)
+    region = SharedRegion.create()
+    if region is not None:  # large actions go through the region and come back copied
+        from fiq_gym.envs._sealed_protocol import Layout
+
+        space = gym.spaces.Box(0, 1, (4, 50_000), np.float32)
+        region.use(Layout.for_spaces(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (4, 2))}), space), grow=True)
+        big = np.random.default_rng(0).random((4, 50_000))
+        message = encode_actions(big, region)
+        assert len(message) < 100  # the numbers are not in the message
+        decoded = decode_actions(message, region)
+        np.testing.assert_array_equal(decoded, big)
+        region.actions_area(8)[:] = b"\xff" * 8  # writing the region afterwards changes nothing
+        np.testing.assert_array_equal(decoded, big)
+        region.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_copy_lets_go_of_the_warm_child_and_evaluates_with_its_own(small_catalog_path):
+    kwargs = {"catalog": str(small_catalog_path), "num_envs": 16}
+    with SealedEvaluator(ENV, **kwargs) as ev:
+        expected = ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS), seed=0), 32)
+        pid = ev.pid
+        fork = os.fork()
+        if fork == 0:  # the copy: a child of its own, the same numbers
+            code = 1
+            try:
+                own = ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS), seed=0), 32)
+                code = 0 if ev.pid != pid and np.array_equal(own.ranks, expected.ranks) else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(fork, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        again = ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS), seed=0), 32)
+        assert ev.pid == pid
+        _same_result(again, expected)
