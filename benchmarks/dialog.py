@@ -499,6 +499,12 @@ def run_benchmark(
     With ``jobs > 1`` the stages run in that many separate processes at once (each with one
     thread; ``python -m fiq_gym.benchmarks.dialog``, so nothing re-imports the caller's
     script) and this process gathers their records; the numbers are those of ``jobs=1``.
+
+    Sealed, every evaluation of a process (the trainers' evaluations during training and the
+    benchmark's own) runs on the warm child that :func:`fiq_gym.envs.evaluation.evaluate`
+    keeps: one child process per run (per stage process with ``jobs > 1``), which keeps its
+    imports, the shoppers it loaded and, while the env spec stays the same, its env. The
+    numbers are those of a new child per evaluation (tested).
     """
     start = time.perf_counter()
     seeds = tuple(seeds if seeds is not None else preset.seeds)
@@ -552,6 +558,7 @@ def run_benchmark(
                 )
                 try:
                     eval_set = _evaluation_set(out, envs.unwrapped.num_items, preset.episodes)
+                    # sealed: on the process-wide warm child, shared with the trainers' evaluations
                     evaluation = evaluate(agent, envs, eval_set, seed=seed, name=name, sealed=sealed)
                 finally:
                     envs.close()

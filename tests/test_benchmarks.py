@@ -376,3 +376,35 @@ def test_the_revision_ignores_result_files_but_not_code(tmp_path):
     finally:
         result.unlink(missing_ok=True)
         code.unlink(missing_ok=True)
+
+
+def test_the_sealed_benchmark_evaluates_everything_on_one_warm_child_with_the_unsealed_numbers(
+    tmp_path, small_catalog_path, monkeypatch
+):
+    """The trainers' evaluations during training and the benchmark's own share one child."""
+    from fiq_gym.benchmarks.dialog import PRESETS, run_benchmark
+    from fiq_gym.envs import evaluation
+
+    evaluation.close_warm_evaluator()
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(args, *a, **kw):
+        if evaluation.WORKER_MODULE in args:
+            started.append(args)
+        return real_popen(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    kwargs = dict(
+        catalog=str(small_catalog_path), agents=("random", "supervised"), seeds=(0, 1), progress=False
+    )
+    sealed = run_benchmark(PRESETS["tiny"], tmp_path / "sealed" / "tiny", **kwargs)
+    # 2 stages x 2 agents evaluated, the supervised trainer's evaluations, 2 env specs: 1 child
+    assert len(sealed.records) == 4 and len(started) == 1
+    unsealed = run_benchmark(PRESETS["tiny"], tmp_path / "unsealed" / "tiny", sealed=False, **kwargs)
+    for a, b in zip(sealed.records, unsealed.records, strict=True):
+        assert (a.agent, a.seed, a.eval_user) == (b.agent, b.seed, b.eval_user)
+        assert a.result.meta["sealed"] and not b.result.meta["sealed"]
+        np.testing.assert_array_equal(a.result.ranks, b.result.ranks)
+        np.testing.assert_array_equal(a.result.success_turn, b.result.success_turn)
+    evaluation.close_warm_evaluator()
