@@ -320,15 +320,16 @@ def to_markdown(
         f"every run gave identical ranks. Load average (1, 5, 15 min) when the overhead runs began: {meta['load']};",
         f"when they ended: {meta['load_end']}.",
         "",
-        "| agent | episodes | unsealed ep/s | sealed ep/s, warm child | slowdown, warm child | per repeat | new child: start (s) | sealed ep/s, new child | slowdown, new child |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| agent | episodes | unsealed ep/s | sealed ep/s, warm child | slowdown, warm child | per repeat | new child: start (s) | sealed ep/s, new child | slowdown, new child | new child, playing only |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for o in overheads:
         unsealed, warm, cold = median(o.unsealed), median(o.warm), median(o.cold)
         lines.append(
             f"| {o.agent} | {o.episodes} | {o.episodes / unsealed:,.0f} | {o.episodes / warm:,.0f} | "
             f"{warm / unsealed:.2f}x | " + ", ".join(f"{r:.2f}x" for r in o.ratios()) + " | "
-            f"{median(o.cold_start):.2f} | {o.episodes / cold:,.0f} | {cold / unsealed:.2f}x |"
+            f"{median(o.cold_start):.2f} | {o.episodes / cold:,.0f} | {cold / unsealed:.2f}x | "
+            f"{median(o.cold_play) / unsealed:.2f}x |"
         )
     lines += [
         "",

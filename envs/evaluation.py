@@ -154,12 +154,17 @@ class _Child:
         fds = () if self.region is None else (self.region.fd,)
         self.owner = os.getpid()
         self.unanswered = 0  # build requests (B) whose answer is still in the pipe
-        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", WORKER_MODULE, str(os.getpid()), str(fds[0] if fds else -1)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            pass_fds=fds,
-        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE, str(os.getpid()), str(fds[0] if fds else -1)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                pass_fds=fds,
+            )
+        except BaseException:
+            self.close()
+            raise
         _widen_pipes(self.proc)
 
     @property
@@ -255,14 +260,13 @@ class SealedDialogs:
     middle of a batch. The evaluator starts a new one for its next evaluation.
     """
 
-    def __init__(self, evaluator: SealedEvaluator, child: _Child, header: dict[str, Any], label: str) -> None:
+    def __init__(self, evaluator: SealedEvaluator, child: _Child, header: dict[str, Any]) -> None:
         self._evaluator, self._child = evaluator, child
         self.num_envs: int = header["num_envs"]
         self.num_batches: int = header["num_batches"]
         self.num_items: int = header["num_items"]
         self.turns: int = header["turns"]
         self.episodes: int = header["episodes"]
-        self.env_label = label
         self._next_batch = 0
         self._open = True
 
@@ -427,7 +431,7 @@ class SealedEvaluator:
             raise
         if header["built"]:
             self.envs_built += 1
-        return SealedDialogs(self, child, header, spec.label)
+        return SealedDialogs(self, child, header)
 
     def _start(self, request: bytes) -> tuple[dict[str, Any], _Child]:
         """Send the request and read the header; a kept child found dead (the thread that
@@ -554,8 +558,8 @@ def _warm_evaluator() -> SealedEvaluator:
 
 def close_warm_evaluator() -> None:
     """End the child that ``evaluate(..., sealed=True)`` keeps warm between calls, e.g. to
-    give its memory back; the next sealed evaluation starts a new one. Runs at interpreter
-    exit."""
+    give its memory back or before rebuilding a catalog in place (it waits for an evaluation
+    running on it in another thread); the next sealed evaluation starts a new one."""
     global _warm, _warm_context
     with _warm_lock:
         if _warm is not None:
@@ -564,7 +568,8 @@ def close_warm_evaluator() -> None:
 
 
 def _close_all() -> None:
-    close_warm_evaluator()
+    """At interpreter exit: end every child, without waiting for a thread that is still
+    evaluating (it may be a daemon thread that never finishes)."""
     for evaluator in list(_EVALUATORS):
         evaluator.close()
 
