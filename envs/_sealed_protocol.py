@@ -22,6 +22,12 @@ mode, 2.6 MB of actions in ``scores`` mode) by two memory copies.
 What the region holds is what the pipe used to carry: observations (which the agent gets
 anyway) and actions (which the agent wrote). Ranks and the target never enter it; they
 leave the child only in the result, after the last dialog, as before.
+
+Not done: pipelining half batches (the child stepping one half while the agent acts on the
+other). An agent is called once per turn with the whole batch, as in the in-process harness;
+two calls of half the rows would change what a batched agent sees (its state is per row of
+one batch, its random draws come in batch order), so results could differ from the
+unsealed harness's.
 """
 
 from __future__ import annotations
