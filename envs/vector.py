@@ -300,7 +300,10 @@ class FashionIQVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self._last_info = None
-        self._dialog.ranker.close()  # ends shard processes, if any
+        # An env whose constructor raised (before it had a dialog) is closed by __del__ too.
+        dialog = getattr(self, "_dialog", None)
+        if dialog is not None:
+            dialog.ranker.close()  # ends shard processes or actors, if any
 
     # --- helpers ---------------------------------------------------------------------------
     def _merge(self, rows: np.ndarray, out: Transition) -> tuple[dict[str, np.ndarray], None]:
