@@ -116,8 +116,8 @@ def build_dialog(
     native vector env (``num_envs``) are built by this one function. ``configuration`` fills
     in the catalog and shopper settings left at their defaults
     (:mod:`fiq_gym.envs.configurations`). ``scoring``, ``shards`` and ``shard_mode`` choose the
-    ranker (:func:`fiq_gym.ranking.make_ranker`); a sharded one holds worker processes until
-    ``parts.dialog.ranker.close()``."""
+    ranker (:func:`fiq_gym.ranking.make_ranker`); a sharded one holds worker processes (or
+    Ray actors) until ``parts.dialog.ranker.close()``."""
     if side_info not in ("predicted", "labels"):
         raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
     catalog, user_kwargs = apply_configuration(configuration, catalog, user, user_kwargs)

@@ -65,7 +65,10 @@ class FashionIQVectorEnv(VectorEnv):
       shown, observations and rewards equal the unsharded env's with the same scoring, for
       any S. ``shard_mode="process"`` (default) computes each shard in a worker process with
       one BLAS thread (a shard per core; they end with ``close()``, when the env is dropped,
-      or when this process dies), ``"inline"`` one after another in this process.
+      or when this process dies), ``"inline"`` one after another in this process, ``"ray"``
+      each in a Ray actor of one CPU (needs Ray; the actors may run on other machines of the
+      cluster this process is connected to, or a local Ray is started; they are killed on
+      ``close()`` or when the env is dropped, and Ray stays up).
       ``shortlist`` mode shards the ranks; its first stage still scores every item here.
     """
 
@@ -185,7 +188,7 @@ class FashionIQVectorEnv(VectorEnv):
     @property
     def ranker(self) -> Ranker:
         """What ranks the gallery (:mod:`fiq_gym.ranking`); a sharded one lists its worker
-        processes in ``worker_pids``."""
+        processes (or its Ray actors' processes) in ``worker_pids``."""
         return self._dialog.ranker
 
     @property

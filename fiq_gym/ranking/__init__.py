@@ -22,7 +22,8 @@ Scorings, the environments' ``scoring=`` argument (:data:`SCORINGS`):
 * ``"float16"``: the same exact ranks, scanning a float16 copy of the features (half the
   memory per shard) with a wider band.
 
-Sharding (``shards=S`` with an exact scoring) is in :mod:`fiq_gym.ranking.sharded`.
+Sharding (``shards=S`` with an exact scoring; in processes, inline or in Ray actors) is in
+:mod:`fiq_gym.ranking.sharded`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from fiq_gym.metrics import target_rank
 __all__ = ["SCORINGS", "DenseRanker", "Ranker", "best_unseen", "make_ranker"]
 
 SCORINGS = ("float32", "exact", "float16")
-SHARD_MODES = ("process", "inline")
+#: Where shards run: each in a worker process, one after another in this process, or each in
+#: a Ray actor (:mod:`fiq_gym.ranking.sharded`).
+SHARD_MODES = ("process", "inline", "ray")
 
 
 class Ranker(Protocol):
@@ -90,7 +93,8 @@ def make_ranker(
 ) -> Ranker:
     """The ranker for ``scoring`` over ``features`` ((N, D) float32, the items in play),
     split over ``shards`` shards (None: not sharded) computed in worker processes
-    (``shard_mode="process"``) or one after another in this process (``"inline"``)."""
+    (``shard_mode="process"``), one after another in this process (``"inline"``) or in Ray
+    actors (``"ray"``, which needs Ray)."""
     if scoring not in SCORINGS:
         raise ValueError(f"scoring must be one of {list(SCORINGS)}, got {scoring!r}")
     if shard_mode not in SHARD_MODES:
@@ -117,5 +121,5 @@ def make_ranker(
         features,
         scan="float16" if scoring == "float16" else "float32",
         shards=1 if shards is None else int(shards),
-        processes=shards is not None and shard_mode == "process",
+        mode="inline" if shards is None else shard_mode,
     )

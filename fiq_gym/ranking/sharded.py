@@ -1,21 +1,26 @@
-"""Exact ranks over a gallery split into shards, each shard in a worker process or all of them
-in this one.
+"""Exact ranks over a gallery split into shards: each shard in a worker process, in a Ray
+actor, or all of them in this one.
 
 A shard answers, for every dialog of a batch, how many of its items score exactly at least as
 well as the target, and which of its items not shown yet scores best
 (:meth:`fiq_gym.ranking.exact.GalleryShard.scan`). The ranks are the sums of the counts, minus
 the target itself; the item shown is the best of the shards' bests, compared exactly again.
-Exact comparisons make the sums independent of the split: one shard, two or three give the
-same ranks and the same items, bit for bit (``tests/test_sharding.py``).
+Exact comparisons make the sums independent of the split and of where a shard runs: one
+shard, two or three, inline, in processes or in Ray actors give the same ranks and the same
+items, bit for bit (``tests/test_sharding.py``, ``tests/test_ray_sharding.py``).
 
-Worker processes are :class:`fiq_gym._workers.WorkerPool`'s: plain ``python -c`` children that
-never import the caller's ``__main__`` (a script without an ``if __name__ == "__main__":``
-guard works) and exit when this process closes the ranker, drops it, or dies. Each uses one
-BLAS thread: a shard per core. The features reach them through an unnamed temporary file whose
-descriptor they inherit and which they map, so nothing is left on disk whatever happens.
+Worker processes (``mode="process"``) are :class:`fiq_gym._workers.WorkerPool`'s: plain
+``python -c`` children that never import the caller's ``__main__`` (a script without an
+``if __name__ == "__main__":`` guard works) and exit when this process closes the ranker,
+drops it, or dies. Each uses one BLAS thread: a shard per core. The features reach them
+through an unnamed temporary file whose descriptor they inherit and which they map, so
+nothing is left on disk whatever happens.
 
-Shards in Ray actors (for galleries beyond one machine) would answer the same two calls; they
-are not written yet.
+Ray actors (``mode="ray"``, :mod:`fiq_gym.ranking.ray_shards`; needs Ray) answer the same
+scan, one CPU and one BLAS thread each, spread over the nodes of the Ray cluster this process
+is connected to (a local instance is started if there is none). Their rows reach them through
+Ray's object store, so they may run on other machines; every step sends each actor the same
+small batch as a worker process gets. Closing or dropping the ranker kills them; Ray stays up.
 """
 
 from __future__ import annotations
@@ -29,16 +34,24 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fiq_gym._workers import WorkerPool
+from fiq_gym.ranking import SHARD_MODES
 from fiq_gym.ranking.exact import SCANS, GalleryShard, exact_best
 
-__all__ = ["ExactRanker", "shard_bounds"]
+if TYPE_CHECKING:
+    from fiq_gym.ranking.ray_shards import RayShards
 
-# One BLAS thread per shard process: shards are the parallelism.
-_ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+__all__ = ["ONE_BLAS_THREAD", "RAY_INSTALL", "ExactRanker", "shard_bounds"]
+
+#: The environment of a shard process or actor: one BLAS thread, as the shards are the parallelism.
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+#: What installs Ray, for ``mode="ray"`` (the ``rllib`` extra brings it, in the tested version).
+RAY_INSTALL = 'pip install -e ".[rllib]" -c constraints-rllib.txt'
 
 
 def shard_bounds(num_items: int, shards: int) -> list[tuple[int, int]]:
@@ -54,30 +67,44 @@ class ExactRanker:
         features: (N, D) float32 features of the items in play.
         scan: ``"float32"`` or ``"float16"``: how shards store the copy they scan.
         shards: number of consecutive row ranges.
-        processes: compute each shard in its own worker process (else one after another
-            here). Call :meth:`close` when done; dropping the ranker closes them as well.
+        mode: where the shards run (:data:`fiq_gym.ranking.SHARD_MODES`): ``"inline"`` one
+            after another here, ``"process"`` each in its own worker process, ``"ray"`` each in
+            a Ray actor. Call :meth:`close` when done; dropping the ranker ends processes and
+            actors as well.
     """
 
     def __init__(
-        self, features: np.ndarray, *, scan: str = "float32", shards: int = 1, processes: bool = False
+        self, features: np.ndarray, *, scan: str = "float32", shards: int = 1, mode: str = "inline"
     ) -> None:
         if scan not in SCANS:
             raise ValueError(f"scan must be one of {list(SCANS)}, got {scan!r}")
+        if mode not in SHARD_MODES:
+            raise ValueError(f"mode must be one of {list(SHARD_MODES)}, got {mode!r}")
         if not 1 <= shards <= len(features):
             raise ValueError(f"shards must lie in [1, {len(features)}] (the items in play), got {shards}")
         self.features = features
         self.bounds = shard_bounds(len(features), shards)
+        self.mode = mode
         self._shards: list[GalleryShard] = []
         self._pool: WorkerPool | None = None
+        self._actors: RayShards | None = None
+        self._started_ray = False
         self._token = uuid.uuid4().hex
-        if not processes:
-            self._shards = [GalleryShard(features[lo:hi], lo, scan) for lo, hi in self.bounds]
-            self._finalizer = weakref.finalize(self, lambda: None)
-            return
         self._finalizer = weakref.finalize(self, lambda: None)
+        if mode == "inline":
+            self._shards = [GalleryShard(features[lo:hi], lo, scan) for lo, hi in self.bounds]
+            return
+        if mode == "ray":
+            actors = _ray_shards()(features, self.bounds, scan)
+            self._actors, self._started_ray = actors, actors.started_ray
+            self._finalizer = weakref.finalize(self, actors.close)
+            # At exit, Ray's own shutdown (or the driver's exit) ends the actors: killing them
+            # from an exit hook could run after Ray has disconnected.
+            self._finalizer.atexit = False
+            return
         try:
             with _shared_file(features) as (path, fds):
-                pool = WorkerPool(shards, env=_ONE_THREAD, pass_fds=fds)
+                pool = WorkerPool(shards, env=ONE_BLAS_THREAD, pass_fds=fds)
                 self._pool = pool
                 self._finalizer = weakref.finalize(self, pool.close)
                 pool.scatter(_open_shard, [(self._token, path, lo, hi, scan) for lo, hi in self.bounds])
@@ -91,8 +118,18 @@ class ExactRanker:
 
     @property
     def worker_pids(self) -> list[int]:
-        """The shard processes' ids (empty for inline shards or once closed)."""
+        """The shard processes' ids (empty for inline shards or once closed); for Ray actors,
+        their processes' ids on their own nodes."""
+        if self._actors is not None:
+            return list(self._actors.pids)
         return [] if self._pool is None else self._pool.pids
+
+    @property
+    def started_ray(self) -> bool:
+        """Whether making this ranker connected the process to Ray (``mode="ray"`` only):
+        then it started a local instance (or joined ``RAY_ADDRESS``), which :meth:`close`
+        leaves running for the next ranker and Ray ends when the process exits."""
+        return self._started_ray
 
     def similar_ranks(self, shown: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Ranks by exact similarity to each dialog's shown item."""
@@ -117,11 +154,14 @@ class ExactRanker:
         if self._pool is not None:
             job = (self._token, queries, target_rows, history, targets)
             results = self._pool.scatter(_scan_shard, [job] * self.num_shards)
+        elif self._actors is not None:
+            results = self._actors.scan(queries, target_rows, history, targets)
         elif self._shards:
             results = [shard.scan(queries, target_rows, history, targets) for shard in self._shards]
         else:
+            what = "actors" if self.mode == "ray" else "processes"
             raise RuntimeError(
-                "the shard processes of this ranker were closed (env.close()); make a new env to step again"
+                f"the shard {what} of this ranker were closed (env.close()); make a new env to step again"
             )
         # The target scores at least as well as itself: one count too many.
         ranks = np.sum([counts for counts, _ in results], axis=0) - 1
@@ -137,9 +177,25 @@ class ExactRanker:
         return ranks, shown
 
     def close(self) -> None:
-        """End the shard processes (a no-op for inline shards, and when called again)."""
+        """End the shard processes or kill the shard actors (a no-op for inline shards, and
+        when called again)."""
         self._finalizer()
         self._pool = None
+        self._actors = None
+
+
+def _ray_shards() -> type[RayShards]:
+    """:class:`fiq_gym.ranking.ray_shards.RayShards`, or an ImportError naming the install."""
+    try:
+        from fiq_gym.ranking.ray_shards import RayShards
+    except ImportError as error:
+        if (error.name or "").partition(".")[0] != "ray":
+            raise
+        raise ImportError(
+            f"shard_mode='ray' runs shards in Ray actors, and Ray is not installed: {RAY_INSTALL} "
+            "(or use shard_mode='process')"
+        ) from error
+    return RayShards
 
 
 @contextlib.contextmanager
