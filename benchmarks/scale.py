@@ -2,6 +2,7 @@
 
     python -m fiq_gym.benchmarks.scale                                 # 10k, 100k, 1M; writes results/scale.md
     python -m fiq_gym.benchmarks.scale --sizes 2000 --shards 1 2 --out /tmp/scale
+    python -m fiq_gym.benchmarks.scale --sizes 2000 --shards 2 --shard-mode process ray --out /tmp/scale
 
 For each size, a synthetic catalog (64x64, seed 0, images ``--images``: lazy by default, as a
 million stored images take 12 GB) is built with the shipped network's features, then:
@@ -17,7 +18,9 @@ million stored images take 12 GB) is built with the shipped network's features, 
   features held in memory), and the process's RSS after stepping it (plus its shard
   processes' RSS, when sharded);
 * **step ms**: the mean wall time of one vector-env step of all dialogs with random items
-  (random ends and resets included), for each scoring and shard count;
+  (random ends and resets included), for each scoring and shard count, with the shards in
+  worker processes and, with ``--shard-mode ... ray``, in Ray actors as well (the ``rllib``
+  extra; a local Ray instance, whose start counts in env ready s);
 * **floor ms**: the bare ranking of the same step measured in the same process: the
   (dialogs x N x D) product of the shown items' features with every item's, and the counts of
   items scoring at least the target's. **floor / step** is the fraction of a step that this
@@ -30,6 +33,7 @@ the machine is busy (the load average is recorded).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -46,6 +50,7 @@ from fiq_gym.benchmarks.publishing import (
     provenance_lines,
     refuse_unclean_publication,
 )
+from fiq_gym.ranking.sharded import RAY_INSTALL
 
 __all__ = ["BuildRow", "StepRow", "main", "run", "to_markdown"]
 
@@ -155,6 +160,11 @@ class StepRow:
     step_ms: float
     floor_ms: float
     rss_mb: float
+    shard_mode: str = "process"
+
+
+#: Where the sharded rows' shards run (``--shard-mode``); ``process`` alone by default.
+SHARD_MODES = ("process", "ray")
 
 
 def _python(code: str, *args: str) -> dict:
@@ -168,11 +178,14 @@ def _disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def _settings(shards: Sequence[int], float16: bool) -> list[dict]:
+def _settings(shards: Sequence[int], float16: bool, shard_modes: Sequence[str] = ("process",)) -> list[dict]:
     settings: list[dict] = [{"scoring": "float32"}, {"scoring": "exact"}]
     if float16:
         settings.append({"scoring": "float16"})
-    settings += [{"scoring": "exact", "shards": s} for s in shards]
+    for mode in shard_modes:
+        # The process rows pass no shard_mode: the env's default, as before there was a choice.
+        extra = {} if mode == "process" else {"shard_mode": mode}
+        settings += [{"scoring": "exact", "shards": s, **extra} for s in shards]
     return settings
 
 
@@ -185,6 +198,7 @@ def measure_size(
     seconds: float,
     shards: Sequence[int],
     float16: bool,
+    shard_modes: Sequence[str] = ("process",),
 ) -> tuple[BuildRow, list[StepRow]]:
     """Build one catalog of ``size`` items in ``workdir`` and measure it (see the docstring)."""
     path = workdir / f"scale-{size}-{images}"
@@ -203,7 +217,7 @@ def measure_size(
     )
     print(row, file=sys.stderr, flush=True)
     steps = []
-    for setting in _settings(shards, float16):
+    for setting in _settings(shards, float16, shard_modes):
         got = _python(_STEP, str(path), str(dialogs), str(seconds), json.dumps(setting))
         steps.append(
             StepRow(
@@ -214,6 +228,7 @@ def measure_size(
                 step_ms=got["step_s"] * 1000,
                 floor_ms=got["floor_s"] * 1000,
                 rss_mb=got["rss_mb"],
+                shard_mode=setting.get("shard_mode", "process"),
             )
         )
         print(steps[-1], file=sys.stderr, flush=True)
@@ -244,18 +259,37 @@ def to_markdown(
         "",
         'Sharded rows use `scoring="exact"` with one worker process per shard (one BLAS thread each).',
         "",
+        *_ray_note(steps),
         "| items | scoring | shards | env ready s | step ms | env steps/s | ranking floor ms | floor / step | "
         "RSS MB (env + shards) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in steps:
         lines.append(
-            f"| {s.items:,} | {s.scoring} | {s.shards or '-'} | {s.ready_s:.1f} | {s.step_ms:.2f} | "
+            f"| {s.items:,} | {s.scoring} | {_shards_cell(s)} | {s.ready_s:.1f} | {s.step_ms:.2f} | "
             f"{dialogs / (s.step_ms / 1000):,.0f} | {s.floor_ms:.2f} | {s.floor_ms / s.step_ms:.2f} | "
             f"{s.rss_mb:,.0f} |"
         )
     lines += provenance_lines(command, load=load)
     return "\n".join(lines)
+
+
+def _ray_note(steps: Sequence[StepRow]) -> list[str]:
+    """The sentence on Ray rows, when there are any (the default table has none)."""
+    if not any(s.shard_mode == "ray" for s in steps):
+        return []
+    return [
+        "Rows with *ray* after the shard count hold each shard in a Ray actor of one CPU (one BLAS thread) in a local Ray "
+        "instance that the measuring process starts (env ready s includes that start); their RSS "
+        "counts the actors' processes, not Ray's own.",
+        "",
+    ]
+
+
+def _shards_cell(row: StepRow) -> str:
+    if row.shards is None:
+        return "-"
+    return str(row.shards) if row.shard_mode == "process" else f"{row.shards} {row.shard_mode}"
 
 
 def run(
@@ -269,6 +303,7 @@ def run(
     shards: Sequence[int] = (1, 2, 4),
     float16: bool = True,
     workdir: Path | None = None,
+    shard_modes: Sequence[str] = ("process",),
 ) -> str:
     """Measure every size and write ``out/scale.md`` (atomically); return its text."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else ""
@@ -283,6 +318,7 @@ def run(
                 seconds=seconds,
                 shards=shards,
                 float16=float16,
+                shard_modes=shard_modes,
             )
             builds.append(row)
             steps += rows
@@ -300,6 +336,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dialogs", type=int, default=64, help="dialogs per vector-env step (default 64)")
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum time per step timing")
     parser.add_argument("--shards", type=int, nargs="*", default=[1, 2, 4], help="shard counts to time")
+    parser.add_argument(
+        "--shard-mode",
+        nargs="+",
+        choices=SHARD_MODES,
+        default=["process"],
+        help="where the sharded rows' shards run: worker processes (default) and/or Ray actors "
+        "(ray: needs the rllib extra)",
+    )
     parser.add_argument("--no-float16", action="store_true", help="skip the float16 scoring row")
     parser.add_argument(
         "--workdir", type=Path, help="where catalogs are built (default: the system's temporary folder)"
@@ -313,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if min(args.sizes) < 2 or args.dialogs < 1 or args.seconds <= 0 or any(s < 1 for s in args.shards):
         parser.error("--sizes must be >= 2, --dialogs and --shards >= 1, --seconds > 0")
+    if "ray" in args.shard_mode and importlib.util.find_spec("ray") is None:
+        parser.error(f"--shard-mode ray needs Ray, which is not installed: {RAY_INSTALL}")
     refuse_unclean_publication(parser, args.out)
     command = command_line("fiq_gym.benchmarks.scale", argv)
     print(
@@ -326,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             shards=args.shards,
             float16=not args.no_float16,
             workdir=args.workdir,
+            shard_modes=list(dict.fromkeys(args.shard_mode)),
         )
     )
 
