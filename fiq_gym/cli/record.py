@@ -66,7 +66,10 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     env = record.add_argument_group("environment (default: a checkpoint's training settings)")
     env.add_argument("--env-id", help="registered environment id (default fiq_gym/FashionIQ-v1)")
     env.add_argument("--catalog", help="catalog directory (default: the built-in synthetic catalog)")
-    env.add_argument("--user", help="shopper: template (default), transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset")
+    env.add_argument(
+        "--user",
+        help="shopper: template (default), transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset",
+    )
     env.add_argument(
         "--action-mode",
         choices=_ACTION_MODES,
