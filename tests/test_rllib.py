@@ -352,7 +352,7 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
     from fiq_gym.agents.rllib_modules import RLlibAgent
     from fiq_gym.agents.rllib_ppo import ray_session, train
     from fiq_gym.benchmarks import rllib_scaling
-    from fiq_gym.envs.evaluation import evaluate
+    from fiq_gym.envs.evaluation import close_warm_evaluator, evaluate
     from fiq_gym.errors import CheckpointError
 
     marker = f"FIQ_GYM_RAY_TEST_{uuid.uuid4().hex}"
@@ -407,6 +407,9 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
     with pytest.raises(CheckpointError, match=r'pip install -e "\.\[rllib\]"'):
         load_agent(tmp_path / "run1" / "checkpoint")
     monkeypatch.undo()
+    # evaluate() keeps its sealed child warm for the next evaluation (it carries the marker
+    # too): end it, so what is left below is Ray's.
+    close_warm_evaluator()
     # Every Ray process this test started exits (Ray's shutdown waits for most; give the
     # rest a moment, then name what is left).
     for _ in range(120):
