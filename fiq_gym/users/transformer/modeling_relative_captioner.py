@@ -352,16 +352,30 @@ class RelativeCaptionerModel(RelativeCaptionerPreTrainedModel):
         return caches
 
     def _step(self, tokens: torch.Tensor, t: int, caches: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
-        """Logits (B, V) for the next word after ``tokens`` (B,) at position ``t``."""
+        """Logits (B, V) for the next word after ``tokens`` (B,) at position ``t``, through the
+        layers' modules (:meth:`_DecoderLayer.step`). Decoding runs :class:`_Stepper`, which
+        computes the same numbers; this is its readable definition (and the path in training
+        mode, where attention dropout applies)."""
         x = self._embed(tokens[:, None], start=t)
         for layer, cache in zip(self.layers, caches, strict=True):
             x = layer.step(x, t, *cache)
         return self._logits(x)[:, 0]
 
+    def _stepper(self) -> _Stepper | RelativeCaptionerModel:
+        """What decoding calls for one step's logits (``stepper._step(tokens, t, caches)``):
+        the plain-tensor :class:`_Stepper` in eval mode, the modules in training mode."""
+        return self if self.training else _Stepper(self)
+
     def _banned(self) -> list[int]:
         """Tokens never generated: padding, a second ``<bos>``, and ``<unk>`` (which human
         captions with rare words teach, but no shopper should say)."""
         return [self.config.pad_token_id, self.config.bos_token_id, self.config.unk_token_id]
+
+    def _banned_mask(self, device: torch.device) -> torch.Tensor:
+        """(V,) True at the :meth:`_banned` tokens."""
+        mask = torch.zeros(self.config.vocab_size, dtype=torch.bool, device=device)
+        mask[self._banned()] = True
+        return mask
 
     def _decode(
         self,
@@ -383,25 +397,35 @@ class RelativeCaptionerModel(RelativeCaptionerPreTrainedModel):
         live = torch.arange(b, device=memory.device)  # original rows still decoding
         ended = torch.zeros(b, dtype=torch.bool, device=memory.device)  # per live row
         caches = self._start(memory, length)
-        banned = self._banned()
+        stepper = self._stepper()
+        banned = self._banned_mask(memory.device)
+        pad, eos = cfg.pad_token_id, cfg.eos_token_id
+        columns = None if uniforms is None else uniforms.t()  # columns[t]: step t's numbers, by row
+        all_live = True  # live is still arange(b): no row has been dropped yet
         for t in range(length):
-            logits = self._step(tokens, t, caches)
-            logits[:, banned] = -torch.inf
+            logits = stepper._step(tokens, t, caches)
+            logits.masked_fill_(banned, -torch.inf)
             if strategy == "greedy":
                 tokens = logits.argmax(dim=-1)
             else:
-                assert uniforms is not None
-                tokens = _sample(logits, uniforms[live, t], temperature, top_k, top_p)
-            tokens = tokens.masked_fill(ended, cfg.pad_token_id)
-            out[live, t] = tokens
-            ended |= tokens == cfg.eos_token_id
+                assert columns is not None
+                u = columns[t] if all_live else columns[t].index_select(0, live)
+                tokens = _sample(logits, u, temperature, top_k, top_p)
+            tokens = tokens.masked_fill(ended, pad)
+            if all_live:
+                out[:, t] = tokens
+            else:
+                out[:, t].index_copy_(0, live, tokens)
+            ended |= tokens == eos
             n_ended = int(ended.sum())
             if n_ended == len(live):
                 break
             if n_ended >= COMPACT_FRACTION * len(live):
-                keep = ~ended
-                live, tokens, ended = live[keep], tokens[keep], ended[keep]
+                keep = (~ended).nonzero().squeeze(1)
+                live, tokens = live.index_select(0, keep), tokens.index_select(0, keep)
+                ended = ended.new_zeros(len(keep))
                 caches = [_keep_rows(cache, keep, t + 1) for cache in caches]
+                all_live = False
         return out
 
     def _beam_search(self, memory: torch.Tensor, length: int, k: int, alpha: float) -> torch.Tensor:
@@ -416,8 +440,9 @@ class RelativeCaptionerModel(RelativeCaptionerPreTrainedModel):
         b, device = memory.shape[0], memory.device
         memory = memory.repeat_interleave(k, dim=0)
         caches = self._start(memory, length)
+        stepper = self._stepper()
         v = cfg.vocab_size
-        banned = self._banned()
+        banned = self._banned_mask(device)
         eos, pad = cfg.eos_token_id, cfg.pad_token_id
         seqs = torch.full((b * k, length), pad, dtype=torch.long, device=device)
         scores = torch.full((b, k), -torch.inf, device=device)
@@ -428,8 +453,8 @@ class RelativeCaptionerModel(RelativeCaptionerPreTrainedModel):
         base = (torch.arange(b, device=device) * k)[:, None]
         done = torch.zeros(b, dtype=torch.bool, device=device)
         for t in range(length):
-            logits = self._step(tokens, t, caches).float()
-            logits[:, banned] = -torch.inf
+            logits = stepper._step(tokens, t, caches).float()
+            logits.masked_fill_(banned, -torch.inf)
             logp = torch.log_softmax(logits, dim=-1)
             cand = (scores.reshape(-1, 1) + logp).reshape(b, k * v)
             top_scores, top_idx = cand.topk(2 * k, dim=1)
@@ -473,14 +498,72 @@ AutoModel.register(RelativeCaptionerConfig, RelativeCaptionerModel, exist_ok=Tru
 
 
 def _keep_rows(cache: tuple[torch.Tensor, ...], keep: torch.Tensor, filled: int) -> tuple[torch.Tensor, ...]:
-    """A layer's caches for the rows in ``keep``; only the ``filled`` self-attention positions
-    written so far are copied."""
+    """A layer's caches for the rows ``keep`` (indices); only the ``filled`` self-attention
+    positions written so far are copied."""
     k, v, cross_k, cross_v = cache
-    n = int(keep.sum())
+    n = len(keep)
     new_k, new_v = k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:]))
-    new_k[:, :, :filled] = k[keep, :, :filled]
-    new_v[:, :, :filled] = v[keep, :, :filled]
-    return new_k, new_v, cross_k[keep], cross_v[keep]
+    torch.index_select(k[:, :, :filled], 0, keep, out=new_k[:, :, :filled])
+    torch.index_select(v[:, :, :filled], 0, keep, out=new_v[:, :, :filled])
+    return new_k, new_v, cross_k.index_select(0, keep), cross_v.index_select(0, keep)
+
+
+class _Stepper:
+    """One decoding step of the whole decoder as plain tensor operations: the computation of
+    :meth:`RelativeCaptionerModel._step` (embedding, every :meth:`_DecoderLayer.step`, the
+    output layer) in eval mode, op for op on the same shapes, so the logits are bit for bit
+    the same (a test compares them), without the modules' call overhead, the (B, 1, d)
+    reshapes and a position tensor per step. The parameters are read when it is built (once
+    per ``generate`` call)."""
+
+    def __init__(self, model: RelativeCaptionerModel) -> None:
+        d = model.config.d_model
+        self.d = d
+        # fl(w * s) row by row equals the embedding's rows times s, as _embed computes them.
+        self.embed = model.embed_tokens.weight * model.embed_scale
+        self.positions = model.embed_positions.weight
+        self.layers = [_layer_weights(layer) for layer in model.layers]
+        self.heads = model.layers[0].self_attn.num_heads if model.layers else 1
+        self.norm = (model.norm.weight, model.norm.bias, model.norm.eps)
+        self.output = model.embed_tokens.weight
+
+    def _step(self, tokens: torch.Tensor, t: int, caches: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        d, h = self.d, self.heads
+        shape = (d,)
+        x = F.embedding(tokens, self.embed) + self.positions[t]
+        b = x.shape[0]
+        for w, (cache_k, cache_v, cross_k, cross_v) in zip(self.layers, caches, strict=True):
+            hd = cache_k.shape[-1]
+            y = F.layer_norm(x, shape, w[0], w[1], w[2])
+            kv = F.linear(y, w[3], w[4])
+            cache_k[:, :, t] = kv[:, :d].view(b, h, hd)
+            cache_v[:, :, t] = kv[:, d:].view(b, h, hd)
+            q = F.linear(y, w[5], w[6]).view(b, 1, h, hd).transpose(1, 2)
+            a = F.scaled_dot_product_attention(q, cache_k[:, :, : t + 1], cache_v[:, :, : t + 1])
+            x = x + F.linear(a.transpose(1, 2).reshape(b, d), w[7], w[8])
+            y = F.layer_norm(x, shape, w[9], w[10], w[11])
+            q = F.linear(y, w[12], w[13]).view(b, 1, h, hd).transpose(1, 2)
+            a = F.scaled_dot_product_attention(q, cross_k, cross_v)
+            x = x + F.linear(a.transpose(1, 2).reshape(b, d), w[14], w[15])
+            y = F.layer_norm(x, shape, w[16], w[17], w[18])
+            x = x + F.linear(F.gelu(F.linear(y, w[19], w[20])), w[21], w[22])
+        return F.linear(F.layer_norm(x, shape, *self.norm), self.output)
+
+
+def _layer_weights(layer: _DecoderLayer) -> tuple:
+    """A decoder layer's parameters in the order :meth:`_Stepper._step` reads them."""
+    sa, ca, ffn = layer.self_attn, layer.cross_attn, layer.ffn
+    if not isinstance(ffn[1], nn.GELU) or ffn[1].approximate != "none":
+        raise TypeError("the decoding stepper assumes the feed-forward's exact GELU")
+    return (
+        *(layer.norm1.weight, layer.norm1.bias, layer.norm1.eps),
+        *(sa.kv_proj.weight, sa.kv_proj.bias, sa.q_proj.weight, sa.q_proj.bias),
+        *(sa.out_proj.weight, sa.out_proj.bias),
+        *(layer.norm2.weight, layer.norm2.bias, layer.norm2.eps),
+        *(ca.q_proj.weight, ca.q_proj.bias, ca.out_proj.weight, ca.out_proj.bias),
+        *(layer.norm3.weight, layer.norm3.bias, layer.norm3.eps),
+        *(ffn[0].weight, ffn[0].bias, ffn[3].weight, ffn[3].bias),
+    )
 
 
 def _sample(

@@ -1,0 +1,347 @@
+"""The captioner's fast decoding gives bit for bit what the module-based decoding gave.
+
+``RelativeCaptionerModel.generate`` runs a plain-tensor stepper (``_Stepper``) and index-based
+cache compaction instead of the layers' modules and boolean masks (issue 22, speed). Published
+benchmark numbers use this shopper, so its captions must not change: the reference below is
+the decoding loop as it was before (greedy, sampling and beam search over the modules), and
+every strategy is compared with it over many random pairs, seeds and settings, on the shipped
+checkpoint and on small random models of other shapes.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from fiq_gym.users.transformer import RelativeCaptionerConfig, RelativeCaptionerModel
+from fiq_gym.users.transformer.modeling_relative_captioner import COMPACT_FRACTION, _Stepper
+from fiq_gym.users.transformer.user import DEFAULT_CHECKPOINT, load_captioner
+
+# --- the reference: the decoding loop before the fast path, verbatim but for names ----------
+
+
+def _ref_keep_rows(cache, keep, filled):
+    k, v, cross_k, cross_v = cache
+    n = int(keep.sum())
+    new_k, new_v = k.new_empty((n, *k.shape[1:])), v.new_empty((n, *v.shape[1:]))
+    new_k[:, :, :filled] = k[keep, :, :filled]
+    new_v[:, :, :filled] = v[keep, :, :filled]
+    return new_k, new_v, cross_k[keep], cross_v[keep]
+
+
+def _ref_sample(logits, u, temperature, top_k, top_p):
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+    if top_k > 0:
+        sorted_p[:, top_k:] = 0.0
+    if top_p < 1.0:
+        before = sorted_p.cumsum(dim=-1) - sorted_p
+        sorted_p = sorted_p.masked_fill(before >= top_p, 0.0)
+    cdf = sorted_p.cumsum(dim=-1)
+    target = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1)
+    pick = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[1] - 1)
+    return order.gather(1, pick).squeeze(1)
+
+
+def _ref_decode(model, memory, length, strategy, uniforms, temperature, top_k, top_p):
+    cfg = model.config
+    b = memory.shape[0]
+    out = torch.full((b, length), cfg.pad_token_id, dtype=torch.long)
+    tokens = torch.full((b,), cfg.bos_token_id, dtype=torch.long)
+    live = torch.arange(b)
+    ended = torch.zeros(b, dtype=torch.bool)
+    caches = model._start(memory, length)
+    banned = model._banned()
+    for t in range(length):
+        logits = model._step(tokens, t, caches)
+        logits[:, banned] = -torch.inf
+        if strategy == "greedy":
+            tokens = logits.argmax(dim=-1)
+        else:
+            tokens = _ref_sample(logits, uniforms[live, t], temperature, top_k, top_p)
+        tokens = tokens.masked_fill(ended, cfg.pad_token_id)
+        out[live, t] = tokens
+        ended |= tokens == cfg.eos_token_id
+        n_ended = int(ended.sum())
+        if n_ended == len(live):
+            break
+        if n_ended >= COMPACT_FRACTION * len(live):
+            keep = ~ended
+            live, tokens, ended = live[keep], tokens[keep], ended[keep]
+            caches = [_ref_keep_rows(cache, keep, t + 1) for cache in caches]
+    return out
+
+
+def _ref_beam_search(model, memory, length, k, alpha):
+    cfg = model.config
+    b = memory.shape[0]
+    memory = memory.repeat_interleave(k, dim=0)
+    caches = model._start(memory, length)
+    v = cfg.vocab_size
+    banned = model._banned()
+    eos, pad = cfg.eos_token_id, cfg.pad_token_id
+    seqs = torch.full((b * k, length), pad, dtype=torch.long)
+    scores = torch.full((b, k), -torch.inf)
+    scores[:, 0] = 0.0
+    pool_scores = torch.full((b, k), -torch.inf)
+    pool_seqs = torch.full((b, k, length), pad, dtype=torch.long)
+    tokens = torch.full((b * k,), cfg.bos_token_id, dtype=torch.long)
+    base = (torch.arange(b) * k)[:, None]
+    done = torch.zeros(b, dtype=torch.bool)
+    for t in range(length):
+        logits = model._step(tokens, t, caches).float()
+        logits[:, banned] = -torch.inf
+        logp = torch.log_softmax(logits, dim=-1)
+        cand = (scores.reshape(-1, 1) + logp).reshape(b, k * v)
+        top_scores, top_idx = cand.topk(2 * k, dim=1)
+        beam, word = top_idx // v, top_idx % v
+        src = (base + beam).reshape(-1)
+        ended = (word == eos) & torch.isfinite(top_scores) & ~done[:, None]
+        norm = (top_scores / float(t + 1) ** alpha).masked_fill(~ended, -torch.inf)
+        ended_seqs = seqs[src].reshape(b, 2 * k, length).clone()
+        ended_seqs[:, :, t] = eos
+        all_scores = torch.cat([pool_scores, norm], dim=1)
+        all_seqs = torch.cat([pool_seqs, ended_seqs], dim=1)
+        pool_scores, keep = all_scores.topk(k, dim=1)
+        pool_seqs = all_seqs.gather(1, keep[:, :, None].expand(-1, -1, length))
+        live_scores = top_scores.masked_fill(word == eos, -torch.inf)
+        live_scores, pick = live_scores.topk(k, dim=1)
+        chosen = src.reshape(b, 2 * k).gather(1, pick).reshape(-1)
+        tokens = word.gather(1, pick).reshape(-1)
+        seqs = seqs[chosen]
+        seqs[:, t] = tokens
+        for cache in caches:
+            cache[0].copy_(cache[0][chosen])
+            cache[1].copy_(cache[1][chosen])
+        scores = live_scores
+        bound = scores.max(dim=1).values / float(length) ** alpha
+        done |= torch.isfinite(pool_scores[:, -1]) & (bound <= pool_scores[:, -1])
+        if bool(done.all()):
+            break
+    cut = (scores / float(length) ** alpha).masked_fill(done[:, None], -torch.inf)
+    all_scores = torch.cat([pool_scores, cut], dim=1)
+    all_seqs = torch.cat([pool_seqs, seqs.reshape(b, k, length)], dim=1)
+    best = all_scores.argmax(dim=1)
+    return all_seqs[torch.arange(b), best]
+
+
+@torch.inference_mode()
+def _reference_generate(model, inputs, strategy, length=None, uniforms=None, **kw):
+    length = length or model.config.max_caption_length
+    memory = model.encode(**inputs)
+    if strategy == "beam":
+        return _ref_beam_search(
+            model, memory, length, kw.get("num_beams", 4), float(kw.get("length_penalty", 1.0))
+        )
+    return _ref_decode(
+        model,
+        memory,
+        length,
+        strategy,
+        uniforms,
+        float(kw.get("temperature", 1.0)),
+        int(kw.get("top_k", 0)),
+        float(kw.get("top_p", 1.0)),
+    )
+
+
+# --- models and inputs ------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread, as the shopper decodes (and much faster on a busy machine)."""
+    from fiq_gym.threads import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, _ = load_captioner(DEFAULT_CHECKPOINT)
+    return model
+
+
+def _random_model(seed: int, layers: int, heads: int, d: int, use_attributes: bool) -> RelativeCaptionerModel:
+    torch.manual_seed(seed)
+    config = RelativeCaptionerConfig(
+        vocab_size=23,
+        feature_dim=7,
+        attribute_type_names=["a", "b"],
+        attribute_group_sizes=[2, 3],
+        attribute_names=["a:x", "a:y", "b:x", "b:y", "b:z"],
+        use_attributes=use_attributes,
+        d_model=d,
+        num_heads=heads,
+        ffn_dim=2 * d,
+        num_decoder_layers=layers,
+        num_encoder_layers=1,
+        max_caption_length=9,
+    )
+    model = RelativeCaptionerModel(config).eval()
+    with torch.no_grad():  # sharper distributions than the 0.02-std initialisation gives
+        model.embed_tokens.weight.mul_(15)
+    return model
+
+
+def _inputs(model: RelativeCaptionerModel, b: int, seed: int) -> dict[str, torch.Tensor]:
+    """Random unit-norm features and per-group attribute distributions, like the catalog's."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    target = torch.nn.functional.normalize(torch.randn(b, cfg.feature_dim, generator=g), dim=1)
+    shown = torch.nn.functional.normalize(torch.randn(b, cfg.feature_dim, generator=g), dim=1)
+    x = {"target_features": target, "shown_features": shown}
+    if cfg.use_attributes:
+        for key in ("target_attributes", "shown_attributes"):
+            parts = [
+                torch.softmax(3 * torch.randn(b, n, generator=g), dim=1) for n in cfg.attribute_group_sizes
+            ]
+            x[key] = torch.cat(parts, dim=1)
+    return x
+
+
+class _Recording:
+    """Wraps a stepper and keeps every step's logits (a copy, before banning and sampling)."""
+
+    def __init__(self, stepper) -> None:
+        self.stepper, self.logits = stepper, []
+
+    def _step(self, tokens, t, caches):
+        logits = self.stepper._step(tokens, t, caches)
+        self.logits.append(logits.clone())
+        return logits
+
+
+def _assert_same(model, x, strategy, length=None, uniforms=None, **kw):
+    """Same ids, and bit for bit the same logits at every step of the decoding (a last-bit
+    difference seldom changes a word, so the ids alone would be a weak check)."""
+    fast = _Recording(model._stepper())
+    ref = _Recording(SimpleNamespace(_step=model._step))  # the modules' step, bound before patching
+    model._stepper = lambda: fast  # instance attribute, removed below
+    try:
+        got = model.generate(**x, strategy=strategy, max_new_tokens=length, uniforms=uniforms, **kw)
+    finally:
+        del model._stepper
+    model._step = ref._step
+    try:
+        want = _reference_generate(model, x, strategy, length, uniforms, **kw)
+    finally:
+        del model._step
+    assert got.dtype == want.dtype and torch.equal(got, want), (strategy, kw)
+    assert len(fast.logits) == len(ref.logits) > 0
+    for a, b in zip(fast.logits, ref.logits, strict=True):
+        assert a.shape == b.shape and torch.equal(a, b), (strategy, kw)
+    return got
+
+
+# --- the stepper alone: bit-identical logits and caches ---------------------------------------
+
+
+@pytest.mark.parametrize("case", [(0, 1, 2, 16, True), (1, 2, 4, 32, False), (2, 3, 1, 8, True)])
+def test_stepper_logits_and_caches_equal_the_modules(case):
+    model = _random_model(*case)
+    x = _inputs(model, 11, seed=case[0])
+    with torch.inference_mode():
+        memory = model.encode(**x)
+        ref_caches, fast_caches = model._start(memory, 9), model._start(memory, 9)
+        stepper = _Stepper(model)
+        tokens = torch.full((11,), model.config.bos_token_id)
+        g = torch.Generator().manual_seed(case[0])
+        for t in range(9):
+            want = model._step(tokens, t, ref_caches)
+            got = stepper._step(tokens, t, fast_caches)
+            assert torch.equal(got, want)
+            for a, b in zip(ref_caches, fast_caches, strict=True):
+                assert torch.equal(a[0][:, :, : t + 1], b[0][:, :, : t + 1])
+                assert torch.equal(a[1][:, :, : t + 1], b[1][:, :, : t + 1])
+            tokens = torch.randint(4, model.config.vocab_size, (11,), generator=g)
+
+
+def test_stepper_logits_equal_the_modules_on_the_shipped_checkpoint(shipped):
+    x = _inputs(shipped, 64, seed=5)
+    with torch.inference_mode():
+        memory = shipped.encode(**x)
+        ref_caches, fast_caches = shipped._start(memory, 32), shipped._start(memory, 32)
+        stepper = _Stepper(shipped)
+        tokens = torch.full((64,), shipped.config.bos_token_id)
+        for t in range(32):
+            want = shipped._step(tokens, t, ref_caches)
+            assert torch.equal(stepper._step(tokens, t, fast_caches), want)
+            tokens = want.argmax(dim=-1)
+
+
+# --- whole decoding: every strategy, many pairs and seeds --------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17, 64, 200])
+def test_shipped_checkpoint_greedy_and_beam_equal_the_reference(shipped, batch):
+    for seed in range(3):
+        x = _inputs(shipped, batch, seed=100 * batch + seed)
+        _assert_same(shipped, x, "greedy")
+        _assert_same(shipped, x, "greedy", length=7)
+    x = _inputs(shipped, min(batch, 24), seed=batch)
+    _assert_same(shipped, x, "beam", num_beams=4, length_penalty=1.0)
+    _assert_same(shipped, x, "beam", num_beams=2, length_penalty=0.0, length=12)
+    _assert_same(shipped, x, "beam", num_beams=1)
+
+
+SAMPLING = [
+    dict(temperature=1.0, top_k=0, top_p=0.95),  # the shopper's default
+    dict(temperature=1.0, top_k=0, top_p=1.0),
+    dict(temperature=0.7, top_k=5, top_p=0.9),
+    dict(temperature=1.5, top_k=0, top_p=0.5),
+    dict(temperature=1.0, top_k=1, top_p=1.0),
+]
+
+
+@pytest.mark.parametrize("settings", SAMPLING)
+def test_shipped_checkpoint_sampling_equals_the_reference(shipped, settings):
+    for seed in range(12):
+        b = [1, 2, 5, 31, 64, 150][seed % 6]
+        x = _inputs(shipped, b, seed=1000 + seed)
+        u = torch.from_numpy(np.random.default_rng(seed).random((b, 32)))
+        ids = _assert_same(shipped, x, "sample", uniforms=u, **settings)
+        assert (ids[:, 0] != shipped.config.pad_token_id).all()
+    # a shorter limit, uniforms of that width
+    x = _inputs(shipped, 40, seed=7)
+    u = torch.from_numpy(np.random.default_rng(7).random((40, 10)))
+    _assert_same(shipped, x, "sample", length=10, uniforms=u, **settings)
+
+
+@pytest.mark.parametrize(
+    "case", [(0, 1, 2, 16, True), (1, 2, 4, 32, False), (2, 3, 1, 8, True), (3, 2, 2, 12, True)]
+)
+def test_random_models_equal_the_reference_for_every_strategy(case):
+    model = _random_model(*case)
+    for seed in range(6):
+        b = [1, 4, 9, 33, 64, 100][seed]
+        x = _inputs(model, b, seed=seed)
+        _assert_same(model, x, "greedy")
+        u = torch.from_numpy(np.random.default_rng(seed).random((b, 9)))
+        for settings in SAMPLING:
+            _assert_same(model, x, "sample", uniforms=u, **settings)
+        _assert_same(model, x, "beam", num_beams=3, length_penalty=1.0)
+        _assert_same(model, x, "beam", num_beams=5, length_penalty=0.0, length=5)
+
+
+def test_training_mode_decodes_through_the_modules():
+    """In training mode (attention dropout on) decoding uses the modules, as before."""
+    model = _random_model(0, 1, 2, 16, True)
+    x = _inputs(model, 5, seed=0)
+    assert isinstance(model._stepper(), _Stepper)
+    model.train()
+    try:
+        assert model._stepper() is model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(3)
+            got = model.generate(**x, strategy="greedy")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(3)
+            want = _reference_generate(model, x, "greedy")
+        assert torch.equal(got, want)
+    finally:
+        model.eval()
