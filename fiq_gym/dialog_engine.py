@@ -338,9 +338,10 @@ class DialogBatch:
     ) -> tuple[dict[str, np.ndarray], list[str]]:
         t = self.tables
         target_rows, shown_rows = t.rows[self.target[rows]], t.rows[self.shown[rows]]
-        captions = self.user.describe(target_rows, shown_rows, rngs).texts
+        batch = self.user.describe(target_rows, shown_rows, rngs)
+        captions = batch.texts
         keys = self.config.observation_keys
-        ids, lengths = self.tokenizer.encode_batch(captions, self.config.caption_length)
+        ids, lengths = batch.encode(self.tokenizer, self.config.caption_length)
         turn = np.minimum(self.turn[rows], self.config.max_turns)
         self.caption_history[rows, turn] = ids
         self.caption_length_history[rows, turn] = lengths
@@ -521,8 +522,8 @@ class DialogBatch:
         k = candidates.shape[1]
         rows = self.tables.rows
         targets = np.repeat(rows[self.target], k)
-        captions = self.user.describe(targets, rows[candidates.reshape(-1)], rng).texts
-        ids, lengths = self.tokenizer.encode_batch(captions, self.config.caption_length)
+        batch = self.user.describe(targets, rows[candidates.reshape(-1)], rng)
+        ids, lengths = batch.encode(self.tokenizer, self.config.caption_length)
         return ids.reshape(b, k, -1), lengths.reshape(b, k)
 
     def reset(

@@ -15,7 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from fiq_gym.users.base import CaptionBatch
 from fiq_gym.users.transformer import RelativeCaptionerConfig, RelativeCaptionerModel
 from fiq_gym.users.transformer.modeling_relative_captioner import COMPACT_FRACTION, _Stepper
 from fiq_gym.users.transformer.user import DEFAULT_CHECKPOINT, load_captioner
@@ -298,18 +301,18 @@ SAMPLING = [
 ]
 
 
-@pytest.mark.parametrize("settings", SAMPLING)
-def test_shipped_checkpoint_sampling_equals_the_reference(shipped, settings):
+@pytest.mark.parametrize("sampling", SAMPLING)
+def test_shipped_checkpoint_sampling_equals_the_reference(shipped, sampling):
     for seed in range(12):
         b = [1, 2, 5, 31, 64, 150][seed % 6]
         x = _inputs(shipped, b, seed=1000 + seed)
         u = torch.from_numpy(np.random.default_rng(seed).random((b, 32)))
-        ids = _assert_same(shipped, x, "sample", uniforms=u, **settings)
+        ids = _assert_same(shipped, x, "sample", uniforms=u, **sampling)
         assert (ids[:, 0] != shipped.config.pad_token_id).all()
     # a shorter limit, uniforms of that width
     x = _inputs(shipped, 40, seed=7)
     u = torch.from_numpy(np.random.default_rng(7).random((40, 10)))
-    _assert_same(shipped, x, "sample", length=10, uniforms=u, **settings)
+    _assert_same(shipped, x, "sample", length=10, uniforms=u, **sampling)
 
 
 @pytest.mark.parametrize(
@@ -322,8 +325,8 @@ def test_random_models_equal_the_reference_for_every_strategy(case):
         x = _inputs(model, b, seed=seed)
         _assert_same(model, x, "greedy")
         u = torch.from_numpy(np.random.default_rng(seed).random((b, 9)))
-        for settings in SAMPLING:
-            _assert_same(model, x, "sample", uniforms=u, **settings)
+        for sampling in SAMPLING:
+            _assert_same(model, x, "sample", uniforms=u, **sampling)
         _assert_same(model, x, "beam", num_beams=3, length_penalty=1.0)
         _assert_same(model, x, "beam", num_beams=5, length_penalty=0.0, length=5)
 
@@ -345,3 +348,109 @@ def test_training_mode_decodes_through_the_modules():
         assert torch.equal(got, want)
     finally:
         model.eval()
+
+
+# --- observation ids without the text round trip -----------------------------------------------
+
+
+def _shipped_tokenizer():
+    return load_captioner(DEFAULT_CHECKPOINT)[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_word_ids_equal_encoding_the_decoded_text(data):
+    """``word_ids`` gives what ``encode_batch(decode_batch(rows))`` gives, for any rows: words,
+    punctuation, ``<eos>`` anywhere, other special tokens (skipped by decode) anywhere."""
+    tok = _TOKENIZER
+    assert tok.words_round_trip
+    v = tok.vocab_size
+    width = data.draw(st.integers(1, 12))
+    rows = data.draw(
+        st.lists(
+            st.lists(
+                st.one_of(st.integers(0, v - 1), st.sampled_from(_PUNCTUATION)),
+                min_size=width,
+                max_size=width,
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    rows = np.array(rows, dtype=np.int64)
+    ids, lengths = tok.word_ids(rows)
+    for max_length in (1, 5, width, 40):
+        want_ids, want_lengths = tok.encode_batch(tok.decode_batch(rows.tolist()), max_length)
+        batch = CaptionBatch(tok.decode_batch(rows.tolist()), [()] * len(rows), ids, lengths, tok)
+        got_ids, got_lengths = batch.encode(tok, max_length)
+        np.testing.assert_array_equal(got_ids, want_ids)
+        np.testing.assert_array_equal(got_lengths, want_lengths)
+        assert got_ids.dtype == want_ids.dtype and got_lengths.dtype == want_lengths.dtype
+
+
+_TOKENIZER = _shipped_tokenizer()
+_PUNCTUATION = [i for i, w in enumerate(_TOKENIZER.words) if not w.isalnum()]
+
+
+def test_word_ids_are_used_only_for_their_own_tokenizer_and_refused_when_words_do_not_round_trip():
+    from fiq_gym.users.transformer import CaptionerTokenizer, build_caption_tokenizer
+
+    tok = _TOKENIZER
+    rows = np.array([[5, 6, 2, 0], [7, 8, 9, 10]])
+    ids, lengths = tok.word_ids(rows)
+    texts = tok.decode_batch(rows.tolist())
+    other = CaptionerTokenizer(build_caption_tokenizer(["a b c"], tok.words[4:]))
+    batch = CaptionBatch(texts, [(), ()], ids + 1, lengths, tok)  # wrong ids: only read for tok
+    np.testing.assert_array_equal(batch.encode(other, 6)[0], other.encode_batch(texts, 6)[0])
+    assert not np.array_equal(batch.encode(tok, 6)[0], tok.encode_batch(texts, 6)[0])
+    with pytest.raises(ValueError, match="max_length"):
+        batch.encode(tok, 0)
+    # a vocabulary word that splits into two is not one token: no shortcut
+    odd = CaptionerTokenizer(build_caption_tokenizer(["is red"]))
+    assert odd.words_round_trip
+    odd._words_round_trip, odd._words[4] = None, "two words"
+    assert not odd.words_round_trip
+
+
+@pytest.mark.parametrize("decoding", ["sample", "greedy"])
+def test_env_caption_ids_equal_tokenizing_the_caption_text(small_catalog_path, decoding):
+    """The vector env's caption observations (taken from the generated ids) equal its
+    tokenizer's ids of the caption texts, as the env computed them before."""
+    from fiq_gym.envs import FashionIQVectorEnv
+
+    checkpoint = _tiny_checkpoint(small_catalog_path)
+    venv = FashionIQVectorEnv(
+        6,
+        catalog=small_catalog_path,
+        user="transformer",
+        user_kwargs={"checkpoint": str(checkpoint), "decoding": decoding},
+        max_turns=3,
+        caption_length=8,
+    )
+    assert venv.user.tokenizer.words_round_trip and venv.tokenizer is venv.user.tokenizer
+    obs, info = venv.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        ids, lengths = venv.tokenizer.encode_batch(list(info["caption_text"]), 8)
+        np.testing.assert_array_equal(obs["caption"], ids)
+        np.testing.assert_array_equal(obs["caption_length"][:, 0], lengths)
+        obs, _, _, _, info = venv.step(rng.integers(0, venv.num_items, size=6))
+    venv.close()
+
+
+_CHECKPOINTS: dict = {}
+
+
+def _tiny_checkpoint(catalog_path):
+    """A tiny captioner trained for one epoch on the small catalog (once per session)."""
+    if catalog_path not in _CHECKPOINTS:
+        import tempfile
+
+        from fiq_gym.users.transformer import TrainArgs, train_captioner
+
+        out = f"{tempfile.mkdtemp(prefix='captioner-')}/model"
+        args = dict(train_pairs=200, val_pairs=20, captions_per_pair=1, d_model=16, num_heads=2, ffn_dim=32)
+        args |= dict(num_decoder_layers=1, epochs=1, batch_size=64, warmup_steps=2, bleu_pairs=8)
+        train_captioner(TrainArgs(catalog=str(catalog_path), out=out, threads=1, progress=False, **args))
+        _CHECKPOINTS[catalog_path] = out
+    return _CHECKPOINTS[catalog_path]

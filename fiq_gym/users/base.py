@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,13 +65,36 @@ class CaptionBatch:
 
     ``texts[i]`` and ``differences[i]`` belong to the i-th (target, shown) pair; the
     differences are listed in the order the caption mentions them.
+
+    A shopper that writes its captions as token ids may also hand over ``word_ids`` (B, L)
+    and ``word_lengths`` (B,): the ids ``tokenizer.encode_batch(texts, L)`` would give, padded
+    with 0. Environments whose tokenizer is that ``tokenizer`` then take them instead of
+    tokenizing the texts again (:meth:`encode`).
     """
 
     texts: list[str]
     differences: list[tuple[Difference, ...]]
+    word_ids: np.ndarray | None = field(default=None, repr=False, compare=False)
+    word_lengths: np.ndarray | None = field(default=None, repr=False, compare=False)
+    tokenizer: CaptionTokenizer | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def encode(self, tokenizer: CaptionTokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """``tokenizer.encode_batch(self.texts, max_length)``: (B, max_length) ids padded with 0
+        and (B,) lengths, from :attr:`word_ids` when they are ``tokenizer``'s."""
+        if (
+            self.word_ids is None
+            or self.word_lengths is None
+            or tokenizer is not self.tokenizer
+            or max_length < 1
+        ):
+            return tokenizer.encode_batch(self.texts, max_length)
+        ids = np.zeros((len(self.word_ids), max_length), dtype=np.int64)
+        width = min(max_length, self.word_ids.shape[1])
+        ids[:, :width] = self.word_ids[:, :width]
+        return ids, np.minimum(self.word_lengths, max_length).astype(np.int64)
 
 
 def row_uniforms(

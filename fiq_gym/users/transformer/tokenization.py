@@ -143,6 +143,9 @@ class CaptionerTokenizer:
         self.unk_id = vocab[UNK]
         if vocab.get(PAD) != 0:
             raise ValueError(f"the captioner tokenizer must have {PAD} at id 0, got {vocab.get(PAD)}")
+        self._is_word = np.ones(len(words), dtype=bool)
+        self._is_word[list(self._special)] = False
+        self._words_round_trip: bool | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -181,3 +184,33 @@ class CaptionerTokenizer:
 
     def decode_batch(self, rows: Sequence[Sequence[int]]) -> list[str]:
         return [self.decode(row) for row in rows]
+
+    @property
+    def words_round_trip(self) -> bool:
+        """Whether ``encode_batch(decode_batch(rows))`` gives back the words of ``rows`` for
+        any rows of ids, so :meth:`word_ids` may stand in for it: every word is one token to
+        :func:`~fiq_gym.text.split_words` and to the HF tokenizer, with its own id. (Then
+        :func:`detokenize` joins words with a space, or with none before a punctuation mark
+        that is a token of its own, and splitting the text gives the same words back.) True
+        for every tokenizer :func:`build_caption_tokenizer` makes; checked once."""
+        if self._words_round_trip is None:
+            ids = [i for i in range(len(self._words)) if self._is_word[i]]
+            words = [self._words[i] for i in ids]
+            ok = all(split_words(w) == [w] for w in words)
+            if ok and words:
+                encoded = self.hf(words, add_special_tokens=False)["input_ids"]
+                ok = all(e == [i] for e, i in zip(encoded, ids, strict=True))
+            self._words_round_trip = ok
+        return self._words_round_trip
+
+    def word_ids(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The words :meth:`decode` keeps of each row of ids (those before the first
+        ``<eos>``, special tokens skipped), as (B, L) int64 ids moved to the front and padded
+        with 0, and (B,) lengths: what ``encode_batch(decode_batch(rows), L)`` gives when
+        :attr:`words_round_trip`, without the text round trip."""
+        rows = np.asarray(rows, dtype=np.int64)
+        keep = (np.cumsum(rows == self.eos_id, axis=1) == 0) & self._is_word[rows]
+        lengths = keep.sum(axis=1).astype(np.int64)
+        ids = np.take_along_axis(rows, np.argsort(~keep, axis=1, kind="stable"), axis=1)
+        ids[np.arange(rows.shape[1])[None, :] >= lengths[:, None]] = 0
+        return ids, lengths

@@ -366,8 +366,9 @@ class TransformerUser(User):
     ) -> CaptionBatch:
         if targets.size == 0:
             return CaptionBatch([], [])
-        ids = self.generate_ids(targets, shown, rng)
-        texts = self._tokenizer.decode_batch(ids.tolist())
+        ids = self.generate_ids(targets, shown, rng).cpu().numpy()
+        tokenizer = self._tokenizer
+        texts = tokenizer.decode_batch(ids.tolist())
         if self._oracle is None:
             self._oracle = DifferenceOracle(self.catalog)
         oracle = self._oracle
@@ -375,7 +376,11 @@ class TransformerUser(User):
             oracle.differences(text, t, s)
             for text, t, s in zip(texts, targets.tolist(), shown.tolist(), strict=True)
         ]
-        return CaptionBatch(texts, records)
+        if not tokenizer.words_round_trip:
+            return CaptionBatch(texts, records)
+        # The observation's ids straight from the generated ids (no text round trip).
+        word_ids, lengths = tokenizer.word_ids(ids)
+        return CaptionBatch(texts, records, word_ids, lengths, tokenizer)
 
     def __repr__(self) -> str:
         c = self.config
