@@ -22,6 +22,7 @@ from fiq_gym.ranking import DenseRanker, Ranker, best_unseen
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import DialogView, FirstStage
 from fiq_gym.text import CaptionTokenizer
+from fiq_gym.threads import blas_threads
 from fiq_gym.users.base import User
 
 __all__ = [
@@ -508,6 +509,12 @@ class DialogBatch:
         Returns:
             (B, K, L) caption token ids and (B, K) lengths.
         """
+        with blas_threads(getattr(self.user, "blas_threads", None)):
+            return self._preview_impl(candidates, rng)
+
+    def _preview_impl(
+        self, candidates: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         if not self.config.lookahead:
             raise RuntimeError("previews are a training-only opt-in: make the env with lookahead=True")
         candidates = np.asarray(candidates)
@@ -535,6 +542,16 @@ class DialogBatch:
     ) -> Transition:
         """Start new dialogs in ``rows``: draw a target and a different first item from each
         row's generator unless given. A given target equal to a given first item is refused."""
+        with blas_threads(getattr(self.user, "blas_threads", None)):
+            return self._reset_impl(rows, rngs, targets, shown)
+
+    def _reset_impl(
+        self,
+        rows: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+        targets: np.ndarray | None = None,
+        shown: np.ndarray | None = None,
+    ) -> Transition:
         rows = np.asarray(rows, dtype=np.int64)
         n = self.tables.num_items
         if targets is not None and shown is not None:
@@ -589,6 +606,15 @@ class DialogBatch:
     ) -> Transition:
         """Advance dialogs ``rows`` (default: all) by one turn with checked ``actions``
         (one per row, see :meth:`check_actions`); ``rngs`` are those rows' generators."""
+        with blas_threads(getattr(self.user, "blas_threads", None)):
+            return self._step_impl(actions, rngs, rows)
+
+    def _step_impl(
+        self,
+        actions: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+        rows: np.ndarray | None = None,
+    ) -> Transition:
         rows = np.arange(self.num_dialogs) if rows is None else np.asarray(rows, dtype=np.int64)
         n = self.tables.num_items
         mode = self.config.action_mode

@@ -1,4 +1,5 @@
-"""Running a block of torch code with a chosen number of CPU threads."""
+"""Running a block of torch code, or of numpy's BLAS products, with a chosen number of CPU
+threads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["torch_threads"]
+__all__ = ["blas_threads", "torch_threads"]
 
 
 @contextlib.contextmanager
@@ -30,3 +31,36 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+_CONTROLLER = None
+
+
+def _blas_controller():  # the loaded BLAS libraries, found once (numpy's is loaded by then)
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+@contextlib.contextmanager
+def blas_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with the BLAS libraries numpy uses (OpenBLAS, MKL...) limited to
+    ``threads`` threads, then restore their settings; None leaves them as they are.
+
+    The environments use it while a step with a torch shopper computes (see
+    :attr:`fiq_gym.users.User.blas_threads`): OpenBLAS's worker threads keep spinning for a
+    while after each product, taking a core from the shopper's decoding on a small machine.
+    Products give the same bits with any thread count (OpenBLAS splits the output, never a
+    dot product; ``benchmarks/README.md`` measured it, a test checks the ranks).
+
+    The enter and exit cost about 15 microseconds (``threadpoolctl``'s limit on a controller
+    built once).
+    """
+    if threads is None:
+        yield
+        return
+    with _blas_controller().limit(limits=threads, user_api="blas"):
+        yield

@@ -454,3 +454,65 @@ def _tiny_checkpoint(catalog_path):
         train_captioner(TrainArgs(catalog=str(catalog_path), out=out, threads=1, progress=False, **args))
         _CHECKPOINTS[catalog_path] = out
     return _CHECKPOINTS[catalog_path]
+
+
+# --- numpy BLAS on the shopper's thread count during env steps ---------------------------------
+
+
+def _blas_thread_counts() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_products_and_ranks_are_the_same_with_one_blas_thread():
+    """What makes the BLAS limit safe for published numbers: float32 products, hence ranks,
+    do not depend on BLAS's thread count (OpenBLAS splits the output, not the dot products)."""
+    from fiq_gym.ranking import DenseRanker
+    from fiq_gym.threads import blas_threads
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((5000, 60)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    ranker = DenseRanker(features)
+    for b in (1, 2, 7, 64, 65, 256):
+        shown, targets = rng.integers(0, 5000, b), rng.integers(0, 5000, b)
+        queries = features[rng.integers(0, 5000, b)] + 0.01 * rng.standard_normal((b, 60)).astype(np.float32)
+        history = np.full((b, 3), -1)
+        default = (
+            features[shown] @ features.T,
+            ranker.similar_ranks(shown, targets),
+            ranker.query_ranks(queries, targets, history),
+        )
+        with blas_threads(1):
+            assert all(n == 1 for n in _blas_thread_counts())
+            one = (
+                features[shown] @ features.T,
+                ranker.similar_ranks(shown, targets),
+                ranker.query_ranks(queries, targets, history),
+            )
+        assert np.array_equal(default[0].view(np.uint32), one[0].view(np.uint32))
+        np.testing.assert_array_equal(default[1], one[1])
+        np.testing.assert_array_equal(default[2][0], one[2][0])
+        np.testing.assert_array_equal(default[2][1], one[2][1])
+
+
+def test_env_steps_run_blas_on_the_transformer_shoppers_threads(small_catalog_path):
+    from fiq_gym.envs import FashionIQEnv
+
+    before = _blas_thread_counts()
+    env = FashionIQEnv(
+        catalog=small_catalog_path,
+        user="transformer",
+        user_kwargs={"checkpoint": _tiny_checkpoint(small_catalog_path)},
+    )
+    assert env.unwrapped.user.blas_threads == 1
+    seen: list[list[int]] = []
+    ranker = env.unwrapped._dialog.ranker
+    original = ranker.similar_ranks
+    ranker.similar_ranks = lambda *a: (seen.append(_blas_thread_counts()), original(*a))[1]
+    env.reset(seed=0)
+    env.step(3)
+    assert seen and all(counts and all(n == 1 for n in counts) for counts in seen)
+    assert _blas_thread_counts() == before  # restored after each step
+    env.close()

@@ -143,6 +143,12 @@ class User(abc.ABC):
     same way.
     """
 
+    #: numpy BLAS threads while an environment computes a step with this shopper (its
+    #: ranking, captions and observation); None leaves numpy's setting. Shoppers that decode
+    #: with torch on one thread set it to one, so BLAS worker threads spinning after the
+    #: ranking's product do not take the core the decoding runs on.
+    blas_threads: int | None = None
+
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 

@@ -258,7 +258,11 @@ class TransformerUser(User):
             by default: decoding is a chain of small operations, where a second thread costs
             more in hand-offs than it saves, and in an environment it also competes with
             numpy's BLAS threads doing the ranking (a single env stepped 4x slower with two,
-            the 64-env vector env 1.8x slower).
+            the 64-env vector env 1.8x slower). An environment also runs its steps with
+            numpy's BLAS on this many threads (:attr:`~fiq_gym.users.User.blas_threads`):
+            OpenBLAS's idle workers spin for a while after each product, and on a busy
+            2-core machine that took the decoding's core (an env step of 64 cost about
+            twice its captioning and ranking).
 
     Raises:
         CheckpointMismatchError: if the checkpoint does not fit the catalog.
@@ -299,6 +303,11 @@ class TransformerUser(User):
     @property
     def config(self) -> RelativeCaptionerConfig:
         return self.model.config
+
+    @property
+    def blas_threads(self) -> int | None:  # type: ignore[override]
+        """numpy BLAS threads during an env step with this shopper: :attr:`threads`."""
+        return self.threads
 
     @property
     def max_new_tokens(self) -> int:
