@@ -31,6 +31,7 @@ from fiq_gym.envs.fashion_iq import FashionIQEnv
 from fiq_gym.envs.vector import FashionIQVectorEnv
 from fiq_gym.metrics import target_rank
 from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.threads import blas_threads
 
 __all__ = ["Measurement", "measure_throughput", "run"]
 
@@ -40,17 +41,27 @@ class Measurement:
     setting: str  # "single", "sync", "native", "ranking"; TRANSFORMER_SETTINGS for that shopper
     catalog_size: int
     num_envs: int
-    steps_per_second: float  # environment steps (sub-env steps) per second; captions/s for captioning
+    # Environment steps (sub-env steps) per second; captions/s for captioning, rankings/s for
+    # the transformer env's ranking; FLOP/s for "transformer-matmul" and FLOPs per caption
+    # for "transformer-caption-flops" (see TRANSFORMER_SETTINGS).
+    steps_per_second: float
 
 
 #: Transformer-shopper settings: env steps/s of ``n`` single envs stepped one by one and of the
 #: native vector env of ``n``; captions/s of ``TransformerUser.describe`` and of the bare
-#: ``model.generate`` on the same batch of ``n`` pairs.
+#: ``model.generate`` on the same batch of ``n`` pairs; rankings/s of the env's ranker on a
+#: batch of ``n`` (as a step ranks: with the shopper's BLAS threads); the FLOPs of one caption
+#: of that batch (``caption_flops``, the batch's own caption lengths); FLOP/s of torch
+#: ``linear`` on the decoder's shapes at batch ``n`` (the matrix work of one decoding step,
+#: on the shopper's thread count): what the machine achieves on such products.
 TRANSFORMER_SETTINGS = (
     "transformer-single",
     "transformer-native",
     "transformer-describe",
     "transformer-generate",
+    "transformer-ranking",
+    "transformer-caption-flops",
+    "transformer-matmul",
 )
 TEMPLATE_SETTINGS = ("single", "sync", "native", "ranking")
 
@@ -113,17 +124,25 @@ def measure_transformer(
     num_envs: int = 64,
     min_seconds: float = 1.0,
     user_kwargs: dict | None = None,
+    rounds: int = 5,
 ) -> list[Measurement]:
     """The transformer shopper's rows (:data:`TRANSFORMER_SETTINGS`) for ``num_envs`` dialogs.
 
-    All four use one shared :class:`~fiq_gym.users.TransformerUser` (``user_kwargs``: default
-    checkpoint and decoding). The bare call gets its input tensors and uniforms prepared
-    outside the timing and returns token ids; ``describe`` does everything an env step needs
-    (index checks, table lookups, uniforms from per-pair generators, decoding, text, claims).
+    The vector env, ``describe``, the bare call and the ranking use one shared
+    :class:`~fiq_gym.users.TransformerUser` (``user_kwargs``: default checkpoint and
+    decoding); each single env loads its own. The bare call gets its input tensors and uniforms
+    prepared outside the timing and returns token ids; ``describe`` does everything an env step
+    needs of the shopper (index checks, table lookups, uniforms from per-pair generators,
+    decoding, text, claims, observation ids).
+
+    The timed settings take turns: ``rounds`` rounds of about ``min_seconds / rounds`` each
+    (at least one call), and each setting's best round counts. On a machine that other work
+    shares, its load then weighs on all settings alike, so their ratios hold.
     """
     import torch
 
     from fiq_gym.threads import torch_threads
+    from fiq_gym.users.transformer.modeling_relative_captioner import caption_flops
 
     size = len(catalog)
     rng = np.random.default_rng(0)
@@ -139,41 +158,123 @@ def measure_transformer(
             if terminated or truncated:
                 env.reset()
 
-    out = [Measurement("transformer-single", size, num_envs, _time(step_singles, num_envs, min_seconds))]
     envs = FashionIQVectorEnv(num_envs, catalog=catalog, **kwargs)
     envs.reset(seed=0)
-    native = _time(lambda: envs.step(rng.integers(0, n, size=num_envs)), num_envs, min_seconds)
-    out.append(Measurement("transformer-native", size, num_envs, native))
-
     user = envs.user
     targets = rng.integers(0, size, size=num_envs)
     shown = (targets + 1 + rng.integers(0, size - 1, size=num_envs)) % size
     generators = [np.random.default_rng(i) for i in range(num_envs)]
-    describe = _time(lambda: user.describe(targets, shown, generators), num_envs, min_seconds)
-    out.append(Measurement("transformer-describe", size, num_envs, describe))
     inputs = user.model_inputs(targets, shown)
     d = user.decoding
     uniforms = torch.from_numpy(np.random.default_rng(0).random((num_envs, user.max_new_tokens)))
 
     def bare() -> None:  # with the user's thread setting, like describe
         with torch_threads(user.threads):
-            _generate()
+            user.model.generate(
+                **inputs,
+                strategy=d.strategy,
+                max_new_tokens=user.max_new_tokens,
+                uniforms=uniforms,
+                temperature=d.temperature,
+                top_k=d.top_k,
+                top_p=d.top_p,
+                num_beams=d.num_beams,
+                length_penalty=d.length_penalty,
+            )
 
-    def _generate() -> None:
-        user.model.generate(
-            **inputs,
-            strategy=d.strategy,
-            max_new_tokens=user.max_new_tokens,
-            uniforms=uniforms,
-            temperature=d.temperature,
-            top_k=d.top_k,
-            top_p=d.top_p,
-            num_beams=d.num_beams,
-            length_penalty=d.length_penalty,
-        )
+    ranker = envs.ranker
 
-    out.append(Measurement("transformer-generate", size, num_envs, _time(bare, num_envs, min_seconds)))
+    def rank() -> None:  # as a step ranks: the env's ranker, the shopper's BLAS threads
+        with blas_threads(user.blas_threads):
+            ranker.similar_ranks(rng.integers(0, n, size=num_envs), rng.integers(0, n, size=num_envs))
+
+    rates = _interleaved(
+        {
+            "transformer-single": step_singles,
+            "transformer-native": lambda: envs.step(rng.integers(0, n, size=num_envs)),
+            "transformer-describe": lambda: user.describe(targets, shown, generators),
+            "transformer-generate": bare,
+            "transformer-ranking": rank,
+        },
+        num_envs,
+        min_seconds,
+        rounds,
+    )
+    out = [Measurement(setting, size, num_envs, rate) for setting, rate in rates.items()]
+    ids = user.generate_ids(targets, shown, [np.random.default_rng(i) for i in range(num_envs)])
+    flops = caption_flops(user.config, _lengths(ids, user))
+    out.append(Measurement("transformer-caption-flops", size, num_envs, flops))
+    out.append(Measurement("transformer-matmul", size, num_envs, _matmul_flops(user, num_envs, min_seconds)))
     return out
+
+
+def _interleaved(
+    calls: dict[str, Callable[[], None]], per_call: int, min_seconds: float, rounds: int
+) -> dict[str, float]:
+    """``per_call`` units per second of each call, in its best of ``rounds`` rounds that time
+    every call in turn for about ``min_seconds / rounds`` (at least one call each)."""
+    for call in calls.values():
+        call()  # warm up caches and lazy work
+    best = dict.fromkeys(calls, 0.0)
+    budget = min_seconds / max(rounds, 1)
+    for _ in range(max(rounds, 1)):
+        for name, call in calls.items():
+            done, start = 0, time.perf_counter()
+            while True:
+                call()
+                done += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= budget:
+                    break
+            best[name] = max(best[name], done * per_call / elapsed)
+    return best
+
+
+def _lengths(ids, user) -> list[int]:
+    """Generated tokens per caption, ``<eos>`` included (all of a row cut at the limit)."""
+    eos = user.config.eos_token_id
+    return [row.index(eos) + 1 if eos in row else len(row) for row in ids.tolist()]
+
+
+def _matmul_flops(user, batch: int, min_seconds: float) -> float:
+    """FLOP/s of torch ``linear`` (float32, the shopper's thread count) on the shapes of one
+    decoding step of ``batch`` captions: per decoder layer the key/value (d -> 2d), query,
+    output, cross-attention query and output (d -> d) and feed-forward (d -> ffn -> d)
+    products, then the output layer (d -> vocabulary); random inputs and weights."""
+    import torch
+    import torch.nn.functional as F
+
+    from fiq_gym.threads import torch_threads
+
+    c = user.config
+    d, f, v = c.d_model, c.ffn_dim, c.vocab_size
+    g = torch.Generator().manual_seed(0)
+    shapes = [(d, 2 * d), (d, d), (d, d), (d, d), (d, d), (d, f), (f, d)] * c.num_decoder_layers + [(d, v)]
+    work = [
+        (torch.randn(batch, i, generator=g), torch.randn(o, i, generator=g), torch.randn(o, generator=g))
+        for i, o in shapes
+    ]
+    flops = sum(2 * batch * i * o for i, o in shapes)
+
+    def products() -> None:
+        with torch_threads(user.threads), torch.inference_mode():
+            for x, w, b in work:
+                F.linear(x, w, b)
+
+    return _best_rate(products, flops, min_seconds)
+
+
+def _best_rate(call: Callable[[], None], work: float, min_seconds: float, min_calls: int = 20) -> float:
+    """``work`` per second of the fastest of at least ``min_calls`` timed calls (a peak, not
+    a mean: it stands for what the machine can do)."""
+    call()
+    best, calls, start = float("inf"), 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t)
+        calls += 1
+    return work / best
 
 
 def measure_throughput(
@@ -255,8 +356,10 @@ def _transformer_markdown(ms: list[Measurement]) -> list[str]:
     if not rows:
         return []
     size, n = rows[0].catalog_size, rows[0].num_envs
-    single, native, describe, bare = (_lookup(ms, s, size, n) for s in TRANSFORMER_SETTINGS)
-    return [
+    single, native, describe, bare, ranking, flops, matmul = (
+        _lookup(ms, s, size, n) for s in TRANSFORMER_SETTINGS
+    )
+    lines = [
         "",
         "## Transformer shopper",
         "",
@@ -270,10 +373,40 @@ def _transformer_markdown(ms: list[Measurement]) -> list[str]:
         f"| native vector env of {n} (steps) | {native:,.0f} |",
         f"| `TransformerUser.describe`, batch of {n} (captions) | {describe:,.0f} |",
         f"| bare `model.generate`, same batch (captions) | {bare:,.0f} |",
+    ]
+    if ranking is not None:
+        lines.append(f"| the env's ranking, batch of {n} (rankings) | {ranking:,.0f} |")
+    lines += [
         "",
         f"- (d) native vector env / single envs: **{native / single:.1f}x** (target >= 15x)",
         f"- (e) batched decoder (`describe`) / bare `model.generate`: **{describe / bare:.2f}** (target >= 0.5)",
     ]
+    if ranking is not None:
+        parts_ms, step_ms = 1e3 * n * (1 / describe + 1 / ranking), 1e3 * n / native
+        lines.append(
+            f"- (f) env step / its parts: a native step of {n} takes {step_ms:.1f} ms, `describe` plus the "
+            f"ranking of {n} take {parts_ms:.1f} ms: **{parts_ms / step_ms:.2f}** (target >= 0.8)"
+        )
+    if flops is not None and matmul is not None:
+        limit = matmul / flops
+        lines += [
+            f"- (g) `describe` / the captioner's FLOP limit: **{describe / limit:.0%}** (target >= 30%). One caption "
+            f"costs {flops / 1e6:.2f} MFLOP, so `describe`'s {describe:,.0f} captions/s are "
+            f"{describe * flops / 1e9:.1f} GFLOP/s; torch matrix products of the decoder's shapes at batch {n} "
+            f"reach {matmul / 1e9:.1f} GFLOP/s on this machine, a limit of {limit:,.0f} captions/s.",
+            "  - FLOPs per caption (`fiq_gym.users.transformer.modeling_relative_captioner.caption_flops`): from "
+            "the model config, a multiply-add counted as 2, every linear layer and both products of every "
+            "attention: the item encoder and the cross-attention keys/values once per caption, then per "
+            "generated token (`<eos>` included) with the key/value cache the decoder layers' projections, "
+            "attention over the cached positions and the item tokens, feed-forward and output layer; averaged "
+            "over the lengths of the captions `describe` wrote for its batch. Norms, GELU, softmax and "
+            "sampling are not counted.",
+            "  - Achievable FLOP/s: the fastest of repeated runs of torch `linear` (float32, the shopper's "
+            "thread count) on the shapes of one decoding step at the same batch (each decoder layer's "
+            "key/value, query, output, cross-attention and feed-forward products, then the output layer), "
+            "random data, in the same run.",
+        ]
+    return lines
 
 
 def to_markdown(ms: list[Measurement], command: str) -> str:

@@ -516,3 +516,32 @@ def test_env_steps_run_blas_on_the_transformer_shoppers_threads(small_catalog_pa
     assert seen and all(counts and all(n == 1 for n in counts) for counts in seen)
     assert _blas_thread_counts() == before  # restored after each step
     env.close()
+
+
+# --- FLOPs per caption ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", [(0, 1, 2, 16, True), (1, 2, 4, 32, False)])
+def test_caption_flops_equal_torchs_flop_counter_on_one_caption(case, shipped):
+    """``caption_flops`` counts what torch's FLOP counter counts (linear layers and attention
+    products) when one caption is generated, whatever its length."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop
+
+    from fiq_gym.users.transformer.modeling_relative_captioner import caption_flops
+
+    def flash_cpu(query, key, value, *args, **kwargs):  # counted as torch counts GPU flash attention
+        return sdpa_flop(query, key, value)
+
+    cpu_flash = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: flash_cpu}
+    for model in (_random_model(*case), shipped):
+        for seed in range(3):
+            x = _inputs(model, 1, seed=seed)
+            with FlopCounterMode(display=False, custom_mapping=cpu_flash) as counter:
+                ids = model.generate(**x, strategy="greedy")
+            row = ids[0].tolist()
+            n = row.index(2) + 1 if 2 in row else len(row)
+            assert caption_flops(model.config, [n]) == counter.get_total_flops()
+    assert (
+        caption_flops(shipped.config, [3, 5])
+        == (caption_flops(shipped.config, [3]) + caption_flops(shipped.config, [5])) / 2
+    )

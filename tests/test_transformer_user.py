@@ -586,6 +586,7 @@ def test_features_from_other_weights_warn(small_catalog, checkpoint, tmp_path):
 
 def test_throughput_rows_for_the_transformer_user(small_catalog, checkpoint):
     from fiq_gym.benchmarks.throughput import TRANSFORMER_SETTINGS, measure_transformer, to_markdown
+    from fiq_gym.users.transformer.modeling_relative_captioner import caption_flops
 
     rows = measure_transformer(
         small_catalog, num_envs=4, min_seconds=0.0, user_kwargs={"checkpoint": str(checkpoint)}
@@ -594,6 +595,10 @@ def test_throughput_rows_for_the_transformer_user(small_catalog, checkpoint):
     assert all(m.steps_per_second > 0 and m.num_envs == 4 for m in rows)
     text = to_markdown(rows, "python -m fiq_gym.benchmarks.throughput --users transformer")
     assert "(d) native vector env / single envs" in text and "(e) batched decoder" in text
+    assert "(f) env step / its parts" in text and "(g) `describe` / the captioner's FLOP limit" in text
+    flops = next(m.steps_per_second for m in rows if m.setting == "transformer-caption-flops")
+    config = TransformerUser(small_catalog, checkpoint=checkpoint).config
+    assert flops >= caption_flops(config, [1])  # at least one token per caption
 
 
 def test_any_caption_pairs_can_train_a_captioner(small_catalog, tmp_path):

@@ -66,6 +66,7 @@ LANGUAGE_METRICS: tuple[str, ...] = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "RO
 
 _SAME = Claim("none", "same", "same")
 _PHRASE_BREAK = re.compile(r",|\band\b|\bbut\b|(?=\bwith\b)")
+_PIECE_CACHE_SIZE = 100_000  # phrases whose claims an oracle keeps (then it starts afresh)
 _EMPTY = "<empty>"  # stands in for an empty caption: ROUGE-L divides by the candidate's length
 
 
@@ -157,6 +158,8 @@ class DifferenceOracle:
         self.catalog = catalog
         self.shade_threshold = float(shade_threshold)
         self._book = phrasebook(catalog.vocabulary, tuple(catalog.category_names))
+        # The claims of each phrase seen (pure function of the text; captions repeat phrases).
+        self._piece_claims: dict[str, tuple[Claim, ...]] = {}
         self._codes = np.asarray(catalog.attribute_codes()).tolist()
         self._categories = np.asarray(catalog.categories).tolist()
         self._luma: list[float] | None = None
@@ -221,8 +224,14 @@ class DifferenceOracle:
         the same claims as :meth:`parse`, in order ("same" only when nothing else is claimed).
         """
         claims: list[Claim] = []
+        cache = self._piece_claims
         for piece in _PHRASE_BREAK.split(text.lower()):
-            for claim in sorted(self._book.parse(piece)):
+            found = cache.get(piece)
+            if found is None:
+                if len(cache) >= _PIECE_CACHE_SIZE:
+                    cache.clear()
+                found = cache[piece] = tuple(sorted(self._book.parse(piece)))
+            for claim in found:
                 if claim not in claims:
                     claims.append(claim)
         if len(claims) > 1 and _SAME in claims:

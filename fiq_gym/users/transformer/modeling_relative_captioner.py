@@ -23,6 +23,7 @@ draws from torch's global generator, which cannot give per-pair streams.)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,7 @@ from transformers.utils import ModelOutput
 
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 
-__all__ = ["DECODING_STRATEGIES", "RelativeCaptionerModel", "RelativeCaptionerOutput"]
+__all__ = ["DECODING_STRATEGIES", "RelativeCaptionerModel", "RelativeCaptionerOutput", "caption_flops"]
 
 DECODING_STRATEGIES = ("greedy", "sample", "beam")
 #: Greedy and sampled decoding drop ended rows from the batch once this share of the live rows
@@ -490,6 +491,39 @@ class RelativeCaptionerModel(RelativeCaptionerPreTrainedModel):
         all_seqs = torch.cat([pool_seqs, seqs.reshape(b, k, length)], dim=1)
         best = all_scores.argmax(dim=1)
         return all_seqs[torch.arange(b, device=device), best]
+
+
+def caption_flops(config: RelativeCaptionerConfig, lengths: Sequence[int]) -> float:
+    """Mean floating-point operations to write one caption, for captions of ``lengths``
+    generated tokens each (``<eos>`` included), with the key/value cache of :meth:`generate`.
+
+    A multiply-add counts 2. Counted: every linear layer and both products of every attention
+    (query-key scores and the weighted sum of values). Not counted: norms, GELU, softmax,
+    residual sums, embeddings and sampling (a few per cent more, and not matrix work).
+
+    * once per caption: the item encoder (the feature, difference and attribute projections,
+      then each encoder layer over the ``M`` item tokens) and each decoder layer's
+      cross-attention keys and values of those tokens;
+    * per generated token at position ``t``, per decoder layer: its key/value, query and
+      output projections, attention over the ``t + 1`` cached positions, the cross-attention's
+      query and output projections and attention over the ``M`` item tokens, the
+      feed-forward; then the output layer over the vocabulary.
+    """
+    d, ffn, m = config.d_model, config.ffn_dim, config.num_memory_tokens
+    groups = list(config.attribute_group_sizes) if config.use_attributes else []
+    encoder = 2 * 3 * config.feature_dim * d + sum(2 * 3 * g * d for g in groups)
+    encoder += config.num_encoder_layers * (m * 2 * 4 * d * d + 2 * 2 * m * m * d + m * 2 * 2 * d * ffn)
+    encoder += config.num_decoder_layers * m * 2 * 2 * d * d  # cross-attention keys and values
+    per_token = (
+        config.num_decoder_layers * (2 * 6 * d * d + 2 * 2 * m * d + 2 * 2 * d * ffn)
+        + 2 * d * config.vocab_size
+    )
+    per_position = config.num_decoder_layers * 2 * 2 * d  # self-attention, per cached position
+    lengths = [int(n) for n in lengths]
+    if not lengths:
+        raise ValueError("caption_flops needs at least one caption length")
+    total = sum(encoder + n * per_token + per_position * n * (n + 1) // 2 for n in lengths)
+    return total / len(lengths)
 
 
 # ``AutoConfig`` / ``AutoModel.from_pretrained(checkpoint_dir)`` work once this module is imported.
