@@ -53,7 +53,8 @@ class Measurement:
 #: batch of ``n`` (as a step ranks: with the shopper's BLAS threads); the FLOPs of one caption
 #: of that batch (``caption_flops``, the batch's own caption lengths); FLOP/s of torch
 #: ``linear`` on the decoder's shapes at batch ``n`` (the matrix work of one decoding step,
-#: on the shopper's thread count): what the machine achieves on such products.
+#: on the shopper's thread count): what the machine achieves on such products. All but the
+#: FLOP count are timed in turns (:func:`_interleaved`).
 TRANSFORMER_SETTINGS = (
     "transformer-single",
     "transformer-native",
@@ -188,37 +189,38 @@ def measure_transformer(
         with blas_threads(user.blas_threads):
             ranker.similar_ranks(rng.integers(0, n, size=num_envs), rng.integers(0, n, size=num_envs))
 
+    products, product_flops = _decoder_products(user, num_envs)
     rates = _interleaved(
         {
-            "transformer-single": step_singles,
-            "transformer-native": lambda: envs.step(rng.integers(0, n, size=num_envs)),
-            "transformer-describe": lambda: user.describe(targets, shown, generators),
-            "transformer-generate": bare,
-            "transformer-ranking": rank,
+            "transformer-single": (step_singles, num_envs),
+            "transformer-native": (lambda: envs.step(rng.integers(0, n, size=num_envs)), num_envs),
+            "transformer-describe": (lambda: user.describe(targets, shown, generators), num_envs),
+            "transformer-generate": (bare, num_envs),
+            "transformer-ranking": (rank, num_envs),
+            "transformer-matmul": (products, product_flops),
         },
-        num_envs,
         min_seconds,
         rounds,
     )
-    out = [Measurement(setting, size, num_envs, rate) for setting, rate in rates.items()]
+    out = [Measurement(s, size, num_envs, rates[s]) for s in TRANSFORMER_SETTINGS if s in rates]
     ids = user.generate_ids(targets, shown, [np.random.default_rng(i) for i in range(num_envs)])
     flops = caption_flops(user.config, _lengths(ids, user))
-    out.append(Measurement("transformer-caption-flops", size, num_envs, flops))
-    out.append(Measurement("transformer-matmul", size, num_envs, _matmul_flops(user, num_envs, min_seconds)))
+    out.insert(-1, Measurement("transformer-caption-flops", size, num_envs, flops))
     return out
 
 
 def _interleaved(
-    calls: dict[str, Callable[[], None]], per_call: int, min_seconds: float, rounds: int
+    calls: dict[str, tuple[Callable[[], None], float]], min_seconds: float, rounds: int
 ) -> dict[str, float]:
-    """``per_call`` units per second of each call, in its best of ``rounds`` rounds that time
-    every call in turn for about ``min_seconds / rounds`` (at least one call each)."""
-    for call in calls.values():
+    """Units per second of each ``name: (call, units per call)``, in its best of ``rounds``
+    rounds that time every call in turn for about ``min_seconds / rounds`` (at least one call
+    each)."""
+    for call, _ in calls.values():
         call()  # warm up caches and lazy work
     best = dict.fromkeys(calls, 0.0)
     budget = min_seconds / max(rounds, 1)
     for _ in range(max(rounds, 1)):
-        for name, call in calls.items():
+        for name, (call, units) in calls.items():
             done, start = 0, time.perf_counter()
             while True:
                 call()
@@ -226,7 +228,7 @@ def _interleaved(
                 elapsed = time.perf_counter() - start
                 if elapsed >= budget:
                     break
-            best[name] = max(best[name], done * per_call / elapsed)
+            best[name] = max(best[name], done * units / elapsed)
     return best
 
 
@@ -236,11 +238,12 @@ def _lengths(ids, user) -> list[int]:
     return [row.index(eos) + 1 if eos in row else len(row) for row in ids.tolist()]
 
 
-def _matmul_flops(user, batch: int, min_seconds: float) -> float:
-    """FLOP/s of torch ``linear`` (float32, the shopper's thread count) on the shapes of one
-    decoding step of ``batch`` captions: per decoder layer the key/value (d -> 2d), query,
-    output, cross-attention query and output (d -> d) and feed-forward (d -> ffn -> d)
-    products, then the output layer (d -> vocabulary); random inputs and weights."""
+def _decoder_products(user, batch: int) -> tuple[Callable[[], None], int]:
+    """A call of torch ``linear`` (float32, the shopper's thread count) on the shapes of one
+    decoding step of ``batch`` captions, and its FLOPs: per decoder layer the key/value
+    (d -> 2d), query, output, cross-attention query and output (d -> d) and feed-forward
+    (d -> ffn -> d) products, then the output layer (d -> vocabulary); random inputs and
+    weights."""
     import torch
     import torch.nn.functional as F
 
@@ -254,27 +257,13 @@ def _matmul_flops(user, batch: int, min_seconds: float) -> float:
         (torch.randn(batch, i, generator=g), torch.randn(o, i, generator=g), torch.randn(o, generator=g))
         for i, o in shapes
     ]
-    flops = sum(2 * batch * i * o for i, o in shapes)
 
     def products() -> None:
         with torch_threads(user.threads), torch.inference_mode():
             for x, w, b in work:
                 F.linear(x, w, b)
 
-    return _best_rate(products, flops, min_seconds)
-
-
-def _best_rate(call: Callable[[], None], work: float, min_seconds: float, min_calls: int = 20) -> float:
-    """``work`` per second of the fastest of at least ``min_calls`` timed calls (a peak, not
-    a mean: it stands for what the machine can do)."""
-    call()
-    best, calls, start = float("inf"), 0, time.perf_counter()
-    while calls < min_calls or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - t)
-        calls += 1
-    return work / best
+    return products, sum(2 * batch * i * o for i, o in shapes)
 
 
 def measure_throughput(
@@ -401,10 +390,12 @@ def _transformer_markdown(ms: list[Measurement]) -> list[str]:
             "attention over the cached positions and the item tokens, feed-forward and output layer; averaged "
             "over the lengths of the captions `describe` wrote for its batch. Norms, GELU, softmax and "
             "sampling are not counted.",
-            "  - Achievable FLOP/s: the fastest of repeated runs of torch `linear` (float32, the shopper's "
-            "thread count) on the shapes of one decoding step at the same batch (each decoder layer's "
-            "key/value, query, output, cross-attention and feed-forward products, then the output layer), "
-            "random data, in the same run.",
+            "  - Achievable FLOP/s: torch `linear` (float32, the shopper's thread count) on the shapes of one "
+            "decoding step at the same batch (each decoder layer's key/value, query, output, cross-attention "
+            "and feed-forward products, then the output layer; random data), timed like the rows above: in "
+            "the same rounds, taking turns with them, its best round.",
+            "- Settings are timed in turns: rounds in which each runs for about `--min-seconds` / rounds, each "
+            "setting's best round counting, so a shared machine's load weighs on all of them alike.",
         ]
     return lines
 
