@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from process_census import marked_processes
 
 # The gallery, the episodes and their comparison are those of the process and inline shards.
 from test_sharding import MODES, _alive, _assert_same, _episodes
@@ -114,20 +115,6 @@ def test_more_shards_than_the_clusters_cpus_is_refused(catalog_path, local_ray):
         FashionIQVectorEnv(2, catalog=catalog_path, scoring="exact", shards=cpus + 1, shard_mode="ray")
 
 
-def _marked_processes(marker: str) -> list[int]:
-    """Processes other than this one whose environment carries ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 @needs_ray
 @needs_proc
 def test_an_unguarded_script_starts_ray_reuses_it_and_leaves_no_process(tmp_path, catalog_path):
@@ -177,13 +164,13 @@ def test_an_unguarded_script_starts_ray_reuses_it_and_leaves_no_process(tmp_path
         assert ranks == [" ".join(["ranks", *map(str, info["rank"])])] * 2
         left: list[int] = []
         for _ in range(120):
-            left = _marked_processes(marker)
+            left = marked_processes(marker)
             if not left:
                 break
             time.sleep(0.5)
         assert not left, f"processes left after the script: {left}"
     finally:
-        for pid in _marked_processes(marker):  # only what the script started
+        for pid in marked_processes(marker):  # only what the script started
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from process_census import marked_processes
 
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.shortlist import ShortlistExtractor
@@ -325,20 +326,6 @@ def test_index_module_masks_shown_items_and_refuses_big_catalogs(small_catalog_p
         rllib_ppo.module_spec(args)
 
 
-def _marked_processes(marker: str) -> list[int]:
-    """Processes other than this one whose environment carries ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 @needs_ray
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find processes")
@@ -413,7 +400,7 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
     # Every Ray process this test started exits (Ray's shutdown waits for most; give the
     # rest a moment, then name what is left).
     for _ in range(120):
-        left = _marked_processes(marker)
+        left = marked_processes(marker)
         if not left:
             break
         time.sleep(0.5)
@@ -513,7 +500,7 @@ def test_train_joins_a_running_cluster_with_address_and_leaves_it_running(small_
         cluster.terminate()
         cluster.wait(timeout=120)
     for _ in range(120):
-        left = _marked_processes(marker)
+        left = marked_processes(marker)
         if not left:
             break
         time.sleep(0.5)
@@ -552,7 +539,7 @@ def test_sigterm_during_training_leaves_no_ray_process(small_catalog_path, tmp_p
         if run.poll() is None:
             run.kill()
     for _ in range(60):
-        left = _marked_processes(marker)
+        left = marked_processes(marker)
         if not left:
             break
         time.sleep(0.5)
