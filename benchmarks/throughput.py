@@ -166,22 +166,11 @@ def measure_transformer(
     shown = (targets + 1 + rng.integers(0, size - 1, size=num_envs)) % size
     generators = [np.random.default_rng(i) for i in range(num_envs)]
     inputs = user.model_inputs(targets, shown)
-    d = user.decoding
     uniforms = torch.from_numpy(np.random.default_rng(0).random((num_envs, user.max_new_tokens)))
 
     def bare() -> None:  # with the user's thread setting, like describe
         with torch_threads(user.threads):
-            user.model.generate(
-                **inputs,
-                strategy=d.strategy,
-                max_new_tokens=user.max_new_tokens,
-                uniforms=uniforms,
-                temperature=d.temperature,
-                top_k=d.top_k,
-                top_p=d.top_p,
-                num_beams=d.num_beams,
-                length_penalty=d.length_penalty,
-            )
+            user.generate_from_inputs(inputs, uniforms, user.max_new_tokens)
 
     ranker = envs.ranker
 

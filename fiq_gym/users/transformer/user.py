@@ -354,9 +354,16 @@ class TransformerUser(User):
     def _generate(
         self, targets: np.ndarray, shown: np.ndarray, uniforms: torch.Tensor | None, length: int
     ) -> torch.Tensor:
+        return self.generate_from_inputs(self.model_inputs(targets, shown), uniforms, length)
+
+    def generate_from_inputs(
+        self, inputs: dict[str, torch.Tensor], uniforms: torch.Tensor | None, length: int
+    ) -> torch.Tensor:
+        """Token ids for prepared :meth:`model_inputs` under this shopper's decoding settings
+        (the model's part of :meth:`describe`; the throughput benchmark times it alone)."""
         d = self.decoding
         return self.model.generate(
-            **self.model_inputs(targets, shown),
+            **inputs,
             strategy=d.strategy,
             max_new_tokens=length,
             uniforms=uniforms,
