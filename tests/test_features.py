@@ -142,7 +142,43 @@ def test_short_training_beats_chance_by_a_wide_margin(trained, learn_catalogs):
         assert gains[name] > 0.3, (name, evaluation.accuracy, chance)
     assert np.mean(list(gains.values())) > 0.2, (evaluation.accuracy, chance)
     assert result.epochs_run == 8 and 1 <= result.best_epoch <= 8
-    assert set(result.heldout.accuracy) == set(vocab.type_names)
+    assert set(result.heldout.accuracy) == {*vocab.type_names, "category"}
+    # The category head (on by default) learns the category from the image, so the features
+    # carry it: a dress's flared skirt and waist seam are plain even at 32 px.
+    majority = np.bincount(test_catalog.categories).max() / len(test_catalog)
+    assert evaluation.accuracy["category"] > majority + 0.2, (evaluation.accuracy, majority)
+
+
+def test_category_head_is_saved_with_its_names_and_predicts_codes(trained, learn_catalogs):
+    out, _ = trained
+    checkpoint = load_checkpoint(out)
+    catalog = open_catalog(learn_catalogs[1])
+    assert checkpoint.config.categories == catalog.category_names
+    assert json.loads((out / "config.json").read_text())["architecture"]["categories"] == list(
+        catalog.category_names
+    )
+    with torch.no_grad():
+        features, _ = checkpoint.network(torch.from_numpy(np.array(catalog.images[:50])))
+        logits = checkpoint.network.category_logits(features)
+    assert logits.shape == (50, len(catalog.category_names))
+
+
+def test_no_category_head_when_asked_or_for_one_category(learn_catalogs, tmp_path):
+    off = train(_tiny_args(learn_catalogs[0], tmp_path / "off", epochs=1, category_head=False))
+    network = load_checkpoint(off.checkpoint).network
+    assert network.category_head is None and "category" not in off.heldout.accuracy
+    with pytest.raises(CheckpointError, match="no category head.*retrain"):
+        network.category_logits(torch.zeros(2, network.config.feature_dim))
+    # A checkpoint written before the category head existed has no "categories" entry.
+    config = json.loads((off.checkpoint / "config.json").read_text())
+    del config["architecture"]["categories"]
+    (off.checkpoint / "config.json").write_text(json.dumps(config))
+    assert load_checkpoint(off.checkpoint).config.categories == ()
+
+    dresses = open_catalog(learn_catalogs[0]).by_category("dress")
+    save_catalog(dresses, tmp_path / "dresses")
+    one = train(_tiny_args(tmp_path / "dresses", tmp_path / "one", epochs=1))
+    assert load_checkpoint(one.checkpoint).network.category_head is None
 
 
 def test_checkpoint_is_safetensors_plus_json_config(trained):
@@ -154,7 +190,9 @@ def test_checkpoint_is_safetensors_plus_json_config(trained):
     assert config["architecture"]["channels"] == [16, 32, 64, 64]
     assert config["training"]["args"]["epochs"] == 8 and "torch" in config["versions"]
     assert config["training"]["epochs_run"] == 8 and config["training"]["total_seconds"] > 0
-    assert set(config["training"]["heldout_accuracy"]) == {t["name"] for t in config["vocabulary"]}
+    assert set(config["training"]["heldout_accuracy"]) == {t["name"] for t in config["vocabulary"]} | {
+        "category"
+    }
     assert sorted(_weights(out)) == sorted(load_checkpoint(out).network.state_dict())
     assert not list(out.glob("*.tmp-*")), "atomic writes leave no temporary files behind"
 

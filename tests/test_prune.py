@@ -31,7 +31,10 @@ def catalog64(tmp_path_factory):
 def _net_with_dead_units(catalog, dead):
     torch.manual_seed(0)
     config = NetworkConfig(
-        image_size=(64, 64), heads=head_specs(catalog.vocabulary, catalog.labels), feature_dim=16
+        image_size=(64, 64),
+        heads=head_specs(catalog.vocabulary, catalog.labels),
+        feature_dim=16,
+        categories=catalog.category_names,
     )
     net = AttributeNet(config).eval()
     with torch.no_grad():
@@ -55,6 +58,11 @@ def test_prune_drops_dead_units_and_keeps_every_output(catalog64, tmp_path):
         f_new, logits_new = pruned.network(images)
     torch.testing.assert_close(f_new, f_old[:, list(result.kept)])
     torch.testing.assert_close(logits_new, logits_old, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the category head loses the same input columns
+        torch.testing.assert_close(
+            pruned.network.category_logits(f_new), net.category_logits(f_old), rtol=1e-5, atol=1e-5
+        )
+    assert pruned.config.categories == catalog64.category_names
     assert (f_new != 0).any(dim=0).all(), "every kept unit fires on these images"
 
 

@@ -1,9 +1,13 @@
 """The attribute-prediction network and its checkpoint format.
 
 A small all-convolutional network reads a garment image and predicts its attributes, one
-head per attribute type. Its penultimate layer is the item's feature vector (what the
-environments rank with); its predicted probabilities are the side information agents see,
-so agents never read the ground-truth labels.
+head per attribute type, and (when trained with one) its category. Its penultimate layer is
+the item's feature vector (what the environments rank with); its predicted attribute
+probabilities are the side information agents see, so agents never read the ground-truth
+labels. The category head is trained with the attribute heads so that the features carry
+the category (a dress, a shirt and a top differ in a seam or a button placket, which no
+attribute head needs to see); its predictions are not part of the side information, so the
+agents' observations keep one column per attribute value.
 
 A checkpoint is a directory with two files, written atomically:
 
@@ -84,6 +88,8 @@ class NetworkConfig:
     feature_dim: int = 128
     channels: tuple[int, ...] = (32, 48, 96, 128)
     pooled_side: int = 4
+    categories: tuple[str, ...] = ()
+    """category names the category head predicts, in code order (empty: no category head)"""
 
     @property
     def num_attributes(self) -> int:
@@ -97,6 +103,7 @@ class NetworkConfig:
             "channels": list(self.channels),
             "pooled_side": self.pooled_side,
             "heads": [{"type": h.name, "size": h.size, "multilabel": h.multilabel} for h in self.heads],
+            "categories": list(self.categories),
         }
 
     @classmethod
@@ -109,6 +116,8 @@ class NetworkConfig:
             feature_dim=int(data["feature_dim"]),
             channels=tuple(int(c) for c in data["channels"]),
             pooled_side=int(data["pooled_side"]),
+            # Checkpoints written before the category head have no "categories".
+            categories=tuple(str(c) for c in data.get("categories", ())),
         )
 
 
@@ -130,7 +139,8 @@ def head_specs(
 
 
 class AttributeNet(nn.Module):
-    """Strided convolutions -> fixed-size pooled map -> feature layer -> one linear head per type.
+    """Strided convolutions -> fixed-size pooled map -> feature layer -> one linear head per
+    type (and a linear category head when ``config.categories`` names categories).
 
     Strided convolutions rather than pooling layers keep it fast on a CPU: a 64x64 image costs
     about 10 million multiply-adds, so 10,000 items are encoded in a few seconds.
@@ -152,6 +162,11 @@ class AttributeNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(config.pooled_side)
         self.embed = nn.Linear(c_in * config.pooled_side**2, config.feature_dim)
         self.heads = nn.Linear(config.feature_dim, config.num_attributes)
+        # A separate layer (not more columns of `heads`) keeps the attribute logits, and so
+        # the attribute scores written into catalogs, one column per vocabulary value.
+        self.category_head = (
+            nn.Linear(config.feature_dim, len(config.categories)) if config.categories else None
+        )
         # He initialisation keeps the activations' scale through the ReLU layers; without
         # normalisation layers, PyTorch's default shrinks them and small catalogs learn slowly.
         for layer in [*self.trunk, self.embed]:
@@ -170,6 +185,15 @@ class AttributeNet(nn.Module):
         """Features (B, feature_dim) and attribute logits (B, A), in vocabulary column order."""
         feats = self.features(images)
         return feats, self.heads(feats)
+
+    def category_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C) category logits from features (B, feature_dim), in ``config.categories`` order."""
+        if self.category_head is None:
+            raise CheckpointError(
+                "this attribute network has no category head (it was trained without one, or on a "
+                "catalog with a single category); retrain it with `fiq-gym features train`"
+            )
+        return self.category_head(features)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Attribute probabilities (B, A): a softmax within each single-label type, a sigmoid

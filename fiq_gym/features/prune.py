@@ -5,8 +5,8 @@ image (68 of 128 in the network first shipped). Such a unit is a dimension every
 so it ties every query in it and wastes half of a `query` action. :func:`prune_checkpoint`
 measures which units fire on the images of one or more catalogs and writes a checkpoint whose
 feature layer keeps only the live ones: the rows of the feature layer and the columns of the
-attribute heads of the dropped units are removed. On every image where the dropped units are
-zero, features lose only zero dimensions and the attribute predictions are unchanged, so
+attribute and category heads of the dropped units are removed. On every image where the
+dropped units are zero, features lose only zero dimensions and the attribute predictions are unchanged, so
 models that read the features (the learned shopper, retrievers) stay valid after dropping the
 same input columns (:func:`fiq_gym.users.transformer.narrow.narrow_captioner`).
 """
@@ -62,6 +62,8 @@ def pruned_network(network: AttributeNet, keep: Sequence[int]) -> AttributeNet:
     state["embed.weight"] = state["embed.weight"][keep_t]
     state["embed.bias"] = state["embed.bias"][keep_t]
     state["heads.weight"] = state["heads.weight"][:, keep_t]
+    if "category_head.weight" in state:
+        state["category_head.weight"] = state["category_head.weight"][:, keep_t]
     out.load_state_dict(state, strict=True)
     return out.eval()
 

@@ -63,6 +63,7 @@ __all__ = [
     "evaluate",
     "export_checkpoint",
     "heldout_split",
+    "network_loss",
     "train",
 ]
 
@@ -171,6 +172,24 @@ def attribute_loss(
     return total, correct
 
 
+def network_loss(
+    network: AttributeNet, images: torch.Tensor, labels: torch.Tensor, categories: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`attribute_loss` plus, with a category head, the category's cross-entropy (one
+    more type in the sum, counted as ``"category"``)."""
+    features, logits = network(images)
+    loss, correct = attribute_loss(logits, labels, network.config.heads)
+    if network.category_head is not None:
+        category_logits = network.category_logits(features)
+        loss = loss + F.cross_entropy(category_logits, categories)
+        correct["category"] = (category_logits.argmax(dim=1) == categories).sum()
+    return loss, correct
+
+
+def _category_codes(catalog: Catalog, rows: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(catalog.categories[rows], dtype=np.int64))
+
+
 def _labelled_counts(labels: np.ndarray, heads: tuple[HeadSpec, ...]) -> dict[str, int]:
     counts, start = {}, 0
     for head in heads:
@@ -195,14 +214,23 @@ def evaluate(
     loss_sum = 0.0
     correct = {h.name: 0 for h in heads}
     labelled = {h.name: 0 for h in heads}
+    if network.category_head is not None:
+        correct["category"] = labelled["category"] = 0
     with RowReader(catalog.images) as images:
         for start in range(0, len(rows), batch_size):
             idx = rows[start : start + batch_size]
             labels = np.asarray(catalog.labels[idx])
-            _, logits = network(torch.from_numpy(images.take(idx)))
-            loss, batch_correct = attribute_loss(logits, torch.from_numpy(labels), heads)
+            loss, batch_correct = network_loss(
+                network,
+                torch.from_numpy(images.take(idx)),
+                torch.from_numpy(labels),
+                _category_codes(catalog, idx),
+            )
             loss_sum += float(loss) * len(idx)
-            for name, count in _labelled_counts(labels, heads).items():
+            counts = _labelled_counts(labels, heads)
+            if network.category_head is not None:
+                counts["category"] = len(idx)
+            for name, count in counts.items():
                 labelled[name] += count
                 correct[name] += int(batch_correct[name])
     network.train(was_training)
@@ -324,8 +352,7 @@ def _train_epoch(
         lr = _learning_rate(args, state.step, total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        _, logits = network(images)
-        loss, _ = attribute_loss(logits, labels, network.config.heads)
+        loss, _ = network_loss(network, images, labels, _category_codes(catalog, idx))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -395,6 +422,10 @@ def _train(args: TrainArgs, on_epoch_end: Callable[[EpochReport], None] | None) 
         heads=head_specs(catalog.vocabulary, catalog.labels),
         feature_dim=args.feature_dim,
         channels=tuple(args.channels),
+        # A head would learn nothing from a catalog whose items are all of one category.
+        categories=tuple(catalog.category_names)
+        if args.category_head and len(np.unique(np.asarray(catalog.categories))) > 1
+        else (),
     )
     network = AttributeNet(config)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)

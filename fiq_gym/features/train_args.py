@@ -26,6 +26,9 @@ class TrainArgs:
     """size of the feature layer (the penultimate layer), i.e. of the item features"""
     channels: tuple[int, ...] = (32, 48, 96, 128)
     """output channels of the strided convolutions"""
+    category_head: bool = True
+    """also predict each item's category (trained with the attribute heads, so the features
+    carry it); ignored for a catalog with a single category"""
     heldout_fraction: float = 0.1
     """share of items held out to measure accuracy and stop early"""
     heldout_max: int = 10_000
