@@ -96,17 +96,15 @@ def _batched(user, targets, shown, rng, batch: int = 256) -> list[str]:
 
 def _no_attributes_checkpoint(args_json: dict, work_dir: Path, threads: int | None) -> Path:
     """Train (or reuse) the no-attributes twin of a checkpoint: same settings otherwise."""
+    from fiq_gym.checkpoint import STATE_JSON
     from fiq_gym.users.transformer.train import TrainArgs, train_captioner
 
-    out = work_dir / "no-attributes"
-    settings = {
-        **args_json,
-        "use_attributes": False,
-        "out": str(out),
-        "work_dir": str(work_dir / "no-attributes-training"),
-    }
-    # resume=True: a finished run returns at once, an interrupted one continues
-    train_captioner(TrainArgs(**settings, threads=threads), resume=True)
+    out, work = work_dir / "no-attributes", work_dir / "no-attributes-training"
+    settings = {**args_json, "use_attributes": False, "out": str(out), "work_dir": str(work)}
+    # A run this benchmark started before is continued (a finished one returns at once);
+    # otherwise one starts (resuming a run that was never started is an error).
+    resume = (work / "last" / STATE_JSON).is_file()
+    train_captioner(TrainArgs(**settings, threads=threads), resume=resume)
     return out
 
 

@@ -640,3 +640,17 @@ def test_captioning_benchmark_end_to_end(checkpoint, tmp_path):
     rows = json.loads((tmp_path / "captioning.json").read_text())
     template = next(r for r in rows if r["name"].startswith("template"))
     assert template["precision"] == 1.0 and 0 < template["recall"] < 1
+
+
+def test_captioning_benchmark_trains_its_no_attributes_twin_once(checkpoint, tmp_path):
+    """With no --no-attributes-checkpoint, the benchmark trains the twin in a fresh work
+    directory, and a second run reuses the finished one instead of training again."""
+    from fiq_gym.benchmarks.captioning import _no_attributes_checkpoint
+
+    args = json.loads((checkpoint / "training_args.json").read_text())
+    args = {k: v for k, v in args.items() if k != "threads"}
+    twin = _no_attributes_checkpoint(args, tmp_path / "work", threads=1)
+    assert json.loads((twin / "config.json").read_text())["use_attributes"] is False
+    weights = (twin / "model.safetensors").read_bytes()
+    assert _no_attributes_checkpoint(args, tmp_path / "work", threads=1) == twin
+    assert (twin / "model.safetensors").read_bytes() == weights
