@@ -365,6 +365,18 @@ def _transformer_markdown(ms: list[Measurement]) -> list[str]:
             f"- (f) env step / its parts: a native step of {n} takes {step_ms:.1f} ms, `describe` plus the "
             f"ranking of {n} take {parts_ms:.1f} ms: **{parts_ms / step_ms:.2f}** (target >= 0.8)"
         )
+    if ranking is not None and native / single < 15:
+        # What bounds (d): the same ratio for an env step costing only its parts, and for
+        # one whose decoder ran at the FLOP limit.
+        parts_rate = n / (n / describe + n / ranking)
+        bound = f"  - What bounds (d): an env step costing only `describe` plus the ranking would reach {parts_rate / single:.1f}x"
+        if flops is not None and matmul is not None:
+            at_limit = n / (n * flops / matmul + n / ranking)
+            bound += f", one whose decoder ran at the FLOP limit of (g) {at_limit / single:.0f}x"
+        lines.append(
+            bound + ". The batched decoder is the limit: it costs most of a native step, while one "
+            "caption at a time is bound by each decoding step's fixed cost, not its arithmetic."
+        )
     if flops is not None and matmul is not None:
         limit = matmul / flops
         lines += [

@@ -408,3 +408,27 @@ def test_the_sealed_benchmark_evaluates_everything_on_one_warm_child_with_the_un
         np.testing.assert_array_equal(a.result.ranks, b.result.ranks)
         np.testing.assert_array_equal(a.result.success_turn, b.result.success_turn)
     evaluation.close_warm_evaluator()
+
+
+def test_throughput_says_what_bounds_the_transformer_ratio():
+    """When (d) misses its target, the table states the ratio an env step costing only its
+    parts would reach, and one whose decoder ran at the FLOP limit, from the same run."""
+    from fiq_gym.benchmarks.throughput import TRANSFORMER_SETTINGS, Measurement, to_markdown
+
+    rates = {  # 64 pairs: describe 32 ms, ranking 0 ms (1e12/s), native step 40 ms
+        "transformer-single": 100.0,
+        "transformer-native": 1600.0,
+        "transformer-describe": 2000.0,
+        "transformer-generate": 2000.0,
+        "transformer-ranking": 1e12,
+        "transformer-caption-flops": 1e7,  # 10 MFLOP a caption...
+        "transformer-matmul": 1e11,  # ...at 100 GFLOP/s: 10,000 captions/s
+    }
+    rows = [Measurement(s, 10_000, 64, rates[s]) for s in TRANSFORMER_SETTINGS]
+    text = to_markdown(rows, "cmd")
+    assert "(d) native vector env / single envs: **16.0x**" in text
+    assert "What bounds (d)" not in text  # met: nothing to explain
+    rows[1] = Measurement("transformer-native", 10_000, 64, 1000.0)
+    text = to_markdown(rows, "cmd")
+    assert "**10.0x**" in text
+    assert "would reach 20.0x, one whose decoder ran at the FLOP limit of (g) 100x" in text
