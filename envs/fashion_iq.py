@@ -14,19 +14,12 @@ from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.info import StepInfo
-from fiq_gym.links import doc_url
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
-__all__ = ["V0_DEPRECATION", "FashionIQEnv", "FashionIQEnvV0"]
-
-V0_DEPRECATION = (
-    "fiq_gym/FashionIQ*-v0 is deprecated and will be removed in the next release: its return does not "
-    "follow the metric and its observation forgets the dialog; use the -v1 ids (see "
-    f"{doc_url('docs/rl.md', 'ids-and-versions')})"
-)
+__all__ = ["FashionIQEnv"]
 
 
 class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
@@ -285,8 +278,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     is, measured: ``benchmarks/results/configurations.md``.
 
     Each is registered with ``max_episode_steps=5`` and a native vector entry point
-    (``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")``). The `-v0`
-    ids stay registered for one release with their old rules and a ``DeprecationWarning``.
+    (``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")``).
 
     ## Version History
 
@@ -309,11 +301,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       dynamics otherwise: ``reset`` refuses ``target == shown`` and, with only ``shown``
       given, draws the target among the other items (before, the dialog could start on its
       target); the Evaluation Integrity section.
-    * v0: initial release (deprecated; removed in the next release).
+    * v0: initial release (deprecated by v1; removed in 0.2.0: fiq-gym 0.1.x still runs it).
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
-    _VERSION = 1
 
     def __init__(
         self,
@@ -343,9 +334,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
-        version = self._VERSION
         config = DialogConfig.for_env(
-            version,
             action_mode,
             observation_keys,
             reward=reward,
@@ -569,18 +558,3 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         state["shortlist_rngs"] = list(d.shortlist_rngs)
         state["caption_texts"] = [list(t) for t in d.caption_texts]
         return state
-
-
-class FashionIQEnvV0(FashionIQEnv):
-    """The deprecated v0 rules (``fiq_gym/FashionIQ-v0``), unchanged, for one more release.
-
-    Its return does not follow the benchmark's metric (hovering near the target can earn more
-    than showing it), its observation has no dialog history, its caption ids are a ``Box``,
-    and catalogs without predicted attribute scores silently show ground-truth labels. Use v1.
-    """
-
-    _VERSION = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn(V0_DEPRECATION, DeprecationWarning, stacklevel=2)
-        super().__init__(*args, **kwargs)

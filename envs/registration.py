@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "ENV_IDS_V0", "MAX_TURNS", "env_id_for", "register_envs"]
+__all__ = ["ENV_IDS", "MAX_TURNS", "env_id_for", "register_envs"]
 
 _ENTRY = "fiq_gym.envs.fashion_iq:FashionIQEnv"
 _VECTOR_ENTRY = "fiq_gym.envs.vector:FashionIQVectorEnv"
-_ENTRY_V0 = "fiq_gym.envs.fashion_iq:FashionIQEnvV0"
-_VECTOR_ENTRY_V0 = "fiq_gym.envs.vector:FashionIQVectorEnvV0"
 
 # The default dialog length (max_turns) and the registered max_episode_steps.
 MAX_TURNS = 5
@@ -26,7 +24,7 @@ _CONFIGS = {
 }
 
 # The named configurations of fiq_gym.envs.configurations (catalog and shopper settings),
-# chosen from measurements (benchmarks/results/configurations.md); v1 only.
+# chosen from measurements (benchmarks/results/configurations.md).
 _CONFIGURATION_IDS = {
     "FashionIQ100k": {"configuration": "100k"},
     "FashionIQTerse": {"configuration": "terse"},
@@ -37,30 +35,24 @@ _CONFIGURATION_IDS = {
 ENV_IDS: dict[str, dict] = {
     f"fiq_gym/{name}-v1": kwargs for name, kwargs in {**_CONFIGS, **_CONFIGURATION_IDS}.items()
 }
-# Deprecated: the v0 rules, kept registered for one release (they warn when made).
-ENV_IDS_V0: dict[str, dict] = {f"fiq_gym/{name}-v0": kwargs for name, kwargs in _CONFIGS.items()}
 
 
 def register_envs() -> None:
     """Register every id (idempotent: ids already registered are left alone)."""
-    for ids, entry, vector_entry in (
-        (ENV_IDS, _ENTRY, _VECTOR_ENTRY),
-        (ENV_IDS_V0, _ENTRY_V0, _VECTOR_ENTRY_V0),
-    ):
-        for env_id, kwargs in ids.items():
-            if env_id in gym.registry:
-                continue
-            # The env ends episodes after max_turns itself; the registered max_episode_steps
-            # says so to libraries that read the spec (gym.make adds a TimeLimit of it too:
-            # pass max_episode_steps with a different max_turns).
-            gym.register(
-                id=env_id,
-                entry_point=entry,
-                vector_entry_point=vector_entry,
-                kwargs=dict(kwargs),
-                max_episode_steps=MAX_TURNS,
-                disable_env_checker=False,
-            )
+    for env_id, kwargs in ENV_IDS.items():
+        if env_id in gym.registry:
+            continue
+        # The env ends episodes after max_turns itself; the registered max_episode_steps
+        # says so to libraries that read the spec (gym.make adds a TimeLimit of it too:
+        # pass max_episode_steps with a different max_turns).
+        gym.register(
+            id=env_id,
+            entry_point=_ENTRY,
+            vector_entry_point=_VECTOR_ENTRY,
+            kwargs=dict(kwargs),
+            max_episode_steps=MAX_TURNS,
+            disable_env_checker=False,
+        )
 
 
 def env_id_for(configuration: str) -> str:

@@ -15,8 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.dialog_engine import OBSERVATION_KEYS
-from fiq_gym.envs import ENV_IDS, ENV_IDS_V0, FashionIQEnv
-from fiq_gym.envs.fashion_iq import FashionIQEnvV0
+from fiq_gym.envs import ENV_IDS, FashionIQEnv
 from fiq_gym.errors import FallbackWarning
 from fiq_gym.text import split_words
 
@@ -54,26 +53,17 @@ def _rollout(env, seed, steps=12):
 # --- registration and checkers -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env_id", list(ENV_IDS) + list(ENV_IDS_V0))
+@pytest.mark.parametrize("env_id", list(ENV_IDS))
 @pytest.mark.parametrize("action_mode", ACTION_MODES)
 def test_registered_ids_pass_both_checkers(env_id, action_mode, small_catalog_path):
-    v0 = env_id.endswith("-v0")
     with warnings.catch_warnings():
-        # The small catalog has no features (FallbackWarning); v0 ids are deprecated.
+        # The small catalog has no features (FallbackWarning).
         warnings.simplefilter("ignore", FallbackWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
         env = gym.make(env_id, catalog=small_catalog_path, action_mode=action_mode)
-        single = (FashionIQEnvV0 if v0 else FashionIQEnv)(
-            catalog=small_catalog_path,
-            action_mode=action_mode,
-            **(ENV_IDS_V0 if v0 else ENV_IDS)[env_id],
-        )
+        single = FashionIQEnv(catalog=small_catalog_path, action_mode=action_mode, **ENV_IDS[env_id])
     assert env.spec.max_episode_steps == gym.spec(env_id).max_episode_steps == 5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        if v0:  # the checker makes the env again from its spec
-            warnings.filterwarnings("ignore", "fiq_gym/FashionIQ.*-v0 is deprecated", DeprecationWarning)
-            warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)
         gym_check_env(env.unwrapped, skip_render_check=False)
         sb3_check_env(single, warn=True)
     env.close()
@@ -89,24 +79,6 @@ def test_default_catalog_env_and_module_prefix_make():
     # No dead dimensions: every feature varies across the gallery (issue 15: 68 of 128 did not).
     assert tables.feature_dim == 60 and (np.ptp(tables.features, axis=0) > 0).all()
     env.close()
-
-
-def test_v0_ids_warn_and_keep_their_rules(small_catalog_path):
-    with pytest.warns(DeprecationWarning, match="use the -v1 ids"):
-        env = gym.make("fiq_gym/FashionIQ-v0", catalog=small_catalog_path)
-    assert isinstance(env.observation_space["caption"], gym.spaces.Box)
-    assert set(env.observation_space.spaces) == {
-        "caption",
-        "caption_length",
-        "shown_features",
-        "shown_attributes",
-        "turn",
-    }
-    env.reset(seed=0, options={"target": 7, "shown": 3})
-    _, reward, terminated, *_ = env.step(7)
-    assert terminated and reward == 1.0  # v0: percentile 1 once, no pay for the turns left
-    with pytest.raises(ValueError, match="reward must be one of"):
-        FashionIQEnvV0(catalog=small_catalog_path, reward="reciprocal_rank")
 
 
 def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_path):
@@ -165,16 +137,6 @@ def test_repeated_index_earns_what_the_metric_counts(make_env):
     _, first, *_, info1 = env.step(11)
     _, again, *_, info2 = env.step(11)
     assert info2["repeated"] and again == first == info1["percentile"] == info2["percentile"]
-
-
-def test_v0_repeated_index_earns_nothing(small_catalog_path):
-    env = FashionIQEnvV0(catalog=small_catalog_path, reward="percentile")
-    env.reset(seed=0, options={"target": 7, "shown": 3})
-    _, first, *_, _info = env.step(11)
-    _, again, *_, info2 = env.step(11)
-    assert first > 0 and again == 0.0 and info2["repeated"]
-    _, initial, *_ = env.step(3)  # the reset's item counts as shown too
-    assert initial == 0.0
 
 
 @pytest.mark.parametrize("action_mode", ["query", "scores"])
