@@ -206,7 +206,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     ## Arguments
 
     ```python
-    gym.make("fiq_gym/FashionIQ-v1", catalog=None, category=None, user="template",
+    gym.make("fiq_gym/FashionIQ-v2", catalog=None, category=None, user="template",
              action_mode="index", reward="percentile", success_bonus=0.0, max_turns=5,
              caption_length=32, observation_keys=None, render_mode=None,
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
@@ -263,14 +263,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Registered Configurations
 
-    * `fiq_gym/FashionIQ-v1`: all categories.
-    * `fiq_gym/FashionIQDress-v1`, `fiq_gym/FashionIQShirt-v1`,
-      `fiq_gym/FashionIQToptee-v1`: one category each.
-    * `fiq_gym/FashionIQ100k-v1`: a 100,000-item synthetic catalog (``"synthetic:100000"``,
+    * `fiq_gym/FashionIQ-v2`: all categories.
+    * `fiq_gym/FashionIQDress-v2`, `fiq_gym/FashionIQShirt-v2`,
+      `fiq_gym/FashionIQToptee-v2`: one category each.
+    * `fiq_gym/FashionIQ100k-v2`: a 100,000-item synthetic catalog (``"synthetic:100000"``,
       built into the cache on first use: about two minutes and 1.2 GB).
-    * `fiq_gym/FashionIQTerse-v1`: a terse, noisy template shopper: one difference a turn,
+    * `fiq_gym/FashionIQTerse-v2`: a terse, noisy template shopper: one difference a turn,
       10% of colour words wrong, 15% of words dropped.
-    * `fiq_gym/FashionIQTerse100k-v1`: both.
+    * `fiq_gym/FashionIQTerse100k-v2`: both.
 
     The last three fix ``configuration=`` (:mod:`fiq_gym.envs.configurations`), which fills
     in ``catalog`` when none is passed and the template shopper's settings when

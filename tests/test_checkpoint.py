@@ -149,7 +149,7 @@ def test_a_retriever_checkpoint_is_not_a_shopper(small_agent_checkpoint, small_c
         CheckpointError, match=r"not a relative-captioner checkpoint \(it is a 'fiq-gym-retriever'"
     ):
         gym.make(
-            "fiq_gym/FashionIQ-v1",
+            "fiq_gym/FashionIQ-v2",
             catalog=str(small_catalog_path),
             user=f"transformer:{small_agent_checkpoint}",
         )
@@ -172,7 +172,7 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
     finally:
         envs.close()
     index_envs = gym.make_vec(
-        "fiq_gym/FashionIQ-v1",
+        "fiq_gym/FashionIQ-v2",
         num_envs=1,
         vectorization_mode="vector_entry_point",
         catalog=str(small_catalog_path),

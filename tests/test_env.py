@@ -16,6 +16,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.dialog_engine import OBSERVATION_KEYS
 from fiq_gym.envs import ENV_IDS, FashionIQEnv
+from fiq_gym.envs.registration import successor_env_id
 from fiq_gym.errors import FallbackWarning
 from fiq_gym.text import split_words
 
@@ -70,7 +71,7 @@ def test_registered_ids_pass_both_checkers(env_id, action_mode, small_catalog_pa
 
 
 def test_default_catalog_env_and_module_prefix_make():
-    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v1")
+    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v2")
     obs, _info = env.reset(seed=0)
     assert env.unwrapped.num_items == 10_000
     assert env.observation_space.contains(obs)
@@ -83,9 +84,9 @@ def test_default_catalog_env_and_module_prefix_make():
 
 def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_path):
     with pytest.warns(UserWarning, match="pass max_episode_steps=8 to gym.make"):
-        gym.make("fiq_gym/FashionIQ-v1", catalog=small_catalog_path, max_turns=8)
+        gym.make("fiq_gym/FashionIQ-v2", catalog=small_catalog_path, max_turns=8)
     env = gym.make_vec(
-        "fiq_gym/FashionIQ-v1",
+        "fiq_gym/FashionIQ-v2",
         num_envs=2,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,
@@ -97,6 +98,29 @@ def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_pa
 def test_every_id_has_a_vector_entry_point():
     for env_id in ENV_IDS:
         assert gym.spec(env_id).vector_entry_point is not None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("fiq_gym/FashionIQ-v1", "fiq_gym/FashionIQ-v2"),
+        ("fiq_gym/FashionIQ-v0", "fiq_gym/FashionIQ-v2"),
+        ("fiq_gym:fiq_gym/FashionIQShirt-v0", "fiq_gym/FashionIQShirt-v2"),
+        ("fiq_gym/FashionIQTerse100k-v1", "fiq_gym/FashionIQTerse100k-v2"),
+    ],
+)
+def test_earlier_versions_are_not_registered_and_gymnasium_names_v2(old, new):
+    assert set(ENV_IDS) == {env_id for env_id in gym.registry if env_id.startswith("fiq_gym/")}
+    assert all(env_id.endswith("-v2") for env_id in ENV_IDS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Gymnasium's "is out of date"
+        with pytest.raises(gym.error.DeprecatedEnv, match=f"Please use `{new}`"):
+            gym.make(old)
+        with pytest.raises(gym.error.DeprecatedEnv, match=f"Please use `{new}`"):
+            gym.make_vec(old, num_envs=2, vectorization_mode="vector_entry_point")
+    assert successor_env_id(old) == new
+    for other in (new, "fiq_gym/NoSuchEnv-v1", "CartPole-v1", "fiq_gym/FashionIQ-v1/greedy-shortlist-v0"):
+        assert successor_env_id(other) is None
 
 
 # --- semantics -----------------------------------------------------------------------------
@@ -382,7 +406,7 @@ def test_lookahead_previews_are_opt_in_and_leave_the_episode_alone(make_env):
         env.preview_captions([300])
 
 
-# --- v1 observation: history, token space, side information --------------------------------
+# --- observation: history, token space, side information --------------------------------
 
 
 def test_history_keys_hold_the_dialog_so_far(make_env):

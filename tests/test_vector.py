@@ -137,7 +137,7 @@ def test_vector_render(small_catalog_path):
 
 
 def test_sb3_adapter_follows_sb3_conventions(small_catalog_path):
-    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v1", num_envs=3, catalog=small_catalog_path, max_turns=2)
+    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v2", num_envs=3, catalog=small_catalog_path, max_turns=2)
     assert isinstance(vec, SB3VecEnvAdapter)
     vec.seed(0)
     obs = vec.reset()
@@ -154,7 +154,7 @@ def test_sb3_adapter_follows_sb3_conventions(small_catalog_path):
 
 
 def test_sb3_adapter_passes_set_options_to_the_next_reset_only(small_catalog_path):
-    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v1", num_envs=3, catalog=small_catalog_path, max_turns=3)
+    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v2", num_envs=3, catalog=small_catalog_path, max_turns=3)
     vec.set_options({"target": 4, "shown": 7})  # one dict: the same options for every sub-env
     vec.reset()
     assert [info["shown"] for info in vec.reset_infos] == [7, 7, 7]
@@ -181,7 +181,7 @@ def test_ppo_trains_on_the_adapter(small_catalog_path):
     from stable_baselines3 import PPO
 
     vec = make_sb3_vec_env(
-        "fiq_gym/FashionIQ-v1", num_envs=4, catalog=small_catalog_path, action_mode="query"
+        "fiq_gym/FashionIQ-v2", num_envs=4, catalog=small_catalog_path, action_mode="query"
     )
     model = PPO("MultiInputPolicy", vec, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=128)

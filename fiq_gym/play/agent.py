@@ -25,6 +25,7 @@ from fiq_gym.agents.checkpoint import load_agent
 from fiq_gym.agents.retriever import load_checkpoint
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
+from fiq_gym.envs.registration import env_id_for
 from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.text import CaptionTokenizer
 
@@ -196,12 +197,10 @@ def export_default_agent(checkpoint: str | os.PathLike, out: str | os.PathLike =
     checkpoint = Path(checkpoint)
     net, meta = load_checkpoint(checkpoint)
     args = meta.get("args", {})
-    if args.get("catalog") is not None or args.get("env_id", "fiq_gym/FashionIQ-v0") not in (
-        "fiq_gym/FashionIQ-v0",
-        "fiq_gym/FashionIQ-v1",
-    ):
+    env_id = env_id_for("default")
+    if args.get("catalog") is not None or args.get("env_id") != env_id:
         raise ValueError(
-            f"{checkpoint} was not trained on the default catalog with fiq_gym/FashionIQ-v1 "
+            f"{checkpoint} was not trained on the default catalog with {env_id} "
             f"(catalog={args.get('catalog')!r}, env_id={args.get('env_id')!r})"
         )
     catalog = resolve_catalog(None)
