@@ -37,6 +37,7 @@ from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_write_bytes
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.offline import open_dataset
+from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, successor_env_id
 from fiq_gym.evaluation import EvaluationResult
 
 if TYPE_CHECKING:  # the import above already needs Minari; this is for the annotations
@@ -159,6 +160,12 @@ def train(args: Args) -> tuple[SlotPolicy, EvaluationResult | None]:
         raise ValueError(
             f"{args.dataset_id} was not recorded in the shortlist action mode (or has no env spec); this example "
             "clones Discrete(K) shortlist actions: record with `fiq-gym record --action-mode shortlist`"
+        )
+    successor = successor_env_id(spec.id)
+    if successor is not None:
+        raise ValueError(
+            f"{args.dataset_id} was recorded on {spec.id}, {EARLIER_VERSION}: record it again on {successor} "
+            f"(fiq-gym record --env-id {successor} --action-mode shortlist ...), or use {EARLIER_RELEASE}"
         )
     obs, actions = load_transitions(dataset)
     n = len(actions)

@@ -12,6 +12,7 @@ import numpy as np
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
+from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, ENV_VERSION, successor_env_id
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.info import StepInfo
 from fiq_gym.retrieval import RetrievalTables
@@ -384,6 +385,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     def spec(self, value: gym.envs.registration.EnvSpec | None) -> None:
         # gym.make wraps the env in TimeLimit(registered max_episode_steps) unless told
         # otherwise: say so when that cap would end episodes before max_turns.
+        successor = successor_env_id(value.id) if value is not None else None
+        if successor is not None:
+            # gym.make(spec) of a recorded spec (a Minari dataset's, say) does not ask the registry.
+            raise ValueError(f"{value.id} is {EARLIER_VERSION}: make {successor}, or use {EARLIER_RELEASE}")
         self._spec = value
         registered = gym.registry.get(value.id) if value is not None else None
         steps = getattr(registered, "max_episode_steps", None)
@@ -497,6 +502,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     def __getstate__(self) -> dict[str, Any]:
         # Pickle the constructor arguments, not the tables: the catalog reopens as a memory map.
         return {
+            "env_version": ENV_VERSION,
             "args": self._args,
             "render_mode": self.render_mode,
             "dialog": self._dialog_state(),
@@ -507,6 +513,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("env_version") != ENV_VERSION:
+            # Pickles of fiq-gym 0.1.x hold no env_version (their config held the rules' version).
+            old = state.get("env_version", getattr(state.get("args", {}).get("config"), "version", "?"))
+            raise ValueError(
+                f"this FashionIQEnv was pickled by fiq-gym 0.1.x, with the v{old} environment, {EARLIER_VERSION}: "
+                f"its dialog cannot continue here. Make a new env (gym.make('fiq_gym/FashionIQ-v{ENV_VERSION}', "
+                f"...)), or unpickle it with {EARLIER_RELEASE}"
+            )
         a = state["args"]
         cfg: DialogConfig = a["config"]
         self.__init__(

@@ -17,6 +17,7 @@ import gymnasium as gym
 
 __all__ = [
     "EARLIER_RELEASE",
+    "EARLIER_VERSION",
     "ENV_IDS",
     "ENV_VERSION",
     "MAX_TURNS",
@@ -31,7 +32,12 @@ _VECTOR_ENTRY = "fiq_gym.envs.vector:FashionIQVectorEnv"
 # The version every id is registered with (docs/rl.md, "ids and versions"); earlier versions are
 # not registered.
 ENV_VERSION = 2
-# Where the ids of earlier versions still play: v0 and v1 are in the 0.1 releases.
+# What an id of an earlier version is, and where it still plays (v0 and v1: the 0.1 releases), for
+# the messages that refuse one.
+EARLIER_VERSION = (
+    f"an environment version this fiq-gym no longer has (it plays only the -v{ENV_VERSION} ids, whose shipped "
+    "features, shopper and shortlist first stage differ)"
+)
 EARLIER_RELEASE = "fiq-gym 0.1.x (pip install 'fiq-gym<0.2')"
 
 # The default dialog length (max_turns) and the registered max_episode_steps.

@@ -183,6 +183,39 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
     index_envs.close()
 
 
+@pytest.mark.parametrize(
+    ("recorded", "successor"),
+    [
+        ("fiq_gym/FashionIQ-v1", "fiq_gym/FashionIQ-v2"),
+        ("fiq_gym/FashionIQ-v0", "fiq_gym/FashionIQ-v2"),
+        ("fiq_gym/FashionIQDress-v1", "fiq_gym/FashionIQDress-v2"),
+    ],
+)
+def test_a_checkpoint_of_an_earlier_env_version_is_refused_with_the_fix(
+    recorded, successor, small_agent_checkpoint, tmp_path, capsys
+):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(small_agent_checkpoint, checkpoint)
+    _edit_config(checkpoint, lambda c: c["args"].update(env_id=recorded))
+    with pytest.raises(CheckpointError) as caught:
+        load_agent(checkpoint)
+    message = str(caught.value)
+    assert f"trained on {recorded}, an environment version this fiq-gym no longer has" in message
+    assert f"Retrain it on {successor} (fiq-gym train AGENT --env-id {successor}" in message
+    assert "fiq-gym 0.1.x (pip install 'fiq-gym<0.2')" in message
+    assert cli_main(["eval", str(checkpoint), "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fiq-gym: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_without_an_env_id_plays_the_current_default_id(small_agent_checkpoint, tmp_path):
+    """Single-shot retrievers learn from human captions, not in an env, and record no env id."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(small_agent_checkpoint, checkpoint)
+    _edit_config(checkpoint, lambda c: c["args"].pop("env_id"))
+    assert load_agent(checkpoint).env_id == "fiq_gym/FashionIQ-v2"
+
+
 TRAINER_ARGS = [
     "fiq_gym.agents.supervised:Args",
     "fiq_gym.agents.policy_gradient:Args",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import pickle
 import warnings
 
@@ -80,6 +82,15 @@ def test_default_catalog_env_and_module_prefix_make():
     # No dead dimensions: every feature varies across the gallery (issue 15: 68 of 128 did not).
     assert tables.feature_dim == 60 and (np.ptp(tables.features, axis=0) > 0).all()
     env.close()
+
+
+def test_a_recorded_spec_of_an_earlier_version_is_refused(small_catalog_path):
+    # gym.make(EnvSpec) skips the registry: a spec recorded by 0.1.x (a Minari dataset's) still fails.
+    old = dataclasses.replace(gym.spec("fiq_gym/FashionIQ-v2"), id="fiq_gym/FashionIQ-v1")
+    with pytest.raises(
+        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v2"
+    ):
+        gym.make(old, catalog=small_catalog_path)
 
 
 def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_path):
@@ -267,6 +278,21 @@ def test_env_pickles_and_continues_identically(make_env):
     action = np.full(env.action_space.shape, 0.1, np.float32)
     assert repr(env.step(action)) == repr(clone.step(action))
     assert len(pickle.dumps(env)) < 200_000, "pickling must not copy the catalog's images"
+
+
+def test_a_pickle_of_an_earlier_fiq_gym_is_refused(make_env):
+    env = make_env()
+    env.reset(seed=0)
+    state = env.__getstate__()
+    # fiq-gym 0.1.x pickled no env_version; its config held the rules' version.
+    del state["env_version"]
+    config = copy.copy(state["args"]["config"])
+    object.__setattr__(config, "version", 1)
+    state["args"] = {**state["args"], "config": config}
+    with pytest.raises(
+        ValueError, match=r"pickled by fiq-gym 0\.1\.x, with the v1 environment, .*-v2 ids.*fiq-gym<0\.2"
+    ):
+        FashionIQEnv.__new__(FashionIQEnv).__setstate__(state)
 
 
 def test_close_twice(make_env):

@@ -413,3 +413,32 @@ def test_behaviour_cloning_trains_from_the_cli(featured_catalog_path, tmp_path, 
     out = capsys.readouterr().out
     assert "epoch 2/2" in out and "behaviour cloning" in out
     assert (tmp_path / "bc" / "policy.pt").is_file()
+
+
+def test_a_dataset_recorded_on_an_earlier_version_is_refused(featured_catalog_path, tmp_path, monkeypatch):
+    """A dataset of fiq-gym 0.1.x names a -v1 env: neither the example nor Minari's
+    recover_environment plays it on -v2."""
+    from fiq_gym.agents.behaviour_cloning import Args, train
+
+    written = _record(tmp_path, featured_catalog_path, "greedy", "shortlist", episodes=2)
+    edited = 0
+    for path in (tmp_path / "fiq_gym").rglob("*.json"):
+        text = path.read_text()
+        if "fiq_gym/FashionIQ-v2" in text.replace(written.dataset_id, ""):
+            path.write_text(text.replace("fiq_gym/FashionIQ-v2", "fiq_gym/FashionIQ-v1"))
+            edited += 1
+    assert edited, "the dataset records its env spec in a JSON file"
+    dataset_id = written.dataset_id.replace("FashionIQ-v2", "FashionIQ-v1")
+    (tmp_path / "fiq_gym" / "FashionIQ-v2").rename(tmp_path / "fiq_gym" / "FashionIQ-v1")
+    dataset = _load(tmp_path, dataset_id, monkeypatch)
+    assert dataset.env_spec.id == "fiq_gym/FashionIQ-v1"
+    with pytest.raises(
+        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v2"
+    ):
+        dataset.recover_environment()
+    args = Args(dataset_id=dataset_id, datasets_path=str(tmp_path), out=str(tmp_path / "bc"))
+    with pytest.raises(
+        ValueError, match=r"recorded on fiq_gym/FashionIQ-v1, .*record it again on fiq_gym/FashionIQ-v2"
+    ):
+        train(args)
+    assert not (tmp_path / "bc").exists()
