@@ -283,6 +283,13 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Version History
 
+    * v2 (fiq-gym 0.2.0): the rules, the observation and action spaces and the rewards are
+      unchanged from v1; the shipped data changed. The attribute network gained a category
+      head (the default catalogs' features now carry each item's category), and the
+      transformer shopper and the shortlist first stage were retrained on the new features.
+      The -v1 and -v0 ids are no longer registered (Gymnasium's ``DeprecatedEnv`` names the
+      -v2 id; agent checkpoints, datasets and pickles that recorded them are refused); to
+      reproduce them, install fiq-gym 0.1.x.
     * v1 (extended, not bumped: the default's dynamics are unchanged): ``scoring="exact"``
       and ``"float16"``, opt-in scorings that rank by exact dot products.
     * v1 (not bumped: observations, rewards and episodes are unchanged): `info["caption"]`
@@ -302,7 +309,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       dynamics otherwise: ``reset`` refuses ``target == shown`` and, with only ``shown``
       given, draws the target among the other items (before, the dialog could start on its
       target); the Evaluation Integrity section.
-    * v0: initial release (deprecated by v1; removed in 0.2.0: fiq-gym 0.1.x still runs it).
+    * v0: initial release (deprecated by v1; removed in 0.2.0).
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
