@@ -4,7 +4,7 @@
 per-category ids); see :mod:`fiq_gym.envs.registration`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # The one upward reference of the core: registration is a table of strings and imports no
 # environment code, so the layers below stay importable on their own.
