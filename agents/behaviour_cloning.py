@@ -7,7 +7,7 @@ action mode (``Discrete(K)``: pick one of K candidates), the mode offline and of
 agents learn in. Needs the offline extra: ``pip install -e ".[offline]"``.
 
     fiq-gym record --agent greedy --episodes 2000 --out datasets
-    fiq-gym train behaviour-cloning --dataset-id fiq_gym/FashionIQ-v1/greedy-shortlist-v0 \\
+    fiq-gym train behaviour-cloning --dataset-id fiq_gym/FashionIQ-v2/greedy-shortlist-v0 \\
         --datasets-path datasets --out runs/bc
     tensorboard --logdir runs/bc/tb
 
@@ -37,6 +37,7 @@ from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_write_bytes
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.offline import open_dataset
+from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, successor_env_id
 from fiq_gym.evaluation import EvaluationResult
 
 if TYPE_CHECKING:  # the import above already needs Minari; this is for the annotations
@@ -47,7 +48,7 @@ __all__ = ["Args", "BCAgent", "SlotPolicy", "load_transitions", "train"]
 
 @dataclass
 class Args:
-    dataset_id: str = "fiq_gym/FashionIQ-v1/greedy-shortlist-v0"
+    dataset_id: str = "fiq_gym/FashionIQ-v2/greedy-shortlist-v0"
     """Minari dataset id (written by fiq-gym record, shortlist action mode)"""
     datasets_path: str | None = None
     """Minari datasets root that holds it (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)"""
@@ -159,6 +160,12 @@ def train(args: Args) -> tuple[SlotPolicy, EvaluationResult | None]:
         raise ValueError(
             f"{args.dataset_id} was not recorded in the shortlist action mode (or has no env spec); this example "
             "clones Discrete(K) shortlist actions: record with `fiq-gym record --action-mode shortlist`"
+        )
+    successor = successor_env_id(spec.id)
+    if successor is not None:
+        raise ValueError(
+            f"{args.dataset_id} was recorded on {spec.id}, {EARLIER_VERSION}: record it again on {successor} "
+            f"(fiq-gym record --env-id {successor} --action-mode shortlist ...), or use {EARLIER_RELEASE}"
         )
     obs, actions = load_transitions(dataset)
     n = len(actions)

@@ -47,6 +47,7 @@ from fiq_gym.checkpoint import (
     read_config,
     read_training_state,
 )
+from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
@@ -62,7 +63,6 @@ __all__ = [
     "start_retriever_run",
 ]
 
-DEFAULT_ENV_ID = "fiq_gym/FashionIQ-v0"
 #: The action mode each agent of the benchmark speaks.
 ACTION_MODES = {
     "random": "index",
@@ -238,7 +238,9 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointError: not an agent checkpoint, or damaged (the message names the file).
+        CheckpointError: not an agent checkpoint, or damaged (the message names the file), or
+            trained on an env version this fiq-gym no longer has (-v1, -v0: the message names
+            the -v2 id to retrain on).
     """
     path = Path(path).expanduser()
     config = read_config(path, formats=set(_KINDS), what="an agent checkpoint", fix=_FIX)
@@ -246,7 +248,16 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
     args = config.get("args") if isinstance(config.get("args"), dict) else {}
     if kind in ("ppo", "rllib-ppo"):
         mode = str(args.get("action_mode") or mode)
-    env_id = str(args.get("env_id") or DEFAULT_ENV_ID)
+    # Every trainer that plays dialogs records its env id; checkpoints without one (single-shot
+    # retrievers, trained on human captions, not in an env) play the default id.
+    env_id = str(args.get("env_id") or env_id_for("default"))
+    successor = successor_env_id(env_id)
+    if successor is not None:
+        raise CheckpointError(
+            f"{path}/config.json says the agent was trained on {env_id}, {EARLIER_VERSION}: it would act on "
+            f"inputs it never saw. Retrain it on {successor} (fiq-gym train AGENT --env-id {successor} ...), "
+            f"or use it with {EARLIER_RELEASE}"
+        )
     try:
         gym.spec(env_id)
     except gym.error.Error:

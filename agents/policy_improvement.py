@@ -46,7 +46,7 @@ __all__ = ["Args", "lookahead_choice", "train"]
 
 @dataclass
 class Args:
-    env_id: str = "fiq_gym/FashionIQ-v1"
+    env_id: str = "fiq_gym/FashionIQ-v2"
     """registered environment id"""
     catalog: str | None = None
     """catalog directory (default: the built-in synthetic catalog)"""

@@ -48,9 +48,8 @@ __all__ = ["Args", "CaptionFeaturesExtractor", "PPOAgent", "train"]
 class CaptionFeaturesExtractor(BaseFeaturesExtractor):
     """Caption tokens -> mean of learned word embeddings; shown item -> MLP; concatenated.
 
-    SB3 hands observations over as floats: a ``MultiDiscrete`` caption (v1) arrives one-hot,
-    (B, L * V), and is embedded by a product with the embedding matrix; a ``Box`` caption (v0)
-    arrives as ids, cast back to integers here.
+    SB3 hands observations over as floats: the ``MultiDiscrete`` caption arrives one-hot,
+    (B, L * V), and is embedded by a product with the embedding matrix.
     """
 
     def __init__(
@@ -58,8 +57,7 @@ class CaptionFeaturesExtractor(BaseFeaturesExtractor):
     ) -> None:
         super().__init__(observation_space, features_dim)
         caption = observation_space["caption"]
-        self.one_hot = isinstance(caption, gym.spaces.MultiDiscrete)
-        vocab = int(caption.nvec[0]) if self.one_hot else int(np.max(caption.high)) + 1
+        vocab = int(caption.nvec[0])
         self.vocab = vocab
         item_dim = (
             observation_space["shown_features"].shape[0] + observation_space["shown_attributes"].shape[0]
@@ -72,14 +70,9 @@ class CaptionFeaturesExtractor(BaseFeaturesExtractor):
         self.head = nn.Sequential(nn.Linear(2 * embed_dim + 1, features_dim), nn.ReLU())
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.one_hot:
-            one_hot = observations["caption"].view(observations["caption"].shape[0], -1, self.vocab)
-            mask = (1.0 - one_hot[..., :1]).float()  # id 0 is padding
-            embedded = one_hot @ self.embedding.weight
-        else:
-            tokens = observations["caption"].long()
-            mask = (tokens != 0).float().unsqueeze(-1)
-            embedded = self.embedding(tokens)
+        one_hot = observations["caption"].view(observations["caption"].shape[0], -1, self.vocab)
+        mask = (1.0 - one_hot[..., :1]).float()  # id 0 is padding
+        embedded = one_hot @ self.embedding.weight
         words = (embedded * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         item = self.item(
             torch.cat([observations["shown_features"], observations["shown_attributes"]], dim=-1)
@@ -90,7 +83,7 @@ class CaptionFeaturesExtractor(BaseFeaturesExtractor):
 
 @dataclass
 class Args:
-    env_id: str = "fiq_gym/FashionIQ-v1"
+    env_id: str = "fiq_gym/FashionIQ-v2"
     """registered environment id"""
     catalog: str | None = None
     """catalog directory (default: the built-in synthetic catalog)"""

@@ -46,7 +46,7 @@ from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, galle
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import RLLIB_PPO_FORMAT, prepare_run, versions
-from fiq_gym.dialog_engine import CANDIDATE_KEYS, OBSERVATION_KEYS_V0
+from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS
 from fiq_gym.envs.rllib import register_rllib_envs
 from fiq_gym.evaluation import EvaluationResult
 
@@ -59,7 +59,7 @@ MAX_INDEX_ITEMS = 5_000
 
 @dataclass
 class Args:
-    env_id: str = "fiq_gym/FashionIQ-v1"
+    env_id: str = "fiq_gym/FashionIQ-v2"
     """registered environment id"""
     catalog: str | None = None
     """catalog directory (default: the built-in synthetic catalog; on a cluster every node must see this path)"""
@@ -139,10 +139,10 @@ def env_config_of(args: Args) -> dict[str, Any]:
     # The modules read this turn only (like the SB3 policies), not the dialog's history: left
     # out, it is that much less for RLlib to copy and batch every step.
     if args.action_mode == "shortlist":
-        config["observation_keys"] = (*OBSERVATION_KEYS_V0, *CANDIDATE_KEYS)
+        config["observation_keys"] = (*CORE_OBSERVATION_KEYS, *CANDIDATE_KEYS)
     else:
         # The module masks items already shown (the env would show them again, for nothing).
-        config["observation_keys"] = (*OBSERVATION_KEYS_V0, "shown_mask")
+        config["observation_keys"] = (*CORE_OBSERVATION_KEYS, "shown_mask")
     return config
 
 

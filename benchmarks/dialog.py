@@ -299,7 +299,7 @@ def train_agents(
     run: Path,
     progress: bool,
     max_turns: int,
-    env_id: str = "fiq_gym/FashionIQ-v1",
+    env_id: str = "fiq_gym/FashionIQ-v2",
 ) -> tuple[dict[str, Any], dict[str, Budget], str]:
     """Train (or load) every requested agent for one (user, seed); return what evaluates them,
     what each one's training cost and the shortlist agents' first stage."""
@@ -448,7 +448,7 @@ def _agent_and_env(
     max_turns: int,
     seed: int,
     first_stage: str = "retriever",
-    env_id: str = "fiq_gym/FashionIQ-v1",
+    env_id: str = "fiq_gym/FashionIQ-v2",
 ):
     """The agent and the env it is evaluated in with shopper ``user`` (a trained agent keeps
     the tokenizer of the shopper it was trained with; see :meth:`LoadedAgent.make_envs`)."""

@@ -41,7 +41,7 @@ from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
 
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
 
-ENV = "fiq_gym/FashionIQ-v1"
+ENV = "fiq_gym/FashionIQ-v2"
 
 
 # --- cheating agents: each one would find the target if it could reach the environment -----------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fiq_gym.envs.registration import ENV_IDS, ENV_IDS_V0, register_envs
+from fiq_gym.envs.registration import ENV_IDS, register_envs
 
-__all__ = ["ENV_IDS", "ENV_IDS_V0", "FashionIQEnv", "FashionIQVectorEnv", "register_envs"]
+__all__ = ["ENV_IDS", "FashionIQEnv", "FashionIQVectorEnv", "register_envs"]
 
 
 def __getattr__(name: str) -> Any:

@@ -122,7 +122,7 @@ def build_dialog(
         raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
     catalog, user_kwargs = apply_configuration(configuration, catalog, user, user_kwargs)
     opened, tables, chosen, tok = build_dialog_parts(
-        catalog, category, user, user_kwargs, tokenizer, side_info if config.version == 1 else "auto"
+        catalog, category, user, user_kwargs, tokenizer, side_info
     )
     first_stage = build_first_stage(shortlist, config.action_mode, opened, tables)
     ranker = make_ranker(tables.features, scoring, shards, shard_mode)

@@ -12,21 +12,15 @@ import numpy as np
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
+from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, ENV_VERSION, successor_env_id
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.info import StepInfo
-from fiq_gym.links import doc_url
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
-__all__ = ["V0_DEPRECATION", "FashionIQEnv", "FashionIQEnvV0"]
-
-V0_DEPRECATION = (
-    "fiq_gym/FashionIQ*-v0 is deprecated and will be removed in the next release: its return does not "
-    "follow the metric and its observation forgets the dialog; use the -v1 ids (see "
-    f"{doc_url('docs/rl.md', 'ids-and-versions')})"
-)
+__all__ = ["FashionIQEnv"]
 
 
 class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
@@ -213,7 +207,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     ## Arguments
 
     ```python
-    gym.make("fiq_gym/FashionIQ-v1", catalog=None, category=None, user="template",
+    gym.make("fiq_gym/FashionIQ-v2", catalog=None, category=None, user="template",
              action_mode="index", reward="percentile", success_bonus=0.0, max_turns=5,
              caption_length=32, observation_keys=None, render_mode=None,
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
@@ -270,14 +264,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Registered Configurations
 
-    * `fiq_gym/FashionIQ-v1`: all categories.
-    * `fiq_gym/FashionIQDress-v1`, `fiq_gym/FashionIQShirt-v1`,
-      `fiq_gym/FashionIQToptee-v1`: one category each.
-    * `fiq_gym/FashionIQ100k-v1`: a 100,000-item synthetic catalog (``"synthetic:100000"``,
+    * `fiq_gym/FashionIQ-v2`: all categories.
+    * `fiq_gym/FashionIQDress-v2`, `fiq_gym/FashionIQShirt-v2`,
+      `fiq_gym/FashionIQToptee-v2`: one category each.
+    * `fiq_gym/FashionIQ100k-v2`: a 100,000-item synthetic catalog (``"synthetic:100000"``,
       built into the cache on first use: about two minutes and 1.2 GB).
-    * `fiq_gym/FashionIQTerse-v1`: a terse, noisy template shopper: one difference a turn,
+    * `fiq_gym/FashionIQTerse-v2`: a terse, noisy template shopper: one difference a turn,
       10% of colour words wrong, 15% of words dropped.
-    * `fiq_gym/FashionIQTerse100k-v1`: both.
+    * `fiq_gym/FashionIQTerse100k-v2`: both.
 
     The last three fix ``configuration=`` (:mod:`fiq_gym.envs.configurations`), which fills
     in ``catalog`` when none is passed and the template shopper's settings when
@@ -285,11 +279,17 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     is, measured: ``benchmarks/results/configurations.md``.
 
     Each is registered with ``max_episode_steps=5`` and a native vector entry point
-    (``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")``). The `-v0`
-    ids stay registered for one release with their old rules and a ``DeprecationWarning``.
+    (``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point")``).
 
     ## Version History
 
+    * v2 (fiq-gym 0.2.0): the rules, the observation and action spaces and the rewards are
+      unchanged from v1; the shipped data changed. The attribute network gained a category
+      head (the default catalogs' features now carry each item's category), and the
+      transformer shopper and the shortlist first stage were retrained on the new features.
+      The -v1 and -v0 ids are no longer registered (Gymnasium's ``DeprecatedEnv`` names the
+      -v2 id; agent checkpoints, datasets and pickles that recorded them are refused); to
+      reproduce them, install fiq-gym 0.1.x.
     * v1 (extended, not bumped: the default's dynamics are unchanged): ``scoring="exact"``
       and ``"float16"``, opt-in scorings that rank by exact dot products.
     * v1 (not bumped: observations, rewards and episodes are unchanged): `info["caption"]`
@@ -309,11 +309,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       dynamics otherwise: ``reset`` refuses ``target == shown`` and, with only ``shown``
       given, draws the target among the other items (before, the dialog could start on its
       target); the Evaluation Integrity section.
-    * v0: initial release (deprecated; removed in the next release).
+    * v0: initial release (deprecated by v1; removed in 0.2.0).
     """
 
     metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
-    _VERSION = 1
 
     def __init__(
         self,
@@ -343,9 +342,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
-        version = self._VERSION
         config = DialogConfig.for_env(
-            version,
             action_mode,
             observation_keys,
             reward=reward,
@@ -395,6 +392,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     def spec(self, value: gym.envs.registration.EnvSpec | None) -> None:
         # gym.make wraps the env in TimeLimit(registered max_episode_steps) unless told
         # otherwise: say so when that cap would end episodes before max_turns.
+        successor = successor_env_id(value.id) if value is not None else None
+        if successor is not None:
+            # gym.make(spec) of a recorded spec (a Minari dataset's, say) does not ask the registry.
+            raise ValueError(f"{value.id} is {EARLIER_VERSION}: make {successor}, or use {EARLIER_RELEASE}")
         self._spec = value
         registered = gym.registry.get(value.id) if value is not None else None
         steps = getattr(registered, "max_episode_steps", None)
@@ -508,6 +509,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     def __getstate__(self) -> dict[str, Any]:
         # Pickle the constructor arguments, not the tables: the catalog reopens as a memory map.
         return {
+            "env_version": ENV_VERSION,
             "args": self._args,
             "render_mode": self.render_mode,
             "dialog": self._dialog_state(),
@@ -518,6 +520,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("env_version") != ENV_VERSION:
+            # Pickles of fiq-gym 0.1.x hold no env_version (their config held the rules' version).
+            old = state.get("env_version", getattr(state.get("args", {}).get("config"), "version", "?"))
+            raise ValueError(
+                f"this FashionIQEnv was pickled by fiq-gym 0.1.x, with the v{old} environment, {EARLIER_VERSION}: "
+                f"its dialog cannot continue here. Make a new env (gym.make('fiq_gym/FashionIQ-v{ENV_VERSION}', "
+                f"...)), or unpickle it with {EARLIER_RELEASE}"
+            )
         a = state["args"]
         cfg: DialogConfig = a["config"]
         self.__init__(
@@ -569,18 +579,3 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         state["shortlist_rngs"] = list(d.shortlist_rngs)
         state["caption_texts"] = [list(t) for t in d.caption_texts]
         return state
-
-
-class FashionIQEnvV0(FashionIQEnv):
-    """The deprecated v0 rules (``fiq_gym/FashionIQ-v0``), unchanged, for one more release.
-
-    Its return does not follow the benchmark's metric (hovering near the target can earn more
-    than showing it), its observation has no dialog history, its caption ids are a ``Box``,
-    and catalogs without predicted attribute scores silently show ground-truth labels. Use v1.
-    """
-
-    _VERSION = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn(V0_DEPRECATION, DeprecationWarning, stacklevel=2)
-        super().__init__(*args, **kwargs)

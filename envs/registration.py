@@ -1,19 +1,44 @@
 """Gymnasium registration of fiq-gym's environment ids.
 
 Entry points are strings, so registering imports nothing heavy; ``import fiq_gym`` calls
-:func:`register_envs`, and ``gym.make("fiq_gym:fiq_gym/FashionIQ-v1")`` works too.
+:func:`register_envs`, and ``gym.make("fiq_gym:fiq_gym/FashionIQ-v2")`` works too.
+
+Only the current version is registered: Gymnasium answers an id of an earlier version
+(``fiq_gym/FashionIQ-v1``, ``-v0``) with its ``DeprecatedEnv`` error naming the current id, and
+:func:`successor_env_id` tells fiq-gym's own readers (agent checkpoints, datasets, pickled
+environments) which recorded ids are of an earlier version, so they refuse them with the fix.
 """
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 
-__all__ = ["ENV_IDS", "ENV_IDS_V0", "MAX_TURNS", "env_id_for", "register_envs"]
+__all__ = [
+    "EARLIER_RELEASE",
+    "EARLIER_VERSION",
+    "ENV_IDS",
+    "ENV_VERSION",
+    "MAX_TURNS",
+    "env_id_for",
+    "register_envs",
+    "successor_env_id",
+]
 
 _ENTRY = "fiq_gym.envs.fashion_iq:FashionIQEnv"
 _VECTOR_ENTRY = "fiq_gym.envs.vector:FashionIQVectorEnv"
-_ENTRY_V0 = "fiq_gym.envs.fashion_iq:FashionIQEnvV0"
-_VECTOR_ENTRY_V0 = "fiq_gym.envs.vector:FashionIQVectorEnvV0"
+
+# The version every id is registered with (docs/rl.md, "ids and versions"); earlier versions are
+# not registered.
+ENV_VERSION = 2
+# What an id of an earlier version is, and where it still plays (v0 and v1: the 0.1 releases), for
+# the messages that refuse one.
+EARLIER_VERSION = (
+    f"an environment version this fiq-gym no longer has (it plays only the -v{ENV_VERSION} ids, whose shipped "
+    "features, shopper and shortlist first stage differ)"
+)
+EARLIER_RELEASE = "fiq-gym 0.1.x (pip install 'fiq-gym<0.2')"
 
 # The default dialog length (max_turns) and the registered max_episode_steps.
 MAX_TURNS = 5
@@ -26,7 +51,7 @@ _CONFIGS = {
 }
 
 # The named configurations of fiq_gym.envs.configurations (catalog and shopper settings),
-# chosen from measurements (benchmarks/results/configurations.md); v1 only.
+# chosen from measurements (benchmarks/results/configurations.md).
 _CONFIGURATION_IDS = {
     "FashionIQ100k": {"configuration": "100k"},
     "FashionIQTerse": {"configuration": "terse"},
@@ -35,41 +60,47 @@ _CONFIGURATION_IDS = {
 
 # id -> fixed keyword arguments. Names are part of the public API: keep them.
 ENV_IDS: dict[str, dict] = {
-    f"fiq_gym/{name}-v1": kwargs for name, kwargs in {**_CONFIGS, **_CONFIGURATION_IDS}.items()
+    f"fiq_gym/{name}-v{ENV_VERSION}": kwargs for name, kwargs in {**_CONFIGS, **_CONFIGURATION_IDS}.items()
 }
-# Deprecated: the v0 rules, kept registered for one release (they warn when made).
-ENV_IDS_V0: dict[str, dict] = {f"fiq_gym/{name}-v0": kwargs for name, kwargs in _CONFIGS.items()}
+_ID = re.compile(r"(?:fiq_gym:)?fiq_gym/(?P<name>[A-Za-z0-9]+)-v(?P<version>[0-9]+)")
 
 
 def register_envs() -> None:
     """Register every id (idempotent: ids already registered are left alone)."""
-    for ids, entry, vector_entry in (
-        (ENV_IDS, _ENTRY, _VECTOR_ENTRY),
-        (ENV_IDS_V0, _ENTRY_V0, _VECTOR_ENTRY_V0),
-    ):
-        for env_id, kwargs in ids.items():
-            if env_id in gym.registry:
-                continue
-            # The env ends episodes after max_turns itself; the registered max_episode_steps
-            # says so to libraries that read the spec (gym.make adds a TimeLimit of it too:
-            # pass max_episode_steps with a different max_turns).
-            gym.register(
-                id=env_id,
-                entry_point=entry,
-                vector_entry_point=vector_entry,
-                kwargs=dict(kwargs),
-                max_episode_steps=MAX_TURNS,
-                disable_env_checker=False,
-            )
+    for env_id, kwargs in ENV_IDS.items():
+        if env_id in gym.registry:
+            continue
+        # The env ends episodes after max_turns itself; the registered max_episode_steps
+        # says so to libraries that read the spec (gym.make adds a TimeLimit of it too:
+        # pass max_episode_steps with a different max_turns).
+        gym.register(
+            id=env_id,
+            entry_point=_ENTRY,
+            vector_entry_point=_VECTOR_ENTRY,
+            kwargs=dict(kwargs),
+            max_episode_steps=MAX_TURNS,
+            disable_env_checker=False,
+        )
 
 
 def env_id_for(configuration: str) -> str:
-    """The registered id that plays ``configuration`` (``fiq_gym/FashionIQ-v1`` for
+    """The registered id that plays ``configuration`` (``fiq_gym/FashionIQ-v2`` for
     ``"default"``); ``ValueError`` naming the known ones otherwise."""
     if configuration == "default":
-        return "fiq_gym/FashionIQ-v1"
+        return f"fiq_gym/FashionIQ-v{ENV_VERSION}"
     for env_id, kwargs in ENV_IDS.items():
         if kwargs.get("configuration") == configuration:
             return env_id
     known = ["default", *(k["configuration"] for k in ENV_IDS.values() if "configuration" in k)]
     raise ValueError(f"no registered id plays configuration {configuration!r}; registered: {known}")
+
+
+def successor_env_id(env_id: str) -> str | None:
+    """The registered id that replaces ``env_id`` when ``env_id`` names a fiq-gym environment
+    of an earlier version (``fiq_gym/FashionIQ-v1`` and ``fiq_gym/FashionIQ-v0`` ->
+    ``fiq_gym/FashionIQ-v2``); None for any other id (a current one, or one fiq-gym never had)."""
+    match = _ID.fullmatch(env_id)
+    if match is None or int(match["version"]) >= ENV_VERSION:
+        return None
+    current = f"fiq_gym/{match['name']}-v{ENV_VERSION}"
+    return current if current in ENV_IDS else None

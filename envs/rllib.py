@@ -4,7 +4,7 @@ What RLlib does not get right by itself with these environments, and what this m
 
 * **Registration in every runner.** A Ray env runner is a fresh process that has not imported
   ``fiq_gym``, so the plain Gymnasium id fails there. :func:`register_rllib_envs` registers
-  every ``fiq_gym/...-v1`` id with RLlib's own registry (kept by the Ray cluster, so each
+  every ``fiq_gym/...-v2`` id with RLlib's own registry (kept by the Ray cluster, so each
   runner finds it); unpickling the creator imports ``fiq_gym`` in the runner.
 * **The native vector env.** With ``gym_env_vectorize_mode="vector_entry_point"`` RLlib calls
   the creator with ``num_envs`` and :func:`make_rllib_env` returns one
@@ -34,7 +34,7 @@ from fiq_gym.envs.rllib import register_rllib_envs
 register_rllib_envs()
 config = (
     PPOConfig()
-    .environment("fiq_gym/FashionIQ-v1", env_config={"action_mode": "shortlist", "seed": 0})
+    .environment("fiq_gym/FashionIQ-v2", env_config={"action_mode": "shortlist", "seed": 0})
     .env_runners(num_env_runners=2, num_envs_per_env_runner=8, gym_env_vectorize_mode="vector_entry_point")
     .debugging(seed=0)
 )
@@ -232,8 +232,8 @@ def make_rllib_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.
 
 
 def register_rllib_envs(env_ids: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """Register ``env_ids`` (default: every ``fiq_gym/...-v1`` id) with RLlib under the same
-    names, so ``config.environment("fiq_gym/FashionIQ-v1", env_config={...})`` works in every
+    """Register ``env_ids`` (default: every ``fiq_gym/...-v2`` id) with RLlib under the same
+    names, so ``config.environment("fiq_gym/FashionIQ-v2", env_config={...})`` works in every
     runner of a local or remote cluster. Idempotent; returns the ids."""
     require_ray()
     from ray.tune.registry import register_env

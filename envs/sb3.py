@@ -155,7 +155,7 @@ class SB3VecEnvAdapter(VecEnv):
 
 
 def make_sb3_vec_env(
-    env_id: str = "fiq_gym/FashionIQ-v1",
+    env_id: str = "fiq_gym/FashionIQ-v2",
     num_envs: int = 8,
     *,
     bootstrap_truncated: bool = False,

@@ -9,7 +9,6 @@ targets, captions, ranks and rewards.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,6 @@ from gymnasium.vector.utils import batch_space
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
-from fiq_gym.envs.fashion_iq import V0_DEPRECATION
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.info import StepInfo
 from fiq_gym.ranking import Ranker
@@ -29,7 +27,7 @@ from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
-__all__ = ["FashionIQVectorEnv", "FashionIQVectorEnvV0"]
+__all__ = ["FashionIQVectorEnv"]
 
 
 class FashionIQVectorEnv(VectorEnv):
@@ -73,7 +71,6 @@ class FashionIQVectorEnv(VectorEnv):
     """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array", "ansi"]}
-    _VERSION = 1
 
     def __init__(
         self,
@@ -123,9 +120,7 @@ class FashionIQVectorEnv(VectorEnv):
         # gym.make_vec passes the registered max_episode_steps; an explicit max_turns wins.
         if max_turns is None:
             max_turns = 5 if max_episode_steps is None else max_episode_steps
-        version = self._VERSION
         config = DialogConfig.for_env(
-            version,
             action_mode,
             observation_keys,
             reward=reward,
@@ -360,13 +355,3 @@ def _seed_list(seed: Any, n: int) -> list[int | None]:
         f"reset(seed=...) takes a non-negative integer (sub-env k gets seed + k), a list of {n} "
         f"such integers or None (one per sub-env), or None; got {seed!r}"
     )
-
-
-class FashionIQVectorEnvV0(FashionIQVectorEnv):
-    """The deprecated v0 rules in the native vector env (see :class:`~fiq_gym.envs.fashion_iq.FashionIQEnvV0`)."""
-
-    _VERSION = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn(V0_DEPRECATION, DeprecationWarning, stacklevel=2)
-        super().__init__(*args, **kwargs)

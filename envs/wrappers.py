@@ -67,7 +67,7 @@ class FlatObservation(gym.ObservationWrapper):
 
     ```python
     envs = gym.vector.SyncVectorEnv(
-        [lambda: FlatObservation(gym.make("fiq_gym/FashionIQ-v1", action_mode="shortlist"))] * 4
+        [lambda: FlatObservation(gym.make("fiq_gym/FashionIQ-v2", action_mode="shortlist"))] * 4
     )
     ```
     """

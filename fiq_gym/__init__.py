@@ -1,10 +1,10 @@
 """fiq-gym: Gymnasium environments for dialog-based interactive fashion image retrieval.
 
-``import fiq_gym`` registers the environment ids (``fiq_gym/FashionIQ-v1`` and the
+``import fiq_gym`` registers the environment ids (``fiq_gym/FashionIQ-v2`` and the
 per-category ids); see :mod:`fiq_gym.envs.registration`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # The one upward reference of the core: registration is a table of strings and imports no
 # environment code, so the layers below stay importable on their own.

@@ -28,12 +28,11 @@ from fiq_gym.users.base import User
 __all__ = [
     "ACTION_MODES",
     "CANDIDATE_KEYS",
+    "CORE_OBSERVATION_KEYS",
     "HISTORY_KEYS",
     "OBSERVATION_KEYS",
-    "OBSERVATION_KEYS_V0",
     "OPTIONAL_KEYS",
     "REWARDS",
-    "REWARDS_V0",
     "SHOWN_MASK_LIMIT",
     "DialogBatch",
     "DialogConfig",
@@ -43,8 +42,8 @@ __all__ = [
 
 ACTION_MODES = ("index", "query", "scores", "shortlist")
 REWARDS = ("percentile", "delta", "success", "reciprocal_rank")
-REWARDS_V0 = ("percentile", "delta", "success")
-OBSERVATION_KEYS_V0 = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
+# The current turn: the caption about the item shown, that item, and the turn number.
+CORE_OBSERVATION_KEYS = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
 # The dialog so far: row t of each is turn t (row 0: the reset's item and caption), zero
 # where ``history_mask`` is 0 (turns not played yet).
 HISTORY_KEYS = (
@@ -54,8 +53,8 @@ HISTORY_KEYS = (
     "history_caption_lengths",
     "history_mask",
 )
-# The default observation of v1: the v0 keys (kept for compatibility) plus the history.
-OBSERVATION_KEYS = OBSERVATION_KEYS_V0 + HISTORY_KEYS
+# The default observation: the current turn plus the dialog so far.
+OBSERVATION_KEYS = CORE_OBSERVATION_KEYS + HISTORY_KEYS
 # The shortlist's candidates (``action_mode="shortlist"`` only, where they are in the default
 # observation): slot k's features, attribute scores, first-stage score and validity.
 CANDIDATE_KEYS = ("candidate_features", "candidate_attributes", "candidate_scores", "candidate_mask")
@@ -93,18 +92,12 @@ class DialogConfig:
     # Put the caption text in ``info["caption_text"]``. Off only for libraries whose info
     # readers take numbers alone (TorchRL's batched GymEnv / GymWrapper).
     caption_text: bool = True
-    # The environment version's rules: 1 (current) or 0 (deprecated: the episode's return
-    # does not follow the metric, no history, caption ids as a Box).
-    version: int = 1
 
     def __post_init__(self) -> None:
-        if self.version not in (0, 1):
-            raise ValueError(f"version must be 0 or 1, got {self.version!r}")
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {self.action_mode!r}")
-        rewards = REWARDS if self.version == 1 else REWARDS_V0
-        if self.reward not in rewards:
-            raise ValueError(f"reward must be one of {list(rewards)}, got {self.reward!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
         bonus = self.success_bonus
         if isinstance(bonus, bool) or not isinstance(bonus, int | float | np.integer | np.floating):
             raise ValueError(f"success_bonus must be a number, got {bonus!r}")
@@ -117,8 +110,6 @@ class DialogConfig:
             raise ValueError(f"max_turns must be an integer from 1 to {MAX_TURNS}, got {turns!r}")
         if not isinstance(self.caption_length, int | np.integer) or self.caption_length < 1:
             raise ValueError(f"caption_length must be a positive integer, got {self.caption_length!r}")
-        if self.action_mode == "shortlist" and self.version == 0:
-            raise ValueError("action_mode='shortlist' needs the v1 rules: use the -v1 ids")
         k = self.shortlist_size
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"shortlist_size must be a positive integer, got {k!r}")
@@ -134,7 +125,7 @@ class DialogConfig:
             raise ValueError(f"caption_text must be True or False, got {self.caption_text!r}")
         object.__setattr__(self, "caption_text", bool(self.caption_text))
         keys = tuple(self.observation_keys)
-        allowed = OBSERVATION_KEYS + OPTIONAL_KEYS if self.version == 1 else OBSERVATION_KEYS_V0
+        allowed = OBSERVATION_KEYS + OPTIONAL_KEYS
         if self.action_mode == "shortlist":
             allowed = allowed + CANDIDATE_KEYS
         unknown = [k for k in keys if k not in allowed]
@@ -147,29 +138,21 @@ class DialogConfig:
     @classmethod
     def for_env(
         cls,
-        version: int,
         action_mode: str,
         observation_keys: Sequence[str] | None = None,
         **fields: Any,
     ) -> DialogConfig:
-        """The configuration an environment of ``version`` runs with its arguments (the
-        single and the vector env build it the same way): ``observation_keys`` None means the
-        version's default keys."""
-        keys = (
-            tuple(observation_keys)
-            if observation_keys is not None
-            else cls.default_keys(version, action_mode)
-        )
+        """The configuration an environment runs with its arguments (the single and the
+        vector env build it the same way): ``observation_keys`` None means the default keys."""
+        keys = tuple(observation_keys) if observation_keys is not None else cls.default_keys(action_mode)
         for flag in ("expose_target", "lookahead"):
             if flag in fields:
                 fields[flag] = bool(fields[flag])
-        return cls(action_mode=action_mode, observation_keys=keys, version=version, **fields)
+        return cls(action_mode=action_mode, observation_keys=keys, **fields)
 
     @classmethod
-    def default_keys(cls, version: int, action_mode: str = "index") -> tuple[str, ...]:
-        """The observation keys an environment of ``version`` returns unless told otherwise."""
-        if version != 1:
-            return OBSERVATION_KEYS_V0
+    def default_keys(cls, action_mode: str = "index") -> tuple[str, ...]:
+        """The observation keys an environment returns unless told otherwise."""
         return OBSERVATION_KEYS + CANDIDATE_KEYS if action_mode == "shortlist" else OBSERVATION_KEYS
 
     @property
@@ -217,7 +200,7 @@ class DialogBatch:
         self.percentile = np.zeros(b, dtype=np.float64)
         # Items shown so far (local indices), -1 padded; the first column is the reset's item.
         self.history = np.full((b, config.max_turns + 1), -1, dtype=np.int64)
-        # Caption token ids and lengths of every turn (v1's history observation).
+        # Caption token ids and lengths of every turn (the history observation).
         self.caption_history = np.zeros((b, config.max_turns + 1, config.caption_length), dtype=np.int64)
         self.caption_length_history = np.zeros((b, config.max_turns + 1), dtype=np.int64)
         if "shown_mask" in config.observation_keys and tables.num_items > SHOWN_MASK_LIMIT:
@@ -251,13 +234,9 @@ class DialogBatch:
         t, c = self.tables, self.config
         v, length, rows = self.tokenizer.vocab_size, c.caption_length, c.max_turns + 1
         d, a = t.feature_dim, t.side_info.shape[1]
-        if c.version == 0:
-            caption: spaces.Space = spaces.Box(0, v - 1, (length,), np.int64)
-        else:
-            # MultiDiscrete, so SB3, RLlib and TorchRL one-hot or embed the ids, not scale them.
-            caption = spaces.MultiDiscrete(np.full(length, v), dtype=np.int64)
         all_spaces = {
-            "caption": caption,
+            # MultiDiscrete, so SB3, RLlib and TorchRL one-hot or embed the ids, not scale them.
+            "caption": spaces.MultiDiscrete(np.full(length, v), dtype=np.int64),
             "caption_length": spaces.Box(0, length, (1,), np.int64),
             "shown_features": spaces.Box(-1.0, 1.0, (d,), np.float32),
             "shown_attributes": spaces.Box(0.0, 1.0, (a,), np.float32),
@@ -473,7 +452,7 @@ class DialogBatch:
         success: np.ndarray,
         turns_left: np.ndarray,
     ) -> np.ndarray:
-        """v1: each turn pays the metric's value at that turn; the turn that shows the target
+        """Each turn pays the metric's value at that turn; the turn that shows the target
         also pays the turns the dialog no longer needs, at the value of rank 0 (as the
         evaluation harness counts the target found for every later turn)."""
         kind = self.config.reward
@@ -487,16 +466,6 @@ class DialogBatch:
         else:  # "success": how many turns of the dialog the target counts as found
             value = success.astype(np.float64)
         return value + success * turns_left.astype(np.float64)
-
-    def _reward_v0(
-        self, rows: np.ndarray, percentile: np.ndarray, success: np.ndarray, repeated: np.ndarray
-    ) -> np.ndarray:
-        """v0 (deprecated, unchanged): its return does not follow the metric (issue 15)."""
-        if self.config.reward == "percentile":
-            return np.where(repeated, 0.0, percentile)
-        if self.config.reward == "delta":
-            return percentile - self.percentile[rows]
-        return success.astype(np.float64)
 
     def preview(self, candidates: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """What each dialog's shopper would say if shown each candidate: one batched user call.
@@ -640,12 +609,8 @@ class DialogBatch:
         percentile = rank_percentile(rank, n)
 
         cfg = self.config
-        if cfg.version == 0:
-            reward = self._reward_v0(rows, percentile, success, repeated)
-        else:
-            turns_left = cfg.max_turns - (self.turn[rows] + 1)
-            reward = self._reward(rows, rank, percentile, success, turns_left)
-        reward = reward + cfg.success_bonus * success
+        turns_left = cfg.max_turns - (self.turn[rows] + 1)
+        reward = self._reward(rows, rank, percentile, success, turns_left) + cfg.success_bonus * success
 
         self.turn[rows] += 1
         self.shown[rows] = shown

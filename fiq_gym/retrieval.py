@@ -22,7 +22,7 @@ __all__ = ["SIDE_INFO", "RetrievalTables", "retrieval_tables", "thumbnail_featur
 # What agents see as an item's attribute scores (``shown_attributes``):
 # "predicted": the catalog's predicted scores (zeros, with a warning, when it has none);
 # "labels": the ground-truth labels (an explicit opt-in: a shortcut no real system has);
-# "auto": predicted if present, else labels (v0 environments and the shoppers' own inputs).
+# "auto": predicted if present, else labels (the shoppers' own inputs).
 SIDE_INFO = ("predicted", "labels", "auto")
 _FIX = "fiq-gym features extract CATALOG (or build it without --no-features)"
 _warned: set[tuple[str, str]] = set()

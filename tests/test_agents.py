@@ -46,7 +46,7 @@ def _fixed_round_loss(net, args) -> float:
 
 
 def test_supervised_training_lowers_the_loss(scored_catalog_path, tmp_path):
-    # Predicted attribute scores: v1 shows zeros, not the labels, on a catalog without them.
+    # Predicted attribute scores: the env shows zeros, not the labels, on a catalog without them.
     args = tiny_args(scored_catalog_path, tmp_path / "run", rounds=1)
     untrained, _ = train(args, progress=False)
     before = _fixed_round_loss(untrained, args)
@@ -181,7 +181,7 @@ def test_lookahead_choice_prefers_the_target_and_is_batched(small_catalog_path):
     from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet
 
     envs = gym.make_vec(
-        "fiq_gym/FashionIQ-v1",
+        "fiq_gym/FashionIQ-v2",
         num_envs=3,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,

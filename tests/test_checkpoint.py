@@ -149,7 +149,7 @@ def test_a_retriever_checkpoint_is_not_a_shopper(small_agent_checkpoint, small_c
         CheckpointError, match=r"not a relative-captioner checkpoint \(it is a 'fiq-gym-retriever'"
     ):
         gym.make(
-            "fiq_gym/FashionIQ-v0",
+            "fiq_gym/FashionIQ-v2",
             catalog=str(small_catalog_path),
             user=f"transformer:{small_agent_checkpoint}",
         )
@@ -172,7 +172,7 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
     finally:
         envs.close()
     index_envs = gym.make_vec(
-        "fiq_gym/FashionIQ-v0",
+        "fiq_gym/FashionIQ-v2",
         num_envs=1,
         vectorization_mode="vector_entry_point",
         catalog=str(small_catalog_path),
@@ -181,6 +181,39 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
     with pytest.raises(CheckpointError, match="speaks action_mode='scores'"):
         loaded.make_agent(index_envs)
     index_envs.close()
+
+
+@pytest.mark.parametrize(
+    ("recorded", "successor"),
+    [
+        ("fiq_gym/FashionIQ-v1", "fiq_gym/FashionIQ-v2"),
+        ("fiq_gym/FashionIQ-v0", "fiq_gym/FashionIQ-v2"),
+        ("fiq_gym/FashionIQDress-v1", "fiq_gym/FashionIQDress-v2"),
+    ],
+)
+def test_a_checkpoint_of_an_earlier_env_version_is_refused_with_the_fix(
+    recorded, successor, small_agent_checkpoint, tmp_path, capsys
+):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(small_agent_checkpoint, checkpoint)
+    _edit_config(checkpoint, lambda c: c["args"].update(env_id=recorded))
+    with pytest.raises(CheckpointError) as caught:
+        load_agent(checkpoint)
+    message = str(caught.value)
+    assert f"trained on {recorded}, an environment version this fiq-gym no longer has" in message
+    assert f"Retrain it on {successor} (fiq-gym train AGENT --env-id {successor}" in message
+    assert "fiq-gym 0.1.x (pip install 'fiq-gym<0.2')" in message
+    assert cli_main(["eval", str(checkpoint), "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fiq-gym: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_without_an_env_id_plays_the_current_default_id(small_agent_checkpoint, tmp_path):
+    """Single-shot retrievers learn from human captions, not in an env, and record no env id."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(small_agent_checkpoint, checkpoint)
+    _edit_config(checkpoint, lambda c: c["args"].pop("env_id"))
+    assert load_agent(checkpoint).env_id == "fiq_gym/FashionIQ-v2"
 
 
 TRAINER_ARGS = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import pickle
 import warnings
 
@@ -15,8 +17,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.dialog_engine import OBSERVATION_KEYS
-from fiq_gym.envs import ENV_IDS, ENV_IDS_V0, FashionIQEnv
-from fiq_gym.envs.fashion_iq import FashionIQEnvV0
+from fiq_gym.envs import ENV_IDS, FashionIQEnv
+from fiq_gym.envs.registration import successor_env_id
 from fiq_gym.errors import FallbackWarning
 from fiq_gym.text import split_words
 
@@ -54,33 +56,24 @@ def _rollout(env, seed, steps=12):
 # --- registration and checkers -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env_id", list(ENV_IDS) + list(ENV_IDS_V0))
+@pytest.mark.parametrize("env_id", list(ENV_IDS))
 @pytest.mark.parametrize("action_mode", ACTION_MODES)
 def test_registered_ids_pass_both_checkers(env_id, action_mode, small_catalog_path):
-    v0 = env_id.endswith("-v0")
     with warnings.catch_warnings():
-        # The small catalog has no features (FallbackWarning); v0 ids are deprecated.
+        # The small catalog has no features (FallbackWarning).
         warnings.simplefilter("ignore", FallbackWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
         env = gym.make(env_id, catalog=small_catalog_path, action_mode=action_mode)
-        single = (FashionIQEnvV0 if v0 else FashionIQEnv)(
-            catalog=small_catalog_path,
-            action_mode=action_mode,
-            **(ENV_IDS_V0 if v0 else ENV_IDS)[env_id],
-        )
+        single = FashionIQEnv(catalog=small_catalog_path, action_mode=action_mode, **ENV_IDS[env_id])
     assert env.spec.max_episode_steps == gym.spec(env_id).max_episode_steps == 5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        if v0:  # the checker makes the env again from its spec
-            warnings.filterwarnings("ignore", "fiq_gym/FashionIQ.*-v0 is deprecated", DeprecationWarning)
-            warnings.filterwarnings("ignore", ".*is out of date", DeprecationWarning)
         gym_check_env(env.unwrapped, skip_render_check=False)
         sb3_check_env(single, warn=True)
     env.close()
 
 
 def test_default_catalog_env_and_module_prefix_make():
-    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v1")
+    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v2")
     obs, _info = env.reset(seed=0)
     assert env.unwrapped.num_items == 10_000
     assert env.observation_space.contains(obs)
@@ -91,29 +84,20 @@ def test_default_catalog_env_and_module_prefix_make():
     env.close()
 
 
-def test_v0_ids_warn_and_keep_their_rules(small_catalog_path):
-    with pytest.warns(DeprecationWarning, match="use the -v1 ids"):
-        env = gym.make("fiq_gym/FashionIQ-v0", catalog=small_catalog_path)
-    assert isinstance(env.observation_space["caption"], gym.spaces.Box)
-    assert set(env.observation_space.spaces) == {
-        "caption",
-        "caption_length",
-        "shown_features",
-        "shown_attributes",
-        "turn",
-    }
-    env.reset(seed=0, options={"target": 7, "shown": 3})
-    _, reward, terminated, *_ = env.step(7)
-    assert terminated and reward == 1.0  # v0: percentile 1 once, no pay for the turns left
-    with pytest.raises(ValueError, match="reward must be one of"):
-        FashionIQEnvV0(catalog=small_catalog_path, reward="reciprocal_rank")
+def test_a_recorded_spec_of_an_earlier_version_is_refused(small_catalog_path):
+    # gym.make(EnvSpec) skips the registry: a spec recorded by 0.1.x (a Minari dataset's) still fails.
+    old = dataclasses.replace(gym.spec("fiq_gym/FashionIQ-v2"), id="fiq_gym/FashionIQ-v1")
+    with pytest.raises(
+        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v2"
+    ):
+        gym.make(old, catalog=small_catalog_path)
 
 
 def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_path):
     with pytest.warns(UserWarning, match="pass max_episode_steps=8 to gym.make"):
-        gym.make("fiq_gym/FashionIQ-v1", catalog=small_catalog_path, max_turns=8)
+        gym.make("fiq_gym/FashionIQ-v2", catalog=small_catalog_path, max_turns=8)
     env = gym.make_vec(
-        "fiq_gym/FashionIQ-v1",
+        "fiq_gym/FashionIQ-v2",
         num_envs=2,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,
@@ -125,6 +109,29 @@ def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_pa
 def test_every_id_has_a_vector_entry_point():
     for env_id in ENV_IDS:
         assert gym.spec(env_id).vector_entry_point is not None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("fiq_gym/FashionIQ-v1", "fiq_gym/FashionIQ-v2"),
+        ("fiq_gym/FashionIQ-v0", "fiq_gym/FashionIQ-v2"),
+        ("fiq_gym:fiq_gym/FashionIQShirt-v0", "fiq_gym/FashionIQShirt-v2"),
+        ("fiq_gym/FashionIQTerse100k-v1", "fiq_gym/FashionIQTerse100k-v2"),
+    ],
+)
+def test_earlier_versions_are_not_registered_and_gymnasium_names_v2(old, new):
+    assert set(ENV_IDS) == {env_id for env_id in gym.registry if env_id.startswith("fiq_gym/")}
+    assert all(env_id.endswith("-v2") for env_id in ENV_IDS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Gymnasium's "is out of date"
+        with pytest.raises(gym.error.DeprecatedEnv, match=f"Please use `{new}`"):
+            gym.make(old)
+        with pytest.raises(gym.error.DeprecatedEnv, match=f"Please use `{new}`"):
+            gym.make_vec(old, num_envs=2, vectorization_mode="vector_entry_point")
+    assert successor_env_id(old) == new
+    for other in (new, "fiq_gym/NoSuchEnv-v1", "CartPole-v1", "fiq_gym/FashionIQ-v1/greedy-shortlist-v0"):
+        assert successor_env_id(other) is None
 
 
 # --- semantics -----------------------------------------------------------------------------
@@ -165,16 +172,6 @@ def test_repeated_index_earns_what_the_metric_counts(make_env):
     _, first, *_, info1 = env.step(11)
     _, again, *_, info2 = env.step(11)
     assert info2["repeated"] and again == first == info1["percentile"] == info2["percentile"]
-
-
-def test_v0_repeated_index_earns_nothing(small_catalog_path):
-    env = FashionIQEnvV0(catalog=small_catalog_path, reward="percentile")
-    env.reset(seed=0, options={"target": 7, "shown": 3})
-    _, first, *_, _info = env.step(11)
-    _, again, *_, info2 = env.step(11)
-    assert first > 0 and again == 0.0 and info2["repeated"]
-    _, initial, *_ = env.step(3)  # the reset's item counts as shown too
-    assert initial == 0.0
 
 
 @pytest.mark.parametrize("action_mode", ["query", "scores"])
@@ -281,6 +278,21 @@ def test_env_pickles_and_continues_identically(make_env):
     action = np.full(env.action_space.shape, 0.1, np.float32)
     assert repr(env.step(action)) == repr(clone.step(action))
     assert len(pickle.dumps(env)) < 200_000, "pickling must not copy the catalog's images"
+
+
+def test_a_pickle_of_an_earlier_fiq_gym_is_refused(make_env):
+    env = make_env()
+    env.reset(seed=0)
+    state = env.__getstate__()
+    # fiq-gym 0.1.x pickled no env_version; its config held the rules' version.
+    del state["env_version"]
+    config = copy.copy(state["args"]["config"])
+    object.__setattr__(config, "version", 1)
+    state["args"] = {**state["args"], "config": config}
+    with pytest.raises(
+        ValueError, match=r"pickled by fiq-gym 0\.1\.x, with the v1 environment, .*-v2 ids.*fiq-gym<0\.2"
+    ):
+        FashionIQEnv.__new__(FashionIQEnv).__setstate__(state)
 
 
 def test_close_twice(make_env):
@@ -420,7 +432,7 @@ def test_lookahead_previews_are_opt_in_and_leave_the_episode_alone(make_env):
         env.preview_captions([300])
 
 
-# --- v1 observation: history, token space, side information --------------------------------
+# --- observation: history, token space, side information --------------------------------
 
 
 def test_history_keys_hold_the_dialog_so_far(make_env):

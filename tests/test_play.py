@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,42 @@ def test_default_agent_is_small_and_only_for_the_default_catalog(small_catalog_p
     assert size < 5e6
     with pytest.raises(ValueError, match="only plays on the default catalog"):
         load_play_agent(None, catalog=str(small_catalog_path))
+
+
+def test_default_agent_of_an_earlier_env_version_fails_loudly(monkeypatch, tmp_path):
+    import fiq_gym.play.agent as agent_module
+
+    shipped = tmp_path / "default_agent"
+    shutil.copytree(agent_module.DEFAULT_AGENT_DIR, shipped)
+    config = json.loads((shipped / "config.json").read_text())
+    config["args"]["env_id"] = "fiq_gym/FashionIQ-v1"
+    (shipped / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(agent_module, "DEFAULT_AGENT_DIR", shipped)
+    with pytest.raises(
+        ValueError, match="trained on fiq_gym/FashionIQ-v1, an environment version"
+    ) as excinfo:
+        agent_module.load_play_agent(None)
+    assert agent_module.RETRAIN_DEFAULT_COMMAND in str(excinfo.value)
+
+
+def test_only_a_default_catalog_v2_checkpoint_becomes_the_default_agent(small_agent_checkpoint, tmp_path):
+    from fiq_gym.play.agent import export_default_agent
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(small_agent_checkpoint, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    trained = {k: v for k, v in config["args"].items() if k not in ("catalog", "env_id")}
+    for args in (
+        {"catalog": None, "env_id": "fiq_gym/FashionIQ-v1"},
+        {"catalog": None},  # no env id: not trained in a default-catalog env
+        {"catalog": "elsewhere", "env_id": "fiq_gym/FashionIQ-v2"},
+    ):
+        (checkpoint / "config.json").write_text(json.dumps({**config, "args": {**trained, **args}}))
+        with pytest.raises(
+            ValueError, match="was not trained on the default catalog with fiq_gym/FashionIQ-v2"
+        ):
+            export_default_agent(checkpoint, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""v1 rewards: every reward kind's return orders policies as the benchmark's metric does.
+"""Rewards: every reward kind's return orders policies as the benchmark's metric does.
 
 The benchmark (``fiq_gym.evaluation``) reads the target's rank after every turn and counts
 rank 0 for every turn after a success. Each reward kind's return is a function of that rank

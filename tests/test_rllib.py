@@ -28,7 +28,7 @@ from fiq_gym.envs.rllib import RLlibVectorEnv, check_autoreset_mode, make_rllib_
 from fiq_gym.envs.vector import FashionIQVectorEnv
 
 K = 8
-ENV_ID = "fiq_gym/FashionIQ-v1"
+ENV_ID = "fiq_gym/FashionIQ-v2"
 
 try:
     import ray  # noqa: F401

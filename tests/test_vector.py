@@ -37,7 +37,7 @@ def test_make_vec_uses_the_native_vector_env(env_id, small_catalog_path):
 @pytest.mark.parametrize(
     ("reward", "keys"),
     [
-        ("percentile", None),  # the default keys: v0's plus the dialog history
+        ("percentile", None),  # the default keys: the core keys plus the dialog history
         ("delta", None),
         ("success", OBSERVATION_KEYS + OPTIONAL_KEYS),
         ("reciprocal_rank", ("history_captions", "history_mask", "shown_mask")),
@@ -137,7 +137,7 @@ def test_vector_render(small_catalog_path):
 
 
 def test_sb3_adapter_follows_sb3_conventions(small_catalog_path):
-    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v1", num_envs=3, catalog=small_catalog_path, max_turns=2)
+    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v2", num_envs=3, catalog=small_catalog_path, max_turns=2)
     assert isinstance(vec, SB3VecEnvAdapter)
     vec.seed(0)
     obs = vec.reset()
@@ -154,7 +154,7 @@ def test_sb3_adapter_follows_sb3_conventions(small_catalog_path):
 
 
 def test_sb3_adapter_passes_set_options_to_the_next_reset_only(small_catalog_path):
-    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v0", num_envs=3, catalog=small_catalog_path, max_turns=3)
+    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v2", num_envs=3, catalog=small_catalog_path, max_turns=3)
     vec.set_options({"target": 4, "shown": 7})  # one dict: the same options for every sub-env
     vec.reset()
     assert [info["shown"] for info in vec.reset_infos] == [7, 7, 7]
@@ -181,22 +181,9 @@ def test_ppo_trains_on_the_adapter(small_catalog_path):
     from stable_baselines3 import PPO
 
     vec = make_sb3_vec_env(
-        "fiq_gym/FashionIQ-v1", num_envs=4, catalog=small_catalog_path, action_mode="query"
+        "fiq_gym/FashionIQ-v2", num_envs=4, catalog=small_catalog_path, action_mode="query"
     )
     model = PPO("MultiInputPolicy", vec, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=128)
     action, _ = model.predict(vec.reset(), deterministic=True)
     assert action.shape == (4, vec.action_space.shape[0])
-
-
-def test_v0_vector_env_warns_and_keeps_the_v0_spaces(small_catalog_path):
-    with pytest.warns(DeprecationWarning, match="use the -v1 ids"):
-        envs = gym.make_vec(
-            "fiq_gym/FashionIQ-v0",
-            num_envs=2,
-            vectorization_mode="vector_entry_point",
-            catalog=small_catalog_path,
-        )
-    assert isinstance(envs.single_observation_space["caption"], gym.spaces.Box)
-    assert "history_mask" not in envs.single_observation_space.spaces
-    assert envs.unwrapped.config.version == 0 and envs.unwrapped.config.max_turns == 5

@@ -25,6 +25,7 @@ from fiq_gym.agents.checkpoint import load_agent
 from fiq_gym.agents.retriever import load_checkpoint
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
+from fiq_gym.envs.registration import EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.text import CaptionTokenizer
 
@@ -43,6 +44,9 @@ RETRAIN_DEFAULT_COMMAND = (
     "python -m fiq_gym.play.agent runs/play-default/checkpoint"
 )
 _CATALOG_RECORD = "catalog.json"
+_RETRAIN_DEFAULT = (
+    f"; retrain it (about 3 minutes on one core), from the repository root: {RETRAIN_DEFAULT_COMMAND}"
+)
 
 
 @dataclass
@@ -112,12 +116,11 @@ def _check_default_fits(record: dict[str, Any], catalog: Catalog | None) -> None
     """Fail loudly if the default catalog is no longer the one the shipped agent learned."""
     from fiq_gym.catalog import synthetic
 
-    stale = f"; retrain it (about 3 minutes on one core), from the repository root: {RETRAIN_DEFAULT_COMMAND}"
     if record.get("generator_version") != synthetic.GENERATOR_VERSION:
         raise ValueError(
             f"the shipped default agent was trained on synthetic catalog generator version "
             f"{record.get('generator_version')}, but this fiq-gym generates version {synthetic.GENERATOR_VERSION}"
-            + stale
+            + _RETRAIN_DEFAULT
         )
     if catalog is not None:
         mine = default_catalog_record(catalog)
@@ -125,7 +128,7 @@ def _check_default_fits(record: dict[str, Any], catalog: Catalog | None) -> None
         if differs:
             raise ValueError(
                 f"the shipped default agent was trained on another default catalog ({', '.join(differs)} differ: "
-                f"{', '.join(f'{k}={record[k]!r} vs {mine.get(k)!r}' for k in differs)})" + stale
+                f"{', '.join(f'{k}={record[k]!r} vs {mine.get(k)!r}' for k in differs)})" + _RETRAIN_DEFAULT
             )
 
 
@@ -162,6 +165,12 @@ def load_play_agent(
                 "the shipped default agent only plays on the default catalog; for another catalog train one "
                 "(fiq-gym train supervised --catalog DIR --out RUN) and pass --agent RUN/checkpoint"
             )
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        trained_on = str(config.get("args", {}).get("env_id"))
+        if successor_env_id(trained_on) is not None:
+            raise ValueError(
+                f"the shipped default agent was trained on {trained_on}, {EARLIER_VERSION}" + _RETRAIN_DEFAULT
+            )
     loaded = load_agent(path)
     opened = resolve_catalog(catalog if catalog is not None else loaded.catalog)
     if shipped:
@@ -196,12 +205,10 @@ def export_default_agent(checkpoint: str | os.PathLike, out: str | os.PathLike =
     checkpoint = Path(checkpoint)
     net, meta = load_checkpoint(checkpoint)
     args = meta.get("args", {})
-    if args.get("catalog") is not None or args.get("env_id", "fiq_gym/FashionIQ-v0") not in (
-        "fiq_gym/FashionIQ-v0",
-        "fiq_gym/FashionIQ-v1",
-    ):
+    env_id = env_id_for("default")
+    if args.get("catalog") is not None or args.get("env_id") != env_id:
         raise ValueError(
-            f"{checkpoint} was not trained on the default catalog with fiq_gym/FashionIQ-v1 "
+            f"{checkpoint} was not trained on the default catalog with {env_id} "
             f"(catalog={args.get('catalog')!r}, env_id={args.get('env_id')!r})"
         )
     catalog = resolve_catalog(None)
