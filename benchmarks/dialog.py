@@ -43,6 +43,7 @@ from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.registration import env_id_for
 from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet
 from fiq_gym.links import doc_url
+from fiq_gym.shortlist import FIRST_STAGE_VERSION
 
 __all__ = ["AGENTS", "PRESETS", "Preset", "main", "run_benchmark"]
 
@@ -703,7 +704,8 @@ def to_markdown(result: BenchmarkResult) -> str:
     if any(r.agent in SHORTLIST_AGENTS for r in result.records):
         lines += [
             "Shortlist agents choose among K = 32 unseen candidates per turn proposed by the env's first",
-            "stage (on the built-in catalog the retriever shipped with the package, first stage version 1;",
+            "stage (on the built-in catalog the retriever shipped with the package, first stage version "
+            f"{FIRST_STAGE_VERSION};",
             "on another catalog the stage's own supervised retriever); `shortlist-greedy` shows the",
             "first stage's best candidate, `shortlist-random` a uniform one.",
             "",

@@ -65,8 +65,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     raises ``ValueError``; with the built-in first stages every slot is valid (the env needs
     N >= K + T + 1). ``info["candidates"]`` gives the K item indices (for logging). First
     stages: `"retriever"` (default: the supervised dialog retriever shipped in
-    ``fiq_gym/shortlist/default/``, first stage version 1, trained on the default catalog; it
-    fits catalogs with the shipped features, D = 60), `"retriever:DIR"` (any fiq-gym
+    ``fiq_gym/shortlist/default/``, first stage version 2, trained on the default catalog; it
+    fits catalogs with the shipped features, D = 45), `"retriever:DIR"` (any fiq-gym
     retriever checkpoint), `"random"` (uniform random scores, as RecSim's candidate documents)
     or a callable ``f(view) -> (B, N) scores`` (items scored -inf are never proposed).
 
@@ -113,7 +113,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     tokenizer (also with padding at 0).
 
     Features are the catalog's (centred, unit-norm; the default catalog's come from the
-    shipped attribute network, D = 60). A catalog without features falls back to 8x8 colour
+    shipped attribute network, D = 45). A catalog without features falls back to 8x8 colour
     thumbnails (D = 192) and warns once (:class:`~fiq_gym.errors.FallbackWarning`) naming
     the command that extracts features. Attribute scores are the catalog's predicted ones
     (``side_info="predicted"``); on a catalog without predictions they are zeros, with the

@@ -80,7 +80,7 @@ def test_default_catalog_env_and_module_prefix_make():
     tables = env.unwrapped.gallery
     assert tables.feature_source == "catalog" and tables.side_info_source == "predicted"
     # No dead dimensions: every feature varies across the gallery (issue 15: 68 of 128 did not).
-    assert tables.feature_dim == 60 and (np.ptp(tables.features, axis=0) > 0).all()
+    assert tables.feature_dim == 45 and (np.ptp(tables.features, axis=0) > 0).all()
     env.close()
 
 

@@ -475,7 +475,7 @@ def test_shipped_network_is_small_and_fits_the_synthetic_catalogs():
     checkpoint = load_checkpoint()
     record = checkpoint.record["training"]
     assert record["catalog"]["provenance"]["seed"] != 0, "the default catalog (seed 0) must be held out"
-    assert checkpoint.config.feature_dim == 60 and checkpoint.config.image_size == (64, 64)
+    assert checkpoint.config.feature_dim == 45 and checkpoint.config.image_size == (64, 64)
 
 
 def test_shipped_network_is_accurate_on_unseen_items(tmp_path):
@@ -493,7 +493,7 @@ def test_default_catalog_gets_shipped_features_on_first_build(monkeypatch, tmp_p
     with torch_threads(1):
         catalog = load_default_catalog(size=300, seed=5, progress=False)
         assert torch.get_num_threads() == 1, "extraction must restore the caller's thread count"
-    assert catalog.features is not None and catalog.features.shape == (300, 60)
+    assert catalog.features is not None and catalog.features.shape == (300, 45)
     assert catalog.attribute_scores is not None
     assert catalog.provenance["features"]["shipped"]
     assert retrieval_tables(catalog).feature_source == "catalog"

@@ -76,7 +76,7 @@ def test_prune_refuses_bad_arguments(catalog64, tmp_path):
 def test_shipped_network_is_pruned_and_says_how():
     record = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())
     pruned = record["training"]["pruned"]
-    assert record["feature_dim"] == len(pruned["kept_units"]) == 60
+    assert record["feature_dim"] == len(pruned["kept_units"]) == 45
     assert pruned["feature_dim_before"] == 128
 
 
@@ -102,7 +102,7 @@ def test_narrowed_captioner_gives_the_same_outputs(tmp_path):
 
 def test_catalog_build_extracts_features_by_default(tmp_path, capsys):
     assert cli(["catalog", "build", "--size", "40", "--out", str(tmp_path / "with")]) == 0
-    assert "feature_dim=60" in capsys.readouterr().out
+    assert "feature_dim=45" in capsys.readouterr().out
     assert cli(["catalog", "build", "--size", "40", "--out", str(tmp_path / "without"), "--no-features"]) == 0
     assert "feature_dim=none" in capsys.readouterr().out
     assert (

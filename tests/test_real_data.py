@@ -207,7 +207,7 @@ def test_imported_catalog_passes_env_checkers(fiq_release, tmp_path):
         extractor=import_extractor("attribute-net"),
         progress=False,
     ).path
-    assert open_catalog(path).feature_dim == 60  # the shipped attribute network's features
+    assert open_catalog(path).feature_dim == 45  # the shipped attribute network's features
     for action_mode in ("index", "query", "scores"):
         env = gym.make(
             "fiq_gym/FashionIQ-v2",

@@ -23,7 +23,7 @@ MODES = ("index", "query", "scores", "shortlist")
 
 @pytest.fixture(scope="module")
 def catalog_path(tmp_path_factory):
-    """301 garments at 64x64 with the shipped network's features (D = 60), as users rank."""
+    """301 garments at 64x64 with the shipped network's features (D = 45), as users rank."""
     from fiq_gym.catalog.synthetic import build_synthetic_catalog
     from fiq_gym.features.default_network import attach_default_features
 

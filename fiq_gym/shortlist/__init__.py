@@ -50,10 +50,10 @@ __all__ = [
 ]
 
 #: The shipped first stage: the play default agent's supervised retriever (trained on the
-#: default catalog with the v1 env, template shopper; see ``default/README.md``).
+#: default catalog with the v2 env, template shopper; see ``default/README.md``).
 DEFAULT_FIRST_STAGE = Path(__file__).resolve().parent / "default"
 #: Bumped (together with the environment ids) whenever the shipped first stage changes.
-FIRST_STAGE_VERSION = 1
+FIRST_STAGE_VERSION = 2
 
 
 @dataclass(frozen=True)
