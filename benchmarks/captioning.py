@@ -255,6 +255,39 @@ def _findings(rows: Sequence[Row], setup: dict) -> list[str]:
     return [*lines, ""]
 
 
+#: Targets for the learned shopper with attributes (issue 22): claims right, differences covered
+#: and category claims right.
+TARGET_PRECISION, TARGET_RECALL, TARGET_CATEGORY = 0.95, 0.30, 0.95
+
+
+def _targets(rows: Sequence[Row]) -> list[str]:
+    """Whether the learned shopper with attributes meets the targets, greedy and as the env
+    samples."""
+    lines = []
+    for name in ("transformer + attributes, greedy", "transformer + attributes, sampling (env default)"):
+        row = next((r for r in rows if r.name == name), None)
+        if row is None:
+            continue
+        n, ok = row.by_type.get("category", (0, 0))
+        category = ok / n if n else float("nan")
+        met = (
+            row.precision >= TARGET_PRECISION and row.recall >= TARGET_RECALL and category >= TARGET_CATEGORY
+        )
+        lines.append(
+            f"- {name}: precision **{row.precision:.3f}**, recall **{row.recall:.3f}**, category claims right "
+            f"**{category:.1%}** ({n} claims): {'met' if met else 'not met'}"
+        )
+    if not lines:
+        return []
+    return [
+        f"## Targets: faithfulness precision >= {TARGET_PRECISION} with recall >= {TARGET_RECALL}, "
+        f"category claims >= {TARGET_CATEGORY:.0%} right",
+        "",
+        *lines,
+        "",
+    ]
+
+
 def to_markdown(rows: Sequence[Row], setup: dict, command: str) -> str:
     import torch
 
@@ -284,6 +317,7 @@ def to_markdown(rows: Sequence[Row], setup: dict, command: str) -> str:
         "three, so its recall is the ceiling). Unparsed: captions with no claim the template grammar",
         "recognises. Definitions: `fiq_gym/caption_metrics.py`.",
         "",
+        *_targets(rows),
         *_findings(rows, setup),
         "## Training",
         "",
