@@ -28,7 +28,6 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.atomic import atomic_write_json, atomic_write_text
-from fiq_gym.info import StepInfo
 from fiq_gym.jsonfile import read_json
 from fiq_gym.links import doc_url
 from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k, rank_percentile
@@ -278,21 +277,16 @@ TRAINING_OPT_INS = ("expose_target", "lookahead")
 PUBLIC_INFO_KEYS = ("caption_text", "shown", "dialog_turn", "is_success", "candidates")
 
 
-class PublicInfo(StepInfo):
+class PublicInfo(dict):
     """The filtered ``info`` an evaluated agent gets: caption text, shown item, turn and
-    whether the dialog ended in success; asking for anything else names the rule. The old
-    names ``caption`` and ``turn`` still read, with a ``DeprecationWarning``, for one release
-    (:mod:`fiq_gym.info`)."""
+    whether the dialog ended in success; asking for anything else names the rule."""
 
     def __missing__(self, key: Any) -> Any:
-        try:
-            return self._read_old_name(key)
-        except KeyError:
-            raise KeyError(
-                f"info[{key!r}] is withheld during evaluation: agents read only {list(PUBLIC_INFO_KEYS)} "
-                "(rank, percentile and reward reveal the target; see "
-                f"{doc_url('docs/agents.md', 'what-agents-may-read-the-threat-model')})"
-            ) from None
+        raise KeyError(
+            f"info[{key!r}] is withheld during evaluation: agents read only {list(PUBLIC_INFO_KEYS)} "
+            "(rank, percentile and reward reveal the target; see "
+            f"{doc_url('docs/agents.md', 'what-agents-may-read-the-threat-model')})"
+        )
 
 
 def public_info(info: dict[str, Any]) -> PublicInfo:
