@@ -161,7 +161,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     target comes first. When the target is shown, the rank is 0. The **percentile** is
     ``p_t = 1 - rank_t / (N - 1)``.
 
-    The benchmark (:func:`fiq_gym.evaluation.evaluate`) scores a dialog by the rank after
+    The benchmark (:func:`fiq_gym.envs.evaluation.evaluate`) scores a dialog by the rank after
     every turn 1..T and counts the target found (rank 0) for every turn after it was shown.
     Every reward's return is that score, so the return orders policies exactly as the
     metric does: the episode still ends when the target is shown (nothing is left to find),
