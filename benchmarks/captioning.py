@@ -315,7 +315,7 @@ def to_markdown(rows: Sequence[Row], setup: dict, command: str) -> str:
         "Faithfulness P: the share of the claims a caption makes that are true differences of the pair; R: the",
         "share of the pair's differences the caption covers with a true claim (the template mentions at most",
         "three, so its recall is the ceiling). Unparsed: captions with no claim the template grammar",
-        "recognises. Definitions: `fiq_gym/caption_metrics.py`.",
+        "recognises. Definitions: `fiq_gym/users/caption_metrics.py`.",
         "",
         *_targets(rows),
         *_findings(rows, setup),

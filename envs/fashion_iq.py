@@ -14,7 +14,6 @@ from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, ENV_VERSION, successor_env_id
 from fiq_gym.envs.rendering import render_frame
-from fiq_gym.info import StepInfo
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
@@ -138,9 +137,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     No key has the name of an observation key, so libraries that put both in one namespace
     (TorchRL) take them as they are. ``info`` never holds the target's index or id unless the
     training-only ``expose_target=True`` opt-in adds `info["target"]` (for supervised
-    losses; the evaluation harness refuses such an env). The old names `caption` and `turn`
-    (the same as two observation keys) still read, with a ``DeprecationWarning``, for one
-    release; they are not among the keys (:class:`fiq_gym.info.StepInfo`).
+    losses; the evaluation harness refuses such an env).
 
     Agents may read the gallery they retrieve from, never the target: ``env.unwrapped.gallery``
     holds the read-only features and attribute scores of every item in play (a retrieval
@@ -164,7 +161,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     target comes first. When the target is shown, the rank is 0. The **percentile** is
     ``p_t = 1 - rank_t / (N - 1)``.
 
-    The benchmark (:func:`fiq_gym.evaluation.evaluate`) scores a dialog by the rank after
+    The benchmark (:func:`fiq_gym.envs.evaluation.evaluate`) scores a dialog by the rank after
     every turn 1..T and counts the target found (rank 0) for every turn after it was shown.
     Every reward's return is that score, so the return orders policies exactly as the
     metric does: the episode still ends when the target is shown (nothing is left to find),
@@ -294,8 +291,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       and ``"float16"``, opt-in scorings that rank by exact dot products.
     * v1 (not bumped: observations, rewards and episodes are unchanged): `info["caption"]`
       is now `info["caption_text"]` and `info["turn"]` is `info["dialog_turn"]` (the old
-      names clashed with observation keys; they still read, with a warning, for one
-      release); ``caption_text=False`` leaves the text out of `info`.
+      names clashed with observation keys; they read, with a warning, until fiq-gym 0.2.0
+      removed them); ``caption_text=False`` leaves the text out of `info`.
     * v1 (extended, not bumped: the dynamics of the existing modes are unchanged): the
       `shortlist` action mode with the `candidate_*` observation keys and
       ``info["candidates"]``; its dynamics depend on the first stage, so replacing the shipped
@@ -489,9 +486,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     # --- helpers ---------------------------------------------------------------------------
     @staticmethod
-    def _unbatch(out: Transition) -> tuple[dict[str, np.ndarray], StepInfo]:
+    def _unbatch(out: Transition) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         obs = {k: v[0] for k, v in out.observation.items()}
-        info = StepInfo()
+        info: dict[str, Any] = {}
         for k, v in out.info.items():
             x = v[0]
             info[k] = x.item() if isinstance(x, np.generic) else x

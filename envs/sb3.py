@@ -15,7 +15,6 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
 from fiq_gym.envs.vector import FashionIQVectorEnv
-from fiq_gym.info import StepInfo
 
 __all__ = ["SB3VecEnvAdapter", "make_sb3_vec_env"]
 
@@ -139,12 +138,11 @@ class SB3VecEnvAdapter(VecEnv):
 
     # --- helpers ---------------------------------------------------------------------------
     def _split_info(self, info: dict[str, np.ndarray], rows: np.ndarray) -> list[dict[str, Any]]:
-        """Gymnasium's dict of arrays -> SB3's list of per-env dicts (only ``rows``; each a
-        :class:`~fiq_gym.info.StepInfo`, so the renamed keys' old names still read)."""
+        """Gymnasium's dict of arrays -> SB3's list of per-env dicts (only ``rows``)."""
         out: list[dict[str, Any]] = []
         keys: Iterable[str] = [k for k in info if not k.startswith("_")]
         for k in np.flatnonzero(rows):
-            entry = StepInfo()
+            entry: dict[str, Any] = {}
             for key in keys:
                 mask = info.get(f"_{key}")
                 if mask is None or mask[k]:

@@ -20,7 +20,6 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.rendering import render_frame
-from fiq_gym.info import StepInfo
 from fiq_gym.ranking import Ranker
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
@@ -50,8 +49,7 @@ class FashionIQVectorEnv(VectorEnv):
       episodes (a target equal to its first item is refused); ``"reset_mask"`` (bool array
       of n) resets only those sub-envs and returns the current observations of the others.
     * ``info`` is Gymnasium's dict of arrays, each key with its ``_key`` mask, with the single
-      env's keys (``caption_text`` an object array of strings); the old names ``caption``,
-      ``turn`` (and their masks) read with a ``DeprecationWarning`` for one release.
+      env's keys (``caption_text`` an object array of strings).
     * TorchRL: ``torchrl.envs.GymWrapper(FashionIQVectorEnv(n, ...,
       autoreset_mode=AutoresetMode.DISABLED))`` (docs/agents.md); it resets ended sub-envs
       with ``reset_mask`` itself. Pass ``caption_text=False`` before registering an info
@@ -248,7 +246,7 @@ class FashionIQVectorEnv(VectorEnv):
         reward = np.zeros(n)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        info = StepInfo()
+        info: dict[str, np.ndarray] = {}
         if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset.any():
             raise RuntimeError(
                 f"sub-envs {np.flatnonzero(self._autoreset).tolist()} have ended and autoreset_mode is DISABLED: "
@@ -313,10 +311,10 @@ class FashionIQVectorEnv(VectorEnv):
         self,
         rows: np.ndarray,
         part: dict[str, np.ndarray],
-        into: StepInfo | None = None,
-    ) -> StepInfo:
+        into: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Scatter per-row info into Gymnasium's dict-of-arrays with ``_key`` masks."""
-        into = StepInfo() if into is None else into
+        into = {} if into is None else into
         n = self.num_envs
         for key, values in part.items():
             if key not in into:

@@ -426,7 +426,7 @@ class DialogBatch:
         repeated: np.ndarray,
     ) -> dict[str, np.ndarray]:
         # No key shares a name with an observation key (libraries such as TorchRL put both
-        # in one namespace); fiq_gym.info answers the old names for one release.
+        # in one namespace).
         info = {
             "shown": self.shown[rows].copy(),
             "rank": rank,

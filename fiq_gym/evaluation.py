@@ -7,8 +7,7 @@ compared on the same dialogs. :class:`EvaluationDialogs` plays a set on a native
 and hands agents only observations and :func:`public_info`; :func:`play_dialogs` is the
 agent's side. The harness that builds the environments, in this process or sealed in
 another, is :func:`fiq_gym.envs.evaluation.evaluate` (it builds environments, so it lives in
-the envs layer; this module is core and never constructs one except in the deprecated
-:func:`evaluate`, through Gymnasium's registry as before).
+the envs layer; this module is core and never constructs one).
 
 Agents follow the batched :class:`RetrievalAgent` protocol (see ``fiq_gym.agents``).
 """
@@ -18,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,6 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.atomic import atomic_write_json, atomic_write_text
-from fiq_gym.info import StepInfo
 from fiq_gym.jsonfile import read_json
 from fiq_gym.links import doc_url
 from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k, rank_percentile
@@ -278,21 +275,16 @@ TRAINING_OPT_INS = ("expose_target", "lookahead")
 PUBLIC_INFO_KEYS = ("caption_text", "shown", "dialog_turn", "is_success", "candidates")
 
 
-class PublicInfo(StepInfo):
+class PublicInfo(dict):
     """The filtered ``info`` an evaluated agent gets: caption text, shown item, turn and
-    whether the dialog ended in success; asking for anything else names the rule. The old
-    names ``caption`` and ``turn`` still read, with a ``DeprecationWarning``, for one release
-    (:mod:`fiq_gym.info`)."""
+    whether the dialog ended in success; asking for anything else names the rule."""
 
     def __missing__(self, key: Any) -> Any:
-        try:
-            return self._read_old_name(key)
-        except KeyError:
-            raise KeyError(
-                f"info[{key!r}] is withheld during evaluation: agents read only {list(PUBLIC_INFO_KEYS)} "
-                "(rank, percentile and reward reveal the target; see "
-                f"{doc_url('docs/agents.md', 'what-agents-may-read-the-threat-model')})"
-            ) from None
+        raise KeyError(
+            f"info[{key!r}] is withheld during evaluation: agents read only {list(PUBLIC_INFO_KEYS)} "
+            "(rank, percentile and reward reveal the target; see "
+            f"{doc_url('docs/agents.md', 'what-agents-may-read-the-threat-model')})"
+        )
 
 
 def public_info(info: dict[str, Any]) -> PublicInfo:
@@ -424,40 +416,6 @@ def evaluate_in_process(
         "sealed": False,
     }
     return EvaluationResult(name or type(agent).__name__, ranks, success_turn, num_items, meta)
-
-
-def evaluate(
-    agent: RetrievalAgent,
-    env: str | gym.vector.VectorEnv,
-    episodes: int | EvaluationSet = 1000,
-    seed: int = 0,
-    *,
-    num_envs: int = 64,
-    name: str | None = None,
-    **env_kwargs: Any,
-) -> EvaluationResult:
-    """Deprecated: use :func:`fiq_gym.envs.evaluation.evaluate`, which seals the environment
-    in another process by default. This in-process version stays for one release."""
-    warnings.warn(
-        "fiq_gym.evaluation.evaluate is deprecated and runs unsealed: use fiq_gym.envs.evaluation.evaluate "
-        "(sealed by default)",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    if isinstance(env, str):
-        refuse_training_opt_ins(env_kwargs)
-        venv = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
-        try:
-            return evaluate_in_process(agent, venv, episodes, seed, name, env)
-        finally:
-            venv.close()
-    if isinstance(env, gym.vector.VectorEnv):
-        if env_kwargs:
-            raise ValueError("env_kwargs only apply when env is given by id")
-        return evaluate_in_process(agent, env, episodes, seed, name)
-    raise TypeError(
-        f"evaluate() takes an env id or a vector env made with gym.make_vec(..., vectorization_mode='vector_entry_point'), got {type(env).__name__}"
-    )
 
 
 def compare(results: Sequence[EvaluationResult], turn: int | None = None) -> str:

@@ -121,17 +121,6 @@ def test_evaluate_keeps_the_given_name(small_catalog_path):
     assert evaluate(agent, ENV, episodes=4, num_envs=4, catalog=small_catalog_path).agent == "RandomAgent"
 
 
-def test_the_old_import_path_still_evaluates_with_a_deprecation_warning(small_catalog_path):
-    from fiq_gym import evaluation
-
-    venv = gym.make_vec(ENV, num_envs=8, vectorization_mode="vector_entry_point", catalog=small_catalog_path)
-    with pytest.warns(DeprecationWarning, match="use fiq_gym.envs.evaluation.evaluate"):
-        old = evaluation.evaluate(RandomAgent.for_env(venv, seed=0), venv, episodes=16, seed=1)
-    new = evaluate(RandomAgent.for_env(venv, seed=0), venv, episodes=16, seed=1)
-    np.testing.assert_array_equal(old.ranks, new.ranks)
-    assert old.meta["sealed"] is False and new.meta["sealed"] is True
-
-
 def worked_example() -> EvaluationResult:
     """docs/benchmarks.md's worked example: 3 dialogs, turns 0..3, N = 100 items."""
     ranks = np.array([[40, 8, 12, 0], [3, 3, 0, 0], [99, 60, 70, 20]])

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = {
     "fiq_gym": "fiq_gym",
@@ -140,15 +138,3 @@ def test_the_checks_see_violations_even_inside_functions(tmp_path):
     }
     assert core_cycle(cyclic) == ["fiq_gym.catalog", "fiq_gym.features", "fiq_gym.catalog"]
     assert not upward_imports({"fiq_gym": {"fiq_gym.envs.registration"}})  # the documented exception
-
-
-def test_the_old_dialog_module_name_still_imports_with_a_deprecation_warning():
-    import importlib
-    import sys
-
-    sys.modules.pop("fiq_gym.dialog", None)
-    with pytest.warns(DeprecationWarning, match="fiq_gym.dialog_engine"):
-        old = importlib.import_module("fiq_gym.dialog")
-    from fiq_gym.dialog_engine import DialogBatch
-
-    assert old.DialogBatch is DialogBatch

@@ -108,27 +108,18 @@ def test_info_keys_never_share_a_name_with_observation_keys(small_catalog_path):
     assert not set(adapter.reset_infos[0]) & set(obs)
 
 
-def test_old_info_names_still_read_with_a_deprecation_warning(small_catalog_path):
+def test_the_old_info_names_are_gone(small_catalog_path):
+    """``caption`` and ``turn`` (renamed ``caption_text`` and ``dialog_turn``) no longer read;
+    an evaluated agent that asks for one is told the names it may read."""
     env = FashionIQEnv(catalog=small_catalog_path)
     _, info = env.reset(seed=0)
-    assert "caption" not in info and "turn" not in info  # never stored: key walkers see no clash
-    with pytest.warns(DeprecationWarning, match=r"info\['caption'\].*info\['caption_text'\]"):
-        assert info["caption"] == info["caption_text"] != ""
-    with pytest.warns(DeprecationWarning, match=r"info\['turn'\].*info\['dialog_turn'\]"):
-        assert info.get("turn") == info["dialog_turn"] == 0
-    assert info.get("rank") == info["rank"] and info.get("nothing", 7) == 7
     with pytest.raises(KeyError):
-        info["nothing"]
+        info["caption"]
+    assert info.get("turn") is None
     venv = FashionIQVectorEnv(2, catalog=small_catalog_path)
     _, vinfo = venv.reset(seed=0)
-    with pytest.warns(DeprecationWarning, match="_caption_text"):
-        np.testing.assert_array_equal(vinfo["_caption"], vinfo["_caption_text"])
-    # What an evaluated agent gets: the old names read, the withheld keys still name the rule.
-    public = public_info(vinfo)
-    with pytest.warns(DeprecationWarning, match="dialog_turn"):
-        np.testing.assert_array_equal(public["turn"], vinfo["dialog_turn"])
-    with pytest.raises(KeyError, match="withheld during evaluation"):
-        public["rank"]
+    with pytest.raises(KeyError, match=r"info\['turn'\] is withheld.*'dialog_turn'"):
+        public_info(vinfo)["turn"]
 
 
 def test_caption_text_false_leaves_the_text_out_of_info_only(small_catalog_path):
