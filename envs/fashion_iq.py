@@ -286,7 +286,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       transformer shopper and the shortlist first stage were retrained on the new features.
       The -v1 and -v0 ids are no longer registered (Gymnasium's ``DeprecatedEnv`` names the
       -v2 id; agent checkpoints, datasets and pickles that recorded them are refused); to
-      reproduce them, install fiq-gym 0.1.x.
+      reproduce them, install fiq-gym 0.1.0.
     * v1 (extended, not bumped: the default's dynamics are unchanged): ``scoring="exact"``
       and ``"float16"``, opt-in scorings that rank by exact dot products.
     * v1 (not bumped: observations, rewards and episodes are unchanged): `info["caption"]`
@@ -518,10 +518,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if state.get("env_version") != ENV_VERSION:
-            # Pickles of fiq-gym 0.1.x hold no env_version (their config held the rules' version).
+            # Pickles of fiq-gym 0.1.0 hold no env_version (their config held the rules' version).
             old = state.get("env_version", getattr(state.get("args", {}).get("config"), "version", "?"))
             raise ValueError(
-                f"this FashionIQEnv was pickled by fiq-gym 0.1.x, with the v{old} environment, {EARLIER_VERSION}: "
+                f"this FashionIQEnv was pickled by fiq-gym 0.1.0, with the v{old} environment, {EARLIER_VERSION}: "
                 f"its dialog cannot continue here. Make a new env (gym.make('fiq_gym/FashionIQ-v{ENV_VERSION}', "
                 f"...)), or unpickle it with {EARLIER_RELEASE}"
             )

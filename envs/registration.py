@@ -38,7 +38,7 @@ EARLIER_VERSION = (
     f"an environment version this fiq-gym no longer has (it plays only the -v{ENV_VERSION} ids, whose shipped "
     "features, shopper and shortlist first stage differ)"
 )
-EARLIER_RELEASE = "fiq-gym 0.1.x (pip install 'fiq-gym<0.2')"
+EARLIER_RELEASE = "fiq-gym 0.1.0 (pip install 'fiq-gym @ git+https://github.com/fiq-gym/fiq-gym@1aa6837', its last revision)"
 
 # The default dialog length (max_turns) and the registered max_episode_steps.
 MAX_TURNS = 5

@@ -202,7 +202,7 @@ def test_a_checkpoint_of_an_earlier_env_version_is_refused_with_the_fix(
     message = str(caught.value)
     assert f"trained on {recorded}, an environment version this fiq-gym no longer has" in message
     assert f"Retrain it on {successor} (fiq-gym train AGENT --env-id {successor}" in message
-    assert "fiq-gym 0.1.x (pip install 'fiq-gym<0.2')" in message
+    assert "fiq-gym 0.1.0 (pip install 'fiq-gym @ git+https://github.com/fiq-gym/fiq-gym@1aa6837'" in message
     assert cli_main(["eval", str(checkpoint), "--episodes", "2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fiq-gym: error: ") and len(err.strip().splitlines()) == 1

@@ -284,7 +284,7 @@ def test_a_pickle_of_an_earlier_fiq_gym_is_refused(make_env):
     env = make_env()
     env.reset(seed=0)
     state = env.__getstate__()
-    # fiq-gym 0.1.x pickled no env_version; its config held the rules' version.
+    # fiq-gym 0.1.0 pickled no env_version; its config held the rules' version.
     del state["env_version"]
     config = copy.copy(state["args"]["config"])
     object.__setattr__(config, "version", 1)

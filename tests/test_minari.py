@@ -416,7 +416,7 @@ def test_behaviour_cloning_trains_from_the_cli(featured_catalog_path, tmp_path, 
 
 
 def test_a_dataset_recorded_on_an_earlier_version_is_refused(featured_catalog_path, tmp_path, monkeypatch):
-    """A dataset of fiq-gym 0.1.x names a -v1 env: neither the example nor Minari's
+    """A dataset of fiq-gym 0.1.0 names a -v1 env: neither the example nor Minari's
     recover_environment plays it on -v2."""
     from fiq_gym.agents.behaviour_cloning import Args, train
 
