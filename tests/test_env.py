@@ -85,7 +85,7 @@ def test_default_catalog_env_and_module_prefix_make():
 
 
 def test_a_recorded_spec_of_an_earlier_version_is_refused(small_catalog_path):
-    # gym.make(EnvSpec) skips the registry: a spec recorded by 0.1.x (a Minari dataset's) still fails.
+    # gym.make(EnvSpec) skips the registry: a spec recorded by 0.1.0 (a Minari dataset's) still fails.
     old = dataclasses.replace(gym.spec("fiq_gym/FashionIQ-v2"), id="fiq_gym/FashionIQ-v1")
     with pytest.raises(
         ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v2"
@@ -290,7 +290,7 @@ def test_a_pickle_of_an_earlier_fiq_gym_is_refused(make_env):
     object.__setattr__(config, "version", 1)
     state["args"] = {**state["args"], "config": config}
     with pytest.raises(
-        ValueError, match=r"pickled by fiq-gym 0\.1\.x, with the v1 environment, .*-v2 ids.*fiq-gym<0\.2"
+        ValueError, match=r"pickled by fiq-gym 0\.1\.0, with the v1 environment, .*-v2 ids.*fiq-gym@1aa6837"
     ):
         FashionIQEnv.__new__(FashionIQEnv).__setstate__(state)
 
