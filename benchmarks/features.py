@@ -39,13 +39,21 @@ def confusions(checkpoint: Checkpoint, catalog: Catalog, batch_size: int = 512) 
     vocab = catalog.vocabulary
     counts = {t.name: np.zeros((len(t.values), len(t.values)), dtype=np.int64) for t in vocab.types}
     network = checkpoint.network.eval()
+    if network.category_head is not None:
+        size = len(checkpoint.config.categories)
+        counts["category"] = np.zeros((size, size), dtype=np.int64)
     for start in range(0, len(catalog), batch_size):
-        _, logits = network(torch.from_numpy(np.array(catalog.images[start : start + batch_size])))
+        features, logits = network(torch.from_numpy(np.array(catalog.images[start : start + batch_size])))
         truth = vocab.decode(np.asarray(catalog.labels[start : start + batch_size]))
         for k, t in enumerate(vocab.types):
             predicted = logits[:, vocab.slice(t.name)].argmax(dim=1).numpy()
             labelled = truth[:, k] >= 0
             np.add.at(counts[t.name], (truth[labelled, k], predicted[labelled]), 1)
+        if network.category_head is not None:
+            predicted = network.category_logits(features).argmax(dim=1).numpy()
+            np.add.at(
+                counts["category"], (np.asarray(catalog.categories[start : start + batch_size]), predicted), 1
+            )
     return counts
 
 
@@ -106,19 +114,23 @@ def run(size: int, threads: Sequence[int], checkpoint_dir: str | None, out: Path
         "| attribute type | values | accuracy | majority baseline | most frequent confusions (true -> predicted: items) |",
         "|---|---:|---:|---:|---|",
     ]
-    for t in vocab.types:
-        m = counts[t.name]
+    # The category head's row (when the network has one) follows the attribute types.
+    rows = [(t.name, t.values) for t in vocab.types]
+    if "category" in counts:
+        rows.append(("category (head)", checkpoint.config.categories))
+    for name, values in rows:
+        m = counts[name.split(" ")[0]]
         total = int(m.sum())
         errors = m.copy()
         np.fill_diagonal(errors, 0)
         top = np.argsort(errors, axis=None)[::-1][:3]
         confused = [
-            f"{t.values[i]} -> {t.values[j]}: {errors[i, j]}"
+            f"{values[i]} -> {values[j]}: {errors[i, j]}"
             for i, j in zip(*np.unravel_index(top, errors.shape), strict=True)
             if errors[i, j] > 0
         ]
         lines.append(
-            f"| {t.name} | {len(t.values)} | {np.trace(m) / total:.2%} | {m.sum(axis=1).max() / total:.1%} | "
+            f"| {name} | {len(values)} | {np.trace(m) / total:.2%} | {m.sum(axis=1).max() / total:.1%} | "
             f"{', '.join(confused) or 'none'} |"
         )
     lines += [
