@@ -280,10 +280,11 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Version History
 
-    * v2 (fiq-gym 0.2.0): the rules, the observation and action spaces and the rewards are
-      unchanged from v1; the shipped data changed. The attribute network gained a category
-      head (the default catalogs' features now carry each item's category), and the
-      transformer shopper and the shortlist first stage were retrained on the new features.
+    * v2 (fiq-gym 0.2.0): the rules, the observation keys and the rewards are unchanged from
+      v1; the shipped data changed. The attribute network gained a category head (the default
+      catalogs' features now carry each item's category, D = 45 instead of 60, so the feature
+      keys' shapes change with it), and the transformer shopper (with its own caption
+      vocabulary ids) and the shortlist first stage were retrained on the new features.
       The -v1 and -v0 ids are no longer registered (Gymnasium's ``DeprecatedEnv`` names the
       -v2 id; agent checkpoints, datasets and pickles that recorded them are refused); to
       reproduce them, install fiq-gym 0.1.0.
