@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fiq_gym.atomic import atomic_write_text
-from fiq_gym.benchmarks.publishing import default_results_dir
+from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, faithfulness
 
 __all__ = ["Row", "evaluate", "main"]
@@ -289,8 +288,6 @@ def _targets(rows: Sequence[Row]) -> list[str]:
 
 
 def to_markdown(rows: Sequence[Row], setup: dict, command: str) -> str:
-    import torch
-
     w, wo = setup["with_metrics"], setup["without_metrics"]
     lines = [
         "# Caption quality of the shoppers",
@@ -330,11 +327,7 @@ def to_markdown(rows: Sequence[Row], setup: dict, command: str) -> str:
         "",
         f"Captions per second: batches of 256, {setup['threads']} torch thread(s), on a machine shared with other jobs",
         "(ratios between rows are meaningful, absolute numbers noisy).",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}",
-        "",
+        *provenance_lines(command),
     ]
     return "\n".join(lines)
 

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fiq_gym.atomic import atomic_write_text
-from fiq_gym.benchmarks.publishing import default_results_dir
-from fiq_gym.benchmarks.throughput import machine_line
+from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 
 __all__ = ["run"]
 
@@ -76,7 +75,7 @@ def run(sizes: Sequence[int], out: Path, command: str) -> str:
             f"{build['worker_peak_mb']:.0f} | {disk_mb:,.0f} | {opened['seconds'] * 1000:.1f} | "
             f"{opened['rss_growth_mb']:.1f} |"
         )
-    lines += ["", f"Command: `{command}`", "", f"Machine: {machine_line()}", ""]
+    lines += provenance_lines(command)
     text = "\n".join(lines)
     atomic_write_text(out / "catalog.md", text)
     return text

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from fiq_gym.atomic import atomic_write_text
-from fiq_gym.benchmarks.publishing import default_results_dir
-from fiq_gym.benchmarks.throughput import machine_line
+from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.synthetic import build_synthetic_catalog
 from fiq_gym.features.extract import extract_features
@@ -147,7 +146,7 @@ def run(size: int, threads: Sequence[int], checkpoint_dir: str | None, out: Path
         "|---:|---:|---:|",
     ]
     lines += [f"| {t} | {s:.2f} | {size / s:,.0f} |" for t, s in timings]
-    lines += ["", f"Command: `{command}`", "", f"Machine: {machine_line()}", ""]
+    lines += provenance_lines(command)
     text = "\n".join(lines)
     atomic_write_text(out / "features.md", text)
     return text

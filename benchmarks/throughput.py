@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
-from fiq_gym.benchmarks.publishing import default_results_dir
+from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import load_default_catalog
 from fiq_gym.envs.fashion_iq import FashionIQEnv
@@ -408,11 +408,7 @@ def to_markdown(ms: list[Measurement], command: str) -> str:
             [
                 "# Environment throughput",
                 *_transformer_markdown(ms),
-                "",
-                f"Command: `{command}`",
-                "",
-                f"Machine: {machine_line()}",
-                "",
+                *provenance_lines(command),
             ]
         )
     sizes = sorted({m.catalog_size for m in template})
@@ -449,7 +445,7 @@ def to_markdown(ms: list[Measurement], command: str) -> str:
     else:
         lines.append("- not measured in this run (needs the 10k catalog and n = 64)")
     lines += _transformer_markdown(ms)
-    lines += ["", f"Command: `{command}`", "", f"Machine: {machine_line()}", ""]
+    lines += provenance_lines(command)
     return "\n".join(lines)
 
 

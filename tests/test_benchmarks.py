@@ -34,7 +34,7 @@ def test_throughput_benchmark_writes_table_and_plot(tmp_path, small_catalog_path
     )
     assert done.returncode == 0, done.stderr
     table = (out / "throughput.md").read_text()
-    assert "| 300 | 4 |" in table and "Machine:" in table
+    assert "| 300 | 4 |" in table and "Machine:" in table and "Revision: " in table
     assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -553,6 +553,7 @@ def test_features_benchmark_writes_its_table(tmp_path):
     table = (tmp_path / "features.md").read_text()
     assert "| color |" in table and "Machine:" in table and "items/s" in table
     assert "| category (head) | 3 |" in table  # the shipped network has a category head
+    assert "Revision: " in table and "Libraries: " in table
 
 
 def test_loading_networks_leaves_the_callers_torch_generator_alone(small_catalog_path, tmp_path):

@@ -639,6 +639,7 @@ def test_captioning_benchmark_end_to_end(checkpoint, tmp_path):
     assert "## Do attributes help?" in table
     assert "## Targets: faithfulness precision >= 0.95 with recall >= 0.3" in table
     assert "- transformer + attributes, greedy: precision **" in table
+    assert "Command: `" in table and "Revision: " in table
     rows = json.loads((tmp_path / "captioning.json").read_text())
     template = next(r for r in rows if r["name"].startswith("template"))
     assert template["precision"] == 1.0 and 0 < template["recall"] < 1
