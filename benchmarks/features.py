@@ -114,11 +114,11 @@ def run(size: int, threads: Sequence[int], checkpoint_dir: str | None, out: Path
         "|---|---:|---:|---:|---|",
     ]
     # The category head's row (when the network has one) follows the attribute types.
-    rows = [(t.name, t.values) for t in vocab.types]
+    rows = [(t.name, t.name, t.values) for t in vocab.types]  # (label, key of counts, values)
     if "category" in counts:
-        rows.append(("category (head)", checkpoint.config.categories))
-    for name, values in rows:
-        m = counts[name.split(" ")[0]]
+        rows.append(("category (head)", "category", checkpoint.config.categories))
+    for name, key, values in rows:
+        m = counts[key]
         total = int(m.sum())
         errors = m.copy()
         np.fill_diagonal(errors, 0)
