@@ -360,7 +360,9 @@ def _transformer_markdown(ms: list[Measurement]) -> list[str]:
         f"- (e) batched decoder (`describe`) / bare `model.generate`: **{describe / bare:.2f}** (target >= 0.5)",
     ]
     if ranking is not None:
-        parts_ms, step_ms = 1e3 * n * (1 / describe + 1 / ranking), 1e3 * n / native
+        # Seconds a step of n spends in its parts: captioning n pairs and ranking them.
+        parts_s = n / describe + n / ranking
+        parts_ms, step_ms = 1e3 * parts_s, 1e3 * n / native
         lines.append(
             f"- (f) env step / its parts: a native step of {n} takes {step_ms:.1f} ms, `describe` plus the "
             f"ranking of {n} take {parts_ms:.1f} ms: **{parts_ms / step_ms:.2f}** (target >= 0.8)"
@@ -368,8 +370,7 @@ def _transformer_markdown(ms: list[Measurement]) -> list[str]:
     if ranking is not None and native / single < 15:
         # What bounds (d): the same ratio for an env step costing only its parts, and for
         # one whose decoder ran at the FLOP limit.
-        parts_rate = n / (n / describe + n / ranking)
-        bound = f"  - What bounds (d): an env step costing only `describe` plus the ranking would reach {parts_rate / single:.1f}x"
+        bound = f"  - What bounds (d): an env step costing only `describe` plus the ranking would reach {n / parts_s / single:.1f}x"
         if flops is not None and matmul is not None:
             at_limit = n / (n * flops / matmul + n / ranking)
             bound += f", one whose decoder ran at the FLOP limit of (g) {at_limit / single:.0f}x"
