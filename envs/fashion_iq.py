@@ -12,7 +12,7 @@ import numpy as np
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
-from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, ENV_VERSION, successor_env_id
+from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, ENV_VERSION, refuse_earlier_spec
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
@@ -390,10 +390,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     def spec(self, value: gym.envs.registration.EnvSpec | None) -> None:
         # gym.make wraps the env in TimeLimit(registered max_episode_steps) unless told
         # otherwise: say so when that cap would end episodes before max_turns.
-        successor = successor_env_id(value.id) if value is not None else None
-        if successor is not None:
-            # gym.make(spec) of a recorded spec (a Minari dataset's, say) does not ask the registry.
-            raise ValueError(f"{value.id} is {EARLIER_VERSION}: make {successor}, or use {EARLIER_RELEASE}")
+        refuse_earlier_spec(value)
         self._spec = value
         registered = gym.registry.get(value.id) if value is not None else None
         steps = getattr(registered, "max_episode_steps", None)
@@ -577,3 +574,21 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         state["shortlist_rngs"] = list(d.shortlist_rngs)
         state["caption_texts"] = [list(t) for t in d.caption_texts]
         return state
+
+
+class _RemovedEnvV0:
+    """What ``fiq_gym.envs.fashion_iq.FashionIQEnvV0`` (fiq-gym 0.1.0's v0 env, removed in 0.2.0)
+    resolves to, so that unpickling a 0.1.0 pickle of one, or making one, names the fix instead
+    of failing on a missing attribute."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError(
+            f"FashionIQEnvV0 is the v0 environment of fiq-gym 0.1.0, {EARLIER_VERSION}: make a new env "
+            f"(gym.make('fiq_gym/FashionIQ-v{ENV_VERSION}', ...)), or unpickle it with {EARLIER_RELEASE}"
+        )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FashionIQEnvV0":
+        return _RemovedEnvV0
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

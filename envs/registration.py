@@ -22,6 +22,7 @@ __all__ = [
     "ENV_VERSION",
     "MAX_TURNS",
     "env_id_for",
+    "refuse_earlier_spec",
     "register_envs",
     "successor_env_id",
 ]
@@ -104,3 +105,13 @@ def successor_env_id(env_id: str) -> str | None:
         return None
     current = f"fiq_gym/{match['name']}-v{ENV_VERSION}"
     return current if current in ENV_IDS else None
+
+
+def refuse_earlier_spec(spec: gym.envs.registration.EnvSpec | None) -> None:
+    """Raise ``ValueError`` naming the fix when ``spec`` (one that ``gym.make`` or
+    ``gym.make_vec`` is about to give an env) names an earlier version: given an ``EnvSpec``
+    object, as recorded by a Minari dataset, Gymnasium does not ask the registry, so the env
+    itself must refuse it."""
+    successor = successor_env_id(spec.id) if spec is not None else None
+    if successor is not None:
+        raise ValueError(f"{spec.id} is {EARLIER_VERSION}: make {successor}, or use {EARLIER_RELEASE}")

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
@@ -19,6 +20,7 @@ from gymnasium.vector.utils import batch_space
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
+from fiq_gym.envs.registration import refuse_earlier_spec
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.ranking import Ranker
 from fiq_gym.retrieval import RetrievalTables
@@ -163,6 +165,21 @@ class FashionIQVectorEnv(VectorEnv):
             k: np.zeros(space.shape, dtype=space.dtype) for k, space in self.observation_space.spaces.items()
         }
         self._last_info: dict[str, np.ndarray] | None = None
+
+    @property
+    def spec(self) -> EnvSpec | None:  # type: ignore[override]
+        return getattr(self, "_spec", None)
+
+    @spec.setter
+    def spec(self, value: EnvSpec | None) -> None:
+        # gym.make_vec sets the spec after building the env: close it (its shard workers, if
+        # any) before refusing a recorded spec of an earlier version.
+        try:
+            refuse_earlier_spec(value)
+        except ValueError:
+            self.close()
+            raise
+        self._spec = value
 
     @property
     def config(self) -> DialogConfig:

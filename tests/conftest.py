@@ -13,6 +13,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["FIQ_GYM_CACHE"] = str(tmp_path_factory.mktemp("fiq-gym-cache"))
+    # SB3 makes a folder under the system's temporary directory for every learn() run without
+    # a log folder of its own; send those under pytest's, so test runs leave nothing behind.
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
 
 
 @pytest.fixture(scope="session")

@@ -413,12 +413,12 @@ def test_word_ids_are_used_only_for_their_own_tokenizer_and_refused_when_words_d
 
 
 @pytest.mark.parametrize("decoding", ["sample", "greedy"])
-def test_env_caption_ids_equal_tokenizing_the_caption_text(small_catalog_path, decoding):
+def test_env_caption_ids_equal_tokenizing_the_caption_text(small_catalog_path, tiny_checkpoint, decoding):
     """The vector env's caption observations (taken from the generated ids) equal its
     tokenizer's ids of the caption texts, as the env computed them before."""
     from fiq_gym.envs import FashionIQVectorEnv
 
-    checkpoint = _tiny_checkpoint(small_catalog_path)
+    checkpoint = tiny_checkpoint
     venv = FashionIQVectorEnv(
         6,
         catalog=small_catalog_path,
@@ -438,22 +438,17 @@ def test_env_caption_ids_equal_tokenizing_the_caption_text(small_catalog_path, d
     venv.close()
 
 
-_CHECKPOINTS: dict = {}
+@pytest.fixture(scope="module")
+def tiny_checkpoint(small_catalog_path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny captioner trained for one epoch on the small catalog (once per module), under
+    pytest's temporary folder so no run leaves it behind."""
+    from fiq_gym.users.transformer import TrainArgs, train_captioner
 
-
-def _tiny_checkpoint(catalog_path):
-    """A tiny captioner trained for one epoch on the small catalog (once per session)."""
-    if catalog_path not in _CHECKPOINTS:
-        import tempfile
-
-        from fiq_gym.users.transformer import TrainArgs, train_captioner
-
-        out = f"{tempfile.mkdtemp(prefix='captioner-')}/model"
-        args = dict(train_pairs=200, val_pairs=20, captions_per_pair=1, d_model=16, num_heads=2, ffn_dim=32)
-        args |= dict(num_decoder_layers=1, epochs=1, batch_size=64, warmup_steps=2, bleu_pairs=8)
-        train_captioner(TrainArgs(catalog=str(catalog_path), out=out, threads=1, progress=False, **args))
-        _CHECKPOINTS[catalog_path] = out
-    return _CHECKPOINTS[catalog_path]
+    out = str(tmp_path_factory.mktemp("captioner") / "model")
+    args = dict(train_pairs=200, val_pairs=20, captions_per_pair=1, d_model=16, num_heads=2, ffn_dim=32)
+    args |= dict(num_decoder_layers=1, epochs=1, batch_size=64, warmup_steps=2, bleu_pairs=8)
+    train_captioner(TrainArgs(catalog=str(small_catalog_path), out=out, threads=1, progress=False, **args))
+    return out
 
 
 # --- numpy BLAS on the shopper's thread count during env steps ---------------------------------
@@ -497,14 +492,14 @@ def test_products_and_ranks_are_the_same_with_one_blas_thread():
         np.testing.assert_array_equal(default[2][1], one[2][1])
 
 
-def test_env_steps_run_blas_on_the_transformer_shoppers_threads(small_catalog_path):
+def test_env_steps_run_blas_on_the_transformer_shoppers_threads(small_catalog_path, tiny_checkpoint):
     from fiq_gym.envs import FashionIQEnv
 
     before = _blas_thread_counts()
     env = FashionIQEnv(
         catalog=small_catalog_path,
         user="transformer",
-        user_kwargs={"checkpoint": _tiny_checkpoint(small_catalog_path)},
+        user_kwargs={"checkpoint": tiny_checkpoint},
     )
     assert env.unwrapped.user.blas_threads == 1
     seen: list[list[int]] = []

@@ -93,6 +93,15 @@ def test_a_recorded_spec_of_an_earlier_version_is_refused(small_catalog_path):
         gym.make(old, catalog=small_catalog_path)
 
 
+@pytest.mark.parametrize("mode", ["vector_entry_point", "sync"])
+def test_a_recorded_spec_of_an_earlier_version_is_refused_by_make_vec(small_catalog_path, mode):
+    old = dataclasses.replace(gym.spec("fiq_gym/FashionIQ-v2"), id="fiq_gym/FashionIQ-v1")
+    with pytest.raises(
+        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v2"
+    ):
+        gym.make_vec(old, num_envs=2, vectorization_mode=mode, catalog=small_catalog_path)
+
+
 def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_path):
     with pytest.warns(UserWarning, match="pass max_episode_steps=8 to gym.make"):
         gym.make("fiq_gym/FashionIQ-v2", catalog=small_catalog_path, max_turns=8)
@@ -293,6 +302,15 @@ def test_a_pickle_of_an_earlier_fiq_gym_is_refused(make_env):
         ValueError, match=r"pickled by fiq-gym 0\.1\.0, with the v1 environment, .*-v2 ids.*fiq-gym@1aa6837"
     ):
         FashionIQEnv.__new__(FashionIQEnv).__setstate__(state)
+
+
+def test_a_pickle_of_the_removed_v0_env_is_refused_with_the_fix():
+    # What fiq-gym 0.1.0 wrote for a pickled FashionIQEnvV0 (protocol 2): its class, then its state.
+    stream = b"\x80\x02cfiq_gym.envs.fashion_iq\nFashionIQEnvV0\nq\x00)\x81q\x01}q\x02b."
+    with pytest.raises(
+        ValueError, match=r"FashionIQEnvV0 is the v0 environment of fiq-gym 0\.1\.0.*-v2.*@1aa6837"
+    ):
+        pickle.loads(stream)
 
 
 def test_close_twice(make_env):
