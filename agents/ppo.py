@@ -103,6 +103,8 @@ class Args:
     """shortlist mode: the first stage (retriever, retriever:DIR or random)"""
     explore: float = 0.0
     """shortlist mode: fraction of the candidates that are random unseen items"""
+    first_stage_gain: float = 0.0
+    """shortlist mode: initial weight of the first stage's standardised scores in the policy's logits (0: start near uniform over the shortlist; a few units: near the greedy first stage)"""
     reward: str = "percentile"
     """env reward kind (see the env's docstring)"""
     learning_rate: float = 3e-4
@@ -168,6 +170,13 @@ class ProgressCallback(BaseCallback):
 
 
 def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
+    shortlist = args.action_mode == "shortlist"
+    # Checked before the run directory is made: a wrong flag leaves nothing behind.
+    if args.first_stage_gain and not shortlist:
+        raise ValueError(
+            f"--first-stage-gain applies to the shortlist's first stage, not action_mode={args.action_mode!r}: "
+            "pass --action-mode shortlist, or drop it"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -176,9 +185,8 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
     # VecMonitor: SB3 logs rollout/ep_rew_mean and ep_len_mean to TensorBoard from it.
     vec_env = VecMonitor(make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **env_kwargs))
     vec_env.seed(args.seed)
-    shortlist = args.action_mode == "shortlist"
     policy_kwargs: dict[str, Any] = (
-        {}
+        {"features_extractor_kwargs": {"first_stage_gain": args.first_stage_gain}}
         if shortlist
         else {"features_extractor_class": CaptionFeaturesExtractor, "log_std_init": args.log_std_init}
     )

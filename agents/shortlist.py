@@ -104,13 +104,21 @@ class ShortlistExtractor(BaseFeaturesExtractor):
     mean of the candidates' embeddings) that does not depend on the slots' order, for a value
     head. Each candidate's score is ``mlp([candidate, candidate * context, context, z]) + g * z``
     with one shared ``mlp``, where ``z`` is the candidate's first-stage score standardised
-    within its shortlist and ``g`` a learned gain that starts at 0.
+    within its shortlist and ``g`` a learned gain that starts at ``first_stage_gain`` (0: the
+    policy starts near uniform over the shortlist and must learn to follow the first stage; a
+    few units: it starts near the greedy first stage and learns corrections).
 
     SB3 hands a ``MultiDiscrete`` caption over one-hot (B, L * V); it is embedded by a product
     with the embedding matrix (mean over real words).
     """
 
-    def __init__(self, observation_space: gym.spaces.Dict, embed_dim: int = 64, hidden: int = 128) -> None:
+    def __init__(
+        self,
+        observation_space: gym.spaces.Dict,
+        embed_dim: int = 64,
+        hidden: int = 128,
+        first_stage_gain: float = 0.0,
+    ) -> None:
         needed = {"caption", "shown_features", "shown_attributes", *_CANDIDATE_KEYS}
         missing = needed - set(observation_space.spaces)
         if missing:
@@ -130,7 +138,7 @@ class ShortlistExtractor(BaseFeaturesExtractor):
         self.embedding = nn.Embedding(self.vocab, embed_dim, padding_idx=0)
         self.item = nn.Sequential(nn.Linear(self.d + self.a, embed_dim), nn.ReLU())
         self.context = nn.Sequential(nn.Linear(2 * embed_dim + 1, embed_dim), nn.ReLU())
-        self.first_stage_gain = nn.Parameter(torch.zeros(()))
+        self.first_stage_gain = nn.Parameter(torch.tensor(float(first_stage_gain)))
         self.score = nn.Sequential(
             nn.Linear(3 * embed_dim + 1, hidden),
             nn.ReLU(),
@@ -174,7 +182,7 @@ class ShortlistExtractor(BaseFeaturesExtractor):
         cand = self.item(cand)  # (B, K, E), the same encoder as the shown item
         valid = observations["candidate_mask"].view(b, self.k) > 0.5
         # First-stage scores standardised within each shortlist (their scale differs between
-        # first stages), fed to the shared network and through a learned gain (0 at start).
+        # first stages), fed to the shared network and through a learned gain.
         first = observations["candidate_scores"].view(b, self.k)
         n_valid = valid.sum(1, keepdim=True).clamp_min(1)
         mean = (first * valid).sum(1, keepdim=True) / n_valid

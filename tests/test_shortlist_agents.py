@@ -84,6 +84,60 @@ def test_extractor_is_permutation_equivariant(featured_catalog_path, perm_seed):
     torch.testing.assert_close(moved[K:], base[K:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("gain", "agree"), [(0.0, (0.0, 0.5)), (20.0, (0.9, 1.0))])
+def test_first_stage_gain_sets_where_the_policy_starts(featured_catalog_path, gain, agree):
+    """An untrained PPO shortlist policy starts near the greedy first stage with a large initial
+    gain, and not with the default 0 (fraction of turns where its pick equals greedy's)."""
+    from stable_baselines3 import PPO
+
+    from fiq_gym.agents.shortlist import SB3ShortlistAgent
+    from fiq_gym.envs.sb3 import make_sb3_vec_env
+
+    vec = make_sb3_vec_env(
+        "fiq_gym/FashionIQ-v2",
+        num_envs=16,
+        catalog=featured_catalog_path,
+        action_mode="shortlist",
+        shortlist_size=K,
+    )
+    model = PPO(
+        ShortlistActorCriticPolicy,
+        vec,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"features_extractor_kwargs": {"first_stage_gain": gain}},
+    )
+    assert model.policy.pi_features_extractor.first_stage_gain.item() == gain
+    envs = _envs(featured_catalog_path)
+    obs, info = envs.reset(seed=0)
+    policy, greedy, same = SB3ShortlistAgent(model), ShortlistGreedyAgent(), []
+    for _ in range(4):
+        picks = policy.act(obs, info)
+        same.extend(picks == greedy.act(obs, info))
+        obs, _, _, _, info = envs.step(picks)
+    assert agree[0] <= np.mean(same) <= agree[1]
+    envs.close()
+    vec.close()
+
+
+def test_first_stage_gain_reaches_the_saved_checkpoint_and_is_refused_outside_the_shortlist(
+    featured_catalog_path, tmp_path
+):
+    from fiq_gym.agents.ppo import Args, train
+
+    args = Args(action_mode="shortlist", n_steps=8, batch_size=32, n_epochs=1, first_stage_gain=4.0)
+    args.catalog, args.num_envs, args.timesteps = str(featured_catalog_path), 4, 32
+    args.shortlist_size, args.eval_episodes, args.out = K, 4, str(tmp_path / "ppo")
+    train(args, progress=False)
+    loaded = load_agent(tmp_path / "ppo" / "checkpoint")
+    gain = loaded.make_agent(loaded.make_envs(2)).model.policy.pi_features_extractor.first_stage_gain
+    assert abs(gain.item() - 4.0) < 0.1  # one update of 32 steps moves it by about the learning rate
+    query = Args(first_stage_gain=1.0, catalog=str(featured_catalog_path), out=str(tmp_path / "query"))
+    with pytest.raises(ValueError, match="applies to the shortlist's first stage.*--action-mode shortlist"):
+        train(query, progress=False)
+    assert not (tmp_path / "query").exists()
+
+
 def test_policies_refuse_other_action_modes(featured_catalog_path):
     env = gym.make("fiq_gym/FashionIQ-v2", catalog=featured_catalog_path)
     with pytest.raises(ValueError, match="needs action_mode='shortlist'"):
