@@ -153,6 +153,10 @@ class _Child:
         self.region = SharedRegion.create()
         fds = () if self.region is None else (self.region.fd,)
         self.owner = os.getpid()
+        # The kernel kills the child when this thread ends (PR_SET_PDEATHSIG in the worker), but
+        # only some time after a join() of it has returned: a child whose thread has ended counts
+        # as gone at once, so it is never handed an evaluation it would die in the middle of.
+        self.thread = threading.current_thread()
         self.unanswered = 0  # build requests (B) whose answer is still in the pipe
         self.proc: subprocess.Popen[bytes] | None = None
         try:
@@ -172,7 +176,7 @@ class _Child:
         return None if self.proc is None else self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.thread.is_alive() and self.proc.poll() is None
 
     def send(self, tag: bytes, payload: bytes = b"") -> None:
         if self.proc is None or self.proc.stdin is None:
