@@ -518,10 +518,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         if state.get("env_version") != ENV_VERSION:
             # Pickles of fiq-gym 0.1.0 hold no env_version (their config held the rules' version).
             old = state.get("env_version", getattr(state.get("args", {}).get("config"), "version", "?"))
-            raise ValueError(
-                f"this FashionIQEnv was pickled by fiq-gym 0.1.0, with the v{old} environment, {EARLIER_VERSION}: "
-                f"its dialog cannot continue here. Make a new env (gym.make('fiq_gym/FashionIQ-v{ENV_VERSION}', "
-                f"...)), or unpickle it with {EARLIER_RELEASE}"
+            raise _earlier_pickle_error(
+                f"this FashionIQEnv was pickled by fiq-gym 0.1.0, with the v{old} environment"
             )
         a = state["args"]
         cfg: DialogConfig = a["config"]
@@ -582,10 +580,15 @@ class _RemovedEnvV0:
     of failing on a missing attribute."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        raise ValueError(
-            f"FashionIQEnvV0 is the v0 environment of fiq-gym 0.1.0, {EARLIER_VERSION}: make a new env "
-            f"(gym.make('fiq_gym/FashionIQ-v{ENV_VERSION}', ...)), or unpickle it with {EARLIER_RELEASE}"
-        )
+        raise _earlier_pickle_error("FashionIQEnvV0 is the v0 environment of fiq-gym 0.1.0")
+
+
+def _earlier_pickle_error(what: str) -> ValueError:
+    """The refusal of an env pickled by an earlier release, after ``what`` says which."""
+    return ValueError(
+        f"{what}, {EARLIER_VERSION}: its dialog cannot continue here. Make a new env "
+        f"(gym.make('fiq_gym/FashionIQ-v{ENV_VERSION}', ...)), or unpickle it with {EARLIER_RELEASE}"
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -130,7 +130,9 @@ def test_first_stage_gain_reaches_the_saved_checkpoint_and_is_refused_outside_th
     args.shortlist_size, args.eval_episodes, args.out = K, 4, str(tmp_path / "ppo")
     train(args, progress=False)
     loaded = load_agent(tmp_path / "ppo" / "checkpoint")
-    gain = loaded.make_agent(loaded.make_envs(2)).model.policy.pi_features_extractor.first_stage_gain
+    envs = loaded.make_envs(2)
+    gain = loaded.make_agent(envs).model.policy.pi_features_extractor.first_stage_gain
+    envs.close()
     assert abs(gain.item() - 4.0) < 0.1  # one update of 32 steps moves it by about the learning rate
     query = Args(first_stage_gain=1.0, catalog=str(featured_catalog_path), out=str(tmp_path / "query"))
     with pytest.raises(ValueError, match="applies to the shortlist's first stage.*--action-mode shortlist"):
