@@ -9,8 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fiq_gym.catalog import Catalog
+from fiq_gym.catalog.model import FEATURES_TOLERANCE, sketch_differs, sketch_features
 from fiq_gym.catalog.storage import FORMAT_VERSION, open_catalog, save_catalog
 from fiq_gym.catalog.synthetic import build_synthetic_catalog
 from fiq_gym.catalog.synthetic_spec import CATEGORIES, LENGTHS_BY_CATEGORY, SYNTHETIC_VOCABULARY
@@ -259,3 +262,90 @@ def test_catalog_differences_compare_fingerprints_and_full_hashes_alike(small_ca
         "other items (or another order)",
     ]
     assert small_catalog.differences({"labels_sha256": "f" * 16}) == ["other attribute labels"]
+
+
+# --- features compared within a tolerance, not bit for bit -------------------------------------
+
+
+def _with_features(catalog, seed: int = 0, scale: float = 70.0):
+    rng = np.random.default_rng(seed)
+    features = (scale * rng.standard_normal((len(catalog), 6))).astype(np.float32)
+    return catalog.with_arrays(features=features)
+
+
+def _nudged(features: np.ndarray, relative: float, seed: int = 1) -> np.ndarray:
+    """``features`` moved as another CPU model's kernels move them: by a few units in the last
+    place, here up to ``relative`` of each value."""
+    rng = np.random.default_rng(seed)
+    return (features * (1 + relative * rng.uniform(-1, 1, features.shape))).astype(np.float32)
+
+
+def test_the_same_features_from_another_cpu_are_the_same_catalog(small_catalog):
+    """Checkpoints record a sketch of the features, compared within FEATURES_TOLERANCE: an
+    Intel and an AMD build of one catalog differ in the last bits (max 6e-5 at an RMS of 70),
+    which must pass; other features, other rows or one row moved by a few percent must not."""
+    built = _with_features(small_catalog)
+    recorded = built.fingerprint()
+    assert set(recorded) == {"items", "ids_sha256", "labels_sha256", "features_sketch"}
+    elsewhere = built.with_arrays(features=_nudged(built.features, 1e-6))
+    assert not np.array_equal(elsewhere.features, built.features)
+    assert elsewhere.differences(recorded) == []
+    assert elsewhere.differences(json.loads(json.dumps(recorded))) == []  # as a checkpoint keeps it
+
+    other_network = _with_features(small_catalog, seed=5)
+    assert other_network.differences(recorded) == ["other image features"]
+    shuffled = built.with_arrays(features=np.ascontiguousarray(built.features[::-1]))
+    assert shuffled.differences(recorded) == ["other image features"]
+    one_row = built.features.copy()
+    one_row[17, 2] += 0.05 * recorded["features_sketch"]["rms"]
+    assert built.with_arrays(features=one_row).differences(recorded) == ["other image features"]
+    assert small_catalog.differences(recorded) == ["other image features"]  # no features at all
+
+
+def test_a_hash_only_fingerprint_still_compares_the_bits(small_catalog):
+    """Checkpoints written before the sketch record only ``features_sha256``: the same bits
+    pass, any other bits are refused (re-saving the checkpoint records a sketch)."""
+    built = _with_features(small_catalog)
+    legacy = {"items": len(built), "features_sha256": built.content_sha256("features")[:16]}
+    assert built.differences(legacy) == []
+    elsewhere = built.with_arrays(features=_nudged(built.features, 1e-6))
+    assert elsewhere.differences(legacy) == ["other image features"]
+    # with a sketch beside it (the shipped checkpoints keep both), the sketch decides
+    both = {**legacy, "features_sketch": built.features_sketch()}
+    assert elsewhere.differences(both) == []
+
+
+def test_a_damaged_sketch_differs(small_catalog):
+    built = _with_features(small_catalog)
+    sketch = built.features_sketch()
+    for damaged in (
+        {},
+        {**sketch, "rows": "many"},
+        {**sketch, "sums": sketch["sums"][:-1]},
+        {**sketch, "rms": float("nan")},
+        {**sketch, "rows": sketch["rows"] + 1},
+    ):
+        assert sketch_differs(damaged, sketch), damaged
+    assert not sketch_differs(sketch, sketch)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(2, 400),
+    columns=st.integers(1, 8),
+    scale=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 2**16),
+)
+def test_sketch_tolerance_property(rows, columns, scale, seed):
+    """Last-bit noise (relative 1e-6, about 8 units in the last place of a float32) never
+    changes the catalog; moving one value by 100x the tolerance always does."""
+    rng = np.random.default_rng(seed)
+    features = (scale * rng.standard_normal((rows, columns))).astype(np.float32)
+    base = sketch_features(features)
+    noisy = sketch_features(_nudged(features, 1e-6, seed + 1))
+    assert not sketch_differs(base, noisy)
+    moved = features.copy()
+    row, column = int(rng.integers(rows)), int(rng.integers(columns))
+    moved[row, column] += np.float32(100 * FEATURES_TOLERANCE * base["rms"] * np.sqrt(rows))
+    changed = sketch_features(moved)
+    assert sketch_differs(base, changed)

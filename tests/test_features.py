@@ -510,6 +510,49 @@ def test_default_catalog_gets_shipped_features_on_first_build(monkeypatch, tmp_p
     assert small.features is None
 
 
+def test_every_extraction_path_encodes_on_one_thread_whatever_the_callers_count(
+    trained, learn_catalogs, monkeypatch, tmp_path
+):
+    """On some CPUs (an Intel Xeon of this project's kind) a convolution's last bits depend on
+    torch's thread count, so the default catalog differed with the machine's cores. Every path
+    now encodes with exactly one intra-op thread, whatever the caller set: the library call on
+    stored and on lazy images, the CLI, and the default catalog's first build; the caller's
+    count is restored. The same features follow whatever the caller's count (here 1 vs 2,
+    equal by construction now: one kernel, one thread, the same batches)."""
+    from fiq_gym.default_catalog import load_default_catalog
+    from fiq_gym.features.extract import AttributeNetEncoder
+
+    counts: list[int] = []
+    encode = AttributeNetEncoder.encode
+
+    def spy(self, images):
+        counts.append(torch.get_num_threads())
+        return encode(self, images)
+
+    monkeypatch.setattr(AttributeNetEncoder, "encode", spy)
+    out, _ = trained
+    stored = {n: _copy(learn_catalogs[1], tmp_path / f"t{n}") for n in (1, 2)}
+    for n, path in stored.items():
+        with torch_threads(n):
+            extract_features(path, checkpoint=out, batch_size=64, progress=False)
+            assert torch.get_num_threads() == n
+    np.testing.assert_array_equal(open_catalog(stored[1]).features, open_catalog(stored[2]).features)
+    assert open_catalog(stored[2]).provenance["features"]["torch_threads"] == 1
+    lazy = tmp_path / "lazy"
+    build_synthetic_catalog(lazy, size=300, seed=22, image_size=32, progress=False, images="lazy")
+    monkeypatch.setenv("FIQ_GYM_CACHE", str(tmp_path / "cache"))
+    with torch_threads(2):
+        for path in (
+            lambda: extract_features(lazy, checkpoint=out, batch_size=64, progress=False, workers=2),
+            lambda: main(["features", "extract", str(lazy), "--checkpoint", str(out), "--no-progress"]),
+            lambda: load_default_catalog(size=300, seed=5, progress=False),
+        ):
+            before = len(counts)
+            path()
+            assert len(counts) > before and torch.get_num_threads() == 2
+    assert len(counts) == 5 + 5 + 5 + 2 + 2 and set(counts) == {1}, counts
+
+
 # --- command line -----------------------------------------------------------------------------
 
 

@@ -251,6 +251,33 @@ def test_default_agent_fails_loudly_when_the_default_catalog_differs(monkeypatch
     assert agent_module.RETRAIN_DEFAULT_COMMAND in str(excinfo.value)
 
 
+@pytest.mark.slow
+def test_shipped_checkpoints_take_the_default_catalog_as_built_on_another_cpu():
+    """The shipped default agent and first stage were trained on an AMD EPYC's build of the
+    default catalog; on an Intel Xeon its features differ in the last bits (by 6e-5 at most,
+    about 1e-6 of their RMS), which used to refuse the catalog. Simulated here by nudging every
+    feature by up to 2e-6 of its value: both still load; features from elsewhere do not."""
+    from fiq_gym.agents.retriever import check_catalog
+    from fiq_gym.default_catalog import load_default_catalog
+    from fiq_gym.play.agent import DEFAULT_AGENT_DIR
+    from fiq_gym.shortlist import DEFAULT_FIRST_STAGE
+
+    catalog = load_default_catalog(progress=False)
+    rng = np.random.default_rng(0)
+    features = np.asarray(catalog.features)
+    nudged = (features * (1 + 2e-6 * rng.uniform(-1, 1, features.shape))).astype(np.float32)
+    assert not np.array_equal(nudged, features)
+    elsewhere = catalog.with_arrays(features=nudged)
+    shuffled = catalog.with_arrays(features=np.ascontiguousarray(features[rng.permutation(len(features))]))
+    for shipped in (DEFAULT_AGENT_DIR, DEFAULT_FIRST_STAGE):
+        meta = json.loads((shipped / "config.json").read_text())
+        assert "features_sketch" in meta["catalog"]
+        check_catalog(meta, catalog, shipped)
+        check_catalog(meta, elsewhere, shipped)
+        with pytest.raises(ValueError, match="other image features"):
+            check_catalog(meta, shuffled, shipped)
+
+
 # --- terminal ----------------------------------------------------------------------------------
 
 

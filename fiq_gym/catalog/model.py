@@ -17,7 +17,7 @@ from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
 
-__all__ = ["Catalog", "Item", "StringColumn"]
+__all__ = ["FEATURES_TOLERANCE", "Catalog", "Item", "StringColumn", "sketch_differs", "sketch_features"]
 
 
 class StringColumn(Sequence[str]):
@@ -90,6 +90,69 @@ _HASHED_PARTS = {
     "labels_sha256": ("labels", "other attribute labels"),
     "features_sha256": ("features", "other image features"),
 }
+
+FEATURES_TOLERANCE = 1e-4
+"""How far two feature matrices may differ and still be the same catalog's, relative to their
+RMS: per column, the sums may differ by ``FEATURES_TOLERANCE * rms * N`` and the signed sums by
+``FEATURES_TOLERANCE * rms * sqrt(N)``. The same network on another CPU model or thread count
+moves features by about 1e-6 of their RMS (at most 6e-5 against the shipped network's RMS of 70,
+seen between one and two threads on an Intel Xeon), so the check passes there with 100x to
+spare; features from other weights, images or rows move the sums by far more, and one row that
+moves by more than 1% of the RMS in a column (at 10,000 items; 10% at a million) shows in the
+signed sums."""
+
+
+def _row_signs(start: int, stop: int) -> np.ndarray:
+    """+1 or -1 per row ``start..stop-1``: a fixed integer hash of the row index, so every
+    machine and every numpy release draws the same signs."""
+    rows = np.arange(start, stop, dtype=np.uint64)
+    bits = (rows * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+    return np.where(bits & np.uint64(1), 1.0, -1.0)
+
+
+def sketch_features(features: np.ndarray) -> dict[str, Any]:
+    """A summary of (N, D) features that two builds of the same catalog share on any CPU, and
+    a real change of the features does not: their RMS, their column sums, and their column sums
+    with a fixed pseudo-random sign per row (which move with any single row). Read 16 MB at a
+    time, so a memory-mapped million-item matrix costs no memory. :func:`sketch_differs`
+    compares two sketches within :data:`FEATURES_TOLERANCE`."""
+    n, d = features.shape
+    sums = np.zeros(d, dtype=np.float64)
+    signed = np.zeros(d, dtype=np.float64)
+    squares = 0.0
+    step = max(1, (16 << 20) // max(1, features[:1].nbytes))
+    for start in range(0, n, step):
+        block = np.asarray(features[start : start + step], dtype=np.float64)
+        sums += block.sum(axis=0)
+        signed += _row_signs(start, start + len(block)) @ block
+        squares += float(np.square(block).sum())
+    return {
+        "rows": int(n),
+        "rms": float(np.sqrt(squares / max(1, n * d))),
+        "sums": [float(x) for x in sums],
+        "signed_sums": [float(x) for x in signed],
+    }
+
+
+def sketch_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether two :func:`sketch_features` records describe different features (see
+    :data:`FEATURES_TOLERANCE`); a sketch of another shape or a damaged one differs."""
+    try:
+        n = int(recorded["rows"])
+        rms = float(recorded["rms"])
+        sums = np.asarray(recorded["sums"], dtype=np.float64)
+        signed = np.asarray(recorded["signed_sums"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return True
+    if n != current["rows"] or sums.shape != (len(current["sums"]),) or signed.shape != sums.shape:
+        return True
+    scale = FEATURES_TOLERANCE * max(rms, float(current["rms"]), np.finfo(np.float32).tiny)
+    if not np.isfinite(scale) or abs(rms - float(current["rms"])) > scale:
+        return True
+    return bool(
+        np.any(~(np.abs(sums - np.asarray(current["sums"])) <= scale * max(1, n)))
+        or np.any(~(np.abs(signed - np.asarray(current["signed_sums"])) <= scale * np.sqrt(max(1, n))))
+    )
 
 
 @dataclass(eq=False)
@@ -204,35 +267,52 @@ class Catalog:
         return 0 if self.features is None else int(self.features.shape[1])
 
     def fingerprint(self) -> dict[str, Any]:
-        """What identifies the catalog to a trained agent: the item count and SHA-256 prefixes
-        of the ids (which garment each row is) and of what agents see of the items (the
-        features, or the labels when there are none). Recorded in checkpoints, so loading one
-        on another catalog of the same shape fails instead of silently ranking wrong items."""
-        seen = "features" if self.features is not None else "labels"
-        return {
+        """What identifies the catalog to a trained agent: the item count, SHA-256 prefixes of
+        the ids (which garment each row is) and of the labels (exact integers), and, when the
+        catalog has features, a :meth:`features_sketch` compared within a tolerance (feature
+        bits differ in the last places between CPU models, so a hash of them would refuse the
+        same catalog built on another machine). Recorded in checkpoints, so loading one on
+        another catalog of the same shape fails instead of silently ranking wrong items."""
+        out: dict[str, Any] = {
             "items": len(self),
             "ids_sha256": self.content_sha256("ids")[:16],
-            f"{seen}_sha256": self.content_sha256(seen)[:16],
+            "labels_sha256": self.content_sha256("labels")[:16],
         }
+        if self.features is not None:
+            out["features_sketch"] = self.features_sketch()
+        return out
+
+    def features_sketch(self) -> dict[str, Any]:
+        """:func:`sketch_features` of this catalog's features (what :meth:`fingerprint`
+        records and :meth:`differences` compares)."""
+        if self.features is None:
+            raise ValueError("this catalog has no features to sketch")
+        return sketch_features(self.features)
 
     def differences(self, recorded: Mapping[str, Any]) -> list[str]:
         """What differs between this catalog and one ``recorded`` by :meth:`fingerprint` (a
-        checkpoint) or by a play recording: the item count (``items`` or ``num_items``) and
-        each ``ids_sha256`` / ``labels_sha256`` / ``features_sha256`` given, compared over the
-        recorded length (fingerprints keep a prefix, recordings the whole hash). Empty: the
+        checkpoint) or by a play recording: the item count (``items`` or ``num_items``), each
+        ``ids_sha256`` / ``labels_sha256`` / ``features_sha256`` given, compared over the
+        recorded length (fingerprints keep a prefix, recordings the whole hash), and the
+        features within :data:`FEATURES_TOLERANCE` when a ``features_sketch`` is recorded
+        (then a recorded ``features_sha256`` is not compared: checkpoints written before the
+        sketch existed record only that hash, which must match bit for bit). Empty: the
         same catalog. Keys that are not recorded are not compared."""
         out = []
         count = recorded.get("items", recorded.get("num_items"))
         if count is not None and count != len(self):
             out.append("a different number of items")
+        sketch = recorded.get("features_sketch")
         for key, (part, what) in _HASHED_PARTS.items():
             value = recorded.get(key)
-            if not value:
+            if not value or (part == "features" and sketch):
                 continue
             if (part == "features" and self.features is None) or self.content_sha256(part)[
                 : len(value)
             ] != value:
                 out.append(what)
+        if sketch and (self.features is None or sketch_differs(sketch, self.features_sketch())):
+            out.append("other image features")
         return out
 
     def content_sha256(self, part: str) -> str:

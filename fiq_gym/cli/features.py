@@ -109,7 +109,12 @@ def add_commands(sub: Any) -> None:
     )
     source.add_argument("--encoder", help="hf:/local/path: a Hugging Face vision model saved in that folder")
     extract.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
-    extract.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: all cores)")
+    extract.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the same features whatever the machine's core count; 0: all cores)",
+    )
     extract.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     prune = group.add_parser(

@@ -129,7 +129,7 @@ def extract_features(
     checkpoint: str | os.PathLike | None = None,
     encoder: str | ImageEncoder | None = None,
     batch_size: int = 256,
-    threads: int = 0,
+    threads: int = 1,
     progress: bool = True,
     features_only: bool | str = False,
     workers: int | None = None,
@@ -137,11 +137,17 @@ def extract_features(
     """Compute features (and, with an attribute network, attribute scores) for every item of
     catalog directory ``catalog`` and write them into it atomically.
 
-    ``threads``: torch CPU threads (0: all cores, or one while worker processes render a lazy
-    catalog's images: they take the other cores, and rendering, ~0.9 ms an image on one core,
-    is slower than encoding, ~0.5 ms; measured, one encoder thread makes a million-item
-    build ~20% faster on 2 cores). An encoder that predicts no attributes
-    (a Hugging Face model) leaves existing attribute scores untouched.
+    ``threads``: torch CPU threads for the encoder (0: all cores). Keep the default, one:
+    on some CPUs (seen on an Intel Xeon) a convolution's last bits depend on the thread
+    count, so only a fixed count gives the same features on every machine of a CPU model
+    whatever its cores, in every path (the default catalog's first build, ``fiq-gym catalog
+    build``, ``fiq-gym features extract``, lazy or stored images). It costs little: a lazy
+    catalog's images are rendered in worker processes meanwhile (~0.9 ms an image on one
+    core, slower than encoding at ~0.6 ms), and a stored 10,000-item catalog takes about
+    13 s. Features still differ in the last bits between CPU models; checkpoints compare
+    them within a tolerance (:meth:`fiq_gym.catalog.Catalog.features_sketch`). An encoder
+    that predicts no attributes (a Hugging Face model) leaves existing attribute scores
+    untouched.
 
     ``features_only``: write the attribute network's features but not its attribute scores
     (True), or do so only when the network was trained for another attribute vocabulary or
@@ -180,8 +186,6 @@ def extract_features(
             check_fits(encoder.checkpoint, opened)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
-    if threads == 0 and _renders_in_workers(opened, batch_size, workers):
-        threads = 1
     with torch_threads(threads):
         return _extract(path, opened, encoder, batch_size, progress, started, workers)
 
@@ -250,7 +254,12 @@ def _extract_batches(
     shapes = {"features": (n, first_features.shape[1])}
     if first_scores is not None:
         shapes["attribute_scores"] = (n, opened.vocabulary.size)
-    record = {**encoder.provenance(), "feature_dim": int(first_features.shape[1])}
+    record = {
+        **encoder.provenance(),
+        "feature_dim": int(first_features.shape[1]),
+        # the count the bits depend on (see extract_features's ``threads``)
+        "torch_threads": torch.get_num_threads(),
+    }
     provenance: dict[str, Any] = {"features": record}
     if first_scores is not None:
         provenance["attribute_scores"] = record
