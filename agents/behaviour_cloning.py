@@ -23,7 +23,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import gymnasium as gym
 import numpy as np
@@ -81,9 +81,11 @@ class SlotPolicy(nn.Module):
 
     def __init__(self, space: gym.spaces.Dict, embed: int = 64, hidden: int = 128) -> None:
         super().__init__()
-        self.k = int(space["candidate_scores"].shape[0])
-        self.d, self.a = space["shown_features"].shape[0], space["shown_attributes"].shape[0]
-        self.words = nn.Embedding(int(space["caption"].nvec[0]), embed, padding_idx=0)
+        boxes = cast("dict[str, gym.spaces.Box]", space.spaces)  # all but the caption
+        self.k = int(boxes["candidate_scores"].shape[0])
+        self.d, self.a = boxes["shown_features"].shape[0], boxes["shown_attributes"].shape[0]
+        caption = cast(gym.spaces.MultiDiscrete, space["caption"])
+        self.words = nn.Embedding(int(caption.nvec[0]), embed, padding_idx=0)
         self.item = nn.Sequential(nn.Linear(self.d + self.a, embed), nn.ReLU())
         self.score = nn.Sequential(nn.Linear(3 * embed + 1, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.first_stage_gain = nn.Parameter(torch.zeros(()))

@@ -47,6 +47,7 @@ from fiq_gym.checkpoint import (
     read_config,
     read_training_state,
 )
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent
@@ -196,14 +197,14 @@ class LoadedAgent:
             user=self.user,
         )
         try:
-            return probe.unwrapped.tokenizer
+            return inner_env(probe).tokenizer
         finally:
             probe.close()
 
     def make_agent(self, env: gym.Env | gym.vector.VectorEnv) -> RetrievalAgent:
         """A fresh batched agent (its own dialog state) for ``env``; raises
         :class:`~fiq_gym.errors.CheckpointError` naming the mismatch if it does not fit."""
-        inner = env.unwrapped
+        inner = inner_env(env)
         mode = inner.config.action_mode
         if mode != self.action_mode:
             raise CheckpointError(
@@ -245,7 +246,9 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
     path = Path(path).expanduser()
     config = read_config(path, formats=set(_KINDS), what="an agent checkpoint", fix=_FIX)
     kind, mode = _KINDS[config["format"]]
-    args = config.get("args") if isinstance(config.get("args"), dict) else {}
+    args = config.get("args")
+    if not isinstance(args, dict):
+        args = {}
     if kind in ("ppo", "rllib-ppo"):
         mode = str(args.get("action_mode") or mode)
     # Every trainer that plays dialogs records its env id; checkpoints without one (single-shot
@@ -320,7 +323,7 @@ def start_retriever_run(
     optimizer state too when ``args.init_optimizer``, else from fresh weights sized for
     ``envs``.
     """
-    inner = envs.unwrapped
+    inner = inner_env(envs)
     checkpoint = Path(args.out) / "checkpoint"
     resuming = prepare_run(
         args.out, resume=args.resume, overwrite=getattr(args, "overwrite", False), state=checkpoint
@@ -364,5 +367,5 @@ def save_retriever_run(
         agent=agent,
         optimizer=optimizer,
         state={"round": rounds_done, **(extra_state or {})},
-        catalog=envs.unwrapped.catalog,
+        catalog=inner_env(envs).catalog,
     )

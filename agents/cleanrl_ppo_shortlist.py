@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -75,8 +76,10 @@ class Args:
 class Agent(nn.Module):
     def __init__(self, space: gym.spaces.Dict, k: int, hidden: int = 128, embed: int = 64) -> None:
         super().__init__()
-        self.k, self.d, self.a = k, space["shown_features"].shape[0], space["shown_attributes"].shape[0]
-        self.words = nn.Embedding(int(space["caption"].nvec[0]), embed, padding_idx=0)
+        boxes = cast("dict[str, gym.spaces.Box]", space.spaces)  # all but the caption
+        self.k, self.d, self.a = k, boxes["shown_features"].shape[0], boxes["shown_attributes"].shape[0]
+        caption = cast(gym.spaces.MultiDiscrete, space["caption"])
+        self.words = nn.Embedding(int(caption.nvec[0]), embed, padding_idx=0)
         self.item = nn.Sequential(nn.Linear(self.d + self.a, embed), nn.ReLU())
         self.score = nn.Sequential(nn.Linear(3 * embed + 1, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.value = nn.Sequential(nn.Linear(2 * embed + 1, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -127,7 +130,7 @@ class Policy:
 
 def train(args: Args) -> tuple[Agent, EvaluationResult]:
     torch.manual_seed(args.seed)
-    env_kwargs = {
+    env_kwargs: dict[str, Any] = {
         "catalog": args.catalog,
         "action_mode": "shortlist",
         "shortlist_size": args.shortlist_size,
@@ -138,7 +141,7 @@ def train(args: Args) -> tuple[Agent, EvaluationResult]:
         args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **env_kwargs
     )
     writer = SummaryWriter(str(Path(args.out) / "tb"))
-    agent = Agent(envs.single_observation_space, args.shortlist_size)
+    agent = Agent(cast(gym.spaces.Dict, envs.single_observation_space), args.shortlist_size)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     n, t_max = args.num_envs, args.num_steps
     obs_buf: list[dict[str, torch.Tensor]] = []

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.agents.shortlist import ShortlistGreedyAgent
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import DialogView, FirstStage, make_first_stage
@@ -127,7 +128,7 @@ def greedy_agent(
     shipped supervised retriever, ``"retriever:DIR"``, ``"random"`` or a callable) itself.
     A first stage that does not fit the catalog raises ``ValueError`` naming the mismatch.
     """
-    inner = env.unwrapped
+    inner = inner_env(env)
     mode = inner.config.action_mode
     if mode == "shortlist":
         return ShortlistGreedyAgent()

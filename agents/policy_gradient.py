@@ -32,6 +32,7 @@ from fiq_gym.agents.retriever import (
     observation_tensors,
 )
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "train"]
@@ -106,20 +107,27 @@ def masked_logits(query: torch.Tensor, items: torch.Tensor, shown: torch.Tensor,
 
 def play_round(
     net: RetrieverNet, envs: gym.vector.VectorEnv, tau: float, k: int, seed: int, generator: torch.Generator
-):
+) -> tuple[
+    list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    list[torch.Tensor],
+    list[torch.Tensor],
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+]:
     """Sample one dialog per sub-env from the policy over each turn's top-k unseen items;
     return what replaying it needs."""
     b = envs.num_envs
-    n = envs.unwrapped.num_items
+    n = inner_env(envs).num_items
     obs, info = envs.reset(seed=seed)
     shown = torch.zeros(b, n, dtype=torch.bool)
     shown[torch.arange(b), torch.as_tensor(info["shown"])] = True
     turns, candidate_sets, positions, rewards, alive_by_turn, successes = [], [], [], [], [], []
     alive = np.ones(b, dtype=bool)
     with torch.no_grad():
-        items = net.encode_items(*gallery_tensors(envs.unwrapped.gallery))
+        items = net.encode_items(*gallery_tensors(inner_env(envs).gallery))
         state = net.initial_state(b)
-        for _ in range(envs.unwrapped.config.max_turns):
+        for _ in range(inner_env(envs).config.max_turns):
             tensors = observation_tensors(obs)
             state, query = net.step(state, *tensors)
             logits = masked_logits(query, items, shown, tau)
@@ -165,9 +173,9 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     torch.manual_seed(args.seed)
     out = Path(args.out)
     envs = make_envs(args, args.num_envs)
-    gallery = envs.unwrapped.gallery
-    net, optimizer, start, state = start_retriever_run(args, envs)
-    baseline = np.asarray(state.get("baseline", np.zeros(args.max_turns)), dtype=np.float64)
+    gallery = inner_env(envs).gallery
+    net, optimizer, start, record = start_retriever_run(args, envs)
+    baseline = np.asarray(record.get("baseline", np.zeros(args.max_turns)), dtype=np.float64)
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", str(dataclasses.asdict(args)))
     result = None

@@ -39,6 +39,7 @@ from fiq_gym.agents.retriever import (
     triplet_loss,
 )
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "lookahead_choice", "train"]
@@ -122,7 +123,7 @@ def lookahead_choice(
     Returns (B,) the position of the chosen candidate in each row and (B, k) look-ahead ranks.
     """
     b, k = candidates.shape
-    tokens, _ = envs.unwrapped.preview_captions(candidates.numpy())
+    tokens, _ = inner_env(envs).preview_captions(candidates.numpy())
     flat = candidates.reshape(-1)
     _, next_query = net.step(
         state.repeat_interleave(k, dim=0),
@@ -138,12 +139,21 @@ def lookahead_choice(
     return best, ranks
 
 
-def play_round(net: RetrieverNet, envs: gym.vector.VectorEnv, k: int, seed: int):
+def play_round(
+    net: RetrieverNet, envs: gym.vector.VectorEnv, k: int, seed: int
+) -> tuple[
+    list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    list[torch.Tensor],
+    list[torch.Tensor],
+    np.ndarray,
+    torch.Tensor,
+    float,
+]:
     b = envs.num_envs
-    n = envs.unwrapped.num_items
+    n = inner_env(envs).num_items
     obs, info = envs.reset(seed=seed)
     targets = torch.as_tensor(info["target"].copy())
-    features, attributes = gallery_tensors(envs.unwrapped.gallery)
+    features, attributes = gallery_tensors(inner_env(envs).gallery)
     shown = torch.zeros(b, n, dtype=torch.bool)
     shown[torch.arange(b), torch.as_tensor(info["shown"])] = True
     turns, candidate_sets, best_positions, alive_by_turn, gains = [], [], [], [], []
@@ -151,7 +161,7 @@ def play_round(net: RetrieverNet, envs: gym.vector.VectorEnv, k: int, seed: int)
     with torch.no_grad():
         items = net.encode_items(features, attributes)
         state = net.initial_state(b)
-        for _ in range(envs.unwrapped.config.max_turns):
+        for _ in range(inner_env(envs).config.max_turns):
             tensors = observation_tensors(obs)
             state, query = net.step(state, *tensors)
             scores = query @ items.T
@@ -177,7 +187,7 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     torch.manual_seed(args.seed)
     out = Path(args.out)
     envs = make_envs(args, args.num_envs)
-    gallery = envs.unwrapped.gallery
+    gallery = inner_env(envs).gallery
     net, optimizer, start, _ = start_retriever_run(args, envs)
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", str(dataclasses.asdict(args)))

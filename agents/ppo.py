@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -42,6 +42,9 @@ from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 __all__ = ["Args", "CaptionFeaturesExtractor", "PPOAgent", "train"]
 
 
@@ -56,17 +59,14 @@ class CaptionFeaturesExtractor(BaseFeaturesExtractor):
         self, observation_space: gym.spaces.Dict, embed_dim: int = 64, features_dim: int = 128
     ) -> None:
         super().__init__(observation_space, features_dim)
-        caption = observation_space["caption"]
+        caption = cast(gym.spaces.MultiDiscrete, observation_space["caption"])
+        boxes = cast("dict[str, gym.spaces.Box]", observation_space.spaces)  # all but the caption
         vocab = int(caption.nvec[0])
         self.vocab = vocab
-        item_dim = (
-            observation_space["shown_features"].shape[0] + observation_space["shown_attributes"].shape[0]
-        )
+        item_dim = boxes["shown_features"].shape[0] + boxes["shown_attributes"].shape[0]
         self.embedding = nn.Embedding(vocab, embed_dim, padding_idx=0)
         self.item = nn.Sequential(nn.Linear(item_dim, embed_dim), nn.ReLU())
-        self.max_turns = (
-            float(np.max(observation_space["turn"].high)) if "turn" in observation_space.spaces else 1.0
-        )
+        self.max_turns = float(np.max(boxes["turn"].high)) if "turn" in observation_space.spaces else 1.0
         self.head = nn.Sequential(nn.Linear(2 * embed_dim + 1, features_dim), nn.ReLU())
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -152,7 +152,7 @@ class ProgressCallback(BaseCallback):
         super().__init__()
         self.total = total
         self.desc = desc
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def _on_training_start(self) -> None:
         from tqdm.auto import tqdm

@@ -30,6 +30,7 @@ from fiq_gym.agents.checkpoint import load_agent
 from fiq_gym.agents.greedy import greedy_agent
 from fiq_gym.agents.random_agent import RandomAgent, UniformBoxAgent
 from fiq_gym.agents.shortlist import ShortlistRandomAgent
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.offline import RecordedDataset, default_dataset_id, default_datasets_root, record_dataset
 from fiq_gym.envs.registration import MAX_TURNS
 from fiq_gym.errors import CheckpointError
@@ -158,7 +159,7 @@ def make_recording(
 
 
 def _builtin_agent(name: str, env: gym.Env, first_stage: str, seed: int) -> RetrievalAgent:
-    mode = env.unwrapped.config.action_mode
+    mode = inner_env(env).config.action_mode
     if name == "greedy":
         return greedy_agent(env, first_stage, seed=seed)
     if mode == "index":

@@ -27,7 +27,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -38,6 +38,7 @@ from torch.utils.tensorboard import SummaryWriter
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
@@ -156,12 +157,14 @@ def train(args: Args) -> tuple[RecurrentPolicy, list[dict[str, float]]]:
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", json.dumps(dataclasses.asdict(args)))
     envs = make_envs(args, args.num_envs)
-    space = envs.single_observation_space
-    turns = int(envs.unwrapped.config.max_turns)
+    space = cast(gym.spaces.Dict, envs.single_observation_space)
+    caption = cast(gym.spaces.MultiDiscrete, space["caption"])
+    boxes = cast("dict[str, gym.spaces.Box]", space.spaces)  # all but the caption
+    turns = int(inner_env(envs).config.max_turns)
     policy = RecurrentPolicy(
-        int(space["caption"].nvec[0]),
-        space["shown_features"].shape[0],
-        space["shown_attributes"].shape[0],
+        int(caption.nvec[0]),
+        boxes["shown_features"].shape[0],
+        boxes["shown_attributes"].shape[0],
         args,
     )
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.retriever import (
@@ -92,7 +93,11 @@ class UpdateItems:
 
 
 def triplet_loss(
-    query: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, margin: float, negatives: torch.Tensor
+    query: torch.Tensor,
+    items: torch.Tensor | UpdateItems,
+    targets: torch.Tensor,
+    margin: float,
+    negatives: torch.Tensor,
 ) -> torch.Tensor:
     """Mean over negatives of max(0, margin - cos(q, target) + cos(q, negative)), per row."""
     positive = (query * items[targets]).sum(-1, keepdim=True)
@@ -160,7 +165,7 @@ def evaluate_retriever(net: RetrieverNet, args: Any, name: str) -> EvaluationRes
         max_turns=args.max_turns,
     )
     try:
-        agent = RetrieverAgent(net, envs.unwrapped.gallery)
+        agent = RetrieverAgent(net, inner_env(envs).gallery)
         return evaluate(agent, envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name=name)
     finally:
         envs.close()

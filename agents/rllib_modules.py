@@ -41,6 +41,7 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
 from fiq_gym.agents.shortlist import _EMPTY, ShortlistExtractor, _ContextValue, _needs_shortlist
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.errors import CheckpointError
 
 __all__ = [
@@ -96,7 +97,7 @@ class ShortlistRLModule(TorchRLModule, ValueFunctionAPI):
 def gallery_matrix(envs: gym.Env | gym.vector.VectorEnv) -> np.ndarray:
     """The items in play as :class:`IndexRLModule` reads them: features and attribute scores,
     ``(N, D + A)`` float32."""
-    gallery = envs.unwrapped.gallery
+    gallery = inner_env(envs).gallery
     return np.concatenate([gallery.features, gallery.side_info], axis=1).astype(np.float32)
 
 

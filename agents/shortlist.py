@@ -22,7 +22,7 @@ model = PPO(ShortlistActorCriticPolicy, env).learn(100_000)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -126,14 +126,15 @@ class ShortlistExtractor(BaseFeaturesExtractor):
                 f"ShortlistExtractor needs observation keys {sorted(missing)}: make the env with "
                 "action_mode='shortlist' and the default observation_keys"
             )
-        k = int(observation_space["candidate_scores"].shape[0])
+        boxes = cast("dict[str, gym.spaces.Box]", observation_space.spaces)  # all but the caption
+        k = int(boxes["candidate_scores"].shape[0])
         super().__init__(observation_space, k + 2 * embed_dim)
         self.k = k
-        self.d = int(observation_space["shown_features"].shape[0])
-        self.a = int(observation_space["shown_attributes"].shape[0])
-        caption = observation_space["caption"]
+        self.d = int(boxes["shown_features"].shape[0])
+        self.a = int(boxes["shown_attributes"].shape[0])
+        caption = cast(gym.spaces.MultiDiscrete, observation_space["caption"])
         self.vocab = int(caption.nvec[0])
-        turn = observation_space.spaces.get("turn")
+        turn = boxes.get("turn")
         self.max_turns = float(np.max(turn.high)) if turn is not None else 1.0
         self.embedding = nn.Embedding(self.vocab, embed_dim, padding_idx=0)
         self.item = nn.Sequential(nn.Linear(self.d + self.a, embed_dim), nn.ReLU())
@@ -240,22 +241,25 @@ class ShortlistActorCriticPolicy(ActorCriticPolicy):
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
         self.action_net = _SlotScores(self._k)
-        self.value_net = _ContextValue(self._k, self.features_dim - self._k)
-        # Rebuild the optimizer over the replaced heads' parameters.
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        # SB3 infers value_net's type from its own head (nn.Linear); any module of the latents will do.
+        self.value_net = _ContextValue(self._k, self.features_dim - self._k)  # type: ignore[assignment]
+        # Rebuild the optimizer over the replaced heads' parameters (SB3's own call, which its
+        # optimizer_class type does not cover: type[Optimizer] takes no lr).
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
 
 class _ShortlistQNetwork(QNetwork):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.q_net = _SlotScores(int(self.action_space.n))
+        # SB3 infers q_net's type from its own head (nn.Sequential); any module of the features will do.
+        self.q_net = _SlotScores(int(self.action_space.n))  # type: ignore[assignment]
 
 
 class ShortlistDQNPolicy(DQNPolicy):
     """SB3 DQN policy whose Q-values are :class:`ShortlistExtractor`'s per-candidate scores."""
 
     def __init__(
-        self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space, *args: Any, **kwargs: Any
+        self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Discrete, *args: Any, **kwargs: Any
     ):
         _needs_shortlist(observation_space, action_space, "ShortlistDQNPolicy")
         kwargs.setdefault("features_extractor_class", ShortlistExtractor)

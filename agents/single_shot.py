@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet, load_checkpoint, save_checkpoint
 from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.catalog.captions import HumanCaptions, load_human_captions
+from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.checkpoint import prepare_run
@@ -99,7 +100,7 @@ class SingleShotResult:
 
 # --- data ------------------------------------------------------------------------------------
 def _queries(
-    entries, rows: tuple[np.ndarray, np.ndarray], rng: np.random.Generator | None
+    entries: Sequence[CaptionEntry], rows: tuple[np.ndarray, np.ndarray], rng: np.random.Generator | None
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Query texts (captions joined; shuffled first when ``rng`` is given), candidates, targets."""
     targets, candidates = rows

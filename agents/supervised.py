@@ -33,6 +33,7 @@ from fiq_gym.agents.retriever import (
     triplet_loss,
 )
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["Args", "train", "triplet_loss"]
@@ -104,13 +105,13 @@ def play_round(
     """
     obs, info = envs.reset(seed=seed)
     targets = info["target"].copy()
-    gallery = envs.unwrapped.gallery
+    gallery = inner_env(envs).gallery
     with torch.no_grad():
         items = net.encode_items(*gallery_tensors(gallery))
         state = net.initial_state(envs.num_envs)
         turns, alive_by_turn = [], []
         alive = np.ones(envs.num_envs, dtype=bool)
-        for _ in range(envs.unwrapped.config.max_turns):
+        for _ in range(inner_env(envs).config.max_turns):
             tensors = observation_tensors(obs)
             turns.append(tensors)
             alive_by_turn.append(alive.copy())
@@ -126,7 +127,7 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
     out = Path(args.out)
     torch.manual_seed(args.seed)
     envs = make_envs(args, training=True, num_envs=args.num_envs)
-    gallery = envs.unwrapped.gallery
+    gallery = inner_env(envs).gallery
     net, optimizer, start, _ = start_retriever_run(args, envs)
     config = net.config
     writer = SummaryWriter(str(out / "tb"))

@@ -28,12 +28,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, faithfulness
+
+if TYPE_CHECKING:
+    from fiq_gym.users.base import User
 
 __all__ = ["Row", "evaluate", "main"]
 
@@ -51,7 +55,9 @@ class Row:
     by_type: dict[str, tuple[int, int]]  # claim type -> (scored claims, correct claims)
 
 
-def _by_type(texts, targets, shown, oracle) -> dict[str, tuple[int, int]]:
+def _by_type(
+    texts: Sequence[str], targets: np.ndarray, shown: np.ndarray, oracle: DifferenceOracle
+) -> dict[str, tuple[int, int]]:
     counts: dict[str, list[int]] = {}
     for text, t, s in zip(texts, targets.tolist(), shown.tolist(), strict=True):
         truth = oracle.truth(t, s)
@@ -70,7 +76,15 @@ def _timed(caption: Callable[[], list[str]]) -> tuple[list[str], float]:
     return texts, time.perf_counter() - start
 
 
-def _row(name, texts, seconds, refs, targets, shown, oracle) -> Row:
+def _row(
+    name: str,
+    texts: list[str],
+    seconds: float,
+    refs: Sequence[Sequence[str]],
+    targets: np.ndarray,
+    shown: np.ndarray,
+    oracle: DifferenceOracle,
+) -> Row:
     scores = caption_scores(texts, refs)
     faith = faithfulness(texts, targets, shown, oracle)
     return Row(
@@ -86,7 +100,9 @@ def _row(name, texts, seconds, refs, targets, shown, oracle) -> Row:
     )
 
 
-def _batched(user, targets, shown, rng, batch: int = 256) -> list[str]:
+def _batched(
+    user: User, targets: np.ndarray, shown: np.ndarray, rng: np.random.Generator, batch: int = 256
+) -> list[str]:
     out: list[str] = []
     for start in range(0, len(targets), batch):
         out += user.describe(targets[start : start + batch], shown[start : start + batch], rng).texts
@@ -151,7 +167,11 @@ def evaluate(
     ]
     for name, user in runs:
         _batched(user, targets[:64], shown[:64], np.random.default_rng(0))  # warm up
-        captions, seconds = _timed(lambda user=user: _batched(user, targets, shown, np.random.default_rng(1)))
+
+        def caption(user: User = user) -> list[str]:
+            return _batched(user, targets, shown, np.random.default_rng(1))
+
+        captions, seconds = _timed(caption)
         rows.append(_row(name, captions, seconds, refs, targets, shown, oracle))
         print(rows[-1], flush=True)
 

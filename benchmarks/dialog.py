@@ -40,8 +40,9 @@ from fiq_gym.benchmarks.publishing import (
 from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet
+from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet, RetrievalAgent
 from fiq_gym.links import doc_url
 from fiq_gym.shortlist import FIRST_STAGE_VERSION
 
@@ -309,7 +310,7 @@ def train_agents(
     base = run / user / f"seed{seed}"
     # One torch thread: the networks are small, and a second thread would fight the env's
     # numpy work (and anything else on a 2-core machine) for the cores.
-    common = {
+    common: dict[str, Any] = {
         "env_id": env_id,
         "catalog": catalog,
         "user": user,
@@ -343,7 +344,7 @@ def train_agents(
     sup_budget = budgets.get("supervised", Budget())
     continued = f"supervised ({sup_budget.rounds} rounds)"
     if "policy-gradient" in agents:
-        args = policy_gradient.Args(
+        pg_args = policy_gradient.Args(
             **common,
             init=init,
             num_envs=preset.num_envs,
@@ -353,9 +354,9 @@ def train_agents(
             learning_rate=3e-5,
             out=str(base / "policy_gradient"),
         )
-        retriever("policy-gradient", policy_gradient, args, continued)
+        retriever("policy-gradient", policy_gradient, pg_args, continued)
     if "policy-improvement" in agents:
-        args = policy_improvement.Args(
+        pi_args = policy_improvement.Args(
             **common,
             init=init,
             num_envs=preset.num_envs,
@@ -364,7 +365,7 @@ def train_agents(
             eval_episodes=min(64, preset.episodes),
             out=str(base / "policy_improvement"),
         )
-        retriever("policy-improvement", policy_improvement, args, continued)
+        retriever("policy-improvement", policy_improvement, pi_args, continued)
     for control, rounds in (("control-pg", preset.pg_rounds), ("control-pi", preset.mbpi_rounds)):
         if (
             control in agents
@@ -378,7 +379,7 @@ def train_agents(
         if control in agents:
             # The same rounds, dialogs per round and round seeds as the agent it controls
             # (every trainer seeds round r's dialogs with seed * 1_000_003 + r * num_envs).
-            args = supervised.Args(
+            control_args = supervised.Args(
                 **common,
                 init=init,
                 init_optimizer=True,  # continue the supervised training, do not restart Adam
@@ -388,7 +389,7 @@ def train_agents(
                 eval_episodes=min(64, preset.episodes),
                 out=str(base / control.replace("-", "_")),
             )
-            retriever(control, supervised, args, continued)
+            retriever(control, supervised, control_args, continued)
 
     def sb3(name: str, module: Any, args: Any) -> None:
         seconds = None
@@ -400,17 +401,17 @@ def train_agents(
         budgets[name] = Budget(0, 0, args.timesteps, seconds, "scratch")  # dialogs vary in length
 
     if "ppo" in agents:
-        args = ppo.Args(
+        ppo_args = ppo.Args(
             **common,
             timesteps=preset.ppo_timesteps,
             eval_episodes=min(64, preset.episodes),
             n_steps=max(8, min(64, preset.ppo_timesteps // 16)),
             out=str(base / "ppo"),
         )
-        sb3("ppo", ppo, args)
+        sb3("ppo", ppo, ppo_args)
     if "ppo-shortlist" in agents:
         # The trainer's defaults, which docs/agents.md recommends: no tuning on the benchmark.
-        args = ppo.Args(
+        shortlist_args = ppo.Args(
             **common,
             action_mode="shortlist",
             shortlist=first_stage,
@@ -419,9 +420,9 @@ def train_agents(
             n_steps=max(8, min(64, preset.shortlist_timesteps // 16)),
             out=str(base / "ppo_shortlist"),
         )
-        sb3("ppo-shortlist", ppo, args)
+        sb3("ppo-shortlist", ppo, shortlist_args)
     if "dqn-shortlist" in agents:
-        args = dqn.Args(
+        dqn_args = dqn.Args(
             **common,
             shortlist=first_stage,
             timesteps=preset.shortlist_timesteps,
@@ -429,7 +430,7 @@ def train_agents(
             learning_starts=min(1_000, preset.shortlist_timesteps // 4),
             out=str(base / "dqn_shortlist"),
         )
-        sb3("dqn-shortlist", dqn, args)
+        sb3("dqn-shortlist", dqn, dqn_args)
     for name in UNTRAINED:
         if name in agents:
             trained[name] = None
@@ -450,7 +451,7 @@ def _agent_and_env(
     seed: int,
     first_stage: str = "retriever",
     env_id: str = "fiq_gym/FashionIQ-v2",
-):
+) -> tuple[RetrievalAgent, gym.vector.VectorEnv]:
     """The agent and the env it is evaluated in with shopper ``user`` (a trained agent keeps
     the tokenizer of the shopper it was trained with; see :meth:`LoadedAgent.make_envs`)."""
     from fiq_gym.agents import RandomAgent
@@ -458,7 +459,7 @@ def _agent_and_env(
     from fiq_gym.agents.shortlist import ShortlistGreedyAgent, ShortlistRandomAgent
 
     if checkpoint is None:
-        shortlist = {"shortlist": first_stage} if ACTION_MODES[name] == "shortlist" else {}
+        shortlist: dict[str, Any] = {"shortlist": first_stage} if ACTION_MODES[name] == "shortlist" else {}
         envs = gym.make_vec(
             env_id,
             num_envs=num_envs,
@@ -526,9 +527,11 @@ def run_benchmark(
         worker_args += ([] if catalog is None else ["--catalog", str(catalog)]) + (
             [] if sealed else ["--unsealed"]
         )
-        for records, budgets in _run_stages_in_processes(stages, worker_args, out, jobs, progress):
-            result.records += records
-            result.budgets.update(budgets)
+        for stage_records, stage_budgets in _run_stages_in_processes(
+            stages, worker_args, out, jobs, progress
+        ):
+            result.records += stage_records
+            result.budgets.update(stage_budgets)
         # the serial order, whatever order the processes finished in
         order = {stage: i for i, stage in enumerate(stages)}
         result.records.sort(key=lambda r: order[(r.train_user, r.seed)])
@@ -558,7 +561,7 @@ def run_benchmark(
                     env_id,
                 )
                 try:
-                    eval_set = _evaluation_set(out, envs.unwrapped.num_items, preset.episodes)
+                    eval_set = _evaluation_set(out, inner_env(envs).num_items, preset.episodes)
                     # sealed: on the process-wide warm child, shared with the trainers' evaluations
                     evaluation = evaluate(agent, envs, eval_set, seed=seed, name=name, sealed=sealed)
                 finally:
@@ -659,7 +662,7 @@ def _cell(row: dict[str, Any], metric: str) -> str:
 
 
 def to_markdown(result: BenchmarkResult) -> str:
-    from fiq_gym.benchmarks.throughput import machine_line
+    from fiq_gym.benchmarks.publishing import machine_line
 
     rows = result.aggregate()
     p = result.preset

@@ -24,6 +24,7 @@ import torch
 
 from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
+from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.synthetic import build_synthetic_catalog
 from fiq_gym.features.extract import extract_features
@@ -35,6 +36,7 @@ __all__ = ["confusions", "run"]
 @torch.inference_mode()
 def confusions(checkpoint: Checkpoint, catalog: Catalog, batch_size: int = 512) -> dict[str, np.ndarray]:
     """Per attribute type, the (true value, predicted value) count matrix over every item."""
+    images = _images(catalog)
     vocab = catalog.vocabulary
     counts = {t.name: np.zeros((len(t.values), len(t.values)), dtype=np.int64) for t in vocab.types}
     network = checkpoint.network.eval()
@@ -42,7 +44,7 @@ def confusions(checkpoint: Checkpoint, catalog: Catalog, batch_size: int = 512) 
         size = len(checkpoint.config.categories)
         counts["category"] = np.zeros((size, size), dtype=np.int64)
     for start in range(0, len(catalog), batch_size):
-        features, logits = network(torch.from_numpy(np.array(catalog.images[start : start + batch_size])))
+        features, logits = network(torch.from_numpy(np.array(images[start : start + batch_size])))
         truth = vocab.decode(np.asarray(catalog.labels[start : start + batch_size]))
         for k, t in enumerate(vocab.types):
             predicted = logits[:, vocab.slice(t.name)].argmax(dim=1).numpy()
@@ -56,13 +58,18 @@ def confusions(checkpoint: Checkpoint, catalog: Catalog, batch_size: int = 512) 
     return counts
 
 
+def _images(catalog: Catalog) -> np.ndarray | LazyImages:
+    if catalog.images is None:
+        raise ValueError("the features benchmark needs a catalog with images")
+    return catalog.images
+
+
 def _all_right(checkpoint: Checkpoint, catalog: Catalog, batch_size: int = 512) -> float:
+    images = _images(catalog)
     vocab, right = catalog.vocabulary, 0
     with torch.inference_mode():
         for start in range(0, len(catalog), batch_size):
-            _, logits = checkpoint.network(
-                torch.from_numpy(np.array(catalog.images[start : start + batch_size]))
-            )
+            _, logits = checkpoint.network(torch.from_numpy(np.array(images[start : start + batch_size])))
             truth = vocab.decode(np.asarray(catalog.labels[start : start + batch_size]))
             predicted = np.stack(
                 [logits[:, vocab.slice(t.name)].argmax(dim=1).numpy() for t in vocab.types], axis=1

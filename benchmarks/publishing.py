@@ -11,6 +11,7 @@ reports name its version instead. Nothing here ever writes into site-packages.
 from __future__ import annotations
 
 import argparse
+import platform
 import shlex
 import subprocess
 import sys
@@ -25,6 +26,7 @@ __all__ = [
     "default_results_dir",
     "git_revision",
     "library_versions",
+    "machine_line",
     "prepare_publish_dir",
     "published_results_dir",
 ]
@@ -130,6 +132,39 @@ def refuse_unclean_publication(parser: argparse.ArgumentParser, out: Path | str)
         )
 
 
+# Environment variables that choose CPU kernels. Trained networks differ bit for bit between
+# kernel choices (AVX-512 vs AVX2 ATen kernels, MKL code paths), so a report records them.
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """The machine a table was measured on: platform, CPU model, core count, torch's CPU
+    kernels (and any variable that pins them), Python and the main libraries."""
+    import os
+
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    pinned = [f"{k}={os.environ[k]}" for k in KERNEL_VARIABLES if os.environ.get(k)]
+    return (
+        f"{platform.platform()}, {cpu_model()}, {os.cpu_count()} CPUs, "
+        f"torch CPU kernels {torch.backends.cpu.get_cpu_capability()}"
+        f"{' (' + ', '.join(pinned) + ')' if pinned else ''}, Python {platform.python_version()}, "
+        f"numpy {np.__version__}, gymnasium {gym.__version__}, torch {torch.__version__}"
+    )
+
+
 def command_line(module: str, argv: Sequence[str] | None = None) -> str:
     """The command that reproduces a run of ``python -m module`` with ``argv`` (default: this
     process's arguments), as the file it writes states it."""
@@ -140,8 +175,6 @@ def command_line(module: str, argv: Sequence[str] | None = None) -> str:
 def provenance_lines(command: str, *, load: str = "", extra_libraries: str = "") -> list[str]:
     """The closing lines of a published table: command, revision, machine, the load average
     when the run started (if given) and library versions (plus ``extra_libraries``)."""
-    from fiq_gym.benchmarks.throughput import machine_line  # throughput imports this module
-
     return [
         "",
         f"Command: `{command}`",

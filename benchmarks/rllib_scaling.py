@@ -41,6 +41,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -110,10 +111,10 @@ def _native_alone(args: Args, steps: int) -> float:
         envs.close()
 
 
-def _sample(algo, steps: int, local: bool) -> float:
-    """Env steps/s of every runner sampling ``steps`` at once."""
+def _sample(algo: Any, steps: int, local: bool) -> float:
+    """Env steps/s of every runner sampling ``steps`` at once (``algo``: an RLlib Algorithm)."""
 
-    def sample(runner) -> int:
+    def sample(runner: Any) -> int:
         return sum(len(e) for e in runner.sample(num_timesteps=steps, explore=True))
 
     group = algo.env_runner_group

@@ -37,6 +37,7 @@ import fiq_gym  # noqa: F401 - registers the ids
 from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
 from fiq_gym.envs.evaluation import SealedEvaluator, evaluate
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
 
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
@@ -52,7 +53,7 @@ class ReadsRankAndGallery:
     ``info["rank"]``: in ``index`` mode that leaves one candidate, the target."""
 
     def __init__(self, venv: gym.vector.VectorEnv) -> None:
-        self.features = np.asarray(venv.unwrapped.gallery.features)
+        self.features = np.asarray(inner_env(venv).gallery.features)
 
     def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
         pass
@@ -81,29 +82,29 @@ class OpensUnwrapped:
         pass
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        return self.venv.unwrapped._dialog.target.copy()
+        return inner_env(self.venv)._dialog.target.copy()
 
 
 class PicklesEnv(OpensUnwrapped):
     """Reads the target from a pickled and unpickled copy of the env."""
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        return pickle.loads(pickle.dumps(self.venv.unwrapped))._dialog.target.copy()
+        return pickle.loads(pickle.dumps(inner_env(self.venv)))._dialog.target.copy()
 
 
 class DeepCopiesEnv(OpensUnwrapped):
     """Reads the target from a deep copy of the env."""
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        return copy.deepcopy(self.venv.unwrapped)._dialog.target.copy()
+        return copy.deepcopy(inner_env(self.venv))._dialog.target.copy()
 
 
 class CopiesGenerators(OpensUnwrapped):
     """Shows the target the next reset would draw, from a copy of each sub-env's generator."""
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        n = self.venv.unwrapped.num_items
-        gens = self.venv.unwrapped.np_random_generators
+        n = inner_env(self.venv).num_items
+        gens = inner_env(self.venv).np_random_generators
         return np.array([copy.deepcopy(g).integers(n) for g in gens], dtype=np.int64)
 
 
@@ -130,7 +131,7 @@ def _retriever_agent(venv: gym.vector.VectorEnv) -> Any:
     from fiq_gym.agents.retriever import RetrieverAgent, RetrieverConfig, RetrieverNet
 
     torch.manual_seed(0)
-    return RetrieverAgent(RetrieverNet(RetrieverConfig.for_env(venv)), venv.unwrapped.gallery)
+    return RetrieverAgent(RetrieverNet(RetrieverConfig.for_env(venv)), inner_env(venv).gallery)
 
 
 AGENTS = {
@@ -205,7 +206,7 @@ def _time_agent(
     repeats: int,
 ) -> Overhead:
     venv = _make(catalog, num_envs, mode)
-    eval_set = EvaluationSet.generate(venv.unwrapped.num_items, episodes, seed=2021)
+    eval_set = EvaluationSet.generate(inner_env(venv).num_items, episodes, seed=2021)
     kwargs = {"catalog": catalog, "action_mode": mode}
     times: dict[str, list[float]] = {"unsealed": [], "warm": [], "start": [], "play": []}
     session = SealedEvaluator(ENV, num_envs=num_envs, **kwargs)
@@ -285,7 +286,7 @@ def rank_cheat_on_a_bare_env(catalog: str | None, episodes: int, num_envs: int =
     """Success at turn 1 of the rank + gallery agent stepping an env itself, with the full
     ``info`` that training sees, on the dialogs of an evaluation set."""
     venv = _make(catalog, num_envs, "index")
-    eval_set = EvaluationSet.generate(venv.unwrapped.num_items, episodes, seed=0)
+    eval_set = EvaluationSet.generate(inner_env(venv).num_items, episodes, seed=0)
     agent, hits = ReadsRankAndGallery(venv), 0
     try:
         for start in range(0, episodes, num_envs):
@@ -354,7 +355,7 @@ def to_markdown(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fiq_gym.benchmarks.throughput import machine_line
+    from fiq_gym.benchmarks.publishing import machine_line
 
     parser = argparse.ArgumentParser(
         prog="python -m fiq_gym.benchmarks.sealed_evaluation", description=__doc__.splitlines()[0]

@@ -73,7 +73,9 @@ def standin_catalog(work: Path, pairs_per_split: int = 1500, progress: bool = Tr
     return imported
 
 
-def _split_queries(catalog: Catalog, captions: HumanCaptions, split: str, category: str):
+def _split_queries(
+    catalog: Catalog, captions: HumanCaptions, split: str, category: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     selected = captions.select(split, category)
     targets, candidates = selected.rows(catalog)
     keep = targets >= 0
@@ -171,7 +173,7 @@ def run_single_shot(
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    from fiq_gym.benchmarks.throughput import machine_line
+    from fiq_gym.benchmarks.publishing import machine_line
 
     categories = [*report["sizes"], "mean"]
     lines = [

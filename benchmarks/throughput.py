@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -32,6 +32,11 @@ from fiq_gym.envs.vector import FashionIQVectorEnv
 from fiq_gym.metrics import target_rank
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.threads import blas_threads
+
+if TYPE_CHECKING:
+    import torch
+
+    from fiq_gym.users.transformer.user import TransformerUser
 
 __all__ = ["Measurement", "measure_throughput", "run"]
 
@@ -67,7 +72,7 @@ TRANSFORMER_SETTINGS = (
 TEMPLATE_SETTINGS = ("single", "sync", "native", "ranking")
 
 
-def _time(step: Callable[[], None], steps_per_call: int, min_seconds: float, min_calls: int = 3) -> float:
+def _time(step: Callable[[], object], steps_per_call: int, min_seconds: float, min_calls: int = 3) -> float:
     step()  # warm up caches and lazy work
     calls, start = 0, time.perf_counter()
     while True:
@@ -94,7 +99,7 @@ def _single(catalog: Catalog, rng: np.random.Generator, min_seconds: float) -> f
 def _sync(catalog: Catalog, num_envs: int, rng: np.random.Generator, min_seconds: float) -> float:
     envs = gym.vector.SyncVectorEnv([lambda: FashionIQEnv(catalog=catalog) for _ in range(num_envs)])
     envs.reset(seed=0)
-    n = envs.single_action_space.n
+    n = cast(gym.spaces.Discrete, envs.single_action_space).n
     rate = _time(lambda: envs.step(rng.integers(0, n, size=num_envs)), num_envs, min_seconds)
     envs.close()
     return rate
@@ -147,7 +152,7 @@ def measure_transformer(
 
     size = len(catalog)
     rng = np.random.default_rng(0)
-    kwargs = {"user": "transformer", "user_kwargs": user_kwargs or {}}
+    kwargs: dict[str, Any] = {"user": "transformer", "user_kwargs": user_kwargs or {}}
     singles = [FashionIQEnv(catalog=catalog, **kwargs) for _ in range(num_envs)]
     for k, env in enumerate(singles):
         env.reset(seed=k)
@@ -161,7 +166,7 @@ def measure_transformer(
 
     envs = FashionIQVectorEnv(num_envs, catalog=catalog, **kwargs)
     envs.reset(seed=0)
-    user = envs.user
+    user = cast("TransformerUser", envs.user)
     targets = rng.integers(0, size, size=num_envs)
     shown = (targets + 1 + rng.integers(0, size - 1, size=num_envs)) % size
     generators = [np.random.default_rng(i) for i in range(num_envs)]
@@ -199,7 +204,7 @@ def measure_transformer(
 
 
 def _interleaved(
-    calls: dict[str, tuple[Callable[[], None], float]], min_seconds: float, rounds: int
+    calls: dict[str, tuple[Callable[[], object], float]], min_seconds: float, rounds: int
 ) -> dict[str, float]:
     """Units per second of each ``name: (call, units per call)``, in its best of ``rounds``
     rounds that time every call in turn for about ``min_seconds / rounds`` (at least one call
@@ -221,13 +226,13 @@ def _interleaved(
     return best
 
 
-def _lengths(ids, user) -> list[int]:
+def _lengths(ids: torch.Tensor, user: TransformerUser) -> list[int]:
     """Generated tokens per caption, ``<eos>`` included (all of a row cut at the limit)."""
     eos = user.config.eos_token_id
     return [row.index(eos) + 1 if eos in row else len(row) for row in ids.tolist()]
 
 
-def _decoder_products(user, batch: int) -> tuple[Callable[[], None], int]:
+def _decoder_products(user: TransformerUser, batch: int) -> tuple[Callable[[], None], int]:
     """A call of torch ``linear`` (float32, the shopper's thread count) on the shapes of one
     decoding step of ``batch`` captions, and its FLOPs: per decoder layer the key/value
     (d -> 2d), query, output, cross-attention query and output (d -> d) and feed-forward
@@ -293,35 +298,6 @@ def measure_throughput(
     return out
 
 
-# Environment variables that choose CPU kernels. Trained networks differ bit for bit between
-# kernel choices (AVX-512 vs AVX2 ATen kernels, MKL code paths), so a report records them.
-KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_line() -> str:
-    import os
-
-    import torch
-
-    pinned = [f"{k}={os.environ[k]}" for k in KERNEL_VARIABLES if os.environ.get(k)]
-    return (
-        f"{platform.platform()}, {cpu_model()}, {os.cpu_count()} CPUs, "
-        f"torch CPU kernels {torch.backends.cpu.get_cpu_capability()}"
-        f"{' (' + ', '.join(pinned) + ')' if pinned else ''}, Python {platform.python_version()}, "
-        f"numpy {np.__version__}, gymnasium {gym.__version__}, torch {torch.__version__}"
-    )
-
-
 def _lookup(ms: list[Measurement], setting: str, size: int, n: int) -> float | None:
     for m in ms:
         if (m.setting, m.catalog_size, m.num_envs) == (setting, size, n):
@@ -329,14 +305,21 @@ def _lookup(ms: list[Measurement], setting: str, size: int, n: int) -> float | N
     return None
 
 
+def _measured(ms: list[Measurement], setting: str, size: int, n: int) -> float:
+    """A measurement every run of its table makes."""
+    value = _lookup(ms, setting, size, n)
+    if value is None:
+        raise ValueError(f"no {setting!r} measurement for a catalog of {size} and n = {n}")
+    return value
+
+
 def _transformer_markdown(ms: list[Measurement]) -> list[str]:
     rows = [m for m in ms if m.setting in TRANSFORMER_SETTINGS]
     if not rows:
         return []
     size, n = rows[0].catalog_size, rows[0].num_envs
-    single, native, describe, bare, ranking, flops, matmul = (
-        _lookup(ms, s, size, n) for s in TRANSFORMER_SETTINGS
-    )
+    single, native, describe, bare = (_measured(ms, s, size, n) for s in TRANSFORMER_SETTINGS[:4])
+    ranking, flops, matmul = (_lookup(ms, s, size, n) for s in TRANSFORMER_SETTINGS[4:])
     lines = [
         "",
         "## Transformer shopper",
@@ -425,20 +408,20 @@ def to_markdown(ms: list[Measurement], command: str) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
-        single = _lookup(ms, "single", size, 1)
+        single = _measured(ms, "single", size, 1)
         for b in batches:
-            sync, native, rank = (_lookup(ms, s, size, b) for s in ("sync", "native", "ranking"))
+            sync, native, rank = (_measured(ms, s, size, b) for s in ("sync", "native", "ranking"))
             lines.append(
                 f"| {size:,} | {b} | {single:,.0f} | {sync:,.0f} | {native:,.0f} | {rank:,.0f} | "
                 f"{native / sync:.1f}x | {native / rank:.2f} |"
             )
     lines += ["", "## Targets (template shopper, 64 sub-envs)", ""]
     if 10_000 in sizes and 64 in batches:
-        native, sync, rank = (_lookup(ms, s, 10_000, 64) for s in ("native", "sync", "ranking"))
+        native, sync, rank = (_measured(ms, s, 10_000, 64) for s in ("native", "sync", "ranking"))
         lines.append(f"- (a) native / SyncVectorEnv at 10k: **{native / sync:.1f}x** (target >= 3x)")
         lines.append(f"- (b) native / bare ranking at 10k: **{native / rank:.2f}** (target >= 0.5)")
         if 100_000 in sizes:
-            big = _lookup(ms, "native", 100_000, 64)
+            big = _measured(ms, "native", 100_000, 64)
             lines.append(
                 f"- (c) time per step, 100k / 10k catalog: **{native / big:.1f}x** (target < 10x; "
                 "the ranking is linear in the catalog size)"

@@ -227,7 +227,7 @@ def encode_actions(actions: Any, region: SharedRegion | None = None) -> bytes:
         region.actions_area(arr.nbytes) if region is not None and arr.nbytes >= INLINE_ACTION_BYTES else None
     )
     if area is not None:
-        area[:] = arr.reshape(-1).view(np.uint8)
+        area[:] = arr.reshape(-1).view(np.uint8).data
         return _ACTIONS.pack(arr.dtype.str.encode(), arr.ndim, 1) + head
     return _ACTIONS.pack(arr.dtype.str.encode(), arr.ndim, 0) + head + arr.tobytes()
 

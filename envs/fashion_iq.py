@@ -354,7 +354,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             lookahead=lookahead,
         )
         self._preview_rng = np.random.default_rng([0x9E71E3, 0])
-        self._args = {
+        self._args: dict[str, Any] = {
             "catalog": catalog,
             "category": category,
             "user": user,
@@ -371,7 +371,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         self.first_stage, self._dialog = parts.first_stage, parts.dialog
         self.category = category
         self.configuration = configuration
-        self.observation_space = self._dialog.observation_space()
+        # gymnasium types a spaces.Dict as a Space of dicts of spaces, not of their samples.
+        self.observation_space = self._dialog.observation_space()  # type: ignore[assignment]
         self.action_space = self._dialog.action_space()
         self.render_mode = render_mode
         self._needs_reset = True
@@ -383,7 +384,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         return self._dialog.config
 
     @property
-    def spec(self) -> gym.envs.registration.EnvSpec | None:  # type: ignore[override]
+    def spec(self) -> gym.envs.registration.EnvSpec | None:
         return getattr(self, "_spec", None)
 
     @spec.setter
@@ -394,7 +395,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         self._spec = value
         registered = gym.registry.get(value.id) if value is not None else None
         steps = getattr(registered, "max_episode_steps", None)
-        if steps is not None and steps < self.config.max_turns:
+        if value is not None and steps is not None and steps < self.config.max_turns:
             warnings.warn(
                 f"max_turns={self.config.max_turns} but {value.id} is registered with max_episode_steps={steps}: "
                 f"pass max_episode_steps={self.config.max_turns} to gym.make as well, or TimeLimit ends "
@@ -419,7 +420,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         return self._dialog.tables
 
     # --- gymnasium API ---------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         if seed is not None:
             self._preview_rng = np.random.default_rng([0x9E71E3, seed])
@@ -451,7 +454,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         self._remember(info)
         return obs, info
 
-    def step(self, action: Any):
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError("call reset() before step(): the episode has ended or not started")
         actions = self._dialog.check_actions(action, batched=False)
@@ -462,7 +465,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         self._remember(info)
         return obs, float(out.reward[0]), terminated, truncated, info
 
-    def render(self):
+    def render(self) -> str | np.ndarray | None:
         if self.render_mode is None or self._last is None:
             return None
         if self.render_mode == "ansi":
@@ -523,7 +526,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             )
         a = state["args"]
         cfg: DialogConfig = a["config"]
-        self.__init__(
+        type(self).__init__(
+            self,
             a["catalog"],
             a["category"],
             a["user"],

@@ -299,7 +299,7 @@ def record_dataset(
         # episode they write, which makes a recording quadratic in its episodes (minutes for
         # a few thousand); the size is computed once, at the end, instead.
         dataset_size = storage.get_size
-        storage.get_size = lambda: 0.0  # type: ignore[method-assign]
+        storage.get_size = lambda: 0.0
         storage.update_metadata(
             {
                 "dataset_id": dataset_id,
@@ -320,7 +320,7 @@ def record_dataset(
                 bar.update()
                 if on_episode is not None:
                     on_episode(i + 1)
-        storage.get_size = dataset_size  # type: ignore[method-assign]
+        storage.get_size = dataset_size
         storage.update_metadata({"dataset_size": dataset_size()})
     _write_namespaces(root, dataset_id, "offline datasets recorded with fiq-gym (`fiq-gym record`)")
     return RecordedDataset(dataset_id, root, episodes, steps)

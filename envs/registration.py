@@ -112,6 +112,8 @@ def refuse_earlier_spec(spec: gym.envs.registration.EnvSpec | None) -> None:
     ``gym.make_vec`` is about to give an env) names an earlier version: given an ``EnvSpec``
     object, as recorded by a Minari dataset, Gymnasium does not ask the registry, so the env
     itself must refuse it."""
-    successor = successor_env_id(spec.id) if spec is not None else None
+    if spec is None:
+        return
+    successor = successor_env_id(spec.id)
     if successor is not None:
         raise ValueError(f"{spec.id} is {EARLIER_VERSION}: make {successor}, or use {EARLIER_RELEASE}")

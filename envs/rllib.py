@@ -44,8 +44,8 @@ config = (
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -149,15 +149,18 @@ class RLlibVectorEnv(VectorWrapper):
         self.run_seed = None if run_seed is None else _check_seed(run_seed, "env_config['seed']")
         self.bootstrap_truncated = bool(bootstrap_truncated)
 
-    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
             if self.run_seed is not None and seed >= self.run_seed:
                 seed = runner_seeds(self.run_seed, self.num_envs, worker_index=int(seed) - self.run_seed)
             else:
                 seed = runner_seeds(int(seed), self.num_envs)
-        return self.env.reset(seed=seed, options=options)
+        # gymnasium types a vector env's seed as int | None; vector envs take one per sub-env too
+        return self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
 
-    def step(self, actions: Any):
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(actions)
         if not self.bootstrap_truncated:
             terminated, truncated = _end_is_terminal(terminated, truncated)
@@ -188,7 +191,9 @@ class RLlibEnv(gym.Wrapper):
         self.run_seed = None if run_seed is None else _check_seed(run_seed, "env_config['seed']")
         self.bootstrap_truncated = bool(bootstrap_truncated)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         if seed is not None:
             k = int(seed) - self.worker_index - (self.run_seed or 0)
             if self.run_seed is not None and k >= 0:
@@ -197,7 +202,7 @@ class RLlibEnv(gym.Wrapper):
                 seed = _seed_from(_SYNC_STREAM, seed, self.worker_index)
         return self.env.reset(seed=seed, options=options)
 
-    def step(self, action: Any):
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if not self.bootstrap_truncated:
             terminated, truncated = bool(terminated or truncated), False

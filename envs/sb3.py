@@ -8,11 +8,11 @@ step instead. :class:`SB3VecEnvAdapter` bridges the two with the env's ``reset_m
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from fiq_gym.envs.vector import FashionIQVectorEnv
 
@@ -44,7 +44,7 @@ class SB3VecEnvAdapter(VecEnv):
         self._actions: np.ndarray | None = None
 
     # --- core API --------------------------------------------------------------------------
-    def reset(self):
+    def reset(self) -> VecEnvObs:
         seeds = self._seeds
         seed_arg = None if all(s is None for s in seeds) else list(seeds)
         groups = self._option_groups()
@@ -134,7 +134,9 @@ class SB3VecEnvAdapter(VecEnv):
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         frames = self.venv.render() if self.venv.render_mode == "rgb_array" else None
-        return list(frames) if frames is not None else [None] * self.num_envs
+        if frames is None:
+            return [None] * self.num_envs
+        return list(cast("tuple[np.ndarray, ...]", frames))  # "rgb_array": an array per sub-env
 
     # --- helpers ---------------------------------------------------------------------------
     def _split_info(self, info: dict[str, np.ndarray], rows: np.ndarray) -> list[dict[str, Any]]:

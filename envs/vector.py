@@ -9,9 +9,10 @@ targets, captions, ranks and rewards.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -155,19 +156,20 @@ class FashionIQVectorEnv(VectorEnv):
         self.first_stage, self._dialog = parts.first_stage, parts.dialog
         self.single_observation_space = self._dialog.observation_space()
         self.single_action_space = self._dialog.action_space()
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.observation_space = cast(spaces.Dict, batch_space(self.single_observation_space, self.num_envs))
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.render_mode = render_mode
         self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._started = False
         self._obs: dict[str, np.ndarray] = {
-            k: np.zeros(space.shape, dtype=space.dtype) for k, space in self.observation_space.spaces.items()
+            k: np.zeros(space.shape or (), dtype=space.dtype)
+            for k, space in self.observation_space.spaces.items()
         }
         self._last_info: dict[str, np.ndarray] | None = None
 
     @property
-    def spec(self) -> EnvSpec | None:  # type: ignore[override]
+    def spec(self) -> EnvSpec | None:
         return getattr(self, "_spec", None)
 
     @spec.setter
@@ -212,7 +214,9 @@ class FashionIQVectorEnv(VectorEnv):
         return self._rngs
 
     # --- gymnasium API ---------------------------------------------------------------------
-    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         n = self.num_envs
         options = dict(options or {})
         unknown = set(options) - {"target", "shown", "reset_mask"}
@@ -255,7 +259,9 @@ class FashionIQVectorEnv(VectorEnv):
         self._started = True
         return self._merge(rows, out)[0], self._full_info(rows, out.info)
 
-    def step(self, actions: Any):
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if not self._started:
             raise RuntimeError("call reset() before step()")
         checked = self._dialog.check_actions(actions, batched=True)
@@ -288,7 +294,7 @@ class FashionIQVectorEnv(VectorEnv):
         obs = {k: v.copy() for k, v in self._obs.items()}
         return obs, reward, terminated, truncated, info
 
-    def render(self):
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
         if self.render_mode is None or self._last_info is None:
             return None
         info = self._last_info
@@ -356,7 +362,7 @@ def _seed_list(seed: Any, n: int) -> list[int | None]:
     argument for anything else (a float, a negative number, a list of the wrong length)."""
 
     def valid(s: Any) -> bool:
-        return isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0
+        return isinstance(s, int | np.integer) and not isinstance(s, bool) and bool(s >= 0)
 
     if valid(seed):
         return [int(seed) + k for k in range(n)]

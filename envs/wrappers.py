@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, SupportsFloat, cast
 
 import gymnasium as gym
 import numpy as np
@@ -39,16 +39,19 @@ class RecordDialogGif(gym.Wrapper):
     def _recording(self) -> bool:
         return self.episode % self.every == 0
 
-    def reset(self, **kwargs: Any):
+    def _frame(self) -> np.ndarray:
+        return cast(np.ndarray, self.env.render())  # render_mode="rgb_array", checked on creation
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
         self.episode += 1
-        self._frames = [self.env.render()] if self._recording() else []
+        self._frames = [self._frame()] if self._recording() else []
         return obs, info
 
-    def step(self, action: Any):
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if self._recording():
-            self._frames.append(self.env.render())
+            self._frames.append(self._frame())
             if terminated or truncated:
                 path = self.folder / f"{self.prefix}-episode-{self.episode}.gif"
                 self.saved.append(save_gif(self._frames, path))
@@ -98,7 +101,7 @@ class FlatObservation(gym.ObservationWrapper):
         self.observation_space = gym.spaces.Box(np.concatenate(lows), np.concatenate(highs), dtype=np.float32)
 
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        space = self.env.observation_space
+        space = cast(gym.spaces.Dict, self.env.observation_space)  # checked on creation
         parts = []
         for key, sub in space.spaces.items():
             value = observation[key]
@@ -107,5 +110,6 @@ class FlatObservation(gym.ObservationWrapper):
             ):
                 parts.append(np.asarray(value, np.float32).reshape(-1))
             else:
-                parts.append(gym.spaces.flatten(sub, value).astype(np.float32))
+                # flatten gives an array for these spaces (a dict or tuple only for Dict and Tuple)
+                parts.append(cast(np.ndarray, gym.spaces.flatten(sub, value)).astype(np.float32))
         return np.concatenate(parts)

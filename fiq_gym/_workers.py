@@ -143,6 +143,7 @@ class WorkerPool:
             raise WorkerError(self._death_notice(proc)) from None
 
     def _receive(self, proc: subprocess.Popen, name: str) -> tuple[str, Any]:
+        assert proc.stdout is not None, "workers are started with stdout=PIPE"
         try:
             return pickle.load(proc.stdout)
         except (EOFError, OSError, pickle.UnpicklingError):
@@ -160,8 +161,9 @@ class WorkerPool:
         """End every worker: end-of-file on its stdin, then a kill if it has not exited."""
         for proc in self._procs:
             for stream in (proc.stdin, proc.stdout):
-                with contextlib.suppress(OSError):
-                    stream.close()
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
         for proc in self._procs:
             try:
                 proc.wait(timeout=5)
@@ -172,6 +174,7 @@ class WorkerPool:
 
 
 def _send(proc: subprocess.Popen, message: object) -> None:
+    assert proc.stdin is not None, "workers are started with stdin=PIPE"
     pickle.dump(message, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
     proc.stdin.flush()
 

@@ -102,7 +102,7 @@ def add_dataclass_arguments(
         default = (
             field.default
             if field.default is not dataclasses.MISSING
-            else (field.default_factory() if has_default else None)  # type: ignore[misc]
+            else (field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
         )
         help_text = docs.get(field.name, "")
         if has_default and default is not None and default != "" and kind is not bool:

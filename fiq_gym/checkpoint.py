@@ -132,7 +132,7 @@ def config_fields(cls: type, values: Any, file: str | os.PathLike) -> Any:
         n
         for n, f in fields.items()
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }  # type: ignore[misc]
+    }
     missing = sorted(required - set(values))
     unknown = sorted(set(values) - set(fields))
     if missing or unknown:

@@ -125,7 +125,7 @@ class DialogConfig:
             raise ValueError(f"caption_text must be True or False, got {self.caption_text!r}")
         object.__setattr__(self, "caption_text", bool(self.caption_text))
         keys = tuple(self.observation_keys)
-        allowed = OBSERVATION_KEYS + OPTIONAL_KEYS
+        allowed: tuple[str, ...] = OBSERVATION_KEYS + OPTIONAL_KEYS
         if self.action_mode == "shortlist":
             allowed = allowed + CANDIDATE_KEYS
         unknown = [k for k in keys if k not in allowed]
@@ -256,11 +256,11 @@ class DialogBatch:
         }
         return spaces.Dict({k: all_spaces[k] for k in c.observation_keys})
 
-    def action_space(self) -> spaces.Space:
+    def action_space(self) -> spaces.Discrete | spaces.Box:
         """The single-dialog action space (one shared instance)."""
         return self._action_space
 
-    def _make_action_space(self) -> spaces.Space:
+    def _make_action_space(self) -> spaces.Discrete | spaces.Box:
         mode, t = self.config.action_mode, self.tables
         if mode == "index":
             return spaces.Discrete(t.num_items)
@@ -279,9 +279,9 @@ class DialogBatch:
         space = self.action_space()
         b = self.num_dialogs if batched else 1
         arr = np.asarray(actions)
-        if self.config.action_mode in ("index", "shortlist"):
+        if isinstance(space, spaces.Discrete):  # the index and shortlist modes
             what = "item index" if self.config.action_mode == "index" else "candidate slot"
-            want = (b,) if batched else ()
+            want: tuple[int, ...] = (b,) if batched else ()
             ok_kind = arr.dtype.kind in "iu"
             if not ok_kind or arr.shape != want:
                 raise ValueError(

@@ -325,7 +325,7 @@ class EvaluationDialogs:
             raise ValueError(
                 f"evaluate() refuses an environment with {opt_in}=True: a training-only opt-in that reveals the target"
             )
-        inner = venv.unwrapped
+        inner: Any = venv.unwrapped  # a FashionIQVectorEnv (the core does not import envs)
         self.num_items = int(inner.num_items)
         if eval_set.num_items != self.num_items:
             raise ValueError(
@@ -401,7 +401,8 @@ def evaluate_in_process(
 ) -> EvaluationResult:
     """Play an evaluation set with ``agent`` on ``venv`` in this process (unsealed: the agent
     could reach the env object; use it to debug, publish with the sealed harness)."""
-    num_items = int(venv.unwrapped.num_items)
+    inner: Any = venv.unwrapped  # a FashionIQVectorEnv (the core does not import envs)
+    num_items = int(inner.num_items)
     eval_set = (
         episodes if isinstance(episodes, EvaluationSet) else EvaluationSet.generate(num_items, episodes, seed)
     )

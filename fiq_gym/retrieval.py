@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError, FallbackWarning
 
@@ -39,7 +40,9 @@ def _warn_once(catalog: Catalog, what: str, message: str) -> None:
 _THUMBNAIL_SIDE = 8
 
 
-def thumbnail_features(images: np.ndarray, side: int = _THUMBNAIL_SIDE, batch: int = 4096) -> np.ndarray:
+def thumbnail_features(
+    images: np.ndarray | LazyImages, side: int = _THUMBNAIL_SIDE, batch: int = 4096
+) -> np.ndarray:
     """(N, side*side*3) float32 features: each image averaged down to side x side pixels.
 
     The stand-in for learned features on catalogs that have none: real image content,

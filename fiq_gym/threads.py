@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 _CONTROLLER = None
 
 
-def _blas_controller():  # the loaded BLAS libraries, found once (numpy's is loaded by then)
+def _blas_controller() -> Any:  # the loaded BLAS libraries, found once (numpy's is loaded by then)
     global _CONTROLLER
     if _CONTROLLER is None:
         from threadpoolctl import ThreadpoolController
@@ -53,8 +54,11 @@ def blas_threads(threads: int | None) -> Iterator[None]:
     The environments use it while a step with a torch shopper computes (see
     :attr:`fiq_gym.users.User.blas_threads`): OpenBLAS's worker threads keep spinning for a
     while after each product, taking a core from the shopper's decoding on a small machine.
-    Products give the same bits with any thread count (OpenBLAS splits the output, never a
-    dot product; ``benchmarks/README.md`` measured it, a test checks the ranks).
+    On the AVX-512 AMD EPYC that published the tables, products gave the same bits with any
+    thread count (``benchmarks/README.md``); on an AVX2 AMD EPYC (OpenBLAS's Haswell kernels)
+    products of 64 rows and more differ in the last bits between one and two threads. Either
+    way they stay within float32's proven error, so only near-ties can rank differently (a
+    test checks both); ``scoring="exact"`` ranks the same with any thread count and CPU.
 
     The enter and exit cost about 15 microseconds (``threadpoolctl``'s limit on a controller
     built once).

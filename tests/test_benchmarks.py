@@ -222,7 +222,7 @@ def test_machine_line_names_the_cpu_kernels_and_pinned_kernel_variables(monkeypa
     """Trained cells only reproduce under the same CPU kernels, so reports must say which."""
     import torch
 
-    from fiq_gym.benchmarks.throughput import machine_line
+    from fiq_gym.benchmarks.publishing import machine_line
 
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.setenv("MKL_CBWR", "AVX2")

@@ -349,3 +349,23 @@ def test_sketch_tolerance_property(rows, columns, scale, seed):
     moved[row, column] += np.float32(100 * FEATURES_TOLERANCE * base["rms"] * np.sqrt(rows))
     changed = sketch_features(moved)
     assert sketch_differs(base, changed)
+
+
+def test_an_opened_catalog_pickles_as_its_path_and_its_copies_as_their_arrays(small_catalog_path):
+    """Opening a catalog records how to reopen it (so a vector env's workers map the same pages);
+    a slice of it or a copy with new features is another catalog and must pickle its own arrays
+    (before, a slice carried the path and came back as the whole catalog)."""
+    import pickle
+
+    opened = open_catalog(small_catalog_path)
+    data = pickle.dumps(opened)
+    assert len(data) < 2000
+    again = pickle.loads(data)
+    assert isinstance(again.labels, np.memmap) and len(again) == len(opened)
+    part = opened.subset(slice(10, 20))
+    back = pickle.loads(pickle.dumps(part))
+    assert len(back) == 10 and list(back.ids) == list(opened.ids[10:20])
+    features = np.ones((len(opened), 3), dtype=np.float32)
+    assert pickle.loads(pickle.dumps(opened.with_arrays(features=features))).feature_dim == 3
+    in_memory = open_catalog(small_catalog_path, mmap=False)
+    assert in_memory.reopen is None and len(pickle.loads(pickle.dumps(in_memory))) == len(opened)

@@ -460,20 +460,27 @@ def _blas_thread_counts() -> list[int]:
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-def test_products_and_ranks_are_the_same_with_one_blas_thread():
-    """What makes the BLAS limit safe for published numbers: float32 products, hence ranks,
-    do not depend on BLAS's thread count (OpenBLAS splits the output, not the dot products)."""
+def test_products_and_ranks_agree_with_one_blas_thread_up_to_rounding():
+    """What makes the BLAS limit safe for published numbers. On some CPUs float32 products do
+    not depend on BLAS's thread count at all (the AVX-512 AMD EPYC that published the tables);
+    on others they do in the last bits (OpenBLAS's Haswell kernels on an AVX2 AMD EPYC: from
+    64 rows on, 3e-7 apart). Either way every product stays within the proven float32 error of
+    a D-term dot product of unit vectors (D * 2**-24), so a rank can move only across items
+    whose exact score lies that close to the target's: a tie in all but the last bits."""
     from fiq_gym.ranking import DenseRanker
     from fiq_gym.threads import blas_threads
 
     rng = np.random.default_rng(0)
-    features = rng.standard_normal((5000, 60)).astype(np.float32)
+    d = 60
+    bound = d * 2.0**-24  # |fl(q . f) - q . f| <= gamma_D |q| |f|, unit vectors (Higham 3.1)
+    features = rng.standard_normal((5000, d)).astype(np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
+    exact_scores = features.astype(np.float64) @ features.astype(np.float64).T
     ranker = DenseRanker(features)
     for b in (1, 2, 7, 64, 65, 256):
         shown, targets = rng.integers(0, 5000, b), rng.integers(0, 5000, b)
-        queries = features[rng.integers(0, 5000, b)] + 0.01 * rng.standard_normal((b, 60)).astype(np.float32)
         history = np.full((b, 3), -1)
+        queries = features[rng.integers(0, 5000, b)] + 0.01 * rng.standard_normal((b, d)).astype(np.float32)
         default = (
             features[shown] @ features.T,
             ranker.similar_ranks(shown, targets),
@@ -486,9 +493,16 @@ def test_products_and_ranks_are_the_same_with_one_blas_thread():
                 ranker.similar_ranks(shown, targets),
                 ranker.query_ranks(queries, targets, history),
             )
-        assert np.array_equal(default[0].view(np.uint32), one[0].view(np.uint32))
-        np.testing.assert_array_equal(default[1], one[1])
-        np.testing.assert_array_equal(default[2][0], one[2][0])
+        np.testing.assert_allclose(default[0], one[0], rtol=0, atol=2 * bound)
+        np.testing.assert_allclose(default[0], exact_scores[shown], rtol=0, atol=bound)
+        # similar ranks: the target's rank among items by similarity to the shown one
+        exact = exact_scores[shown]
+        near_tie = np.abs(exact - exact[np.arange(b), targets][:, None]) <= 2 * bound
+        np.testing.assert_array_less(np.abs(default[1] - one[1]), near_tie.sum(axis=1) + 1)
+        query_exact = queries.astype(np.float64) @ features.astype(np.float64).T
+        scale = 2 * d * 2.0**-24 * np.linalg.norm(queries, axis=1, keepdims=True)
+        near_tie = np.abs(query_exact - query_exact[np.arange(b), targets][:, None]) <= scale
+        np.testing.assert_array_less(np.abs(default[2][0] - one[2][0]), near_tie.sum(axis=1) + 1)
         np.testing.assert_array_equal(default[2][1], one[2][1])
 
 

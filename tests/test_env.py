@@ -22,6 +22,9 @@ from fiq_gym.envs.registration import successor_env_id
 from fiq_gym.errors import FallbackWarning
 from fiq_gym.text import split_words
 
+# The env's Gymnasium contract: CI runs it again on the rllib extra's Gymnasium 1.2.2.
+pytestmark = pytest.mark.env_contract
+
 ACTION_MODES = ("index", "query", "scores")
 
 

@@ -284,8 +284,14 @@ def test_extract_writes_arrays_the_environment_uses(trained, learn_catalogs, tmp
     network = load_checkpoint(out).network
     with torch.inference_mode():
         features, logits = network(torch.from_numpy(np.array(catalog.images[100:140])))
-    np.testing.assert_allclose(catalog.features[100:140], features.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(catalog.attribute_scores[100:140], network.probabilities(logits), atol=1e-6)
+    # Extraction ran one thread on batches of 64, this forward pass the caller's threads on 40
+    # rows: convolution kernels differ in the last bits by thread count and CPU model (up to
+    # ~1e-5 absolute on outputs of this size, near-zero ones included); rows or weights of
+    # another network move them by far more.
+    np.testing.assert_allclose(catalog.features[100:140], features.numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        catalog.attribute_scores[100:140], network.probabilities(logits), rtol=1e-5, atol=1e-5
+    )
     tables = retrieval_tables(catalog)
     assert tables.feature_source == "catalog" and tables.side_info_source == "predicted"
     assert tables.feature_dim == 32

@@ -1,5 +1,6 @@
 """The layers of docs/architecture.md hold: apps -> agents -> envs -> core, no upward import
-(not even inside a function), and no cycle between the core's packages."""
+(not even inside a function), and no import cycle at all: not between the core's packages,
+not between two modules of one package."""
 
 from __future__ import annotations
 
@@ -117,6 +118,29 @@ def core_cycle(edges: dict[str, set[str]]) -> list[str]:
     return []
 
 
+def module_cycle(edges: dict[str, set[str]]) -> list[str]:
+    """A cycle between any two modules (inside a package too, counting a package's
+    ``__init__`` and imports inside functions), or []."""
+    done: set[str] = set()
+
+    def search(path: list[str], on_path: set[str]) -> list[str]:
+        for nxt in sorted(edges.get(path[-1], ())):
+            if nxt in on_path:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in done:
+                found = search([*path, nxt], on_path | {nxt})
+                if found:
+                    return found
+        done.add(path[-1])
+        return []
+
+    for start in sorted(edges):
+        found = [] if start in done else search([start], {start})
+        if found:
+            return found
+    return []
+
+
 def test_no_module_imports_a_higher_layer():
     upward = upward_imports(EDGES)
     assert not upward, "imports against the layers:\n" + "\n".join(upward)
@@ -125,6 +149,11 @@ def test_no_module_imports_a_higher_layer():
 def test_core_packages_form_no_cycle():
     cycle = core_cycle(EDGES)
     assert not cycle, "core packages import each other in a cycle: " + " -> ".join(cycle)
+
+
+def test_no_import_cycle_anywhere():
+    cycle = module_cycle(EDGES)
+    assert not cycle, "modules import each other in a cycle: " + " -> ".join(cycle)
 
 
 def test_the_checks_see_violations_even_inside_functions(tmp_path):
@@ -137,4 +166,14 @@ def test_the_checks_see_violations_even_inside_functions(tmp_path):
         "fiq_gym.features.extract": {"fiq_gym.catalog.storage"},
     }
     assert core_cycle(cyclic) == ["fiq_gym.catalog", "fiq_gym.features", "fiq_gym.catalog"]
+    inside = {
+        "fiq_gym.catalog.model": {"fiq_gym.catalog.storage"},
+        "fiq_gym.catalog.storage": {"fiq_gym.errors", "fiq_gym.catalog.model"},
+    }
+    assert core_cycle(inside) == []  # one package: not a cycle between packages...
+    assert module_cycle(inside) == [  # ...but a cycle all the same
+        "fiq_gym.catalog.model",
+        "fiq_gym.catalog.storage",
+        "fiq_gym.catalog.model",
+    ]
     assert not upward_imports({"fiq_gym": {"fiq_gym.envs.registration"}})  # the documented exception

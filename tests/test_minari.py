@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.minari
+
 minari = pytest.importorskip("minari", reason='the offline extra: pip install -e ".[offline]"')
 
 from fiq_gym.agents.greedy import FirstStageGreedyAgent  # noqa: E402

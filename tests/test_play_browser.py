@@ -28,6 +28,7 @@ CHROMIUM_ARGS = [
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.browser,
     pytest.mark.skipif(
         CHROMIUM is None,
         reason="Debian's chromium is not installed (apt-get install chromium) at /usr/bin/chromium",

@@ -56,7 +56,10 @@ def test_prune_drops_dead_units_and_keeps_every_output(catalog64, tmp_path):
     with torch.no_grad():
         f_old, logits_old = net(images)
         f_new, logits_new = pruned.network(images)
-    torch.testing.assert_close(f_new, f_old[:, list(result.kept)])
+    # A product with fewer output units runs other kernel blockings, whose last bits differ by
+    # CPU model (up to 2e-6 here, too near the default rtol of 1.3e-6); a unit dropped or
+    # misplaced moves features by far more than 1e-5.
+    torch.testing.assert_close(f_new, f_old[:, list(result.kept)], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(logits_new, logits_old, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # the category head loses the same input columns
         torch.testing.assert_close(
@@ -97,7 +100,10 @@ def test_narrowed_captioner_gives_the_same_outputs(tmp_path):
     a = torch.rand(4, sum(model.config.attribute_group_sizes))
     b = torch.rand(4, sum(model.config.attribute_group_sizes))
     with torch.no_grad():
-        torch.testing.assert_close(narrow.encode(t[:, keep], s[:, keep], a, b), model.encode(t, s, a, b))
+        # products over 2 fewer inputs (zeros): other kernel blockings, last bits may differ by CPU
+        torch.testing.assert_close(
+            narrow.encode(t[:, keep], s[:, keep], a, b), model.encode(t, s, a, b), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_catalog_build_extracts_features_by_default(tmp_path, capsys):

@@ -32,6 +32,9 @@ from test_sharding import catalog_path as catalog_path
 from fiq_gym.envs import FashionIQVectorEnv
 from fiq_gym.ranking.sharded import RAY_INSTALL
 
+# Ray actors as shards: CI runs these with the rllib extra (`pytest -m "rllib or env_contract"`).
+pytestmark = pytest.mark.rllib
+
 try:
     import ray
 

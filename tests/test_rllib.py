@@ -27,6 +27,9 @@ from fiq_gym.agents.shortlist import ShortlistExtractor
 from fiq_gym.envs.rllib import RLlibVectorEnv, check_autoreset_mode, make_rllib_env, runner_seeds
 from fiq_gym.envs.vector import FashionIQVectorEnv
 
+# Ray RLlib scale-out: CI runs these with the rllib extra (`pytest -m "rllib or env_contract"`).
+pytestmark = pytest.mark.rllib
+
 K = 8
 ENV_ID = "fiq_gym/FashionIQ-v2"
 

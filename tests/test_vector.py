@@ -12,6 +12,9 @@ from fiq_gym.dialog_engine import OBSERVATION_KEYS, OPTIONAL_KEYS
 from fiq_gym.envs import ENV_IDS, FashionIQEnv, FashionIQVectorEnv
 from fiq_gym.envs.sb3 import SB3VecEnvAdapter, make_sb3_vec_env
 
+# The vector env's Gymnasium contract: CI runs it again on the rllib extra's Gymnasium 1.2.2.
+pytestmark = pytest.mark.env_contract
+
 
 def _actions(mode, n, dim, num_items, rng):
     if mode == "index":

@@ -270,7 +270,8 @@ def write_import(
             lambda i: str(features),
         )
         feature_matrix = (row_of, matrix)
-    vocabulary, label_map = AttributeVocabulary(()), {}
+    vocabulary = AttributeVocabulary(())
+    label_map: dict[str, dict[str, set[str]]] = {}
     if attributes is not None:
         vocabulary, label_map = load_attribute_labels(attributes)
 
@@ -366,7 +367,7 @@ def _decode_all(plan: ImportPlan, staging: Path, size: int, workers: int, progre
 
 
 def _collect(
-    plan: ImportPlan, results: Iterable, out: _AppendArray, blank: np.ndarray, ok: np.ndarray, bar
+    plan: ImportPlan, results: Iterable, out: _AppendArray, blank: np.ndarray, ok: np.ndarray, bar: tqdm
 ) -> None:
     for k, (image, error) in enumerate(results):
         if image is None:

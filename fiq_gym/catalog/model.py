@@ -7,9 +7,9 @@ copies them unless a subset asks for scattered rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class StringColumn(Sequence[str]):
     def __getitem__(self, index: int) -> str: ...
     @overload
     def __getitem__(self, index: slice) -> list[str]: ...
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> str | list[str]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         i = int(index)
@@ -146,7 +146,7 @@ def sketch_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> b
         return True
     if n != current["rows"] or sums.shape != (len(current["sums"]),) or signed.shape != sums.shape:
         return True
-    scale = FEATURES_TOLERANCE * max(rms, float(current["rms"]), np.finfo(np.float32).tiny)
+    scale = FEATURES_TOLERANCE * max(rms, float(current["rms"]), cast(float, np.finfo(np.float32).tiny))
     if not np.isfinite(scale) or abs(rms - float(current["rms"])) > scale:
         return True
     return bool(
@@ -181,11 +181,16 @@ class Catalog:
     vocabulary: AttributeVocabulary
     labels: np.ndarray
     descriptions: Sequence[str]
-    images: np.ndarray | None = None
+    images: np.ndarray | LazyImages | None = None
     features: np.ndarray | None = None
     attribute_scores: np.ndarray | None = None
     primary_rgb: np.ndarray | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    reopen: tuple[Callable[..., Any], tuple[Any, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    """How to open this catalog again in another process, as ``(function, arguments)``;
+    None pickles the arrays themselves."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.descriptions, StringColumn):
@@ -199,7 +204,7 @@ class Catalog:
         n = len(self.ids)
         a = self.vocabulary.size
 
-        def check(name: str, arr: np.ndarray | None, shape: tuple, dtype: Any) -> None:
+        def check(name: str, arr: np.ndarray | LazyImages | None, shape: tuple, dtype: Any) -> None:
             if arr is None:
                 return
             ok_shape = len(arr.shape) == len(shape) and all(
@@ -232,16 +237,13 @@ class Catalog:
             )
 
     # --- pickling -------------------------------------------------------------------------
-    def __reduce_ex__(self, protocol: Any):
-        # A catalog opened from disk pickles as its path and reopens as memory maps, so
-        # sending an environment to a worker process copies no images.
-        path = self.provenance.get("path")
-        if path is not None and isinstance(
-            self.images if isinstance(self.images, np.ndarray) else self.labels, np.memmap
-        ):
-            from fiq_gym.catalog.storage import open_catalog
-
-            return (open_catalog, (path,))
+    def __reduce_ex__(self, protocol: Any) -> str | tuple[Any, ...]:
+        # A catalog opened from disk pickles as how to open it again (set by whoever opened it,
+        # fiq_gym.catalog.storage.open_catalog) and reopens as memory maps, so sending an
+        # environment to a worker process copies no images. Subsets and copies with other
+        # arrays are new catalogs without it: they pickle their arrays.
+        if self.reopen is not None:
+            return self.reopen
         return super().__reduce_ex__(protocol)
 
     # --- basic views ---------------------------------------------------------------------
@@ -378,9 +380,9 @@ class Catalog:
                 raise IndexError(f"subset indices out of range for a catalog of {len(self)} items")
             descriptions = self.descriptions.take(rows)  # type: ignore[attr-defined]
 
-        def take(arr: np.ndarray | None) -> np.ndarray | None:
+        def take(arr: Any) -> Any:  # an array or LazyImages (subset alike), or None
             if isinstance(arr, LazyImages):
-                return arr.subset(rows)  # type: ignore[return-value]
+                return arr.subset(rows)
             return None if arr is None else arr[rows]
 
         return Catalog(
@@ -421,7 +423,7 @@ class Catalog:
         unknown = set(arrays) - allowed
         if unknown:
             raise TypeError(f"with_arrays accepts {sorted(allowed)}, got {sorted(unknown)}")
-        fields = {
+        fields: dict[str, Any] = {
             "ids": self.ids,
             "categories": self.categories,
             "category_names": self.category_names,

@@ -42,7 +42,7 @@ def decode_images(jobs: list[tuple[str, int]]) -> list[tuple[np.ndarray | None, 
 def primary_rgb(images: np.ndarray) -> np.ndarray:
     """(B, 3) mean colour of each image's non-background (not near-white) pixels."""
     flat = images.reshape(len(images), -1, 3).astype(np.float32)
-    garment = (flat < 235).any(axis=2)
+    garment = np.any(flat < 235, axis=2)  # (the method's stub: bool | array)
     counts = garment.sum(axis=1, keepdims=True)
     mean = np.where(
         counts > 0, (flat * garment[..., None]).sum(axis=1) / np.maximum(counts, 1), flat.mean(axis=1)

@@ -54,7 +54,7 @@ def shaded_rgb(color: str, shade: float) -> tuple[int, int, int]:
     base = np.array(COLOR_RGB[color], dtype=np.float64)
     amount = _SHADE_AMPLITUDE.get(color, _DEFAULT_SHADE_AMPLITUDE) * float(shade)
     rgb = base * (1.0 + amount) if amount < 0 else base + (255.0 - base) * amount
-    return tuple(round(v) for v in np.clip(rgb, 0, 255))  # type: ignore[return-value]
+    return tuple(round(v) for v in np.clip(rgb, 0, 255))
 
 
 def _luminance(rgb: tuple[int, int, int]) -> float:

@@ -68,9 +68,9 @@ def plan_shoes(
 
     split_of: dict[str, str] = {}
     items: list[PlannedItem] = []
-    for split in SPLITS:  # read both lists, so a pair spanning splits is recognised as such
-        file = root / _NAME_FILES[split]
-        if split not in splits and not file.is_file():
+    for listed in SPLITS:  # read both lists, so a pair spanning splits is recognised as such
+        file = root / _NAME_FILES[listed]
+        if listed not in splits and not file.is_file():
             continue
         for k, name in enumerate(_read_names(file)):
             if name in split_of:
@@ -80,8 +80,8 @@ def plan_shoes(
                     f"line {k + 1} ({name!r} in {split_of[name]})",
                 )
                 continue
-            split_of[name] = split
-            if split not in splits:
+            split_of[name] = listed
+            if listed not in splits:
                 continue
             image = files.get(name)
             if image is None:

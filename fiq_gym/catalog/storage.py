@@ -383,11 +383,11 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
         )
     _check_values(path, entries, arrays)
     provenance = {**manifest.get("provenance", {}), "path": str(path)}
-    images = arrays.get("images")
+    images: np.ndarray | LazyImages | None = arrays.get("images")
     try:
         if images is None and provenance.get("images") == "lazy":
             images = LazyImages.from_arrays(arrays, provenance, vocabulary, tuple(manifest["category_names"]))
-        return Catalog(
+        catalog = Catalog(
             ids=arrays["ids"],
             categories=arrays["categories"],
             category_names=tuple(manifest["category_names"]),
@@ -402,6 +402,9 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
         )
     except CatalogError as e:
         raise CatalogError(f"{path}: {e}; {_REBUILD_HINT}") from None
+    if mmap:
+        catalog.reopen = (open_catalog, (str(path),))
+    return catalog
 
 
 def _blocks(arr: np.ndarray, rows: int = 1 << 16) -> Iterator[np.ndarray]:
@@ -583,8 +586,8 @@ def update_catalog_arrays(
                 file.unlink(missing_ok=True)
             raise
         in_use = {str(entry.get("file", f"{name}.npy")) for name, entry in arrays.items()}
-        for file in replaced - in_use:
-            (path / file).unlink(missing_ok=True)
+        for stale in replaced - in_use:
+            (path / stale).unlink(missing_ok=True)
 
 
 def write_catalog_arrays(

@@ -6,7 +6,7 @@ A catalog's attribute labels are a multi-hot matrix whose columns are the values
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +63,7 @@ class AttributeVocabulary:
     def __len__(self) -> int:
         return len(self.types)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[AttributeType]:
         return iter(self.types)
 
     def __getitem__(self, name: str) -> AttributeType:

@@ -12,11 +12,15 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fiq_gym import __version__
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
 from fiq_gym.cli_args import int_between, seed
 from fiq_gym.errors import FiqGymError
+
+if TYPE_CHECKING:
+    from fiq_gym.catalog.model import Catalog
 
 __all__ = ["main"]
 
@@ -54,7 +58,7 @@ def _catalog_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_catalog(path: str | None):
+def _resolve_catalog(path: str | None) -> Catalog:
     from fiq_gym.catalog.storage import open_catalog
     from fiq_gym.default_catalog import parse_synthetic_spec, resolve_catalog
 

@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from fiq_gym.catalog.lazy_images import LazyImages
+
 __all__ = ["RowReader"]
 
 
@@ -22,7 +24,7 @@ class RowReader:
     falls back to plain indexing for in-memory arrays and views.
     """
 
-    def __init__(self, array: np.ndarray) -> None:
+    def __init__(self, array: np.ndarray | LazyImages) -> None:
         self.array = array
         self._fd: int | None = None
         self._row_bytes = int(array.dtype.itemsize * np.prod(array.shape[1:], dtype=np.int64))
@@ -33,6 +35,7 @@ class RowReader:
             if os.path.getsize(filename) == offset + array.nbytes:
                 self._fd = os.open(filename, os.O_RDONLY)
                 self._offset = offset
+                self._filename: str = filename
 
     def __len__(self) -> int:
         return len(self.array)
@@ -45,7 +48,7 @@ class RowReader:
         while done < size:  # pread may return less than asked for
             got = os.preadv(self._fd, [view[done:]], self._offset + start * self._row_bytes + done)
             if got == 0:
-                raise OSError(f"{self.array.filename} ended early: is the catalog file truncated?")
+                raise OSError(f"{self._filename} ended early: is the catalog file truncated?")
             done += got
         return np.frombuffer(data, dtype=self.array.dtype).reshape(stop - start, *self.array.shape[1:])
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -143,8 +143,8 @@ def extract_features(
     whatever its cores, in every path (the default catalog's first build, ``fiq-gym catalog
     build``, ``fiq-gym features extract``, lazy or stored images). It costs little: a lazy
     catalog's images are rendered in worker processes meanwhile (~0.9 ms an image on one
-    core, slower than encoding at ~0.6 ms), and a stored 10,000-item catalog takes about
-    13 s. Features still differ in the last bits between CPU models; checkpoints compare
+    core, slower than encoding), and a stored 10,000-item catalog takes 2.6 s on one thread
+    against 1.3 s on two (``benchmarks/results/features.md``). Features still differ in the last bits between CPU models; checkpoints compare
     them within a tolerance (:meth:`fiq_gym.catalog.Catalog.features_sketch`). An encoder
     that predicts no attributes (a Hugging Face model) leaves existing attribute scores
     untouched.
@@ -194,7 +194,9 @@ def _renders_in_workers(opened: Catalog, batch_size: int, workers: int) -> bool:
     return isinstance(opened.images, LazyImages) and workers > 1 and len(opened) > batch_size
 
 
-def _image_batches(path: Path, opened: Catalog, batch_size: int, workers: int) -> Iterator[np.ndarray]:
+def _image_batches(
+    path: Path, opened: Catalog, batch_size: int, workers: int
+) -> Generator[np.ndarray, None, None]:
     """The catalog's images, ``batch_size`` rows at a time, in order."""
     n = len(opened)
     if _renders_in_workers(opened, batch_size, workers):

@@ -172,7 +172,8 @@ class AttributeNet(nn.Module):
         for layer in [*self.trunk, self.embed]:
             if isinstance(layer, nn.Conv2d | nn.Linear):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 images -> (B, feature_dim) float32 features (the penultimate layer)."""

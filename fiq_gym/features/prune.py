@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.features.model import AttributeNet, NetworkConfig, check_fits, load_checkpoint, save_checkpoint
 
@@ -37,7 +38,7 @@ class PruneResult:
     activity: tuple[float, ...]
 
 
-def unit_activity(network: AttributeNet, images: np.ndarray, batch: int = 1024) -> np.ndarray:
+def unit_activity(network: AttributeNet, images: np.ndarray | LazyImages, batch: int = 1024) -> np.ndarray:
     """(feature_dim,) the fraction of ``images`` on which each feature unit is non-zero."""
     counts = np.zeros(network.config.feature_dim, dtype=np.int64)
     with torch.inference_mode():
@@ -52,7 +53,7 @@ def live_units(activity: np.ndarray, min_active: float) -> np.ndarray:
     return np.flatnonzero(activity > min_active)
 
 
-def pruned_network(network: AttributeNet, keep: Sequence[int]) -> AttributeNet:
+def pruned_network(network: AttributeNet, keep: Sequence[int] | np.ndarray) -> AttributeNet:
     """A copy of ``network`` whose feature layer has only units ``keep`` (in that order)."""
     keep_t = torch.as_tensor(list(keep), dtype=torch.long)
     config = NetworkConfig.from_json({**network.config.to_json(), "feature_dim": len(keep_t)})
@@ -91,6 +92,7 @@ def prune_checkpoint(
     for path in catalogs:
         catalog = open_catalog(path)
         check_fits(source, catalog)
+        assert catalog.images is not None, "check_fits refuses a catalog without images"
         counts += unit_activity(source.network, catalog.images) * len(catalog)
         total += len(catalog)
     activity = counts / total

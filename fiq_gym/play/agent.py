@@ -101,7 +101,9 @@ class PlayAgent:
 def default_catalog_record(catalog: Catalog) -> dict[str, Any]:
     """What the shipped agent remembers about the catalog it was trained on."""
     p = catalog.provenance
-    features = p.get("features") if isinstance(p.get("features"), dict) else {}
+    features = p.get("features")
+    if not isinstance(features, dict):
+        features = {}
     return {
         "source": p.get("source"),
         "generator_version": p.get("generator_version"),
@@ -151,7 +153,7 @@ def load_play_agent(
             message names the mismatch and, for the shipped agent, the retrain command).
     """
     shipped = checkpoint is None
-    path = DEFAULT_AGENT_DIR if shipped else Path(checkpoint).expanduser()
+    path = DEFAULT_AGENT_DIR if checkpoint is None else Path(checkpoint).expanduser()
     if shipped:
         if not (path / "config.json").is_file() or not (path / _CATALOG_RECORD).is_file():
             raise FileNotFoundError(

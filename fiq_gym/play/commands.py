@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fiq_gym.cli_args import seed
 from fiq_gym.links import doc_url
+
+if TYPE_CHECKING:
+    from fiq_gym.play.agent import PlayAgent
 
 __all__ = ["add_commands"]
 
@@ -33,7 +36,7 @@ def _agent_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> PlayAgent:
     from fiq_gym.play.agent import load_play_agent
 
     return load_play_agent(args.agent, catalog=args.catalog, max_turns=args.max_turns)

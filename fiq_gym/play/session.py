@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -36,6 +36,9 @@ from fiq_gym.metrics import rank_percentile, target_rank
 from fiq_gym.play.agent import PlayAgent
 from fiq_gym.play.record import DialogRecord, TurnRecord, append_dialogs, catalog_identity
 from fiq_gym.users.human import HumanUser, clean_caption
+
+if TYPE_CHECKING:
+    from fiq_gym.envs.fashion_iq import FashionIQEnv
 
 __all__ = ["MODES", "PlaySession", "SessionStateError"]
 
@@ -93,7 +96,7 @@ class PlaySession:
             max_episode_steps=agent.max_turns,
         )
         self.retriever = agent.make(self.env)
-        inner = self.env.unwrapped
+        inner = cast("FashionIQEnv", self.env.unwrapped)
         self.gallery = inner.gallery
         self.num_items = int(inner.num_items)
         self.max_turns = int(agent.max_turns)
@@ -347,6 +350,7 @@ class PlaySession:
         assert d is not None and self._info is not None
         mode = self.agent.action_mode
         history = np.array([[t.shown_index for t in d.turns]], dtype=np.int64)
+        actions: np.ndarray
         if mode in ("query", "scores"):
             actions = np.asarray(action, dtype=np.float32).reshape(1, -1)
         else:

@@ -33,13 +33,11 @@ from typing import Protocol
 import numpy as np
 
 from fiq_gym.metrics import target_rank
+from fiq_gym.ranking.exact import SHARD_MODES
 
-__all__ = ["SCORINGS", "DenseRanker", "Ranker", "best_unseen", "make_ranker"]
+__all__ = ["SCORINGS", "SHARD_MODES", "DenseRanker", "Ranker", "best_unseen", "make_ranker"]
 
 SCORINGS = ("float32", "exact", "float16")
-#: Where shards run: each in a worker process, one after another in this process, or each in
-#: a Ray actor (:mod:`fiq_gym.ranking.sharded`).
-SHARD_MODES = ("process", "inline", "ray")
 
 
 class Ranker(Protocol):

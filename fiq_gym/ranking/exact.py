@@ -30,10 +30,15 @@ import math
 
 import numpy as np
 
-__all__ = ["SCANS", "GalleryShard", "exact_best"]
+__all__ = ["ONE_BLAS_THREAD", "SCANS", "SHARD_MODES", "GalleryShard", "exact_best"]
 
 #: How a shard stores the copy of its features that it scans.
 SCANS = ("float32", "float16")
+#: Where shards run: each in a worker process, one after another in this process, or each in
+#: a Ray actor (:mod:`fiq_gym.ranking.sharded`, :mod:`fiq_gym.ranking.ray_shards`).
+SHARD_MODES = ("process", "inline", "ray")
+#: The environment of a shard process or actor: one BLAS thread, as the shards are the parallelism.
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 _U32 = 2.0**-24
 _U64 = 2.0**-53
@@ -202,7 +207,6 @@ class GalleryShard:
         sure, possible = _up32(r + margin)[:, None], _down32(r - margin)[:, None]
         counts = np.zeros(b, dtype=np.int64)
         band: list[list[np.ndarray]] = [[] for _ in range(b)]
-        want_best = history is not None
         best_scan = np.full(b, -np.inf, dtype=np.float32)
         candidates: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(b)]
         block = max(1, (_BLOCK_BYTES // 4) // max(1, b))
@@ -221,7 +225,7 @@ class GalleryShard:
             open_rows = np.flatnonzero(np.count_nonzero(maybe, axis=1) > np.count_nonzero(above, axis=1))
             for i in open_rows:
                 band[i].append(start + np.flatnonzero(maybe[i] & ~above[i]))
-            if want_best:
+            if history is not None:
                 lo, hi = self.offset + start, self.offset + stop
                 seen_r, seen_c = np.nonzero((history >= lo) & (history < hi))
                 s[seen_r, history[seen_r, seen_c] - lo] = -np.inf
@@ -232,13 +236,13 @@ class GalleryShard:
                     picked = np.flatnonzero(s[i] >= floor[i])
                     if len(picked):
                         candidates[i].append((start + picked, s[i, picked]))
-        for i in range(b):
-            if band[i]:
-                counts[i] += self._recheck(
-                    queries[i], targets[i], r[i], q_norm[i], t_norm[i], np.concatenate(band[i])
+        for row in range(b):
+            if band[row]:
+                counts[row] += self._recheck(
+                    queries[row], targets[row], r[row], q_norm[row], t_norm[row], np.concatenate(band[row])
                 )
         best = np.full(b, -1, dtype=np.int64)
-        if want_best:
+        if history is not None:
             floor = _down32(best_scan.astype(np.float64) - 2.0 * err)
             for i in np.flatnonzero(np.isfinite(best_scan)):
                 local = np.concatenate([c for c, _ in candidates[i]])

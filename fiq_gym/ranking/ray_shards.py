@@ -30,8 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 
-from fiq_gym.ranking.exact import GalleryShard
-from fiq_gym.ranking.sharded import ONE_BLAS_THREAD
+from fiq_gym.ranking.exact import ONE_BLAS_THREAD, GalleryShard
 
 __all__ = ["RayShards", "ShardActor", "ensure_ray"]
 

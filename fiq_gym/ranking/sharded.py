@@ -34,21 +34,17 @@ import uuid
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from fiq_gym._workers import WorkerPool
-from fiq_gym.ranking import SHARD_MODES
-from fiq_gym.ranking.exact import SCANS, GalleryShard, exact_best
+from fiq_gym.ranking.exact import ONE_BLAS_THREAD, SCANS, SHARD_MODES, GalleryShard, exact_best
 
 if TYPE_CHECKING:
     from fiq_gym.ranking.ray_shards import RayShards
 
 __all__ = ["ONE_BLAS_THREAD", "RAY_INSTALL", "ExactRanker", "shard_bounds"]
-
-#: The environment of a shard process or actor: one BLAS thread, as the shards are the parallelism.
-ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 #: What installs Ray, for ``mode="ray"`` (the ``rllib`` extra brings it, in the tested version).
 RAY_INSTALL = 'pip install -e ".[rllib]" -c constraints-rllib.txt'
@@ -207,6 +203,7 @@ def _shared_file(features: np.ndarray) -> Iterator[tuple[str, tuple[int, ...]]]:
     ``/proc/self/fd/N``, so a killed process leaves nothing behind. Elsewhere it is a named
     temporary file, removed when the block ends (the workers have mapped it by then).
     """
+    handle: IO[bytes]
     if Path("/proc/self/fd").is_dir():
         with tempfile.TemporaryFile(prefix="fiq-gym-shards-") as handle:
             np.save(handle, np.asarray(features, dtype=np.float32))
@@ -237,7 +234,7 @@ def _open_shard(job: tuple[str, str, int, int, str]) -> int:
         # The float32 rows are read again only for rechecks: let the kernel drop the pages
         # the set-up pass touched, so the worker holds the float16 copy alone.
         with contextlib.suppress(AttributeError, OSError, ValueError):
-            rows._mmap.madvise(mmap.MADV_DONTNEED)  # type: ignore[union-attr]
+            rows._mmap.madvise(mmap.MADV_DONTNEED)  # type: ignore[attr-defined]  # private: not in numpy's stubs
     _OPEN.clear()
     _OPEN[token] = shard
     return os.getpid()

@@ -185,7 +185,9 @@ def _retriever_tokenizer(directory: Path, meta: dict[str, Any], catalog: Catalog
     own = directory / "tokenizer.json"
     if own.is_file():
         return WordTokenizer.from_json(own.read_text(encoding="utf-8"))
-    args = meta.get("args") if isinstance(meta.get("args"), dict) else {}
+    args = meta.get("args")
+    if not isinstance(args, dict):
+        args = {}
     return make_user(str(args.get("user") or "template"), catalog).tokenizer
 
 

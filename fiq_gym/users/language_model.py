@@ -27,7 +27,7 @@ import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -270,8 +270,11 @@ def load_language_model(model_dir: str | os.PathLike) -> tuple[Any, Any]:
                 "tokenizer.save_pretrained(DIR)"
             ) from None
         try:
-            model, loading = AutoModelForCausalLM.from_pretrained(
-                path, local_files_only=True, output_loading_info=True
+            # transformers types from_pretrained as returning the model; output_loading_info=True
+            # makes it return the model and a dict of the keys it could not match.
+            model, loading = cast(
+                tuple[Any, dict[str, Any]],
+                AutoModelForCausalLM.from_pretrained(path, local_files_only=True, output_loading_info=True),
             )
         except ValueError as e:
             if "Unrecognized configuration class" in str(e) or "AutoModelForCausalLM" in str(e):

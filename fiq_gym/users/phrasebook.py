@@ -319,9 +319,19 @@ class Phrasebook:
         is reported only if the caption makes no other claim ("looks the same but slightly
         darker" claims a shade difference).
         """
+        matched = self.scan(text)
+        claims = {claim for _, claim in matched if claim.kind != "same"}
+        if not claims and any(claim.kind == "same" for _, claim in matched):
+            claims.add(_SAME_CLAIM)
+        return claims
+
+    def scan(self, text: str) -> list[tuple[tuple[str, ...], Claim]]:
+        """Every phrase ``text`` matches, in order, as ``(phrase tokens, claim)``, "same"
+        wordings included: what :meth:`parse` reduces to claims, and what tells a reader the
+        caption's form ("looks the same but slightly darker": a same wording and a shade tail).
+        """
         toks = _tokens(text)
-        claims: set[Claim] = set()
-        same = False
+        found: list[tuple[tuple[str, ...], Claim]] = []
         i, n = 0, len(toks)
         index = self._index
         while i < n:
@@ -335,19 +345,14 @@ class Phrasebook:
                 continue
             phrase, claim = match
             i += len(phrase)
-            if claim.kind == "same":
-                same = True
-                continue
-            claims.add(claim)
+            found.append(match)
             if claim.type in self._surfaces and toks[i : i + 2] in _CONTRAST_MARKERS:
                 i += 2
                 for surface in self._surfaces[claim.type]:
                     if toks[i : i + len(surface)] == surface:
                         i += len(surface)
                         break
-        if not claims and same:
-            claims.add(_SAME_CLAIM)
-        return claims
+        return found
 
 
 @functools.lru_cache(maxsize=32)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ def make_user(spec: str | User, catalog: Catalog, **kwargs: Any) -> User:
     if not isinstance(spec, str):
         raise ValueError(f"user must be one of {list(SHOPPERS)} or a User instance, got {spec!r}")
     name, _, checkpoint = spec.partition(":")
+    build: Callable[..., User]
     if name == "template" and not checkpoint:
         build, kwargs = TemplateUser, _template_kwargs(kwargs)
     elif name == "transformer":

@@ -52,6 +52,8 @@ __all__ = [
     "Claim",
     "TemplateNoise",
     "TemplateUser",
+    "column_salience",
+    "extra_mentions_pmf",
     "parse_caption",
 ]
 
@@ -86,6 +88,20 @@ COMPARATIVE_PROBABILITY: float = 0.5
 
 #: Chance that a later phrase is compressed ("is darker and striped", "... with long sleeves").
 COMPRESS_PROBABILITY: float = 0.3
+
+
+def column_salience(column_names: Sequence[str]) -> np.ndarray:
+    """:data:`SALIENCE` of each phrasebook column (category, the types, shade), 1.0 for
+    unknown types; the shade's becomes :data:`SHADE_SALIENCE_WITH_COLOR_CHANGE` in pairs whose
+    named colours differ too."""
+    return np.array([SALIENCE.get(n, 1.0) for n in column_names], dtype=np.float64)
+
+
+def extra_mentions_pmf(max_differences: int) -> np.ndarray:
+    """P(a caption means to mention ``1 + j`` differences), j = 0..m-1: Binomial(m - 1, 1/2),
+    before the cap at the number of differences there are."""
+    m = max_differences
+    return np.array([math.comb(m - 1, k) for k in range(m)], dtype=np.float64) / 2.0 ** (m - 1)
 
 
 @dataclass(frozen=True)
@@ -223,7 +239,7 @@ class TemplateUser(User):
             rgb = np.asarray(catalog.primary_rgb, dtype=np.float32)
             self._luma = rgb @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
         names = self._book.type_names
-        self._salience = np.array([SALIENCE.get(n, 1.0) for n in names], dtype=np.float64)
+        self._salience = column_salience(names)
         self._differences: dict[tuple, Difference] = {}  # immutable records, reused
         # per-pair uniform block: [keys (D) | count | omit (m) | style (3m) | wrong | wrong_pick]
         d, m = len(names), self.max_differences
@@ -235,9 +251,8 @@ class TemplateUser(User):
             self._uniform_slots[name] = slice(start, start + width) if name in vectors else start
             start += width
         self._uniform_width = start
-        # number of extra mentions beyond the first: Binomial(m - 1, 1/2), by inverse CDF
-        pmf = np.array([math.comb(m - 1, k) for k in range(m)], dtype=np.float64) / 2.0 ** (m - 1)
-        self._count_cdf = np.cumsum(pmf)[:-1]
+        # number of extra mentions beyond the first, by inverse CDF
+        self._count_cdf = np.cumsum(extra_mentions_pmf(m))[:-1]
 
     @property
     def vocabulary(self) -> AttributeVocabulary:
@@ -405,7 +420,7 @@ class TemplateUser(User):
         if book.ordered[c] and comp_u < COMPARATIVE_PROBABILITY:
             direction = 0 if tv > sv else 1
             side = book.comparative[c][direction]  # type: ignore[index]
-            key = (c, direction, sv)
+            key: tuple[int, ...] = (c, direction, sv)
             diff = cache.get(key)
             if diff is None:
                 word = book.direction_words[c][direction]  # type: ignore[index]

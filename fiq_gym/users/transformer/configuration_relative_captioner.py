@@ -106,7 +106,9 @@ class RelativeCaptionerConfig(PretrainedConfig):
         self.caption_source = str(caption_source)
         self.initializer_range = float(initializer_range)
         self.unk_token_id = int(unk_token_id)
-        super().__init__(
+        # transformers 5 types PreTrainedConfig.__init__ as its dataclass fields only; it takes
+        # the special token ids through its keyword arguments all the same.
+        super().__init__(  # type: ignore[call-arg]
             pad_token_id=pad_token_id, bos_token_id=bos_token_id, eos_token_id=eos_token_id, **kwargs
         )
 

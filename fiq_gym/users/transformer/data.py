@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.users.template import TemplateNoise, TemplateUser
+
+if TYPE_CHECKING:
+    from fiq_gym.catalog.captions import HumanCaptions
 
 __all__ = [
     "CaptionDataset",
@@ -239,11 +243,11 @@ def human_dataset(catalog: Catalog, source: str, seed: int = 0) -> CaptionDatase
     return CaptionDataset(catalog=catalog, train=train, val=val, caption_source="human")
 
 
-def _caption_pairs(catalog: Catalog, captions) -> list[CaptionPair]:
+def _caption_pairs(catalog: Catalog, captions: HumanCaptions) -> list[CaptionPair]:
     return [CaptionPair(t, s, c) for t, s, c in captions.triples(catalog)]
 
 
-def _captions_from_release(catalog: Catalog, kind: str, root: str):
+def _captions_from_release(catalog: Catalog, kind: str, root: str) -> HumanCaptions:
     """The release's caption entries whose items are all in ``catalog`` (the rest counted)."""
     from fiq_gym.catalog.captions import HumanCaptions
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +35,28 @@ from transformers.utils import ModelOutput
 
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 
-__all__ = ["DECODING_STRATEGIES", "RelativeCaptionerModel", "RelativeCaptionerOutput", "caption_flops"]
+__all__ = [
+    "DECODING_STRATEGIES",
+    "CaptionerInputs",
+    "RelativeCaptionerModel",
+    "RelativeCaptionerOutput",
+    "caption_flops",
+]
 
 DECODING_STRATEGIES = ("greedy", "sample", "beam")
 #: Greedy and sampled decoding drop ended rows from the batch once this share of the live rows
 #: has ended: copying the caches costs about one decoding step, so not after every row.
 COMPACT_FRACTION = 0.25
+
+
+class CaptionerInputs(TypedDict):
+    """A batch of pairs' item inputs, as ``model(**inputs)`` and ``model.generate(**inputs)``
+    take them; the attribute scores only for a model with ``config.use_attributes``."""
+
+    target_features: torch.Tensor
+    shown_features: torch.Tensor
+    target_attributes: NotRequired[torch.Tensor]
+    shown_attributes: NotRequired[torch.Tensor]
 
 
 @dataclass
@@ -193,6 +210,7 @@ class _ItemEncoder(nn.Module):
 
 class RelativeCaptionerPreTrainedModel(PreTrainedModel):
     config_class = RelativeCaptionerConfig
+    config: RelativeCaptionerConfig
     base_model_prefix = "captioner"
     main_input_name = "target_features"
 
@@ -212,7 +230,12 @@ class RelativeCaptionerModel(RelativeCaptionerPreTrainedModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, d)
         self.embed_positions = nn.Embedding(config.max_caption_length + 1, d)
         self.drop = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(_DecoderLayer(config) for _ in range(config.num_decoder_layers))
+        # A ModuleList of _DecoderLayer; typed as their sequence, which it is, so that their
+        # attributes are known.
+        self.layers = cast(
+            "Sequence[_DecoderLayer]",
+            nn.ModuleList(_DecoderLayer(config) for _ in range(config.num_decoder_layers)),
+        )
         self.norm = nn.LayerNorm(d)
         self.embed_scale = math.sqrt(d)
         self.post_init()
@@ -344,7 +367,7 @@ class RelativeCaptionerModel(RelativeCaptionerPreTrainedModel):
         """Per layer: an empty self-attention cache for ``length`` positions and the item
         tokens' cross-attention keys and values (computed once)."""
         b = memory.shape[0]
-        caches = []
+        caches: list[tuple[torch.Tensor, ...]] = []
         for layer in self.layers:
             attn = layer.self_attn
             shape = (b, attn.num_heads, length, attn.head_dim)

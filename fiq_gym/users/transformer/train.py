@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from fiq_gym.users.transformer.data import (
     human_dataset,
     template_dataset,
 )
-from fiq_gym.users.transformer.modeling_relative_captioner import RelativeCaptionerModel
+from fiq_gym.users.transformer.modeling_relative_captioner import CaptionerInputs, RelativeCaptionerModel
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer, build_caption_tokenizer
 from fiq_gym.users.transformer.train_args import TrainArgs
 from fiq_gym.users.transformer.user import feature_weights, quiet_transformers
@@ -99,8 +100,11 @@ class _Inputs:
         self.attributes = torch.from_numpy(np.array(tables.side_info)) if use_attributes else None
         self.feature_source = tables.feature_source
 
-    def __call__(self, targets: torch.Tensor, shown: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"target_features": self.features[targets], "shown_features": self.features[shown]}
+    def __call__(self, targets: torch.Tensor, shown: torch.Tensor) -> CaptionerInputs:
+        out: CaptionerInputs = {
+            "target_features": self.features[targets],
+            "shown_features": self.features[shown],
+        }
         if self.attributes is not None:
             out["target_attributes"] = self.attributes[targets]
             out["shown_attributes"] = self.attributes[shown]
@@ -123,7 +127,7 @@ def _length_batches(lengths: torch.Tensor, batch_size: int, seed: int, pool: int
     return [batches[i] for i in shuffle]
 
 
-def _schedule(args: TrainArgs, total_steps: int):
+def _schedule(args: TrainArgs, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < args.warmup_steps:
             return (step + 1) / args.warmup_steps

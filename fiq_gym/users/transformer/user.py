@@ -39,13 +39,18 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CheckpointError, FiqGymError
 from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
+from fiq_gym.text import CaptionTokenizer
 from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, User, row_uniforms
 from fiq_gym.users.caption_metrics import DifferenceOracle
 from fiq_gym.users.decoding import decoding_from
 from fiq_gym.users.template import TemplateUser
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
-from fiq_gym.users.transformer.modeling_relative_captioner import DECODING_STRATEGIES, RelativeCaptionerModel
+from fiq_gym.users.transformer.modeling_relative_captioner import (
+    DECODING_STRATEGIES,
+    CaptionerInputs,
+    RelativeCaptionerModel,
+)
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer
 
 __all__ = [
@@ -291,7 +296,8 @@ class TransformerUser(User):
         if self.decoding.max_new_tokens is not None and not 1 <= self.decoding.max_new_tokens <= limit:
             raise ValueError(f"max_new_tokens must lie in [1, {limit}] for this checkpoint")
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        # transformers wraps PreTrainedModel.to with functools.wraps, which types it unbound.
+        self.model: RelativeCaptionerModel = model.to(self.device)  # type: ignore[arg-type]
         self._tokenizer = tokenizer
         self._oracle: DifferenceOracle | None = None
 
@@ -300,6 +306,10 @@ class TransformerUser(User):
         """The caption tokenizer environments use for observations (a
         :class:`~fiq_gym.text.CaptionTokenizer`)."""
         return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: CaptionTokenizer) -> None:
+        raise AttributeError("a TransformerUser's tokenizer is its checkpoint's and cannot be replaced")
 
     @property
     def config(self) -> RelativeCaptionerConfig:
@@ -321,11 +331,11 @@ class TransformerUser(User):
         other.decoding = Decoding.of(decoding)
         return other
 
-    def model_inputs(self, targets: np.ndarray, shown: np.ndarray) -> dict[str, torch.Tensor]:
+    def model_inputs(self, targets: np.ndarray, shown: np.ndarray) -> CaptionerInputs:
         """The model's inputs for catalog rows ``targets`` and ``shown``: their retrieval
         features and (if the model uses them) attribute scores."""
         t = self.tables
-        inputs = {
+        inputs: CaptionerInputs = {
             "target_features": torch.from_numpy(t.features[targets]).to(self.device),
             "shown_features": torch.from_numpy(t.features[shown]).to(self.device),
         }
@@ -358,7 +368,7 @@ class TransformerUser(User):
         return self.generate_from_inputs(self.model_inputs(targets, shown), uniforms, length)
 
     def generate_from_inputs(
-        self, inputs: dict[str, torch.Tensor], uniforms: torch.Tensor | None, length: int
+        self, inputs: CaptionerInputs, uniforms: torch.Tensor | None, length: int
     ) -> torch.Tensor:
         """Token ids for prepared :meth:`model_inputs` under this shopper's decoding settings
         (the model's part of :meth:`describe`; the throughput benchmark times it alone)."""
