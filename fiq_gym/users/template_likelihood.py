@@ -467,19 +467,18 @@ class TemplateLikelihood:
     def _intended_claims(self) -> list[tuple[int, Claim, tuple[str, ...]]]:
         """Every claim the shopper can write, with its column and its wordings."""
         book = self.book
-        out = []
+        out: list[tuple[int, Claim, tuple[str, ...]]] = []
         for column, name in enumerate(book.type_names):
             if column == book.shade_column:
-                for word, side, by_size in zip(
+                for word, wordings, by_size in zip(
                     SHADE_WORDS, SHADE_COMPARATIVES, SHADE_ONLY_TAILS, strict=True
                 ):
                     tails = tuple(tail for tails in by_size for tail in tails)
-                    out.append((column, Claim(name, "comparative", word), (*side, *tails)))
+                    out.append((column, Claim(name, "comparative", word), (*wordings, *tails)))
                 continue
             for value, rows in zip(book.values[column], book.direct[column], strict=True):
-                phrases = tuple(rows)
-                if book.surface[column] is not None:
-                    phrases += tuple(c.format(phrase=rows[0], shown="x") for c in CONTRAST)
+                contrasts = () if book.surface[column] is None else CONTRAST
+                phrases: tuple[str, ...] = (*rows, *(c.format(phrase=rows[0], shown="x") for c in contrasts))
                 out.append((column, Claim(name, "direct", value), phrases))
             words, sides = book.direction_words[column], book.comparative[column]
             if words is not None and sides is not None:
