@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +51,7 @@ import numpy as np
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.users.phrasebook import (
     CONTRAST,
+    SAME_WORDINGS,
     SHADE_COMPARATIVES,
     SHADE_ONLY_TAILS,
     SHADE_WORDS,
@@ -188,16 +189,28 @@ class TemplateLikelihood:
             out[:, book.shade_column] = np.abs(items.luma - items.luma[shown]) >= self.shade_threshold
         return out
 
+    def _difference_mask(self, items: ItemAttributes, shown: int) -> np.ndarray:
+        """(N,) bit mask of the columns but shade that differ (bit c: column c), as
+        :meth:`differences` decides them, built column by column (no (N, C) temporary)."""
+        categories = np.asarray(items.categories)
+        mask = (categories != categories[shown]).astype(np.int64)
+        s_codes = items.codes[shown]
+        for j in range(items.codes.shape[1]):
+            if s_codes[j] >= 0:
+                column = items.codes[:, j]
+                mask |= ((column != s_codes[j]) & (column >= 0)).astype(np.int64) << (j + 1)
+        return mask
+
     def likelihood(self, caption: str | CaptionReading, items: ItemAttributes, shown: int) -> np.ndarray:
         """(N,) ``P(caption | target = t, shown)`` for every item ``t`` (plus ``floor`` times
         the largest), float64."""
         reading = self.read(caption) if isinstance(caption, str) else caption
-        if self.noise.drop_word > 0:
-            reading = self._without_contrast_remains(reading, items, shown)
-        differs = self.differences(items, shown)
         shade_bit = 1 << self.book.shade_column
-        mask = differs @ (1 << np.arange(differs.shape[1], dtype=np.int64)) & ~shade_bit
-        if self.noise.drop_word > 0:
+        mask = self._difference_mask(items, shown)
+        if self.noise.drop_word > 0 and self.max_differences == 1:
+            out = self._likelihood_of_words(reading.text, items, shown, mask)
+        elif self.noise.drop_word > 0:
+            reading = self._without_contrast_remains(reading, items, shown)
             out = self._likelihood_after_drops(reading, items, shown, mask)
         else:
             # the shade is a hidden bit of each candidate: sum over "differs" and "does not"
@@ -220,11 +233,8 @@ class TemplateLikelihood:
         if not reading.claims:  # nothing the shopper could have written (without drop_word)
             return np.zeros(len(mask))
         mentioned = sum(1 << c for c in reading.claims)
-        out = np.zeros(len(mask))
         possible = ((mask & mentioned) == mentioned) & (mask != shade_bit)
-        for value in np.unique(mask[possible]).tolist():
-            out[mask == value] = self.mention_probability(int(value), mentioned)
-        return out
+        return _per_value(mask, lambda m: self.mention_probability(m, mentioned), where=possible)
 
     def mention_probability(self, differs: int, mentioned: int) -> float:
         """P(the shopper mentions exactly the columns of bit mask ``mentioned`` | the columns
@@ -297,33 +307,41 @@ class TemplateLikelihood:
         self, reading: CaptionReading, items: ItemAttributes, shown: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(N,) twice: P(the shade does not differ, and the caption's shade claim if any) and
-        P(it differs, and the caption's shade claim). With ``luma_std`` the luma gap is
-        Gaussian around the believed one; without, it is the believed one (0 or 1 here)."""
-        n, threshold = len(items), self.shade_threshold
+        P(it differs, and the caption's shade claim)."""
+        n = len(items)
         if items.luma is None:
             return np.ones(n), np.zeros(n)
+        beyond = self._gap_beyond(items, shown)
+        threshold = self.shade_threshold
+        claim = reading.claims.get(self.book.shade_column)
+        if claim is None:
+            differs = beyond(-1, threshold) + beyond(1, threshold)
+            return 1.0 - differs, differs
+        sign = -1 if claim.value == SHADE_WORDS[0] else 1
+        side = beyond(sign, threshold)
+        if reading.shade_only and not self.noise.drop_word:
+            far = beyond(sign, 2 * threshold)
+            side = side - far if reading.slight else far  # "slightly": under twice the threshold
+        return np.zeros(n), side
+
+    def _gap_beyond(self, items: ItemAttributes, shown: int) -> Callable[[int, float], np.ndarray]:
+        """``beyond(sign, x)``: (N,) P(the luma gap is at least ``x`` darker (sign -1) or
+        lighter (+1)). With ``luma_std`` the gap is Gaussian around the believed one;
+        without, it is the believed one (each chance 0 or 1)."""
+        assert items.luma is not None
         # in the luma's own dtype, as the shopper subtracts (a float32 gap can round across
         # the threshold where an exact one would not)
         gap = np.asarray(items.luma - items.luma[shown], dtype=np.float64)
         if items.luma_std is None:
-            darker_than = lambda x: (gap <= -x).astype(np.float64)  # noqa: E731
-            lighter_than = lambda x: (gap >= x).astype(np.float64)  # noqa: E731
-        else:
-            std = np.asarray(items.luma_std, dtype=np.float64)
-            spread = np.maximum(np.sqrt(std**2 + float(std[shown]) ** 2), 1e-9)
-            darker_than = lambda x: _normal_cdf((-x - gap) / spread)  # noqa: E731
-            lighter_than = lambda x: _normal_cdf((gap - x) / spread)  # noqa: E731
-        darker, lighter = darker_than(threshold), lighter_than(threshold)
-        claim = reading.claims.get(self.book.shade_column)
-        if claim is None:
-            return 1.0 - darker - lighter, darker + lighter
-        if claim.value == SHADE_WORDS[0]:
-            side, far = darker, darker_than(2 * threshold)
-        else:
-            side, far = lighter, lighter_than(2 * threshold)
-        if reading.shade_only and not self.noise.drop_word:
-            side = side - far if reading.slight else far  # "slightly": under twice the threshold
-        return np.zeros(n), side
+            return lambda sign, x: (sign * gap >= x).astype(np.float64)
+        std = np.asarray(items.luma_std, dtype=np.float64)
+        spread = np.maximum(np.sqrt(std**2 + float(std[shown]) ** 2), 1e-9)
+        return lambda sign, x: _normal_cdf((sign * gap - x) / spread)
+
+    def _gap_chances(self, items: ItemAttributes, shown: int) -> tuple[np.ndarray, ...]:
+        """(N,) P(darker by the threshold), P(by twice it), P(lighter by it), P(by twice it)."""
+        beyond, threshold = self._gap_beyond(items, shown), self.shade_threshold
+        return tuple(beyond(sign, x) for sign in (-1, 1) for x in (threshold, 2 * threshold))
 
     def _claim_probability(self, column: int, claim: Claim, items: ItemAttributes, shown: int) -> np.ndarray:
         book = self.book
@@ -373,6 +391,102 @@ class TemplateLikelihood:
             return reading
         return CaptionReading(reading.text, kept, reading.same and not kept, False, False)
 
+    # --- drop_word, one mention a caption: exact, word by word ---------------------------------
+    def _likelihood_of_words(
+        self, text: str, items: ItemAttributes, shown: int, mask: np.ndarray
+    ) -> np.ndarray:
+        """The exact likelihood of a one-mention shopper's caption after words were dropped.
+
+        Such a caption is one phrase (or a "looks the same" form), so the observed words are
+        a subsequence of the phrase the shopper wrote: ``P(words | phrase)`` counts the ways
+        to delete words to get them (with the rule that one word is kept when all would go),
+        and the likelihood sums over the column mentioned (by salience), the claim made about
+        it (its value, its comparative, a wrong colour) and the phrase's wording."""
+        book = self.book
+        observed = tuple(text.split(" "))
+        shade = book.shade_column
+        named = np.zeros(len(items))  # salience of the differences other than shade
+        spoken = np.zeros(len(items))  # sum over those columns of salience x P(words | column)
+        for column in range(self.num_columns):
+            if column == shade:
+                continue
+            salience = ((mask >> column) & 1) * self._salience[column]
+            named += salience
+            chance: np.ndarray | float = 0.0
+            for claim, phrases in self._claim_wordings(column, items, shown):
+                p = self._words_given(observed, phrases)
+                if p > 0:
+                    chance = chance + self._claim_probability(column, claim, items, shown) * p
+            if not isinstance(chance, float):
+                spoken += salience * chance
+        same = self._words_given(observed, SAME_WORDINGS)
+        shade_salience = np.full(len(items), float(self._salience[shade]))
+        if book.color_column is not None:
+            shade_salience[(mask >> book.color_column) & 1 == 1] = SHADE_SALIENCE_WITH_COLOR_CHANGE
+        alone = named == 0  # nothing differs but perhaps the shade
+        if items.luma is None:
+            return np.where(alone, same, spoken / np.maximum(named, 1e-300))
+        beyond, threshold = self._gap_beyond(items, shown), self.shade_threshold
+        darker, lighter = beyond(-1, threshold), beyond(1, threshold)
+        out = np.where(alone, 1.0 - darker - lighter, 0.0) * same
+        out += np.where(alone, 0.0, (1.0 - darker - lighter) * spoken / np.maximum(named, 1e-300))
+        for direction, (sign, side) in enumerate(((-1, darker), (1, lighter))):
+            comparative = self._words_given(observed, SHADE_COMPARATIVES[direction])
+            with_shade = (spoken + shade_salience * comparative) / (named + shade_salience)
+            out += np.where(alone, 0.0, side * with_shade)
+            tails = SHADE_ONLY_TAILS[direction]  # [not slight, slight]
+            only = [self._words_given(observed, _shade_only(tails[k])) for k in (0, 1)]
+            if (only[0] > 0 or only[1] > 0) and alone.any():
+                far = beyond(sign, 2 * threshold)
+                out += np.where(alone, (side - far) * only[1] + far * only[0], 0.0)
+        return out
+
+    def _claim_wordings(
+        self, column: int, items: ItemAttributes, shown: int
+    ) -> list[tuple[Claim, tuple[str, ...]]]:
+        """Every claim about ``column`` with its equally likely wordings (contrast forms name
+        the shown item's value, as the shopper writes them)."""
+        book = self.book
+        name = book.type_names[column]
+        shown_value = int(items.categories[shown] if column == 0 else items.codes[shown, column - 1])
+        surface = book.surface[column]
+        shown_name = None if surface is None or shown_value < 0 else surface[shown_value]
+        out = []
+        for value, rows in zip(book.values[column], book.direct[column], strict=True):
+            contrasts = () if shown_name is None else CONTRAST
+            phrases = (*rows, *(c.format(phrase=rows[0], shown=shown_name) for c in contrasts))
+            out.append((Claim(name, "direct", value), phrases))
+        words, sides = book.direction_words[column], book.comparative[column]
+        if words is not None and sides is not None:
+            for word, side in zip(words, sides, strict=True):
+                out.append((Claim(name, "comparative", word), tuple(side)))
+        return out
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one likelihood per env, kept for its life
+    def _words_given(self, observed: tuple[str, ...], phrases: tuple[str, ...]) -> float:
+        """P(the observed words | one of ``phrases``, each as likely, was written)."""
+        return sum(self._words_given_phrase(observed, phrase) for phrase in phrases) / len(phrases)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one likelihood per env, kept for its life
+    def _words_given_phrase(self, observed: tuple[str, ...], phrase: str) -> float:
+        """P(dropping each word of ``phrase`` with the noise's chance leaves ``observed``):
+        the ways to pick the observed words in order, times the chances of keeping them and
+        dropping the rest; when all would be dropped the shopper keeps one word at random."""
+        p = self.noise.drop_word
+        words = phrase.split(" ")
+        n, k = len(words), len(observed)
+        if k > n:
+            return 0.0
+        ways = [1] + [0] * k  # ways[j]: ways to match the first j observed words so far
+        for word in words:
+            for j in range(k, 0, -1):
+                if observed[j - 1] == word:
+                    ways[j] += ways[j - 1]
+        out = ways[k] * (1 - p) ** k * p ** (n - k)
+        if k == 1:
+            out += p**n * words.count(observed[0]) / n
+        return out
+
     def _likelihood_after_drops(
         self, reading: CaptionReading, items: ItemAttributes, shown: int, mask: np.ndarray
     ) -> np.ndarray:
@@ -414,19 +528,15 @@ class TemplateLikelihood:
 
     def _lookup(self, mask: np.ndarray, assigned: int) -> np.ndarray:
         """(N,) :meth:`_read_probability` of each candidate's differences."""
-        out = np.zeros(len(mask))
-        for value in np.unique(mask).tolist():
-            out[mask == value] = self._read_probability(int(value), assigned)
-        return out
+        return _per_value(mask, lambda m: self._read_probability(m, assigned))
 
     def _shade_chances(self, items: ItemAttributes, shown: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N,) P(the shade differs), P(darker by the threshold), P(lighter by it)."""
         if items.luma is None:
             zero = np.zeros(len(items))
             return zero, zero, zero
-        without, with_darker = self._shade_weights(_claiming(SHADE_WORDS[0]), items, shown)
-        _, with_lighter = self._shade_weights(_claiming(SHADE_WORDS[1]), items, shown)
-        return 1.0 - without, with_darker, with_lighter
+        darker, _, lighter, _ = self._gap_chances(items, shown)
+        return darker + lighter, darker, lighter
 
     def _read_probability(self, differs: int, read: int) -> float:
         """P(the shopper mentions the columns of ``read``, and perhaps others whose claims were
@@ -506,9 +616,21 @@ class TemplateLikelihood:
         return out
 
 
-def _claiming(word: str) -> CaptionReading:
-    """A reading that claims only a shade difference ``word``."""
-    return CaptionReading("", {-1: Claim("shade", "comparative", word)}, False, False, False)
+def _shade_only(tails: Sequence[str]) -> tuple[str, ...]:
+    """The "looks the same but <tail>" captions, each as likely."""
+    return tuple(f"{same} but {tail}" for same in SAME_WORDINGS for tail in tails)
+
+
+def _per_value(
+    mask: np.ndarray, value_of: Callable[[int], float], where: np.ndarray | None = None
+) -> np.ndarray:
+    """(N,) ``value_of(mask[i])`` (0 outside ``where``), computed once per distinct mask:
+    masks are small integers (one bit per column), so a table indexed by them beats sorting."""
+    present = np.flatnonzero(np.bincount(mask if where is None else mask[where], minlength=1))
+    table = np.zeros(int(mask.max()) + 1 if len(mask) else 1)
+    for value in present.tolist():
+        table[value] = value_of(value)
+    return table[mask]
 
 
 def _normal_cdf(x: np.ndarray) -> np.ndarray:

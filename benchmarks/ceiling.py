@@ -1,0 +1,269 @@
+"""How far from the best possible: the posterior reader on the leaderboard's dialogs.
+
+    python -m fiq_gym.benchmarks.ceiling                       # results/ceiling.md and .json
+    python -m fiq_gym.benchmarks.ceiling --configurations default --seeds 0 --episodes 200 --out /tmp/c
+
+For each leaderboard configuration it evaluates the posterior agent
+(:mod:`fiq_gym.agents.posterior`: it reads the template shopper's captions with the shopper's
+own likelihood and shows the most probable unseen item) through the sealed harness, on the
+published leaderboard's evaluation set (``EvaluationSet.generate(N, 1000, seed=2021)``) and
+env seeds (0, 1, 2), so every dialog pairs with the same dialog of every published agent. Two
+rows: ``posterior-map`` (what any agent sees: gallery features and predicted attribute
+scores) and ``posterior-map (labels)`` (the catalog's labels: the cost of predicting them, not
+an evaluable agent). The ceiling line is the evaluable row; for every published agent the table
+gives the share of the headroom it closes over the greedy first stage (``shortlist-greedy``),
+and the ceiling is compared with the best published agent by a paired bootstrap interval over
+seeds and dialogs. It also times the agent alone: milliseconds per dialog and turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.agents.posterior import posterior_agent
+from fiq_gym.atomic import atomic_write_text
+from fiq_gym.benchmarks.publishing import (
+    command_line,
+    default_results_dir,
+    git_revision,
+    provenance_lines,
+    refuse_unclean_publication,
+)
+from fiq_gym.comparison import paired_difference
+from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.inner import inner_env
+from fiq_gym.evaluation import EvaluationSet
+
+__all__ = ["CONFIGURATION_RUNS", "main"]
+
+#: configuration -> (env id, published leaderboard folder)
+CONFIGURATION_RUNS = {
+    "default": ("fiq_gym/FashionIQ-v2", "leaderboard"),
+    "terse": ("fiq_gym/FashionIQTerse-v2", "leaderboard-terse"),
+    "100k": ("fiq_gym/FashionIQ100k-v2", "leaderboard-100k"),
+}
+ROWS = {"posterior-map": "predicted", "posterior-map (labels)": "labels"}
+EVAL_SEED = 2021  # the leaderboard's evaluation set (benchmarks/dialog.py)
+GREEDY = "shortlist-greedy"
+
+
+def success_by(success_turn: np.ndarray, turn: int) -> np.ndarray:
+    """(..., dialogs) 1.0 where the target was shown by ``turn``."""
+    return ((success_turn >= 1) & (success_turn <= turn)).astype(np.float64)
+
+
+def metrics(success_turn: np.ndarray, ranks: np.ndarray) -> dict[str, float]:
+    """Success by turns 3 and 5, its mean over turns 1-5, and R@10 at turn 5, one run."""
+    return {
+        "success@3": float(success_by(success_turn, 3).mean()),
+        "success@5": float(success_by(success_turn, 5).mean()),
+        "success 1-5": float(np.mean([success_by(success_turn, t).mean() for t in range(1, 6)])),
+        "R@10@5": float(np.mean(ranks[:, 5] < 10)),
+    }
+
+
+def published_runs(results: Path, folder: str) -> dict[str, dict[int, dict[str, np.ndarray]]]:
+    """agent -> seed -> {success_turn, ranks} of a published leaderboard run."""
+    data = json.loads((results / folder / "dialog.json").read_text(encoding="utf-8"))
+    out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    for run in data["runs"]:
+        if run["train_user"] != "template" or run["eval_user"] != "template":
+            continue
+        out.setdefault(run["agent"], {})[int(run["seed"])] = {
+            "success_turn": np.asarray(run["success_turn"], dtype=np.int64),
+            "ranks": np.asarray(run["ranks"], dtype=np.int64),
+            "revision": data["git_revision"],
+        }
+    return out
+
+
+def agent_milliseconds(env_id: str, dialogs: int = 64, turns: int = 5) -> float:
+    """The posterior agent's own time per dialog and turn (its ``act``, env time excluded)."""
+    venv = gym.make_vec(env_id, num_envs=dialogs, vectorization_mode="vector_entry_point")
+    try:
+        agent = posterior_agent(venv)
+        obs, info = venv.reset(seed=0)
+        agent.reset(obs, info, np.ones(dialogs, dtype=bool))
+        spent = 0.0
+        for _ in range(turns):
+            start = time.perf_counter()
+            action = agent.act(obs, info)
+            spent += time.perf_counter() - start
+            obs, _, _, _, info = venv.step(action)
+        return 1000 * spent / (dialogs * turns)
+    finally:
+        venv.close()
+
+
+def run(configuration: str, seeds: Sequence[int], episodes: int, results: Path) -> dict[str, Any]:
+    env_id, folder = CONFIGURATION_RUNS[configuration]
+    published = published_runs(results, folder)
+    venv = gym.make_vec(env_id, num_envs=64, vectorization_mode="vector_entry_point")
+    try:
+        eval_set = EvaluationSet.generate(inner_env(venv).num_items, episodes, seed=EVAL_SEED)
+        rows: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+        for name, beliefs in ROWS.items():
+            rows[name] = {}
+            for seed in seeds:
+                result = evaluate(
+                    posterior_agent(venv, beliefs=beliefs), env_id, eval_set, seed=seed, name=name
+                )
+                rows[name][seed] = {"success_turn": result.success_turn, "ranks": result.ranks}
+                print(
+                    f"{configuration:<8} {name:<24} seed {seed}: {metrics(result.success_turn, result.ranks)}",
+                    flush=True,
+                )
+    finally:
+        venv.close()
+    if episodes == len(next(iter(published.values()))[0]["success_turn"]):
+        rows.update({agent: runs for agent, runs in published.items() if set(seeds) <= set(runs)})
+    return {
+        "env_id": env_id,
+        "folder": folder,
+        "rows": rows,
+        "ms_per_dialog_turn": agent_milliseconds(env_id),
+    }
+
+
+def _stack(runs: dict[int, dict[str, np.ndarray]], seeds: Sequence[int], key: str) -> np.ndarray:
+    return np.stack([runs[s][key] for s in seeds])
+
+
+def to_markdown(measured: dict[str, dict[str, Any]], seeds: Sequence[int], meta: dict[str, str]) -> str:
+    lines = [
+        "# How far from the best possible: the posterior reader",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Revision: {meta['revision']}  ",
+        f"Load average (1, 5, 15 min) when the run started: {meta['load']}",
+        "",
+        "The posterior agent reads each caption with the template shopper's own likelihood and "
+        "shows the most probable unseen item (`fiq_gym.agents.posterior`). `posterior-map` sees "
+        "only what any agent sees (gallery features, predicted attribute scores; category and "
+        "luma through a readout fitted on the training catalog of seed 1); `posterior-map "
+        "(labels)` reads the catalog's labels instead, which measures what predicting them "
+        "costs and is not an evaluable agent. Same evaluation set (1,000 dialogs, seed "
+        f"{EVAL_SEED}) and env seeds {list(seeds)} as the published leaderboard, through the sealed "
+        "harness; cells are mean ± std over the env seeds. The other rows are the leaderboard's "
+        "published runs (3 training seeds, the same dialogs). Headroom closed: "
+        "(agent - greedy first stage) / (ceiling - greedy first stage), success by turn 5.",
+    ]
+    for configuration, data in measured.items():
+        rows = data["rows"]
+        ceiling = "posterior-map"
+        greedy = rows.get(GREEDY)
+        lines += [
+            "",
+            f"## {configuration} (`{data['env_id']}`)",
+            "",
+            "| agent | success@3 | success@5 | success, mean over turns 1-5 | R@10 at turn 5 | headroom closed |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        summary: dict[str, dict[str, tuple[float, float]]] = {}
+        for name, runs in rows.items():
+            per_seed = [metrics(runs[s]["success_turn"], runs[s]["ranks"]) for s in seeds]
+            summary[name] = {
+                k: (
+                    float(np.mean([m[k] for m in per_seed])),
+                    float(np.std([m[k] for m in per_seed], ddof=1)) if len(seeds) > 1 else 0.0,
+                )
+                for k in per_seed[0]
+            }
+        top = summary[ceiling]["success@5"][0]
+        low = summary[GREEDY]["success@5"][0] if greedy is not None else None
+        order = sorted(summary, key=lambda n: (n not in ROWS, -summary[n]["success@5"][0]))
+        for name in order:
+            cells = [
+                f"{summary[name][k][0]:.3f} ± {summary[name][k][1]:.3f}"
+                for k in ("success@3", "success@5", "success 1-5", "R@10@5")
+            ]
+            closed = "-"
+            if low is not None and name not in ROWS and top > low:
+                closed = f"{(summary[name]['success@5'][0] - low) / (top - low):+.2f}"
+            label = f"**{name}** (ceiling)" if name == ceiling else name
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {closed} |")
+        learned = [n for n in summary if n not in ROWS and n != GREEDY]
+        if learned:
+            best = max(learned, key=lambda n: summary[n]["success@5"][0])
+            diff = paired_difference(
+                success_by(_stack(rows[ceiling], seeds, "success_turn"), 5),
+                success_by(_stack(rows[best], seeds, "success_turn"), 5),
+                seed=2023,
+            )
+            lines += [
+                "",
+                f"Ceiling - best published agent ({best}), success by turn 5, paired over seeds and dialogs: **{diff}**.",
+            ]
+        labels = paired_difference(
+            success_by(_stack(rows["posterior-map (labels)"], seeds, "success_turn"), 5),
+            success_by(_stack(rows[ceiling], seeds, "success_turn"), 5),
+            seed=2023,
+        )
+        lines += [
+            f"Labels - predicted attributes (the cost of predicting them), success by turn 5: {labels}.",
+            f"The agent's own time: {data['ms_per_dialog_turn']:.2f} ms per dialog and turn "
+            f"({_items(data['env_id'])} items, 64 dialogs a batch).",
+        ]
+    lines += provenance_lines(meta["command"], load=meta["load"])
+    return "\n".join(lines) + "\n"
+
+
+def _items(env_id: str) -> str:
+    return "100,000" if "100k" in env_id else "10,000"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fiq_gym.benchmarks.ceiling", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--configurations", nargs="+", default=list(CONFIGURATION_RUNS), choices=list(CONFIGURATION_RUNS)
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument(
+        "--results", type=Path, default=default_results_dir(), help="where the published leaderboard runs are"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=default_results_dir(), help="directory of ceiling.md / ceiling.json"
+    )
+    args = parser.parse_args(argv)
+    refuse_unclean_publication(parser, args.out)
+    meta = {
+        "command": command_line("fiq_gym.benchmarks.ceiling", argv),
+        "revision": git_revision(),
+        "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
+    measured = {c: run(c, args.seeds, args.episodes, args.results) for c in args.configurations}
+    text = to_markdown(measured, args.seeds, meta)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "ceiling.md", text)
+    record = {
+        c: {
+            "env_id": d["env_id"],
+            "ms_per_dialog_turn": d["ms_per_dialog_turn"],
+            "runs": {
+                name: {str(s): {"success_turn": runs[s]["success_turn"].tolist()} for s in args.seeds}
+                for name, runs in d["rows"].items()
+                if name in ROWS
+            },
+        }
+        for c, d in measured.items()
+    }
+    atomic_write_text(args.out / "ceiling.json", json.dumps({**meta, "configurations": record}) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

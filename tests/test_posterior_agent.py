@@ -1,0 +1,163 @@
+"""The posterior agents (fiq_gym.agents.posterior): a belief that stays a distribution and never
+loses the target, the sealed harness, both action modes, the readout and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fiq_gym  # noqa: F401
+from fiq_gym.agents.posterior import (
+    DEFAULT_READOUT,
+    PosteriorAgent,
+    Readout,
+    fit_readout,
+    label_beliefs,
+    posterior_agent,
+)
+from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.errors import CheckpointError
+from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.users.template import TemplateNoise, TemplateUser
+from fiq_gym.users.template_likelihood import TemplateLikelihood
+
+NOISES = {
+    "default": (None, 3),
+    "omit": (TemplateNoise(omit=0.3), 3),
+    "terse": (TemplateNoise(wrong_color=0.1, drop_word=0.15), 1),
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.sampled_from(sorted(NOISES)), seed=st.integers(0, 2**20), turns=st.integers(1, 6))
+def test_the_belief_is_a_distribution_that_keeps_the_target(small_catalog, name, seed, turns):
+    """Whatever the shopper says, turn after turn about random shown items: the belief sums
+    to one and the target keeps a positive probability (the agent reads labels here, so the
+    likelihood is the shopper's own)."""
+    noise, m = NOISES[name]
+    user = TemplateUser(small_catalog, noise=noise, max_differences=m)
+    gallery = retrieval_tables(small_catalog)
+    likelihood = TemplateLikelihood(small_catalog.vocabulary, small_catalog.category_names, noise, m)
+    agent = PosteriorAgent(likelihood, label_beliefs(small_catalog, gallery), "index")
+    rng = np.random.default_rng(seed)
+    target = int(rng.integers(len(small_catalog)))
+    for turn in range(turns):
+        shown = int(rng.integers(len(small_catalog)))
+        while shown == target:
+            shown = int(rng.integers(len(small_catalog)))
+        text = user.describe(np.array([target]), np.array([shown]), rng).texts[0]
+        info = {"caption_text": np.array([text]), "shown": np.array([shown]), "dialog_turn": np.array([turn])}
+        if turn == 0:
+            agent.reset({}, info, np.array([True]))
+        else:
+            agent.act({}, info)
+        belief = agent.belief(0)
+        assert belief.sum() == pytest.approx(1.0)
+        assert belief[target] > 0, (name, text)
+        assert np.all(belief >= 0)
+
+
+def _env(path, **kwargs):
+    return gym.make_vec(
+        "fiq_gym/FashionIQ-v2",
+        num_envs=4,
+        vectorization_mode="vector_entry_point",
+        catalog=str(path),
+        side_info="labels",
+        **kwargs,
+    )
+
+
+@pytest.mark.filterwarnings("ignore::fiq_gym.errors.FallbackWarning")  # the small catalog has no features
+def test_posterior_map_finds_targets_through_the_sealed_harness(small_catalog_path):
+    """On the 300-item catalog the labels reader finds nearly every target within five turns,
+    far above a random agent, and the sealed result equals the in-process one."""
+    venv = _env(small_catalog_path)
+    try:
+        agent = posterior_agent(venv, beliefs="labels")
+        sealed = evaluate(
+            agent,
+            "fiq_gym/FashionIQ-v2",
+            episodes=40,
+            seed=3,
+            catalog=str(small_catalog_path),
+            side_info="labels",
+        )
+        again = evaluate(posterior_agent(venv, beliefs="labels"), venv, episodes=40, seed=3, sealed=False)
+    finally:
+        venv.close()
+    success = sealed.per_turn()[-1]["success_rate"]
+    assert success > 0.8
+    np.testing.assert_array_equal(sealed.ranks, again.ranks)
+
+
+@pytest.mark.filterwarnings("ignore::fiq_gym.errors.FallbackWarning")
+def test_in_shortlist_mode_it_shows_the_most_probable_candidate(small_catalog_path):
+    venv = _env(small_catalog_path, action_mode="shortlist", shortlist="random", shortlist_size=8)
+    try:
+        agent = posterior_agent(venv, beliefs="labels")
+        obs, info = venv.reset(seed=0)
+        agent.reset(obs, info, np.ones(4, dtype=bool))
+        for _ in range(3):
+            action = agent.act(obs, info)
+            beliefs = np.stack([agent.belief(k) for k in range(4)])
+            offered = np.take_along_axis(beliefs, info["candidates"], axis=1)
+            np.testing.assert_array_equal(action, np.argmax(offered, axis=1))
+            obs, _, _, _, info = venv.step(action)
+    finally:
+        venv.close()
+
+
+def test_the_shipped_readout_loads_and_refuses_what_does_not_fit(small_catalog, tmp_path):
+    readout = Readout.load(DEFAULT_READOUT)
+    assert readout.fitted_on["seed"] == 1  # a training catalog, never the evaluated one
+    assert readout.fitted_on["heldout_category_accuracy"] > 0.99
+    with pytest.raises(ValueError, match="fitted for 45 features"):
+        readout.beliefs(retrieval_tables(small_catalog), small_catalog.vocabulary)
+    with pytest.raises(CheckpointError, match="no posterior readout"):
+        Readout.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable posterior readout"):
+        Readout.load(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(CheckpointError, match="is not a posterior readout"):
+        Readout.load(tmp_path / "other.json")
+
+
+def test_a_readout_fits_round_trips_and_predicts_categories(tmp_path):
+    """Fitted on one synthetic catalog with the shipped features, it predicts another's
+    categories and colours' luma (64 px: the shipped network's size)."""
+    from fiq_gym.default_catalog import load_default_catalog
+
+    train = load_default_catalog(size=1000, seed=11, progress=False)
+    other = load_default_catalog(size=300, seed=12, progress=False)
+    readout = fit_readout(train)
+    again = Readout.load(readout.save(tmp_path / "readout.json"))
+    np.testing.assert_allclose(again.category_weights, readout.category_weights)
+    beliefs = again.beliefs(retrieval_tables(other), other.vocabulary)
+    assert np.mean(beliefs.categories == np.asarray(other.categories)) > 0.95
+    truth = label_beliefs(other, retrieval_tables(other))
+    assert truth.luma is not None and beliefs.luma is not None
+    assert np.sqrt(np.mean((beliefs.luma - truth.luma) ** 2)) < 20
+
+
+@pytest.mark.filterwarnings("ignore::fiq_gym.errors.FallbackWarning")
+def test_errors_name_the_problem(small_catalog_path, small_catalog):
+    venv = _env(small_catalog_path, action_mode="scores")
+    try:
+        with pytest.raises(ValueError, match="plays action modes 'index' and 'shortlist'"):
+            posterior_agent(venv, beliefs="labels")
+        with pytest.raises(ValueError, match="beliefs must be"):
+            posterior_agent(venv, beliefs="oracle")
+    finally:
+        venv.close()
+    likelihood = TemplateLikelihood(small_catalog.vocabulary, small_catalog.category_names)
+    with pytest.raises(ValueError, match="policy must be"):
+        PosteriorAgent(
+            likelihood, label_beliefs(small_catalog, retrieval_tables(small_catalog)), "index", "best"
+        )
