@@ -18,7 +18,7 @@ an evaluated one), and the likelihood treats the luma as Gaussian around its pre
 agent, but the measure of what predicting attributes costs.
 
     from fiq_gym.agents.posterior import posterior_agent
-    from fiq_gym.envs import evaluate
+    from fiq_gym.envs.evaluation import evaluate
     import gymnasium as gym
     venv = gym.make_vec("fiq_gym/FashionIQ-v2", num_envs=16, vectorization_mode="vector_entry_point")
     result = evaluate(posterior_agent(venv), "fiq_gym/FashionIQ-v2", episodes=200)

@@ -161,3 +161,19 @@ def test_errors_name_the_problem(small_catalog_path, small_catalog):
         PosteriorAgent(
             likelihood, label_beliefs(small_catalog, retrieval_tables(small_catalog)), "index", "best"
         )
+
+
+@pytest.mark.slow
+def test_the_module_docstring_snippet_runs_as_written():
+    """The usage example at the top of fiq_gym.agents.posterior, executed verbatim (it builds
+    the default catalog in the test cache): the reader finds most targets by turn 5."""
+    import fiq_gym.agents.posterior as module
+
+    doc = module.__doc__ or ""
+    snippet = "\n".join(
+        line[4:] for line in doc.splitlines() if line.startswith("    ") and not line.startswith("     ")
+    )
+    assert "posterior_agent(venv)" in snippet and "evaluate(" in snippet
+    scope: dict = {}
+    exec(compile(snippet, "posterior docstring", "exec"), scope)
+    assert scope["result"].per_turn()[-1]["success_rate"] > 0.9
