@@ -25,7 +25,7 @@ import numpy as np
 
 from fiq_gym.agents.shortlist import ShortlistGreedyAgent
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import RetrievalAgent
+from fiq_gym.evaluation import RetrievalAgent, dialog_turns
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import DialogView, FirstStage, make_first_stage
 
@@ -76,13 +76,7 @@ class FirstStageGreedyAgent:
 
     def _observe(self, info: dict[str, Any]) -> np.ndarray:
         """Add this turn's shown item and caption to each dialog's history; the turns."""
-        if "caption_text" not in info:
-            raise ValueError(
-                "the greedy agent reads info['caption_text']; make the env with caption_text=True (the default)"
-            )
-        shown = np.atleast_1d(info["shown"])
-        turn = np.atleast_1d(info["dialog_turn"])
-        texts = np.atleast_1d(info["caption_text"])
+        shown, turn, texts = dialog_turns(info, "greedy agent")
         self._resize(len(shown))
         for k in range(len(shown)):
             if turn[k] == 0:  # a new dialog (reset, or a vector env's autoreset)

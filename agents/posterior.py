@@ -40,6 +40,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.errors import CheckpointError
+from fiq_gym.evaluation import dialog_turns
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.users.template import LUMA_WEIGHTS, TemplateUser
 from fiq_gym.users.template_likelihood import ItemAttributes, TemplateLikelihood
@@ -275,13 +276,7 @@ class PosteriorAgent:
 
     def _observe(self, info: dict[str, Any]) -> None:
         """Fold each dialog's new caption into its belief (once per dialog and turn)."""
-        if "caption_text" not in info:
-            raise ValueError(
-                "the posterior agent reads info['caption_text']; make the env with caption_text=True"
-            )
-        shown = np.atleast_1d(info["shown"])
-        turn = np.atleast_1d(info["dialog_turn"])
-        texts = np.atleast_1d(info["caption_text"])
+        shown, turn, texts = dialog_turns(info, "posterior agent")
         self._resize(len(shown))
         for k in range(len(shown)):
             if turn[k] == 0 and self._turns[k] != 0:  # a new dialog (reset or autoreset)

@@ -38,6 +38,7 @@ __all__ = [
     "PublicInfo",
     "RetrievalAgent",
     "compare",
+    "dialog_turns",
     "evaluate_in_process",
     "play_dialogs",
     "public_info",
@@ -290,6 +291,21 @@ class PublicInfo(dict):
 def public_info(info: dict[str, Any]) -> PublicInfo:
     """The keys of a (vector) env's ``info`` that an evaluated agent may read, copied."""
     return PublicInfo({k: np.array(info[k], copy=True) for k in PUBLIC_INFO_KEYS if k in info})
+
+
+def dialog_turns(info: dict[str, Any], reader: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(shown, turn, caption text)``, one entry per dialog, from a (vector) env's public
+    ``info``, for an agent that reads the captions; ``reader`` names it in the error raised
+    when the env does not give the text."""
+    if "caption_text" not in info:
+        raise ValueError(
+            f"the {reader} reads info['caption_text']; make the env with caption_text=True (the default)"
+        )
+    return (
+        np.atleast_1d(info["shown"]),
+        np.atleast_1d(info["dialog_turn"]),
+        np.atleast_1d(info["caption_text"]),
+    )
 
 
 def training_opt_in(env: Any) -> str | None:
