@@ -57,7 +57,7 @@ __all__ = [
 READOUT_FORMAT = "fiq-gym-posterior-readout"
 #: The readout fitted on the synthetic catalog of seed 1 (20,000 items, the attribute network's
 #: training catalog), for catalogs with the shipped features; made by
-#: ``python -m fiq_gym.agents.posterior fit --size 20000 --seed 1 --out <this file>``.
+#: ``python -m fiq_gym.agents.posterior fit --size 20000 --seed 1 --out <this file> --overwrite``.
 DEFAULT_READOUT = Path(__file__).resolve().parent / "posterior_default" / "readout.json"
 POLICIES = ("map",)
 #: The likelihood's floor for an agent that predicts attributes (0 with the labels): keeps a
@@ -102,7 +102,8 @@ class Readout:
             raise ValueError(
                 f"this posterior readout was fitted for {self.feature_dim} features and {self.attribute_dim} "
                 f"attribute scores, the env has {gallery.feature_dim} and {gallery.side_info.shape[1]}; fit one "
-                "for this catalog's features with `python -m fiq_gym.agents.posterior fit`"
+                "on a labelled training catalog with these features (fit_readout; for synthetic catalogs "
+                "`python -m fiq_gym.agents.posterior fit --out FILE`)"
             )
         x = _inputs(gallery)
         codes = _type_codes(gallery.side_info, vocabulary)
@@ -115,7 +116,13 @@ class Readout:
             luma_std=self.luma_std[codes[:, color]],
         )
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the readout as JSON, atomically; an existing file is replaced only with
+        ``overwrite``."""
+        if Path(path).exists() and not overwrite:
+            raise FileExistsError(
+                f"{path} already exists; choose another file or pass overwrite=True (--overwrite)"
+            )
         record = {
             "format": READOUT_FORMAT,
             "version": 1,
@@ -358,14 +365,17 @@ def main(argv: list[str] | None = None) -> int:
     fit = sub.add_parser("fit", help="fit a readout on a synthetic training catalog's labels")
     fit.add_argument("--size", type=int, default=20_000)
     fit.add_argument("--seed", type=int, default=1)
-    fit.add_argument("--out", default=str(DEFAULT_READOUT))
+    fit.add_argument("--out", required=True, help="the readout file to write (JSON)")
+    fit.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
+    if Path(args.out).exists() and not args.overwrite:
+        parser.error(f"{args.out} already exists; choose another file or pass --overwrite")
     catalog = load_default_catalog(size=args.size, seed=args.seed)
     readout = fit_readout(catalog)
     readout.fitted_on["command"] = (
         f"python -m fiq_gym.agents.posterior fit --size {args.size} --seed {args.seed}"
     )
-    readout.save(args.out)
+    readout.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {json.dumps(readout.fitted_on)}")
     return 0
 

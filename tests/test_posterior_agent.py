@@ -142,12 +142,28 @@ def test_a_readout_fits_round_trips_and_predicts_categories(tmp_path):
     other = load_default_catalog(size=300, seed=12, progress=False)
     readout = fit_readout(train)
     again = Readout.load(readout.save(tmp_path / "readout.json"))
+    with pytest.raises(FileExistsError, match="already exists; choose another file or pass overwrite"):
+        readout.save(tmp_path / "readout.json")
+    readout.save(tmp_path / "readout.json", overwrite=True)
     np.testing.assert_allclose(again.category_weights, readout.category_weights)
     beliefs = again.beliefs(retrieval_tables(other), other.vocabulary)
     assert np.mean(beliefs.categories == np.asarray(other.categories)) > 0.95
     truth = label_beliefs(other, retrieval_tables(other))
     assert truth.luma is not None and beliefs.luma is not None
     assert np.sqrt(np.mean((beliefs.luma - truth.luma) ** 2)) < 20
+
+
+def test_the_fit_command_never_writes_over_a_file(tmp_path, capsys):
+    from fiq_gym.agents.posterior import main
+
+    existing = tmp_path / "mine.json"
+    existing.write_text("my own file")
+    with pytest.raises(SystemExit):
+        main(["fit", "--out", str(existing)])
+    assert "already exists; choose another file or pass --overwrite" in capsys.readouterr().err
+    assert existing.read_text() == "my own file"
+    with pytest.raises(SystemExit):
+        main(["fit"])  # --out is required: no default that points into the package
 
 
 @pytest.mark.filterwarnings("ignore::fiq_gym.errors.FallbackWarning")
