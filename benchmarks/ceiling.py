@@ -253,7 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "env_id": d["env_id"],
             "ms_per_dialog_turn": d["ms_per_dialog_turn"],
             "runs": {
-                name: {str(s): {"success_turn": runs[s]["success_turn"].tolist()} for s in args.seeds}
+                name: {
+                    str(s): {
+                        "success_turn": runs[s]["success_turn"].tolist(),
+                        "ranks": runs[s]["ranks"].tolist(),
+                    }
+                    for s in args.seeds
+                }
                 for name, runs in d["rows"].items()
                 if name in ROWS
             },

@@ -33,8 +33,19 @@ __all__ = ["METRICS", "Entry", "entries_of", "main", "to_markdown"]
 
 RESULTS = default_results_dir()
 PRESET = "leaderboard"
-#: (column, higher is better)
-METRICS = (("R@10", True), ("Hits@10", True), ("BRI", False), ("success", True))
+#: (column, higher is better): success by turn first, the headline (R@10 at turn 5 is close to
+#: saturated on `default`: docs/benchmarks.md, "How far from the best possible?")
+METRICS = (
+    ("success@3", True),
+    ("success@5", True),
+    ("success 1-5", True),
+    ("R@10", True),
+    ("Hits@10", True),
+    ("BRI", False),
+)
+#: The reference row read from ceiling.json (benchmarks/ceiling.py), and the floor of the
+#: headroom column: the greedy first stage.
+CEILING, GREEDY = "posterior-map", "shortlist-greedy"
 
 
 @dataclass
@@ -54,12 +65,32 @@ class Entry:
 
 def _metrics_of(run: dict) -> dict[str, float]:
     ranks = np.asarray(run["ranks"], dtype=np.int64)
+    found = np.asarray(run["success_turn"], dtype=np.int64)
+    by = [float(np.mean((found >= 1) & (found <= t))) for t in range(1, ranks.shape[1])]
     return {
+        "success@3": by[2] if len(by) >= 3 else float("nan"),
+        "success@5": by[4] if len(by) >= 5 else float("nan"),
+        "success 1-5": float(np.mean(by[:5])),
         "R@10": _recall(ranks[:, -1], 10),
         "Hits@10": float(cumulative_hits_at_k(ranks, 10)[-1]),
         "BRI": best_log_rank_integral(ranks),
-        "success": float(run["per_turn"][-1]["success_rate"]),
     }
+
+
+def ceiling_entry(results: Path, configuration: str) -> Entry | None:
+    """The posterior reader's row of ``results/ceiling.json`` for ``configuration``, one value
+    per env seed, or None when it has not been measured there."""
+    path = results / "ceiling.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8")).get("configurations", {}).get(configuration)
+    if not data or CEILING not in data["runs"] or "ranks" not in next(iter(data["runs"][CEILING].values())):
+        return None
+    values: dict[str, list[float]] = {m: [] for m, _ in METRICS}
+    for run in data["runs"][CEILING].values():
+        for metric, value in _metrics_of(run).items():
+            values[metric].append(value)
+    return Entry(configuration, CEILING, values)
 
 
 def entries_of(data: dict, configuration: str) -> list[Entry]:
@@ -86,31 +117,42 @@ def _separation(entries: Sequence[Entry], metric: str, higher: bool) -> str:
     return f"best {metric}: `{best.agent}` {best.mean(metric):.3f} vs supervised {supervised.mean(metric):.3f} ({gap:+.3f}, {units})"
 
 
-def to_markdown(sources: Sequence[tuple[str, Path, dict]]) -> str:
+def to_markdown(sources: Sequence[tuple[str, Path, dict]], results: Path | None = None) -> str:
     lines = [
         "# Leaderboard",
         "",
-        "Configurations x agents at the last turn (turn 5): R@10, cumulative Hits@10 (found in the "
-        "top 10 at any turn so far), BRI (best log rank integral, lower is better) and success; mean "
-        "± std over 3 training seeds, trained and evaluated with each configuration's template shopper "
+        "Configurations x agents: success by turn 3 and turn 5 and its mean over turns 1-5 (the "
+        "target shown by then), then at the last turn (turn 5) R@10, cumulative Hits@10 (found in "
+        "the top 10 at any turn so far) and BRI (best log rank integral, lower is better); mean ± "
+        "std over 3 training seeds, trained and evaluated with each configuration's template shopper "
         "on 1,000 fixed dialogs by the sealed harness. The metrics are defined in docs/benchmarks.md; "
-        "how hard each configuration is: configurations.md.",
+        "how hard each configuration is: configurations.md. The first row of each table is the "
+        f"ceiling: `{CEILING}`, the Bayesian reader of the shopper's captions (untrained; mean ± std "
+        "over the same 3 env seeds on the same dialogs; ceiling.md). Headroom closed: (success@5 - "
+        f"`{GREEDY}`'s) / (the ceiling's - `{GREEDY}`'s).",
         "",
     ]
     for configuration, path, data in sources:
         entries = entries_of(data, configuration)
+        ceiling = ceiling_entry(results, configuration) if results is not None else None
+        floor = next((e for e in entries if e.agent == GREEDY), None)
         seeds = sorted({r["seed"] for r in data["runs"]})
         lines += [
             f"## `{configuration}` (`{data.get('env_id', '?')}`)",
             "",
             f"{CONFIGURATIONS[configuration].summary}. Seeds {seeds}.",
             "",
-            "| agent | " + " | ".join(m for m, _ in METRICS) + " |",
-            "|---|" + "---:|" * len(METRICS),
+            "| agent | " + " | ".join(m for m, _ in METRICS) + " | headroom closed |",
+            "|---|" + "---:|" * (len(METRICS) + 1),
         ]
-        for e in entries:
+        for e in ([ceiling] if ceiling is not None else []) + entries:
             cells = [f"{e.mean(m):.3f} ± {e.std(m):.3f}" for m, _ in METRICS]
-            lines.append(f"| {e.agent} | " + " | ".join(cells) + " |")
+            closed = "-"
+            if ceiling is not None and floor is not None and e is not ceiling:
+                top, low = ceiling.mean("success@5"), floor.mean("success@5")
+                closed = f"{(e.mean('success@5') - low) / (top - low):+.2f}" if top > low else "-"
+            name = f"**{e.agent}** (ceiling)" if e is ceiling else e.agent
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {closed} |")
         separations = [_separation(entries, m, higher) for m, higher in METRICS]
         lines += ["", *(f"- {s}" for s in separations if s)]
         lines += [
@@ -150,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"no {args.preset} runs under {args.results}: run "
             f"`fiq-gym bench --preset {args.preset} --config NAME --publish` first"
         )
-    text = to_markdown(sources)
+    text = to_markdown(sources, args.results)
     atomic_write_text(args.out or args.results / "leaderboard.md", text)
     print(text)
     return 0

@@ -432,3 +432,43 @@ def test_throughput_says_what_bounds_the_transformer_ratio():
     text = to_markdown(rows, "cmd")
     assert "**10.0x**" in text
     assert "would reach 20.0x, one whose decoder ran at the FLOP limit of (g) 100x" in text
+
+
+def test_the_leaderboard_leads_with_success_and_shows_the_ceiling(tmp_path):
+    """Success by turn comes first, and when ceiling.json holds the posterior reader's runs for
+    a configuration, its row heads the table and every agent gets the share of headroom it
+    closes over the greedy first stage: (agent - greedy) / (ceiling - greedy) at turn 5."""
+    import json
+
+    from fiq_gym.benchmarks import leaderboard
+
+    def run(agent, found):
+        ranks = np.full((4, 6), 50)
+        return {
+            "agent": agent,
+            "train_user": "template",
+            "eval_user": "template",
+            "seed": 0,
+            "ranks": ranks.tolist(),
+            "success_turn": found,
+        }
+
+    data = {
+        "env_id": "fiq_gym/FashionIQ-v2",
+        "command": "fiq-gym bench --preset leaderboard",
+        "git_revision": "abc1234",
+        "runs": [run("supervised", [2, 5, -1, -1]), run("shortlist-greedy", [4, -1, -1, -1])],
+    }
+    ceiling = {"configurations": {"default": {"runs": {"posterior-map": {"0": run("x", [1, 2, 3, 5])}}}}}
+    (tmp_path / "ceiling.json").write_text(json.dumps(ceiling))
+    text = leaderboard.to_markdown([("default", tmp_path / "leaderboard" / "dialog.json", data)], tmp_path)
+    header = next(line for line in text.splitlines() if line.startswith("| agent |"))
+    assert header.startswith("| agent | success@3 | success@5 | success 1-5 | R@10")
+    rows = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    assert rows[0].startswith("| **posterior-map** (ceiling) | 0.750 ± 0.000 | 1.000 ± 0.000")
+    supervised = next(r for r in rows if r.startswith("| supervised |"))
+    assert supervised.endswith("| +0.33 |")  # (0.5 - 0.25) / (1.0 - 0.25)
+    separations = [line for line in text.splitlines() if line.startswith("- best ")]
+    assert separations and not any("posterior-map" in line for line in separations)  # no contestant
+    without = leaderboard.to_markdown([("default", tmp_path / "leaderboard" / "dialog.json", data)], None)
+    assert "(ceiling)" not in without
