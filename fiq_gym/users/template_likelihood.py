@@ -338,11 +338,6 @@ class TemplateLikelihood:
         spread = np.maximum(np.sqrt(std**2 + float(std[shown]) ** 2), 1e-9)
         return lambda sign, x: _normal_cdf((sign * gap - x) / spread)
 
-    def _gap_chances(self, items: ItemAttributes, shown: int) -> tuple[np.ndarray, ...]:
-        """(N,) P(darker by the threshold), P(by twice it), P(lighter by it), P(by twice it)."""
-        beyond, threshold = self._gap_beyond(items, shown), self.shade_threshold
-        return tuple(beyond(sign, x) for sign in (-1, 1) for x in (threshold, 2 * threshold))
-
     def _claim_probability(self, column: int, claim: Claim, items: ItemAttributes, shown: int) -> np.ndarray:
         book = self.book
         if column == 0:
@@ -535,7 +530,8 @@ class TemplateLikelihood:
         if items.luma is None:
             zero = np.zeros(len(items))
             return zero, zero, zero
-        darker, _, lighter, _ = self._gap_chances(items, shown)
+        beyond = self._gap_beyond(items, shown)
+        darker, lighter = beyond(-1, self.shade_threshold), beyond(1, self.shade_threshold)
         return darker + lighter, darker, lighter
 
     def _read_probability(self, differs: int, read: int) -> float:
