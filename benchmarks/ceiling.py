@@ -131,6 +131,7 @@ def run(configuration: str, seeds: Sequence[int], episodes: int, results: Path) 
         "env_id": env_id,
         "folder": folder,
         "rows": rows,
+        "num_items": eval_set.num_items,
         "ms_per_dialog_turn": agent_milliseconds(env_id),
     }
 
@@ -212,14 +213,10 @@ def to_markdown(measured: dict[str, dict[str, Any]], seeds: Sequence[int], meta:
         lines += [
             f"Labels - predicted attributes (the cost of predicting them), success by turn 5: {labels}.",
             f"The agent's own time: {data['ms_per_dialog_turn']:.2f} ms per dialog and turn "
-            f"({_items(data['env_id'])} items, 64 dialogs a batch).",
+            f"({data['num_items']:,} items, 64 dialogs a batch).",
         ]
     lines += provenance_lines(meta["command"], load=meta["load"])
     return "\n".join(lines) + "\n"
-
-
-def _items(env_id: str) -> str:
-    return "100,000" if "100k" in env_id else "10,000"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

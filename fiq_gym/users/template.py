@@ -53,6 +53,7 @@ __all__ = [
     "TemplateNoise",
     "TemplateUser",
     "column_salience",
+    "differing_columns",
     "extra_mentions_pmf",
     "parse_caption",
 ]
@@ -95,6 +96,25 @@ def column_salience(column_names: Sequence[str]) -> np.ndarray:
     unknown types; the shade's becomes :data:`SHADE_SALIENCE_WITH_COLOR_CHANGE` in pairs whose
     named colours differ too."""
     return np.array([SALIENCE.get(n, 1.0) for n in column_names], dtype=np.float64)
+
+
+def differing_columns(
+    t_codes: np.ndarray,
+    s_codes: np.ndarray,
+    t_categories: np.ndarray,
+    s_categories: np.ndarray,
+    luma_gap: np.ndarray | None,
+    shade_threshold: float,
+) -> np.ndarray:
+    """(n, T + 2) which phrasebook columns (category, each type, shade) differ between
+    targets and shown items (arrays that broadcast to n pairs): a known value on both sides
+    that differs, or a luma gap (target minus shown, 0..255) of at least the threshold; no
+    shade difference when the luma is unknown (None). The shopper's rule, which
+    :class:`~fiq_gym.users.template_likelihood.TemplateLikelihood` reads too."""
+    category = np.asarray(t_categories != s_categories)
+    types = (t_codes != s_codes) & (t_codes >= 0) & (s_codes >= 0)
+    shade = np.zeros(len(category), dtype=bool) if luma_gap is None else np.abs(luma_gap) >= shade_threshold
+    return np.column_stack([category, types, shade])
 
 
 def extra_mentions_pmf(max_differences: int) -> np.ndarray:
@@ -309,20 +329,15 @@ class TemplateUser(User):
         """Step 1: which of the columns (category, each type, shade) differ, for all pairs."""
         n = targets.size
         book = self._book
-        num_types = self._codes.shape[1]
         t_codes, s_codes = self._codes[targets], self._codes[shown]
         t_cats, s_cats = self._categories[targets], self._categories[shown]
-        differs = np.zeros((n, num_types + 2), dtype=bool)
-        differs[:, 0] = t_cats != s_cats
-        differs[:, 1 : num_types + 1] = (t_codes != s_codes) & (t_codes >= 0) & (s_codes >= 0)
+        luma_gap = None if self._luma is None else self._luma[targets] - self._luma[shown]
+        differs = differing_columns(t_codes, s_codes, t_cats, s_cats, luma_gap, self.shade_threshold)
         salience = np.broadcast_to(self._salience, differs.shape)
-        if self._luma is not None:
-            luma_gap = self._luma[targets] - self._luma[shown]
-            differs[:, book.shade_column] = np.abs(luma_gap) >= self.shade_threshold
-            if book.color_column is not None:
-                salience = salience.copy()
-                salience[differs[:, book.color_column], book.shade_column] = SHADE_SALIENCE_WITH_COLOR_CHANGE
-        else:
+        if luma_gap is not None and book.color_column is not None:
+            salience = salience.copy()
+            salience[differs[:, book.color_column], book.shade_column] = SHADE_SALIENCE_WITH_COLOR_CHANGE
+        if luma_gap is None:
             luma_gap = np.zeros(n, dtype=np.float32)
         return _Comparison(t_codes, s_codes, t_cats, s_cats, differs, salience, luma_gap)
 

@@ -65,6 +65,7 @@ from fiq_gym.users.template import (
     SHADE_THRESHOLD,
     TemplateNoise,
     column_salience,
+    differing_columns,
     extra_mentions_pmf,
 )
 
@@ -177,36 +178,27 @@ class TemplateLikelihood:
 
     # --- the likelihood ----------------------------------------------------------------------
     def differences(self, items: ItemAttributes, shown: int) -> np.ndarray:
-        """(N, C) which columns differ between each candidate and the shown item, as the
-        shopper decides it (unknown values never differ; shade by the luma threshold)."""
-        book = self.book
-        n, t = len(items), items.codes.shape[1]
-        out = np.zeros((n, t + 2), dtype=bool)
-        out[:, 0] = items.categories != items.categories[shown]
-        s_codes = items.codes[shown]
-        out[:, 1 : t + 1] = (items.codes != s_codes) & (items.codes >= 0) & (s_codes >= 0)
-        if items.luma is not None:
-            out[:, book.shade_column] = np.abs(items.luma - items.luma[shown]) >= self.shade_threshold
-        return out
-
-    def _difference_mask(self, items: ItemAttributes, shown: int) -> np.ndarray:
-        """(N,) bit mask of the columns but shade that differ (bit c: column c), as
-        :meth:`differences` decides them, built column by column (no (N, C) temporary)."""
-        categories = np.asarray(items.categories)
-        mask = (categories != categories[shown]).astype(np.int64)
-        s_codes = items.codes[shown]
-        for j in range(items.codes.shape[1]):
-            if s_codes[j] >= 0:
-                column = items.codes[:, j]
-                mask |= ((column != s_codes[j]) & (column >= 0)).astype(np.int64) << (j + 1)
-        return mask
+        """(N, C) which columns differ between each candidate and the shown item, by the
+        shopper's own rule (:func:`~fiq_gym.users.template.differing_columns`)."""
+        luma_gap = None if items.luma is None else items.luma - items.luma[shown]
+        return differing_columns(
+            items.codes,
+            items.codes[shown],
+            items.categories,
+            items.categories[shown],
+            luma_gap,
+            self.shade_threshold,
+        )
 
     def likelihood(self, caption: str | CaptionReading, items: ItemAttributes, shown: int) -> np.ndarray:
         """(N,) ``P(caption | target = t, shown)`` for every item ``t`` (plus ``floor`` times
         the largest), float64."""
         reading = self.read(caption) if isinstance(caption, str) else caption
         shade_bit = 1 << self.book.shade_column
-        mask = self._difference_mask(items, shown)
+        # the columns but shade that differ, as bits (bit c: column c); shade is summed over
+        # below, as a candidate's luma may be uncertain
+        differs = self.differences(items, shown)[:, : self.book.shade_column]
+        mask = differs @ (1 << np.arange(differs.shape[1], dtype=np.int64))
         if self.noise.drop_word > 0 and self.max_differences == 1:
             out = self._likelihood_of_words(reading.text, items, shown, mask)
         elif self.noise.drop_word > 0:
