@@ -6,7 +6,10 @@ caption about the shown item ``s`` multiplies it by the shopper's own likelihood
 ``P(caption | target = t, shown = s)`` (:class:`fiq_gym.users.template_likelihood.TemplateLikelihood`,
 which reads the rules off :class:`~fiq_gym.users.template.TemplateUser`), and the agent shows
 the most probable item not shown yet (``posterior-map``, PicHunter's "most probable display").
-In ``shortlist`` mode it shows the most probable of the K candidates offered.
+In ``shortlist`` mode it shows the most probable of the K candidates offered. The
+``posterior-lookahead`` policy plans one step instead: it weighs what each of the few most
+probable displays would find now against what the shopper's answer about it would let the agent
+find next (:class:`PosteriorAgent`).
 
 What the agent reads is what any evaluated agent may read: the captions, the shown items and
 the gallery (``env.unwrapped.gallery``: features and *predicted* attribute scores). The rules
@@ -22,6 +25,7 @@ agent, but the measure of what predicting attributes costs.
     import gymnasium as gym
     venv = gym.make_vec("fiq_gym/FashionIQ-v2", num_envs=16, vectorization_mode="vector_entry_point")
     result = evaluate(posterior_agent(venv), "fiq_gym/FashionIQ-v2", episodes=200)
+    planner = evaluate(posterior_agent(venv, "lookahead"), "fiq_gym/FashionIQ-v2", episodes=20)
 """
 
 from __future__ import annotations
@@ -59,7 +63,12 @@ READOUT_FORMAT = "fiq-gym-posterior-readout"
 #: training catalog), for catalogs with the shipped features; made by
 #: ``python -m fiq_gym.agents.posterior fit --size 20000 --seed 1 --out <this file> --overwrite``.
 DEFAULT_READOUT = Path(__file__).resolve().parent / "posterior_default" / "readout.json"
-POLICIES = ("map",)
+POLICIES = ("map", "lookahead")
+#: The look-ahead's budget per dialog and turn (see :class:`PosteriorAgent`): candidate displays
+#: scored, targets drawn from the belief, and the most probable items a caption is read over.
+LOOKAHEAD_CANDIDATES = 6
+LOOKAHEAD_SAMPLES = 24
+LOOKAHEAD_SUPPORT = 256
 #: The likelihood's floor for an agent that predicts attributes (0 with the labels): keeps a
 #: target whose attributes were mispredicted (about 0.1% of items) from being ruled out.
 PREDICTED_FLOOR = 1e-4
@@ -244,16 +253,42 @@ class PosteriorAgent:
     """Batched :class:`~fiq_gym.evaluation.RetrievalAgent` keeping one log-belief per dialog
     over the items in play (see the module docstring).
 
+    Policies:
+
+    * ``"map"``: show the most probable item not shown yet (in ``shortlist`` mode: the most
+      probable candidate offered);
+    * ``"lookahead"``: a one-step expected-success planner. For each of a few candidate displays
+      ``s`` (the :data:`LOOKAHEAD_CANDIDATES` most probable unseen items, or the candidates
+      offered) it scores ``P(t = s) + P(t != s) * E[max_t' P(t' | caption about s)]``: the chance
+      of finding the target now, or, through what the shopper would answer about ``s``, at the
+      next turn with ``map``. The expectation is a Monte Carlo average over
+      :data:`LOOKAHEAD_SAMPLES` targets drawn from the belief (the same draws for every
+      candidate), each captioned by the shopper's own rules applied to what the agent believes
+      of the items (:meth:`~fiq_gym.users.template.TemplateUser.imagining`), and read back
+      with the likelihood over the :data:`LOOKAHEAD_SUPPORT` most probable items. At the last
+      turn there is nothing left to learn, and it shows what ``map`` shows.
+
     Args:
         likelihood: the shopper's likelihood (its settings must be the env's shopper's).
         items: what the agent believes of the items in play.
-        action_mode: ``"index"`` (the most probable unseen item) or ``"shortlist"`` (the most
-            probable candidate offered, from ``info["candidates"]``).
-        policy: ``"map"``.
+        action_mode: ``"index"`` or ``"shortlist"`` (candidates from ``info["candidates"]``).
+        policy: ``"map"`` or ``"lookahead"``.
+        shopper: for ``"lookahead"``: the shopper imagining ``items``
+            (``user.imagining(items.codes, items.categories, items.luma)``).
+        max_turns: the env's turns per dialog (``"lookahead"`` plays ``map`` at the last).
+        seed: seeds the look-ahead's draws, so an evaluation is reproducible.
     """
 
     def __init__(
-        self, likelihood: TemplateLikelihood, items: ItemAttributes, action_mode: str, policy: str = "map"
+        self,
+        likelihood: TemplateLikelihood,
+        items: ItemAttributes,
+        action_mode: str,
+        policy: str = "map",
+        *,
+        shopper: TemplateUser | None = None,
+        max_turns: int = 5,
+        seed: int = 0,
     ) -> None:
         if action_mode not in ("index", "shortlist"):
             raise ValueError(
@@ -261,10 +296,18 @@ class PosteriorAgent:
             )
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {list(POLICIES)}, got {policy!r}")
+        if policy == "lookahead" and (shopper is None or shopper.num_items != len(items)):
+            raise ValueError(
+                "policy 'lookahead' needs shopper=user.imagining(items.codes, items.categories, items.luma): "
+                "the shopper's rules applied to what the agent believes of the items"
+            )
         self.likelihood = likelihood
         self.items = items
         self.action_mode = action_mode
         self.policy = policy
+        self.shopper = shopper
+        self.max_turns = int(max_turns)
+        self._rng = np.random.default_rng(seed)
         self.log_belief = np.zeros((0, len(items)))
         self._seen = np.zeros((0, len(items)), dtype=bool)
         self._turns = np.zeros(0, dtype=np.int64)
@@ -310,10 +353,82 @@ class PosteriorAgent:
         self._observe(info)
         if self.action_mode == "shortlist":
             candidates = np.atleast_2d(info["candidates"])
-            mask = np.atleast_2d(observation["candidate_mask"]) > 0
+            offered = np.atleast_2d(observation["candidate_mask"]) > 0
             scores = np.take_along_axis(self.log_belief, np.clip(candidates, 0, None), axis=1)
-            return np.argmax(np.where(mask, scores, -np.inf), axis=1).astype(np.int64)
-        return np.argmax(np.where(self._seen, -np.inf, self.log_belief), axis=1).astype(np.int64)
+            actions = np.argmax(np.where(offered, scores, -np.inf), axis=1).astype(np.int64)
+        else:
+            actions = np.argmax(np.where(self._seen, -np.inf, self.log_belief), axis=1).astype(np.int64)
+        if self.policy == "lookahead":
+            for k in range(len(actions)):
+                if self._turns[k] + 1 >= self.max_turns:  # the last display: play map
+                    continue
+                if self.action_mode == "shortlist":
+                    positions = np.flatnonzero(offered[k])
+                    if len(positions) > 1:
+                        actions[k] = positions[self._plan(k, candidates[k, positions])]
+                else:
+                    actions[k] = self._plan(k, None)
+        return actions
+
+    # --- the look-ahead ------------------------------------------------------------------------
+    def _plan(self, row: int, offered: np.ndarray | None) -> int:
+        """The look-ahead's choice for dialog ``row``: an item (index mode) or a position in
+        ``offered`` (shortlist mode)."""
+        assert self.shopper is not None
+        p = self.belief(row)
+        p[self._seen[row]] = 0.0
+        if not p.sum() > 0:  # a finished dialog (its target was shown): nothing to plan
+            return 0 if offered is not None else int(np.argmax(np.where(self._seen[row], -np.inf, p)))
+        p /= p.sum()
+        n = len(p)
+        support = (
+            np.argpartition(-p, LOOKAHEAD_SUPPORT)[:LOOKAHEAD_SUPPORT]
+            if n > LOOKAHEAD_SUPPORT
+            else np.arange(n)
+        )
+        choices = offered
+        if choices is None:
+            width = min(LOOKAHEAD_CANDIDATES, int((p > 0).sum()))
+            choices = support[np.argsort(-p[support], kind="stable")[:width]]
+        mass = p[support]
+        targets = self._rng.choice(support, size=LOOKAHEAD_SAMPLES, p=mass / mass.sum())
+        left = self.max_turns - int(self._turns[row])  # displays left, this one included
+        values = np.array([self._display_value(s, p, support, targets, left) for s in choices.tolist()])
+        best = int(np.argmax(values))
+        return best if offered is not None else int(choices[best])
+
+    def _display_value(
+        self, shown: int, p: np.ndarray, support: np.ndarray, targets: np.ndarray, left: int
+    ) -> float:
+        """The expected number of the ``left`` remaining turns by which the target is found, if
+        ``shown`` is shown now and ``map`` next: ``left * P(t = shown) + (left - 1) * P(t !=
+        shown) * E[the next turn's map success | the caption about shown]`` (the turns after
+        next count only what the next one finds: a lower bound)."""
+        assert self.shopper is not None
+        others = targets[targets != shown]
+        if len(others) == 0:
+            return left * float(p[shown])
+        captions = self.shopper.describe(others, np.full(len(others), shown), self._rng).texts
+        rows = np.append(support, shown)
+        items = self.items
+        local = ItemAttributes(
+            codes=items.codes[rows],
+            categories=items.categories[rows],
+            luma=None if items.luma is None else items.luma[rows],
+            luma_std=None if items.luma_std is None else items.luma_std[rows],
+        )
+        prior = np.where(support == shown, 0.0, p[support])
+        found: dict[tuple[object, ...], float] = {}  # captions that read alike count once
+        total = 0.0
+        for text in captions:
+            reading = self.likelihood.read(text)
+            key = self.likelihood.reading_key(reading)
+            if key not in found:
+                posterior = prior * self.likelihood.likelihood(reading, local, len(support))[:-1]
+                norm = float(posterior.sum())
+                found[key] = float(posterior.max()) / norm if norm > 0 else 0.0
+            total += found[key]
+        return left * float(p[shown]) + (left - 1) * (1.0 - float(p[shown])) * total / len(others)
 
 
 def posterior_agent(
@@ -322,11 +437,13 @@ def posterior_agent(
     *,
     beliefs: str = "predicted",
     readout: str | os.PathLike | Readout = DEFAULT_READOUT,
+    seed: int = 0,
 ) -> PosteriorAgent:
     """The posterior agent for ``env`` (its template shopper's settings, its action mode).
 
-    ``beliefs``: ``"predicted"`` (what agents see, through ``readout``) or ``"labels"`` (the
-    catalog's labels: a reference measurement, not an evaluable agent)."""
+    ``policy``: ``"map"`` or ``"lookahead"`` (see :class:`PosteriorAgent`; ``seed`` seeds the
+    look-ahead's draws). ``beliefs``: ``"predicted"`` (what agents see, through ``readout``) or
+    ``"labels"`` (the catalog's labels: a reference measurement, not an evaluable agent)."""
     inner = inner_env(env)
     user = inner.user
     if not isinstance(user, TemplateUser):
@@ -350,7 +467,16 @@ def posterior_agent(
         shade_threshold=user.shade_threshold,
         floor=floor,
     )
-    return PosteriorAgent(likelihood, items, inner.config.action_mode, policy)
+    shopper = user.imagining(items.codes, items.categories, items.luma) if policy == "lookahead" else None
+    return PosteriorAgent(
+        likelihood,
+        items,
+        inner.config.action_mode,
+        policy,
+        shopper=shopper,
+        max_turns=inner.config.max_turns,
+        seed=seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

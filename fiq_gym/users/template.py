@@ -22,6 +22,7 @@ same"; one whose only difference is shade says "looks the same but slightly dark
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -277,6 +278,33 @@ class TemplateUser(User):
     @property
     def vocabulary(self) -> AttributeVocabulary:
         return self.catalog.vocabulary
+
+    @property
+    def num_items(self) -> int:
+        return self.__dict__.get("_imagined_items", len(self.catalog))
+
+    def imagining(self, codes: np.ndarray, categories: np.ndarray, luma: np.ndarray | None) -> TemplateUser:
+        """This shopper, describing hypothetical items instead of the catalog's: item ``i`` has
+        attribute codes ``codes[i]``, category ``categories[i]`` and luma ``luma[i]`` (None:
+        no shade), and :meth:`describe` takes indices into these arrays.
+
+        For planners that ask "what would the shopper say if the target were ``t``?" of items
+        they only believe things about (e.g. the posterior agent's predicted attributes): the
+        captions follow this shopper's rules and noise exactly, on the given attributes.
+        """
+        codes = np.ascontiguousarray(codes)
+        categories = np.asarray(categories, dtype=np.int16)
+        if codes.ndim != 2 or codes.shape[1] != self._codes.shape[1] or len(categories) != len(codes):
+            raise ValueError(
+                f"imagined items need codes of shape (N, {self._codes.shape[1]}) and N categories, got "
+                f"{codes.shape} and {categories.shape}"
+            )
+        other = copy.copy(self)
+        other._codes = codes
+        other._categories = categories
+        other._luma = None if luma is None else np.asarray(luma, dtype=np.float32)
+        other.__dict__["_imagined_items"] = len(codes)
+        return other
 
     def caption_words(self) -> tuple[str, ...]:
         """Every token this user's captions can contain, sorted; feeds a

@@ -176,6 +176,14 @@ class TemplateLikelihood:
             slight=shade_only and shade_tail in self._slight_tokens,
         )
 
+    def reading_key(self, reading: CaptionReading) -> tuple[object, ...]:
+        """A key under which captions have equal likelihoods: the claims and the form, or,
+        with ``drop_word`` noise (whose likelihood reads the surviving words), the text.
+        Wordings of the same claims ("has longer sleeves", "with longer sleeves") share it."""
+        if self.noise.drop_word > 0:
+            return (reading.text,)
+        return (tuple(sorted(reading.claims.items())), reading.same, reading.shade_only, reading.slight)
+
     # --- the likelihood ----------------------------------------------------------------------
     def differences(self, items: ItemAttributes, shown: int) -> np.ndarray:
         """(N, C) which columns differ between each candidate and the shown item, by the
@@ -400,10 +408,9 @@ class TemplateLikelihood:
             salience = ((mask >> column) & 1) * self._salience[column]
             named += salience
             chance: np.ndarray | float = 0.0
-            for claim, phrases in self._claim_wordings(column, items, shown):
-                p = self._words_given(observed, phrases)
-                if p > 0:
-                    chance = chance + self._claim_probability(column, claim, items, shown) * p
+            shown_value = int(items.categories[shown] if column == 0 else items.codes[shown, column - 1])
+            for claim, p in self._claims_read(observed, column, shown_value):
+                chance = chance + self._claim_probability(column, claim, items, shown) * p
             if not isinstance(chance, float):
                 spoken += salience * chance
         same = self._words_given(observed, SAME_WORDINGS)
@@ -428,14 +435,25 @@ class TemplateLikelihood:
                 out += np.where(alone, (side - far) * only[1] + far * only[0], 0.0)
         return out
 
-    def _claim_wordings(
-        self, column: int, items: ItemAttributes, shown: int
-    ) -> list[tuple[Claim, tuple[str, ...]]]:
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - one likelihood per env, kept for its life
+    def _claims_read(
+        self, observed: tuple[str, ...], column: int, shown_value: int
+    ) -> tuple[tuple[Claim, float], ...]:
+        """The claims about ``column`` that can leave the words ``observed``, each with
+        ``P(observed | the claim)`` (when the shown item's value there is ``shown_value``)."""
+        out = []
+        for claim, phrases in self._claim_wordings(column, shown_value):
+            p = self._words_given(observed, phrases)
+            if p > 0:
+                out.append((claim, p))
+        return tuple(out)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one likelihood per env, kept for its life
+    def _claim_wordings(self, column: int, shown_value: int) -> tuple[tuple[Claim, tuple[str, ...]], ...]:
         """Every claim about ``column`` with its equally likely wordings (contrast forms name
-        the shown item's value, as the shopper writes them)."""
+        the shown item's value, ``shown_value``, as the shopper writes them)."""
         book = self.book
         name = book.type_names[column]
-        shown_value = int(items.categories[shown] if column == 0 else items.codes[shown, column - 1])
         surface = book.surface[column]
         shown_name = None if surface is None or shown_value < 0 else surface[shown_value]
         out = []
@@ -447,7 +465,7 @@ class TemplateLikelihood:
         if words is not None and sides is not None:
             for word, side in zip(words, sides, strict=True):
                 out.append((Claim(name, "comparative", word), tuple(side)))
-        return out
+        return tuple(out)
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 - one likelihood per env, kept for its life
     def _words_given(self, observed: tuple[str, ...], phrases: tuple[str, ...]) -> float:
