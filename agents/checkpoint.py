@@ -76,6 +76,8 @@ ACTION_MODES = {
     "shortlist-random": "shortlist",
     "ppo-shortlist": "shortlist",
     "dqn-shortlist": "shortlist",
+    "posterior-map": "index",
+    "posterior-lookahead": "index",
 }
 # format -> (kind, the action mode its checkpoints speak unless their args say otherwise)
 _KINDS = {

@@ -438,6 +438,8 @@ def posterior_agent(
     beliefs: str = "predicted",
     readout: str | os.PathLike | Readout = DEFAULT_READOUT,
     seed: int = 0,
+    rules: TemplateUser | None = None,
+    floor: float | None = None,
 ) -> PosteriorAgent:
     """The posterior agent for ``env`` (its template shopper's settings, its action mode).
 
@@ -445,13 +447,15 @@ def posterior_agent(
     look-ahead's draws). ``beliefs``: ``"predicted"`` (what agents see, through ``readout``) or
     ``"labels"`` (the catalog's labels: a reference measurement, not an evaluable agent)."""
     inner = inner_env(env)
-    user = inner.user
+    user = rules if rules is not None else inner.user
     if not isinstance(user, TemplateUser):
         raise ValueError(
-            f"the posterior agent reads the template shopper's captions; this env's shopper is a "
-            f"{type(user).__name__} (make the env with user='template')"
+            f"the posterior agent reads captions by a template shopper's rules; this env's shopper is a "
+            f"{type(user).__name__}: make the env with user='template', or pass rules=TemplateUser(catalog) "
+            "to read its captions as the noise-free template shopper's (what the learned shopper imitates)"
         )
     catalog, gallery = inner.catalog, inner.gallery
+    override = floor
     if beliefs == "labels":
         items, floor = label_beliefs(catalog, gallery), 0.0
     elif beliefs == "predicted":
@@ -465,7 +469,7 @@ def posterior_agent(
         noise=user.noise,
         max_differences=user.max_differences,
         shade_threshold=user.shade_threshold,
-        floor=floor,
+        floor=floor if override is None else override,
     )
     shopper = user.imagining(items.codes, items.categories, items.luma) if policy == "lookahead" else None
     return PosteriorAgent(

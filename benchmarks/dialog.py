@@ -60,9 +60,15 @@ AGENTS = (
     "shortlist-greedy",
     "ppo-shortlist",
     "dqn-shortlist",
+    "posterior-map",
+    "posterior-lookahead",
 )
+#: The reference agents: the Bayesian reader of the shopper's captions (fiq_gym.agents.posterior),
+#: showing the most probable item or planning one step; the better is each table's ceiling.
+#: They need the shipped features (their readout's inputs); on other catalogs they are skipped.
+REFERENCES = ("posterior-map", "posterior-lookahead")
 #: Agents that need no training: they play the env's shortlist (or its index space) as is.
-UNTRAINED = ("random", "shortlist-random", "shortlist-greedy")
+UNTRAINED = ("random", "shortlist-random", "shortlist-greedy", *REFERENCES)
 #: Agents that play the env's ``shortlist`` action mode. Their first stage is the env's default
 #: (the retriever shipped with the package) on the built-in catalog; on another catalog, which
 #: the shipped one does not fit, it is the stage's own supervised retriever.
@@ -84,6 +90,8 @@ COMPARISONS = (
     ("ppo-shortlist", "shortlist-greedy"),
     ("dqn-shortlist", "shortlist-greedy"),
     ("shortlist-greedy", "shortlist-random"),
+    # the value of planning what to show, for the Bayesian reader
+    ("posterior-lookahead", "posterior-map"),
 )
 #: The per-turn columns of the report, CSV and JSON (keys of ``EvaluationResult.per_turn``):
 #: the older ones first, so existing columns keep their positions. ``Hits@10`` is cumulative
@@ -199,6 +207,9 @@ class BenchmarkResult:
     budgets: dict[tuple[str, str, int], Budget] = field(default_factory=dict)
     #: the named configuration played (fiq_gym.envs.configurations)
     configuration: str = "default"
+    #: agents asked for but not run, with the reason (the reference agents on a catalog whose
+    #: features their readout does not fit)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def outcomes(
         self, agent: str, train_user: str, eval_user: str, metric: str, turn: int
@@ -470,6 +481,8 @@ def _agent_and_env(
             max_turns=max_turns,
             **shortlist,
         )
+        if name in REFERENCES:
+            return _posterior(name, envs, seed), envs
         if name == "shortlist-greedy":
             return ShortlistGreedyAgent(), envs
         if name == "shortlist-random":
@@ -478,6 +491,32 @@ def _agent_and_env(
     loaded = load_agent(checkpoint)
     envs = loaded.make_envs(num_envs, catalog=catalog, user=user, max_turns=max_turns)
     return loaded.make_agent(envs), envs
+
+
+def _posterior(name: str, envs: gym.vector.VectorEnv, seed: int) -> RetrievalAgent:
+    """A reference agent; with a shopper that is not a template one (the learned shopper) it
+    reads the captions by the noise-free template shopper's rules, which that one imitates."""
+    from fiq_gym.agents.posterior import posterior_agent
+    from fiq_gym.users.template import TemplateUser
+
+    inner = inner_env(envs)
+    rules = None if isinstance(inner.user, TemplateUser) else TemplateUser(inner.catalog)
+    return posterior_agent(envs, name.removeprefix("posterior-"), seed=seed, rules=rules)
+
+
+def references_unavailable(catalog: str | None, env_id: str) -> str | None:
+    """Why the reference agents cannot play on ``catalog`` (None: they can)."""
+    from fiq_gym.agents.posterior import Readout
+
+    envs = gym.make_vec(env_id, num_envs=1, vectorization_mode="vector_entry_point", catalog=catalog)
+    try:
+        inner = inner_env(envs)
+        Readout.load().beliefs(inner.gallery, inner.catalog.vocabulary)
+    except ValueError as e:
+        return str(e)
+    finally:
+        envs.close()
+    return None
 
 
 def run_benchmark(
@@ -520,6 +559,12 @@ def run_benchmark(
     env_id = env_id_for(configuration)
     out.mkdir(parents=True, exist_ok=True)
     result = BenchmarkResult(preset, command=command, sealed=sealed, configuration=configuration)
+    reason = references_unavailable(catalog, env_id) if any(a in REFERENCES for a in agents) else None
+    if reason is not None:
+        result.skipped = {a: reason for a in agents if a in REFERENCES}
+        agents = [a for a in agents if a not in REFERENCES]
+        if progress:
+            print(f"skipping {', '.join(result.skipped)}: {reason}", flush=True)
     stages = [(u, s) for u in train_users for s in seeds]
     if jobs > 1 and len(stages) > 1:
         worker_args = ["--agents", *agents, "--eval-users", *eval_users, "--turns", str(max_turns)]
@@ -720,8 +765,15 @@ def to_markdown(result: BenchmarkResult) -> str:
             f"{doc_url('benchmarks/README.md', 'what-reproduces')}). Only the full preset's tables support claims.",
             "",
         ]
-    lines += _budget_table(result)
+    if result.skipped:
+        lines += [
+            f"Not run: {', '.join(f'`{a}`' for a in result.skipped)}: {next(iter(result.skipped.values()))}.",
+            "",
+        ]
     pairs = sorted({(r["train_user"], r["eval_user"]) for r in rows}, key=lambda x: (x[0] != x[1], x))
+    for train_user, eval_user in pairs:
+        lines += _success_table(result, train_user, eval_user)
+    lines += _budget_table(result)
     for train_user, eval_user in pairs:
         part = [r for r in rows if r["train_user"] == train_user and r["eval_user"] == eval_user]
         lines += [f"## Trained with the {train_user} shopper, evaluated with the {eval_user} shopper", ""]
@@ -754,6 +806,63 @@ def to_markdown(result: BenchmarkResult) -> str:
             lines.append(f"| {agent} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def success_summary(result: BenchmarkResult, train_user: str, eval_user: str) -> dict[str, dict[str, float]]:
+    """agent -> success@3, success@5, its mean over turns 1-5 and R@10 at the last turn (means
+    over seeds) for one (train, eval) shopper pair."""
+    out: dict[str, dict[str, float]] = {}
+    for agent in AGENTS:
+        records = [
+            r
+            for r in result.records
+            if (r.agent, r.train_user, r.eval_user) == (agent, train_user, eval_user)
+        ]
+        if not records:
+            continue
+        found = np.stack([np.asarray(r.result.success_turn) for r in records])
+        by = [float(np.mean((found >= 1) & (found <= t))) for t in range(1, 6)]
+        out[agent] = {
+            "success@3": by[2],
+            "success@5": by[4],
+            "success 1-5": float(np.mean(by)),
+            "R@10": float(np.mean([np.mean(np.asarray(r.result.ranks)[:, -1] < 10) for r in records])),
+        }
+    return out
+
+
+def _success_table(result: BenchmarkResult, train_user: str, eval_user: str) -> list[str]:
+    """The headline table: success by turn first, the ceiling (the better reference agent) and
+    each agent's share of the headroom over the greedy first stage closed."""
+    summary = success_summary(result, train_user, eval_user)
+    references = [a for a in REFERENCES if a in summary]
+    ceiling = max(references, key=lambda a: summary[a]["success@5"]) if references else None
+    low = summary.get("shortlist-greedy", {}).get("success@5")
+    lines = [
+        f"## Success by turn: trained with the {train_user} shopper, evaluated with the {eval_user} shopper",
+        "",
+        "| agent | success@3 | success@5 | success, mean over turns 1-5 | R@10 at the last turn | headroom closed |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    order = sorted(summary, key=lambda a: (a not in REFERENCES, -summary[a]["success@5"]))
+    for agent in order:
+        cells = [f"{summary[agent][k]:.3f}" for k in ("success@3", "success@5", "success 1-5", "R@10")]
+        closed = "-"
+        if ceiling is not None and low is not None and agent not in REFERENCES:
+            top = summary[ceiling]["success@5"]
+            closed = f"{(summary[agent]['success@5'] - low) / (top - low):+.2f}" if top > low else "-"
+        name = f"**{agent}** (ceiling)" if agent == ceiling else agent
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {closed} |")
+    lines.append("")
+    if ceiling is not None:
+        rules = "its own rules" if eval_user == "template" else "the noise-free template shopper's rules"
+        lines += [
+            f"The ceiling: `{ceiling}`, the Bayesian reader of the shopper's captions ({rules}; untrained, "
+            "fiq_gym.agents.posterior). Headroom closed: (success@5 - `shortlist-greedy`'s) / (the "
+            "ceiling's - `shortlist-greedy`'s).",
+            "",
+        ]
+    return lines
 
 
 def _budget_table(result: BenchmarkResult) -> list[str]:
@@ -889,6 +998,7 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
                 "env_id": env_id_for(result.configuration),
                 "command": result.command,
                 "sealed": result.sealed,
+                "skipped": result.skipped,
                 "seconds": result.seconds,
                 "git_revision": git_revision(),
                 "versions": library_versions(),

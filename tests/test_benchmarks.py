@@ -96,6 +96,14 @@ def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
         "ppo-shortlist",
         "dqn-shortlist",
     }
+    # The reference agents read gallery features through a readout fitted on the shipped
+    # features: on this catalog (thumbnails) they are skipped, and the report says why.
+    assert set(data["skipped"]) == {"posterior-map", "posterior-lookahead"}
+    assert "fitted for 45 features" in data["skipped"]["posterior-map"]
+    assert (
+        "Not run: `posterior-map`, `posterior-lookahead`: this posterior readout"
+        in (run / "dialog.md").read_text()
+    )
     # On a catalog the shipped first stage does not fit, the shortlist agents' first stage is
     # the stage's own supervised retriever.
     runs_dir = run / "runs" / "template" / "seed0"
@@ -145,6 +153,45 @@ def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
     )
     assert again.returncode == 0
     assert "supervised:" not in again.stderr  # no training progress bar the second time
+
+
+@pytest.mark.slow
+def test_the_reference_agents_give_each_table_its_ceiling(tmp_path):
+    """On the default catalog the posterior agents play through the sealed harness with both
+    shoppers (the learned one read by the template's rules); the report leads with success by
+    turn, the better reference row is the ceiling, and every other agent gets the share of
+    headroom it closes over the greedy first stage; the planning comparison is made."""
+    import json
+
+    from fiq_gym.benchmarks.dialog import PRESETS, run_benchmark, write_outputs
+
+    result = run_benchmark(
+        PRESETS["tiny"],
+        tmp_path / "run",
+        agents=("random", "shortlist-greedy", "posterior-map", "posterior-lookahead"),
+        eval_users=("template", "transformer"),
+        progress=False,
+    )
+    assert not result.skipped
+    write_outputs(result, tmp_path / "out")
+    report = (tmp_path / "out" / "dialog.md").read_text()
+    for eval_user in ("template", "transformer"):
+        heading = (
+            f"## Success by turn: trained with the template shopper, evaluated with the {eval_user} shopper"
+        )
+        assert heading in report
+        table = report.split(heading)[1].split("\n\n")[1].splitlines()
+        assert table[0].startswith("| agent | success@3 | success@5 | success, mean over turns 1-5")
+        assert "(ceiling)" in table[2] and table[2].startswith("| **posterior-")
+        greedy = next(line for line in table if line.startswith("| shortlist-greedy |"))
+        assert greedy.endswith("| +0.00 |")
+        ceiling = float(table[2].split("|")[3])
+        assert ceiling > 0.5  # the reader finds most of 16 targets by turn 5 (0.98 on 1,000)
+    assert report.index("## Success by turn") < report.index("## Trained with the template shopper")
+    data = json.loads((tmp_path / "out" / "dialog.json").read_text())
+    assert ("posterior-lookahead", "posterior-map") in {
+        (c["agent"], c["against"]) for c in data["comparisons"]
+    }
 
 
 def test_dialog_report_adds_cumulative_hits_and_bri_computable_from_the_json(tmp_path, small_catalog_path):
