@@ -443,9 +443,17 @@ def posterior_agent(
 ) -> PosteriorAgent:
     """The posterior agent for ``env`` (its template shopper's settings, its action mode).
 
-    ``policy``: ``"map"`` or ``"lookahead"`` (see :class:`PosteriorAgent`; ``seed`` seeds the
-    look-ahead's draws). ``beliefs``: ``"predicted"`` (what agents see, through ``readout``) or
-    ``"labels"`` (the catalog's labels: a reference measurement, not an evaluable agent)."""
+    Args:
+        policy: ``"map"`` or ``"lookahead"`` (see :class:`PosteriorAgent`; ``seed`` seeds the
+            look-ahead's draws).
+        beliefs: ``"predicted"`` (what agents see, through ``readout``) or ``"labels"`` (the
+            catalog's labels: a reference measurement, not an evaluable agent).
+        rules: the template shopper whose rules read the captions; default the env's own, which
+            must then be a :class:`~fiq_gym.users.template.TemplateUser`. For the learned
+            shopper pass ``TemplateUser(catalog)``: it was trained to imitate the noise-free
+            template shopper, and what it says beyond those rules falls to the floor.
+        floor: the likelihood's floor (default: 1e-4 with predicted beliefs, 0 with labels).
+    """
     inner = inner_env(env)
     user = rules if rules is not None else inner.user
     if not isinstance(user, TemplateUser):
@@ -455,12 +463,11 @@ def posterior_agent(
             "to read its captions as the noise-free template shopper's (what the learned shopper imitates)"
         )
     catalog, gallery = inner.catalog, inner.gallery
-    override = floor
     if beliefs == "labels":
-        items, floor = label_beliefs(catalog, gallery), 0.0
+        items, default_floor = label_beliefs(catalog, gallery), 0.0
     elif beliefs == "predicted":
         loaded = readout if isinstance(readout, Readout) else Readout.load(readout)
-        items, floor = loaded.beliefs(gallery, catalog.vocabulary), PREDICTED_FLOOR
+        items, default_floor = loaded.beliefs(gallery, catalog.vocabulary), PREDICTED_FLOOR
     else:
         raise ValueError(f"beliefs must be 'predicted' or 'labels', got {beliefs!r}")
     likelihood = TemplateLikelihood(
@@ -469,7 +476,7 @@ def posterior_agent(
         noise=user.noise,
         max_differences=user.max_differences,
         shade_threshold=user.shade_threshold,
-        floor=floor if override is None else override,
+        floor=default_floor if floor is None else floor,
     )
     shopper = user.imagining(items.codes, items.categories, items.luma) if policy == "lookahead" else None
     return PosteriorAgent(

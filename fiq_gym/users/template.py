@@ -335,6 +335,38 @@ class TemplateUser(User):
             return side[words.index(value)]
         raise ValueError(f"kind must be 'direct', 'comparative' or 'same', got {kind!r}")
 
+    def pick(self, targets: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        """(n,) the slate position this shopper compares its target with, when shown several
+        items at once: the item whose differences from the target weigh least, each difference
+        weighted by the salience the shopper notices it with (:data:`SALIENCE`; a shade
+        difference beside a colour change weighs :data:`SHADE_SALIENCE_WITH_COLOR_CHANGE`),
+        ties to the earliest position. Deterministic: the shopper's noise does not touch it.
+
+        Args:
+            targets: (n,) item indices.
+            slates: (n, K) item indices shown together (or (K,) for one slate shown to all).
+        """
+        targets = np.asarray(targets, dtype=np.int64)
+        slates = np.broadcast_to(np.asarray(slates, dtype=np.int64), (len(targets), np.shape(slates)[-1]))
+        n, k = slates.shape
+        t = np.repeat(targets, k)
+        s = slates.reshape(-1)
+        luma_gap = None if self._luma is None else self._luma[t] - self._luma[s]
+        differs = differing_columns(
+            self._codes[t],
+            self._codes[s],
+            self._categories[t],
+            self._categories[s],
+            luma_gap,
+            self.shade_threshold,
+        )
+        weights = np.broadcast_to(self._salience, differs.shape).copy()
+        color, shade = self._book.color_column, self._book.shade_column
+        if color is not None:
+            weights[differs[:, color], shade] = SHADE_SALIENCE_WITH_COLOR_CHANGE
+        distance = (differs * weights).sum(axis=1).reshape(n, k)
+        return np.argmin(distance, axis=1)  # argmin takes the first of equal values
+
     # --- the batched core ------------------------------------------------------------------
     def _describe(
         self,

@@ -1,0 +1,125 @@
+"""The posterior reader with slates: what to show when the shopper sees K items at once.
+
+In the slate setting (issue "Where planning matters") an agent shows K items per turn; the
+shopper compares its target with the one it finds most alike
+(:meth:`fiq_gym.users.template.TemplateUser.pick`) and writes its relative caption against
+that item. The reader's belief over the items in play then takes two factors per turn: which
+item was picked (the pick rule applied to each candidate target; a small floor when the agent
+only predicts attributes) and the caption about it (the shopper's own likelihood, as in
+:mod:`fiq_gym.agents.posterior`). Two ways to fill a slate:
+
+* :func:`top_slate`: the K most probable unseen items (the "most probable display");
+* :func:`partition_slate`: built greedily from the most probable item, each next item chosen
+  among the :data:`CANDIDATES` most probable to maximise ``left * P(target in slate) +
+  (left - 1) * sum_j topK(P restricted to the targets that would pick item j)``: the chance of
+  finding the target now, plus what the pick alone (captions aside) lets a top slate find
+  next. It is cheap, and a lower bound on what planning with the caption as well can do.
+
+These are measured by ``python -m fiq_gym.benchmarks.planning_headroom`` before any slate
+configuration is registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fiq_gym.users.template import TemplateUser
+from fiq_gym.users.template_likelihood import ItemAttributes, TemplateLikelihood
+
+__all__ = ["CANDIDATES", "SlateReader", "partition_slate", "top_slate"]
+
+#: The items a planned slate is chosen from: the most probable unseen ones.
+CANDIDATES = 24
+#: The most probable items the planner weighs the picks over.
+SUPPORT = 512
+
+
+@dataclass
+class SlateReader:
+    """One dialog's belief in the slate setting.
+
+    Args:
+        likelihood: the shopper's caption likelihood (its floor applies to picks too).
+        items: what the reader believes of the items in play.
+        shopper: the shopper's rules on ``items`` (``user.imagining(...)``): its pick rule.
+    """
+
+    likelihood: TemplateLikelihood
+    items: ItemAttributes
+    shopper: TemplateUser
+
+    def __post_init__(self) -> None:
+        self.log_belief = np.zeros(len(self.items))
+
+    def belief(self) -> np.ndarray:
+        """(N,) the posterior over the items in play."""
+        p = np.exp(self.log_belief - self.log_belief.max())
+        return p / p.sum()
+
+    def observe(self, slate: np.ndarray, picked: int, caption: str) -> None:
+        """Fold one turn in: the shopper picked ``slate[picked]`` and wrote ``caption`` about
+        it; the target is none of the slate's items (else the dialog would be over). A
+        one-item slate is the index setting's turn (the first caption, before any slate)."""
+        slate = np.asarray(slate, dtype=np.int64)
+        n = len(self.items)
+        with np.errstate(divide="ignore"):
+            if len(slate) > 1:
+                picks = self.shopper.pick(np.arange(n), slate)
+                floor = self.likelihood.floor
+                self.log_belief += np.log(np.where(picks == picked, 1.0, floor))
+            shown = int(slate[picked])
+            self.log_belief += np.log(self.likelihood.likelihood(caption, self.items, shown))
+        self.log_belief[slate] = -np.inf
+        self.log_belief -= self.log_belief.max()
+
+
+def top_slate(p: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` most probable items of ``p``, most probable first."""
+    top = np.argpartition(-p, k)[:k] if len(p) > k else np.arange(len(p))
+    return top[np.argsort(-p[top], kind="stable")]
+
+
+def _top_mass(mass: np.ndarray, cells: np.ndarray, num_cells: int, k: int) -> float:
+    """sum over cells j of the ``k`` largest masses among the items of cell j."""
+    total = 0.0
+    for j in range(num_cells):
+        inside = mass[cells == j]
+        if len(inside) > k:
+            inside = np.partition(inside, len(inside) - k)[-k:]
+        total += float(inside.sum())
+    return total
+
+
+def _partition_slates(p: np.ndarray, k: int, left: int, shopper: TemplateUser, beam: int) -> list[np.ndarray]:
+    """The ``beam`` best slates of a beam search on the partition objective (best first)."""
+    support = top_slate(p, min(SUPPORT, int((p > 0).sum())))
+    candidates = support[:CANDIDATES]
+    if left <= 1 or len(candidates) <= k:
+        return [top_slate(p, k)]
+    mass = p[support]
+    partial: list[tuple[float, list[int]]] = [(0.0, [int(candidates[0])])]
+    while len(partial[0][1]) < k:
+        grown: dict[frozenset[int], tuple[float, list[int]]] = {}  # each set of items once
+        for _, slate in partial:
+            for c in candidates.tolist():
+                key = frozenset([*slate, c])
+                if c in slate or key in grown:
+                    continue
+                trial = np.array([*slate, c])
+                cells = shopper.pick(support, trial)
+                rest = ~np.isin(support, trial)
+                value = left * float(p[trial].sum()) + (left - 1) * _top_mass(
+                    np.where(rest, mass, 0.0), cells, len(trial), k
+                )
+                grown[key] = (value, [*slate, c])
+        # the best first; equal values keep the order they were found in (deterministic)
+        partial = sorted(grown.values(), key=lambda entry: -entry[0])[:beam]
+    return [np.array(slate, dtype=np.int64) for _, slate in partial]
+
+
+def partition_slate(p: np.ndarray, k: int, left: int, shopper: TemplateUser) -> np.ndarray:
+    """A slate chosen greedily for what it finds now and what the pick tells (module
+    docstring); ``left``: the turns left, this one included."""
+    return _partition_slates(p, k, left, shopper, beam=1)[0]

@@ -1,0 +1,181 @@
+"""Where planning matters: what choosing a slate well adds over showing the most probable items.
+
+    python -m fiq_gym.benchmarks.planning_headroom                  # results/planning_headroom.md and .json
+    python -m fiq_gym.benchmarks.planning_headroom --configurations default --episodes 200 --out /tmp/p
+
+Before a slate configuration is registered, this measures whether planning pays there. Each
+dialog of the leaderboard's evaluation set (``EvaluationSet.generate(N, 1000, seed=2021)``)
+starts as the env's do (a caption about the first shown item); then each turn the posterior
+reader (:mod:`fiq_gym.agents.slate_posterior`, what any agent sees: predicted attributes
+through the shipped readout) shows K items; the dialog succeeds when the target is among them,
+else the configuration's template shopper picks the slate item most like its target
+(:meth:`~fiq_gym.users.template.TemplateUser.pick`) and captions the target against it. Two
+policies play the same dialogs with the same shopper seeds: ``top`` (the K most probable
+items) and ``partition`` (a slate chosen for what the shopper's pick will tell). The K = 1
+rows are the index setting's ``posterior-map``, for scale. The report gives success by turn
+and the paired difference, partition - top, with 95% bootstrap intervals over dialogs.
+
+The simulation calls the shopper directly (the env has no slate mode yet); its turns follow
+the env's rules (turn 0 caption, then up to ``max_turns`` displays, seen items never shown
+again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.agents.posterior import label_beliefs, posterior_agent
+from fiq_gym.agents.slate_posterior import SlateReader, partition_slate, top_slate
+from fiq_gym.atomic import atomic_write_text
+from fiq_gym.benchmarks.publishing import (
+    command_line,
+    default_results_dir,
+    git_revision,
+    provenance_lines,
+    refuse_unclean_publication,
+)
+from fiq_gym.comparison import paired_difference
+from fiq_gym.envs.inner import inner_env
+from fiq_gym.envs.registration import env_id_for
+from fiq_gym.evaluation import EvaluationSet
+from fiq_gym.users.template import TemplateUser
+
+__all__ = ["POLICIES", "main", "simulate"]
+
+POLICIES = ("top", "partition")
+EVAL_SEED = 2021  # the leaderboard's evaluation set
+
+
+def simulate(
+    configuration: str, policy: str, slate_size: int, episodes: int, seed: int = 0, max_turns: int = 5
+) -> np.ndarray:
+    """(episodes,) the turn each dialog's target was in the slate (1..max_turns), -1 never."""
+    env = gym.make(env_id_for(configuration))
+    try:
+        inner = inner_env(env)
+        user = inner.user
+        if not isinstance(user, TemplateUser):
+            raise ValueError(f"{configuration} has no template shopper")
+        reader_agent = posterior_agent(env)  # the likelihood and beliefs of an evaluable agent
+        truth = label_beliefs(inner.catalog, inner.gallery)
+        # the shopper itself, on the items in play (indices of the gallery, like the agent's)
+        shopper = user.imagining(truth.codes, truth.categories, truth.luma)
+        believed = user.imagining(
+            reader_agent.items.codes, reader_agent.items.categories, reader_agent.items.luma
+        )
+        eval_set = EvaluationSet.generate(inner.num_items, episodes, seed=EVAL_SEED)
+    finally:
+        env.close()
+    found = np.full(episodes, -1, dtype=np.int64)
+    for d in range(episodes):
+        rng = np.random.default_rng([seed, d])
+        target, first = int(eval_set.targets[d]), int(eval_set.shown[d])
+        reader = SlateReader(reader_agent.likelihood, reader_agent.items, believed)
+        caption = shopper.describe(np.array([target]), np.array([first]), rng).texts[0]
+        reader.observe(np.array([first]), 0, caption)
+        for turn in range(1, max_turns + 1):
+            p = reader.belief()
+            left = max_turns - turn + 1
+            if policy == "top":
+                slate = top_slate(p, slate_size)
+            else:
+                slate = partition_slate(p, slate_size, left, believed)
+            if target in slate:
+                found[d] = turn
+                break
+            picked = int(shopper.pick(np.array([target]), slate)[0])
+            caption = shopper.describe(np.array([target]), slate[picked : picked + 1], rng).texts[0]
+            reader.observe(slate, picked, caption)
+    return found
+
+
+def success_by(found: np.ndarray, turn: int) -> np.ndarray:
+    return ((found >= 1) & (found <= turn)).astype(np.float64)
+
+
+def to_markdown(measured: dict[str, Any], meta: dict[str, str]) -> str:
+    lines = [
+        "# Where planning matters: slates",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Revision: {meta['revision']}  ",
+        f"Load average (1, 5, 15 min) when the run started: {meta['load']}",
+        "",
+        (__doc__ or "").split("\n\n")[2].replace("\n", " "),
+    ]
+    for configuration, data in measured.items():
+        lines += [
+            "",
+            f"## {configuration} (`{env_id_for(configuration)}`), {data['episodes']:,} dialogs",
+            "",
+            "| K | policy | " + " | ".join(f"success@{t}" for t in range(1, 6)) + " | seconds |",
+            "|---:|---|" + "---:|" * 6,
+        ]
+        for key, run in data["runs"].items():
+            k, policy = key.split(":")
+            found = np.asarray(run["found"])
+            cells = [f"{success_by(found, t).mean():.3f}" for t in range(1, 6)]
+            lines.append(f"| {k} | {policy} | " + " | ".join(cells) + f" | {run['seconds']:.0f} |")
+        lines += ["", "Planning, partition - top, paired over dialogs (95% bootstrap interval):", ""]
+        for k in data["slate_sizes"]:
+            if k == 1:
+                continue
+            top = np.asarray(data["runs"][f"{k}:top"]["found"])
+            planned = np.asarray(data["runs"][f"{k}:partition"]["found"])
+            diffs = [
+                f"turn {t}: {paired_difference(success_by(planned, t)[None], success_by(top, t)[None], seed=2023)}"
+                for t in range(1, 6)
+            ]
+            lines.append(f"- K = {k}: " + "; ".join(diffs))
+    lines += provenance_lines(meta["command"], load=meta["load"])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fiq_gym.benchmarks.planning_headroom", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--configurations", nargs="+", default=["default", "terse"])
+    parser.add_argument("--slate-sizes", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=default_results_dir())
+    args = parser.parse_args(argv)
+    refuse_unclean_publication(parser, args.out)
+    meta = {
+        "command": command_line("fiq_gym.benchmarks.planning_headroom", argv),
+        "revision": git_revision(),
+        "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
+    measured: dict[str, Any] = {}
+    for configuration in args.configurations:
+        runs: dict[str, Any] = {}
+        for k in args.slate_sizes:
+            for policy in POLICIES if k > 1 else ("top",):
+                start = time.perf_counter()
+                found = simulate(configuration, policy, k, args.episodes)
+                runs[f"{k}:{policy}"] = {"found": found.tolist(), "seconds": time.perf_counter() - start}
+                by = [round(float(success_by(found, t).mean()), 3) for t in range(1, 6)]
+                print(f"{configuration:<8} K={k} {policy:<10} success by turn {by}", flush=True)
+        measured[configuration] = {"episodes": args.episodes, "slate_sizes": args.slate_sizes, "runs": runs}
+    text = to_markdown(measured, meta)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "planning_headroom.md", text)
+    atomic_write_text(
+        args.out / "planning_headroom.json", json.dumps({**meta, "configurations": measured}) + "\n"
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
