@@ -58,10 +58,11 @@ class SlateReader:
         p = np.exp(self.log_belief - self.log_belief.max())
         return p / p.sum()
 
-    def observe(self, slate: np.ndarray, picked: int, caption: str) -> None:
+    def observe(self, slate: np.ndarray, picked: int, caption: str | None) -> None:
         """Fold one turn in: the shopper picked ``slate[picked]`` and wrote ``caption`` about
-        it; the target is none of the slate's items (else the dialog would be over). A
-        one-item slate is the index setting's turn (the first caption, before any slate)."""
+        it (None: a shopper that only picks); the target is none of the slate's items (else
+        the dialog would be over). A one-item slate is the index setting's turn (the first
+        caption, before any slate)."""
         slate = np.asarray(slate, dtype=np.int64)
         n = len(self.items)
         with np.errstate(divide="ignore"):
@@ -69,8 +70,9 @@ class SlateReader:
                 picks = self.shopper.pick(np.arange(n), slate)
                 floor = self.likelihood.floor
                 self.log_belief += np.log(np.where(picks == picked, 1.0, floor))
-            shown = int(slate[picked])
-            self.log_belief += np.log(self.likelihood.likelihood(caption, self.items, shown))
+            if caption is not None:
+                shown = int(slate[picked])
+                self.log_belief += np.log(self.likelihood.likelihood(caption, self.items, shown))
         self.log_belief[slate] = -np.inf
         self.log_belief -= self.log_belief.max()
 

@@ -53,13 +53,24 @@ from fiq_gym.users.template import TemplateUser
 __all__ = ["POLICIES", "main", "simulate"]
 
 POLICIES = ("top", "partition")
+FEEDBACK = ("caption", "pick")
 EVAL_SEED = 2021  # the leaderboard's evaluation set
 
 
 def simulate(
-    configuration: str, policy: str, slate_size: int, episodes: int, seed: int = 0, max_turns: int = 5
+    configuration: str,
+    policy: str,
+    slate_size: int,
+    episodes: int,
+    seed: int = 0,
+    max_turns: int = 5,
+    feedback: str = "caption",
 ) -> np.ndarray:
-    """(episodes,) the turn each dialog's target was in the slate (1..max_turns), -1 never."""
+    """(episodes,) the turn each dialog's target was in the slate (1..max_turns), -1 never.
+    ``feedback``: ``"caption"`` (the pick and a caption about it) or ``"pick"`` (the pick
+    only, after the first caption: a shopper that clicks, as in recommender slates)."""
+    if feedback not in FEEDBACK:
+        raise ValueError(f"feedback must be one of {list(FEEDBACK)}, got {feedback!r}")
     env = gym.make(env_id_for(configuration))
     try:
         inner = inner_env(env)
@@ -95,7 +106,7 @@ def simulate(
                 break
             picked = int(shopper.pick(np.array([target]), slate)[0])
             caption = shopper.describe(np.array([target]), slate[picked : picked + 1], rng).texts[0]
-            reader.observe(slate, picked, caption)
+            reader.observe(slate, picked, caption if feedback == "caption" else None)
     return found
 
 
@@ -103,9 +114,9 @@ def success_by(found: np.ndarray, turn: int) -> np.ndarray:
     return ((found >= 1) & (found <= turn)).astype(np.float64)
 
 
-def to_markdown(measured: dict[str, Any], meta: dict[str, str]) -> str:
+def to_markdown(measured: dict[str, Any], meta: dict[str, str], feedback: str = "caption") -> str:
     lines = [
-        "# Where planning matters: slates",
+        "# Where planning matters: slates" + ("" if feedback == "caption" else ", a shopper that only picks"),
         "",
         f"Command: `{meta['command']}`  ",
         f"Revision: {meta['revision']}  ",
@@ -113,6 +124,13 @@ def to_markdown(measured: dict[str, Any], meta: dict[str, str]) -> str:
         "",
         (__doc__ or "").split("\n\n")[2].replace("\n", " "),
     ]
+    if feedback == "pick":
+        lines += [
+            "",
+            "Here the shopper answers each slate with its pick only (after the first caption, "
+            "which starts every dialog): the click feedback of recommender slates, where reading "
+            "captions cannot help and what the slate asks is all there is to learn from.",
+        ]
     for configuration, data in measured.items():
         lines += [
             "",
@@ -148,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--configurations", nargs="+", default=["default", "terse"])
     parser.add_argument("--slate-sizes", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument(
+        "--feedback",
+        choices=FEEDBACK,
+        default="caption",
+        help="what the shopper answers a slate with: its pick and a caption (default), or the pick "
+        "only (written to planning_headroom-pick.md / .json)",
+    )
     parser.add_argument("--out", type=Path, default=default_results_dir())
     args = parser.parse_args(argv)
     refuse_unclean_publication(parser, args.out)
@@ -162,17 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k in args.slate_sizes:
             for policy in POLICIES if k > 1 else ("top",):
                 start = time.perf_counter()
-                found = simulate(configuration, policy, k, args.episodes)
+                found = simulate(configuration, policy, k, args.episodes, feedback=args.feedback)
                 runs[f"{k}:{policy}"] = {"found": found.tolist(), "seconds": time.perf_counter() - start}
                 by = [round(float(success_by(found, t).mean()), 3) for t in range(1, 6)]
                 print(f"{configuration:<8} K={k} {policy:<10} success by turn {by}", flush=True)
         measured[configuration] = {"episodes": args.episodes, "slate_sizes": args.slate_sizes, "runs": runs}
-    text = to_markdown(measured, meta)
+    text = to_markdown(measured, meta, args.feedback)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "planning_headroom.md", text)
-    atomic_write_text(
-        args.out / "planning_headroom.json", json.dumps({**meta, "configurations": measured}) + "\n"
-    )
+    name = "planning_headroom" if args.feedback == "caption" else f"planning_headroom-{args.feedback}"
+    atomic_write_text(args.out / f"{name}.md", text)
+    record = {**meta, "feedback": args.feedback, "configurations": measured}
+    atomic_write_text(args.out / f"{name}.json", json.dumps(record) + "\n")
     print(text)
     return 0
 

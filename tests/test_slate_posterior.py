@@ -128,3 +128,8 @@ def test_the_planning_headroom_benchmark_writes_its_tables(tmp_path):
     )
     text = (tmp_path / "planning_headroom.md").read_text()
     assert "| 3 | partition |" in text and "- K = 3: turn 1:" in text and "Revision:" in text
+    args = ["--configurations", "default", "--slate-sizes", "3", "--episodes", "6", "--feedback", "pick"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    assert "a shopper that only picks" in (tmp_path / "planning_headroom-pick.md").read_text()
+    with pytest.raises(ValueError, match="feedback must be one of"):
+        simulate("default", "top", 3, episodes=1, feedback="stars")
