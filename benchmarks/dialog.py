@@ -808,10 +808,12 @@ def to_markdown(result: BenchmarkResult) -> str:
     return "\n".join(lines)
 
 
-def success_summary(result: BenchmarkResult, train_user: str, eval_user: str) -> dict[str, dict[str, float]]:
-    """agent -> success@3, success@5, its mean over turns 1-5 and R@10 at the last turn (means
-    over seeds) for one (train, eval) shopper pair."""
-    out: dict[str, dict[str, float]] = {}
+def success_summary(
+    result: BenchmarkResult, train_user: str, eval_user: str
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """agent -> success@3, success@5, its mean over turns 1-5 and R@10 at the last turn, as
+    (mean, std) over seeds, for one (train, eval) shopper pair."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
     for agent in AGENTS:
         records = [
             r
@@ -820,14 +822,15 @@ def success_summary(result: BenchmarkResult, train_user: str, eval_user: str) ->
         ]
         if not records:
             continue
-        found = np.stack([np.asarray(r.result.success_turn) for r in records])
-        by = [float(np.mean((found >= 1) & (found <= t))) for t in range(1, 6)]
-        out[agent] = {
-            "success@3": by[2],
-            "success@5": by[4],
-            "success 1-5": float(np.mean(by)),
-            "R@10": float(np.mean([np.mean(np.asarray(r.result.ranks)[:, -1] < 10) for r in records])),
-        }
+        per_seed: dict[str, list[float]] = {"success@3": [], "success@5": [], "success 1-5": [], "R@10": []}
+        for r in records:
+            found = np.asarray(r.result.success_turn)
+            by = [float(np.mean((found >= 1) & (found <= t))) for t in range(1, 6)]
+            per_seed["success@3"].append(by[2])
+            per_seed["success@5"].append(by[4])
+            per_seed["success 1-5"].append(float(np.mean(by)))
+            per_seed["R@10"].append(float(np.mean(np.asarray(r.result.ranks)[:, -1] < 10)))
+        out[agent] = {k: (float(np.mean(v)), float(np.std(v))) for k, v in per_seed.items()}
     return out
 
 
@@ -836,21 +839,27 @@ def _success_table(result: BenchmarkResult, train_user: str, eval_user: str) -> 
     each agent's share of the headroom over the greedy first stage closed."""
     summary = success_summary(result, train_user, eval_user)
     references = [a for a in REFERENCES if a in summary]
-    ceiling = max(references, key=lambda a: summary[a]["success@5"]) if references else None
-    low = summary.get("shortlist-greedy", {}).get("success@5")
+    ceiling = max(references, key=lambda a: summary[a]["success@5"][0]) if references else None
+    low = summary["shortlist-greedy"]["success@5"][0] if "shortlist-greedy" in summary else None
+    several = len({r.seed for r in result.records}) > 1
     lines = [
         f"## Success by turn: trained with the {train_user} shopper, evaluated with the {eval_user} shopper",
         "",
         "| agent | success@3 | success@5 | success, mean over turns 1-5 | R@10 at the last turn | headroom closed |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    order = sorted(summary, key=lambda a: (a not in REFERENCES, -summary[a]["success@5"]))
+    order = sorted(summary, key=lambda a: (a not in REFERENCES, -summary[a]["success@5"][0]))
     for agent in order:
-        cells = [f"{summary[agent][k]:.3f}" for k in ("success@3", "success@5", "success 1-5", "R@10")]
+        cells = [
+            f"{summary[agent][k][0]:.3f} ± {summary[agent][k][1]:.3f}"
+            if several
+            else f"{summary[agent][k][0]:.3f}"
+            for k in ("success@3", "success@5", "success 1-5", "R@10")
+        ]
         closed = "-"
         if ceiling is not None and low is not None and agent not in REFERENCES:
-            top = summary[ceiling]["success@5"]
-            closed = f"{(summary[agent]['success@5'] - low) / (top - low):+.2f}" if top > low else "-"
+            top = summary[ceiling]["success@5"][0]
+            closed = f"{(summary[agent]['success@5'][0] - low) / (top - low):+.2f}" if top > low else "-"
         name = f"**{agent}** (ceiling)" if agent == ceiling else agent
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {closed} |")
     lines.append("")
@@ -859,7 +868,7 @@ def _success_table(result: BenchmarkResult, train_user: str, eval_user: str) -> 
         lines += [
             f"The ceiling: `{ceiling}`, the Bayesian reader of the shopper's captions ({rules}; untrained, "
             "fiq_gym.agents.posterior). Headroom closed: (success@5 - `shortlist-greedy`'s) / (the "
-            "ceiling's - `shortlist-greedy`'s).",
+            "ceiling's - `shortlist-greedy`'s)." + (" Cells: mean ± std over seeds." if several else ""),
             "",
         ]
     return lines
