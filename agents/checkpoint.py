@@ -328,7 +328,11 @@ def start_retriever_run(
     inner = inner_env(envs)
     checkpoint = Path(args.out) / "checkpoint"
     resuming = prepare_run(
-        args.out, resume=args.resume, overwrite=getattr(args, "overwrite", False), state=checkpoint
+        args.out,
+        resume=args.resume,
+        overwrite=getattr(args, "overwrite", False),
+        state=checkpoint,
+        kind="retriever",
     )
     source = checkpoint if resuming else args.init
     if source:

@@ -282,7 +282,7 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint")
+    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="rllib-ppo")
     config = build_config(args)
     metrics: dict[str, float] = {}
     with (

@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "exclusive",
     "recover_directory",
 ]
 
@@ -335,3 +336,19 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
             raise
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for a read-modify-write of it, across threads and
+    processes: an ``flock`` on ``.NAME.lock`` beside it (kept; the kernel releases the lock
+    when its holder dies, even by ``kill -9``). Every writer of the file must take it."""
+    path = Path(path)
+    _make_parent(path)
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

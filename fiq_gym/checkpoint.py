@@ -39,7 +39,7 @@ import torch
 from safetensors.torch import save_model
 
 from fiq_gym import __version__
-from fiq_gym.atomic import atomic_directory, recover_directory
+from fiq_gym.atomic import atomic_directory, atomic_write_text, recover_directory
 from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 
@@ -47,6 +47,7 @@ __all__ = [
     "DQN_FORMAT",
     "PPO_FORMAT",
     "RLLIB_PPO_FORMAT",
+    "RUN_MARKER",
     "STATE_JSON",
     "STATE_TENSORS",
     "CheckpointError",
@@ -55,6 +56,7 @@ __all__ = [
     "prepare_run",
     "read_config",
     "read_training_state",
+    "run_kind",
     "save_sb3_model",
     "save_tensors",
     "versions",
@@ -276,14 +278,40 @@ def read_training_state(
 # --- run directories ------------------------------------------------------------------------------
 
 
-def prepare_run(out: str | os.PathLike, *, resume: bool, overwrite: bool, state: str | os.PathLike) -> bool:
+#: The file every trainer leaves in its run directory: what ``--overwrite`` may replace.
+RUN_MARKER = ".fiq-gym-run"
+
+
+def run_kind(out: str | os.PathLike, state: str | os.PathLike | None = None) -> str | None:
+    """The kind of fiq-gym run directory ``out`` holds: its marker's kind, ``"unmarked"`` for
+    a run written before markers existed (it holds ``checkpoint/config.json`` or the training
+    state ``state``), None when it is not a run."""
+    out = Path(out)
+    marker = out / RUN_MARKER
+    if marker.is_file():
+        try:
+            record = json.loads(marker.read_text(encoding="utf-8"))
+            return str(record["kind"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return "unmarked"
+    legacy = [out / "checkpoint" / "config.json", *([Path(state) / STATE_JSON] if state else [])]
+    return "unmarked" if any(p.is_file() for p in legacy) else None
+
+
+def prepare_run(
+    out: str | os.PathLike, *, resume: bool, overwrite: bool, state: str | os.PathLike, kind: str = "run"
+) -> bool:
     """Apply the run-directory rule every trainer shares; return True when resuming.
 
     * ``resume``: ``state`` (a training-state directory inside ``out``) must exist, else
       :class:`CheckpointError` (a resume that silently restarted at step 0 would waste the
       run it meant to continue);
-    * ``overwrite``: an existing ``out`` is emptied, then training starts afresh;
+    * ``overwrite``: an existing ``out`` is emptied, then training starts afresh, but only when
+      it is a run of this ``kind`` (its :data:`RUN_MARKER` says so, or it is a run written before
+      markers): a folder of anything else is refused with what it holds, never deleted;
     * neither: an existing, non-empty ``out`` raises ``FileExistsError`` naming both options.
+
+    A new run leaves :data:`RUN_MARKER` in ``out``, naming its ``kind``.
     """
     out, state = Path(out), Path(state)
     if resume and overwrite:
@@ -304,9 +332,18 @@ def prepare_run(out: str | os.PathLike, *, resume: bool, overwrite: bool, state:
                 f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                 "or choose another --out"
             )
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
+        found = run_kind(out, state) if out.is_dir() else None
+        if found is None:
+            what = "a file" if not out.is_dir() else "; ".join(sorted(p.name for p in out.iterdir())[:5])
+            raise FileExistsError(
+                f"refusing to overwrite {out}: it is not a fiq-gym run (no {RUN_MARKER}; it holds {what}); "
+                "--overwrite only replaces a previous run, so choose another --out or move it away yourself"
+            )
+        if found not in (kind, "unmarked"):
+            raise FileExistsError(
+                f"refusing to overwrite {out}: it holds a {found} run, not a {kind} run; choose another --out"
+            )
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / RUN_MARKER, json.dumps({"format": "fiq-gym-run", "kind": kind}) + "\n")
     return False

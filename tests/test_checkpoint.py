@@ -12,7 +12,7 @@ import torch
 
 from fiq_gym.agents.checkpoint import load_agent
 from fiq_gym.agents.supervised import Args, train
-from fiq_gym.checkpoint import prepare_run, read_training_state, write_training_state
+from fiq_gym.checkpoint import RUN_MARKER, prepare_run, read_training_state, run_kind, write_training_state
 from fiq_gym.cli import main as cli_main
 from fiq_gym.errors import CheckpointError
 
@@ -67,7 +67,41 @@ def test_prepare_run_refuses_an_existing_run_and_an_empty_resume(tmp_path):
     with pytest.raises(ValueError, match="contradict"):
         prepare_run(out, resume=True, overwrite=True, state=out / "checkpoint")
     assert prepare_run(out, resume=False, overwrite=True, state=out / "checkpoint") is False
-    assert list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [RUN_MARKER]  # emptied, and marked as a run again
+
+
+def test_overwrite_replaces_only_a_previous_run_of_the_same_kind(tmp_path):
+    """--overwrite never empties a folder that did not hold a run (issue 35: `--out ~/thesis
+    --overwrite` used to delete the thesis), nor a run of another kind; runs written before
+    markers existed are still replaced."""
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("my own work")
+    with pytest.raises(
+        FileExistsError, match=r"refusing to overwrite .*thesis: it is not a fiq-gym run .*chapter1.tex"
+    ):
+        prepare_run(thesis, resume=False, overwrite=True, state=thesis / "checkpoint", kind="ppo")
+    assert (thesis / "chapter1.tex").read_text() == "my own work"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    with pytest.raises(FileExistsError, match="it is not a fiq-gym run .*a file"):
+        prepare_run(a_file, resume=False, overwrite=True, state=a_file / "checkpoint", kind="ppo")
+    assert a_file.read_text() == "keep"
+    run = tmp_path / "run"
+    prepare_run(run, resume=False, overwrite=False, state=run / "checkpoint", kind="ppo")
+    assert run_kind(run) == "ppo"
+    (run / "checkpoint").mkdir()
+    with pytest.raises(FileExistsError, match="it holds a ppo run, not a dqn run"):
+        prepare_run(run, resume=False, overwrite=True, state=run / "checkpoint", kind="dqn")
+    assert (run / "checkpoint").is_dir()
+    prepare_run(run, resume=False, overwrite=True, state=run / "checkpoint", kind="ppo")
+    assert not (run / "checkpoint").exists()
+    legacy = tmp_path / "legacy"
+    (legacy / "checkpoint").mkdir(parents=True)
+    (legacy / "checkpoint" / "config.json").write_text("{}")
+    assert run_kind(legacy) == "unmarked"
+    prepare_run(legacy, resume=False, overwrite=True, state=legacy / "checkpoint", kind="retriever")
+    assert run_kind(legacy) == "retriever" and not (legacy / "checkpoint").exists()
 
 
 @pytest.mark.slow

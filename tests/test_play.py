@@ -714,3 +714,57 @@ def test_cli_serve_port_0_prints_its_url(agent_checkpoint, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _append_many(path: str, start: int, count: int) -> None:
+    """Append ``count`` dialogs one by one (a process of the concurrency test below)."""
+    from fiq_gym.play.record import DialogRecord, append_dialogs
+
+    for k in range(start, start + count):
+        record = DialogRecord(
+            id=f"d{k}",
+            created="2026-12-07T00:00:00Z",
+            mode="watch",
+            shopper="template",
+            agent={"name": "test"},
+            env_id="fiq_gym/FashionIQ-v2",
+            category=None,
+            max_turns=5,
+            catalog={},
+            target_index=k,
+            target_row=k,
+            target_id=f"item{k}",
+        )
+        append_dialogs(path, [record])
+
+
+def test_dialogs_saved_at_the_same_time_are_all_kept(tmp_path):
+    """16 sessions finishing at once in threads, and two processes appending meanwhile, keep
+    every dialog (issue 35: `serve --save` kept 4-6 of 16; each append read, changed and
+    renamed the shared file on its own)."""
+    import multiprocessing
+    import threading
+
+    from fiq_gym.play.record import load_dialogs
+
+    path = str(tmp_path / "dialogs.json")
+    start = threading.Barrier(16)
+
+    def session(k: int) -> None:
+        start.wait()
+        _append_many(path, 1000 + 10 * k, 3)
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_append_many, args=(path, 5000 + 100 * j, 20)) for j in range(2)]
+    for p in processes:
+        p.start()
+    threads = [threading.Thread(target=session, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for p in processes:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    ids = [d.id for d in load_dialogs(path)]
+    assert len(ids) == len(set(ids)) == 16 * 3 + 2 * 20

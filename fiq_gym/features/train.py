@@ -435,7 +435,7 @@ def _train(args: TrainArgs, on_epoch_end: Callable[[EpochReport], None] | None) 
         "vocabulary": catalog.vocabulary.to_json(),
         "split": {"train": len(train_rows), "heldout": len(heldout_rows)},
     }
-    if prepare_run(out, resume=args.resume, overwrite=args.overwrite, state=out / STATE_DIR):
+    if prepare_run(out, resume=args.resume, overwrite=args.overwrite, state=out / STATE_DIR, kind="features"):
         state = _load_state(out, args, network, optimizer, record)
     else:
         state = _State()

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fiq_gym.atomic import atomic_write_json
+from fiq_gym.atomic import atomic_write_json, exclusive
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.jsonfile import read_json
 
@@ -205,12 +205,15 @@ def save_dialogs(path: str | os.PathLike, dialogs: Iterable[DialogRecord]) -> Pa
 
 def append_dialogs(path: str | os.PathLike, dialogs: Iterable[DialogRecord]) -> Path:
     """Add ``dialogs`` to the file at ``path`` (created if missing), rewriting it atomically.
-    A dialog already in the file (same ``id``) is replaced, so saving twice never duplicates."""
+    A dialog already in the file (same ``id``) is replaced, so saving twice never duplicates.
+    Appends from threads and processes at once are serialised (:func:`fiq_gym.atomic.exclusive`),
+    so none is lost."""
     new = list(dialogs)
     path = Path(path)
-    existing = load_dialogs(path) if path.exists() else []
-    ids = {d.id for d in new}
-    return save_dialogs(path, [d for d in existing if d.id not in ids] + new)
+    with exclusive(path):
+        existing = load_dialogs(path) if path.exists() else []
+        ids = {d.id for d in new}
+        return save_dialogs(path, [d for d in existing if d.id not in ids] + new)
 
 
 def load_dialogs(path: str | os.PathLike) -> list[DialogRecord]:

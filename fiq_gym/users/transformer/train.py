@@ -229,7 +229,7 @@ def _claim_run(args: TrainArgs, resume: bool, overwrite: bool) -> dict[str, Any]
             f"{out} already holds a model; pass --resume to continue its run, --overwrite to replace it, "
             "or choose another --out"
         )
-    if not prepare_run(work, resume=resume, overwrite=overwrite, state=work / "last"):
+    if not prepare_run(work, resume=resume, overwrite=overwrite, state=work / "last", kind="shopper"):
         return None
     state = read_saved_args(work)
     saved = state["args"]
