@@ -369,3 +369,30 @@ def test_an_opened_catalog_pickles_as_its_path_and_its_copies_as_their_arrays(sm
     assert pickle.loads(pickle.dumps(opened.with_arrays(features=features))).feature_dim == 3
     in_memory = open_catalog(small_catalog_path, mmap=False)
     assert in_memory.reopen is None and len(pickle.loads(pickle.dumps(in_memory))) == len(opened)
+
+
+def test_catalog_build_publishes_only_a_catalog_with_its_features(tmp_path, monkeypatch):
+    """Images and features are one atomic step (issue 35): a build that dies while extracting
+    features leaves nothing at --out, and with --overwrite the old complete catalog stays."""
+    import fiq_gym.features.default_network as default_network
+    from fiq_gym.catalog.storage import open_catalog
+    from fiq_gym.cli import main
+
+    out = tmp_path / "catalog"
+    assert main(["catalog", "build", "--size", "60", "--out", str(out)]) == 0
+    before = open_catalog(out)
+    assert before.features is not None
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed while extracting features")
+
+    monkeypatch.setattr(default_network, "attach_default_features", dies)
+    with pytest.raises(RuntimeError, match="killed while extracting"):
+        main(["catalog", "build", "--size", "80", "--seed", "3", "--out", str(out), "--overwrite"])
+    after = open_catalog(out)
+    assert len(after) == 60 and after.features is not None  # the old catalog, whole
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError, match="killed while extracting"):
+        main(["catalog", "build", "--size", "80", "--out", str(fresh)])
+    assert not fresh.exists()  # no catalog without features
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fresh.tmp-")]  # cleaned up

@@ -26,34 +26,32 @@ __all__ = ["main"]
 
 
 def _catalog_build(args: argparse.Namespace) -> int:
-    from fiq_gym.catalog.synthetic import build_synthetic_catalog
+    from fiq_gym.atomic import atomic_directory
+    from fiq_gym.catalog.storage import open_catalog
+    from fiq_gym.catalog.synthetic import write_synthetic_catalog
     from fiq_gym.default_catalog import default_catalog_path
+    from fiq_gym.features.default_network import attach_default_features, default_network_fits
 
     out = Path(args.out) if args.out else default_catalog_path(args.size, args.seed, args.image_size)
     if args.images == "lazy" and not args.out:
         out = out.with_name(out.name + "-lazy")  # never in the default catalog's place
-    catalog = build_synthetic_catalog(
-        out,
-        size=args.size,
-        seed=args.seed,
-        image_size=args.image_size,
-        overwrite=args.overwrite,
-        images=args.images,
-    )
-    if not args.no_features:
-        from fiq_gym.catalog.storage import open_catalog
-        from fiq_gym.features.default_network import attach_default_features, default_network_fits
-
-        if default_network_fits(out):
-            attach_default_features(out)
-            catalog = open_catalog(out)
-        else:
-            print(
-                f"no features: the shipped attribute network reads 64x64 images, not {args.image_size}x"
-                f"{args.image_size}; train one with `fiq-gym features train {out} --out DIR`, then "
-                f"`fiq-gym features extract {out} --checkpoint DIR`",
-                file=sys.stderr,
-            )
+    # One atomic directory for the images and the features: a build killed in either step
+    # leaves no catalog at --out (and with --overwrite the old one stays until both are done).
+    fits = False
+    with atomic_directory(out, overwrite=args.overwrite) as tmp:
+        write_synthetic_catalog(tmp, args.size, args.seed, args.image_size, images=args.images)
+        if not args.no_features:
+            fits = default_network_fits(tmp)
+            if fits:
+                attach_default_features(tmp)
+    if not args.no_features and not fits:
+        print(
+            f"no features: the shipped attribute network reads 64x64 images, not {args.image_size}x"
+            f"{args.image_size}; train one with `fiq-gym features train {out} --out DIR`, then "
+            f"`fiq-gym features extract {out} --checkpoint DIR`",
+            file=sys.stderr,
+        )
+    catalog = open_catalog(out)
     print(f"wrote {catalog!r} to {out}")
     return 0
 
