@@ -38,7 +38,9 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "exclusive",
+    "reclaim_staging",
     "recover_directory",
+    "staging_file",
 ]
 
 log = logging.getLogger("fiq_gym")
@@ -352,3 +354,47 @@ def exclusive(path: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def staging_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file at ``path`` for as long as the ``with`` block runs, removed after it.
+    Its writer holds an ``flock`` on ``path.lock`` meanwhile, so :func:`reclaim_staging` can
+    tell a killed writer's leftover from a live one's."""
+    path = Path(path)
+    _make_parent(path)
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def reclaim_staging(directory: str | os.PathLike, pattern: str) -> list[Path]:
+    """Remove the files matching ``pattern`` in ``directory`` that :func:`staging_file` writers
+    left when they were killed (their lock is free); return what was removed."""
+    removed = []
+    for path in Path(directory).glob(pattern):
+        if path.name.endswith(".lock"):
+            continue
+        lock = path.with_name(path.name + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live writer holds it
+                continue
+            path.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+            removed.append(path)
+            log.warning("removed %s, left by a writer that was killed", path)
+        finally:
+            os.close(fd)
+    return removed

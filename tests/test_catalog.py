@@ -396,3 +396,39 @@ def test_catalog_build_publishes_only_a_catalog_with_its_features(tmp_path, monk
         main(["catalog", "build", "--size", "80", "--out", str(fresh)])
     assert not fresh.exists()  # no catalog without features
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fresh.tmp-")]  # cleaned up
+
+
+def test_staging_files_of_killed_writers_are_reclaimed_and_live_ones_kept(tmp_path):
+    """`catalog import` stages decoded images beside --out (125-914 MB on real data); killed,
+    it used to leave them for good (issue 35). Its staging file is held with a lock, and the
+    next import of the same --out removes those whose writer is dead, never a live one's."""
+    import subprocess
+    import sys
+
+    from fiq_gym.atomic import reclaim_staging, staging_file
+
+    dead = tmp_path / ".cat.images-111.npy"
+    script = (
+        "import time\n"
+        "from fiq_gym.atomic import staging_file\n"
+        f"with staging_file({str(dead)!r}) as p:\n"
+        "    p.write_bytes(b'x' * 1000)\n"
+        "    print('staged', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "staged"
+    writer.kill()
+    writer.wait()
+    assert dead.exists()
+    old = tmp_path / ".cat.images-222.npy"  # from a fiq-gym before the locks: no lock file
+    old.write_bytes(b"y")
+    other = tmp_path / ".other.images-333.npy"  # another --out's: not ours to touch
+    other.write_bytes(b"z")
+    with staging_file(tmp_path / ".cat.images-444.npy") as live:
+        live.write_bytes(b"w")
+        removed = reclaim_staging(tmp_path, ".cat.images-*.npy")
+        assert sorted(p.name for p in removed) == [dead.name, old.name]
+        assert live.exists() and other.exists()
+    assert not live.exists() and not live.with_name(live.name + ".lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]

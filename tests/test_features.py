@@ -619,3 +619,35 @@ def test_loading_networks_leaves_the_callers_torch_generator_alone(small_catalog
     extract_features(path, features_only=True, progress=False)
     load_captioner(None)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_a_killed_feature_update_leaves_nothing_the_next_one_keeps(small_catalog_path, tmp_path):
+    """kill -9 during `features extract` leaves a temporary file, or a finished array file the
+    manifest never named (issue 35); the next update of the catalog removes both and keeps
+    every file the manifest names."""
+    import subprocess
+    import sys
+
+    path = _copy(small_catalog_path, tmp_path)
+    n = 300
+    write_catalog_arrays(path, {"features": np.ones((n, 4), np.float32)})
+    # a real writer killed mid-update: it blocks inside the update, then gets SIGKILL
+    script = (
+        "import sys, time, numpy as np\n"
+        "from fiq_gym.catalog.storage import update_catalog_arrays\n"
+        f"with update_catalog_arrays({str(path)!r}, {{'features': ({n}, 8)}}) as u:\n"
+        "    u.append('features', np.zeros((10, 8), np.float32))\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+    writer.kill()
+    writer.wait()
+    assert list(path.glob(".*.npy.tmp-update")), "the killed writer left its temporary file"
+    (path / "features-0badf00d.npy").write_bytes(b"put in place, never named by the manifest")
+    named = set(json.loads((path / MANIFEST).read_text())["arrays"]["features"]["file"].split())
+    write_catalog_arrays(path, {"attribute_scores": None})  # any later update
+    assert not list(path.glob(".*.npy.tmp-update")) and not (path / "features-0badf00d.npy").exists()
+    assert named <= {p.name for p in path.iterdir()}
+    assert open_catalog(path).features.shape == (n, 4)

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fiq_gym._workers import WorkerPool
-from fiq_gym.atomic import atomic_directory, atomic_write_json
+from fiq_gym.atomic import atomic_directory, atomic_write_json, reclaim_staging, staging_file
 from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions
 from fiq_gym.catalog.import_inputs import (
     label_matrix,
@@ -276,9 +276,9 @@ def write_import(
         vocabulary, label_map = load_attribute_labels(attributes)
 
     workers = workers or min(4, os.cpu_count() or 1)
-    staging = out.parent / f".{out.name}.images-{os.getpid()}.npy"
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    reclaim_staging(out.parent, f".{out.name}.images-*.npy")  # what killed imports left
+    with staging_file(out.parent / f".{out.name}.images-{os.getpid()}.npy") as staging:
         ok = _decode_all(plan, staging, image_size, workers, progress)
         _keep_items_with_rows(plan, ok)
         _drop_orphan_entries(plan)
@@ -326,8 +326,6 @@ def write_import(
             feature_source = _attach_features(tmp, ids, feature_matrix, extractor, progress)
             captions.save(tmp)
             atomic_write_json(tmp / REPORT_FILE, report.to_json())
-    finally:
-        staging.unlink(missing_ok=True)
     return ImportResult(
         path=out,
         num_items=len(ids),

@@ -33,6 +33,7 @@ which file holds each array.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -48,6 +49,8 @@ from fiq_gym.catalog.model import Catalog, StringColumn
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
 from fiq_gym.jsonfile import read_json
+
+log = logging.getLogger("fiq_gym")
 
 __all__ = [
     "FORMAT_NAME",
@@ -541,6 +544,7 @@ def update_catalog_arrays(
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         manifest = _read_manifest(path)  # re-read under the lock: another update may have landed
+        _reclaim_dead_updates(path, manifest)
         num_items = int(manifest["num_items"])
         try:
             num_attributes = AttributeVocabulary.from_json(manifest["vocabulary"]).size
@@ -588,6 +592,21 @@ def update_catalog_arrays(
         in_use = {str(entry.get("file", f"{name}.npy")) for name, entry in arrays.items()}
         for stale in replaced - in_use:
             (path / stale).unlink(missing_ok=True)
+
+
+def _reclaim_dead_updates(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Remove what updates killed before they finished left in the catalog (called under the
+    update lock, so no update is running): their temporary files, and array files they had
+    put in place but the manifest never came to name."""
+    named = {
+        str(entry.get("file", f"{name}.npy")) for name, entry in dict(manifest.get("arrays", {})).items()
+    }
+    leftovers = list(path.glob(".*.npy.tmp-update"))
+    for name in _UPDATABLE:
+        leftovers += [p for p in path.glob(f"{name}-*.npy") if p.name not in named]
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+        log.warning("removed %s, left by a catalog update that did not finish", leftover)
 
 
 def write_catalog_arrays(
