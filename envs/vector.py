@@ -254,6 +254,8 @@ class FashionIQVectorEnv(VectorEnv):
                         f"options[{key!r}] must be {n} item indices in [0, {self.num_items - 1}], got {values!r}"
                     )
                 fixed[key] = values[rows]
+        if len(rows) == 0:  # nothing to reset (e.g. a reset_mask of no finished sub-env): as is
+            return {k: v.copy() for k, v in self._obs.items()}, {}
         out = self._dialog.reset(rows, [self._rngs[k] for k in rows], fixed.get("target"), fixed.get("shown"))
         self._autoreset[rows] = False
         self._started = True

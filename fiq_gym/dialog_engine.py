@@ -124,6 +124,11 @@ class DialogConfig:
         if not isinstance(self.caption_text, bool | np.bool_):
             raise ValueError(f"caption_text must be True or False, got {self.caption_text!r}")
         object.__setattr__(self, "caption_text", bool(self.caption_text))
+        given: object = self.observation_keys  # typed a tuple; a caller may still pass a str
+        if isinstance(given, str):  # tuple("caption") would be its letters
+            raise ValueError(
+                f"observation_keys must be a sequence of key names, got the string {given!r}; write ({given!r},)"
+            )
         keys = tuple(self.observation_keys)
         allowed: tuple[str, ...] = OBSERVATION_KEYS + OPTIONAL_KEYS
         if self.action_mode == "shortlist":
@@ -144,6 +149,8 @@ class DialogConfig:
     ) -> DialogConfig:
         """The configuration an environment runs with its arguments (the single and the
         vector env build it the same way): ``observation_keys`` None means the default keys."""
+        if isinstance(observation_keys, str):
+            observation_keys = [observation_keys]  # one key named alone; checked (and kept) below
         keys = tuple(observation_keys) if observation_keys is not None else cls.default_keys(action_mode)
         for flag in ("expose_target", "lookahead"):
             if flag in fields:

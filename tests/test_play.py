@@ -768,3 +768,19 @@ def test_dialogs_saved_at_the_same_time_are_all_kept(tmp_path):
         assert p.exitcode == 0
     ids = [d.id for d in load_dialogs(path)]
     assert len(ids) == len(set(ids)) == 16 * 3 + 2 * 20
+
+
+def test_every_answer_is_json_even_for_methods_and_requests_http_server_rejects(server):
+    """Unknown methods (TRACE, CONNECT, made-up ones) and malformed request lines used to get
+    http.server's HTML page (issue 35)."""
+    import socket
+
+    for method in ("TRACE", "CONNECT", "BREW"):
+        status, body, response = _request(server, method, "/api/sessions")
+        assert status == 405 and response.getheader("Allow") == "GET, HEAD, POST", method
+        assert body == {"error": f"method {method} is not allowed"}
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"GET / extra HTTP/1.1\r\n\r\n")  # four words: bad request syntax
+        answer = raw.recv(65536).decode("latin-1")
+    head, _, payload = answer.partition("\r\n\r\n")
+    assert "Content-Type: application/json" in head and json.loads(payload)["error"]

@@ -190,3 +190,28 @@ def test_ppo_trains_on_the_adapter(small_catalog_path):
     model.learn(total_timesteps=128)
     action, _ = model.predict(vec.reset(), deterministic=True)
     assert action.shape == (4, vec.action_space.shape[0])
+
+
+def test_a_reset_mask_with_nothing_to_reset_leaves_every_dialog_as_it_is():
+    """The docstring's own pattern, reset(options={"reset_mask": terminated | truncated}), is
+    called at steps where no dialog ended (issue 35: it crashed with a numpy error)."""
+    venv = gym.make_vec("fiq_gym/FashionIQ-v2", num_envs=3, vectorization_mode="vector_entry_point")
+    try:
+        obs, _ = venv.reset(seed=0)
+        obs, *_ = venv.step(np.zeros(3, dtype=np.int64))
+        again, info = venv.reset(options={"reset_mask": np.zeros(3, dtype=bool)})
+        for key in obs:
+            np.testing.assert_array_equal(again[key], obs[key])
+        assert info == {}
+        venv.step(np.ones(3, dtype=np.int64))  # and the dialogs go on
+    finally:
+        venv.close()
+
+
+def test_one_observation_key_may_be_named_alone():
+    """observation_keys="caption" is that key, not its seven letters (issue 35)."""
+    env = gym.make("fiq_gym/FashionIQ-v2", observation_keys="caption")
+    try:
+        assert list(env.observation_space.spaces) == ["caption"]
+    finally:
+        env.close()

@@ -340,6 +340,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The library's own errors (a method with no handler, a malformed request line, a
+        too-long header) as the JSON every other answer is, not its HTML page."""
+        self.close_connection = True
+        if code == 501 and self.command:  # http.server's answer to a method it has no do_ for
+            self._error(405, f"method {self.command} is not allowed", {"Allow": "GET, HEAD, POST"})
+            return
+        short = self.responses.get(code, ("error",))[0]
+        self._error(code, message or short, {"Connection": "close"})
+
     # --- routes --------------------------------------------------------------------------------
     def _method(self, method: str, allowed: str) -> None:
         if method != allowed:
