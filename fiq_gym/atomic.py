@@ -312,6 +312,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
         tmp.mkdir()
         try:
             yield tmp
+            _usual_modes(tmp)
             _fsync_directory(tmp)
             if path.exists():
                 if not overwrite:  # someone else finished first (e.g. a parallel cache build)
@@ -338,6 +339,17 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
             raise
     finally:
         lock.release()
+
+
+def _usual_modes(directory: Path) -> None:
+    """Give every file in ``directory`` the mode a plain ``open()`` would (0666 less the umask):
+    some writers create theirs private (safetensors writes 0600), unlike the rest of a run."""
+    mode = 0o666 & ~_umask()
+    for root, _, files in os.walk(directory):
+        for name in files:
+            file = Path(root) / name
+            if not file.is_symlink() and file.stat().st_mode & 0o777 == 0o600 and mode != 0o600:
+                file.chmod(mode)
 
 
 @contextlib.contextmanager

@@ -307,3 +307,24 @@ def test_init_optimizer_continues_the_init_runs_adam(small_catalog_path, tmp_pat
     state = continued.state_dict()["state"]
     assert state and all(int(v["step"]) == 2 for v in state.values())  # two rounds of moments
     assert continued.param_groups[0]["lr"] == 5e-4  # this run's learning rate, not the saved one
+
+
+def test_weights_get_the_same_file_mode_as_every_other_file(tmp_path):
+    """safetensors creates its files 0600; a run's other files follow the umask (0644 under
+    022), so a shared checkpoint was unreadable to others for its weights only (issue 35)."""
+    import os
+
+    import torch
+
+    from fiq_gym.atomic import atomic_directory
+    from fiq_gym.checkpoint import save_tensors
+
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "ckpt") as tmp:
+            save_tensors(tmp / "model.safetensors", {"w": torch.zeros(3)})
+            (tmp / "config.json").write_text("{}")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    assert modes == {"model.safetensors": 0o644, "config.json": 0o644}
