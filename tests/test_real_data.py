@@ -56,6 +56,7 @@ def damaged_release(fiq_release, tmp_path) -> tuple[Path, dict]:
     caps.append({"target": split[0], "candidate": split[1], "captions": ["", 7]})  # both captions bad
     caps.append({"target": "B0NOTINSPLIT", "candidate": split[1], "captions": ["x", "y"]})
     caps.append({"target": split[2], "candidate": split[3], "captions": [UNICODE_CAPTION, "is  shorter."]})
+    caps.append({"target": split[4], "candidate": split[4], "captions": ["is the same", "same"]})  # itself
     caps_file.write_text(json.dumps(caps, ensure_ascii=False), encoding="utf-8")
     return root, {"gone": gone, "uses_gone": uses_gone}
 
@@ -89,6 +90,7 @@ def test_fashioniq_validation_counts_every_problem(damaged_release, tmp_path):
     assert counts["malformed entry (not a JSON object)"] == 1
     assert counts["malformed entry (no candidate ASIN)"] == 1
     assert counts["malformed entry (every caption empty or not a string)"] == 1
+    assert counts["caption entry compares an image with itself (target = candidate)"] == 1
     missing = counts["caption entry names an image missing from the split (or its file)"]
     assert missing == 1 + facts["uses_gone"]
     result = write_import(plan, tmp_path / "cat", progress=False)
@@ -279,10 +281,15 @@ def test_shoes_validation(shoes_release, tmp_path):
         {"ImageName": train[1], "ReferenceImageName": train[2], "RelativeCaption": "   "},
         {"ReferenceImageName": train[2], "RelativeCaption": "no target"},
         {"ImageName": train[1], "ReferenceImageName": train[2], "RelativeCaption": UNICODE_CAPTION},
+        {"ImageName": train[3], "ReferenceImageName": train[3], "RelativeCaption": "itself"},
     ]
     (root / "relative_captions_shoes.json").write_text(
         json.dumps(entries, ensure_ascii=False), encoding="utf-8"
     )
+    # a byte-order mark before the first name (an editor's UTF-8 save) is not part of the name:
+    # read as one, it made a second "image file not found" (counted exactly below)
+    names = root / "eval_im_names.txt"
+    names.write_bytes(b"\xef\xbb\xbf" + names.read_bytes())
     plan = plan_shoes(root)
     c = plan.report.counts
     assert c["image file not found"] == 1
@@ -290,6 +297,7 @@ def test_shoes_validation(shoes_release, tmp_path):
     assert c["caption entry names an image missing from the split lists"] == 1
     assert c["empty or non-string caption"] == 1
     assert c["malformed entry (ImageName / ReferenceImageName missing)"] == 1
+    assert c["caption entry compares an image with itself (target = candidate)"] == 1
     assert any(UNICODE_CAPTION in e.captions for e, _, _ in plan.entries)
     with pytest.raises(DatasetError, match=r"relative_captions_shoes\.json: entry \d+|image file not found"):
         plan_shoes(root, strict=True)

@@ -21,7 +21,14 @@ import os
 from pathlib import Path
 
 from fiq_gym.catalog.captions import CaptionEntry
-from fiq_gym.catalog.importing import ImportPlan, ImportReport, PlannedItem, index_images, read_json_list
+from fiq_gym.catalog.importing import (
+    SELF_PAIR,
+    ImportPlan,
+    ImportReport,
+    PlannedItem,
+    index_images,
+    read_json_list,
+)
 from fiq_gym.errors import DatasetError
 
 __all__ = ["CATEGORIES", "SPLITS", "caption_file", "plan_fashioniq", "split_file"]
@@ -184,6 +191,9 @@ def _entry(
         report.drop_caption("empty or non-string caption", file, f"{where} ({c!r})")
     candidate = candidate.strip()
     target = None if target is None else target.strip()
+    if target == candidate:
+        report.flag(SELF_PAIR, file, f"{where} ({target!r})")
+        return None
     for name, asin in (("candidate", candidate), ("target", target)):
         if asin is not None and asin not in members:
             report.flag(

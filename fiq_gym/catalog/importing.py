@@ -62,6 +62,10 @@ __all__ = [
 
 REPORT_FILE = "import_report.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+#: The report's reason for dropping an entry whose target is its own candidate: a relative
+#: caption of an image against itself starts no dialog (an env refuses target == shown) and
+#: is no single-shot query either (the query image is left out of the ranked gallery).
+SELF_PAIR = "caption entry compares an image with itself (target = candidate)"
 _EXAMPLES = 3
 
 

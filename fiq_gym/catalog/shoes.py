@@ -22,7 +22,14 @@ import os
 from pathlib import Path
 
 from fiq_gym.catalog.captions import CaptionEntry
-from fiq_gym.catalog.importing import ImportPlan, ImportReport, PlannedItem, index_images, read_json_list
+from fiq_gym.catalog.importing import (
+    SELF_PAIR,
+    ImportPlan,
+    ImportReport,
+    PlannedItem,
+    index_images,
+    read_json_list,
+)
 from fiq_gym.errors import DatasetError
 
 __all__ = ["CAPTIONS", "SPLITS", "plan_shoes"]
@@ -36,7 +43,7 @@ def _read_names(file: Path) -> list[str]:
     if not file.is_file():
         raise DatasetError(f"{file} does not exist: expected one image file name per line")
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = file.read_text(encoding="utf-8-sig").splitlines()  # a BOM is not part of a name
     except UnicodeDecodeError:
         raise DatasetError(f"{file} is not UTF-8 text; restore it from the dataset release") from None
     names = []
@@ -115,6 +122,9 @@ def plan_shoes(
             report.flag("empty or non-string caption", file, f"{where} ({caption!r})")
             continue
         target, candidate = os.path.basename(target.strip()), os.path.basename(candidate.strip())
+        if target == candidate:
+            report.flag(SELF_PAIR, file, f"{where} ({target!r})")
+            continue
         split = split_of.get(target)
         if split is None or split_of.get(candidate) is None:
             missing = target if split is None else candidate
