@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
+import types
+import typing
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -143,7 +146,58 @@ def config_fields(cls: type, values: Any, file: str | os.PathLike) -> Any:
             f"{file}: the model config has {' and '.join(problems)} fields for {cls.__name__}; it was written "
             "by another fiq-gym version or edited by hand. Use the fiq-gym version that wrote it, or retrain"
         )
-    return cls(**values)
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not _matches(value, hints[name]):
+            raise CheckpointError(
+                f"{file}: the model config's {name!r} is {value!r}, not {_type_name(hints[name])}; the "
+                "checkpoint was edited by hand or is damaged: restore it, or retrain it with the `fiq-gym "
+                "train` command that made it"
+            )
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:  # the dataclass's own range checks
+        raise CheckpointError(
+            f"{file}: the model config is invalid ({e}); restore the checkpoint, or retrain it with the "
+            "`fiq-gym train` command that made it"
+        ) from None
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type (int is not a float's bool, and so on)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        if origin is tuple and args:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True  # a type this check does not know: the dataclass decides
+
+
+_TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
+
+
+def _type_name(hint: Any) -> str:
+    return _TYPE_NAMES.get(hint, f"of type {hint}")
 
 
 def load_tensors(file: str | os.PathLike, *, fix: str) -> dict[str, torch.Tensor]:

@@ -66,6 +66,25 @@ class RetrieverConfig:
     text_heads: int = 4
     max_caption_length: int = 32
 
+    def __post_init__(self) -> None:
+        for name in (
+            "vocab_size",
+            "feature_dim",
+            "num_items",
+            "embed_dim",
+            "text_layers",
+            "text_heads",
+            "max_caption_length",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.attribute_dim < 0:
+            raise ValueError(f"attribute_dim must be at least 0, got {self.attribute_dim}")
+        if self.embed_dim % self.text_heads:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be a multiple of text_heads ({self.text_heads})"
+            )
+
     @classmethod
     def for_env(cls, env: Any, **sizes: int) -> RetrieverConfig:
         """The shapes that fit ``env`` (a single or vector fiq-gym env, or a wrapper of one):

@@ -144,6 +144,10 @@ DAMAGES = {
     "garbage weights": lambda d: (d / "model.safetensors").write_bytes(b"\x00garbage" * 10),
     "weights missing": lambda d: (d / "model.safetensors").unlink(),
     "no config": lambda d: (d / "config.json").unlink(),
+    "string config field": lambda d: _edit_config(d, lambda c: c["config"].update(embed_dim="128")),
+    "null config field": lambda d: _edit_config(d, lambda c: c["config"].update(feature_dim=None)),
+    "negative config field": lambda d: _edit_config(d, lambda c: c["config"].update(num_items=-5)),
+    "bool config field": lambda d: _edit_config(d, lambda c: c["config"].update(text_layers=True)),
 }
 EXPECTED = {
     "truncated config": r"config.json is not valid JSON \(line 1",
@@ -156,6 +160,10 @@ EXPECTED = {
     "garbage weights": r"model.safetensors is truncated or not a safetensors file",
     "weights missing": r"model.safetensors is missing",
     "no config": r"is not an agent checkpoint \(it has no config.json\)",
+    "string config field": r"the model config's 'embed_dim' is '128', not an integer",
+    "null config field": r"the model config's 'feature_dim' is None, not an integer",
+    "negative config field": r"the model config is invalid \(num_items must be at least 1, got -5\)",
+    "bool config field": r"the model config's 'text_layers' is True, not an integer",
 }
 
 
