@@ -47,6 +47,7 @@ from fiq_gym.checkpoint import (
     read_config,
     read_training_state,
 )
+from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
@@ -236,8 +237,20 @@ class LoadedAgent:
         return RetrieverAgent(self.model, inner.gallery)
 
 
-def load_agent(path: str | os.PathLike) -> LoadedAgent:
+#: the observation keys an RLlib module reads, by action mode (its env's ``observation_keys``)
+RLLIB_OBSERVATION_KEYS = {
+    "shortlist": (*CORE_OBSERVATION_KEYS, *CANDIDATE_KEYS),
+    # The module masks items already shown (the env would show them again, for nothing).
+    "index": (*CORE_OBSERVATION_KEYS, "shown_mask"),
+}
+
+
+def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAgent:
     """Read a checkpoint written by ``fiq-gym train AGENT`` (its ``checkpoint/`` folder).
+
+    ``load_model=False`` reads only its settings (``config.json``, ``tokenizer.json``): enough
+    for :meth:`LoadedAgent.env_kwargs`, without running any of the model's loading code (an
+    evaluator that runs the agent in another process never loads an untrusted model itself).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -272,12 +285,14 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
         ) from None
     own = path / "tokenizer.json"
     tokenizer = WordTokenizer.from_json(own.read_text(encoding="utf-8")) if own.is_file() else None
-    if kind in ("ppo", "dqn"):
+    if not load_model:
+        model: Any = None
+    elif kind in ("ppo", "dqn"):
         if not (path / "model.zip").is_file():
             raise CheckpointError(
                 f"{path} has no model.zip: the {kind.upper()} checkpoint is incomplete; {_FIX}"
             )
-        model: Any = (PPO if kind == "ppo" else DQN).load(path / "model.zip", device="cpu")
+        model = (PPO if kind == "ppo" else DQN).load(path / "model.zip", device="cpu")
     elif kind == "rllib-ppo":
         model = _load_rllib_module(path)
     else:
@@ -295,7 +310,13 @@ def load_agent(path: str | os.PathLike) -> LoadedAgent:
         model=model,
         config=config,
         shortlist={k: args[k] for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
-        observation_keys=tuple(model.observation_space.spaces) if kind == "rllib-ppo" else None,
+        observation_keys=(
+            None
+            if kind != "rllib-ppo"
+            else RLLIB_OBSERVATION_KEYS.get(mode)
+            if model is None
+            else tuple(model.observation_space.spaces)
+        ),
     )
 
 

@@ -1,32 +1,84 @@
-"""Evaluate a saved agent checkpoint on the env it was trained for (``fiq-gym eval``)."""
+"""Evaluate a saved agent checkpoint on the env it was trained for (``fiq-gym eval``).
+
+Isolated (``isolation="process"``, what ``fiq-gym eval`` does by default), this process reads
+only the checkpoint's settings, to build the env; the model is loaded in the agent's own
+process by :func:`agent_from_checkpoint`, so a checkpoint you did not write never runs its
+loading code next to the evaluation set.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
 
 from fiq_gym.agents.checkpoint import load_agent
-from fiq_gym.envs.evaluation import evaluate
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.envs.evaluation import TURN_TIMEOUT, evaluate
+from fiq_gym.envs.isolation import AgentSpec
+from fiq_gym.evaluation import EvaluationResult, HeldOutSeed, RetrievalAgent
 
-__all__ = ["evaluate_checkpoint"]
+__all__ = ["agent_from_checkpoint", "evaluate_checkpoint"]
+
+
+def agent_from_checkpoint(venv: gym.vector.VectorEnv, checkpoint: str) -> RetrievalAgent:
+    """The agent factory of an isolated evaluation: the checkpoint's agent for ``venv``."""
+    return load_agent(checkpoint).make_agent(venv)
 
 
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     *,
     episodes: int = 1000,
-    seed: int = 0,
+    seed: int | HeldOutSeed = 0,
     catalog: str | None = None,
     num_envs: int = 64,
     sealed: bool = True,
+    isolation: str | None = None,
+    turn_timeout: float | None = TURN_TIMEOUT,
 ) -> EvaluationResult:
     """Rebuild the training env from the checkpoint's arguments (``catalog`` overrides its
-    catalog) and evaluate the agent on ``episodes`` fixed dialogs of ``seed``, sealed in
-    another process unless ``sealed=False`` (debugging)."""
+    catalog) and evaluate the agent on ``episodes`` fixed dialogs of ``seed``.
+
+    ``isolation``: ``"sealed"`` (the default here, ``sealed=False`` for ``"none"``) or
+    ``"process"``: the agent loaded and run in a process of its own (needed for a
+    :class:`~fiq_gym.evaluation.HeldOutSeed`); see :func:`fiq_gym.envs.evaluation.evaluate`."""
+    mode = isolation or ("sealed" if sealed else "none")
+    n = min(num_envs, episodes if isinstance(episodes, int) else len(episodes))
+    if mode == "process":
+        path = Path(checkpoint).expanduser().resolve()
+        settings = load_agent(path, load_model=False)
+        if catalog is not None:
+            catalog = str(Path(catalog).expanduser().resolve())
+        env_kwargs: dict[str, Any] = settings.env_kwargs(catalog=catalog)
+        spec = AgentSpec(
+            "fiq_gym.agents.evaluate_checkpoint:agent_from_checkpoint",
+            {"checkpoint": str(path)},
+            settings.name,
+        )
+        return evaluate(
+            spec,
+            settings.env_id,
+            episodes,
+            seed,
+            isolation="process",
+            num_envs=n,
+            turn_timeout=turn_timeout,
+            **env_kwargs,
+        )
     loaded = load_agent(checkpoint)
-    envs = loaded.make_envs(min(num_envs, episodes), catalog=catalog)
+    envs = loaded.make_envs(n, catalog=catalog)
     try:
         agent = loaded.make_agent(envs)
-        return evaluate(agent, envs, episodes=episodes, seed=seed, name=loaded.name, sealed=sealed)
+        return evaluate(
+            agent,
+            envs,
+            episodes=episodes,
+            seed=seed,
+            name=loaded.name,
+            isolation=mode,
+            turn_timeout=turn_timeout,
+        )
     finally:
         envs.close()

@@ -40,13 +40,13 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
+from fiq_gym.agents.checkpoint import RLLIB_OBSERVATION_KEYS
 from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
 from fiq_gym.agents.ppo import env_kwargs_of
 from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, gallery_matrix
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import RLLIB_PPO_FORMAT, prepare_run, versions
-from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS
 from fiq_gym.envs.rllib import register_rllib_envs
 from fiq_gym.evaluation import EvaluationResult
 
@@ -138,11 +138,7 @@ def env_config_of(args: Args) -> dict[str, Any]:
         config["catalog"] = str(Path(catalog).expanduser().resolve())
     # The modules read this turn only (like the SB3 policies), not the dialog's history: left
     # out, it is that much less for RLlib to copy and batch every step.
-    if args.action_mode == "shortlist":
-        config["observation_keys"] = (*CORE_OBSERVATION_KEYS, *CANDIDATE_KEYS)
-    else:
-        # The module masks items already shown (the env would show them again, for nothing).
-        config["observation_keys"] = (*CORE_OBSERVATION_KEYS, "shown_mask")
+    config["observation_keys"] = RLLIB_OBSERVATION_KEYS[args.action_mode]
     return config
 
 

@@ -12,7 +12,9 @@ the caller has already built, as ``fiq-gym bench`` does. Sealed, two cases: a wa
 whose start (Python, torch, the env) is reported apart from its playing time.
 
 Integrity: each cheating agent's success rate at turn 1 (the random agent: about 1/N) under
-both harnesses, on fresh env objects.
+both harnesses, on fresh env objects; then the cost of the isolated mode (the agent in a
+process of its own) end to end from a checkpoint, and the deliberately cheating agents of
+:mod:`fiq_gym.benchmarks.adversaries` in each mode.
 """
 
 from __future__ import annotations
@@ -207,7 +209,7 @@ def _time_agent(
 ) -> Overhead:
     venv = _make(catalog, num_envs, mode)
     eval_set = EvaluationSet.generate(inner_env(venv).num_items, episodes, seed=2021)
-    kwargs = {"catalog": catalog, "action_mode": mode}
+    kwargs: dict[str, Any] = {"catalog": catalog, "action_mode": mode}
     times: dict[str, list[float]] = {"unsealed": [], "warm": [], "start": [], "play": []}
     session = SealedEvaluator(ENV, num_envs=num_envs, **kwargs)
     try:
@@ -262,6 +264,107 @@ def _time_agent(
     )
 
 
+def _retriever_checkpoint(catalog: str | None, directory: Path) -> Path:
+    """The supervised retriever's network (fresh weights) saved as ``fiq-gym train`` saves it."""
+    import torch
+
+    from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet, save_checkpoint
+
+    venv = _make(catalog, 1, "scores")
+    try:
+        torch.manual_seed(0)
+        net = RetrieverNet(RetrieverConfig.for_env(venv))
+    finally:
+        venv.close()
+    args = {"env_id": ENV, "catalog": catalog, "user": "template", "max_turns": 5}
+    return save_checkpoint(directory / "checkpoint", net, args=args, agent="supervised")
+
+
+#: the isolation modes of the end-to-end runs, as ``fiq-gym eval --isolation`` names them
+ISOLATIONS = ("none", "sealed", "process")
+
+
+def measure_isolation(
+    catalog: str | None, episodes: int, num_envs: int = 64, seed: int = 0, repeats: int = 3
+) -> dict[str, list[float]]:
+    """Seconds of ``fiq-gym eval``'s work (load the checkpoint, build the env, start what the
+    mode starts, play ``episodes`` dialogs) in each isolation mode, for the retriever, each
+    repeat rotating which mode goes first; every run must give the same ranks."""
+    import tempfile
+
+    from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+    from fiq_gym.envs.evaluation import close_warm_evaluator
+
+    times: dict[str, list[float]] = {mode: [] for mode in ISOLATIONS}
+    with tempfile.TemporaryDirectory(prefix="fiq-gym-isolation-") as tmp:
+        checkpoint = _retriever_checkpoint(catalog, Path(tmp))
+        expected = None
+        for r in range(repeats + 1):  # the first round warms the caches and is not timed
+            for mode in ISOLATIONS[r % 3 :] + ISOLATIONS[: r % 3]:
+                close_warm_evaluator()  # every mode starts what it needs, as a new `fiq-gym eval` would
+                start = time.perf_counter()
+                ranks = evaluate_checkpoint(
+                    checkpoint, episodes=episodes, seed=seed, num_envs=num_envs, isolation=mode
+                ).ranks
+                if r:
+                    times[mode].append(time.perf_counter() - start)
+                if expected is None:
+                    expected = ranks
+                elif not np.array_equal(ranks, expected):
+                    raise RuntimeError(
+                        f"isolation={mode!r} gave other ranks than the other modes; this is a bug"
+                    )
+    close_warm_evaluator()
+    return times
+
+
+def score_adversaries(catalog: str | None, episodes: int, num_envs: int = 64) -> dict[str, dict[str, str]]:
+    """name -> success at turn 1 (or the error that stopped it) of each deliberately cheating
+    agent: in this process (``none``), sealed, and isolated on a held-out set."""
+    from fiq_gym.benchmarks.adversaries import ADVERSARIES
+    from fiq_gym.envs.evaluation import close_warm_evaluator
+    from fiq_gym.envs.isolation import AgentSpec
+    from fiq_gym.errors import EvaluationError
+    from fiq_gym.evaluation import HeldOutSeed
+
+    secret = HeldOutSeed(int.from_bytes(os.urandom(6), "little"))
+    scores: dict[str, dict[str, str]] = {}
+    for name, adversary in {"random agent (baseline)": None, **ADVERSARIES}.items():
+        row: dict[str, str] = {}
+        for mode in ("none", "sealed", "process"):
+            close_warm_evaluator()
+            venv = _make(catalog, num_envs, "index")
+            agent: Any = None
+            try:
+                if mode == "process":
+                    factory = (
+                        "fiq_gym.agents.random_agent:RandomAgent.for_env"
+                        if adversary is None
+                        else f"fiq_gym.benchmarks.adversaries:{adversary.__name__}"
+                    )
+                    kwargs = {"seed": 0} if adversary is None else {"episodes": episodes}
+                    result = evaluate(
+                        AgentSpec(factory, kwargs),
+                        ENV,
+                        episodes,
+                        secret,
+                        isolation="process",
+                        catalog=catalog,
+                    )
+                else:
+                    agent = _random_agent(venv) if adversary is None else adversary(venv, episodes=episodes)
+                    result = evaluate(agent, venv, episodes, seed=0, isolation=mode)
+                row[mode] = f"{result.per_turn()[1]['success_rate']:.3f}"
+            except EvaluationError as e:
+                row[mode] = f"refused: {str(e).split(':')[0]}"
+            finally:
+                getattr(agent, "restore", lambda: None)()
+                venv.close()
+        scores[name] = row
+    close_warm_evaluator()
+    return scores
+
+
 def score_cheats(
     catalog: str | None, episodes: int, num_envs: int = 64, seed: int = 0
 ) -> dict[str, dict[str, str]]:
@@ -302,7 +405,11 @@ def rank_cheat_on_a_bare_env(catalog: str | None, episodes: int, num_envs: int =
 
 
 def to_markdown(
-    overheads: Sequence[Overhead], cheats: dict[str, dict[str, str]], meta: dict[str, str]
+    overheads: Sequence[Overhead],
+    cheats: dict[str, dict[str, str]],
+    meta: dict[str, str],
+    isolation: dict[str, list[float]] | None = None,
+    adversaries: dict[str, dict[str, str]] | None = None,
 ) -> str:
     lines = [
         "# Sealed evaluation: overhead and integrity",
@@ -351,6 +458,50 @@ def to_markdown(
         "of the dialogs. The generator copies predict the targets of unseeded resets, not those an",
         "evaluation set fixes, so they win under neither harness.",
     ]
+    if isolation:
+        none = median(isolation["none"])
+        lines += [
+            "",
+            "## Isolated evaluation: cost",
+            "",
+            f"Seconds of `fiq-gym eval`'s work on a supervised-retriever checkpoint ({meta['episodes']} dialogs):",
+            "load it, build the env, start what the mode starts, play; median of "
+            f"{meta['repeats']} repeats rotating the order, after one untimed round; identical ranks in every run.",
+            "`none`: all in one process; `sealed`: the env in a new child, the agent in the caller;",
+            "`process`: the agent in a process of its own (it loads the checkpoint and builds its copy of",
+            "the env while the evaluator builds the env), the env in the evaluator.",
+            "",
+            "| isolation | seconds (median) | per repeat | vs none |",
+            "|---|---:|---|---:|",
+        ]
+        for mode, times in isolation.items():
+            lines.append(
+                f"| {mode} | {median(times):.2f} | "
+                + ", ".join(f"{t:.2f}" for t in times)
+                + f" | {median(times) / none:.2f}x |"
+            )
+    if adversaries:
+        lines += [
+            "",
+            "## Deliberately cheating agents",
+            "",
+            f"Success rate at turn 1 on {meta['cheat_episodes']} dialogs (index actions) of agents that set out to",
+            "cheat with ordinary Python (`fiq_gym.benchmarks.adversaries`); 'refused' is the harness's error.",
+            "`none` and `sealed` run the agent in the evaluating process on the public seed 0; `process`",
+            "runs it in a process of its own on a held-out set (a secret seed drawn for this run).",
+            "",
+            "| agent | none | sealed | process, held-out set |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, row in adversaries.items():
+            lines.append(f"| {name} | {row['none']} | {row['sealed']} | {row['process']} |")
+        lines += [
+            "",
+            "The sealed harness stops accidents (the env object, its ranks and generators are out of",
+            "reach) but not an agent that reads the caller's frames or patches the harness in the",
+            "process it shares with the evaluation set: evaluate agents you do not trust with",
+            "`--isolation process` (the default of `fiq-gym eval`) on a held-out set.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -382,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overheads = measure_overhead(args.catalog, args.episodes, args.num_envs, repeats=args.repeats)
     load_end = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     cheats = score_cheats(args.catalog, args.cheat_episodes, args.num_envs)
+    isolation = measure_isolation(args.catalog, args.episodes, args.num_envs, repeats=args.repeats)
+    adversaries = score_adversaries(args.catalog, args.cheat_episodes, args.num_envs)
     meta = {
         "command": command.strip(),
         "revision": git_revision(),
@@ -390,11 +543,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cheat_episodes": str(args.cheat_episodes),
         "repeats": str(args.repeats),
         "num_envs": str(args.num_envs),
+        "episodes": str(args.episodes),
         "load": load,
         "load_end": load_end,
         "bare_rank_cheat": f"{rank_cheat_on_a_bare_env(args.catalog, args.cheat_episodes, args.num_envs):.3f}",
     }
-    text = to_markdown(overheads, cheats, meta)
+    text = to_markdown(overheads, cheats, meta, isolation, adversaries)
     atomic_write_text(args.out / "sealed_evaluation.md", text)
     print(text)
     print(f"wrote {args.out / 'sealed_evaluation.md'}")

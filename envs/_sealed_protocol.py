@@ -37,8 +37,10 @@ import math
 import mmap
 import os
 import pickle
+import select
 import struct
 import sys
+import time
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -52,6 +54,7 @@ __all__ = [
     "encode_actions",
     "encode_answer",
     "read_message",
+    "read_message_within",
     "write_message",
 ]
 
@@ -81,6 +84,37 @@ def read_message(stream: IO[bytes]) -> tuple[bytes, bytes] | None:
     if len(payload) < size:
         return None
     return tag, payload
+
+
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes | None:
+    """``size`` bytes from the raw descriptor ``fd``, None at its end; ``TimeoutError`` if
+    they have not all come by ``deadline`` (``time.monotonic()``; None: wait for ever)."""
+    parts, got = [], 0
+    while got < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            ready = left > 0 and select.select([fd], [], [], left)[0]
+            if not ready:
+                raise TimeoutError
+        part = os.read(fd, min(size - got, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def read_message_within(fd: int, timeout: float | None) -> tuple[bytes, bytes] | None:
+    """The next (tag, payload) from the raw descriptor ``fd`` (never through a buffered
+    reader, so nothing waits unseen in a buffer), or None at the end of the stream. Raises
+    ``TimeoutError`` when the whole message has not come within ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    header = _read_exact(fd, _HEADER.size, deadline)
+    if header is None:
+        return None
+    tag, size = _HEADER.unpack(header)
+    payload = _read_exact(fd, size, deadline)
+    return None if payload is None else (tag, payload)
 
 
 @dataclass(frozen=True)

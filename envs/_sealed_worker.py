@@ -16,32 +16,21 @@ One process serves many evaluations (a warm child): it keeps its imports, the li
 caches and its last env between them. Every evaluation starts each batch with a seeded reset
 of fixed targets and first items, so a kept env plays exactly what a new one would (tested).
 On any error it sends the exception and exits. Its stdout carries nothing but the protocol:
-anything the environment prints goes to stderr.
+anything the environment prints goes to stderr. It is started ``python -I`` with the
+interpreter and environment pinned when fiq-gym was imported, and makes itself not dumpable
+(:mod:`fiq_gym.envs._launch`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pickle
 import signal
 import sys
 from typing import IO, Any
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Get SIGKILL when the parent dies (Linux); elsewhere the closed pipe ends the loop.
-
-    The kernel sends it when the *thread* that started this process ends, so the harness
-    starts a new child if it finds its warm one gone."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+from fiq_gym.envs._launch import die_with_parent, forbid_dumps
 
 
 def _error(exc: BaseException) -> bytes:
@@ -169,7 +158,10 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    _die_with_parent(int(argv[1]))
+    die_with_parent(int(argv[1]))
+    # The environment holds the evaluation's targets: no other process of this user (the
+    # caller's agent included) may read this one's memory.
+    forbid_dumps()
     # Ctrl-C reaches the whole process group: the parent handles it and closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Keep stdout for the protocol; whatever the environment prints goes to stderr.

@@ -42,98 +42,48 @@ import subprocess
 import sys
 import threading
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from fiq_gym.envs._harness import (
+    DEFAULT_NUM_ENVS,
+    ENV_TIMEOUT,
+    START_TIMEOUT,
+    EnvSpec,
+    only_evaluation_of,
+    refuse_held_out,
+    refuse_opt_in_env,
+)
+from fiq_gym.envs._launch import child_command, child_environment
 from fiq_gym.envs._sealed_protocol import (
     SharedRegion,
     decode_answer,
     encode_actions,
-    read_message,
+    read_message_within,
     write_message,
 )
+from fiq_gym.envs.isolation import evaluate_isolated
+from fiq_gym.errors import EvaluationTimeout
 from fiq_gym.evaluation import (
+    TURN_TIMEOUT,
     EvaluationResult,
     EvaluationSet,
+    HeldOutSeed,
     PublicInfo,
     RetrievalAgent,
     evaluate_in_process,
     play_dialogs,
+    public_info,
     refuse_training_opt_ins,
-    training_opt_in,
 )
 
 __all__ = ["SealedDialogs", "SealedEvaluator", "close_warm_evaluator", "evaluate"]
 
 WORKER_MODULE = "fiq_gym.envs._sealed_worker"
-DEFAULT_NUM_ENVS = 64
 _PIPE_BYTES = 1 << 20  # the usual /proc/sys/fs/pipe-max-size
-_MAKE_VEC_KEYS = ("num_envs", "vectorization_mode", "vector_kwargs", "wrappers")
 _F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's capacity
-
-
-@dataclass(frozen=True)
-class _EnvSpec:
-    """What the child builds: ``gym.make_vec(env_id, num_envs, **kwargs)``; ``payload`` is
-    the pickled request, and the key under which the child keeps the env it built."""
-
-    env_id: str
-    kwargs: dict[str, Any]
-    num_envs: int
-    label: str
-    payload: bytes
-
-    @classmethod
-    def of(
-        cls, env: str | gym.vector.VectorEnv, num_envs: int | None, env_kwargs: dict[str, Any]
-    ) -> _EnvSpec:
-        if isinstance(env, str):
-            refuse_training_opt_ins(env_kwargs)
-            env_id, kwargs, label = env, dict(env_kwargs), env
-            n = DEFAULT_NUM_ENVS if num_envs is None else int(num_envs)
-        elif isinstance(env, gym.vector.VectorEnv):
-            if env_kwargs:
-                raise ValueError("env_kwargs only apply when env is given by id")
-            _refuse_opt_in_env(env)
-            env_id, kwargs = _spec_of(env)
-            refuse_training_opt_ins(kwargs)
-            n, label = int(env.num_envs), type(env.unwrapped).__name__
-        else:
-            raise TypeError(
-                "evaluate() takes an env id or a vector env made with gym.make_vec(..., "
-                f"vectorization_mode='vector_entry_point'), got {type(env).__name__}"
-            )
-        try:
-            payload = pickle.dumps({"env_id": env_id, "env_kwargs": kwargs, "num_envs": n})
-        except Exception as e:
-            raise ValueError(
-                f"sealed evaluation cannot send the env's arguments to its process ({e}); "
-                "pass catalog paths and user names, or evaluate(..., sealed=False) to debug"
-            ) from None
-        return cls(env_id, kwargs, n, label, payload)
-
-
-def _refuse_opt_in_env(env: Any) -> None:
-    opt_in = training_opt_in(env)
-    if opt_in:
-        raise ValueError(
-            f"evaluate() refuses an environment with {opt_in}=True: a training-only opt-in that reveals the target"
-        )
-
-
-def _spec_of(venv: gym.vector.VectorEnv) -> tuple[str, dict[str, Any]]:
-    """The id and arguments that rebuild ``venv`` in another process."""
-    spec = getattr(venv, "spec", None)
-    mode = None if spec is None else spec.kwargs.get("vectorization_mode")
-    if spec is None or mode not in (None, "vector_entry_point", gym.VectorizeMode.VECTOR_ENTRY_POINT):
-        raise ValueError(
-            "sealed evaluation rebuilds the env in another process from its spec: pass an env id with its "
-            "arguments, or a vector env made by gym.make_vec(id, ..., vectorization_mode='vector_entry_point')"
-        )
-    return spec.id, {k: v for k, v in spec.kwargs.items() if k not in _MAKE_VEC_KEYS}
 
 
 class _ChildGone(RuntimeError):
@@ -149,7 +99,8 @@ class _ChildGone(RuntimeError):
 class _Child:
     """One child process: its pipes and the shared region it writes observations into."""
 
-    def __init__(self) -> None:
+    def __init__(self, env_timeout: float | None = ENV_TIMEOUT) -> None:
+        self.env_timeout = env_timeout
         self.region = SharedRegion.create()
         fds = () if self.region is None else (self.region.fd,)
         self.owner = os.getpid()
@@ -160,11 +111,14 @@ class _Child:
         self.unanswered = 0  # build requests (B) whose answer is still in the pipe
         self.proc: subprocess.Popen[bytes] | None = None
         try:
+            # The interpreter and environment pinned at import, not the caller's current
+            # ones, which an agent may have changed (fiq_gym.envs._launch).
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, str(os.getpid()), str(fds[0] if fds else -1)],
+                child_command(WORKER_MODULE, str(os.getpid()), str(fds[0] if fds else -1)),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 pass_fds=fds,
+                env=child_environment(),
             )
         except BaseException:
             self.close()
@@ -185,9 +139,16 @@ class _Child:
         with contextlib.suppress(BrokenPipeError):
             write_message(self.proc.stdin, tag, payload)
 
-    def _payload(self) -> bytes:
+    def _payload(self, timeout: float | None) -> bytes:
         assert self.proc is not None and self.proc.stdout is not None
-        message = read_message(self.proc.stdout)
+        try:
+            message = read_message_within(self.proc.stdout.fileno(), timeout)
+        except TimeoutError:
+            self.close(timeout=0)
+            raise EvaluationTimeout(
+                f"the sealed evaluation process (the environment) did not answer within {timeout:g} s and "
+                "was stopped; if its env is that slow, raise env_timeout="
+            ) from None
         if message is None:
             code = self.proc.wait()
             self.close()
@@ -200,13 +161,14 @@ class _Child:
             raise error
         return payload
 
-    def receive(self) -> Any:
+    def receive(self, timeout: float | None = START_TIMEOUT) -> Any:
         """The child's next value (its exception, raised here, if it sent one)."""
-        return pickle.loads(self._payload())
+        return pickle.loads(self._payload(timeout))
 
     def receive_step(self) -> tuple[dict[str, np.ndarray], PublicInfo, bool]:
-        obs, info, done = decode_answer(self._payload(), self.region)
-        return obs, PublicInfo(info), done
+        obs, info, done = decode_answer(self._payload(self.env_timeout), self.region)
+        # Filtered again on this side: what reaches the agent never depends on the child.
+        return obs, public_info(info), done
 
     def close(self, timeout: float = 0.5) -> None:
         """End the child: closing its stdin lets it exit; if it has not within ``timeout``
@@ -302,7 +264,7 @@ class SealedDialogs:
         child = self._live_child()
         if self._next_batch != self.num_batches:
             raise RuntimeError("play every batch before asking for the result")
-        ranks, success_turn = child.receive()
+        ranks, success_turn = child.receive(child.env_timeout)
         self._finish(ok=True)
         return ranks, success_turn
 
@@ -354,6 +316,9 @@ class SealedEvaluator:
             ``env_kwargs``) or a native vector env made by ``gym.make_vec`` (only read for its
             spec). None: give ``env=`` to each evaluation.
         num_envs: parallel dialogs when ``env`` is an id.
+        env_timeout: seconds the child may take to answer a step (None: no limit); past it,
+            the child is stopped and the evaluation ends with
+            :class:`~fiq_gym.errors.EvaluationTimeout`.
     """
 
     def __init__(
@@ -361,11 +326,13 @@ class SealedEvaluator:
         env: str | gym.vector.VectorEnv | None = None,
         *,
         num_envs: int = DEFAULT_NUM_ENVS,
+        env_timeout: float | None = ENV_TIMEOUT,
         **env_kwargs: Any,
     ) -> None:
+        self._env_timeout = env_timeout
         if env is None and env_kwargs:
             raise ValueError("env_kwargs only apply together with an env id")
-        self._default = None if env is None else _EnvSpec.of(env, num_envs, env_kwargs)
+        self._default = None if env is None else EnvSpec.of(env, num_envs, env_kwargs)
         self._child: _Child | None = None
         self._busy = threading.Lock()
         self._closed = False
@@ -395,12 +362,12 @@ class SealedEvaluator:
             self._child.close()
             self._child = None
         if self._child is None:
-            self._child = _Child()
+            self._child = _Child(self._env_timeout)
         return self._child
 
-    def _spec(self, env: Any, num_envs: int | None, env_kwargs: dict[str, Any]) -> _EnvSpec:
+    def _spec(self, env: Any, num_envs: int | None, env_kwargs: dict[str, Any]) -> EnvSpec:
         if env is not None:
-            return _EnvSpec.of(env, num_envs, env_kwargs)
+            return EnvSpec.of(env, num_envs, env_kwargs)
         if env_kwargs or num_envs is not None:
             raise ValueError("env_kwargs and num_envs apply together with env=")
         if self._default is None:
@@ -420,7 +387,7 @@ class SealedEvaluator:
         return the handle the agent's side plays; :meth:`evaluate` does the rest."""
         return self._open(self._spec(env, num_envs, env_kwargs), episodes, seed)
 
-    def _open(self, spec: _EnvSpec, episodes: int | EvaluationSet, seed: int) -> SealedDialogs:
+    def _open(self, spec: EnvSpec, episodes: int | EvaluationSet, seed: int) -> SealedDialogs:
         request = pickle.dumps({"spec": spec.payload, "episodes": episodes, "seed": int(seed)})
         if not self._busy.acquire(blocking=False):
             raise RuntimeError(
@@ -483,23 +450,27 @@ class SealedEvaluator:
         env: str | gym.vector.VectorEnv | None = None,
         num_envs: int | None = None,
         name: str | None = None,
+        turn_timeout: float | None = TURN_TIMEOUT,
         **env_kwargs: Any,
     ) -> EvaluationResult:
         """Play the set with ``agent`` in the child: :func:`evaluate`'s sealed run, on this
         evaluator's child. ``env`` (and ``num_envs``, ``env_kwargs``) default to the
         evaluator's own env."""
-        return self._evaluate(agent, self._spec(env, num_envs, env_kwargs), episodes, seed, name)
+        spec = self._spec(env, num_envs, env_kwargs)
+        return self._evaluate(agent, spec, episodes, seed, name, turn_timeout)
 
     def _evaluate(
         self,
         agent: RetrievalAgent,
-        spec: _EnvSpec,
+        spec: EnvSpec,
         episodes: int | EvaluationSet,
         seed: int,
         name: str | None,
+        turn_timeout: float | None = TURN_TIMEOUT,
     ) -> EvaluationResult:
-        with self._open(spec, episodes, seed) as dialogs:
-            play_dialogs(agent, dialogs)
+        refuse_held_out(seed, "sealed")
+        with only_evaluation_of(episodes, seed), self._open(spec, episodes, seed) as dialogs:
+            play_dialogs(agent, dialogs, turn_timeout)
             ranks, success_turn = dialogs.result()
         meta = {
             "seed": seed,
@@ -545,7 +516,7 @@ def _context() -> tuple[str | None, dict[str, str]]:
         cwd: str | None = os.getcwd()
     except OSError:
         cwd = None
-    return cwd, dict(os.environ)
+    return cwd, child_environment()
 
 
 def _warm_evaluator() -> SealedEvaluator:
@@ -592,16 +563,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+ISOLATION_MODES = ("none", "sealed", "process")
+
+
 def evaluate(
-    agent: RetrievalAgent,
+    agent: RetrievalAgent | Any,
     env: str | gym.vector.VectorEnv,
     episodes: int | EvaluationSet = 1000,
-    seed: int = 0,
+    seed: int | HeldOutSeed = 0,
     *,
     sealed: bool = True,
+    isolation: str | None = None,
     warm: bool = True,
     num_envs: int = DEFAULT_NUM_ENVS,
     name: str | None = None,
+    turn_timeout: float | None = TURN_TIMEOUT,
+    env_timeout: float | None = ENV_TIMEOUT,
     **env_kwargs: Any,
 ) -> EvaluationResult:
     """Run ``agent`` on a fixed evaluation set and return per-turn metrics.
@@ -609,41 +586,69 @@ def evaluate(
     The agent gets observations and ``info`` filtered to caption text, shown item, turn and
     ``is_success`` (:data:`fiq_gym.evaluation.PUBLIC_INFO_KEYS`); never rank, percentile,
     reward or the env object. Environments with a training-only opt-in (``expose_target``,
-    ``lookahead``) are refused.
+    ``lookahead``) are refused, and so is a second evaluation of a set while one is open in
+    this process (an agent evaluating inside its own ``act()``).
 
     Args:
         agent: a :class:`~fiq_gym.evaluation.RetrievalAgent` built for this env (same items
-            in play; it may read the gallery, e.g. ``venv.unwrapped.gallery``).
+            in play; it may read the gallery, e.g. ``venv.unwrapped.gallery``); with
+            ``isolation="process"``, an :class:`~fiq_gym.envs.isolation.AgentSpec` that
+            builds it in its own process.
         env: a registered id (a native vector env of ``num_envs`` is made with
             ``env_kwargs``), or a native vector env made by ``gym.make_vec``. Sealed, a given
             vector env is only read for its spec: the child process builds its own copy,
             and the one given is never reset or stepped.
         episodes: the number of episodes of a set generated from ``seed``, or a set.
-        seed: seeds the evaluation set and the env (the shopper's wording).
-        sealed: run the env in a child process (the default; published numbers use it).
-            ``sealed=False`` runs it in this process, for debugging: same results for an
-            honest agent, but an agent could reach the env object.
+        seed: seeds the evaluation set and the env (the shopper's wording); a
+            :class:`~fiq_gym.evaluation.HeldOutSeed` (isolated only) for a set the agent
+            cannot regenerate.
+        isolation: ``"sealed"`` (the default): the env in a child process, the agent in
+            this one, which holds the set (it stops accidents: an agent cannot reach the env,
+            its ranks or its generators; it does not stop an agent that sets out to read
+            this process's frames or patch its code). ``"process"``: the agent in a process
+            of its own, for agents you do not trust (:mod:`fiq_gym.envs.isolation`).
+            ``"none"``: everything in this process, for debugging (same results for an
+            honest agent). ``sealed=False`` is ``isolation="none"``.
         warm: sealed, use the process-wide child kept warm between calls (see the module's
             docstring; it falls back to a child of its own when that one is busy).
             ``warm=False`` starts a child for this call only and ends it after.
+        turn_timeout: seconds each ``act()`` may take (None: no limit); past it the
+            evaluation ends with :class:`~fiq_gym.errors.EvaluationTimeout`. Enforced
+            everywhere with ``isolation="process"``; in this process only on the main
+            thread (an interval timer).
+        env_timeout: seconds the environment's process may take to answer a step (sealed).
     """
-    if isinstance(env, gym.vector.VectorEnv) and not sealed:
+    if isolation is None:
+        isolation = "sealed" if sealed else "none"
+    elif isolation not in ISOLATION_MODES:
+        raise ValueError(f"isolation must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}")
+    elif not sealed and isolation != "none":
+        raise ValueError(f"sealed=False contradicts isolation={isolation!r}; pass one of them")
+    if isolation == "process":
+        return evaluate_isolated(
+            agent, env, episodes, seed, num_envs=num_envs, name=name, turn_timeout=turn_timeout, **env_kwargs
+        )
+    refuse_held_out(seed, isolation)
+    seed = int(seed)  # type: ignore[arg-type]
+    if isinstance(env, gym.vector.VectorEnv) and isolation == "none":
         if env_kwargs:
             raise ValueError("env_kwargs only apply when env is given by id")
-        _refuse_opt_in_env(env)
-        return evaluate_in_process(agent, env, episodes, seed, name)
-    if isinstance(env, str) and not sealed:
+        refuse_opt_in_env(env)
+        with only_evaluation_of(episodes, seed):
+            return evaluate_in_process(agent, env, episodes, seed, name, turn_timeout=turn_timeout)
+    if isinstance(env, str) and isolation == "none":
         refuse_training_opt_ins(env_kwargs)
         venv = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
         try:
-            return evaluate_in_process(agent, venv, episodes, seed, name, env)
+            with only_evaluation_of(episodes, seed):
+                return evaluate_in_process(agent, venv, episodes, seed, name, env, turn_timeout=turn_timeout)
         finally:
             venv.close()
-    spec = _EnvSpec.of(env, num_envs, env_kwargs)
-    if warm and _warm_lock.acquire(blocking=False):
+    spec = EnvSpec.of(env, num_envs, env_kwargs)
+    if warm and env_timeout == ENV_TIMEOUT and _warm_lock.acquire(blocking=False):
         try:
-            return _warm_evaluator()._evaluate(agent, spec, episodes, seed, name)
+            return _warm_evaluator()._evaluate(agent, spec, episodes, seed, name, turn_timeout)
         finally:
             _warm_lock.release()
-    with SealedEvaluator() as evaluator:
-        return evaluator._evaluate(agent, spec, episodes, seed, name)
+    with SealedEvaluator(env_timeout=env_timeout) as evaluator:
+        return evaluator._evaluate(agent, spec, episodes, seed, name, turn_timeout)

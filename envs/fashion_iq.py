@@ -151,7 +151,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     frames (they show the rank), or the env object (its private state, pickles, deep copies,
     its generators, which predict the next reset's target). Training may use all of them and
     the two opt-ins below. ``fiq_gym.envs.evaluation.evaluate`` enforces this: it filters
-    `info` and, sealed by default, runs the env in another process (docs/agents.md).
+    `info` and, sealed by default, runs the env in another process; for agents that set out to
+    cheat (reading the caller's frames, patching the harness), ``isolation="process"`` (the
+    default of `fiq-gym eval`) runs the agent in a process of its own, on a held-out set if
+    the seed is secret (docs/agents.md, the threat model).
 
     ## Rewards
 

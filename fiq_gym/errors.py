@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["CatalogError", "CheckpointError", "DatasetError", "FallbackWarning", "FiqGymError"]
+__all__ = [
+    "CatalogError",
+    "CheckpointError",
+    "DatasetError",
+    "EvaluationError",
+    "EvaluationTimeout",
+    "FallbackWarning",
+    "FiqGymError",
+]
 
 
 class FiqGymError(Exception):
@@ -20,6 +28,16 @@ class DatasetError(FiqGymError, ValueError):
 class CheckpointError(FiqGymError, ValueError):
     """A checkpoint or training state is missing, damaged, of another kind, or does not fit
     where it is used."""
+
+
+class EvaluationError(FiqGymError, RuntimeError):
+    """An evaluation was refused or could not finish: a nested evaluation of the same set, an
+    agent's process that failed, a held-out set outside an isolated evaluation."""
+
+
+class EvaluationTimeout(EvaluationError, TimeoutError):
+    """One side of an evaluation stopped answering (the agent's ``act()`` or the process that
+    runs the environment); the message names which, and the option that sets the budget."""
 
 
 class FallbackWarning(UserWarning):

@@ -14,10 +14,14 @@ Agents follow the batched :class:`RetrievalAgent` protocol (see ``fiq_gym.agents
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -26,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.atomic import atomic_write_json, atomic_write_text
+from fiq_gym.errors import EvaluationTimeout
 from fiq_gym.jsonfile import read_json
 from fiq_gym.links import doc_url
 from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k, rank_percentile
@@ -35,6 +40,7 @@ __all__ = [
     "EvaluationDialogs",
     "EvaluationResult",
     "EvaluationSet",
+    "HeldOutSeed",
     "PublicInfo",
     "RetrievalAgent",
     "compare",
@@ -153,6 +159,68 @@ class EvaluationSet:
         return cls(
             np.array(data["targets"]), np.array(data["shown"]), int(data["num_items"]), data.get("seed")
         )
+
+
+#: the environment variable :meth:`HeldOutSeed.from_environment` reads; never passed on to an
+#: agent's process
+HELD_OUT_VARIABLE = "FIQ_GYM_HELD_OUT_SEED"
+
+
+@dataclass(frozen=True, repr=False)
+class HeldOutSeed:
+    """A seed the evaluated agent cannot know, for a held-out evaluation set.
+
+    The evaluation set and the env's seeds come from ``value`` as from a public seed, but
+    results record only :attr:`fingerprint` (results on the same held-out set share it), and
+    the harness accepts it only in an isolated evaluation (``isolation="process"``), where
+    the agent's process cannot read the evaluator's memory. A public seed is like public test
+    labels: anyone can regenerate its targets. Keep the value where the agent's process
+    cannot read it: :data:`HELD_OUT_VARIABLE` (the agent's process does not inherit it and
+    cannot read the evaluator's environment), or a file owned by another account.
+    """
+
+    value: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, bool) or not isinstance(self.value, int) or self.value < 0:
+            raise ValueError(f"a held-out seed is a non-negative integer, got {self.value!r}")
+
+    @property
+    def fingerprint(self) -> str:
+        """12 hex digits that name the set without revealing the seed."""
+        return hashlib.sha256(f"fiq-gym held-out set {self.value}".encode()).hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return f"HeldOutSeed(fingerprint={self.fingerprint!r})"
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> HeldOutSeed:
+        try:
+            return cls(int(text.strip()))
+        except ValueError:
+            raise ValueError(
+                f"{where} must hold one non-negative integer (the held-out seed); write one, e.g. "
+                "python -c 'import secrets; print(secrets.randbelow(2**62))'"
+            ) from None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> HeldOutSeed:
+        path = Path(path).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"held-out seed file {path} does not exist: write the seed into it first"
+            ) from None
+        except UnicodeDecodeError:
+            text = "?"
+        return cls.parse(text, f"held-out seed file {path}")
+
+    @classmethod
+    def from_environment(cls, name: str = HELD_OUT_VARIABLE) -> HeldOutSeed:
+        if name not in os.environ:
+            raise ValueError(f"the environment variable {name} is not set: export the held-out seed in it")
+        return cls.parse(os.environ[name], f"the environment variable {name}")
 
 
 @dataclass
@@ -396,15 +464,55 @@ class EvaluationDialogs:
         return self._ranks, self._success_turn
 
 
-def play_dialogs(agent: RetrievalAgent, dialogs: Any) -> None:
+#: seconds an agent's ``act()`` may take for one turn of a batch before the evaluation ends
+#: (the slowest published agent, posterior-lookahead on 100,000 items, needs about 7 s for 64 dialogs)
+TURN_TIMEOUT = 600.0
+
+
+@contextlib.contextmanager
+def _turn_budget(seconds: float | None, turn: int) -> Iterator[None]:
+    """Raise :class:`~fiq_gym.errors.EvaluationTimeout` in this thread if the block runs
+    longer than ``seconds``: an interval timer and SIGALRM, so only on the main thread of a
+    platform that has them (elsewhere the block runs without a budget, as documented)."""
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    )
+    if not usable:
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise EvaluationTimeout(
+            f"the agent's act() did not return within {seconds:g} s at turn {turn}: the evaluation "
+            "stopped (raise the budget with turn_timeout=, or --turn-timeout on the command line)"
+        )
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def play_dialogs(agent: RetrievalAgent, dialogs: Any, turn_timeout: float | None = None) -> None:
     """The agent side of an evaluation: drive ``dialogs`` (an :class:`EvaluationDialogs`, or
-    its stand-in in another process) batch by batch. The agent sees nothing else."""
+    its stand-in in another process) batch by batch. The agent sees nothing else.
+    ``turn_timeout``: seconds each ``act()`` may take (on the main thread; see
+    :data:`TURN_TIMEOUT`), None for no budget."""
     for batch in range(dialogs.num_batches):
         obs, info = dialogs.reset(batch)
         agent.reset(obs, info, np.ones(dialogs.num_envs, dtype=bool))
-        done = False
+        done, turn = False, 1
         while not done:
-            obs, info, done = dialogs.step(agent.act(obs, info))
+            with _turn_budget(turn_timeout, turn):
+                actions = agent.act(obs, info)
+            obs, info, done = dialogs.step(actions)
+            turn += 1
 
 
 def evaluate_in_process(
@@ -414,6 +522,8 @@ def evaluate_in_process(
     seed: int,
     name: str | None = None,
     env_label: str | None = None,
+    *,
+    turn_timeout: float | None = None,
 ) -> EvaluationResult:
     """Play an evaluation set with ``agent`` on ``venv`` in this process (unsealed: the agent
     could reach the env object; use it to debug, publish with the sealed harness)."""
@@ -423,7 +533,7 @@ def evaluate_in_process(
         episodes if isinstance(episodes, EvaluationSet) else EvaluationSet.generate(num_items, episodes, seed)
     )
     dialogs = EvaluationDialogs(venv, eval_set, seed)
-    play_dialogs(agent, dialogs)
+    play_dialogs(agent, dialogs, turn_timeout)
     ranks, success_turn = dialogs.result()
     meta = {
         "seed": seed,

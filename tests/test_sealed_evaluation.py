@@ -160,30 +160,27 @@ def test_a_retriever_in_scores_mode_gives_identical_results_sealed_and_unsealed(
     venv.close()
 
 
-def test_fiq_gym_eval_is_sealed_by_default_and_unsealed_gives_the_same_numbers(
+def test_fiq_gym_eval_is_isolated_by_default_and_every_mode_gives_the_same_numbers(
     small_agent_checkpoint, tmp_path, capsys
 ):
     import json
 
     from fiq_gym.cli import main
 
-    assert (
-        main(["eval", str(small_agent_checkpoint), "--episodes", "24", "--out", str(tmp_path / "s.json")])
-        == 0
-    )
-    args = [
-        "eval",
-        str(small_agent_checkpoint),
-        "--episodes",
-        "24",
-        "--unsealed",
-        "--out",
-        str(tmp_path / "u.json"),
-    ]
-    assert main(args) == 0
-    sealed, unsealed = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "su")
-    assert sealed["meta"]["sealed"] is True and unsealed["meta"]["sealed"] is False
-    assert sealed["per_turn"] == unsealed["per_turn"]
+    runs = {
+        "isolated": [],
+        "sealed": ["--sealed"],
+        "unsealed": ["--unsealed"],
+        "none": ["--isolation", "none"],
+    }
+    for label, flags in runs.items():
+        out = tmp_path / f"{label}.json"
+        assert main(["eval", str(small_agent_checkpoint), "--episodes", "24", *flags, "--out", str(out)]) == 0
+    results = {label: json.loads((tmp_path / f"{label}.json").read_text()) for label in runs}
+    assert results["isolated"]["meta"]["isolation"] == "process"
+    assert results["sealed"]["meta"]["sealed"] is True and "isolation" not in results["sealed"]["meta"]
+    assert results["unsealed"]["meta"]["sealed"] is False and results["none"]["meta"]["sealed"] is False
+    assert all(r["per_turn"] == results["isolated"]["per_turn"] for r in results.values())
 
 
 def test_bench_refuses_to_publish_an_unsealed_run():
@@ -362,6 +359,8 @@ def test_sealed_evaluation_benchmark_writes_its_report(small_catalog_path, tmp_p
         "64",
         "--cheat-episodes",
         "64",
+        "--repeats",
+        "1",
         "--out",
         str(tmp_path),
     ]
@@ -372,6 +371,15 @@ def test_sealed_evaluation_benchmark_writes_its_report(small_catalog_path, tmp_p
     assert "| opens env.unwrapped | 1.000 |" in text  # unsealed it wins...
     assert "| reads info['rank'] + gallery | refused: info['rank'] is withheld" in text
     assert "it shows the target at turn 1 in 1.000\nof the dialogs" in text
+    assert "| process |" in text and "## Isolated evaluation: cost" in text
+    frames = next(
+        line for line in text.splitlines() if line.startswith("| reads the caller's stack frames |")
+    )
+    cells = [c.strip() for c in frames.strip("|").split("|")]
+    assert cells[1:3] == ["1.000", "1.000"] and float(cells[3]) <= 0.05  # wins in-process, not isolated
+    assert (
+        "| evaluates the same set inside act() | refused: an evaluation of this set is already open" in text
+    )
 
 
 def test_checking_the_default_catalog_does_not_import_torch(small_catalog_path):
@@ -574,7 +582,7 @@ def test_one_evaluation_at_a_time_per_evaluator(small_catalog_path):
                 pass
 
             def act(self, observation, info):
-                ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS)), 16)
+                ev.evaluate(RandomAgent(gym.spaces.Discrete(ITEMS)), 16, seed=1)  # another set
 
         with pytest.raises(RuntimeError, match="already running an evaluation"):
             ev.evaluate(EvaluatesInside(), 16)

@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fiq_gym import __version__
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
@@ -158,12 +158,58 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(list(args.bench_args))
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+def _held_out(args: argparse.Namespace) -> Any:
+    from fiq_gym.evaluation import HeldOutSeed
 
-    result = evaluate_checkpoint(
-        args.checkpoint, episodes=args.episodes, seed=args.seed, catalog=args.catalog, sealed=args.sealed
-    )
+    if args.held_out_seed_file:
+        return HeldOutSeed.from_file(args.held_out_seed_file)
+    if args.held_out:
+        return HeldOutSeed.from_environment()
+    return None
+
+
+def _eval(args: argparse.Namespace) -> int:
+    held_out = _held_out(args)
+    if held_out is not None and args.seed is not None:
+        raise ValueError("--seed and a held-out seed exclude each other: the held-out seed draws the set")
+    if held_out is not None and args.isolation != "process":
+        raise ValueError("a held-out set needs --isolation process (the default)")
+    seed = held_out if held_out is not None else (args.seed or 0)
+    timeout = args.turn_timeout or None
+    if (args.checkpoint is None) == (args.agent is None):
+        raise ValueError("give a checkpoint directory or --agent FACTORY (one of them)")
+    if args.agent is not None:
+        from fiq_gym.envs.evaluation import evaluate
+        from fiq_gym.envs.isolation import AgentSpec
+
+        if args.isolation != "process":
+            raise ValueError(
+                "--agent runs the agent in its own process: it needs --isolation process (the default)"
+            )
+        env_kwargs: dict[str, Any] = {"action_mode": args.action_mode}
+        if args.catalog:
+            env_kwargs["catalog"] = str(Path(args.catalog).expanduser().resolve())
+        result = evaluate(
+            AgentSpec(args.agent),
+            args.env_id,
+            args.episodes,
+            seed,
+            isolation="process",
+            num_envs=min(64, args.episodes),
+            turn_timeout=timeout,
+            **env_kwargs,
+        )
+    else:
+        from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            episodes=args.episodes,
+            seed=seed,
+            catalog=args.catalog,
+            isolation=args.isolation,
+            turn_timeout=timeout,
+        )
     print(result)
     if args.out:
         result.save_json(args.out)
@@ -247,26 +293,78 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench)
 
     evaluation = sub.add_parser(
-        "eval", help="evaluate a trained retriever checkpoint on a fixed evaluation set"
+        "eval",
+        help="evaluate a trained checkpoint (or an agent factory) on a fixed evaluation set",
+        description="Evaluate an agent on a fixed evaluation set. By default the agent runs in a process of "
+        "its own (--isolation process), out of reach of the set, its seed and the result.",
     )
-    evaluation.add_argument("checkpoint", help="checkpoint directory written by `fiq-gym train`")
-    evaluation.add_argument("--episodes", type=int, default=1000)
-    evaluation.add_argument("--seed", type=seed, default=0)
+    evaluation.add_argument(
+        "checkpoint", nargs="?", help="checkpoint directory written by `fiq-gym train` (or give --agent)"
+    )
+    evaluation.add_argument(
+        "--agent",
+        metavar="FACTORY",
+        help="instead of a checkpoint: 'package.module:function' or 'file.py:function', called with the agent "
+        "process's own vector env; returns the agent (with --env-id, --catalog, --action-mode)",
+    )
+    evaluation.add_argument(
+        "--env-id", default="fiq_gym/FashionIQ-v2", help="with --agent: the env id (default %(default)s)"
+    )
+    evaluation.add_argument(
+        "--action-mode",
+        default="index",
+        choices=("index", "scores", "query", "shortlist"),
+        help="with --agent: the action mode the agent speaks (default %(default)s)",
+    )
+    evaluation.add_argument("--episodes", type=int, default=1000, help="dialogs in the set (default 1000)")
+    evaluation.add_argument(
+        "--seed",
+        type=seed,
+        default=None,
+        help="the public seed that draws the set and seeds the env (default 0)",
+    )
+    held = evaluation.add_mutually_exclusive_group()
+    held.add_argument(
+        "--held-out",
+        action="store_true",
+        help="draw the set from the secret seed in $FIQ_GYM_HELD_OUT_SEED (the agent's process never sees it); "
+        "the result names the set by a fingerprint",
+    )
+    held.add_argument(
+        "--held-out-seed-file",
+        metavar="FILE",
+        help="the same, the secret seed read from FILE (keep it unreadable to the account the agent runs as)",
+    )
     evaluation.add_argument("--catalog", help="catalog directory (default: the one the agent was trained on)")
     evaluation.add_argument("--out", help="also write the per-turn metrics as JSON here")
+    evaluation.add_argument(
+        "--turn-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="seconds the agent may take per turn before the evaluation stops (default %(default)s; 0: no limit)",
+    )
     sealing = evaluation.add_mutually_exclusive_group()
     sealing.add_argument(
+        "--isolation",
+        choices=("process", "sealed", "none"),
+        default="process",
+        help="process: the agent in its own process (default); sealed: the env in a child, the agent in this "
+        "process; none: all in this process (debugging). Honest agents score the same in each",
+    )
+    sealing.add_argument(
         "--sealed",
-        dest="sealed",
-        action="store_true",
-        default=True,
-        help="run the environment in a separate process, out of the agent's reach (the default)",
+        dest="isolation",
+        action="store_const",
+        const="sealed",
+        help="the same as --isolation sealed",
     )
     sealing.add_argument(
         "--unsealed",
-        dest="sealed",
-        action="store_false",
-        help="run the environment in this process, for debugging (same results for an honest agent)",
+        dest="isolation",
+        action="store_const",
+        const="none",
+        help="the same as --isolation none",
     )
     evaluation.set_defaults(func=_eval)
 

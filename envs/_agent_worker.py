@@ -1,0 +1,95 @@
+"""The agent's process of an isolated evaluation (``python -I -m fiq_gym.envs._agent_worker
+PARENT_PID``); see :mod:`fiq_gym.envs.isolation`.
+
+It gives up its privileges and dies with the evaluator, then reads one ``A`` request (the
+agent's factory and arguments, the env spec), builds its own copy of the env and the agent,
+answers ``K``, and serves until its stdin closes: ``R`` (first observations of a batch: the
+agent's ``reset``) and ``S`` (observations: ``act``, answered with ``A`` and the actions as
+numbers). An error is answered with ``E`` and its text, never a pickle; the traceback goes
+to stderr. Its stdout carries nothing but the protocol: whatever the agent prints goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import sys
+import traceback
+from typing import IO, Any
+
+from fiq_gym.envs._launch import die_with_parent, drop_privileges
+
+
+def _fail(out: IO[bytes], exc: BaseException) -> int:
+    from fiq_gym.envs._sealed_protocol import write_message
+
+    traceback.print_exception(exc, file=sys.stderr)
+    with contextlib.suppress(OSError):
+        write_message(out, b"E", f"{type(exc).__name__}: {exc}".encode("utf-8", errors="replace"))
+    return 1
+
+
+def serve(inp: IO[bytes], out: IO[bytes]) -> int:
+    import gymnasium as gym
+
+    import fiq_gym  # noqa: F401  (registers the env ids)
+    from fiq_gym.envs._sealed_protocol import encode_actions, read_message, write_message
+    from fiq_gym.envs.isolation import AgentSpec
+
+    message = read_message(inp)
+    if message is None or message[0] != b"A":
+        return 2
+    request = pickle.loads(message[1])  # from the evaluator, which started this process
+    venv: Any = None
+    try:
+        factory = AgentSpec(request["factory"], request["kwargs"]).resolve()
+        venv = gym.make_vec(
+            request["env_id"],
+            num_envs=request["num_envs"],
+            vectorization_mode="vector_entry_point",
+            **request["env_kwargs"],
+        )
+        agent = factory(venv, **request["kwargs"])
+        write_message(out, b"K")
+        while (message := read_message(inp)) is not None:
+            tag, payload = message
+            if tag == b"R":
+                obs, info, mask = pickle.loads(payload)
+                agent.reset(obs, info, mask)
+            elif tag == b"S":
+                obs, info = pickle.loads(payload)
+                write_message(out, b"A", encode_actions(agent.act(obs, info)))
+            else:
+                raise RuntimeError(f"unknown message {tag!r} from the evaluator")
+        return 0
+    except Exception as e:
+        return _fail(out, e)
+    finally:
+        if venv is not None:
+            with contextlib.suppress(Exception):
+                venv.close()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(
+            "usage: python -m fiq_gym.envs._agent_worker PARENT_PID (started by the evaluator)",
+            file=sys.stderr,
+        )
+        return 2
+    die_with_parent(int(argv[1]))
+    # No capabilities, for good: even as root, this process cannot read the memory of the
+    # evaluator, which is not dumpable while it runs.
+    drop_privileges()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the evaluator handles Ctrl-C and closes the pipe
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return serve(sys.stdin.buffer, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,158 @@
+"""How the evaluation harness starts and protects its processes (Linux; best effort elsewhere).
+
+An agent under evaluation runs ordinary Python, and in the sealed in-process mode it runs in
+the caller's process before the harness starts its child. So what a child is started *with*
+must not be what the agent may have changed by then:
+
+* **Interpreter and environment are pinned** when this module is imported (``import
+  fiq_gym`` imports it, before any agent code of a script can run): the child runs
+  ``PINNED_PYTHON -I -m MODULE`` (``-I``: no ``PYTHON*`` variables, no user site, no script
+  directory on ``sys.path``) with :func:`child_environment`, the environment captured then,
+  in which only the variables that configure fiq-gym and its libraries (:data:`FOLLOWED`)
+  take their current values. An agent that sets ``LD_PRELOAD``, ``PYTHONPATH`` or
+  ``sys.executable`` changes nothing a child runs.
+* **Children are not dumpable** (:func:`forbid_dumps`): another process of the same user
+  cannot read their memory (``/proc/PID/mem``), attach a debugger or read their environment.
+* **An agent's own process has no privileges** (:func:`drop_privileges`): no capabilities and
+  no way to regain them, so even when everything runs as root it cannot read the memory of the
+  evaluator, which makes itself not dumpable while it evaluates (:func:`no_dumps`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Iterator
+
+__all__ = [
+    "FOLLOWED",
+    "PINNED_PYTHON",
+    "child_command",
+    "child_environment",
+    "die_with_parent",
+    "drop_privileges",
+    "forbid_dumps",
+    "is_dumpable",
+    "no_dumps",
+]
+
+#: the interpreter every child runs, as it was when fiq-gym was imported
+PINNED_PYTHON = sys.executable
+_PINNED_ENVIRONMENT = dict(os.environ)
+#: prefixes of the variables a child takes from the caller's *current* environment (settings of
+#: fiq-gym, Hugging Face and the thread pools, which users change between evaluations)
+FOLLOWED = ("FIQ_GYM_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_", "MKL_", "OPENBLAS_")
+
+_PR_SET_PDEATHSIG = 1
+_PR_GET_DUMPABLE = 3
+_PR_SET_DUMPABLE = 4
+_PR_CAPBSET_DROP = 24
+_PR_SET_SECUREBITS = 28
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+# SECBIT_NOROOT, NO_SETUID_FIXUP, KEEP_CAPS_LOCKED, NO_CAP_AMBIENT_RAISE, each with its lock
+_LOCKED_SECUREBITS = 0b1110_1111
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def child_environment() -> dict[str, str]:
+    """The environment a child starts with: the one pinned at import, with the current values
+    of the :data:`FOLLOWED` variables (and without those removed since)."""
+    env = {k: v for k, v in _PINNED_ENVIRONMENT.items() if not k.startswith(FOLLOWED)}
+    env.update({k: v for k, v in os.environ.items() if k.startswith(FOLLOWED)})
+    return env
+
+
+def child_command(module: str, *args: str) -> list[str]:
+    """``python -I -m module args...`` with the pinned interpreter."""
+    return [PINNED_PYTHON, "-I", "-m", module, *args]
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def _prctl(option: int, arg: int = 0) -> int:
+    libc = _libc()
+    if libc is None:
+        return -1
+    return int(
+        libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    )
+
+
+def die_with_parent(parent: int) -> None:
+    """Get SIGKILL when the parent dies (Linux; elsewhere the closed pipe ends the child).
+
+    The kernel sends it when the *thread* that started this process ends, so the harness
+    starts a new child if it finds its warm one gone."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def forbid_dumps() -> None:
+    """Make this process not dumpable: no core file, and another process of the same user
+    (without CAP_SYS_PTRACE) can neither read its memory nor attach to it."""
+    _prctl(_PR_SET_DUMPABLE, 0)
+
+
+def is_dumpable() -> bool | None:
+    """Whether this process is dumpable (None where the platform does not say)."""
+    result = _prctl(_PR_GET_DUMPABLE)
+    return None if result < 0 else bool(result)
+
+
+@contextlib.contextmanager
+def no_dumps() -> Iterator[None]:
+    """This process not dumpable for the duration (restored after), e.g. while an agent's
+    process is alive beside the evaluator that holds the evaluation set."""
+    before = is_dumpable()
+    if before:
+        forbid_dumps()
+    try:
+        yield
+    finally:
+        if before:
+            _prctl(_PR_SET_DUMPABLE, 1)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def drop_privileges() -> None:
+    """Give up every capability for good (Linux): a process run as root then has only a
+    user's rights over other processes (it cannot read the memory of one that is not
+    dumpable), and nothing it executes regains them. Best effort: a step the kernel refuses is
+    skipped (an unprivileged process has nothing to drop)."""
+    libc = _libc()
+    if libc is None:
+        return
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    _prctl(_PR_SET_SECUREBITS, _LOCKED_SECUREBITS)  # root regains nothing on execve
+    for cap in range(64):
+        if _prctl(_PR_CAPBSET_DROP, cap) < 0 and ctypes.get_errno() == 22:  # EINVAL: past the last
+            break
+    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    with contextlib.suppress(AttributeError):
+        libc.capset(ctypes.byref(header), data)

@@ -1,0 +1,287 @@
+"""Isolated evaluation: the agent in a process of its own, the evaluation set out of its reach.
+
+The sealed harness (:mod:`fiq_gym.envs.evaluation`) moves the *environment* out of the
+agent's reach but leaves the agent in the caller's process, which holds the evaluation set,
+its seed and the code that builds the result: an agent that sets out to cheat can read them
+from the caller's stack frames, patch the result code, or evaluate the same set inside its own
+``act()``. For agents you do not trust, this module turns that around:
+
+* the **evaluator** (this process) holds the set, the seed, the environment and the result;
+* the **agent** runs in a child, ``python -I -m fiq_gym.envs._agent_worker``, started with
+  the interpreter and environment pinned when fiq-gym was imported (never the held-out seed's
+  variable), without capabilities (:func:`fiq_gym.envs._launch.drop_privileges`); it builds
+  itself from an :class:`AgentSpec` (a factory named by import path, with plain arguments) and
+  its own copy of the environment, from which it may read the gallery, as any agent may;
+* per turn the evaluator sends the observations and the public ``info`` (a pickle: the
+  evaluator is trusted), the agent answers with its actions (numbers only: the evaluator never
+  unpickles anything the agent made) and its errors as text;
+* while the agent's process lives, the evaluator is not dumpable, so that process cannot read
+  the evaluator's memory (``/proc/PID/mem``) or environment, even when both run as root;
+* the agent has :data:`~fiq_gym.evaluation.TURN_TIMEOUT` seconds per ``act()`` and
+  :data:`START_TIMEOUT` to start; past either, its process is stopped and the evaluation ends
+  with :class:`~fiq_gym.errors.EvaluationTimeout` naming the agent.
+
+Its results equal the sealed and in-process harnesses' for an honest agent (same seeds, same
+set; tested). What it does not defend: an agent that reads, through the file system, a file
+holding a held-out seed that its account may read (keep the seed in
+:data:`~fiq_gym.evaluation.HELD_OUT_VARIABLE`), attacks on the kernel, and the machine's own
+limits (memory, disk) which a hostile agent may exhaust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from fiq_gym.envs._harness import DEFAULT_NUM_ENVS, START_TIMEOUT, EnvSpec, only_evaluation_of
+from fiq_gym.envs._launch import child_command, child_environment, no_dumps
+from fiq_gym.envs._sealed_protocol import decode_actions, read_message_within, write_message
+from fiq_gym.errors import EvaluationError, EvaluationTimeout
+from fiq_gym.evaluation import (
+    HELD_OUT_VARIABLE,
+    TURN_TIMEOUT,
+    EvaluationDialogs,
+    EvaluationResult,
+    EvaluationSet,
+    HeldOutSeed,
+    play_dialogs,
+)
+
+__all__ = ["AGENT_WORKER_MODULE", "AgentSpec", "evaluate_isolated"]
+
+AGENT_WORKER_MODULE = "fiq_gym.envs._agent_worker"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """How the agent's process builds the agent: ``factory(venv, **kwargs)``.
+
+    Args:
+        factory: ``"package.module:function"``, importable in a fresh interpreter (``-I``:
+            an installed package, not a script's directory), or ``"path/to/file.py:function"``
+            (loaded from that file, relative to the current directory). It is called with the agent
+            process's own native vector env of the evaluated spec (read its gallery, never
+            the evaluation's) and returns a :class:`~fiq_gym.evaluation.RetrievalAgent`.
+        kwargs: plain, picklable arguments (paths, numbers, names).
+        name: the agent's name in the result (default: the factory's).
+    """
+
+    factory: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        module, _, attr = self.factory.partition(":")
+        if not module or not attr or " " in self.factory:
+            raise ValueError(f"AgentSpec.factory must read 'package.module:function', got {self.factory!r}")
+        try:
+            pickle.dumps(dict(self.kwargs))
+        except Exception as e:
+            raise ValueError(f"AgentSpec.kwargs must be plain picklable values ({e})") from None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.factory.rpartition(":")[2]
+
+    def resolve(self) -> Any:
+        """The factory itself (in the agent's process)."""
+        module, _, attr = self.factory.rpartition(":")
+        try:
+            value: Any = _import(module)
+            for part in attr.split("."):
+                value = getattr(value, part)
+        except (ImportError, AttributeError) as e:
+            raise ImportError(
+                f"the agent factory {self.factory!r} cannot be imported in a fresh interpreter ({e}); "
+                "put it in an installed package (python -I ignores PYTHONPATH and the script's folder)"
+            ) from None
+        return value
+
+
+def _import(module: str) -> Any:
+    """A module by name, or from a ``.py`` file."""
+    if not module.endswith(".py"):
+        return importlib.import_module(module)
+    path = os.path.abspath(os.path.expanduser(module))
+    name = f"fiq_gym_agent_{abs(hash(path))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not os.path.isfile(path):
+        raise ImportError(f"no such file: {path}")
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def _agent_environment() -> dict[str, str]:
+    env = child_environment()
+    env.pop(HELD_OUT_VARIABLE, None)
+    return env
+
+
+class _AgentProcess:
+    """The evaluator's handle on the agent's process; a
+    :class:`~fiq_gym.evaluation.RetrievalAgent` for :func:`~fiq_gym.evaluation.play_dialogs`."""
+
+    def __init__(
+        self, spec: AgentSpec, env: EnvSpec, start_timeout: float | None, turn_timeout: float | None
+    ):
+        self.spec, self.start_timeout, self.turn_timeout = spec, start_timeout, turn_timeout
+        self.turn = 0
+        self.proc = subprocess.Popen(
+            child_command(AGENT_WORKER_MODULE, str(os.getpid())),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_agent_environment(),
+        )
+        request = {
+            "factory": spec.factory,
+            "kwargs": dict(spec.kwargs),
+            "env_id": env.env_id,
+            "env_kwargs": env.kwargs,
+            "num_envs": env.num_envs,
+        }
+        self._send(b"A", pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send(self, tag: bytes, payload: bytes) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a gone agent is reported by the next read
+            write_message(self.proc.stdin, tag, payload)
+
+    def _receive(self, timeout: float | None, waiting_for: str) -> tuple[bytes, bytes]:
+        assert self.proc.stdout is not None
+        try:
+            message = read_message_within(self.proc.stdout.fileno(), timeout)
+        except TimeoutError:
+            self.close(kill=True)
+            option = "start_timeout" if waiting_for == "start" else "turn_timeout"
+            raise EvaluationTimeout(
+                f"the agent's process did not answer within {timeout:g} s ({waiting_for}) and was stopped; "
+                f"raise {option}= (--{option.replace('_', '-')}) if the agent is that slow"
+            ) from None
+        if message is None:
+            code = self.proc.wait()
+            raise EvaluationError(
+                f"the agent's process exited (code {code}) during {waiting_for}; its own error is on stderr above"
+            )
+        tag, payload = message
+        if tag == b"E":
+            self.close(kill=True)
+            text = payload.decode("utf-8", errors="replace").strip().splitlines()
+            raise EvaluationError(
+                f"the agent failed in its process during {waiting_for}: {text[-1] if text else 'no message'} "
+                "(its traceback is on stderr above)"
+            )
+        return tag, payload
+
+    def wait_ready(self) -> None:
+        tag, _ = self._receive(self.start_timeout, "start")
+        if tag != b"K":
+            raise EvaluationError(f"the agent's process broke the protocol at its start (message {tag!r})")
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        self.turn = 0
+        self._send(b"R", pickle.dumps((observation, dict(info), mask), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        self.turn += 1
+        self._send(b"S", pickle.dumps((observation, dict(info)), protocol=pickle.HIGHEST_PROTOCOL))
+        tag, payload = self._receive(self.turn_timeout, f"act() at turn {self.turn}")
+        if tag != b"A":
+            raise EvaluationError(
+                f"the agent's process broke the protocol (message {tag!r} instead of actions)"
+            )
+        try:
+            return decode_actions(payload)
+        except ValueError as e:
+            raise EvaluationError(f"the agent's process sent unreadable actions ({e})") from None
+
+    def close(self, kill: bool = False) -> None:
+        proc = self.proc
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        if kill:
+            proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def evaluate_isolated(
+    agent: AgentSpec | object,
+    env: str | gym.vector.VectorEnv,
+    episodes: int | EvaluationSet = 1000,
+    seed: int | HeldOutSeed = 0,
+    *,
+    num_envs: int = DEFAULT_NUM_ENVS,
+    name: str | None = None,
+    turn_timeout: float | None = TURN_TIMEOUT,
+    start_timeout: float | None = START_TIMEOUT,
+    **env_kwargs: Any,
+) -> EvaluationResult:
+    """Evaluate an untrusted agent in a process of its own (see the module's docstring).
+
+    Same arguments as :func:`fiq_gym.envs.evaluation.evaluate`, except that ``agent`` is an
+    :class:`AgentSpec` (the agent is built in its process) and ``seed`` may be a
+    :class:`~fiq_gym.evaluation.HeldOutSeed`, for a set the agent cannot regenerate (the
+    result then records the seed's fingerprint, not the seed).
+    """
+    if not isinstance(agent, AgentSpec):
+        raise TypeError(
+            "isolation='process' builds the agent in its own process: pass an AgentSpec('package.module:function', "
+            f"kwargs), not a {type(agent).__name__} object"
+        )
+    spec = EnvSpec.of(env, num_envs, env_kwargs)
+    held_out = seed if isinstance(seed, HeldOutSeed) else None
+    seed_value = seed.value if isinstance(seed, HeldOutSeed) else int(seed)
+    with only_evaluation_of(episodes, seed), no_dumps():
+        # The agent's process starts first and builds itself while this one builds the env.
+        remote = _AgentProcess(agent, spec, start_timeout, turn_timeout)
+        try:
+            venv = gym.make_vec(
+                spec.env_id, num_envs=spec.num_envs, vectorization_mode="vector_entry_point", **spec.kwargs
+            )
+            try:
+                num_items = int(venv.unwrapped.num_items)  # type: ignore[attr-defined]
+                eval_set = (
+                    episodes
+                    if isinstance(episodes, EvaluationSet)
+                    else EvaluationSet.generate(num_items, episodes, seed_value)
+                )
+                dialogs = EvaluationDialogs(venv, eval_set, seed_value)
+                remote.wait_ready()
+                play_dialogs(remote, dialogs)
+                ranks, success_turn = dialogs.result()
+            finally:
+                venv.close()
+        except BaseException:
+            remote.close(kill=True)
+            raise
+        remote.close()
+    meta: dict[str, Any] = {
+        "seed": None if held_out else seed_value,
+        "episodes": len(eval_set),
+        "max_turns": dialogs.turns,
+        "env": spec.label,
+        "sealed": True,
+        "isolation": "process",
+    }
+    if held_out is not None:
+        meta["held_out"] = held_out.fingerprint
+    return EvaluationResult(name or agent.label, ranks, success_turn, num_items, meta)
