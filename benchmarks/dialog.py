@@ -41,6 +41,7 @@ from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
+from fiq_gym.envs.isolation import AgentSpec
 from fiq_gym.envs.registration import env_id_for
 from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet, RetrievalAgent
 from fiq_gym.links import doc_url
@@ -203,6 +204,8 @@ class BenchmarkResult:
     seconds: float = 0.0
     command: str = ""
     sealed: bool = True
+    #: "process" (the agent in its own process), "sealed" or "none"; see fiq_gym.envs.evaluation
+    isolation: str = "sealed"
 
     budgets: dict[tuple[str, str, int], Budget] = field(default_factory=dict)
     #: the named configuration played (fiq_gym.envs.configurations)
@@ -452,26 +455,22 @@ def train_agents(
     return trained, budgets, first_stage
 
 
-def _agent_and_env(
+def _bench_envs(
     name: str,
     checkpoint: Path | None,
     user: str,
     catalog: str | None,
     num_envs: int,
     max_turns: int,
-    seed: int,
-    first_stage: str = "retriever",
-    env_id: str = "fiq_gym/FashionIQ-v2",
-) -> tuple[RetrievalAgent, gym.vector.VectorEnv]:
-    """The agent and the env it is evaluated in with shopper ``user`` (a trained agent keeps
-    the tokenizer of the shopper it was trained with; see :meth:`LoadedAgent.make_envs`)."""
-    from fiq_gym.agents import RandomAgent
+    first_stage: str,
+    env_id: str,
+) -> gym.vector.VectorEnv:
+    """The env agent ``name`` is evaluated in with shopper ``user``."""
     from fiq_gym.agents.checkpoint import ACTION_MODES, load_agent
-    from fiq_gym.agents.shortlist import ShortlistGreedyAgent, ShortlistRandomAgent
 
     if checkpoint is None:
         shortlist: dict[str, Any] = {"shortlist": first_stage} if ACTION_MODES[name] == "shortlist" else {}
-        envs = gym.make_vec(
+        return gym.make_vec(
             env_id,
             num_envs=num_envs,
             vectorization_mode="vector_entry_point",
@@ -481,16 +480,28 @@ def _agent_and_env(
             max_turns=max_turns,
             **shortlist,
         )
-        if name in REFERENCES:
-            return _posterior(name, envs, seed), envs
-        if name == "shortlist-greedy":
-            return ShortlistGreedyAgent(), envs
-        if name == "shortlist-random":
-            return ShortlistRandomAgent(seed=seed), envs
-        return RandomAgent.for_env(envs, seed=seed), envs
-    loaded = load_agent(checkpoint)
-    envs = loaded.make_envs(num_envs, catalog=catalog, user=user, max_turns=max_turns)
-    return loaded.make_agent(envs), envs
+    return load_agent(checkpoint, load_model=False).make_envs(
+        num_envs, catalog=catalog, user=user, max_turns=max_turns
+    )
+
+
+def bench_agent(envs: gym.vector.VectorEnv, name: str, checkpoint: str | None, seed: int) -> RetrievalAgent:
+    """Benchmark agent ``name`` for ``envs``: loaded from ``checkpoint`` if it was trained, else
+    built (the untrained agents and the references). Also the agent factory of an isolated
+    evaluation (``AgentSpec("fiq_gym.benchmarks.dialog:bench_agent", ...)``)."""
+    from fiq_gym.agents import RandomAgent
+    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.shortlist import ShortlistGreedyAgent, ShortlistRandomAgent
+
+    if checkpoint is not None:
+        return load_agent(checkpoint).make_agent(envs)
+    if name in REFERENCES:
+        return _posterior(name, envs, seed)
+    if name == "shortlist-greedy":
+        return ShortlistGreedyAgent()
+    if name == "shortlist-random":
+        return ShortlistRandomAgent(seed=seed)
+    return RandomAgent.for_env(envs, seed=seed)
 
 
 def _posterior(name: str, envs: gym.vector.VectorEnv, seed: int) -> RetrievalAgent:
@@ -532,6 +543,7 @@ def run_benchmark(
     progress: bool = True,
     command: str = "",
     sealed: bool = True,
+    isolation: str | None = None,
     jobs: int = 1,
     configuration: str = "default",
 ) -> BenchmarkResult:
@@ -558,7 +570,11 @@ def run_benchmark(
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     env_id = env_id_for(configuration)
     out.mkdir(parents=True, exist_ok=True)
-    result = BenchmarkResult(preset, command=command, sealed=sealed, configuration=configuration)
+    isolation = isolation or ("sealed" if sealed else "none")
+    sealed = isolation != "none"
+    result = BenchmarkResult(
+        preset, command=command, sealed=sealed, isolation=isolation, configuration=configuration
+    )
     reason = references_unavailable(catalog, env_id) if any(a in REFERENCES for a in agents) else None
     if reason is not None:
         result.skipped = {a: reason for a in agents if a in REFERENCES}
@@ -569,9 +585,7 @@ def run_benchmark(
     if jobs > 1 and len(stages) > 1:
         worker_args = ["--agents", *agents, "--eval-users", *eval_users, "--turns", str(max_turns)]
         worker_args += ["--preset", preset.name, "--run-dir", str(out), "--config", configuration]
-        worker_args += ([] if catalog is None else ["--catalog", str(catalog)]) + (
-            [] if sealed else ["--unsealed"]
-        )
+        worker_args += ([] if catalog is None else ["--catalog", str(catalog)]) + ["--isolation", isolation]
         for stage_records, stage_budgets in _run_stages_in_processes(
             stages, worker_args, out, jobs, progress
         ):
@@ -594,21 +608,31 @@ def run_benchmark(
         result.budgets.update({(name, user, seed): b for name, b in budgets.items()})
         for eval_user in eval_users:
             for name in agents:
-                agent, envs = _agent_and_env(
+                checkpoint = trained.get(name)
+                envs = _bench_envs(
                     name,
-                    trained.get(name),
+                    checkpoint,
                     eval_user,
                     catalog,
                     min(64, preset.episodes),
                     max_turns,
-                    seed,
                     first_stage,
                     env_id,
                 )
                 try:
                     eval_set = _evaluation_set(out, inner_env(envs).num_items, preset.episodes)
+                    agent: Any
+                    if isolation == "process":
+                        # the agent built and run in a process of its own, from the checkpoint
+                        where = None if checkpoint is None else str(Path(checkpoint).resolve())
+                        agent = AgentSpec(
+                            "fiq_gym.benchmarks.dialog:bench_agent",
+                            {"name": name, "checkpoint": where, "seed": seed},
+                        )
+                    else:
+                        agent = bench_agent(envs, name, None if checkpoint is None else str(checkpoint), seed)
                     # sealed: on the process-wide warm child, shared with the trainers' evaluations
-                    evaluation = evaluate(agent, envs, eval_set, seed=seed, name=name, sealed=sealed)
+                    evaluation = evaluate(agent, envs, eval_set, seed=seed, name=name, isolation=isolation)
                 finally:
                     envs.close()
                 result.records.append(Record(name, user, eval_user, seed, evaluation))
@@ -734,7 +758,10 @@ def to_markdown(result: BenchmarkResult) -> str:
         "",
         "Evaluation: "
         + (
-            "sealed harness (the environment runs in a separate process; agents see observations, caption, "
+            "isolated harness (each agent runs in a process of its own, the environment and the evaluation set "
+            "in the evaluator; agents see observations, caption, shown item, turn and success only)."
+            if result.isolation == "process"
+            else "sealed harness (the environment runs in a separate process; agents see observations, caption, "
             "shown item, turn and success only)."
             if result.sealed
             else "UNSEALED harness (debugging run: not for publication)."
@@ -1007,6 +1034,7 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
                 "env_id": env_id_for(result.configuration),
                 "command": result.command,
                 "sealed": result.sealed,
+                "isolation": result.isolation,
                 "skipped": result.skipped,
                 "seconds": result.seconds,
                 "git_revision": git_revision(),
@@ -1082,17 +1110,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_publish_argument(parser, "the reports to DIR/PRESET/")
     sealing = parser.add_mutually_exclusive_group()
     sealing.add_argument(
+        "--isolation",
+        choices=("process", "sealed", "none"),
+        help="process: each agent in a process of its own (the default with --publish); sealed: the "
+        "environment in a child process (the default otherwise: faster, the same numbers for honest agents); "
+        "none: all in this process, for debugging (--publish refuses it)",
+    )
+    sealing.add_argument(
         "--sealed",
-        dest="sealed",
-        action="store_true",
-        default=True,
-        help="evaluate with the environment in a separate process (the default)",
+        dest="isolation",
+        action="store_const",
+        const="sealed",
+        help="the same as --isolation sealed",
     )
     sealing.add_argument(
         "--unsealed",
-        dest="sealed",
-        action="store_false",
-        help="evaluate in this process, for debugging; --publish refuses it",
+        dest="isolation",
+        action="store_const",
+        const="none",
+        help="the same as --isolation none",
     )
     parser.add_argument(
         "--jobs",
@@ -1107,8 +1143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    if args.publish is not None and not args.sealed:
+    if args.publish is not None and args.isolation == "none":
         parser.error("--publish needs the sealed harness: published tables never come from --unsealed runs")
+    if args.isolation is None:
+        args.isolation = "process" if args.publish is not None else "sealed"
     preset = PRESETS[args.preset or "quick"]
     name = preset.name if args.config == "default" else f"{preset.name}-{args.config}"
     publish_to = None if args.publish is None else prepare_publish_dir(parser, args.publish, name)
@@ -1123,7 +1161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_users=args.eval_users,
         max_turns=args.turns,
         command=command.strip(),
-        sealed=args.sealed,
+        isolation=args.isolation,
         jobs=args.jobs,
         configuration=args.config,
     )

@@ -287,34 +287,42 @@ ISOLATIONS = ("none", "sealed", "process")
 def measure_isolation(
     catalog: str | None, episodes: int, num_envs: int = 64, seed: int = 0, repeats: int = 3
 ) -> dict[str, list[float]]:
-    """Seconds of ``fiq-gym eval``'s work (load the checkpoint, build the env, start what the
-    mode starts, play ``episodes`` dialogs) in each isolation mode, for the retriever, each
-    repeat rotating which mode goes first; every run must give the same ranks."""
+    """Seconds of ``fiq-gym eval CHECKPOINT --isolation MODE`` for a supervised-retriever
+    checkpoint, each run a fresh process as a user starts it (imports, loading, the processes
+    the mode starts, playing), repeats rotating which mode goes first after one untimed round;
+    every run must give the same ranks."""
+    import json
+    import subprocess
     import tempfile
-
-    from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
-    from fiq_gym.envs.evaluation import close_warm_evaluator
 
     times: dict[str, list[float]] = {mode: [] for mode in ISOLATIONS}
     with tempfile.TemporaryDirectory(prefix="fiq-gym-isolation-") as tmp:
         checkpoint = _retriever_checkpoint(catalog, Path(tmp))
         expected = None
-        for r in range(repeats + 1):  # the first round warms the caches and is not timed
+        for r in range(repeats + 1):  # the first round warms the file cache and is not timed
             for mode in ISOLATIONS[r % 3 :] + ISOLATIONS[: r % 3]:
-                close_warm_evaluator()  # every mode starts what it needs, as a new `fiq-gym eval` would
+                out = Path(tmp) / f"{mode}-{r}.json"
+                command = [
+                    sys.executable,
+                    "-m",
+                    "fiq_gym",
+                    "eval",
+                    str(checkpoint),
+                    "--episodes",
+                    str(episodes),
+                ]
+                command += ["--seed", str(seed), "--isolation", mode, "--out", str(out)]
                 start = time.perf_counter()
-                ranks = evaluate_checkpoint(
-                    checkpoint, episodes=episodes, seed=seed, num_envs=num_envs, isolation=mode
-                ).ranks
+                subprocess.run(command, check=True, capture_output=True)
                 if r:
                     times[mode].append(time.perf_counter() - start)
+                per_turn = json.loads(out.read_text())["per_turn"]
                 if expected is None:
-                    expected = ranks
-                elif not np.array_equal(ranks, expected):
+                    expected = per_turn
+                elif per_turn != expected:
                     raise RuntimeError(
-                        f"isolation={mode!r} gave other ranks than the other modes; this is a bug"
+                        f"isolation={mode!r} gave other results than the other modes; this is a bug"
                     )
-    close_warm_evaluator()
     return times
 
 
@@ -464,12 +472,12 @@ def to_markdown(
             "",
             "## Isolated evaluation: cost",
             "",
-            f"Seconds of `fiq-gym eval`'s work on a supervised-retriever checkpoint ({meta['episodes']} dialogs):",
-            "load it, build the env, start what the mode starts, play; median of "
-            f"{meta['repeats']} repeats rotating the order, after one untimed round; identical ranks in every run.",
-            "`none`: all in one process; `sealed`: the env in a new child, the agent in the caller;",
-            "`process`: the agent in a process of its own (it loads the checkpoint and builds its copy of",
-            "the env while the evaluator builds the env), the env in the evaluator.",
+            f"Seconds of `fiq-gym eval CHECKPOINT --episodes {meta['episodes']} --isolation MODE` on a supervised-retriever",
+            "checkpoint, each a fresh process as a user starts it (imports, loading, the processes the mode",
+            f"starts, playing); median of {meta['repeats']} repeats rotating the order, after one untimed round;",
+            "identical results in every run. `none`: all in one process; `sealed`: the env in a child, the agent",
+            "in the caller; `process`: the agent in a process of its own, started first so that it imports its",
+            "libraries and loads the checkpoint while the evaluator does its own start, the env in the evaluator.",
             "",
             "| isolation | seconds (median) | per repeat | vs none |",
             "|---|---:|---|---:|",

@@ -3,9 +3,10 @@ PARENT_PID``); see :mod:`fiq_gym.envs.isolation`.
 
 It gives up its privileges and dies with the evaluator, then reads one ``A`` request (the
 agent's factory and arguments, the env spec), builds its own copy of the env and the agent,
-answers ``K``, and serves until its stdin closes: ``R`` (first observations of a batch: the
-agent's ``reset``) and ``S`` (observations: ``act``, answered with ``A`` and the actions as
-numbers). An error is answered with ``E`` and its text, never a pickle; the traceback goes
+answers ``K``, and serves until its stdin closes: ``L`` (the layout of the shared region the
+evaluator passed at start, where observations and large actions travel), ``R`` (first
+observations of a batch: the agent's ``reset``) and ``S`` (observations: ``act``, answered
+with ``A`` and the actions as numbers). An error is answered with ``E`` and its text, never a pickle; the traceback goes
 to stderr. Its stdout carries nothing but the protocol: whatever the agent prints goes to
 stderr.
 """
@@ -32,12 +33,23 @@ def _fail(out: IO[bytes], exc: BaseException) -> int:
     return 1
 
 
-def serve(inp: IO[bytes], out: IO[bytes]) -> int:
+def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
     import gymnasium as gym
 
-    import fiq_gym  # noqa: F401  (registers the env ids)
-    from fiq_gym.envs._sealed_protocol import encode_actions, read_message, write_message
+    import fiq_gym
+    from fiq_gym.envs._sealed_protocol import SharedRegion, encode_actions, read_message, write_message
     from fiq_gym.envs.isolation import AgentSpec
+
+    region = SharedRegion(region_fd) if region_fd >= 0 else None
+
+    def observations(inline: Any) -> Any:
+        if inline is not None:
+            return inline
+        if region is None:
+            raise RuntimeError(
+                "the evaluator wrote observations to a shared region this process does not have"
+            )
+        return region.take_observations()
 
     message = read_message(inp)
     if message is None or message[0] != b"A":
@@ -45,23 +57,34 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
     request = pickle.loads(message[1])  # from the evaluator, which started this process
     venv: Any = None
     try:
+        # The factory and the env's modules first, while the evaluator prepares the env spec.
         factory = AgentSpec(request["factory"], request["kwargs"]).resolve()
+        import fiq_gym.envs.vector  # noqa: F401  (torch among them)
+
+        message = read_message(inp)
+        if message is None:
+            return 0
+        if message[0] != b"V":
+            raise RuntimeError(f"expected the env spec from the evaluator, got message {message[0]!r}")
+        env = pickle.loads(message[1])
         venv = gym.make_vec(
-            request["env_id"],
-            num_envs=request["num_envs"],
+            env["env_id"],
+            num_envs=env["num_envs"],
             vectorization_mode="vector_entry_point",
-            **request["env_kwargs"],
+            **env["env_kwargs"],
         )
         agent = factory(venv, **request["kwargs"])
         write_message(out, b"K")
         while (message := read_message(inp)) is not None:
             tag, payload = message
-            if tag == b"R":
+            if tag == b"L" and region is not None:
+                region.use(pickle.loads(payload))
+            elif tag == b"R":
                 obs, info, mask = pickle.loads(payload)
-                agent.reset(obs, info, mask)
+                agent.reset(observations(obs), info, mask)
             elif tag == b"S":
                 obs, info = pickle.loads(payload)
-                write_message(out, b"A", encode_actions(agent.act(obs, info)))
+                write_message(out, b"A", encode_actions(agent.act(observations(obs), info), region))
             else:
                 raise RuntimeError(f"unknown message {tag!r} from the evaluator")
         return 0
@@ -71,12 +94,14 @@ def serve(inp: IO[bytes], out: IO[bytes]) -> int:
         if venv is not None:
             with contextlib.suppress(Exception):
                 venv.close()
+        if region is not None:
+            region.close()
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    if len(argv) not in (2, 3):
         print(
-            "usage: python -m fiq_gym.envs._agent_worker PARENT_PID (started by the evaluator)",
+            "usage: python -m fiq_gym.envs._agent_worker PARENT_PID [REGION_FD] (started by the evaluator)",
             file=sys.stderr,
         )
         return 2
@@ -88,7 +113,7 @@ def main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    return serve(sys.stdin.buffer, out)
+    return serve(sys.stdin.buffer, out, int(argv[2]) if len(argv) == 3 else -1)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
 __all__ = [
@@ -35,8 +36,10 @@ __all__ = [
     "die_with_parent",
     "drop_privileges",
     "forbid_dumps",
+    "hold_no_dumps",
     "is_dumpable",
     "no_dumps",
+    "release_no_dumps",
 ]
 
 #: the interpreter every child runs, as it was when fiq-gym was imported
@@ -112,18 +115,40 @@ def is_dumpable() -> bool | None:
     return None if result < 0 else bool(result)
 
 
+_holds = 0
+_dumpable_before: bool | None = None
+_holds_lock = threading.Lock()
+
+
+def hold_no_dumps() -> None:
+    """Make this process not dumpable until every hold is released (:func:`release_no_dumps`):
+    the evaluator holds it while any agent's process is alive."""
+    global _holds, _dumpable_before
+    with _holds_lock:
+        if _holds == 0:
+            _dumpable_before = is_dumpable()
+            if _dumpable_before:
+                forbid_dumps()
+        _holds += 1
+
+
+def release_no_dumps() -> None:
+    """Release one hold; the last one restores dumpability as it was before the first."""
+    global _holds
+    with _holds_lock:
+        _holds = max(0, _holds - 1)
+        if _holds == 0 and _dumpable_before:
+            _prctl(_PR_SET_DUMPABLE, 1)
+
+
 @contextlib.contextmanager
 def no_dumps() -> Iterator[None]:
-    """This process not dumpable for the duration (restored after), e.g. while an agent's
-    process is alive beside the evaluator that holds the evaluation set."""
-    before = is_dumpable()
-    if before:
-        forbid_dumps()
+    """This process not dumpable for the duration (as it was, after)."""
+    hold_no_dumps()
     try:
         yield
     finally:
-        if before:
-            _prctl(_PR_SET_DUMPABLE, 1)
+        release_no_dumps()
 
 
 class _CapHeader(ctypes.Structure):

@@ -474,6 +474,7 @@ class SealedEvaluator:
             ranks, success_turn = dialogs.result()
         meta = {
             "seed": seed,
+            "set": "public",
             "episodes": dialogs.episodes,
             "max_turns": dialogs.turns,
             "env": spec.label,

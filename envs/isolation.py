@@ -30,6 +30,7 @@ limits (memory, disk) which a hostile agent may exhaust.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import importlib.util
@@ -37,6 +38,8 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +48,14 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.envs._harness import DEFAULT_NUM_ENVS, START_TIMEOUT, EnvSpec, only_evaluation_of
-from fiq_gym.envs._launch import child_command, child_environment, no_dumps
-from fiq_gym.envs._sealed_protocol import decode_actions, read_message_within, write_message
+from fiq_gym.envs._launch import child_command, child_environment, hold_no_dumps, release_no_dumps
+from fiq_gym.envs._sealed_protocol import (
+    Layout,
+    SharedRegion,
+    decode_actions,
+    read_message_within,
+    write_message,
+)
 from fiq_gym.errors import EvaluationError, EvaluationTimeout
 from fiq_gym.evaluation import (
     HELD_OUT_VARIABLE,
@@ -58,7 +67,7 @@ from fiq_gym.evaluation import (
     play_dialogs,
 )
 
-__all__ = ["AGENT_WORKER_MODULE", "AgentSpec", "evaluate_isolated"]
+__all__ = ["AGENT_WORKER_MODULE", "AgentSpec", "evaluate_isolated", "prestart"]
 
 AGENT_WORKER_MODULE = "fiq_gym.envs._agent_worker"
 
@@ -132,27 +141,51 @@ def _agent_environment() -> dict[str, str]:
 
 class _AgentProcess:
     """The evaluator's handle on the agent's process; a
-    :class:`~fiq_gym.evaluation.RetrievalAgent` for :func:`~fiq_gym.evaluation.play_dialogs`."""
+    :class:`~fiq_gym.evaluation.RetrievalAgent` for :func:`~fiq_gym.evaluation.play_dialogs`.
 
-    def __init__(
-        self, spec: AgentSpec, env: EnvSpec, start_timeout: float | None, turn_timeout: float | None
-    ):
-        self.spec, self.start_timeout, self.turn_timeout = spec, start_timeout, turn_timeout
+    It starts at once with the factory (the process imports it and the env's modules while
+    the evaluator prepares); :meth:`build` sends the env spec, :meth:`share` the region's
+    layout, :meth:`wait_ready` waits for the agent. The evaluator is not dumpable from the
+    start until :meth:`close`."""
+
+    def __init__(self, spec: AgentSpec, start_timeout: float | None = START_TIMEOUT) -> None:
+        self.spec, self.start_timeout = spec, start_timeout
+        self.turn_timeout: float | None = TURN_TIMEOUT
         self.turn = 0
-        self.proc = subprocess.Popen(
-            child_command(AGENT_WORKER_MODULE, str(os.getpid())),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=_agent_environment(),
-        )
-        request = {
-            "factory": spec.factory,
-            "kwargs": dict(spec.kwargs),
-            "env_id": env.env_id,
-            "env_kwargs": env.kwargs,
-            "num_envs": env.num_envs,
-        }
+        self.started = time.monotonic()
+        # Observations and large actions cross through a shared region (Linux), as in the
+        # sealed harness: the evaluator writes observations and copies actions out; it never
+        # reads back what it wrote, so an agent writing into the region changes nothing else.
+        self.region = SharedRegion.create()
+        fds = () if self.region is None else (self.region.fd,)
+        hold_no_dumps()
+        self._held = True
+        try:
+            self.proc = subprocess.Popen(
+                child_command(AGENT_WORKER_MODULE, str(os.getpid()), str(fds[0] if fds else -1)),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                pass_fds=fds,
+                env=_agent_environment(),
+            )
+        except BaseException:
+            self._release()
+            raise
+        request = {"factory": spec.factory, "kwargs": dict(spec.kwargs)}
         self._send(b"A", pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def build(self, env: EnvSpec) -> None:
+        """Have the agent's process build its copy of the env and the agent."""
+        request = {"env_id": env.env_id, "env_kwargs": env.kwargs, "num_envs": env.num_envs}
+        self._send(b"V", pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _release(self) -> None:
+        if self._held:
+            self._held = False
+            release_no_dumps()
 
     def _send(self, tag: bytes, payload: bytes) -> None:
         assert self.proc.stdin is not None
@@ -185,25 +218,46 @@ class _AgentProcess:
             )
         return tag, payload
 
+    def share(self, venv: gym.vector.VectorEnv) -> None:
+        """Lay the region out for ``venv``'s spaces and tell the agent's process."""
+        if self.region is None:
+            return
+        layout = Layout.for_spaces(venv.observation_space, venv.action_space)
+        self.region.use(layout, grow=True)
+        self._send(b"L", pickle.dumps(layout, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _observations(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """None when they went into the region, else themselves (for the message)."""
+        if self.region is not None and self.region.put_observations(observation):
+            return None
+        return observation
+
     def wait_ready(self) -> None:
-        tag, _ = self._receive(self.start_timeout, "start")
+        left = (
+            None
+            if self.start_timeout is None
+            else max(0.0, self.start_timeout - (time.monotonic() - self.started))
+        )
+        tag, _ = self._receive(left, "start")
         if tag != b"K":
             raise EvaluationError(f"the agent's process broke the protocol at its start (message {tag!r})")
 
     def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
         self.turn = 0
-        self._send(b"R", pickle.dumps((observation, dict(info), mask), protocol=pickle.HIGHEST_PROTOCOL))
+        message = (self._observations(observation), dict(info), mask)
+        self._send(b"R", pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         self.turn += 1
-        self._send(b"S", pickle.dumps((observation, dict(info)), protocol=pickle.HIGHEST_PROTOCOL))
+        message = (self._observations(observation), dict(info))
+        self._send(b"S", pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         tag, payload = self._receive(self.turn_timeout, f"act() at turn {self.turn}")
         if tag != b"A":
             raise EvaluationError(
                 f"the agent's process broke the protocol (message {tag!r} instead of actions)"
             )
         try:
-            return decode_actions(payload)
+            return decode_actions(payload, self.region)
         except ValueError as e:
             raise EvaluationError(f"the agent's process sent unreadable actions ({e})") from None
 
@@ -221,6 +275,52 @@ class _AgentProcess:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        if self.region is not None:
+            self.region.close()
+            self.region = None
+        self._release()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.proc.poll() is None:
+                self.close(kill=True)
+
+
+_prestarted: dict[bytes, _AgentProcess] = {}
+_prestarted_lock = threading.Lock()
+
+
+def _key(spec: AgentSpec) -> bytes:
+    return pickle.dumps((spec.factory, sorted(dict(spec.kwargs).items())))
+
+
+def prestart(agent: AgentSpec) -> None:
+    """Start the agent's process now, so that it imports its factory and the libraries while
+    the caller prepares (``fiq-gym eval`` does this first); the next isolated evaluation of
+    the same spec uses it. The evaluator is not dumpable from now until that evaluation ends."""
+    with _prestarted_lock:
+        key = _key(agent)
+        if key not in _prestarted:
+            _prestarted[key] = _AgentProcess(agent)
+
+
+def _take(agent: AgentSpec, start_timeout: float | None) -> _AgentProcess:
+    with _prestarted_lock:
+        remote = _prestarted.pop(_key(agent), None)
+    if remote is not None and remote.alive():
+        remote.start_timeout = start_timeout
+        return remote
+    if remote is not None:
+        remote.close(kill=True)
+    return _AgentProcess(agent, start_timeout)
+
+
+@atexit.register
+def _close_prestarted() -> None:
+    with _prestarted_lock:
+        for remote in _prestarted.values():
+            remote.close(kill=True)
+        _prestarted.clear()
 
 
 def evaluate_isolated(
@@ -250,10 +350,13 @@ def evaluate_isolated(
     spec = EnvSpec.of(env, num_envs, env_kwargs)
     held_out = seed if isinstance(seed, HeldOutSeed) else None
     seed_value = seed.value if isinstance(seed, HeldOutSeed) else int(seed)
-    with only_evaluation_of(episodes, seed), no_dumps():
-        # The agent's process starts first and builds itself while this one builds the env.
-        remote = _AgentProcess(agent, spec, start_timeout, turn_timeout)
+    with only_evaluation_of(episodes, seed):
+        # The agent's process starts first (or was prestarted) and builds itself while this
+        # one builds the env.
+        remote = _take(agent, start_timeout)
+        remote.turn_timeout = turn_timeout
         try:
+            remote.build(spec)
             venv = gym.make_vec(
                 spec.env_id, num_envs=spec.num_envs, vectorization_mode="vector_entry_point", **spec.kwargs
             )
@@ -265,6 +368,7 @@ def evaluate_isolated(
                     else EvaluationSet.generate(num_items, episodes, seed_value)
                 )
                 dialogs = EvaluationDialogs(venv, eval_set, seed_value)
+                remote.share(venv)
                 remote.wait_ready()
                 play_dialogs(remote, dialogs)
                 ranks, success_turn = dialogs.result()
@@ -276,6 +380,8 @@ def evaluate_isolated(
         remote.close()
     meta: dict[str, Any] = {
         "seed": None if held_out else seed_value,
+        # which kind of set: "public" (anyone can regenerate it from the seed) or "held-out"
+        "set": "held-out" if held_out else "public",
         "episodes": len(eval_set),
         "max_turns": dialogs.turns,
         "env": spec.label,

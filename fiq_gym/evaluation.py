@@ -537,6 +537,7 @@ def evaluate_in_process(
     ranks, success_turn = dialogs.result()
     meta = {
         "seed": seed,
+        "set": "public",
         "episodes": len(eval_set),
         "max_turns": dialogs.turns,
         "env": env_label or type(venv.unwrapped).__name__,

@@ -79,7 +79,7 @@ def test_an_honest_agent_scores_the_same_in_every_mode(small_catalog_path):
             assert (other.ranks == alone.ranks).all() and (other.success_turn == alone.success_turn).all()
     finally:
         venv.close()
-    assert alone.meta["isolation"] == "process" and alone.meta["seed"] == 0
+    assert alone.meta["isolation"] == "process" and alone.meta["seed"] == 0 and alone.meta["set"] == "public"
 
 
 def test_reading_the_callers_frames_wins_in_process_and_scores_like_random_isolated(small_catalog_path):
@@ -253,6 +253,7 @@ def test_held_out_results_name_the_set_by_fingerprint_only(small_catalog_path):
         for _ in range(2)
     )
     assert a.meta["seed"] is None and a.meta["held_out"] == HeldOutSeed(99).fingerprint
+    assert a.meta["set"] == "held-out"
     assert "99" not in repr(HeldOutSeed(99)) and (a.ranks == b.ranks).all()
     c = evaluate(spec, ENV, 64, HeldOutSeed(100), isolation="process", catalog=str(small_catalog_path))
     assert (c.ranks[:, 0] != a.ranks[:, 0]).any()
@@ -341,3 +342,20 @@ def test_the_documented_isolated_snippet_runs(small_catalog_path, tmp_path, monk
     scope: dict = {}
     exec(compile(block, "docs/agents.md", "exec"), scope)
     assert scope["result"].meta["held_out"] == HeldOutSeed(31337).fingerprint
+
+
+def test_a_prestarted_agent_process_is_used_and_the_evaluator_is_not_dumpable_while_it_lives(
+    small_catalog_path,
+):
+    from fiq_gym.envs import isolation
+    from fiq_gym.envs._launch import is_dumpable
+
+    before = is_dumpable()
+    spec = AgentSpec("fiq_gym.agents.random_agent:RandomAgent.for_env", {"seed": 5})
+    isolation.prestart(spec)
+    (remote,) = isolation._prestarted.values()
+    assert is_dumpable() is False  # from the agent's start, before any secret is read
+    pid = remote.proc.pid
+    result = evaluate(spec, ENV, 16, HeldOutSeed(1), isolation="process", catalog=str(small_catalog_path))
+    assert not isolation._prestarted and remote.proc.pid == pid and remote.proc.returncode is not None
+    assert is_dumpable() == before and result.meta["set"] == "held-out"

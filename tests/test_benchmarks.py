@@ -449,11 +449,18 @@ def test_the_sealed_benchmark_evaluates_everything_on_one_warm_child_with_the_un
     # 2 stages x 2 agents evaluated, the supervised trainer's evaluations, 2 env specs: 1 child
     assert len(sealed.records) == 4 and len(started) == 1
     unsealed = run_benchmark(PRESETS["tiny"], tmp_path / "unsealed" / "tiny", sealed=False, **kwargs)
-    for a, b in zip(sealed.records, unsealed.records, strict=True):
-        assert (a.agent, a.seed, a.eval_user) == (b.agent, b.seed, b.eval_user)
+    # What --publish uses: each agent built from its checkpoint in a process of its own.
+    isolated = run_benchmark(PRESETS["tiny"], tmp_path / "isolated" / "tiny", isolation="process", **kwargs)
+    assert isolated.isolation == "process"
+    for a, b, c in zip(sealed.records, unsealed.records, isolated.records, strict=True):
+        assert (
+            (a.agent, a.seed, a.eval_user) == (b.agent, b.seed, b.eval_user) == (c.agent, c.seed, c.eval_user)
+        )
         assert a.result.meta["sealed"] and not b.result.meta["sealed"]
-        np.testing.assert_array_equal(a.result.ranks, b.result.ranks)
-        np.testing.assert_array_equal(a.result.success_turn, b.result.success_turn)
+        assert c.result.meta["isolation"] == "process"
+        for other in (b, c):
+            np.testing.assert_array_equal(a.result.ranks, other.result.ranks)
+            np.testing.assert_array_equal(a.result.success_turn, other.result.success_turn)
     evaluation.close_warm_evaluator()
 
 

@@ -169,6 +169,17 @@ def _held_out(args: argparse.Namespace) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.isolation == "process" and (args.checkpoint is None) != (args.agent is None):
+        # The agent's process first: it imports its libraries while this one does.
+        from fiq_gym.envs.isolation import AgentSpec, prestart
+
+        if args.agent is not None:
+            prestart(AgentSpec(args.agent))
+        elif Path(args.checkpoint).expanduser().is_dir():
+            where = str(Path(args.checkpoint).expanduser().resolve())
+            prestart(
+                AgentSpec("fiq_gym.agents.evaluate_checkpoint:agent_from_checkpoint", {"checkpoint": where})
+            )
     held_out = _held_out(args)
     if held_out is not None and args.seed is not None:
         raise ValueError("--seed and a held-out seed exclude each other: the held-out seed draws the set")
