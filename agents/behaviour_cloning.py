@@ -7,7 +7,7 @@ action mode (``Discrete(K)``: pick one of K candidates), the mode offline and of
 agents learn in. Needs the offline extra: ``pip install -e ".[offline]"``.
 
     fiq-gym record --agent greedy --episodes 2000 --out datasets
-    fiq-gym train behaviour-cloning --dataset-id fiq_gym/FashionIQ-v2/greedy-shortlist-v0 \\
+    fiq-gym train behaviour-cloning --dataset-id fiq_gym/FashionIQ-v3/greedy-shortlist-v0 \\
         --datasets-path datasets --out runs/bc
     tensorboard --logdir runs/bc/tb
 
@@ -48,7 +48,7 @@ __all__ = ["Args", "BCAgent", "SlotPolicy", "load_transitions", "train"]
 
 @dataclass
 class Args:
-    dataset_id: str = "fiq_gym/FashionIQ-v2/greedy-shortlist-v0"
+    dataset_id: str = "fiq_gym/FashionIQ-v3/greedy-shortlist-v0"
     """Minari dataset id (written by fiq-gym record, shortlist action mode)"""
     datasets_path: str | None = None
     """Minari datasets root that holds it (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)"""

@@ -256,7 +256,7 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: not an agent checkpoint, or damaged (the message names the file), or
             trained on an env version this fiq-gym no longer has (-v1, -v0: the message names
-            the -v2 id to retrain on).
+            the -v3 id to retrain on).
     """
     path = Path(path).expanduser()
     config = read_config(path, formats=set(_KINDS), what="an agent checkpoint", fix=_FIX)

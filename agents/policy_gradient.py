@@ -40,7 +40,7 @@ __all__ = ["Args", "train"]
 
 @dataclass
 class Args:
-    env_id: str = "fiq_gym/FashionIQ-v2"
+    env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
     catalog: str | None = None
     """catalog directory (default: the built-in synthetic catalog)"""

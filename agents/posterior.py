@@ -23,9 +23,9 @@ agent, but the measure of what predicting attributes costs.
     from fiq_gym.agents.posterior import posterior_agent
     from fiq_gym.envs.evaluation import evaluate
     import gymnasium as gym
-    venv = gym.make_vec("fiq_gym/FashionIQ-v2", num_envs=16, vectorization_mode="vector_entry_point")
-    result = evaluate(posterior_agent(venv), "fiq_gym/FashionIQ-v2", episodes=200)
-    planner = evaluate(posterior_agent(venv, "lookahead"), "fiq_gym/FashionIQ-v2", episodes=20)
+    venv = gym.make_vec("fiq_gym/FashionIQ-v3", num_envs=16, vectorization_mode="vector_entry_point")
+    result = evaluate(posterior_agent(venv), "fiq_gym/FashionIQ-v3", episodes=200)
+    planner = evaluate(posterior_agent(venv, "lookahead"), "fiq_gym/FashionIQ-v3", episodes=20)
 """
 
 from __future__ import annotations

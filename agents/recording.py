@@ -40,7 +40,7 @@ __all__ = ["BUILTIN_AGENTS", "DEFAULT_ENV_ID", "Recording", "make_recording", "r
 
 #: The agents ``--agent`` names without a checkpoint.
 BUILTIN_AGENTS = ("random", "greedy")
-DEFAULT_ENV_ID = "fiq_gym/FashionIQ-v2"
+DEFAULT_ENV_ID = "fiq_gym/FashionIQ-v3"
 #: The built-in agents' default action mode: the one off-the-shelf (and offline) agents learn in.
 DEFAULT_ACTION_MODE = "shortlist"
 _SHORTLIST_OPTIONS = ("shortlist", "shortlist_size", "explore")

@@ -1,7 +1,7 @@
 """A recurrent REINFORCE retriever in one file, on fiq-gym's public API only (CleanRL style).
 
 Reads top to bottom: arguments, the policy, the training loop, the evaluation. It uses
-nothing but what any Gymnasium user has: ``gym.make_vec("fiq_gym/FashionIQ-v2", ...)``, the
+nothing but what any Gymnasium user has: ``gym.make_vec("fiq_gym/FashionIQ-v3", ...)``, the
 observation dict, ``env.unwrapped.gallery`` (the items' features, which a retrieval system
 knows) and :func:`fiq_gym.envs.evaluation.evaluate`. No target, no look-ahead, rewards only.
 
@@ -46,7 +46,7 @@ __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 
 @dataclass
 class Args:
-    env_id: str = "fiq_gym/FashionIQ-v2"
+    env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
     catalog: str | None = None
     """catalog directory (default: the default catalog)"""
@@ -252,7 +252,7 @@ def train(args: Args) -> tuple[RecurrentPolicy, list[dict[str, float]]]:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_dataclass_args(
-        Args, argv, "Train a recurrent REINFORCE retriever on fiq_gym/FashionIQ-v2 (query mode).", prog=prog
+        Args, argv, "Train a recurrent REINFORCE retriever on fiq_gym/FashionIQ-v3 (query mode).", prog=prog
     )
     _, curve = train(args)
     print(f"final: R@10 at the last turn {curve[-1]['R@10']:.3f} after {curve[-1]['seconds']:.0f} s")

@@ -59,7 +59,7 @@ MAX_INDEX_ITEMS = 5_000
 
 @dataclass
 class Args:
-    env_id: str = "fiq_gym/FashionIQ-v2"
+    env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
     catalog: str | None = None
     """catalog directory (default: the built-in synthetic catalog; on a cluster every node must see this path)"""

@@ -15,7 +15,7 @@ from stable_baselines3 import PPO
 from fiq_gym.agents.shortlist import ShortlistActorCriticPolicy
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 
-env = make_sb3_vec_env("fiq_gym/FashionIQ-v2", num_envs=16, action_mode="shortlist")
+env = make_sb3_vec_env("fiq_gym/FashionIQ-v3", num_envs=16, action_mode="shortlist")
 model = PPO(ShortlistActorCriticPolicy, env).learn(100_000)
 ```
 """

@@ -301,11 +301,17 @@ class Hangs(_Fallback):
 
 class StopsTheEnvironment(_Fallback):
     """Stops (SIGSTOP) the environment's process in its first ``act()``, so that the harness
-    waits for an answer that never comes."""
+    waits for an answer that never comes: the sealed worker started after this agent was made
+    (children of the caller that were there before, a warm child among them, are left alone)."""
+
+    def __init__(self, venv: gym.vector.VectorEnv, **kwargs: Any) -> None:
+        super().__init__(venv)
+        self._before = set(_children(os.getpid()))
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        for pid in _children(os.getpid()):
-            os.kill(pid, signal.SIGSTOP)
+        for pid in set(_children(os.getpid())) - self._before:
+            if b"_sealed_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGSTOP)
         return super().act(observation, info)
 
 

@@ -50,9 +50,9 @@ __all__ = ["CONFIGURATION_RUNS", "main"]
 
 #: configuration -> (env id, published leaderboard folder)
 CONFIGURATION_RUNS = {
-    "default": ("fiq_gym/FashionIQ-v2", "leaderboard"),
-    "terse": ("fiq_gym/FashionIQTerse-v2", "leaderboard-terse"),
-    "100k": ("fiq_gym/FashionIQ100k-v2", "leaderboard-100k"),
+    "default": ("fiq_gym/FashionIQ-v3", "leaderboard"),
+    "terse": ("fiq_gym/FashionIQTerse-v3", "leaderboard-terse"),
+    "100k": ("fiq_gym/FashionIQ100k-v3", "leaderboard-100k"),
 }
 #: row -> (policy, beliefs); the evaluable rows come first (the ceiling is the better of them)
 ROWS = {

@@ -315,7 +315,7 @@ def train_agents(
     run: Path,
     progress: bool,
     max_turns: int,
-    env_id: str = "fiq_gym/FashionIQ-v2",
+    env_id: str = "fiq_gym/FashionIQ-v3",
 ) -> tuple[dict[str, Any], dict[str, Budget], str]:
     """Train (or load) every requested agent for one (user, seed); return what evaluates them,
     what each one's training cost and the shortlist agents' first stage."""

@@ -5,7 +5,7 @@ and the sealed evaluation of each final checkpoint. Needs the ``rllib`` extra.
     python -m fiq_gym.benchmarks.rllib_learning_curve                   # results/rllib_learning_curve.{md,png}
     python -m fiq_gym.benchmarks.rllib_learning_curve --timesteps 4096 --eval-episodes 64 --out /tmp/lc
 
-What is held equal: the env (`fiq_gym/FashionIQ-v2`, shortlist mode, the shipped first stage,
+What is held equal: the env (`fiq_gym/FashionIQ-v3`, shortlist mode, the shipped first stage,
 template shopper, percentile reward), 16 dialogs sampled at once (SB3: one native vector env
 of 16; RLlib: ``--num-env-runners`` runners of 16 / runners each), 1,024 env steps per update,
 minibatches of 256, 4 epochs, Adam at 3e-4, gamma 0.99, GAE lambda 0.95, ratio clip 0.2,
@@ -179,7 +179,7 @@ def to_markdown(curves: Sequence[Curve], timesteps: int, seed: int, command: str
         "# RLlib PPO beside Stable-Baselines3 PPO (shortlist)",
         "",
         f"One training run per engine (seed {seed}), {timesteps:,} env steps each, on "
-        "`fiq_gym/FashionIQ-v2` in shortlist mode (K = 32, the shipped first stage, template shopper, "
+        "`fiq_gym/FashionIQ-v3` in shortlist mode (K = 32, the shipped first stage, template shopper, "
         "percentile reward). What is held equal and what differs: the module docstring "
         "(`python -m fiq_gym.benchmarks.rllib_learning_curve --help`).",
         "",

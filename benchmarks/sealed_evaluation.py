@@ -44,7 +44,7 @@ from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
 
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
 
-ENV = "fiq_gym/FashionIQ-v2"
+ENV = "fiq_gym/FashionIQ-v3"
 
 
 # --- cheating agents: each one would find the target if it could reach the environment -----------
@@ -405,8 +405,8 @@ def rank_cheat_on_a_bare_env(catalog: str | None, episodes: int, num_envs: int =
             obs, info = venv.reset(
                 seed=start, options={"target": eval_set.targets[idx], "shown": eval_set.shown[idx]}
             )
-            _, _, terminated, _, _ = venv.step(agent.act(obs, info))
-            hits += int(terminated[: min(num_envs, episodes - start)].sum())
+            _, _, _, _, step_info = venv.step(agent.act(obs, info))
+            hits += int(np.asarray(step_info["is_success"])[: min(num_envs, episodes - start)].sum())
     finally:
         venv.close()
     return hits / episodes

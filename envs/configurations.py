@@ -5,7 +5,7 @@ None, and the template shopper's settings when ``user="template"`` comes without
 ``user_kwargs``. Anything passed explicitly wins, so every trainer's ``--catalog`` and
 ``--user`` flags still work on a configuration's id. Registered ids fix ``configuration=``
 (see :mod:`fiq_gym.envs.registration`); every configuration also works on the base id, e.g.
-``gym.make("fiq_gym/FashionIQ-v2", configuration="terse")``.
+``gym.make("fiq_gym/FashionIQ-v3", configuration="terse")``.
 
 The candidates and the measurements that chose the registered ones are in
 ``benchmarks/results/configurations.md`` (``python -m fiq_gym.benchmarks.configurations``).

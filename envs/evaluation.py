@@ -297,7 +297,7 @@ class SealedEvaluator:
 
     ::
 
-        with SealedEvaluator("fiq_gym/FashionIQ-v2", catalog=path, action_mode="index") as ev:
+        with SealedEvaluator("fiq_gym/FashionIQ-v3", catalog=path, action_mode="index") as ev:
             a = ev.evaluate(agent_a, episodes=1000, seed=0)
             b = ev.evaluate(agent_b, episodes=1000, seed=0)  # same child, same env: no start-up
             c = ev.evaluate(agent_c, 1000, env=other_venv)  # same child, another env

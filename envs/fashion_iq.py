@@ -12,7 +12,13 @@ import numpy as np
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
 from fiq_gym.envs.building import build_dialog
-from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, ENV_VERSION, refuse_earlier_spec
+from fiq_gym.envs.registration import (
+    EARLIER_RELEASE,
+    EARLIER_VERSION,
+    ENV_VERSION,
+    OLDEST_SUPPORTED_VERSION,
+    refuse_earlier_spec,
+)
 from fiq_gym.envs.rendering import render_frame
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
@@ -197,17 +203,22 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Episode End
 
-    * Termination: the target is shown (`info["is_success"]`); that turn's reward pays the
-      turns left (see Rewards).
-    * Truncation: after ``max_turns`` steps (5 by default, as in both papers). The ids are
-      registered with ``max_episode_steps=5``; when you change ``max_turns`` through
-      ``gym.make`` pass the same ``max_episode_steps`` (the env warns when the registered cap
-      would end its dialogs early).
+    * Termination: the target is shown (`info["is_success"]` is True; that turn's reward pays
+      the turns left, see Rewards), or ``max_turns`` steps were played (5 by default, as in
+      both papers) without it. The dialog is then over by its rules: the turn is in the
+      observation and nothing more can be earned, so the value after it is 0 and no library
+      should bootstrap there. Success is `info["is_success"]`, never `terminated` alone.
+    * Truncation: never by the env itself (since -v3; -v2 reported the end at ``max_turns``
+      as truncated, which made libraries that bootstrap on truncation add a value guess to
+      every failed dialog). The ids are registered with ``max_episode_steps=5``, so
+      ``gym.make`` adds a ``TimeLimit`` that also sets ``truncated`` on that last step, beside
+      ``terminated``; when you change ``max_turns`` through ``gym.make`` pass the same
+      ``max_episode_steps`` (the env warns when the registered cap would end its dialogs early).
 
     ## Arguments
 
     ```python
-    gym.make("fiq_gym/FashionIQ-v2", catalog=None, category=None, user="template",
+    gym.make("fiq_gym/FashionIQ-v3", catalog=None, category=None, user="template",
              action_mode="index", reward="percentile", success_bonus=0.0, max_turns=5,
              caption_length=32, observation_keys=None, render_mode=None,
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
@@ -264,14 +275,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Registered Configurations
 
-    * `fiq_gym/FashionIQ-v2`: all categories.
-    * `fiq_gym/FashionIQDress-v2`, `fiq_gym/FashionIQShirt-v2`,
-      `fiq_gym/FashionIQToptee-v2`: one category each.
-    * `fiq_gym/FashionIQ100k-v2`: a 100,000-item synthetic catalog (``"synthetic:100000"``,
+    * `fiq_gym/FashionIQ-v3`: all categories.
+    * `fiq_gym/FashionIQDress-v3`, `fiq_gym/FashionIQShirt-v3`,
+      `fiq_gym/FashionIQToptee-v3`: one category each.
+    * `fiq_gym/FashionIQ100k-v3`: a 100,000-item synthetic catalog (``"synthetic:100000"``,
       built into the cache on first use: about two minutes and 1.2 GB).
-    * `fiq_gym/FashionIQTerse-v2`: a terse, noisy template shopper: one difference a turn,
+    * `fiq_gym/FashionIQTerse-v3`: a terse, noisy template shopper: one difference a turn,
       10% of colour words wrong, 15% of words dropped.
-    * `fiq_gym/FashionIQTerse100k-v2`: both.
+    * `fiq_gym/FashionIQTerse100k-v3`: both.
 
     The last three fix ``configuration=`` (:mod:`fiq_gym.envs.configurations`), which fills
     in ``catalog`` when none is passed and the template shopper's settings when
@@ -283,13 +294,19 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Version History
 
+    * v3: a dialog that reaches ``max_turns`` without success ends with ``terminated=True``
+      (it is over by its rules); -v2 reported it as ``truncated=True``, so libraries that
+      bootstrap on truncation added a value guess to every failed dialog. Success is
+      ``info["is_success"]``. Observations, actions, rewards and the shopper are unchanged;
+      the -v2 ids stay registered (``fiq_gym.envs.version2``) so that work made on them
+      reproduces.
     * v2 (fiq-gym 0.2.0): the rules, the observation keys and the rewards are unchanged from
       v1; the shipped data changed. The attribute network gained a category head (the default
       catalogs' features now carry each item's category, D = 45 instead of 60, so the feature
       keys' shapes change with it), and the transformer shopper (with its own caption
       vocabulary ids) and the shortlist first stage were retrained on the new features.
       The -v1 and -v0 ids are no longer registered (Gymnasium's ``DeprecatedEnv`` names the
-      -v2 id; agent checkpoints, datasets and pickles that recorded them are refused); to
+      current id; agent checkpoints, datasets and pickles that recorded them are refused); to
       reproduce them, install fiq-gym 0.1.0.
     * v1 (extended, not bumped: the default's dynamics are unchanged): ``scoring="exact"``
       and ``"float16"``, opt-in scorings that rank by exact dot products.
@@ -521,8 +538,11 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if state.get("env_version") != ENV_VERSION:
+        version = state.get("env_version")
+        if not isinstance(version, int) or not OLDEST_SUPPORTED_VERSION <= version <= ENV_VERSION:
             # Pickles of fiq-gym 0.1.0 hold no env_version (their config held the rules' version).
+            # A -v2 pickle holds the same state as a -v3 one (only the end signal differs, and it
+            # is the class's: FashionIQEnvV2 unpickles as itself).
             old = state.get("env_version", getattr(state.get("args", {}).get("config"), "version", "?"))
             raise _earlier_pickle_error(
                 f"this FashionIQEnv was pickled by fiq-gym 0.1.0, with the v{old} environment"

@@ -67,7 +67,7 @@ from fiq_gym.evaluation import (
     play_dialogs,
 )
 
-__all__ = ["AGENT_WORKER_MODULE", "AgentSpec", "evaluate_isolated", "prestart"]
+__all__ = ["AGENT_WORKER_MODULE", "AgentSpec", "close_prestarted", "evaluate_isolated", "prestart"]
 
 AGENT_WORKER_MODULE = "fiq_gym.envs._agent_worker"
 
@@ -316,7 +316,8 @@ def _take(agent: AgentSpec, start_timeout: float | None) -> _AgentProcess:
 
 
 @atexit.register
-def _close_prestarted() -> None:
+def close_prestarted() -> None:
+    """End every prestarted agent process that no evaluation took."""
     with _prestarted_lock:
         for remote in _prestarted.values():
             remote.close(kill=True)

@@ -103,7 +103,7 @@ def check_dataset_id(dataset_id: str) -> str:
     except (ValueError, TypeError):
         raise ValueError(
             f"{dataset_id!r} is not a Minari dataset id: use NAMESPACE/NAME-vN with letters, digits, "
-            "'_' and '-' (e.g. fiq_gym/FashionIQ-v2/greedy-shortlist-v0)"
+            "'_' and '-' (e.g. fiq_gym/FashionIQ-v3/greedy-shortlist-v0)"
         ) from None
     return dataset_id
 
@@ -247,7 +247,7 @@ def record_dataset(
     """Play ``episodes`` dialogs of ``agent`` on ``env`` and write them as a Minari dataset.
 
     Args:
-        env: a single (not vector) env, e.g. ``gym.make("fiq_gym/FashionIQ-v2", ...)``. Its
+        env: a single (not vector) env, e.g. ``gym.make("fiq_gym/FashionIQ-v3", ...)``. Its
             spec, when JSON-serialisable, goes into the dataset so that
             ``dataset.recover_environment()`` rebuilds it.
         agent: a batched retrieval agent for ``env``; it sees observations and the public info
@@ -336,6 +336,6 @@ def dataset_slug(text: str) -> str:
 
 def default_dataset_id(env_id: str, agent: str, action_mode: str, version: int = 0) -> str:
     """``<env id>/<agent>-<action mode>-v<version>``, e.g.
-    ``fiq_gym/FashionIQ-v2/greedy-shortlist-v0``: the env id (with its version) is the
+    ``fiq_gym/FashionIQ-v3/greedy-shortlist-v0``: the env id (with its version) is the
     namespace, so datasets of one configuration sit together."""
     return check_dataset_id(f"{env_id}/{dataset_slug(agent)}-{dataset_slug(action_mode)}-v{version}")

@@ -3,10 +3,14 @@
 Entry points are strings, so registering imports nothing heavy; ``import fiq_gym`` calls
 :func:`register_envs`, and ``gym.make("fiq_gym:fiq_gym/FashionIQ-v2")`` works too.
 
-Only the current version is registered: Gymnasium answers an id of an earlier version
-(``fiq_gym/FashionIQ-v1``, ``-v0``) with its ``DeprecatedEnv`` error naming the current id, and
-:func:`successor_env_id` tells fiq-gym's own readers (agent checkpoints, datasets, pickled
-environments) which recorded ids are of an earlier version, so they refuse them with the fix.
+The current version is ``-v3`` (:data:`ENV_IDS`). The ``-v2`` ids stay registered
+(:data:`SUPPORTED_ENV_IDS`): they differ only in the end signal (``-v2`` reports a dialog's
+end at ``max_turns`` as truncated; :mod:`fiq_gym.envs.version2`), so runs, checkpoints and
+tables made on them still reproduce. Earlier versions are not registered: Gymnasium answers
+an id of one (``fiq_gym/FashionIQ-v1``, ``-v0``) with its ``DeprecatedEnv`` error naming the
+current id, and :func:`successor_env_id` tells fiq-gym's own readers (agent checkpoints,
+datasets, pickled environments) which recorded ids are of such a version, so they refuse them
+with the fix.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ __all__ = [
     "ENV_IDS",
     "ENV_VERSION",
     "MAX_TURNS",
+    "OLDEST_SUPPORTED_VERSION",
+    "SUPPORTED_ENV_IDS",
     "env_id_for",
     "refuse_earlier_spec",
     "register_envs",
@@ -29,14 +35,19 @@ __all__ = [
 
 _ENTRY = "fiq_gym.envs.fashion_iq:FashionIQEnv"
 _VECTOR_ENTRY = "fiq_gym.envs.vector:FashionIQVectorEnv"
+# -v2: the same env with -v2's end signal (fiq_gym.envs.version2)
+_V2_ENTRY = "fiq_gym.envs.version2:FashionIQEnvV2"
+_V2_VECTOR_ENTRY = "fiq_gym.envs.version2:FashionIQVectorEnvV2"
 
-# The version every id is registered with (docs/rl.md, "ids and versions"); earlier versions are
-# not registered.
-ENV_VERSION = 2
+# The current version (docs/rl.md, "ids and versions"); -v2 is registered beside it, earlier
+# versions are not.
+ENV_VERSION = 3
+#: the oldest version still registered
+OLDEST_SUPPORTED_VERSION = 2
 # What an id of an earlier version is, and where it still plays (v0 and v1: the 0.1 releases), for
 # the messages that refuse one.
 EARLIER_VERSION = (
-    f"an environment version this fiq-gym no longer has (it plays only the -v{ENV_VERSION} ids, whose shipped "
+    f"an environment version this fiq-gym no longer has (it plays the -v{ENV_VERSION} and -v2 ids, whose shipped "
     "features, shopper and shortlist first stage differ)"
 )
 EARLIER_RELEASE = "fiq-gym 0.1.0 (pip install 'fiq-gym @ git+https://github.com/fiq-gym/fiq-gym@1aa6837', its last revision)"
@@ -59,25 +70,31 @@ _CONFIGURATION_IDS = {
     "FashionIQTerse100k": {"configuration": "terse-100k"},
 }
 
-# id -> fixed keyword arguments. Names are part of the public API: keep them.
+# id -> fixed keyword arguments, of the current version. Names are part of the public API: keep them.
 ENV_IDS: dict[str, dict] = {
     f"fiq_gym/{name}-v{ENV_VERSION}": kwargs for name, kwargs in {**_CONFIGS, **_CONFIGURATION_IDS}.items()
+}
+#: every registered id: the current ones and the -v2 ones
+SUPPORTED_ENV_IDS: dict[str, dict] = {
+    **ENV_IDS,
+    **{f"fiq_gym/{name}-v2": kwargs for name, kwargs in {**_CONFIGS, **_CONFIGURATION_IDS}.items()},
 }
 _ID = re.compile(r"(?:fiq_gym:)?fiq_gym/(?P<name>[A-Za-z0-9]+)-v(?P<version>[0-9]+)")
 
 
 def register_envs() -> None:
     """Register every id (idempotent: ids already registered are left alone)."""
-    for env_id, kwargs in ENV_IDS.items():
+    for env_id, kwargs in SUPPORTED_ENV_IDS.items():
         if env_id in gym.registry:
             continue
+        current = env_id in ENV_IDS
         # The env ends episodes after max_turns itself; the registered max_episode_steps
         # says so to libraries that read the spec (gym.make adds a TimeLimit of it too:
         # pass max_episode_steps with a different max_turns).
         gym.register(
             id=env_id,
-            entry_point=_ENTRY,
-            vector_entry_point=_VECTOR_ENTRY,
+            entry_point=_ENTRY if current else _V2_ENTRY,
+            vector_entry_point=_VECTOR_ENTRY if current else _V2_VECTOR_ENTRY,
             kwargs=dict(kwargs),
             max_episode_steps=MAX_TURNS,
             disable_env_checker=False,
@@ -85,7 +102,7 @@ def register_envs() -> None:
 
 
 def env_id_for(configuration: str) -> str:
-    """The registered id that plays ``configuration`` (``fiq_gym/FashionIQ-v2`` for
+    """The current id that plays ``configuration`` (``fiq_gym/FashionIQ-v3`` for
     ``"default"``); ``ValueError`` naming the known ones otherwise."""
     if configuration == "default":
         return f"fiq_gym/FashionIQ-v{ENV_VERSION}"
@@ -97,11 +114,12 @@ def env_id_for(configuration: str) -> str:
 
 
 def successor_env_id(env_id: str) -> str | None:
-    """The registered id that replaces ``env_id`` when ``env_id`` names a fiq-gym environment
-    of an earlier version (``fiq_gym/FashionIQ-v1`` and ``fiq_gym/FashionIQ-v0`` ->
-    ``fiq_gym/FashionIQ-v2``); None for any other id (a current one, or one fiq-gym never had)."""
+    """The current id that replaces ``env_id`` when ``env_id`` names a fiq-gym environment of
+    a version no longer registered (``fiq_gym/FashionIQ-v1`` and ``fiq_gym/FashionIQ-v0`` ->
+    ``fiq_gym/FashionIQ-v3``); None for any other id (a registered one, -v2 included, or one
+    fiq-gym never had)."""
     match = _ID.fullmatch(env_id)
-    if match is None or int(match["version"]) >= ENV_VERSION:
+    if match is None or int(match["version"]) >= OLDEST_SUPPORTED_VERSION:
         return None
     current = f"fiq_gym/{match['name']}-v{ENV_VERSION}"
     return current if current in ENV_IDS else None

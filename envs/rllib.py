@@ -34,7 +34,7 @@ from fiq_gym.envs.rllib import register_rllib_envs
 register_rllib_envs()
 config = (
     PPOConfig()
-    .environment("fiq_gym/FashionIQ-v2", env_config={"action_mode": "shortlist", "seed": 0})
+    .environment("fiq_gym/FashionIQ-v3", env_config={"action_mode": "shortlist", "seed": 0})
     .env_runners(num_env_runners=2, num_envs_per_env_runner=8, gym_env_vectorize_mode="vector_entry_point")
     .debugging(seed=0)
 )
@@ -125,10 +125,19 @@ def check_autoreset_mode(envs: VectorEnv) -> None:
 
 def _end_is_terminal(terminated: Any, truncated: Any) -> tuple[Any, Any]:
     """A dialog cut at ``max_turns`` is over by its rules (nothing more can be earned and
-    the turn is in the observation): report it as terminated, so RLlib's GAE bootstraps 0
-    instead of the value network's guess for a state it is never trained on (that guess paid
-    every failed dialog and no successful one; docs/agents.md)."""
+    the turn is in the observation): terminated, so RLlib's GAE bootstraps 0 instead of the
+    value network's guess for a state it is never trained on (that guess paid every failed
+    dialog and no successful one; docs/agents.md). The env reports it so since -v3; this also
+    folds in a ``TimeLimit`` of ``gym.make`` that truncates at the same step."""
     return np.logical_or(terminated, truncated), np.zeros_like(truncated)
+
+
+def _end_as_time_limit(terminated: Any, truncated: Any, success: Any) -> tuple[Any, Any]:
+    """``bootstrap_truncated=True``: the -v2 reading, an end without success read as a time
+    limit (kept to measure what that bootstrap does)."""
+    ended = np.logical_or(terminated, truncated)
+    success = np.asarray(success, dtype=bool)
+    return np.logical_and(ended, success), np.logical_and(ended, ~success)
 
 
 class RLlibVectorEnv(VectorWrapper):
@@ -162,7 +171,9 @@ class RLlibVectorEnv(VectorWrapper):
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(actions)
-        if not self.bootstrap_truncated:
+        if self.bootstrap_truncated:
+            terminated, truncated = _end_as_time_limit(terminated, truncated, info["is_success"])
+        else:
             terminated, truncated = _end_is_terminal(terminated, truncated)
         return obs, reward, terminated, truncated, info
 
@@ -204,7 +215,10 @@ class RLlibEnv(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        if not self.bootstrap_truncated:
+        if self.bootstrap_truncated:
+            ended, success = bool(terminated or truncated), bool(info["is_success"])
+            terminated, truncated = ended and success, ended and not success
+        else:
             terminated, truncated = bool(terminated or truncated), False
         return obs, reward, terminated, truncated, info
 
@@ -238,7 +252,7 @@ def make_rllib_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.
 
 def register_rllib_envs(env_ids: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """Register ``env_ids`` (default: every ``fiq_gym/...-v2`` id) with RLlib under the same
-    names, so ``config.environment("fiq_gym/FashionIQ-v2", env_config={...})`` works in every
+    names, so ``config.environment("fiq_gym/FashionIQ-v3", env_config={...})`` works in every
     runner of a local or remote cluster. Idempotent; returns the ids."""
     require_ray()
     from ray.tune.registry import register_env

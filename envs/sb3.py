@@ -26,13 +26,13 @@ class SB3VecEnvAdapter(VecEnv):
     ``terminal_observation``, ``TimeLimit.truncated`` and ``is_success`` when sub-env k ends,
     and seeds set with :meth:`seed` apply at the next :meth:`reset`.
 
-    ``TimeLimit.truncated`` is False by default even when a dialog is truncated: the env
-    truncates only at ``max_turns``, after which the dialog is over by its rules (the turn is in
-    the observation, and nothing more can be earned), so the value to bootstrap is 0. Telling
+    ``TimeLimit.truncated`` is False by default: the env ends a dialog at ``max_turns`` as
+    terminated (-v3), since the dialog is then over by its rules (the turn is in the
+    observation, and nothing more can be earned), so the value to bootstrap is 0. Telling
     SB3 otherwise makes PPO and DQN add the value network's guess for a state it is never
     trained on to every failed dialog, a bonus that success does not get: PPO on the shortlist
     learned to avoid the target that way (docs/agents.md). ``bootstrap_truncated=True``
-    restores the time-limit reading.
+    restores the time-limit reading of -v2 (an end without success bootstraps).
     """
 
     def __init__(self, venv: FashionIQVectorEnv, *, bootstrap_truncated: bool = False) -> None:
@@ -97,9 +97,9 @@ class SB3VecEnvAdapter(VecEnv):
         infos = self._split_info(info, np.ones(self.num_envs, dtype=bool))
         for k in np.flatnonzero(dones):
             infos[k]["terminal_observation"] = {key: value[k].copy() for key, value in obs.items()}
-            infos[k]["TimeLimit.truncated"] = self.bootstrap_truncated and bool(
-                truncated[k] and not terminated[k]
-            )
+            # -v3 reports the end at max_turns as terminated; bootstrap_truncated=True reads
+            # an end without success as a time limit, as -v2 did
+            infos[k]["TimeLimit.truncated"] = self.bootstrap_truncated and not bool(info["is_success"][k])
         if dones.any():
             obs, reset_info = self.venv.reset(options={"reset_mask": dones})
             for k, extra in zip(np.flatnonzero(dones), self._split_info(reset_info, dones), strict=False):
@@ -155,7 +155,7 @@ class SB3VecEnvAdapter(VecEnv):
 
 
 def make_sb3_vec_env(
-    env_id: str = "fiq_gym/FashionIQ-v2",
+    env_id: str = "fiq_gym/FashionIQ-v3",
     num_envs: int = 8,
     *,
     bootstrap_truncated: bool = False,

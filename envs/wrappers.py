@@ -70,7 +70,7 @@ class FlatObservation(gym.ObservationWrapper):
 
     ```python
     envs = gym.vector.SyncVectorEnv(
-        [lambda: FlatObservation(gym.make("fiq_gym/FashionIQ-v2", action_mode="shortlist"))] * 4
+        [lambda: FlatObservation(gym.make("fiq_gym/FashionIQ-v3", action_mode="shortlist"))] * 4
     )
     ```
     """

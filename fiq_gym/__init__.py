@@ -1,6 +1,6 @@
 """fiq-gym: Gymnasium environments for dialog-based interactive fashion image retrieval.
 
-``import fiq_gym`` registers the environment ids (``fiq_gym/FashionIQ-v2`` and the
+``import fiq_gym`` registers the environment ids (``fiq_gym/FashionIQ-v3`` and the
 per-category ids); see :mod:`fiq_gym.envs.registration`.
 """
 

@@ -623,8 +623,13 @@ class DialogBatch:
         self.shown[rows] = shown
         self.history[rows, np.minimum(self.turn[rows], cfg.max_turns)] = shown
         self.percentile[rows] = percentile
-        terminated = success
-        truncated = ~success & (self.turn[rows] >= cfg.max_turns)
+        # The dialog is over by its rules at max_turns (the turn is in the observation and
+        # nothing more can be earned), so its end is a termination, not a time limit: a
+        # library that bootstraps on truncation would add a value guess to every failed
+        # dialog that success never gets (-v3; -v2 reported it as truncated). Success is
+        # info["is_success"].
+        terminated = success | (self.turn[rows] >= cfg.max_turns)
+        truncated = np.zeros(len(rows), dtype=bool)
         obs, captions = self._observe(rows, rngs)
         info = self._info(rows, captions, rank, percentile, success, repeated)
         return Transition(obs, reward.astype(np.float64), terminated, truncated, info)

@@ -448,7 +448,7 @@ class EvaluationDialogs:
         t = self._turn
         live = self._active[:n]
         self._ranks[idx[live], t] = info["rank"][:n][live]
-        hit = terminated[:n] & live
+        hit = np.asarray(info["is_success"], dtype=bool)[:n] & live
         self._success_turn[idx[hit]] = t
         self._active &= ~(terminated | truncated)
         done = t >= self.turns or not self._active.any()

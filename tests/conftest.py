@@ -74,7 +74,7 @@ def small_agent_checkpoint(small_catalog_path, tmp_path_factory):
     )
     path = tmp_path_factory.mktemp("agent") / "checkpoint"
     args = {
-        "env_id": "fiq_gym/FashionIQ-v2",
+        "env_id": "fiq_gym/FashionIQ-v3",
         "catalog": str(small_catalog_path),
         "user": "template",
         "max_turns": 4,

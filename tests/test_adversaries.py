@@ -26,7 +26,7 @@ from fiq_gym.envs.isolation import AgentSpec
 from fiq_gym.errors import EvaluationError, EvaluationTimeout
 from fiq_gym.evaluation import HELD_OUT_VARIABLE, HeldOutSeed
 
-ENV = "fiq_gym/FashionIQ-v2"
+ENV = "fiq_gym/FashionIQ-v3"
 DIALOGS = 128
 RANDOM_CEILING = 0.03  # success at turn 1 of a random agent on 300 items is about 1/299
 
@@ -231,13 +231,15 @@ def test_an_agent_that_hangs_is_stopped_and_named(small_catalog_path):
 
 
 def test_an_environment_process_that_stops_answering_is_stopped_and_named(small_catalog_path):
+    before = set(adversaries._children(os.getpid()))
     venv = make_venv(small_catalog_path)
     try:
         with pytest.raises(EvaluationTimeout, match="the environment\\) did not answer within 3 s"):
             evaluate(adversaries.StopsTheEnvironment(venv), venv, 64, 0, env_timeout=3)
     finally:
         venv.close()
-    assert not [p for p in adversaries._children(os.getpid()) if _state(p) == "T"]  # none left stopped
+    started = set(adversaries._children(os.getpid())) - before
+    assert not [p for p in started if _state(p) == "T"]  # the stopped child was ended, none left stopped
 
 
 def _state(pid: int) -> str:
@@ -330,7 +332,7 @@ def test_the_documented_isolated_snippet_runs(small_catalog_path, tmp_path, monk
     """docs/agents.md's isolated-evaluation snippet, with a small catalog and set."""
     text = (Path(__file__).parents[1] / "docs" / "agents.md").read_text()
     block = next(b for b in text.split("```python")[1:] if "AgentSpec(" in b).split("```")[0]
-    block = block.replace('"fiq_gym/FashionIQ-v2", 1000,', '"fiq_gym/FashionIQ-v2", 16,')
+    block = block.replace('"fiq_gym/FashionIQ-v3", 1000,', '"fiq_gym/FashionIQ-v3", 16,')
     block = block.replace(
         'isolation="process")', f'isolation="process", catalog={str(small_catalog_path)!r})'
     )
@@ -353,7 +355,7 @@ def test_a_prestarted_agent_process_is_used_and_the_evaluator_is_not_dumpable_wh
     before = is_dumpable()
     spec = AgentSpec("fiq_gym.agents.random_agent:RandomAgent.for_env", {"seed": 5})
     isolation.prestart(spec)
-    (remote,) = isolation._prestarted.values()
+    remote = isolation._prestarted[isolation._key(spec)]
     assert is_dumpable() is False  # from the agent's start, before any secret is read
     pid = remote.proc.pid
     result = evaluate(spec, ENV, 16, HeldOutSeed(1), isolation="process", catalog=str(small_catalog_path))

@@ -181,7 +181,7 @@ def test_lookahead_choice_prefers_the_target_and_is_batched(small_catalog_path):
     from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet
 
     envs = gym.make_vec(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=3,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,

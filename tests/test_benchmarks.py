@@ -380,13 +380,13 @@ def test_dialog_benchmark_plays_a_named_configuration(tmp_path, small_catalog_pa
     args += ["--agents", "random", "supervised", "--out", str(out)]
     assert main(args) == 0
     run = out / "tiny-terse"
-    assert "Configuration: `terse` (`fiq_gym/FashionIQTerse-v2`)" in (run / "dialog.md").read_text()
+    assert "Configuration: `terse` (`fiq_gym/FashionIQTerse-v3`)" in (run / "dialog.md").read_text()
     data = json.loads((run / "dialog.json").read_text())
-    assert data["configuration"] == "terse" and data["env_id"] == "fiq_gym/FashionIQTerse-v2"
+    assert data["configuration"] == "terse" and data["env_id"] == "fiq_gym/FashionIQTerse-v3"
     config = json.loads(
         next((run / "runs").rglob("supervised/checkpoint/config.json")).read_text(encoding="utf-8")
     )
-    assert config["args"]["env_id"] == "fiq_gym/FashionIQTerse-v2"
+    assert config["args"]["env_id"] == "fiq_gym/FashionIQTerse-v3"
     assert not (out / "tiny").exists()
     # The leaderboard gathers the configuration's runs and recomputes its metrics from the ranks.
     from fiq_gym.benchmarks import leaderboard
@@ -396,7 +396,7 @@ def test_dialog_benchmark_plays_a_named_configuration(tmp_path, small_catalog_pa
         leaderboard.main(["--results", str(out), "--preset", "tiny", "--out", str(tmp_path / "lb.md")]) == 0
     )
     text = (tmp_path / "lb.md").read_text()
-    assert "## `terse` (`fiq_gym/FashionIQTerse-v2`)" in text and "| supervised |" in text
+    assert "## `terse` (`fiq_gym/FashionIQTerse-v3`)" in text and "| supervised |" in text
     random_run = next(r for r in data["runs"] if r["agent"] == "random")
     bri = best_log_rank_integral(np.asarray(random_run["ranks"]))
     row = next(line for line in text.splitlines() if line.startswith("| random |"))
@@ -508,7 +508,7 @@ def test_the_leaderboard_leads_with_success_and_shows_the_ceiling(tmp_path):
         }
 
     data = {
-        "env_id": "fiq_gym/FashionIQ-v2",
+        "env_id": "fiq_gym/FashionIQ-v3",
         "command": "fiq-gym bench --preset leaderboard",
         "git_revision": "abc1234",
         "runs": [run("supervised", [2, 5, -1, -1]), run("shortlist-greedy", [4, -1, -1, -1])],

@@ -191,7 +191,7 @@ def test_a_retriever_checkpoint_is_not_a_shopper(small_agent_checkpoint, small_c
         CheckpointError, match=r"not a relative-captioner checkpoint \(it is a 'fiq-gym-retriever'"
     ):
         gym.make(
-            "fiq_gym/FashionIQ-v2",
+            "fiq_gym/FashionIQ-v3",
             catalog=str(small_catalog_path),
             user=f"transformer:{small_agent_checkpoint}",
         )
@@ -214,7 +214,7 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
     finally:
         envs.close()
     index_envs = gym.make_vec(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=1,
         vectorization_mode="vector_entry_point",
         catalog=str(small_catalog_path),
@@ -228,9 +228,9 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
 @pytest.mark.parametrize(
     ("recorded", "successor"),
     [
-        ("fiq_gym/FashionIQ-v1", "fiq_gym/FashionIQ-v2"),
-        ("fiq_gym/FashionIQ-v0", "fiq_gym/FashionIQ-v2"),
-        ("fiq_gym/FashionIQDress-v1", "fiq_gym/FashionIQDress-v2"),
+        ("fiq_gym/FashionIQ-v1", "fiq_gym/FashionIQ-v3"),
+        ("fiq_gym/FashionIQ-v0", "fiq_gym/FashionIQ-v3"),
+        ("fiq_gym/FashionIQDress-v1", "fiq_gym/FashionIQDress-v3"),
     ],
 )
 def test_a_checkpoint_of_an_earlier_env_version_is_refused_with_the_fix(
@@ -255,7 +255,7 @@ def test_a_checkpoint_without_an_env_id_plays_the_current_default_id(small_agent
     checkpoint = tmp_path / "checkpoint"
     shutil.copytree(small_agent_checkpoint, checkpoint)
     _edit_config(checkpoint, lambda c: c["args"].pop("env_id"))
-    assert load_agent(checkpoint).env_id == "fiq_gym/FashionIQ-v2"
+    assert load_agent(checkpoint).env_id == "fiq_gym/FashionIQ-v3"
 
 
 TRAINER_ARGS = [

@@ -43,7 +43,7 @@ def test_configurations_fill_in_only_what_the_caller_left_at_its_default():
         apply_configuration("hard", None, "template", None)
 
 
-@pytest.mark.parametrize(("env_id", "name"), [("fiq_gym/FashionIQTerse-v2", "terse")])
+@pytest.mark.parametrize(("env_id", "name"), [("fiq_gym/FashionIQTerse-v3", "terse")])
 def test_a_configuration_id_plays_its_shopper(env_id, name, small_catalog_path):
     env = gym.make(env_id, catalog=small_catalog_path)
     user = env.unwrapped.user
@@ -53,7 +53,7 @@ def test_a_configuration_id_plays_its_shopper(env_id, name, small_catalog_path):
     env.close()
     # The same configuration by name on the base id, and in the native vector env.
     venv = gym.make_vec(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=2,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,
@@ -72,7 +72,7 @@ def test_every_configuration_id_names_a_known_configuration():
 def test_a_pickled_env_keeps_its_configuration(small_catalog_path):
     import pickle
 
-    env = gym.make("fiq_gym/FashionIQTerse-v2", catalog=small_catalog_path).unwrapped
+    env = gym.make("fiq_gym/FashionIQTerse-v3", catalog=small_catalog_path).unwrapped
     env.reset(seed=3)
     copy = pickle.loads(pickle.dumps(env))
     assert copy.configuration == "terse" and copy.user.max_differences == 1
@@ -102,6 +102,6 @@ def test_configuration_measurement_writes_its_table(tmp_path):
     for name in ("default", "terse"):
         for agent in ("random", "greedy", "supervised"):
             assert f"| {name} | {agent} |" in text
-    assert "| terse | `fiq_gym/FashionIQTerse-v2` |" in text
+    assert "| terse | `fiq_gym/FashionIQTerse-v3` |" in text
     assert text.count("**") >= 4  # a verdict for each configuration (plus the definition)
     assert "--rounds 2 --episodes 8" in text

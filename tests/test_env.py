@@ -18,7 +18,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.dialog_engine import OBSERVATION_KEYS
 from fiq_gym.envs import ENV_IDS, FashionIQEnv
-from fiq_gym.envs.registration import successor_env_id
+from fiq_gym.envs.registration import SUPPORTED_ENV_IDS, successor_env_id
 from fiq_gym.errors import FallbackWarning
 from fiq_gym.text import split_words
 
@@ -76,7 +76,7 @@ def test_registered_ids_pass_both_checkers(env_id, action_mode, small_catalog_pa
 
 
 def test_default_catalog_env_and_module_prefix_make():
-    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v2")
+    env = gym.make("fiq_gym:fiq_gym/FashionIQ-v3")
     obs, _info = env.reset(seed=0)
     assert env.unwrapped.num_items == 10_000
     assert env.observation_space.contains(obs)
@@ -89,27 +89,27 @@ def test_default_catalog_env_and_module_prefix_make():
 
 def test_a_recorded_spec_of_an_earlier_version_is_refused(small_catalog_path):
     # gym.make(EnvSpec) skips the registry: a spec recorded by 0.1.0 (a Minari dataset's) still fails.
-    old = dataclasses.replace(gym.spec("fiq_gym/FashionIQ-v2"), id="fiq_gym/FashionIQ-v1")
+    old = dataclasses.replace(gym.spec("fiq_gym/FashionIQ-v3"), id="fiq_gym/FashionIQ-v1")
     with pytest.raises(
-        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v2"
+        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v3"
     ):
         gym.make(old, catalog=small_catalog_path)
 
 
 @pytest.mark.parametrize("mode", ["vector_entry_point", "sync"])
 def test_a_recorded_spec_of_an_earlier_version_is_refused_by_make_vec(small_catalog_path, mode):
-    old = dataclasses.replace(gym.spec("fiq_gym/FashionIQ-v2"), id="fiq_gym/FashionIQ-v1")
+    old = dataclasses.replace(gym.spec("fiq_gym/FashionIQ-v3"), id="fiq_gym/FashionIQ-v1")
     with pytest.raises(
-        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v2"
+        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v3"
     ):
         gym.make_vec(old, num_envs=2, vectorization_mode=mode, catalog=small_catalog_path)
 
 
 def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_path):
     with pytest.warns(UserWarning, match="pass max_episode_steps=8 to gym.make"):
-        gym.make("fiq_gym/FashionIQ-v2", catalog=small_catalog_path, max_turns=8)
+        gym.make("fiq_gym/FashionIQ-v3", catalog=small_catalog_path, max_turns=8)
     env = gym.make_vec(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=2,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,
@@ -126,15 +126,16 @@ def test_every_id_has_a_vector_entry_point():
 @pytest.mark.parametrize(
     ("old", "new"),
     [
-        ("fiq_gym/FashionIQ-v1", "fiq_gym/FashionIQ-v2"),
-        ("fiq_gym/FashionIQ-v0", "fiq_gym/FashionIQ-v2"),
-        ("fiq_gym:fiq_gym/FashionIQShirt-v0", "fiq_gym/FashionIQShirt-v2"),
-        ("fiq_gym/FashionIQTerse100k-v1", "fiq_gym/FashionIQTerse100k-v2"),
+        ("fiq_gym/FashionIQ-v1", "fiq_gym/FashionIQ-v3"),
+        ("fiq_gym/FashionIQ-v0", "fiq_gym/FashionIQ-v3"),
+        ("fiq_gym:fiq_gym/FashionIQShirt-v0", "fiq_gym/FashionIQShirt-v3"),
+        ("fiq_gym/FashionIQTerse100k-v1", "fiq_gym/FashionIQTerse100k-v3"),
     ],
 )
-def test_earlier_versions_are_not_registered_and_gymnasium_names_v2(old, new):
-    assert set(ENV_IDS) == {env_id for env_id in gym.registry if env_id.startswith("fiq_gym/")}
-    assert all(env_id.endswith("-v2") for env_id in ENV_IDS)
+def test_earlier_versions_are_not_registered_and_gymnasium_names_v3(old, new):
+    assert set(SUPPORTED_ENV_IDS) == {env_id for env_id in gym.registry if env_id.startswith("fiq_gym/")}
+    assert all(env_id.endswith("-v3") for env_id in ENV_IDS)
+    assert {i.replace("-v3", "-v2") for i in ENV_IDS} == set(SUPPORTED_ENV_IDS) - set(ENV_IDS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # Gymnasium's "is out of date"
         with pytest.raises(gym.error.DeprecatedEnv, match=f"Please use `{new}`"):
@@ -167,13 +168,14 @@ def test_showing_the_target_terminates_with_rank_zero(make_env):
     assert reward == 5 + 0.5  # found for all 5 turns of the dialog, plus the bonus
 
 
-def test_truncates_after_max_turns(make_env):
+def test_terminates_after_max_turns(make_env):
+    """-v3: the dialog is over by its rules at max_turns, a termination (success is in info)."""
     env = make_env(max_turns=3)
     env.reset(seed=0, options={"target": 7, "shown": 3})
     for turn in range(1, 4):
-        obs, _reward, terminated, truncated, _info = env.step(10 + turn)
+        obs, _reward, terminated, truncated, info = env.step(10 + turn)
         assert obs["turn"][0] == turn
-        assert terminated is False and truncated is (turn == 3)
+        assert terminated is (turn == 3) and truncated is False and not info["is_success"]
     with pytest.raises(RuntimeError, match="call reset"):
         env.step(0)
 
@@ -224,8 +226,9 @@ def test_reward_maths(small_catalog_path, seed, actions, reward):
         _, r, terminated, truncated, info = env.step(a)
         total += r
         assert 0.0 <= info["percentile"] <= 1.0
-        assert info["is_success"] == (a == target) == terminated
-        left = 8 - t if terminated else 0
+        # -v3: terminated on success or at the last turn; success is info["is_success"]
+        assert info["is_success"] == (a == target) and terminated == (info["is_success"] or t == 8)
+        left = 8 - t if info["is_success"] else 0
         expected = {
             "percentile": info["percentile"] + left,
             "success": float(a == target) + left,
@@ -302,7 +305,8 @@ def test_a_pickle_of_an_earlier_fiq_gym_is_refused(make_env):
     object.__setattr__(config, "version", 1)
     state["args"] = {**state["args"], "config": config}
     with pytest.raises(
-        ValueError, match=r"pickled by fiq-gym 0\.1\.0, with the v1 environment, .*-v2 ids.*fiq-gym@1aa6837"
+        ValueError,
+        match=r"pickled by fiq-gym 0\.1\.0, with the v1 environment, .*-v3 and -v2 ids.*fiq-gym@1aa6837",
     ):
         FashionIQEnv.__new__(FashionIQEnv).__setstate__(state)
 
@@ -311,7 +315,7 @@ def test_a_pickle_of_the_removed_v0_env_is_refused_with_the_fix():
     # What fiq-gym 0.1.0 wrote for a pickled FashionIQEnvV0 (protocol 2): its class, then its state.
     stream = b"\x80\x02cfiq_gym.envs.fashion_iq\nFashionIQEnvV0\nq\x00)\x81q\x01}q\x02b."
     with pytest.raises(
-        ValueError, match=r"FashionIQEnvV0 is the v0 environment of fiq-gym 0\.1\.0.*-v2.*@1aa6837"
+        ValueError, match=r"FashionIQEnvV0 is the v0 environment of fiq-gym 0\.1\.0.*-v3.*@1aa6837"
     ):
         pickle.loads(stream)
 

@@ -16,7 +16,7 @@ from fiq_gym.envs import FashionIQEnv
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.evaluation import EvaluationResult, EvaluationSet, RetrievalAgent, compare
 
-ENV = "fiq_gym/FashionIQ-v2"
+ENV = "fiq_gym/FashionIQ-v3"
 
 
 class ShowsKnownTargets:

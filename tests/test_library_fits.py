@@ -28,7 +28,7 @@ def _quiet():
 
 def test_flat_observation_keeps_token_ids_and_has_slices(small_catalog_path):
     env = gym.make(
-        "fiq_gym/FashionIQ-v2", catalog=small_catalog_path, action_mode="shortlist", shortlist="random"
+        "fiq_gym/FashionIQ-v3", catalog=small_catalog_path, action_mode="shortlist", shortlist="random"
     )
     flat = FlatObservation(env)
     obs, _ = flat.reset(seed=0)
@@ -47,7 +47,7 @@ def test_cleanrl_sync_vector_env_pattern(small_catalog_path):
     def make_env(seed: int):
         def thunk():
             env = gym.make(
-                "fiq_gym/FashionIQ-v2",
+                "fiq_gym/FashionIQ-v3",
                 catalog=small_catalog_path,
                 action_mode="shortlist",
                 shortlist="random",
@@ -71,9 +71,9 @@ def test_cleanrl_sync_vector_env_pattern(small_catalog_path):
 
 def test_vector_env_declares_its_autoreset_mode_and_supports_disabled(small_catalog_path):
     kwargs = {"catalog": small_catalog_path, "num_envs": 3, "vectorization_mode": "vector_entry_point"}
-    envs = gym.make_vec("fiq_gym/FashionIQ-v2", **kwargs)
+    envs = gym.make_vec("fiq_gym/FashionIQ-v3", **kwargs)
     assert envs.unwrapped.autoreset_mode == AutoresetMode.NEXT_STEP
-    envs = gym.make_vec("fiq_gym/FashionIQ-v2", autoreset_mode=AutoresetMode.DISABLED, max_turns=2, **kwargs)
+    envs = gym.make_vec("fiq_gym/FashionIQ-v3", autoreset_mode=AutoresetMode.DISABLED, max_turns=2, **kwargs)
     inner = envs.unwrapped
     assert inner.autoreset_mode == inner.metadata["autoreset_mode"] == AutoresetMode.DISABLED
     envs.reset(seed=0)
@@ -88,7 +88,7 @@ def test_vector_env_declares_its_autoreset_mode_and_supports_disabled(small_cata
     assert (obs["turn"] == 0).all()
     envs.step(actions)
     with pytest.raises(ValueError, match="autoreset_mode must be"):
-        gym.make_vec("fiq_gym/FashionIQ-v2", autoreset_mode="same-step", **kwargs)
+        gym.make_vec("fiq_gym/FashionIQ-v3", autoreset_mode="same-step", **kwargs)
 
 
 def test_info_keys_never_share_a_name_with_observation_keys(small_catalog_path):

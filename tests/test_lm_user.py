@@ -230,7 +230,7 @@ def test_faithfulness_of_the_tiny_model_is_measurable(greedy, sampling, small_ca
 
 
 def test_env_with_the_lm_user_passes_both_checkers(small_catalog_path, tiny_lm):
-    env = gym.make("fiq_gym/FashionIQ-v2", user=f"lm:{tiny_lm}", catalog=small_catalog_path)
+    env = gym.make("fiq_gym/FashionIQ-v3", user=f"lm:{tiny_lm}", catalog=small_catalog_path)
     assert isinstance(env.unwrapped.user, LanguageModelUser)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -292,7 +292,7 @@ def test_vector_sub_env_k_matches_a_single_env(small_catalog_path, tiny_lm, deco
 def test_a_template_env_never_imports_the_lm_shopper(small_catalog_path):
     code = (
         "import sys, gymnasium as gym, fiq_gym, warnings; warnings.simplefilter('ignore'); "
-        f"env = gym.make('fiq_gym/FashionIQ-v2', catalog={str(small_catalog_path)!r}); env.reset(seed=0); "
+        f"env = gym.make('fiq_gym/FashionIQ-v3', catalog={str(small_catalog_path)!r}); env.reset(seed=0); "
         "print('fiq_gym.users.language_model' in sys.modules, 'transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -91,7 +91,7 @@ def test_a_recording_reads_back_equal_to_a_replay_of_the_env(
     agent, mode, featured_catalog_path, tmp_path, monkeypatch
 ):
     written = _record(tmp_path, featured_catalog_path, agent, mode, episodes=4, seed=3)
-    assert written.dataset_id == f"fiq_gym/FashionIQ-v2/{agent}-{mode}-v0"
+    assert written.dataset_id == f"fiq_gym/FashionIQ-v3/{agent}-{mode}-v0"
     dataset = _load(tmp_path, written.dataset_id, monkeypatch)
     replay, recording = _replay(agent, featured_catalog_path, mode, episode_seeds(3, 4), seed=3)
     assert dataset.total_episodes == 4 == written.episodes
@@ -134,37 +134,37 @@ def test_episode_boundaries_are_where_the_env_put_them(featured_catalog_path, tm
     for episode in dataset.iterate_episodes():
         success = episode.infos["is_success"][1:]  # the steps' infos (row 0 is the reset's)
         done = episode.terminations | episode.truncations
-        # Only the last step ends the episode. It terminates exactly when the target was shown;
-        # it is truncated exactly when it was the last turn (gym.make's TimeLimit marks that
-        # step whether or not it found the target, as it does online).
+        # Only the last step ends the episode, always as a termination (-v3: found, or the last
+        # turn); gym.make's TimeLimit also marks the last turn truncated, as it does online.
         assert done[-1] and not done[:-1].any()
-        np.testing.assert_array_equal(episode.terminations, success)
+        np.testing.assert_array_equal(episode.terminations[:-1], False)
+        assert episode.terminations[-1]
         np.testing.assert_array_equal(episode.truncations[:-1], False)
         assert episode.truncations[-1] == (len(episode) == MAX_TURNS)
         assert len(episode) <= MAX_TURNS
         np.testing.assert_array_equal(episode.infos["dialog_turn"], np.arange(len(episode) + 1))
-        kinds.add("terminated" if episode.terminations[-1] else "truncated")
-    assert kinds == {"terminated", "truncated"}, "the seed should give both endings"
+        kinds.add("found" if success[-1] else "ran out of turns")
+    assert kinds == {"found", "ran out of turns"}, "the seed should give both endings"
 
 
 @pytest.mark.parametrize("mode", ["index", "query", "scores", "shortlist"])
 def test_the_datasets_spaces_are_the_envs(mode, featured_catalog_path, tmp_path, monkeypatch):
     written = _record(tmp_path, featured_catalog_path, "random", mode, episodes=1)
     dataset = _load(tmp_path, written.dataset_id, monkeypatch)
-    env = gym.make("fiq_gym/FashionIQ-v2", **_options(featured_catalog_path, mode))
+    env = gym.make("fiq_gym/FashionIQ-v3", **_options(featured_catalog_path, mode))
     assert dataset.observation_space == env.observation_space
     assert dataset.action_space == env.action_space
-    assert dataset.env_spec.id == "fiq_gym/FashionIQ-v2" and dataset.env_spec.max_episode_steps == MAX_TURNS
+    assert dataset.env_spec.id == "fiq_gym/FashionIQ-v3" and dataset.env_spec.max_episode_steps == MAX_TURNS
     env.close()
 
 
 def test_a_registered_configuration_records_under_its_own_id(featured_catalog_path, tmp_path, monkeypatch):
     written = _record(
-        tmp_path, featured_catalog_path, "greedy", "shortlist", episodes=2, env_id="fiq_gym/FashionIQTerse-v2"
+        tmp_path, featured_catalog_path, "greedy", "shortlist", episodes=2, env_id="fiq_gym/FashionIQTerse-v3"
     )
-    assert written.dataset_id == "fiq_gym/FashionIQTerse-v2/greedy-shortlist-v0"
+    assert written.dataset_id == "fiq_gym/FashionIQTerse-v3/greedy-shortlist-v0"
     dataset = _load(tmp_path, written.dataset_id, monkeypatch)
-    assert dataset.env_spec.id == "fiq_gym/FashionIQTerse-v2"
+    assert dataset.env_spec.id == "fiq_gym/FashionIQTerse-v3"
     assert dataset.env_spec.kwargs["configuration"] == "terse"
 
 
@@ -219,9 +219,9 @@ def test_an_existing_dataset_is_never_replaced_without_overwrite(
     args += ["--catalog", str(featured_catalog_path), "--action-mode", "index", "--max-turns", str(MAX_TURNS)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    dataset_dir = tmp_path / "fiq_gym" / "FashionIQ-v2" / "random-index-v0"
+    dataset_dir = tmp_path / "fiq_gym" / "FashionIQ-v3" / "random-index-v0"
     assert "wrote 2 episodes" in out and str(dataset_dir) in out
-    assert "minari.load_dataset('fiq_gym/FashionIQ-v2/random-index-v0')" in out
+    assert "minari.load_dataset('fiq_gym/FashionIQ-v3/random-index-v0')" in out
     metadata = (dataset_dir / "data" / "metadata.json").read_text()
 
     assert main([*args, "--seed", "1"]) == 2
@@ -234,7 +234,7 @@ def test_an_existing_dataset_is_never_replaced_without_overwrite(
     assert not [p for p in dataset_dir.parent.iterdir() if p.name.startswith(".")]
     # Minari sees one dataset, in its namespace.
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    assert list(minari.list_local_datasets()) == ["fiq_gym/FashionIQ-v2/random-index-v0"]
+    assert list(minari.list_local_datasets()) == ["fiq_gym/FashionIQ-v3/random-index-v0"]
 
 
 def test_a_killed_recording_leaves_no_dataset_under_its_name(featured_catalog_path, tmp_path):
@@ -283,7 +283,7 @@ def test_a_bad_checkpoint_path_fails_with_exit_code_2_and_says_what_to_pass(tmp_
 
 def test_a_checkpoint_records_as_fiq_gym_eval_loads_it(small_agent_checkpoint, tmp_path, monkeypatch):
     written = record(small_agent_checkpoint, episodes=2, out=tmp_path, progress=False)
-    assert written.dataset_id == "fiq_gym/FashionIQ-v2/supervised-scores-v0"
+    assert written.dataset_id == "fiq_gym/FashionIQ-v3/supervised-scores-v0"
     dataset = _load(tmp_path, written.dataset_id, monkeypatch)
     # The env of the checkpoint's training: its catalog, 4 turns, the scores action mode.
     assert dataset.env_spec.kwargs["max_turns"] == 4 and dataset.env_spec.kwargs["action_mode"] == "scores"
@@ -318,7 +318,7 @@ def test_the_target_never_goes_into_a_dataset(featured_catalog_path, tmp_path):
     from fiq_gym.agents import RandomAgent
     from fiq_gym.envs.offline import record_dataset
 
-    env = gym.make("fiq_gym/FashionIQ-v2", catalog=str(featured_catalog_path), expose_target=True)
+    env = gym.make("fiq_gym/FashionIQ-v3", catalog=str(featured_catalog_path), expose_target=True)
     with pytest.raises(ValueError, match="refuses an env with expose_target=True"):
         record_dataset(
             env, RandomAgent.for_env(env, 0), root=tmp_path, dataset_id="fiq_gym/test/leak-v0", episodes=1
@@ -369,7 +369,7 @@ def test_behaviour_cloning_from_greedy_dialogs_learns_the_greedy_policy(featured
     def baseline(agent, name):
         return _final(
             evaluate(
-                agent, "fiq_gym/FashionIQ-v2", episodes=256, seed=args.eval_seed, name=name, **env_kwargs
+                agent, "fiq_gym/FashionIQ-v3", episodes=256, seed=args.eval_seed, name=name, **env_kwargs
             )
         )
 
@@ -389,7 +389,7 @@ def test_behaviour_cloning_from_greedy_dialogs_learns_the_greedy_policy(featured
 
 
 def policy_space(catalog):
-    env = gym.make("fiq_gym/FashionIQ-v2", **_options(catalog, "shortlist"))
+    env = gym.make("fiq_gym/FashionIQ-v3", **_options(catalog, "shortlist"))
     space = env.observation_space
     env.close()
     return space
@@ -429,21 +429,21 @@ def test_a_dataset_recorded_on_an_earlier_version_is_refused(featured_catalog_pa
     edited = 0
     for path in (tmp_path / "fiq_gym").rglob("*.json"):
         text = path.read_text()
-        if "fiq_gym/FashionIQ-v2" in text.replace(written.dataset_id, ""):
-            path.write_text(text.replace("fiq_gym/FashionIQ-v2", "fiq_gym/FashionIQ-v1"))
+        if "fiq_gym/FashionIQ-v3" in text.replace(written.dataset_id, ""):
+            path.write_text(text.replace("fiq_gym/FashionIQ-v3", "fiq_gym/FashionIQ-v1"))
             edited += 1
     assert edited, "the dataset records its env spec in a JSON file"
-    dataset_id = written.dataset_id.replace("FashionIQ-v2", "FashionIQ-v1")
-    (tmp_path / "fiq_gym" / "FashionIQ-v2").rename(tmp_path / "fiq_gym" / "FashionIQ-v1")
+    dataset_id = written.dataset_id.replace("FashionIQ-v3", "FashionIQ-v1")
+    (tmp_path / "fiq_gym" / "FashionIQ-v3").rename(tmp_path / "fiq_gym" / "FashionIQ-v1")
     dataset = _load(tmp_path, dataset_id, monkeypatch)
     assert dataset.env_spec.id == "fiq_gym/FashionIQ-v1"
     with pytest.raises(
-        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v2"
+        ValueError, match=r"FashionIQ-v1 is an environment version .*make fiq_gym/FashionIQ-v3"
     ):
         dataset.recover_environment()
     args = Args(dataset_id=dataset_id, datasets_path=str(tmp_path), out=str(tmp_path / "bc"))
     with pytest.raises(
-        ValueError, match=r"recorded on fiq_gym/FashionIQ-v1, .*record it again on fiq_gym/FashionIQ-v2"
+        ValueError, match=r"recorded on fiq_gym/FashionIQ-v1, .*record it again on fiq_gym/FashionIQ-v3"
     ):
         train(args)
     assert not (tmp_path / "bc").exists()

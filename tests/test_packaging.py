@@ -70,7 +70,7 @@ here = Path(fiq_gym.__file__).resolve()
 assert here.is_relative_to(Path(sys.prefix).resolve()), f"fiq_gym imported from {here}, not the new venv"
 # the shipped first stage and transformer shopper, on a catalog the shipped network featurised
 for kwargs in ({}, {"action_mode": "shortlist"}, {"user": "transformer"}):
-    env = gym.make("fiq_gym/FashionIQ-v2", catalog=sys.argv[1], **kwargs)
+    env = gym.make("fiq_gym/FashionIQ-v3", catalog=sys.argv[1], **kwargs)
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     print(kwargs, "rank", info["rank"], "caption", info["caption_text"])

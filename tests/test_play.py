@@ -222,11 +222,11 @@ def test_only_a_default_catalog_v2_checkpoint_becomes_the_default_agent(small_ag
     for args in (
         {"catalog": None, "env_id": "fiq_gym/FashionIQ-v1"},
         {"catalog": None},  # no env id: not trained in a default-catalog env
-        {"catalog": "elsewhere", "env_id": "fiq_gym/FashionIQ-v2"},
+        {"catalog": "elsewhere", "env_id": "fiq_gym/FashionIQ-v3"},
     ):
         (checkpoint / "config.json").write_text(json.dumps({**config, "args": {**trained, **args}}))
         with pytest.raises(
-            ValueError, match="was not trained on the default catalog with fiq_gym/FashionIQ-v2"
+            ValueError, match="was not trained on the default catalog with fiq_gym/FashionIQ-v3"
         ):
             export_default_agent(checkpoint, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -727,7 +727,7 @@ def _append_many(path: str, start: int, count: int) -> None:
             mode="watch",
             shopper="template",
             agent={"name": "test"},
-            env_id="fiq_gym/FashionIQ-v2",
+            env_id="fiq_gym/FashionIQ-v3",
             category=None,
             max_turns=5,
             catalog={},
@@ -781,6 +781,10 @@ def test_every_answer_is_json_even_for_methods_and_requests_http_server_rejects(
         assert body == {"error": f"method {method} is not allowed"}
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
         raw.sendall(b"GET / extra HTTP/1.1\r\n\r\n")  # four words: bad request syntax
-        answer = raw.recv(65536).decode("latin-1")
+        # The head and the body may arrive in separate reads: read until the server closes.
+        chunks = []
+        while chunk := raw.recv(65536):
+            chunks.append(chunk)
+        answer = b"".join(chunks).decode("latin-1")
     head, _, payload = answer.partition("\r\n\r\n")
     assert "Content-Type: application/json" in head and json.loads(payload)["error"]

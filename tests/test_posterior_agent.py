@@ -64,7 +64,7 @@ def test_the_belief_is_a_distribution_that_keeps_the_target(small_catalog, name,
 
 def _env(path, **kwargs):
     return gym.make_vec(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=4,
         vectorization_mode="vector_entry_point",
         catalog=str(path),
@@ -82,7 +82,7 @@ def test_posterior_map_finds_targets_through_the_sealed_harness(small_catalog_pa
         agent = posterior_agent(venv, beliefs="labels")
         sealed = evaluate(
             agent,
-            "fiq_gym/FashionIQ-v2",
+            "fiq_gym/FashionIQ-v3",
             episodes=40,
             seed=3,
             catalog=str(small_catalog_path),
@@ -253,7 +253,7 @@ def test_posterior_lookahead_plans_among_the_most_probable_and_plays_map_last(sm
         runs = [
             evaluate(
                 posterior_agent(venv, "lookahead", beliefs="labels", seed=4),
-                "fiq_gym/FashionIQ-v2",
+                "fiq_gym/FashionIQ-v3",
                 episodes=24,
                 seed=3,
                 catalog=str(small_catalog_path),

@@ -66,7 +66,7 @@ def test_readme_snippet_as_unguarded_script_on_a_fresh_cache(tmp_path):
         import gymnasium as gym
         import fiq_gym  # registers the environment ids
 
-        env = gym.make("fiq_gym/FashionIQ-v2")
+        env = gym.make("fiq_gym/FashionIQ-v3")
         obs, info = env.reset(seed=0)
         print("caption:", info["caption_text"])
         """,

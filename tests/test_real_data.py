@@ -212,7 +212,7 @@ def test_imported_catalog_passes_env_checkers(fiq_release, tmp_path):
     assert open_catalog(path).feature_dim == 45  # the shipped attribute network's features
     for action_mode in ("index", "query", "scores"):
         env = gym.make(
-            "fiq_gym/FashionIQ-v2",
+            "fiq_gym/FashionIQ-v3",
             catalog=str(path),
             user="dataset",
             user_kwargs={"fallback": "template"},
@@ -236,7 +236,7 @@ def test_dataset_env_replays_human_captions_on_annotated_pairs(fiq_release, tmp_
     captions = HumanCaptions.load(path).select("val")
     targets, candidates = captions.rows(catalog)
     env = gym.make(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         catalog=str(path),
         user="dataset",
         user_kwargs={"split": "val", "mode": "joined"},
@@ -564,7 +564,7 @@ def test_captioner_trains_on_human_captions_from_the_release(imported_train_val,
     config = json.loads((result.out / "config.json").read_text())
     assert config["caption_source"] == "human"
     env = gym.make(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         catalog=str(imported_train_val),
         user="transformer",
         user_kwargs={"checkpoint": str(result.out)},
@@ -572,7 +572,7 @@ def test_captioner_trains_on_human_captions_from_the_release(imported_train_val,
     _, info = env.reset(seed=0)
     # "transformer:DIR" (what the trainers' --user flag takes) is the same shopper.
     short = gym.make(
-        "fiq_gym/FashionIQ-v2", catalog=str(imported_train_val), user=f"transformer:{result.out}"
+        "fiq_gym/FashionIQ-v3", catalog=str(imported_train_val), user=f"transformer:{result.out}"
     )
     assert short.reset(seed=0)[1]["caption_text"] == info["caption_text"]
     assert short.unwrapped.user is env.unwrapped.user

@@ -66,10 +66,9 @@ def play(env, actions, target=None, shown=None, seed=0):
         _, r, terminated, truncated, info = env.step(action)
         total += r
         ranks[t] = info["rank"]
-        if terminated:
+        if info["is_success"]:
             ranks[t:] = 0
-            break
-        if truncated:
+        if terminated or truncated:
             break
     return total, ranks
 

@@ -31,7 +31,7 @@ from fiq_gym.envs.vector import FashionIQVectorEnv
 pytestmark = pytest.mark.rllib
 
 K = 8
-ENV_ID = "fiq_gym/FashionIQ-v2"
+ENV_ID = "fiq_gym/FashionIQ-v3"
 
 try:
     import ray  # noqa: F401

@@ -33,7 +33,7 @@ from fiq_gym.envs import FashionIQEnv
 from fiq_gym.envs.evaluation import SealedEvaluator, close_warm_evaluator, evaluate
 from fiq_gym.evaluation import PUBLIC_INFO_KEYS, EvaluationSet
 
-ENV = "fiq_gym/FashionIQ-v2"
+ENV = "fiq_gym/FashionIQ-v3"
 DIALOGS = 500  # as the issue asks: success at turn 1 <= 0.01 on 500 dialogs
 ITEMS = 300  # the small catalog
 

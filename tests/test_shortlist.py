@@ -184,7 +184,7 @@ def test_vector_sub_env_k_equals_a_single_env(small_catalog_path, quiet, kwargs)
     rng = np.random.default_rng(1)
     slots = rng.integers(8, size=(steps, n))
     venv = gym.make_vec(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=n,
         vectorization_mode="vector_entry_point",
         catalog=small_catalog_path,
@@ -258,7 +258,7 @@ def test_pickle_and_sb3_adapter(small_catalog_path, quiet):
     _assert_same(a[0], b[0])
     assert a[1:4] == b[1:4]
     venv = make_sb3_vec_env(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=2,
         catalog=small_catalog_path,
         action_mode="shortlist",
@@ -307,7 +307,7 @@ def test_best_candidates_equal_a_full_stable_sort(scores, m):
 def test_retriever_first_stage_scores_do_not_depend_on_its_cache(quiet):
     """The shipped first stage keeps each dialog's state between turns; scoring a dialog from
     scratch must give the very same scores as scoring it turn by turn."""
-    env = gym.make("fiq_gym/FashionIQ-v2", action_mode="shortlist")
+    env = gym.make("fiq_gym/FashionIQ-v3", action_mode="shortlist")
     warm = env.unwrapped.first_stage
     env.reset(seed=3)
     for slot in (0, 5, 7):

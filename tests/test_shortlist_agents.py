@@ -24,7 +24,7 @@ K = 8
 
 def _envs(path, num_envs=16, **kwargs):
     return gym.make_vec(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=num_envs,
         vectorization_mode="vector_entry_point",
         catalog=path,
@@ -59,7 +59,7 @@ def test_greedy_picks_the_best_valid_slot():
 @given(perm_seed=st.integers(0, 10**6))
 def test_extractor_is_permutation_equivariant(featured_catalog_path, perm_seed):
     env = gym.make(
-        "fiq_gym/FashionIQ-v2", catalog=featured_catalog_path, action_mode="shortlist", shortlist_size=K
+        "fiq_gym/FashionIQ-v3", catalog=featured_catalog_path, action_mode="shortlist", shortlist_size=K
     )
     space = env.observation_space
     obs, _ = env.reset(seed=perm_seed % 97)
@@ -94,7 +94,7 @@ def test_first_stage_gain_sets_where_the_policy_starts(featured_catalog_path, ga
     from fiq_gym.envs.sb3 import make_sb3_vec_env
 
     vec = make_sb3_vec_env(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         num_envs=16,
         catalog=featured_catalog_path,
         action_mode="shortlist",
@@ -141,7 +141,7 @@ def test_first_stage_gain_reaches_the_saved_checkpoint_and_is_refused_outside_th
 
 
 def test_policies_refuse_other_action_modes(featured_catalog_path):
-    env = gym.make("fiq_gym/FashionIQ-v2", catalog=featured_catalog_path)
+    env = gym.make("fiq_gym/FashionIQ-v3", catalog=featured_catalog_path)
     with pytest.raises(ValueError, match="needs action_mode='shortlist'"):
         ShortlistActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-3)
 

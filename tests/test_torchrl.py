@@ -37,7 +37,7 @@ def test_gym_env_with_num_envs_rolls_out(small_catalog_path):
     # TorchRL starts the AsyncVectorEnv's workers with "spawn": the "fiq_gym:" prefix makes
     # gym.make import fiq_gym (which registers the ids) in each of them.
     env = torchrl_envs.GymEnv(
-        "fiq_gym:fiq_gym/FashionIQ-v2", num_envs=4, catalog=str(small_catalog_path), **KWARGS
+        "fiq_gym:fiq_gym/FashionIQ-v3", num_envs=4, catalog=str(small_catalog_path), **KWARGS
     )
     try:
         td = env.rollout(10, break_when_any_done=False)

@@ -439,7 +439,7 @@ def test_importing_users_and_the_cli_does_not_import_torch():
 
 def test_env_with_the_transformer_user_passes_both_checkers(small_catalog_path, checkpoint):
     kwargs = {"checkpoint": str(checkpoint)}
-    env = gym.make("fiq_gym/FashionIQ-v2", catalog=small_catalog_path, user="transformer", user_kwargs=kwargs)
+    env = gym.make("fiq_gym/FashionIQ-v3", catalog=small_catalog_path, user="transformer", user_kwargs=kwargs)
     assert isinstance(env.unwrapped.user, TransformerUser)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -606,7 +606,7 @@ def test_checkpoint_with_other_attributes_or_words_fails_with_a_fix(small_catalo
 def test_user_name_loads_the_shipped_checkpoint_on_the_default_catalog():
     """``user="transformer"`` without kwargs: the checkpoint inside the package."""
     assert (DEFAULT_CHECKPOINT / "model.safetensors").is_file(), "the shipped checkpoint is missing"
-    env = gym.make("fiq_gym/FashionIQ-v2", user="transformer")
+    env = gym.make("fiq_gym/FashionIQ-v3", user="transformer")
     user = env.unwrapped.user
     assert isinstance(user, TransformerUser) and user.checkpoint == DEFAULT_CHECKPOINT
     obs, info = env.reset(seed=0)

@@ -39,16 +39,16 @@ def test_names_make_shared_shoppers(small_catalog):
 
 
 def test_a_custom_shopper_brings_its_words(small_catalog_path, small_catalog):
-    env = gym.make("fiq_gym/FashionIQ-v2", catalog=str(small_catalog_path), user=EchoUser(small_catalog))
+    env = gym.make("fiq_gym/FashionIQ-v3", catalog=str(small_catalog_path), user=EchoUser(small_catalog))
     obs, info = env.reset(seed=0)
     assert info["caption_text"] == "is darker"
     tokenizer = env.unwrapped.tokenizer
     ids = np.asarray(obs["caption"]).ravel()
     assert tokenizer.decode(ids) == "is darker"
     with pytest.raises(NotImplementedError, match="WordlessUser lists no caption words.*tokenizer="):
-        gym.make("fiq_gym/FashionIQ-v2", catalog=str(small_catalog_path), user=WordlessUser(small_catalog))
+        gym.make("fiq_gym/FashionIQ-v3", catalog=str(small_catalog_path), user=WordlessUser(small_catalog))
     explicit = gym.make(
-        "fiq_gym/FashionIQ-v2",
+        "fiq_gym/FashionIQ-v3",
         catalog=str(small_catalog_path),
         user=WordlessUser(small_catalog),
         tokenizer=tokenizer,

@@ -140,7 +140,7 @@ def test_vector_render(small_catalog_path):
 
 
 def test_sb3_adapter_follows_sb3_conventions(small_catalog_path):
-    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v2", num_envs=3, catalog=small_catalog_path, max_turns=2)
+    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v3", num_envs=3, catalog=small_catalog_path, max_turns=2)
     assert isinstance(vec, SB3VecEnvAdapter)
     vec.seed(0)
     obs = vec.reset()
@@ -157,7 +157,7 @@ def test_sb3_adapter_follows_sb3_conventions(small_catalog_path):
 
 
 def test_sb3_adapter_passes_set_options_to_the_next_reset_only(small_catalog_path):
-    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v2", num_envs=3, catalog=small_catalog_path, max_turns=3)
+    vec = make_sb3_vec_env("fiq_gym/FashionIQ-v3", num_envs=3, catalog=small_catalog_path, max_turns=3)
     vec.set_options({"target": 4, "shown": 7})  # one dict: the same options for every sub-env
     vec.reset()
     assert [info["shown"] for info in vec.reset_infos] == [7, 7, 7]
@@ -184,7 +184,7 @@ def test_ppo_trains_on_the_adapter(small_catalog_path):
     from stable_baselines3 import PPO
 
     vec = make_sb3_vec_env(
-        "fiq_gym/FashionIQ-v2", num_envs=4, catalog=small_catalog_path, action_mode="query"
+        "fiq_gym/FashionIQ-v3", num_envs=4, catalog=small_catalog_path, action_mode="query"
     )
     model = PPO("MultiInputPolicy", vec, n_steps=16, batch_size=32, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=128)
@@ -195,7 +195,7 @@ def test_ppo_trains_on_the_adapter(small_catalog_path):
 def test_a_reset_mask_with_nothing_to_reset_leaves_every_dialog_as_it_is():
     """The docstring's own pattern, reset(options={"reset_mask": terminated | truncated}), is
     called at steps where no dialog ended (issue 35: it crashed with a numpy error)."""
-    venv = gym.make_vec("fiq_gym/FashionIQ-v2", num_envs=3, vectorization_mode="vector_entry_point")
+    venv = gym.make_vec("fiq_gym/FashionIQ-v3", num_envs=3, vectorization_mode="vector_entry_point")
     try:
         obs, _ = venv.reset(seed=0)
         obs, *_ = venv.step(np.zeros(3, dtype=np.int64))
@@ -210,7 +210,7 @@ def test_a_reset_mask_with_nothing_to_reset_leaves_every_dialog_as_it_is():
 
 def test_one_observation_key_may_be_named_alone():
     """observation_keys="caption" is that key, not its seven letters (issue 35)."""
-    env = gym.make("fiq_gym/FashionIQ-v2", observation_keys="caption")
+    env = gym.make("fiq_gym/FashionIQ-v3", observation_keys="caption")
     try:
         assert list(env.observation_space.spaces) == ["caption"]
     finally:

@@ -169,22 +169,34 @@ def _held_out(args: argparse.Namespace) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    if args.isolation == "process" and (args.checkpoint is None) != (args.agent is None):
-        # The agent's process first: it imports its libraries while this one does.
-        from fiq_gym.envs.isolation import AgentSpec, prestart
-
-        if args.agent is not None:
-            prestart(AgentSpec(args.agent))
-        elif Path(args.checkpoint).expanduser().is_dir():
-            where = str(Path(args.checkpoint).expanduser().resolve())
-            prestart(
-                AgentSpec("fiq_gym.agents.evaluate_checkpoint:agent_from_checkpoint", {"checkpoint": where})
-            )
     held_out = _held_out(args)
     if held_out is not None and args.seed is not None:
         raise ValueError("--seed and a held-out seed exclude each other: the held-out seed draws the set")
     if held_out is not None and args.isolation != "process":
         raise ValueError("a held-out set needs --isolation process (the default)")
+    if (args.checkpoint is None) == (args.agent is None):
+        raise ValueError("give a checkpoint directory or --agent FACTORY (one of them)")
+    if args.agent is not None and args.isolation != "process":
+        raise ValueError(
+            "--agent runs the agent in its own process: it needs --isolation process (the default)"
+        )
+    if args.isolation != "process":
+        return _evaluate_and_report(args, held_out)
+    from fiq_gym.envs.isolation import AgentSpec, close_prestarted, prestart
+
+    # The agent's process first: it imports its libraries while this one does.
+    if args.agent is not None:
+        prestart(AgentSpec(args.agent))
+    elif Path(args.checkpoint).expanduser().is_dir():
+        where = str(Path(args.checkpoint).expanduser().resolve())
+        prestart(AgentSpec("fiq_gym.agents.evaluate_checkpoint:agent_from_checkpoint", {"checkpoint": where}))
+    try:
+        return _evaluate_and_report(args, held_out)
+    finally:
+        close_prestarted()  # one that no evaluation took (an error before it started)
+
+
+def _evaluate_and_report(args: argparse.Namespace, held_out: Any) -> int:
     seed = held_out if held_out is not None else (args.seed or 0)
     timeout = args.turn_timeout or None
     if (args.checkpoint is None) == (args.agent is None):
@@ -319,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "process's own vector env; returns the agent (with --env-id, --catalog, --action-mode)",
     )
     evaluation.add_argument(
-        "--env-id", default="fiq_gym/FashionIQ-v2", help="with --agent: the env id (default %(default)s)"
+        "--env-id", default="fiq_gym/FashionIQ-v3", help="with --agent: the env id (default %(default)s)"
     )
     evaluation.add_argument(
         "--action-mode",

@@ -75,7 +75,7 @@ def _import(args: argparse.Namespace) -> int:
         f"to {result.path}; features: {result.feature_source}"
     )
     print(
-        f"next: gym.make('fiq_gym/FashionIQ-v2', catalog='{result.path}', user='dataset', "
+        f"next: gym.make('fiq_gym/FashionIQ-v3', catalog='{result.path}', user='dataset', "
         "user_kwargs={'fallback': 'template'}) or `fiq-gym user train --catalog "
         f"{result.path} --captions catalog` (see {doc_url('docs/real_data.md')})"
     )

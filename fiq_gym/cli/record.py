@@ -52,7 +52,7 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     record.add_argument(
         "--dataset-id",
         help="Minari dataset id, NAMESPACE/NAME-vN (default: ENV_ID/AGENT-ACTION_MODE-v0, e.g. "
-        "fiq_gym/FashionIQ-v2/greedy-shortlist-v0)",
+        "fiq_gym/FashionIQ-v3/greedy-shortlist-v0)",
     )
     record.add_argument(
         "--overwrite", action="store_true", help="replace an existing dataset of that id (atomically)"
@@ -64,7 +64,7 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
         help="seeds the episodes and the agent: the same seed gives the same dataset (default 0)",
     )
     env = record.add_argument_group("environment (default: a checkpoint's training settings)")
-    env.add_argument("--env-id", help="registered environment id (default fiq_gym/FashionIQ-v2)")
+    env.add_argument("--env-id", help="registered environment id (default fiq_gym/FashionIQ-v3)")
     env.add_argument("--catalog", help="catalog directory (default: the built-in synthetic catalog)")
     env.add_argument(
         "--user",

@@ -8,7 +8,7 @@ and each dialog is::
 
     {"id": "3f2a...", "created": "2025-01-31T12:00:00Z", "mode": "human", "shopper": "human",
      "agent": {"name": "supervised (shipped default)", "checkpoint": "..."},
-     "env_id": "fiq_gym/FashionIQ-v2", "category": null, "max_turns": 5,
+     "env_id": "fiq_gym/FashionIQ-v3", "category": null, "max_turns": 5,
      "catalog": {"name": ..., "num_items": 10000, "ids_sha256": ..., "labels_sha256": ..., ...},
      "target_index": 812, "target_row": 812, "target_id": "syn-0000812",
      "turns": [{"turn": 0, "shown_index": 17, "shown_row": 17, "shown_id": "syn-0000017",
@@ -171,7 +171,7 @@ class DialogRecord:
             mode=data["mode"],
             shopper=str(data.get("shopper", data["mode"])),
             agent=dict(data.get("agent") or {}),
-            env_id=str(data.get("env_id", "fiq_gym/FashionIQ-v2")),
+            env_id=str(data.get("env_id", "fiq_gym/FashionIQ-v3")),
             category=data.get("category"),
             max_turns=data["max_turns"],
             catalog=data["catalog"],

@@ -147,11 +147,10 @@ def evaluate_recorded(
                 action = np.asarray(retriever.act(*batched(obs, info)))[0]
                 obs, _, terminated, truncated, info = env.step(action)
                 ranks[e, step] = info["rank"]
-                if terminated:
+                if info["is_success"]:
                     success_turn[e] = step
                     ranks[e, step:] = 0
-                    break
-                if truncated:
+                if terminated or truncated:
                     break
     finally:
         env.close()

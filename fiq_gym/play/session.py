@@ -234,7 +234,7 @@ class PlaySession:
                 int(info["shown"]), int(info["rank"]), caption=None if over else str(info["caption_text"])
             )
             if over:
-                self._finish(bool(terminated))
+                self._finish(bool(info["is_success"]))
             return self.state()
 
     # --- state and saving ----------------------------------------------------------------------
@@ -382,7 +382,7 @@ class PlaySession:
             self._check(info, turn)
             if not (terminated or truncated):
                 raise RuntimeError("the env did not end the dialog where the session expected it to")
-            self._finish(bool(terminated))
+            self._finish(bool(info["is_success"]))
         else:
             self._pending = action
 
