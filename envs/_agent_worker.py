@@ -14,14 +14,12 @@ stderr.
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
-import signal
 import sys
 import traceback
 from typing import IO, Any
 
-from fiq_gym.envs._launch import die_with_parent, drop_privileges
+from fiq_gym.envs._launch import drop_privileges, protocol_stdout, start_child
 
 
 def _fail(out: IO[bytes], exc: BaseException) -> int:
@@ -99,21 +97,15 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):
-        print(
-            "usage: python -m fiq_gym.envs._agent_worker PARENT_PID [REGION_FD] (started by the evaluator)",
-            file=sys.stderr,
-        )
+    started = start_child(
+        argv, "python -m fiq_gym.envs._agent_worker PARENT_PID [REGION_FD] (started by the evaluator)"
+    )
+    if started is None:
         return 2
-    die_with_parent(int(argv[1]))
     # No capabilities, for good: even as root, this process cannot read the memory of the
     # evaluator, which is not dumpable while it runs.
     drop_privileges()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the evaluator handles Ctrl-C and closes the pipe
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return serve(sys.stdin.buffer, out, int(argv[2]) if len(argv) == 3 else -1)
+    return serve(sys.stdin.buffer, protocol_stdout(), started[1])
 
 
 if __name__ == "__main__":

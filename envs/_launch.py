@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import IO
 
 __all__ = [
     "FOLLOWED",
@@ -39,7 +40,9 @@ __all__ = [
     "hold_no_dumps",
     "is_dumpable",
     "no_dumps",
+    "protocol_stdout",
     "release_no_dumps",
+    "start_child",
 ]
 
 #: the interpreter every child runs, as it was when fiq-gym was imported
@@ -91,6 +94,29 @@ def _prctl(option: int, arg: int = 0) -> int:
     return int(
         libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     )
+
+
+def start_child(argv: list[str], usage: str) -> tuple[int, int] | None:
+    """The common start of a child (the env's or the agent's): ``argv`` is ``[program,
+    PARENT_PID, REGION_FD?]``; returns (parent pid, region fd or -1), or None after printing
+    ``usage``. It dies with the parent, ignores Ctrl-C (it reaches the whole process group; the
+    parent handles it and closes the pipe)."""
+    if len(argv) not in (2, 3):
+        print(f"usage: {usage}", file=sys.stderr)
+        return None
+    parent = int(argv[1])
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return parent, int(argv[2]) if len(argv) == 3 else -1
+
+
+def protocol_stdout() -> IO[bytes]:
+    """Keep stdout for the protocol: the binary stream to write it to; fd 1 and ``sys.stdout``
+    then point at stderr, so whatever the child's code prints goes there."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
 
 
 def die_with_parent(parent: int) -> None:

@@ -24,13 +24,11 @@ interpreter and environment pinned when fiq-gym was imported, and makes itself n
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
-import signal
 import sys
 from typing import IO, Any
 
-from fiq_gym.envs._launch import die_with_parent, forbid_dumps
+from fiq_gym.envs._launch import forbid_dumps, protocol_stdout, start_child
 
 
 def _error(exc: BaseException) -> bytes:
@@ -152,23 +150,15 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3):
-        print(
-            "usage: python -m fiq_gym.envs._sealed_worker PARENT_PID [REGION_FD] (started by the harness)",
-            file=sys.stderr,
-        )
+    started = start_child(
+        argv, "python -m fiq_gym.envs._sealed_worker PARENT_PID [REGION_FD] (started by the harness)"
+    )
+    if started is None:
         return 2
-    die_with_parent(int(argv[1]))
     # The environment holds the evaluation's targets: no other process of this user (the
     # caller's agent included) may read this one's memory.
     forbid_dumps()
-    # Ctrl-C reaches the whole process group: the parent handles it and closes the pipe.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Keep stdout for the protocol; whatever the environment prints goes to stderr.
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return serve(sys.stdin.buffer, out, int(argv[2]) if len(argv) == 3 else -1)
+    return serve(sys.stdin.buffer, protocol_stdout(), started[1])
 
 
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ def test_an_honest_agent_scores_the_same_in_every_mode(small_catalog_path):
 
     venv = make_venv(small_catalog_path)
     try:
+        # Exact: ranks are integers from the same code on one machine with the same thread
+        # settings (the children inherit them), whichever process plays the env.
         for mode in ("sealed", "none"):
             other = evaluate(RandomAgent.for_env(venv, seed=3), venv, DIALOGS, 0, isolation=mode)
             assert (other.ranks == alone.ranks).all() and (other.success_turn == alone.success_turn).all()
