@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ __all__ = [
     "no_dumps",
     "protocol_stdout",
     "release_no_dumps",
+    "spawn_child",
     "start_child",
 ]
 
@@ -76,6 +78,19 @@ def child_environment() -> dict[str, str]:
 def child_command(module: str, *args: str) -> list[str]:
     """``python -I -m module args...`` with the pinned interpreter."""
     return [PINNED_PYTHON, "-I", "-m", module, *args]
+
+
+def spawn_child(module: str, region_fd: int | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``python -I -m module PARENT_PID REGION_FD`` (the pinned interpreter, ``env``),
+    with pipes on stdin and stdout and the shared region's descriptor passed on."""
+    fds = () if region_fd is None else (region_fd,)
+    return subprocess.Popen(
+        child_command(module, str(os.getpid()), str(region_fd if region_fd is not None else -1)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        pass_fds=fds,
+        env=env,
+    )
 
 
 def _libc() -> ctypes.CDLL | None:

@@ -56,7 +56,7 @@ from fiq_gym.envs._harness import (
     refuse_held_out,
     refuse_opt_in_env,
 )
-from fiq_gym.envs._launch import child_command, child_environment
+from fiq_gym.envs._launch import child_environment, spawn_child
 from fiq_gym.envs._sealed_protocol import (
     SharedRegion,
     decode_answer,
@@ -113,13 +113,7 @@ class _Child:
         try:
             # The interpreter and environment pinned at import, not the caller's current
             # ones, which an agent may have changed (fiq_gym.envs._launch).
-            self.proc = subprocess.Popen(
-                child_command(WORKER_MODULE, str(os.getpid()), str(fds[0] if fds else -1)),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                pass_fds=fds,
-                env=child_environment(),
-            )
+            self.proc = spawn_child(WORKER_MODULE, fds[0] if fds else None, child_environment())
         except BaseException:
             self.close()
             raise

@@ -48,7 +48,7 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.envs._harness import DEFAULT_NUM_ENVS, START_TIMEOUT, EnvSpec, only_evaluation_of
-from fiq_gym.envs._launch import child_command, child_environment, hold_no_dumps, release_no_dumps
+from fiq_gym.envs._launch import child_environment, hold_no_dumps, release_no_dumps, spawn_child
 from fiq_gym.envs._sealed_protocol import (
     Layout,
     SharedRegion,
@@ -157,16 +157,11 @@ class _AgentProcess:
         # sealed harness: the evaluator writes observations and copies actions out; it never
         # reads back what it wrote, so an agent writing into the region changes nothing else.
         self.region = SharedRegion.create()
-        fds = () if self.region is None else (self.region.fd,)
         hold_no_dumps()
         self._held = True
         try:
-            self.proc = subprocess.Popen(
-                child_command(AGENT_WORKER_MODULE, str(os.getpid()), str(fds[0] if fds else -1)),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                pass_fds=fds,
-                env=_agent_environment(),
+            self.proc = spawn_child(
+                AGENT_WORKER_MODULE, None if self.region is None else self.region.fd, _agent_environment()
             )
         except BaseException:
             self._release()

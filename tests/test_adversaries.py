@@ -102,9 +102,9 @@ def test_changing_the_interpreter_or_environment_does_not_reach_the_environments
     assert in_process(adversaries.ChangesInterpreter, small_catalog_path) <= RANDOM_CEILING
     assert isolated(adversaries.ChangesInterpreter, small_catalog_path) <= RANDOM_CEILING
     # Without the pinned interpreter, -I and the pinned environment, the same agent wins.
-    monkeypatch.setattr(
-        sealed_harness, "child_command", lambda module, *a: [sys.executable, "-m", module, *a]
-    )
+    from fiq_gym.envs import _launch
+
+    monkeypatch.setattr(_launch, "child_command", lambda module, *a: [sys.executable, "-m", module, *a])
     monkeypatch.setattr(sealed_harness, "child_environment", lambda: dict(os.environ))
     close_warm_evaluator()
     try:
