@@ -35,6 +35,7 @@ from torch.utils.tensorboard import SummaryWriter
 import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_write_bytes
+from fiq_gym.cli_args import PathArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.offline import open_dataset
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, successor_env_id
@@ -50,7 +51,7 @@ __all__ = ["Args", "BCAgent", "SlotPolicy", "load_transitions", "train"]
 class Args:
     dataset_id: str = "fiq_gym/FashionIQ-v3/greedy-shortlist-v0"
     """Minari dataset id (written by fiq-gym record, shortlist action mode)"""
-    datasets_path: str | None = None
+    datasets_path: PathArgument | None = None
     """Minari datasets root that holds it (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)"""
     epochs: int = 20
     """passes over the dataset"""
@@ -72,7 +73,7 @@ class Args:
     """dialogs evaluated in parallel"""
     sealed: bool = True
     """evaluate with the env in another process (the published protocol)"""
-    out: str = "runs/behaviour-cloning"
+    out: PathArgument = "runs/behaviour-cloning"
     """run directory (TensorBoard in tb/, weights in policy.pt)"""
 
 

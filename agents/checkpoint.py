@@ -43,11 +43,14 @@ from fiq_gym.checkpoint import (
     DQN_FORMAT,
     PPO_FORMAT,
     RLLIB_PPO_FORMAT,
+    config_fields,
     prepare_run,
     read_config,
     read_training_state,
 )
-from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS
+from fiq_gym.cli_args import absolute_catalog
+from fiq_gym.dialog_engine import ACTION_MODES as ENV_ACTION_MODES
+from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS, MAX_TURNS
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
@@ -89,6 +92,35 @@ _KINDS = {
 }
 # Env arguments of the shortlist mode a checkpoint's args may carry.
 _SHORTLIST_ARGS = ("shortlist_size", "shortlist", "explore")
+
+
+@dataclass(frozen=True)
+class _TrainingSettings:
+    """The training arguments :func:`load_agent` reads from a checkpoint's ``config.json``
+    (``args``), typed and ranged: a hand-edited or damaged value is named in one line instead
+    of failing later inside the env. Trainers' other arguments are theirs to read."""
+
+    env_id: str | None = None
+    catalog: str | None = None
+    user: str = "template"
+    max_turns: int = 5
+    action_mode: str | None = None
+    shortlist_size: int | None = None
+    shortlist: str | None = None
+    explore: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 1 or self.max_turns > MAX_TURNS:
+            raise ValueError(f"max_turns must be from 1 to {MAX_TURNS}, got {self.max_turns}")
+        if self.action_mode is not None and self.action_mode not in ENV_ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {list(ENV_ACTION_MODES)}, got {self.action_mode!r}")
+        if self.shortlist_size is not None and self.shortlist_size < 1:
+            raise ValueError(f"shortlist_size must be at least 1, got {self.shortlist_size}")
+        if self.explore is not None and not 0.0 <= self.explore <= 1.0:
+            raise ValueError(f"explore must be a fraction in [0, 1], got {self.explore}")
+        for name in ("env_id", "user", "catalog", "shortlist"):
+            if getattr(self, name) == "" and name != "catalog":
+                raise ValueError(f"{name} must not be empty")
 _FIX = "pass the checkpoint/ folder of a run written by `fiq-gym train AGENT --out RUN`"
 
 
@@ -174,6 +206,12 @@ class LoadedAgent:
         with the overrides given; ``tokenizer`` is None (the shopper's own) unless the agent
         reads captions with another one."""
         user = user or self.user
+        if catalog is None and self.catalog and absolute_catalog(self.catalog) != self.catalog:
+            raise CheckpointError(
+                f"{self.path}/config.json names its catalog by the relative path {self.catalog!r}, which is "
+                f"not found from {Path.cwd()}: run from the directory it was trained in, or pass the catalog's "
+                "location (--catalog DIR; catalog=DIR in Python)"
+            )
         tokenizer = self.own_tokenizer
         if tokenizer is None and user != self.user:
             tokenizer = self.training_tokenizer(catalog)
@@ -262,13 +300,16 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
     config = read_config(path, formats=set(_KINDS), what="an agent checkpoint", fix=_FIX)
     kind, mode = _KINDS[config["format"]]
     args = config.get("args")
-    if not isinstance(args, dict):
+    if args is None:
         args = {}
+    settings = config_fields(
+        _TrainingSettings, args, path / "config.json", what="training arguments", known_only=False
+    )
     if kind in ("ppo", "rllib-ppo"):
-        mode = str(args.get("action_mode") or mode)
+        mode = settings.action_mode or mode
     # Every trainer that plays dialogs records its env id; checkpoints without one (single-shot
     # retrievers, trained on human captions, not in an env) play the default id.
-    env_id = str(args.get("env_id") or env_id_for("default"))
+    env_id = settings.env_id or env_id_for("default")
     successor = successor_env_id(env_id)
     if successor is not None:
         raise CheckpointError(
@@ -303,13 +344,13 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         name=str(config.get("agent", kind)),
         action_mode=mode,
         env_id=env_id,
-        catalog=args.get("catalog") or None,
-        user=str(args.get("user", "template")),
-        max_turns=int(args.get("max_turns", 5)),
+        catalog=_stored_catalog(settings.catalog),
+        user=settings.user,
+        max_turns=settings.max_turns,
         own_tokenizer=tokenizer,
         model=model,
         config=config,
-        shortlist={k: args[k] for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
+        shortlist={k: getattr(settings, k) for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
         observation_keys=(
             None
             if kind != "rllib-ppo"
@@ -318,6 +359,17 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
             else tuple(model.observation_space.spaces)
         ),
     )
+
+
+def _stored_catalog(catalog: str | None) -> str | None:
+    """The catalog a checkpoint names, absolute when it can be. Checkpoints store it absolute;
+    one written by an older fiq-gym may hold the relative path it was given, which means
+    something only from the directory it was trained in (:meth:`LoadedAgent.env_kwargs` says
+    so if it is used from elsewhere)."""
+    if not catalog:
+        return None
+    absolute = absolute_catalog(catalog)
+    return absolute if absolute == catalog or Path(absolute).exists() else catalog
 
 
 def _load_rllib_module(path: Path) -> Any:

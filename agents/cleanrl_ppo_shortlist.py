@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.evaluation import EvaluationResult
 
@@ -35,11 +36,11 @@ from fiq_gym.evaluation import EvaluationResult
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: str | None = None
+    catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
     shortlist_size: int = 32
     """K, the candidates per turn"""
-    shortlist: str = "retriever"
+    shortlist: SpecArgument = "retriever"
     """the first stage (retriever, retriever:DIR or random)"""
     explore: float = 0.0
     """fraction of random candidates"""
@@ -69,7 +70,7 @@ class Args:
     """seeds the dialogs and the weights"""
     eval_episodes: int = 256
     """dialogs in the final evaluation"""
-    out: str = "runs/cleanrl-ppo-shortlist"
+    out: PathArgument = "runs/cleanrl-ppo-shortlist"
     """run directory (TensorBoard in tb/, weights in policy.pt)"""
 
 

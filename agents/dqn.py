@@ -24,6 +24,7 @@ from fiq_gym.agents.ppo import ProgressCallback, env_kwargs_of, evaluate_model
 from fiq_gym.agents.shortlist import ShortlistDQNPolicy
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import DQN_FORMAT, prepare_run, save_sb3_model
+from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult
 
@@ -34,9 +35,9 @@ __all__ = ["DQN_FORMAT", "Args", "train"]
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: str | None = None
+    catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
-    user: str = "template"
+    user: SpecArgument = "template"
     """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
     num_envs: int = 16
     """dialogs played in parallel (sub-envs of the native vector env)"""
@@ -46,7 +47,7 @@ class Args:
     """turns per dialog"""
     shortlist_size: int = 32
     """K, the candidates per turn"""
-    shortlist: str = "retriever"
+    shortlist: SpecArgument = "retriever"
     """the first stage that proposes them (retriever, retriever:DIR or random)"""
     explore: float = 0.0
     """fraction of the candidates that are random unseen items"""
@@ -72,7 +73,7 @@ class Args:
     """seeds the dialogs, the initial weights and the exploration"""
     eval_episodes: int = 256
     """dialogs in each evaluation (a fixed set from the seed)"""
-    out: str = "runs/dqn-shortlist"
+    out: PathArgument = "runs/dqn-shortlist"
     """run directory: TensorBoard events in tb/, the model in checkpoint/"""
     overwrite: bool = False
     """replace the run in OUT (an existing OUT is an error without it; DQN runs do not resume)"""

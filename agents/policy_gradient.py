@@ -32,6 +32,7 @@ from fiq_gym.agents.retriever import (
     observation_tensors,
 )
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
 
@@ -42,11 +43,11 @@ __all__ = ["Args", "train"]
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: str | None = None
+    catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
-    user: str = "template"
+    user: SpecArgument = "template"
     """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
-    init: str | None = None
+    init: PathArgument | None = None
     """supervised checkpoint to fine-tune (random weights if not given)"""
     num_envs: int = 32
     """dialogs played in parallel (sub-envs of the native vector env)"""
@@ -76,7 +77,7 @@ class Args:
     """dialogs in each evaluation (a fixed set from the seed)"""
     eval_every: int = 100
     """rounds between evaluations (and checkpoints)"""
-    out: str = "runs/policy_gradient"
+    out: PathArgument = "runs/policy_gradient"
     """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
     threads: int = 1
     """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""

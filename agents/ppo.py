@@ -38,6 +38,7 @@ import fiq_gym  # noqa: F401
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistActorCriticPolicy
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import PPO_FORMAT, prepare_run, save_sb3_model
+from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult
@@ -85,9 +86,9 @@ class CaptionFeaturesExtractor(BaseFeaturesExtractor):
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: str | None = None
+    catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
-    user: str = "template"
+    user: SpecArgument = "template"
     """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
     num_envs: int = 16
     """dialogs played in parallel (sub-envs of the native vector env)"""
@@ -99,7 +100,7 @@ class Args:
     """query (a Gaussian query in feature space) or shortlist (pick one of K candidates)"""
     shortlist_size: int = 32
     """shortlist mode: K, the candidates per turn"""
-    shortlist: str = "retriever"
+    shortlist: SpecArgument = "retriever"
     """shortlist mode: the first stage (retriever, retriever:DIR or random)"""
     explore: float = 0.0
     """shortlist mode: fraction of the candidates that are random unseen items"""
@@ -123,7 +124,7 @@ class Args:
     """seeds the dialogs, the initial weights and the sampling"""
     eval_episodes: int = 256
     """dialogs in each evaluation (a fixed set from the seed)"""
-    out: str = "runs/ppo"
+    out: PathArgument = "runs/ppo"
     """run directory: TensorBoard events in tb/, the model in checkpoint/"""
     overwrite: bool = False
     """replace the run in OUT (an existing OUT is an error without it; PPO runs do not resume)"""

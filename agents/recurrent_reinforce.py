@@ -37,6 +37,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
@@ -48,9 +49,9 @@ __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: str | None = None
+    catalog: CatalogArgument | None = None
     """catalog directory (default: the default catalog)"""
-    user: str = "template"
+    user: SpecArgument = "template"
     """shopper: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
     num_envs: int = 256
     """dialogs played in parallel per update"""
@@ -79,7 +80,7 @@ class Args:
     """seed of the network and the training dialogs"""
     threads: int = 1
     """torch CPU threads"""
-    out: str = "runs/recurrent-reinforce"
+    out: PathArgument = "runs/recurrent-reinforce"
     """output directory: curve.csv, policy.pt, tb/"""
 
 

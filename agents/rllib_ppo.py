@@ -46,7 +46,8 @@ from fiq_gym.agents.ppo import env_kwargs_of
 from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, gallery_matrix
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_directory
-from fiq_gym.checkpoint import RLLIB_PPO_FORMAT, prepare_run, versions
+from fiq_gym.checkpoint import CHECKPOINT_VERSION, RLLIB_PPO_FORMAT, portable_args, prepare_run, versions
+from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument, absolute_path
 from fiq_gym.envs.rllib import register_rllib_envs
 from fiq_gym.evaluation import EvaluationResult
 
@@ -61,9 +62,9 @@ MAX_INDEX_ITEMS = 5_000
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: str | None = None
+    catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog; on a cluster every node must see this path)"""
-    user: str = "template"
+    user: SpecArgument = "template"
     """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
     max_turns: int = 5
     """turns per dialog"""
@@ -71,7 +72,7 @@ class Args:
     """shortlist (pick one of K candidates) or index (pick any item; catalogs of at most 5,000 items)"""
     shortlist_size: int = 32
     """shortlist mode: K, the candidates per turn"""
-    shortlist: str = "retriever"
+    shortlist: SpecArgument = "retriever"
     """shortlist mode: the first stage that proposes them (retriever, retriever:DIR or random)"""
     explore: float = 0.0
     """shortlist mode: fraction of the candidates that are random unseen items"""
@@ -121,7 +122,7 @@ class Args:
     """seeds the dialogs (runner w, sub-env k: SeedSequence((seed, w, k))), the weights and sampling"""
     eval_episodes: int = 256
     """dialogs of the final evaluation (the sealed harness; a fixed set from the seed)"""
-    out: str = "runs/rllib-ppo"
+    out: PathArgument = "runs/rllib-ppo"
     """run directory: TensorBoard events in tb/, the checkpoint in checkpoint/"""
     overwrite: bool = False
     """replace the run in OUT (an existing OUT is an error without it; RLlib runs do not resume)"""
@@ -277,7 +278,7 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
     and the evaluation."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = Path(absolute_path(args.out))  # Ray writes to URIs: a relative path has no scheme
     prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="rllib-ppo")
     config = build_config(args)
     metrics: dict[str, float] = {}
@@ -321,8 +322,9 @@ def save(algo: Any, directory: Path, args: Args) -> Path:
         algo.save_to_path(str((tmp / "algorithm").resolve()))
         meta = {
             "format": RLLIB_PPO_FORMAT,
+            "version": CHECKPOINT_VERSION,
             "agent": f"RLlib PPO ({args.action_mode})",
-            "args": dataclasses.asdict(args),
+            "args": portable_args(dataclasses.asdict(args)),
             "versions": {**versions(), "ray": ray.__version__},
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -42,6 +42,7 @@ from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions, load_human_cap
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.checkpoint import prepare_run
+from fiq_gym.cli_args import CatalogArgument, PathArgument
 from fiq_gym.metrics import recall_at_k, target_rank
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.text import WordTokenizer
@@ -52,7 +53,7 @@ __all__ = ["Args", "SingleShotResult", "evaluate_single_shot", "load_single_shot
 
 @dataclass
 class Args:
-    catalog: str = ""
+    catalog: CatalogArgument = ""
     """imported catalog directory (`fiq-gym catalog import ...`); required"""
     train_split: str = "train"
     """split of the human captions to train on"""
@@ -74,7 +75,7 @@ class Args:
     """seeds the dialogs, the initial weights and the sampling"""
     eval_every: int = 500
     """rounds between evaluations (and checkpoints)"""
-    out: str = "runs/single-shot"
+    out: PathArgument = "runs/single-shot"
     """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
     overwrite: bool = False
     """replace the run in OUT (an existing OUT is an error without it)"""

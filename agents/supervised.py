@@ -33,6 +33,7 @@ from fiq_gym.agents.retriever import (
     triplet_loss,
 )
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
 
@@ -43,9 +44,9 @@ __all__ = ["Args", "train", "triplet_loss"]
 class Args:
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: str | None = None
+    catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
-    user: str = "template"
+    user: SpecArgument = "template"
     """user simulator that plays the shopper"""
     num_envs: int = 32
     """dialogs played in parallel per round"""
@@ -67,7 +68,7 @@ class Args:
     """dialogs in each evaluation (a fixed set from the seed)"""
     eval_every: int = 100
     """rounds between evaluations (and checkpoints)"""
-    out: str = "runs/supervised"
+    out: PathArgument = "runs/supervised"
     """run directory: TensorBoard events in tb/, checkpoint in checkpoint/"""
     threads: int = 1
     """torch threads; 1 is fastest for these small networks (more fight the env's numpy for cores); 0: torch's default"""
@@ -75,7 +76,7 @@ class Args:
     """continue the run in OUT from its checkpoint"""
     overwrite: bool = False
     """replace the run in OUT (without --resume or --overwrite an existing OUT is an error)"""
-    init: str | None = None
+    init: PathArgument | None = None
     """start from this retriever checkpoint instead of random weights"""
     init_optimizer: bool = False
     """with --init: also take that checkpoint's optimizer state, continuing its training (as the

@@ -37,6 +37,7 @@ from fiq_gym.benchmarks.publishing import (
     library_versions,
     prepare_publish_dir,
 )
+from fiq_gym.cli_args import absolute_path_object, catalog_arg
 from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.envs.evaluation import evaluate
@@ -1093,7 +1094,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--full", action="store_const", const="full", dest="preset", help="more seeds, both users"
     )
     group.add_argument("--preset", choices=sorted(PRESETS), dest="preset")
-    parser.add_argument("--catalog", help="catalog directory (default: the built-in synthetic catalog)")
+    parser.add_argument(
+        "--catalog", type=catalog_arg, help="catalog directory (default: the built-in synthetic catalog)"
+    )
     parser.add_argument(
         "--config",
         default="default",
@@ -1106,7 +1109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-users", nargs="+", choices=("template", "transformer"))
     parser.add_argument("--eval-users", nargs="+", choices=("template", "transformer"))
     parser.add_argument("--turns", type=int, default=5, help="dialog turns (max_turns)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="run directory (also the cache)")
+    parser.add_argument(
+        "--out", type=absolute_path_object, default="runs/bench", help="run directory (also the cache)"
+    )
     add_publish_argument(parser, "the reports to DIR/PRESET/")
     sealing = parser.add_mutually_exclusive_group()
     sealing.add_argument(

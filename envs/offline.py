@@ -50,6 +50,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by test
 
 from fiq_gym import __version__
 from fiq_gym.atomic import atomic_directory, atomic_write_json, recover_directory
+from fiq_gym.cli_args import absolute_path
 from fiq_gym.evaluation import PUBLIC_INFO_KEYS, PublicInfo, RetrievalAgent
 from fiq_gym.links import REPOSITORY
 
@@ -271,7 +272,8 @@ def record_dataset(
     """
     from tqdm.auto import tqdm
 
-    root = Path(root).expanduser()
+    # Minari resolves relative paths against its own idea of the datasets root: give it ours.
+    root = Path(absolute_path(root))
     target = dataset_path(root, dataset_id)
     if getattr(getattr(env.unwrapped, "config", None), "expose_target", False):
         raise ValueError(

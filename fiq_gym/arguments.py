@@ -3,7 +3,9 @@
 Each field becomes ``--field-name`` (underscores become dashes), typed by its annotation, with
 its attribute docstring (the string literal under the field, CleanRL style) and its default as
 the help text. Booleans get ``--flag`` / ``--no-flag``; tuples and lists take several values;
-``X | None`` takes an ``X``. Fields without a default become positional arguments.
+``X | None`` takes an ``X``; ``Annotated[str, parse]`` parses with ``parse`` (paths:
+:data:`fiq_gym.cli_args.PathArgument` and its siblings make them absolute at parsing). Fields
+without a default become positional arguments.
 
     @dataclass
     class Args:
@@ -59,8 +61,14 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _value_type(annotation: Any) -> tuple[Any, bool]:
-    """(element type, takes several values) of a field annotation."""
+    """(element type, takes several values) of a field annotation; ``Annotated[X, parse]``
+    (e.g. :data:`fiq_gym.cli_args.PathArgument`) parses with ``parse``."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        kind, several = _value_type(base)
+        parsers = [e for e in extras if callable(e)]
+        return (parsers[0] if parsers else kind), several
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _value_type(options[0]) if len(options) == 1 else (str, False)
@@ -85,7 +93,7 @@ def add_dataclass_arguments(
             setting their defaults), so a caller can tell what the user asked for, e.g. to
             resume a run with its saved settings except those given again.
     """
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     docs = field_docs(cls)
     for field in dataclasses.fields(cls):
         if field.name in exclude or not field.init:

@@ -43,10 +43,12 @@ from safetensors.torch import save_model
 
 from fiq_gym import __version__
 from fiq_gym.atomic import atomic_directory, atomic_write_text, recover_directory
+from fiq_gym.cli_args import absolute_catalog, absolute_path, absolute_spec
 from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 
 __all__ = [
+    "CHECKPOINT_VERSION",
     "DQN_FORMAT",
     "PPO_FORMAT",
     "RLLIB_PPO_FORMAT",
@@ -56,6 +58,7 @@ __all__ = [
     "CheckpointError",
     "config_fields",
     "load_tensors",
+    "portable_args",
     "prepare_run",
     "read_config",
     "read_training_state",
@@ -73,6 +76,33 @@ PPO_FORMAT = "fiq-gym-ppo"
 DQN_FORMAT = "fiq-gym-dqn"
 #: ``config.json`` format of ``fiq-gym train rllib-ppo`` (RLlib's algorithm checkpoint beside it)
 RLLIB_PPO_FORMAT = "fiq-gym-rllib-ppo"
+#: The layout version of every agent checkpoint's ``config.json`` (its ``version`` field; a
+#: checkpoint without one is version 1). A reader refuses versions it does not know rather than
+#: guess what a newer fiq-gym meant.
+CHECKPOINT_VERSION = 1
+
+#: Training-argument fields that hold a path or a ``NAME:DIR`` spec: a checkpoint stores them
+#: absolute, so it still works from another working directory.
+_PATH_ARGUMENTS = {
+    "out": absolute_path,
+    "init": absolute_path,
+    "datasets_path": absolute_path,
+    "work_dir": absolute_path,
+    "catalog": absolute_catalog,
+    "user": absolute_spec,
+    "shortlist": absolute_spec,
+    "captions": absolute_spec,
+}
+
+
+def portable_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's arguments as a checkpoint stores them: the paths and ``NAME:DIR`` specs among
+    them made absolute against the current directory (the command line already did this for
+    arguments it parsed; this covers runs started from Python with relative paths)."""
+    return {
+        key: _PATH_ARGUMENTS[key](value) if key in _PATH_ARGUMENTS and isinstance(value, str) and value else value
+        for key, value in args.items()
+    }
 
 
 def versions() -> dict[str, str]:
@@ -124,15 +154,40 @@ def read_config(
     if found not in formats:
         described = f"a {found!r} checkpoint" if isinstance(found, str) else "no fiq-gym checkpoint format"
         raise CheckpointError(f"{file} is {described}, not {what}; {fix}")
+    version = config.get("version", CHECKPOINT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(
+            f"{file}: its version is {version!r}, not a positive integer; the checkpoint is damaged; {fix}"
+        )
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{file} is a version {version} checkpoint, written by a newer fiq-gym; this fiq-gym "
+            f"{__version__} reads version {CHECKPOINT_VERSION}: upgrade fiq-gym (pip install -U fiq-gym), "
+            f"or {fix.removeprefix('or ')}"
+        )
     return config
 
 
-def config_fields(cls: type, values: Any, file: str | os.PathLike) -> Any:
-    """Build the dataclass ``cls`` from a checkpoint's stored config, naming missing and
-    unknown fields instead of failing with a ``TypeError``."""
+def config_fields(
+    cls: type, values: Any, file: str | os.PathLike, *, what: str = "model config", known_only: bool = True
+) -> Any:
+    """Build the dataclass ``cls`` from a checkpoint's stored config, naming missing, unknown
+    and mistyped fields instead of failing with a ``TypeError``; its ``__post_init__`` checks
+    ranges.
+
+    Args:
+        what: how messages name the config ("model config", "training arguments").
+        known_only: refuse fields ``cls`` does not have; False reads only ``cls``'s fields
+            (e.g. the env settings among a trainer's arguments) and ignores the others.
+    """
     if not isinstance(values, Mapping):
-        raise CheckpointError(f"{file}: its model config is not an object; the checkpoint is damaged")
+        raise CheckpointError(
+            f"{file}: {what} not stored as a JSON object (found {type(values).__name__}); the checkpoint is "
+            "damaged or edited by hand: restore it, or retrain it with the `fiq-gym train` command that made it"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not known_only:
+        values = {k: v for k, v in values.items() if k in fields}
     required = {
         n
         for n, f in fields.items()
@@ -143,14 +198,14 @@ def config_fields(cls: type, values: Any, file: str | os.PathLike) -> Any:
     if missing or unknown:
         problems = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
         raise CheckpointError(
-            f"{file}: the model config has {' and '.join(problems)} fields for {cls.__name__}; it was written "
+            f"{file}: the {what} has {' and '.join(problems)} fields for {cls.__name__}; it was written "
             "by another fiq-gym version or edited by hand. Use the fiq-gym version that wrote it, or retrain"
         )
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         if not _matches(value, hints[name]):
             raise CheckpointError(
-                f"{file}: the model config's {name!r} is {value!r}, not {_type_name(hints[name])}; the "
+                f"{file}: {name!r} in the {what} is {value!r}, not {_type_name(hints[name])}; the "
                 "checkpoint was edited by hand or is damaged: restore it, or retrain it with the `fiq-gym "
                 "train` command that made it"
             )
@@ -158,7 +213,7 @@ def config_fields(cls: type, values: Any, file: str | os.PathLike) -> Any:
         return cls(**values)
     except (TypeError, ValueError) as e:  # the dataclass's own range checks
         raise CheckpointError(
-            f"{file}: the model config is invalid ({e}); restore the checkpoint, or retrain it with the "
+            f"{file}: invalid {what} ({e}); restore the checkpoint, or retrain it with the "
             "`fiq-gym train` command that made it"
         ) from None
 
@@ -229,7 +284,13 @@ def save_sb3_model(
         model.save(tmp / "model.zip", exclude=["replay_buffer"])
         # save_model de-duplicates tensors SB3 shares (a feature extractor, a target network).
         save_model(model.policy, str(tmp / "policy.safetensors"))
-        meta = {"format": format, "agent": agent, "args": args, "versions": versions()}
+        meta = {
+            "format": format,
+            "version": CHECKPOINT_VERSION,
+            "agent": agent,
+            "args": portable_args(args),
+            "versions": versions(),
+        }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return directory
 

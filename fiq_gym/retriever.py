@@ -31,8 +31,10 @@ from torch.nn import functional as F
 from fiq_gym.atomic import atomic_directory
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import (
+    CHECKPOINT_VERSION,
     config_fields,
     load_tensors,
+    portable_args,
     read_config,
     save_tensors,
     versions,
@@ -225,10 +227,10 @@ def save_checkpoint(
             write_training_state(tmp, record=state or {}, optimizer=optimizer, rng=False)
         meta = {
             "format": RETRIEVER_FORMAT,
-            "version": 1,
+            "version": CHECKPOINT_VERSION,
             "agent": agent,
             "config": asdict(net.config),
-            "args": args,
+            "args": portable_args(args),
             "catalog": None if catalog is None else catalog.fingerprint(),
             "versions": versions(),
         }

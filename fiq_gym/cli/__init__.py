@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fiq_gym import __version__
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
-from fiq_gym.cli_args import int_between, seed
+from fiq_gym.cli_args import catalog_arg, int_between, path_arg, seed
 from fiq_gym.errors import FiqGymError
 
 if TYPE_CHECKING:
@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="stored: write every image (default); lazy: store each garment's shade and pattern offset "
         "instead and render images when they are read, identical to stored ones (12 kB an item less)",
     )
-    build.add_argument("--out", help="output directory (default: the cache folder, see FIQ_GYM_CACHE)")
+    build.add_argument(
+        "--out", type=path_arg, help="output directory (default: the cache folder, see FIQ_GYM_CACHE)"
+    )
     build.add_argument("--overwrite", action="store_true", help="replace an existing directory")
     build.add_argument(
         "--no-features",
@@ -278,8 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=_catalog_build)
 
     show = catalog_sub.add_parser("show", help="write a contact-sheet PNG of sampled items")
-    show.add_argument("catalog", nargs="?", help="catalog directory (default: the default catalog)")
-    show.add_argument("--out", help="PNG path (default contact_sheet.png)")
+    show.add_argument(
+        "catalog", type=catalog_arg, nargs="?", help="catalog directory (default: the default catalog)"
+    )
+    show.add_argument("--out", type=path_arg, help="PNG path (default contact_sheet.png)")
     show.add_argument("--count", type=int, default=32)
     show.add_argument("--columns", type=int, default=8)
     show.add_argument("--scale", type=int, default=2, help="pixel magnification")
@@ -293,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_command(catalog_sub)
 
     demo = sub.add_parser("demo", help="play one dialog: a random retriever and the template shopper")
-    demo.add_argument("--catalog", help="catalog directory (default: the default catalog)")
+    demo.add_argument("--catalog", type=catalog_arg, help="catalog directory (default: the default catalog)")
     demo.add_argument("--seed", type=seed, default=0)
     demo.add_argument("--turns", type=int, default=5)
     demo.set_defaults(func=_demo)
@@ -322,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
         "its own (--isolation process), out of reach of the set, its seed and the result.",
     )
     evaluation.add_argument(
-        "checkpoint", nargs="?", help="checkpoint directory written by `fiq-gym train` (or give --agent)"
+        "checkpoint",
+        type=path_arg,
+        nargs="?",
+        help="checkpoint directory written by `fiq-gym train` (or give --agent)",
     )
     evaluation.add_argument(
         "--agent",
@@ -355,11 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     held.add_argument(
         "--held-out-seed-file",
+        type=path_arg,
         metavar="FILE",
         help="the same, the secret seed read from FILE (keep it unreadable to the account the agent runs as)",
     )
-    evaluation.add_argument("--catalog", help="catalog directory (default: the one the agent was trained on)")
-    evaluation.add_argument("--out", help="also write the per-turn metrics as JSON here")
+    evaluation.add_argument(
+        "--catalog", type=catalog_arg, help="catalog directory (default: the one the agent was trained on)"
+    )
+    evaluation.add_argument("--out", type=path_arg, help="also write the per-turn metrics as JSON here")
     evaluation.add_argument(
         "--turn-timeout",
         type=float,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fiq_gym.cli_args import seed
+from fiq_gym.cli_args import catalog_arg, path_arg, seed
 
 __all__ = ["add_export_command"]
 
@@ -43,8 +43,10 @@ def add_export_command(catalog_sub: Any) -> None:
         help="write a synthetic catalog in the Fashion IQ or Shoes release layout (a stand-in for real data)",
     )
     exp.add_argument("dataset", choices=("fashioniq", "shoes"))
-    exp.add_argument("out", help="folder to write the release into")
-    exp.add_argument("--catalog", help="catalog directory (default: the default synthetic catalog)")
+    exp.add_argument("out", type=path_arg, help="folder to write the release into")
+    exp.add_argument(
+        "--catalog", type=catalog_arg, help="catalog directory (default: the default synthetic catalog)"
+    )
     exp.add_argument(
         "--pairs", type=int, default=600, help="caption pairs per category and split (Shoes: in total)"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_IMPORT_IMAGE_SIZE
-from fiq_gym.cli_args import int_between
+from fiq_gym.cli_args import int_between, path_arg, spec_arg
 from fiq_gym.links import doc_url
 
 __all__ = ["add_commands"]
@@ -98,7 +98,7 @@ def add_commands(catalog_sub: Any) -> None:
         p = kinds.add_parser(
             name, help=f"import the {'Fashion IQ' if name == 'fashioniq' else 'Shoes'} release"
         )
-        p.add_argument("root", help="the dataset's root folder")
+        p.add_argument("root", type=path_arg, help="the dataset's root folder")
         if name == "fashioniq":
             p.add_argument(
                 "--category",
@@ -114,24 +114,41 @@ def add_commands(catalog_sub: Any) -> None:
             default=default_splits,
             help=f"default: {' '.join(default_splits)}",
         )
-        p.add_argument("--images", help="image folder (default: ROOT/images for Fashion IQ, ROOT for Shoes)")
-        p.add_argument("--out", help="catalog directory to write (default: in the cache folder)")
+        p.add_argument(
+            "--images",
+            type=path_arg,
+            help="image folder (default: ROOT/images for Fashion IQ, ROOT for Shoes)",
+        )
+        p.add_argument(
+            "--out", type=path_arg, help="catalog directory to write (default: in the cache folder)"
+        )
         p.add_argument(
             "--image-size",
             type=int_between(MIN_IMPORT_IMAGE_SIZE, MAX_IMAGE_SIZE),
             default=64,
             help="stored image side in pixels (default 64)",
         )
-        p.add_argument("--features", help="precomputed features: a .npy (with --feature-ids) or a .pt file")
-        p.add_argument("--feature-ids", help="the ids of the feature rows: a JSON list or one id per line")
+        p.add_argument(
+            "--features",
+            type=path_arg,
+            help="precomputed features: a .npy (with --feature-ids) or a .pt file",
+        )
+        p.add_argument(
+            "--feature-ids", type=path_arg, help="the ids of the feature rows: a JSON list or one id per line"
+        )
         p.add_argument(
             "--encoder",
+            type=spec_arg,
             default="attribute-net",
             help="features computed from the images when --features is not given: attribute-net (the "
             "network shipped with fiq-gym; default), attribute-net:DIR, hf:DIR (a local Hugging Face "
             "vision model) or none (environments rank by image thumbnails)",
         )
-        p.add_argument("--attributes", help="optional attribute labels, JSON {id: {type: value | [values]}}")
+        p.add_argument(
+            "--attributes",
+            type=path_arg,
+            help="optional attribute labels, JSON {id: {type: value | [values]}}",
+        )
         p.add_argument(
             "--strict", action="store_true", help="stop at the first bad entry instead of skipping it"
         )

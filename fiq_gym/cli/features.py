@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from fiq_gym.arguments import add_dataclass_arguments, dataclass_from_namespace
+from fiq_gym.cli_args import catalog_arg, path_arg, spec_arg
 from fiq_gym.features.train_args import TrainArgs
 
 __all__ = ["add_commands"]
@@ -102,12 +103,16 @@ def add_commands(sub: Any) -> None:
             "predicts no attributes, so existing attribute scores are kept (or there are none)."
         ),
     )
-    extract.add_argument("catalog", help="catalog directory")
+    extract.add_argument("catalog", type=catalog_arg, help="catalog directory")
     source = extract.add_mutually_exclusive_group()
     source.add_argument(
-        "--checkpoint", help="attribute-network checkpoint directory (default: the one shipped with fiq-gym)"
+        "--checkpoint",
+        type=path_arg,
+        help="attribute-network checkpoint directory (default: the one shipped with fiq-gym)",
     )
-    source.add_argument("--encoder", help="hf:/local/path: a Hugging Face vision model saved in that folder")
+    source.add_argument(
+        "--encoder", type=spec_arg, help="hf:/local/path: a Hugging Face vision model saved in that folder"
+    )
     extract.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
     extract.add_argument(
         "--threads",
@@ -126,11 +131,17 @@ def add_commands(sub: Any) -> None:
             "same attribute predictions. Extract features with the new checkpoint afterwards."
         ),
     )
-    prune.add_argument("--checkpoint", help="attribute-network checkpoint (default: the shipped one)")
     prune.add_argument(
-        "--catalog", action="append", required=True, help="catalog whose images decide (repeatable)"
+        "--checkpoint", type=path_arg, help="attribute-network checkpoint (default: the shipped one)"
     )
-    prune.add_argument("--out", required=True, help="directory for the pruned checkpoint")
+    prune.add_argument(
+        "--catalog",
+        type=catalog_arg,
+        action="append",
+        required=True,
+        help="catalog whose images decide (repeatable)",
+    )
+    prune.add_argument("--out", type=path_arg, required=True, help="directory for the pruned checkpoint")
     prune.add_argument(
         "--min-active",
         type=float,

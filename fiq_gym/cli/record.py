@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from fiq_gym.cli_args import int_between, seed
+from fiq_gym.cli_args import catalog_arg, int_between, path_arg, path_or_name, seed, spec_arg
 from fiq_gym.links import doc_url
 
 __all__ = ["add_command"]
@@ -31,6 +31,7 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     )
     record.add_argument(
         "--agent",
+        type=path_or_name("random", "greedy"),
         required=True,
         help=(
             "random, greedy, or a checkpoint directory (the checkpoint/ folder of `fiq-gym train AGENT --out "
@@ -46,6 +47,7 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     )
     record.add_argument(
         "--out",
+        type=path_arg,
         help="the Minari datasets root the dataset goes under (default: $MINARI_DATASETS_PATH, else "
         "~/.minari/datasets, where minari.load_dataset finds it without arguments)",
     )
@@ -65,9 +67,12 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     )
     env = record.add_argument_group("environment (default: a checkpoint's training settings)")
     env.add_argument("--env-id", help="registered environment id (default fiq_gym/FashionIQ-v3)")
-    env.add_argument("--catalog", help="catalog directory (default: the built-in synthetic catalog)")
+    env.add_argument(
+        "--catalog", type=catalog_arg, help="catalog directory (default: the built-in synthetic catalog)"
+    )
     env.add_argument(
         "--user",
+        type=spec_arg,
         help="shopper: template (default), transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset",
     )
     env.add_argument(
@@ -79,6 +84,7 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     env.add_argument("--reward", help="reward kind: percentile (default), reciprocal_rank, success or delta")
     env.add_argument(
         "--shortlist",
+        type=spec_arg,
         help="the first stage: retriever (default, shipped), retriever:DIR or random; the env's in "
         "shortlist mode, the one greedy runs in the other modes",
     )

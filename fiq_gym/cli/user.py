@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fiq_gym.arguments import add_dataclass_arguments
-from fiq_gym.cli_args import seed
+from fiq_gym.cli_args import catalog_arg, path_arg, seed
 from fiq_gym.errors import CheckpointError
 from fiq_gym.users.transformer.train_args import TrainArgs
 
@@ -113,8 +113,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     caption = user_sub.add_parser(
         "caption", help="caption random pairs with a checkpoint, beside the template shopper"
     )
-    caption.add_argument("--checkpoint", help="model directory (default: the shipped checkpoint)")
-    caption.add_argument("--catalog", help="catalog directory (default: the default catalog)")
+    caption.add_argument(
+        "--checkpoint", type=path_arg, help="model directory (default: the shipped checkpoint)"
+    )
+    caption.add_argument(
+        "--catalog", type=catalog_arg, help="catalog directory (default: the default catalog)"
+    )
     caption.add_argument("--count", type=int, default=8)
     caption.add_argument("--seed", type=seed, default=0)
     caption.add_argument("--decoding", choices=("greedy", "sample", "beam"), default="sample")
@@ -126,7 +130,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Drop the captioner's inputs for the feature units `fiq-gym features prune` "
         "removed (they were zero on the training images, so nothing it computes changes).",
     )
-    narrow.add_argument("--features", required=True, help="the pruned attribute-network checkpoint")
-    narrow.add_argument("--checkpoint", help="captioner directory (default: the shipped checkpoint)")
-    narrow.add_argument("--out", required=True, help="directory for the narrowed captioner")
+    narrow.add_argument(
+        "--features", type=path_arg, required=True, help="the pruned attribute-network checkpoint"
+    )
+    narrow.add_argument(
+        "--checkpoint", type=path_arg, help="captioner directory (default: the shipped checkpoint)"
+    )
+    narrow.add_argument("--out", type=path_arg, required=True, help="directory for the narrowed captioner")
     narrow.set_defaults(func=_narrow)

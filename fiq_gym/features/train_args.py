@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fiq_gym.cli_args import CatalogArgument, PathArgument
+
 __all__ = ["TrainArgs"]
 
 
 @dataclass
 class TrainArgs:
-    catalog: str
+    catalog: CatalogArgument
     """catalog directory with images and attribute labels"""
-    out: str = ""
+    out: PathArgument = ""
     """checkpoint directory (default: runs/features-<catalog folder name>-s<seed>)"""
     epochs: int = 30
     """most passes over the training items"""

@@ -24,6 +24,7 @@ import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents.checkpoint import load_agent
 from fiq_gym.agents.retriever import load_checkpoint
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.cli_args import path_arg
 from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.envs.registration import EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.evaluation import RetrievalAgent
@@ -230,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Copy a supervised retriever trained on the default catalog into the package "
         "as the default agent of `fiq-gym play` / `fiq-gym serve`."
     )
-    parser.add_argument("checkpoint", help="e.g. runs/play-default/checkpoint")
-    parser.add_argument("out", nargs="?", default=str(DEFAULT_AGENT_DIR), help="default: the package's copy")
+    parser.add_argument("checkpoint", type=path_arg, help="e.g. runs/play-default/checkpoint")
+    parser.add_argument(
+        "out", type=path_arg, nargs="?", default=str(DEFAULT_AGENT_DIR), help="default: the package's copy"
+    )
     a = parser.parse_args(argv)
     out = export_default_agent(a.checkpoint, a.out)
     size = sum(f.stat().st_size for f in out.iterdir())

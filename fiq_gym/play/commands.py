@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from fiq_gym.cli_args import seed
+from fiq_gym.cli_args import catalog_arg, path_arg, seed
 from fiq_gym.links import doc_url
 
 if TYPE_CHECKING:
@@ -22,16 +22,20 @@ __all__ = ["add_commands"]
 def _agent_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--agent",
+        type=path_arg,
         help="agent checkpoint directory written by `fiq-gym train AGENT` (default: the shipped supervised "
         "retriever for the default catalog)",
     )
-    parser.add_argument("--catalog", help="catalog directory (default: the one the agent was trained on)")
+    parser.add_argument(
+        "--catalog", type=catalog_arg, help="catalog directory (default: the one the agent was trained on)"
+    )
     parser.add_argument(
         "--max-turns", type=int, help="turns per dialog (default: the agent's training setting)"
     )
     parser.add_argument("--seed", type=seed, help="seed for the targets and first garments dealt")
     parser.add_argument(
         "--save",
+        type=path_arg,
         help=f"add every finished dialog to this JSON file (format: {doc_url('docs/play.md', 'the-dialog-file')})",
     )
 
@@ -108,7 +112,9 @@ def add_commands(sub: Any) -> None:
     _agent_arguments(play)
     play.add_argument("--target", help="the first dialog's target: an item id or index (default: dealt)")
     play.add_argument("--watch", action="store_true", help="watch the simulated shopper play instead")
-    play.add_argument("--image-dir", help="where to write the PNGs (default: a new temporary directory)")
+    play.add_argument(
+        "--image-dir", type=path_arg, help="where to write the PNGs (default: a new temporary directory)"
+    )
     play.add_argument(
         "--inline",
         choices=("auto", "kitty", "iterm2", "off"),
@@ -140,9 +146,11 @@ def add_commands(sub: Any) -> None:
             "fallback shopper answers otherwise."
         ),
     )
-    replay.add_argument("dialogs", nargs="+", help="dialog JSON files")
-    replay.add_argument("--agent", help="agent checkpoint (default: the shipped supervised retriever)")
-    replay.add_argument("--catalog", help="catalog directory (default: the agent's)")
+    replay.add_argument("dialogs", type=path_arg, nargs="+", help="dialog JSON files")
+    replay.add_argument(
+        "--agent", type=path_arg, help="agent checkpoint (default: the shipped supervised retriever)"
+    )
+    replay.add_argument("--catalog", type=catalog_arg, help="catalog directory (default: the agent's)")
     replay.add_argument("--max-turns", type=int, help="turns per episode (default: the agent's)")
     replay.add_argument(
         "--fallback",
@@ -151,5 +159,5 @@ def add_commands(sub: Any) -> None:
         help="who answers for garments nobody captioned (default: template)",
     )
     replay.add_argument("--seed", type=seed, help="seed for the fallback shopper's wording")
-    replay.add_argument("--out", help="also write the per-turn metrics as JSON here")
+    replay.add_argument("--out", type=path_arg, help="also write the per-turn metrics as JSON here")
     replay.set_defaults(func=_replay)

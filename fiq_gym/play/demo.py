@@ -12,6 +12,7 @@ import numpy as np
 
 from fiq_gym.agents import RandomAgent
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.cli_args import catalog_arg
 from fiq_gym.envs import FashionIQEnv
 
 __all__ = ["play_demo_dialog"]
@@ -55,7 +56,7 @@ def play_demo_dialog(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--catalog", default=None)
+    parser.add_argument("--catalog", type=catalog_arg, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--turns", type=int, default=5)
     args = parser.parse_args()

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
+
 if TYPE_CHECKING:
     from fiq_gym.users.template import TemplateNoise
 
@@ -17,13 +19,13 @@ __all__ = ["TrainArgs"]
 class TrainArgs:
     """Every setting of a training run (saved as ``training_args.json`` beside the model)."""
 
-    catalog: str | None = None
+    catalog: CatalogArgument | None = None
     """catalog directory; None: the default synthetic catalog"""
-    out: str = "runs/transformer-user"
+    out: PathArgument = "runs/transformer-user"
     """where the best model goes (config.json, model.safetensors, tokenizer files)"""
-    work_dir: str | None = None
+    work_dir: PathArgument | None = None
     """training state and TensorBoard logs; None: ``<out>-training``"""
-    captions: str = "template"
+    captions: SpecArgument = "template"
     """caption source: template (written by the template shopper), catalog (the human captions
     of an imported catalog), fashioniq:ROOT or shoes:ROOT (read from a release)"""
     captions_per_pair: int = 3
