@@ -100,7 +100,9 @@ def portable_args(args: Mapping[str, Any]) -> dict[str, Any]:
     them made absolute against the current directory (the command line already did this for
     arguments it parsed; this covers runs started from Python with relative paths)."""
     return {
-        key: _PATH_ARGUMENTS[key](value) if key in _PATH_ARGUMENTS and isinstance(value, str) and value else value
+        key: _PATH_ARGUMENTS[key](value)
+        if key in _PATH_ARGUMENTS and isinstance(value, str) and value
+        else value
         for key, value in args.items()
     }
 
@@ -169,7 +171,13 @@ def read_config(
 
 
 def config_fields(
-    cls: type, values: Any, file: str | os.PathLike, *, what: str = "model config", known_only: bool = True
+    cls: type,
+    values: Any,
+    file: str | os.PathLike,
+    *,
+    what: str = "model config",
+    known_only: bool = True,
+    retrain: str = "the `fiq-gym train` command that made it",
 ) -> Any:
     """Build the dataclass ``cls`` from a checkpoint's stored config, naming missing, unknown
     and mistyped fields instead of failing with a ``TypeError``; its ``__post_init__`` checks
@@ -179,11 +187,12 @@ def config_fields(
         what: how messages name the config ("model config", "training arguments").
         known_only: refuse fields ``cls`` does not have; False reads only ``cls``'s fields
             (e.g. the env settings among a trainer's arguments) and ignores the others.
+        retrain: the command that writes such a checkpoint, for the messages' fix.
     """
     if not isinstance(values, Mapping):
         raise CheckpointError(
             f"{file}: {what} not stored as a JSON object (found {type(values).__name__}); the checkpoint is "
-            "damaged or edited by hand: restore it, or retrain it with the `fiq-gym train` command that made it"
+            f"damaged or edited by hand: restore it, or retrain it with {retrain}"
         )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if not known_only:
@@ -206,15 +215,13 @@ def config_fields(
         if not _matches(value, hints[name]):
             raise CheckpointError(
                 f"{file}: {name!r} in the {what} is {value!r}, not {_type_name(hints[name])}; the "
-                "checkpoint was edited by hand or is damaged: restore it, or retrain it with the `fiq-gym "
-                "train` command that made it"
+                f"checkpoint was edited by hand or is damaged: restore it, or retrain it with {retrain}"
             )
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:  # the dataclass's own range checks
         raise CheckpointError(
-            f"{file}: invalid {what} ({e}); restore the checkpoint, or retrain it with the "
-            "`fiq-gym train` command that made it"
+            f"{file}: invalid {what} ({e}); restore the checkpoint, or retrain it with {retrain}"
         ) from None
 
 
@@ -251,7 +258,13 @@ def _matches(value: Any, hint: Any) -> bool:
 _TYPE_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}
 
 
+_PLURALS = {int: "integers", float: "finite numbers", str: "strings", bool: "true/false values"}
+
+
 def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (list, tuple) and args:
+        return f"a list of {_PLURALS.get(args[0], str(args[0]))}"
     return _TYPE_NAMES.get(hint, f"of type {hint}")
 
 

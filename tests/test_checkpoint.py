@@ -356,3 +356,82 @@ def test_weights_get_the_same_file_mode_as_every_other_file(tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
     assert modes == {"model.safetensors": 0o644, "config.json": 0o644}
+
+
+FEATURE_DAMAGES = {
+    "string feature_dim": (
+        lambda c: c["architecture"].update(feature_dim="45"),
+        r"feature_dim must be an integer",
+    ),
+    "negative channel": (
+        lambda c: c["architecture"].update(channels=[32, -48, 96, 128]),
+        r"channels\[1\] must be",
+    ),
+    "zero pooled side": (
+        lambda c: c["architecture"].update(pooled_side=0),
+        r"pooled_side must be an integer of at least 1",
+    ),
+    "string image size": (
+        lambda c: c["architecture"].update(image_size="64"),
+        r"image_size must be 2 integers",
+    ),
+    "string multilabel": (
+        lambda c: c["architecture"]["heads"][0].update(multilabel="no"),
+        r"heads\[0\] needs",
+    ),
+    "no heads": (lambda c: c["architecture"].pop("heads"), r"has no 'heads' field"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(FEATURE_DAMAGES))
+def test_a_damaged_attribute_network_checkpoint_is_one_line(damage, tmp_path):
+    """Values that built a network failing deep in torch, or loaded silently ("45", -48)."""
+    from fiq_gym.features.model import DEFAULT_CHECKPOINT, load_checkpoint
+
+    checkpoint = tmp_path / "net"
+    shutil.copytree(DEFAULT_CHECKPOINT, checkpoint)
+    edit, expected = FEATURE_DAMAGES[damage]
+    config = json.loads((checkpoint / "config.json").read_text())
+    edit(config)
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=expected) as caught:
+        load_checkpoint(checkpoint)
+    assert str(caught.value).startswith(str(checkpoint / "config.json")) and "\n" not in str(caught.value)
+
+
+CAPTIONER_DAMAGES = {
+    "string d_model": ({"d_model": "x"}, r"'d_model' in the captioner config is 'x', not an integer"),
+    "zero heads": ({"num_heads": 0}, r"num_heads must be at least 1, got 0"),
+    "negative heads": ({"num_heads": -2}, r"num_heads must be at least 1, got -2"),
+    "negative layers": ({"num_encoder_layers": -1}, r"num_encoder_layers must be at least 0"),
+    "null vocabulary": ({"vocab_size": None}, r"'vocab_size' in the captioner config is None"),
+    "dropout out of range": ({"dropout": 5.0}, r"dropout must be in \[0, 1\)"),
+    "string flag": (
+        {"use_attributes": "yes"},
+        r"'use_attributes' in the captioner config is 'yes', not true or false",
+    ),
+    "word id outside the vocabulary": (
+        {"bos_token_id": -5},
+        r"bos_token_id must be a word id below vocab_size",
+    ),
+    "names not a list": ({"attribute_names": 3}, r"'attribute_names' .* is 3, not a list of strings"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CAPTIONER_DAMAGES))
+def test_a_damaged_captioner_checkpoint_is_one_line(damage, small_catalog_path, tmp_path, capsys):
+    """num_heads=-2 used to load a model without layers; 0 ended in a ZeroDivisionError."""
+    from fiq_gym.users.transformer.user import DEFAULT_CHECKPOINT, load_captioner
+
+    checkpoint = tmp_path / "captioner"
+    shutil.copytree(DEFAULT_CHECKPOINT, checkpoint)
+    change, expected = CAPTIONER_DAMAGES[damage]
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.update(change)
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=expected):
+        load_captioner(checkpoint)
+    command = ["user", "caption", "--checkpoint", str(checkpoint), "--catalog", str(small_catalog_path)]
+    assert cli_main([*command, "--count", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fiq-gym: error: ") and len(err.strip().splitlines()) == 1

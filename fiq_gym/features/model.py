@@ -108,16 +108,42 @@ class NetworkConfig:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NetworkConfig:
+        """The config a checkpoint stores, checked by type and range (``ValueError`` naming the
+        field): a hand-edited ``"45"`` or ``-3`` must not build a network that fails later."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"the architecture is a JSON {type(data).__name__}, not an object")
+
+        def size(value: Any, name: str, low: int = 1) -> int:
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}")
+            return value
+
+        def sizes(value: Any, name: str, count: int | None = None) -> tuple[int, ...]:
+            if not isinstance(value, list) or not value or (count is not None and len(value) != count):
+                expected = f"{count} integers" if count is not None else "a non-empty list of integers"
+                raise ValueError(f"{name} must be {expected}, got {value!r}")
+            return tuple(size(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+        heads = data["heads"]
+        if not isinstance(heads, list) or not all(isinstance(h, Mapping) for h in heads):
+            raise ValueError(f"heads must be a list of objects, got {heads!r}")
+        for i, h in enumerate(heads):
+            if not isinstance(h.get("type"), str) or not isinstance(h.get("multilabel"), bool):
+                raise ValueError(f"heads[{i}] needs a string 'type' and a true/false 'multilabel', got {h!r}")
+        categories = data.get("categories", ())  # checkpoints before the category head have none
+        if not isinstance(categories, list | tuple) or not all(isinstance(c, str) for c in categories):
+            raise ValueError(f"categories must be a list of names, got {categories!r}")
+        image_size = sizes(data["image_size"], "image_size", 2)
         return cls(
-            image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
+            image_size=(image_size[0], image_size[1]),
             heads=tuple(
-                HeadSpec(str(h["type"]), int(h["size"]), bool(h["multilabel"])) for h in data["heads"]
+                HeadSpec(h["type"], size(h["size"], f"heads[{i}].size"), h["multilabel"])
+                for i, h in enumerate(heads)
             ),
-            feature_dim=int(data["feature_dim"]),
-            channels=tuple(int(c) for c in data["channels"]),
-            pooled_side=int(data["pooled_side"]),
-            # Checkpoints written before the category head have no "categories".
-            categories=tuple(str(c) for c in data.get("categories", ())),
+            feature_dim=size(data["feature_dim"], "feature_dim"),
+            channels=sizes(data["channels"], "channels"),
+            pooled_side=size(data["pooled_side"], "pooled_side"),
+            categories=tuple(categories),
         )
 
 
@@ -299,8 +325,15 @@ def load_checkpoint(path: str | os.PathLike | None = None) -> Checkpoint:
     try:
         config = NetworkConfig.from_json(record["architecture"])
         vocabulary = AttributeVocabulary.from_json(record["vocabulary"])
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise CheckpointError(f"{config_file} has an invalid architecture or vocabulary ({e!r})") from None
+    except KeyError as e:
+        raise CheckpointError(
+            f"{config_file} has no {e} field; the checkpoint is damaged; {_TRAIN_HINT}"
+        ) from None
+    except (TypeError, ValueError, IndexError) as e:
+        raise CheckpointError(
+            f"{config_file} has an invalid architecture or vocabulary ({e}); the checkpoint is damaged or edited "
+            f"by hand; {_TRAIN_HINT}"
+        ) from None
     # Building the layers draws their (soon overwritten) initial weights from torch's global
     # generator; fork it so loading features never shifts the caller's seeded stream (a
     # trainer that seeds torch and then builds the default catalog would otherwise initialise

@@ -28,7 +28,7 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.checkpoint import config_fields
 from fiq_gym.errors import CheckpointError, FiqGymError
 from fiq_gym.jsonfile import read_json
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
@@ -201,6 +202,52 @@ def check_checkpoint_fits(
             )
 
 
+@dataclass(frozen=True)
+class _StoredCaptionerConfig:
+    """The fields of a captioner's ``config.json`` that size the model, typed and ranged (the
+    others are transformers' own); read by :func:`load_captioner` before it builds anything."""
+
+    vocab_size: int
+    feature_dim: int
+    d_model: int
+    num_heads: int
+    ffn_dim: int
+    num_encoder_layers: int
+    num_decoder_layers: int
+    max_caption_length: int
+    dropout: float = 0.0
+    use_attributes: bool = True
+    attribute_type_names: list[str] = field(default_factory=list)
+    attribute_group_sizes: list[int] = field(default_factory=list)
+    attribute_names: list[str] = field(default_factory=list)
+    category_names: list[str] = field(default_factory=list)
+    pad_token_id: int = 0
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    unk_token_id: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "feature_dim", "d_model", "num_heads", "ffn_dim", "max_caption_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("num_encoder_layers", "num_decoder_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of num_heads ({self.num_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if any(size < 1 for size in self.attribute_group_sizes):
+            raise ValueError(
+                f"attribute_group_sizes must be at least 1 each, got {self.attribute_group_sizes}"
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise ValueError(
+                    f"{name} must be a word id below vocab_size {self.vocab_size}, got {getattr(self, name)}"
+                )
+
+
 def load_captioner(
     checkpoint: str | os.PathLike | None = None,
 ) -> tuple[RelativeCaptionerModel, CaptionerTokenizer]:
@@ -227,6 +274,11 @@ def load_captioner(
             + (f" (it is a {found!r} checkpoint)" if found else "")
             + f"; {fix}"
         )
+    # Checked before transformers builds anything: a hand-edited "x" or -2 would otherwise fail
+    # deep inside torch, or worse, load (num_heads=-2 built a model without layers).
+    config_fields(
+        _StoredCaptionerConfig, config, path / "config.json", what="captioner config", known_only=False
+    )
     # fork_rng: loading must not advance the caller's seeded torch generator (see
     # fiq_gym.features.model.load_checkpoint).
     with quiet_transformers(), torch.random.fork_rng(devices=[]):
