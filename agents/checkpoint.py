@@ -54,7 +54,7 @@ from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS, MAX_TUR
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
-from fiq_gym.evaluation import RetrievalAgent
+from fiq_gym.evaluation import RetrievalAgent, training_evaluation_seed
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 
 __all__ = [
@@ -108,8 +108,14 @@ class _TrainingSettings:
     shortlist_size: int | None = None
     shortlist: str | None = None
     explore: float | None = None
+    seed: int | None = None
+    eval_episodes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"seed must be at least 0, got {self.seed}")
+        if self.eval_episodes is not None and self.eval_episodes < 1:
+            raise ValueError(f"eval_episodes must be at least 1, got {self.eval_episodes}")
         if self.max_turns < 1 or self.max_turns > MAX_TURNS:
             raise ValueError(f"max_turns must be from 1 to {MAX_TURNS}, got {self.max_turns}")
         if self.action_mode is not None and self.action_mode not in ENV_ACTION_MODES:
@@ -118,9 +124,11 @@ class _TrainingSettings:
             raise ValueError(f"shortlist_size must be at least 1, got {self.shortlist_size}")
         if self.explore is not None and not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"explore must be a fraction in [0, 1], got {self.explore}")
-        for name in ("env_id", "user", "catalog", "shortlist"):
-            if getattr(self, name) == "" and name != "catalog":
+        for name in ("env_id", "user", "shortlist"):
+            if getattr(self, name) == "":
                 raise ValueError(f"{name} must not be empty")
+
+
 _FIX = "pass the checkpoint/ folder of a run written by `fiq-gym train AGENT --out RUN`"
 
 
@@ -160,6 +168,10 @@ class LoadedAgent:
     #: the observation keys it reads, when not the env's default (an RLlib index-mode module
     #: also reads ``shown_mask``).
     observation_keys: tuple[str, ...] | None = None
+    #: ``(seed, episodes)`` of the set its trainer evaluated it on (seed
+    #: :func:`~fiq_gym.evaluation.training_evaluation_seed` of the run's seed, its
+    #: ``eval_episodes``), the default set of ``fiq-gym eval``; None when not recorded.
+    training_evaluation: tuple[int, int] | None = None
 
     def make_envs(
         self,
@@ -351,6 +363,11 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         model=model,
         config=config,
         shortlist={k: getattr(settings, k) for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
+        training_evaluation=(
+            (training_evaluation_seed(settings.seed), settings.eval_episodes)
+            if settings.seed is not None and settings.eval_episodes is not None
+            else None
+        ),
         observation_keys=(
             None
             if kind != "rllib-ppo"

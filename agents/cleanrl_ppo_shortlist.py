@@ -29,7 +29,7 @@ import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 
 @dataclass
@@ -215,7 +215,7 @@ def train(args: Args) -> tuple[Agent, EvaluationResult]:
         Policy(agent),
         args.env_id,
         episodes=args.eval_episodes,
-        seed=10_000 + args.seed,
+        seed=training_evaluation_seed(args.seed),
         name="CleanRL PPO (shortlist)",
         **env_kwargs,
     )

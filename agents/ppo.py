@@ -41,7 +41,7 @@ from fiq_gym.checkpoint import PPO_FORMAT, prepare_run, save_sb3_model
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.sb3 import make_sb3_vec_env
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -238,7 +238,9 @@ def evaluate_model(model: Any, args: Any, name: str = "PPO") -> EvaluationResult
     )
     agent = SB3ShortlistAgent(model) if args.action_mode == "shortlist" else PPOAgent(model)
     try:
-        return evaluate(agent, envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name=name)
+        return evaluate(
+            agent, envs, episodes=args.eval_episodes, seed=training_evaluation_seed(args.seed), name=name
+        )
     finally:
         envs.close()
 

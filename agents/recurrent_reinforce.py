@@ -40,7 +40,7 @@ from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 
@@ -144,7 +144,11 @@ def run_evaluation(policy: RecurrentPolicy, args: Args) -> EvaluationResult:
     try:
         agent = RecurrentQueryAgent(policy, envs.num_envs, args.hidden)
         return evaluate(
-            agent, envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name="recurrent-reinforce"
+            agent,
+            envs,
+            episodes=args.eval_episodes,
+            seed=training_evaluation_seed(args.seed),
+            name="recurrent-reinforce",
         )
     finally:
         envs.close()

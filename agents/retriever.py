@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.retriever import (
     RETRIEVER_FORMAT,
@@ -154,7 +154,7 @@ class RetrieverAgent:
 def evaluate_retriever(net: RetrieverNet, args: Any, name: str) -> EvaluationResult:
     """Evaluate ``net`` during training on the env its trainer's ``args`` describe
     (``env_id``, ``catalog``, ``user``, ``max_turns``), on ``args.eval_episodes`` dialogs
-    of a fixed seed (``10_000 + args.seed``), so evaluations of a run compare."""
+    of a fixed seed (:func:`~fiq_gym.evaluation.training_evaluation_seed`), so evaluations of a run compare."""
     envs = gym.make_vec(
         args.env_id,
         num_envs=min(64, args.eval_episodes),
@@ -166,6 +166,8 @@ def evaluate_retriever(net: RetrieverNet, args: Any, name: str) -> EvaluationRes
     )
     try:
         agent = RetrieverAgent(net, inner_env(envs).gallery)
-        return evaluate(agent, envs, episodes=args.eval_episodes, seed=10_000 + args.seed, name=name)
+        return evaluate(
+            agent, envs, episodes=args.eval_episodes, seed=training_evaluation_seed(args.seed), name=name
+        )
     finally:
         envs.close()

@@ -49,7 +49,7 @@ from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import CHECKPOINT_VERSION, RLLIB_PPO_FORMAT, portable_args, prepare_run, versions
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument, absolute_path
 from fiq_gym.envs.rllib import register_rllib_envs
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 __all__ = ["MAX_INDEX_ITEMS", "Args", "build_config", "module_spec", "ray_session", "train"]
 
@@ -307,7 +307,9 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
         finally:
             algo.stop()
     # Through load_agent, as `fiq-gym eval OUT/checkpoint` does; no Ray needed any more.
-    result = evaluate_checkpoint(out / "checkpoint", episodes=args.eval_episodes, seed=10_000 + args.seed)
+    result = evaluate_checkpoint(
+        out / "checkpoint", episodes=args.eval_episodes, seed=training_evaluation_seed(args.seed)
+    )
     last = result.per_turn()[-1]
     with SummaryWriter(out / "tb") as writer:
         for key in ("success_rate", "mean_percentile", "R@10"):

@@ -39,7 +39,7 @@ from fiq_gym.benchmarks.publishing import (
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 __all__ = ["Measurement", "is_hard", "measure", "to_markdown"]
 
@@ -74,7 +74,7 @@ def measure(configuration: str, *, rounds: int, episodes: int, seed: int, runs: 
         progress=True,
     )
     train_seconds = time.perf_counter() - start
-    eval_seed = 10_000 + seed
+    eval_seed = training_evaluation_seed(seed)
     results = {
         "random": _random(env_id, episodes, eval_seed),
         "greedy": evaluate(

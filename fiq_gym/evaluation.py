@@ -48,9 +48,22 @@ __all__ = [
     "evaluate_in_process",
     "play_dialogs",
     "public_info",
+    "training_evaluation_seed",
 ]
 
 RECALL_KS = (1, 5, 10, 50)
+#: Trainers evaluate a run of ``--seed S`` on the dialogs of seed ``TRAINING_EVALUATION_OFFSET +
+#: S``: far from the seeds training episodes are drawn from, and the same for every trainer, so
+#: evaluations during a run compare, and ``fiq-gym eval`` can replay a run's own set.
+TRAINING_EVALUATION_OFFSET = 10_000
+
+
+def training_evaluation_seed(seed: int) -> int:
+    """The evaluation set's seed of a training run started with ``seed`` (see
+    :data:`TRAINING_EVALUATION_OFFSET`)."""
+    return TRAINING_EVALUATION_OFFSET + int(seed)
+
+
 #: (key of a :meth:`EvaluationResult.per_turn` row, column title) in the order tables show
 #: them: cumulative Hits@K beside R@K, BRI (lower is better) last.
 TABLE_COLUMNS = (

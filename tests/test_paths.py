@@ -169,3 +169,35 @@ def test_an_older_checkpoint_with_a_relative_catalog_names_the_fix(
 
 def small_catalog_path_of(checkpoint: Path) -> str:
     return json.loads((checkpoint / "config.json").read_text())["args"]["catalog"]
+
+
+def test_fiq_gym_eval_defaults_to_the_set_the_trainer_evaluated_on(small_catalog_path, tmp_path, capsys):
+    """The same run must read the same at the end of training and from `fiq-gym eval`."""
+    from fiq_gym.agents import supervised
+    from fiq_gym.evaluation import training_evaluation_seed
+
+    args = supervised.Args(
+        catalog=str(small_catalog_path),
+        out=str(tmp_path / "run"),
+        rounds=2,
+        num_envs=4,
+        eval_episodes=12,
+        seed=3,
+    )
+    _, trained = supervised.train(args, progress=False)
+    checkpoint = tmp_path / "run" / "checkpoint"
+    assert load_agent(checkpoint, load_model=False).training_evaluation == (training_evaluation_seed(3), 12)
+    out = tmp_path / "eval.json"
+    capsys.readouterr()
+    assert cli_main(["eval", str(checkpoint), "--isolation", "none", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluation set: seed 10003, 12 dialogs (the set its trainer evaluated it on" in printed
+    result = json.loads(out.read_text())
+    assert result["episodes"] == 12 and "trainer evaluated it on" in result["meta"]["evaluation_set"]
+    assert result["per_turn"] == trained.per_turn()
+    # Another seed is named as another set.
+    assert cli_main(["eval", str(checkpoint), "--isolation", "none", "--seed", "0"]) == 0
+    assert (
+        "evaluation set: seed 0, 12 dialogs (not the set its trainer evaluated it on"
+        in capsys.readouterr().out
+    )

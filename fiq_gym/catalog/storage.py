@@ -32,12 +32,15 @@ which file holds each array.
 
 from __future__ import annotations
 
+import codecs
 import fcntl
+import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ import numpy as np
 
 from fiq_gym.atomic import atomic_directory, atomic_write_json, recover_directory
 from fiq_gym.catalog.lazy_images import RENDER_ARRAYS, LazyImages
+from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
 from fiq_gym.catalog.model import Catalog, StringColumn
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
@@ -292,36 +296,280 @@ def catalog_writer(
         yield CatalogWriter(tmp, num_items, image_size, vocabulary)
 
 
+def _permission_denied(file: Path, catalog: Path) -> CatalogError:
+    # Not "corrupt": the files may be fine, and rebuilding would not help.
+    return CatalogError(
+        f"{file} cannot be read: permission denied; fix the catalog's permissions "
+        f"(e.g. `chmod -R a+rX {catalog}`) or open it as a user who may read it"
+    )
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        # A process that died while replacing the catalog may have left it set aside.
-        recover_directory(path)
-    if not path.exists():
-        raise CatalogError(
-            f"catalog directory {path} does not exist; build one with `fiq-gym catalog build --out {path}`"
-        )
-    if not path.is_dir():
-        raise CatalogError(f"{path} is a file, not a catalog directory")
     manifest_path = path / MANIFEST
-    if not manifest_path.exists():
-        raise CatalogError(
-            f"{manifest_path} is missing: {path} is not a fiq-gym catalog directory; {_REBUILD_HINT}"
+    try:
+        if not path.exists():
+            # A process that died while replacing the catalog may have left it set aside.
+            recover_directory(path)
+        if not path.exists():
+            raise CatalogError(
+                f"catalog directory {path} does not exist; build one with `fiq-gym catalog build --out {path}`"
+            )
+        if not path.is_dir():
+            raise CatalogError(f"{path} is a file, not a catalog directory")
+        if not manifest_path.exists():
+            raise CatalogError(
+                f"{manifest_path} is missing: {path} is not a fiq-gym catalog directory; {_REBUILD_HINT}"
+            )
+        manifest = read_json(manifest_path, CatalogError, _REBUILD_HINT)
+    except PermissionError as e:
+        raise _permission_denied(Path(e.filename or path), path) from None
+    except IsADirectoryError:
+        raise CatalogError(f"{manifest_path} is a directory, not a manifest file; {_REBUILD_HINT}") from None
+    _validate_manifest(manifest, manifest_path)
+    return manifest
+
+
+# --- the manifest's schema -------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A manifest field that breaks the schema: where it is (``arrays.ids.shape``; empty for
+    the manifest as a whole), what is wrong with it, and the fix."""
+
+    def __init__(self, where: str, problem: str, fix: str = _REBUILD_HINT) -> None:
+        super().__init__(where, problem, fix)
+        self.where, self.problem, self.fix = where, problem, fix
+
+
+@dataclass(frozen=True)
+class _Field:
+    """What one manifest field must hold.
+
+    ``kind`` is its JSON type (``int`` never accepts JSON's true and false); ``low`` and
+    ``high`` bound an integer's value or a string's or list's length; ``each`` is what every
+    member of a list, or every value of an object used as a map of names, must hold; ``keys``
+    are the fields of an object used as a record (other keys are left alone, so provenance
+    stays free-form); ``unique`` forbids repeated members of a list (a key name: repeats of
+    that key among its objects); ``rule`` checks what types and ranges cannot say, after them.
+    """
+
+    kind: type
+    low: int | None = None
+    high: int | None = None
+    each: _Field | None = None
+    keys: Mapping[str, _Field] = field(default_factory=dict)
+    unique: bool | str = False
+    optional: bool = False
+    rule: Callable[[Any, str], None] | None = None
+
+
+_PLURALS = {int: "integers", str: "strings", bool: "true or false values", list: "lists", dict: "objects"}
+
+
+def _show(value: Any) -> str:
+    """A JSON value as the manifest spells it (``true``, ``null``, ``"300"``), cut short."""
+    text = json.dumps(value)  # ASCII escapes: a lone surrogate still prints
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expected(spec: _Field) -> str:
+    if spec.kind is int:
+        if spec.low is not None and spec.high is not None:
+            return f"an integer from {spec.low} to {spec.high}"
+        return "a non-negative integer" if spec.low == 0 else "an integer"
+    if spec.kind is list:
+        return "a list" if spec.each is None else f"a list of {_PLURALS[spec.each.kind]}"
+    return {str: "a string", bool: "true or false", dict: "an object"}[spec.kind]
+
+
+def _check(value: Any, spec: _Field, where: str) -> None:
+    """Raise :class:`_Invalid` for the first part of ``value`` that ``spec`` refuses."""
+
+    def inner(key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{where}[{key}]"
+        return f"{where}.{key}" if where else key
+
+    # bool is an int in Python; a JSON true where a count belongs is a mistake, not a 1.
+    if not isinstance(value, spec.kind) or (isinstance(value, bool) and spec.kind is not bool):
+        raise _Invalid(where, f"must be {_expected(spec)}, got {_show(value)}")
+    if isinstance(value, int) and not (
+        (spec.low is None or value >= spec.low) and (spec.high is None or value <= spec.high)
+    ):
+        raise _Invalid(where, f"must be {_expected(spec)}, got {value}")
+    if isinstance(value, str | list):
+        if spec.low is not None and len(value) < spec.low:
+            raise _Invalid(
+                where, "must not be empty" if spec.low == 1 else f"needs {spec.low} entries or more"
+            )
+        if spec.high is not None and len(value) > spec.high:
+            raise _Invalid(where, f"has {len(value)} entries; at most {spec.high} are allowed")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # JSON can spell a lone surrogate (\ud800), UTF-8 cannot
+            raise _Invalid(where, f"is not valid Unicode text: {_show(value)}") from None
+    if isinstance(value, list):
+        for k, member in enumerate(value):
+            if spec.each is not None:
+                _check(member, spec.each, inner(k))
+        if spec.unique:
+            seen: set[Any] = set()
+            for member in value:
+                name = member[spec.unique] if isinstance(spec.unique, str) else member
+                if name in seen:
+                    what = (
+                        f"two entries named {_show(name)}"
+                        if isinstance(spec.unique, str)
+                        else f"{_show(name)} twice"
+                    )
+                    raise _Invalid(where, f"lists {what}")
+                seen.add(name)
+    if isinstance(value, dict):
+        for key, sub in spec.keys.items():
+            if key in value:
+                _check(value[key], sub, inner(key))
+            elif not sub.optional:
+                raise _Invalid(where, f"lacks the required key {key!r}")
+        if spec.each is not None:
+            for key, member in value.items():
+                _check(member, spec.each, inner(key))
+    if spec.rule is not None:
+        spec.rule(value, where)
+
+
+def _supported_version(version: int, where: str) -> None:
+    if version != FORMAT_VERSION:
+        raise _Invalid(
+            where,
+            f"{version} is not supported: this fiq-gym reads version {FORMAT_VERSION}",
+            f"{_REBUILD_HINT} with this version of fiq-gym",
         )
-    manifest = read_json(manifest_path, CatalogError, _REBUILD_HINT)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+
+
+def _known_vocabulary(data: list, where: str) -> None:
+    # What the types above cannot say (':' in a type name, which would break column names):
+    # ask the class itself, so the manifest accepts exactly what it can build.
+    try:
+        AttributeVocabulary.from_json(data)
+    except ValueError as e:
+        raise _Invalid(where, f"is not a valid attribute vocabulary ({e})") from None
+
+
+def _numpy_dtype(descr: str, where: str) -> None:
+    try:
+        np.dtype(descr)  # what np.lib.format.descr_to_dtype makes of a string
+    except (TypeError, ValueError):
+        raise _Invalid(where, f'must be a numpy dtype such as "<f4", got {_show(descr)}') from None
+
+
+# Dimensions and element types of the arrays fiq-gym reads; a dtype code is a numpy kind, then
+# the item size when it matters. The wrong type would load without complaint and read wrong:
+# an int64 description blob decodes eight bytes per character, integer shades render other
+# colours. Byte order is left to the catalog's own checks, as before.
+_LAYOUT: dict[str, tuple[int, tuple[str, ...]]] = {
+    "ids": (1, ("U",)),
+    "categories": (1, ("i2",)),
+    "labels": (2, ("u1",)),
+    "descriptions_utf8": (1, ("u1",)),
+    "description_offsets": (1, ("i", "u")),
+    "images": (4, ("u1",)),
+    "features": (2, ("f4",)),
+    "attribute_scores": (2, ("f4",)),
+    "primary_rgb": (2, ("u1",)),
+    "shades": (1, ("f8",)),
+    "pattern_offsets": (2, ("i", "u")),
+}
+_KIND_NAMES = {"U": "a unicode string type", "i": "a signed integer type", "u": "an unsigned integer type"}
+
+
+def _known_arrays(entries: dict[str, Any], where: str) -> None:
+    for name in _REQUIRED:
+        if name not in entries:
+            raise _Invalid("", f"lists no {name!r} array")
+    for name, (ndim, codes) in _LAYOUT.items():
+        entry = entries.get(name)
+        if entry is None:
+            continue
+        if len(entry["shape"]) != ndim:
+            raise _Invalid(
+                f"{where}.{name}.shape",
+                f"must have {ndim} dimension{'s' * (ndim > 1)}, got {_show(entry['shape'])}",
+            )
+        dtype = np.dtype(entry["dtype"])
+        if not any(dtype.kind == c[0] and (len(c) == 1 or dtype.itemsize == int(c[1:])) for c in codes):
+            wanted = " or ".join(str(np.dtype(c)) if len(c) > 1 else _KIND_NAMES[c] for c in codes)
+            raise _Invalid(f"{where}.{name}.dtype", f"must be {wanted}, got {_show(entry['dtype'])}")
+
+
+# The provenance is free-form; what fiq-gym reads back from it must have the right type.
+_LAZY_PROVENANCE = _Field(
+    dict, keys={"image_size": _Field(int, low=MIN_SYNTHETIC_IMAGE_SIZE, high=MAX_IMAGE_SIZE)}
+)
+
+
+def _read_provenance(provenance: dict[str, Any], where: str) -> None:
+    if provenance.get("images") == "lazy":  # the images are rendered at this size
+        _check(provenance, _LAZY_PROVENANCE, where)
+
+
+_ARRAY_ENTRY = _Field(
+    dict,
+    keys={
+        "file": _Field(str, low=1, optional=True),  # left out: "{name}.npy"
+        "dtype": _Field(str, low=1, rule=_numpy_dtype),
+        "shape": _Field(list, high=32, each=_Field(int, low=0)),
+    },
+)
+
+# The manifest, field by field, in the order checked: the version first, so that a manifest
+# of another version is reported as that rather than as whatever its schema changed.
+_MANIFEST_SCHEMA = _Field(
+    dict,
+    keys={
+        "format_version": _Field(int, rule=_supported_version),
+        "num_items": _Field(int, low=0),
+        # Categories are int16 codes into this list.
+        "category_names": _Field(list, high=1 << 15, each=_Field(str), unique=True),
+        "vocabulary": _Field(
+            list,
+            each=_Field(
+                dict,
+                keys={
+                    "name": _Field(str, low=1),
+                    "values": _Field(list, low=1, each=_Field(str), unique=True),
+                    "ordered": _Field(bool, optional=True),
+                },
+            ),
+            unique="name",
+            rule=_known_vocabulary,
+        ),
+        "provenance": _Field(dict, optional=True, rule=_read_provenance),
+        "arrays": _Field(dict, each=_ARRAY_ENTRY, rule=_known_arrays),
+    },
+)
+
+
+def _validate_manifest(manifest: Any, manifest_path: Path) -> None:
+    """Raise :class:`CatalogError` naming the file, the field and the fix unless ``manifest``
+    (parsed JSON) is a catalog manifest this fiq-gym reads: every field of the type and range
+    :data:`_MANIFEST_SCHEMA` gives, and every known array of its dimensions and element type.
+    Only the manifest is read; the arrays are checked against it when they are opened."""
+    if not isinstance(manifest, dict):
+        raise CatalogError(
+            f"{manifest_path} holds {_show(manifest)}, not a JSON object: it is not a fiq-gym catalog "
+            f"manifest; {_REBUILD_HINT}"
+        )
+    if manifest.get("format") != FORMAT_NAME:
         raise CatalogError(
             f"{manifest_path} is not a fiq-gym catalog manifest (expected format {FORMAT_NAME!r})"
         )
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    try:
+        _check(manifest, _MANIFEST_SCHEMA, "")
+    except _Invalid as e:
         raise CatalogError(
-            f"{manifest_path} has format_version {version!r}, but this fiq-gym reads version "
-            f"{FORMAT_VERSION}; {_REBUILD_HINT} with this version of fiq-gym"
-        )
-    for key in ("num_items", "category_names", "vocabulary", "arrays"):
-        if key not in manifest:
-            raise CatalogError(f"{manifest_path} lacks the required key {key!r}; {_REBUILD_HINT}")
-    return manifest
+            f"{manifest_path}{': ' if e.where else ''}{e.where} {e.problem}; {e.fix}"
+        ) from None
 
 
 def _load_array(path: Path, name: str, entry: Mapping[str, Any], mmap: bool) -> np.ndarray:
@@ -338,6 +586,8 @@ def _load_array(path: Path, name: str, entry: Mapping[str, Any], mmap: bool) -> 
         raise CatalogError(f"{file} is missing (the manifest lists array {name!r}); {_REBUILD_HINT}")
     try:
         arr = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except PermissionError:
+        raise _permission_denied(file, path) from None
     except (ValueError, OSError, EOFError) as e:
         raise CatalogError(
             f"{file} cannot be read as a .npy array ({e}); it is truncated or corrupt; {_REBUILD_HINT}"
@@ -364,21 +614,13 @@ def open_catalog(path: str | os.PathLike, *, mmap: bool = True) -> Catalog:
     path = Path(path)
     manifest = _read_manifest(path)
     entries = manifest["arrays"]
-    for name in _REQUIRED:
-        if name not in entries:
-            raise CatalogError(f"{path / MANIFEST} lists no {name!r} array; {_REBUILD_HINT}")
     arrays = {name: _load_array(path, name, entry, mmap) for name, entry in entries.items() if name in _KNOWN}
     n = int(manifest["num_items"])
     if len(arrays["ids"]) != n:
         raise CatalogError(
             f"{path / 'ids.npy'} holds {len(arrays['ids'])} ids, but the manifest says {n} items; {_REBUILD_HINT}"
         )
-    try:
-        vocabulary = AttributeVocabulary.from_json(manifest["vocabulary"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CatalogError(
-            f"{path / MANIFEST} has an invalid attribute vocabulary ({e}); {_REBUILD_HINT}"
-        ) from None
+    vocabulary = AttributeVocabulary.from_json(manifest["vocabulary"])  # validated with the manifest
     offsets = arrays["description_offsets"]
     if len(offsets) != n + 1 or (n and int(offsets[-1]) != len(arrays["descriptions_utf8"])):
         raise CatalogError(
@@ -417,9 +659,10 @@ def _blocks(arr: np.ndarray, rows: int = 1 << 16) -> Iterator[np.ndarray]:
 
 
 def _check_values(path: Path, entries: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
-    """Values that would silently give wrong results rather than fail: descriptions that
-    overlap or run backwards, labels other than 0/1 (e.g. a category code 255 written into
-    the multi-hot matrix), and features or scores that are not finite numbers."""
+    """Values that would silently give wrong results (or fail long after opening) rather than
+    fail now: descriptions that overlap or run backwards or are not UTF-8 text, labels other
+    than 0/1 (e.g. a category code 255 written into the multi-hot matrix), features or scores
+    that are not finite numbers, and shades of lazy images outside [-1, 1]."""
 
     def file(name: str) -> Path:
         return path / str(entries[name].get("file", f"{name}.npy"))
@@ -429,6 +672,7 @@ def _check_values(path: Path, entries: Mapping[str, Any], arrays: Mapping[str, n
         raise CatalogError(
             f"{file('description_offsets')} is not an increasing list of offsets starting at 0; {_REBUILD_HINT}"
         )
+    _check_text(arrays["descriptions_utf8"], offsets, file("descriptions_utf8"), file("description_offsets"))
     for block in _blocks(arrays["labels"]):
         if block.size and block.max() > 1:
             raise CatalogError(
@@ -445,6 +689,50 @@ def _check_values(path: Path, entries: Mapping[str, Any], arrays: Mapping[str, n
                     f"{file(name)} holds NaN or infinite values; recompute them with `fiq-gym features "
                     f"extract {path}`"
                 )
+    if "shades" in arrays:
+        for block in _blocks(arrays["shades"]):
+            # Rendering clips a shade beyond [-1, 1] to another colour and fails on NaN (which
+            # fails both comparisons).
+            outside = ~((block >= -1.0) & (block <= 1.0))
+            if outside.any():
+                raise CatalogError(
+                    f"{file('shades')} holds the shade {block[outside][0]}, but shades lie in [-1, 1]; "
+                    f"{_REBUILD_HINT}"
+                )
+
+
+def _check_text(blob: np.ndarray, offsets: np.ndarray, blob_file: Path, offsets_file: Path) -> None:
+    """Descriptions are decoded one at a time when read, so a blob that is not UTF-8, or an
+    offset inside a character, would fail in the middle of an episode, not here. An ASCII
+    block (every synthetic catalog) needs one vectorised comparison; others are decoded 16 MB
+    at a time, carrying a character cut by the block's end into the next."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    ascii_only = True
+    start = 0
+    for block in _blocks(blob, 1 << 24):
+        pending = decoder.getstate()[0]
+        if pending or block.max(initial=0) >= 0x80:
+            ascii_only = False
+            try:
+                decoder.decode(block.data)
+            except UnicodeDecodeError as e:
+                raise CatalogError(
+                    f"{blob_file} is not UTF-8 text (byte {start - len(pending) + e.start}: {e.reason}); "
+                    f"{_REBUILD_HINT}"
+                ) from None
+        start += len(block)
+    if decoder.getstate()[0]:
+        raise CatalogError(f"{blob_file} ends inside a UTF-8 character; {_REBUILD_HINT}")
+    if ascii_only:  # every byte starts a character
+        return
+    for block in _blocks(offsets):
+        starts = block[block < len(blob)]
+        continuation = (np.asarray(blob[starts]) & 0xC0) == 0x80
+        if continuation.any():
+            raise CatalogError(
+                f"{offsets_file} cuts a description inside a UTF-8 character (at byte "
+                f"{int(starts[continuation][0])} of {blob_file.name}); {_REBUILD_HINT}"
+            )
 
 
 # --- in-place updates of derived arrays ----------------------------------------------------
@@ -546,12 +834,7 @@ def update_catalog_arrays(
         manifest = _read_manifest(path)  # re-read under the lock: another update may have landed
         _reclaim_dead_updates(path, manifest)
         num_items = int(manifest["num_items"])
-        try:
-            num_attributes = AttributeVocabulary.from_json(manifest["vocabulary"]).size
-        except (KeyError, TypeError, ValueError) as e:
-            raise CatalogError(
-                f"{path / MANIFEST} has an invalid attribute vocabulary ({e}); {_REBUILD_HINT}"
-            ) from None
+        num_attributes = AttributeVocabulary.from_json(manifest["vocabulary"]).size  # validated on reading
         token = uuid.uuid4().hex[:8]
         files: dict[str, _AppendArray] = {}
         created: list[Path] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -124,17 +125,39 @@ class AttributeVocabulary:
         return [{"name": t.name, "values": list(t.values), "ordered": t.ordered} for t in self.types]
 
     @classmethod
-    def from_json(cls, data: Sequence[Mapping]) -> AttributeVocabulary:
-        return cls(
-            tuple(
-                AttributeType(
-                    str(d["name"]),
-                    tuple(str(v) for v in d["values"]),
-                    bool(d.get("ordered", False)),
+    def from_json(cls, data: Any) -> AttributeVocabulary:
+        """The inverse of :meth:`to_json`: a list of ``{"name": str, "values": [str, ...],
+        "ordered": bool}`` objects (``ordered`` may be left out: false).
+
+        Raises ``ValueError`` naming the attribute type when an entry has a member of another
+        type. Nothing is converted: ``str`` of a misplaced string would make one attribute
+        value per character and ``bool("false")`` is true, so a converted vocabulary would
+        load and mislabel every column after it."""
+        if not isinstance(data, Sequence) or isinstance(data, str):
+            raise ValueError(f"a vocabulary is a list of attribute types, got {type(data).__name__}")
+        types = []
+        for k, entry in enumerate(data):
+            if not isinstance(entry, Mapping):
+                raise ValueError(
+                    f"attribute type {k} must be an object with a name and values, got {entry!r:.60}"
                 )
-                for d in data
-            )
-        )
+            name, values, ordered = entry.get("name"), entry.get("values"), entry.get("ordered", False)
+            if not isinstance(name, str):
+                raise ValueError(f"attribute type {k}: name must be a string, got {name!r:.60}")
+            if (
+                not isinstance(values, Sequence)
+                or isinstance(values, str)
+                or not all(isinstance(v, str) for v in values)
+            ):
+                raise ValueError(
+                    f"attribute type {name!r}: values must be a list of strings, got {values!r:.60}"
+                )
+            if not isinstance(ordered, bool):
+                raise ValueError(
+                    f"attribute type {name!r}: ordered must be true or false, got {ordered!r:.60}"
+                )
+            types.append(AttributeType(name, tuple(values), ordered))
+        return cls(tuple(types))
 
     @classmethod
     def from_types(cls, types: Iterable[AttributeType]) -> AttributeVocabulary:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+#: `fiq-gym eval`'s dialogs when nothing says otherwise (an agent factory; an old checkpoint)
+DEFAULT_EVAL_EPISODES = 1000
+
 
 def _catalog_build(args: argparse.Namespace) -> int:
     from fiq_gym.atomic import atomic_directory
@@ -196,8 +199,35 @@ def _eval(args: argparse.Namespace) -> int:
         close_prestarted()  # one that no evaluation took (an error before it started)
 
 
+def _evaluation_set(args: argparse.Namespace, held_out: Any) -> tuple[Any, int, str]:
+    """(seed, episodes, where they come from) of the set `fiq-gym eval` plays: by default the
+    set the checkpoint's trainer evaluated it on, so the number matches the end of training."""
+    trained = None
+    if args.checkpoint is not None and held_out is None:
+        from fiq_gym.agents.checkpoint import load_agent
+
+        trained = load_agent(args.checkpoint, load_model=False).training_evaluation
+    if held_out is not None:
+        return held_out, args.episodes or DEFAULT_EVAL_EPISODES, "a held-out set"
+    if trained is not None:
+        seed = trained[0] if args.seed is None else args.seed
+        episodes = trained[1] if args.episodes is None else args.episodes
+        same = (seed, episodes) == trained
+        where = (
+            "the set its trainer evaluated it on (seed 10000 + the run's --seed, its --eval-episodes)"
+            if same
+            else f"not the set its trainer evaluated it on (seed {trained[0]}, {trained[1]} dialogs)"
+        )
+        return seed, episodes, where
+    seed = 0 if args.seed is None else args.seed
+    return seed, args.episodes or DEFAULT_EVAL_EPISODES, "the checkpoint records no training evaluation set"
+
+
 def _evaluate_and_report(args: argparse.Namespace, held_out: Any) -> int:
-    seed = held_out if held_out is not None else (args.seed or 0)
+    seed, episodes, where = _evaluation_set(args, held_out)
+    if args.agent is not None:
+        where = "an agent factory has no training set"
+    args.episodes = episodes
     timeout = args.turn_timeout or None
     if (args.checkpoint is None) == (args.agent is None):
         raise ValueError("give a checkpoint directory or --agent FACTORY (one of them)")
@@ -233,6 +263,9 @@ def _evaluate_and_report(args: argparse.Namespace, held_out: Any) -> int:
             isolation=args.isolation,
             turn_timeout=timeout,
         )
+    result.meta["evaluation_set"] = where
+    shown_seed = "held out" if held_out is not None else seed
+    print(f"evaluation set: seed {shown_seed}, {episodes} dialogs ({where})")
     print(result)
     if args.out:
         result.save_json(args.out)
@@ -346,12 +379,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("index", "scores", "query", "shortlist"),
         help="with --agent: the action mode the agent speaks (default %(default)s)",
     )
-    evaluation.add_argument("--episodes", type=int, default=1000, help="dialogs in the set (default 1000)")
+    evaluation.add_argument(
+        "--episodes",
+        type=int_between(1),
+        default=None,
+        help="dialogs in the set (default: the checkpoint trainer's --eval-episodes; "
+        f"{DEFAULT_EVAL_EPISODES} for --agent or a checkpoint that records none)",
+    )
     evaluation.add_argument(
         "--seed",
         type=seed,
         default=None,
-        help="the public seed that draws the set and seeds the env (default 0)",
+        help="the public seed that draws the set and seeds the env (default: the set the trainer evaluated "
+        "the run on, seed 10000 + the run's --seed, so the result matches the end of training; 0 for --agent "
+        "or a checkpoint that records none)",
     )
     held = evaluation.add_mutually_exclusive_group()
     held.add_argument(

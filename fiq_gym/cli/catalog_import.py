@@ -32,7 +32,8 @@ def _import(args: argparse.Namespace) -> int:
     from fiq_gym.errors import DatasetError
     from fiq_gym.features.extract import import_extractor
 
-    if args.images == "lazy" and not Path("lazy").is_dir():
+    # `--images lazy` (build's option, parsed here as the folder ./lazy) names no image folder.
+    if args.images and Path(args.images).name == "lazy" and not Path(args.images).is_dir():
         raise DatasetError(
             "imported catalogs cannot be lazy: only synthetic garments can be rendered again from their "
             "attributes, real photos must be stored; --images here names the image folder (default: "
