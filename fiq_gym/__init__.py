@@ -11,3 +11,14 @@ __version__ = "0.2.0"
 from fiq_gym.envs.registration import register_envs as _register_envs
 
 _register_envs()
+
+__all__ = ["__version__", "configure_threads"]
+
+
+def __getattr__(name: str) -> object:
+    # fiq_gym.configure_threads, imported on first use: `import fiq_gym` stays free of torch.
+    if name == "configure_threads":
+        from fiq_gym.threads import configure_threads
+
+        return configure_threads
+    raise AttributeError(f"module 'fiq_gym' has no attribute {name!r}")

@@ -10,7 +10,28 @@ from typing import Any
 
 import torch
 
-__all__ = ["blas_threads", "torch_threads"]
+__all__ = ["TRAINING_THREADS", "blas_threads", "configure_threads", "torch_threads"]
+
+#: torch intra-op threads of every ``fiq-gym train`` command (their ``--threads`` default)
+TRAINING_THREADS = 1
+
+
+def configure_threads(threads: int = TRAINING_THREADS) -> int:
+    """Give torch ``threads`` intra-op threads for the rest of the program, as ``fiq-gym
+    train`` does, and return the previous count. Call it once at the top of a training script.
+
+    The agents' networks are small: a product of a few hundred rows gains nothing from a
+    second thread, while torch's worker threads spin and take the cores the env's ranking and
+    the shopper need. With torch's default (one thread per core) SB3 PPO's ``learn(1024)``
+    took about three times as long as the CLI's run of the same budget on a 2-core machine
+    (``benchmarks/results/recipes.md`` measures it). ``threads=0`` restores torch's default.
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (torch's default: one per core) or more, got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return before
+
 
 
 @contextlib.contextmanager

@@ -532,3 +532,28 @@ def test_the_leaderboard_leads_with_success_and_shows_the_ceiling(tmp_path):
     assert separations and not any("posterior-" in line for line in separations)  # no contestant
     without = leaderboard.to_markdown([("default", tmp_path / "leaderboard" / "dialog.json", data)], None)
     assert "(ceiling)" not in without
+
+
+def test_the_recipe_benchmark_times_the_documented_recipe_with_and_without_its_threads_line():
+    from fiq_gym.benchmarks.recipes import recipe_script
+
+    documented, bare = recipe_script(8), recipe_script(8, configure_threads=False)
+    assert "fiq_gym.configure_threads()" in documented and "model.learn(8)" in documented
+    assert "configure_threads()\n" not in bare and "model.learn(8)" in bare
+    compile(documented, "<recipe>", "exec")
+
+
+def test_configure_threads_sets_what_the_trainers_set_and_returns_the_previous_count():
+    import torch
+
+    import fiq_gym
+    from fiq_gym.threads import TRAINING_THREADS
+
+    before = torch.get_num_threads()
+    try:
+        assert fiq_gym.configure_threads() == before
+        assert torch.get_num_threads() == TRAINING_THREADS == 1
+        with pytest.raises(ValueError, match="threads must be 0"):
+            fiq_gym.configure_threads(-1)
+    finally:
+        torch.set_num_threads(before)
