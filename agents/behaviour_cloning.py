@@ -10,41 +10,52 @@ agents learn in. Needs the offline extra: ``pip install -e ".[offline]"``.
     fiq-gym train behaviour-cloning --dataset-id fiq_gym/FashionIQ-v3/greedy-shortlist-v0 \\
         --datasets-path datasets --out runs/bc
     tensorboard --logdir runs/bc/tb
+    fiq-gym eval runs/bc/checkpoint
 
 The policy scores each candidate slot with one shared MLP (so the order of the slots does not
 matter) over the candidate's features and attribute scores, its first-stage score and the
 dialog context (mean word embedding of the caption, the shown item); the action is the
 best-scored valid slot.
+
+``OUT/checkpoint`` holds the policy's weights (``model.safetensors``) and ``config.json``
+(format ``fiq-gym-behaviour-cloning``, with the recorded env's settings among its ``args``),
+which ``fiq-gym eval``, ``play``, ``record`` and ``bench`` load. Training takes no env steps:
+TensorBoard's x axis (``charts/``, ``losses/``, ``eval/``) is the recorded env steps
+(transitions) trained on so far, epochs x the dataset's transitions.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.atomic import atomic_write_bytes
+from fiq_gym.checkpoint import BEHAVIOUR_CLONING_FORMAT, PolicyConfig, prepare_run, save_policy
 from fiq_gym.cli_args import PathArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.offline import open_dataset
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, successor_env_id
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 if TYPE_CHECKING:  # the import above already needs Minari; this is for the annotations
     from minari import MinariDataset
 
 __all__ = ["Args", "BCAgent", "SlotPolicy", "load_transitions", "train"]
+
+#: The recorded env's arguments a checkpoint keeps (with its id), so that ``fiq-gym eval``
+#: rebuilds the env the dataset was recorded in.
+ENV_SETTINGS = ("catalog", "user", "max_turns", "shortlist_size", "shortlist", "explore")
 
 
 @dataclass
@@ -67,26 +78,34 @@ class Args:
     """seeds the weights and the minibatch order"""
     eval_episodes: int = 500
     """dialogs of the final evaluation (0: skip it)"""
-    eval_seed: int = 10_000
-    """seed of the evaluation set (the recording's dialogs come from another stream)"""
+    eval_seed: int | None = None
+    """seed of the evaluation set (default: 10000 + --seed, the set every trainer evaluates on; the recording's dialogs come from another stream)"""
     num_envs: int = 64
     """dialogs evaluated in parallel"""
     sealed: bool = True
     """evaluate with the env in another process (the published protocol)"""
     out: PathArgument = "runs/behaviour-cloning"
-    """run directory (TensorBoard in tb/, weights in policy.pt)"""
+    """run directory: TensorBoard events in tb/, the policy in checkpoint/"""
+    overwrite: bool = False
+    """replace the run in OUT (an existing OUT is an error without it)"""
 
 
 class SlotPolicy(nn.Module):
-    """One logit per candidate slot; empty slots (``candidate_mask`` 0) get -1e9."""
+    """One logit per candidate slot; empty slots (``candidate_mask`` 0) get -1e9.
 
-    def __init__(self, space: gym.spaces.Dict, embed: int = 64, hidden: int = 128) -> None:
+    ``config``: its sizes, from the observation space (``PolicyConfig.for_space``) or from a
+    checkpoint."""
+
+    def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
-        boxes = cast("dict[str, gym.spaces.Box]", space.spaces)  # all but the caption
-        self.k = int(boxes["candidate_scores"].shape[0])
-        self.d, self.a = boxes["shown_features"].shape[0], boxes["shown_attributes"].shape[0]
-        caption = cast(gym.spaces.MultiDiscrete, space["caption"])
-        self.words = nn.Embedding(int(caption.nvec[0]), embed, padding_idx=0)
+        if config.shortlist_size is None:
+            raise ValueError(
+                "the behaviour-cloning policy scores a shortlist: its config needs a shortlist_size"
+            )
+        self.config = config
+        self.k, self.d, self.a = config.shortlist_size, config.feature_dim, config.attribute_dim
+        embed, hidden = config.embed_dim, config.hidden
+        self.words = nn.Embedding(config.vocab_size, embed, padding_idx=0)
         self.item = nn.Sequential(nn.Linear(self.d + self.a, embed), nn.ReLU())
         self.score = nn.Sequential(nn.Linear(3 * embed + 1, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.first_stage_gain = nn.Parameter(torch.zeros(()))
@@ -155,7 +174,7 @@ class BCAgent:
         return self.policy({k: torch.as_tensor(observation[k]) for k in KEYS}).argmax(-1).numpy()
 
 
-def train(args: Args) -> tuple[SlotPolicy, EvaluationResult | None]:
+def train(args: Args, progress: bool = True) -> tuple[SlotPolicy, EvaluationResult | None]:
     torch.manual_seed(args.seed)
     dataset = open_dataset(args.dataset_id, args.datasets_path)
     spec = dataset.env_spec
@@ -172,11 +191,27 @@ def train(args: Args) -> tuple[SlotPolicy, EvaluationResult | None]:
         )
     obs, actions = load_transitions(dataset)
     n = len(actions)
+    out = Path(args.out)
+    prepare_run(
+        out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="behaviour-cloning"
+    )
     print(f"{args.dataset_id}: {dataset.total_episodes} episodes, {n} transitions")
-    writer = SummaryWriter(str(Path(args.out) / "tb"))
-    policy = SlotPolicy(dataset.observation_space, args.embed_dim, args.hidden)
+    writer = SummaryWriter(str(out / "tb"))
+    config = PolicyConfig.for_space(dataset.observation_space, embed_dim=args.embed_dim, hidden=args.hidden)
+    policy = SlotPolicy(config)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
     generator = torch.Generator().manual_seed(args.seed)
+    # The run's checkpoint keeps the recorded env's settings, so it plays where it was recorded.
+    eval_seed = training_evaluation_seed(args.seed) if args.eval_seed is None else args.eval_seed
+    recorded = {k: spec.kwargs[k] for k in ENV_SETTINGS if k in spec.kwargs}
+    run_args: dict[str, Any] = {
+        **dataclasses.asdict(args),
+        "eval_seed": eval_seed,
+        "env_id": spec.id,
+        "action_mode": "shortlist",
+        **recorded,
+    }
+    bar = tqdm(total=args.epochs * n, desc="behaviour-cloning", unit="transition", disable=not progress)
     step, start = 0, time.time()
     for epoch in range(args.epochs):
         total_loss, correct = 0.0, 0
@@ -188,16 +223,24 @@ def train(args: Args) -> tuple[SlotPolicy, EvaluationResult | None]:
             optimizer.step()
             total_loss += loss.item() * len(batch)
             correct += int((logits.argmax(-1) == actions[batch]).sum())
-            step += 1
+            step += len(batch)  # transitions trained on: TensorBoard's x axis
+            bar.update(len(batch))
         writer.add_scalar("losses/cross_entropy", total_loss / n, step)
         writer.add_scalar("charts/action_accuracy", correct / n, step)  # agreement with the dataset
         writer.add_scalar("charts/seconds", time.time() - start, step)
-        print(
+        bar.write(
             f"epoch {epoch + 1}/{args.epochs}: loss {total_loss / n:.4f}, action accuracy {correct / n:.3f}"
         )
-    buffer = io.BytesIO()
-    torch.save(policy.state_dict(), buffer)
-    atomic_write_bytes(Path(args.out) / "policy.pt", buffer.getvalue())
+    bar.close()
+    policy.eval()
+    save_policy(
+        policy,
+        config,
+        out / "checkpoint",
+        format=BEHAVIOUR_CLONING_FORMAT,
+        agent="behaviour cloning",
+        args=run_args,
+    )
     result = None
     if args.eval_episodes > 0:
         env_kwargs = dict(spec.kwargs)
@@ -205,7 +248,7 @@ def train(args: Args) -> tuple[SlotPolicy, EvaluationResult | None]:
             BCAgent(policy),
             spec.id,
             episodes=args.eval_episodes,
-            seed=args.eval_seed,
+            seed=eval_seed,
             sealed=args.sealed,
             num_envs=min(args.num_envs, args.eval_episodes),
             name="behaviour cloning",

@@ -2,9 +2,10 @@
 
 :func:`load_agent` is the one reader of agent checkpoints. It works out the checkpoint's
 kind (a dialog retriever: supervised, policy gradient, policy improvement, single-shot; an
-SB3 PPO model in ``query`` or ``shortlist`` mode; an SB3 DQN model on the shortlist; or an
-RLlib PPO algorithm checkpoint, whose RLModule it reads without a Ray cluster), the
-action mode it speaks, the environment it was trained on and the
+SB3 PPO model in ``query`` or ``shortlist`` mode; an SB3 DQN model on the shortlist; an
+RLlib PPO algorithm checkpoint, whose RLModule it reads without a Ray cluster; or the torch
+policy of a single-file trainer: CleanRL-style PPO, recurrent REINFORCE, behaviour cloning),
+the action mode it speaks, the environment it was trained on and the
 tokenizer it reads captions with, and returns a :class:`LoadedAgent` that builds that
 environment and a fitted :class:`~fiq_gym.evaluation.RetrievalAgent` for it. ``fiq-gym
 eval``, ``fiq-gym play`` and ``fiq-gym bench`` all load through it.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,15 @@ from fiq_gym.agents.retriever import (
 )
 from fiq_gym.agents.shortlist import SB3ShortlistAgent
 from fiq_gym.checkpoint import (
+    BEHAVIOUR_CLONING_FORMAT,
+    CLEANRL_PPO_FORMAT,
     DQN_FORMAT,
     PPO_FORMAT,
+    RECURRENT_REINFORCE_FORMAT,
     RLLIB_PPO_FORMAT,
+    PolicyConfig,
     config_fields,
+    load_policy_weights,
     prepare_run,
     read_config,
     read_training_state,
@@ -59,8 +66,11 @@ from fiq_gym.text import CaptionTokenizer, WordTokenizer
 
 __all__ = [
     "ACTION_MODES",
+    "BEHAVIOUR_CLONING_FORMAT",
+    "CLEANRL_PPO_FORMAT",
     "DQN_FORMAT",
     "PPO_FORMAT",
+    "RECURRENT_REINFORCE_FORMAT",
     "RLLIB_PPO_FORMAT",
     "LoadedAgent",
     "load_agent",
@@ -89,7 +99,12 @@ _KINDS = {
     PPO_FORMAT: ("ppo", "query"),
     DQN_FORMAT: ("dqn", "shortlist"),
     RLLIB_PPO_FORMAT: ("rllib-ppo", "shortlist"),
+    CLEANRL_PPO_FORMAT: ("cleanrl-ppo-shortlist", "shortlist"),
+    RECURRENT_REINFORCE_FORMAT: ("recurrent-reinforce", "query"),
+    BEHAVIOUR_CLONING_FORMAT: ("behaviour-cloning", "shortlist"),
 }
+#: the kinds whose model is a single-file trainer's torch policy (:func:`_policy_parts`)
+_POLICY_KINDS = ("cleanrl-ppo-shortlist", "recurrent-reinforce", "behaviour-cloning")
 # Env arguments of the shortlist mode a checkpoint's args may carry.
 _SHORTLIST_ARGS = ("shortlist_size", "shortlist", "explore")
 
@@ -110,12 +125,17 @@ class _TrainingSettings:
     explore: float | None = None
     seed: int | None = None
     eval_episodes: int | None = None
+    #: the evaluation set's seed, where a trainer lets it differ from 10000 + ``seed``
+    eval_seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.seed is not None and self.seed < 0:
-            raise ValueError(f"seed must be at least 0, got {self.seed}")
-        if self.eval_episodes is not None and self.eval_episodes < 1:
-            raise ValueError(f"eval_episodes must be at least 1, got {self.eval_episodes}")
+        for name in ("seed", "eval_seed"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be at least 0, got {value}")
+        # 0: the run skipped its evaluation (behaviour cloning's --eval-episodes 0)
+        if self.eval_episodes is not None and self.eval_episodes < 0:
+            raise ValueError(f"eval_episodes must be at least 0, got {self.eval_episodes}")
         if self.max_turns < 1 or self.max_turns > MAX_TURNS:
             raise ValueError(f"max_turns must be from 1 to {MAX_TURNS}, got {self.max_turns}")
         if self.action_mode is not None and self.action_mode not in ENV_ACTION_MODES:
@@ -139,7 +159,9 @@ class LoadedAgent:
     Attributes:
         path: the checkpoint directory.
         kind: ``"retriever"`` (a :class:`~fiq_gym.agents.retriever.RetrieverNet`), ``"ppo"``
-            or ``"dqn"`` (SB3 models), ``"rllib-ppo"`` (an RLlib RLModule).
+            or ``"dqn"`` (SB3 models), ``"rllib-ppo"`` (an RLlib RLModule), or a single-file
+            trainer's torch policy: ``"cleanrl-ppo-shortlist"``, ``"recurrent-reinforce"``,
+            ``"behaviour-cloning"``.
         name: the training algorithm as recorded ("supervised", "policy gradient", "PPO"...).
         action_mode: the env action mode the agent speaks.
         env_id: the registered id it was trained on (it fixes the category).
@@ -148,7 +170,7 @@ class LoadedAgent:
         max_turns: turns per dialog in training.
         own_tokenizer: the checkpoint's own ``tokenizer.json``, for agents that learned their
             words from human captions (``fiq-gym train single-shot``); else None.
-        model: the network, SB3 model or RLModule.
+        model: the network, SB3 model, RLModule or torch policy.
         config: the checkpoint's ``config.json``.
     """
 
@@ -279,6 +301,10 @@ class LoadedAgent:
             if self.action_mode == "shortlist":
                 return SB3ShortlistAgent(self.model)
             return PPOAgent(self.model)
+        if self.kind in _POLICY_KINDS:
+            space = getattr(inner, "single_observation_space", inner.observation_space)
+            _check_policy_fits(self.model.config, space, self.path)
+            return _policy_parts(self.kind, self.path).agent(self.model)
         try:
             check_fits(self.model.config, inner.gallery, inner.tokenizer.vocab_size)
             check_catalog(self.config, inner.catalog, self.path)
@@ -348,6 +374,8 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         model = (PPO if kind == "ppo" else DQN).load(path / "model.zip", device="cpu")
     elif kind == "rllib-ppo":
         model = _load_rllib_module(path)
+    elif kind in _POLICY_KINDS:
+        model = _load_policy(path, kind, config)
     else:
         model, config = load_checkpoint(path)
     return LoadedAgent(
@@ -363,11 +391,7 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         model=model,
         config=config,
         shortlist={k: getattr(settings, k) for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
-        training_evaluation=(
-            (training_evaluation_seed(settings.seed), settings.eval_episodes)
-            if settings.seed is not None and settings.eval_episodes is not None
-            else None
-        ),
+        training_evaluation=_training_evaluation(settings),
         observation_keys=(
             None
             if kind != "rllib-ppo"
@@ -376,6 +400,17 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
             else tuple(model.observation_space.spaces)
         ),
     )
+
+
+def _training_evaluation(settings: _TrainingSettings) -> tuple[int, int] | None:
+    """``(seed, episodes)`` of the set the run's trainer evaluated it on, if recorded."""
+    if not settings.eval_episodes:
+        return None
+    if settings.eval_seed is not None:
+        return settings.eval_seed, settings.eval_episodes
+    if settings.seed is not None:
+        return training_evaluation_seed(settings.seed), settings.eval_episodes
+    return None
 
 
 def _stored_catalog(catalog: str | None) -> str | None:
@@ -399,6 +434,63 @@ def _load_rllib_module(path: Path) -> Any:
             'install it with pip install -e ".[rllib]"'
         ) from None
     return load_rl_module(path / "algorithm")
+
+
+@dataclass(frozen=True)
+class _PolicyParts:
+    """What a single-file trainer's checkpoint is read into: its network, built from a
+    :class:`~fiq_gym.checkpoint.PolicyConfig`, and its batched agent."""
+
+    network: Callable[[PolicyConfig], torch.nn.Module]
+    agent: Callable[[Any], RetrievalAgent]
+
+
+def _policy_parts(kind: str, path: Path) -> _PolicyParts:
+    """The network and agent classes of a torch-policy kind, imported when first needed (the
+    behaviour-cloning file needs the ``offline`` extra)."""
+    if kind == "cleanrl-ppo-shortlist":
+        from fiq_gym.agents.cleanrl_ppo_shortlist import Agent, Policy
+
+        return _PolicyParts(Agent, Policy)
+    if kind == "recurrent-reinforce":
+        from fiq_gym.agents.recurrent_reinforce import RecurrentPolicy, RecurrentQueryAgent
+
+        return _PolicyParts(RecurrentPolicy, RecurrentQueryAgent)
+    try:
+        from fiq_gym.agents.behaviour_cloning import BCAgent, SlotPolicy
+    except ModuleNotFoundError as e:
+        if e.name not in ("minari", "pyarrow"):
+            raise
+        raise CheckpointError(
+            f"{path} is a behaviour-cloning checkpoint, and reading it needs the offline extra "
+            f'({e.name} is not installed); install it with pip install -e ".[offline]"'
+        ) from None
+    return _PolicyParts(SlotPolicy, BCAgent)
+
+
+def _load_policy(path: Path, kind: str, config: dict[str, Any]) -> torch.nn.Module:
+    """A single-file trainer's torch policy: its network rebuilt from ``config.json``'s sizes,
+    with the weights of ``model.safetensors``."""
+    retrain = f"`fiq-gym train {kind}`"
+    sizes = config_fields(PolicyConfig, config.get("config"), path / "config.json", retrain=retrain)
+    network = _policy_parts(kind, path).network(sizes)
+    load_policy_weights(network, path, fix=f"retrain it with {retrain}")
+    return network.eval()
+
+
+def _check_policy_fits(config: PolicyConfig, space: gym.spaces.Space, path: Path) -> None:
+    """Refuse an env whose observations differ in size from those the policy learned on."""
+    env = PolicyConfig.for_space(space, embed_dim=config.embed_dim, hidden=config.hidden)
+    differ = [
+        f"{f.name} {getattr(config, f.name)} (the env's: {getattr(env, f.name)})"
+        for f in dataclasses.fields(PolicyConfig)
+        if getattr(config, f.name) != getattr(env, f.name)
+    ]
+    if differ:
+        raise CheckpointError(
+            f"the checkpoint {path} does not fit this environment: its policy reads {', '.join(differ)}; use "
+            "the catalog, shopper and shortlist_size it was trained with, or retrain it"
+        )
 
 
 # --- resuming retriever runs ----------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A CleanRL-style single-file PPO on the shortlist, on the public API only.
 
 It uses ``gym.make_vec`` (the native vector env, ``NEXT_STEP`` autoreset), the observation
-dict and the sealed evaluation harness; nothing else of fiq-gym. The policy scores each of
+dict and the sealed evaluation harness to train, and :mod:`fiq_gym.checkpoint` to keep its run
+directory and write its checkpoint; nothing else of fiq-gym. The policy scores each of
 the K candidates with one shared MLP over (candidate features and attribute scores,
 first-stage score, mean word embedding of the caption, shown item) and samples a slot.
 The dialog ends at ``max_turns`` by the env's rules, so the last turn's value is 0 (no
@@ -9,14 +10,21 @@ bootstrap on truncation; see docs/agents.md).
 
     fiq-gym train cleanrl-ppo-shortlist --total-timesteps 200000 --out runs/cleanrl-ppo
     tensorboard --logdir runs/cleanrl-ppo/tb
+    fiq-gym eval runs/cleanrl-ppo/checkpoint
+
+``OUT/checkpoint`` holds the policy's weights (``model.safetensors``) and ``config.json``
+(format ``fiq-gym-cleanrl-ppo-shortlist``), which ``fiq-gym eval``, ``play``, ``record`` and
+``bench`` load. TensorBoard's x axis (``charts/``, ``losses/``, ``eval/``) is the env steps
+taken so far, every sub-env's step counted, as Stable-Baselines3 counts them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,11 +32,14 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.checkpoint import CLEANRL_PPO_FORMAT, PolicyConfig, prepare_run, save_policy
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 
@@ -71,16 +82,23 @@ class Args:
     eval_episodes: int = 256
     """dialogs in the final evaluation"""
     out: PathArgument = "runs/cleanrl-ppo-shortlist"
-    """run directory (TensorBoard in tb/, weights in policy.pt)"""
+    """run directory: TensorBoard events in tb/, the policy in checkpoint/"""
+    overwrite: bool = False
+    """replace the run in OUT (an existing OUT is an error without it; these runs do not resume)"""
 
 
 class Agent(nn.Module):
-    def __init__(self, space: gym.spaces.Dict, k: int, hidden: int = 128, embed: int = 64) -> None:
+    """Slot logits and a value; ``config`` (its sizes) comes from the observation space
+    (``PolicyConfig.for_space``) or from a checkpoint."""
+
+    def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
-        boxes = cast("dict[str, gym.spaces.Box]", space.spaces)  # all but the caption
-        self.k, self.d, self.a = k, boxes["shown_features"].shape[0], boxes["shown_attributes"].shape[0]
-        caption = cast(gym.spaces.MultiDiscrete, space["caption"])
-        self.words = nn.Embedding(int(caption.nvec[0]), embed, padding_idx=0)
+        if config.shortlist_size is None:
+            raise ValueError("the CleanRL PPO policy scores a shortlist: its config needs a shortlist_size")
+        self.config = config
+        self.k, self.d, self.a = config.shortlist_size, config.feature_dim, config.attribute_dim
+        embed, hidden = config.embed_dim, config.hidden
+        self.words = nn.Embedding(config.vocab_size, embed, padding_idx=0)
         self.item = nn.Sequential(nn.Linear(self.d + self.a, embed), nn.ReLU())
         self.score = nn.Sequential(nn.Linear(3 * embed + 1, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.value = nn.Sequential(nn.Linear(2 * embed + 1, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -118,7 +136,7 @@ class Policy:
     """The trained network as a retrieval agent for the evaluation harness (greedy slot)."""
 
     def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+        self.agent = agent.eval()
 
     def reset(self, observation: dict, info: dict, mask: np.ndarray) -> None:
         """Stateless."""
@@ -129,7 +147,7 @@ class Policy:
         return logits.argmax(-1).numpy()
 
 
-def train(args: Args) -> tuple[Agent, EvaluationResult]:
+def train(args: Args, progress: bool = True) -> tuple[Agent, EvaluationResult]:
     torch.manual_seed(args.seed)
     env_kwargs: dict[str, Any] = {
         "catalog": args.catalog,
@@ -141,10 +159,17 @@ def train(args: Args) -> tuple[Agent, EvaluationResult]:
     envs = gym.make_vec(
         args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **env_kwargs
     )
-    writer = SummaryWriter(str(Path(args.out) / "tb"))
-    agent = Agent(cast(gym.spaces.Dict, envs.single_observation_space), args.shortlist_size)
+    out = Path(args.out)
+    prepare_run(
+        out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="cleanrl-ppo-shortlist"
+    )
+    writer = SummaryWriter(str(out / "tb"))
+    config = PolicyConfig.for_space(envs.single_observation_space)
+    agent = Agent(config)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     n, t_max = args.num_envs, args.num_steps
+    updates = max(1, args.total_timesteps // (n * t_max))
+    bar = tqdm(total=updates * n * t_max, desc="cleanrl-ppo-shortlist", unit="step", disable=not progress)
     obs_buf: list[dict[str, torch.Tensor]] = []
     actions, logprobs = torch.zeros(t_max, n, dtype=torch.long), torch.zeros(t_max, n)
     rewards, values = torch.zeros(t_max, n), torch.zeros(t_max, n)
@@ -154,7 +179,7 @@ def train(args: Args) -> tuple[Agent, EvaluationResult]:
     # ignored and its transition is not part of any dialog.
     pending_reset = np.zeros(n, dtype=bool)
     global_step, start = 0, time.time()
-    for _update in range(max(1, args.total_timesteps // (n * t_max))):
+    for _update in range(updates):
         obs_buf.clear()
         for t in range(t_max):
             o = to_tensors(obs)
@@ -209,8 +234,20 @@ def train(args: Args) -> tuple[Agent, EvaluationResult]:
         writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
         writer.add_scalar("charts/mean_reward", rewards[valid > 0].mean().item(), global_step)
         writer.add_scalar("charts/SPS", global_step / (time.time() - start), global_step)
+        bar.update(n * t_max)
+        bar.set_postfix(reward=f"{rewards[valid > 0].mean().item():.3f}")
+    bar.close()
+    turns = int(inner_env(envs).config.max_turns)
     envs.close()
-    torch.save(agent.state_dict(), Path(args.out) / "policy.pt")
+    run_args = {**dataclasses.asdict(args), "action_mode": "shortlist", "max_turns": turns}
+    save_policy(
+        agent,
+        config,
+        out / "checkpoint",
+        format=CLEANRL_PPO_FORMAT,
+        agent="CleanRL PPO (shortlist)",
+        args=run_args,
+    )
     result = evaluate(
         Policy(agent),
         args.env_id,
@@ -219,7 +256,8 @@ def train(args: Args) -> tuple[Agent, EvaluationResult]:
         name="CleanRL PPO (shortlist)",
         **env_kwargs,
     )
-    writer.add_scalar("eval/success_rate", result.per_turn()[-1]["success_rate"], global_step)
+    for name, value in result.scalars().items():
+        writer.add_scalar(name, value, global_step)
     writer.close()
     return agent, result
 

@@ -7,6 +7,9 @@ first stage, in a shuffled order) with their features in the observation; the Q-
 function of (candidate, caption, shown item) instead of K unrelated outputs.
 
     fiq-gym train dqn --timesteps 200000 --out runs/dqn-shortlist
+
+TensorBoard: SB3's scalars under fiq-gym's tags (:data:`~fiq_gym.agents.ppo.SB3_TAGS`) and the
+final evaluation's ``eval/``, against SB3's x axis, the env steps taken so far.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.vec_env import VecMonitor
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.ppo import ProgressCallback, env_kwargs_of, evaluate_model
+from fiq_gym.agents.ppo import (
+    ProgressCallback,
+    env_kwargs_of,
+    evaluate_model,
+    log_evaluation,
+    tensorboard_logger,
+)
 from fiq_gym.agents.shortlist import ShortlistDQNPolicy
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import DQN_FORMAT, prepare_run, save_sb3_model
@@ -109,14 +118,16 @@ def train(args: Args, progress: bool = True) -> tuple[DQN, EvaluationResult]:
         gamma=args.gamma,
         seed=args.seed,
         device="cpu",
-        tensorboard_log=str(out / "tb"),
         verbose=0,
     )
+    model.set_logger(tensorboard_logger(out / "tb", "dqn"))
     callback = ProgressCallback(args.timesteps, desc="dqn") if progress else None
-    model.learn(total_timesteps=args.timesteps, callback=callback, tb_log_name="dqn")
+    model.learn(total_timesteps=args.timesteps, callback=callback)
     save(model, out / "checkpoint", args)
     vec_env.close()
-    return model, evaluate_model(model, args, name="DQN (shortlist)")
+    result = evaluate_model(model, args, name="DQN (shortlist)")
+    log_evaluation(model, result)
+    return model, result
 
 
 def save(model: DQN, directory: Path, args: Args) -> Path:

@@ -7,6 +7,9 @@ reward with a running per-turn baseline and an entropy bonus. It usually starts 
 supervised checkpoint (``--init``), as in Guo et al. (NeurIPS 2018).
 
     fiq-gym train policy-gradient --init runs/supervised/checkpoint --rounds 200
+
+TensorBoard's x axis (``charts/``, ``losses/``, ``eval/``) is the env steps taken so far:
+``num_envs`` x ``max_turns`` per round, every sub-env's step counted, as Stable-Baselines3 counts them.
 """
 
 from __future__ import annotations
@@ -231,15 +234,16 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         optimizer.step()
         net.eval()
 
-        writer.add_scalar("losses/policy", policy_loss.item(), rnd)
-        writer.add_scalar("losses/entropy", entropy_sum.item(), rnd)
-        writer.add_scalar("charts/episodic_return", float(rewards.sum(0).mean()), rnd)
-        writer.add_scalar("charts/steps_per_second", int(alive.sum()) / (time.perf_counter() - t0), rnd)
+        env_steps = (rnd + 1) * args.num_envs * args.max_turns  # TensorBoard's x axis
+        writer.add_scalar("losses/policy", policy_loss.item(), env_steps)
+        writer.add_scalar("losses/entropy", entropy_sum.item(), env_steps)
+        writer.add_scalar("charts/episodic_return", float(rewards.sum(0).mean()), env_steps)
+        writer.add_scalar("charts/steps_per_second", int(alive.sum()) / (time.perf_counter() - t0), env_steps)
         bar.set_postfix(ret=f"{rewards.sum(0).mean():.3f}")
         if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
             result = evaluate_retriever(net, args, name="policy gradient")
             for name, value in result.scalars().items():
-                writer.add_scalar(name, value, rnd)
+                writer.add_scalar(name, value, env_steps)
             save_retriever_run(
                 args,
                 envs,

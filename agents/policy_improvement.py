@@ -12,6 +12,9 @@ Needs both training-only opt-ins (``lookahead`` for the previews, ``expose_targe
 the target after each preview); the evaluation harness refuses both.
 
     fiq-gym train policy-improvement --init runs/supervised/checkpoint --rounds 100
+
+TensorBoard's x axis (``charts/``, ``losses/``, ``eval/``) is the env steps taken so far:
+``num_envs`` x ``max_turns`` per round, every sub-env's step counted, as Stable-Baselines3 counts them.
 """
 
 from __future__ import annotations
@@ -236,15 +239,16 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         optimizer.step()
         net.eval()
 
-        writer.add_scalar("losses/imitation", imitation.item() / len(turns), rnd)
-        writer.add_scalar("losses/triplet", ranking.item() / len(turns), rnd)
-        writer.add_scalar("charts/lookahead_rank_gain", gain, rnd)
-        writer.add_scalar("charts/steps_per_second", int(alive.sum()) / (time.perf_counter() - t0), rnd)
+        env_steps = (rnd + 1) * args.num_envs * args.max_turns  # TensorBoard's x axis
+        writer.add_scalar("losses/imitation", imitation.item() / len(turns), env_steps)
+        writer.add_scalar("losses/triplet", ranking.item() / len(turns), env_steps)
+        writer.add_scalar("charts/lookahead_rank_gain", gain, env_steps)
+        writer.add_scalar("charts/steps_per_second", int(alive.sum()) / (time.perf_counter() - t0), env_steps)
         bar.set_postfix(loss=f"{loss.item():.3f}", gain=f"{gain:.1f}")
         if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
             result = evaluate_retriever(net, args, name="policy improvement")
             for name, value in result.scalars().items():
-                writer.add_scalar(name, value, rnd)
+                writer.add_scalar(name, value, env_steps)
             save_retriever_run(args, envs, net, optimizer, rnd + 1, agent="policy improvement")
     writer.close()
     envs.close()

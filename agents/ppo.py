@@ -16,11 +16,17 @@ candidates proposed by the env's first stage, with :class:`~fiq_gym.agents.short
 and the shortlist does not.
 
     fiq-gym train ppo --action-mode shortlist --timesteps 200000 --out runs/ppo-shortlist
+
+SB3's TensorBoard scalars are written under the tags every fiq-gym trainer uses
+(:data:`SB3_TAGS`: ``rollout/`` and ``time/`` in ``charts/``, ``train/`` in ``losses/``),
+with the final evaluation's ``eval/`` scalars; TensorBoard's x axis is SB3's own, the env
+steps taken so far (``num_timesteps``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -29,8 +35,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.utils import get_latest_run_id
 from stable_baselines3.common.vec_env import VecMonitor
 from torch import nn
 
@@ -46,7 +55,63 @@ from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-__all__ = ["Args", "CaptionFeaturesExtractor", "PPOAgent", "train"]
+__all__ = [
+    "SB3_TAGS",
+    "Args",
+    "CaptionFeaturesExtractor",
+    "PPOAgent",
+    "log_evaluation",
+    "tensorboard_logger",
+    "train",
+]
+
+#: SB3's TensorBoard tags renamed to those of fiq-gym's other trainers (RLlib's names for the
+#: return and episode length, so the two engines' curves share a tag); the rest of
+#: ``rollout/`` and ``time/`` go to ``charts/``, the rest of ``train/`` to ``losses/``.
+SB3_TAGS = {
+    "rollout/ep_rew_mean": "charts/episode_return_mean",
+    "rollout/ep_len_mean": "charts/episode_len_mean",
+    "time/fps": "charts/SPS",
+    "train/policy_gradient_loss": "losses/policy_loss",
+    "train/learning_rate": "charts/learning_rate",
+    "train/n_updates": "charts/n_updates",
+    "train/clip_range": "charts/clip_range",
+    "train/std": "charts/std",
+}
+_SB3_PREFIXES = {"rollout/": "charts/", "time/": "charts/", "train/": "losses/"}
+
+
+def _tag(key: str) -> str:
+    if key in SB3_TAGS:
+        return SB3_TAGS[key]
+    for prefix, namespace in _SB3_PREFIXES.items():
+        if key.startswith(prefix):
+            return namespace + key[len(prefix) :]
+    return key
+
+
+class _RenamedTensorBoard(TensorBoardOutputFormat):
+    """SB3's TensorBoard output under fiq-gym's tags (:data:`SB3_TAGS`)."""
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        renamed = {_tag(k): v for k, v in key_values.items()}
+        excluded = {_tag(k): v for k, v in key_excluded.items()}
+        super().write(renamed, excluded, step)
+
+
+def tensorboard_logger(tensorboard_log: str | os.PathLike, name: str) -> Logger:
+    """An SB3 logger that writes TensorBoard events to ``tensorboard_log/NAME_<n>`` (the run
+    folder SB3 itself would make) under fiq-gym's tags; ``model.set_logger`` takes it."""
+    root = str(tensorboard_log)
+    folder = os.path.join(root, f"{name}_{get_latest_run_id(root, name) + 1}")
+    return Logger(folder, [_RenamedTensorBoard(folder)])
+
+
+def log_evaluation(model: BaseAlgorithm, result: EvaluationResult) -> None:
+    """Log ``result``'s ``eval/`` scalars at the env steps ``model`` has taken."""
+    for name, value in result.scalars().items():
+        model.logger.record(name, value)
+    model.logger.dump(model.num_timesteps)
 
 
 class CaptionFeaturesExtractor(BaseFeaturesExtractor):
@@ -201,15 +266,16 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
         ent_coef=args.ent_coef,
         seed=args.seed,
         device="cpu",
-        tensorboard_log=str(out / "tb"),
         policy_kwargs=policy_kwargs,
         verbose=0,
     )
+    model.set_logger(tensorboard_logger(out / "tb", "ppo"))
     callback = ProgressCallback(args.timesteps) if progress else None
-    model.learn(total_timesteps=args.timesteps, callback=callback, tb_log_name="ppo")
+    model.learn(total_timesteps=args.timesteps, callback=callback)
     save(model, out / "checkpoint", args)
     vec_env.close()
     result = evaluate_model(model, args)
+    log_evaluation(model, result)
     return model, result
 
 

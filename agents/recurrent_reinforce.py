@@ -15,8 +15,13 @@ knows) and :func:`fiq_gym.envs.evaluation.evaluate`. No target, no look-ahead, r
   dialog ended (the vector env auto-resets it on the next step) are masked out.
 
 Run: ``fiq-gym train recurrent-reinforce --minutes 15`` (or ``python -m
-fiq_gym.agents.recurrent_reinforce``); TensorBoard scalars go to ``OUT/tb`` and the
-evaluation curve to ``OUT/curve.csv``. docs/rl.md reports its measured curve.
+fiq_gym.agents.recurrent_reinforce``); TensorBoard scalars go to ``OUT/tb``, the evaluation
+curve to ``OUT/curve.csv`` and the policy, at each evaluation, to ``OUT/checkpoint``
+(``model.safetensors`` and ``config.json`` of format ``fiq-gym-recurrent-reinforce``, which
+``fiq-gym eval``, ``play``, ``record`` and ``bench`` load; :mod:`fiq_gym.checkpoint` writes it
+and keeps the run directory). TensorBoard's x axis (``charts/``, ``losses/``, ``eval/``) is the
+env steps taken so far (``num_envs`` x ``max_turns`` per update, as Stable-Baselines3 counts
+them). docs/rl.md reports its measured curve.
 """
 
 from __future__ import annotations
@@ -27,16 +32,18 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.checkpoint import RECURRENT_REINFORCE_FORMAT, PolicyConfig, prepare_run, save_policy
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
@@ -81,19 +88,26 @@ class Args:
     threads: int = 1
     """torch CPU threads"""
     out: PathArgument = "runs/recurrent-reinforce"
-    """output directory: curve.csv, policy.pt, tb/"""
+    """output directory: curve.csv, checkpoint/, tb/"""
+    overwrite: bool = False
+    """replace the run in OUT (an existing OUT is an error without it; these runs do not resume)"""
 
 
 class RecurrentPolicy(nn.Module):
-    """Caption + shown item -> GRU state -> Gaussian query over the feature space."""
+    """Caption + shown item -> GRU state -> Gaussian query over the feature space.
 
-    def __init__(self, vocab: int, feature_dim: int, attribute_dim: int, args: Args) -> None:
+    ``config``: its sizes, from the observation space (``PolicyConfig.for_space``, with the
+    run's ``embed_dim`` and ``hidden``) or from a checkpoint."""
+
+    def __init__(self, config: PolicyConfig, init_log_std: float = -1.5) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab, args.embed_dim, padding_idx=0)
-        self.item = nn.Sequential(nn.Linear(feature_dim + attribute_dim, args.embed_dim), nn.ReLU())
-        self.gru = nn.GRUCell(2 * args.embed_dim, args.hidden)
-        self.query = nn.Linear(args.hidden, feature_dim)
-        self.log_std = nn.Parameter(torch.full((feature_dim,), args.init_log_std))
+        self.config = config
+        embed, feature_dim = config.embed_dim, config.feature_dim
+        self.embedding = nn.Embedding(config.vocab_size, embed, padding_idx=0)
+        self.item = nn.Sequential(nn.Linear(feature_dim + config.attribute_dim, embed), nn.ReLU())
+        self.gru = nn.GRUCell(2 * embed, config.hidden)
+        self.query = nn.Linear(config.hidden, feature_dim)
+        self.log_std = nn.Parameter(torch.full((feature_dim,), init_log_std))
 
     def step(self, hidden: torch.Tensor, obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Read one observation per row; return the new hidden state and the query mean."""
@@ -108,18 +122,29 @@ class RecurrentPolicy(nn.Module):
 
 
 class RecurrentQueryAgent:
-    """The trained policy as a batched :class:`~fiq_gym.evaluation.RetrievalAgent` (mean query)."""
+    """The trained policy as a batched :class:`~fiq_gym.evaluation.RetrievalAgent` (mean query).
 
-    def __init__(self, policy: RecurrentPolicy, num_rows: int, hidden: int) -> None:
-        self.policy, self.hidden = policy, torch.zeros(num_rows, hidden)
+    Its GRU state (``hidden``, one row per dialog) carries a dialog's turns, and starts afresh
+    where a dialog starts: the rows ``reset`` names, and rows at turn 0 in ``act``."""
+
+    def __init__(self, policy: RecurrentPolicy) -> None:
+        self.policy = policy
+        self.hidden = torch.zeros(0, policy.config.hidden)
+
+    def _rows(self, b: int) -> None:
+        if self.hidden.shape[0] != b:  # a batch of another size: every row a new dialog
+            self.hidden = torch.zeros(b, self.policy.config.hidden)
 
     def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        self._rows(len(mask))
         self.hidden[torch.as_tensor(mask)] = 0.0
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         # A vector env auto-resets finished rows and still asks for their action: turn 0
         # marks a new dialog, so its memory starts afresh.
-        fresh = torch.as_tensor(np.asarray(observation["turn"]).reshape(-1) == 0)
+        turn = observation["turn"] if "turn" in observation else info["dialog_turn"]
+        fresh = torch.as_tensor(np.asarray(turn).reshape(-1) == 0)
+        self._rows(len(fresh))
         self.hidden[fresh] = 0.0
         with torch.no_grad():
             self.hidden, mean = self.policy.step(self.hidden, observation)
@@ -142,7 +167,7 @@ def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
 def run_evaluation(policy: RecurrentPolicy, args: Args) -> EvaluationResult:
     envs = make_envs(args, min(100, args.eval_episodes))
     try:
-        agent = RecurrentQueryAgent(policy, envs.num_envs, args.hidden)
+        agent = RecurrentQueryAgent(policy)
         return evaluate(
             agent,
             envs,
@@ -154,29 +179,35 @@ def run_evaluation(policy: RecurrentPolicy, args: Args) -> EvaluationResult:
         envs.close()
 
 
-def train(args: Args) -> tuple[RecurrentPolicy, list[dict[str, float]]]:
+def train(args: Args, progress: bool = True) -> tuple[RecurrentPolicy, list[dict[str, float]]]:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    envs = make_envs(args, args.num_envs)
+    prepare_run(
+        out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="recurrent-reinforce"
+    )
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", json.dumps(dataclasses.asdict(args)))
-    envs = make_envs(args, args.num_envs)
-    space = cast(gym.spaces.Dict, envs.single_observation_space)
-    caption = cast(gym.spaces.MultiDiscrete, space["caption"])
-    boxes = cast("dict[str, gym.spaces.Box]", space.spaces)  # all but the caption
-    turns = int(inner_env(envs).config.max_turns)
-    policy = RecurrentPolicy(
-        int(caption.nvec[0]),
-        boxes["shown_features"].shape[0],
-        boxes["shown_attributes"].shape[0],
-        args,
+    config = PolicyConfig.for_space(
+        envs.single_observation_space, embed_dim=args.embed_dim, hidden=args.hidden
     )
+    turns = int(inner_env(envs).config.max_turns)
+    policy = RecurrentPolicy(config, args.init_log_std)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
+    run_args = {**dataclasses.asdict(args), "action_mode": "query", "max_turns": turns}
     curve: list[dict[str, float]] = []
     start = time.perf_counter()
     last_eval = -np.inf
     episodes = 0
+    env_steps = 0  # every sub-env's steps, as SB3 counts them: TensorBoard's x axis
+    # Training ends at the first of two budgets (minutes, updates): the bar shows the nearer.
+    bar = tqdm(
+        total=100.0,
+        desc="recurrent-reinforce",
+        bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}{postfix}]",
+        disable=not progress,
+    )
 
     def record(update: int) -> None:
         result = run_evaluation(policy, args)
@@ -189,19 +220,32 @@ def train(args: Args) -> tuple[RecurrentPolicy, list[dict[str, float]]]:
             "R@50": row["R@50"],
             "mean_percentile": row["mean_percentile"],
             "success_rate": row["success_rate"],
+            "env_steps": env_steps,
         }
         curve.append(point)
-        for key in ("R@10", "R@50", "mean_percentile", "success_rate"):
-            writer.add_scalar(f"eval/{key}_turn{turns}", point[key], episodes)
-        print(json.dumps(point), flush=True)
+        for name, value in result.scalars().items():
+            writer.add_scalar(name, value, env_steps)
+        save_policy(
+            policy,
+            config,
+            out / "checkpoint",
+            format=RECURRENT_REINFORCE_FORMAT,
+            agent="recurrent REINFORCE",
+            args=run_args,
+        )
+        tqdm.write(json.dumps(point))
 
     trained = 0  # updates done so far
     for update in range(1, args.updates + 1):
         elapsed = time.perf_counter() - start
+        budget = args.minutes * 60
+        bar.update(
+            100.0 * min(1.0, max(elapsed / budget if budget > 0 else 1.0, trained / args.updates)) - bar.n
+        )
         if elapsed - last_eval >= args.eval_every_seconds:
             record(trained)
             last_eval = elapsed
-        if elapsed >= args.minutes * 60:
+        if elapsed >= budget:
             break
         # --- play num_envs dialogs of up to `turns` turns ---------------------------------
         obs, _ = envs.reset(seed=args.seed * 1_000_003 + update * args.num_envs)
@@ -219,6 +263,7 @@ def train(args: Args) -> tuple[RecurrentPolicy, list[dict[str, float]]]:
             masks.append(torch.as_tensor(alive, dtype=torch.float32))
             alive = alive & ~(terminated | truncated)  # later steps of a finished dialog do not count
         episodes += args.num_envs
+        env_steps += args.num_envs * turns
         # --- REINFORCE with per-turn normalised advantages -------------------------------
         r, m = torch.stack(rewards), torch.stack(masks)  # (T, B)
         returns = torch.zeros_like(r)
@@ -239,19 +284,21 @@ def train(args: Args) -> tuple[RecurrentPolicy, list[dict[str, float]]]:
         nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
         optimizer.step()
         trained = update
-        if update % 20 == 0:
-            writer.add_scalar("train/return", float((r * m).sum(0).mean()), episodes)
-            writer.add_scalar("train/loss", loss.item(), episodes)
-            writer.add_scalar("train/log_std", policy.log_std.mean().item(), episodes)
+        episodic_return = float((r * m).sum(0).mean())
+        writer.add_scalar("charts/episodic_return", episodic_return, env_steps)
+        writer.add_scalar("charts/log_std", policy.log_std.mean().item(), env_steps)
+        writer.add_scalar("losses/policy_loss", loss.item(), env_steps)
+        bar.set_postfix(updates=trained, ret=f"{episodic_return:.3f}")
     if curve[-1]["update"] != trained:
         record(trained)
+    bar.update(100.0 - bar.n)
+    bar.close()
     envs.close()
     writer.close()
     with open(out / "curve.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(curve[0]))
         w.writeheader()
         w.writerows(curve)
-    torch.save(policy.state_dict(), out / "policy.pt")
     return policy, curve
 
 

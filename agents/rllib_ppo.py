@@ -14,7 +14,9 @@ on catalogs of at most ``MAX_INDEX_ITEMS`` items. docs/scaling.md has the cluste
 ``--address`` joins an existing cluster (``ray start --head`` first); without it the run
 starts a local Ray instance and shuts every process of it down when it ends, also on errors
 and Ctrl-C. ``OUT/checkpoint`` holds ``config.json`` and RLlib's own checkpoint of the whole
-algorithm (``algorithm/``, written with ``save_to_path``); ``OUT/tb`` the TensorBoard events.
+algorithm (``algorithm/``, written with ``save_to_path``); ``OUT/tb`` the TensorBoard events
+(``charts/``, ``losses/``, ``eval/``), whose x axis is the env steps sampled so far (RLlib's
+``num_env_steps_sampled_lifetime``, as Stable-Baselines3 counts them), not iterations.
 """
 
 from __future__ import annotations
@@ -251,13 +253,15 @@ def ray_session(address: str | None = None, num_cpus: int = 1) -> Iterator[bool]
 
 
 def _log(writer: SummaryWriter, result: dict[str, Any], step: int) -> dict[str, float]:
-    """TensorBoard scalars of one iteration (charts/, losses/); returns the charted ones."""
+    """TensorBoard scalars of one iteration (charts/, losses/) at env step ``step``; returns
+    the charted ones."""
     runners = result.get("env_runners", {})
     learner = result.get("learners", {}).get("default_policy", {})
     scalars = {
         "charts/episode_return_mean": runners.get("episode_return_mean"),
         "charts/episode_len_mean": runners.get("episode_len_mean"),
         "charts/env_steps_sampled": result.get("num_env_steps_sampled_lifetime"),
+        "charts/iteration": result.get("training_iteration"),
         "charts/iteration_seconds": result.get("time_this_iter_s"),
         "losses/policy_loss": learner.get("policy_loss"),
         "losses/value_loss": learner.get("vf_loss"),
@@ -295,8 +299,10 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
             iteration, steps = 0, 0
             while (steps < args.timesteps) if by_steps else (iteration < args.iterations):
                 iteration += 1
-                metrics = _log(writer, algo.train(), iteration)
-                new_steps = int(metrics.get("charts/env_steps_sampled", steps))
+                result = algo.train()
+                sampled = result.get("num_env_steps_sampled_lifetime")
+                new_steps = int(float(sampled)) if isinstance(sampled, int | float | np.number) else steps
+                metrics = _log(writer, result, new_steps)
                 bar.update(min(new_steps, total) - min(steps, total) if by_steps else 1)
                 steps = new_steps
                 bar.set_postfix(
@@ -307,14 +313,13 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
         finally:
             algo.stop()
     # Through load_agent, as `fiq-gym eval OUT/checkpoint` does; no Ray needed any more.
-    result = evaluate_checkpoint(
+    evaluation = evaluate_checkpoint(
         out / "checkpoint", episodes=args.eval_episodes, seed=training_evaluation_seed(args.seed)
     )
-    last = result.per_turn()[-1]
     with SummaryWriter(out / "tb") as writer:
-        for key in ("success_rate", "mean_percentile", "R@10"):
-            writer.add_scalar(f"eval/{key}", last[key], iteration)
-    return metrics, result
+        for name, value in evaluation.scalars().items():
+            writer.add_scalar(name, value, steps)
+    return metrics, evaluation
 
 
 def save(algo: Any, directory: Path, args: Args) -> Path:

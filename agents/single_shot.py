@@ -19,6 +19,10 @@ challenge's evaluation), reported as R@10 and R@50 per category and their mean.
 
     fiq-gym train single-shot --catalog catalogs/fashioniq --out runs/single-shot
     python -m fiq_gym.agents.single_shot --help
+
+Training plays no env: TensorBoard's x axis (``charts/``, ``losses/``, ``eval/``) is the
+training queries read so far (steps x ``batch_size``), each one turn of a dialog, the
+counterpart of the other trainers' env steps.
 """
 
 from __future__ import annotations
@@ -234,16 +238,17 @@ def train(args: Args) -> tuple[Path, SingleShotResult]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        writer.add_scalar("losses/contrastive", loss.item(), step)
+        queries = step * args.batch_size  # TensorBoard's x axis
+        writer.add_scalar("losses/contrastive", loss.item(), queries)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % args.eval_every == 0 or step == args.steps:
             result = evaluate_single_shot(net, tokenizer, catalog, captions, eval_split)
             for category, values in result.per_category.items():
                 for k in ("R@10", "R@50"):
-                    writer.add_scalar(f"eval/{category}/{k}", values[k], step)
+                    writer.add_scalar(f"eval/{category}/{k}", values[k], queries)
             for k, v in result.mean.items():
-                writer.add_scalar(f"eval/mean/{k}", v, step)
-            writer.add_scalar("charts/seconds", time.perf_counter() - started, step)
+                writer.add_scalar(f"eval/mean/{k}", v, queries)
+            writer.add_scalar("charts/seconds", time.perf_counter() - started, queries)
             save_checkpoint(
                 out / "checkpoint",
                 net,

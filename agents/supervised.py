@@ -7,6 +7,9 @@ triplet loss. The target comes from the env's training-only ``expose_target`` op
 
     fiq-gym train supervised --rounds 300 --out runs/supervised
     python -m fiq_gym.agents.supervised --help
+
+TensorBoard's x axis (``charts/``, ``losses/``, ``eval/``) is the env steps taken so far:
+``num_envs`` x ``max_turns`` per round, every sub-env's step counted, as Stable-Baselines3 counts them.
 """
 
 from __future__ import annotations
@@ -167,13 +170,14 @@ def train(args: Args, progress: bool = True) -> tuple[RetrieverNet, EvaluationRe
         net.eval()
 
         steps = int(alive.sum())
-        writer.add_scalar("losses/triplet", loss.item(), rnd)
-        writer.add_scalar("charts/steps_per_second", steps / (time.perf_counter() - t0), rnd)
+        env_steps = (rnd + 1) * args.num_envs * args.max_turns  # TensorBoard's x axis
+        writer.add_scalar("losses/triplet", loss.item(), env_steps)
+        writer.add_scalar("charts/steps_per_second", steps / (time.perf_counter() - t0), env_steps)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if (rnd + 1) % args.eval_every == 0 or rnd + 1 == args.rounds:
             result = evaluate_retriever(net, args, name="supervised")
             for name, value in result.scalars().items():
-                writer.add_scalar(name, value, rnd)
+                writer.add_scalar(name, value, env_steps)
             save_retriever_run(args, envs, net, optimizer, rnd + 1, agent="supervised")
     writer.close()
     envs.close()

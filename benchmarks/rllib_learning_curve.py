@@ -15,9 +15,10 @@ network). What differs: the engines' code (advantage normalisation, value clippi
 clips value targets at 10, SB3 does not; returns are at most 5 here) and where sampling runs.
 
 The return is each engine's moving mean over its last 100 finished dialogs (SB3's
-``rollout/ep_rew_mean`` from ``VecMonitor``, RLlib's ``episode_return_mean``), so the two
-curves are read the same way. One training seed per engine by default: a curve is one run,
-and the final evaluations' intervals cover the evaluation dialogs only.
+``rollout/ep_rew_mean`` from ``VecMonitor``, RLlib's ``episode_return_mean``, both logged as
+``charts/episode_return_mean`` against env steps), so the two curves are read the same way.
+One training seed per engine by default: a curve is one run, and the final evaluations'
+intervals cover the evaluation dialogs only.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def train_sb3(
     start = time.perf_counter()
     _, result = ppo.train(args, progress=False)
     seconds = time.perf_counter() - start
-    points = read_scalars(out / "tb", "rollout/ep_rew_mean")
+    points = read_scalars(out / "tb", "charts/episode_return_mean")
     return Curve("Stable-Baselines3 PPO", *_arrays(points), seconds, result)
 
 
@@ -135,9 +136,7 @@ def train_rllib(
     start = time.perf_counter()
     _, result = rllib_ppo.train(args, progress=False)
     seconds = time.perf_counter() - start
-    returns = dict(read_scalars(out / "tb", "charts/episode_return_mean"))
-    sampled = dict(read_scalars(out / "tb", "charts/env_steps_sampled"))
-    points = [(int(sampled[i]), r) for i, r in returns.items() if i in sampled]
+    points = read_scalars(out / "tb", "charts/episode_return_mean")
     return Curve(f"RLlib PPO ({runners} env runners)", *_arrays(points), seconds, result)
 
 

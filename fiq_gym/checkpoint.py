@@ -34,6 +34,7 @@ import shutil
 import types
 import typing
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +49,27 @@ from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
 
 __all__ = [
+    "BEHAVIOUR_CLONING_FORMAT",
     "CHECKPOINT_VERSION",
+    "CLEANRL_PPO_FORMAT",
     "DQN_FORMAT",
     "PPO_FORMAT",
+    "RECURRENT_REINFORCE_FORMAT",
     "RLLIB_PPO_FORMAT",
     "RUN_MARKER",
     "STATE_JSON",
     "STATE_TENSORS",
     "CheckpointError",
+    "PolicyConfig",
     "config_fields",
+    "load_policy_weights",
     "load_tensors",
     "portable_args",
     "prepare_run",
     "read_config",
     "read_training_state",
     "run_kind",
+    "save_policy",
     "save_sb3_model",
     "save_tensors",
     "versions",
@@ -71,11 +78,19 @@ __all__ = [
 
 STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
+#: the weights of a :func:`save_policy` checkpoint
+POLICY_TENSORS = "model.safetensors"
 #: ``config.json`` formats of Stable-Baselines3 agents (SB3's own ``model.zip`` beside it)
 PPO_FORMAT = "fiq-gym-ppo"
 DQN_FORMAT = "fiq-gym-dqn"
 #: ``config.json`` format of ``fiq-gym train rllib-ppo`` (RLlib's algorithm checkpoint beside it)
 RLLIB_PPO_FORMAT = "fiq-gym-rllib-ppo"
+#: ``config.json`` formats of the single-file trainers' torch policies (:func:`save_policy`:
+#: ``model.safetensors`` beside it): ``fiq-gym train cleanrl-ppo-shortlist``,
+#: ``recurrent-reinforce`` and ``behaviour-cloning``
+CLEANRL_PPO_FORMAT = "fiq-gym-cleanrl-ppo-shortlist"
+RECURRENT_REINFORCE_FORMAT = "fiq-gym-recurrent-reinforce"
+BEHAVIOUR_CLONING_FORMAT = "fiq-gym-behaviour-cloning"
 #: The layout version of every agent checkpoint's ``config.json`` (its ``version`` field; a
 #: checkpoint without one is version 1). A reader refuses versions it does not know rather than
 #: guess what a newer fiq-gym meant.
@@ -306,6 +321,84 @@ def save_sb3_model(
         }
         (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return directory
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The sizes of a single-file trainer's torch policy, stored as its checkpoint's ``config``.
+
+    The observation space fixes the first four (:meth:`for_space`); a loaded policy fits an env
+    whose space gives the same ones. ``shortlist_size`` is K for a policy that scores the
+    shortlist's candidates, None for one that reads none."""
+
+    vocab_size: int
+    feature_dim: int
+    attribute_dim: int
+    shortlist_size: int | None = None
+    embed_dim: int = 64
+    hidden: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "feature_dim", "attribute_dim", "shortlist_size", "embed_dim", "hidden"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+    @classmethod
+    def for_space(cls, space: Any, *, embed_dim: int = 64, hidden: int = 128) -> PolicyConfig:
+        """The sizes a policy for observation space ``space`` (a ``gym.spaces.Dict``) has."""
+        spaces = space.spaces
+        candidates = spaces.get("candidate_scores")
+        return cls(
+            vocab_size=int(spaces["caption"].nvec[0]),
+            feature_dim=int(spaces["shown_features"].shape[0]),
+            attribute_dim=int(spaces["shown_attributes"].shape[0]),
+            shortlist_size=None if candidates is None else int(candidates.shape[0]),
+            embed_dim=embed_dim,
+            hidden=hidden,
+        )
+
+
+def save_policy(
+    module: torch.nn.Module,
+    config: PolicyConfig,
+    directory: str | os.PathLike,
+    *,
+    format: str,
+    agent: str,
+    args: dict[str, Any],
+) -> Path:
+    """Write a torch policy as a checkpoint directory, atomically: its weights as
+    ``model.safetensors`` and ``config.json`` (``format``, ``version``, ``agent``, the
+    network's ``config``, the run's ``args``, library versions), which
+    :func:`fiq_gym.agents.checkpoint.load_agent` reads (no pickles)."""
+    directory = Path(directory)
+    with atomic_directory(directory, overwrite=True) as tmp:
+        save_tensors(tmp / POLICY_TENSORS, module.state_dict())
+        meta = {
+            "format": format,
+            "version": CHECKPOINT_VERSION,
+            "agent": agent,
+            "config": dataclasses.asdict(config),
+            "args": portable_args(args),
+            "versions": versions(),
+        }
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return directory
+
+
+def load_policy_weights(module: torch.nn.Module, directory: str | os.PathLike, *, fix: str) -> None:
+    """Load the weights :func:`save_policy` wrote into ``module`` (built from the checkpoint's
+    ``config``); missing, foreign or mismatched weights raise :class:`CheckpointError`."""
+    file = Path(directory) / POLICY_TENSORS
+    weights = load_tensors(file, fix=fix)
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{file} does not hold the weights its config.json describes "
+            f"({str(e).splitlines()[0][:160]}); the checkpoint is damaged; {fix}"
+        ) from None
 
 
 def save_tensors(file: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) -> None:

@@ -354,7 +354,9 @@ def test_behaviour_cloning_from_greedy_dialogs_learns_the_greedy_policy(featured
     greedy teacher, on the same 256 evaluation dialogs (sealed harness)."""
     from fiq_gym.agents.behaviour_cloning import Args, BCAgent, SlotPolicy, train
     from fiq_gym.agents.shortlist import ShortlistGreedyAgent, ShortlistRandomAgent
+    from fiq_gym.checkpoint import PolicyConfig
     from fiq_gym.envs.evaluation import evaluate
+    from fiq_gym.evaluation import training_evaluation_seed
 
     written = _record(
         tmp_path / "datasets", featured_catalog_path, "greedy", "shortlist", episodes=256, seed=0
@@ -369,14 +371,19 @@ def test_behaviour_cloning_from_greedy_dialogs_learns_the_greedy_policy(featured
     def baseline(agent, name):
         return _final(
             evaluate(
-                agent, "fiq_gym/FashionIQ-v3", episodes=256, seed=args.eval_seed, name=name, **env_kwargs
+                agent,
+                "fiq_gym/FashionIQ-v3",
+                episodes=256,
+                seed=training_evaluation_seed(args.seed),
+                name=name,
+                **env_kwargs,
             )
         )
 
     teacher = baseline(ShortlistGreedyAgent(), "shortlist-greedy")
     rand = baseline(ShortlistRandomAgent(0), "shortlist-random")
     torch.manual_seed(1)
-    untrained = baseline(BCAgent(SlotPolicy(space)), "untrained")
+    untrained = baseline(BCAgent(SlotPolicy(PolicyConfig.for_space(space))), "untrained")
     bc = _final(cloned)
     print("bc", bc, "greedy", teacher, "random", rand, "untrained", untrained)
     assert bc["success_rate"] > rand["success_rate"] + 0.15
@@ -385,7 +392,8 @@ def test_behaviour_cloning_from_greedy_dialogs_learns_the_greedy_policy(featured
     # twice the dialogs or fewer epochs) the clone stays ~0.07 behind the stronger first stage;
     # on -v1 it was within 0.05. A clone that learned nothing sits near random (0.28).
     assert bc["success_rate"] > teacher["success_rate"] - 0.1
-    assert (tmp_path / "bc" / "policy.pt").is_file() and any((tmp_path / "bc" / "tb").iterdir())
+    assert (tmp_path / "bc" / "checkpoint" / "model.safetensors").is_file()
+    assert any((tmp_path / "bc" / "tb").iterdir())
 
 
 def policy_space(catalog):
@@ -417,7 +425,7 @@ def test_behaviour_cloning_trains_from_the_cli(featured_catalog_path, tmp_path, 
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "epoch 2/2" in out and "behaviour cloning" in out
-    assert (tmp_path / "bc" / "policy.pt").is_file()
+    assert (tmp_path / "bc" / "checkpoint" / "model.safetensors").is_file()
 
 
 def test_a_dataset_recorded_on_an_earlier_version_is_refused(featured_catalog_path, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from fiq_gym.agents.recurrent_reinforce import Args, RecurrentPolicy, RecurrentQueryAgent, train
+from fiq_gym.checkpoint import PolicyConfig
 from fiq_gym.errors import FallbackWarning
 
 
@@ -25,19 +26,21 @@ def test_trains_a_few_updates_and_writes_its_curve(small_catalog_path, tmp_path)
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FallbackWarning)
-        _policy, curve = train(args)
+        _policy, curve = train(args, progress=False)
     assert [p["update"] for p in curve] == [0, 4]
     assert all(0.0 <= p["R@10"] <= 1.0 for p in curve)
     with open(tmp_path / "run" / "curve.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and (tmp_path / "run" / "policy.pt").is_file()
+    assert len(rows) == 2 and (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
+    assert [int(row["env_steps"]) for row in rows] == [0, 4 * 16 * 5]  # updates x dialogs x turns
     assert any((tmp_path / "run" / "tb").iterdir()), "TensorBoard scalars"
 
 
 def test_agent_clears_memory_where_a_new_dialog_starts():
-    args = Args(hidden=8, embed_dim=4)
-    policy = RecurrentPolicy(vocab=10, feature_dim=3, attribute_dim=2, args=args)
-    agent = RecurrentQueryAgent(policy, num_rows=2, hidden=8)
+    policy = RecurrentPolicy(
+        PolicyConfig(vocab_size=10, feature_dim=3, attribute_dim=2, embed_dim=4, hidden=8)
+    )
+    agent = RecurrentQueryAgent(policy)
     obs = {
         "caption": np.array([[2, 3, 0], [4, 0, 0]]),
         "shown_features": np.zeros((2, 3), np.float32),

@@ -432,12 +432,15 @@ def test_learning_curve_benchmark_trains_both_engines_and_reads_their_events(sma
         )
     assert (tmp_path / "out" / "rllib_learning_curve.md").read_text() == text
     assert (tmp_path / "out" / "rllib_learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    sb3 = rllib_learning_curve.read_scalars(tmp_path / "runs" / "sb3-ppo" / "tb", "rollout/ep_rew_mean")
+    sb3 = rllib_learning_curve.read_scalars(
+        tmp_path / "runs" / "sb3-ppo" / "tb", "charts/episode_return_mean"
+    )
     rllib = rllib_learning_curve.read_scalars(
         tmp_path / "runs" / "rllib-ppo" / "tb", "charts/env_steps_sampled"
     )
     assert [s for s, _ in sb3] == [1024, 2048]  # one reading per 1,024-step update
     assert len(rllib) == 2 and 1024 <= rllib[0][1] < rllib[1][1]  # RLlib may round a batch up
+    assert all(step == sampled for step, sampled in rllib)  # both engines plot against env steps
     assert "| Stable-Baselines3 PPO | RLlib PPO (0 env runners) |" in text
     assert "| 2,048 |" in text and text.count("| 8 |") == 2  # both final evaluations, 8 dialogs
     with pytest.raises(FileNotFoundError, match="no TensorBoard event files"):

@@ -213,9 +213,11 @@ def test_cleanrl_ppo_runs_on_the_public_api(featured_catalog_path, tmp_path):
 
     args = Args(catalog=str(featured_catalog_path), shortlist_size=K, num_envs=4, num_steps=8)
     args.total_timesteps, args.eval_episodes, args.out = 64, 8, str(tmp_path / "cleanrl")
-    _, result = train(args)
+    _, result = train(args, progress=False)
     assert result.ranks.shape == (8, 6)
-    assert (tmp_path / "cleanrl" / "policy.pt").is_file() and any((tmp_path / "cleanrl" / "tb").iterdir())
+    checkpoint = tmp_path / "cleanrl" / "checkpoint"
+    assert (checkpoint / "model.safetensors").is_file() and any((tmp_path / "cleanrl" / "tb").iterdir())
+    assert load_agent(checkpoint).kind == "cleanrl-ppo-shortlist"
 
 
 @pytest.mark.slow

@@ -214,7 +214,7 @@ def _evaluation_set(args: argparse.Namespace, held_out: Any) -> tuple[Any, int, 
         episodes = trained[1] if args.episodes is None else args.episodes
         same = (seed, episodes) == trained
         where = (
-            "the set its trainer evaluated it on (seed 10000 + the run's --seed, its --eval-episodes)"
+            "the set its trainer evaluated it on, as its config.json records"
             if same
             else f"not the set its trainer evaluated it on (seed {trained[0]}, {trained[1]} dialogs)"
         )
