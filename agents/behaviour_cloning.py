@@ -193,7 +193,12 @@ def train(args: Args, progress: bool = True) -> tuple[SlotPolicy, EvaluationResu
     n = len(actions)
     out = Path(args.out)
     prepare_run(
-        out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="behaviour-cloning"
+        out,
+        resume=False,
+        resumable=False,
+        overwrite=args.overwrite,
+        state=out / "checkpoint",
+        kind="behaviour-cloning",
     )
     print(f"{args.dataset_id}: {dataset.total_episodes} episodes, {n} transitions")
     writer = SummaryWriter(str(out / "tb"))

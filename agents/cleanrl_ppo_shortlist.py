@@ -161,7 +161,12 @@ def train(args: Args, progress: bool = True) -> tuple[Agent, EvaluationResult]:
     )
     out = Path(args.out)
     prepare_run(
-        out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="cleanrl-ppo-shortlist"
+        out,
+        resume=False,
+        resumable=False,
+        overwrite=args.overwrite,
+        state=out / "checkpoint",
+        kind="cleanrl-ppo-shortlist",
     )
     writer = SummaryWriter(str(out / "tb"))
     config = PolicyConfig.for_space(envs.single_observation_space)

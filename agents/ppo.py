@@ -246,7 +246,9 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="ppo")
+    prepare_run(
+        out, resume=False, resumable=False, overwrite=args.overwrite, state=out / "checkpoint", kind="ppo"
+    )
     env_kwargs = {**env_kwargs_of(args), "reward": args.reward}
     # VecMonitor: SB3 logs rollout/ep_rew_mean and ep_len_mean to TensorBoard from it.
     vec_env = VecMonitor(make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **env_kwargs))

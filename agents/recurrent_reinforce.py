@@ -185,7 +185,12 @@ def train(args: Args, progress: bool = True) -> tuple[RecurrentPolicy, list[dict
     out = Path(args.out)
     envs = make_envs(args, args.num_envs)
     prepare_run(
-        out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="recurrent-reinforce"
+        out,
+        resume=False,
+        resumable=False,
+        overwrite=args.overwrite,
+        state=out / "checkpoint",
+        kind="recurrent-reinforce",
     )
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", json.dumps(dataclasses.asdict(args)))

@@ -283,7 +283,14 @@ def train(args: Args, progress: bool = True) -> tuple[dict[str, float], Evaluati
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(absolute_path(args.out))  # Ray writes to URIs: a relative path has no scheme
-    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="rllib-ppo")
+    prepare_run(
+        out,
+        resume=False,
+        resumable=False,
+        overwrite=args.overwrite,
+        state=out / "checkpoint",
+        kind="rllib-ppo",
+    )
     config = build_config(args)
     metrics: dict[str, float] = {}
     with (

@@ -211,7 +211,14 @@ def train(args: Args) -> tuple[Path, SingleShotResult]:
     net = RetrieverNet(config)
     optimizer = torch.optim.Adam(net.parameters(), lr=args.learning_rate)
     out = Path(args.out)
-    prepare_run(out, resume=False, overwrite=args.overwrite, state=out / "checkpoint", kind="single-shot")
+    prepare_run(
+        out,
+        resume=False,
+        resumable=False,
+        overwrite=args.overwrite,
+        state=out / "checkpoint",
+        kind="single-shot",
+    )
     writer = SummaryWriter(str(out / "tb"))
     writer.add_text("args", str(dataclasses.asdict(args)))
     started = time.perf_counter()

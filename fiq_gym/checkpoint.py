@@ -520,7 +520,13 @@ def run_kind(out: str | os.PathLike, state: str | os.PathLike | None = None) -> 
 
 
 def prepare_run(
-    out: str | os.PathLike, *, resume: bool, overwrite: bool, state: str | os.PathLike, kind: str = "run"
+    out: str | os.PathLike,
+    *,
+    resume: bool,
+    overwrite: bool,
+    state: str | os.PathLike,
+    kind: str = "run",
+    resumable: bool = True,
 ) -> bool:
     """Apply the run-directory rule every trainer shares; return True when resuming.
 
@@ -532,7 +538,8 @@ def prepare_run(
       markers): a folder of anything else is refused with what it holds, never deleted;
     * neither: an existing, non-empty ``out`` raises ``FileExistsError`` naming both options.
 
-    A new run leaves :data:`RUN_MARKER` in ``out``, naming its ``kind``.
+    A new run leaves :data:`RUN_MARKER` in ``out``, naming its ``kind``. ``resumable=False``
+    (trainers without ``--resume``) keeps messages from suggesting it.
     """
     out, state = Path(out), Path(state)
     if resume and overwrite:
@@ -549,10 +556,12 @@ def prepare_run(
         return True
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
-            raise FileExistsError(
-                f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                "or choose another --out"
+            options = (
+                "pass --resume to continue it, --overwrite to replace it"
+                if resumable
+                else "pass --overwrite to replace it"
             )
+            raise FileExistsError(f"{out} already holds a run; {options}, or choose another --out")
         found = run_kind(out, state) if out.is_dir() else None
         if found is None:
             what = "a file" if not out.is_dir() else "; ".join(sorted(p.name for p in out.iterdir())[:5])

@@ -62,6 +62,12 @@ def test_prepare_run_refuses_an_existing_run_and_an_empty_resume(tmp_path):
     with pytest.raises(FileExistsError, match=r"--resume to continue it, --overwrite to replace it"):
         prepare_run(out, resume=False, overwrite=False, state=out / "checkpoint")
     assert (out / "checkpoint" / "model.safetensors").read_bytes() == b"weights"  # nothing lost
+    # A trainer without --resume is not told to use it.
+    with pytest.raises(
+        FileExistsError, match=r"already holds a run; pass --overwrite to replace it, or"
+    ) as caught:
+        prepare_run(out, resume=False, overwrite=False, state=out / "checkpoint", resumable=False)
+    assert "--resume" not in str(caught.value)
     with pytest.raises(CheckpointError, match="nothing to resume"):
         prepare_run(out, resume=True, overwrite=False, state=out / "checkpoint")
     with pytest.raises(ValueError, match="contradict"):
