@@ -557,3 +557,12 @@ def test_configure_threads_sets_what_the_trainers_set_and_returns_the_previous_c
             fiq_gym.configure_threads(-1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_dqn_curve_benchmark_runs_and_writes_its_files(tmp_path):
+    from fiq_gym.benchmarks.dqn_curve import main as dqn_curve
+
+    dqn_curve(["--timesteps", "64", "--points", "1", "--episodes", "8", "--out", str(tmp_path)])
+    text = (tmp_path / "dqn_learning_curve.md").read_text()
+    assert "| 64 |" in text and "reciprocal ranks minus percentile" in text and "Machine:" in text
+    assert (tmp_path / "dqn_learning_curve.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,208 @@
+"""The shortlist DQN's learning curve under the env's percentile reward (the trainer's old
+default) and reciprocal ranks (its default since): success by turn 5 of ``fiq-gym train dqn``'s
+model, evaluated through the sealed harness at several points of one training run each, beside
+the greedy first stage it starts near.
+
+    python -m fiq_gym.benchmarks.dqn_curve                     # 10,000 steps, seed 0; results/
+    python -m fiq_gym.benchmarks.dqn_curve --timesteps 2000 --points 2 --episodes 32 --out /tmp/dqn
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from fiq_gym.agents import dqn
+from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistGreedyAgent
+from fiq_gym.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from fiq_gym.benchmarks.publishing import command_line, default_results_dir, provenance_lines
+from fiq_gym.comparison import paired_difference
+from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+
+__all__ = ["REWARDS", "run"]
+
+#: (reward, what it is to the trainer)
+REWARDS = (("percentile", "the old default"), ("reciprocal_rank", "the default"))
+_TURN = 5
+
+
+def _successes(result: EvaluationResult) -> np.ndarray:
+    """1.0 for each dialog whose target was shown by turn 5."""
+    turn = result.success_turn
+    return ((turn >= 1) & (turn <= _TURN)).astype(np.float64)
+
+
+class _Checkpoints(BaseCallback):
+    """Evaluates the model when the env steps reach each of ``at`` (within one ``learn`` call,
+    so the exploration schedule is the trainer's)."""
+
+    def __init__(self, at: Sequence[int], evaluate_model: Any) -> None:
+        super().__init__()
+        self.at, self.evaluate_model, self.results = sorted(at), evaluate_model, {}
+
+    def _on_step(self) -> bool:
+        while self.at and self.num_timesteps >= self.at[0]:
+            step = self.at.pop(0)
+            self.results[step] = self.evaluate_model(self.model)
+            print(f"  {step:>6} steps: success@5 {_successes(self.results[step]).mean():.3f}", flush=True)
+        return True
+
+
+def run(timesteps: int, points: int, episodes: int, seed: int, out: Path, command: str) -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    eval_seed = training_evaluation_seed(seed)
+    steps = sorted({round(timesteps * i / points) for i in range(points + 1)})
+
+    def evaluate_model(model: Any) -> EvaluationResult:
+        return evaluate(
+            SB3ShortlistAgent(model), "fiq_gym/FashionIQ-v3", episodes, eval_seed, action_mode="shortlist"
+        )
+
+    greedy = evaluate(
+        ShortlistGreedyAgent(), "fiq_gym/FashionIQ-v3", episodes, eval_seed, action_mode="shortlist"
+    )
+    curves: dict[str, dict[int, EvaluationResult]] = {}
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for reward, _ in REWARDS:
+            print(f"reward={reward}", flush=True)
+            args = dataclasses.replace(
+                dqn.Args(), reward=reward, timesteps=timesteps, seed=seed, out=str(Path(tmp) / reward)
+            )
+            model = dqn.build_model(args)
+            checkpoints = _Checkpoints(steps[1:], evaluate_model)
+            checkpoints.results[0] = evaluate_model(model)
+            started = time.perf_counter()
+            model.learn(total_timesteps=timesteps, callback=checkpoints)
+            seconds[reward] = time.perf_counter() - started
+            model.get_env().close()  # type: ignore[union-attr]
+            curves[reward] = checkpoints.results
+    last = steps[-1]
+    new, old = (_successes(curves[r][last]) for r, _ in reversed(REWARDS))
+    difference = paired_difference(new, old)
+    drop = {r: paired_difference(_successes(curves[r][last]), _successes(curves[r][0])) for r, _ in REWARDS}
+    greedy_success = float(_successes(greedy).mean())
+
+    lines = [
+        "# The shortlist DQN's learning curve: percentile vs reciprocal-rank rewards",
+        "",
+        f"`fiq-gym train dqn`'s model (its defaults: 16 envs, K = 32 candidates from the shipped first stage, "
+        f"template shopper, `fiq_gym/FashionIQ-v3`), trained {timesteps:,} env steps with seed {seed} under each "
+        f"reward, evaluated through the sealed harness on the same {episodes} dialogs (seed {eval_seed}, the "
+        "trainer's own set) at each point of one `learn` call. Success@5: the target shown by turn 5. The untrained "
+        "network already plays near the greedy first stage (step 0).",
+        "",
+        "| env steps | " + " | ".join(f"`{r}` ({what})" for r, what in REWARDS) + " |",
+        "|---:|" + "---:|" * len(REWARDS),
+    ]
+    for step in steps:
+        lines.append(
+            f"| {step:,} | "
+            + " | ".join(f"{_successes(curves[r][step]).mean():.3f}" for r, _ in REWARDS)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Greedy first stage (`shortlist-greedy`) on the same dialogs: {greedy_success:.3f}.",
+        "",
+        f"At {last:,} steps, reciprocal ranks minus percentile: {difference.mean:+.3f} "
+        f"[{difference.low:+.3f}, {difference.high:+.3f}] (95% paired bootstrap over the dialogs). "
+        + " ".join(
+            f"`{r}` from step 0 to {last:,}: {drop[r].mean:+.3f} [{drop[r].low:+.3f}, {drop[r].high:+.3f}]."
+            for r, _ in REWARDS
+        ),
+        "",
+        "Training seconds (with the evaluations): "
+        + ", ".join(f"`{r}` {seconds[r]:.0f} s" for r, _ in REWARDS)
+        + ". One training seed: the intervals cover the evaluation dialogs only.",
+        "",
+        "![success by turn 5 against env steps](dqn_learning_curve.png)",
+    ]
+    lines += provenance_lines(command, load=load)
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(steps, curves, greedy_success, out / "dqn_learning_curve.png")
+    atomic_write_text(out / "dqn_learning_curve.md", text)
+    atomic_write_json(
+        out / "dqn_learning_curve.json",
+        {
+            "command": command,
+            "episodes": episodes,
+            "eval_seed": eval_seed,
+            "greedy_success_at_5": greedy_success,
+            "curves": {
+                r: {str(s): float(_successes(res).mean()) for s, res in c.items()} for r, c in curves.items()
+            },
+            "per_dialog_at_last": {r: _successes(curves[r][last]).tolist() for r, _ in REWARDS},
+        },
+    )
+    return text
+
+
+def _plot(
+    steps: list[int], curves: dict[str, dict[int, EvaluationResult]], greedy: float, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for (reward, what), marker in zip(REWARDS, ("o", "s"), strict=True):
+        axes.plot(
+            steps,
+            [_successes(curves[reward][s]).mean() for s in steps],
+            marker=marker,
+            label=f"{reward} ({what})",
+        )
+    axes.axhline(greedy, color="gray", linestyle="--", label="greedy first stage")
+    axes.set_xlabel("env steps")
+    axes.set_ylabel("success by turn 5")
+    axes.set_ylim(0, 1)
+    axes.legend()
+    axes.set_title("shortlist DQN")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timesteps", type=int, default=10_000, help="env steps of each run (default 10000)")
+    parser.add_argument("--points", type=int, default=4, help="evaluations after step 0 (default 4)")
+    parser.add_argument("--episodes", type=int, default=256, help="evaluation dialogs (default 256)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_results_dir(),
+        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
+    )
+    args = parser.parse_args(argv)
+    print(
+        run(
+            args.timesteps,
+            args.points,
+            args.episodes,
+            args.seed,
+            args.out,
+            command_line("fiq_gym.benchmarks.dqn_curve", argv),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
