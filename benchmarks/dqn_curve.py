@@ -49,7 +49,8 @@ class _Checkpoints(BaseCallback):
 
     def __init__(self, at: Sequence[int], evaluate_model: Any) -> None:
         super().__init__()
-        self.at, self.evaluate_model, self.results = sorted(at), evaluate_model, {}
+        self.at, self.evaluate_model = sorted(at), evaluate_model
+        self.results: dict[int, EvaluationResult] = {}
 
     def _on_step(self) -> bool:
         while self.at and self.num_timesteps >= self.at[0]:
