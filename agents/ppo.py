@@ -44,6 +44,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 from torch import nn
 
 import fiq_gym  # noqa: F401
+from fiq_gym.agents.sb3_state import SB3Predictor
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistActorCriticPolicy
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import PPO_FORMAT, prepare_run, save_sb3_model
@@ -198,16 +199,20 @@ class Args:
 
 
 class PPOAgent:
-    """A trained SB3 PPO model as a batched :class:`~fiq_gym.evaluation.RetrievalAgent`."""
+    """A trained SB3 PPO model (or sb3-contrib's ``RecurrentPPO``, whose LSTM state it keeps
+    through each dialog) as a batched :class:`~fiq_gym.evaluation.RetrievalAgent`."""
 
-    def __init__(self, model: PPO) -> None:
+    def __init__(self, model: Any) -> None:
         self.model = model
+        self.predictor = SB3Predictor(model)
 
     def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
-        """Stateless policy: nothing to reset (the turn counter is in the observation)."""
+        """Rows in ``mask`` begin a dialog (a recurrent policy's memory of them is cleared)."""
+        self.predictor.reset(mask)
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        action, _ = self.model.predict(observation, deterministic=True)
+        keys = self.model.observation_space.spaces
+        action = self.predictor.predict({k: observation[k] for k in keys})
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 

@@ -32,6 +32,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
+from fiq_gym.agents.sb3_state import SB3Predictor
+
 __all__ = [
     "SB3ShortlistAgent",
     "ShortlistActorCriticPolicy",
@@ -82,17 +84,20 @@ class ShortlistRandomAgent:
 
 
 class SB3ShortlistAgent:
-    """A trained SB3 model (PPO or DQN on the shortlist) as a batched retrieval agent."""
+    """A trained SB3 model (PPO or DQN on the shortlist, or sb3-contrib's ``RecurrentPPO``,
+    whose LSTM state it keeps through each dialog) as a batched retrieval agent."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        self.predictor = SB3Predictor(model)
 
     def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
-        """Stateless policy (the dialog history is in the observation)."""
+        """Rows in ``mask`` begin a dialog (a recurrent policy's memory of them is cleared)."""
+        self.predictor.reset(mask)
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         keys = self.model.observation_space.spaces
-        action, _ = self.model.predict({k: observation[k] for k in keys}, deterministic=True)
+        action = self.predictor.predict({k: observation[k] for k in keys})
         return np.asarray(action, dtype=np.int64).reshape(-1)
 
 

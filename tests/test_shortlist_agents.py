@@ -231,3 +231,62 @@ def test_cleanrl_ppo_learns_to_beat_random_in_the_shortlist(featured_catalog_pat
     rand = evaluate(ShortlistRandomAgent(0), envs, episodes=256, seed=10_000, name="shortlist-random")
     print("cleanrl", _final(trained), _final(rand))
     assert _final(trained)["success_rate"] > _final(rand)["success_rate"] + 0.15
+
+
+def test_recurrent_ppo_builds_trains_and_is_evaluated_with_its_memory(featured_catalog_path):
+    """sb3-contrib's RecurrentPPO on the shortlist with the project's extractor (SB3's default
+    one-hots the captions and stops on numpy's sizes); SB3ShortlistAgent carries its LSTM state
+    from turn to turn and clears it where a dialog starts."""
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    from fiq_gym.agents.sb3_state import SB3Predictor
+    from fiq_gym.agents.shortlist import SB3ShortlistAgent
+    from fiq_gym.envs.sb3 import make_sb3_vec_env
+
+    env = make_sb3_vec_env(
+        "fiq_gym/FashionIQ-v3",
+        num_envs=4,
+        catalog=str(featured_catalog_path),
+        action_mode="shortlist",
+        shortlist_size=K,
+        shortlist="random",
+    )
+    model = sb3_contrib.RecurrentPPO(
+        "MultiInputLstmPolicy",
+        env,
+        n_steps=8,
+        batch_size=32,
+        seed=0,
+        policy_kwargs={"features_extractor_class": ShortlistExtractor},
+    )
+    model.learn(32)
+    envs = _envs(featured_catalog_path, num_envs=4, shortlist="random")
+    obs, _ = envs.reset(seed=3)
+    keys = model.observation_space.spaces
+    first = {k: obs[k] for k in keys}
+    obs, *_ = envs.step(SB3ShortlistAgent(model).act(obs, {}))
+    second = {k: obs[k] for k in keys}
+    envs.close()
+
+    def state_after(*observations, reset_between=False):
+        predictor = SB3Predictor(model)
+        predictor.reset(np.ones(4, dtype=bool))
+        for observation in observations:
+            if reset_between:
+                predictor.reset(np.ones(4, dtype=bool))
+            predictor.predict(observation)
+        return np.concatenate([np.asarray(s).ravel() for s in predictor.state])
+
+    remembered = state_after(first, second)
+    assert np.array_equal(remembered, state_after(first, second))  # deterministic
+    assert not np.allclose(remembered, state_after(first, second, reset_between=True))  # memory is carried
+    assert np.allclose(state_after(second), state_after(first, second, reset_between=True))  # reset clears it
+    result = evaluate(
+        SB3ShortlistAgent(model),
+        "fiq_gym/FashionIQ-v3",
+        8,
+        catalog=str(featured_catalog_path),
+        action_mode="shortlist",
+        shortlist_size=K,
+        shortlist="random",
+    )
+    assert result.turns == 5
