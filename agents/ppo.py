@@ -228,11 +228,19 @@ class ProgressCallback(BaseCallback):
     def _on_training_start(self) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=self.total, desc=self.desc, unit="step")
+        # SB3 stops at the first rollout boundary at or after the total (PPO collects n_steps
+        # per env at a time, DQN train_freq): the bar's total is where it really stops.
+        chunk = self.training_env.num_envs * int(
+            getattr(self.model, "n_steps", 0) or getattr(getattr(self.model, "train_freq", None), "frequency", 1)
+        )
+        self.bar = tqdm(total=-(-self.total // chunk) * chunk, desc=self.desc, unit="step")
 
     def _on_step(self) -> bool:
         if self.bar is not None:
             self.bar.update(self.training_env.num_envs)
+            if self.bar.total is not None and self.bar.n > self.bar.total:  # never past its end
+                self.bar.total = self.bar.n
+                self.bar.refresh()
         return True
 
     def _on_training_end(self) -> None:

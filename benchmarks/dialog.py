@@ -980,6 +980,17 @@ def parse_markdown_tables(text: str) -> dict[tuple[str, str, str, int], dict[str
     return out
 
 
+def line_styles(count: int) -> list[tuple[str, str, str]]:
+    """``(colour, line style, marker)`` for ``count`` lines, no two alike: matplotlib's ten
+    default colours, then the same colours dashed with another marker, and so on (its default
+    cycle would give lines 1 and 11 the same blue)."""
+    colours = [f"C{i}" for i in range(10)]
+    styles, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D")
+    if count > len(colours) * len(styles):
+        raise ValueError(f"at most {len(colours) * len(styles)} distinguishable lines, got {count}")
+    return [(colours[i % 10], styles[i // 10], markers[i // 10]) for i in range(count)]
+
+
 def plot_recall(result: BenchmarkResult) -> bytes:
     import matplotlib
 
@@ -988,9 +999,8 @@ def plot_recall(result: BenchmarkResult) -> bytes:
 
     rows = [r for r in result.aggregate() if r["train_user"] == r["eval_user"]]
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    for agent, user in sorted(
-        {(r["agent"], r["train_user"]) for r in rows}, key=lambda x: (x[1], AGENTS.index(x[0]))
-    ):
+    lines = sorted({(r["agent"], r["train_user"]) for r in rows}, key=lambda x: (x[1], AGENTS.index(x[0])))
+    for (agent, user), (colour, style, marker) in zip(lines, line_styles(len(lines)), strict=True):
         part = sorted(
             (r for r in rows if r["agent"] == agent and r["train_user"] == user), key=lambda r: r["turn"]
         )
@@ -998,8 +1008,8 @@ def plot_recall(result: BenchmarkResult) -> bytes:
         mean = np.array([r["R@10"] for r in part])
         std = np.array([r["R@10_std"] for r in part])
         label = agent if len({r["train_user"] for r in rows}) == 1 else f"{agent} ({user})"
-        ax.plot(turns, mean, marker="o", label=label)
-        ax.fill_between(turns, mean - std, mean + std, alpha=0.2)
+        ax.plot(turns, mean, color=colour, linestyle=style, marker=marker, label=label)
+        ax.fill_between(turns, mean - std, mean + std, color=colour, alpha=0.2)
     ax.set_xlabel("turn")
     ax.set_ylabel("R@10")
     ax.set_title(f"Recall@10 by dialog turn ({result.preset.name} preset)")

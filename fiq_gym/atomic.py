@@ -11,6 +11,9 @@ A reader never sees a half-written file or directory. Directories get two more g
   beside its temporary directory for as long as it works. The kernel drops that lock when the
   process dies, even by ``kill -9``, so the next write of the same target can tell a dead
   writer's ``.NAME.tmp-*`` directory from a live one's and remove only the former.
+
+A file's temporary (``.NAME.tmp-*.part`` beside it) is ``flock``-ed by its writer in the same
+way, and the next write of the same file removes those whose writer died.
 """
 
 from __future__ import annotations
@@ -66,17 +69,97 @@ def _make_parent(path: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
 
 
+def _lock_or_skip(fd: int, *, blocking: bool) -> bool:
+    """flock ``fd``; False if another holder has it (only when not ``blocking``). A file
+    system without locks counts as locked: writers go on unlocked, cleaners keep off."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            raise
+        return blocking
+    return True
+
+
+# The suffix of file temporaries held with an flock (an older fiq-gym's have none, and no lock).
+_LOCKED_PART = ".part"
+
+
+def _file_temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, open and ``flock``-ed for as long as its writer
+    lives, so that :func:`_reclaim_file_temporaries` can tell a killed writer's from a live one's."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=_LOCKED_PART, dir=path.parent)
+        try:
+            _lock_or_skip(fd, blocking=True)
+        except BaseException:
+            os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        # A cleaner may have taken and deleted the fresh file before we locked it.
+        if _same_file(fd, Path(tmp)):
+            return fd, tmp
+        os.close(fd)
+
+
+def _reclaim_file_temporaries(path: Path) -> None:
+    """Delete the temporary files that writers of ``path`` killed mid-write left beside it
+    (``.NAME.tmp-*.part`` files whose lock is free; an older fiq-gym's once a day old)."""
+    prefix = f".{path.name}.tmp-"
+    try:
+        with os.scandir(path.parent) as entries:
+            found = [
+                Path(e.path)
+                for e in entries
+                if e.name.startswith(prefix)
+                and not e.name.endswith(".lock")
+                and e.is_file(follow_symlinks=False)
+            ]
+    except OSError:
+        return
+    for leftover in found:
+        if not leftover.name.endswith(_LOCKED_PART):
+            # An older fiq-gym's, never locked: its writer may be alive unless it is a day old.
+            if time.time() - _mtime(leftover) > _UNLOCKED_STALE_SECONDS:
+                leftover.unlink(missing_ok=True)
+                log.warning(
+                    "fiq-gym: removed %s, an unfinished write of %s by an older fiq-gym", leftover, path
+                )
+            continue
+        try:
+            fd = os.open(leftover, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            # Locked: a live writer's. Free but renamed meanwhile: a writer that just finished.
+            if _lock_or_skip(fd, blocking=False) and _same_file(fd, leftover):
+                leftover.unlink()
+                log.warning(
+                    "fiq-gym: removed %s, left by a process that died while writing %s", leftover, path
+                )
+        except OSError:
+            pass  # gone meanwhile, no locks on this file system, or not ours to delete
+        finally:
+            os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it, renamed over it when
+    complete. Temporaries of earlier writers of ``path`` that were killed are removed first."""
     path = Path(path)
     try:
         _make_parent(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        _reclaim_file_temporaries(path)
+        fd, tmp = _file_temporary(path)
     except OSError as e:
         raise _naming(e, path) from None
     try:
         # mkstemp makes owner-only files; give the result the usual umask-based mode.
         os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
+        # The lock lives as long as ``fd``, which stays open until the rename is done.
+        with open(fd, "wb", closefd=False) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -87,6 +170,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -376,9 +461,15 @@ def staging_file(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     _make_parent(path)
     lock = path.with_name(path.name + ".lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
-    try:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~_umask())
         fcntl.flock(fd, fcntl.LOCK_EX)
+        # A cleaner may have deleted the fresh lock file before we locked it (it looked like
+        # the lock of a writer killed before its staging file existed): take a new one.
+        if _same_file(fd, lock):
+            break
+        os.close(fd)
+    try:
         yield path
     finally:
         path.unlink(missing_ok=True)
@@ -407,6 +498,24 @@ def reclaim_staging(directory: str | os.PathLike, pattern: str) -> list[Path]:
             lock.unlink(missing_ok=True)
             removed.append(path)
             log.warning("removed %s, left by a writer that was killed", path)
+        finally:
+            os.close(fd)
+    # Locks without their staging file: their writer was killed before it made the file or
+    # after it removed it.
+    for lock in Path(directory).glob(pattern + ".lock"):
+        staged = lock.with_name(lock.name[: -len(".lock")])
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live writer holds it
+                continue
+            if _same_file(fd, lock) and not os.path.lexists(staged):
+                lock.unlink(missing_ok=True)
+                log.warning("removed %s, left by a writer that was killed", lock)
         finally:
             os.close(fd)
     return removed

@@ -533,9 +533,11 @@ def prepare_run(
     * ``resume``: ``state`` (a training-state directory inside ``out``) must exist, else
       :class:`CheckpointError` (a resume that silently restarted at step 0 would waste the
       run it meant to continue);
-    * ``overwrite``: an existing ``out`` is emptied, then training starts afresh, but only when
-      it is a run of this ``kind`` (its :data:`RUN_MARKER` says so, or it is a run written before
-      markers): a folder of anything else is refused with what it holds, never deleted;
+    * ``overwrite``: an existing ``out`` is emptied but for its marker and its ``checkpoint/``
+      (which the new run's first save replaces atomically: killed before then, the old
+      checkpoint is still whole), then training starts afresh, but only when it is a run of this
+      ``kind`` (its :data:`RUN_MARKER` says so, or it is a run written before markers): a
+      folder of anything else is refused with what it holds, never deleted;
     * neither: an existing, non-empty ``out`` raises ``FileExistsError`` naming both options.
 
     A new run leaves :data:`RUN_MARKER` in ``out``, naming its ``kind``. ``resumable=False``
@@ -554,7 +556,8 @@ def prepare_run(
                 "start without --resume (add --overwrite to replace what is there)"
             )
         return True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    held = [p for p in out.iterdir() if not _marker_temporary(p)] if out.is_dir() else []
+    if out.exists() and (not out.is_dir() or held):
         if not overwrite:
             options = (
                 "pass --resume to continue it, --overwrite to replace it"
@@ -573,7 +576,27 @@ def prepare_run(
             raise FileExistsError(
                 f"refusing to overwrite {out}: it holds a {found} run, not a {kind} run; choose another --out"
             )
-        shutil.rmtree(out)
+        # The marker first, so that a run killed while the old one is cleared is still a run of
+        # this kind (the next --overwrite takes it back); the old checkpoint stays until the new
+        # run's first save replaces it atomically, so a kill before then leaves the old one whole.
+        _write_marker(out, kind)
+        for entry in out.iterdir():
+            if entry.name not in (RUN_MARKER, _KEPT_ON_OVERWRITE) and not _marker_temporary(entry):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        return False
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / RUN_MARKER, json.dumps({"format": "fiq-gym-run", "kind": kind}) + "\n")
+    _write_marker(out, kind)
     return False
+
+
+#: What ``--overwrite`` keeps until the new run replaces it: the previous run's checkpoint.
+_KEPT_ON_OVERWRITE = "checkpoint"
+
+
+def _write_marker(out: Path, kind: str) -> None:
+    atomic_write_text(out / RUN_MARKER, json.dumps({"format": "fiq-gym-run", "kind": kind}) + "\n")
+
+
+def _marker_temporary(path: Path) -> bool:
+    """A marker write's temporary file (a killed one's is removed by the next write)."""
+    return path.name.startswith(f".{RUN_MARKER}.tmp-")

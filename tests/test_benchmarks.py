@@ -566,3 +566,12 @@ def test_the_dqn_curve_benchmark_runs_and_writes_its_files(tmp_path):
     text = (tmp_path / "dqn_learning_curve.md").read_text()
     assert "| 64 |" in text and "reciprocal ranks minus percentile" in text and "Machine:" in text
     assert (tmp_path / "dqn_learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_line_of_the_recall_plot_looks_different():
+    """The quick preset's plot had 11 lines in 10 colours (random and dqn-shortlist shared blue)."""
+    from fiq_gym.benchmarks.dialog import AGENTS, line_styles
+
+    styles = line_styles(2 * len(AGENTS))  # both shoppers' lines in one plot
+    assert len(set(styles)) == len(styles)
+    assert len({(colour, style) for colour, style, _ in styles}) == len(styles)

@@ -72,8 +72,12 @@ def test_prepare_run_refuses_an_existing_run_and_an_empty_resume(tmp_path):
         prepare_run(out, resume=True, overwrite=False, state=out / "checkpoint")
     with pytest.raises(ValueError, match="contradict"):
         prepare_run(out, resume=True, overwrite=True, state=out / "checkpoint")
+    (out / "tb").mkdir()
     assert prepare_run(out, resume=False, overwrite=True, state=out / "checkpoint") is False
-    assert [p.name for p in out.iterdir()] == [RUN_MARKER]  # emptied, and marked as a run again
+    # Emptied and marked as a run again, but for the old checkpoint: the new run's first save
+    # replaces it atomically, so a run killed before then still leaves one (issue 35).
+    assert sorted(p.name for p in out.iterdir()) == [RUN_MARKER, "checkpoint"]
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == b"weights"
 
 
 def test_overwrite_replaces_only_a_previous_run_of_the_same_kind(tmp_path):
@@ -100,14 +104,27 @@ def test_overwrite_replaces_only_a_previous_run_of_the_same_kind(tmp_path):
     with pytest.raises(FileExistsError, match="it holds a ppo run, not a dqn run"):
         prepare_run(run, resume=False, overwrite=True, state=run / "checkpoint", kind="dqn")
     assert (run / "checkpoint").is_dir()
+    (run / "events").write_text("old logs")
     prepare_run(run, resume=False, overwrite=True, state=run / "checkpoint", kind="ppo")
-    assert not (run / "checkpoint").exists()
+    assert not (run / "events").exists() and (run / "checkpoint").is_dir()  # kept until replaced
     legacy = tmp_path / "legacy"
     (legacy / "checkpoint").mkdir(parents=True)
     (legacy / "checkpoint" / "config.json").write_text("{}")
     assert run_kind(legacy) == "unmarked"
     prepare_run(legacy, resume=False, overwrite=True, state=legacy / "checkpoint", kind="retriever")
-    assert run_kind(legacy) == "retriever" and not (legacy / "checkpoint").exists()
+    assert run_kind(legacy) == "retriever"
+
+
+def test_a_run_killed_while_overwrite_swaps_it_stays_a_run(tmp_path):
+    """The marker is written before the old run is cleared, and a killed marker write's
+    temporary does not make a directory "not a run": the next --overwrite takes it back."""
+    run = tmp_path / "run"
+    prepare_run(run, resume=False, overwrite=False, state=run / "checkpoint", kind="ppo")
+    (run / f".{RUN_MARKER}.tmp-dead.part").write_text("{")  # a marker write killed mid-way
+    (run / RUN_MARKER).unlink()
+    # Only a dead temporary: an empty run directory, not a folder of someone's files.
+    assert prepare_run(run, resume=False, overwrite=False, state=run / "checkpoint", kind="ppo") is False
+    assert run_kind(run) == "ppo" and not (run / f".{RUN_MARKER}.tmp-dead.part").exists()
 
 
 @pytest.mark.slow

@@ -228,6 +228,15 @@ def _evaluate_and_report(args: argparse.Namespace, held_out: Any) -> int:
     if args.agent is not None:
         where = "an agent factory has no training set"
     args.episodes = episodes
+    # The agent's process loads its libraries and model, the env builds its catalog: tell a
+    # person at a terminal what is happening rather than stay silent for a minute (scripts
+    # reading stderr keep getting one line per error).
+    if sys.stderr.isatty():
+        print(
+            f"fiq-gym eval: {args.checkpoint or args.agent}, {episodes} dialogs, isolation {args.isolation} ...",
+            file=sys.stderr,
+            flush=True,
+        )
     timeout = args.turn_timeout or None
     if (args.checkpoint is None) == (args.agent is None):
         raise ValueError("give a checkpoint directory or --agent FACTORY (one of them)")
