@@ -1094,7 +1094,8 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
     return [out / n for n in ("dialog.md", "dialog.json", "dialog.csv", "recall_at_10_by_turn.png")]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`fiq-gym bench`'s options."""
     parser = argparse.ArgumentParser(prog="fiq-gym bench", description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -1103,7 +1104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument(
         "--full", action="store_const", const="full", dest="preset", help="more seeds, both users"
     )
-    group.add_argument("--preset", choices=sorted(PRESETS), dest="preset")
+    group.add_argument(
+        "--preset", choices=sorted(PRESETS), dest="preset", help="a named preset (quick, full, ...)"
+    )
     parser.add_argument(
         "--catalog", type=catalog_arg, help="catalog directory (default: the built-in synthetic catalog)"
     )
@@ -1114,10 +1117,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="named configuration to play (fiq_gym.envs.configurations; results go to OUT/PRESET-CONFIG "
         "unless it is the default)",
     )
-    parser.add_argument("--agents", nargs="+", choices=AGENTS, default=list(AGENTS))
+    parser.add_argument(
+        "--agents",
+        nargs="+",
+        choices=AGENTS,
+        default=list(AGENTS),
+        help="the agents to train and compare (default: all)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, help="override the preset's seeds")
-    parser.add_argument("--train-users", nargs="+", choices=("template", "transformer"))
-    parser.add_argument("--eval-users", nargs="+", choices=("template", "transformer"))
+    parser.add_argument(
+        "--train-users",
+        nargs="+",
+        choices=("template", "transformer"),
+        help="shoppers to train with (default: the preset's)",
+    )
+    parser.add_argument(
+        "--eval-users",
+        nargs="+",
+        choices=("template", "transformer"),
+        help="shoppers to evaluate with (default: the preset's)",
+    )
     parser.add_argument("--turns", type=int, default=5, help="dialog turns (max_turns)")
     parser.add_argument(
         "--out", type=absolute_path_object, default="runs/bench", help="run directory (also the cache)"
@@ -1155,6 +1174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # set by --jobs for the processes it starts: where the stage's records go, and the run directory
     parser.add_argument("--stage-records", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")

@@ -60,7 +60,10 @@ def _parsers(parser: argparse.ArgumentParser, name: str):
 
 
 def _every_parser():
+    from fiq_gym.benchmarks.dialog import build_parser as bench_parser
+
     yield from _parsers(build_parser(), "fiq-gym")
+    yield "fiq-gym bench", bench_parser()
     for agent, module in TRAINERS.items():
         try:
             trainer = importlib.import_module(module)
@@ -86,7 +89,7 @@ def test_every_path_option_of_every_command_is_made_absolute_at_parsing(tmp_path
             where = f"{prog} {'/'.join(action.option_strings) or action.dest}"
             if action.dest in PATH_DESTS:
                 value = _parse_one(action, "relative/dir")
-                assert value == str(tmp_path / "relative" / "dir"), where
+                assert str(value) == str(tmp_path / "relative" / "dir"), where
                 checked += 1
             elif action.dest in SPEC_DESTS:
                 value = _parse_one(action, SPEC_DESTS[action.dest].format("relative/dir"))
@@ -201,3 +204,16 @@ def test_fiq_gym_eval_defaults_to_the_set_the_trainer_evaluated_on(small_catalog
         "evaluation set: seed 0, 12 dialogs (not the set its trainer evaluated it on"
         in capsys.readouterr().out
     )
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """`--help` of every command and trainer explains each option (issue 37: options without
+    help text)."""
+    silent = [
+        f"{prog} {'/'.join(action.option_strings) or action.dest}"
+        for prog, parser in _every_parser()
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction | argparse._VersionAction | argparse._SubParsersAction)
+        and not action.help
+    ]
+    assert not silent, f"options without help: {silent}"

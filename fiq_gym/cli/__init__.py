@@ -326,10 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
         "catalog", type=catalog_arg, nargs="?", help="catalog directory (default: the default catalog)"
     )
     show.add_argument("--out", type=path_arg, help="PNG path (default contact_sheet.png)")
-    show.add_argument("--count", type=int, default=32)
-    show.add_argument("--columns", type=int, default=8)
+    show.add_argument("--count", type=int_between(1), default=32, help="items to show (default 32)")
+    show.add_argument("--columns", type=int_between(1), default=8, help="items per row (default 8)")
     show.add_argument("--scale", type=int, default=2, help="pixel magnification")
-    show.add_argument("--seed", type=seed, default=0)
+    show.add_argument("--seed", type=seed, default=0, help="seed of the sampled items (default 0)")
     show.set_defaults(func=_catalog_show)
     from fiq_gym.cli.catalog_import import add_commands as add_dataset_commands  # argparse only
 
@@ -340,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="play one dialog: a random retriever and the template shopper")
     demo.add_argument("--catalog", type=catalog_arg, help="catalog directory (default: the default catalog)")
-    demo.add_argument("--seed", type=seed, default=0)
-    demo.add_argument("--turns", type=int, default=5)
+    demo.add_argument(
+        "--seed", type=seed, default=0, help="seed of the target and the first item (default 0)"
+    )
+    demo.add_argument("--turns", type=int_between(1), default=5, help="turns to play (default 5)")
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser(
@@ -349,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a retriever agent (arguments after AGENT go to the agent; see AGENT --help)",
         add_help=True,
     )
-    train.add_argument("agent", choices=sorted(TRAINERS))
+    train.add_argument(
+        "agent", choices=sorted(TRAINERS), help="the trainer; `fiq-gym train AGENT --help` lists its options"
+    )
     train.add_argument("agent_args", nargs=argparse.REMAINDER, help="the agent's own arguments")
     train.set_defaults(func=_train)
 

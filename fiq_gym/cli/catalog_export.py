@@ -42,7 +42,7 @@ def add_export_command(catalog_sub: Any) -> None:
         "export",
         help="write a synthetic catalog in the Fashion IQ or Shoes release layout (a stand-in for real data)",
     )
-    exp.add_argument("dataset", choices=("fashioniq", "shoes"))
+    exp.add_argument("dataset", choices=("fashioniq", "shoes"), help="the release layout to write")
     exp.add_argument("out", type=path_arg, help="folder to write the release into")
     exp.add_argument(
         "--catalog", type=catalog_arg, help="catalog directory (default: the default synthetic catalog)"
@@ -50,6 +50,6 @@ def add_export_command(catalog_sub: Any) -> None:
     exp.add_argument(
         "--pairs", type=int, default=600, help="caption pairs per category and split (Shoes: in total)"
     )
-    exp.add_argument("--seed", type=seed, default=0)
-    exp.add_argument("--overwrite", action="store_true")
+    exp.add_argument("--seed", type=seed, default=0, help="seed of the pairs and their captions (default 0)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing release folder")
     exp.set_defaults(func=_export)

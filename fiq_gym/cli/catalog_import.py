@@ -155,5 +155,5 @@ def add_commands(catalog_sub: Any) -> None:
         )
         p.add_argument("--workers", type=int, default=0, help="image decoding processes (default: up to 4)")
         p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(func=_import)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fiq_gym.arguments import add_dataclass_arguments
-from fiq_gym.cli_args import catalog_arg, path_arg, seed
+from fiq_gym.cli_args import catalog_arg, int_between, path_arg, seed
 from fiq_gym.errors import CheckpointError
 from fiq_gym.users.transformer.train_args import TrainArgs
 
@@ -119,9 +119,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     caption.add_argument(
         "--catalog", type=catalog_arg, help="catalog directory (default: the default catalog)"
     )
-    caption.add_argument("--count", type=int, default=8)
-    caption.add_argument("--seed", type=seed, default=0)
-    caption.add_argument("--decoding", choices=("greedy", "sample", "beam"), default="sample")
+    caption.add_argument("--count", type=int_between(1), default=8, help="pairs to caption (default 8)")
+    caption.add_argument(
+        "--seed", type=seed, default=0, help="seed of the pairs and the sampling (default 0)"
+    )
+    caption.add_argument(
+        "--decoding",
+        choices=("greedy", "sample", "beam"),
+        default="sample",
+        help="how the captioner picks words (default sample)",
+    )
     caption.set_defaults(func=_caption)
 
     narrow = user_sub.add_parser(
