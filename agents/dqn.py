@@ -73,8 +73,8 @@ class Args:
     """fraction of the candidates that are random unseen items"""
     reward: str = "reciprocal_rank"
     """env reward kind (see the env's docstring); reciprocal_rank, not the env's percentile: with percentile rewards DQN unlearns its near-greedy start (benchmarks/results/dqn_learning_curve.md)"""
-    learning_rate: float = 1e-3
-    """Adam learning rate"""
+    learning_rate: float = 1e-4
+    """Adam learning rate (1e-3 drifted from the near-greedy start: benchmarks/results/dqn_learning_curve.md)"""
     buffer_size: int = 50_000
     """replay buffer size (transitions)"""
     learning_starts: int = 1_000

@@ -1,7 +1,8 @@
-"""The shortlist DQN's learning curve under the env's percentile reward (the trainer's old
-default) and reciprocal ranks (its default since): success by turn 5 of ``fiq-gym train dqn``'s
-model, evaluated through the sealed harness at several points of one training run each, beside
-the greedy first stage it starts near.
+"""The shortlist DQN's learning curve under its old defaults (the env's percentile reward,
+learning rate 1e-3), with the reward alone changed to reciprocal ranks, and under its defaults
+since (reciprocal ranks, 1e-4): success by turn 5 of ``fiq-gym train dqn``'s model, evaluated
+through the sealed harness at several points of one training run each, beside the greedy first
+stage it starts near.
 
     python -m fiq_gym.benchmarks.dqn_curve                     # 10,000 steps, seed 0; results/
     python -m fiq_gym.benchmarks.dqn_curve --timesteps 2000 --points 2 --episodes 32 --out /tmp/dqn
@@ -30,10 +31,15 @@ from fiq_gym.comparison import paired_difference
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
-__all__ = ["REWARDS", "run"]
+__all__ = ["VARIANTS", "run"]
 
-#: (reward, what it is to the trainer)
-REWARDS = (("percentile", "the old default"), ("reciprocal_rank", "the default"))
+#: (name, the trainer's arguments that differ from its defaults, what it is): the old defaults,
+#: the reward alone changed, and the defaults since.
+VARIANTS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("percentile, lr 1e-3", {"reward": "percentile", "learning_rate": 1e-3}, "the old defaults"),
+    ("reciprocal_rank, lr 1e-3", {"reward": "reciprocal_rank", "learning_rate": 1e-3}, "the reward alone"),
+    ("reciprocal_rank, lr 1e-4", {}, "the defaults"),
+)
 _TURN = 5
 
 
@@ -73,59 +79,57 @@ def run(timesteps: int, points: int, episodes: int, seed: int, out: Path, comman
     greedy = evaluate(
         ShortlistGreedyAgent(), "fiq_gym/FashionIQ-v3", episodes, eval_seed, action_mode="shortlist"
     )
+    names = [name for name, _, _ in VARIANTS]
     curves: dict[str, dict[int, EvaluationResult]] = {}
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for reward, _ in REWARDS:
-            print(f"reward={reward}", flush=True)
+        for index, (name, changes, _) in enumerate(VARIANTS):
+            print(name, flush=True)
             args = dataclasses.replace(
-                dqn.Args(), reward=reward, timesteps=timesteps, seed=seed, out=str(Path(tmp) / reward)
+                dqn.Args(), **changes, timesteps=timesteps, seed=seed, out=str(Path(tmp) / str(index))
             )
             model = dqn.build_model(args)
             checkpoints = _Checkpoints(steps[1:], evaluate_model)
             checkpoints.results[0] = evaluate_model(model)
             started = time.perf_counter()
             model.learn(total_timesteps=timesteps, callback=checkpoints)
-            seconds[reward] = time.perf_counter() - started
+            seconds[name] = time.perf_counter() - started
             model.get_env().close()  # type: ignore[union-attr]
-            curves[reward] = checkpoints.results
+            curves[name] = checkpoints.results
     last = steps[-1]
-    new, old = (_successes(curves[r][last]) for r, _ in reversed(REWARDS))
-    difference = paired_difference(new, old)
-    drop = {r: paired_difference(_successes(curves[r][last]), _successes(curves[r][0])) for r, _ in REWARDS}
+    final = {name: _successes(curves[name][last]) for name in names}
+    versus_old = {name: paired_difference(final[name], final[names[0]]) for name in names[1:]}
+    drop = {name: paired_difference(final[name], _successes(curves[name][0])) for name in names}
     greedy_success = float(_successes(greedy).mean())
 
+    def interval(d: Any) -> str:
+        return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+
     lines = [
-        "# The shortlist DQN's learning curve: percentile vs reciprocal-rank rewards",
+        "# The shortlist DQN's learning curve: rewards and learning rates",
         "",
-        f"`fiq-gym train dqn`'s model (its defaults: 16 envs, K = 32 candidates from the shipped first stage, "
-        f"template shopper, `fiq_gym/FashionIQ-v3`), trained {timesteps:,} env steps with seed {seed} under each "
-        f"reward, evaluated through the sealed harness on the same {episodes} dialogs (seed {eval_seed}, the "
-        "trainer's own set) at each point of one `learn` call. Success@5: the target shown by turn 5. The untrained "
-        "network already plays near the greedy first stage (step 0).",
+        f"`fiq-gym train dqn`'s model (16 envs, K = 32 candidates from the shipped first stage, template shopper, "
+        f"`fiq_gym/FashionIQ-v3`, its other defaults), trained {timesteps:,} env steps with seed {seed} in each "
+        f"variant, evaluated through the sealed harness on the same {episodes} dialogs (seed {eval_seed}, the "
+        "trainer's own set) at each point of one `learn` call. Success@5: the target shown by turn 5. The "
+        "untrained network already plays near the greedy first stage (step 0).",
         "",
-        "| env steps | " + " | ".join(f"`{r}` ({what})" for r, what in REWARDS) + " |",
-        "|---:|" + "---:|" * len(REWARDS),
+        "| env steps | " + " | ".join(f"{name} ({what})" for name, _, what in VARIANTS) + " |",
+        "|---:|" + "---:|" * len(VARIANTS),
     ]
     for step in steps:
-        lines.append(
-            f"| {step:,} | "
-            + " | ".join(f"{_successes(curves[r][step]).mean():.3f}" for r, _ in REWARDS)
-            + " |"
-        )
+        cells = " | ".join(f"{_successes(curves[n][step]).mean():.3f}" for n in names)
+        lines.append(f"| {step:,} | {cells} |")
     lines += [
         "",
         f"Greedy first stage (`shortlist-greedy`) on the same dialogs: {greedy_success:.3f}.",
         "",
-        f"At {last:,} steps, reciprocal ranks minus percentile: {difference.mean:+.3f} "
-        f"[{difference.low:+.3f}, {difference.high:+.3f}] (95% paired bootstrap over the dialogs). "
-        + " ".join(
-            f"`{r}` from step 0 to {last:,}: {drop[r].mean:+.3f} [{drop[r].low:+.3f}, {drop[r].high:+.3f}]."
-            for r, _ in REWARDS
-        ),
+        f"Paired differences in success@5 (95% bootstrap over the dialogs), at {last:,} steps against the old "
+        "defaults: " + "; ".join(f"{n}: {interval(versus_old[n])}" for n in names[1:]) + f". From step 0 to "
+        f"{last:,} steps: " + "; ".join(f"{n}: {interval(drop[n])}" for n in names) + ".",
         "",
         "Training seconds (with the evaluations): "
-        + ", ".join(f"`{r}` {seconds[r]:.0f} s" for r, _ in REWARDS)
+        + ", ".join(f"{n} {seconds[n]:.0f} s" for n in names)
         + ". One training seed: the intervals cover the evaluation dialogs only.",
         "",
         "![success by turn 5 against env steps](dqn_learning_curve.png)",
@@ -143,9 +147,9 @@ def run(timesteps: int, points: int, episodes: int, seed: int, out: Path, comman
             "eval_seed": eval_seed,
             "greedy_success_at_5": greedy_success,
             "curves": {
-                r: {str(s): float(_successes(res).mean()) for s, res in c.items()} for r, c in curves.items()
+                n: {str(k): float(_successes(r).mean()) for k, r in c.items()} for n, c in curves.items()
             },
-            "per_dialog_at_last": {r: _successes(curves[r][last]).tolist() for r, _ in REWARDS},
+            "per_dialog_at_last": {n: final[n].tolist() for n in names},
         },
     )
     return text
@@ -160,18 +164,18 @@ def _plot(
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for (reward, what), marker in zip(REWARDS, ("o", "s"), strict=True):
+    for (name, _, what), marker in zip(VARIANTS, ("o", "s", "^"), strict=True):
         axes.plot(
             steps,
-            [_successes(curves[reward][s]).mean() for s in steps],
+            [_successes(curves[name][s]).mean() for s in steps],
             marker=marker,
-            label=f"{reward} ({what})",
+            label=f"{name} ({what})",
         )
     axes.axhline(greedy, color="gray", linestyle="--", label="greedy first stage")
     axes.set_xlabel("env steps")
     axes.set_ylabel("success by turn 5")
     axes.set_ylim(0, 1)
-    axes.legend()
+    axes.legend(fontsize=8)
     axes.set_title("shortlist DQN")
     figure.tight_layout()
     buffer = io.BytesIO()
