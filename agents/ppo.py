@@ -231,7 +231,8 @@ class ProgressCallback(BaseCallback):
         # SB3 stops at the first rollout boundary at or after the total (PPO collects n_steps
         # per env at a time, DQN train_freq): the bar's total is where it really stops.
         chunk = self.training_env.num_envs * int(
-            getattr(self.model, "n_steps", 0) or getattr(getattr(self.model, "train_freq", None), "frequency", 1)
+            getattr(self.model, "n_steps", 0)
+            or getattr(getattr(self.model, "train_freq", None), "frequency", 1)
         )
         self.bar = tqdm(total=-(-self.total // chunk) * chunk, desc=self.desc, unit="step")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from types import FrameType
 from typing import Any
 
 import gymnasium as gym
@@ -26,6 +28,32 @@ from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 
 __all__ = ["FashionIQEnv"]
+
+
+def _time_limit_of_make(spec: gym.envs.registration.EnvSpec) -> tuple[int | None, str]:
+    """The ``max_episode_steps`` of the TimeLimit that ``gym.make`` adds right after setting
+    ``spec`` on the env (None: no TimeLimit), and where it comes from.
+
+    ``gym.make`` hands the env a spec with ``max_episode_steps=None`` and applies its own
+    ``max_episode_steps`` argument (or, without one, the spec's it was made from; -1: none)
+    only afterwards, so they are read from its frame. Outside ``gym.make``: the registered value.
+    """
+    make_code = gym.envs.registration.make.__code__
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(4):  # the spec setter, gym.make (a frame or two up)
+        if frame is None:
+            break
+        if frame.f_code is make_code:
+            argument = frame.f_locals.get("max_episode_steps")
+            if argument == -1:
+                return None, ""
+            if argument is not None:
+                return int(argument), "is made with"
+            made_from = frame.f_locals.get("env_spec")
+            return getattr(made_from, "max_episode_steps", None), "is registered with"
+        frame = frame.f_back
+    registered = gym.registry.get(spec.id)
+    return getattr(registered, "max_episode_steps", None), "is registered with"
 
 
 class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
@@ -213,7 +241,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       every failed dialog). The ids are registered with ``max_episode_steps=5``, so
       ``gym.make`` adds a ``TimeLimit`` that also sets ``truncated`` on that last step, beside
       ``terminated``; when you change ``max_turns`` through ``gym.make`` pass the same
-      ``max_episode_steps`` (the env warns when the registered cap would end its dialogs early).
+      ``max_episode_steps`` (the env warns when the cap gym.make applies would end its dialogs early).
 
     ## Arguments
 
@@ -409,17 +437,19 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     @spec.setter
     def spec(self, value: gym.envs.registration.EnvSpec | None) -> None:
-        # gym.make wraps the env in TimeLimit(registered max_episode_steps) unless told
-        # otherwise: say so when that cap would end episodes before max_turns.
+        # gym.make sets the spec, then wraps the env in TimeLimit (its max_episode_steps
+        # argument, else the registered value): say so when that cap would end episodes
+        # before max_turns.
         refuse_earlier_spec(value)
         self._spec = value
-        registered = gym.registry.get(value.id) if value is not None else None
-        steps = getattr(registered, "max_episode_steps", None)
-        if value is not None and steps is not None and steps < self.config.max_turns:
+        if value is None:
+            return
+        steps, source = _time_limit_of_make(value)
+        turns = self.config.max_turns
+        if steps is not None and steps < turns:
             warnings.warn(
-                f"max_turns={self.config.max_turns} but {value.id} is registered with max_episode_steps={steps}: "
-                f"pass max_episode_steps={self.config.max_turns} to gym.make as well, or TimeLimit ends "
-                f"episodes after {steps} turns",
+                f"max_turns={turns} but {value.id} {source} max_episode_steps={steps}: pass "
+                f"max_episode_steps={turns} to gym.make as well, or TimeLimit ends episodes after {steps} turns",
                 stacklevel=3,
             )
 

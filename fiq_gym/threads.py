@@ -33,7 +33,6 @@ def configure_threads(threads: int = TRAINING_THREADS) -> int:
     return before
 
 
-
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Run the block with ``threads`` torch intra-op threads, then restore the caller's

@@ -84,6 +84,48 @@ def small_agent_checkpoint(small_catalog_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_lm(small_catalog, tmp_path_factory):
+    """The language-model shopper's test model (``user="lm:DIR"``): a 1-layer, 32-wide GPT-2
+    (random weights) and a word-level tokenizer trained on the catalog's descriptions, the
+    default prompt and the template words. The tokenizer has an end-of-sequence token but no
+    pad token, as many causal LMs' tokenizers do."""
+    import torch
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from fiq_gym.users import TemplateUser
+    from fiq_gym.users.language_model import DEFAULT_PROMPT
+
+    words = TemplateUser(small_catalog).caption_words()
+    texts = [*small_catalog.descriptions, DEFAULT_PROMPT, " ".join(words), "category color fit : ( ) . ,"]
+    backend = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Split(
+        Regex(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[^ a-z0-9]"), behavior="isolated"
+    )
+    backend.train_from_iterator(texts, trainer=trainers.WordLevelTrainer(special_tokens=["<unk>", "<eos>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>")
+    assert tokenizer.pad_token is None
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        n_inner=64,
+        n_positions=512,
+        vocab_size=tokenizer.vocab_size,
+        # wide weights: next-token choices depend on the prompt, and are rarely near ties
+        initializer_range=0.3,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    path = tmp_path_factory.mktemp("lm") / "tiny-gpt2"
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_vit(tmp_path_factory):
     """A randomly initialised 1-layer ViT and its image processor, saved as save_pretrained does."""
     import torch

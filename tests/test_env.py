@@ -108,6 +108,8 @@ def test_a_recorded_spec_of_an_earlier_version_is_refused_by_make_vec(small_cata
 def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_path):
     with pytest.warns(UserWarning, match="pass max_episode_steps=8 to gym.make"):
         gym.make("fiq_gym/FashionIQ-v3", catalog=small_catalog_path, max_turns=8)
+    with pytest.warns(UserWarning, match="made with max_episode_steps=6: pass max_episode_steps=8"):
+        gym.make("fiq_gym/FashionIQ-v3", catalog=small_catalog_path, max_turns=8, max_episode_steps=6)
     env = gym.make_vec(
         "fiq_gym/FashionIQ-v3",
         num_envs=2,
@@ -116,6 +118,26 @@ def test_max_turns_that_disagrees_with_the_registered_cap_warns(small_catalog_pa
         max_turns=8,
     )
     assert env.unwrapped.config.max_turns == 8
+
+
+@pytest.mark.parametrize("max_episode_steps", [8, 9, -1])
+def test_max_turns_with_a_cap_that_lets_it_play_does_not_warn(small_catalog_path, max_episode_steps):
+    # docs/rl.md: gym.make(id, max_turns=8, max_episode_steps=8); -1 adds no TimeLimit at all
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env = gym.make(
+            "fiq_gym/FashionIQ-v3",
+            catalog=small_catalog_path,
+            max_turns=8,
+            max_episode_steps=max_episode_steps,
+        )
+        assert env.spec.max_episode_steps == (None if max_episode_steps == -1 else max_episode_steps)
+        gym.make(env.spec)  # made again from the spec it reports
+    assert not [w for w in caught if "max_episode_steps" in str(w.message)]
+    _, info = env.reset(seed=0)
+    for turn in range(1, 9):
+        _, _, terminated, truncated, info = env.step(info["shown"])  # shows the same item again
+        assert terminated == (turn == 8) and truncated == (turn == 8 and max_episode_steps == 8)
 
 
 def test_every_id_has_a_vector_entry_point():
