@@ -224,10 +224,26 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     ## Starting State
 
     A target and a different first item, both uniform over the items in play, drawn from
-    ``self.np_random``; ``reset(options={"target": i, "shown": j})`` fixes either (indices in
-    play), as an evaluation set does; a target equal to the first item is refused
-    (``ValueError``), and a drawn target never equals a given first item. The first
-    observation holds the caption for that pair.
+    ``self.np_random``; ``reset(options={"target": i, "shown": j})`` fixes either, as an
+    evaluation set does; a target equal to the first item is refused (``ValueError``), and a
+    drawn target never equals a given first item. The first observation holds the caption for
+    that pair.
+
+    Reset options are **indices in play** (0..N-1), the one index space of everything the env
+    says and takes (actions, ``info["shown"]``, ``info["candidates"]``, evaluation sets), so a
+    dialog can be restarted from what it showed. What describes the catalog is in **catalog
+    rows** (:meth:`DatasetUser.annotated_pairs <fiq_gym.users.DatasetUser.annotated_pairs>`,
+    :meth:`HumanCaptions.rows <fiq_gym.catalog.captions.HumanCaptions.rows>`,
+    ``catalog.ids[row]``). The two coincide in an env over all items, not in a category env
+    (item i of the shirt env is catalog row ``gallery.rows[i]``): convert with
+    ``env.unwrapped.index_of_row(row)`` (a row not in play, e.g. of another category, is a
+    ``ValueError`` naming it) and back with ``env.unwrapped.row_of_index(i)``:
+
+    ```python
+    targets, shown = env.unwrapped.user.annotated_pairs()  # catalog rows (user="dataset")
+    env.reset(options={"target": env.unwrapped.index_of_row(int(targets[0])),
+                       "shown": env.unwrapped.index_of_row(int(shown[0]))})
+    ```
 
     ## Episode End
 
@@ -469,6 +485,15 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         """Read-only features and attribute scores of the items in play (no target in it)."""
         return self._dialog.tables
 
+    def index_of_row(self, row: Any) -> Any:
+        """The index in play (what reset options take) of a catalog row (an int, or an array
+        of them); ``ValueError`` for a row not in play. See Starting State."""
+        return self._dialog.tables.index_of_row(row)
+
+    def row_of_index(self, index: Any) -> Any:
+        """The catalog row of an index in play (an int, or an array of them)."""
+        return self._dialog.tables.row_of_index(index)
+
     # --- gymnasium API ---------------------------------------------------------------------
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -491,7 +516,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
                         or not 0 <= value < n
                     ):
                         raise ValueError(
-                            f"options[{key!r}] must be an item index in [0, {n - 1}], got {value!r}"
+                            f"options[{key!r}] must be an item index in [0, {n - 1}], got {value!r} "
+                            "(an index in play; convert a catalog row with env.unwrapped.index_of_row(row))"
                         )
             if "target" in options:
                 targets = np.array([options["target"]])

@@ -48,8 +48,9 @@ class FashionIQVectorEnv(VectorEnv):
     * ``max_turns`` defaults to the registered ``max_episode_steps`` (5), which
       ``gym.make_vec`` passes in; an explicit ``max_turns`` wins.
     * ``reset(seed=s)`` seeds sub-env k with ``s + k``; a list gives one seed per sub-env.
-    * ``reset(options=...)``: ``"target"`` / ``"shown"`` arrays of n item indices fix the
-      episodes (a target equal to its first item is refused); ``"reset_mask"`` (bool array
+    * ``reset(options=...)``: ``"target"`` / ``"shown"`` arrays of n item indices (indices in
+      play, as the single env's; convert catalog rows with ``envs.index_of_row(rows)``) fix
+      the episodes (a target equal to its first item is refused); ``"reset_mask"`` (bool array
       of n) resets only those sub-envs and returns the current observations of the others.
     * ``info`` is Gymnasium's dict of arrays, each key with its ``_key`` mask, with the single
       env's keys (``caption_text`` an object array of strings).
@@ -208,6 +209,15 @@ class FashionIQVectorEnv(VectorEnv):
         """Read-only features and attribute scores of the items in play (no target in it)."""
         return self._dialog.tables
 
+    def index_of_row(self, row: Any) -> Any:
+        """The indices in play (what reset options take) of catalog rows; ``ValueError`` for
+        a row not in play (see :class:`~fiq_gym.envs.FashionIQEnv`, Starting State)."""
+        return self._dialog.tables.index_of_row(row)
+
+    def row_of_index(self, index: Any) -> Any:
+        """The catalog rows of indices in play."""
+        return self._dialog.tables.row_of_index(index)
+
     @property
     def np_random_generators(self) -> list[np.random.Generator]:
         """The sub-envs' generators (sub-env k's randomness comes only from entry k)."""
@@ -251,7 +261,8 @@ class FashionIQVectorEnv(VectorEnv):
                     or values.max() >= self.num_items
                 ):
                     raise ValueError(
-                        f"options[{key!r}] must be {n} item indices in [0, {self.num_items - 1}], got {values!r}"
+                        f"options[{key!r}] must be {n} item indices in [0, {self.num_items - 1}], got {values!r} "
+                        "(indices in play; convert catalog rows with envs.index_of_row(rows))"
                     )
                 fixed[key] = values[rows]
         if len(rows) == 0:  # nothing to reset (e.g. a reset_mask of no finished sub-env): as is

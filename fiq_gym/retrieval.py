@@ -7,12 +7,15 @@ Built once per (catalog, category) and shared by every environment in the proces
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
@@ -85,6 +88,65 @@ class RetrievalTables:
     @property
     def feature_dim(self) -> int:
         return int(self.features.shape[1])
+
+    # --- the two index spaces ----------------------------------------------------------
+    # Everything an environment says or takes (actions, ``info["shown"]``, reset options,
+    # evaluation sets) is an index in play, 0..n-1; what describes the catalog (a
+    # DatasetUser's annotated pairs, HumanCaptions.rows, catalog.ids) is a catalog row.
+    # In an env over all items the two coincide; in a category env they do not.
+    def row_of_index(self, index: ArrayLike) -> Any:
+        """The catalog row of an index in play (an int for an int, an int64 array for an
+        array); ``ValueError`` for an index outside ``[0, n)``."""
+        values = _integers(index, "index in play")
+        bad = (values < 0) | (values >= self.num_items)
+        if bad.any():
+            raise ValueError(
+                f"{int(values[bad][0])} is not an index in play: this gallery has {self.num_items} items "
+                f"(indices 0..{self.num_items - 1}); pass an index the env gave (info['shown'], an action)"
+            )
+        out = self.rows[values]
+        return int(out) if out.ndim == 0 else out.astype(np.int64)
+
+    def index_of_row(self, row: ArrayLike) -> Any:
+        """The index in play of a catalog row (an int for an int, an int64 array for an array),
+        what ``reset(options={"target": ..., "shown": ...})`` takes.
+
+        ``ValueError`` (one line, naming the row) for a row that is not in play, e.g. a row of
+        another category in a category env."""
+        values = _integers(row, "catalog row")
+        order = self._row_order
+        index = order[np.minimum(np.searchsorted(self.rows, values, sorter=order), self.num_items - 1)]
+        bad = self.rows[index] != values
+        if bad.any():
+            missing = int(values[bad][0])
+            raise ValueError(
+                f"catalog row {missing} is not in play ({int(bad.sum())} of {bad.size} rows given are not; this "
+                f"gallery holds {self.num_items} of the catalog's items, e.g. one category's): start only from "
+                "rows in play (pairs of the env's category), or make the env over every item (category=None)"
+            )
+        return int(index) if index.ndim == 0 else index.astype(np.int64)
+
+    def in_play(self, row: ArrayLike) -> Any:
+        """Whether each catalog row is in play (a bool for an int, a bool array for an array):
+        which annotated pairs a category env can start from."""
+        values = _integers(row, "catalog row")
+        order = self._row_order
+        found = order[np.minimum(np.searchsorted(self.rows, values, sorter=order), self.num_items - 1)]
+        out = self.rows[found] == values
+        return bool(out) if out.ndim == 0 else out
+
+    @functools.cached_property
+    def _row_order(self) -> np.ndarray:
+        # rows is sorted as built; argsort keeps the lookup right should a gallery not be.
+        return np.argsort(self.rows, kind="stable")
+
+
+def _integers(value: ArrayLike, what: str) -> np.ndarray:
+    """``value`` as an int64 array (0-d for a scalar); ``ValueError`` for anything else."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu" or array.dtype == np.bool_:
+        raise ValueError(f"a {what} must be an integer (or an array of them), got {value!r}")
+    return array.astype(np.int64)
 
 
 def _build_tables(catalog: Catalog, category: str | None, side_info: str) -> RetrievalTables:

@@ -484,6 +484,79 @@ def test_human_captions_keep_each_splits_gallery(imported_train_val):
     assert set(targets.tolist()) <= set(val.tolist())
 
 
+@pytest.mark.parametrize("category", ["dress", "shirt", "toptee"])
+def test_reset_options_start_the_annotated_pair_in_a_category_env(imported_train_val, category):
+    """Reset options are indices in play; annotated pairs are catalog rows, converted with
+    index_of_row (a category env's item i is not catalog row i)."""
+    catalog = open_catalog(imported_train_val)
+    captions = HumanCaptions.load(imported_train_val).select("val", category)
+    targets, candidates = captions.rows(catalog)
+    env = gym.make(
+        "fiq_gym/FashionIQ-v3",
+        catalog=str(imported_train_val),
+        category=category,
+        user="dataset",
+        user_kwargs={"split": "val", "mode": "joined"},
+    )
+    inner = env.unwrapped
+    if category != "dress":  # the catalog lists dress first: rows and indices differ here
+        assert not np.array_equal(inner.gallery.rows, np.arange(inner.num_items))
+    for k in range(3):
+        t, c = int(targets[k]), int(candidates[k])
+        options = {"target": inner.index_of_row(t), "shown": inner.index_of_row(c)}
+        _, info = env.reset(seed=k, options=options)
+        entry = captions.entries[k]
+        same = [
+            x
+            for e in captions.entries
+            if (e.target, e.candidate) == (entry.target, entry.candidate)
+            for x in e.captions
+        ]
+        assert info["caption_text"] == join_captions(same)  # the pair's human captions, joined
+        assert inner.row_of_index(info["shown"]) == c
+        assert catalog.ids[inner.row_of_index(options["target"])] == captions.entries[k].target
+    # Arrays convert element-wise and round-trip; in_play tells which rows can start.
+    assert np.array_equal(inner.row_of_index(inner.index_of_row(targets)), targets)
+    every = np.arange(len(catalog))
+    assert np.array_equal(every[inner.gallery.in_play(every)], inner.gallery.rows)
+    assert inner.gallery.in_play(int(targets[0])) is True
+    # A row of another category is not in play: one line naming the row and the fix.
+    other = int(np.flatnonzero(catalog.categories != catalog.category_names.index(category))[0])
+    with pytest.raises(ValueError, match=rf"catalog row {other} is not in play.*category=None") as caught:
+        inner.index_of_row(other)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ValueError, match="not in play"):
+        inner.index_of_row(np.array([int(targets[0]), other]))
+    with pytest.raises(ValueError, match="must be an integer"):
+        inner.index_of_row(1.5)
+    with pytest.raises(ValueError, match="not an index in play"):
+        inner.row_of_index(inner.num_items)
+    # Passing a catalog row as a reset option names the conversion when it is out of range.
+    with pytest.raises(ValueError, match=r"index_of_row\(row\)"):
+        env.reset(options={"target": len(catalog)})
+    env.close()
+
+
+def test_vector_env_reset_options_take_converted_rows(imported_train_val):
+    catalog = open_catalog(imported_train_val)
+    captions = HumanCaptions.load(imported_train_val).select("val", "shirt")
+    targets, candidates = captions.rows(catalog)
+    envs = gym.make_vec(
+        "fiq_gym/FashionIQShirt-v3",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        catalog=str(imported_train_val),
+        user="dataset",
+        user_kwargs={"split": "val", "mode": "joined"},
+    )
+    options = {"target": envs.index_of_row(targets[:2]), "shown": envs.index_of_row(candidates[:2])}
+    _, info = envs.reset(seed=0, options=options)
+    for k, entry in enumerate(captions.entries[:2]):
+        assert all(x in info["caption_text"][k] for x in entry.captions)
+    assert np.array_equal(envs.row_of_index(info["shown"]), candidates[:2])
+    envs.close()
+
+
 @pytest.mark.slow
 def test_single_shot_retriever_learns_and_benchmark_writes_reports(imported_train_val, tmp_path):
     from fiq_gym.agents.single_shot import Args, evaluate_single_shot, load_single_shot, train

@@ -104,6 +104,9 @@ class HumanCaptions:
     def rows(self, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
         """(targets, candidates) as catalog rows, int64; -1 for a missing target.
 
+        Catalog rows, not the indices in play that an env's reset options take: in a category
+        env convert with ``env.unwrapped.index_of_row(row)``.
+
         Raises :class:`CatalogError` naming the first id the catalog lacks.
         """
         position = {str(x): i for i, x in enumerate(np.asarray(catalog.ids).tolist())}

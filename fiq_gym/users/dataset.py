@@ -6,7 +6,8 @@ may show any item, so most pairs it meets were never annotated; what happens the
 
 * ``fallback=None`` (the default) raises :class:`UnannotatedPairError`, naming the pair and
   both fixes. Use this for single-shot evaluation, where every query is an annotated pair
-  (start episodes with ``reset(options={"target": t, "shown": c})`` and run one turn).
+  (start episodes with ``reset(options={"target": t, "shown": c})``, the pair's catalog rows
+  converted to indices in play with ``env.unwrapped.index_of_row``, and run one turn).
 * ``fallback=user`` (e.g. a :class:`~fiq_gym.users.TemplateUser` or the transformer shopper
   trained on the human captions) answers every unannotated pair; the replayed share is
   reported by :attr:`DatasetUser.replayed` / :attr:`DatasetUser.answered`.
@@ -126,7 +127,11 @@ class DatasetUser(User):
         return len(self._captions)
 
     def annotated_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(targets, shown) rows of every annotated pair, int64, in first-seen order."""
+        """(targets, shown) catalog rows of every annotated pair, int64, in first-seen order.
+
+        Catalog rows, not the indices in play that an env's reset options take: in a category
+        env convert with ``env.unwrapped.index_of_row(row)`` (keep the pairs in play with
+        ``env.unwrapped.gallery.in_play(rows)``)."""
         keys = list(self._captions)
         return (
             np.array([k[0] for k in keys], dtype=np.int64),
@@ -185,7 +190,8 @@ class DatasetUser(User):
                     f"{ids[shown[i]]!s} (row {shown[i]}), and this DatasetUser has no fallback "
                     f"({len(missing)} of {len(targets)} pairs in this batch are unannotated); pass "
                     "fallback=TemplateUser(catalog) (or another user) to answer them, or start "
-                    "single-shot episodes on annotated pairs with reset(options={'target': t, 'shown': s})"
+                    "single-shot episodes on annotated pairs with reset(options={'target': t, 'shown': s}) "
+                    "(indices in play: env.unwrapped.index_of_row(row))"
                 )
             sub_rng = rng if isinstance(rng, np.random.Generator) else [rng[i] for i in missing]
             answer = self.fallback.describe(targets[missing], shown[missing], sub_rng)
