@@ -586,7 +586,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "env_version": ENV_VERSION,
             "args": self._args,
             "render_mode": self.render_mode,
-            "dialog": self._dialog_state(),
+            "dialog": self._dialog.state_dict(),
             "np_random": self._np_random,
             "needs_reset": self._needs_reset,
             "log": self._log,
@@ -629,32 +629,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             configuration=a.get("configuration", "default"),  # pickles of older versions lack it
             scoring=a.get("scoring", "float32"),
         )
-        for k, v in state["dialog"].items():
-            if isinstance(v, np.ndarray):
-                getattr(self._dialog, k)[...] = v
-            else:
-                setattr(self._dialog, k, v)
+        self._dialog.load_state_dict(state["dialog"])
         self._np_random = state["np_random"]
         self._needs_reset, self._log, self._last = state["needs_reset"], state["log"], state["last"]
-
-    def _dialog_state(self) -> dict[str, Any]:
-        d = self._dialog
-        keys = (
-            "target",
-            "shown",
-            "turn",
-            "percentile",
-            "history",
-            "caption_history",
-            "caption_length_history",
-            "candidates",
-            "candidate_scores",
-            "candidate_mask",
-        )
-        state: dict[str, Any] = {k: getattr(d, k).copy() for k in keys}
-        state["shortlist_rngs"] = list(d.shortlist_rngs)
-        state["caption_texts"] = [list(t) for t in d.caption_texts]
-        return state
 
 
 class _RemovedEnvV0:

@@ -89,7 +89,8 @@ class SB3VecEnvAdapter(VecEnv):
         if self._actions is None:
             raise RuntimeError("step_async() must be called before step_wait()")
         actions = self._actions
-        if self.venv.config.action_mode in ("index", "shortlist"):
+        if isinstance(self.venv.single_action_space, gym.spaces.Discrete):
+            # SB3 hands discrete actions as (n, 1) or float arrays; the env takes (n,) integers.
             actions = actions.astype(np.int64).reshape(self.num_envs)
         obs, reward, terminated, truncated, info = self.venv.step(actions)
         self._actions = None

@@ -17,10 +17,17 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from fiq_gym.metrics import rank_percentile, target_rank
-from fiq_gym.ranking import DenseRanker, Ranker, best_unseen
+from fiq_gym.action_modes import (
+    ACTION_MODES,
+    CANDIDATE_KEYS,
+    ActionMode,
+    FirstStage,
+    ShortlistMode,
+    mode_class,
+)
+from fiq_gym.metrics import rank_percentile
+from fiq_gym.ranking import DenseRanker, Ranker
 from fiq_gym.retrieval import RetrievalTables
-from fiq_gym.shortlist import DialogView, FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.threads import blas_threads
 from fiq_gym.users.base import User
@@ -37,10 +44,8 @@ __all__ = [
     "DialogBatch",
     "DialogConfig",
     "Transition",
-    "shown_item",
 ]
 
-ACTION_MODES = ("index", "query", "scores", "shortlist")
 REWARDS = ("percentile", "delta", "success", "reciprocal_rank")
 # The current turn: the caption about the item shown, that item, and the turn number.
 CORE_OBSERVATION_KEYS = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
@@ -55,9 +60,6 @@ HISTORY_KEYS = (
 )
 # The default observation: the current turn plus the dialog so far.
 OBSERVATION_KEYS = CORE_OBSERVATION_KEYS + HISTORY_KEYS
-# The shortlist's candidates (``action_mode="shortlist"`` only, where they are in the default
-# observation): slot k's features, attribute scores, first-stage score and validity.
-CANDIDATE_KEYS = ("candidate_features", "candidate_attributes", "candidate_scores", "candidate_mask")
 # Asked for by name only: one flag per item in play (which items were shown this dialog).
 OPTIONAL_KEYS = ("shown_mask",)
 # ``shown_mask`` is offered on catalogs of at most this many items in play.
@@ -94,8 +96,7 @@ class DialogConfig:
     caption_text: bool = True
 
     def __post_init__(self) -> None:
-        if self.action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {list(ACTION_MODES)}, got {self.action_mode!r}")
+        mode = mode_class(self.action_mode)
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
         bonus = self.success_bonus
@@ -130,9 +131,7 @@ class DialogConfig:
                 f"observation_keys must be a sequence of key names, got the string {given!r}; write ({given!r},)"
             )
         keys = tuple(self.observation_keys)
-        allowed: tuple[str, ...] = OBSERVATION_KEYS + OPTIONAL_KEYS
-        if self.action_mode == "shortlist":
-            allowed = allowed + CANDIDATE_KEYS
+        allowed: tuple[str, ...] = OBSERVATION_KEYS + OPTIONAL_KEYS + mode.observation_keys
         unknown = [k for k in keys if k not in allowed]
         if unknown or not keys or len(set(keys)) != len(keys):
             raise ValueError(
@@ -160,7 +159,7 @@ class DialogConfig:
     @classmethod
     def default_keys(cls, action_mode: str = "index") -> tuple[str, ...]:
         """The observation keys an environment returns unless told otherwise."""
-        return OBSERVATION_KEYS + CANDIDATE_KEYS if action_mode == "shortlist" else OBSERVATION_KEYS
+        return OBSERVATION_KEYS + mode_class(action_mode).observation_keys
 
     @property
     def num_explore(self) -> int:
@@ -215,26 +214,10 @@ class DialogBatch:
                 f"observation key 'shown_mask' needs at most {SHOWN_MASK_LIMIT} items in play, this env has "
                 f"{tables.num_items}; leave it out (history_features says what was shown) or pick a category"
             )
-        # shortlist mode: each dialog's first-stage stream, caption texts, and current candidates.
-        self.first_stage = first_stage
-        k = config.shortlist_size
-        self.candidates = np.full((b, k), -1, dtype=np.int64)
-        self.candidate_scores = np.zeros((b, k), dtype=np.float32)
-        self.candidate_mask = np.zeros((b, k), dtype=np.int8)
-        self.shortlist_rngs: list[np.random.Generator] = [np.random.default_rng(0) for _ in range(b)]
-        self.caption_texts: list[list[str]] = [[] for _ in range(b)]
         # Each dialog's latest caption text, kept for rendering even when ``info`` leaves it out.
         self.last_caption = np.full(b, "", dtype=object)
-        if config.action_mode == "shortlist":
-            if first_stage is None:
-                raise ValueError("action_mode='shortlist' needs a first stage (see fiq_gym.shortlist)")
-            need = k + config.max_turns + 1
-            if tables.num_items < need:
-                raise ValueError(
-                    f"shortlist_size={k} needs at least {need} items in play (K + max_turns + 1), this env has "
-                    f"{tables.num_items}; pass a smaller shortlist_size"
-                )
-        self._action_space = self._make_action_space()
+        # What differs by action mode (space, rule, extra keys and state) lives in the mode.
+        self.mode: ActionMode = mode_class(config.action_mode).build(tables, b, config, first_stage)
 
     # --- spaces ----------------------------------------------------------------------------
     def observation_space(self) -> spaces.Dict:
@@ -256,68 +239,62 @@ class DialogBatch:
             "history_caption_lengths": spaces.Box(0, length, (rows,), np.int64),
             "history_mask": spaces.MultiBinary(rows),
             "shown_mask": spaces.MultiBinary(t.num_items),
-            "candidate_features": spaces.Box(-1.0, 1.0, (c.shortlist_size * d,), np.float32),
-            "candidate_attributes": spaces.Box(0.0, 1.0, (c.shortlist_size * a,), np.float32),
-            "candidate_scores": spaces.Box(-1.0, 1.0, (c.shortlist_size,), np.float32),
-            "candidate_mask": spaces.MultiBinary(c.shortlist_size),
+            **self.mode.observation_spaces(),
         }
         return spaces.Dict({k: all_spaces[k] for k in c.observation_keys})
 
-    def action_space(self) -> spaces.Discrete | spaces.Box:
-        """The single-dialog action space (one shared instance)."""
-        return self._action_space
+    def action_space(self) -> spaces.Space[Any]:
+        """The single-dialog action space (one shared instance, the mode's)."""
+        return self.mode.space
 
-    def _make_action_space(self) -> spaces.Discrete | spaces.Box:
-        mode, t = self.config.action_mode, self.tables
-        if mode == "index":
-            return spaces.Discrete(t.num_items)
-        if mode == "shortlist":
-            return spaces.Discrete(self.config.shortlist_size)
-        if mode == "query":
-            return spaces.Box(-1.0, 1.0, (t.feature_dim,), np.float32)
-        return spaces.Box(-1.0, 1.0, (t.num_items,), np.float32)
-
-    # --- actions ---------------------------------------------------------------------------
     def check_actions(self, actions: Any, batched: bool) -> np.ndarray:
         """Validate actions against the action space; raise ``ValueError`` naming both.
 
         Returns int64 indices (B,) or float32 arrays (B, dim).
         """
-        space = self.action_space()
-        b = self.num_dialogs if batched else 1
-        arr = np.asarray(actions)
-        if isinstance(space, spaces.Discrete):  # the index and shortlist modes
-            what = "item index" if self.config.action_mode == "index" else "candidate slot"
-            want: tuple[int, ...] = (b,) if batched else ()
-            ok_kind = arr.dtype.kind in "iu"
-            if not ok_kind or arr.shape != want:
-                raise ValueError(
-                    f"action must be an integer {what} of shape {want} for {space}, "
-                    f"got {actions!r} (dtype {arr.dtype}, shape {arr.shape})"
-                )
-            arr = arr.astype(np.int64).reshape(b)
-            bad = (arr < 0) | (arr >= space.n)
-            if bad.any():
-                raise ValueError(
-                    f"action {arr[bad][0]} is out of range for {space}: indices lie in [0, {space.n - 1}]"
-                )
-            return arr
-        dim = space.shape[0]
-        want = (b, dim) if batched else (dim,)
-        if arr.dtype.kind != "f" or arr.shape != want:
-            raise ValueError(
-                f"action must be a float array of shape {want} for {space}, got dtype {arr.dtype}, shape {arr.shape}"
-            )
-        if not np.isfinite(arr).all():
-            raise ValueError(
-                f"action contains NaN or inf for {space}; got {arr.reshape(-1)[~np.isfinite(arr.reshape(-1))][:3]}"
-            )
-        if (arr < -1.0).any() or (arr > 1.0).any():
-            raise ValueError(
-                f"action values must lie in [-1, 1] for {space}; got min {arr.min():.4g}, max {arr.max():.4g} "
-                "(scale your scores or queries: only their order matters)"
-            )
-        return arr.astype(np.float32, copy=False).reshape(b, dim)
+        return self.mode.check(actions, batched)
+
+    def outcome(
+        self, actions: np.ndarray, rows: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What checked ``actions`` would show in dialogs ``rows`` (default: all), by the
+        env's own rule and ranker, without stepping: ``(shown, rank, repeated)``, the rank 0
+        where the target is shown. :meth:`step` plays exactly this; ``fiq-gym play`` asks it
+        to tell a person what is shown before the shopper answers."""
+        rows = np.arange(self.num_dialogs) if rows is None else np.asarray(rows, dtype=np.int64)
+        shown, rank, repeated = self.mode.outcome(
+            self.ranker, rows, actions, self.target[rows], self.history[rows]
+        )
+        rank[shown == self.target[rows]] = 0
+        return shown, rank, repeated
+
+    # --- state -----------------------------------------------------------------------------
+    #: The engine's own per-dialog arrays (the mode keeps its own, :meth:`ActionMode.state_dict`).
+    STATE_KEYS = (
+        "target",
+        "shown",
+        "turn",
+        "percentile",
+        "history",
+        "caption_history",
+        "caption_length_history",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every dialog's state (copies): the engine's arrays and the mode's, for pickles."""
+        state: dict[str, Any] = {k: getattr(self, k).copy() for k in self.STATE_KEYS}
+        state["mode"] = self.mode.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into an engine built with the same settings."""
+        for k in self.STATE_KEYS:
+            getattr(self, k)[...] = state[k]
+        if "mode" in state:
+            self.mode.load_state_dict(state["mode"])
+        elif isinstance(self.mode, ShortlistMode):
+            # Pickles of fiq-gym 0.2.0 (before action modes were objects) kept the shortlist's state among the engine's keys.
+            self.mode.load_state_dict(state)
 
     # --- dynamics --------------------------------------------------------------------------
     def _observe(
@@ -362,66 +339,8 @@ class DialogBatch:
             mask = np.zeros((b, t.num_items), dtype=np.int8)
             mask[np.nonzero(filled)[0], history[filled]] = 1
             obs["shown_mask"] = mask
-        if self.config.action_mode == "shortlist":
-            for i, row in enumerate(rows):
-                self.caption_texts[row].append(captions[i])
-            self._propose(rows)
-            cand = self.candidates[rows]
-            valid = self.candidate_mask[rows].astype(bool)
-            safe = np.maximum(cand, 0)
-            if "candidate_features" in keys:
-                obs["candidate_features"] = (t.features[safe] * valid[..., None]).reshape(b, -1)
-            if "candidate_attributes" in keys:
-                obs["candidate_attributes"] = (t.side_info[safe] * valid[..., None]).reshape(b, -1)
-            if "candidate_scores" in keys:
-                obs["candidate_scores"] = self.candidate_scores[rows].copy()
-            if "candidate_mask" in keys:
-                obs["candidate_mask"] = self.candidate_mask[rows].copy()
+        obs.update(self.mode.observe(rows, captions, self.history[rows], self.turn[rows]))
         return obs, captions
-
-    def _propose(self, rows: np.ndarray) -> None:
-        """The first stage's K candidates for dialogs ``rows``: the best-scoring unseen items
-        (ties: the lower index first), ``num_explore`` of them replaced by uniform random
-        unseen items, in a random order drawn from the dialog's shortlist stream."""
-        assert self.first_stage is not None
-        n, k, n_explore = self.tables.num_items, self.config.shortlist_size, self.config.num_explore
-        view = DialogView(
-            gallery=self.tables,
-            history=self.history[rows].copy(),
-            captions=[tuple(self.caption_texts[r]) for r in rows],
-            turn=self.turn[rows].copy(),
-            rngs=[self.shortlist_rngs[r] for r in rows],
-        )
-        scores = np.asarray(self.first_stage(view), dtype=np.float64)
-        if scores.shape != (len(rows), n):
-            raise ValueError(
-                f"the first stage returned scores of shape {scores.shape}, expected ({len(rows)}, {n}): "
-                "one score per item in play for each dialog"
-            )
-        for i, row in enumerate(rows):
-            rng = self.shortlist_rngs[row]
-            s = scores[i].copy()
-            s[np.nan_to_num(s, nan=-np.inf) != s] = -np.inf  # NaN never proposed
-            seen = self.history[row][self.history[row] >= 0]
-            s[seen] = -np.inf
-            top = _best(s, k - n_explore)
-            top = top[np.isfinite(s[top])]
-            picks = np.empty(0, dtype=np.int64)
-            if n_explore:
-                pool = np.ones(n, dtype=bool)
-                pool[seen] = False
-                pool[top] = False
-                pool_idx = np.flatnonzero(pool)
-                picks = rng.choice(pool_idx, size=min(n_explore, len(pool_idx)), replace=False)
-            chosen = np.concatenate([top, picks]).astype(np.int64)
-            chosen = chosen[rng.permutation(len(chosen))]
-            m = len(chosen)
-            self.candidates[row] = -1
-            self.candidates[row, :m] = chosen
-            self.candidate_mask[row] = 0
-            self.candidate_mask[row, :m] = 1
-            self.candidate_scores[row] = 0.0
-            self.candidate_scores[row, :m] = np.clip(np.nan_to_num(scores[i][chosen], neginf=-1.0), -1.0, 1.0)
 
     def _info(
         self,
@@ -445,8 +364,7 @@ class DialogBatch:
         self.last_caption[rows] = captions
         if self.config.caption_text:
             info["caption_text"] = np.array(captions, dtype=object)
-        if self.config.action_mode == "shortlist":
-            info["candidates"] = self.candidates[rows].copy()
+        info.update(self.mode.info(rows))
         if self.config.expose_target:
             info["target"] = self.target[rows].copy()
         return info
@@ -552,9 +470,8 @@ class DialogBatch:
             else:
                 drawn_t[k] = t
             drawn_s[k] = s + (s >= drawn_t[k]) if shown is None else shown[k]
-            if self.config.action_mode == "shortlist":
-                # The shortlist's own stream: candidates never shift the shopper's draws.
-                self.shortlist_rngs[rows[k]] = np.random.default_rng(int(rng.integers(2**63)))
+        # The mode's own streams, drawn after the reset's: they never shift the shopper's draws.
+        self.mode.start(rows, rngs)
         self.target[rows] = drawn_t
         self.shown[rows] = drawn_s
         self.turn[rows] = 0
@@ -562,8 +479,6 @@ class DialogBatch:
         self.history[rows, 0] = drawn_s
         self.caption_history[rows] = 0
         self.caption_length_history[rows] = 0
-        for row in rows:
-            self.caption_texts[row] = []
         rank = self.ranker.similar_ranks(drawn_s, drawn_t)
         success = drawn_s == drawn_t
         rank[success] = 0
@@ -593,26 +508,8 @@ class DialogBatch:
     ) -> Transition:
         rows = np.arange(self.num_dialogs) if rows is None else np.asarray(rows, dtype=np.int64)
         n = self.tables.num_items
-        mode = self.config.action_mode
-        target, history = self.target[rows], self.history[rows]
-        if mode == "shortlist":
-            empty = self.candidate_mask[rows, actions] == 0
-            if empty.any():
-                raise ValueError(
-                    f"candidate slot {actions[empty][0]} is empty (obs['candidate_mask'] is 0 there); "
-                    "choose a slot whose mask is 1"
-                )
-        if mode in ("index", "shortlist"):
-            shown, repeated = _chosen_item(mode, actions, history, self.candidates[rows])
-            rank = self.ranker.similar_ranks(shown, target)
-        elif mode == "query":
-            shown, rank = self.ranker.query_ranks(actions, target, history)
-            repeated = np.zeros(len(rows), dtype=bool)
-        else:  # scores: the agent's scores are the ranking
-            shown, rank = best_unseen(actions, history), target_rank(actions, target)
-            repeated = np.zeros(len(rows), dtype=bool)
-        success = shown == target
-        rank[success] = 0
+        shown, rank, repeated = self.outcome(actions, rows)
+        success = shown == self.target[rows]
         percentile = rank_percentile(rank, n)
 
         cfg = self.config
@@ -633,61 +530,3 @@ class DialogBatch:
         obs, captions = self._observe(rows, rngs)
         info = self._info(rows, captions, rank, percentile, success, repeated)
         return Transition(obs, reward.astype(np.float64), terminated, truncated, info)
-
-
-def shown_item(
-    action_mode: str,
-    actions: np.ndarray,
-    features: np.ndarray,
-    history: np.ndarray,
-    candidates: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The environment's rule for which item a turn shows, with the default ``"float32"``
-    scoring: what ``fiq-gym play`` announces to a person before stepping (the env's step asks
-    its ranker, :mod:`fiq_gym.ranking`, which follows the same rule).
-
-    Args:
-        action_mode: ``index``, ``shortlist``, ``query`` or ``scores``.
-        actions: B checked actions (item ids, slots, (B, D) queries or (B, N) scores).
-        features: (N, D) unit-norm item features.
-        history: (B, T + 1) items shown so far in each dialog, -1 where none.
-        candidates: (B, K) item ids in the slots (``shortlist`` mode only).
-
-    Returns:
-        ``(shown, scores, repeated)``: the (B,) items shown; the (B, N) scores the target's
-        rank is read from (similarity to the shown item in ``index``/``shortlist`` mode, the
-        agent's scores otherwise); whether each shown item was shown before in its dialog
-        (only possible in ``index`` mode: the other modes show the best unseen item).
-    """
-    if action_mode in ("index", "shortlist"):
-        shown, repeated = _chosen_item(action_mode, actions, history, candidates)
-        return shown, features[shown] @ features.T, repeated
-    scores = actions @ features.T if action_mode == "query" else actions
-    return best_unseen(scores, history), scores, np.zeros(len(history), dtype=bool)
-
-
-def _chosen_item(
-    action_mode: str, actions: np.ndarray, history: np.ndarray, candidates: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``index`` / ``shortlist`` mode: the item the action names (directly, or through its
-    candidate slot) and whether it was shown before in its dialog."""
-    if action_mode == "shortlist":
-        if candidates is None:
-            raise ValueError("shortlist mode needs the candidates the slots refer to")
-        shown = candidates[np.arange(len(actions)), actions]
-    else:
-        shown = np.asarray(actions, dtype=np.int64)
-    return shown, (history == shown[:, None]).any(axis=1)
-
-
-def _best(scores: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the ``m`` highest ``scores``, best first, ties to the lower index: the first
-    ``m`` of a stable argsort of ``-scores``, without sorting all N items each turn."""
-    n = len(scores)
-    if m <= 0:
-        return np.empty(0, dtype=np.int64)
-    if m >= n:
-        return np.argsort(-scores, kind="stable")
-    threshold = np.partition(scores, n - m)[n - m]  # the m-th highest score
-    pool = np.flatnonzero(scores >= threshold)  # ascending index, so a stable sort breaks ties low
-    return pool[np.argsort(-scores[pool], kind="stable")][:m]

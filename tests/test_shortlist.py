@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import fiq_gym  # noqa: F401
-from fiq_gym.dialog_engine import CANDIDATE_KEYS, _best
+from fiq_gym.action_modes import CANDIDATE_KEYS, best_indices
 from fiq_gym.envs import ENV_IDS, FashionIQEnv
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.errors import FallbackWarning
@@ -301,7 +301,7 @@ def test_a_callable_first_stage_and_masked_slots(small_catalog_path, quiet):
 def test_best_candidates_equal_a_full_stable_sort(scores, m):
     """The partial selection behind the shortlist ranks exactly like sorting every item."""
     s = np.array(scores)
-    np.testing.assert_array_equal(_best(s, m), np.argsort(-s, kind="stable")[:m])
+    np.testing.assert_array_equal(best_indices(s, m), np.argsort(-s, kind="stable")[:m])
 
 
 def test_retriever_first_stage_scores_do_not_depend_on_its_cache(quiet):
@@ -318,7 +318,7 @@ def test_retriever_first_stage_scores_do_not_depend_on_its_cache(quiet):
     view = DialogView(
         gallery=dialog.tables,
         history=dialog.history.copy(),
-        captions=[tuple(dialog.caption_texts[0])],
+        captions=[tuple(dialog.mode.caption_texts[0])],
         turn=dialog.turn.copy(),
         rngs=[np.random.default_rng(0)],
     )

@@ -6,12 +6,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from fiq_gym.action_modes import ACTION_MODES
 from fiq_gym.cli_args import catalog_arg, int_between, path_arg, path_or_name, seed, spec_arg
 from fiq_gym.links import doc_url
 
 __all__ = ["add_command"]
-
-_ACTION_MODES = ("index", "query", "scores", "shortlist")
 
 
 def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], int]) -> None:
@@ -77,7 +76,7 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     )
     env.add_argument(
         "--action-mode",
-        choices=_ACTION_MODES,
+        choices=ACTION_MODES,
         help="action mode of random and greedy (default shortlist); a checkpoint keeps its own",
     )
     env.add_argument("--max-turns", type=int_between(1), help="turns per dialog (default 5)")

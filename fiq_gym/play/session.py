@@ -7,14 +7,12 @@ agent, the dialog history and saving.
 **How a person fits the env's turn order.** The env asks its user for the caption of a
 garment in the same ``reset`` / ``step`` call that shows it, but a person can only describe
 a garment after seeing it. So each turn is *announced* first: the agent acts on the last
-observation, and the session works out which garment that action shows and where the target
-then ranks, by the rule the env documents (``scores`` / ``query``: the best-scoring item not
-yet shown, ties to the lowest index; ranks with :func:`fiq_gym.metrics.target_rank`). The
-person sees that garment and answers; the session queues the answer on its
-:class:`~fiq_gym.users.human.HumanUser` and only then calls ``env.step(action)`` with the
-agent's action, which captions the garment with the person's words. The env's ``info``
-(shown item, rank) is checked against the announcement, so the two can never drift apart
-silently. The person is not asked about the target once it is shown (the dialog is won) nor
+observation, and the session asks the env which garment that action would show and where the
+target would then rank, without stepping (:func:`fiq_gym.envs.inner.step_outcome`: the env's
+own action mode and ranker, the code its ``step`` runs). The person sees that garment and
+answers; the session queues the answer on its :class:`~fiq_gym.users.human.HumanUser` and
+only then calls ``env.step(action)`` with the agent's action, which captions the garment with
+the person's words. The person is not asked about the target once it is shown (the dialog is won) nor
 about the garment shown at the last turn (nobody would read the answer).
 
 In **watch** mode the agent's training shopper (template or transformer) answers instead,
@@ -31,8 +29,8 @@ from typing import TYPE_CHECKING, Any, cast
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.dialog_engine import shown_item
-from fiq_gym.metrics import rank_percentile, target_rank
+from fiq_gym.envs.inner import similar_rank, step_outcome
+from fiq_gym.metrics import rank_percentile
 from fiq_gym.play.agent import PlayAgent
 from fiq_gym.play.record import DialogRecord, TurnRecord, append_dialogs, catalog_identity
 from fiq_gym.users.human import HumanUser, clean_caption
@@ -175,8 +173,7 @@ class PlaySession:
             )
             if self.mode == "human":
                 # Announce the first garment; the env is reset once the person has answered.
-                scores = self.gallery.features[np.array([s])] @ self.gallery.features.T
-                self._add_turn(s, int(target_rank(scores, np.array([t]))[0]))
+                self._add_turn(s, similar_rank(self.env, s, t))
             else:
                 obs, info = self.env.reset(seed=self._reset_seed, options={"target": t, "shown": s})
                 self._after_env(obs, info)
@@ -207,11 +204,9 @@ class PlaySession:
                     obs, info = self.env.reset(
                         seed=self._reset_seed, options={"target": d.target_index, "shown": turn.shown_index}
                     )
-                    self._check(info, turn)
                     self.retriever.reset(*self._batched(obs, info), np.ones(1, dtype=bool))
                 else:
                     obs, _, _, _, info = self.env.step(self._pending)
-                    self._check(info, turn)
             except BaseException:
                 turn.caption, turn.unknown_words = None, []
                 self.human.clear()
@@ -343,30 +338,9 @@ class PlaySession:
         return np.asarray(self.retriever.act(*self._batched(self._obs, self._info)))[0]
 
     def _announce(self, action: np.ndarray) -> tuple[int, int]:
-        """The garment ``env.step(action)`` will show and the target's rank then, by the env's
-        own rule (:func:`fiq_gym.dialog_engine.shown_item`); checked against the env's info after
-        the step."""
-        d = self.dialog
-        assert d is not None and self._info is not None
-        mode = self.agent.action_mode
-        history = np.array([[t.shown_index for t in d.turns]], dtype=np.int64)
-        actions: np.ndarray
-        if mode in ("query", "scores"):
-            actions = np.asarray(action, dtype=np.float32).reshape(1, -1)
-        else:
-            actions = np.asarray(action, dtype=np.int64).reshape(1)
-        candidates = self._info.get("candidates")
-        shown, scores, _ = shown_item(
-            mode,
-            actions,
-            self.gallery.features,
-            history,
-            None if candidates is None else np.asarray(candidates).reshape(1, -1),
-        )
-        shown_index = int(shown[0])
-        target = np.array([d.target_index])
-        rank = 0 if shown_index == d.target_index else int(target_rank(scores, target)[0])
-        return shown_index, rank
+        """The garment ``env.step(action)`` will show and the target's rank then, asked of the
+        env itself (the code its ``step`` runs), before the person answers."""
+        return step_outcome(self.env, action)
 
     def _announce_next(self) -> None:
         d = self.dialog
@@ -379,19 +353,11 @@ class PlaySession:
             # Nobody is asked about the last garment: the dialog ends with this step.
             self.human.answer(d.target_row, turn.shown_row, "")
             _, _, terminated, truncated, info = self.env.step(action)
-            self._check(info, turn)
             if not (terminated or truncated):
                 raise RuntimeError("the env did not end the dialog where the session expected it to")
             self._finish(bool(info["is_success"]))
         else:
             self._pending = action
-
-    def _check(self, info: dict[str, Any], turn: TurnRecord) -> None:
-        if int(info["shown"]) != turn.shown_index or int(info["rank"]) != turn.rank:
-            raise RuntimeError(
-                f"the env showed item {info['shown']} (target rank {info['rank']}) but the session announced "
-                f"item {turn.shown_index} (rank {turn.rank}); please report this as a bug"
-            )
 
     def _finish(self, success: bool) -> None:
         d = self.dialog

@@ -24,14 +24,13 @@ same candidates as a single env seeded alike, bit for bit.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fiq_gym.action_modes import DialogView, FirstStage
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.retriever import RetrieverNet, gallery_tensors, load_checkpoint
@@ -54,29 +53,6 @@ __all__ = [
 DEFAULT_FIRST_STAGE = Path(__file__).resolve().parent / "default"
 #: Bumped (together with the environment ids) whenever the shipped first stage changes.
 FIRST_STAGE_VERSION = 2
-
-
-@dataclass(frozen=True)
-class DialogView:
-    """What a first stage may read about B dialogs: their history, never their targets.
-
-    Attributes:
-        gallery: features and attribute scores of the items in play.
-        history: (B, T + 1) items shown at turns 0..t (row 0 the reset's), -1 afterwards.
-        captions: per dialog, the caption texts of turns 0..t.
-        turn: (B,) turns taken.
-        rngs: one generator per dialog, the dialog's shortlist stream (for random first
-            stages; drawing from it changes nothing else in the episode).
-    """
-
-    gallery: RetrievalTables
-    history: np.ndarray
-    captions: Sequence[Sequence[str]]
-    turn: np.ndarray
-    rngs: Sequence[np.random.Generator]
-
-
-FirstStage = Callable[[DialogView], np.ndarray]
 
 
 class RandomFirstStage:
