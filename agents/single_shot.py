@@ -15,9 +15,18 @@ weights as ``tokenizer.json``.
 
 Evaluation: for every query of ``eval_split`` with a target, the rank of the target among
 that split's images of the query's category (the candidate stays in the gallery, as in the
-challenge's evaluation), reported as R@10 and R@50 per category and their mean.
+challenge's evaluation), reported as R@10 and R@50 per category and their mean. The split is
+``val`` (Fashion IQ) or ``eval`` (Shoes) unless ``--eval-split`` names another; a split
+without targets (Fashion IQ's ``test``) cannot be scored and is refused before training, as
+is an import without an evaluation split (never a silent fallback).
+
+Predictions: :func:`predict_single_shot` ranks the gallery for every query of a split, with or
+without targets; ``fiq-gym predict CHECKPOINT --out DIR`` writes the Fashion IQ challenge's
+files from it (:func:`write_predictions`: ``{category}.test.pred.json``, every test entry in
+file order with the top-50 ASINs as ``"ranking"``, as the release's start kit writes them).
 
     fiq-gym train single-shot --catalog catalogs/fashioniq --out runs/single-shot
+    fiq-gym predict runs/single-shot/checkpoint --out runs/single-shot/predictions
     python -m fiq_gym.agents.single_shot --help
 
 Training plays no env: TensorBoard's x axis (``charts/``, ``losses/``, ``eval/``) is the
@@ -29,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,19 +49,41 @@ from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from fiq_gym.agents.retriever import RetrieverConfig, RetrieverNet, load_checkpoint, save_checkpoint
+from fiq_gym.agents.retriever import (
+    RetrieverConfig,
+    RetrieverNet,
+    check_catalog,
+    load_checkpoint,
+    save_checkpoint,
+)
 from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.atomic import atomic_directory, atomic_write_json
 from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.checkpoint import prepare_run
 from fiq_gym.cli_args import CatalogArgument, PathArgument
+from fiq_gym.errors import CheckpointError, DatasetError
 from fiq_gym.metrics import recall_at_k, target_rank
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.text import WordTokenizer
 from fiq_gym.users.dataset import join_captions
 
-__all__ = ["Args", "SingleShotResult", "evaluate_single_shot", "load_single_shot", "train"]
+__all__ = [
+    "PREDICTION_TOP",
+    "Args",
+    "SingleShotResult",
+    "evaluate_single_shot",
+    "load_single_shot",
+    "predict_single_shot",
+    "prediction_file_name",
+    "scoring_split",
+    "train",
+    "write_predictions",
+]
+
+#: ASINs per query in the challenge's prediction files
+PREDICTION_TOP = 50
 
 
 @dataclass
@@ -120,16 +151,63 @@ def _queries(
     return texts, candidates[keep], targets[keep]
 
 
-def _default_eval_split(captions: HumanCaptions) -> str:
-    for split in ("val", "eval", "test"):
-        if split in captions.splits:
-            return split
-    raise ValueError(
-        f"the import has no evaluation split (it has {list(captions.splits)}); import val or eval too"
-    )
+def _scored_queries(captions: HumanCaptions, split: str) -> int:
+    return sum(1 for e in captions.entries if e.split == split and e.target is not None)
+
+
+def scoring_split(captions: HumanCaptions, requested: str = "", option: str = "--eval-split") -> str:
+    """The split to score on: ``requested``, else ``val`` (Fashion IQ) or ``eval`` (Shoes).
+
+    Raises :class:`~fiq_gym.errors.DatasetError` (one line, naming the fix) for a split that
+    was not imported or has no targets to score against (Fashion IQ's ``test``), and when
+    nothing was requested and neither evaluation split was imported: never a silent fallback
+    to another split."""
+    splits = list(captions.splits)
+    if not requested:
+        for split in ("val", "eval"):
+            if _scored_queries(captions, split):
+                return split
+        raise DatasetError(
+            f"the import has no evaluation split with targets (val for Fashion IQ, eval for Shoes; it has "
+            f"{splits}): import it too (fiq-gym catalog import ... --split train val), or name a split "
+            f"with targets with {option}"
+        )
+    if requested not in splits:
+        raise DatasetError(
+            f"{option} {requested}: the import has no {requested!r} captions (it has {splits}); "
+            "import that split, or name one of these"
+        )
+    if not _scored_queries(captions, requested):
+        raise DatasetError(
+            f"{option} {requested}: the {requested!r} split has no targets to score against (Fashion IQ "
+            "releases its test split without them); score on val, and write the challenge's predictions "
+            f"for {requested} with `fiq-gym predict CHECKPOINT --split {requested} --out DIR`"
+        )
+    return requested
 
 
 # --- evaluation ------------------------------------------------------------------------------
+def _gallery_scores(
+    net: RetrieverNet,
+    tokenizer: WordTokenizer,
+    tensors: tuple[torch.Tensor, torch.Tensor],
+    texts: list[str],
+    candidates: np.ndarray,
+    gallery: np.ndarray,
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """(queries, their scores over ``gallery``) in blocks of 512 queries."""
+    features, side = tensors
+    items = net.encode_items(features[gallery], side[gallery])
+    tokens, _ = tokenizer.encode_batch(texts, net.config.max_caption_length)
+    for start in range(0, len(texts), 512):
+        block = slice(start, start + 512)
+        cand = torch.from_numpy(candidates[block])
+        _, query = net.step(
+            net.initial_state(len(cand)), torch.from_numpy(tokens[block]), features[cand], side[cand]
+        )
+        yield block, (query @ items.T).numpy()
+
+
 @torch.no_grad()
 def evaluate_single_shot(
     net: RetrieverNet, tokenizer: WordTokenizer, catalog: Catalog, captions: HumanCaptions, split: str
@@ -137,8 +215,7 @@ def evaluate_single_shot(
     """R@10 / R@50 of every category of ``split`` (queries with a target only)."""
     net.eval()
     tables = retrieval_tables(catalog)
-    features = torch.tensor(np.asarray(tables.features))
-    side = torch.tensor(np.asarray(tables.side_info))
+    tensors = torch.tensor(np.asarray(tables.features)), torch.tensor(np.asarray(tables.side_info))
     per_category: dict[str, dict[str, float]] = {}
     for category in catalog.category_names:
         selected = captions.select(split, category)
@@ -148,16 +225,10 @@ def evaluate_single_shot(
         gallery = captions.gallery_rows(catalog, category, split)
         position = np.full(len(catalog), -1, dtype=np.int64)
         position[gallery] = np.arange(len(gallery))
-        items = net.encode_items(features[gallery], side[gallery])
-        tokens, _ = tokenizer.encode_batch(texts, net.config.max_caption_length)
-        ranks = []
-        for start in range(0, len(texts), 512):
-            stop = start + 512
-            cand = torch.from_numpy(candidates[start:stop])
-            _, query = net.step(
-                net.initial_state(len(cand)), torch.from_numpy(tokens[start:stop]), features[cand], side[cand]
-            )
-            ranks.append(target_rank((query @ items.T).numpy(), position[targets[start:stop]]))
+        ranks = [
+            target_rank(scores, position[targets[block]])
+            for block, scores in _gallery_scores(net, tokenizer, tensors, texts, candidates, gallery)
+        ]
         rank = np.concatenate(ranks)
         per_category[category] = {
             "R@10": recall_at_k(rank, 10),
@@ -178,6 +249,111 @@ def load_single_shot(directory: str | Path) -> tuple[RetrieverNet, WordTokenizer
     return net, WordTokenizer.from_json(file.read_text()), meta
 
 
+# --- the challenge's predictions ---------------------------------------------------------------
+@torch.no_grad()
+def predict_single_shot(
+    net: RetrieverNet,
+    tokenizer: WordTokenizer,
+    catalog: Catalog,
+    captions: HumanCaptions,
+    split: str = "test",
+    top: int = PREDICTION_TOP,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per category, one prediction per entry of ``split`` in file order (targets or not):
+    ``{"candidate", "captions", "ranking"}`` (plus ``"target"`` where it is known), where
+    ``ranking`` is the ``top`` best ids of the split's gallery of that category, best first
+    (the candidate stays in the gallery, as in the evaluation; ties: gallery order)."""
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    net.eval()
+    tables = retrieval_tables(catalog)
+    tensors = torch.tensor(np.asarray(tables.features)), torch.tensor(np.asarray(tables.side_info))
+    ids = np.asarray(catalog.ids)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for category in catalog.category_names:
+        selected = captions.select(split, category)
+        if not selected.entries:
+            continue
+        _, candidates = selected.rows(catalog)
+        texts = [join_captions(e.captions) for e in selected.entries]
+        gallery = captions.gallery_rows(catalog, category, split)
+        k = min(top, len(gallery))
+        predictions = []
+        for block, scores in _gallery_scores(net, tokenizer, tensors, texts, candidates, gallery):
+            best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            for entry, order in zip(selected.entries[block], best, strict=True):
+                prediction: dict[str, Any] = {"candidate": entry.candidate, "captions": list(entry.captions)}
+                if entry.target is not None:
+                    prediction["target"] = entry.target
+                prediction["ranking"] = [str(x) for x in ids[gallery[order]]]
+                predictions.append(prediction)
+        out[category] = predictions
+    net.train()
+    return out
+
+
+def prediction_file_name(category: str, split: str) -> str:
+    """The start kit's name of a category's prediction file."""
+    return f"{category}.{split}.pred.json"
+
+
+def write_predictions(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    catalog: str | Path | None = None,
+    split: str = "test",
+    top: int = PREDICTION_TOP,
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Write the challenge's prediction files for ``split`` into the new directory ``out``
+    (atomically; an existing ``out`` is refused unless ``overwrite``, and even then if it
+    holds anything but prediction files). Returns the predictions written per category.
+
+    Refuses (:class:`~fiq_gym.errors.DatasetError`, naming the fix) an import that skipped
+    entries of the split's caption files: the files' order would no longer match."""
+    net, tokenizer, meta = load_single_shot(checkpoint)
+    if meta.get("agent") != "single-shot":
+        raise CheckpointError(
+            f"{checkpoint} is a {meta.get('agent')!r} checkpoint, not a single-shot one; "
+            "train one with `fiq-gym train single-shot --catalog IMPORTED --out RUN` and pass RUN/checkpoint"
+        )
+    where = catalog or meta.get("args", {}).get("catalog")
+    if not where:
+        raise CheckpointError(f"{checkpoint} names no catalog; pass the imported catalog with --catalog")
+    opened = open_catalog(where)
+    check_catalog(meta, opened, checkpoint)
+    captions = load_human_captions(opened)
+    if not captions.select(split).entries:
+        raise DatasetError(
+            f"the import {where} has no {split!r} captions (it has {list(captions.splits)}); import that split "
+            f"too (fiq-gym catalog import fashioniq ROOT --split train val {split} --out DIR)"
+        )
+    for category in opened.category_names:
+        kept = len(captions.select(split, category).entries)
+        released = captions.source_entries.get(f"{category}.{split}")
+        if released is not None and kept != released:
+            raise DatasetError(
+                f"the import {where} kept {kept} of the {released} entries of cap.{category}.{split}.json "
+                "(its import_report.json says why), so predictions in file order would not line up with "
+                "the challenge's; fix what the report names (e.g. missing images) and re-import"
+            )
+    predictions = predict_single_shot(net, tokenizer, opened, captions, split, top)
+    out = Path(out)
+    names = {prediction_file_name(c, split) for c in opened.category_names}
+    if overwrite and out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in names)
+        if others:
+            raise FileExistsError(
+                f"{out} holds files that are not prediction files ({', '.join(others[:3])}); "
+                "--overwrite replaces only a directory of predictions: choose another --out"
+            )
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        for category, items in predictions.items():
+            atomic_write_json(tmp / prediction_file_name(category, split), items)
+    return {category: len(items) for category, items in predictions.items()}
+
+
 # --- training --------------------------------------------------------------------------------
 def train(args: Args) -> tuple[Path, SingleShotResult]:
     if not args.catalog:
@@ -188,7 +364,7 @@ def train(args: Args) -> tuple[Path, SingleShotResult]:
     rng = np.random.default_rng(args.seed)
     catalog = open_catalog(args.catalog)
     captions = load_human_captions(catalog)
-    eval_split = args.eval_split or _default_eval_split(captions)
+    eval_split = scoring_split(captions, args.eval_split)
     train_entries = captions.select(args.train_split)
     train_rows = train_entries.rows(catalog)
     if (train_rows[0] >= 0).sum() < 2:
@@ -272,6 +448,7 @@ def train(args: Args) -> tuple[Path, SingleShotResult]:
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     args = parse_dataclass_args(Args, argv, __doc__.splitlines()[0], prog=prog)
     checkpoint, result = train(args)
+    print(f"evaluated on the {result.split!r} split")
     for category, values in result.per_category.items():
         print(
             f"{category:<10} R@10 {values['R@10']:.3f}  R@50 {values['R@50']:.3f}  ({values['queries']} queries, gallery {values['gallery']})"

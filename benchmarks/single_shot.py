@@ -9,6 +9,10 @@ training split (:mod:`fiq_gym.agents.single_shot`), mean ± std over seeds.
     python -m fiq_gym.benchmarks.single_shot --catalog catalogs/fashioniq-train-val
     python -m fiq_gym.benchmarks.single_shot               # the synthetic stand-in, see below
 
+The evaluation split needs targets: ``val`` (Fashion IQ) or ``eval`` (Shoes) by default, or
+``--eval-split``; a split without them (Fashion IQ's ``test``) or an import without an
+evaluation split is refused in one line (exit code 2) before anything trains.
+
 Without ``--catalog`` it runs on a *synthetic stand-in*: the default catalog exported in the
 Fashion IQ release layout with template captions (``fiq-gym catalog export fashioniq``),
 then imported like the real release. Its figures check the pipeline, not the method on
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiq_gym.agents.single_shot import Args, train
+from fiq_gym.agents.single_shot import Args, scoring_split, train
 from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     add_publish_argument,
@@ -40,6 +44,7 @@ from fiq_gym.benchmarks.publishing import (
 from fiq_gym.catalog.captions import HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
+from fiq_gym.errors import FiqGymError
 from fiq_gym.metrics import recall_at_k, target_rank
 from fiq_gym.retrieval import retrieval_tables
 
@@ -125,7 +130,7 @@ def run_single_shot(
 ) -> dict[str, Any]:
     catalog = open_catalog(catalog_path)
     captions = load_human_captions(catalog)
-    split = eval_split or next(s for s in ("val", "eval", "test") if s in captions.splits)
+    split = scoring_split(captions, eval_split)  # one with targets, named or refused
     rows: dict[str, list[dict[str, dict[str, float]]]] = {
         "chance": [_with_mean(chance(catalog, captions, split))],
         "candidate image only": [_with_mean(candidate_only(catalog, captions, split))],
@@ -224,7 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m fiq_gym.benchmarks.single_shot", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--catalog", type=Path, help="an imported catalog (default: the synthetic stand-in)")
-    parser.add_argument("--eval-split", default="", help="default: val (Fashion IQ) or eval (Shoes)")
+    parser.add_argument(
+        "--eval-split",
+        default="",
+        help="a split with targets to score on (default: val for Fashion IQ, eval for Shoes; a split without "
+        "targets, such as Fashion IQ's test, is refused: `fiq-gym predict` writes its challenge predictions)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1500, help="training steps per seed")
     parser.add_argument("--out", type=Path, default=Path("runs/single-shot-bench"))
@@ -235,14 +245,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     torch.set_num_threads(1)
     catalog = args.catalog or standin_catalog(args.out, progress=not args.no_progress)
-    report = run_single_shot(
-        catalog,
-        args.out,
-        seeds=args.seeds,
-        steps=args.steps,
-        eval_split=args.eval_split,
-        progress=not args.no_progress,
-    )
+    try:
+        report = run_single_shot(
+            catalog,
+            args.out,
+            seeds=args.seeds,
+            steps=args.steps,
+            eval_split=args.eval_split,
+            progress=not args.no_progress,
+        )
+    except FiqGymError as e:  # a split that cannot be scored, an import that is not one: one line
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     report["command"] = "python -m fiq_gym.benchmarks.single_shot " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )

@@ -675,3 +675,182 @@ def test_import_with_a_local_hugging_face_encoder(fiq_release, tiny_vit, tmp_pat
     ]
     assert cli(argv) == 2
     assert not (tmp_path / "x").exists()
+
+
+# --- the challenge's test split ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def release_with_test_repeats(fiq_release, tmp_path_factory) -> tuple[Path, dict]:
+    """The release with what the real test split has: entries that repeat an earlier one's
+    candidate and captions (their hidden targets may differ), here one early and one last."""
+    root = tmp_path_factory.mktemp("releases") / "fiq-test-repeats"
+    shutil.copytree(fiq_release, root)
+    file = root / "captions" / "cap.dress.test.json"
+    caps = json.loads(file.read_text())
+    assert caps and all("target" not in e for e in caps)
+    caps.insert(2, dict(caps[0]))
+    caps.append(dict(caps[1]))
+    file.write_text(json.dumps(caps))
+    entries = {
+        c: json.loads((root / "captions" / f"cap.{c}.test.json").read_text())
+        for c in ("dress", "shirt", "toptee")
+    }
+    return root, entries
+
+
+@pytest.fixture(scope="module")
+def imported_with_test(release_with_test_repeats, tmp_path_factory) -> Path:
+    root, _ = release_with_test_repeats
+    out = tmp_path_factory.mktemp("imports") / "train-val-test"
+    plan = plan_fashioniq(root, splits=("train", "val", "test"))
+    write_import(plan, out, extractor=import_extractor("attribute-net"), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_shot_checkpoint(imported_with_test, tmp_path_factory) -> Path:
+    from fiq_gym.agents.single_shot import Args, train
+
+    out = tmp_path_factory.mktemp("runs") / "single-shot"
+    checkpoint, result = train(
+        Args(catalog=str(imported_with_test), steps=40, eval_every=40, out=str(out), quiet=True)
+    )
+    assert result.split == "val"  # the default: val, named in the result, never test
+    return checkpoint
+
+
+def test_test_entries_are_all_kept_in_file_order(release_with_test_repeats, imported_with_test):
+    _, released = release_with_test_repeats
+    captions = HumanCaptions.load(imported_with_test)
+    saved = json.loads((imported_with_test / REPORT_FILE).read_text())
+    assert "duplicate caption entry" not in saved["skipped"]
+    for category, entries in released.items():
+        kept = captions.select("test", category).entries
+        assert [(e.candidate, list(e.captions)) for e in kept] == [
+            (e["candidate"], e["captions"]) for e in entries
+        ]
+        assert captions.source_entries[f"{category}.test"] == len(entries)
+    # A repeated entry with a target is still one pair (the damaged-release test counts it).
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_single_shot_refuses_a_split_without_targets(imported_with_test, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "single-shot", "--catalog", str(imported_with_test), "--steps", "1", "--out", str(out)]
+    assert cli([*base, "--eval-split", "test"]) == 2
+    line = _one_error_line(capsys)
+    assert "'test' split has no targets" in line and "fiq-gym predict" in line
+    assert not out.exists()  # refused before training
+    assert cli([*base, "--eval-split", "dev"]) == 2
+    assert "no 'dev' captions" in _one_error_line(capsys)
+
+
+def test_no_silent_fallback_to_the_test_split(
+    release_with_test_repeats, imported_with_test, tmp_path, capsys
+):
+    from fiq_gym.benchmarks import single_shot as bench
+
+    root, _ = release_with_test_repeats
+    no_val = write_import(
+        plan_fashioniq(root, splits=("train", "test")), tmp_path / "cat", progress=False
+    ).path
+    out = tmp_path / "run"
+    assert cli(["train", "single-shot", "--catalog", str(no_val), "--steps", "1", "--out", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert "no evaluation split with targets" in line and "--eval-split" in line
+    assert not out.exists()
+    # The benchmark: the same refusals, one line and exit code 2, no table of NaN.
+    for catalog, extra in ((no_val, []), (imported_with_test, ["--eval-split", "test"])):
+        argv = [
+            "--catalog",
+            str(catalog),
+            "--seeds",
+            "0",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "b"),
+            *extra,
+        ]
+        assert bench.main([*argv, "--no-progress"]) == 2
+        assert "python -m fiq_gym.benchmarks.single_shot: error:" in _one_error_line(capsys)
+        assert not (tmp_path / "b" / "single_shot.md").exists()
+
+
+def test_predict_writes_the_challenge_files(
+    release_with_test_repeats, imported_with_test, single_shot_checkpoint, tmp_path, capsys
+):
+    from fiq_gym.agents.single_shot import PREDICTION_TOP, evaluate_single_shot, load_single_shot
+    from fiq_gym.cli import predict
+
+    assert predict._TOP == PREDICTION_TOP == 50
+    root, released = release_with_test_repeats
+    out = tmp_path / "predictions"
+    assert cli(["predict", str(single_shot_checkpoint), "--out", str(out)]) == 0
+    assert "every entry in file order" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{c}.test.pred.json" for c in ("dress", "shirt", "toptee")
+    ]
+    for category, entries in released.items():
+        written = json.loads((out / f"{category}.test.pred.json").read_text())
+        assert [w["candidate"] for w in written] == [e["candidate"] for e in entries]  # every entry, in order
+        gallery = json.loads((root / "image_splits" / f"split.{category}.test.json").read_text())
+        for w in written:
+            assert "target" not in w
+            assert len(w["ranking"]) == min(50, len(gallery)) == len(set(w["ranking"]))
+            assert set(w["ranking"]) <= set(gallery)
+    # The rankings are the model's: on val, where targets are known, they give its recall.
+    val_out = tmp_path / "val-predictions"
+    assert cli(["predict", str(single_shot_checkpoint), "--split", "val", "--out", str(val_out)]) == 0
+    net, tokenizer, _ = load_single_shot(single_shot_checkpoint)
+    catalog = open_catalog(imported_with_test)
+    scored = evaluate_single_shot(net, tokenizer, catalog, HumanCaptions.load(imported_with_test), "val")
+    for category, figures in scored.per_category.items():
+        written = json.loads((val_out / f"{category}.val.pred.json").read_text())
+        hits = [w["target"] in w["ranking"][:10] for w in written]
+        assert np.mean(hits) == pytest.approx(figures["R@10"])
+    # Nothing is replaced without --overwrite, and --overwrite replaces predictions only.
+    before = (out / "dress.test.pred.json").read_bytes()
+    assert cli(["predict", str(single_shot_checkpoint), "--out", str(out)]) == 2
+    assert "already exists" in _one_error_line(capsys)
+    assert cli(["predict", str(single_shot_checkpoint), "--out", str(out), "--top", "3", "--overwrite"]) == 0
+    assert len(json.loads((out / "dress.test.pred.json").read_text())[0]["ranking"]) == 3
+    assert (out / "dress.test.pred.json").read_bytes() != before
+    (out / "notes.txt").write_text("mine")
+    assert cli(["predict", str(single_shot_checkpoint), "--out", str(out), "--overwrite"]) == 2
+    assert "not prediction files (notes.txt)" in _one_error_line(capsys)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_predict_refuses_an_import_that_lost_test_entries(release_with_test_repeats, tmp_path, capsys):
+    from fiq_gym.agents.single_shot import Args, train
+
+    root = tmp_path / "fiq"
+    shutil.copytree(release_with_test_repeats[0], root)
+    file = root / "captions" / "cap.shirt.test.json"
+    caps = json.loads(file.read_text())
+    file.write_text(json.dumps([*caps[:3], {"candidate": "B0NOTINSPLIT", "captions": ["x", "y"]}, *caps[3:]]))
+    catalog = write_import(
+        plan_fashioniq(root, splits=("train", "val", "test")), tmp_path / "cat", progress=False
+    ).path
+    checkpoint, _ = train(
+        Args(catalog=str(catalog), steps=1, eval_every=1, out=str(tmp_path / "run"), quiet=True)
+    )
+    assert cli(["predict", str(checkpoint), "--out", str(tmp_path / "p")]) == 2
+    line = _one_error_line(capsys)
+    assert f"kept {len(caps)} of the {len(caps) + 1} entries of cap.shirt.test.json" in line
+    assert "re-import" in line and not (tmp_path / "p").exists()
+    # An import without the split names the import to make.
+    no_test = write_import(
+        plan_fashioniq(root, splits=("train", "val")), tmp_path / "cat2", progress=False
+    ).path
+    checkpoint, _ = train(
+        Args(catalog=str(no_test), steps=1, eval_every=1, out=str(tmp_path / "run2"), quiet=True)
+    )
+    assert cli(["predict", str(checkpoint), "--out", str(tmp_path / "p")]) == 2
+    assert "--split train val test" in _one_error_line(capsys)

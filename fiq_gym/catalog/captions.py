@@ -8,11 +8,15 @@ meaningful if the catalog is re-imported with a different row order.
 Layout::
 
     {"format": "fiq-gym-human-captions", "version": 1, "source": "fashioniq",
+     "galleries": {"dress.val": ["B00X...", ...], ...},
+     "source_entries": {"dress.val": 4035, ...},
      "entries": [{"target": "B00X...", "candidate": "B00Y...", "captions": ["...", "..."],
                   "split": "val", "category": "dress"}, ...]}
 
 ``target`` is null for entries of a split released without targets (Fashion IQ's test split):
-they still make single-shot queries, but cannot be scored.
+they still make single-shot queries, but cannot be scored; they are all kept, in file order
+(``fiq-gym predict`` writes the challenge's predictions for them). ``source_entries`` counts
+each release caption file's entries, kept or not (imports before it was recorded lack it).
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class HumanCaptions:
     source: str
     entries: tuple[CaptionEntry, ...]
     galleries: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    source_entries: dict[str, int] = field(default_factory=dict)
+    """how many entries each release caption file held, kept or not, keyed like
+    ``galleries`` (empty for imports made before fiq-gym recorded it): whether every entry
+    of a split was kept, as the challenge's predictions in file order need"""
 
     def gallery_rows(self, catalog: Catalog, category: str, split: str) -> np.ndarray:
         """The catalog rows of one image split (sorted int64)."""
@@ -99,6 +107,7 @@ class HumanCaptions:
                 if (wanted is None or e.split in wanted) and (category is None or e.category == category)
             ),
             self.galleries,
+            self.source_entries,
         )
 
     def rows(self, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
@@ -150,6 +159,7 @@ class HumanCaptions:
                 "version": _VERSION,
                 "source": self.source,
                 "galleries": {k: list(v) for k, v in self.galleries.items()},
+                "source_entries": dict(self.source_entries),
                 "entries": [e.to_json() for e in self.entries],
             },
         )
@@ -188,10 +198,16 @@ class HumanCaptions:
         galleries = data.get("galleries", {})
         if not isinstance(galleries, dict):
             raise CatalogError(f"{file}: 'galleries' must be an object of id lists; re-import the dataset")
+        counts = data.get("source_entries", {})
+        if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
+            raise CatalogError(
+                f"{file}: 'source_entries' must map caption files to counts; re-import the dataset"
+            )
         return cls(
             str(data.get("source", "unknown")),
             entries,
             {str(k): tuple(str(x) for x in v) for k, v in galleries.items()},
+            {str(k): int(v) for k, v in counts.items()},
         )
 
 

@@ -127,18 +127,24 @@ def plan_fashioniq(
             "gallery that lists it, with the category of its first listing"
         )
 
+    # Entries, in file order. A repeated entry with a target adds nothing and is skipped; an
+    # entry without one (the test split's) is a query of its own whose target is hidden, so
+    # it is always kept: the challenge's predictions go one per entry, in file order.
     entries: list[tuple[CaptionEntry, str, str]] = []
+    source_entries: dict[str, int] = {}
     seen: set[tuple] = set()
     for category in categories:
         for split in splits:
             file = caption_file(root, category, split)
             members = split_of[(category, split)]
-            for k, raw in enumerate(read_json_list(file, f"the {category} {split} captions")):
+            listed = read_json_list(file, f"the {category} {split} captions")
+            source_entries[f"{category}.{split}"] = len(listed)
+            for k, raw in enumerate(listed):
                 entry = _entry(raw, k, file, category, split, members, report)
                 if entry is None:
                     continue
                 key = (entry.target, entry.candidate, entry.captions, split, category)
-                if key in seen:
+                if entry.target is not None and key in seen:
                     report.flag("duplicate caption entry", file, f"entry {k}")
                     continue
                 seen.add(key)
@@ -150,6 +156,7 @@ def plan_fashioniq(
         entries=entries,
         report=report,
         galleries={f"{c}.{sp}": sorted(m) for (c, sp), m in split_of.items()},
+        source_entries=source_entries,
         provenance={
             "dataset": "Fashion IQ",
             "root": str(root.resolve()),

@@ -194,6 +194,8 @@ class ImportPlan:
     provenance: dict[str, Any]
     galleries: dict[str, list[str]] = field(default_factory=dict)
     """item ids of each image split, keyed ``"{category}.{split}"``"""
+    source_entries: dict[str, int] = field(default_factory=dict)
+    """entries of each caption file as released (kept or not), keyed ``"{category}.{split}"``"""
 
     def keep_entries_within(self, present: set[str], reason: str) -> None:
         """Drop (and report under ``reason``) the entries naming an item not in ``present``."""
@@ -303,7 +305,9 @@ def write_import(
         codes = np.array([plan.category_names.index(item.category) for item in plan.items], dtype=np.int16)
         present = set(ids)
         galleries = {k: tuple(x for x in v if x in present) for k, v in plan.galleries.items()}
-        captions = HumanCaptions(plan.source, tuple(e for e, _, _ in plan.entries), galleries)
+        captions = HumanCaptions(
+            plan.source, tuple(e for e, _, _ in plan.entries), galleries, dict(plan.source_entries)
+        )
         provenance = {
             **plan.provenance,
             "source": plan.source,

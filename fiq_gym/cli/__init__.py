@@ -155,6 +155,25 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from fiq_gym.agents.single_shot import prediction_file_name, write_predictions
+
+    written = write_predictions(
+        args.checkpoint,
+        args.out,
+        catalog=args.catalog,
+        split=args.split,
+        top=args.top,
+        overwrite=args.overwrite,
+    )
+    for category, count in written.items():
+        print(
+            f"{category:<8} {count:>6} predictions  {Path(args.out) / prediction_file_name(category, args.split)}"
+        )
+    print(f"wrote {sum(written.values())} predictions of the {args.split!r} split, every entry in file order")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from fiq_gym.benchmarks.dialog import main as bench_main
 
@@ -462,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fiq_gym.cli.user import add_commands as add_user_commands  # argparse only
 
     add_user_commands(sub)
+    from fiq_gym.cli.predict import add_command as add_predict_command  # argparse only
+
+    add_predict_command(sub, _predict)
     from fiq_gym.cli.record import add_command as add_record_command  # argparse only
 
     add_record_command(sub, _record)
