@@ -29,6 +29,10 @@ __all__ = ["SIDE_INFO", "RetrievalTables", "retrieval_tables", "thumbnail_featur
 # "auto": predicted if present, else labels (the shoppers' own inputs).
 SIDE_INFO = ("predicted", "labels", "auto")
 _FIX = "fiq-gym features extract CATALOG (or build it without --no-features)"
+_IMPORT_FIX = (
+    "an attribute network trained on its labels (fiq-gym features train CATALOG --out DIR, then "
+    "fiq-gym features extract CATALOG --checkpoint DIR)"
+)
 _warned: set[tuple[str, str]] = set()
 
 
@@ -185,11 +189,18 @@ def _build_tables(catalog: Catalog, category: str | None, side_info: str) -> Ret
         side, side_source = np.asarray(catalog.attribute_scores[rows], dtype=np.float32), "predicted"
     else:
         side, side_source = np.zeros((len(rows), catalog.labels.shape[1]), dtype=np.float32), "none"
+    # A catalog with no attribute vocabulary (an import without --attributes) misses nothing:
+    # A = 0, and no command could predict scores for it, so there is nothing to warn about.
+    if side_source == "none" and catalog.labels.shape[1]:
+        # The shipped attribute network predicts the synthetic vocabulary only: an import's
+        # own attributes need a network trained on them.
+        imported = catalog.provenance.get("source") in ("fashioniq", "shoes")
+        fix = _IMPORT_FIX if imported else _FIX
         _warn_once(
             catalog,
             "attributes",
             f"catalog {catalog.provenance.get('path') or '(in memory)'} has no predicted attribute scores: shown_attributes are "
-            f"zeros; predict them with {_FIX}, or pass side_info='labels' to show ground-truth labels",
+            f"zeros; predict them with {fix}, or pass side_info='labels' to show ground-truth labels",
         )
     for arr in (rows, features, side):
         arr.setflags(write=False)

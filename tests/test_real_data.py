@@ -359,6 +359,36 @@ def test_attribute_labels_become_the_vocabulary(fiq_release, tmp_path):
     assert any("no attribute labels" in n for n in result.report.notes)
 
 
+def test_imported_catalogs_warn_only_about_what_a_command_can_fix(fiq_release, tmp_path):
+    """An import without --attributes has no attribute columns (A = 0): nothing is missing,
+    so no warning; one with labels but no predictions names the commands that predict them."""
+    from fiq_gym.errors import FallbackWarning
+    from fiq_gym.retrieval import _warned
+
+    plan = plan_fashioniq(fiq_release, categories=("dress",))
+    bare = write_import(
+        plan, tmp_path / "bare", extractor=import_extractor("attribute-net"), progress=False
+    ).path
+    _warned.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)
+        env = gym.make("fiq_gym/FashionIQ-v3", catalog=str(bare))
+    assert env.observation_space["shown_attributes"].shape == (0,)
+    plan = plan_fashioniq(fiq_release, categories=("dress",))
+    (tmp_path / "attrs.json").write_text(json.dumps({plan.items[0].id: {"color": "red"}}))
+    labelled = write_import(
+        plan,
+        tmp_path / "labelled",
+        extractor=import_extractor("attribute-net"),
+        attributes=tmp_path / "attrs.json",
+        progress=False,
+    ).path
+    with pytest.warns(
+        FallbackWarning, match=r"no predicted attribute scores.*fiq-gym features train CATALOG"
+    ):
+        gym.make("fiq_gym/FashionIQ-v3", catalog=str(labelled))
+
+
 # --- DatasetUser -----------------------------------------------------------------------------
 def test_dataset_user_modes_fallback_and_determinism(small_catalog):
     pairs = [(1, 2, "is red"), (1, 2, "is darker."), (3, 4, UNICODE_CAPTION)]
@@ -606,6 +636,32 @@ def test_single_shot_retriever_learns_and_benchmark_writes_reports(imported_trai
         assert report["table"]["chance"][category]["R@10"] == pytest.approx(
             min(10, size["gallery"]) / size["gallery"]
         )
+
+
+@pytest.mark.parametrize("kind", ["fashioniq", "shoes"])
+def test_shopper_captions_from_a_release_without_images(kind, fiq_release, shoes_release, tmp_path, capsys):
+    """`fiq-gym user train --captions fashioniq:ROOT|shoes:ROOT` matches captions by id: the
+    release's images are not needed (they may live elsewhere, or not be on this machine)."""
+    from fiq_gym.users.transformer.data import human_dataset
+
+    release = fiq_release if kind == "fashioniq" else shoes_release
+    plan = plan_fashioniq(release, splits=("train", "val")) if kind == "fashioniq" else plan_shoes(release)
+    catalog = open_catalog(write_import(plan, tmp_path / "cat", progress=False).path)
+    root = tmp_path / "captions-only"
+    shutil.copytree(release, root, ignore=shutil.ignore_patterns("*.png", "*.jpg"))
+    assert not [p for p in root.rglob("*") if p.suffix in (".png", ".jpg")]
+    from_release = human_dataset(catalog, f"{kind}:{root}")
+    stored = human_dataset(catalog, "catalog")
+    assert from_release.caption_source == "human" and from_release.train
+    assert [(p.target, p.shown, p.caption) for p in from_release.train] == [
+        (p.target, p.shown, p.caption) for p in stored.train
+    ]
+    assert "no problems found" in capsys.readouterr().out  # no image was looked for
+    # A plan read without images is refused by the importer, naming the fix.
+    reader = plan_fashioniq if kind == "fashioniq" else plan_shoes
+    with pytest.raises(DatasetError, match="captions_only=True, without images"):
+        write_import(reader(root, captions_only=True), tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.slow

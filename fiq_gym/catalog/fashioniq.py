@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fiq_gym.catalog.captions import CaptionEntry
 from fiq_gym.catalog.importing import (
+    NO_IMAGE,
     SELF_PAIR,
     ImportPlan,
     ImportReport,
@@ -71,8 +72,13 @@ def plan_fashioniq(
     splits: tuple[str, ...] = ("val",),
     images: str | os.PathLike | None = None,
     strict: bool = False,
+    captions_only: bool = False,
 ) -> ImportPlan:
-    """Read and validate the release files of ``categories`` x ``splits`` under ``root``."""
+    """Read and validate the release files of ``categories`` x ``splits`` under ``root``.
+
+    ``captions_only``: read the caption and split files only, without looking for images
+    (every listed id counts as present): the captions, matched to a catalog by id, of a
+    release whose images are elsewhere or absent. Such a plan cannot be imported."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"Fashion IQ root {root} does not exist or is not a folder")
@@ -80,8 +86,10 @@ def plan_fashioniq(
     _check_choice("category", categories, CATEGORIES)
     _check_choice("split", splits, SPLITS)
     report = ImportReport(strict=strict)
-    folder = _image_folder(root, images)
-    files = index_images(folder, recursive=False, key=lambda p: p.stem, report=report)
+    folder = None if captions_only else _image_folder(root, images)
+    files = (
+        None if folder is None else index_images(folder, recursive=False, key=lambda p: p.stem, report=report)
+    )
 
     # Items: the split lists, in category then split then file order. The release lists
     # some garments in several split files (3,302 images: shirt and toptee overlap, sometimes
@@ -110,9 +118,9 @@ def plan_fashioniq(
                     shared.setdefault(asin, []).append((category, split))
                     members.add(asin)
                     continue
-                image = files.get(asin)
+                image = NO_IMAGE if files is None else files.get(asin)
                 if image is None:
-                    report.flag("image file not found", folder, f"{asin}.jpg|.png ({file.name} {where})")
+                    report.flag("image file not found", str(folder), f"{asin}.jpg|.png ({file.name} {where})")
                     continue
                 home[asin] = (category, split)
                 members.add(asin)
@@ -160,7 +168,7 @@ def plan_fashioniq(
         provenance={
             "dataset": "Fashion IQ",
             "root": str(root.resolve()),
-            "images": str(folder.resolve()),
+            "images": None if folder is None else str(folder.resolve()),
             "categories": list(categories),
             "splits": list(splits),
         },

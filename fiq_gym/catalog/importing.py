@@ -48,6 +48,7 @@ FeatureExtractor = Callable[[Path, bool], str]
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "NO_IMAGE",
     "REPORT_FILE",
     "ImportPlan",
     "ImportReport",
@@ -181,6 +182,10 @@ class PlannedItem:
     image: Path
 
 
+#: the image of a planned item read with ``captions_only=True`` (no image was looked for)
+NO_IMAGE = Path()
+
+
 @dataclass
 class ImportPlan:
     """What a loader found: items with image files, and caption entries naming them by id."""
@@ -263,6 +268,11 @@ def write_import(
         )
     report = plan.report
     out = Path(out)
+    if plan.provenance.get("images", "") is None:
+        raise DatasetError(
+            "this plan was read with captions_only=True, without images; plan the release again without it "
+            "(and with --images DIR if the images are not under its root) to import it"
+        )
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
     feature_matrix = None

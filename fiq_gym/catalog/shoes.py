@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fiq_gym.catalog.captions import CaptionEntry
 from fiq_gym.catalog.importing import (
+    NO_IMAGE,
     SELF_PAIR,
     ImportPlan,
     ImportReport,
@@ -60,8 +61,12 @@ def plan_shoes(
     splits: tuple[str, ...] = SPLITS,
     images: str | os.PathLike | None = None,
     strict: bool = False,
+    captions_only: bool = False,
 ) -> ImportPlan:
-    """Read and validate the Shoes files under ``root`` for ``splits``."""
+    """Read and validate the Shoes files under ``root`` for ``splits``.
+
+    ``captions_only``: read the caption and name files only, without looking for images
+    (every listed name counts as present); such a plan cannot be imported."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"Shoes root {root} does not exist or is not a folder")
@@ -71,7 +76,9 @@ def plan_shoes(
         raise DatasetError(f"unknown split {bad or splits!r}; Shoes has {list(SPLITS)}")
     report = ImportReport(strict=strict)
     folder = Path(images) if images is not None else root
-    files = index_images(folder, recursive=True, key=lambda p: p.name, report=report)
+    files = (
+        None if captions_only else index_images(folder, recursive=True, key=lambda p: p.name, report=report)
+    )
 
     split_of: dict[str, str] = {}
     items: list[PlannedItem] = []
@@ -90,7 +97,7 @@ def plan_shoes(
             split_of[name] = listed
             if listed not in splits:
                 continue
-            image = files.get(name)
+            image = NO_IMAGE if files is None else files.get(name)
             if image is None:
                 report.flag("image file not found", folder, f"{name} ({file.name} line {k + 1})")
                 continue
@@ -162,7 +169,7 @@ def plan_shoes(
         provenance={
             "dataset": "Shoes",
             "root": str(root.resolve()),
-            "images": str(folder.resolve()),
+            "images": None if files is None else str(folder.resolve()),
             "splits": list(splits),
         },
     )

@@ -205,9 +205,9 @@ def human_dataset(catalog: Catalog, source: str, seed: int = 0) -> CaptionDatase
     """Human caption pairs over ``catalog`` for training the captioner.
 
     ``source``: ``"catalog"`` (the captions stored by ``fiq-gym catalog import``),
-    ``"fashioniq:ROOT"`` or ``"shoes:ROOT"`` (read from the release under ROOT and matched
-    to the catalog by item id; entries naming items the catalog lacks are skipped and
-    counted). Training pairs come from the ``train`` split, validation pairs from ``val``
+    ``"fashioniq:ROOT"`` or ``"shoes:ROOT"`` (the caption and split files of the release
+    under ROOT, matched to the catalog by item id, so ROOT needs no images; entries naming
+    items the catalog lacks are skipped and counted). Training pairs come from the ``train`` split, validation pairs from ``val``
     (Fashion IQ) or ``eval`` (Shoes); with no such split, 5% of the training pairs (grouped
     by target) are held out instead. Entries without a target (a test split) are not used.
     """
@@ -258,11 +258,11 @@ def _captions_from_release(catalog: Catalog, kind: str, root: str) -> HumanCapti
         categories = tuple(c for c in catalog.category_names if c in CATEGORIES)
         if not categories:
             raise ValueError(f"the catalog's categories {list(catalog.category_names)} are not Fashion IQ's")
-        plan = plan_fashioniq(root, categories=categories, splits=("train", "val"))
+        plan = plan_fashioniq(root, categories=categories, splits=("train", "val"), captions_only=True)
     else:
         from fiq_gym.catalog.shoes import plan_shoes
 
-        plan = plan_shoes(root)
+        plan = plan_shoes(root, captions_only=True)
     plan.keep_entries_within(present, "caption entry names an item that is not in the catalog")
     print(plan.report.summary())
     return HumanCaptions(kind, tuple(entry for entry, _, _ in plan.entries))

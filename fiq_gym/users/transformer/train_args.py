@@ -27,7 +27,8 @@ class TrainArgs:
     """training state and TensorBoard logs; None: ``<out>-training``"""
     captions: SpecArgument = "template"
     """caption source: template (written by the template shopper), catalog (the human captions
-    of an imported catalog), fashioniq:ROOT or shoes:ROOT (read from a release)"""
+    of an imported catalog), fashioniq:ROOT or shoes:ROOT (the caption and split files of a
+    release, matched to the catalog by id; no images needed)"""
     captions_per_pair: int = 3
     """template captions per (target, shown) pair, from differently seeded generators"""
     train_pairs: int = 20_000
