@@ -408,6 +408,9 @@ def test_dataset_user_modes_fallback_and_determinism(small_catalog):
     assert first == with_fallback.describe(t, s, rngs()).texts  # per-pair generators: reproducible
     assert first[2] == UNICODE_CAPTION and first[1] not in {"is red", "is darker."}
     assert with_fallback.replayed == 4 and with_fallback.answered == 6
+    # "is the same" (the target shown) is no human caption: answered, not replayed.
+    assert with_fallback.describe_one(3, 3, np.random.default_rng(0)) == SAME_CAPTION
+    assert with_fallback.replayed == 4 and with_fallback.answered == 7
     # Every token of a replayed caption, accents and punctuation included, is in the vocabulary.
     tokenizer = with_fallback.tokenizer
     assert tokenizer.unk_id not in tokenizer.encode(UNICODE_CAPTION)

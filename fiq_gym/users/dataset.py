@@ -9,8 +9,9 @@ may show any item, so most pairs it meets were never annotated; what happens the
   (start episodes with ``reset(options={"target": t, "shown": c})``, the pair's catalog rows
   converted to indices in play with ``env.unwrapped.index_of_row``, and run one turn).
 * ``fallback=user`` (e.g. a :class:`~fiq_gym.users.TemplateUser` or the transformer shopper
-  trained on the human captions) answers every unannotated pair; the replayed share is
-  reported by :attr:`DatasetUser.replayed` / :attr:`DatasetUser.answered`.
+  trained on the human captions) answers every unannotated pair; the human share is
+  :attr:`DatasetUser.replayed` / :attr:`DatasetUser.answered` (``replayed`` counts recorded
+  human captions only: neither the fallback's answers nor :data:`SAME_CAPTION`).
 
 A shown item equal to the target is answered with :data:`SAME_CAPTION` without a lookup:
 datasets never annotate that case and the episode ends there anyway.
@@ -167,8 +168,10 @@ class DatasetUser(User):
         texts: list[str | None] = [None] * len(targets)
         differences: list[tuple[Difference, ...]] = [()] * len(targets)
         missing: list[int] = []
+        same = 0
         for i, (t, s) in enumerate(zip(targets.tolist(), shown.tolist(), strict=True)):
             if t == s:
+                same += 1
                 texts[i] = SAME_CAPTION
                 differences[i] = (Difference("none", "same", "same", "same", "same"),)
                 continue
@@ -180,7 +183,7 @@ class DatasetUser(User):
             else:
                 texts[i] = recorded[min(int(uniforms[i] * len(recorded)), len(recorded) - 1)]
         self.answered += len(targets)
-        self.replayed += len(targets) - len(missing)
+        self.replayed += len(targets) - len(missing) - same  # human text only
         if missing:
             if self.fallback is None:
                 i = missing[0]
