@@ -12,10 +12,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["RandomAgent", "UniformBoxAgent"]
+__all__ = ["RandomAgent", "RandomSlateAgent", "UniformBoxAgent"]
 
 _STREAM = 0x52414E44  # "RAND"
 _BOX_STREAM = 0x52424F58  # "RBOX"
+_SLATE_STREAM = 0x52534C54  # "RSLT"
 
 
 class RandomAgent:
@@ -68,6 +69,67 @@ class RandomAgent:
             while choice in seen and len(seen) < self.num_items:
                 choice = int(self.rng.integers(self.num_items))
             actions[k] = choice
+        return actions
+
+
+class RandomSlateAgent:
+    """K distinct items not shown yet in each dialog (``slate`` action mode), batched: the
+    slate setting's floor. It reads only ``info["slate"]`` (the items of the last slate, -1
+    where none) and ``info["dialog_turn"]``.
+
+    Args:
+        action_space: the single-env action space (``MultiDiscrete([N] * K)``).
+        seed: seeds the agent's own stream.
+    """
+
+    def __init__(self, action_space: gym.spaces.Space, seed: int | None = None) -> None:
+        nvec = getattr(action_space, "nvec", None)
+        if (
+            not isinstance(action_space, gym.spaces.MultiDiscrete)
+            or nvec is None
+            or len(set(nvec.tolist())) != 1
+        ):
+            raise ValueError(
+                f"RandomSlateAgent needs the 'slate' action mode (MultiDiscrete([N] * K)), got {action_space}"
+            )
+        self.num_items, self.slate_size = int(nvec[0]), len(nvec)
+        self.rng = np.random.default_rng(None if seed is None else [_SLATE_STREAM, seed])
+        self._shown: list[set[int]] = []
+
+    @classmethod
+    def for_env(cls, env: gym.Env | gym.vector.VectorEnv, seed: int | None = None) -> RandomSlateAgent:
+        space = getattr(env, "single_action_space", None) or env.action_space
+        return cls(space, seed)
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        slates = np.atleast_2d(info["slate"])
+        if len(self._shown) != len(slates):
+            self._shown = [set() for _ in slates]
+        for k in np.flatnonzero(mask):
+            self._shown[k] = set()
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        slates = np.atleast_2d(info["slate"])
+        turn = np.atleast_1d(info["dialog_turn"])
+        if len(self._shown) != len(slates):
+            self._shown = [set() for _ in slates]
+        actions = np.empty((len(slates), self.slate_size), dtype=np.int64)
+        for k in range(len(slates)):
+            if turn[k] == 0:
+                self._shown[k] = set()
+            seen = self._shown[k]
+            seen.update(int(i) for i in slates[k] if i >= 0)
+            fresh = self.num_items - len(seen)
+            if fresh >= self.slate_size:
+                chosen: list[int] = []
+                # Rejection sampling: a dialog's shown set is tiny next to the catalog.
+                while len(chosen) < self.slate_size:
+                    choice = int(self.rng.integers(self.num_items))
+                    if choice not in seen and choice not in chosen:
+                        chosen.append(choice)
+                actions[k] = chosen
+            else:  # almost every item shown: any K distinct items
+                actions[k] = self.rng.choice(self.num_items, self.slate_size, replace=False)
         return actions
 
 

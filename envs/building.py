@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+from fiq_gym.action_modes import Picker
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.dialog_engine import DialogBatch, DialogConfig
@@ -21,6 +22,7 @@ from fiq_gym.shortlist import FirstStage, make_first_stage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 from fiq_gym.users.registry import SHOPPERS, make_user
+from fiq_gym.users.template import TemplateUser
 
 __all__ = [
     "USERS",
@@ -29,6 +31,7 @@ __all__ = [
     "build_dialog_parts",
     "build_first_stage",
     "forget_first_stages",
+    "slate_picker",
 ]
 
 USERS = SHOPPERS
@@ -96,6 +99,23 @@ class EnvParts:
     dialog: DialogBatch
 
 
+def slate_picker(action_mode: str, user: User, catalog: Catalog) -> Picker | None:
+    """``slate`` mode: the shopper's own pick rule, or the template shopper's (default salience)
+    for shoppers without one (the transformer, dataset and LM shoppers write captions only)."""
+    if action_mode != "slate":
+        return None
+    own = getattr(user, "pick", None)
+    if own is not None:
+        return cast("Picker", own)
+    try:
+        return TemplateUser(catalog).pick
+    except ValueError as err:
+        raise ValueError(
+            f"action_mode='slate' needs the template shopper's pick rule on this catalog, which it cannot "
+            f"build ({err}); use a catalog with attribute labels or another action mode"
+        ) from None
+
+
 def build_dialog(
     config: DialogConfig,
     num_dialogs: int,
@@ -127,6 +147,13 @@ def build_dialog(
     first_stage = build_first_stage(shortlist, config.action_mode, opened, tables)
     ranker = make_ranker(tables.features, scoring, shards, shard_mode)
     dialog = DialogBatch(
-        tables, chosen, tok, config, num_dialogs=num_dialogs, first_stage=first_stage, ranker=ranker
+        tables,
+        chosen,
+        tok,
+        config,
+        num_dialogs=num_dialogs,
+        first_stage=first_stage,
+        ranker=ranker,
+        picker=slate_picker(config.action_mode, chosen, opened),
     )
     return EnvParts(opened, chosen, tok, first_stage, dialog)

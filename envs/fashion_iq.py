@@ -79,6 +79,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     | `"scores"` | `Box(-1, 1, (N,), float32)` | the agent's own score for every item             |
     | `"shortlist"` | `Discrete(K)`            | which of the K candidates of the observation to  |
     |            |                             | show (a slot of the `candidate_*` keys)          |
+    | `"slate"`  | `MultiDiscrete([N] * K)`    | K items shown at once (``slate_size``, default 4);|
+    |            |                             | the shopper picks one and captions it            |
 
     N is the number of items in play (the chosen category), D the feature size. In `query`
     and `scores` modes the env shows the best-scoring item *not yet shown* in the episode
@@ -102,6 +104,21 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     fits catalogs with the shipped features, D = 45), `"retriever:DIR"` (any fiq-gym
     retriever checkpoint), `"random"` (uniform random scores, as RecSim's candidate documents)
     or a callable ``f(view) -> (B, N) scores`` (items scored -inf are never proposed).
+
+    **Slate** (``action_mode="slate"``): each turn shows K = ``slate_size`` (default 4) items
+    at once, as a shop's results grid does. If the target is among them the dialog is won
+    (the shopper picks it). Otherwise the shopper picks the slate item most like its target
+    by its own rule on attribute differences (the least salience-weighted differences, ties
+    to the earliest position: :meth:`fiq_gym.users.template.TemplateUser.pick`; shoppers
+    without a pick rule of their own, such as the transformer shopper, pick by the template
+    shopper's rule with its default salience) and captions the target against that item.
+    The picked item is the turn's *shown* item: `info["shown"]`, the ``shown_*`` and history
+    keys, the caption and the rank (by similarity to it, as in `index` mode) are about it.
+    An item repeated within one slate counts once, at its first position; its later positions
+    are empty (``slate_mask`` 0) and never picked. Items of earlier turns may be shown again
+    (`info["repeated"]` flags a pick picked before). The reset shows one item, as in every
+    mode: its slate holds that item at position 0 alone. ``info["slate"]`` gives the K item
+    indices shown (-1 for an empty position) and ``info["slate_pick"]`` the picked position.
 
     ## Observation Space
 
@@ -130,6 +147,12 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     |                           |                                 | score (clipped to [-1, 1])     |
     | `candidate_mask`          | `MultiBinary(K)`                | shortlist: 1 for a real        |
     |                           |                                 | candidate, 0 for an empty slot |
+    | `slate_features`          | `Box(-1, 1, (K*D,), float32)`   | slate: row k the features of   |
+    |                           |                                 | the last slate's position k    |
+    | `slate_attributes`        | `Box(0, 1, (K*A,), float32)`    | slate: its attribute scores    |
+    | `slate_mask`              | `MultiBinary(K)`                | slate: 1 where a position held |
+    |                           |                                 | an item (0: empty or a repeat) |
+    | `slate_pick`              | `Box(0, K-1, (1,), int64)`      | slate: the position picked     |
 
     T is ``max_turns``, L ``caption_length``, V the tokenizer's vocabulary size, D the
     feature size, A the number of attribute columns. History rows are flat, row t after row
@@ -137,7 +160,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     caption, row t (t <= the current turn) turn t's, later rows are zeros with mask 0.
     ``shown_mask`` is returned only when asked for in ``observation_keys`` (catalogs of at
     most 65,536 items in play); the default keys are all the others. The `candidate_*` keys
-    exist in `shortlist` mode only (and are in its default keys); empty slots are zeros.
+    exist in `shortlist` mode only (and are in its default keys); empty slots are zeros. The
+    `slate_*` keys exist in `slate` mode only (and are in its default keys), K there being
+    ``slate_size``.
 
     Token ids come from ``env.unwrapped.tokenizer`` (a
     :class:`~fiq_gym.text.CaptionTokenizer`): id 0 is padding, and for the template
@@ -166,6 +191,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     | `is_success`   | `bool`        | the target was shown this turn                            |
     | `repeated`     | `bool`        | `index` mode: the item had been shown before              |
     | `candidates`   | `int64 (K,)`  | `shortlist` mode: the item index in each candidate slot   |
+    | `slate`        | `int64 (K,)`  | `slate` mode: the items shown, -1 where a position is     |
+    |                |               | empty (a repeat within the slate)                         |
+    | `slate_pick`   | `int`         | `slate` mode: the position the shopper picked             |
     | `target`       | `int`         | only with the training-only ``expose_target=True``        |
 
     No key has the name of an observation key, so libraries that put both in one namespace
@@ -180,7 +208,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     ## Evaluation Integrity (threat model)
 
     An *evaluated* agent may read the observations, `info`'s `caption_text`, `shown`,
-    `dialog_turn`, `is_success` and (`shortlist` mode) `candidates`, and the gallery. It may not read `rank`, `percentile` or the reward (with
+    `dialog_turn`, `is_success`, (`shortlist` mode) `candidates`, (`slate` mode) `slate` and
+    `slate_pick`, and the gallery. It may not read `rank`, `percentile` or the reward (with
     the gallery, the rank of the shown item's neighbours singles out the target), `render()`
     frames (they show the rank), or the env object (its private state, pickles, deep copies,
     its generators, which predict the next reset's target). Training may use all of them and
@@ -193,8 +222,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     ## Rewards
 
     The target's **rank** is its 0-based position among all N items in play: by the agent's
-    scores (`query`, `scores`) or by cosine similarity to the shown item (`index`, and at
-    reset). Ties count against the agent: every other item scoring at least as high as the
+    scores (`query`, `scores`) or by cosine similarity to the shown item (`index`,
+    `shortlist`, `slate`'s picked item, and at reset). Ties count against the agent: every other item scoring at least as high as the
     target comes first. When the target is shown, the rank is 0. The **percentile** is
     ``p_t = 1 - rank_t / (N - 1)``.
 
@@ -296,6 +325,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     * ``shortlist_size``, ``shortlist``, ``explore``: K, the first stage and the fraction of
       random candidates of `shortlist` mode (see Action Space); ``shortlist`` other than the
       default outside `shortlist` mode raises ``ValueError``.
+    * ``slate_size``: K of `slate` mode, from 2 to N - 1 (default 4; see Action Space).
     * ``side_info``: `"predicted"` (default) or `"labels"` (ground truth; an explicit opt-in).
     * ``render_mode``: `"rgb_array"` (the shown garment, the caption and the turn) or
       `"ansi"` (a text line per turn).
@@ -397,6 +427,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         shortlist: str | FirstStage = "retriever",
         explore: float = 0.0,
         caption_text: bool = True,
+        slate_size: int = 4,
         configuration: str = "default",
         scoring: str = "float32",
     ) -> None:
@@ -414,6 +445,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             shortlist_size=shortlist_size,
             explore=explore,
             caption_text=caption_text,
+            slate_size=slate_size,
             expose_target=expose_target,
             lookahead=lookahead,
         )
@@ -626,6 +658,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             shortlist=a["shortlist"],
             explore=cfg.explore,
             caption_text=cfg.caption_text,
+            slate_size=cfg.slate_size,
             configuration=a.get("configuration", "default"),  # pickles of older versions lack it
             scoring=a.get("scoring", "float32"),
         )

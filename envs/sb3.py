@@ -89,9 +89,11 @@ class SB3VecEnvAdapter(VecEnv):
         if self._actions is None:
             raise RuntimeError("step_async() must be called before step_wait()")
         actions = self._actions
-        if isinstance(self.venv.single_action_space, gym.spaces.Discrete):
-            # SB3 hands discrete actions as (n, 1) or float arrays; the env takes (n,) integers.
-            actions = actions.astype(np.int64).reshape(self.num_envs)
+        space = self.venv.single_action_space
+        if isinstance(space, gym.spaces.Discrete | gym.spaces.MultiDiscrete):
+            # SB3 may hand discrete actions as (n, 1) or float arrays; the env takes integers,
+            # (n,) for one item or slot, (n, K) for a slate.
+            actions = actions.astype(np.int64).reshape((self.num_envs, *tuple(space.shape or ())))
         obs, reward, terminated, truncated, info = self.venv.step(actions)
         self._actions = None
         dones = terminated | truncated

@@ -97,6 +97,7 @@ class FashionIQVectorEnv(VectorEnv):
         shortlist: str | FirstStage = "retriever",
         explore: float = 0.0,
         caption_text: bool = True,
+        slate_size: int = 4,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         configuration: str = "default",
         scoring: str = "float32",
@@ -132,6 +133,7 @@ class FashionIQVectorEnv(VectorEnv):
             shortlist_size=shortlist_size,
             explore=explore,
             caption_text=caption_text,
+            slate_size=slate_size,
             expose_target=expose_target,
             lookahead=lookahead,
         )

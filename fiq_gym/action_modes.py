@@ -38,20 +38,27 @@ __all__ = [
     "ACTION_MODES",
     "CANDIDATE_KEYS",
     "MODES",
+    "SLATE_KEYS",
     "ActionMode",
     "DialogView",
     "FirstStage",
     "IndexMode",
     "ModeSettings",
+    "Picker",
     "QueryMode",
     "ScoresMode",
     "ShortlistMode",
+    "SlateMode",
     "mode_class",
 ]
 
 # The shortlist's candidates (``action_mode="shortlist"`` only, where they are in the default
 # observation): slot k's features, attribute scores, first-stage score and validity.
 CANDIDATE_KEYS = ("candidate_features", "candidate_attributes", "candidate_scores", "candidate_mask")
+# The slate just shown (``action_mode="slate"`` only, in its default observation): its items'
+# features and attribute scores, which positions hold an item (a repeat within the slate
+# holds none), and the position the shopper picked.
+SLATE_KEYS = ("slate_features", "slate_attributes", "slate_mask", "slate_pick")
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,10 @@ class DialogView:
 
 
 FirstStage = Callable[[DialogView], np.ndarray]
+#: A shopper's pick among several items shown at once: ``picker(targets, slates)`` with (B,)
+#: target and (B, K) slate catalog rows gives the (B,) slate positions the shopper compares
+#: its targets with (:meth:`fiq_gym.users.template.TemplateUser.pick`).
+Picker = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 class ModeSettings(Protocol):
@@ -88,6 +99,8 @@ class ModeSettings(Protocol):
     def shortlist_size(self) -> int: ...
     @property
     def num_explore(self) -> int: ...
+    @property
+    def slate_size(self) -> int: ...
     @property
     def observation_keys(self) -> tuple[str, ...]: ...
 
@@ -121,8 +134,10 @@ class ActionMode:
         num_dialogs: int,
         settings: ModeSettings,
         first_stage: FirstStage | None = None,
+        picker: Picker | None = None,
     ) -> ActionMode:
-        """The mode for an engine of ``num_dialogs`` dialogs over ``tables``."""
+        """The mode for an engine of ``num_dialogs`` dialogs over ``tables``; ``first_stage``
+        proposes the shortlist's candidates, ``picker`` is the shopper's pick among a slate."""
         if first_stage is not None:
             raise ValueError(f"a first stage only applies to action_mode='shortlist', not {cls.name!r}")
         return cls(tables, num_dialogs, settings)
@@ -160,6 +175,9 @@ class ActionMode:
     def start(self, rows: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
         """Dialogs ``rows`` start; draw any of the mode's own streams from ``rngs`` (after the
         reset's target and first item, so the mode never shifts them)."""
+
+    def advance(self, rows: np.ndarray, actions: np.ndarray, shown: np.ndarray) -> None:
+        """Dialogs ``rows`` played ``actions``, which showed ``shown`` (:meth:`outcome`'s)."""
 
     def observation_spaces(self) -> dict[str, spaces.Space[Any]]:
         """The spaces of :attr:`observation_keys`."""
@@ -318,6 +336,7 @@ class ShortlistMode(_ItemChoice):
         num_dialogs: int,
         settings: ModeSettings,
         first_stage: FirstStage | None = None,
+        picker: Picker | None = None,
     ) -> ActionMode:
         if first_stage is None:
             raise ValueError("action_mode='shortlist' needs a first stage (see fiq_gym.shortlist)")
@@ -446,6 +465,161 @@ class ShortlistMode(_ItemChoice):
         self.caption_texts = [list(t) for t in state["caption_texts"]]
 
 
+class SlateMode(ActionMode):
+    """``MultiDiscrete([N] * K)``: K items shown at once; the shopper picks one and captions it.
+
+    Each turn the agent shows a slate of ``slate_size`` K items (item indices in play). The
+    dialog succeeds when the target is in the slate (the shopper picks it). Otherwise the
+    shopper picks the slate item most like its target by its own rule on attribute
+    differences (:meth:`fiq_gym.users.template.TemplateUser.pick`: the least
+    salience-weighted differences, ties to the earliest position; shoppers without a rule of
+    their own pick by the template shopper's with its default salience) and writes its
+    relative caption about that item. The picked item is the turn's ``shown`` item: the
+    caption is about it, the history holds it and the target is ranked by similarity to it,
+    as in ``index`` mode. An item repeated within a slate counts once, at its first position
+    (its later positions are masked out in ``slate_mask`` and never picked); items shown in
+    earlier turns may be shown again (``info["repeated"]`` flags a picked item picked before).
+
+    The reset shows one item, as in every mode: its observation's slate holds that item at
+    position 0 and nothing else.
+    """
+
+    name = "slate"
+    action_noun = "slate of item indices"
+    observation_keys = SLATE_KEYS
+    info_keys = ("slate", "slate_pick")
+
+    def __init__(
+        self, tables: RetrievalTables, num_dialogs: int, settings: ModeSettings, picker: Picker
+    ) -> None:
+        super().__init__(tables, num_dialogs, settings)
+        self.picker = picker
+        b, k = num_dialogs, settings.slate_size
+        # The slate each dialog saw last (-1 where a position holds no new item) and its pick.
+        self.slates = np.full((b, k), -1, dtype=np.int64)
+        self.picks = np.zeros(b, dtype=np.int64)
+
+    @classmethod
+    def build(
+        cls,
+        tables: RetrievalTables,
+        num_dialogs: int,
+        settings: ModeSettings,
+        first_stage: FirstStage | None = None,
+        picker: Picker | None = None,
+    ) -> ActionMode:
+        if first_stage is not None:
+            raise ValueError("a first stage only applies to action_mode='shortlist', not 'slate'")
+        if picker is None:
+            raise ValueError(
+                "action_mode='slate' needs the shopper's pick rule (a picker; see fiq_gym.action_modes)"
+            )
+        k = settings.slate_size
+        if not 2 <= k <= tables.num_items - 1:
+            raise ValueError(
+                f"slate_size must be from 2 to {tables.num_items - 1} (the items in play less the target), got {k}"
+            )
+        return cls(tables, num_dialogs, settings, picker)
+
+    def _make_space(self) -> spaces.MultiDiscrete:
+        k, n = self.settings.slate_size, self.tables.num_items
+        return spaces.MultiDiscrete(np.full(k, n), dtype=np.int64)
+
+    def check(self, actions: Any, batched: bool) -> np.ndarray:
+        k, n = self.settings.slate_size, self.tables.num_items
+        b = self.num_dialogs if batched else 1
+        arr = np.asarray(actions)
+        want = (b, k) if batched else (k,)
+        if arr.dtype.kind not in "iu" or arr.shape != want:
+            raise ValueError(
+                f"action must be an integer {self.action_noun} of shape {want} for {self.space}, "
+                f"got dtype {arr.dtype}, shape {arr.shape}"
+            )
+        arr = arr.astype(np.int64).reshape(b, k)
+        bad = (arr < 0) | (arr >= n)
+        if bad.any():
+            raise ValueError(
+                f"slate item {arr[bad][0]} is out of range for {self.space}: indices lie in [0, {n - 1}]"
+            )
+        return arr
+
+    @staticmethod
+    def first_positions(slates: np.ndarray) -> np.ndarray:
+        """(B, K) True where a slate position holds an item for the first time in its slate."""
+        earlier = slates[:, :, None] == slates[:, None, :]  # [b, i, j]: position j holds i's item
+        return ~np.tril(earlier, k=-1).any(axis=2)
+
+    def pick(self, slates: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """(B,) the positions the shoppers pick: the target's first position when it is in the
+        slate, else the shopper's rule (a repeated item ties with its first position, and ties
+        go to the earliest, so a repeat is never picked)."""
+        rows = self.tables.rows
+        found = slates == target[:, None]
+        picked = np.asarray(self.picker(rows[target], rows[slates]), dtype=np.int64)
+        return np.where(found.any(axis=1), found.argmax(axis=1), picked)
+
+    def outcome(
+        self, ranker: Ranker, rows: np.ndarray, actions: np.ndarray, target: np.ndarray, history: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        shown = actions[np.arange(len(rows)), self.pick(actions, target)]
+        repeated = (history == shown[:, None]).any(axis=1)
+        return shown, ranker.similar_ranks(shown, target), repeated
+
+    def start(self, rows: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
+        self.slates[rows] = -1
+        self.picks[rows] = 0
+
+    def advance(self, rows: np.ndarray, actions: np.ndarray, shown: np.ndarray) -> None:
+        first = self.first_positions(actions)
+        self.slates[rows] = np.where(first, actions, -1)
+        self.picks[rows] = (actions == shown[:, None]).argmax(axis=1)
+
+    def observation_spaces(self) -> dict[str, spaces.Space[Any]]:
+        k, t = self.settings.slate_size, self.tables
+        d, a = t.feature_dim, t.side_info.shape[1]
+        return {
+            "slate_features": spaces.Box(-1.0, 1.0, (k * d,), np.float32),
+            "slate_attributes": spaces.Box(0.0, 1.0, (k * a,), np.float32),
+            "slate_mask": spaces.MultiBinary(k),
+            "slate_pick": spaces.Box(0, k - 1, (1,), np.int64),
+        }
+
+    def observe(
+        self, rows: np.ndarray, captions: Sequence[str], history: np.ndarray, turn: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        t, keys, b = self.tables, self.settings.observation_keys, len(rows)
+        at_reset = turn == 0
+        if at_reset.any():
+            # The reset shows one item: the slate is that item alone.
+            reset_rows = rows[at_reset]
+            self.slates[reset_rows] = -1
+            self.slates[reset_rows, 0] = history[at_reset, 0]
+            self.picks[reset_rows] = 0
+        slates = self.slates[rows]
+        valid = slates >= 0
+        safe = np.maximum(slates, 0)
+        obs: dict[str, np.ndarray] = {}
+        if "slate_features" in keys:
+            obs["slate_features"] = (t.features[safe] * valid[..., None]).reshape(b, -1)
+        if "slate_attributes" in keys:
+            obs["slate_attributes"] = (t.side_info[safe] * valid[..., None]).reshape(b, -1)
+        if "slate_mask" in keys:
+            obs["slate_mask"] = valid.astype(np.int8)
+        if "slate_pick" in keys:
+            obs["slate_pick"] = self.picks[rows][:, None].copy()
+        return obs
+
+    def info(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {"slate": self.slates[rows].copy(), "slate_pick": self.picks[rows].copy()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"slates": self.slates.copy(), "picks": self.picks.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.slates[...] = state["slates"]
+        self.picks[...] = state["picks"]
+
+
 def best_indices(scores: np.ndarray, m: int) -> np.ndarray:
     """Indices of the ``m`` highest ``scores``, best first, ties to the lower index: the first
     ``m`` of a stable argsort of ``-scores``, without sorting all N items each turn."""
@@ -460,7 +634,9 @@ def best_indices(scores: np.ndarray, m: int) -> np.ndarray:
 
 
 #: The env's ``action_mode=`` names and their classes.
-MODES: dict[str, type[ActionMode]] = {m.name: m for m in (IndexMode, QueryMode, ScoresMode, ShortlistMode)}
+MODES: dict[str, type[ActionMode]] = {
+    m.name: m for m in (IndexMode, QueryMode, ScoresMode, ShortlistMode, SlateMode)
+}
 ACTION_MODES = tuple(MODES)
 
 

@@ -20,8 +20,10 @@ from gymnasium import spaces
 from fiq_gym.action_modes import (
     ACTION_MODES,
     CANDIDATE_KEYS,
+    SLATE_KEYS,
     ActionMode,
     FirstStage,
+    Picker,
     ShortlistMode,
     mode_class,
 )
@@ -41,6 +43,7 @@ __all__ = [
     "OPTIONAL_KEYS",
     "REWARDS",
     "SHOWN_MASK_LIMIT",
+    "SLATE_KEYS",
     "DialogBatch",
     "DialogConfig",
     "Transition",
@@ -91,6 +94,8 @@ class DialogConfig:
     # unseen items instead of the first stage's best.
     shortlist_size: int = 32
     explore: float = 0.0
+    # ``slate`` mode: how many items each turn shows at once.
+    slate_size: int = 4
     # Put the caption text in ``info["caption_text"]``. Off only for libraries whose info
     # readers take numbers alone (TorchRL's batched GymEnv / GymWrapper).
     caption_text: bool = True
@@ -114,6 +119,9 @@ class DialogConfig:
         k = self.shortlist_size
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"shortlist_size must be a positive integer, got {k!r}")
+        slate = self.slate_size
+        if isinstance(slate, bool) or not isinstance(slate, int | np.integer) or slate < 2:
+            raise ValueError(f"slate_size must be an integer of at least 2, got {slate!r}")
         e = self.explore
         if (
             isinstance(e, bool)
@@ -190,6 +198,7 @@ class DialogBatch:
         num_dialogs: int = 1,
         first_stage: FirstStage | None = None,
         ranker: Ranker | None = None,
+        picker: Picker | None = None,
     ) -> None:
         self.tables = tables
         # Ranks the gallery (fiq_gym.ranking): numpy's float32 products unless an exact or
@@ -217,7 +226,10 @@ class DialogBatch:
         # Each dialog's latest caption text, kept for rendering even when ``info`` leaves it out.
         self.last_caption = np.full(b, "", dtype=object)
         # What differs by action mode (space, rule, extra keys and state) lives in the mode.
-        self.mode: ActionMode = mode_class(config.action_mode).build(tables, b, config, first_stage)
+        # ``slate`` mode asks the shopper which shown item it compares its target with.
+        if picker is None and config.action_mode == "slate":
+            picker = getattr(user, "pick", None)
+        self.mode: ActionMode = mode_class(config.action_mode).build(tables, b, config, first_stage, picker)
 
     # --- spaces ----------------------------------------------------------------------------
     def observation_space(self) -> spaces.Dict:
@@ -516,6 +528,7 @@ class DialogBatch:
         turns_left = cfg.max_turns - (self.turn[rows] + 1)
         reward = self._reward(rows, rank, percentile, success, turns_left) + cfg.success_bonus * success
 
+        self.mode.advance(rows, actions, shown)
         self.turn[rows] += 1
         self.shown[rows] = shown
         self.history[rows, np.minimum(self.turn[rows], cfg.max_turns)] = shown

@@ -353,8 +353,10 @@ TRAINING_OPT_INS = ("expose_target", "lookahead")
 
 # What an evaluated agent may read in ``info``: never rank, percentile or reward, which give
 # the target away together with the gallery (see docs/agents.md, "Threat model").
-# ``candidates`` (shortlist mode) are the items the first stage proposed without the target.
-PUBLIC_INFO_KEYS = ("caption_text", "shown", "dialog_turn", "is_success", "candidates")
+# ``candidates`` (shortlist mode) are the items the first stage proposed without the target;
+# ``slate`` and ``slate_pick`` (slate mode) are what the agent showed and the shopper's pick,
+# feedback like the caption.
+PUBLIC_INFO_KEYS = ("caption_text", "shown", "dialog_turn", "is_success", "candidates", "slate", "slate_pick")
 
 
 class PublicInfo(dict):

@@ -120,7 +120,7 @@ SKIP: dict[str, str] = {
 #: Python block -> why it is a test of its own rather than part of its page's session
 ALONE: dict[str, str] = {
     "model = PPO(ShortlistActorCriticPolicy": "a recipe: it imports what it uses",
-    "model = DQN(ShortlistDQNPolicy": "a recipe: it imports what it uses",
+    "ShortlistDQNPolicy, env, learning_rate=1e-4": "a recipe: it imports what it uses",
     "model = RecurrentPPO(": "a recipe: it imports what it uses",
     "from fiq_gym.agents.cleanrl_ppo_shortlist import Args, train": "a recipe: it imports what it uses",
     "envs = gym.vector.SyncVectorEnv([make_env(i)": "a recipe: it imports what it uses",

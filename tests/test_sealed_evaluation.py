@@ -128,8 +128,8 @@ def test_sealed_and_unsealed_give_identical_results_and_the_same_public_info(ven
     assert sealed.per_turn() == unsealed.per_turn()
     assert len(a.infos) == len(b.infos)
     for x, y in zip(a.infos, b.infos, strict=True):
-        # ``candidates`` exist in shortlist mode only.
-        assert sorted(x) == sorted(y) == sorted(set(PUBLIC_INFO_KEYS) - {"candidates"})
+        # ``candidates`` exist in shortlist mode only, ``slate`` and ``slate_pick`` in slate mode.
+        assert sorted(x) == sorted(y) == sorted(set(PUBLIC_INFO_KEYS) - {"candidates", "slate", "slate_pick"})
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
     # The observations came through the shared region: equal, and each the agent's own copy.

@@ -1,0 +1,171 @@
+"""The ``slate`` action mode: K items a turn, the shopper picks one and captions it."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from fiq_gym.action_modes import SLATE_KEYS, SlateMode
+from fiq_gym.agents.random_agent import RandomSlateAgent
+from fiq_gym.envs.inner import inner_env, step_outcome
+from fiq_gym.errors import FallbackWarning
+
+ENV_ID = "fiq_gym/FashionIQ-v3"
+
+
+@pytest.fixture
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FallbackWarning)
+        yield
+
+
+def _env(path, **kwargs):
+    return gym.make(ENV_ID, catalog=str(path), action_mode="slate", **kwargs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 5), min_size=4, max_size=4), min_size=1, max_size=5))
+def test_first_positions_mark_each_item_once_at_its_earliest_position(rows):
+    slates = np.array(rows)
+    first = SlateMode.first_positions(slates)
+    for slate, mask in zip(slates, first, strict=True):
+        want = [slate[i] not in slate[:i] for i in range(len(slate))]
+        assert mask.tolist() == want
+
+
+def test_slate_env_passes_both_checkers_and_documents_its_spaces(small_catalog_path, quiet):
+    env = _env(small_catalog_path, slate_size=3)
+    n = inner_env(env).num_items
+    assert env.action_space == gym.spaces.MultiDiscrete(np.full(3, n))
+    assert set(SLATE_KEYS) <= set(env.observation_space.spaces)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped)
+    env.close()
+
+
+def test_the_shopper_picks_by_its_rule_and_captions_the_pick(small_catalog_path, quiet):
+    env = _env(small_catalog_path, slate_size=4)
+    inner = inner_env(env)
+    engine = inner._dialog  # white-box: the target, to check the rules against the truth
+    obs, info = env.reset(seed=5)
+    assert info["slate"].tolist() == [info["shown"], -1, -1, -1] and info["slate_pick"] == 0
+    assert obs["slate_mask"].tolist() == [1, 0, 0, 0]
+    target = int(engine.target[0])
+    rows = inner.gallery.rows
+    others = [i for i in range(inner.num_items) if i != target and i != info["shown"]][:3]
+    slate = np.array([others[0], others[1], others[0], others[2]])  # a repeat at position 2
+    want_pick = int(inner.user.pick(rows[[target]], rows[slate][None])[0])
+    obs, reward, terminated, _, info = env.step(slate)
+    assert info["slate_pick"] == want_pick != 2 and info["shown"] == slate[want_pick]
+    assert info["slate"].tolist() == [others[0], others[1], -1, others[2]]
+    assert obs["slate_mask"].tolist() == [1, 1, 0, 1] and obs["slate_pick"][0] == want_pick
+    # the caption, the shown features and the rank are about the picked item
+    d = inner.gallery.features.shape[1]
+    np.testing.assert_array_equal(obs["shown_features"], inner.gallery.features[info["shown"]])
+    np.testing.assert_array_equal(
+        obs["history_features"].reshape(-1, d)[1], inner.gallery.features[info["shown"]]
+    )
+    assert info["rank"] == engine.ranker.similar_ranks(np.array([info["shown"]]), np.array([target]))[0]
+    assert not terminated and not info["is_success"]
+    # the target anywhere in the slate: found, the dialog won and the turns left paid
+    obs, reward, terminated, _, info = env.step(np.array([others[1], others[2], target, target]))
+    assert info["is_success"] and terminated and info["shown"] == target and info["slate_pick"] == 2
+    assert info["rank"] == 0 and reward == pytest.approx(1.0 + (inner.config.max_turns - 2))
+    env.close()
+
+
+def test_actions_are_checked_with_a_message_that_names_the_space(small_catalog_path, quiet):
+    env = _env(small_catalog_path, slate_size=3)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"integer slate of item indices of shape \(3,\)"):
+        env.step(np.array([1, 2]))
+    with pytest.raises(ValueError, match="out of range"):
+        env.step(np.array([1, 2, 10_000]))
+    with pytest.raises(ValueError, match="slate_size must be"):
+        _env(small_catalog_path, slate_size=1)
+    with pytest.raises(ValueError, match="slate_size must be from 2"):
+        _env(small_catalog_path, slate_size=inner_env(env).num_items)
+    env.close()
+
+
+def test_vector_env_equals_single_envs_and_a_pickle_resumes(small_catalog_path, quiet):
+    seeds = [3, 4, 5]
+    venv = gym.make_vec(
+        ENV_ID,
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        catalog=str(small_catalog_path),
+        action_mode="slate",
+    )
+    singles = [_env(small_catalog_path) for _ in seeds]
+    vobs, vinfo = venv.reset(seed=seeds)
+    for k, (env, s) in enumerate(zip(singles, seeds, strict=True)):
+        obs, info = env.reset(seed=s)
+        for key in obs:
+            np.testing.assert_array_equal(vobs[key][k], obs[key])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        actions = rng.integers(inner_env(singles[0]).num_items, size=(3, 4))
+        vobs, vreward, vterm, _, vinfo = venv.step(actions)
+        for k, env in enumerate(singles):
+            obs, reward, terminated, _, info = env.step(actions[k])
+            for key in obs:
+                np.testing.assert_array_equal(vobs[key][k], obs[key])
+            assert (
+                vreward[k] == reward
+                and vterm[k] == terminated
+                and vinfo["slate_pick"][k] == info["slate_pick"]
+            )
+            if terminated:
+                env.reset(seed=seeds[k])
+        if vterm.any():
+            break
+    env = singles[0].unwrapped
+    env.reset(seed=9)
+    env.step(np.array([0, 1, 2, 3]))
+    copy = pickle.loads(pickle.dumps(env))
+    a = np.array([4, 5, 6, 7])
+    assert step_outcome(env, a) == step_outcome(copy, a)
+    first, second = env.step(a), copy.step(a)
+    for key in first[0]:
+        np.testing.assert_array_equal(first[0][key], second[0][key])
+    assert first[1:4] == second[1:4] and first[4]["slate"].tolist() == second[4]["slate"].tolist()
+    venv.close()
+
+
+def test_the_sealed_harness_and_sb3_run_the_slate_mode(small_catalog_path, quiet):
+    from stable_baselines3 import PPO
+
+    from fiq_gym.envs.evaluation import evaluate
+    from fiq_gym.envs.sb3 import SB3VecEnvAdapter
+
+    venv = gym.make_vec(
+        ENV_ID,
+        num_envs=4,
+        vectorization_mode="vector_entry_point",
+        catalog=str(small_catalog_path),
+        action_mode="slate",
+    )
+    agent = RandomSlateAgent.for_env(venv, seed=0)
+    result = evaluate(agent, venv, episodes=16, seed=0)
+    assert result.ranks.shape == (16, inner_env(venv).config.max_turns + 1)
+    # found exactly where the rank first reaches 0 after turn 0
+    for e in range(16):
+        zero = np.flatnonzero(result.ranks[e, 1:] == 0)
+        assert result.success_turn[e] == (zero[0] + 1 if len(zero) else -1)
+    model = PPO(
+        "MultiInputPolicy", SB3VecEnvAdapter(inner_env(venv)), n_steps=8, batch_size=16, n_epochs=1, seed=0
+    )
+    model.learn(32)
+    actions, _ = model.predict(venv.reset(seed=0)[0])
+    assert actions.shape == (4, 4)
+    venv.close()
