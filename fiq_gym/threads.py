@@ -22,9 +22,9 @@ def configure_threads(threads: int = TRAINING_THREADS) -> int:
 
     The agents' networks are small: a product of a few hundred rows gains nothing from a
     second thread, while torch's worker threads spin and take the cores the env's ranking and
-    the shopper need. With torch's default (one thread per core) SB3 PPO's ``learn(1024)``
-    took about three times as long as the CLI's run of the same budget on a 2-core machine
-    (``benchmarks/results/recipes.md`` measures it). ``threads=0`` restores torch's default.
+    the shopper need. With torch's default (one thread per core) docs/agents.md's SB3 PPO
+    recipe took 63.5 s for 2,048 steps where it took 45.2 s with one thread and the CLI 46.7 s,
+    on a 2-core machine (``benchmarks/results/recipes.md``). ``threads=0`` restores torch's default.
     """
     if threads < 0:
         raise ValueError(f"threads must be 0 (torch's default: one per core) or more, got {threads}")
