@@ -416,6 +416,40 @@ def test_dataset_user_modes_fallback_and_determinism(small_catalog):
     assert tokenizer.unk_id not in tokenizer.encode(UNICODE_CAPTION)
 
 
+def test_dataset_vocabulary_comes_from_the_training_split(fiq_release, tmp_path):
+    """Envs replaying val and train read the same token ids; a word only the evaluation split
+    uses does not shape the observation space (it reads as <unk>)."""
+    root = tmp_path / "fiq"
+    shutil.copytree(fiq_release, root)
+    file = root / "captions" / "cap.dress.val.json"
+    caps = json.loads(file.read_text())
+    caps[0]["captions"] = ["is zanzibarish", "is zanzibarish too"]
+    file.write_text(json.dumps(caps))
+    path = write_import(plan_fashioniq(root, splits=("train", "val")), tmp_path / "cat", progress=False).path
+    catalog = open_catalog(path)
+    train_words = {
+        w for e in HumanCaptions.load(path).select("train").entries for c in e.captions for w in c.split()
+    }
+    envs = {
+        split: gym.make(
+            "fiq_gym/FashionIQ-v3", catalog=str(path), user="dataset", user_kwargs={"split": split}
+        )
+        for split in ("train", "val")
+    }
+    tokenizers = {split: env.unwrapped.tokenizer for split, env in envs.items()}
+    assert tokenizers["train"].words == tokenizers["val"].words
+    assert "zanzibarish" not in tokenizers["val"].words and "zanzibarish" not in train_words
+    row = {x: i for i, x in enumerate(catalog.ids.tolist())}
+    inner = envs["val"].unwrapped
+    options = {
+        "target": inner.index_of_row(row[caps[0]["target"]]),
+        "shown": inner.index_of_row(row[caps[0]["candidate"]]),
+    }
+    obs, info = envs["val"].reset(seed=0, options=options)
+    assert "zanzibarish" in info["caption_text"]  # the human text is replayed as it is
+    assert tokenizers["val"].unk_id in obs["caption"][: int(obs["caption_length"][0])]
+
+
 @pytest.mark.parametrize(
     ("pairs", "message"),
     [

@@ -62,6 +62,11 @@ class DatasetUser(User):
             single-shot query.
         fallback: the user that answers pairs nobody annotated; None raises
             :class:`UnannotatedPairError` instead.
+        vocabulary: the texts whose words make the caption vocabulary (the observation's
+            token ids); None: the replayed captions. :meth:`from_captions` passes the
+            import's training captions, so the envs of every split share token ids and the
+            evaluation split's words never shape the observation space (they read as
+            ``<unk>`` where training never saw them).
 
     Human captions carry no structured differences, so the ``differences`` of replayed
     captions are empty tuples (a fallback's are passed through).
@@ -74,6 +79,7 @@ class DatasetUser(User):
         *,
         mode: str = "random",
         fallback: User | None = None,
+        vocabulary: Iterable[str] | None = None,
     ) -> None:
         super().__init__(catalog)
         if mode not in MODES:
@@ -98,6 +104,7 @@ class DatasetUser(User):
         if not captions:
             raise ValueError("DatasetUser needs at least one annotated pair")
         self._captions = {key: tuple(texts) for key, texts in captions.items()}
+        self._vocabulary = None if vocabulary is None else tuple(vocabulary)
         self.replayed = 0
         self.answered = 0
 
@@ -112,14 +119,20 @@ class DatasetUser(User):
         fallback: User | None = None,
     ) -> DatasetUser:
         """Replay the human captions of an imported catalog (default: the ones stored in its
-        directory), optionally of some splits only."""
+        directory), optionally of some splits only.
+
+        The caption vocabulary comes from the ``train`` split's captions whichever split is
+        replayed (from the replayed captions if the import has no ``train`` split), so an
+        agent trained on one split reads the same token ids on another."""
         if captions is None:
             from fiq_gym.catalog.captions import load_human_captions
 
             captions = load_human_captions(catalog)
+        training = captions.select("train").entries
+        vocabulary = [c for e in training for c in e.captions] if training else None
         if split is not None:
             captions = captions.select(split)
-        return cls(catalog, captions.triples(catalog), mode=mode, fallback=fallback)
+        return cls(catalog, captions.triples(catalog), mode=mode, fallback=fallback, vocabulary=vocabulary)
 
     # --- what the dataset covers -------------------------------------------------------
     @property
@@ -144,11 +157,14 @@ class DatasetUser(User):
         return self._captions.get((int(target), int(shown)), ())
 
     def caption_words(self) -> tuple[str, ...]:
-        """Every word of the recorded captions (and the fallback's words), sorted."""
+        """Every word of the vocabulary's texts (by default the recorded captions; see
+        ``vocabulary``) and the fallback's words, sorted."""
         words: set[str] = set(split_words(SAME_CAPTION))
-        for texts in self._captions.values():
-            for text in texts:
-                words.update(split_words(text))
+        texts = self._vocabulary
+        if texts is None:
+            texts = tuple(text for recorded in self._captions.values() for text in recorded)
+        for text in texts:
+            words.update(split_words(text))
         if self.mode == "joined":
             words.add("and")
         if self.fallback is not None:
