@@ -416,6 +416,21 @@ def test_dataset_user_modes_fallback_and_determinism(small_catalog):
     assert tokenizer.unk_id not in tokenizer.encode(UNICODE_CAPTION)
 
 
+def test_human_share_counters_are_each_envs_own(imported_train_val):
+    catalog = open_catalog(imported_train_val)
+    targets, candidates = HumanCaptions.load(imported_train_val).select("val").rows(catalog)
+    kwargs = {"user": "dataset", "user_kwargs": {"split": "val", "fallback": "template"}}
+    first, second = (
+        gym.make("fiq_gym/FashionIQ-v3", catalog=str(imported_train_val), **kwargs) for _ in range(2)
+    )
+    first.reset(seed=0, options={"target": int(targets[0]), "shown": int(candidates[0])})
+    assert (first.unwrapped.user.replayed, first.unwrapped.user.answered) == (1, 1)
+    assert (second.unwrapped.user.replayed, second.unwrapped.user.answered) == (0, 0)
+    # One shopper's captions and tokenizer, shared rather than copied.
+    assert first.unwrapped.user._captions is second.unwrapped.user._captions
+    assert first.unwrapped.user.tokenizer is second.unwrapped.user.tokenizer
+
+
 def test_dataset_vocabulary_comes_from_the_training_split(fiq_release, tmp_path):
     """Envs replaying val and train read the same token ids; a word only the evaluation split
     uses does not shape the observation space (it reads as <unk>)."""

@@ -20,6 +20,7 @@ datasets never annotate that case and the episode ends there anyway.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -133,6 +134,15 @@ class DatasetUser(User):
         if split is not None:
             captions = captions.select(split)
         return cls(catalog, captions.triples(catalog), mode=mode, fallback=fallback, vocabulary=vocabulary)
+
+    def with_own_counters(self) -> DatasetUser:
+        """The same shopper (its captions, fallback and tokenizer shared, not copied) with
+        ``replayed`` and ``answered`` of its own, at 0: what each env gets, so the human share
+        it reports is its own."""
+        _ = self.tokenizer  # built once here, so every twin shares it
+        twin = copy.copy(self)
+        twin.replayed = twin.answered = 0
+        return twin
 
     # --- what the dataset covers -------------------------------------------------------
     @property

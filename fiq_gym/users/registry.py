@@ -75,7 +75,11 @@ def make_user(spec: str | User, catalog: Catalog, **kwargs: Any) -> User:
         per_catalog = _shared.setdefault(catalog, {})
         if key not in per_catalog:
             per_catalog[key] = build(catalog, **kwargs)
-        return per_catalog[key]
+        shared = per_catalog[key]
+    from fiq_gym.users.dataset import DatasetUser
+
+    # The dataset shopper's captions are shared; its human-share counters are each env's own.
+    return shared.with_own_counters() if isinstance(shared, DatasetUser) else shared
 
 
 def _template_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
