@@ -56,6 +56,7 @@ __all__ = [
     "Readout",
     "fit_readout",
     "posterior_agent",
+    "reader_parts",
 ]
 
 READOUT_FORMAT = "fiq-gym-posterior-readout"
@@ -431,29 +432,17 @@ class PosteriorAgent:
         return left * float(p[shown]) + (left - 1) * (1.0 - float(p[shown])) * total / len(others)
 
 
-def posterior_agent(
+def reader_parts(
     env: gym.Env | gym.vector.VectorEnv,
-    policy: str = "map",
     *,
     beliefs: str = "predicted",
     readout: str | os.PathLike | Readout = DEFAULT_READOUT,
-    seed: int = 0,
     rules: TemplateUser | None = None,
     floor: float | None = None,
-) -> PosteriorAgent:
-    """The posterior agent for ``env`` (its template shopper's settings, its action mode).
-
-    Args:
-        policy: ``"map"`` or ``"lookahead"`` (see :class:`PosteriorAgent`; ``seed`` seeds the
-            look-ahead's draws).
-        beliefs: ``"predicted"`` (what agents see, through ``readout``) or ``"labels"`` (the
-            catalog's labels: a reference measurement, not an evaluable agent).
-        rules: the template shopper whose rules read the captions; default the env's own, which
-            must then be a :class:`~fiq_gym.users.template.TemplateUser`. For the learned
-            shopper pass ``TemplateUser(catalog)``: it was trained to imitate the noise-free
-            template shopper, and what it says beyond those rules falls to the floor.
-        floor: the likelihood's floor (default: 1e-4 with predicted beliefs, 0 with labels).
-    """
+) -> tuple[TemplateLikelihood, ItemAttributes, TemplateUser]:
+    """What a reader of ``env``'s captions needs, whatever it shows: the shopper's caption
+    likelihood, the reader's beliefs about the items in play and the template shopper whose
+    rules it reads by (arguments as :func:`posterior_agent`'s)."""
     inner = inner_env(env)
     user = rules if rules is not None else inner.user
     if not isinstance(user, TemplateUser):
@@ -478,6 +467,34 @@ def posterior_agent(
         shade_threshold=user.shade_threshold,
         floor=default_floor if floor is None else floor,
     )
+    return likelihood, items, user
+
+
+def posterior_agent(
+    env: gym.Env | gym.vector.VectorEnv,
+    policy: str = "map",
+    *,
+    beliefs: str = "predicted",
+    readout: str | os.PathLike | Readout = DEFAULT_READOUT,
+    seed: int = 0,
+    rules: TemplateUser | None = None,
+    floor: float | None = None,
+) -> PosteriorAgent:
+    """The posterior agent for ``env`` (its template shopper's settings, its action mode).
+
+    Args:
+        policy: ``"map"`` or ``"lookahead"`` (see :class:`PosteriorAgent`; ``seed`` seeds the
+            look-ahead's draws).
+        beliefs: ``"predicted"`` (what agents see, through ``readout``) or ``"labels"`` (the
+            catalog's labels: a reference measurement, not an evaluable agent).
+        rules: the template shopper whose rules read the captions; default the env's own, which
+            must then be a :class:`~fiq_gym.users.template.TemplateUser`. For the learned
+            shopper pass ``TemplateUser(catalog)``: it was trained to imitate the noise-free
+            template shopper, and what it says beyond those rules falls to the floor.
+        floor: the likelihood's floor (default: 1e-4 with predicted beliefs, 0 with labels).
+    """
+    inner = inner_env(env)
+    likelihood, items, user = reader_parts(env, beliefs=beliefs, readout=readout, rules=rules, floor=floor)
     shopper = user.imagining(items.codes, items.categories, items.luma) if policy == "lookahead" else None
     return PosteriorAgent(
         likelihood,

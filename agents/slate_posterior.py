@@ -22,13 +22,24 @@ configuration is registered.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
+from fiq_gym.envs.inner import inner_env
 from fiq_gym.users.template import TemplateUser
 from fiq_gym.users.template_likelihood import ItemAttributes, TemplateLikelihood
 
-__all__ = ["CANDIDATES", "SlateReader", "partition_slate", "top_slate"]
+__all__ = [
+    "CANDIDATES",
+    "SLATE_POLICIES",
+    "PosteriorSlateAgent",
+    "SlateReader",
+    "partition_slate",
+    "posterior_slate_agent",
+    "top_slate",
+]
 
 #: The items a planned slate is chosen from: the most probable unseen ones.
 CANDIDATES = 24
@@ -125,3 +136,99 @@ def partition_slate(p: np.ndarray, k: int, left: int, shopper: TemplateUser) -> 
     """A slate chosen greedily for what it finds now and what the pick tells (module
     docstring); ``left``: the turns left, this one included."""
     return _partition_slates(p, k, left, shopper, beam=1)[0]
+
+
+#: The slate policies of :class:`PosteriorSlateAgent`.
+SLATE_POLICIES = ("top", "partition")
+
+
+class PosteriorSlateAgent:
+    """The posterior reader as an agent of the env's ``slate`` action mode, batched.
+
+    Follows :class:`fiq_gym.evaluation.RetrievalAgent` and reads only what an evaluated agent
+    may: the caption text, ``info["slate"]`` and ``info["slate_pick"]`` (the items it showed and
+    the shopper's pick), ``info["shown"]`` at reset and ``info["dialog_turn"]``. Each dialog has
+    a :class:`SlateReader`; each turn it folds in the last slate's pick and caption, then shows
+    :func:`top_slate` (``policy="top"``) or :func:`partition_slate` (``"partition"``).
+    Built by :func:`posterior_slate_agent`.
+    """
+
+    def __init__(
+        self,
+        likelihood: TemplateLikelihood,
+        items: ItemAttributes,
+        shopper: TemplateUser,
+        slate_size: int,
+        max_turns: int,
+        policy: str = "top",
+    ) -> None:
+        if policy not in SLATE_POLICIES:
+            raise ValueError(f"policy must be one of {list(SLATE_POLICIES)}, got {policy!r}")
+        self.likelihood, self.items, self.shopper = likelihood, items, shopper
+        self.slate_size, self.max_turns, self.policy = int(slate_size), int(max_turns), policy
+        self.readers: list[SlateReader] = []
+        self._folded: list[int] = []  # the last turn each reader has read
+        self._fresh: list[bool] = []  # started by reset() and not acted on since
+
+    def _start(self, k: int, info: dict[str, Any]) -> None:
+        reader = SlateReader(self.likelihood, self.items, self.shopper)
+        shown = int(np.atleast_1d(info["shown"])[k])
+        reader.observe(np.array([shown]), 0, str(np.atleast_1d(info["caption_text"])[k]))
+        self.readers[k], self._folded[k], self._fresh[k] = reader, 0, True
+
+    def _resize(self, b: int) -> None:
+        if len(self.readers) != b:
+            self.readers = [SlateReader(self.likelihood, self.items, self.shopper) for _ in range(b)]
+            self._folded = [-1] * b
+            self._fresh = [False] * b
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        self._resize(len(mask))
+        for k in np.flatnonzero(mask):
+            self._start(int(k), info)
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        turn = np.atleast_1d(info["dialog_turn"])
+        self._resize(len(turn))
+        slates, picks = np.atleast_2d(info["slate"]), np.atleast_1d(info["slate_pick"])
+        captions = np.atleast_1d(info["caption_text"])
+        actions = np.empty((len(turn), self.slate_size), dtype=np.int64)
+        for k in range(len(turn)):
+            if turn[k] == 0:
+                if not self._fresh[k]:  # auto-reset inside act: a new dialog
+                    self._start(k, info)
+            elif self._folded[k] < turn[k]:
+                valid = slates[k] >= 0
+                # positions of repeats are -1 in info["slate"]: read the items shown, in order
+                picked = int(valid[: picks[k]].sum())
+                self.readers[k].observe(slates[k][valid], picked, str(captions[k]))
+                self._folded[k] = int(turn[k])
+            self._fresh[k] = False
+            p = self.readers[k].belief()
+            left = self.max_turns - int(turn[k])
+            if self.policy == "top":
+                actions[k] = top_slate(p, self.slate_size)
+            else:
+                actions[k] = partition_slate(p, self.slate_size, left, self.shopper)
+        return actions
+
+
+def posterior_slate_agent(
+    env: gym.Env | gym.vector.VectorEnv, policy: str = "top", *, beliefs: str = "predicted"
+) -> PosteriorSlateAgent:
+    """The posterior slate agent for a ``slate``-mode ``env`` with a template shopper: its
+    likelihood and beliefs as :func:`fiq_gym.agents.posterior.posterior_agent` builds them
+    (``beliefs="predicted"``: what agents see), and the shopper's pick rule imagined on them."""
+    from fiq_gym.agents.posterior import reader_parts
+
+    inner = inner_env(env)
+    if inner.config.action_mode != "slate":
+        raise ValueError(
+            f"the posterior slate agent shows slates: make the env with action_mode='slate', not "
+            f"{inner.config.action_mode!r}"
+        )
+    likelihood, items, user = reader_parts(env, beliefs=beliefs)
+    believed = user.imagining(items.codes, items.categories, items.luma)
+    return PosteriorSlateAgent(
+        likelihood, items, believed, inner.config.slate_size, inner.config.max_turns, policy
+    )
