@@ -72,6 +72,7 @@ from fiq_gym.users.dataset import join_captions
 __all__ = [
     "PREDICTION_TOP",
     "Args",
+    "PredictionFiles",
     "SingleShotResult",
     "evaluate_single_shot",
     "load_single_shot",
@@ -305,10 +306,10 @@ def write_predictions(
     split: str = "test",
     top: int = PREDICTION_TOP,
     overwrite: bool = False,
-) -> dict[str, int]:
+) -> PredictionFiles:
     """Write the challenge's prediction files for ``split`` into the new directory ``out``
     (atomically; an existing ``out`` is refused unless ``overwrite``, and even then if it
-    holds anything but prediction files). Returns the predictions written per category.
+    holds anything but prediction files).
 
     Refuses (:class:`~fiq_gym.errors.DatasetError`, naming the fix) an import that skipped
     entries of the split's caption files: the files' order would no longer match."""
@@ -327,11 +328,14 @@ def write_predictions(
     if not captions.select(split).entries:
         raise DatasetError(
             f"the import {where} has no {split!r} captions (it has {list(captions.splits)}); import that split "
-            f"too (fiq-gym catalog import fashioniq ROOT --split train val {split} --out DIR)"
+            f"too (fiq-gym catalog import {captions.source} ROOT --split {' '.join([*captions.splits, split])} "
+            "--out DIR), or name one of these with --split"
         )
+    checked = True
     for category in opened.category_names:
         kept = len(captions.select(split, category).entries)
         released = captions.source_entries.get(f"{category}.{split}")
+        checked = checked and (released is not None or not kept)
         if released is not None and kept != released:
             raise DatasetError(
                 f"the import {where} kept {kept} of the {released} entries of cap.{category}.{split}.json "
@@ -351,7 +355,25 @@ def write_predictions(
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for category, items in predictions.items():
             atomic_write_json(tmp / prediction_file_name(category, split), items)
-    return {category: len(items) for category, items in predictions.items()}
+    return PredictionFiles(
+        out, split, {category: len(items) for category, items in predictions.items()}, checked
+    )
+
+
+@dataclass(frozen=True)
+class PredictionFiles:
+    """What :func:`write_predictions` wrote."""
+
+    directory: Path
+    split: str
+    counts: dict[str, int]
+    """predictions (entries) per category, one file each"""
+    checked: bool
+    """every entry of the release's caption files is known to be there; False for an import
+    made before fiq-gym recorded their counts (re-import to check)"""
+
+    def file(self, category: str) -> Path:
+        return self.directory / prediction_file_name(category, self.split)
 
 
 # --- training --------------------------------------------------------------------------------

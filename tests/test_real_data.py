@@ -933,6 +933,16 @@ def test_predict_writes_the_challenge_files(
     assert cli(["predict", str(single_shot_checkpoint), "--out", str(out), "--overwrite"]) == 2
     assert "not prediction files (notes.txt)" in _one_error_line(capsys)
     assert (out / "notes.txt").read_text() == "mine"
+    # An import made before the entry counts were recorded: predicted, and it says it cannot check.
+    older = tmp_path / "older-import"
+    shutil.copytree(imported_with_test, older)
+    stored = json.loads((older / CAPTIONS_FILE).read_text())
+    del stored["source_entries"]
+    (older / CAPTIONS_FILE).write_text(json.dumps(stored))
+    argv = ["predict", str(single_shot_checkpoint), "--catalog", str(older), "--out", str(tmp_path / "p2")]
+    assert cli(argv) == 0
+    assert "predates fiq-gym's count" in _one_error_line(capsys)
+    assert len(json.loads((tmp_path / "p2" / "dress.test.pred.json").read_text())) == len(released["dress"])
 
 
 def test_predict_refuses_an_import_that_lost_test_entries(release_with_test_repeats, tmp_path, capsys):

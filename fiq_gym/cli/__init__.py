@@ -156,7 +156,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from fiq_gym.agents.single_shot import prediction_file_name, write_predictions
+    from fiq_gym.agents.single_shot import write_predictions
 
     written = write_predictions(
         args.checkpoint,
@@ -166,11 +166,17 @@ def _predict(args: argparse.Namespace) -> int:
         top=args.top,
         overwrite=args.overwrite,
     )
-    for category, count in written.items():
+    for category, count in written.counts.items():
+        print(f"{category:<8} {count:>6} predictions  {written.file(category)}")
+    print(
+        f"wrote {sum(written.counts.values())} predictions of the {args.split!r} split, every entry in file order"
+    )
+    if not written.checked:
         print(
-            f"{category:<8} {count:>6} predictions  {Path(args.out) / prediction_file_name(category, args.split)}"
+            "note: this import predates fiq-gym's count of each release file's entries, so it cannot show that "
+            "none was skipped; re-import the release to check",
+            file=sys.stderr,
         )
-    print(f"wrote {sum(written.values())} predictions of the {args.split!r} split, every entry in file order")
     return 0
 
 
