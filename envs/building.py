@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, cast
 
-from fiq_gym.action_modes import Picker
+from fiq_gym.action_modes import Picker, mode_class
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.dialog_engine import DialogBatch, DialogConfig
@@ -60,13 +60,13 @@ _FIRST_STAGES: dict[tuple[str, int], tuple[RetrievalTables, FirstStage]] = {}
 def build_first_stage(
     spec: str | FirstStage, action_mode: str, catalog: Catalog, tables: RetrievalTables
 ) -> FirstStage | None:
-    """The shortlist's first stage ``spec`` names (None outside ``shortlist`` mode; a
+    """The shortlist's first stage ``spec`` names (None in modes without candidates; a
     non-default ``spec`` there is a mistake worth one line)."""
-    if action_mode != "shortlist":
+    if not mode_class(action_mode).uses_first_stage:
         if spec != "retriever":
             raise ValueError(
-                f"shortlist={spec!r} only applies to action_mode='shortlist' (this env uses {action_mode!r}); "
-                "drop the argument or pass action_mode='shortlist'"
+                f"shortlist={spec!r} only applies to action_mode='shortlist' or 'shortlist_slate' (this env "
+                f"uses {action_mode!r}); drop the argument or pass one of those modes"
             )
         return None
     if not isinstance(spec, str):
@@ -100,9 +100,9 @@ class EnvParts:
 
 
 def slate_picker(action_mode: str, user: User, catalog: Catalog) -> Picker | None:
-    """``slate`` mode: the shopper's own pick rule, or the template shopper's (default salience)
+    """``slate`` modes: the shopper's own pick rule, or the template shopper's (default salience)
     for shoppers without one (the transformer, dataset and LM shoppers write captions only)."""
-    if action_mode != "slate":
+    if not mode_class(action_mode).uses_picker:
         return None
     own = getattr(user, "pick", None)
     if own is not None:

@@ -81,6 +81,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     |            |                             | show (a slot of the `candidate_*` keys)          |
     | `"slate"`  | `MultiDiscrete([N] * K)`    | K items shown at once (``slate_size``, default 4);|
     |            |                             | the shopper picks one and captions it            |
+    | `"shortlist_slate"` | `MultiDiscrete([M] * K)` | a slate of K of the M candidate slots      |
 
     N is the number of items in play (the chosen category), D the feature size. In `query`
     and `scores` modes the env shows the best-scoring item *not yet shown* in the episode
@@ -119,6 +120,13 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     (`info["repeated"]` flags a pick picked before). The reset shows one item, as in every
     mode: its slate holds that item at position 0 alone. ``info["slate"]`` gives the K item
     indices shown (-1 for an empty position) and ``info["slate_pick"]`` the picked position.
+
+    **Shortlist slate** (``action_mode="shortlist_slate"``): the slate rules over the shortlist's
+    candidates, for agents that need a small action space: each observation proposes M =
+    ``shortlist_size`` candidates as in `shortlist` mode (none that an earlier slate of the
+    dialog showed), and the action names K = ``slate_size`` of their slots (K <= M; the env
+    needs N >= M + T * K + 1). A slot named twice counts once; an empty slot raises
+    ``ValueError``. The observation has both the `candidate_*` and the `slate_*` keys.
 
     ## Observation Space
 
@@ -161,8 +169,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     ``shown_mask`` is returned only when asked for in ``observation_keys`` (catalogs of at
     most 65,536 items in play); the default keys are all the others. The `candidate_*` keys
     exist in `shortlist` mode only (and are in its default keys); empty slots are zeros. The
-    `slate_*` keys exist in `slate` mode only (and are in its default keys), K there being
-    ``slate_size``.
+    `slate_*` keys exist in the slate modes only (and are in their default keys), K there
+    being ``slate_size``; `shortlist_slate` has the `candidate_*` keys too.
 
     Token ids come from ``env.unwrapped.tokenizer`` (a
     :class:`~fiq_gym.text.CaptionTokenizer`): id 0 is padding, and for the template

@@ -48,6 +48,7 @@ __all__ = [
     "QueryMode",
     "ScoresMode",
     "ShortlistMode",
+    "ShortlistSlateMode",
     "SlateMode",
     "mode_class",
 ]
@@ -120,6 +121,10 @@ class ActionMode:
     info_keys: ClassVar[tuple[str, ...]] = ()
     #: What one action names, for error messages.
     action_noun: ClassVar[str] = "action"
+    #: Whether the mode proposes candidates with a first stage (``shortlist=``).
+    uses_first_stage: ClassVar[bool] = False
+    #: Whether the mode shows several items a turn, among which the shopper picks.
+    uses_picker: ClassVar[bool] = False
 
     def __init__(self, tables: RetrievalTables, num_dialogs: int, settings: ModeSettings) -> None:
         self.tables = tables
@@ -314,8 +319,9 @@ class ShortlistMode(_ItemChoice):
 
     name = "shortlist"
     action_noun = "candidate slot"
-    observation_keys = CANDIDATE_KEYS
-    info_keys = ("candidates",)
+    uses_first_stage = True
+    observation_keys: ClassVar[tuple[str, ...]] = CANDIDATE_KEYS
+    info_keys: ClassVar[tuple[str, ...]] = ("candidates",)
 
     def __init__(
         self, tables: RetrievalTables, num_dialogs: int, settings: ModeSettings, first_stage: FirstStage
@@ -382,11 +388,18 @@ class ShortlistMode(_ItemChoice):
         }
 
     def observe(
-        self, rows: np.ndarray, captions: Sequence[str], history: np.ndarray, turn: np.ndarray
+        self,
+        rows: np.ndarray,
+        captions: Sequence[str],
+        history: np.ndarray,
+        turn: np.ndarray,
+        exclude: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
+        """As :meth:`ActionMode.observe`; ``exclude``: (B, S) more items never to propose
+        (-1 padded), those a slate showed besides its pick."""
         for i, row in enumerate(rows):
             self.caption_texts[row].append(captions[i])
-        self._propose(rows, history, turn)
+        self._propose(rows, history, turn, exclude)
         t, keys, b = self.tables, self.settings.observation_keys, len(rows)
         cand = self.candidates[rows]
         valid = self.candidate_mask[rows].astype(bool)
@@ -402,7 +415,9 @@ class ShortlistMode(_ItemChoice):
             obs["candidate_mask"] = self.candidate_mask[rows].copy()
         return obs
 
-    def _propose(self, rows: np.ndarray, history: np.ndarray, turn: np.ndarray) -> None:
+    def _propose(
+        self, rows: np.ndarray, history: np.ndarray, turn: np.ndarray, exclude: np.ndarray | None = None
+    ) -> None:
         """The first stage's K candidates for dialogs ``rows``: the best-scoring unseen items
         (ties: the lower index first), ``num_explore`` of them replaced by uniform random
         unseen items, in a random order drawn from the dialog's shortlist stream."""
@@ -425,6 +440,8 @@ class ShortlistMode(_ItemChoice):
             s = scores[i].copy()
             s[np.nan_to_num(s, nan=-np.inf) != s] = -np.inf  # NaN never proposed
             seen = history[i][history[i] >= 0]
+            if exclude is not None:
+                seen = np.concatenate([seen, exclude[i][exclude[i] >= 0]])
             s[seen] = -np.inf
             top = best_indices(s, k - n_explore)
             top = top[np.isfinite(s[top])]
@@ -486,8 +503,9 @@ class SlateMode(ActionMode):
 
     name = "slate"
     action_noun = "slate of item indices"
-    observation_keys = SLATE_KEYS
-    info_keys = ("slate", "slate_pick")
+    uses_picker = True
+    observation_keys: ClassVar[tuple[str, ...]] = SLATE_KEYS
+    info_keys: ClassVar[tuple[str, ...]] = ("slate", "slate_pick")
 
     def __init__(
         self, tables: RetrievalTables, num_dialogs: int, settings: ModeSettings, picker: Picker
@@ -558,10 +576,15 @@ class SlateMode(ActionMode):
         picked = np.asarray(self.picker(rows[target], rows[slates]), dtype=np.int64)
         return np.where(found.any(axis=1), found.argmax(axis=1), picked)
 
+    def items(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """(B, K) the items checked ``actions`` show in dialogs ``rows``."""
+        return actions
+
     def outcome(
         self, ranker: Ranker, rows: np.ndarray, actions: np.ndarray, target: np.ndarray, history: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        shown = actions[np.arange(len(rows)), self.pick(actions, target)]
+        slates = self.items(rows, actions)
+        shown = slates[np.arange(len(rows)), self.pick(slates, target)]
         repeated = (history == shown[:, None]).any(axis=1)
         return shown, ranker.similar_ranks(shown, target), repeated
 
@@ -570,9 +593,10 @@ class SlateMode(ActionMode):
         self.picks[rows] = 0
 
     def advance(self, rows: np.ndarray, actions: np.ndarray, shown: np.ndarray) -> None:
-        first = self.first_positions(actions)
-        self.slates[rows] = np.where(first, actions, -1)
-        self.picks[rows] = (actions == shown[:, None]).argmax(axis=1)
+        slates = self.items(rows, actions)
+        first = self.first_positions(slates)
+        self.slates[rows] = np.where(first, slates, -1)
+        self.picks[rows] = (slates == shown[:, None]).argmax(axis=1)
 
     def observation_spaces(self) -> dict[str, spaces.Space[Any]]:
         k, t = self.settings.slate_size, self.tables
@@ -620,6 +644,139 @@ class SlateMode(ActionMode):
         self.picks[...] = state["picks"]
 
 
+class ShortlistSlateMode(SlateMode):
+    """``MultiDiscrete([M] * K)``: a slate of K candidate slots among M a first stage proposes.
+
+    The ``slate`` mode's rules (the target in the slate wins; else the shopper picks and
+    captions) over the ``shortlist`` mode's candidates: each turn the observation proposes
+    M = ``shortlist_size`` candidates, none shown in an earlier slate of the dialog, and the
+    action names K = ``slate_size`` of their slots. A slot named twice counts once, at its
+    first position; an empty slot (``candidate_mask`` 0) raises ``ValueError``. ``info["slate"]``
+    gives item indices, as in ``slate`` mode, and ``info["candidates"]`` the slots' items. The
+    action space is small whatever the catalog: the setting in which off-the-shelf agents
+    (SB3's ``MultiDiscrete`` policies) can learn to fill a slate.
+    """
+
+    name = "shortlist_slate"
+    action_noun = "slate of candidate slots"
+    uses_first_stage = True
+    observation_keys: ClassVar[tuple[str, ...]] = CANDIDATE_KEYS + SLATE_KEYS
+    info_keys: ClassVar[tuple[str, ...]] = ("candidates", "slate", "slate_pick")
+
+    def __init__(
+        self,
+        tables: RetrievalTables,
+        num_dialogs: int,
+        settings: ModeSettings,
+        picker: Picker,
+        first_stage: FirstStage,
+    ) -> None:
+        super().__init__(tables, num_dialogs, settings, picker)
+        self.shortlist = ShortlistMode(tables, num_dialogs, settings, first_stage)
+        # every item the dialog's slates showed (-1 padded): the shortlist proposes none again
+        self.slate_items = np.full(
+            (num_dialogs, settings.max_turns * settings.slate_size), -1, dtype=np.int64
+        )
+        self.filled = np.zeros(num_dialogs, dtype=np.int64)
+
+    @classmethod
+    def build(
+        cls,
+        tables: RetrievalTables,
+        num_dialogs: int,
+        settings: ModeSettings,
+        first_stage: FirstStage | None = None,
+        picker: Picker | None = None,
+    ) -> ActionMode:
+        if first_stage is None:
+            raise ValueError("action_mode='shortlist_slate' needs a first stage (see fiq_gym.shortlist)")
+        if picker is None:
+            raise ValueError("action_mode='shortlist_slate' needs the shopper's pick rule (a picker)")
+        m, k = settings.shortlist_size, settings.slate_size
+        if not 2 <= k <= m:
+            raise ValueError(f"slate_size must be from 2 to shortlist_size={m}, got {k}")
+        need = m + settings.max_turns * k + 1
+        if tables.num_items < need:
+            raise ValueError(
+                f"shortlist_size={m} and slate_size={k} need at least {need} items in play "
+                f"(M + max_turns * K + 1), this env has {tables.num_items}; pass smaller sizes"
+            )
+        return cls(tables, num_dialogs, settings, picker, first_stage)
+
+    def _make_space(self) -> spaces.MultiDiscrete:
+        k, m = self.settings.slate_size, self.settings.shortlist_size
+        return spaces.MultiDiscrete(np.full(k, m), dtype=np.int64)
+
+    def check(self, actions: Any, batched: bool) -> np.ndarray:
+        k, m = self.settings.slate_size, self.settings.shortlist_size
+        b = self.num_dialogs if batched else 1
+        arr = np.asarray(actions)
+        want = (b, k) if batched else (k,)
+        if arr.dtype.kind not in "iu" or arr.shape != want:
+            raise ValueError(
+                f"action must be an integer {self.action_noun} of shape {want} for {self.space}, "
+                f"got dtype {arr.dtype}, shape {arr.shape}"
+            )
+        arr = arr.astype(np.int64).reshape(b, k)
+        bad = (arr < 0) | (arr >= m)
+        if bad.any():
+            raise ValueError(
+                f"candidate slot {arr[bad][0]} is out of range for {self.space}: slots lie in [0, {m - 1}]"
+            )
+        return arr
+
+    def items(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        empty = np.take_along_axis(self.shortlist.candidate_mask[rows], actions, axis=1) == 0
+        if empty.any():
+            raise ValueError(
+                f"candidate slot {actions[empty][0]} is empty (obs['candidate_mask'] is 0 there); "
+                "choose slots whose mask is 1"
+            )
+        return np.take_along_axis(self.shortlist.candidates[rows], actions, axis=1)
+
+    def start(self, rows: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
+        super().start(rows, rngs)
+        self.shortlist.start(rows, rngs)
+        self.slate_items[rows] = -1
+        self.filled[rows] = 0
+
+    def advance(self, rows: np.ndarray, actions: np.ndarray, shown: np.ndarray) -> None:
+        slates = self.items(rows, actions)
+        super().advance(rows, actions, shown)
+        k = self.settings.slate_size
+        for i, row in enumerate(rows):
+            at = self.filled[row]
+            self.slate_items[row, at : at + k] = slates[i]
+            self.filled[row] = at + k
+
+    def observation_spaces(self) -> dict[str, spaces.Space[Any]]:
+        return {**self.shortlist.observation_spaces(), **super().observation_spaces()}
+
+    def observe(
+        self, rows: np.ndarray, captions: Sequence[str], history: np.ndarray, turn: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        obs = self.shortlist.observe(rows, captions, history, turn, exclude=self.slate_items[rows])
+        obs.update(super().observe(rows, captions, history, turn))
+        return obs
+
+    def info(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        return {**self.shortlist.info(rows), **super().info(rows)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "shortlist": self.shortlist.state_dict(),
+            "slate_items": self.slate_items.copy(),
+            "filled": self.filled.copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.shortlist.load_state_dict(state["shortlist"])
+        self.slate_items[...] = state["slate_items"]
+        self.filled[...] = state["filled"]
+
+
 def best_indices(scores: np.ndarray, m: int) -> np.ndarray:
     """Indices of the ``m`` highest ``scores``, best first, ties to the lower index: the first
     ``m`` of a stable argsort of ``-scores``, without sorting all N items each turn."""
@@ -635,7 +792,7 @@ def best_indices(scores: np.ndarray, m: int) -> np.ndarray:
 
 #: The env's ``action_mode=`` names and their classes.
 MODES: dict[str, type[ActionMode]] = {
-    m.name: m for m in (IndexMode, QueryMode, ScoresMode, ShortlistMode, SlateMode)
+    m.name: m for m in (IndexMode, QueryMode, ScoresMode, ShortlistMode, SlateMode, ShortlistSlateMode)
 }
 ACTION_MODES = tuple(MODES)
 

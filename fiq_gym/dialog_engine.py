@@ -227,9 +227,10 @@ class DialogBatch:
         self.last_caption = np.full(b, "", dtype=object)
         # What differs by action mode (space, rule, extra keys and state) lives in the mode.
         # ``slate`` mode asks the shopper which shown item it compares its target with.
-        if picker is None and config.action_mode == "slate":
+        mode = mode_class(config.action_mode)
+        if picker is None and mode.uses_picker:
             picker = getattr(user, "pick", None)
-        self.mode: ActionMode = mode_class(config.action_mode).build(tables, b, config, first_stage, picker)
+        self.mode: ActionMode = mode.build(tables, b, config, first_stage, picker)
 
     # --- spaces ----------------------------------------------------------------------------
     def observation_space(self) -> spaces.Dict:

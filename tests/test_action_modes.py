@@ -117,7 +117,7 @@ def test_modes_own_their_spaces_and_checks():
 
 @pytest.mark.parametrize("action_mode", sorted(MODES))
 def test_step_plays_exactly_the_outcome_play_announces(small_catalog_path, quiet, action_mode):
-    kwargs = {"shortlist": "random", "shortlist_size": 6} if action_mode == "shortlist" else {}
+    kwargs = {"shortlist": "random", "shortlist_size": 6} if MODES[action_mode].uses_first_stage else {}
     env = gym.make("fiq_gym/FashionIQ-v3", catalog=str(small_catalog_path), action_mode=action_mode, **kwargs)
     env.action_space.seed(1)
     _, info = env.reset(seed=4)

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from fiq_gym.action_modes import SLATE_KEYS, SlateMode
+from fiq_gym.action_modes import CANDIDATE_KEYS, SLATE_KEYS, SlateMode
 from fiq_gym.agents.random_agent import RandomSlateAgent
 from fiq_gym.envs.inner import inner_env, step_outcome
 from fiq_gym.errors import FallbackWarning
@@ -29,7 +29,7 @@ def quiet():
 
 
 def _env(path, **kwargs):
-    return gym.make(ENV_ID, catalog=str(path), action_mode="slate", **kwargs)
+    return gym.make(ENV_ID, catalog=str(path), **{"action_mode": "slate", **kwargs})
 
 
 @settings(max_examples=200, deadline=None)
@@ -42,13 +42,41 @@ def test_first_positions_mark_each_item_once_at_its_earliest_position(rows):
         assert mask.tolist() == want
 
 
-def test_slate_env_passes_both_checkers_and_documents_its_spaces(small_catalog_path, quiet):
-    env = _env(small_catalog_path, slate_size=3)
-    n = inner_env(env).num_items
+SHORTLIST_SLATE = {"action_mode": "shortlist_slate", "shortlist": "random", "shortlist_size": 8}
+
+
+@pytest.mark.parametrize("mode", ["slate", "shortlist_slate"])
+def test_slate_envs_pass_both_checkers_and_document_their_spaces(small_catalog_path, quiet, mode):
+    kwargs = SHORTLIST_SLATE if mode == "shortlist_slate" else {}
+    env = _env(small_catalog_path, slate_size=3, **kwargs)
+    n = 8 if mode == "shortlist_slate" else inner_env(env).num_items
     assert env.action_space == gym.spaces.MultiDiscrete(np.full(3, n))
     assert set(SLATE_KEYS) <= set(env.observation_space.spaces)
+    assert (mode == "shortlist_slate") == (set(CANDIDATE_KEYS) <= set(env.observation_space.spaces))
     gym_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped)
+    env.close()
+
+
+def test_a_shortlist_slate_shows_candidates_and_never_proposes_a_shown_item_again(small_catalog_path, quiet):
+    env = _env(small_catalog_path, slate_size=3, **SHORTLIST_SLATE)
+    _, info = env.reset(seed=3)
+    shown = {int(info["shown"])}
+    for _ in range(4):
+        assert not shown & set(info["candidates"].tolist())
+        slots = np.array([2, 5, 2])  # a repeated slot counts once
+        candidates = info["candidates"]
+        _, _, terminated, _, info = env.step(slots)
+        assert info["slate"].tolist() == [candidates[2], candidates[5], -1]
+        assert info["shown"] == candidates[slots][info["slate_pick"]]
+        shown |= {int(candidates[2]), int(candidates[5])}
+        if terminated:
+            break
+    env.reset(seed=3)
+    with pytest.raises(ValueError, match="candidate slot 8 is out of range"):
+        env.step(np.array([0, 1, 8]))
+    with pytest.raises(ValueError, match="slate_size must be from 2 to shortlist_size=8"):
+        _env(small_catalog_path, slate_size=9, **SHORTLIST_SLATE)
     env.close()
 
 
@@ -97,16 +125,14 @@ def test_actions_are_checked_with_a_message_that_names_the_space(small_catalog_p
     env.close()
 
 
-def test_vector_env_equals_single_envs_and_a_pickle_resumes(small_catalog_path, quiet):
+@pytest.mark.parametrize("mode", ["slate", "shortlist_slate"])
+def test_vector_env_equals_single_envs_and_a_pickle_resumes(small_catalog_path, quiet, mode):
     seeds = [3, 4, 5]
+    kwargs = SHORTLIST_SLATE if mode == "shortlist_slate" else {"action_mode": "slate"}
     venv = gym.make_vec(
-        ENV_ID,
-        num_envs=3,
-        vectorization_mode="vector_entry_point",
-        catalog=str(small_catalog_path),
-        action_mode="slate",
+        ENV_ID, num_envs=3, vectorization_mode="vector_entry_point", catalog=str(small_catalog_path), **kwargs
     )
-    singles = [_env(small_catalog_path) for _ in seeds]
+    singles = [gym.make(ENV_ID, catalog=str(small_catalog_path), **kwargs) for _ in seeds]
     vobs, vinfo = venv.reset(seed=seeds)
     for k, (env, s) in enumerate(zip(singles, seeds, strict=True)):
         obs, info = env.reset(seed=s)
@@ -114,7 +140,7 @@ def test_vector_env_equals_single_envs_and_a_pickle_resumes(small_catalog_path, 
             np.testing.assert_array_equal(vobs[key][k], obs[key])
     rng = np.random.default_rng(0)
     for _ in range(3):
-        actions = rng.integers(inner_env(singles[0]).num_items, size=(3, 4))
+        actions = rng.integers(singles[0].action_space.nvec[0], size=(3, 4))
         vobs, vreward, vterm, _, vinfo = venv.step(actions)
         for k, env in enumerate(singles):
             obs, reward, terminated, _, info = env.step(actions[k])
