@@ -105,8 +105,11 @@ _KINDS = {
 }
 #: the kinds whose model is a single-file trainer's torch policy (:func:`_policy_parts`)
 _POLICY_KINDS = ("cleanrl-ppo-shortlist", "recurrent-reinforce", "behaviour-cloning")
-# Env arguments of the shortlist mode a checkpoint's args may carry.
-_SHORTLIST_ARGS = ("shortlist_size", "shortlist", "explore")
+# Env arguments of the shortlist modes a checkpoint's args may carry, by mode.
+_SHORTLIST_ARGS = {
+    "shortlist": ("shortlist_size", "shortlist", "explore"),
+    "shortlist_slate": ("shortlist_size", "shortlist", "explore", "slate_size"),
+}
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ class _TrainingSettings:
     shortlist_size: int | None = None
     shortlist: str | None = None
     explore: float | None = None
+    slate_size: int | None = None
     seed: int | None = None
     eval_episodes: int | None = None
     #: the evaluation set's seed, where a trainer lets it differ from 10000 + ``seed``
@@ -142,6 +146,8 @@ class _TrainingSettings:
             raise ValueError(f"action_mode must be one of {list(ENV_ACTION_MODES)}, got {self.action_mode!r}")
         if self.shortlist_size is not None and self.shortlist_size < 1:
             raise ValueError(f"shortlist_size must be at least 1, got {self.shortlist_size}")
+        if self.slate_size is not None and self.slate_size < 2:
+            raise ValueError(f"slate_size must be at least 2, got {self.slate_size}")
         if self.explore is not None and not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"explore must be a fraction in [0, 1], got {self.explore}")
         for name in ("env_id", "user", "shortlist"):
@@ -298,7 +304,7 @@ class LoadedAgent:
                 from fiq_gym.agents.rllib_modules import RLlibAgent
 
                 return RLlibAgent(self.model)
-            if self.action_mode == "shortlist":
+            if self.action_mode in _SHORTLIST_ARGS:
                 return SB3ShortlistAgent(self.model)
             return PPOAgent(self.model)
         if self.kind in _POLICY_KINDS:
@@ -390,7 +396,7 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         own_tokenizer=tokenizer,
         model=model,
         config=config,
-        shortlist={k: getattr(settings, k) for k in _SHORTLIST_ARGS if mode == "shortlist" and k in args},
+        shortlist={k: getattr(settings, k) for k in _SHORTLIST_ARGS.get(mode, ()) if k in args},
         training_evaluation=_training_evaluation(settings),
         observation_keys=(
             None

@@ -163,13 +163,15 @@ class Args:
     max_turns: int = 5
     """turns per dialog"""
     action_mode: str = "query"
-    """query (a Gaussian query in feature space) or shortlist (pick one of K candidates)"""
+    """query (a Gaussian query in feature space), shortlist (pick one of K candidates) or shortlist_slate (show slate_size of the candidates at once)"""
     shortlist_size: int = 32
-    """shortlist mode: K, the candidates per turn"""
+    """shortlist modes: K, the candidates per turn"""
     shortlist: SpecArgument = "retriever"
-    """shortlist mode: the first stage (retriever, retriever:DIR or random)"""
+    """shortlist modes: the first stage (retriever, retriever:DIR or random)"""
     explore: float = 0.0
-    """shortlist mode: fraction of the candidates that are random unseen items"""
+    """shortlist modes: fraction of the candidates that are random unseen items"""
+    slate_size: int = 4
+    """shortlist_slate mode: the candidates shown at once"""
     first_stage_gain: float = 0.0
     """shortlist mode: initial weight of the first stage's standardised scores in the policy's logits (0: start near uniform over the shortlist; a few units: near the greedy first stage)"""
     reward: str = "percentile"
@@ -250,7 +252,7 @@ class ProgressCallback(BaseCallback):
 
 
 def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
-    shortlist = args.action_mode == "shortlist"
+    shortlist = args.action_mode in SHORTLIST_MODES
     # Checked before the run directory is made: a wrong flag leaves nothing behind.
     if args.first_stage_gain and not shortlist:
         raise ValueError(
@@ -295,9 +297,14 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
     return model, result
 
 
-def env_kwargs_of(args: Any, modes: tuple[str, ...] = ("query", "shortlist")) -> dict[str, Any]:
-    """The env arguments a PPO, DQN or RLlib run's ``args`` describe (shortlist ones in that
-    mode); ``modes``: the action modes the trainer supports."""
+#: The action modes with a first stage's candidates, where the shortlist policies act.
+SHORTLIST_MODES = ("shortlist", "shortlist_slate")
+
+
+def env_kwargs_of(args: Any, modes: tuple[str, ...] = ("query", *SHORTLIST_MODES)) -> dict[str, Any]:
+    """The env arguments a PPO, DQN or RLlib run's ``args`` describe (shortlist ones in the
+    shortlist modes, the slate's size in ``shortlist_slate``); ``modes``: the action modes the
+    trainer supports."""
     if args.action_mode not in modes:
         raise ValueError(f"--action-mode must be {' or '.join(modes)}, got {args.action_mode!r}")
     kwargs = {
@@ -306,8 +313,10 @@ def env_kwargs_of(args: Any, modes: tuple[str, ...] = ("query", "shortlist")) ->
         "action_mode": args.action_mode,
         "max_turns": args.max_turns,
     }
-    if args.action_mode == "shortlist":
+    if args.action_mode in SHORTLIST_MODES:
         kwargs.update(shortlist_size=args.shortlist_size, shortlist=args.shortlist, explore=args.explore)
+    if args.action_mode == "shortlist_slate":
+        kwargs["slate_size"] = args.slate_size
     return kwargs
 
 
@@ -318,7 +327,7 @@ def evaluate_model(model: Any, args: Any, name: str = "PPO") -> EvaluationResult
         vectorization_mode="vector_entry_point",
         **env_kwargs_of(args),
     )
-    agent = SB3ShortlistAgent(model) if args.action_mode == "shortlist" else PPOAgent(model)
+    agent = SB3ShortlistAgent(model) if args.action_mode in SHORTLIST_MODES else PPOAgent(model)
     try:
         return evaluate(
             agent, envs, episodes=args.eval_episodes, seed=training_evaluation_seed(args.seed), name=name

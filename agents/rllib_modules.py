@@ -65,7 +65,11 @@ class ShortlistRLModule(TorchRLModule, ValueFunctionAPI):
     observation must be the shortlist mode's ``Dict`` (raw: no flattening connector)."""
 
     def setup(self) -> None:
-        self.k = _needs_shortlist(self.observation_space, self.action_space, "ShortlistRLModule")
+        self.k, positions = _needs_shortlist(self.observation_space, self.action_space, "ShortlistRLModule")
+        if positions != 1:
+            raise ValueError(
+                f"ShortlistRLModule picks one candidate (action_mode='shortlist'), got {self.action_space}"
+            )
         config = dict(self.model_config or {})
         self.scorer = ShortlistExtractor(
             self.observation_space,

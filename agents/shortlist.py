@@ -48,13 +48,21 @@ _STREAM = 0x53484F52  # "SHOR"
 _EMPTY = -1e4
 
 
-def _needs_shortlist(observation_space: gym.spaces.Space, space: gym.spaces.Space, what: str) -> int:
+def _needs_shortlist(
+    observation_space: gym.spaces.Space, space: gym.spaces.Space, what: str
+) -> tuple[int, int]:
+    """``(M, K)``: M candidates, K slots a step names (1 in ``shortlist`` mode, the slate's size in
+    ``shortlist_slate`` mode)."""
     mask = getattr(observation_space, "spaces", {}).get("candidate_mask")
-    if not isinstance(space, gym.spaces.Discrete) or mask is None or mask.shape != (space.n,):
-        raise ValueError(
-            f"{what} needs action_mode='shortlist' (Discrete(K) actions and candidate_* observation keys), got {space}"
-        )
-    return int(space.n)
+    m = None if mask is None else int(mask.shape[0])
+    if isinstance(space, gym.spaces.Discrete) and m == int(space.n):
+        return m, 1
+    if isinstance(space, gym.spaces.MultiDiscrete) and m is not None and (space.nvec == m).all():
+        return m, len(space.nvec)
+    raise ValueError(
+        f"{what} needs action_mode='shortlist' or 'shortlist_slate' (Discrete(M) or MultiDiscrete([M] * K) "
+        f"actions and candidate_* observation keys), got {space}"
+    )
 
 
 class ShortlistGreedyAgent:
@@ -97,8 +105,9 @@ class SB3ShortlistAgent:
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         keys = self.model.observation_space.spaces
-        action = self.predictor.predict({k: observation[k] for k in keys})
-        return np.asarray(action, dtype=np.int64).reshape(-1)
+        action = np.asarray(self.predictor.predict({k: observation[k] for k in keys}), dtype=np.int64)
+        # (B,) candidate slots in shortlist mode, (B, K) in shortlist_slate mode
+        return action.reshape((-1, *tuple(self.model.action_space.shape or ())))
 
 
 class ShortlistExtractor(BaseFeaturesExtractor):
@@ -215,6 +224,27 @@ class _SlotScores(nn.Module):
         return latent[:, : self.k]
 
 
+class _RankedSlateScores(nn.Module):
+    """Slate logits from the extractor's M candidate scores: position j scores the candidates
+    with the j best-scored ones left out, so the most likely slate is the K best candidates,
+    distinct, best first (one shared score per candidate: still equivariant to their order).
+    Output ``(B, K * M)``, position after position, as SB3's ``MultiDiscrete`` heads read it."""
+
+    def __init__(self, m: int, k: int) -> None:
+        super().__init__()
+        self.m, self.k = m, k
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        scores = latent[:, : self.m]
+        order = torch.argsort(scores.detach(), dim=1, descending=True)
+        ahead = torch.zeros_like(scores, dtype=torch.bool)
+        positions = []
+        for j in range(self.k):
+            positions.append(torch.where(ahead, torch.full_like(scores, _EMPTY), scores))
+            ahead = ahead.scatter(1, order[:, j : j + 1], True)
+        return torch.cat(positions, dim=1)
+
+
 class _ContextValue(nn.Module):
     """A value head over the order-free context columns (after the K slot scores) and the
     best and mean valid slot score."""
@@ -232,12 +262,16 @@ class _ContextValue(nn.Module):
 
 class ShortlistActorCriticPolicy(ActorCriticPolicy):
     """SB3 PPO/A2C policy whose action logits are :class:`ShortlistExtractor`'s per-candidate
-    scores (equivariant to candidate order) and whose value reads the order-free context."""
+    scores (equivariant to candidate order) and whose value reads the order-free context. In
+    ``shortlist_slate`` mode position j of the slate scores the candidates without the j
+    best-scored (:class:`_RankedSlateScores`)."""
 
     def __init__(
         self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space, *args: Any, **kwargs: Any
     ):
-        self._k = _needs_shortlist(observation_space, action_space, "ShortlistActorCriticPolicy")
+        self._k, self._positions = _needs_shortlist(
+            observation_space, action_space, "ShortlistActorCriticPolicy"
+        )
         kwargs.setdefault("features_extractor_class", ShortlistExtractor)
         kwargs.setdefault("net_arch", {"pi": [], "vf": []})
         kwargs.setdefault("share_features_extractor", False)
@@ -245,7 +279,8 @@ class ShortlistActorCriticPolicy(ActorCriticPolicy):
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
-        self.action_net = _SlotScores(self._k)
+        slate = isinstance(self.action_space, gym.spaces.MultiDiscrete)
+        self.action_net = _RankedSlateScores(self._k, self._positions) if slate else _SlotScores(self._k)
         # SB3 infers value_net's type from its own head (nn.Linear); any module of the latents will do.
         self.value_net = _ContextValue(self._k, self.features_dim - self._k)  # type: ignore[assignment]
         # Rebuild the optimizer over the replaced heads' parameters (SB3's own call, which its
@@ -266,7 +301,10 @@ class ShortlistDQNPolicy(DQNPolicy):
     def __init__(
         self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Discrete, *args: Any, **kwargs: Any
     ):
-        _needs_shortlist(observation_space, action_space, "ShortlistDQNPolicy")
+        if _needs_shortlist(observation_space, action_space, "ShortlistDQNPolicy")[1] != 1:
+            raise ValueError(
+                f"ShortlistDQNPolicy picks one candidate (action_mode='shortlist'), got {action_space}"
+            )
         kwargs.setdefault("features_extractor_class", ShortlistExtractor)
         kwargs.setdefault("net_arch", [])
         super().__init__(observation_space, action_space, *args, **kwargs)

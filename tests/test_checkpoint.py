@@ -204,7 +204,7 @@ EXPECTED = {
     "negative max_turns": r"invalid training arguments \(max_turns must be from 1 to 1000, got -1\)",
     "null user": r"'user' in the training arguments is None, not a string",
     "numeric catalog": r"'catalog' in the training arguments is 7",
-    "unknown action mode": r"action_mode must be one of \['index', 'query', 'scores', 'shortlist'\], got 'teleport'",
+    "unknown action mode": r"action_mode must be one of \['index', 'query', 'scores', 'shortlist', 'slate', 'shortlist_slate'\], got 'teleport'",
     "explore out of range": r"explore must be a fraction in \[0, 1\], got 1.5",
     "bool shortlist size": r"'shortlist_size' in the training arguments is True",
 }

@@ -365,7 +365,7 @@ def test_observation_keys_and_category(make_env):
     [
         (
             {"action_mode": "ranking"},
-            r"action_mode must be one of \['index', 'query', 'scores', 'shortlist'\]",
+            r"action_mode must be one of \['index', 'query', 'scores', 'shortlist', 'slate', 'shortlist_slate'\]",
         ),
         (
             {"reward": "rank"},

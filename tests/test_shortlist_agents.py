@@ -146,12 +146,13 @@ def test_policies_refuse_other_action_modes(featured_catalog_path):
         ShortlistActorCriticPolicy(env.observation_space, env.action_space, lambda _: 1e-3)
 
 
-@pytest.mark.parametrize("agent", ["ppo", "dqn"])
+@pytest.mark.parametrize("agent", ["ppo", "ppo-slate", "dqn"])
 def test_trained_checkpoints_load_and_evaluate(agent, featured_catalog_path, tmp_path):
-    if agent == "ppo":
+    mode = "shortlist_slate" if agent == "ppo-slate" else "shortlist"
+    if agent.startswith("ppo"):
         from fiq_gym.agents.ppo import Args, train
 
-        args = Args(action_mode="shortlist", n_steps=8, batch_size=32, n_epochs=1)
+        args = Args(action_mode=mode, n_steps=8, batch_size=32, n_epochs=1, slate_size=3)
     else:
         from fiq_gym.agents.dqn import Args, train
 
@@ -160,9 +161,12 @@ def test_trained_checkpoints_load_and_evaluate(agent, featured_catalog_path, tmp
     args.shortlist_size, args.eval_episodes, args.out = K, 8, str(tmp_path / agent)
     train(args, progress=False)
     loaded = load_agent(tmp_path / agent / "checkpoint")
-    assert loaded.action_mode == "shortlist" and loaded.kind == agent
+    assert loaded.action_mode == mode and loaded.kind == agent.removesuffix("-slate")
     envs = loaded.make_envs(4)
     assert envs.unwrapped.config.shortlist_size == K
+    if mode == "shortlist_slate":
+        assert envs.unwrapped.config.slate_size == 3
+        assert loaded.make_agent(envs).act(*envs.reset(seed=0)).shape == (4, 3)
     result = evaluate(loaded.make_agent(envs), envs, episodes=8, seed=0)
     assert result.ranks.shape == (8, 6)
     envs.close()
@@ -290,3 +294,18 @@ def test_recurrent_ppo_builds_trains_and_is_evaluated_with_its_memory(featured_c
         shortlist="random",
     )
     assert result.turns == 5
+
+
+def test_the_slate_policy_fills_positions_best_first_without_repeats():
+    """Position j of a shortlist slate scores the candidates without the j best: the most
+    likely slate is the K best candidates, distinct, and gradients reach every score."""
+    import torch
+
+    from fiq_gym.agents.shortlist import _EMPTY, _RankedSlateScores
+
+    scores = torch.tensor([[0.1, 0.9, -0.3, 0.5, 0.7]], requires_grad=True)
+    logits = _RankedSlateScores(m=5, k=3)(torch.cat([scores, torch.zeros(1, 4)], 1)).view(1, 3, 5)
+    assert logits.argmax(-1).tolist() == [[1, 4, 3]]
+    assert (logits[0, 2, [1, 4]] == _EMPTY).all() and logits[0, 0, 2] == scores[0, 2]
+    logits.logsumexp(-1).sum().backward()
+    assert (scores.grad != 0).all()
