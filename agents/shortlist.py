@@ -40,6 +40,7 @@ __all__ = [
     "ShortlistDQNPolicy",
     "ShortlistExtractor",
     "ShortlistGreedyAgent",
+    "ShortlistGreedySlateAgent",
     "ShortlistRandomAgent",
 ]
 
@@ -74,6 +75,22 @@ class ShortlistGreedyAgent:
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         scores = np.where(observation["candidate_mask"] > 0, observation["candidate_scores"], -np.inf)
         return np.argmax(np.atleast_2d(scores), axis=1).astype(np.int64)
+
+
+class ShortlistGreedySlateAgent:
+    """``shortlist_slate`` mode: the K candidates with the best first-stage scores, best first
+    (ties: the lower slot): what the first stage alone fills a slate with."""
+
+    def __init__(self, slate_size: int) -> None:
+        self.slate_size = int(slate_size)
+
+    def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
+        """Stateless: the candidates of each turn are in the observation."""
+
+    def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+        scores = np.where(observation["candidate_mask"] > 0, observation["candidate_scores"], -np.inf)
+        order = np.argsort(-np.atleast_2d(scores), axis=1, kind="stable")
+        return order[:, : self.slate_size].astype(np.int64)
 
 
 class ShortlistRandomAgent:

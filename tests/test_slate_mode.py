@@ -240,3 +240,30 @@ def test_top_scores_slate_shows_the_best_items_no_slate_showed_before():
     assert actions.tolist() == [[1, 2], [2, 0]]
     info = {"dialog_turn": np.array([1, 0]), "slate": np.array([[1, 2], [5, -1]])}
     assert agent.act({}, info).tolist() == [[4, 0], [1, 2]]  # dialog 1 is new: only 5 excluded
+
+
+def test_the_slates_benchmark_trains_evaluates_and_writes_its_report(small_catalog_path, quiet, tmp_path):
+    import json
+
+    from fiq_gym.benchmarks.slates import main, supervised_rounds
+
+    assert supervised_rounds(20_000, 5) == 125 and supervised_rounds(10, 5) == 1
+    argv = [
+        "--catalog", str(small_catalog_path), "--beliefs", "labels", "--shortlist", "random",
+        "--episodes", "16", "--seeds", "0", "--timesteps", "320", "--shortlist-size", "16",
+        "--no-progress", "--out", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "slates.json").read_text())
+    names = set(data["runs"])
+    assert names == {
+        "random-slate",
+        "greedy-slate",
+        "posterior-top",
+        "posterior-partition",
+        "supervised-top-k",
+        "ppo-slate",
+    }
+    assert all(len(run["success_turn"][0]) == 16 for run in data["runs"].values())
+    text = (tmp_path / "slates.md").read_text()
+    assert "| ppo-slate - supervised-top-k |" in text and "Machine:" in text and "\n* ``greedy-slate``" in text
