@@ -8,8 +8,6 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import torch
-
 __all__ = ["TRAINING_THREADS", "blas_threads", "configure_threads", "torch_threads"]
 
 #: torch intra-op threads of every ``fiq-gym train`` command (their ``--threads`` default)
@@ -28,6 +26,8 @@ def configure_threads(threads: int = TRAINING_THREADS) -> int:
     """
     if threads < 0:
         raise ValueError(f"threads must be 0 (torch's default: one per core) or more, got {threads}")
+    import torch  # here, not at the top: the envs' core imports this module and needs no torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     return before
@@ -42,6 +42,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     Args:
         threads: a count; 0 for all cores; None to leave the setting as it is.
     """
+    import torch
+
     before = torch.get_num_threads()
     wanted = before if threads is None else (threads or os.cpu_count() or 1)
     if wanted == before:

@@ -154,3 +154,13 @@ def test_a_shortlist_pickle_of_the_earlier_layout_resumes(small_catalog_path, qu
     for r in results[1:]:
         np.testing.assert_array_equal(r[0]["candidate_mask"], results[0][0]["candidate_mask"])
         assert r[1:4] == results[0][1:4] and r[4]["shown"] == results[0][4]["shown"]
+
+
+def test_the_dialog_engine_and_its_modes_need_no_torch():
+    """The core engine runs numpy alone: torch comes with the shoppers and first stages that use it."""
+    import subprocess
+    import sys
+
+    code = "import sys, fiq_gym.dialog_engine, fiq_gym.action_modes; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
