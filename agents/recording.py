@@ -40,6 +40,8 @@ __all__ = ["BUILTIN_AGENTS", "DEFAULT_ENV_ID", "Recording", "make_recording", "r
 
 #: The agents ``--agent`` names without a checkpoint.
 BUILTIN_AGENTS = ("random", "greedy")
+#: The action modes the built-in agents play (the slate modes are recorded from checkpoints).
+BUILTIN_MODES = ("index", "query", "scores", "shortlist")
 DEFAULT_ENV_ID = "fiq_gym/FashionIQ-v3"
 #: The built-in agents' default action mode: the one off-the-shelf (and offline) agents learn in.
 DEFAULT_ACTION_MODE = "shortlist"
@@ -110,6 +112,11 @@ def make_recording(
     if str(agent) in BUILTIN_AGENTS:
         name = str(agent)
         mode = action_mode or DEFAULT_ACTION_MODE
+        if mode not in BUILTIN_MODES:
+            raise ValueError(
+                f"the built-in agents play the {', '.join(BUILTIN_MODES)} action modes, not {mode!r}; "
+                "record a checkpoint trained on it (--agent RUN/checkpoint) or choose one of those"
+            )
         env_id = env_id or DEFAULT_ENV_ID
         kwargs: dict[str, Any] = {
             k: v

@@ -455,3 +455,17 @@ def test_a_dataset_recorded_on_an_earlier_version_is_refused(featured_catalog_pa
     ):
         train(args)
     assert not (tmp_path / "bc").exists()
+
+
+def test_the_cli_offers_the_builtin_agents_exactly_their_modes():
+    from fiq_gym.agents.recording import BUILTIN_MODES
+    from fiq_gym.cli.record import _BUILTIN_MODES
+
+    assert _BUILTIN_MODES == BUILTIN_MODES
+
+
+def test_builtin_agents_refuse_the_slate_modes_naming_the_fix():
+    from fiq_gym.agents.recording import make_recording
+
+    with pytest.raises(ValueError, match="record a checkpoint trained on it"):
+        make_recording("random", action_mode="slate")

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from fiq_gym.action_modes import ACTION_MODES
 from fiq_gym.cli_args import catalog_arg, int_between, path_arg, path_or_name, seed, spec_arg
 from fiq_gym.links import doc_url
 
 __all__ = ["add_command"]
+
+# The modes random and greedy play (fiq_gym.agents.recording.BUILTIN_MODES, not imported here:
+# the parser loads no agent code); a checkpoint brings its own mode, slates included.
+_BUILTIN_MODES = ("index", "query", "scores", "shortlist")
 
 
 def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], int]) -> None:
@@ -76,7 +79,7 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     )
     env.add_argument(
         "--action-mode",
-        choices=ACTION_MODES,
+        choices=_BUILTIN_MODES,
         help="action mode of random and greedy (default shortlist); a checkpoint keeps its own",
     )
     env.add_argument("--max-turns", type=int_between(1), help="turns per dialog (default 5)")
