@@ -102,7 +102,7 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
             if done:
                 batch += 1
                 if batch == dialogs.num_batches:
-                    answer(dialogs.result())
+                    answer((*dialogs.result(), dialogs.human_captions()))
                     return True
                 send(*dialogs.reset(batch), shared=True)
         return False
@@ -119,7 +119,7 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
                 eval_set = (
                     episodes
                     if isinstance(episodes, EvaluationSet)
-                    else EvaluationSet.generate(int(venv.unwrapped.num_items), episodes, seed)
+                    else EvaluationSet.for_env(venv, episodes, seed)
                 )
                 dialogs = EvaluationDialogs(venv, eval_set, seed)
                 answer(

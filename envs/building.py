@@ -19,6 +19,7 @@ from fiq_gym.envs.configurations import apply_configuration
 from fiq_gym.ranking import make_ranker
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.shortlist import FirstStage, make_first_stage
+from fiq_gym.starts import annotated_starts, check_start_shopper
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 from fiq_gym.users.registry import SHOPPERS, make_user
@@ -145,6 +146,10 @@ def build_dialog(
         catalog, category, user, user_kwargs, tokenizer, side_info
     )
     first_stage = build_first_stage(shortlist, config.action_mode, opened, tables)
+    starts = None
+    if config.start == "annotated":
+        starts = annotated_starts(opened, tables, config.start_split)
+        check_start_shopper(chosen, tables, starts, config.start_split)
     ranker = make_ranker(tables.features, scoring, shards, shard_mode)
     dialog = DialogBatch(
         tables,
@@ -155,5 +160,6 @@ def build_dialog(
         first_stage=first_stage,
         ranker=ranker,
         picker=slate_picker(config.action_mode, chosen, opened),
+        starts=starts,
     )
     return EnvParts(opened, chosen, tok, first_stage, dialog)

@@ -74,6 +74,7 @@ from fiq_gym.evaluation import (
     PublicInfo,
     RetrievalAgent,
     evaluate_in_process,
+    human_meta,
     play_dialogs,
     public_info,
     refuse_training_opt_ins,
@@ -229,6 +230,8 @@ class SealedDialogs:
         self.episodes: int = header["episodes"]
         self._next_batch = 0
         self._open = True
+        #: :meth:`~fiq_gym.evaluation.EvaluationDialogs.human_captions`, with the result
+        self.human: np.ndarray | None = None
 
     def _live_child(self) -> _Child:
         if not self._open:
@@ -258,7 +261,7 @@ class SealedDialogs:
         child = self._live_child()
         if self._next_batch != self.num_batches:
             raise RuntimeError("play every batch before asking for the result")
-        ranks, success_turn = child.receive(child.env_timeout)
+        ranks, success_turn, self.human = child.receive(child.env_timeout)
         self._finish(ok=True)
         return ranks, success_turn
 
@@ -473,6 +476,7 @@ class SealedEvaluator:
             "max_turns": dialogs.turns,
             "env": spec.label,
             "sealed": True,
+            **human_meta(dialogs.human),
         }
         return EvaluationResult(name or type(agent).__name__, ranks, success_turn, dialogs.num_items, meta)
 

@@ -202,6 +202,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     | `slate`        | `int64 (K,)`  | `slate` mode: the items shown, -1 where a position is     |
     |                |               | empty (a repeat within the slate)                         |
     | `slate_pick`   | `int`         | `slate` mode: the position the shopper picked             |
+    | `human_caption`| `bool`        | ``user="dataset"`` only: the caption is recorded human    |
+    |                |               | text (not the fallback's; see Starting State)             |
     | `target`       | `int`         | only with the training-only ``expose_target=True``        |
 
     No key has the name of an observation key, so libraries that put both in one namespace
@@ -219,8 +221,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     `dialog_turn`, `is_success`, (`shortlist` mode) `candidates`, (`slate` mode) `slate` and
     `slate_pick`, and the gallery. It may not read `rank`, `percentile` or the reward (with
     the gallery, the rank of the shown item's neighbours singles out the target), `render()`
-    frames (they show the rank), or the env object (its private state, pickles, deep copies,
-    its generators, which predict the next reset's target). Training may use all of them and
+    frames (they show the rank), `info["human_caption"]`, or the env object (its private state,
+    pickles, deep copies, its generators, which predict the next reset's target; with
+    ``start="annotated"`` its ``start_pairs``, and likewise the catalog's
+    ``human_captions.json``, pair each first item with its target). Training may use all of them and
     the two opt-ins below. ``fiq_gym.envs.evaluation.evaluate`` enforces this: it filters
     `info` and, sealed by default, runs the env in another process; for agents that set out to
     cheat (reading the caller's frames, patching the harness), ``isolation="process"`` (the
@@ -266,6 +270,26 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     drawn target never equals a given first item. The first observation holds the caption for
     that pair.
 
+    **Annotated starts** (``start="annotated"``, for catalogs imported with ``fiq-gym catalog
+    import``): the reset draws, uniformly from ``self.np_random``, one (target, candidate) pair
+    of the human captions of split ``start_split`` (default `"train"`; `"val"` to evaluate, as
+    both papers do) among the pairs with both items in play, and shows the candidate; with
+    ``user="dataset"`` turn 0's caption is then the annotators' own. Later turns show what
+    the agent picks, pairs nobody annotated, so the dataset shopper's ``fallback`` answers
+    them (e.g. a transformer shopper trained on the captions, ``"transformer:DIR"``).
+    ``info["human_caption"]`` says which captions are human, and the evaluation harness
+    reports their share by turn (``result.meta["human_captions"]``). The pairs are
+    ``env.unwrapped.start_pairs`` (indices in play); evaluation sets of such an env are drawn
+    from them, each pair once in a seeded order (:meth:`EvaluationSet.for_env
+    <fiq_gym.evaluation.EvaluationSet.for_env>`). Reset options win over the draw: given
+    either, the reset follows the uniform rule above. A dataset shopper that replays another
+    split than ``start_split`` is refused (``ValueError`` naming ``user_kwargs["split"]``), as
+    are a catalog without human captions and a split without targets (Fashion IQ's `test`).
+    The default, `"uniform"`, is the start of every earlier release, draw for draw. (Named
+    after what it does to ``reset``, as Gymnasium's options are; a split argument of its own
+    because the start split and the shopper's replayed split are different choices: a
+    transformer shopper has no split.)
+
     Reset options are **indices in play** (0..N-1), the one index space of everything the env
     says and takes (actions, ``info["shown"]``, ``info["candidates"]``, evaluation sets), so a
     dialog can be restarted from what it showed. What describes the catalog is in **catalog
@@ -304,8 +328,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
              caption_length=32, observation_keys=None, render_mode=None,
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
              side_info="predicted", shortlist_size=32, shortlist="retriever",
-             explore=0.0, caption_text=True, configuration="default",
-             scoring="float32")
+             explore=0.0, caption_text=True, slate_size=4, start="uniform",
+             start_split="train", configuration="default", scoring="float32")
     ```
 
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, a synthetic
@@ -334,6 +358,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       random candidates of `shortlist` mode (see Action Space); ``shortlist`` other than the
       default outside `shortlist` mode raises ``ValueError``.
     * ``slate_size``: K of `slate` mode, from 2 to N - 1 (default 4; see Action Space).
+    * ``start``, ``start_split``: `"uniform"` (default) or `"annotated"`, the annotated pairs
+      of split ``start_split`` (default `"train"`) of an imported catalog (see Starting State).
     * ``side_info``: `"predicted"` (default) or `"labels"` (ground truth; an explicit opt-in).
     * ``render_mode``: `"rgb_array"` (the shown garment, the caption and the turn) or
       `"ansi"` (a text line per turn).
@@ -376,6 +402,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Version History
 
+    * v3 (extended, not bumped: the default's dynamics are unchanged): ``start="annotated"``
+      and ``start_split`` (resets from the annotated pairs of an imported catalog, see
+      Starting State); dataset-shopper envs add `info["human_caption"]`.
     * v3: a dialog that reaches ``max_turns`` without success ends with ``terminated=True``
       (it is over by its rules); -v2 reported it as ``truncated=True``, so libraries that
       bootstrap on truncation added a value guess to every failed dialog. Success is
@@ -436,6 +465,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         explore: float = 0.0,
         caption_text: bool = True,
         slate_size: int = 4,
+        start: str = "uniform",
+        start_split: str = "train",
         configuration: str = "default",
         scoring: str = "float32",
     ) -> None:
@@ -454,6 +485,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             explore=explore,
             caption_text=caption_text,
             slate_size=slate_size,
+            start=start,
+            start_split=start_split,
             expose_target=expose_target,
             lookahead=lookahead,
         )
@@ -533,6 +566,13 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     def row_of_index(self, index: Any) -> Any:
         """The catalog row of an index in play (an int, or an array of them)."""
         return self._dialog.tables.row_of_index(index)
+
+    @property
+    def start_pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``start="annotated"``: the (targets, shown) indices in play that resets draw from
+        (copies; evaluation sets of this env are drawn from them too); None otherwise."""
+        starts = self._dialog.starts
+        return None if starts is None else (starts[0].copy(), starts[1].copy())
 
     # --- gymnasium API ---------------------------------------------------------------------
     def reset(
@@ -667,6 +707,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             explore=cfg.explore,
             caption_text=cfg.caption_text,
             slate_size=cfg.slate_size,
+            start=cfg.start,
+            start_split=cfg.start_split,
             configuration=a.get("configuration", "default"),  # pickles of older versions lack it
             scoring=a.get("scoring", "float32"),
         )

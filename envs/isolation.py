@@ -64,6 +64,7 @@ from fiq_gym.evaluation import (
     EvaluationResult,
     EvaluationSet,
     HeldOutSeed,
+    human_meta,
     play_dialogs,
 )
 
@@ -361,7 +362,7 @@ def evaluate_isolated(
                 eval_set = (
                     episodes
                     if isinstance(episodes, EvaluationSet)
-                    else EvaluationSet.generate(num_items, episodes, seed_value)
+                    else EvaluationSet.for_env(venv, episodes, seed_value)
                 )
                 dialogs = EvaluationDialogs(venv, eval_set, seed_value)
                 remote.share(venv)
@@ -383,6 +384,7 @@ def evaluate_isolated(
         "env": spec.label,
         "sealed": True,
         "isolation": "process",
+        **human_meta(dialogs.human_captions()),
     }
     if held_out is not None:
         meta["held_out"] = held_out.fingerprint

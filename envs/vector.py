@@ -98,6 +98,8 @@ class FashionIQVectorEnv(VectorEnv):
         explore: float = 0.0,
         caption_text: bool = True,
         slate_size: int = 4,
+        start: str = "uniform",
+        start_split: str = "train",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         configuration: str = "default",
         scoring: str = "float32",
@@ -134,6 +136,8 @@ class FashionIQVectorEnv(VectorEnv):
             explore=explore,
             caption_text=caption_text,
             slate_size=slate_size,
+            start=start,
+            start_split=start_split,
             expose_target=expose_target,
             lookahead=lookahead,
         )
@@ -219,6 +223,13 @@ class FashionIQVectorEnv(VectorEnv):
     def row_of_index(self, index: Any) -> Any:
         """The catalog rows of indices in play."""
         return self._dialog.tables.row_of_index(index)
+
+    @property
+    def start_pairs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``start="annotated"``: the (targets, shown) indices in play that resets draw from
+        (copies; evaluation sets of this env are drawn from them too); None otherwise."""
+        starts = self._dialog.starts
+        return None if starts is None else (starts[0].copy(), starts[1].copy())
 
     @property
     def np_random_generators(self) -> list[np.random.Generator]:

@@ -30,6 +30,7 @@ from fiq_gym.action_modes import (
 from fiq_gym.metrics import rank_percentile
 from fiq_gym.ranking import DenseRanker, Ranker
 from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.starts import START_MODES
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.threads import blas_threads
 from fiq_gym.users.base import User
@@ -96,6 +97,10 @@ class DialogConfig:
     explore: float = 0.0
     # ``slate`` mode: how many items each turn shows at once.
     slate_size: int = 4
+    # Where a reset starts (fiq_gym.starts): "uniform" over the items in play, or "annotated",
+    # a (target, candidate) pair of the catalog's human captions of ``start_split``.
+    start: str = "uniform"
+    start_split: str = "train"
     # Put the caption text in ``info["caption_text"]``. Off only for libraries whose info
     # readers take numbers alone (TorchRL's batched GymEnv / GymWrapper).
     caption_text: bool = True
@@ -122,6 +127,12 @@ class DialogConfig:
         slate = self.slate_size
         if isinstance(slate, bool) or not isinstance(slate, int | np.integer) or slate < 2:
             raise ValueError(f"slate_size must be an integer of at least 2, got {slate!r}")
+        if self.start not in START_MODES:
+            raise ValueError(f"start must be one of {list(START_MODES)}, got {self.start!r}")
+        if not isinstance(self.start_split, str) or not self.start_split:
+            raise ValueError(
+                f"start_split must be a split name such as 'train' or 'val', got {self.start_split!r}"
+            )
         e = self.explore
         if (
             isinstance(e, bool)
@@ -199,8 +210,11 @@ class DialogBatch:
         first_stage: FirstStage | None = None,
         ranker: Ranker | None = None,
         picker: Picker | None = None,
+        starts: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.tables = tables
+        # ``start="annotated"``: the (targets, shown) indices in play that resets draw from.
+        self.starts = starts
         # Ranks the gallery (fiq_gym.ranking): numpy's float32 products unless an exact or
         # sharded ranker is given.
         self.ranker: Ranker = DenseRanker(tables.features) if ranker is None else ranker
@@ -225,6 +239,8 @@ class DialogBatch:
             )
         # Each dialog's latest caption text, kept for rendering even when ``info`` leaves it out.
         self.last_caption = np.full(b, "", dtype=object)
+        # Which of the latest captions are human text (shoppers that replay a dataset say so).
+        self._human: np.ndarray | None = None
         # What differs by action mode (space, rule, extra keys and state) lives in the mode.
         # ``slate`` mode asks the shopper which shown item it compares its target with.
         mode = mode_class(config.action_mode)
@@ -317,6 +333,7 @@ class DialogBatch:
         target_rows, shown_rows = t.rows[self.target[rows]], t.rows[self.shown[rows]]
         batch = self.user.describe(target_rows, shown_rows, rngs)
         captions = batch.texts
+        self._human = batch.human
         keys = self.config.observation_keys
         ids, lengths = batch.encode(self.tokenizer, self.config.caption_length)
         turn = np.minimum(self.turn[rows], self.config.max_turns)
@@ -377,6 +394,8 @@ class DialogBatch:
         self.last_caption[rows] = captions
         if self.config.caption_text:
             info["caption_text"] = np.array(captions, dtype=object)
+        if self._human is not None:
+            info["human_caption"] = np.asarray(self._human, dtype=bool).copy()
         info.update(self.mode.info(rows))
         if self.config.expose_target:
             info["target"] = self.target[rows].copy()
@@ -448,7 +467,8 @@ class DialogBatch:
         shown: np.ndarray | None = None,
     ) -> Transition:
         """Start new dialogs in ``rows``: draw a target and a different first item from each
-        row's generator unless given. A given target equal to a given first item is refused."""
+        row's generator unless given (with ``starts``, an annotated pair unless either is
+        given). A given target equal to a given first item is refused."""
         with blas_threads(getattr(self.user, "blas_threads", None)):
             return self._reset_impl(rows, rngs, targets, shown)
 
@@ -470,7 +490,14 @@ class DialogBatch:
                 )
         drawn_t = np.empty(len(rows), dtype=np.int64)
         drawn_s = np.empty(len(rows), dtype=np.int64)
+        annotated = self.starts is not None and targets is None and shown is None
         for k, rng in enumerate(rngs):
+            if annotated:
+                # One draw: an annotated pair of the start split (reset options take precedence).
+                assert self.starts is not None
+                pair = int(rng.integers(len(self.starts[0])))
+                drawn_t[k], drawn_s[k] = self.starts[0][pair], self.starts[1][pair]
+                continue
             # Draw both always, so fixing one in ``options`` does not shift the other stream.
             t = int(rng.integers(n))
             s = int(rng.integers(n - 1))

@@ -46,6 +46,8 @@ __all__ = [
     "compare",
     "dialog_turns",
     "evaluate_in_process",
+    "human_meta",
+    "human_share_by_turn",
     "play_dialogs",
     "public_info",
     "training_evaluation_seed",
@@ -136,15 +138,37 @@ class EvaluationSet:
         return len(self.targets)
 
     @classmethod
-    def generate(cls, num_items: int, episodes: int, seed: int = 0) -> EvaluationSet:
-        """``episodes`` uniform targets, each with a different uniform first item."""
+    def generate(
+        cls,
+        num_items: int,
+        episodes: int,
+        seed: int = 0,
+        starts: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> EvaluationSet:
+        """``episodes`` uniform targets, each with a different uniform first item; with
+        ``starts`` ((targets, shown) indices in play: an env's ``start_pairs``), ``episodes``
+        of those pairs, each once in a seeded order (then each again, in another order, if
+        more episodes than pairs are asked for): as many episodes as pairs play every pair
+        once, the papers' protocol."""
         if episodes < 1:
             raise ValueError(f"episodes must be positive, got {episodes}")
         rng = np.random.default_rng([0xE7A1, seed])
+        if starts is not None:
+            pairs = len(starts[0])
+            order = np.concatenate([rng.permutation(pairs) for _ in range(-(-episodes // pairs))])[:episodes]
+            return cls(np.asarray(starts[0])[order], np.asarray(starts[1])[order], num_items, seed)
         targets = rng.integers(0, num_items, size=episodes)
         shown = rng.integers(0, num_items - 1, size=episodes)
         shown += shown >= targets
         return cls(targets, shown, num_items, seed)
+
+    @classmethod
+    def for_env(cls, env: Any, episodes: int, seed: int = 0) -> EvaluationSet:
+        """The set the harness plays on ``env`` (a single or vector env, wrapped or not):
+        :meth:`generate` over its items in play, from its annotated start pairs when it has
+        ``start="annotated"``."""
+        inner = getattr(env, "unwrapped", env)
+        return cls.generate(int(inner.num_items), episodes, seed, getattr(inner, "start_pairs", None))
 
     def save(self, path: str | os.PathLike) -> Path:
         data = {
@@ -299,10 +323,18 @@ class EvaluationResult:
             *_table("turn", [(str(row["turn"]), row) for row in self.per_turn()]),
             "",
             f"mean turns to success: {self.mean_turns_to_success:.2f}; BRI: {self.bri:.3f}",
+            *self._human_line(),
             "",
             TABLE_LEGEND,
         ]
         return "\n".join(lines)
+
+    def _human_line(self) -> list[str]:
+        shares = self.meta.get("human_captions")
+        if shares is None:
+            return []
+        cells = ", ".join("-" if x is None else f"{x:.3f}" for x in shares)
+        return [f"human captions by turn 0..{len(shares) - 1} (the rest the shopper's fallback): {cells}"]
 
     def __str__(self) -> str:
         return self.to_markdown()
@@ -436,6 +468,9 @@ class EvaluationDialogs:
         self.num_batches = -(-len(eval_set) // self.num_envs)
         self._ranks = np.zeros((len(eval_set), self.turns + 1), dtype=np.int64)
         self._success_turn = np.full(len(eval_set), -1, dtype=np.int64)
+        # 1 where dialog e's caption at turn t was human text, 0 where not, -1 not played;
+        # None for a shopper that does not replay a dataset (no ``info["human_caption"]``).
+        self._human: np.ndarray | None = None
         self._idx = np.zeros(0, dtype=np.int64)
         self._active = np.zeros(self.num_envs, dtype=bool)
         self._turn = 0
@@ -451,6 +486,10 @@ class EvaluationDialogs:
         if "target" in info:
             raise ValueError("evaluate() refuses an environment whose info reveals the target")
         self._ranks[self._idx, 0] = info["rank"][: len(self._idx)]
+        if "human_caption" in info:
+            if self._human is None:
+                self._human = np.full(self._ranks.shape, -1, dtype=np.int8)
+            self._human[self._idx, 0] = info["human_caption"][: len(self._idx)]
         self._active = np.ones(b, dtype=bool)
         self._turn = 0
         return obs, public_info(info)
@@ -463,6 +502,8 @@ class EvaluationDialogs:
         t = self._turn
         live = self._active[:n]
         self._ranks[idx[live], t] = info["rank"][:n][live]
+        if self._human is not None and "human_caption" in info:
+            self._human[idx[live], t] = np.asarray(info["human_caption"])[:n][live]
         hit = np.asarray(info["is_success"], dtype=bool)[:n] & live
         self._success_turn[idx[hit]] = t
         self._active &= ~(terminated | truncated)
@@ -477,6 +518,30 @@ class EvaluationDialogs:
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(ranks, success turns) of every dialog of the set."""
         return self._ranks, self._success_turn
+
+    def human_captions(self) -> np.ndarray | None:
+        """(episodes, turns + 1) int8: 1 where the caption of that turn was recorded human
+        text, 0 where not (the fallback's, or "is the same"), -1 for turns not played; None
+        when the shopper replays no dataset."""
+        return self._human
+
+
+def human_share_by_turn(human: np.ndarray | None) -> list[float | None] | None:
+    """Per turn, the share of the dialogs that played it whose caption was human text
+    (None for a turn no dialog played), from :meth:`EvaluationDialogs.human_captions`."""
+    if human is None:
+        return None
+    played = human >= 0
+    counts = played.sum(axis=0)
+    return [
+        None if counts[t] == 0 else float((human[:, t] == 1).sum() / counts[t]) for t in range(human.shape[1])
+    ]
+
+
+def human_meta(human: np.ndarray | None) -> dict[str, Any]:
+    """The result's ``meta`` entry for the human share by turn (nothing without a dataset shopper)."""
+    shares = human_share_by_turn(human)
+    return {} if shares is None else {"human_captions": shares}
 
 
 #: seconds an agent's ``act()`` may take for one turn of a batch before the evaluation ends
@@ -545,18 +610,19 @@ def evaluate_in_process(
     inner: Any = venv.unwrapped  # a FashionIQVectorEnv (the core does not import envs)
     num_items = int(inner.num_items)
     eval_set = (
-        episodes if isinstance(episodes, EvaluationSet) else EvaluationSet.generate(num_items, episodes, seed)
+        episodes if isinstance(episodes, EvaluationSet) else EvaluationSet.for_env(venv, episodes, seed)
     )
     dialogs = EvaluationDialogs(venv, eval_set, seed)
     play_dialogs(agent, dialogs, turn_timeout)
     ranks, success_turn = dialogs.result()
-    meta = {
+    meta: dict[str, Any] = {
         "seed": seed,
         "set": "public",
         "episodes": len(eval_set),
         "max_turns": dialogs.turns,
         "env": env_label or type(venv.unwrapped).__name__,
         "sealed": False,
+        **human_meta(dialogs.human_captions()),
     }
     return EvaluationResult(name or type(agent).__name__, ranks, success_turn, num_items, meta)
 

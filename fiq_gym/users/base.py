@@ -77,6 +77,9 @@ class CaptionBatch:
     word_ids: np.ndarray | None = field(default=None, repr=False, compare=False)
     word_lengths: np.ndarray | None = field(default=None, repr=False, compare=False)
     tokenizer: CaptionTokenizer | None = field(default=None, repr=False, compare=False)
+    #: (B,) bool: which captions are recorded human text (a shopper that replays a dataset
+    #: says so; None for shoppers that write every caption themselves)
+    human: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -191,6 +191,7 @@ class DatasetUser(User):
         rng: np.random.Generator | Sequence[np.random.Generator],
     ) -> CaptionBatch:
         uniforms = row_uniforms(rng, len(targets), 1)[:, 0]
+        human = np.zeros(len(targets), dtype=bool)
         texts: list[str | None] = [None] * len(targets)
         differences: list[tuple[Difference, ...]] = [()] * len(targets)
         missing: list[int] = []
@@ -204,7 +205,9 @@ class DatasetUser(User):
             recorded = self._captions.get((t, s))
             if recorded is None:
                 missing.append(i)
-            elif self.mode == "joined":
+                continue
+            human[i] = True
+            if self.mode == "joined":
                 texts[i] = join_captions(recorded)
             else:
                 texts[i] = recorded[min(int(uniforms[i] * len(recorded)), len(recorded) - 1)]
@@ -227,4 +230,4 @@ class DatasetUser(User):
             for j, i in enumerate(missing):
                 texts[i] = answer.texts[j]
                 differences[i] = answer.differences[j]
-        return CaptionBatch([str(t) for t in texts], differences)
+        return CaptionBatch([str(t) for t in texts], differences, human=human)
