@@ -349,7 +349,9 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       ``{"checkpoint": DIR}``. `"dataset"` replays the human captions of a catalog
       imported with ``fiq-gym catalog import`` (:class:`~fiq_gym.users.DatasetUser`;
       ``user_kwargs``: ``split``, ``mode`` `"random"` | `"joined"`, ``fallback``
-      `"template"` | `"transformer"` | None, where None raises on pairs nobody annotated).
+      `"template"` | `"transformer"` | `"transformer:DIR"` | `"lm:DIR"` | None, where None
+      raises on pairs nobody annotated); `"dataset:SHOPPER"` is short for a ``fallback`` of
+      SHOPPER (e.g. `"dataset:transformer:DIR"`, a shopper trained on the human captions).
       `"lm:DIR"`: a local Hugging Face causal LM saved in DIR is the shopper (docs/shoppers.md).
     * ``action_mode``, ``reward``, ``success_bonus``, ``max_turns``: see above.
     * ``caption_length``: L, the number of token ids in the caption observation.

@@ -20,7 +20,8 @@ from fiq_gym.users.template import TemplateNoise, TemplateUser
 __all__ = ["SHOPPERS", "make_user"]
 
 #: Shopper names ``make_user`` understands; ``"transformer:DIR"`` names a checkpoint too,
-#: and ``"lm:DIR"`` the directory of a local causal language model.
+#: ``"lm:DIR"`` the directory of a local causal language model, and ``"dataset:SHOPPER"`` the
+#: dataset shopper with SHOPPER as its fallback.
 SHOPPERS = ("template", "transformer", "dataset", "lm")
 
 _shared: weakref.WeakKeyDictionary[Catalog, dict[tuple, User]] = weakref.WeakKeyDictionary()
@@ -40,8 +41,11 @@ def make_user(spec: str | User, catalog: Catalog, **kwargs: Any) -> User:
             ``prompt``, ``decoding``, ``max_words``, ``batch_size``, ``device``, ``threads``,
             or ``model_dir`` with ``"lm"``), ``"dataset"``
             (:class:`~fiq_gym.users.DatasetUser`; kwargs ``split``, ``mode`` and ``fallback``:
-            ``"template"``, ``"transformer"``, a :class:`User` or None), or a :class:`User`
-            instance, returned as it is after checking it describes a catalog of this size.
+            ``"template"``, ``"transformer"``, ``"transformer:DIR"``, ``"lm:DIR"``, a
+            :class:`User` or None), ``"dataset:SHOPPER"`` (the same with ``fallback=SHOPPER``,
+            e.g. ``"dataset:transformer:DIR"``: one string for a trainer's ``--user``), or a
+            :class:`User` instance, returned as it is after checking it describes a catalog
+            of this size.
         catalog: the catalog whose items the shopper describes.
     """
     if isinstance(spec, User):
@@ -66,8 +70,10 @@ def make_user(spec: str | User, catalog: Catalog, **kwargs: Any) -> User:
     elif name == "lm":
         # "lm:DIR": the user brings the weights, so the name must say where they are.
         build, kwargs = _language_model_class(), _language_model_kwargs(kwargs, checkpoint)
-    elif name == "dataset" and not checkpoint:
-        build, kwargs = _dataset_builder, _dataset_kwargs(kwargs)
+    elif name == "dataset":
+        # "dataset:SHOPPER": the human captions, SHOPPER (any other shopper's name) answering
+        # the pairs nobody annotated, in one string for the trainers' --user flag.
+        build, kwargs = _dataset_builder, _dataset_kwargs(kwargs, checkpoint)
     else:
         raise ValueError(f"user must be one of {list(SHOPPERS)} or a User instance, got {spec!r}")
     key = (name, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
@@ -127,23 +133,43 @@ def _language_model_kwargs(kwargs: dict[str, Any], model_dir: str) -> dict[str, 
     return kwargs
 
 
-def _dataset_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+#: what the dataset shopper's ``fallback`` may name (as ``user=`` does, but not itself)
+FALLBACK_NAMES = ("template", "transformer", "transformer:DIR", "lm:DIR")
+
+
+def _dataset_kwargs(kwargs: dict[str, Any], named_fallback: str = "") -> dict[str, Any]:
     unknown = set(kwargs) - {"split", "mode", "fallback"}
     if unknown:
         raise ValueError(f"user='dataset' takes user_kwargs split, mode and fallback, not {sorted(unknown)}")
     fallback = kwargs.get("fallback")
-    if (
-        fallback is not None
-        and fallback not in ("template", "transformer")
-        and not isinstance(fallback, User)
-    ):
-        raise ValueError(f"fallback must be 'template', 'transformer', a User or None, got {fallback!r}")
+    if named_fallback:
+        if fallback is not None:
+            raise ValueError(
+                f"user='dataset:{named_fallback}' names the fallback, and user_kwargs gives another "
+                f"({fallback!r}); name it once"
+            )
+        fallback = named_fallback
+    if isinstance(fallback, str):
+        fallback = _fallback_spec(fallback)
+    elif fallback is not None and not isinstance(fallback, User):
+        raise ValueError(f"fallback must be one of {list(FALLBACK_NAMES)}, a User or None, got {fallback!r}")
     split = kwargs.get("split")
     return {
         "split": tuple(split) if isinstance(split, list) else split,
         "mode": kwargs.get("mode", "random"),
         "fallback": fallback,
     }
+
+
+def _fallback_spec(spec: str) -> str:
+    """A fallback shopper's name, checked, with a directory made absolute (so envs made from
+    another working directory name the same shopper)."""
+    name, _, where = spec.partition(":")
+    if name == "template" and not where:
+        return spec
+    if name in ("transformer", "lm") and (where or name == "transformer"):
+        return f"{name}:{Path(where).expanduser().resolve()}" if where else spec
+    raise ValueError(f"fallback must be one of {list(FALLBACK_NAMES)}, a User or None, got {spec!r}")
 
 
 def _dataset_builder(catalog: Catalog, *, split: Any, mode: str, fallback: Any) -> User:

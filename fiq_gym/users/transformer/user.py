@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fiq_gym.catalog.captions import CAPTIONS_FILE
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import config_fields
 from fiq_gym.errors import CheckpointError, FiqGymError
@@ -144,6 +145,21 @@ def feature_weights(catalog: Catalog) -> str | None:
     return record.get("weights_sha256") if isinstance(record, Mapping) else None
 
 
+def mismatch_fix(catalog: Catalog) -> str:
+    """How to get a transformer shopper that fits ``catalog``, for mismatch errors: trained on
+    its own human captions if it is an import, and named the way every shopper argument takes
+    (``user=``, the dataset shopper's ``fallback=``, a trainer's ``--user``)."""
+    where = catalog.provenance.get("path")
+    path = str(where) if where else "CATALOG"
+    imported = bool(where) and (Path(str(where)) / CAPTIONS_FILE).is_file()
+    captions = " --captions catalog" if imported else ""
+    whose = "on this catalog's own human captions" if imported else "on this catalog"
+    return (
+        f"train a shopper {whose}: fiq-gym user train --catalog {path}{captions} --out DIR, then name it "
+        "'transformer:DIR' (user=, the dataset shopper's fallback=, or a trainer's --user)"
+    )
+
+
 def check_checkpoint_fits(
     config: RelativeCaptionerConfig,
     tokenizer: CaptionerTokenizer,
@@ -160,10 +176,7 @@ def check_checkpoint_fits(
     vocabulary has every word the catalog's template captions use (attribute values or
     categories it never saw would be unsayable).
     """
-    fix = (
-        "train a captioner on this catalog: fiq-gym user train --catalog DIR --out NEW_DIR, then pass "
-        "user_kwargs={'checkpoint': NEW_DIR}"
-    )
+    fix = mismatch_fix(catalog)
     if tokenizer.vocab_size != config.vocab_size:
         raise CheckpointMismatchError(
             f"{checkpoint}: the tokenizer has {tokenizer.vocab_size} words but the model was built for "
