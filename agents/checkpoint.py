@@ -62,6 +62,7 @@ from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent, training_evaluation_seed
+from fiq_gym.starts import START_MODES, start_kwargs
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 
 __all__ = [
@@ -127,6 +128,8 @@ class _TrainingSettings:
     shortlist: str | None = None
     explore: float | None = None
     slate_size: int | None = None
+    start: str | None = None
+    start_split: str | None = None
     seed: int | None = None
     eval_episodes: int | None = None
     #: the evaluation set's seed, where a trainer lets it differ from 10000 + ``seed``
@@ -150,7 +153,9 @@ class _TrainingSettings:
             raise ValueError(f"slate_size must be at least 2, got {self.slate_size}")
         if self.explore is not None and not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"explore must be a fraction in [0, 1], got {self.explore}")
-        for name in ("env_id", "user", "shortlist"):
+        if self.start is not None and self.start not in START_MODES:
+            raise ValueError(f"start must be one of {list(START_MODES)}, got {self.start!r}")
+        for name in ("env_id", "user", "shortlist", "start_split"):
             if getattr(self, name) == "":
                 raise ValueError(f"{name} must not be empty")
 
@@ -193,6 +198,8 @@ class LoadedAgent:
     config: dict[str, Any] = field(repr=False)
     #: shortlist mode: the env's shortlist arguments in training (K, first stage, explore).
     shortlist: dict[str, Any] = field(default_factory=dict)
+    #: ``start="annotated"``: the env's start arguments in training (``start``, ``start_split``).
+    start: dict[str, Any] = field(default_factory=dict)
     #: the observation keys it reads, when not the env's default (an RLlib index-mode module
     #: also reads ``shown_mask``).
     observation_keys: tuple[str, ...] | None = None
@@ -262,6 +269,7 @@ class LoadedAgent:
             "max_turns": max_turns or self.max_turns,
             "tokenizer": tokenizer,
             **self.shortlist,
+            **self.start,
             **({"observation_keys": self.observation_keys} if self.observation_keys else {}),
             **kwargs,
         }
@@ -397,6 +405,7 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         model=model,
         config=config,
         shortlist={k: getattr(settings, k) for k in _SHORTLIST_ARGS.get(mode, ()) if k in args},
+        start=start_kwargs(settings),
         training_evaluation=_training_evaluation(settings),
         observation_keys=(
             None

@@ -41,6 +41,7 @@ from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.starts import start_kwargs
 
 
 @dataclass
@@ -49,6 +50,10 @@ class Args:
     """registered environment id"""
     catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
+    start: str = "uniform"
+    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
+    start_split: str = "train"
+    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     shortlist_size: int = 32
     """K, the candidates per turn"""
     shortlist: SpecArgument = "retriever"
@@ -155,6 +160,7 @@ def train(args: Args, progress: bool = True) -> tuple[Agent, EvaluationResult]:
         "shortlist_size": args.shortlist_size,
         "shortlist": args.shortlist,
         "explore": args.explore,
+        **start_kwargs(args),
     }
     envs = gym.make_vec(
         args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **env_kwargs

@@ -37,21 +37,29 @@ def evaluate_checkpoint(
     sealed: bool = True,
     isolation: str | None = None,
     turn_timeout: float | None = TURN_TIMEOUT,
+    start: str | None = None,
+    start_split: str | None = None,
 ) -> EvaluationResult:
     """Rebuild the training env from the checkpoint's arguments (``catalog`` overrides its
-    catalog) and evaluate the agent on ``episodes`` fixed dialogs of ``seed``.
+    catalog, ``start`` and ``start_split`` its start, e.g. ``start_split="val"`` to evaluate
+    an agent trained from annotated train pairs on the val pairs) and evaluate the agent on
+    ``episodes`` fixed dialogs of ``seed``.
 
     ``isolation``: ``"sealed"`` (the default here, ``sealed=False`` for ``"none"``) or
     ``"process"``: the agent loaded and run in a process of its own (needed for a
     :class:`~fiq_gym.evaluation.HeldOutSeed`); see :func:`fiq_gym.envs.evaluation.evaluate`."""
     mode = isolation or ("sealed" if sealed else "none")
+    overrides: dict[str, Any] = {
+        k: v for k, v in (("start", start), ("start_split", start_split)) if v is not None
+    }
     n = min(num_envs, episodes if isinstance(episodes, int) else len(episodes))
     if mode == "process":
         path = Path(checkpoint).expanduser().resolve()
         settings = load_agent(path, load_model=False)
         if catalog is not None:
             catalog = str(Path(catalog).expanduser().resolve())
-        env_kwargs: dict[str, Any] = settings.env_kwargs(catalog=catalog)
+        env_kwargs: dict[str, Any] = settings.env_kwargs(catalog=catalog, **overrides)
+        _check_start(overrides, env_kwargs)
         spec = AgentSpec(
             "fiq_gym.agents.evaluate_checkpoint:agent_from_checkpoint",
             {"checkpoint": str(path)},
@@ -68,7 +76,8 @@ def evaluate_checkpoint(
             **env_kwargs,
         )
     loaded = load_agent(checkpoint)
-    envs = loaded.make_envs(n, catalog=catalog)
+    _check_start(overrides, loaded.env_kwargs(catalog=catalog, **overrides))
+    envs = loaded.make_envs(n, catalog=catalog, **overrides)
     try:
         agent = loaded.make_agent(envs)
         return evaluate(
@@ -82,3 +91,13 @@ def evaluate_checkpoint(
         )
     finally:
         envs.close()
+
+
+def _check_start(overrides: dict[str, Any], env_kwargs: dict[str, Any]) -> None:
+    """A start split given for a uniform start would be ignored: say so rather than evaluate
+    on dialogs the caller did not ask for."""
+    if "start_split" in overrides and env_kwargs.get("start", "uniform") == "uniform":
+        raise ValueError(
+            "--start-split applies to annotated starts, and this evaluation starts uniformly: "
+            "add --start annotated (start='annotated')"
+        )

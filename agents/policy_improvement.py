@@ -45,6 +45,7 @@ from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.starts import start_kwargs
 
 __all__ = ["Args", "lookahead_choice", "train"]
 
@@ -56,7 +57,11 @@ class Args:
     catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
     user: SpecArgument = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
+    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
+    start: str = "uniform"
+    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
+    start_split: str = "train"
+    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     init: PathArgument | None = None
     """supervised checkpoint to improve (random weights if not given)"""
     num_envs: int = 32
@@ -108,6 +113,7 @@ def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
         max_turns=args.max_turns,
         expose_target=True,
         lookahead=True,
+        **start_kwargs(args),
     )
 
 

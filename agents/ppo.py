@@ -52,6 +52,7 @@ from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.starts import start_kwargs
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -155,7 +156,11 @@ class Args:
     catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog)"""
     user: SpecArgument = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
+    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
+    start: str = "uniform"
+    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
+    start_split: str = "train"
+    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     num_envs: int = 16
     """dialogs played in parallel (sub-envs of the native vector env)"""
     timesteps: int = 100_000
@@ -317,6 +322,7 @@ def env_kwargs_of(args: Any, modes: tuple[str, ...] = ("query", *SHORTLIST_MODES
         kwargs.update(shortlist_size=args.shortlist_size, shortlist=args.shortlist, explore=args.explore)
     if args.action_mode == "shortlist_slate":
         kwargs["slate_size"] = args.slate_size
+    kwargs.update(start_kwargs(args))
     return kwargs
 
 

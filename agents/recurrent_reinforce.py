@@ -48,6 +48,7 @@ from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.starts import start_kwargs
 
 __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 
@@ -59,7 +60,11 @@ class Args:
     catalog: CatalogArgument | None = None
     """catalog directory (default: the default catalog)"""
     user: SpecArgument = "template"
-    """shopper: template, transformer, transformer:DIR, lm:DIR (a local causal language model) or dataset"""
+    """shopper: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
+    start: str = "uniform"
+    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
+    start_split: str = "train"
+    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     num_envs: int = 256
     """dialogs played in parallel per update"""
     minutes: float = 15.0
@@ -161,6 +166,7 @@ def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
         action_mode="query",
         reward="percentile",
         observation_keys=("caption", "shown_features", "shown_attributes", "turn"),
+        **start_kwargs(args),
     )
 
 

@@ -29,6 +29,7 @@ from fiq_gym.retriever import (
     load_checkpoint,
     save_checkpoint,
 )
+from fiq_gym.starts import start_kwargs
 
 __all__ = [
     "RETRIEVER_FORMAT",
@@ -153,7 +154,7 @@ class RetrieverAgent:
 
 def evaluate_retriever(net: RetrieverNet, args: Any, name: str) -> EvaluationResult:
     """Evaluate ``net`` during training on the env its trainer's ``args`` describe
-    (``env_id``, ``catalog``, ``user``, ``max_turns``), on ``args.eval_episodes`` dialogs
+    (``env_id``, ``catalog``, ``user``, ``max_turns``, ``start``), on ``args.eval_episodes`` dialogs
     of a fixed seed (:func:`~fiq_gym.evaluation.training_evaluation_seed`), so evaluations of a run compare."""
     envs = gym.make_vec(
         args.env_id,
@@ -163,6 +164,7 @@ def evaluate_retriever(net: RetrieverNet, args: Any, name: str) -> EvaluationRes
         user=args.user,
         action_mode="scores",
         max_turns=args.max_turns,
+        **start_kwargs(args),
     )
     try:
         agent = RetrieverAgent(net, inner_env(envs).gallery)

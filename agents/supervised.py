@@ -39,6 +39,7 @@ from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.starts import start_kwargs
 
 __all__ = ["Args", "train", "triplet_loss"]
 
@@ -51,6 +52,10 @@ class Args:
     """catalog directory (default: the built-in synthetic catalog)"""
     user: SpecArgument = "template"
     """user simulator that plays the shopper"""
+    start: str = "uniform"
+    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
+    start_split: str = "train"
+    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     num_envs: int = 32
     """dialogs played in parallel per round"""
     rounds: int = 300
@@ -96,6 +101,7 @@ def make_envs(args: Args, *, training: bool, num_envs: int) -> gym.vector.Vector
         action_mode="scores",
         max_turns=args.max_turns,
         expose_target=training,
+        **start_kwargs(args),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import re
@@ -25,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gymnasium as gym
@@ -47,6 +49,8 @@ from fiq_gym.envs.registration import env_id_for
 from fiq_gym.evaluation import RECALL_KS, EvaluationResult, EvaluationSet, RetrievalAgent
 from fiq_gym.links import doc_url
 from fiq_gym.shortlist import FIRST_STAGE_VERSION
+from fiq_gym.starts import START_MODES, start_kwargs
+from fiq_gym.users.registry import SHOPPERS
 
 __all__ = ["AGENTS", "PRESETS", "Preset", "main", "run_benchmark"]
 
@@ -317,12 +321,14 @@ def train_agents(
     progress: bool,
     max_turns: int,
     env_id: str = "fiq_gym/FashionIQ-v3",
+    start: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Budget], str]:
     """Train (or load) every requested agent for one (user, seed); return what evaluates them,
-    what each one's training cost and the shortlist agents' first stage."""
+    what each one's training cost and the shortlist agents' first stage. ``start``: the
+    trainers' ``start`` and ``start_split`` (none: uniform starts)."""
     from fiq_gym.agents import dqn, policy_gradient, policy_improvement, ppo, supervised
 
-    base = run / user / f"seed{seed}"
+    base = run / user_directory(user) / f"seed{seed}"
     # One torch thread: the networks are small, and a second thread would fight the env's
     # numpy work (and anything else on a 2-core machine) for the cores.
     common: dict[str, Any] = {
@@ -332,6 +338,7 @@ def train_agents(
         "seed": seed,
         "max_turns": max_turns,
         "threads": 1,
+        **(start or {}),
     }
     trained: dict[str, Any] = {}
     budgets: dict[str, Budget] = {}
@@ -465,8 +472,10 @@ def _bench_envs(
     max_turns: int,
     first_stage: str,
     env_id: str,
+    start: dict[str, Any] | None = None,
 ) -> gym.vector.VectorEnv:
-    """The env agent ``name`` is evaluated in with shopper ``user``."""
+    """The env agent ``name`` is evaluated in with shopper ``user`` (``start``: the env's
+    ``start`` and ``start_split``; none: uniform starts)."""
     from fiq_gym.agents.checkpoint import ACTION_MODES, load_agent
 
     if checkpoint is None:
@@ -480,9 +489,10 @@ def _bench_envs(
             action_mode=ACTION_MODES[name],
             max_turns=max_turns,
             **shortlist,
+            **(start or {}),
         )
     return load_agent(checkpoint, load_model=False).make_envs(
-        num_envs, catalog=catalog, user=user, max_turns=max_turns
+        num_envs, catalog=catalog, user=user, max_turns=max_turns, **(start or {})
     )
 
 
@@ -547,8 +557,16 @@ def run_benchmark(
     isolation: str | None = None,
     jobs: int = 1,
     configuration: str = "default",
+    start: str = "uniform",
+    start_split: str = "train",
+    eval_start_split: str | None = None,
 ) -> BenchmarkResult:
     """Train and evaluate ``agents`` for every (train user, seed) stage of ``preset``.
+
+    ``start="annotated"`` (an imported catalog): training dialogs start from the annotated
+    pairs of ``start_split`` and evaluation dialogs from those of ``eval_start_split``
+    (default: the same split), the evaluation set drawn from them (each pair once); each
+    result's ``meta["human_captions"]`` then has the human share by turn for dataset shoppers.
 
     With ``jobs > 1`` the stages run in that many separate processes at once (each with one
     thread; ``python -m fiq_gym.benchmarks.dialog``, so nothing re-imports the caller's
@@ -560,7 +578,7 @@ def run_benchmark(
     imports, the shoppers it loaded and, while the env spec stays the same, its env. The
     numbers are those of a new child per evaluation (tested).
     """
-    start = time.perf_counter()
+    started_at = time.perf_counter()
     seeds = tuple(seeds if seeds is not None else preset.seeds)
     train_users = tuple(train_users or preset.train_users)
     eval_users = tuple(eval_users or preset.eval_users)
@@ -570,6 +588,10 @@ def run_benchmark(
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     env_id = env_id_for(configuration)
+    train_start = start_kwargs(SimpleNamespace(start=start, start_split=start_split))
+    eval_start = start_kwargs(SimpleNamespace(start=start, start_split=eval_start_split or start_split))
+    if eval_start_split is not None and not eval_start:
+        raise ValueError("--eval-start-split applies to annotated starts: add --start annotated")
     out.mkdir(parents=True, exist_ok=True)
     isolation = isolation or ("sealed" if sealed else "none")
     sealed = isolation != "none"
@@ -587,6 +609,9 @@ def run_benchmark(
         worker_args = ["--agents", *agents, "--eval-users", *eval_users, "--turns", str(max_turns)]
         worker_args += ["--preset", preset.name, "--run-dir", str(out), "--config", configuration]
         worker_args += ([] if catalog is None else ["--catalog", str(catalog)]) + ["--isolation", isolation]
+        if train_start:
+            worker_args += ["--start", start, "--start-split", start_split]
+            worker_args += ["--eval-start-split", eval_start["start_split"]]
         for stage_records, stage_budgets in _run_stages_in_processes(
             stages, worker_args, out, jobs, progress
         ):
@@ -595,7 +620,7 @@ def run_benchmark(
         # the serial order, whatever order the processes finished in
         order = {stage: i for i, stage in enumerate(stages)}
         result.records.sort(key=lambda r: order[(r.train_user, r.seed)])
-        result.seconds = time.perf_counter() - start
+        result.seconds = time.perf_counter() - started_at
         return result
     for k, (user, seed) in enumerate(stages, 1):
         if progress:
@@ -604,7 +629,7 @@ def run_benchmark(
                 flush=True,
             )
         trained, budgets, first_stage = train_agents(
-            preset, agents, user, seed, catalog, out / "runs", progress, max_turns, env_id
+            preset, agents, user, seed, catalog, out / "runs", progress, max_turns, env_id, train_start
         )
         result.budgets.update({(name, user, seed): b for name, b in budgets.items()})
         for eval_user in eval_users:
@@ -619,9 +644,10 @@ def run_benchmark(
                     max_turns,
                     first_stage,
                     env_id,
+                    eval_start,
                 )
                 try:
-                    eval_set = _evaluation_set(out, inner_env(envs).num_items, preset.episodes)
+                    eval_set = _evaluation_set(out, envs, preset.episodes)
                     agent: Any
                     if isolation == "process":
                         # the agent built and run in a process of its own, from the checkpoint
@@ -644,7 +670,7 @@ def run_benchmark(
                         f"R@10 {final['R@10']:.3f}  success {final['success_rate']:.3f}",
                         flush=True,
                     )
-    result.seconds = time.perf_counter() - start
+    result.seconds = time.perf_counter() - started_at
     return result
 
 
@@ -669,8 +695,8 @@ def _run_stages_in_processes(
     while pending or running:
         while pending and len(running) < jobs:
             user, seed = pending.pop(0)
-            log = logs / f"{user}-seed{seed}.log"
-            records = logs / f"{user}-seed{seed}.records.pkl"
+            log = logs / f"{user_directory(user)}-seed{seed}.log"
+            records = logs / f"{user_directory(user)}-seed{seed}.records.pkl"
             records.unlink(missing_ok=True)
             cmd = [sys.executable, "-m", "fiq_gym.benchmarks.dialog", *worker_args]
             cmd += ["--train-users", user, "--seeds", str(seed), "--stage-records", str(records)]
@@ -712,12 +738,16 @@ def _run_stages_in_processes(
     return finished
 
 
-def _evaluation_set(out: Path, num_items: int, episodes: int) -> EvaluationSet:
-    """One fixed set per run directory, saved beside the results (like the papers' files)."""
-    path = out / f"evaluation_set_{num_items}items_{episodes}episodes.json"
+def _evaluation_set(out: Path, envs: gym.vector.VectorEnv, episodes: int) -> EvaluationSet:
+    """One fixed set per run directory, saved beside the results (like the papers' files);
+    from the env's annotated start pairs when it starts from them."""
+    inner = inner_env(envs)
+    num_items = inner.num_items
+    starts = "" if inner.start_pairs is None else f"_annotated-{inner.config.start_split}"
+    path = out / f"evaluation_set_{num_items}items_{episodes}episodes{starts}.json"
     if path.exists():
         return EvaluationSet.load(path)
-    eval_set = EvaluationSet.generate(num_items, episodes, seed=2021)
+    eval_set = EvaluationSet.for_env(envs, episodes, seed=2021)
     eval_set.save(path)
     return eval_set
 
@@ -1079,6 +1109,8 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
                         # per-dialog outcomes, so any comparison can be recomputed from the file
                         "ranks": np.asarray(r.result.ranks).tolist(),
                         "success_turn": np.asarray(r.result.success_turn).tolist(),
+                        # dataset shoppers: the share of human captions by turn
+                        **{k: v for k, v in r.result.meta.items() if k == "human_captions"},
                     }
                     for r in result.records
                 ],
@@ -1092,6 +1124,24 @@ def write_outputs(result: BenchmarkResult, out: Path) -> list[Path]:
     atomic_write_text(out / "dialog.csv", buffer.getvalue())
     atomic_write_bytes(out / "recall_at_10_by_turn.png", plot_recall(result))
     return [out / n for n in ("dialog.md", "dialog.json", "dialog.csv", "recall_at_10_by_turn.png")]
+
+
+def user_directory(user: str) -> str:
+    """A shopper's name as one directory name: as it is when it is one (``template``), else
+    its characters that are safe in a path and a digest of the whole name."""
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", user):
+        return user
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", user).strip("-")[-40:]
+    return f"{slug}-{hashlib.sha256(user.encode()).hexdigest()[:8]}"
+
+
+def shopper_name(text: str) -> str:
+    """A shopper name the envs take (``--train-users``, ``--eval-users``)."""
+    if text.partition(":")[0] not in SHOPPERS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no shopper: use one of {list(SHOPPERS)} (transformer:DIR, lm:DIR, dataset:SHOPPER)"
+        )
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1128,14 +1178,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--train-users",
         nargs="+",
-        choices=("template", "transformer"),
-        help="shoppers to train with (default: the preset's)",
+        type=shopper_name,
+        help="shoppers to train with: template, transformer, or any shopper name the envs take "
+        "(transformer:DIR, dataset:SHOPPER on an imported catalog) (default: the preset's)",
     )
     parser.add_argument(
         "--eval-users",
         nargs="+",
-        choices=("template", "transformer"),
-        help="shoppers to evaluate with (default: the preset's)",
+        type=shopper_name,
+        help="shoppers to evaluate with, named as --train-users (default: the preset's)",
+    )
+    parser.add_argument(
+        "--start",
+        choices=START_MODES,
+        default="uniform",
+        help="where dialogs start: uniform, or annotated, the human-caption pairs of --start-split "
+        "(training) and --eval-start-split (evaluation) of an imported catalog (docs/real_data.md)",
+    )
+    parser.add_argument(
+        "--start-split",
+        default="train",
+        help="with --start annotated: the training dialogs' split (default train)",
+    )
+    parser.add_argument(
+        "--eval-start-split",
+        help="with --start annotated: the evaluation dialogs' split, e.g. val as in the papers (default: "
+        "--start-split)",
     )
     parser.add_argument("--turns", type=int, default=5, help="dialog turns (max_turns)")
     parser.add_argument(
@@ -1203,6 +1271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         isolation=args.isolation,
         jobs=args.jobs,
         configuration=args.config,
+        start=args.start,
+        start_split=args.start_split,
+        eval_start_split=args.eval_start_split,
     )
     if args.stage_records:
         # a stage run by another benchmark process (--jobs): hand it the records, write nothing else

@@ -94,8 +94,10 @@ _CATALOG_SPEC_PREFIX = "synthetic:"
 def absolute_spec(spec: str) -> str:
     """A ``NAME`` or ``NAME:DIR`` spec (``--user``, ``--shortlist``, ``--encoder``,
     ``--captions``) whose directory, if it names one, is absolute; plain names are returned
-    as they are."""
+    as they are. ``dataset:SHOPPER`` (the dataset shopper's fallback) is made absolute inside."""
     name, colon, directory = spec.partition(":")
+    if name == "dataset" and directory:
+        return f"dataset:{absolute_spec(directory)}"
     if colon and directory and name in SPECS_WITH_DIRECTORY:
         return f"{name}:{absolute_path(directory)}"
     return spec

@@ -8,6 +8,7 @@ small synthetic catalog) and imported with ``fiq-gym catalog import``'s code.
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -193,3 +194,131 @@ def test_annotated_starts_refuse_what_cannot_start_them(imported, small_catalog_
         assert "\n" not in str(caught.value)
     # A dataset shopper replaying every split covers the val pairs.
     assert make(user="dataset", user_kwargs={"fallback": "template"}).unwrapped.start_pairs is not None
+
+
+def test_trainers_start_from_annotated_pairs_and_checkpoints_remember_it(imported, tmp_path):
+    """A trainer's --start/--start-split reach its training and evaluation envs; the checkpoint
+    records them, so fiq-gym eval plays annotated starts too (on val with --start-split val)."""
+    from fiq_gym.agents import policy_gradient, policy_improvement, ppo, recurrent_reinforce, supervised
+    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+    from fiq_gym.arguments import parse_dataclass_args
+    from fiq_gym.cli import main as cli
+
+    flags = [
+        "--catalog",
+        str(imported),
+        "--user",
+        "dataset:template",
+        "--start",
+        "annotated",
+        "--start-split",
+        "val",
+    ]
+    made = [
+        supervised.make_envs(parse_dataclass_args(supervised.Args, flags, ""), training=True, num_envs=2),
+        policy_gradient.make_envs(parse_dataclass_args(policy_gradient.Args, flags, ""), 2),
+        policy_improvement.make_envs(parse_dataclass_args(policy_improvement.Args, flags, ""), 2),
+        recurrent_reinforce.make_envs(parse_dataclass_args(recurrent_reinforce.Args, flags, ""), 2),
+        gym.make_vec(
+            ENV,
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+            **ppo.env_kwargs_of(parse_dataclass_args(ppo.Args, [*flags, "--action-mode", "query"], "")),
+        ),
+    ]
+    for envs in made:
+        assert (envs.unwrapped.config.start, envs.unwrapped.config.start_split) == ("annotated", "val")
+        _, info = envs.reset(seed=0)
+        assert info["human_caption"].all()
+        envs.close()
+    # Without the flags, the env arguments are what they always were.
+    assert "start" not in ppo.env_kwargs_of(parse_dataclass_args(ppo.Args, ["--action-mode", "query"], ""))
+
+    out = tmp_path / "run"
+    train = [
+        "train",
+        "supervised",
+        "--out",
+        str(out),
+        "--rounds",
+        "1",
+        "--num-envs",
+        "4",
+        "--eval-every",
+        "1",
+    ]
+    assert cli([*train, "--eval-episodes", "8", *flags[:4], "--start", "annotated"]) == 0
+    loaded = load_agent(out / "checkpoint", load_model=False)
+    assert loaded.env_kwargs()["start"] == "annotated" and loaded.env_kwargs()["start_split"] == "train"
+    result = evaluate_checkpoint(out / "checkpoint", episodes=8, seed=0, start_split="val", isolation="none")
+    assert result.meta["human_captions"][0] == 1.0
+    # That evaluation drew its dialogs from the val pairs, not the train pairs it trained on.
+    pairs = {}
+    for split in ("train", "val"):
+        venv = loaded.make_envs(1, start_split=split)
+        pairs[split] = set(zip(*(x.tolist() for x in venv.unwrapped.start_pairs), strict=True))
+        if split == "val":
+            played = EvaluationSet.for_env(venv, 8, seed=0)
+        venv.close()
+    assert not pairs["train"] & pairs["val"]
+    assert set(zip(played.targets.tolist(), played.shown.tolist(), strict=True)) <= pairs["val"]
+    with pytest.raises(ValueError, match="--start-split applies to annotated starts.*--start annotated"):
+        evaluate_checkpoint(
+            out / "checkpoint", episodes=8, start="uniform", start_split="val", isolation="none"
+        )
+
+
+def test_the_bench_trains_on_train_pairs_and_evaluates_on_val_pairs(imported, tmp_path):
+    from fiq_gym.benchmarks.dialog import main as bench
+    from fiq_gym.benchmarks.dialog import user_directory
+
+    out = tmp_path / "bench"
+    args = [
+        "--preset",
+        "tiny",
+        "--catalog",
+        str(imported),
+        "--agents",
+        "random",
+        "supervised",
+        "--out",
+        str(out),
+    ]
+    args += ["--train-users", "dataset:template", "--eval-users", "dataset:template", "--isolation", "none"]
+    assert bench([*args, "--start", "annotated", "--start-split", "train", "--eval-start-split", "val"]) == 0
+    report = json.loads(next(out.rglob("dialog.json")).read_text())
+    assert {run["agent"] for run in report["runs"]} == {"random", "supervised"}
+    assert all(run["human_captions"][0] == 1.0 for run in report["runs"])  # every turn 0 human
+    run = next(out.iterdir())
+    saved = list(run.glob("evaluation_set_*_annotated-val.json"))
+    assert len(saved) == 1  # the set was drawn from the val pairs
+    eval_set = EvaluationSet.load(saved[0])
+    envs = gym.make_vec(
+        ENV,
+        num_envs=1,
+        vectorization_mode="vector_entry_point",
+        catalog=str(imported),
+        start="annotated",
+        start_split="val",
+    )
+    val_pairs = set(zip(*(x.tolist() for x in envs.unwrapped.start_pairs), strict=True))
+    envs.close()
+    assert set(zip(eval_set.targets.tolist(), eval_set.shown.tolist(), strict=True)) <= val_pairs
+    # The supervised agent trained from train pairs: its checkpoint says so.
+    checkpoint = run / "runs" / user_directory("dataset:template") / "seed0" / "supervised" / "checkpoint"
+    config = json.loads((checkpoint / "config.json").read_text())["args"]
+    assert (config["start"], config["start_split"]) == ("annotated", "train")
+    with pytest.raises(SystemExit):
+        bench([*args, "--train-users", "nobody"])
+
+
+def test_a_trainers_dataset_shopper_names_its_fallback_directory_absolutely(tmp_path, monkeypatch):
+    """--user dataset:transformer:DIR is recorded with DIR absolute, so fiq-gym eval finds the
+    shopper from any directory."""
+    from fiq_gym.cli_args import absolute_spec
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_spec("dataset:transformer:runs/shopper") == f"dataset:transformer:{tmp_path}/runs/shopper"
+    assert absolute_spec("dataset:template") == "dataset:template"
+    assert absolute_spec("dataset") == "dataset"

@@ -274,6 +274,7 @@ def _evaluate_and_report(args: argparse.Namespace, held_out: Any) -> int:
                 "--agent runs the agent in its own process: it needs --isolation process (the default)"
             )
         env_kwargs: dict[str, Any] = {"action_mode": args.action_mode}
+        env_kwargs.update({k: v for k, v in (("start", args.start), ("start_split", args.start_split)) if v})
         if args.catalog:
             env_kwargs["catalog"] = str(Path(args.catalog).expanduser().resolve())
         result = evaluate(
@@ -296,6 +297,8 @@ def _evaluate_and_report(args: argparse.Namespace, held_out: Any) -> int:
             catalog=args.catalog,
             isolation=args.isolation,
             turn_timeout=timeout,
+            start=args.start,
+            start_split=args.start_split,
         )
     result.meta["evaluation_set"] = where
     shown_seed = "held out" if held_out is not None else seed
@@ -447,6 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument(
         "--catalog", type=catalog_arg, help="catalog directory (default: the one the agent was trained on)"
+    )
+    evaluation.add_argument(
+        "--start",
+        choices=("uniform", "annotated"),
+        help="where the dialogs start (default: as the agent was trained): uniform, or annotated, the pairs "
+        "of the human captions of --start-split (an imported catalog; docs/real_data.md)",
+    )
+    evaluation.add_argument(
+        "--start-split",
+        metavar="SPLIT",
+        help="with annotated starts: the split whose pairs start the dialogs, e.g. val (default: the "
+        "training run's --start-split)",
     )
     evaluation.add_argument("--out", type=path_arg, help="also write the per-turn metrics as JSON here")
     evaluation.add_argument(
