@@ -45,11 +45,12 @@ def build_dialog_parts(
     user_kwargs: dict[str, Any] | None,
     tokenizer: CaptionTokenizer | None,
     side_info: str = "auto",
+    split: str | None = None,
 ) -> tuple[Catalog, RetrievalTables, User, CaptionTokenizer]:
-    """Resolve the catalog, its tables for ``category`` (attribute scores per ``side_info``,
-    see :data:`fiq_gym.retrieval.SIDE_INFO`), the user and the caption tokenizer."""
+    """Resolve the catalog, its tables for ``category`` and ``split`` (attribute scores per
+    ``side_info``, see :data:`fiq_gym.retrieval.SIDE_INFO`), the user and the caption tokenizer."""
     opened = resolve_catalog(catalog)
-    tables = retrieval_tables(opened, category, side_info)
+    tables = retrieval_tables(opened, category, side_info, split)
     chosen = make_user(user, opened, **(user_kwargs or {}))
     return opened, tables, chosen, tokenizer or chosen.tokenizer
 
@@ -132,6 +133,7 @@ def build_dialog(
     scoring: str = "float32",
     shards: int | None = None,
     shard_mode: str = "process",
+    split: str | None = None,
 ) -> EnvParts:
     """The parts of an environment with ``num_dialogs`` dialogs: the single env (one) and the
     native vector env (``num_envs``) are built by this one function. ``configuration`` fills
@@ -143,13 +145,15 @@ def build_dialog(
         raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
     catalog, user_kwargs = apply_configuration(configuration, catalog, user, user_kwargs)
     opened, tables, chosen, tok = build_dialog_parts(
-        catalog, category, user, user_kwargs, tokenizer, side_info
+        catalog, category, user, user_kwargs, tokenizer, side_info, split
     )
     first_stage = build_first_stage(shortlist, config.action_mode, opened, tables)
     starts = None
     if config.start == "annotated":
-        starts = annotated_starts(opened, tables, config.start_split)
-        check_start_shopper(chosen, tables, starts, config.start_split)
+        # The start split defaults to the env's split (its gallery), else train.
+        start_split = config.start_split or split or "train"
+        starts = annotated_starts(opened, tables, start_split, category)
+        check_start_shopper(chosen, tables, starts, start_split)
     ranker = make_ranker(tables.features, scoring, shards, shard_mode)
     dialog = DialogBatch(
         tables,

@@ -272,8 +272,10 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     **Annotated starts** (``start="annotated"``, for catalogs imported with ``fiq-gym catalog
     import``): the reset draws, uniformly from ``self.np_random``, one (target, candidate) pair
-    of the human captions of split ``start_split`` (default `"train"`; `"val"` to evaluate, as
-    both papers do) among the pairs with both items in play, and shows the candidate; with
+    of the human captions of split ``start_split`` (default: the env's ``split`` if it has one,
+    else `"train"`; `"val"` to evaluate, as
+    both papers do; in a category env, that category's caption files) among the pairs with
+    both items in play, and shows the candidate; with
     ``user="dataset"`` turn 0's caption is then the annotators' own. Later turns show what
     the agent picks, pairs nobody annotated, so the dataset shopper's ``fallback`` answers
     them (e.g. a transformer shopper trained on the captions, ``"transformer:DIR"``).
@@ -329,7 +331,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
              user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
              side_info="predicted", shortlist_size=32, shortlist="retriever",
              explore=0.0, caption_text=True, slate_size=4, start="uniform",
-             start_split="train", configuration="default", scoring="float32")
+             start_split=None, split=None, configuration="default", scoring="float32")
     ```
 
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, a synthetic
@@ -337,7 +339,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       any machine), or None for the configuration's catalog (by default the 10,000-item
       synthetic catalog).
     * ``configuration``: a named configuration (see Registered Configurations).
-    * ``category``: `"dress"`, `"shirt"`, `"toptee"` (or the catalog's own), None for all.
+    * ``category``: `"dress"`, `"shirt"`, `"toptee"` (or the catalog's own), None for all. On
+      a catalog imported with ``fiq-gym catalog import`` a category holds every image that any
+      of its image split files lists, so an image listed by shirt and toptee (the Fashion IQ
+      release lists 3,302 such) is in play in both envs; elsewhere, the items of the category.
+    * ``split``: on an imported catalog, only the images of that image split (e.g. `"val"`;
+      with ``category``, that category's split file): the official protocol's gallery of
+      each category, where the papers evaluate (None, the default: every item). Refused, in
+      one line, on a catalog that is no import or for a split it lacks.
     * ``user``: `"template"` (rule-based shopper), `"transformer"` (the learned relative
       captioner, :class:`~fiq_gym.users.TransformerUser`) or a
       :class:`~fiq_gym.users.User` instance. ``user_kwargs`` go to the named shopper:
@@ -361,7 +370,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
       default outside `shortlist` mode raises ``ValueError``.
     * ``slate_size``: K of `slate` mode, from 2 to N - 1 (default 4; see Action Space).
     * ``start``, ``start_split``: `"uniform"` (default) or `"annotated"`, the annotated pairs
-      of split ``start_split`` (default `"train"`) of an imported catalog (see Starting State).
+      of split ``start_split`` (default: ``split``, else `"train"`) of an imported catalog (see
+      Starting State).
     * ``side_info``: `"predicted"` (default) or `"labels"` (ground truth; an explicit opt-in).
     * ``render_mode``: `"rgb_array"` (the shown garment, the caption and the turn) or
       `"ansi"` (a text line per turn).
@@ -406,7 +416,11 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     * v3 (extended, not bumped: the default's dynamics are unchanged): ``start="annotated"``
       and ``start_split`` (resets from the annotated pairs of an imported catalog, see
-      Starting State); dataset-shopper envs add `info["human_caption"]`.
+      Starting State); dataset-shopper envs add `info["human_caption"]`; ``split`` (one image
+      split of an import). Changed on imported catalogs only: a category env holds every image
+      its split files list, not only the images listed first under it (the toptee env lacked
+      the images it shares with shirt); episodes of such envs differ from before, those of
+      every other catalog are unchanged.
     * v3: a dialog that reaches ``max_turns`` without success ends with ``terminated=True``
       (it is over by its rules); -v2 reported it as ``truncated=True``, so libraries that
       bootstrap on truncation added a value guess to every failed dialog. Success is
@@ -468,7 +482,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         caption_text: bool = True,
         slate_size: int = 4,
         start: str = "uniform",
-        start_split: str = "train",
+        start_split: str | None = None,
+        split: str | None = None,
         configuration: str = "default",
         scoring: str = "float32",
     ) -> None:
@@ -504,6 +519,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             "shortlist": shortlist,
             "configuration": configuration,
             "scoring": scoring,
+            "split": split,
         }
         parts = build_dialog(num_dialogs=1, **self._args)
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
@@ -711,6 +727,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             slate_size=cfg.slate_size,
             start=cfg.start,
             start_split=cfg.start_split,
+            split=a.get("split"),  # pickles of older versions lack it
             configuration=a.get("configuration", "default"),  # pickles of older versions lack it
             scoring=a.get("scoring", "float32"),
         )

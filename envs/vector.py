@@ -99,7 +99,8 @@ class FashionIQVectorEnv(VectorEnv):
         caption_text: bool = True,
         slate_size: int = 4,
         start: str = "uniform",
-        start_split: str = "train",
+        start_split: str | None = None,
+        split: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         configuration: str = "default",
         scoring: str = "float32",
@@ -157,6 +158,7 @@ class FashionIQVectorEnv(VectorEnv):
             scoring=scoring,
             shards=shards,
             shard_mode=shard_mode,
+            split=split,
         )
         self.configuration = configuration
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer

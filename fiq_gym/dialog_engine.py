@@ -100,7 +100,7 @@ class DialogConfig:
     # Where a reset starts (fiq_gym.starts): "uniform" over the items in play, or "annotated",
     # a (target, candidate) pair of the catalog's human captions of ``start_split``.
     start: str = "uniform"
-    start_split: str = "train"
+    start_split: str | None = None  # None: the env's split if it has one, else "train"
     # Put the caption text in ``info["caption_text"]``. Off only for libraries whose info
     # readers take numbers alone (TorchRL's batched GymEnv / GymWrapper).
     caption_text: bool = True
@@ -129,7 +129,7 @@ class DialogConfig:
             raise ValueError(f"slate_size must be an integer of at least 2, got {slate!r}")
         if self.start not in START_MODES:
             raise ValueError(f"start must be one of {list(START_MODES)}, got {self.start!r}")
-        if not isinstance(self.start_split, str) or not self.start_split:
+        if self.start_split is not None and (not isinstance(self.start_split, str) or not self.start_split):
             raise ValueError(
                 f"start_split must be a split name such as 'train' or 'val', got {self.start_split!r}"
             )

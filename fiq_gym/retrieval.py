@@ -12,6 +12,7 @@ import threading
 import warnings
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError, FallbackWarning
 
-__all__ = ["SIDE_INFO", "RetrievalTables", "retrieval_tables", "thumbnail_features"]
+__all__ = ["SIDE_INFO", "RetrievalTables", "import_galleries", "retrieval_tables", "thumbnail_features"]
 
 # What agents see as an item's attribute scores (``shown_attributes``):
 # "predicted": the catalog's predicted scores (zeros, with a warning, when it has none);
@@ -153,23 +154,68 @@ def _integers(value: ArrayLike, what: str) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _build_tables(catalog: Catalog, category: str | None, side_info: str) -> RetrievalTables:
-    if category is None:
-        rows = np.arange(len(catalog), dtype=np.int64)
-    else:
-        if category not in catalog.category_names:
+def import_galleries(catalog: Catalog) -> dict[str, np.ndarray] | None:
+    """The image splits of an imported catalog as sorted catalog rows, keyed
+    ``"{category}.{split}"`` (its ``human_captions.json``); None for a catalog that is no import."""
+    from fiq_gym.catalog.captions import CAPTIONS_FILE, HumanCaptions
+
+    where = catalog.provenance.get("path")
+    if not where or not (Path(str(where)) / CAPTIONS_FILE).is_file():
+        return None
+    galleries = HumanCaptions.load(str(where)).galleries
+    position = {str(x): i for i, x in enumerate(np.asarray(catalog.ids).tolist())}
+    return {
+        key: np.array(sorted(position[x] for x in ids if x in position), dtype=np.int64)
+        for key, ids in galleries.items()
+    }
+
+
+def _rows_in_play(catalog: Catalog, category: str | None, split: str | None) -> np.ndarray:
+    """The catalog rows of a (category, split) env. On an import, a category holds every image
+    any of its split files lists (an image listed by shirt and toptee is in both), and a split
+    the images of its split files; elsewhere a category is the items of that category."""
+    if category is not None and category not in catalog.category_names:
+        raise ValueError(
+            f"unknown category {category!r}; this catalog has {list(catalog.category_names)} (or None for all)"
+        )
+    galleries = import_galleries(catalog) if category is not None or split is not None else None
+    if split is not None:
+        if galleries is None:
             raise ValueError(
-                f"unknown category {category!r}; this catalog has {list(catalog.category_names)} (or None for all)"
+                f"split={split!r} keeps the items of one image split of a catalog imported with `fiq-gym catalog "
+                "import`, and this catalog is none; drop split= or pass an imported catalog"
             )
-        rows = np.flatnonzero(np.asarray(catalog.categories) == catalog.category_names.index(category))
+        keys = [
+            k for k in galleries if k.rpartition(".")[2] == split and category in (None, k.rpartition(".")[0])
+        ]
+        if not keys:
+            raise ValueError(
+                f"this import has no image split {split!r}{'' if category is None else f' of {category!r}'}; "
+                f"it has {sorted(galleries)}: pass one of their splits (or import that split)"
+            )
+        return np.unique(np.concatenate([galleries[k] for k in keys]))
+    if category is None:
+        return np.arange(len(catalog), dtype=np.int64)
+    rows = np.flatnonzero(np.asarray(catalog.categories) == catalog.category_names.index(category))
+    if galleries is not None:
+        listed = [v for k, v in galleries.items() if k.rpartition(".")[0] == category]
+        rows = np.unique(np.concatenate([rows, *listed])).astype(np.int64)
+    return rows
+
+
+def _build_tables(
+    catalog: Catalog, category: str | None, side_info: str, split: str | None = None
+) -> RetrievalTables:
+    rows = _rows_in_play(catalog, category, split)
     if len(rows) < 2:
         raise CatalogError(
             f"a dialog needs at least 2 items in play, the catalog has {len(rows)} for category {category!r}"
+            + ("" if split is None else f" and split {split!r}")
         )
     if catalog.features is not None:
         raw, source = np.asarray(catalog.features[rows], dtype=np.float32), "catalog"
     elif catalog.images is not None:
-        images = catalog.images if category is None else catalog.images[rows]
+        images = catalog.images if len(rows) == len(catalog) else catalog.images[rows]
         raw, source = thumbnail_features(images), "thumbnails"
         _warn_once(
             catalog,
@@ -207,22 +253,26 @@ def _build_tables(catalog: Catalog, category: str | None, side_info: str) -> Ret
     return RetrievalTables(rows, features.astype(np.float32), side, source, side_source)
 
 
-_cache: weakref.WeakKeyDictionary[Catalog, dict[tuple[str | None, str], RetrievalTables]] = (
+_cache: weakref.WeakKeyDictionary[Catalog, dict[tuple[str | None, str, str | None], RetrievalTables]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()
 
 
 def retrieval_tables(
-    catalog: Catalog, category: str | None = None, side_info: str = "auto"
+    catalog: Catalog, category: str | None = None, side_info: str = "auto", split: str | None = None
 ) -> RetrievalTables:
-    """The (cached) retrieval tables of ``catalog`` restricted to ``category`` (None: all),
-    with attribute scores chosen by ``side_info`` (see :data:`SIDE_INFO`)."""
+    """The (cached) retrieval tables of ``catalog`` restricted to ``category`` (None: all)
+    and, on an imported catalog, to the images of image split ``split`` (None: all; see
+    :func:`_rows_in_play`), with attribute scores chosen by ``side_info`` (see
+    :data:`SIDE_INFO`)."""
     if side_info not in SIDE_INFO:
         raise ValueError(f"side_info must be one of {list(SIDE_INFO)}, got {side_info!r}")
+    if split is not None and (not isinstance(split, str) or not split):
+        raise ValueError(f"split must be an image split's name such as 'val', or None, got {split!r}")
     with _lock:
         per_catalog = _cache.setdefault(catalog, {})
-        key = (category, side_info)
+        key = (category, side_info, split)
         if key not in per_catalog:
-            per_catalog[key] = _build_tables(catalog, category, side_info)
+            per_catalog[key] = _build_tables(catalog, category, side_info, split)
         return per_catalog[key]

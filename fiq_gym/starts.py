@@ -25,9 +25,12 @@ __all__ = ["START_MODES", "annotated_starts", "check_start_shopper", "start_kwar
 START_MODES = ("uniform", "annotated")
 
 
-def annotated_starts(catalog: Catalog, tables: RetrievalTables, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, shown) as indices in play: every distinct annotated pair of ``split`` whose
-    target and candidate are both in play and differ, in the captions' file order.
+def annotated_starts(
+    catalog: Catalog, tables: RetrievalTables, split: str, category: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, shown) as indices in play: every distinct annotated pair of ``split`` (of the
+    caption files of ``category``, None: every category) whose target and candidate are both
+    in play and differ, in the captions' file order.
 
     Raises ``ValueError`` (one line naming the fix) for a catalog without human captions, a
     split the import lacks or whose targets are hidden, or a split with no pair in play."""
@@ -46,7 +49,7 @@ def annotated_starts(catalog: Catalog, tables: RetrievalTables, split: str) -> t
             f"start_split={split!r} is not a split of this import, which has {list(captions.splits)}; "
             "pass one of them (or import that split)"
         )
-    targets, shown = captions.select(split).rows(catalog)
+    targets, shown = captions.select(split, category).rows(catalog)
     keep = (targets >= 0) & (targets != shown)
     if not keep.any():
         raise ValueError(
@@ -57,7 +60,8 @@ def annotated_starts(catalog: Catalog, tables: RetrievalTables, split: str) -> t
     playing = tables.in_play(targets) & tables.in_play(shown)
     if not playing.any():
         raise ValueError(
-            f"no annotated pair of start_split={split!r} has both items in play in this env "
+            f"no annotated pair of start_split={split!r}{'' if category is None else f' of {category!r}'} "
+            "has both items in play in this env "
             f"({tables.num_items} items, e.g. another category's); pick the category or split the pairs belong to"
         )
     pairs = np.stack([tables.index_of_row(targets[playing]), tables.index_of_row(shown[playing])], axis=1)
