@@ -136,3 +136,24 @@ def test_splits_and_categories_elsewhere_are_what_they_were(overlapping, small_c
     # Annotated starts of another split than the env's: no pair in play, named.
     with pytest.raises(ValueError, match=r"no annotated pair of start_split='train' has both items in play"):
         gym.make(ENV, catalog=str(overlapping[0]), split="val", start="annotated", start_split="train")
+
+
+def test_a_split_env_from_annotated_starts_passes_the_env_checkers(overlapping):
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make(
+        ENV,
+        catalog=str(overlapping[0]),
+        category="toptee",
+        split="val",
+        user="dataset",
+        user_kwargs={"fallback": "template"},
+        start="annotated",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped)
