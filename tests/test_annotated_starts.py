@@ -126,7 +126,7 @@ def test_vector_env_draws_as_the_single_env(imported):
     envs.close()
 
 
-@pytest.mark.parametrize("isolation", ["none", "sealed"])
+@pytest.mark.parametrize("isolation", ["none", "sealed", "process"])
 def test_harness_plays_every_annotated_pair_with_human_turn_0(imported, isolation):
     """The acceptance check of issue 36: a dialog run from annotated starts has human
     captions at turn 0 for every episode, and the result reports the share by turn."""
@@ -134,6 +134,12 @@ def test_harness_plays_every_annotated_pair_with_human_turn_0(imported, isolatio
     probe = gym.make_vec(ENV, num_envs=1, vectorization_mode="vector_entry_point", **kwargs)
     pairs = probe.unwrapped.start_pairs
     agent = RandomAgent.for_env(probe, seed=0)
+    if isolation == "process":  # the agent built in a process of its own
+        from fiq_gym.envs.isolation import AgentSpec
+
+        agent = AgentSpec(
+            "fiq_gym.benchmarks.dialog:bench_agent", {"name": "random", "checkpoint": None, "seed": 0}
+        )
     probe.close()
     episodes = len(pairs[0])
     result = evaluate(agent, ENV, episodes=episodes, seed=4, isolation=isolation, num_envs=8, **kwargs)
