@@ -202,7 +202,7 @@ def test_annotated_starts_refuse_what_cannot_start_them(imported, small_catalog_
     assert make(user="dataset", user_kwargs={"fallback": "template"}).unwrapped.start_pairs is not None
 
 
-def test_trainers_start_from_annotated_pairs_and_checkpoints_remember_it(imported, tmp_path):
+def test_trainers_start_from_annotated_pairs_and_checkpoints_remember_it(imported, tmp_path, capsys):
     """A trainer's --start/--start-split reach its training and evaluation envs; the checkpoint
     records them, so fiq-gym eval plays annotated starts too (on val with --start-split val)."""
     from fiq_gym.agents import policy_gradient, policy_improvement, ppo, recurrent_reinforce, supervised
@@ -269,6 +269,23 @@ def test_trainers_start_from_annotated_pairs_and_checkpoints_remember_it(importe
         venv.close()
     assert not pairs["train"] & pairs["val"]
     assert set(zip(played.targets.tolist(), played.shown.tolist(), strict=True)) <= pairs["val"]
+    # The command line: the result's table is followed by the human share by turn.
+    assert (
+        cli(
+            [
+                "eval",
+                str(out / "checkpoint"),
+                "--isolation",
+                "none",
+                "--episodes",
+                "8",
+                "--start-split",
+                "val",
+            ]
+        )
+        == 0
+    )
+    assert "human captions by turn 0..5 (the rest the shopper's fallback): 1.000" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--start-split applies to annotated starts.*--start annotated"):
         evaluate_checkpoint(
             out / "checkpoint", episodes=8, start="uniform", start_split="val", isolation="none"
