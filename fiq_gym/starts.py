@@ -49,7 +49,13 @@ def annotated_starts(
             f"start_split={split!r} is not a split of this import, which has {list(captions.splits)}; "
             "pass one of them (or import that split)"
         )
-    targets, shown = captions.select(split, category).rows(catalog)
+    selected = captions.select(split, category)
+    if not len(selected):
+        raise ValueError(
+            f"start_split={split!r} has no caption entries of category {category!r} in this import; pick "
+            f"a category its captions have: {sorted({e.category for e in captions.select(split).entries})}"
+        )
+    targets, shown = selected.rows(catalog)
     keep = (targets >= 0) & (targets != shown)
     if not keep.any():
         raise ValueError(

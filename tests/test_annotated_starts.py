@@ -202,6 +202,21 @@ def test_annotated_starts_refuse_what_cannot_start_them(imported, small_catalog_
     assert make(user="dataset", user_kwargs={"fallback": "template"}).unwrapped.start_pairs is not None
 
 
+def test_a_category_without_captions_in_the_start_split_is_named(imported, tmp_path):
+    import shutil
+
+    from fiq_gym.catalog.captions import CAPTIONS_FILE
+
+    copy = tmp_path / "catalog"
+    shutil.copytree(imported, copy)
+    data = json.loads((copy / CAPTIONS_FILE).read_text())
+    data["entries"] = [e for e in data["entries"] if (e["category"], e["split"]) != ("toptee", "val")]
+    (copy / CAPTIONS_FILE).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"no caption entries of category 'toptee'.*\['dress', 'shirt'\]"):
+        gym.make(ENV, catalog=str(copy), category="toptee", start="annotated", start_split="val")
+    assert gym.make(ENV, catalog=str(copy), category="dress", start="annotated", start_split="val")
+
+
 def test_trainers_start_from_annotated_pairs_and_checkpoints_remember_it(imported, tmp_path, capsys):
     """A trainer's --start/--start-split reach its training and evaluation envs; the checkpoint
     records them, so fiq-gym eval plays annotated starts too (on val with --start-split val)."""
