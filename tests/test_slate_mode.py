@@ -266,4 +266,6 @@ def test_the_slates_benchmark_trains_evaluates_and_writes_its_report(small_catal
     }
     assert all(len(run["success_turn"][0]) == 16 for run in data["runs"].values())
     text = (tmp_path / "slates.md").read_text()
-    assert "| ppo-slate - supervised-top-k |" in text and "Machine:" in text and "\n* ``greedy-slate``" in text
+    assert (
+        "| ppo-slate - supervised-top-k |" in text and "Machine:" in text and "\n* ``greedy-slate``" in text
+    )
