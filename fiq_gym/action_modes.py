@@ -539,12 +539,18 @@ class SlateMode(ActionMode):
             )
         return cls(tables, num_dialogs, settings, picker)
 
+    #: What one entry of the action names, and what its range is called, for error messages.
+    entry_noun: ClassVar[tuple[str, str]] = ("slate item", "indices")
+
+    def _choices(self) -> int:
+        """How many values each slate position may take (N items here)."""
+        return self.tables.num_items
+
     def _make_space(self) -> spaces.MultiDiscrete:
-        k, n = self.settings.slate_size, self.tables.num_items
-        return spaces.MultiDiscrete(np.full(k, n), dtype=np.int64)
+        return spaces.MultiDiscrete(np.full(self.settings.slate_size, self._choices()), dtype=np.int64)
 
     def check(self, actions: Any, batched: bool) -> np.ndarray:
-        k, n = self.settings.slate_size, self.tables.num_items
+        k, n = self.settings.slate_size, self._choices()
         b = self.num_dialogs if batched else 1
         arr = np.asarray(actions)
         want = (b, k) if batched else (k,)
@@ -556,8 +562,9 @@ class SlateMode(ActionMode):
         arr = arr.astype(np.int64).reshape(b, k)
         bad = (arr < 0) | (arr >= n)
         if bad.any():
+            what, values = self.entry_noun
             raise ValueError(
-                f"slate item {arr[bad][0]} is out of range for {self.space}: indices lie in [0, {n - 1}]"
+                f"{what} {arr[bad][0]} is out of range for {self.space}: {values} lie in [0, {n - 1}]"
             )
         return arr
 
@@ -703,27 +710,11 @@ class ShortlistSlateMode(SlateMode):
             )
         return cls(tables, num_dialogs, settings, picker, first_stage)
 
-    def _make_space(self) -> spaces.MultiDiscrete:
-        k, m = self.settings.slate_size, self.settings.shortlist_size
-        return spaces.MultiDiscrete(np.full(k, m), dtype=np.int64)
+    entry_noun = ("candidate slot", "slots")
 
-    def check(self, actions: Any, batched: bool) -> np.ndarray:
-        k, m = self.settings.slate_size, self.settings.shortlist_size
-        b = self.num_dialogs if batched else 1
-        arr = np.asarray(actions)
-        want = (b, k) if batched else (k,)
-        if arr.dtype.kind not in "iu" or arr.shape != want:
-            raise ValueError(
-                f"action must be an integer {self.action_noun} of shape {want} for {self.space}, "
-                f"got dtype {arr.dtype}, shape {arr.shape}"
-            )
-        arr = arr.astype(np.int64).reshape(b, k)
-        bad = (arr < 0) | (arr >= m)
-        if bad.any():
-            raise ValueError(
-                f"candidate slot {arr[bad][0]} is out of range for {self.space}: slots lie in [0, {m - 1}]"
-            )
-        return arr
+    def _choices(self) -> int:
+        """How many values each slate position may take (M candidate slots here)."""
+        return self.settings.shortlist_size
 
     def items(self, rows: np.ndarray, actions: np.ndarray) -> np.ndarray:
         empty = np.take_along_axis(self.shortlist.candidate_mask[rows], actions, axis=1) == 0

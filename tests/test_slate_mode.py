@@ -147,7 +147,7 @@ def test_vector_env_equals_single_envs_and_a_pickle_resumes(small_catalog_path, 
             for key in obs:
                 np.testing.assert_array_equal(vobs[key][k], obs[key])
             assert (
-                vreward[k] == reward
+                vreward[k] == pytest.approx(reward)
                 and vterm[k] == terminated
                 and vinfo["slate_pick"][k] == info["slate_pick"]
             )
