@@ -330,6 +330,9 @@ class LoadedAgent:
 #: the observation keys an RLlib module reads, by action mode (its env's ``observation_keys``)
 RLLIB_OBSERVATION_KEYS = {
     "shortlist": (*CORE_OBSERVATION_KEYS, *CANDIDATE_KEYS),
+    # The slate's own keys (what the shopper picked from the last slate) are left out: the
+    # module scores candidates from the caption, the shown (picked) item and the turn.
+    "shortlist_slate": (*CORE_OBSERVATION_KEYS, *CANDIDATE_KEYS),
     # The module masks items already shown (the env would show them again, for nothing).
     "index": (*CORE_OBSERVATION_KEYS, "shown_mask"),
 }

@@ -1,14 +1,17 @@
 """RLlib RLModules (new API stack) for fiq-gym's Dict observation, and the agent that plays a
 trained one in the evaluation harness. Needs the ``rllib`` extra.
 
-* :class:`ShortlistRLModule` (``shortlist`` mode, the one to scale) is the SB3 shortlist
-  policy's network in RLlib's terms: the same
+* :class:`ShortlistRLModule` (``shortlist`` mode, the one to scale, and ``shortlist_slate``
+  mode) is the SB3 shortlist policy's network in RLlib's terms: the same
   :class:`~fiq_gym.agents.shortlist.ShortlistExtractor` (one shared network scores every
   candidate from its features, attribute scores and standardised first-stage score together
   with the caption's mean word embedding, the shown item and the turn) gives the action
   logits, and the same value head reads the order-free context. RLlib hands the caption over
   as token ids, which the extractor embeds directly
   (:meth:`~fiq_gym.agents.shortlist.ShortlistExtractor.forward_ids`): no flattening, no one-hot.
+  On a slate (``MultiDiscrete([M] * K)``) position j scores the candidates without the j
+  best-scored, as the SB3 policy's slate head does, and RLlib's default distribution for
+  ``MultiDiscrete`` (one categorical per position) reads those ``K * M`` logits.
 * :class:`IndexRLModule` (``index`` mode, small catalogs): a categorical over every item in
   play, whose logit for item i is the product of an item encoding of its features and
   attribute scores (the gallery, passed in ``model_config``) with a query from the caption,
@@ -35,12 +38,20 @@ import numpy as np
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
 from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from fiq_gym.agents.shortlist import _EMPTY, ShortlistExtractor, _ContextValue, _needs_shortlist
+from fiq_gym.agents.shortlist import (
+    _EMPTY,
+    ShortlistExtractor,
+    _ContextValue,
+    _needs_shortlist,
+    _RankedSlateScores,
+    _SlotScores,
+)
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.errors import CheckpointError
 
@@ -58,23 +69,28 @@ MODULE_PATH = Path("learner_group", "learner", "rl_module", DEFAULT_MODULE_ID)
 
 
 class ShortlistRLModule(TorchRLModule, ValueFunctionAPI):
-    """``shortlist`` mode: per-candidate logits from one shared scoring network, and a value
-    over the dialog.
+    """``shortlist`` and ``shortlist_slate`` modes: per-candidate logits from one shared scoring
+    network (per slate position in ``shortlist_slate``), and a value over the dialog.
 
-    ``model_config``: ``embed_dim`` (64) and ``hidden`` (128), as in the SB3 policy. The
-    observation must be the shortlist mode's ``Dict`` (raw: no flattening connector)."""
+    ``model_config``: ``embed_dim`` (64), ``hidden`` (128) and ``first_stage_gain`` (0: the
+    policy starts near uniform over the candidates; a few units: near the first stage's
+    ranking), as in the SB3 policy. The observation must be the mode's ``Dict`` (raw: no
+    flattening connector)."""
 
     def setup(self) -> None:
         self.k, positions = _needs_shortlist(self.observation_space, self.action_space, "ShortlistRLModule")
-        if positions != 1:
-            raise ValueError(
-                f"ShortlistRLModule picks one candidate (action_mode='shortlist'), got {self.action_space}"
-            )
+        self.head: nn.Module = _SlotScores(self.k)
+        if isinstance(self.action_space, gym.spaces.MultiDiscrete):
+            self.head = _RankedSlateScores(self.k, positions)
+            # RLlib has no default for MultiDiscrete: one categorical per position over the
+            # K * M logits, position after position (what _RankedSlateScores returns).
+            self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(input_lens=[self.k] * positions)
         config = dict(self.model_config or {})
         self.scorer = ShortlistExtractor(
             self.observation_space,
             embed_dim=int(config.get("embed_dim", 64)),
             hidden=int(config.get("hidden", 128)),
+            first_stage_gain=float(config.get("first_stage_gain", 0.0)),
         )
         if not self.inference_only:
             self.value = _ContextValue(self.k, self.scorer.features_dim - self.k)
@@ -84,12 +100,12 @@ class ShortlistRLModule(TorchRLModule, ValueFunctionAPI):
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         latent = self._latent(batch)
-        return {Columns.ACTION_DIST_INPUTS: latent[:, : self.k]}
+        return {Columns.ACTION_DIST_INPUTS: self.head(latent)}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         latent = self._latent(batch)
         # The latent goes along so compute_values need not run the scorer again.
-        return {Columns.ACTION_DIST_INPUTS: latent[:, : self.k], Columns.EMBEDDINGS: latent}
+        return {Columns.ACTION_DIST_INPUTS: self.head(latent), Columns.EMBEDDINGS: latent}
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         """The value of each observation, ``(B,)``."""
@@ -181,12 +197,14 @@ class IndexRLModule(TorchRLModule, ValueFunctionAPI):
 
 class RLlibAgent:
     """A trained RLModule (:class:`ShortlistRLModule`, :class:`IndexRLModule`) as a batched
-    retrieval agent: takes the action with the highest logit (deterministic, like SB3's
-    ``predict(deterministic=True)``)."""
+    retrieval agent: takes the action with the highest logit, per slate position on a
+    ``MultiDiscrete`` slate (deterministic, like SB3's ``predict(deterministic=True)``)."""
 
     def __init__(self, module: RLModule) -> None:
         self.module = module
         self.keys = tuple(module.observation_space.spaces)
+        space = module.action_space
+        self.positions = len(space.nvec) if isinstance(space, gym.spaces.MultiDiscrete) else 0
 
     def reset(self, observation: dict[str, np.ndarray], info: dict[str, Any], mask: np.ndarray) -> None:
         """Stateless policy (the dialog history is in the observation)."""
@@ -195,6 +213,9 @@ class RLlibAgent:
         obs = {k: torch.as_tensor(np.atleast_2d(np.asarray(observation[k]))) for k in self.keys}
         with torch.no_grad():
             logits = self.module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+        if self.positions:
+            # (B, K * M), position after position: the best candidate of each position
+            return logits.view(logits.shape[0], self.positions, -1).argmax(-1).numpy().astype(np.int64)
         return logits.argmax(-1).numpy().astype(np.int64).reshape(-1)
 
 

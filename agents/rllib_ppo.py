@@ -4,7 +4,9 @@ Needs the ``rllib`` extra (``pip install -e ".[rllib]"``). Each env runner is a 
 that steps one native vector env of ``--envs-per-runner`` dialogs
 (:mod:`fiq_gym.envs.rllib`: registered in every runner, seeded without duplicated streams,
 no bootstrap at ``max_turns``); the policy is :class:`~fiq_gym.agents.rllib_modules.ShortlistRLModule`,
-the SB3 shortlist policy's network as an RLModule. ``--action-mode index`` trains
+the SB3 shortlist policy's network as an RLModule (``--action-mode shortlist_slate``: the same
+network, one categorical per slate position over the candidates the earlier positions left, as
+``fiq-gym train ppo`` has it). ``--action-mode index`` trains
 :class:`~fiq_gym.agents.rllib_modules.IndexRLModule` instead, a categorical over every item,
 on catalogs of at most ``MAX_INDEX_ITEMS`` items. docs/scaling.md has the cluster set-up.
 
@@ -53,11 +55,13 @@ from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument, absolu
 from fiq_gym.envs.rllib import register_rllib_envs
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
-__all__ = ["MAX_INDEX_ITEMS", "Args", "build_config", "module_spec", "ray_session", "train"]
+__all__ = ["ACTION_MODES", "MAX_INDEX_ITEMS", "Args", "build_config", "module_spec", "ray_session", "train"]
 
 VECTORIZE_MODES = ("vector_entry_point", "sync")
 #: ``--action-mode index`` learns one logit per item: for small catalogs only.
 MAX_INDEX_ITEMS = 5_000
+#: The action modes RLlib PPO trains in (the RLModule of each: :func:`module_spec`).
+ACTION_MODES = ("shortlist", "shortlist_slate", "index")
 
 
 @dataclass
@@ -75,13 +79,15 @@ class Args:
     max_turns: int = 5
     """turns per dialog"""
     action_mode: str = "shortlist"
-    """shortlist (pick one of K candidates) or index (pick any item; catalogs of at most 5,000 items)"""
+    """shortlist (pick one of K candidates), shortlist_slate (show slate_size of the candidates at once) or index (pick any item; catalogs of at most 5,000 items)"""
     shortlist_size: int = 32
-    """shortlist mode: K, the candidates per turn"""
+    """shortlist modes: K, the candidates per turn"""
     shortlist: SpecArgument = "retriever"
-    """shortlist mode: the first stage that proposes them (retriever, retriever:DIR or random)"""
+    """shortlist modes: the first stage that proposes them (retriever, retriever:DIR or random)"""
     explore: float = 0.0
-    """shortlist mode: fraction of the candidates that are random unseen items"""
+    """shortlist modes: fraction of the candidates that are random unseen items"""
+    slate_size: int = 4
+    """shortlist_slate mode: the candidates shown at once"""
     reward: str = "percentile"
     """env reward kind (see the env's docstring)"""
     num_env_runners: int = 0
@@ -124,6 +130,8 @@ class Args:
     """the scoring network's embedding size"""
     hidden: int = 128
     """the scoring network's hidden size"""
+    first_stage_gain: float = 0.0
+    """shortlist modes: the starting gain on the first stage's standardised score (0: start near uniform over the candidates; e.g. 3: near the first stage's ranking), as fiq-gym train ppo has it"""
     seed: int = 0
     """seeds the dialogs (runner w, sub-env k: SeedSequence((seed, w, k))), the weights and sampling"""
     eval_episodes: int = 256
@@ -138,7 +146,7 @@ class Args:
 
 def env_config_of(args: Args) -> dict[str, Any]:
     """The env arguments of a run (RLlib's ``env_config``)."""
-    config = {**env_kwargs_of(args, modes=("shortlist", "index")), "reward": args.reward}
+    config = {**env_kwargs_of(args, modes=ACTION_MODES), "reward": args.reward}
     catalog = config["catalog"]
     if catalog and Path(catalog).expanduser().exists():
         # Runners may start in another working directory (and on other nodes).
@@ -150,13 +158,20 @@ def env_config_of(args: Args) -> dict[str, Any]:
 
 
 def module_spec(args: Args) -> RLModuleSpec:
-    """The RLModule of a run: :class:`ShortlistRLModule`, or :class:`IndexRLModule` with the
-    gallery read from the env (refused above ``MAX_INDEX_ITEMS`` items)."""
+    """The RLModule of a run: :class:`ShortlistRLModule` (both shortlist modes), or
+    :class:`IndexRLModule` with the gallery read from the env (refused above
+    ``MAX_INDEX_ITEMS`` items)."""
     model_config: dict[str, Any] = {"embed_dim": args.embed_dim, "hidden": args.hidden}
-    if args.action_mode == "shortlist":
+    if args.action_mode in ("shortlist", "shortlist_slate"):
+        model_config["first_stage_gain"] = args.first_stage_gain
         return RLModuleSpec(module_class=ShortlistRLModule, model_config=model_config)
+    if args.first_stage_gain:
+        raise ValueError(
+            f"--first-stage-gain applies to the shortlist's first stage, not action_mode={args.action_mode!r}: "
+            "pass --action-mode shortlist or shortlist_slate, or drop it"
+        )
     if args.action_mode != "index":
-        raise ValueError(f"--action-mode must be shortlist or index, got {args.action_mode!r}")
+        raise ValueError(f"--action-mode must be one of {', '.join(ACTION_MODES)}, got {args.action_mode!r}")
     probe = gym.make_vec(
         args.env_id, num_envs=1, vectorization_mode="vector_entry_point", **env_config_of(args)
     )
@@ -351,7 +366,10 @@ def save(algo: Any, directory: Path, args: Args) -> Path:
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> Args:
     return parse_dataclass_args(
-        Args, argv, "Train Ray RLlib PPO (shortlist or index action mode) with many env runners.", prog=prog
+        Args,
+        argv,
+        "Train Ray RLlib PPO (shortlist, shortlist_slate or index action mode) with many env runners.",
+        prog=prog,
     )
 
 

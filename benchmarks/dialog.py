@@ -120,6 +120,9 @@ class Preset:
     num_envs: int = 32
     train_users: tuple[str, ...] = ("template",)
     eval_users: tuple[str, ...] = ("template",)
+    #: run the slate section after the dialog tables (:mod:`fiq_gym.benchmarks.slates`, with
+    #: this preset's seeds; on the ``default`` configuration only)
+    slate_section: bool = False
 
 
 PRESETS = {
@@ -178,6 +181,9 @@ PRESETS = {
         # eleven agents); ask for it with --train-users template transformer.
         train_users=("template",),
         eval_users=("template", "transformer"),
+        # PPO (SB3 and RLlib) on the shortlist slate beside its control and the reader's slates:
+        # about 40 min more (results/full/slates.md; --no-slates skips it).
+        slate_section=True,
     ),
 }
 
@@ -1239,6 +1245,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run up to this many (shopper, seed) stages at once in separate processes (default 1; "
         "at most the number of cores: every stage uses one)",
     )
+    parser.add_argument(
+        "--no-slates",
+        dest="slates",
+        action="store_false",
+        help="skip the full preset's slate section (python -m fiq_gym.benchmarks.slates, run after the dialog tables)",
+    )
     # set by --jobs for the processes it starts: where the stage's records go, and the run directory
     parser.add_argument("--stage-records", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
@@ -1290,7 +1302,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(to_markdown(result))
     print("wrote " + ", ".join(str(p) for p in written))
+    if preset.slate_section and args.slates and args.config == "default" and args.start == "uniform":
+        seeds = args.seeds if args.seeds is not None else preset.seeds
+        written = _slate_section(args, seeds, args.out / name, publish_to, command.strip())
+        print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _slate_section(
+    args: argparse.Namespace, seeds: Sequence[int], out: Path, publish_to: Path | None, command: str
+) -> list[Path]:
+    """The preset's slate section (:mod:`fiq_gym.benchmarks.slates`) into ``out`` (and
+    ``publish_to``), its report naming this benchmark's command."""
+    from fiq_gym.benchmarks import slates
+
+    print("\nslate section (python -m fiq_gym.benchmarks.slates; --no-slates skips it)", flush=True)
+    argv = ["--seeds", *map(str, seeds), "--out", str(out), "--no-progress"]
+    if args.catalog:
+        argv += ["--catalog", str(args.catalog)]
+    slates.main(argv, command=command)
+    written = [out / "slates.md", out / "slates.json"]
+    if publish_to is not None:
+        for path in list(written):
+            target = publish_to / path.name
+            atomic_write_text(target, path.read_text(encoding="utf-8"))
+            written.append(target)
+    return written
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The leaderboard: configurations x agents, gathered from the leaderboard preset's published
 benchmark runs (one per configuration), with R@10, cumulative Hits@10, BRI and success at the
-last turn, mean ± std over training seeds.
+last turn, mean ± std over training seeds; then the slate section, gathered from the full
+preset's slate runs (``results/full/slates.json``, :mod:`fiq_gym.benchmarks.slates`).
 
     fiq-gym bench --preset leaderboard --config terse --jobs 2 --publish    # a configuration's runs
     python -m fiq_gym.benchmarks.leaderboard                                 # results/leaderboard.md
@@ -25,6 +26,7 @@ import numpy as np
 
 from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
+from fiq_gym.benchmarks.slates import leaderboard_lines
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k
 from fiq_gym.metrics import recall_at_k as _recall
@@ -46,6 +48,8 @@ METRICS = (
 #: The reference rows read from ceiling.json (benchmarks/ceiling.py; the better of them by
 #: success@5 is the ceiling), and the floor of the headroom column: the greedy first stage.
 REFERENCES, GREEDY = ("posterior-map", "posterior-lookahead"), "shortlist-greedy"
+#: The slate section's runs (the full preset's, benchmarks/slates.py), under the results folder.
+SLATES = Path("full", "slates.json")
 
 
 @dataclass
@@ -167,6 +171,10 @@ def to_markdown(sources: Sequence[tuple[str, Path, dict]], results: Path | None 
             f"{data.get('git_revision', '?')}.",
             "",
         ]
+    slates = results / SLATES if results is not None else None
+    if slates is not None and slates.is_file():
+        data = json.loads(slates.read_text(encoding="utf-8"))
+        lines += leaderboard_lines(data, f"{slates.parent.name}/{slates.name}")
     lines += [f"Gathered at revision {git_revision()} by `python -m fiq_gym.benchmarks.leaderboard`.", ""]
     return "\n".join(lines)
 

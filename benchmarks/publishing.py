@@ -123,9 +123,10 @@ def library_versions() -> str:
 
 
 def refuse_unclean_publication(parser: argparse.ArgumentParser, out: Path | str) -> None:
-    """Stop with an argparse error when ``out`` is the published results folder and the tree
-    has uncommitted changes: published tables come from a clean tree."""
-    if Path(out).resolve() == default_results_dir().resolve() and git_revision().endswith("+changes"):
+    """Stop with an argparse error when ``out`` is the published results folder (or a folder in
+    it) and the tree has uncommitted changes: published tables come from a clean tree."""
+    target, results = Path(out).resolve(), default_results_dir().resolve()
+    if (target == results or results in target.parents) and git_revision().endswith("+changes"):
         parser.error(
             "the working tree has uncommitted changes: published tables come from a clean tree "
             "(commit first), or pass --out DIR for a trial run"

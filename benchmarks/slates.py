@@ -1,16 +1,23 @@
-"""The RL question on slates: SB3 PPO on the shortlist slate beside its equal-budget supervised
-control and the posterior reader's slates.
+"""The RL question on slates: SB3 PPO and RLlib PPO on the shortlist slate beside their
+equal-budget supervised control and the posterior reader's slates.
 
-Every agent plays the same fixed dialogs (``EvaluationSet.generate(N, episodes, seed=2021)``,
+The full preset's slate section: ``fiq-gym bench --full`` runs it after the dialog tables, into
+the same folder (published as ``benchmarks/results/full/slates.md``), and the leaderboard reads
+it; ``python -m fiq_gym.benchmarks.slates`` runs it alone. Every agent plays the same fixed dialogs (``EvaluationSet.generate(N, episodes, seed=2021)``,
 the leaderboard's seed) through the sealed harness, showing ``slate_size`` items a turn:
 
 * ``random-slate``: K random items not shown yet (``slate`` mode), the floor;
 * ``greedy-slate``: the first stage's K best candidates (``shortlist_slate`` mode), PPO's start;
 * ``ppo-slate``: SB3 PPO with ``ShortlistActorCriticPolicy`` on the shortlist slate
-  (``fiq-gym train ppo --action-mode shortlist_slate``), ``--timesteps`` env steps per seed;
+  (``fiq-gym train ppo --action-mode shortlist_slate``), ``--timesteps`` env steps per seed,
+  started near the first stage's ranking (``--first-stage-gain``);
+* ``rllib-ppo-slate``: RLlib PPO with the same network as an RLModule
+  (``fiq-gym train rllib-ppo --action-mode shortlist_slate``), the same steps, start and
+  learning rate (needs the ``rllib`` extra; ``--engines sb3`` leaves it out);
 * ``supervised-top-k``: the supervised dialog retriever trained for the same number of env
   steps (rounds x 32 dialogs x max_turns turns), showing its K best unseen items
-  (:class:`~fiq_gym.agents.slate.TopScoresSlateAgent`, ``slate`` mode): the equal-budget control;
+  (:class:`~fiq_gym.agents.slate.TopScoresSlateAgent`, ``slate`` mode): the equal-budget control
+  of both PPOs;
 * ``posterior-top`` and ``posterior-partition``: the Bayesian reader of the shopper's captions
   and picks, showing its K most probable items or a slate planned for what the pick will tell
   (:mod:`fiq_gym.agents.slate_posterior`), the reference.
@@ -22,6 +29,7 @@ differences with 95% bootstrap intervals over seeds and dialogs.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import tempfile
@@ -57,6 +65,8 @@ __all__ = ["main", "run"]
 EVAL_SEED = 2021  # the leaderboard's evaluation set
 ENV_ID = "fiq_gym/FashionIQ-v3"
 SUPERVISED_DIALOGS_PER_ROUND = 32
+#: The PPO implementations the section trains (RLlib's needs the ``rllib`` extra).
+ENGINES = ("sb3", "rllib")
 
 
 def _success(result: EvaluationResult, turn: int) -> np.ndarray:
@@ -90,12 +100,40 @@ def _train_ppo(args: argparse.Namespace, seed: int, out: Path) -> Any:
         n_steps=32,
         batch_size=256,
         learning_rate=1e-3,
+        first_stage_gain=args.first_stage_gain,
         seed=seed,
         eval_episodes=16,
         out=str(out / f"ppo-{seed}"),
     )
     model, _ = train(ppo_args, progress=args.progress)
     return model
+
+
+def _train_rllib(args: argparse.Namespace, seed: int, out: Path) -> Any:
+    from fiq_gym.agents.rllib_modules import load_rl_module
+    from fiq_gym.agents.rllib_ppo import Args, train
+
+    rllib_args = Args(
+        catalog=args.catalog,
+        action_mode="shortlist_slate",
+        slate_size=args.slate_size,
+        shortlist_size=args.shortlist_size,
+        shortlist=args.shortlist,
+        first_stage_gain=args.first_stage_gain,
+        timesteps=args.timesteps,
+        # SB3's rollout (32 steps x 16 dialogs) and minibatch, learning rate and epochs (SB3's 10)
+        num_env_runners=0,
+        envs_per_runner=16,
+        train_batch_size=512,
+        minibatch_size=256,
+        num_epochs=10,
+        learning_rate=1e-3,
+        seed=seed,
+        eval_episodes=16,
+        out=str(out / f"rllib-ppo-{seed}"),
+    )
+    train(rllib_args, progress=args.progress)
+    return load_rl_module(out / f"rllib-ppo-{seed}" / "checkpoint" / "algorithm")
 
 
 def _train_supervised(args: argparse.Namespace, seed: int, out: Path) -> Any:
@@ -119,6 +157,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
     and the trained agents' training seconds."""
     runs: dict[str, Any] = {}
     train_seconds: dict[str, list[float]] = {"supervised-top-k": [], "ppo-slate": []}
+    if "rllib" in args.engines:
+        train_seconds["rllib-ppo-slate"] = []
 
     def play(name: str, mode: str, make_agent: Any) -> None:
         envs = _envs(args, mode)
@@ -157,6 +197,15 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[float]
             model = _train_ppo(args, seed, Path(tmp))
             train_seconds["ppo-slate"].append(round(time.perf_counter() - start, 1))
             play("ppo-slate", "shortlist_slate", lambda envs, model=model: SB3ShortlistAgent(model))
+            if "rllib" in args.engines:
+                from fiq_gym.agents.rllib_modules import RLlibAgent
+
+                start = time.perf_counter()
+                # train() starts a local Ray instance and shuts it down before its evaluation:
+                # nothing of Ray's runs beside the sealed harness.
+                module = _train_rllib(args, seed, Path(tmp))
+                train_seconds["rllib-ppo-slate"].append(round(time.perf_counter() - start, 1))
+                play("rllib-ppo-slate", "shortlist_slate", lambda envs, module=module: RLlibAgent(module))
     return runs, train_seconds
 
 
@@ -164,6 +213,11 @@ COMPARISONS = (
     ("ppo-slate", "supervised-top-k", "PPO against its equal-budget supervised control"),
     ("ppo-slate", "greedy-slate", "PPO against the first stage it starts from"),
     ("ppo-slate", "posterior-top", "PPO against the reader's most probable slate"),
+    ("ppo-slate", "posterior-partition", "PPO against the reader's planned slate"),
+    ("rllib-ppo-slate", "supervised-top-k", "RLlib PPO against the same control"),
+    ("rllib-ppo-slate", "greedy-slate", "RLlib PPO against the first stage it starts from"),
+    ("rllib-ppo-slate", "posterior-top", "RLlib PPO against the reader's most probable slate"),
+    ("rllib-ppo-slate", "ppo-slate", "the two engines, one network"),
     ("posterior-partition", "posterior-top", "planning the slate, over the most probable one"),
     ("supervised-top-k", "posterior-top", "the supervised control against the reader"),
 )
@@ -206,7 +260,9 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"`{ENV_ID}` on the {meta['catalog']} catalog, K = {meta['slate_size']} items a turn, M = "
         f"{meta['shortlist_size']} candidates in the shortlist slate, {meta['episodes']:,} dialogs, "
         f"seeds {meta['seeds']}, {meta['timesteps']:,} env steps of training per seed "
-        f"(supervised: {meta['supervised_rounds']} rounds of {SUPERVISED_DIALOGS_PER_ROUND} dialogs).",
+        f"(supervised: {meta['supervised_rounds']} rounds of {SUPERVISED_DIALOGS_PER_ROUND} dialogs), "
+        f"PPO's first-stage gain at the start {meta.get('first_stage_gain', 0.0):g}, "
+        f"engines: {', '.join(meta.get('engines', ['sb3']))}.",
         "",
         "| agent | action mode | success@1 | success@2 | success@3 | success@4 | success@5 | training (s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -236,12 +292,55 @@ def to_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def leaderboard_lines(data: dict[str, Any], source: str) -> list[str]:
+    """The leaderboard's slate section from a ``slates.json`` (``source``: its path as the
+    page names it): success by turn 3 and 5 and over turns 1-5, mean ± std over training seeds
+    (the untrained agents' one run has no spread), and the paired comparisons of PPO."""
+    runs, meta = data["runs"], data["meta"]
+    seeds = len(meta["seeds"])
+    lines = [
+        f"## Slates (`{ENV_ID}`, `slate` / `shortlist_slate` modes)",
+        "",
+        f"{meta['episodes']:,} fixed dialogs, K = {meta['slate_size']} items a turn (PPO: of M = "
+        f"{meta['shortlist_size']} first-stage candidates), {meta['timesteps']:,} env steps of training per "
+        f"seed, seeds {meta['seeds']}. Success: the target is in a slate by that turn. The reference rows "
+        "are the Bayesian reader of captions and picks (untrained); `supervised-top-k` is PPO's "
+        "equal-budget supervised control.",
+        "",
+        "| agent | action mode | success@3 | success@5 | success 1-5 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    order = sorted(runs, key=lambda name: -_matrix(runs, name, 5, 1).mean())
+    for name in order:
+        cells = []
+        for turns in ((3,), (5,), (1, 2, 3, 4, 5)):
+            per_seed = np.mean([_matrix(runs, name, t, 1).mean(axis=1) for t in turns], axis=0)
+            spread = f" ± {np.std(per_seed, ddof=1):.3f}" if len(per_seed) > 1 else ""
+            cells.append(f"{per_seed.mean():.3f}{spread}")
+        label = f"**{name}**" if name.startswith("posterior") else name
+        lines.append(f"| {label} | `{runs[name]['mode']}` | " + " | ".join(cells) + " |")
+    lines += ["", "Paired differences in success@5, 95% bootstrap intervals over seeds and dialogs:", ""]
+    for a, b, why in COMPARISONS:
+        if a in runs and b in runs and a.endswith("ppo-slate"):
+            diff = paired_difference(_matrix(runs, a, 5, seeds), _matrix(runs, b, 5, seeds), seed=2023)
+            lines.append(f"- {a} - {b}: {diff} ({why})")
+    lines += [
+        "",
+        f"Source: `{source}`, from `{meta['command']}` at revision {meta['revision']}.",
+        "",
+    ]
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fiq_gym.benchmarks.slates", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument(
-        "--episodes", type=int, default=500, help="evaluation dialogs (the same for every agent)"
+        "--episodes",
+        type=int,
+        default=1000,
+        help="evaluation dialogs (the same for every agent; the leaderboard's 1,000 by default)",
     )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of PPO and its control"
@@ -249,8 +348,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timesteps",
         type=int,
-        default=20_000,
-        help="env steps of training per seed (PPO and, in rounds, supervised)",
+        default=25_000,
+        help="env steps of training per seed (each PPO and, in rounds, supervised; the full preset's "
+        "shortlist budget by default)",
+    )
+    parser.add_argument(
+        "--first-stage-gain",
+        type=float,
+        default=3.0,
+        help="PPO's starting gain on the first stage's score (3: it starts near the greedy slate; 0: near "
+        "uniform over the candidates)",
+    )
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=ENGINES,
+        help="which PPOs to train (default: sb3, and rllib when Ray RLlib is installed: the rllib extra, "
+        'pip install -e ".[rllib]")',
     )
     parser.add_argument("--slate-size", type=int, default=4, help="K, the items shown a turn")
     parser.add_argument(
@@ -268,17 +382,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.add_argument(
-        "--out", type=Path, default=default_results_dir(), help="where slates.md and .json go"
+        "--out",
+        type=Path,
+        default=default_results_dir() / "full",
+        help="where slates.md and .json go (default: the full preset's published folder)",
     )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, command: str | None = None) -> int:
+    """Run the section; ``command``: what the report names as its command (``fiq-gym bench
+    --full`` passes its own), default this module's command line."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    have_ray = importlib.util.find_spec("ray") is not None
+    if args.engines is None:
+        args.engines = list(ENGINES) if have_ray else ["sb3"]
+        if not have_ray:
+            print(
+                'slates: Ray RLlib is not installed, so the rllib-ppo-slate row is left out (pip install -e ".[rllib]" '
+                "-c constraints-rllib.txt adds it)",
+                flush=True,
+            )
+    if "sb3" not in args.engines:
+        parser.error("--engines must include sb3: the report's comparisons are PPO's (add rllib beside it)")
+    if "rllib" in args.engines and not have_ray:
+        parser.error(
+            'the rllib engine needs Ray RLlib: pip install -e ".[rllib]" -c constraints-rllib.txt, '
+            "or pass --engines sb3"
+        )
     refuse_unclean_publication(parser, args.out)
     meta = {
-        "command": command_line("fiq_gym.benchmarks.slates", argv),
+        "command": command or command_line("fiq_gym.benchmarks.slates", argv),
         "revision": git_revision(),
         "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
         "catalog": args.catalog or "built-in",
@@ -288,6 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "supervised_rounds": supervised_rounds(args.timesteps, 5),
         "slate_size": args.slate_size,
         "shortlist_size": args.shortlist_size,
+        "first_stage_gain": args.first_stage_gain,
+        "engines": args.engines,
     }
     runs, train_seconds = run(args)
     data = {"meta": meta, "runs": runs, "train_seconds": train_seconds}

@@ -534,6 +534,57 @@ def test_the_leaderboard_leads_with_success_and_shows_the_ceiling(tmp_path):
     assert "(ceiling)" not in without
 
 
+def test_the_leaderboard_gathers_the_full_presets_slate_section(tmp_path):
+    """With ``full/slates.json`` under the results, the leaderboard ends with the slate
+    section: rows by success@5 (mean ± std over seeds for trained agents), the PPO comparisons
+    with paired intervals, and the run's command and revision."""
+    import json
+
+    from fiq_gym.benchmarks import leaderboard
+
+    def seeds(*found):
+        return {"mode": "shortlist_slate", "success_turn": [list(f) for f in found], "seconds": []}
+
+    runs = {
+        "posterior-top": {**seeds([1, 2, 2, 3]), "mode": "slate"},
+        "greedy-slate": seeds([3, 5, -1, -1]),
+        "supervised-top-k": {**seeds([5, -1, -1, -1], [4, 4, -1, -1]), "mode": "slate"},
+        "ppo-slate": seeds([2, 3, 5, -1], [2, 2, -1, -1]),
+    }
+    meta = {
+        "command": "fiq-gym bench --full --publish",
+        "revision": "abc1234",
+        "episodes": 4,
+        "seeds": [0, 1],
+        "timesteps": 100,
+        "slate_size": 4,
+        "shortlist_size": 32,
+    }
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "slates.json").write_text(
+        json.dumps({"meta": meta, "runs": runs, "train_seconds": {}})
+    )
+    data = {"env_id": "fiq_gym/FashionIQ-v3", "command": "fiq-gym bench", "git_revision": "x", "runs": []}
+    text = leaderboard.to_markdown([("default", tmp_path / "leaderboard" / "dialog.json", data)], tmp_path)
+    section = text.split("## Slates", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| **posterior-top**",
+        "| ppo-slate",
+        "| greedy-slate",
+        "| supervised-top-k",
+    ]
+    # ppo-slate: success@5 0.75 and 0.5 over its two seeds; the untrained row has no spread
+    assert rows[1].startswith("| ppo-slate | `shortlist_slate` | 0.500 ± 0.000 | 0.625 ± 0.177 |")
+    assert rows[0] == "| **posterior-top** | `slate` | 1.000 | 1.000 | 0.800 |"
+    assert "- ppo-slate - supervised-top-k: +0.250 [" in section
+    assert "- ppo-slate - posterior-top: -0.375 [" in section
+    assert "from `fiq-gym bench --full --publish` at revision abc1234" in section
+    assert "## Slates" not in leaderboard.to_markdown(
+        [("default", tmp_path / "leaderboard" / "dialog.json", data)], tmp_path / "elsewhere"
+    )
+
+
 def test_the_recipe_benchmark_times_the_documented_recipe_with_and_without_its_threads_line():
     from fiq_gym.benchmarks.recipes import recipe_script
 

@@ -330,11 +330,56 @@ def test_index_module_masks_shown_items_and_refuses_big_catalogs(small_catalog_p
 
 
 @needs_ray
+def test_slate_module_ranks_positions_and_the_runner_samples_distinct_slates(small_catalog_path):
+    """``shortlist_slate``: position j scores the candidates without the j best (K * M logits,
+    as RLlib's MultiDiscrete distribution reads them); the greedy slate is the K best
+    candidates, distinct, best first; an env runner samples MultiDiscrete slates with RLlib's
+    own distribution and plays whole dialogs."""
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    from fiq_gym.agents import rllib_ppo
+    from fiq_gym.agents.rllib_modules import RLlibAgent
+
+    slate = 3
+    args = _args(small_catalog_path, action_mode="shortlist_slate", slate_size=slate)
+    config = rllib_ppo.env_config_of(args)
+    assert config["slate_size"] == slate and "slate_features" not in config["observation_keys"]
+    envs = gym.make_vec(ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", **config)
+    assert envs.single_action_space == gym.spaces.MultiDiscrete([K] * slate)
+    spec = rllib_ppo.module_spec(args)
+    spec.observation_space, spec.action_space = envs.single_observation_space, envs.single_action_space
+    module = spec.build()
+    obs, _ = envs.reset(seed=0)
+    batch = {Columns.OBS: {k: torch.as_tensor(v) for k, v in obs.items()}}
+    with torch.no_grad():
+        logits = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS].view(4, slate, K)
+    scores = logits[:, 0]
+    order = torch.argsort(scores, dim=1, descending=True)
+    for j in range(1, slate):
+        left_out = logits[:, j].gather(1, order[:, :j])
+        assert (left_out == -1e4).all()  # the j best are gone from position j
+    actions = RLlibAgent(module).act(obs, {})
+    assert actions.shape == (4, slate)
+    np.testing.assert_array_equal(actions, order[:, :slate].numpy())
+    envs.step(actions)
+    envs.close()
+    runner = SingleAgentEnvRunner(config=rllib_ppo.build_config(args), worker_index=1)
+    try:
+        episodes = runner.sample(num_episodes=3, explore=True)
+        assert all(e.is_done and len(e) <= 5 for e in episodes)
+        sampled = np.asarray(episodes[0].get_actions())
+        assert sampled.shape[1:] == (slate,) and ((sampled >= 0) & (sampled < K)).all()
+    finally:
+        runner.stop()
+
+
+@needs_ray
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find processes")
 def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path, tmp_path, monkeypatch):
     """One local Ray instance: a 1-iteration PPO sampling in this process (0 runners), one in a
-    runner process (the env id must resolve there), one in index mode, and a tiny scaling
+    runner process (the env id must resolve there), one in index mode, one on a slate, and a tiny scaling
     benchmark; each
     checkpoint evaluates through the sealed harness; afterwards no process started here is
     left."""
@@ -356,6 +401,10 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
             results[runners] = train(args, progress=False)
         index_args = _args(small_catalog_path, action_mode="index", out=str(tmp_path / "index"))
         index_metrics, index_result = train(index_args, progress=False)
+        slate_args = _args(
+            small_catalog_path, action_mode="shortlist_slate", slate_size=3, out=str(tmp_path / "slate")
+        )
+        slate_metrics, slate_result = train(slate_args, progress=False)
         # The scaling benchmark, tiny, in the same Ray instance.
         table = rllib_scaling.run(
             runners=[0],
@@ -381,6 +430,14 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
     assert "| random | template | sync | 0 |" in table
     assert "native / sync sampling" in table and "--runners 0" in table
     assert math.isfinite(index_metrics["losses/policy_loss"]) and index_result.ranks.shape[0] == 16
+    assert math.isfinite(slate_metrics["losses/policy_loss"]) and slate_result.ranks.shape[0] == 16
+    # A slate checkpoint plays its mode again through load_agent (`fiq-gym eval`'s path).
+    slate_agent = load_agent(tmp_path / "slate" / "checkpoint")
+    assert slate_agent.action_mode == "shortlist_slate" and slate_agent.shortlist["slate_size"] == 3
+    slate_envs = slate_agent.make_envs(16)
+    slate_again = evaluate(slate_agent.make_agent(slate_envs), slate_envs, episodes=16, seed=10_005)
+    slate_envs.close()
+    np.testing.assert_array_equal(slate_again.success_turn, slate_result.success_turn)
     index_agent = load_agent(tmp_path / "index" / "checkpoint")
     assert index_agent.action_mode == "index" and "shown_mask" in index_agent.observation_keys
     # `fiq-gym eval`'s path: load_agent rebuilds the env, the sealed harness plays it.
@@ -553,3 +610,29 @@ def test_sigterm_during_training_leaves_no_ray_process(small_catalog_path, tmp_p
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"Ray processes left after SIGTERM: {left}"
+
+
+@needs_ray
+@pytest.mark.slow
+def test_the_slates_benchmark_trains_rllib_ppo_beside_sb3(small_catalog_path, tmp_path):
+    """The full preset's slate section with both engines: RLlib PPO trains on the shortlist
+    slate, plays the same dialogs through the sealed harness and is compared with the control."""
+    import json
+
+    from fiq_gym.benchmarks.slates import main
+
+    argv = [
+        "--catalog", str(small_catalog_path), "--beliefs", "labels", "--shortlist", "random",
+        "--episodes", "16", "--seeds", "0", "--timesteps", "512", "--shortlist-size", "16",
+        "--no-progress", "--out", str(tmp_path),
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RLlib's own deprecation notices
+        assert main(argv) == 0
+    data = json.loads((tmp_path / "slates.json").read_text())
+    assert data["meta"]["engines"] == ["sb3", "rllib"]  # the default when Ray is installed
+    assert len(data["runs"]["rllib-ppo-slate"]["success_turn"][0]) == 16
+    assert len(data["train_seconds"]["rllib-ppo-slate"]) == 1
+    text = (tmp_path / "slates.md").read_text()
+    assert "| rllib-ppo-slate | `shortlist_slate` |" in text
+    assert "| rllib-ppo-slate - supervised-top-k |" in text and "engines: sb3, rllib" in text

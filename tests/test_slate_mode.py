@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -251,7 +252,7 @@ def test_the_slates_benchmark_trains_evaluates_and_writes_its_report(small_catal
     argv = [
         "--catalog", str(small_catalog_path), "--beliefs", "labels", "--shortlist", "random",
         "--episodes", "16", "--seeds", "0", "--timesteps", "320", "--shortlist-size", "16",
-        "--no-progress", "--out", str(tmp_path),
+        "--no-progress", "--engines", "sb3", "--out", str(tmp_path),
     ]  # fmt: skip
     assert main(argv) == 0
     data = json.loads((tmp_path / "slates.json").read_text())
@@ -269,3 +270,31 @@ def test_the_slates_benchmark_trains_evaluates_and_writes_its_report(small_catal
     assert (
         "| ppo-slate - supervised-top-k |" in text and "Machine:" in text and "\n* ``greedy-slate``" in text
     )
+
+
+def test_the_full_preset_runs_the_slate_section_and_publishes_it(tmp_path, monkeypatch):
+    """``fiq-gym bench --full`` ends with the slate section: the preset's seeds, the run folder,
+    the bench command named in the report, copies in the published folder; ``--no-slates``
+    and the other presets skip it."""
+    from fiq_gym.benchmarks import dialog, slates
+
+    calls = []
+
+    def fake_main(argv, *, command=None):
+        calls.append((argv, command))
+        out = Path(argv[argv.index("--out") + 1])
+        (out / "slates.md").write_text("# Slates\n")
+        (out / "slates.json").write_text("{}\n")
+        return 0
+
+    monkeypatch.setattr(slates, "main", fake_main)
+    assert dialog.PRESETS["full"].slate_section and not dialog.PRESETS["quick"].slate_section
+    args = dialog.build_parser().parse_args(["--full", "--catalog", "/data/cat"])
+    assert args.slates and not dialog.build_parser().parse_args(["--full", "--no-slates"]).slates
+    run, published = tmp_path / "run", tmp_path / "published"
+    run.mkdir(), published.mkdir()
+    written = dialog._slate_section(args, (0, 1, 2), run, published, "fiq-gym bench --full --publish")
+    argv, command = calls[0]
+    assert argv[:4] == ["--seeds", "0", "1", "2"] and argv[argv.index("--catalog") + 1] == "/data/cat"
+    assert command == "fiq-gym bench --full --publish"
+    assert (published / "slates.md").read_text() == "# Slates\n" and published / "slates.json" in written
