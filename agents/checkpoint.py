@@ -8,7 +8,8 @@ policy of a single-file trainer: CleanRL-style PPO, recurrent REINFORCE, behavio
 the action mode it speaks, the environment it was trained on and the
 tokenizer it reads captions with, and returns a :class:`LoadedAgent` that builds that
 environment and a fitted :class:`~fiq_gym.evaluation.RetrievalAgent` for it. ``fiq-gym
-eval``, ``fiq-gym play`` and ``fiq-gym bench`` all load through it.
+eval``, ``fiq-gym play`` and ``fiq-gym bench`` all load through it. The formats it reads, and how,
+are the registered agents' (:func:`fiq_gym.agents.registry.checkpoint_kinds`).
 
 The retriever trainers share :func:`start_retriever_run` and :func:`save_retriever_run`, so
 ``--resume``, ``--overwrite`` and ``--init`` mean the same in each (the rule itself is
@@ -25,13 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import stable_baselines3
 import torch
-from stable_baselines3 import DQN, PPO
 
 import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.agents import registry
 from fiq_gym.agents.ppo import PPOAgent
+from fiq_gym.agents.registry import CheckpointKind
 from fiq_gym.agents.retriever import (
-    RETRIEVER_FORMAT,
     RetrieverAgent,
     RetrieverConfig,
     RetrieverNet,
@@ -66,7 +68,7 @@ from fiq_gym.starts import START_MODES, start_kwargs
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 
 __all__ = [
-    "ACTION_MODES",
+    "ACTION_MODES",  # noqa: F822  (module __getattr__: follows the registry)
     "BEHAVIOUR_CLONING_FORMAT",
     "CLEANRL_PPO_FORMAT",
     "DQN_FORMAT",
@@ -79,33 +81,36 @@ __all__ = [
     "start_retriever_run",
 ]
 
-#: The action mode each agent of the benchmark speaks.
-ACTION_MODES = {
-    "random": "index",
-    "supervised": "scores",
-    "policy-gradient": "scores",
-    "policy-improvement": "scores",
-    "single-shot": "scores",
-    "ppo": "query",
-    "shortlist-greedy": "shortlist",
-    "shortlist-random": "shortlist",
-    "ppo-shortlist": "shortlist",
-    "dqn-shortlist": "shortlist",
-    "posterior-map": "index",
-    "posterior-lookahead": "index",
-}
-# format -> (kind, the action mode its checkpoints speak unless their args say otherwise)
-_KINDS = {
-    RETRIEVER_FORMAT: ("retriever", "scores"),
-    PPO_FORMAT: ("ppo", "query"),
-    DQN_FORMAT: ("dqn", "shortlist"),
-    RLLIB_PPO_FORMAT: ("rllib-ppo", "shortlist"),
-    CLEANRL_PPO_FORMAT: ("cleanrl-ppo-shortlist", "shortlist"),
-    RECURRENT_REINFORCE_FORMAT: ("recurrent-reinforce", "query"),
-    BEHAVIOUR_CLONING_FORMAT: ("behaviour-cloning", "shortlist"),
-}
-#: the kinds whose model is a single-file trainer's torch policy (:func:`_policy_parts`)
-_POLICY_KINDS = ("cleanrl-ppo-shortlist", "recurrent-reinforce", "behaviour-cloning")
+
+def __getattr__(name: str) -> Any:
+    # ACTION_MODES follows the registry, agents registered later included
+    if name == "ACTION_MODES":
+        return action_modes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def action_modes() -> dict[str, str]:
+    """The action mode each registered agent speaks (``ACTION_MODES``): a benchmark agent's
+    in the benchmark, a trainer's its checkpoints' default (:mod:`fiq_gym.agents.registry`)."""
+    modes = {}
+    for record in registry.records():
+        if record.bench is not None:
+            modes[record.name] = record.bench.action_mode
+        elif record.checkpoint is not None:
+            modes[record.name] = record.checkpoint.action_mode
+    return modes
+
+
+def _kind_of(kind: str) -> CheckpointKind:
+    """The registered checkpoint kind named ``kind`` (:attr:`LoadedAgent.kind`)."""
+    for registered in registry.checkpoint_kinds().values():
+        if registered.kind == kind:
+            return registered
+    raise CheckpointError(
+        f"no registered agent writes checkpoints of kind {kind!r} (fiq_gym.agents.registry)"
+    )
+
+
 # Env arguments of the shortlist modes a checkpoint's args may carry, by mode.
 _SHORTLIST_ARGS = {
     "shortlist": ("shortlist_size", "shortlist", "explore"),
@@ -300,7 +305,8 @@ class LoadedAgent:
                 f"{self.path} speaks action_mode={self.action_mode!r}, but the env uses {mode!r}; "
                 f"make the env with action_mode={self.action_mode!r} (LoadedAgent.make_envs does)"
             )
-        if self.kind in ("ppo", "dqn", "rllib-ppo"):
+        loader = _kind_of(self.kind).loader
+        if loader in ("sb3", "rllib"):
             space = getattr(inner, "single_observation_space", inner.observation_space)
             if self.model.observation_space != space:
                 raise CheckpointError(
@@ -308,17 +314,17 @@ class LoadedAgent:
                     "space differs (feature size, attribute count, caption vocabulary or shortlist size); use "
                     "the catalog, shopper and shortlist_size it was trained with, or retrain it"
                 )
-            if self.kind == "rllib-ppo":
+            if loader == "rllib":
                 from fiq_gym.agents.rllib_modules import RLlibAgent
 
                 return RLlibAgent(self.model)
             if self.action_mode in _SHORTLIST_ARGS:
                 return SB3ShortlistAgent(self.model)
             return PPOAgent(self.model)
-        if self.kind in _POLICY_KINDS:
+        if loader == "policy":
             space = getattr(inner, "single_observation_space", inner.observation_space)
             _check_policy_fits(self.model.config, space, self.path)
-            return _policy_parts(self.kind, self.path).agent(self.model)
+            return _policy_parts(_kind_of(self.kind), self.path).agent(self.model)
         try:
             check_fits(self.model.config, inner.gallery, inner.tokenizer.vocab_size)
             check_catalog(self.config, inner.catalog, self.path)
@@ -352,15 +358,17 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
             the -v3 id to retrain on).
     """
     path = Path(path).expanduser()
-    config = read_config(path, formats=set(_KINDS), what="an agent checkpoint", fix=_FIX)
-    kind, mode = _KINDS[config["format"]]
+    kinds = registry.checkpoint_kinds()
+    config = read_config(path, formats=set(kinds), what="an agent checkpoint", fix=_FIX)
+    found = kinds[config["format"]]
+    kind, mode = found.kind, found.action_mode
     args = config.get("args")
     if args is None:
         args = {}
     settings = config_fields(
         _TrainingSettings, args, path / "config.json", what="training arguments", known_only=False
     )
-    if kind in ("ppo", "rllib-ppo"):
+    if found.mode_from_args:
         mode = settings.action_mode or mode
     # Every trainer that plays dialogs records its env id; checkpoints without one (single-shot
     # retrievers, trained on human captions, not in an env) play the default id.
@@ -383,16 +391,16 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
     tokenizer = WordTokenizer.from_json(own.read_text(encoding="utf-8")) if own.is_file() else None
     if not load_model:
         model: Any = None
-    elif kind in ("ppo", "dqn"):
+    elif found.loader == "sb3":
         if not (path / "model.zip").is_file():
             raise CheckpointError(
                 f"{path} has no model.zip: the {kind.upper()} checkpoint is incomplete; {_FIX}"
             )
-        model = (PPO if kind == "ppo" else DQN).load(path / "model.zip", device="cpu")
-    elif kind == "rllib-ppo":
+        model = getattr(stable_baselines3, str(found.model)).load(path / "model.zip", device="cpu")
+    elif found.loader == "rllib":
         model = _load_rllib_module(path)
-    elif kind in _POLICY_KINDS:
-        model = _load_policy(path, kind, config)
+    elif found.loader == "policy":
+        model = _load_policy(path, found, config)
     else:
         model, config = load_checkpoint(path)
     return LoadedAgent(
@@ -412,7 +420,7 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         training_evaluation=_training_evaluation(settings),
         observation_keys=(
             None
-            if kind != "rllib-ppo"
+            if found.loader != "rllib"
             else RLLIB_OBSERVATION_KEYS.get(mode)
             if model is None
             else tuple(model.observation_space.spaces)
@@ -463,33 +471,26 @@ class _PolicyParts:
     agent: Callable[[Any], RetrievalAgent]
 
 
-def _policy_parts(kind: str, path: Path) -> _PolicyParts:
-    """The network and agent classes of a torch-policy kind, imported when first needed (the
-    behaviour-cloning file needs the ``offline`` extra)."""
-    if kind == "cleanrl-ppo-shortlist":
-        from fiq_gym.agents.cleanrl_ppo_shortlist import Agent, Policy
-
-        return _PolicyParts(Agent, Policy)
-    if kind == "recurrent-reinforce":
-        from fiq_gym.agents.recurrent_reinforce import RecurrentPolicy, RecurrentQueryAgent
-
-        return _PolicyParts(RecurrentPolicy, RecurrentQueryAgent)
+def _policy_parts(kind: CheckpointKind, path: Path) -> _PolicyParts:
+    """The network and agent classes of a torch-policy kind (its registered ``network`` and
+    ``agent``), imported when first needed (the behaviour-cloning file needs the ``offline``
+    extra: its missing packages are named with the extra that brings them)."""
     try:
-        from fiq_gym.agents.behaviour_cloning import BCAgent, SlotPolicy
+        return _PolicyParts(registry.resolve(kind.network), registry.resolve(kind.agent))
     except ModuleNotFoundError as e:
-        if e.name not in ("minari", "pyarrow"):
+        if kind.extra is None or e.name not in kind.extra[1]:
             raise
+        extra = kind.extra[0]
         raise CheckpointError(
-            f"{path} is a behaviour-cloning checkpoint, and reading it needs the offline extra "
-            f'({e.name} is not installed); install it with pip install -e ".[offline]"'
+            f"{path} is a {kind.kind} checkpoint, and reading it needs the {extra} extra "
+            f'({e.name} is not installed); install it with pip install -e ".[{extra}]"'
         ) from None
-    return _PolicyParts(SlotPolicy, BCAgent)
 
 
-def _load_policy(path: Path, kind: str, config: dict[str, Any]) -> torch.nn.Module:
+def _load_policy(path: Path, kind: CheckpointKind, config: dict[str, Any]) -> torch.nn.Module:
     """A single-file trainer's torch policy: its network rebuilt from ``config.json``'s sizes,
     with the weights of ``model.safetensors``."""
-    retrain = f"`fiq-gym train {kind}`"
+    retrain = f"`fiq-gym train {kind.kind}`"
     sizes = config_fields(PolicyConfig, config.get("config"), path / "config.json", retrain=retrain)
     network = _policy_parts(kind, path).network(sizes)
     load_policy_weights(network, path, fix=f"retrain it with {retrain}")

@@ -5,7 +5,8 @@ Resolves what ``--agent`` names (``random``, ``greedy`` or a checkpoint director
 :func:`fiq_gym.envs.offline.record_dataset`. The recording itself lives in the envs layer;
 this module only knows the agents.
 
-What the built-in agents are, per action mode:
+What the built-in agents are, per action mode (each is an agent with a ``builtin`` builder in
+:mod:`fiq_gym.agents.registry`, where another one is added):
 
 * ``random``: ``index`` a uniform item not shown yet (:class:`~fiq_gym.agents.RandomAgent`);
   ``shortlist`` a uniform valid candidate; ``query`` / ``scores`` uniform samples of the
@@ -26,20 +27,24 @@ from typing import Any
 import gymnasium as gym
 
 import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.agents import registry
 from fiq_gym.agents.checkpoint import load_agent
-from fiq_gym.agents.greedy import greedy_agent
-from fiq_gym.agents.random_agent import RandomAgent, UniformBoxAgent
-from fiq_gym.agents.shortlist import ShortlistRandomAgent
-from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.offline import RecordedDataset, default_dataset_id, default_datasets_root, record_dataset
 from fiq_gym.envs.registration import MAX_TURNS
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent
 
-__all__ = ["BUILTIN_AGENTS", "DEFAULT_ENV_ID", "Recording", "make_recording", "record"]
+# BUILTIN_AGENTS comes from the module __getattr__ below: it follows the registry
+__all__ = ["BUILTIN_AGENTS", "DEFAULT_ENV_ID", "Recording", "make_recording", "record"]  # noqa: F822
 
-#: The agents ``--agent`` names without a checkpoint.
-BUILTIN_AGENTS = ("random", "greedy")
+
+def __getattr__(name: str) -> Any:
+    # BUILTIN_AGENTS: the agents ``--agent`` names without a checkpoint, as registered now
+    if name == "BUILTIN_AGENTS":
+        return registry.builtin_agents()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: The action modes the built-in agents play (the slate modes are recorded from checkpoints).
 BUILTIN_MODES = ("index", "query", "scores", "shortlist")
 DEFAULT_ENV_ID = "fiq_gym/FashionIQ-v3"
@@ -109,7 +114,8 @@ def make_recording(
         ValueError: an option that does not apply, or a first stage that does not fit.
     """
     shortlist_options = {"shortlist": shortlist, "shortlist_size": shortlist_size, "explore": explore}
-    if str(agent) in BUILTIN_AGENTS:
+    builtin = registry.builtin_agents()
+    if str(agent) in builtin:
         name = str(agent)
         mode = action_mode or DEFAULT_ACTION_MODE
         if mode not in BUILTIN_MODES:
@@ -132,7 +138,7 @@ def make_recording(
                 _checked_shortlist_options(mode, {"shortlist": shortlist})
         env = gym.make(env_id, action_mode=mode, max_episode_steps=max_turns or MAX_TURNS, **kwargs)
         try:
-            chosen = _builtin_agent(name, env, shortlist or "retriever", seed)
+            chosen = registry.resolve(registry.get(name).builtin)(env, shortlist or "retriever", seed)
         except BaseException:
             env.close()
             raise
@@ -141,7 +147,7 @@ def make_recording(
     path = Path(agent).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"--agent {str(agent)!r} is neither {' nor '.join(BUILTIN_AGENTS)} nor an existing path; pass one of "
+            f"--agent {str(agent)!r} is neither {' nor '.join(builtin)} nor an existing path; pass one of "
             f"those or the checkpoint/ folder of a run written by `fiq-gym train AGENT --out RUN`"
         )
     loaded = load_agent(path)
@@ -163,17 +169,6 @@ def make_recording(
         raise
     description = f"{loaded.name} agent from {path} ({loaded.action_mode} action mode)"
     return Recording(env, chosen, loaded.name, loaded.env_id, loaded.action_mode, description)
-
-
-def _builtin_agent(name: str, env: gym.Env, first_stage: str, seed: int) -> RetrievalAgent:
-    mode = inner_env(env).config.action_mode
-    if name == "greedy":
-        return greedy_agent(env, first_stage, seed=seed)
-    if mode == "index":
-        return RandomAgent.for_env(env, seed=seed)
-    if mode == "shortlist":
-        return ShortlistRandomAgent(seed=seed)
-    return UniformBoxAgent(env.action_space, seed=seed)
 
 
 def record(

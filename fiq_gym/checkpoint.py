@@ -44,6 +44,14 @@ from safetensors.torch import save_model
 
 from fiq_gym import __version__
 from fiq_gym.atomic import atomic_directory, atomic_write_text, recover_directory
+from fiq_gym.checkpoint_formats import (
+    BEHAVIOUR_CLONING_FORMAT,
+    CLEANRL_PPO_FORMAT,
+    DQN_FORMAT,
+    PPO_FORMAT,
+    RECURRENT_REINFORCE_FORMAT,
+    RLLIB_PPO_FORMAT,
+)
 from fiq_gym.cli_args import absolute_catalog, absolute_path, absolute_spec
 from fiq_gym.errors import CheckpointError
 from fiq_gym.jsonfile import read_json
@@ -76,21 +84,12 @@ __all__ = [
     "write_training_state",
 ]
 
+# The agents' checkpoint formats (PPO_FORMAT...) live in fiq_gym.checkpoint_formats, which
+# imports nothing, so the agent registry reads them without torch; trainers import them here.
 STATE_JSON = "state.json"
 STATE_TENSORS = "state.safetensors"
 #: the weights of a :func:`save_policy` checkpoint
 POLICY_TENSORS = "model.safetensors"
-#: ``config.json`` formats of Stable-Baselines3 agents (SB3's own ``model.zip`` beside it)
-PPO_FORMAT = "fiq-gym-ppo"
-DQN_FORMAT = "fiq-gym-dqn"
-#: ``config.json`` format of ``fiq-gym train rllib-ppo`` (RLlib's algorithm checkpoint beside it)
-RLLIB_PPO_FORMAT = "fiq-gym-rllib-ppo"
-#: ``config.json`` formats of the single-file trainers' torch policies (:func:`save_policy`:
-#: ``model.safetensors`` beside it): ``fiq-gym train cleanrl-ppo-shortlist``,
-#: ``recurrent-reinforce`` and ``behaviour-cloning``
-CLEANRL_PPO_FORMAT = "fiq-gym-cleanrl-ppo-shortlist"
-RECURRENT_REINFORCE_FORMAT = "fiq-gym-recurrent-reinforce"
-BEHAVIOUR_CLONING_FORMAT = "fiq-gym-behaviour-cloning"
 #: The layout version of every agent checkpoint's ``config.json`` (its ``version`` field; a
 #: checkpoint without one is version 1). A reader refuses versions it does not know rather than
 #: guess what a newer fiq-gym meant.

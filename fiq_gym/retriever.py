@@ -40,6 +40,7 @@ from fiq_gym.checkpoint import (
     versions,
     write_training_state,
 )
+from fiq_gym.checkpoint_formats import RETRIEVER_FORMAT
 from fiq_gym.errors import CheckpointError
 from fiq_gym.retrieval import RetrievalTables
 
@@ -200,7 +201,6 @@ def check_catalog(
         )
 
 
-RETRIEVER_FORMAT = "fiq-gym-retriever"
 _RETRAIN = "train one with `fiq-gym train supervised --out RUN` and pass RUN/checkpoint"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fiq_gym import __version__
+from fiq_gym.agents import registry  # names and module paths only: loads no agent code
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
 from fiq_gym.cli_args import catalog_arg, int_between, path_arg, seed
 from fiq_gym.errors import FiqGymError
@@ -87,27 +88,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINERS = {
-    "supervised": "fiq_gym.agents.supervised",
-    "policy-gradient": "fiq_gym.agents.policy_gradient",
-    "policy-improvement": "fiq_gym.agents.policy_improvement",
-    "ppo": "fiq_gym.agents.ppo",
-    "dqn": "fiq_gym.agents.dqn",
-    "cleanrl-ppo-shortlist": "fiq_gym.agents.cleanrl_ppo_shortlist",
-    "single-shot": "fiq_gym.agents.single_shot",
-    "recurrent-reinforce": "fiq_gym.agents.recurrent_reinforce",
-    # Needs the rllib extra; the message below names it when Ray is missing.
-    "rllib-ppo": "fiq_gym.agents.rllib_ppo",
-    # Needs the offline extra (Minari); its import error names it.
-    "behaviour-cloning": "fiq_gym.agents.behaviour_cloning",
-}
+def __getattr__(name: str) -> Any:
+    # TRAINERS: `fiq-gym train`'s agents (name -> trainer module), as registered now
+    if name == "TRAINERS":
+        return registry.trainers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _train(args: argparse.Namespace) -> int:
     import importlib
 
     try:
-        trainer = importlib.import_module(TRAINERS[args.agent])
+        # rllib-ppo needs the rllib extra (the message below names it when Ray is missing);
+        # behaviour-cloning the offline extra (Minari; its import error names it)
+        trainer = importlib.import_module(registry.trainers()[args.agent])
     except ModuleNotFoundError as e:
         if e.name in ("minari", "pyarrow"):  # fiq_gym.envs.offline's message names the extra
             raise FiqGymError(f"fiq-gym train {args.agent}: {e}") from None
@@ -380,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=True,
     )
     train.add_argument(
-        "agent", choices=sorted(TRAINERS), help="the trainer; `fiq-gym train AGENT --help` lists its options"
+        "agent",
+        choices=sorted(registry.trainers()),
+        help="the trainer; `fiq-gym train AGENT --help` lists its options",
     )
     train.add_argument("agent_args", nargs=argparse.REMAINDER, help="the agent's own arguments")
     train.set_defaults(func=_train)
@@ -507,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_command(sub, _predict)
     from fiq_gym.cli.record import add_command as add_record_command  # argparse only
 
-    add_record_command(sub, _record)
+    builtin = {name: registry.get(name).help for name in registry.builtin_agents()}
+    add_record_command(sub, _record, builtin)
     from fiq_gym.play.commands import add_commands as add_play_commands  # argparse only
 
     add_play_commands(sub)

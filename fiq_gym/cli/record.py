@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from fiq_gym.cli_args import catalog_arg, int_between, path_arg, path_or_name, seed, spec_arg
 from fiq_gym.links import doc_url
@@ -16,9 +16,15 @@ __all__ = ["add_command"]
 _BUILTIN_MODES = ("index", "query", "scores", "shortlist")
 
 
-def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Namespace], int]) -> None:
+def add_command(
+    sub: argparse._SubParsersAction,
+    handler: Callable[[argparse.Namespace], int],
+    builtin: Mapping[str, str],
+) -> None:
     """Add ``record`` to the ``fiq-gym`` subcommands; ``handler`` runs it (it lives with the
-    other commands' handlers in :mod:`fiq_gym.cli`, the apps layer that may import agents)."""
+    other commands' handlers in :mod:`fiq_gym.cli`, the apps layer that may import agents), and
+    ``builtin`` names the agents it plays without a checkpoint, each with its one-line help
+    (:func:`fiq_gym.agents.registry.builtin_agents`, read by :mod:`fiq_gym.cli`)."""
     record = sub.add_parser(
         "record",
         help="play dialogs with an agent and write them as a Minari dataset (offline RL)",
@@ -33,15 +39,12 @@ def add_command(sub: argparse._SubParsersAction, handler: Callable[[argparse.Nam
     )
     record.add_argument(
         "--agent",
-        type=path_or_name("random", "greedy"),
+        type=path_or_name(*builtin),
         required=True,
         help=(
-            "random, greedy, or a checkpoint directory (the checkpoint/ folder of `fiq-gym train AGENT --out "
-            "RUN`, loaded as `fiq-gym eval` loads it). random: index mode a uniform unseen item, shortlist a "
-            "uniform candidate, query/scores uniform samples of the action box. greedy: the first stage's "
-            "best unseen item (by default the supervised retriever shipped with the package): shortlist the "
-            "best-scored candidate (the benchmark's shortlist-greedy), index that item, scores the first "
-            "stage's scores, query that item's features"
+            f"{', '.join(builtin)}, or a checkpoint directory (the checkpoint/ folder of `fiq-gym train AGENT "
+            "--out RUN`, loaded as `fiq-gym eval` loads it). "
+            + " ".join(f"{name}: {text}" for name, text in builtin.items())
         ),
     )
     record.add_argument(
