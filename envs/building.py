@@ -14,7 +14,8 @@ from typing import Any, cast
 from fiq_gym.action_modes import Picker, mode_class
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
-from fiq_gym.dialog_engine import DialogBatch, DialogConfig
+from fiq_gym.dialog_engine import DialogBatch
+from fiq_gym.env_config import EnvConfig
 from fiq_gym.envs.configurations import apply_configuration
 from fiq_gym.ranking import make_ranker
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
@@ -62,14 +63,9 @@ _FIRST_STAGES: dict[tuple[str, int], tuple[RetrievalTables, FirstStage]] = {}
 def build_first_stage(
     spec: str | FirstStage, action_mode: str, catalog: Catalog, tables: RetrievalTables
 ) -> FirstStage | None:
-    """The shortlist's first stage ``spec`` names (None in modes without candidates; a
-    non-default ``spec`` there is a mistake worth one line)."""
+    """The shortlist's first stage ``spec`` names (None in modes without candidates, where
+    :class:`~fiq_gym.env_config.EnvConfig` allows only the default ``spec``)."""
     if not mode_class(action_mode).uses_first_stage:
-        if spec != "retriever":
-            raise ValueError(
-                f"shortlist={spec!r} only applies to action_mode='shortlist' or 'shortlist_slate' (this env "
-                f"uses {action_mode!r}); drop the argument or pass one of those modes"
-            )
         return None
     if not isinstance(spec, str):
         return make_first_stage(spec, catalog, tables)
@@ -119,47 +115,39 @@ def slate_picker(action_mode: str, user: User, catalog: Catalog) -> Picker | Non
 
 
 def build_dialog(
-    config: DialogConfig,
-    num_dialogs: int,
+    config: EnvConfig,
+    num_dialogs: int = 1,
     *,
-    catalog: Catalog | str | os.PathLike | None,
-    category: str | None,
-    user: str | User,
-    user_kwargs: dict[str, Any] | None,
-    tokenizer: CaptionTokenizer | None,
-    side_info: str,
-    shortlist: str | FirstStage,
-    configuration: str = "default",
-    scoring: str = "float32",
     shards: int | None = None,
     shard_mode: str = "process",
-    split: str | None = None,
 ) -> EnvParts:
-    """The parts of an environment with ``num_dialogs`` dialogs: the single env (one) and the
-    native vector env (``num_envs``) are built by this one function. ``configuration`` fills
-    in the catalog and shopper settings left at their defaults
-    (:mod:`fiq_gym.envs.configurations`). ``scoring``, ``shards`` and ``shard_mode`` choose the
-    ranker (:func:`fiq_gym.ranking.make_ranker`); a sharded one holds worker processes (or
-    Ray actors) until ``parts.dialog.ranker.close()``."""
-    if side_info not in ("predicted", "labels"):
-        raise ValueError(f"side_info must be 'predicted' or 'labels', got {side_info!r}")
-    catalog, user_kwargs = apply_configuration(configuration, catalog, user, user_kwargs)
-    opened, tables, chosen, tok = build_dialog_parts(
-        catalog, category, user, user_kwargs, tokenizer, side_info, split
+    """The parts of an environment of ``config`` with ``num_dialogs`` dialogs: the single env
+    (one) and the native vector env (``num_envs``) are built by this one function.
+    ``config.configuration`` fills in the catalog and shopper settings left at their defaults
+    (:mod:`fiq_gym.envs.configurations`). ``config.scoring``, ``shards`` and ``shard_mode``
+    choose the ranker (:func:`fiq_gym.ranking.make_ranker`); a sharded one holds worker
+    processes (or Ray actors) until ``parts.dialog.ranker.close()``."""
+    rules = config.dialog_config()
+    split = config.split
+    catalog, user_kwargs = apply_configuration(
+        config.configuration, config.catalog, config.user, config.user_kwargs
     )
-    first_stage = build_first_stage(shortlist, config.action_mode, opened, tables)
+    opened, tables, chosen, tok = build_dialog_parts(
+        catalog, config.category, config.user, user_kwargs, config.tokenizer, config.side_info, split
+    )
+    first_stage = build_first_stage(config.shortlist, config.action_mode, opened, tables)
     starts = None
     if config.start == "annotated":
         # The start split defaults to the env's split (its gallery), else train.
         start_split = config.start_split or split or "train"
-        starts = annotated_starts(opened, tables, start_split, category)
+        starts = annotated_starts(opened, tables, start_split, config.category)
         check_start_shopper(chosen, tables, starts, start_split)
-    ranker = make_ranker(tables.features, scoring, shards, shard_mode)
+    ranker = make_ranker(tables.features, config.scoring, shards, shard_mode)
     dialog = DialogBatch(
         tables,
         chosen,
         tok,
-        config,
+        rules,
         num_dialogs=num_dialogs,
         first_stage=first_stage,
         ranker=ranker,

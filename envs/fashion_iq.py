@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from dataclasses import fields
 from types import FrameType
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
+from fiq_gym.env_config import RENDER_MODES, EnvConfig
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.registration import (
     EARLIER_RELEASE,
@@ -334,6 +336,13 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
              start_split=None, split=None, configuration="default", scoring="float32")
     ```
 
+    The env keeps them as one frozen, checked object, ``env.unwrapped.env_config``
+    (:class:`~fiq_gym.env_config.EnvConfig`, the same names and defaults; a pickle holds it):
+    ``FashionIQEnv(**config.to_kwargs())`` makes the same env again, and
+    ``EnvConfig.from_kwargs(**kwargs)`` checks arguments without building one.
+    ``env.unwrapped.config`` is the dialog rules' part of it (a
+    :class:`~fiq_gym.dialog_engine.DialogConfig`, its observation keys resolved).
+
     * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, a synthetic
       catalog spec ``"synthetic:SIZE[:SEED]"`` (built on first use into the cache, the same on
       any machine), or None for the configuration's catalog (by default the 10,000-item
@@ -457,7 +466,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     * v0: initial release (deprecated by v1; removed in 0.2.0).
     """
 
-    metadata = {"render_modes": ["rgb_array", "ansi"], "render_fps": 1}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": 1}
 
     def __init__(
         self,
@@ -487,55 +496,28 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         configuration: str = "default",
         scoring: str = "float32",
     ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
-            )
-        config = DialogConfig.for_env(
-            action_mode,
-            observation_keys,
-            reward=reward,
-            success_bonus=success_bonus,
-            max_turns=max_turns,
-            caption_length=caption_length,
-            shortlist_size=shortlist_size,
-            explore=explore,
-            caption_text=caption_text,
-            slate_size=slate_size,
-            start=start,
-            start_split=start_split,
-            expose_target=expose_target,
-            lookahead=lookahead,
-        )
+        # Every argument above is an EnvConfig field (tests/test_env_config.py checks the
+        # signature against it): the config checks them and is all the builder reads.
+        config = EnvConfig.from_arguments(locals())
+        self.env_config = config
         self._preview_rng = np.random.default_rng([0x9E71E3, 0])
-        self._args: dict[str, Any] = {
-            "catalog": catalog,
-            "category": category,
-            "user": user,
-            "user_kwargs": user_kwargs,
-            "tokenizer": tokenizer,
-            "config": config,
-            "side_info": side_info,
-            "shortlist": shortlist,
-            "configuration": configuration,
-            "scoring": scoring,
-            "split": split,
-        }
-        parts = build_dialog(num_dialogs=1, **self._args)
+        parts = build_dialog(config)
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
         self.first_stage, self._dialog = parts.first_stage, parts.dialog
-        self.category = category
-        self.configuration = configuration
+        self.category = config.category
+        self.configuration = config.configuration
         # gymnasium types a spaces.Dict as a Space of dicts of spaces, not of their samples.
         self.observation_space = self._dialog.observation_space()  # type: ignore[assignment]
         self.action_space = self._dialog.action_space()
-        self.render_mode = render_mode
+        self.render_mode = config.render_mode
         self._needs_reset = True
         self._last: dict[str, Any] | None = None
         self._log: list[str] = []
 
     @property
     def config(self) -> DialogConfig:
+        """The dialog rules the engine runs (``env_config.dialog_config()``, its observation
+        keys resolved). ``env_config`` holds every argument of the env."""
         return self._dialog.config
 
     @property
@@ -679,11 +661,11 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        # Pickle the constructor arguments, not the tables: the catalog reopens as a memory map.
+        # Pickle the arguments and the engine's state, not the tables: the catalog reopens as
+        # a memory map.
         return {
             "env_version": ENV_VERSION,
-            "args": self._args,
-            "render_mode": self.render_mode,
+            "env_config": self.env_config,
             "dialog": self._dialog.state_dict(),
             "np_random": self._np_random,
             "needs_reset": self._needs_reset,
@@ -701,39 +683,24 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
             raise _earlier_pickle_error(
                 f"this FashionIQEnv was pickled by fiq-gym 0.1.0, with the v{old} environment"
             )
-        a = state["args"]
-        cfg: DialogConfig = a["config"]
-        type(self).__init__(
-            self,
-            a["catalog"],
-            a["category"],
-            a["user"],
-            cfg.action_mode,
-            cfg.reward,
-            cfg.success_bonus,
-            cfg.max_turns,
-            cfg.caption_length,
-            cfg.observation_keys,
-            state["render_mode"],
-            a["user_kwargs"],
-            a["tokenizer"],
-            expose_target=cfg.expose_target,
-            lookahead=cfg.lookahead,
-            side_info=a["side_info"],
-            shortlist_size=cfg.shortlist_size,
-            shortlist=a["shortlist"],
-            explore=cfg.explore,
-            caption_text=cfg.caption_text,
-            slate_size=cfg.slate_size,
-            start=cfg.start,
-            start_split=cfg.start_split,
-            split=a.get("split"),  # pickles of older versions lack it
-            configuration=a.get("configuration", "default"),  # pickles of older versions lack it
-            scoring=a.get("scoring", "float32"),
-        )
+        config = state["env_config"] if "env_config" in state else _config_of_earlier_pickle(state)
+        type(self).__init__(self, **config.to_kwargs())
         self._dialog.load_state_dict(state["dialog"])
         self._np_random = state["np_random"]
         self._needs_reset, self._log, self._last = state["needs_reset"], state["log"], state["last"]
+
+
+def _config_of_earlier_pickle(state: dict[str, Any]) -> EnvConfig:
+    """The config of a pickle made before ``EnvConfig`` (fiq-gym 0.2.0 up to 38's item 1): its
+    constructor arguments (``args``) held the dialog rules as a ``DialogConfig`` and the
+    others by name, the render mode beside them; arguments added since take their defaults."""
+    args = state["args"]
+    rules: DialogConfig = args["config"]
+    names = set(EnvConfig.names())
+    # A DialogConfig of an earlier release reads its class's default for a field it lacks.
+    shared = {f.name: getattr(rules, f.name) for f in fields(DialogConfig) if f.name in names}
+    others = {k: v for k, v in args.items() if k in names}
+    return EnvConfig.from_kwargs(**others, **shared, render_mode=state["render_mode"])
 
 
 class _RemovedEnvV0:

@@ -20,6 +20,7 @@ from gymnasium.vector.utils import batch_space
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.dialog_engine import DialogConfig, Transition
+from fiq_gym.env_config import RENDER_MODES, EnvConfig
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.registration import refuse_earlier_spec
 from fiq_gym.envs.rendering import render_frame
@@ -33,8 +34,9 @@ __all__ = ["FashionIQVectorEnv"]
 
 
 class FashionIQVectorEnv(VectorEnv):
-    """A native batched version of :class:`~fiq_gym.envs.FashionIQEnv` (same arguments,
-    plus ``num_envs``).
+    """A native batched version of :class:`~fiq_gym.envs.FashionIQEnv` (same arguments, kept
+    as one :class:`~fiq_gym.env_config.EnvConfig` in ``env_config``, plus ``num_envs``,
+    ``max_episode_steps``, ``autoreset_mode``, ``shards`` and ``shard_mode``).
 
     * Observations have the single env's keys and spaces (the dialog history included),
       batched along a leading axis of n.
@@ -72,7 +74,7 @@ class FashionIQVectorEnv(VectorEnv):
       ``shortlist`` mode shards the ranks; its first stage still scores every item here.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array", "ansi"]}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": list(RENDER_MODES)}
 
     def __init__(
         self,
@@ -109,10 +111,6 @@ class FashionIQVectorEnv(VectorEnv):
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
-            )
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
@@ -126,48 +124,21 @@ class FashionIQVectorEnv(VectorEnv):
         # gym.make_vec passes the registered max_episode_steps; an explicit max_turns wins.
         if max_turns is None:
             max_turns = 5 if max_episode_steps is None else max_episode_steps
-        config = DialogConfig.for_env(
-            action_mode,
-            observation_keys,
-            reward=reward,
-            success_bonus=success_bonus,
-            max_turns=max_turns,
-            caption_length=caption_length,
-            shortlist_size=shortlist_size,
-            explore=explore,
-            caption_text=caption_text,
-            slate_size=slate_size,
-            start=start,
-            start_split=start_split,
-            expose_target=expose_target,
-            lookahead=lookahead,
-        )
+        # Every argument above but the vector env's own (num_envs, max_episode_steps,
+        # autoreset_mode, shards, shard_mode) is an EnvConfig field, as in the single env.
+        config = EnvConfig.from_arguments(locals())
+        self.env_config = config
         self._preview_rng = np.random.default_rng([0x9E71E3, 0])
         self.num_envs = int(num_envs)
-        parts = build_dialog(
-            config,
-            self.num_envs,
-            catalog=catalog,
-            category=category,
-            user=user,
-            user_kwargs=user_kwargs,
-            tokenizer=tokenizer,
-            side_info=side_info,
-            shortlist=shortlist,
-            configuration=configuration,
-            scoring=scoring,
-            shards=shards,
-            shard_mode=shard_mode,
-            split=split,
-        )
-        self.configuration = configuration
+        parts = build_dialog(config, self.num_envs, shards=shards, shard_mode=shard_mode)
+        self.configuration = config.configuration
         self.catalog, self.user, self.tokenizer = parts.catalog, parts.user, parts.tokenizer
         self.first_stage, self._dialog = parts.first_stage, parts.dialog
         self.single_observation_space = self._dialog.observation_space()
         self.single_action_space = self._dialog.action_space()
         self.observation_space = cast(spaces.Dict, batch_space(self.single_observation_space, self.num_envs))
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.render_mode = render_mode
+        self.render_mode = config.render_mode
         self._rngs: list[np.random.Generator] = [seeding.np_random(None)[0] for _ in range(self.num_envs)]
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._started = False
@@ -194,6 +165,8 @@ class FashionIQVectorEnv(VectorEnv):
 
     @property
     def config(self) -> DialogConfig:
+        """The dialog rules the engine runs (``env_config.dialog_config()``, its observation
+        keys resolved). ``env_config`` holds every argument of one env."""
         return self._dialog.config
 
     @property

@@ -30,7 +30,6 @@ from fiq_gym.action_modes import (
 from fiq_gym.metrics import rank_percentile
 from fiq_gym.ranking import DenseRanker, Ranker
 from fiq_gym.retrieval import RetrievalTables
-from fiq_gym.starts import START_MODES
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.threads import blas_threads
 from fiq_gym.users.base import User
@@ -77,103 +76,27 @@ MAX_TURNS = 1000
 
 @dataclass(frozen=True)
 class DialogConfig:
-    """Dialog settings shared by the single and the vector environment."""
+    """The dialog rules the engine runs, shared by the single and the vector environment:
+    the fields of an env's :class:`~fiq_gym.env_config.EnvConfig` that the engine and its
+    action mode read, with the observation keys resolved. Built (and checked) by
+    :meth:`EnvConfig.dialog_config <fiq_gym.env_config.EnvConfig.dialog_config>`; an env
+    shows it as ``env.unwrapped.config``."""
 
+    # Each field means what EnvConfig's field of the same name says.
     action_mode: str = "index"
     reward: str = "percentile"
     success_bonus: float = 0.0
     max_turns: int = 5
     caption_length: int = 32
     observation_keys: tuple[str, ...] = OBSERVATION_KEYS
-    # Training-only opt-in: put the target's index in ``info["target"]``. Supervised losses
-    # need it; the evaluation harness refuses environments that have it on.
     expose_target: bool = False
-    # Training-only opt-in: let the agent ask what the shopper would say about candidate
-    # items (model-based policy improvement). Also refused by the evaluation harness.
     lookahead: bool = False
-    # ``shortlist`` mode: K candidates per turn, a fraction ``explore`` of them uniform random
-    # unseen items instead of the first stage's best.
     shortlist_size: int = 32
     explore: float = 0.0
-    # ``slate`` mode: how many items each turn shows at once.
     slate_size: int = 4
-    # Where a reset starts (fiq_gym.starts): "uniform" over the items in play, or "annotated",
-    # a (target, candidate) pair of the catalog's human captions of ``start_split``.
     start: str = "uniform"
-    start_split: str | None = None  # None: the env's split if it has one, else "train"
-    # Put the caption text in ``info["caption_text"]``. Off only for libraries whose info
-    # readers take numbers alone (TorchRL's batched GymEnv / GymWrapper).
+    start_split: str | None = None
     caption_text: bool = True
-
-    def __post_init__(self) -> None:
-        mode = mode_class(self.action_mode)
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
-        bonus = self.success_bonus
-        if isinstance(bonus, bool) or not isinstance(bonus, int | float | np.integer | np.floating):
-            raise ValueError(f"success_bonus must be a number, got {bonus!r}")
-        if not np.isfinite(bonus):
-            raise ValueError(f"success_bonus must be a finite number, got {bonus!r}")
-        object.__setattr__(self, "success_bonus", float(bonus))
-        turns = self.max_turns
-        # bool is an int to Python, but max_turns=True is a mistake, not one turn.
-        if isinstance(turns, bool) or not isinstance(turns, int | np.integer) or not 1 <= turns <= MAX_TURNS:
-            raise ValueError(f"max_turns must be an integer from 1 to {MAX_TURNS}, got {turns!r}")
-        if not isinstance(self.caption_length, int | np.integer) or self.caption_length < 1:
-            raise ValueError(f"caption_length must be a positive integer, got {self.caption_length!r}")
-        k = self.shortlist_size
-        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-            raise ValueError(f"shortlist_size must be a positive integer, got {k!r}")
-        slate = self.slate_size
-        if isinstance(slate, bool) or not isinstance(slate, int | np.integer) or slate < 2:
-            raise ValueError(f"slate_size must be an integer of at least 2, got {slate!r}")
-        if self.start not in START_MODES:
-            raise ValueError(f"start must be one of {list(START_MODES)}, got {self.start!r}")
-        if self.start_split is not None and (not isinstance(self.start_split, str) or not self.start_split):
-            raise ValueError(
-                f"start_split must be a split name such as 'train' or 'val', got {self.start_split!r}"
-            )
-        e = self.explore
-        if (
-            isinstance(e, bool)
-            or not isinstance(e, int | float | np.integer | np.floating)
-            or not 0 <= e <= 1
-        ):
-            raise ValueError(f"explore must be a fraction in [0, 1], got {e!r}")
-        object.__setattr__(self, "explore", float(e))
-        if not isinstance(self.caption_text, bool | np.bool_):
-            raise ValueError(f"caption_text must be True or False, got {self.caption_text!r}")
-        object.__setattr__(self, "caption_text", bool(self.caption_text))
-        given: object = self.observation_keys  # typed a tuple; a caller may still pass a str
-        if isinstance(given, str):  # tuple("caption") would be its letters
-            raise ValueError(
-                f"observation_keys must be a sequence of key names, got the string {given!r}; write ({given!r},)"
-            )
-        keys = tuple(self.observation_keys)
-        allowed: tuple[str, ...] = OBSERVATION_KEYS + OPTIONAL_KEYS + mode.observation_keys
-        unknown = [k for k in keys if k not in allowed]
-        if unknown or not keys or len(set(keys)) != len(keys):
-            raise ValueError(
-                f"observation_keys must be distinct names from {list(allowed)}, got {list(keys)}"
-            )
-        object.__setattr__(self, "observation_keys", keys)
-
-    @classmethod
-    def for_env(
-        cls,
-        action_mode: str,
-        observation_keys: Sequence[str] | None = None,
-        **fields: Any,
-    ) -> DialogConfig:
-        """The configuration an environment runs with its arguments (the single and the
-        vector env build it the same way): ``observation_keys`` None means the default keys."""
-        if isinstance(observation_keys, str):
-            observation_keys = [observation_keys]  # one key named alone; checked (and kept) below
-        keys = tuple(observation_keys) if observation_keys is not None else cls.default_keys(action_mode)
-        for flag in ("expose_target", "lookahead"):
-            if flag in fields:
-                fields[flag] = bool(fields[flag])
-        return cls(action_mode=action_mode, observation_keys=keys, **fields)
 
     @classmethod
     def default_keys(cls, action_mode: str = "index") -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import gymnasium as gym
 import numpy as np
 import pytest
+from earlier_pickles import earlier_state
 from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -144,7 +145,7 @@ def test_a_shortlist_pickle_of_the_earlier_layout_resumes(small_catalog_path, qu
     ).unwrapped
     env.reset(seed=2)
     env.step(0)
-    state = env.__getstate__()
+    state = earlier_state(env)
     flat = {**state["dialog"], **state["dialog"].pop("mode")}
     copy = pickle.loads(pickle.dumps(env))
     old = type(env).__new__(type(env))

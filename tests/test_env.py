@@ -10,6 +10,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from earlier_pickles import earlier_state
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -320,7 +321,7 @@ def test_env_pickles_and_continues_identically(make_env):
 def test_a_pickle_of_an_earlier_fiq_gym_is_refused(make_env):
     env = make_env()
     env.reset(seed=0)
-    state = env.__getstate__()
+    state = earlier_state(env)
     # fiq-gym 0.1.0 pickled no env_version; its config held the rules' version.
     del state["env_version"]
     config = copy.copy(state["args"]["config"])
