@@ -24,7 +24,6 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -38,10 +37,10 @@ import fiq_gym  # noqa: F401  (registers the ids)
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import CLEANRL_PPO_FORMAT, PolicyConfig, prepare_run, save_policy
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
+from fiq_gym.env_config import trainer_env_kwargs
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
-from fiq_gym.starts import start_kwargs
 
 
 @dataclass
@@ -154,14 +153,7 @@ class Policy:
 
 def train(args: Args, progress: bool = True) -> tuple[Agent, EvaluationResult]:
     torch.manual_seed(args.seed)
-    env_kwargs: dict[str, Any] = {
-        "catalog": args.catalog,
-        "action_mode": "shortlist",
-        "shortlist_size": args.shortlist_size,
-        "shortlist": args.shortlist,
-        "explore": args.explore,
-        **start_kwargs(args),
-    }
+    env_kwargs = trainer_env_kwargs(args, action_mode="shortlist")
     envs = gym.make_vec(
         args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **env_kwargs
     )

@@ -133,9 +133,7 @@ def build_model(args: Args) -> DQN:
     """The run's untrained SB3 DQN on its training env (``model.get_env()``), as :func:`train`
     builds it; the DQN learning-curve benchmark evaluates it along the way."""
     # VecMonitor: SB3 logs rollout/ep_rew_mean and ep_len_mean to TensorBoard from it.
-    vec_env = VecMonitor(
-        make_sb3_vec_env(args.env_id, num_envs=args.num_envs, reward=args.reward, **env_kwargs_of(args))
-    )
+    vec_env = VecMonitor(make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **env_kwargs_of(args)))
     vec_env.seed(args.seed)
     return DQN(
         ShortlistDQNPolicy,

@@ -49,10 +49,10 @@ from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistActorCriticPoli
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import PPO_FORMAT, prepare_run, save_sb3_model
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
+from fiq_gym.env_config import trainer_env_kwargs
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.sb3 import make_sb3_vec_env
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
-from fiq_gym.starts import start_kwargs
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -270,7 +270,7 @@ def train(args: Args, progress: bool = True) -> tuple[PPO, EvaluationResult]:
     prepare_run(
         out, resume=False, resumable=False, overwrite=args.overwrite, state=out / "checkpoint", kind="ppo"
     )
-    env_kwargs = {**env_kwargs_of(args), "reward": args.reward}
+    env_kwargs = env_kwargs_of(args)
     # VecMonitor: SB3 logs rollout/ep_rew_mean and ep_len_mean to TensorBoard from it.
     vec_env = VecMonitor(make_sb3_vec_env(args.env_id, num_envs=args.num_envs, **env_kwargs))
     vec_env.seed(args.seed)
@@ -307,23 +307,13 @@ SHORTLIST_MODES = ("shortlist", "shortlist_slate")
 
 
 def env_kwargs_of(args: Any, modes: tuple[str, ...] = ("query", *SHORTLIST_MODES)) -> dict[str, Any]:
-    """The env arguments a PPO, DQN or RLlib run's ``args`` describe (shortlist ones in the
-    shortlist modes, the slate's size in ``shortlist_slate``); ``modes``: the action modes the
-    trainer supports."""
+    """The env arguments a PPO, DQN or RLlib run's ``args`` describe: every flag named as an
+    env argument, where the env reads it (:func:`~fiq_gym.env_config.trainer_env_kwargs`: the
+    shortlist's in the shortlist modes, the slate's size in ``shortlist_slate``); ``modes``:
+    the action modes the trainer supports."""
     if args.action_mode not in modes:
         raise ValueError(f"--action-mode must be {' or '.join(modes)}, got {args.action_mode!r}")
-    kwargs = {
-        "catalog": args.catalog,
-        "user": args.user,
-        "action_mode": args.action_mode,
-        "max_turns": args.max_turns,
-    }
-    if args.action_mode in SHORTLIST_MODES:
-        kwargs.update(shortlist_size=args.shortlist_size, shortlist=args.shortlist, explore=args.explore)
-    if args.action_mode == "shortlist_slate":
-        kwargs["slate_size"] = args.slate_size
-    kwargs.update(start_kwargs(args))
-    return kwargs
+    return trainer_env_kwargs(args)
 
 
 def evaluate_model(model: Any, args: Any, name: str = "PPO") -> EvaluationResult:

@@ -45,10 +45,10 @@ import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import RECURRENT_REINFORCE_FORMAT, PolicyConfig, prepare_run, save_policy
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
+from fiq_gym.env_config import trainer_env_kwargs
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
-from fiq_gym.starts import start_kwargs
 
 __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 
@@ -161,12 +161,12 @@ def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
         args.env_id,
         num_envs=num_envs,
         vectorization_mode="vector_entry_point",
-        catalog=args.catalog,
-        user=args.user,
-        action_mode="query",
-        reward="percentile",
-        observation_keys=("caption", "shown_features", "shown_attributes", "turn"),
-        **start_kwargs(args),
+        **trainer_env_kwargs(
+            args,
+            action_mode="query",
+            reward="percentile",
+            observation_keys=("caption", "shown_features", "shown_attributes", "turn"),
+        ),
     )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from fiq_gym.env_config import trainer_env_kwargs
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
@@ -29,7 +30,6 @@ from fiq_gym.retriever import (
     load_checkpoint,
     save_checkpoint,
 )
-from fiq_gym.starts import start_kwargs
 
 __all__ = [
     "RETRIEVER_FORMAT",
@@ -160,11 +160,7 @@ def evaluate_retriever(net: RetrieverNet, args: Any, name: str) -> EvaluationRes
         args.env_id,
         num_envs=min(64, args.eval_episodes),
         vectorization_mode="vector_entry_point",
-        catalog=args.catalog,
-        user=args.user,
-        action_mode="scores",
-        max_turns=args.max_turns,
-        **start_kwargs(args),
+        **trainer_env_kwargs(args, action_mode="scores"),
     )
     try:
         agent = RetrieverAgent(net, inner_env(envs).gallery)

@@ -37,9 +37,9 @@ from fiq_gym.agents.retriever import (
 )
 from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
+from fiq_gym.env_config import trainer_env_kwargs
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.evaluation import EvaluationResult
-from fiq_gym.starts import start_kwargs
 
 __all__ = ["Args", "train", "triplet_loss"]
 
@@ -96,12 +96,7 @@ def make_envs(args: Args, *, training: bool, num_envs: int) -> gym.vector.Vector
         args.env_id,
         num_envs=num_envs,
         vectorization_mode="vector_entry_point",
-        catalog=args.catalog,
-        user=args.user,
-        action_mode="scores",
-        max_turns=args.max_turns,
-        expose_target=training,
-        **start_kwargs(args),
+        **trainer_env_kwargs(args, action_mode="scores", expose_target=training),
     )
 
 
