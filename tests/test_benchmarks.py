@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dialog_report import parse_markdown_tables
 
 
 def test_throughput_benchmark_writes_table_and_plot(tmp_path, small_catalog_path):
@@ -52,8 +53,6 @@ def test_demo_prints_every_turn(small_catalog_path):
 
 def test_dialog_benchmark_tiny_preset_end_to_end(tmp_path, small_catalog_path):
     import json
-
-    from fiq_gym.benchmarks.dialog import parse_markdown_tables
 
     out = tmp_path / "bench"
     done = subprocess.run(
@@ -201,7 +200,7 @@ def test_dialog_report_adds_cumulative_hits_and_bri_computable_from_the_json(tmp
     import csv
     import json
 
-    from fiq_gym.benchmarks.dialog import PRESETS, parse_markdown_tables, run_benchmark, write_outputs
+    from fiq_gym.benchmarks.dialog import PRESETS, run_benchmark, write_outputs
     from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k
 
     result = run_benchmark(
