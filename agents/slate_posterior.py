@@ -14,6 +14,11 @@ only predicts attributes) and the caption about it (the shopper's own likelihood
   (left - 1) * sum_j topK(P restricted to the targets that would pick item j)``: the chance of
   finding the target now, plus what the pick alone (captions aside) lets a top slate find
   next. It is cheap, and a lower bound on what planning with the caption as well can do.
+* :func:`horizon_slate`: the same search, valuing what the pick tells over every turn left:
+  ``left * P(target in slate) + sum_j top(K * (left - 1))(P restricted to cell j)``, as if the
+  later slates together could find the ``K * (left - 1)`` most probable targets of the pick's
+  cell. One-step :func:`partition_slate` counts only the next slate's K items (``left - 1``
+  times), so it values a split less when several turns remain.
 
 These are measured by ``python -m fiq_gym.benchmarks.planning_headroom`` before any slate
 configuration is registered.
@@ -36,8 +41,10 @@ __all__ = [
     "SLATE_POLICIES",
     "PosteriorSlateAgent",
     "SlateReader",
+    "horizon_slate",
     "partition_slate",
     "posterior_slate_agent",
+    "slate_of",
     "top_slate",
 ]
 
@@ -105,13 +112,19 @@ def _top_mass(mass: np.ndarray, cells: np.ndarray, num_cells: int, k: int) -> fl
     return total
 
 
-def _partition_slates(p: np.ndarray, k: int, left: int, shopper: TemplateUser, beam: int) -> list[np.ndarray]:
-    """The ``beam`` best slates of a beam search on the partition objective (best first)."""
+def _partition_slates(
+    p: np.ndarray, k: int, left: int, shopper: TemplateUser, beam: int, horizon: bool = False
+) -> list[np.ndarray]:
+    """The ``beam`` best slates of a beam search on the partition objective (best first);
+    ``horizon``: :func:`horizon_slate`'s value of the pick instead of :func:`partition_slate`'s."""
     support = top_slate(p, min(SUPPORT, int((p > 0).sum())))
     candidates = support[:CANDIDATES]
     if left <= 1 or len(candidates) <= k:
         return [top_slate(p, k)]
     mass = p[support]
+    # what the pick is worth: the next slate's top K of the cell, counted for the turns after
+    # this one (partition), or the top K per later turn of the cell, counted once (horizon)
+    findable, weight = (k * (left - 1), 1) if horizon else (k, left - 1)
     partial: list[tuple[float, list[int]]] = [(0.0, [int(candidates[0])])]
     while len(partial[0][1]) < k:
         grown: dict[frozenset[int], tuple[float, list[int]]] = {}  # each set of items once
@@ -123,8 +136,8 @@ def _partition_slates(p: np.ndarray, k: int, left: int, shopper: TemplateUser, b
                 trial = np.array([*slate, c])
                 cells = shopper.pick(support, trial)
                 rest = ~np.isin(support, trial)
-                value = left * float(p[trial].sum()) + (left - 1) * _top_mass(
-                    np.where(rest, mass, 0.0), cells, len(trial), k
+                value = left * float(p[trial].sum()) + weight * _top_mass(
+                    np.where(rest, mass, 0.0), cells, len(trial), findable
                 )
                 grown[key] = (value, [*slate, c])
         # the best first; equal values keep the order they were found in (deterministic)
@@ -138,8 +151,25 @@ def partition_slate(p: np.ndarray, k: int, left: int, shopper: TemplateUser) -> 
     return _partition_slates(p, k, left, shopper, beam=1)[0]
 
 
+def horizon_slate(p: np.ndarray, k: int, left: int, shopper: TemplateUser) -> np.ndarray:
+    """A slate chosen greedily for what it finds now and what the pick tells over every turn
+    left (module docstring); ``left``: the turns left, this one included."""
+    return _partition_slates(p, k, left, shopper, beam=1, horizon=True)[0]
+
+
 #: The slate policies of :class:`PosteriorSlateAgent`.
-SLATE_POLICIES = ("top", "partition")
+SLATE_POLICIES = ("top", "partition", "horizon")
+
+
+def slate_of(policy: str, p: np.ndarray, k: int, left: int, shopper: TemplateUser) -> np.ndarray:
+    """The slate ``policy`` (one of :data:`SLATE_POLICIES`) shows for belief ``p``."""
+    if policy == "top":
+        return top_slate(p, k)
+    if policy == "partition":
+        return partition_slate(p, k, left, shopper)
+    if policy == "horizon":
+        return horizon_slate(p, k, left, shopper)
+    raise ValueError(f"policy must be one of {list(SLATE_POLICIES)}, got {policy!r}")
 
 
 class PosteriorSlateAgent:
@@ -149,7 +179,8 @@ class PosteriorSlateAgent:
     may: the caption text, ``info["slate"]`` and ``info["slate_pick"]`` (the items it showed and
     the shopper's pick), ``info["shown"]`` at reset and ``info["dialog_turn"]``. Each dialog has
     a :class:`SlateReader`; each turn it folds in the last slate's pick and caption, then shows
-    :func:`top_slate` (``policy="top"``) or :func:`partition_slate` (``"partition"``).
+    :func:`top_slate` (``policy="top"``), :func:`partition_slate` (``"partition"``) or
+    :func:`horizon_slate` (``"horizon"``).
     Built by :func:`posterior_slate_agent`.
     """
 
@@ -206,10 +237,7 @@ class PosteriorSlateAgent:
             self._fresh[k] = False
             p = self.readers[k].belief()
             left = self.max_turns - int(turn[k])
-            if self.policy == "top":
-                actions[k] = top_slate(p, self.slate_size)
-            else:
-                actions[k] = partition_slate(p, self.slate_size, left, self.shopper)
+            actions[k] = slate_of(self.policy, p, self.slate_size, left, self.shopper)
         return actions
 
 

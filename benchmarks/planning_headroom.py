@@ -9,11 +9,13 @@ starts as the env's do (a caption about the first shown item); then each turn th
 reader (:mod:`fiq_gym.agents.slate_posterior`, what any agent sees: predicted attributes
 through the shipped readout) shows K items; the dialog succeeds when the target is among them,
 else the configuration's template shopper picks the slate item most like its target
-(:meth:`~fiq_gym.users.template.TemplateUser.pick`) and captions the target against it. Two
+(:meth:`~fiq_gym.users.template.TemplateUser.pick`) and captions the target against it. The
 policies play the same dialogs with the same shopper seeds: ``top`` (the K most probable
-items) and ``partition`` (a slate chosen for what the shopper's pick will tell). The K = 1
+items), ``partition`` (a slate chosen for what the shopper's pick will tell the next slate)
+and, where asked (``--policies``), ``horizon`` (the same, for every turn left). The K = 1
 rows are the index setting's ``posterior-map``, for scale. The report gives success by turn
-and the paired difference, partition - top, with 95% bootstrap intervals over dialogs.
+and the paired difference of each planning policy over ``top``, with 95% bootstrap intervals
+over dialogs.
 
 The simulation calls the shopper directly (the env has no slate mode yet); its turns follow
 the env's rules (turn 0 caption, then up to ``max_turns`` displays, seen items never shown
@@ -35,7 +37,7 @@ import numpy as np
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents.posterior import label_beliefs, posterior_agent
-from fiq_gym.agents.slate_posterior import SlateReader, partition_slate, top_slate
+from fiq_gym.agents.slate_posterior import SLATE_POLICIES, SlateReader, slate_of
 from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
@@ -52,7 +54,9 @@ from fiq_gym.users.template import TemplateUser
 
 __all__ = ["POLICIES", "main", "simulate"]
 
-POLICIES = ("top", "partition")
+POLICIES = SLATE_POLICIES
+#: What ``--policies`` defaults to (the policies of the published tables).
+DEFAULT_POLICIES = ("top", "partition")
 FEEDBACK = ("caption", "pick")
 EVAL_SEED = 2021  # the leaderboard's evaluation set
 
@@ -97,10 +101,7 @@ def simulate(
         for turn in range(1, max_turns + 1):
             p = reader.belief()
             left = max_turns - turn + 1
-            if policy == "top":
-                slate = top_slate(p, slate_size)
-            else:
-                slate = partition_slate(p, slate_size, left, believed)
+            slate = slate_of(policy, p, slate_size, left, believed)
             if target in slate:
                 found[d] = turn
                 break
@@ -144,17 +145,19 @@ def to_markdown(measured: dict[str, Any], meta: dict[str, str], feedback: str = 
             found = np.asarray(run["found"])
             cells = [f"{success_by(found, t).mean():.3f}" for t in range(1, 6)]
             lines.append(f"| {k} | {policy} | " + " | ".join(cells) + f" | {run['seconds']:.0f} |")
-        lines += ["", "Planning, partition - top, paired over dialogs (95% bootstrap interval):", ""]
+        planners = [p for p in data.get("policies", DEFAULT_POLICIES) if p != "top"]
+        lines += ["", "Planning over `top`, paired over dialogs (95% bootstrap interval):", ""]
         for k in data["slate_sizes"]:
             if k == 1:
                 continue
             top = np.asarray(data["runs"][f"{k}:top"]["found"])
-            planned = np.asarray(data["runs"][f"{k}:partition"]["found"])
-            diffs = [
-                f"turn {t}: {paired_difference(success_by(planned, t)[None], success_by(top, t)[None], seed=2023)}"
-                for t in range(1, 6)
-            ]
-            lines.append(f"- K = {k}: " + "; ".join(diffs))
+            for policy in planners:
+                planned = np.asarray(data["runs"][f"{k}:{policy}"]["found"])
+                diffs = [
+                    f"turn {t}: {paired_difference(success_by(planned, t)[None], success_by(top, t)[None], seed=2023)}"
+                    for t in range(1, 6)
+                ]
+                lines.append(f"- K = {k}, {policy} - top: " + "; ".join(diffs))
     lines += provenance_lines(meta["command"], load=meta["load"])
     return "\n".join(lines) + "\n"
 
@@ -166,6 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--configurations", nargs="+", default=["default", "terse"])
     parser.add_argument("--slate-sizes", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        choices=POLICIES,
+        default=list(DEFAULT_POLICIES),
+        help="the slate policies to play (top always; default: top partition)",
+    )
     parser.add_argument(
         "--feedback",
         choices=FEEDBACK,
@@ -181,17 +191,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "revision": git_revision(),
         "load": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
+    policies = ["top", *(p for p in args.policies if p != "top")]
     measured: dict[str, Any] = {}
     for configuration in args.configurations:
         runs: dict[str, Any] = {}
         for k in args.slate_sizes:
-            for policy in POLICIES if k > 1 else ("top",):
+            for policy in policies if k > 1 else ("top",):
                 start = time.perf_counter()
                 found = simulate(configuration, policy, k, args.episodes, feedback=args.feedback)
                 runs[f"{k}:{policy}"] = {"found": found.tolist(), "seconds": time.perf_counter() - start}
                 by = [round(float(success_by(found, t).mean()), 3) for t in range(1, 6)]
                 print(f"{configuration:<8} K={k} {policy:<10} success by turn {by}", flush=True)
-        measured[configuration] = {"episodes": args.episodes, "slate_sizes": args.slate_sizes, "runs": runs}
+        measured[configuration] = {
+            "episodes": args.episodes,
+            "slate_sizes": args.slate_sizes,
+            "policies": policies,
+            "runs": runs,
+        }
     text = to_markdown(measured, meta, args.feedback)
     args.out.mkdir(parents=True, exist_ok=True)
     name = "planning_headroom" if args.feedback == "caption" else f"planning_headroom-{args.feedback}"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fiq_gym.agents.posterior import label_beliefs
-from fiq_gym.agents.slate_posterior import SlateReader, partition_slate, top_slate
+from fiq_gym.agents.slate_posterior import SlateReader, horizon_slate, partition_slate, slate_of, top_slate
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.users.template import (
     SHADE_SALIENCE_WITH_COLOR_CHANGE,
@@ -102,6 +102,19 @@ def test_planned_slates_are_distinct_probable_items_led_by_the_most_probable(sma
     assert len(set(planned.tolist())) == 4 and planned[0] == top[0]
     assert set(planned.tolist()) <= set(np.argsort(-p)[:24].tolist())
     np.testing.assert_array_equal(partition_slate(p, 4, left=1, shopper=shopper), top)  # last turn: top
+    # horizon: the same search; with two turns left it weighs the pick as partition does (the
+    # next slate's top K once), on the last turn it is top, and it is a slate of distinct items
+    for seed in range(3):
+        q = np.random.default_rng(seed).dirichlet(np.full(len(small_catalog), 0.3))
+        np.testing.assert_array_equal(
+            horizon_slate(q, 4, left=2, shopper=shopper), partition_slate(q, 4, left=2, shopper=shopper)
+        )
+    np.testing.assert_array_equal(horizon_slate(p, 4, left=1, shopper=shopper), top)
+    far = horizon_slate(p, 4, left=5, shopper=shopper)
+    assert len(set(far.tolist())) == 4 and far[0] == top[0]
+    np.testing.assert_array_equal(slate_of("horizon", p, 4, 5, shopper), far)
+    with pytest.raises(ValueError, match="policy must be one of"):
+        slate_of("best", p, 4, 5, shopper)
 
 
 @pytest.mark.slow
@@ -127,9 +140,12 @@ def test_the_planning_headroom_benchmark_writes_its_tables(tmp_path):
         == 0
     )
     text = (tmp_path / "planning_headroom.md").read_text()
-    assert "| 3 | partition |" in text and "- K = 3: turn 1:" in text and "Revision:" in text
+    assert "| 3 | partition |" in text and "- K = 3, partition - top: turn 1:" in text and "Revision:" in text
+    assert "horizon" not in text.split("Planning over", 1)[1]  # asked for only with --policies
     args = ["--configurations", "default", "--slate-sizes", "3", "--episodes", "6", "--feedback", "pick"]
-    assert main([*args, "--out", str(tmp_path)]) == 0
-    assert "a shopper that only picks" in (tmp_path / "planning_headroom-pick.md").read_text()
+    assert main([*args, "--policies", "partition", "horizon", "--out", str(tmp_path)]) == 0
+    pick = (tmp_path / "planning_headroom-pick.md").read_text()
+    assert "a shopper that only picks" in pick and "| 3 | horizon |" in pick
+    assert "- K = 3, horizon - top: turn 1:" in pick and "- K = 3, partition - top: turn 1:" in pick
     with pytest.raises(ValueError, match="feedback must be one of"):
         simulate("default", "top", 3, episodes=1, feedback="stars")
