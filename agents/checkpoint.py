@@ -58,14 +58,17 @@ from fiq_gym.checkpoint import (
     read_training_state,
 )
 from fiq_gym.cli_args import absolute_catalog
+from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.dialog_engine import ACTION_MODES as ENV_ACTION_MODES
-from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS, MAX_TURNS
+from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS, TURN_LIMIT
+from fiq_gym.envs.configurations import apply_configuration
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent, training_evaluation_seed
 from fiq_gym.starts import START_MODES, start_kwargs
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
+from fiq_gym.users.registry import tokenizer_for
 
 __all__ = [
     "ACTION_MODES",  # noqa: F822  (module __getattr__: follows the registry)
@@ -148,8 +151,8 @@ class _TrainingSettings:
         # 0: the run skipped its evaluation (behaviour cloning's --eval-episodes 0)
         if self.eval_episodes is not None and self.eval_episodes < 0:
             raise ValueError(f"eval_episodes must be at least 0, got {self.eval_episodes}")
-        if self.max_turns < 1 or self.max_turns > MAX_TURNS:
-            raise ValueError(f"max_turns must be from 1 to {MAX_TURNS}, got {self.max_turns}")
+        if self.max_turns < 1 or self.max_turns > TURN_LIMIT:
+            raise ValueError(f"max_turns must be from 1 to {TURN_LIMIT}, got {self.max_turns}")
         if self.action_mode is not None and self.action_mode not in ENV_ACTION_MODES:
             raise ValueError(f"action_mode must be one of {list(ENV_ACTION_MODES)}, got {self.action_mode!r}")
         if self.shortlist_size is not None and self.shortlist_size < 1:
@@ -283,17 +286,12 @@ class LoadedAgent:
         """The tokenizer the agent read captions with in training."""
         if self.own_tokenizer is not None:
             return self.own_tokenizer
-        probe = gym.make_vec(
-            self.env_id,
-            num_envs=1,
-            vectorization_mode="vector_entry_point",
-            catalog=catalog if catalog is not None else self.catalog,
-            user=self.user,
-        )
-        try:
-            return inner_env(probe).tokenizer
-        finally:
-            probe.close()
+        # The tokenizer of the training env's shopper on its catalog (the id's configuration
+        # names the catalog when none is given), without building that env or shopper.
+        configuration = gym.spec(self.env_id).kwargs.get("configuration", "default")
+        given = catalog if catalog is not None else self.catalog
+        resolved, _ = apply_configuration(configuration, given, self.user, None)
+        return tokenizer_for(self.user, resolve_catalog(resolved))
 
     def make_agent(self, env: gym.Env | gym.vector.VectorEnv) -> RetrievalAgent:
         """A fresh batched agent (its own dialog state) for ``env``; raises

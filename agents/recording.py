@@ -30,7 +30,7 @@ import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents import registry
 from fiq_gym.agents.checkpoint import load_agent
 from fiq_gym.envs.offline import RecordedDataset, default_dataset_id, default_datasets_root, record_dataset
-from fiq_gym.envs.registration import MAX_TURNS
+from fiq_gym.envs.registration import DEFAULT_MAX_TURNS
 from fiq_gym.errors import CheckpointError
 from fiq_gym.evaluation import RetrievalAgent
 
@@ -136,7 +136,7 @@ def make_recording(
             _checked_shortlist_options(mode, {"shortlist_size": shortlist_size, "explore": explore})
             if shortlist is not None and name == "random":
                 _checked_shortlist_options(mode, {"shortlist": shortlist})
-        env = gym.make(env_id, action_mode=mode, max_episode_steps=max_turns or MAX_TURNS, **kwargs)
+        env = gym.make(env_id, action_mode=mode, max_episode_steps=max_turns or DEFAULT_MAX_TURNS, **kwargs)
         try:
             chosen = registry.resolve(registry.get(name).builtin)(env, shortlist or "retriever", seed)
         except BaseException:

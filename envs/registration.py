@@ -20,6 +20,7 @@ import re
 import gymnasium as gym
 
 __all__ = [
+    "DEFAULT_MAX_TURNS",
     "EARLIER_RELEASE",
     "EARLIER_VERSION",
     "ENV_IDS",
@@ -52,8 +53,11 @@ EARLIER_VERSION = (
 )
 EARLIER_RELEASE = "fiq-gym 0.1.0 (pip install 'fiq-gym @ git+https://github.com/fiq-gym/fiq-gym@1aa6837', its last revision)"
 
-# The default dialog length (max_turns) and the registered max_episode_steps.
-MAX_TURNS = 5
+#: The default dialog length (``EnvConfig``'s default ``max_turns``) and the registered
+#: ``max_episode_steps``; the most turns an env accepts is ``fiq_gym.dialog_engine.TURN_LIMIT``.
+DEFAULT_MAX_TURNS = 5
+#: The earlier name of :data:`DEFAULT_MAX_TURNS` (kept importable).
+MAX_TURNS = DEFAULT_MAX_TURNS
 
 _CONFIGS = {
     "FashionIQ": {},
@@ -96,7 +100,7 @@ def register_envs() -> None:
             entry_point=_ENTRY if current else _V2_ENTRY,
             vector_entry_point=_VECTOR_ENTRY if current else _V2_VECTOR_ENTRY,
             kwargs=dict(kwargs),
-            max_episode_steps=MAX_TURNS,
+            max_episode_steps=DEFAULT_MAX_TURNS,
             disable_env_checker=False,
         )
 

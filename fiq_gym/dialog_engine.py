@@ -69,9 +69,13 @@ OPTIONAL_KEYS = ("shown_mask",)
 SHOWN_MASK_LIMIT = 65_536
 
 
-# Per-dialog history arrays are allocated for max_turns up front; a dialog of a thousand
-# turns is already far beyond any benchmark, and 10**8 would allocate gigabytes at reset.
-MAX_TURNS = 1000
+# The largest max_turns an env accepts (its default, 5, is DEFAULT_MAX_TURNS of
+# fiq_gym.envs.registration). Per-dialog history arrays are allocated for max_turns up front; a
+# dialog of a thousand turns is already far beyond any benchmark, and 10**8 would allocate
+# gigabytes at reset.
+TURN_LIMIT = 1000
+#: The earlier name of :data:`TURN_LIMIT` (kept importable).
+MAX_TURNS = TURN_LIMIT
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 from fiq_gym.action_modes import MODES, FirstStage, mode_class
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.dialog_engine import MAX_TURNS, OBSERVATION_KEYS, OPTIONAL_KEYS, REWARDS, DialogConfig
+from fiq_gym.dialog_engine import OBSERVATION_KEYS, OPTIONAL_KEYS, REWARDS, TURN_LIMIT, DialogConfig
 from fiq_gym.starts import START_MODES, start_kwargs
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
@@ -73,7 +73,7 @@ class EnvConfig:
     success_bonus: float = 0.0
     """Added once, on the turn the target is shown."""
     max_turns: int = 5
-    """T, the turns of a dialog (1 to ``MAX_TURNS``); the dialog ends after T turns without
+    """T, the turns of a dialog (1 to ``TURN_LIMIT``, 1,000); the dialog ends after T turns without
     success, or when the target is shown."""
     caption_length: int = 32
     """L, the number of token ids in the caption observation."""
@@ -143,8 +143,8 @@ class EnvConfig:
         object.__setattr__(self, "success_bonus", float(bonus))
         turns = self.max_turns
         # bool is an int to Python, but max_turns=True is a mistake, not one turn.
-        if isinstance(turns, bool) or not isinstance(turns, int | np.integer) or not 1 <= turns <= MAX_TURNS:
-            raise ValueError(f"max_turns must be an integer from 1 to {MAX_TURNS}, got {turns!r}")
+        if isinstance(turns, bool) or not isinstance(turns, int | np.integer) or not 1 <= turns <= TURN_LIMIT:
+            raise ValueError(f"max_turns must be an integer from 1 to {TURN_LIMIT}, got {turns!r}")
         if not isinstance(self.caption_length, int | np.integer) or self.caption_length < 1:
             raise ValueError(f"caption_length must be a positive integer, got {self.caption_length!r}")
         k = self.shortlist_size

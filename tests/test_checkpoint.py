@@ -268,6 +268,28 @@ def test_load_agent_builds_the_training_env_and_checks_the_fit(small_agent_check
     index_envs.close()
 
 
+def test_the_training_tokenizer_is_the_training_envs_without_building_it(small_agent_checkpoint):
+    """An agent evaluated with another shopper reads captions with its training shopper's
+    tokenizer: the training env's token ids, learned without making that env."""
+    loaded = load_agent(small_agent_checkpoint, load_model=False)
+    envs = gym.make_vec(
+        loaded.env_id,
+        num_envs=1,
+        vectorization_mode="vector_entry_point",
+        catalog=loaded.catalog,
+        user=loaded.user,
+    )
+    try:
+        expected = envs.unwrapped.tokenizer
+    finally:
+        envs.close()
+    tokenizer = loaded.training_tokenizer()
+    texts = ["is darker and has longer sleeves", "unknown words here", ""]
+    assert tokenizer.vocab_size == expected.vocab_size
+    assert (tokenizer.encode_batch(texts, 12)[0] == expected.encode_batch(texts, 12)[0]).all()
+    assert loaded.env_kwargs(user="transformer")["tokenizer"].vocab_size == expected.vocab_size
+
+
 @pytest.mark.parametrize(
     ("recorded", "successor"),
     [

@@ -242,3 +242,19 @@ def test_trainers_pass_every_flag_named_as_an_env_argument_where_the_env_reads_i
     assert fixed["action_mode"] == "shortlist" and fixed["shortlist_size"] == 8 and fixed["expose_target"]
     assert (fixed["start"], fixed["start_split"]) == ("annotated", "train")
     EnvConfig.from_kwargs(**fixed)  # what a trainer passes is a valid config
+
+
+def test_the_default_and_the_limit_of_turns_have_distinct_names():
+    """DEFAULT_MAX_TURNS (5: EnvConfig's default and the registered max_episode_steps) and
+    TURN_LIMIT (1,000: the most an env accepts); the earlier MAX_TURNS of each module still
+    imports, with its old value."""
+    from fiq_gym import dialog_engine
+    from fiq_gym.envs import registration
+
+    assert registration.DEFAULT_MAX_TURNS == EnvConfig().max_turns == 5
+    assert gym.spec("fiq_gym/FashionIQ-v3").max_episode_steps == registration.DEFAULT_MAX_TURNS
+    assert dialog_engine.TURN_LIMIT == 1000
+    assert EnvConfig(max_turns=dialog_engine.TURN_LIMIT).max_turns == 1000
+    with pytest.raises(ValueError, match="from 1 to 1000"):
+        EnvConfig(max_turns=dialog_engine.TURN_LIMIT + 1)
+    assert (registration.MAX_TURNS, dialog_engine.MAX_TURNS) == (5, 1000)

@@ -36,7 +36,7 @@ from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.retriever import RetrieverNet, gallery_tensors, load_checkpoint
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 from fiq_gym.threads import torch_threads
-from fiq_gym.users.registry import make_user
+from fiq_gym.users.registry import tokenizer_for
 
 __all__ = [
     "DEFAULT_FIRST_STAGE",
@@ -164,7 +164,7 @@ def _retriever_tokenizer(directory: Path, meta: dict[str, Any], catalog: Catalog
     args = meta.get("args")
     if not isinstance(args, dict):
         args = {}
-    return make_user(str(args.get("user") or "template"), catalog).tokenizer
+    return tokenizer_for(str(args.get("user") or "template"), catalog)
 
 
 def make_first_stage(spec: str | FirstStage, catalog: Catalog, gallery: RetrievalTables) -> FirstStage:

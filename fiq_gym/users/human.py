@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fiq_gym.text import CaptionTokenizer, WordTokenizer, split_words
+from fiq_gym.text import CaptionTokenizer, split_words
 from fiq_gym.users.base import CaptionBatch, User
 
 if TYPE_CHECKING:
@@ -94,9 +94,9 @@ class HumanUser(User):
     ) -> None:
         super().__init__(catalog)
         if tokenizer is None:
-            from fiq_gym.users.template import TemplateUser
+            from fiq_gym.users.registry import tokenizer_for
 
-            tokenizer = WordTokenizer(TemplateUser(catalog).caption_words())
+            tokenizer = tokenizer_for("template", catalog)
         self.tokenizer: CaptionTokenizer = tokenizer
         self.respond = respond
         self._queued: dict[tuple[int, int], str] = {}

@@ -34,12 +34,12 @@ import torch
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CheckpointError
-from fiq_gym.text import split_words
 from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, User
 from fiq_gym.users.caption_metrics import DifferenceOracle
 from fiq_gym.users.decoding import decoding_from
 from fiq_gym.users.phrasebook import phrasebook
+from fiq_gym.users.words import language_model_words
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -435,12 +435,7 @@ class LanguageModelUser(User):
     def caption_words(self) -> tuple[str, ...]:
         """The observation vocabulary: the template shopper's words (same order, so the same
         ids), then the other words of the catalog's descriptions, sorted. Read once per user."""
-        template = self._book.caption_words()
-        known = set(template)
-        extra: set[str] = set()
-        for description in self.catalog.descriptions:
-            extra.update(split_words(description))
-        return template + tuple(sorted(extra - known))
+        return language_model_words(self.catalog)
 
     # --- prompts --------------------------------------------------------------------------
     def item_attributes(self, row: int) -> str:

@@ -1,4 +1,5 @@
-"""``make_user``: a shopper from its name, the one place that maps names to classes.
+"""``make_user``: a shopper from its name, the one place that maps names to classes;
+``tokenizer_for``: the caption tokenizer of a shopper's name, without building the shopper.
 
 Environments made in one process on the same catalog with the same settings share one
 shopper (a vector env of 64 single envs loads the learned shopper once, not 64 times); the
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.text import CaptionTokenizer, WordTokenizer
 from fiq_gym.users.base import User
 from fiq_gym.users.template import TemplateNoise, TemplateUser
+from fiq_gym.users.words import language_model_words, template_words
 
-__all__ = ["SHOPPERS", "make_user"]
+__all__ = ["SHOPPERS", "make_user", "tokenizer_for"]
 
 #: Shopper names ``make_user`` understands; ``"transformer:DIR"`` names a checkpoint too,
 #: ``"lm:DIR"`` the directory of a local causal language model, and ``"dataset:SHOPPER"`` the
@@ -86,6 +89,28 @@ def make_user(spec: str | User, catalog: Catalog, **kwargs: Any) -> User:
 
     # The dataset shopper's captions are shared; its human-share counters are each env's own.
     return shared.with_own_counters() if isinstance(shared, DatasetUser) else shared
+
+
+def tokenizer_for(shopper: str | User, catalog: Catalog, **kwargs: Any) -> CaptionTokenizer:
+    """The caption tokenizer of an env with ``user=shopper`` (and ``user_kwargs=kwargs``) on
+    ``catalog``: the same token ids as ``make_user(shopper, catalog, **kwargs).tokenizer``,
+    without building the shopper where its words do not need it. ``"template"``: a word
+    tokenizer over the catalog's phrasebook; ``"lm:DIR"``: the same words, then the catalog's
+    description words (no model is loaded); ``"transformer"`` / ``"transformer:DIR"``: the
+    checkpoint's own ``tokenizer.json`` (no weights are loaded). A ``"dataset"`` shopper's
+    words are its recorded captions', so it is built (shared, as envs share it); a
+    :class:`User` instance brings its own."""
+    if isinstance(shopper, str) and not kwargs:
+        name, _, where = shopper.partition(":")
+        if name == "template" and not where:
+            return WordTokenizer(template_words(catalog))
+        if name == "lm" and where:
+            return WordTokenizer(language_model_words(catalog))
+        if name == "transformer":
+            from fiq_gym.users.transformer.user import load_captioner_tokenizer
+
+            return load_captioner_tokenizer(_transformer_kwargs({}, where).get("checkpoint"))
+    return make_user(shopper, catalog, **kwargs).tokenizer
 
 
 def _template_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

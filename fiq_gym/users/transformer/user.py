@@ -64,6 +64,7 @@ __all__ = [
     "check_checkpoint_fits",
     "feature_weights",
     "load_captioner",
+    "load_captioner_tokenizer",
 ]
 
 #: Where the shipped checkpoint lives (package data).
@@ -305,6 +306,22 @@ def load_captioner(
             ) from None
     model.eval()
     return model, CaptionerTokenizer(hf_tokenizer)
+
+
+def load_captioner_tokenizer(checkpoint: str | os.PathLike | None = None) -> CaptionerTokenizer:
+    """The tokenizer of :func:`load_captioner` alone (the model's weights are not read): what
+    :func:`fiq_gym.users.registry.tokenizer_for` gives for a transformer shopper."""
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(checkpoint if checkpoint is not None else DEFAULT_CHECKPOINT).expanduser()
+    if not (path / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"no captioner tokenizer at {path}: pass a directory written by `fiq-gym user train --out DIR` "
+            "(config.json, model.safetensors, tokenizer.json)"
+        )
+    with quiet_transformers():
+        hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    return CaptionerTokenizer(hf_tokenizer)
 
 
 class TransformerUser(User):
