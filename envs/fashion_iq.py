@@ -73,19 +73,22 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     Set by ``action_mode``:
 
-    | mode       | space                       | meaning                                          |
-    |------------|-----------------------------|--------------------------------------------------|
-    | `"index"`  | `Discrete(N)`               | the item to show next                            |
-    | `"query"`  | `Box(-1, 1, (D,), float32)` | a query in feature space; items are scored by    |
-    |            |                             | their dot product with it (cosine up to scale)   |
-    | `"scores"` | `Box(-1, 1, (N,), float32)` | the agent's own score for every item             |
-    | `"shortlist"` | `Discrete(K)`            | which of the K candidates of the observation to  |
-    |            |                             | show (a slot of the `candidate_*` keys)          |
-    | `"slate"`  | `MultiDiscrete([N] * K)`    | K items shown at once (``slate_size``, default 4);|
-    |            |                             | the shopper picks one and captions it            |
-    | `"shortlist_slate"` | `MultiDiscrete([M] * K)` | a slate of K of the M candidate slots      |
+    | mode              | space                       | the action                                   |
+    |-------------------|-----------------------------|----------------------------------------------|
+    | `index`           | `Discrete(N)`               | the agent names the item to show             |
+    | `query`           | `Box(-1, 1, (D,), float32)` | a query vector; the unseen item most similar |
+    |                   |                             | to it is shown                               |
+    | `scores`          | `Box(-1, 1, (N,), float32)` | the agent's scores are the ranking; the best |
+    |                   |                             | unseen item is shown                         |
+    | `shortlist`       | `Discrete(K)`               | a slot among the K candidates a first stage  |
+    |                   |                             | proposes each turn                           |
+    | `slate`           | `MultiDiscrete([N] * K)`    | K items shown at once; the shopper picks one |
+    |                   |                             | and captions it                              |
+    | `shortlist_slate` | `MultiDiscrete([M] * K)`    | a slate of K candidate slots among M a first |
+    |                   |                             | stage proposes                               |
 
-    N is the number of items in play (the chosen category), D the feature size. In `query`
+    N is the number of items in play (the chosen category), D the feature size; a `query`
+    scores every item by its dot product with it (cosine up to scale). In `query`
     and `scores` modes the env shows the best-scoring item *not yet shown* in the episode
     (ties: the lowest index). In `index` mode the agent may show an item again; that turn
     earns nothing new (see Rewards). Malformed actions (wrong shape or dtype, out of range,
@@ -329,78 +332,94 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     ```python
     gym.make("fiq_gym/FashionIQ-v3", catalog=None, category=None, user="template",
              action_mode="index", reward="percentile", success_bonus=0.0, max_turns=5,
-             caption_length=32, observation_keys=None, render_mode=None,
-             user_kwargs=None, tokenizer=None, expose_target=False, lookahead=False,
-             side_info="predicted", shortlist_size=32, shortlist="retriever",
-             explore=0.0, caption_text=True, slate_size=4, start="uniform",
-             start_split=None, split=None, configuration="default", scoring="float32")
+             caption_length=32, observation_keys=None, render_mode=None, user_kwargs=None,
+             tokenizer=None, expose_target=False, lookahead=False, side_info="predicted",
+             shortlist_size=32, shortlist="retriever", explore=0.0, caption_text=True, slate_size=4,
+             start="uniform", start_split=None, split=None, configuration="default",
+             scoring="float32")
     ```
 
-    The env keeps them as one frozen, checked object, ``env.unwrapped.env_config``
-    (:class:`~fiq_gym.env_config.EnvConfig`, the same names and defaults; a pickle holds it):
-    ``FashionIQEnv(**config.to_kwargs())`` makes the same env again, and
-    ``EnvConfig.from_kwargs(**kwargs)`` checks arguments without building one.
-    ``env.unwrapped.config`` is the dialog rules' part of it (a
-    :class:`~fiq_gym.dialog_engine.DialogConfig`, its observation keys resolved).
+    The env keeps them as one frozen, checked object, ``env.unwrapped.env_config`` (a
+    :class:`~fiq_gym.env_config.EnvConfig`; a pickle holds it): ``FashionIQEnv(**config.to_kwargs())``
+    makes the same env again, and ``EnvConfig.from_kwargs(**kwargs)`` checks arguments without
+    building one. ``env.unwrapped.config`` is the dialog rules' part of it (a
+    :class:`~fiq_gym.dialog_engine.DialogConfig`, its observation keys resolved). The block
+    above and the list below are written from ``EnvConfig``'s fields and their docstrings
+    (``python tools/spec_docs.py``), which are the source: edit those.
 
-    * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, a synthetic
-      catalog spec ``"synthetic:SIZE[:SEED]"`` (built on first use into the cache, the same on
-      any machine), or None for the configuration's catalog (by default the 10,000-item
-      synthetic catalog).
-    * ``configuration``: a named configuration (see Registered Configurations).
-    * ``category``: `"dress"`, `"shirt"`, `"toptee"` (or the catalog's own), None for all. On
-      a catalog imported with ``fiq-gym catalog import`` a category holds every image that any
-      of its image split files lists, so an image listed by shirt and toptee (the Fashion IQ
-      release lists 3,302 such) is in play in both envs; elsewhere, the items of the category.
-    * ``split``: on an imported catalog, only the images of that image split (e.g. `"val"`;
-      with ``category``, that category's split file): the official protocol's gallery of
-      each category, where the papers evaluate (None, the default: every item). Refused, in
-      one line, on a catalog that is no import or for a split it lacks.
-    * ``user``: `"template"` (rule-based shopper), `"transformer"` (the learned relative
-      captioner, :class:`~fiq_gym.users.TransformerUser`) or a
-      :class:`~fiq_gym.users.User` instance. ``user_kwargs`` go to the named shopper:
-      template, e.g. ``{"noise": TemplateNoise(omit=0.2)}``; transformer,
-      ``{"checkpoint": DIR, "decoding": {"strategy": "greedy"}}`` (defaults: the checkpoint
-      shipped with the package, nucleus sampling; a checkpoint that does not fit the catalog
-      fails with a message naming the mismatch). Caption token ids then come from the
-      transformer's own word tokenizer; `"transformer:DIR"` is short for a transformer with
-      ``{"checkpoint": DIR}``. `"dataset"` replays the human captions of a catalog
-      imported with ``fiq-gym catalog import`` (:class:`~fiq_gym.users.DatasetUser`;
-      ``user_kwargs``: ``split``, ``mode`` `"random"` | `"joined"`, ``fallback``
-      `"template"` | `"transformer"` | `"transformer:DIR"` | `"lm:DIR"` | None, where None
-      raises on pairs nobody annotated); `"dataset:SHOPPER"` is short for a ``fallback`` of
-      SHOPPER (e.g. `"dataset:transformer:DIR"`, a shopper trained on the human captions).
-      `"lm:DIR"`: a local Hugging Face causal LM saved in DIR is the shopper (docs/shoppers.md).
-    * ``action_mode``, ``reward``, ``success_bonus``, ``max_turns``: see above.
+    * ``catalog``: a catalog directory, a :class:`~fiq_gym.catalog.Catalog`, a synthetic catalog
+      spec ``"synthetic:SIZE[:SEED]"`` (built on first use into the cache, the same on any machine),
+      or None for the configuration's catalog (by default the 10,000-item synthetic catalog).
+    * ``category``: ``"dress"``, ``"shirt"``, ``"toptee"`` (or the catalog's own), None for all. On
+      a catalog imported with ``fiq-gym catalog import`` a category holds every image that any of
+      its image split files lists, so an image listed by shirt and toptee (the Fashion IQ release
+      lists 3,302 such) is in play in both envs; elsewhere, the items of the category.
+    * ``user``: the shopper: ``"template"`` (rule-based), ``"transformer"`` (the learned relative
+      captioner, :class:`~fiq_gym.users.TransformerUser`, whose own word tokenizer then gives the
+      caption token ids; ``"transformer:DIR"`` is short for one with ``{"checkpoint": DIR}``),
+      ``"dataset"`` (the human captions of a catalog imported with ``fiq-gym catalog import``,
+      :class:`~fiq_gym.users.DatasetUser`; ``"dataset:SHOPPER"`` is short for a ``fallback`` of
+      SHOPPER, e.g. ``"dataset:transformer:DIR"``, a shopper trained on the human captions),
+      ``"lm:DIR"`` (a local Hugging Face causal language model saved in DIR) or a
+      :class:`~fiq_gym.users.User` instance (docs/shoppers.md).
+    * ``action_mode``: what an action is: ``"index"``, ``"query"``, ``"scores"``, ``"shortlist"``,
+      ``"slate"`` or ``"shortlist_slate"`` (:mod:`fiq_gym.action_modes`; the env's Action Space).
+    * ``reward``: ``"percentile"``, ``"delta"``, ``"success"`` or ``"reciprocal_rank"``; every
+      reward's return is the benchmark's score of the dialog (the env's Rewards).
+    * ``success_bonus``: added once, on the turn the target is shown.
+    * ``max_turns``: T, the turns of a dialog (1 to ``TURN_LIMIT``, 1,000); the dialog ends after T
+      turns without success, or when the target is shown.
     * ``caption_length``: L, the number of token ids in the caption observation.
-    * ``observation_keys``: the observation keys to return (default: all but `shown_mask`).
-    * ``shortlist_size``, ``shortlist``, ``explore``: K, the first stage and the fraction of
-      random candidates of `shortlist` mode (see Action Space); ``shortlist`` other than the
-      default outside `shortlist` mode raises ``ValueError``.
-    * ``slate_size``: K of `slate` mode, from 2 to N - 1 (default 4; see Action Space).
-    * ``start``, ``start_split``: `"uniform"` (default) or `"annotated"`, the annotated pairs
-      of split ``start_split`` (default: ``split``, else `"train"`) of an imported catalog (see
-      Starting State).
-    * ``side_info``: `"predicted"` (default) or `"labels"` (ground truth; an explicit opt-in).
-    * ``render_mode``: `"rgb_array"` (the shown garment, the caption and the turn) or
-      `"ansi"` (a text line per turn).
-    * ``tokenizer``: a :class:`~fiq_gym.text.CaptionTokenizer` to use instead of the user's.
-    * ``caption_text``: put the caption text in `info["caption_text"]` (default). Pass
-      False for libraries whose info readers take numbers only (TorchRL's ``GymEnv(...,
-      num_envs=n)`` and ``GymWrapper`` with an info reader); the text is still in
-      ``render()``, and the caption's token ids are in the observation either way.
-    * ``scoring``: how items are scored for the rank and the shown item
-      (:mod:`fiq_gym.ranking`). `"float32"` (default): numpy float32 products, as in every
-      release. `"exact"`: comparisons of exact dot products (a float32 scan plus a recheck of
-      the items within a proven error band of the target's score): the same ranks however
-      the gallery is split or batched, which the vector env's ``shards=`` needs; they differ
-      from `"float32"` only where BLAS rounding decides a near-tie. `"float16"`: the exact
-      ranks again, scanning a float16 copy of the features.
-    * ``expose_target``: training-only opt-in that adds `info["target"]`; off by default.
-    * ``lookahead``: training-only opt-in that enables ``preview_captions(candidates)``,
-      what the shopper would say about candidate items (for model-based policy
-      improvement); off by default. Previews draw from their own generator and never
-      change the episode.
+    * ``observation_keys``: the observation keys to return (None: the action mode's default keys,
+      all but ``shown_mask``); one key may be given as a string.
+    * ``render_mode``: ``"rgb_array"`` (the shown garment, the caption and the turn), ``"ansi"`` (a
+      text line per turn) or None.
+    * ``user_kwargs``: arguments of the named shopper. Template: e.g. ``{"noise":
+      TemplateNoise(omit=0.2)}``; transformer: ``{"checkpoint": DIR, "decoding": {"strategy":
+      "greedy"}}`` (defaults: the checkpoint shipped with the package, nucleus sampling; a
+      checkpoint that does not fit the catalog fails with a message naming the mismatch); dataset:
+      ``split``, ``mode`` (``"random"`` or ``"joined"``) and ``fallback`` (``"template"``,
+      ``"transformer"``, ``"transformer:DIR"``, ``"lm:DIR"`` or None, which raises on pairs nobody
+      annotated).
+    * ``tokenizer``: a :class:`~fiq_gym.text.CaptionTokenizer` to use instead of the shopper's.
+    * ``expose_target``: training-only opt-in that adds ``info["target"]`` (refused by the
+      evaluation harness).
+    * ``lookahead``: training-only opt-in that enables ``preview_captions(candidates)``, what the
+      shopper would say about candidate items (for model-based policy improvement; refused by the
+      evaluation harness). Previews draw from their own generator and never change the episode.
+    * ``side_info``: the attribute scores agents see: ``"predicted"`` (the catalog's predictions) or
+      ``"labels"`` (ground truth; an explicit opt-in).
+    * ``shortlist_size``: shortlist modes: K (``shortlist_slate``: M), the candidates each
+      observation proposes.
+    * ``shortlist``: shortlist modes: the first stage that proposes the candidates (``"retriever"``,
+      ``"retriever:DIR"``, ``"random"`` or a callable ``f(view) -> (B, N) scores``); another than
+      the default outside those modes is refused.
+    * ``explore``: shortlist modes: the fraction of the candidates that are uniform random unseen
+      items.
+    * ``caption_text``: put the caption text in ``info["caption_text"]``; False for libraries whose
+      info readers take numbers only (TorchRL's ``GymEnv(..., num_envs=n)`` and ``GymWrapper`` with
+      an info reader). The text is still in ``render()``, and the caption's token ids are in the
+      observation either way.
+    * ``slate_size``: slate modes: K, the items (or candidate slots) each turn shows at once, from 2
+      to N - 1 (the env's Action Space).
+    * ``start``: where a reset starts: ``"uniform"`` (a random target and first item) or
+      ``"annotated"`` (a pair of the human captions of ``start_split``, on an imported catalog; the
+      env's Starting State).
+    * ``start_split``: with ``start="annotated"``: the split whose annotated pairs start the dialogs
+      (None: the env's ``split``, else ``"train"``).
+    * ``split``: on an imported catalog, only the images of that image split (e.g. ``"val"``; with
+      ``category``, that category's split file): the official protocol's gallery of each category,
+      where the papers evaluate. None: every item. Refused, in one line, on a catalog that is no
+      import or for a split it lacks.
+    * ``configuration``: a named configuration (:mod:`fiq_gym.envs.configurations`, the env's
+      Registered Configurations), which fills in the catalog and the template shopper's settings
+      left at their defaults.
+    * ``scoring``: how items are scored for the rank and the shown item (:mod:`fiq_gym.ranking`).
+      ``"float32"``: numpy float32 products, as in every release. ``"exact"``: comparisons of exact
+      dot products (a float32 scan plus a recheck of the items within a proven error band of the
+      target's score), the same ranks however the gallery is split or batched, which the vector
+      env's ``shards=`` needs; they differ from ``"float32"`` only where BLAS rounding decides a
+      near-tie. ``"float16"``: the exact ranks again, scanning a float16 copy of the features.
 
     ## Registered Configurations
 

@@ -58,11 +58,16 @@ class EnvConfig:
     category: str | None = None
     """``"dress"``, ``"shirt"``, ``"toptee"`` (or the catalog's own), None for all. On a
     catalog imported with ``fiq-gym catalog import`` a category holds every image that any of
-    its image split files lists; elsewhere, the items of the category."""
+    its image split files lists, so an image listed by shirt and toptee (the Fashion IQ release
+    lists 3,302 such) is in play in both envs; elsewhere, the items of the category."""
     user: str | User = "template"
-    """The shopper: ``"template"`` (rule-based), ``"transformer"`` / ``"transformer:DIR"``
-    (the learned relative captioner), ``"dataset"`` / ``"dataset:SHOPPER"`` (the human captions
-    of an imported catalog), ``"lm:DIR"`` (a local causal language model) or a
+    """The shopper: ``"template"`` (rule-based), ``"transformer"`` (the learned relative
+    captioner, :class:`~fiq_gym.users.TransformerUser`, whose own word tokenizer then gives the
+    caption token ids; ``"transformer:DIR"`` is short for one with ``{"checkpoint": DIR}``),
+    ``"dataset"`` (the human captions of a catalog imported with ``fiq-gym catalog import``,
+    :class:`~fiq_gym.users.DatasetUser`; ``"dataset:SHOPPER"`` is short for a ``fallback`` of
+    SHOPPER, e.g. ``"dataset:transformer:DIR"``, a shopper trained on the human captions),
+    ``"lm:DIR"`` (a local Hugging Face causal language model saved in DIR) or a
     :class:`~fiq_gym.users.User` instance (docs/shoppers.md)."""
     action_mode: str = "index"
     """What an action is: ``"index"``, ``"query"``, ``"scores"``, ``"shortlist"``, ``"slate"``
@@ -84,17 +89,20 @@ class EnvConfig:
     """``"rgb_array"`` (the shown garment, the caption and the turn), ``"ansi"`` (a text line
     per turn) or None."""
     user_kwargs: dict[str, Any] | None = None
-    """Arguments of the named shopper (e.g. template: ``{"noise": TemplateNoise(omit=0.2)}``;
-    transformer: ``{"checkpoint": DIR, "decoding": {"strategy": "greedy"}}``; dataset:
-    ``split``, ``mode``, ``fallback``)."""
+    """Arguments of the named shopper. Template: e.g. ``{"noise": TemplateNoise(omit=0.2)}``;
+    transformer: ``{"checkpoint": DIR, "decoding": {"strategy": "greedy"}}`` (defaults: the
+    checkpoint shipped with the package, nucleus sampling; a checkpoint that does not fit the
+    catalog fails with a message naming the mismatch); dataset: ``split``, ``mode``
+    (``"random"`` or ``"joined"``) and ``fallback`` (``"template"``, ``"transformer"``,
+    ``"transformer:DIR"``, ``"lm:DIR"`` or None, which raises on pairs nobody annotated)."""
     tokenizer: CaptionTokenizer | None = None
     """A :class:`~fiq_gym.text.CaptionTokenizer` to use instead of the shopper's."""
     expose_target: bool = False
     """Training-only opt-in that adds ``info["target"]`` (refused by the evaluation harness)."""
     lookahead: bool = False
     """Training-only opt-in that enables ``preview_captions(candidates)``, what the shopper
-    would say about candidate items, without changing the episode (refused by the evaluation
-    harness)."""
+    would say about candidate items (for model-based policy improvement; refused by the
+    evaluation harness). Previews draw from their own generator and never change the episode."""
     side_info: str = "predicted"
     """The attribute scores agents see: ``"predicted"`` (the catalog's predictions) or
     ``"labels"`` (ground truth; an explicit opt-in)."""
@@ -108,24 +116,36 @@ class EnvConfig:
     """Shortlist modes: the fraction of the candidates that are uniform random unseen items."""
     caption_text: bool = True
     """Put the caption text in ``info["caption_text"]``; False for libraries whose info readers
-    take numbers only (TorchRL). The caption's token ids are in the observation either way."""
+    take numbers only (TorchRL's ``GymEnv(..., num_envs=n)`` and ``GymWrapper`` with an info
+    reader). The text is still in ``render()``, and the caption's token ids are in the
+    observation either way."""
     slate_size: int = field(default=4, metadata=_SLATE_MODES)
-    """Slate modes: K, the items (or candidate slots) each turn shows at once (at least 2)."""
+    """Slate modes: K, the items (or candidate slots) each turn shows at once, from 2 to N - 1
+    (the env's Action Space)."""
     start: str = "uniform"
     """Where a reset starts: ``"uniform"`` (a random target and first item) or ``"annotated"``
-    (a pair of the human captions of ``start_split``, on an imported catalog)."""
+    (a pair of the human captions of ``start_split``, on an imported catalog; the env's
+    Starting State)."""
     start_split: str | None = None
     """With ``start="annotated"``: the split whose annotated pairs start the dialogs (None:
     the env's ``split``, else ``"train"``)."""
     split: str | None = None
-    """On an imported catalog, only the images of that image split (e.g. ``"val"``); None:
-    every item."""
+    """On an imported catalog, only the images of that image split (e.g. ``"val"``; with
+    ``category``, that category's split file): the official protocol's gallery of each
+    category, where the papers evaluate. None: every item. Refused, in one line, on a catalog
+    that is no import or for a split it lacks."""
     configuration: str = "default"
-    """A named configuration (:mod:`fiq_gym.envs.configurations`), which fills in the catalog
-    and the template shopper's settings left at their defaults."""
+    """A named configuration (:mod:`fiq_gym.envs.configurations`, the env's Registered
+    Configurations), which fills in the catalog and the template shopper's settings left at
+    their defaults."""
     scoring: str = "float32"
-    """How items are scored for the rank and the shown item (:data:`fiq_gym.ranking.SCORINGS`):
-    ``"float32"``, ``"exact"`` or ``"float16"``."""
+    """How items are scored for the rank and the shown item (:mod:`fiq_gym.ranking`).
+    ``"float32"``: numpy float32 products, as in every release. ``"exact"``: comparisons of
+    exact dot products (a float32 scan plus a recheck of the items within a proven error band
+    of the target's score), the same ranks however the gallery is split or batched, which the
+    vector env's ``shards=`` needs; they differ from ``"float32"`` only where BLAS rounding
+    decides a near-tie. ``"float16"``: the exact ranks again, scanning a float16 copy of the
+    features."""
 
     def __post_init__(self) -> None:
         if self.render_mode is not None and self.render_mode not in RENDER_MODES:

@@ -1,0 +1,105 @@
+"""The docs that restate the spec are written from the code (tools/spec_docs.py): the env
+docstring's gym.make block and argument list from EnvConfig, the action-mode tables of the env
+docstring and docs/rl.md from the ActionMode classes. Committed text that the code no longer
+gives fails here, naming the command that rewrites it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from fiq_gym import action_modes
+from fiq_gym.action_modes import MODES, IndexMode
+from fiq_gym.env_config import EnvConfig
+from fiq_gym.envs.fashion_iq import FashionIQEnv
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "spec_docs.py"
+
+
+@pytest.fixture(scope="module")
+def spec_docs():
+    spec = importlib.util.spec_from_file_location("spec_docs", TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["spec_docs"] = module  # dataclasses look their module up by name
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("spec_docs", None)
+
+
+def test_the_generated_docs_are_what_the_code_gives(spec_docs):
+    assert spec_docs.stale() == [], "run python tools/spec_docs.py and commit what it writes"
+
+
+def test_every_argument_is_listed_once_with_its_docstring(spec_docs):
+    docs = spec_docs.field_docs()
+    assert list(docs) == list(EnvConfig.names())
+    arguments = FashionIQEnv.__doc__.split("## Arguments")[1].split("## Registered")[0]
+    for name in EnvConfig.names():
+        assert arguments.count(f"* ``{name}``:") == 1, name
+        # The bullet carries the docstring's words (its first few, rewrapped).
+        first_words = " ".join(docs[name].split()[1:4])
+        assert first_words in " ".join(arguments.split()), name
+    assert f"max_turns={EnvConfig().max_turns}" in arguments
+
+
+def test_the_mode_tables_have_every_mode_and_the_spaces_the_classes_build(spec_docs):
+    rl = (TOOL.parents[1] / "docs" / "rl.md").read_text(encoding="utf-8")
+    table = rl.split("<!-- spec:action-modes")[1].split("<!-- /spec:action-modes -->")[0]
+    for row in spec_docs.mode_rows():
+        assert f"`{row.name}`" in table and f"`{row.space}`" in table
+    assert "`index` (default)" in table
+    spaces = {row.name: row.space for row in spec_docs.mode_rows()}
+    assert spaces == {
+        "index": "Discrete(N)",
+        "query": "Box(-1, 1, (D,), float32)",
+        "scores": "Box(-1, 1, (N,), float32)",
+        "shortlist": "Discrete(K)",
+        "slate": "MultiDiscrete([N] * K)",
+        "shortlist_slate": "MultiDiscrete([M] * K)",
+    }
+    assert list(spaces) == list(MODES)
+
+
+def test_a_drifted_table_or_mode_docstring_is_caught(spec_docs, monkeypatch):
+    # A hand edit of a generated block is stale.
+    block = next(b for b in spec_docs.BLOCKS if b.path.name == "rl.md")
+    text = block.path.read_text(encoding="utf-8")
+    edited = text.replace("`Discrete(N)`", "`Discrete(M)`", 1)
+    assert edited != text and spec_docs.render(edited, block) == text
+
+    # A new mode appears in the tables; one whose docstring names another space is refused.
+    class WideMode(IndexMode):
+        """``Discrete(N)``: the item, twice as wide."""
+
+        name = "wide"
+
+    class WrongMode(IndexMode):
+        """``Discrete(K)``: says K, builds N."""
+
+        name = "wrong"
+
+    monkeypatch.setitem(action_modes.MODES, "wide", WideMode)
+    assert "`wide`" in spec_docs.mode_table()
+    monkeypatch.setitem(action_modes.MODES, "wrong", WrongMode)
+    with pytest.raises(SystemExit, match=r"WrongMode's docstring must open with ``Discrete\(N\)``"):
+        spec_docs.mode_rows()
+
+
+def test_check_mode_writes_nothing_and_says_what_is_stale(spec_docs, tmp_path, monkeypatch, capsys):
+    page = tmp_path / "rl.md"
+    page.write_text("x\n<!-- spec:action-modes -->\nold\n<!-- /spec:action-modes -->\n", encoding="utf-8")
+    block = spec_docs.Block("a test page", page, spec_docs._marked("action-modes"), spec_docs.mode_table)
+    monkeypatch.setattr(spec_docs, "REPOSITORY", tmp_path)
+    monkeypatch.setattr(spec_docs, "BLOCKS", (block,))
+    assert spec_docs.main(["--check"]) == 1
+    assert "stale: rl.md: a test page" in capsys.readouterr().err
+    assert "old" in page.read_text(encoding="utf-8")
+    assert spec_docs.main([]) == 0
+    assert spec_docs.main(["--check"]) == 0
+    assert "`shortlist_slate`" in page.read_text(encoding="utf-8")
