@@ -258,7 +258,8 @@ class FashionIQVectorEnv(VectorEnv):
         out = self._dialog.reset(rows, [self._rngs[k] for k in rows], fixed.get("target"), fixed.get("shown"))
         self._autoreset[rows] = False
         self._started = True
-        return self._merge(rows, out)[0], self._full_info(rows, out.info)
+        self._merge(rows, out)
+        return {k: v.copy() for k, v in self._obs.items()}, self._full_info(rows, out.info)
 
     def step(
         self, actions: Any
@@ -326,10 +327,9 @@ class FashionIQVectorEnv(VectorEnv):
             dialog.ranker.close()  # ends shard processes or actors, if any
 
     # --- helpers ---------------------------------------------------------------------------
-    def _merge(self, rows: np.ndarray, out: Transition) -> tuple[dict[str, np.ndarray], None]:
+    def _merge(self, rows: np.ndarray, out: Transition) -> None:
         for k, v in out.observation.items():
             self._obs[k][rows] = v
-        return {k: v.copy() for k, v in self._obs.items()}, None
 
     def _full_info(
         self,

@@ -32,12 +32,10 @@ def pad_token_ids(rows: Sequence[Sequence[int]], max_length: int) -> tuple[np.nd
     ``<pad>`` at id 0), and (B,) int64 lengths; rows longer than ``max_length`` are cut."""
     if max_length < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
+    lengths = np.fromiter((min(len(row), max_length) for row in rows), dtype=np.int64, count=len(rows))
     ids = np.zeros((len(rows), max_length), dtype=np.int64)
-    lengths = np.zeros(len(rows), dtype=np.int64)
-    for b, row in enumerate(rows):
-        row = row[:max_length]
-        ids[b, : len(row)] = row
-        lengths[b] = len(row)
+    # One scatter of every kept id, in row order (a boolean mask indexes row by row).
+    ids[np.arange(max_length) < lengths[:, None]] = [i for row in rows for i in row[:max_length]]
     return ids, lengths
 
 

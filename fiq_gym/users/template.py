@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
+from fiq_gym.text import WordTokenizer, pad_token_ids
 from fiq_gym.users.base import CaptionBatch, Difference, User, row_uniforms
 from fiq_gym.users.phrasebook import (
     CONTRAST,
@@ -182,10 +183,11 @@ class _MentionPlan:
     num_differences: np.ndarray
 
 
-def _join_phrases(parts: list[str], compress_u: Sequence[float]) -> str:
+def _join_phrases(parts: list[str], compress_u: Sequence[float]) -> list[str]:
     """ "a, b and c", with later phrases sometimes compressed ("is darker and striped",
-    "... with long sleeves")."""
-    text = parts[0]
+    "... with long sleeves"), as the fragments whose concatenation is the caption (phrases and
+    the separators between them, each of whole words, so their token ids concatenate too)."""
+    fragments = [parts[0]]
     last = len(parts) - 1
     for pos in range(1, len(parts)):
         phrase = parts[pos]
@@ -199,15 +201,15 @@ def _join_phrases(parts: list[str], compress_u: Sequence[float]) -> str:
                 and " instead of " not in previous
                 and " rather than " not in previous
             ):
-                text = f"{text} with {phrase[4:]}"
+                fragments += (" with ", phrase[4:])
                 continue
             sep = " and "
         else:
             sep = ", "
         if compress and phrase.startswith("is "):
             phrase = phrase[3:]
-        text = text + sep + phrase
-    return text
+        fragments += (sep, phrase)
+    return fragments
 
 
 # --- the user -------------------------------------------------------------------------------
@@ -380,10 +382,36 @@ class TemplateUser(User):
         # Every random decision of pair i comes from row i of one uniform block (layout in
         # _uniform_slots), the same draws whatever the noise settings.
         plan = self._plan_mentions(pairs, row_uniforms(rng, targets.size, self._uniform_width))
-        texts, records = self._write(pairs, plan)
+        ids_of = self._fragment_ids()
+        texts, records, token_rows = self._write(pairs, plan, ids_of)
         if self.noise.drop_word > 0:
-            texts = self._drop_words(texts, self.noise.drop_word, rng)
-        return CaptionBatch(texts, records)
+            return CaptionBatch(self._drop_words(texts, self.noise.drop_word, rng), records)
+        if token_rows is None:
+            return CaptionBatch(texts, records)
+        # The token ids the tokenizer would give the texts, so the env need not tokenize them.
+        word_ids, word_lengths = pad_token_ids(token_rows, max(1, *map(len, token_rows)))
+        return CaptionBatch(texts, records, word_ids, word_lengths, self.tokenizer)
+
+    def _fragment_ids(self) -> Callable[[str], list[int]] | None:
+        """Token ids of a caption fragment (a phrase or a separator) by this shopper's
+        :attr:`tokenizer`, cached: a caption's ids are its fragments' ids one after another
+        (fragments are whole words). None unless the tokenizer is a plain
+        :class:`~fiq_gym.text.WordTokenizer` and no words are dropped."""
+        tokenizer = self.tokenizer
+        if type(tokenizer) is not WordTokenizer or self.noise.drop_word > 0:
+            return None
+        cached = self.__dict__.get("_fragment_cache")
+        if cached is None or cached[0] is not tokenizer:
+            cached = self.__dict__["_fragment_cache"] = (tokenizer, {})
+        ids, encode = cached[1], tokenizer.encode
+
+        def ids_of(fragment: str) -> list[int]:
+            got = ids.get(fragment)
+            if got is None:
+                got = ids[fragment] = encode(fragment)
+            return got
+
+        return ids_of
 
     def _compare(self, targets: np.ndarray, shown: np.ndarray) -> _Comparison:
         """Step 1: which of the columns (category, each type, shade) differ, for all pairs."""
@@ -432,10 +460,11 @@ class TemplateUser(User):
         return _MentionPlan(order, mention, style, wrong, num_differences)
 
     def _write(
-        self, pairs: _Comparison, plan: _MentionPlan
-    ) -> tuple[list[str], list[tuple[Difference, ...]]]:
+        self, pairs: _Comparison, plan: _MentionPlan, ids_of: Callable[[str], list[int]] | None = None
+    ) -> tuple[list[str], list[tuple[Difference, ...]], list[list[int]] | None]:
         """Step 3: per-pair text assembly from the phrase tables (lists, not arrays: this is
-        the one per-pair loop, and Python indexing of lists is several times faster)."""
+        the one per-pair loop, and Python indexing of lists is several times faster); with
+        ``ids_of`` (:meth:`_fragment_ids`), each caption's token ids as well."""
         shade_col = self._book.shade_column
         slight_limit = 2.0 * self.shade_threshold
         t_codes_l, s_codes_l = pairs.t_codes.tolist(), pairs.s_codes.tolist()
@@ -446,14 +475,18 @@ class TemplateUser(User):
         phrase_of = self._phrase  # bound once: this loop is on the env's step path
         texts: list[str] = []
         records: list[tuple[Difference, ...]] = []
+        tokens: list[list[int]] | None = None if ids_of is None else []
         for i, (order, mention, style) in enumerate(
             zip(plan.order.tolist(), plan.mention.tolist(), plan.style.tolist(), strict=True)
         ):
             word_u, comp_u, compress_u = style
             cols = [c for c, on in zip(order, mention, strict=True) if on]
             if not cols:
-                texts.append(SAME_WORDINGS[int(word_u[0] * len(SAME_WORDINGS))])
+                same = SAME_WORDINGS[int(word_u[0] * len(SAME_WORDINGS))]
+                texts.append(same)
                 records.append((SAME_DIFFERENCE,))
+                if tokens is not None and ids_of is not None:
+                    tokens.append(ids_of(same))
                 continue
             if ndiff_l[i] == 1 and cols[0] == shade_col:
                 # everything but the shade matches: "looks the same but slightly darker"
@@ -464,6 +497,8 @@ class TemplateUser(User):
                 tail = tails[int(comp_u[0] * len(tails))]
                 texts.append(f"{same} but {tail}")
                 records.append((self._shade_record(direction, t_codes_l[i], s_codes_l[i]),))
+                if tokens is not None and ids_of is not None:
+                    tokens.append(ids_of(same) + ids_of(" but ") + ids_of(tail))
                 continue
             parts: list[str] = []
             record: list[Difference] = []
@@ -482,9 +517,15 @@ class TemplateUser(User):
                 phrase, diff = phrase_of(c, tv, sv, wrong, word_u[pos], comp_u[pos])
                 parts.append(phrase)
                 record.append(diff)
-            texts.append(_join_phrases(parts, compress_u))
+            fragments = _join_phrases(parts, compress_u)
+            texts.append("".join(fragments))
             records.append(tuple(record))
-        return texts, records
+            if tokens is not None and ids_of is not None:
+                row: list[int] = []
+                for fragment in fragments:
+                    row += ids_of(fragment)
+                tokens.append(row)
+        return texts, records, tokens
 
     def _phrase(
         self, c: int, tv: int, sv: int, wrong: int, word_u: float, comp_u: float
