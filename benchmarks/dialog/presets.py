@@ -179,7 +179,7 @@ PRESETS = {
         train_users=("template",),
         eval_users=("template", "transformer"),
         # PPO (SB3 and RLlib) on the shortlist slate beside its control and the reader's slates:
-        # about 40 min more (results/full/slates.md; --no-slates skips it).
+        # about an hour more on a busy 2-core machine (results/full/slates.md; --no-slates skips it).
         slate_section=True,
     ),
 }
