@@ -288,7 +288,8 @@ def to_markdown(data: dict[str, Any]) -> str:
             for t in (3, 5)
         ]
         lines.append(f"| {a} - {b} | " + " | ".join(cells) + f" | {why} |")
-    lines += provenance_lines(meta["command"], load=meta["load"])
+    ray = f"ray {meta['ray']}" if meta.get("ray") else ""
+    lines += provenance_lines(meta["command"], load=meta["load"], extra_libraries=ray)
     return "\n".join(lines) + "\n"
 
 
@@ -426,6 +427,10 @@ def main(argv: Sequence[str] | None = None, *, command: str | None = None) -> in
         "first_stage_gain": args.first_stage_gain,
         "engines": args.engines,
     }
+    if "rllib" in args.engines:
+        import ray
+
+        meta["ray"] = ray.__version__
     runs, train_seconds = run(args)
     data = {"meta": meta, "runs": runs, "train_seconds": train_seconds}
     text = to_markdown(data)

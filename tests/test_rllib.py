@@ -636,3 +636,6 @@ def test_the_slates_benchmark_trains_rllib_ppo_beside_sb3(small_catalog_path, tm
     text = (tmp_path / "slates.md").read_text()
     assert "| rllib-ppo-slate | `shortlist_slate` |" in text
     assert "| rllib-ppo-slate - supervised-top-k |" in text and "engines: sb3, rllib" in text
+    import ray
+
+    assert f", ray {ray.__version__}" in text.strip().splitlines()[-1]  # the libraries line names Ray
