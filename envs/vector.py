@@ -279,6 +279,16 @@ class FashionIQVectorEnv(VectorEnv):
             )
         stepping = np.flatnonzero(~self._autoreset)
         resetting = np.flatnonzero(self._autoreset)
+        if len(resetting) and len(stepping) and self._dialog.batches_restarts:
+            # One shopper call for both (the same draws and ranks as the two calls below).
+            rows = np.concatenate([resetting, stepping])
+            out = self._dialog.restart_and_step(
+                resetting, checked[stepping], stepping, [self._rngs[k] for k in rows]
+            )
+            self._merge(rows, out)
+            reward[rows], terminated[rows], truncated[rows] = out.reward, out.terminated, out.truncated
+            info = self._full_info(rows, out.info)
+            resetting = stepping = rows[:0]
         if len(resetting):
             out = self._dialog.reset(resetting, [self._rngs[k] for k in resetting])
             self._merge(resetting, out)

@@ -407,6 +407,20 @@ class DialogBatch:
         shown: np.ndarray | None = None,
     ) -> Transition:
         rows = np.asarray(rows, dtype=np.int64)
+        rank, percentile, success = self._start(rows, rngs, targets, shown)
+        obs, captions = self._observe(rows, rngs)
+        zeros = np.zeros(len(rows), dtype=bool)
+        info = self._info(rows, captions, rank, percentile, success, zeros)
+        return Transition(obs, np.zeros(len(rows)), zeros, zeros.copy(), info)
+
+    def _start(
+        self,
+        rows: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+        targets: np.ndarray | None = None,
+        shown: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A reset's draws and state, before the shopper speaks: (rank, percentile, success)."""
         n = self.tables.num_items
         if targets is not None and shown is not None:
             same = np.flatnonzero(np.asarray(targets) == np.asarray(shown))
@@ -451,10 +465,7 @@ class DialogBatch:
         rank[success] = 0
         percentile = rank_percentile(rank, n)
         self.percentile[rows] = percentile
-        obs, captions = self._observe(rows, rngs)
-        zeros = np.zeros(len(rows), dtype=bool)
-        info = self._info(rows, captions, rank, percentile, success, zeros)
-        return Transition(obs, np.zeros(len(rows)), zeros, zeros.copy(), info)
+        return rank, percentile, success
 
     def step(
         self,
@@ -474,6 +485,16 @@ class DialogBatch:
         rows: np.ndarray | None = None,
     ) -> Transition:
         rows = np.arange(self.num_dialogs) if rows is None else np.asarray(rows, dtype=np.int64)
+        rank, percentile, success, repeated, reward, terminated = self._play(actions, rows)
+        obs, captions = self._observe(rows, rngs)
+        info = self._info(rows, captions, rank, percentile, success, repeated)
+        return Transition(obs, reward, terminated, np.zeros(len(rows), dtype=bool), info)
+
+    def _play(
+        self, actions: np.ndarray, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A step's outcome and state, before the shopper speaks: (rank, percentile, success,
+        repeated, reward, terminated)."""
         n = self.tables.num_items
         shown, rank, repeated = self.outcome(actions, rows)
         success = shown == self.target[rows]
@@ -494,7 +515,51 @@ class DialogBatch:
         # dialog that success never gets (-v3; -v2 reported it as truncated). Success is
         # info["is_success"].
         terminated = success | (self.turn[rows] >= cfg.max_turns)
-        truncated = np.zeros(len(rows), dtype=bool)
-        obs, captions = self._observe(rows, rngs)
-        info = self._info(rows, captions, rank, percentile, success, repeated)
-        return Transition(obs, reward.astype(np.float64), terminated, truncated, info)
+        return rank, percentile, success, repeated, reward.astype(np.float64), terminated
+
+    @property
+    def batches_restarts(self) -> bool:
+        """Whether :meth:`restart_and_step` may caption restarted and stepped dialogs in one
+        shopper call: the shopper's caption of a pair depends on that pair's generator alone
+        (:attr:`User.rows_independent <fiq_gym.users.User.rows_independent>`) and the mode
+        adds no observation (a first stage reads its batch whole)."""
+        return bool(getattr(self.user, "rows_independent", False)) and (
+            type(self.mode).observe is ActionMode.observe
+        )
+
+    def restart_and_step(
+        self,
+        restarting: np.ndarray,
+        actions: np.ndarray,
+        stepping: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+    ) -> Transition:
+        """:meth:`reset` of dialogs ``restarting`` and :meth:`step` of dialogs ``stepping``
+        (with checked ``actions``, one per stepping row) as one batch: the same draws, ranks
+        and state as those two calls (each ranked apart, as they would be), one shopper call
+        for all. The transition's rows are ``restarting`` then ``stepping``; ``rngs`` are
+        those rows' generators. Only where :attr:`batches_restarts`."""
+        with blas_threads(getattr(self.user, "blas_threads", None)):
+            restarting = np.asarray(restarting, dtype=np.int64)
+            stepping = np.asarray(stepping, dtype=np.int64)
+            r = len(restarting)
+            rank0, percentile0, success0 = self._start(restarting, rngs[:r])
+            rank, percentile, success, repeated, reward, terminated = self._play(actions, stepping)
+            rows = np.concatenate([restarting, stepping])
+            obs, captions = self._observe(rows, rngs)
+            zeros = np.zeros(r, dtype=bool)
+            info = self._info(
+                rows,
+                captions,
+                np.concatenate([rank0, rank]),
+                np.concatenate([percentile0, percentile]),
+                np.concatenate([success0, success]),
+                np.concatenate([zeros, repeated]),
+            )
+            return Transition(
+                obs,
+                np.concatenate([np.zeros(r), reward]),
+                np.concatenate([zeros, terminated]),
+                np.zeros(len(rows), dtype=bool),
+                info,
+            )

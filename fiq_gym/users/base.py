@@ -151,6 +151,10 @@ class User(abc.ABC):
     #: with torch on one thread set it to one, so BLAS worker threads spinning after the
     #: ranking's product do not take the core the decoding runs on.
     blas_threads: int | None = None
+    #: Whether the caption of a pair depends on that pair's generator alone, bit for bit, when
+    #: :meth:`describe` is given one per pair (whatever else the batch holds). The vector env
+    #: then captions the sub-envs it restarts and those it steps in one call.
+    rows_independent: bool = False
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog

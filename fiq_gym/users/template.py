@@ -26,6 +26,7 @@ import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
 
 import numpy as np
 
@@ -234,6 +235,8 @@ class TemplateUser(User):
             :data:`SHADE_THRESHOLD`.
     """
 
+    rows_independent = True  # every draw of pair i comes from rng[i] (row_uniforms, _drop_words)
+
     def __init__(
         self,
         catalog: Catalog,
@@ -403,7 +406,8 @@ class TemplateUser(User):
         cached = self.__dict__.get("_fragment_cache")
         if cached is None or cached[0] is not tokenizer:
             cached = self.__dict__["_fragment_cache"] = (tokenizer, {})
-        ids, encode = cached[1], tokenizer.encode
+        ids: dict[str, list[int]] = cached[1]
+        encode = tokenizer.encode
 
         def ids_of(fragment: str) -> list[int]:
             got = ids.get(fragment)
@@ -480,7 +484,7 @@ class TemplateUser(User):
             zip(plan.order.tolist(), plan.mention.tolist(), plan.style.tolist(), strict=True)
         ):
             word_u, comp_u, compress_u = style
-            cols = [c for c, on in zip(order, mention, strict=True) if on]
+            cols = list(compress(order, mention))
             if not cols:
                 same = SAME_WORDINGS[int(word_u[0] * len(SAME_WORDINGS))]
                 texts.append(same)
@@ -502,18 +506,19 @@ class TemplateUser(User):
                 continue
             parts: list[str] = []
             record: list[Difference] = []
+            t_codes, s_codes = t_codes_l[i], s_codes_l[i]
+            wrong = wrong_l[i] if wrong_l is not None else -1
             for pos, c in enumerate(cols):
                 if c == shade_col:
                     direction = 0 if gap_l[i] < 0 else 1
                     side = SHADE_COMPARATIVES[direction]
                     parts.append(side[int(word_u[pos] * len(side))])
-                    record.append(self._shade_record(direction, t_codes_l[i], s_codes_l[i]))
+                    record.append(self._shade_record(direction, t_codes, s_codes))
                     continue
                 if c == 0:
                     tv, sv = t_cats_l[i], s_cats_l[i]
                 else:
-                    tv, sv = t_codes_l[i][c - 1], s_codes_l[i][c - 1]
-                wrong = wrong_l[i] if wrong_l is not None else -1
+                    tv, sv = t_codes[c - 1], s_codes[c - 1]
                 phrase, diff = phrase_of(c, tv, sv, wrong, word_u[pos], comp_u[pos])
                 parts.append(phrase)
                 record.append(diff)
@@ -521,10 +526,7 @@ class TemplateUser(User):
             texts.append("".join(fragments))
             records.append(tuple(record))
             if tokens is not None and ids_of is not None:
-                row: list[int] = []
-                for fragment in fragments:
-                    row += ids_of(fragment)
-                tokens.append(row)
+                tokens.append([token for fragment in fragments for token in ids_of(fragment)])
         return texts, records, tokens
 
     def _phrase(
