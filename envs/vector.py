@@ -364,7 +364,10 @@ class FashionIQVectorEnv(VectorEnv):
             self._last_info = {k: v.copy() for k, v in into.items() if not k.startswith("_")}
         else:
             for key in part:
-                self._last_info.setdefault(key, into[key].copy())[rows] = part[key]
+                last = self._last_info.get(key)
+                if last is None:
+                    last = self._last_info[key] = into[key].copy()
+                last[rows] = part[key]
         return into
 
 

@@ -279,13 +279,12 @@ class DialogBatch:
             obs["turn"] = self.turn[rows][:, None].copy()
         history = self.history[rows]
         filled = history >= 0
+        items, flags = np.maximum(history, 0), filled[..., None]
         b = len(rows)
         if "history_features" in keys:
-            obs["history_features"] = (t.features[np.maximum(history, 0)] * filled[..., None]).reshape(b, -1)
+            obs["history_features"] = (t.features[items] * flags).reshape(b, -1)
         if "history_attributes" in keys:
-            obs["history_attributes"] = (t.side_info[np.maximum(history, 0)] * filled[..., None]).reshape(
-                b, -1
-            )
+            obs["history_attributes"] = (t.side_info[items] * flags).reshape(b, -1)
         if "history_captions" in keys:
             obs["history_captions"] = self.caption_history[rows].reshape(b, -1)
         if "history_caption_lengths" in keys:

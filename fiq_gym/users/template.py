@@ -116,8 +116,14 @@ def differing_columns(
     :class:`~fiq_gym.users.template_likelihood.TemplateLikelihood` reads too."""
     category = np.asarray(t_categories != s_categories)
     types = (t_codes != s_codes) & (t_codes >= 0) & (s_codes >= 0)
-    shade = np.zeros(len(category), dtype=bool) if luma_gap is None else np.abs(luma_gap) >= shade_threshold
-    return np.column_stack([category, types, shade])
+    out = np.empty((len(category), types.shape[-1] + 2), dtype=bool)  # filled as column_stack would
+    out[:, 0] = category
+    out[:, 1:-1] = types
+    if luma_gap is None:
+        out[:, -1] = False
+    else:
+        np.greater_equal(np.abs(luma_gap), shade_threshold, out=out[:, -1])
+    return out
 
 
 def extra_mentions_pmf(max_differences: int) -> np.ndarray:
@@ -425,10 +431,12 @@ class TemplateUser(User):
         t_cats, s_cats = self._categories[targets], self._categories[shown]
         luma_gap = None if self._luma is None else self._luma[targets] - self._luma[shown]
         differs = differing_columns(t_codes, s_codes, t_cats, s_cats, luma_gap, self.shade_threshold)
-        salience = np.broadcast_to(self._salience, differs.shape)
         if luma_gap is not None and book.color_column is not None:
-            salience = salience.copy()
+            salience = np.empty(differs.shape)
+            salience[...] = self._salience
             salience[differs[:, book.color_column], book.shade_column] = SHADE_SALIENCE_WITH_COLOR_CHANGE
+        else:
+            salience = np.broadcast_to(self._salience, differs.shape)
         if luma_gap is None:
             luma_gap = np.zeros(n, dtype=np.float32)
         return _Comparison(t_codes, s_codes, t_cats, s_cats, differs, salience, luma_gap)
@@ -522,9 +530,14 @@ class TemplateUser(User):
                 phrase, diff = phrase_of(c, tv, sv, wrong, word_u[pos], comp_u[pos])
                 parts.append(phrase)
                 record.append(diff)
+            records.append(tuple(record))
+            if len(parts) == 1:  # a third of the captions: nothing to join
+                texts.append(parts[0])
+                if tokens is not None and ids_of is not None:
+                    tokens.append(ids_of(parts[0]))
+                continue
             fragments = _join_phrases(parts, compress_u)
             texts.append("".join(fragments))
-            records.append(tuple(record))
             if tokens is not None and ids_of is not None:
                 tokens.append([token for fragment in fragments for token in ids_of(fragment)])
         return texts, records, tokens
