@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -32,10 +33,12 @@ def pad_token_ids(rows: Sequence[Sequence[int]], max_length: int) -> tuple[np.nd
     ``<pad>`` at id 0), and (B,) int64 lengths; rows longer than ``max_length`` are cut."""
     if max_length < 1:
         raise ValueError(f"max_length must be at least 1, got {max_length}")
-    lengths = np.fromiter((min(len(row), max_length) for row in rows), dtype=np.int64, count=len(rows))
+    sizes = [len(row) for row in rows]
+    lengths = np.minimum(np.array(sizes, dtype=np.int64), max_length)
+    kept = rows if max(sizes, default=0) <= max_length else [row[:max_length] for row in rows]
     ids = np.zeros((len(rows), max_length), dtype=np.int64)
     # One scatter of every kept id, in row order (a boolean mask indexes row by row).
-    ids[np.arange(max_length) < lengths[:, None]] = [i for row in rows for i in row[:max_length]]
+    ids[np.arange(max_length) < lengths[:, None]] = list(chain.from_iterable(kept))
     return ids, lengths
 
 
