@@ -26,7 +26,7 @@ import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import compress
+from itertools import chain, compress
 
 import numpy as np
 
@@ -539,7 +539,7 @@ class TemplateUser(User):
             fragments = _join_phrases(parts, compress_u)
             texts.append("".join(fragments))
             if tokens is not None and ids_of is not None:
-                tokens.append([token for fragment in fragments for token in ids_of(fragment)])
+                tokens.append(list(chain.from_iterable(map(ids_of, fragments))))
         return texts, records, tokens
 
     def _phrase(
