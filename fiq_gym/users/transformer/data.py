@@ -23,6 +23,7 @@ import numpy as np
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.users.template import TemplateNoise, TemplateUser
+from fiq_gym.users.words import template_words
 
 if TYPE_CHECKING:
     from fiq_gym.catalog.captions import HumanCaptions
@@ -177,7 +178,7 @@ def template_dataset(
         train=template_captions(catalog, *train, captions_per_pair, seed=(seed, 11), noise=noise),
         val=template_captions(catalog, *val, captions_per_pair, seed=(seed, 12), noise=noise),
         caption_source="template",
-        extra_words=TemplateUser(catalog).caption_words(),
+        extra_words=template_words(catalog),
     )
 
 

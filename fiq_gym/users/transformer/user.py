@@ -46,7 +46,6 @@ from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, User, row_uniforms
 from fiq_gym.users.caption_metrics import DifferenceOracle
 from fiq_gym.users.decoding import decoding_from
-from fiq_gym.users.template import TemplateUser
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 from fiq_gym.users.transformer.modeling_relative_captioner import (
     DECODING_STRATEGIES,
@@ -54,6 +53,7 @@ from fiq_gym.users.transformer.modeling_relative_captioner import (
     RelativeCaptionerModel,
 )
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer
+from fiq_gym.users.words import template_words
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -208,7 +208,7 @@ def check_checkpoint_fits(
         raise CheckpointMismatchError(f"{checkpoint}: attribute vocabulary mismatch ({detail}); {fix}")
     if config.caption_source == "template":
         known = set(tokenizer.words)
-        missing = sorted(w for w in TemplateUser(catalog).caption_words() if w not in known)
+        missing = sorted(w for w in template_words(catalog) if w not in known)
         if missing:
             raise CheckpointMismatchError(
                 f"{checkpoint}: word vocabulary mismatch: the captioner has no token for {missing[:8]}"
