@@ -138,34 +138,54 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     A `Dict` of fixed-shape spaces (keys selectable with ``observation_keys``; every key is
     one-dimensional, so SB3's `MultiInputPolicy`, RLlib and TorchRL take it as it is):
 
-    | key                       | space                           | meaning                        |
-    |---------------------------|---------------------------------|--------------------------------|
-    | `caption`                 | `MultiDiscrete([V] * L)`        | this turn's caption token ids, |
-    |                           |                                 | padded with 0                  |
-    | `caption_length`          | `Box(0, L, (1,), int64)`        | number of real tokens (<= L)   |
-    | `shown_features`          | `Box(-1, 1, (D,), float32)`     | unit-norm features of the item |
-    |                           |                                 | shown this turn                |
-    | `shown_attributes`        | `Box(0, 1, (A,), float32)`      | its attribute scores           |
-    | `turn`                    | `Box(0, T, (1,), int64)`        | turns taken so far, 0 at reset |
-    | `history_features`        | `Box(-1, 1, ((T+1)*D,))`        | row t: the item shown at turn t|
-    | `history_attributes`      | `Box(0, 1, ((T+1)*A,))`         | row t: its attribute scores    |
-    | `history_captions`        | `MultiDiscrete([V] * (T+1)*L)`  | row t: turn t's caption ids    |
-    | `history_caption_lengths` | `Box(0, L, (T+1,), int64)`      | row t: its length              |
-    | `history_mask`            | `MultiBinary(T+1)`              | 1 for the turns played so far  |
-    | `shown_mask` (opt-in)     | `MultiBinary(N)`                | 1 for every item shown so far  |
-    | `candidate_features`      | `Box(-1, 1, (K*D,), float32)`   | shortlist: row k the features  |
-    |                           |                                 | of candidate slot k            |
-    | `candidate_attributes`    | `Box(0, 1, (K*A,), float32)`    | shortlist: its attribute scores|
-    | `candidate_scores`        | `Box(-1, 1, (K,), float32)`     | shortlist: its first-stage     |
-    |                           |                                 | score (clipped to [-1, 1])     |
-    | `candidate_mask`          | `MultiBinary(K)`                | shortlist: 1 for a real        |
-    |                           |                                 | candidate, 0 for an empty slot |
-    | `slate_features`          | `Box(-1, 1, (K*D,), float32)`   | slate: row k the features of   |
-    |                           |                                 | the last slate's position k    |
-    | `slate_attributes`        | `Box(0, 1, (K*A,), float32)`    | slate: its attribute scores    |
-    | `slate_mask`              | `MultiBinary(K)`                | slate: 1 where a position held |
-    |                           |                                 | an item (0: empty or a repeat) |
-    | `slate_pick`              | `Box(0, K-1, (1,), int64)`      | slate: the position picked     |
+    | key                       | space                             | meaning                      |
+    |---------------------------|-----------------------------------|------------------------------|
+    | `caption`                 | `MultiDiscrete([V] * L)`          | this turn's caption token    |
+    |                           |                                   | ids, padded with 0           |
+    | `caption_length`          | `Box(0, L, (1,), int64)`          | number of real tokens (<= L) |
+    | `shown_features`          | `Box(-1, 1, (D,), float32)`       | unit-norm features of the    |
+    |                           |                                   | item shown this turn         |
+    | `shown_attributes`        | `Box(0, 1, (A,), float32)`        | its attribute scores         |
+    | `turn`                    | `Box(0, T, (1,), int64)`          | turns taken so far, 0 at     |
+    |                           |                                   | reset                        |
+    | `history_features`        | `Box(-1, 1, ((T+1)*D,), float32)` | row t: the features of the   |
+    |                           |                                   | item shown at turn t         |
+    | `history_attributes`      | `Box(0, 1, ((T+1)*A,), float32)`  | row t: its attribute scores  |
+    | `history_captions`        | `MultiDiscrete([V] * (T+1)*L)`    | row t: turn t's caption ids  |
+    | `history_caption_lengths` | `Box(0, L, (T+1,), int64)`        | row t: its length            |
+    | `history_mask`            | `MultiBinary(T+1)`                | 1 for the turns played so    |
+    |                           |                                   | far                          |
+    | `shown_mask` (opt-in)     | `MultiBinary(N)`                  | 1 for every item shown so    |
+    |                           |                                   | far (asked for by name only) |
+    | `candidate_features`      | `Box(-1, 1, (K*D,), float32)`     | row k: the features of       |
+    |                           |                                   | candidate slot k (modes      |
+    |                           |                                   | `shortlist`,                 |
+    |                           |                                   | `shortlist_slate`)           |
+    | `candidate_attributes`    | `Box(0, 1, (K*A,), float32)`      | row k: its attribute scores  |
+    |                           |                                   | (modes `shortlist`,          |
+    |                           |                                   | `shortlist_slate`)           |
+    | `candidate_scores`        | `Box(-1, 1, (K,), float32)`       | row k: its first-stage score |
+    |                           |                                   | (clipped to [-1, 1]) (modes  |
+    |                           |                                   | `shortlist`,                 |
+    |                           |                                   | `shortlist_slate`)           |
+    | `candidate_mask`          | `MultiBinary(K)`                  | 1 for a real candidate, 0    |
+    |                           |                                   | for an empty slot (modes     |
+    |                           |                                   | `shortlist`,                 |
+    |                           |                                   | `shortlist_slate`)           |
+    | `slate_features`          | `Box(-1, 1, (K*D,), float32)`     | row k: the features of the   |
+    |                           |                                   | last slate's position k      |
+    |                           |                                   | (modes `slate`,              |
+    |                           |                                   | `shortlist_slate`)           |
+    | `slate_attributes`        | `Box(0, 1, (K*A,), float32)`      | row k: its attribute scores  |
+    |                           |                                   | (modes `slate`,              |
+    |                           |                                   | `shortlist_slate`)           |
+    | `slate_mask`              | `MultiBinary(K)`                  | 1 where a position held an   |
+    |                           |                                   | item (0: empty or a repeat)  |
+    |                           |                                   | (modes `slate`,              |
+    |                           |                                   | `shortlist_slate`)           |
+    | `slate_pick`              | `Box(0, K-1, (1,), int64)`        | the position the shopper     |
+    |                           |                                   | picked (modes `slate`,       |
+    |                           |                                   | `shortlist_slate`)           |
 
     T is ``max_turns``, L ``caption_length``, V the tokenizer's vocabulary size, D the
     feature size, A the number of attribute columns. History rows are flat, row t after row
@@ -192,24 +212,27 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     ## Info
 
-    | key            | type          | meaning                                                   |
-    |----------------|---------------|-----------------------------------------------------------|
-    | `caption_text` | `str`         | this turn's caption as text (left out with                |
-    |                |               | ``caption_text=False``)                                   |
-    | `shown`        | `int`         | index of the item shown this turn                         |
-    | `dialog_turn`  | `int`         | turns taken so far, 0 at reset (as the `turn` observation,|
-    |                |               | but present whatever ``observation_keys`` says)           |
-    | `rank`         | `int`         | the target's rank (training and logging only)             |
-    | `percentile`   | `float`       | ``1 - rank / (N - 1)`` (training and logging only)        |
-    | `is_success`   | `bool`        | the target was shown this turn                            |
-    | `repeated`     | `bool`        | `index` mode: the item had been shown before              |
-    | `candidates`   | `int64 (K,)`  | `shortlist` mode: the item index in each candidate slot   |
-    | `slate`        | `int64 (K,)`  | `slate` mode: the items shown, -1 where a position is     |
-    |                |               | empty (a repeat within the slate)                         |
-    | `slate_pick`   | `int`         | `slate` mode: the position the shopper picked             |
-    | `human_caption`| `bool`        | ``user="dataset"`` only: the caption is recorded human    |
-    |                |               | text (not the fallback's; see Starting State)             |
-    | `target`       | `int`         | only with the training-only ``expose_target=True``        |
+    | key             | type         | meaning                                                 |
+    |-----------------|--------------|---------------------------------------------------------|
+    | `caption_text`  | `str`        | this turn's caption as text (left out with              |
+    |                 |              | ``caption_text=False``)                                 |
+    | `shown`         | `int`        | index of the item shown this turn                       |
+    | `dialog_turn`   | `int`        | turns taken so far, 0 at reset (as the `turn`           |
+    |                 |              | observation, but present whatever ``observation_keys``  |
+    |                 |              | says)                                                   |
+    | `rank`          | `int`        | the target's rank (training and logging only)           |
+    | `percentile`    | `float`      | ``1 - rank / (N - 1)`` (training and logging only)      |
+    | `is_success`    | `bool`       | the target was shown this turn                          |
+    | `repeated`      | `bool`       | the item shown had been shown before in this dialog     |
+    | `human_caption` | `bool`       | ``user="dataset"`` only: the caption is recorded human  |
+    |                 |              | text (not the fallback's; see Starting State)           |
+    | `target`        | `int`        | only with the training-only ``expose_target=True``      |
+    | `candidates`    | `int64 (K,)` | the item index in each candidate slot (modes            |
+    |                 |              | `shortlist`, `shortlist_slate`)                         |
+    | `slate`         | `int64 (K,)` | the items shown, -1 where a position is empty (a repeat |
+    |                 |              | within the slate) (modes `slate`, `shortlist_slate`)    |
+    | `slate_pick`    | `int`        | the position the shopper picked (modes `slate`,         |
+    |                 |              | `shortlist_slate`)                                      |
 
     No key has the name of an observation key, so libraries that put both in one namespace
     (TorchRL) take them as they are. ``info`` never holds the target's index or id unless the
@@ -251,15 +274,14 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     and that turn also pays the remaining ``T - t`` turns at the value of rank 0. Hence
     showing the target earlier never earns less than hovering next to it. With ``reward=``:
 
-    * `"percentile"` (default): ``r_t = p_t``; return = the sum over turns of the
-      percentile (the benchmark's mean-percentile curve, summed), at most T;
-    * `"reciprocal_rank"`: ``r_t = 1 / (1 + rank_t)``; favours the top of the ranking
-      (rank 0 pays 1, rank 1 pays 1/2, rank 9 pays 1/10); return at most T;
-    * `"success"`: ``r_t = 1`` on the turn the target is shown, plus the T - t turns left;
-      return = the number of turns the target counts as found (summed success rate);
-    * `"delta"`: ``r_t = p_t - p_{t-1}`` (``p_0`` the reset's); return = ``p_T - p_0``
-      with ``p_T = 1`` after a success: the final turn's percentile gain (finding the target
-      beats any rank >= 1, though not by much; it pays the turn-T column of the metric only);
+    * `"percentile"` (default): per turn ``p_t = 1 - rank_t / (N - 1)``; return sum of the per-turn
+      percentile, at most T; it follows the mean-percentile curve;
+    * `"delta"`: per turn ``p_t - p_{t-1}`` (``p_0`` the reset's); return ``p_T - p_0`` (``p_T = 1``
+      after a success); it follows the last turn's percentile;
+    * `"success"`: per turn 1 on the turn the target is shown; return the number of turns the target
+      counts as found; it follows the success-rate curve;
+    * `"reciprocal_rank"`: per turn ``1 / (1 + rank_t)``; return at most T; rank 1 pays 1/2, rank 9
+      pays 1/10; it follows the top of the ranking (R@1, R@5);
 
     plus ``success_bonus`` once when the target is shown. A repeated `index` action shows
     nothing new and earns what the metric counts for it (the same rank as before);

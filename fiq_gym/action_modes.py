@@ -38,6 +38,8 @@ __all__ = [
     "ACTION_MODES",
     "CANDIDATE_KEYS",
     "MODES",
+    "MODE_INFO_KEY_DOCS",
+    "MODE_OBSERVATION_KEY_DOCS",
     "SLATE_KEYS",
     "ActionMode",
     "DialogView",
@@ -60,6 +62,26 @@ CANDIDATE_KEYS = ("candidate_features", "candidate_attributes", "candidate_score
 # features and attribute scores, which positions hold an item (a repeat within the slate
 # holds none), and the position the shopper picked.
 SLATE_KEYS = ("slate_features", "slate_attributes", "slate_mask", "slate_pick")
+# What each key a mode adds holds (tools/spec_docs.py writes the docs' tables from these and the
+# engine's own, fiq_gym.dialog_engine.OBSERVATION_KEY_DOCS / INFO_KEY_DOCS). K is the mode's
+# shortlist_size for the candidate keys, its slate_size for the slate keys.
+#: The meaning of each observation key an action mode adds.
+MODE_OBSERVATION_KEY_DOCS: dict[str, str] = {
+    "candidate_features": "row k: the features of candidate slot k",
+    "candidate_attributes": "row k: its attribute scores",
+    "candidate_scores": "row k: its first-stage score (clipped to [-1, 1])",
+    "candidate_mask": "1 for a real candidate, 0 for an empty slot",
+    "slate_features": "row k: the features of the last slate's position k",
+    "slate_attributes": "row k: its attribute scores",
+    "slate_mask": "1 where a position held an item (0: empty or a repeat)",
+    "slate_pick": "the position the shopper picked",
+}
+#: Each info key an action mode adds: its type per dialog and its meaning.
+MODE_INFO_KEY_DOCS: dict[str, tuple[str, str]] = {
+    "candidates": ("int64 (K,)", "the item index in each candidate slot"),
+    "slate": ("int64 (K,)", "the items shown, -1 where a position is empty (a repeat within the slate)"),
+    "slate_pick": ("int", "the position the shopper picked"),
+}
 
 
 @dataclass(frozen=True)

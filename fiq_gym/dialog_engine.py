@@ -39,17 +39,20 @@ __all__ = [
     "CANDIDATE_KEYS",
     "CORE_OBSERVATION_KEYS",
     "HISTORY_KEYS",
+    "INFO_KEY_DOCS",
     "OBSERVATION_KEYS",
+    "OBSERVATION_KEY_DOCS",
     "OPTIONAL_KEYS",
     "REWARDS",
+    "REWARD_DOCS",
     "SHOWN_MASK_LIMIT",
     "SLATE_KEYS",
     "DialogBatch",
     "DialogConfig",
+    "RewardDoc",
     "Transition",
 ]
 
-REWARDS = ("percentile", "delta", "success", "reciprocal_rank")
 # The current turn: the caption about the item shown, that item, and the turn number.
 CORE_OBSERVATION_KEYS = ("caption", "caption_length", "shown_features", "shown_attributes", "turn")
 # The dialog so far: row t of each is turn t (row 0: the reset's item and caption), zero
@@ -67,6 +70,79 @@ OBSERVATION_KEYS = CORE_OBSERVATION_KEYS + HISTORY_KEYS
 OPTIONAL_KEYS = ("shown_mask",)
 # ``shown_mask`` is offered on catalogs of at most this many items in play.
 SHOWN_MASK_LIMIT = 65_536
+
+# What each key holds, written once: the env docstring's and docs/rl.md's tables are generated
+# from these and the action modes' own (``ActionMode.observation_key_docs`` / ``info_key_docs``)
+# by tools/spec_docs.py. T is max_turns, L caption_length, N the items in play.
+#: The meaning of each observation key of the engine (the spaces: :meth:`DialogBatch.observation_space`).
+OBSERVATION_KEY_DOCS: dict[str, str] = {
+    "caption": "this turn's caption token ids, padded with 0",
+    "caption_length": "number of real tokens (<= L)",
+    "shown_features": "unit-norm features of the item shown this turn",
+    "shown_attributes": "its attribute scores",
+    "turn": "turns taken so far, 0 at reset",
+    "history_features": "row t: the features of the item shown at turn t",
+    "history_attributes": "row t: its attribute scores",
+    "history_captions": "row t: turn t's caption ids",
+    "history_caption_lengths": "row t: its length",
+    "history_mask": "1 for the turns played so far",
+    "shown_mask": "1 for every item shown so far (asked for by name only)",
+}
+#: Each info key of the engine: its type per dialog and its meaning (the modes add their own).
+INFO_KEY_DOCS: dict[str, tuple[str, str]] = {
+    "caption_text": ("str", "this turn's caption as text (left out with ``caption_text=False``)"),
+    "shown": ("int", "index of the item shown this turn"),
+    "dialog_turn": (
+        "int",
+        "turns taken so far, 0 at reset (as the `turn` observation, but present whatever "
+        "``observation_keys`` says)",
+    ),
+    "rank": ("int", "the target's rank (training and logging only)"),
+    "percentile": ("float", "``1 - rank / (N - 1)`` (training and logging only)"),
+    "is_success": ("bool", "the target was shown this turn"),
+    "repeated": ("bool", "the item shown had been shown before in this dialog"),
+    "human_caption": (
+        "bool",
+        '``user="dataset"`` only: the caption is recorded human text (not the fallback\'s; see '
+        "Starting State)",
+    ),
+    "target": ("int", "only with the training-only ``expose_target=True``"),
+}
+
+
+@dataclass(frozen=True)
+class RewardDoc:
+    """What one ``reward=`` kind pays, as the docs' reward table gives it."""
+
+    per_turn: str
+    episode_return: str
+    follows: str
+
+
+#: Every ``reward=`` kind, in the order errors list them, and what it pays (:meth:`DialogBatch._reward`).
+REWARD_DOCS: dict[str, RewardDoc] = {
+    "percentile": RewardDoc(
+        "``p_t = 1 - rank_t / (N - 1)``",
+        "sum of the per-turn percentile, at most T",
+        "the mean-percentile curve",
+    ),
+    "delta": RewardDoc(
+        "``p_t - p_{t-1}`` (``p_0`` the reset's)",
+        "``p_T - p_0`` (``p_T = 1`` after a success)",
+        "the last turn's percentile",
+    ),
+    "success": RewardDoc(
+        "1 on the turn the target is shown",
+        "the number of turns the target counts as found",
+        "the success-rate curve",
+    ),
+    "reciprocal_rank": RewardDoc(
+        "``1 / (1 + rank_t)``",
+        "at most T; rank 1 pays 1/2, rank 9 pays 1/10",
+        "the top of the ranking (R@1, R@5)",
+    ),
+}
+REWARDS = tuple(REWARD_DOCS)
 
 
 # The largest max_turns an env accepts (its default, 5, is DEFAULT_MAX_TURNS of

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,59 @@ def test_check_mode_writes_nothing_and_says_what_is_stale(spec_docs, tmp_path, m
     assert spec_docs.main([]) == 0
     assert spec_docs.main(["--check"]) == 0
     assert "`shortlist_slate`" in page.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("action_mode", list(MODES))
+def test_the_key_tables_list_what_an_env_of_each_mode_returns_with_the_spaces_it_builds(
+    spec_docs, small_catalog_path, action_mode
+):
+    """The observation and info tables are the code's keys, spaces and descriptions: every key
+    a real env returns is a row of a mode that adds it, with the space the env built written
+    back for its sizes, and every key its mode adds is returned."""
+    settings: dict[str, Any] = {"max_turns": 4, "caption_length": 11, "shortlist_size": 7, "slate_size": 3}
+    if MODES[action_mode].uses_first_stage:
+        settings["shortlist"] = "random"  # the shipped first stage fits the default catalog only
+    env = FashionIQEnv(catalog=small_catalog_path, action_mode=action_mode, expose_target=True, **settings)
+    observation_rows = {row.name: row for row in spec_docs.observation_rows()}
+    info_rows = {row.name: row for row in spec_docs.info_rows()}
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert set(info) <= set(info_rows)
+    assert {k for k, r in info_rows.items() if action_mode in r.modes} <= set(info)
+    inner = env.unwrapped
+    sizes = {
+        "N": inner.gallery.features.shape[0],
+        "D": inner.gallery.features.shape[1],
+        "A": inner.gallery.side_info.shape[1],
+        "V": inner.tokenizer.vocab_size,
+        "L": settings["caption_length"],
+        "T": settings["max_turns"],
+    }
+    for key, space in env.observation_space.spaces.items():
+        row = observation_rows[key]
+        assert row.modes == () or action_mode in row.modes, key
+        k = settings["slate_size"] if key.startswith("slate_") else settings["shortlist_size"]
+        names = _evaluated(spec_docs._expressions(spec_docs._OBSERVATION_SIZES), {**sizes, "K": k})
+        assert spec_docs.written_space(space, names) == row.kind, key
+    env.close()
+
+
+def _evaluated(expressions: dict[int, str], sizes: dict[str, int]) -> dict[int, str]:
+    """The docs' size expressions (``"(T+1)*D"``...) keyed by their value for ``sizes``; the
+    test's sizes are chosen so that no two coincide."""
+    out = {eval(expression, {}, dict(sizes)): expression for expression in expressions.values()}
+    assert len(out) == len(expressions), f"sizes coincide: {sizes}"
+    return out
+
+
+def test_a_key_without_a_description_is_refused(spec_docs, monkeypatch):
+    from fiq_gym import dialog_engine
+
+    docs = dict(dialog_engine.OBSERVATION_KEY_DOCS)
+    del docs["turn"]
+    monkeypatch.setattr(dialog_engine, "OBSERVATION_KEY_DOCS", docs)
+    with pytest.raises(SystemExit, match=r"observation keys without a description: \['turn'\]"):
+        spec_docs.observation_rows()
+    monkeypatch.setitem(action_modes.MODE_INFO_KEY_DOCS, "never_made", ("int", "no mode adds it"))
+    with pytest.raises(SystemExit, match=r"described but never made: \['never_made'\]"):
+        spec_docs.info_rows()

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 from gymnasium import spaces
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -250,6 +251,193 @@ def docstring_mode_table() -> str:
     return _table(("mode", "space", "the action"), rows, _INDENT, wrap=44)
 
 
+# --- the observation, info and reward tables ------------------------------------------------------
+# Sizes for the observation table: primes (T + 1 too), so every size an observation space has
+# (a symbol, T + 1, K - 1 or a product such as (T+1)*D) is written back by one expression.
+_OBSERVATION_SIZES = {"N": 99_991, "D": 9_973, "V": 7_919, "A": 61, "L": 53, "K": 89, "T": 106}
+
+
+def _expressions(symbols: dict[str, int]) -> dict[int, str]:
+    """Every size an observation space may have, by value: the symbols, ``T+1``, ``K-1`` and
+    the products of ``(T+1)`` or ``K`` rows with ``D``, ``A`` or ``L`` columns."""
+    out = {value: name for name, value in symbols.items()}
+    rows = {"(T+1)": symbols["T"] + 1, "K": symbols["K"]}
+    out[symbols["T"] + 1], out[symbols["K"] - 1] = "T+1", "K-1"
+    for row, r in rows.items():
+        for column in ("D", "A", "L"):
+            out[r * symbols[column]] = f"{row}*{column}"
+    if len(out) != len(symbols) + 2 + 2 * 3:
+        raise SystemExit("two observation sizes coincide: choose other primes in _OBSERVATION_SIZES")
+    return out
+
+
+def written_space(space: spaces.Space[Any], names: dict[int, str]) -> str:
+    """An observation space as the docs write it, its sizes by ``names`` (numbers below 10 as
+    they are): ``Box(-1, 1, ((T+1)*D,), float32)``."""
+
+    def size(n: int) -> str:
+        if n in names:
+            return names[n]
+        if n < 10:
+            return str(n)
+        raise SystemExit(f"an observation space has a size ({n}) with no symbol: {space}")
+
+    if isinstance(space, spaces.MultiDiscrete):
+        values = {int(v) for v in space.nvec.ravel()}
+        if len(values) != 1:
+            raise SystemExit(f"an observation MultiDiscrete has several sizes: {sorted(values)}")
+        return f"MultiDiscrete([{size(values.pop())}] * {size(int(space.nvec.size))})"
+    if isinstance(space, spaces.MultiBinary):
+        return f"MultiBinary({size(int(np.prod(space.shape)))})"
+    if isinstance(space, spaces.Box) and space.shape is not None and len(space.shape) == 1:
+        low, high = float(space.low.min()), float(space.high.max())
+        if np.issubdtype(space.dtype, np.integer):
+            bounds = f"{size(int(low))}, {size(int(high))}"
+        else:
+            bounds = f"{low:g}, {high:g}"
+        return f"Box({bounds}, ({size(space.shape[0])},), {space.dtype})"
+    raise SystemExit(f"the observation space {space} has no written form here")
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One observation or info key as the docs describe it, read from the code."""
+
+    name: str
+    kind: str  # the observation's space, or the info value's type
+    meaning: str
+    modes: tuple[str, ...]  # the action modes that add it; () for the engine's own keys
+    optional: bool = False  # asked for by name only
+
+
+def _modes_adding(attribute: str) -> dict[str, tuple[str, ...]]:
+    """Each key a mode adds -> the modes that add it (``attribute``: ``observation_keys`` or
+    ``info_keys``), in registration order."""
+    from fiq_gym.action_modes import MODES
+
+    out: dict[str, tuple[str, ...]] = {}
+    for name, mode in MODES.items():
+        for key in getattr(mode, attribute):
+            out[key] = (*out.get(key, ()), name)
+    return out
+
+
+def _documented(kind: str, keys: Sequence[str], docs: dict[str, Any]) -> None:
+    missing = [key for key in keys if key not in docs]
+    extra = [key for key in docs if key not in keys]
+    if missing or extra:
+        raise SystemExit(f"{kind} keys without a description: {missing}; described but never made: {extra}")
+
+
+def observation_rows() -> list[KeyRow]:
+    """Every observation key: the engine's (default ones, then those asked for by name), then
+    each mode's, with the space the code builds for symbolic sizes."""
+    from fiq_gym.action_modes import MODE_OBSERVATION_KEY_DOCS, MODES
+    from fiq_gym.dialog_engine import OBSERVATION_KEY_DOCS, OBSERVATION_KEYS, OPTIONAL_KEYS, DialogBatch
+
+    s = _OBSERVATION_SIZES
+    names = _expressions(s)
+    tables = SimpleNamespace(num_items=s["N"], feature_dim=s["D"], side_info=np.empty((0, s["A"])))
+    engine_keys = OBSERVATION_KEYS + OPTIONAL_KEYS
+    engine: Any = SimpleNamespace(
+        tables=tables,
+        config=SimpleNamespace(caption_length=s["L"], max_turns=s["T"], observation_keys=engine_keys),
+        tokenizer=SimpleNamespace(vocab_size=s["V"]),
+        mode=SimpleNamespace(observation_spaces=dict),
+    )
+    built = dict(DialogBatch.observation_space(engine).spaces)
+    adding = _modes_adding("observation_keys")
+    for mode in MODES.values():
+        if all(key in built for key in mode.observation_keys):
+            continue  # e.g. shortlist_slate: the shortlist's keys and the slate's
+        instance: Any = object.__new__(mode)
+        instance.tables = tables
+        instance.settings = SimpleNamespace(shortlist_size=s["K"], slate_size=s["K"])
+        built.update(instance.observation_spaces())
+    _documented("engine observation", engine_keys, OBSERVATION_KEY_DOCS)
+    _documented("mode observation", list(adding), MODE_OBSERVATION_KEY_DOCS)
+    docs = {**OBSERVATION_KEY_DOCS, **MODE_OBSERVATION_KEY_DOCS}
+    return [
+        KeyRow(key, written_space(built[key], names), docs[key], adding.get(key, ()), key in OPTIONAL_KEYS)
+        for key in (*engine_keys, *adding)
+    ]
+
+
+def info_rows() -> list[KeyRow]:
+    """Every info key: the engine's, then each mode's."""
+    from fiq_gym.action_modes import MODE_INFO_KEY_DOCS
+    from fiq_gym.dialog_engine import INFO_KEY_DOCS
+
+    adding = _modes_adding("info_keys")
+    _documented("mode info", list(adding), MODE_INFO_KEY_DOCS)
+    rows = [KeyRow(key, kind, meaning, ()) for key, (kind, meaning) in INFO_KEY_DOCS.items()]
+    return rows + [KeyRow(key, *MODE_INFO_KEY_DOCS[key], adding[key]) for key in adding]
+
+
+def _meaning(row: KeyRow) -> str:
+    """A key's meaning, with the modes that add it."""
+    if not row.modes:
+        return row.meaning
+    noun = "mode" if len(row.modes) == 1 else "modes"
+    return f"{row.meaning} ({noun} " + ", ".join(f"`{m}`" for m in row.modes) + ")"
+
+
+def _key_cell(row: KeyRow) -> str:
+    return f"`{row.name}`" + (" (opt-in)" if row.optional else "")
+
+
+def observation_table(indent: str = "", wrap: int | None = None) -> str:
+    rows = [(_key_cell(r), f"`{r.kind}`", _meaning(r)) for r in observation_rows()]
+    return _table(("key", "space", "meaning"), rows, indent, wrap)
+
+
+def info_table(indent: str = "", wrap: int | None = None) -> str:
+    rows = [(f"`{r.name}`", f"`{r.kind}`", _meaning(r)) for r in info_rows()]
+    return _table(("key", "type", "meaning"), rows, indent, wrap)
+
+
+def reward_table() -> str:
+    """docs/rl.md's reward table: each kind, what a turn pays, the return, the curve it follows."""
+    from fiq_gym.dialog_engine import REWARD_DOCS
+    from fiq_gym.env_config import EnvConfig
+
+    rows = [
+        (
+            f"`{name}`" + (" (default)" if name == EnvConfig.reward else ""),
+            doc.per_turn.replace("``", "`"),
+            doc.episode_return.replace("``", "`"),
+            doc.follows,
+        )
+        for name, doc in REWARD_DOCS.items()
+    ]
+    return _table(("`reward=`", "per turn", "return (no bonus)", "follows"), rows)
+
+
+def reward_list() -> str:
+    """The env docstring's reward bullets, one per kind."""
+    from fiq_gym.dialog_engine import REWARD_DOCS
+    from fiq_gym.env_config import EnvConfig
+
+    bullets = []
+    for name, doc in REWARD_DOCS.items():
+        default = " (default)" if name == EnvConfig.reward else ""
+        text = (
+            f'* `"{name}"`{default}: per turn {doc.per_turn}; return {doc.episode_return}; it '
+            f"follows {doc.follows};"
+        )
+        bullets.append(
+            textwrap.fill(
+                text,
+                width=_WIDTH,
+                initial_indent=_INDENT,
+                subsequent_indent=_INDENT + "  ",
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+        )
+    return "\n".join(bullets)
+
+
 # --- where the blocks go -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Block:
@@ -286,6 +474,29 @@ BLOCKS = (
         lambda: docstring_mode_table() + "\n",
     ),
     Block("docs/rl.md's action-mode table", RL_PAGE, _marked("action-modes"), lambda: mode_table() + "\n"),
+    Block(
+        "the env docstring's observation table",
+        ENV_MODULE,
+        r"(?P<head>    ## Observation Space\n\n.*?\n\n)(?P<body>    \| key .*?\n)(?P<tail>\n)",
+        lambda: observation_table(_INDENT, wrap=28) + "\n",
+    ),
+    Block(
+        "the env docstring's info table",
+        ENV_MODULE,
+        r"(?P<head>    ## Info\n\n)(?P<body>    \| key .*?\n)(?P<tail>\n)",
+        lambda: info_table(_INDENT, wrap=56) + "\n",
+    ),
+    Block(
+        "the env docstring's reward list",
+        ENV_MODULE,
+        r"(?P<head>    ## Rewards\n.*?With ``reward=``:\n\n)(?P<body>    \* .*?\n)(?P<tail>\n    plus ``success_bonus``)",
+        lambda: reward_list() + "\n",
+    ),
+    Block(
+        "docs/rl.md's observation table", RL_PAGE, _marked("observations"), lambda: observation_table() + "\n"
+    ),
+    Block("docs/rl.md's info table", RL_PAGE, _marked("info"), lambda: info_table() + "\n"),
+    Block("docs/rl.md's reward table", RL_PAGE, _marked("rewards"), lambda: reward_table() + "\n"),
 )
 
 
