@@ -511,6 +511,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
 
     def __init__(
         self,
+        # EnvConfig's fields, written from fiq_gym/env_config.py by tools/spec_docs.py:
         catalog: Catalog | str | os.PathLike | None = None,
         category: str | None = None,
         user: str | User = "template",
@@ -537,8 +538,8 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         configuration: str = "default",
         scoring: str = "float32",
     ) -> None:
-        # Every argument above is an EnvConfig field (tests/test_env_config.py checks the
-        # signature against it): the config checks them and is all the builder reads.
+        # Every argument above is an EnvConfig field (tools/spec_docs.py writes them; adding
+        # one is adding a field there): the config checks them and is all the builder reads.
         config = EnvConfig.from_arguments(locals())
         self.env_config = config
         self._preview_rng = np.random.default_rng([0x9E71E3, 0])

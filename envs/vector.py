@@ -79,6 +79,7 @@ class FashionIQVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int = 1,
+        # EnvConfig's fields, written from fiq_gym/env_config.py by tools/spec_docs.py:
         catalog: Catalog | str | os.PathLike | None = None,
         category: str | None = None,
         user: str | User = "template",
@@ -94,7 +95,6 @@ class FashionIQVectorEnv(VectorEnv):
         expose_target: bool = False,
         lookahead: bool = False,
         side_info: str = "predicted",
-        max_episode_steps: int | None = None,
         shortlist_size: int = 32,
         shortlist: str | FirstStage = "retriever",
         explore: float = 0.0,
@@ -103,9 +103,11 @@ class FashionIQVectorEnv(VectorEnv):
         start: str = "uniform",
         start_split: str | None = None,
         split: str | None = None,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         configuration: str = "default",
         scoring: str = "float32",
+        # the vector env's own:
+        max_episode_steps: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         shards: int | None = None,
         shard_mode: str = "process",
     ) -> None:

@@ -160,3 +160,34 @@ def test_a_key_without_a_description_is_refused(spec_docs, monkeypatch):
     monkeypatch.setitem(action_modes.MODE_INFO_KEY_DOCS, "never_made", ("int", "no mode adds it"))
     with pytest.raises(SystemExit, match=r"described but never made: \['never_made'\]"):
         spec_docs.info_rows()
+
+
+def test_a_field_added_to_the_config_becomes_a_parameter_of_both_envs(spec_docs, tmp_path, monkeypatch):
+    """Adding an env argument is adding an EnvConfig field (and reading it where it is used):
+    this script writes it into both constructors' parameters and the docstring's lists."""
+    source = spec_docs.CONFIG_MODULE.read_text(encoding="utf-8")
+    anchor = "\n    def __post_init__(self)"
+    assert source.count(anchor) == 1
+    added = '    patience: int | None = field(default=3, metadata={})\n    """Turns to wait."""\n' + anchor
+    config = tmp_path / "env_config.py"
+    config.write_text(source.replace(anchor, added), encoding="utf-8")
+    monkeypatch.setattr(spec_docs, "CONFIG_MODULE", config)
+    lines = spec_docs.parameter_lines().splitlines()
+    assert lines[-1] == "        patience: int | None = 3,"
+    assert lines[-2] == '        scoring: str = "float32",'
+    for block in spec_docs.BLOCKS[:2]:
+        text = block.path.read_text(encoding="utf-8")
+        written = spec_docs.render(text, block)
+        assert "        patience: int | None = 3,\n" in written and written != text
+        # Only the parameter block changes: the rest of the module is left as it was.
+        assert written.replace("        patience: int | None = 3,\n", "", 1) == text
+    # Its docstring is read from the same source for the docstring's argument list.
+    assert spec_docs.field_docs()["patience"] == "Turns to wait."
+
+
+def test_a_hand_edited_parameter_is_stale(spec_docs):
+    block = spec_docs.BLOCKS[1]  # the vector env's
+    text = block.path.read_text(encoding="utf-8")
+    edited = text.replace("        caption_length: int = 32,\n", "        caption_length: int = 16,\n", 1)
+    assert edited != text and spec_docs.render(edited, block) == text
+    assert "        max_turns: int | None = None,\n" in text  # its override

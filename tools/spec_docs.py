@@ -5,9 +5,10 @@ naming each stale one (``tests/test_spec_docs.py`` runs the check).
 The code is the one source, as Gymnasium's env pages are generated from its envs' docstrings:
 
 * the env's arguments are :class:`~fiq_gym.env_config.EnvConfig`'s fields, their defaults and
-  their attribute docstrings; they make the signature block and the argument list of the
-  ``## Arguments`` section of :class:`~fiq_gym.envs.FashionIQEnv`'s docstring (what
-  ``help()`` shows);
+  their attribute docstrings; they make both envs' constructor parameters (so adding an
+  argument is adding a field, then running this script), and the signature block and the
+  argument list of the ``## Arguments`` section of :class:`~fiq_gym.envs.FashionIQEnv`'s
+  docstring (what ``help()`` shows);
 * the action modes are the classes of :data:`fiq_gym.action_modes.MODES`: each one's space
   (built from the class, with symbolic sizes), the summary line of its docstring and the
   observation and info keys it adds make the action-mode table of the env docstring's
@@ -37,6 +38,7 @@ from gymnasium import spaces
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ENV_MODULE = REPOSITORY / "envs" / "fashion_iq.py"
+VECTOR_MODULE = REPOSITORY / "envs" / "vector.py"
 CONFIG_MODULE = REPOSITORY / "fiq_gym" / "env_config.py"
 RL_PAGE = REPOSITORY / "docs" / "rl.md"
 
@@ -86,6 +88,32 @@ def signature_block() -> str:
         break_on_hyphens=False,
     )
     return "\n".join([f"{_INDENT}```python", *(_INDENT + line for line in lines), f"{_INDENT}```"])
+
+
+def parameter_lines(overrides: dict[str, str] | None = None) -> str:
+    """``EnvConfig``'s fields as an env constructor's parameters, one line each, with the
+    annotation and default written in env_config.py; ``overrides``: a field's ``annotation =
+    default`` where an env differs (the vector env's ``max_turns``)."""
+    tree = ast.parse(CONFIG_MODULE.read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EnvConfig")
+    lines = []
+    for node in cls.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        value = node.value
+        if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "field":
+            value = next(k.value for k in value.keywords if k.arg == "default")
+        if value is None:
+            raise SystemExit(f"EnvConfig.{node.target.id} has no default: every env argument needs one")
+        # Strings in double quotes, as the formatter writes them.
+        default = (
+            f'"{value.value}"'
+            if isinstance(value, ast.Constant) and isinstance(value.value, str)
+            else ast.unparse(value)
+        )
+        written = (overrides or {}).get(node.target.id, f"{ast.unparse(node.annotation)} = {default}")
+        lines.append(f"{_INDENT * 2}{node.target.id}: {written},")
+    return "\n".join(lines)
 
 
 def argument_list() -> str:
@@ -454,7 +482,24 @@ def _marked(name: str) -> str:
     return rf"(?P<head><!-- spec:{name}\b[^>]*-->\n)(?P<body>.*?)(?P<tail><!-- /spec:{name} -->)"
 
 
+_PARAMETERS_HEAD = (
+    r"(?P<head>        # EnvConfig's fields, written from fiq_gym/env_config.py by tools/spec_docs.py:\n)"
+)
+
 BLOCKS = (
+    Block(
+        "FashionIQEnv's parameters",
+        ENV_MODULE,
+        _PARAMETERS_HEAD + r"(?P<body>.*?\n)(?P<tail>    \) -> None:\n)",
+        lambda: parameter_lines() + "\n",
+    ),
+    Block(
+        "FashionIQVectorEnv's parameters",
+        VECTOR_MODULE,
+        _PARAMETERS_HEAD + r"(?P<body>.*?\n)(?P<tail>        # the vector env's own:\n)",
+        # None: the registered max_episode_steps that gym.make_vec passes (5 without one).
+        lambda: parameter_lines({"max_turns": "int | None = None"}) + "\n",
+    ),
     Block(
         "the env docstring's gym.make block",
         ENV_MODULE,
