@@ -7,7 +7,7 @@ RLlib PPO algorithm checkpoint, whose RLModule it reads without a Ray cluster; o
 policy of a single-file trainer: CleanRL-style PPO, recurrent REINFORCE, behaviour cloning),
 the action mode it speaks, the environment it was trained on and the
 tokenizer it reads captions with, and returns a :class:`LoadedAgent` that builds that
-environment and a fitted :class:`~fiq_gym.evaluation.RetrievalAgent` for it. ``fiq-gym
+environment and a fitted :class:`~fiq_gym.envs.evaluation.RetrievalAgent` for it. ``fiq-gym
 eval``, ``fiq-gym play`` and ``fiq-gym bench`` all load through it. The formats it reads, and how,
 are the registered agents' (:func:`fiq_gym.agents.registry.checkpoint_kinds`).
 
@@ -62,10 +62,10 @@ from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.dialog_engine import ACTION_MODES as ENV_ACTION_MODES
 from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS, TURN_LIMIT
 from fiq_gym.envs.configurations import apply_configuration
+from fiq_gym.envs.evaluation import RetrievalAgent, training_evaluation_seed
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
-from fiq_gym.evaluation import RetrievalAgent, training_evaluation_seed
 from fiq_gym.starts import START_MODES, start_kwargs
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 from fiq_gym.users.registry import tokenizer_for
@@ -212,7 +212,7 @@ class LoadedAgent:
     #: also reads ``shown_mask``).
     observation_keys: tuple[str, ...] | None = None
     #: ``(seed, episodes)`` of the set its trainer evaluated it on (seed
-    #: :func:`~fiq_gym.evaluation.training_evaluation_seed` of the run's seed, its
+    #: :func:`~fiq_gym.envs.evaluation.training_evaluation_seed` of the run's seed, its
     #: ``eval_episodes``), the default set of ``fiq-gym eval``; None when not recorded.
     training_evaluation: tuple[int, int] | None = None
 

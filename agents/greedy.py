@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.agents.shortlist import ShortlistGreedyAgent
+from fiq_gym.envs.evaluation import RetrievalAgent, dialog_turns
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import RetrievalAgent, dialog_turns
 from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import DialogView, FirstStage, make_first_stage
 

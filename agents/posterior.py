@@ -42,9 +42,9 @@ import numpy as np
 from fiq_gym.atomic import atomic_write_text
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
+from fiq_gym.envs.evaluation import dialog_turns
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.errors import CheckpointError
-from fiq_gym.evaluation import dialog_turns
 from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.users.template import LUMA_WEIGHTS, TemplateUser
 from fiq_gym.users.template_likelihood import ItemAttributes, TemplateLikelihood
@@ -251,7 +251,7 @@ def label_beliefs(catalog: Catalog, gallery: RetrievalTables) -> ItemAttributes:
 
 
 class PosteriorAgent:
-    """Batched :class:`~fiq_gym.evaluation.RetrievalAgent` keeping one log-belief per dialog
+    """Batched :class:`~fiq_gym.envs.evaluation.RetrievalAgent` keeping one log-belief per dialog
     over the items in play (see the module docstring).
 
     Policies:

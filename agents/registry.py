@@ -102,7 +102,7 @@ class CheckpointKind:
         model: ``sb3``: the Stable-Baselines3 class that loads ``model.zip`` (``"PPO"``).
         network: ``policy``: the torch module, built from the checkpoint's
             :class:`~fiq_gym.checkpoint.PolicyConfig`.
-        agent: ``policy``: the batched :class:`~fiq_gym.evaluation.RetrievalAgent`, built from
+        agent: ``policy``: the batched :class:`~fiq_gym.envs.evaluation.RetrievalAgent`, built from
             the network.
         extra: ``policy``: the optional extra its module needs and the packages that bring it,
             named in the error when they are missing (``("offline", ("minari", "pyarrow"))``).
@@ -137,7 +137,7 @@ class BenchRole:
         action_mode: the action mode it plays.
         role: one of :data:`BENCH_ROLES`.
         make: ``untrained`` and ``reference``: builds it, ``make(envs, seed)`` ->
-            :class:`~fiq_gym.evaluation.RetrievalAgent`.
+            :class:`~fiq_gym.envs.evaluation.RetrievalAgent`.
         trained_by: ``trained`` and ``control``: the registered agent whose trainer trains it
             (None: its own; a control: the supervised retriever's).
         budget: ``trained``: the benchmark preset's field with its budget, rounds for trainers
@@ -193,7 +193,7 @@ class AgentRecord:
             command; the benchmark builds its ``Args`` and calls ``train(args, progress=)``.
         checkpoint: how its checkpoints are read (trainers only).
         builtin: an agent that needs no checkpoint, for ``fiq-gym record``:
-            ``builtin(env, first_stage, seed)`` -> :class:`~fiq_gym.evaluation.RetrievalAgent`
+            ``builtin(env, first_stage, seed)`` -> :class:`~fiq_gym.envs.evaluation.RetrievalAgent`
             for the env's action mode (``first_stage``: the ``--shortlist`` spec).
         bench: its part in ``fiq-gym bench``, if any.
     """

@@ -52,8 +52,8 @@ from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import CHECKPOINT_VERSION, RLLIB_PPO_FORMAT, portable_args, prepare_run, versions
 from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument, absolute_path
+from fiq_gym.envs.evaluation import EvaluationResult, training_evaluation_seed
 from fiq_gym.envs.rllib import register_rllib_envs
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 __all__ = ["ACTION_MODES", "MAX_INDEX_ITEMS", "Args", "build_config", "module_spec", "ray_session", "train"]
 

@@ -41,10 +41,8 @@ from fiq_gym.benchmarks.publishing import (
     provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.comparison import paired_difference
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationSet, evaluate, paired_difference
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationSet
 
 __all__ = ["CONFIGURATION_RUNS", "main"]
 

@@ -37,9 +37,8 @@ from fiq_gym.benchmarks.publishing import (
     refuse_unclean_publication,
 )
 from fiq_gym.envs.configurations import CONFIGURATIONS
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
 
 __all__ = ["Measurement", "is_hard", "measure", "to_markdown"]
 

@@ -46,10 +46,9 @@ from fiq_gym.benchmarks.publishing import (
     provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.comparison import paired_difference
+from fiq_gym.envs.evaluation import EvaluationSet, paired_difference
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.evaluation import EvaluationSet
 from fiq_gym.users.template import TemplateUser
 
 __all__ = ["POLICIES", "main", "simulate"]

@@ -42,7 +42,7 @@ from fiq_gym.benchmarks.publishing import (
     provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.envs.evaluation import EvaluationResult
 
 __all__ = ["Curve", "read_scalars", "run"]
 

@@ -55,10 +55,8 @@ from fiq_gym.benchmarks.publishing import (
     provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.comparison import paired_difference
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, paired_difference
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationResult
 
 __all__ = ["main", "run"]
 

@@ -288,7 +288,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     reports their share by turn (``result.meta["human_captions"]``). The pairs are
     ``env.unwrapped.start_pairs`` (indices in play); evaluation sets of such an env are drawn
     from them, each pair once in a seeded order (:meth:`EvaluationSet.for_env
-    <fiq_gym.evaluation.EvaluationSet.for_env>`). Reset options win over the draw: given
+    <fiq_gym.envs.evaluation.EvaluationSet.for_env>`). Reset options win over the draw: given
     either, the reset follows the uniform rule above. A dataset shopper that replays another
     split than ``start_split`` is refused (``ValueError`` naming ``user_kwargs["split"]``), as
     are a catalog without human captions and a split without targets (Fashion IQ's `test`).

@@ -22,8 +22,7 @@ from fiq_gym.catalog.captions import HumanCaptions
 from fiq_gym.catalog.fashioniq import plan_fashioniq
 from fiq_gym.catalog.importing import write_import
 from fiq_gym.catalog.storage import open_catalog
-from fiq_gym.envs.evaluation import evaluate
-from fiq_gym.evaluation import EvaluationSet, human_share_by_turn
+from fiq_gym.envs.evaluation import EvaluationSet, evaluate, human_share_by_turn
 from fiq_gym.features.extract import import_extractor
 from fiq_gym.users.release_export import export_fashioniq_release
 
@@ -135,7 +134,7 @@ def test_harness_plays_every_annotated_pair_with_human_turn_0(imported, isolatio
     pairs = probe.unwrapped.start_pairs
     agent = RandomAgent.for_env(probe, seed=0)
     if isolation == "process":  # the agent built in a process of its own
-        from fiq_gym.envs.isolation import AgentSpec
+        from fiq_gym.envs.evaluation import AgentSpec
 
         agent = AgentSpec(
             "fiq_gym.benchmarks.dialog:bench_agent", {"name": "random", "checkpoint": None, "seed": 0}

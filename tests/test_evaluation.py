@@ -13,8 +13,7 @@ import pytest
 import fiq_gym  # noqa: F401
 from fiq_gym.agents import RandomAgent
 from fiq_gym.envs import FashionIQEnv
-from fiq_gym.envs.evaluation import evaluate
-from fiq_gym.evaluation import EvaluationResult, EvaluationSet, RetrievalAgent, compare
+from fiq_gym.envs.evaluation import EvaluationResult, EvaluationSet, RetrievalAgent, compare, evaluate
 
 ENV = "fiq_gym/FashionIQ-v3"
 

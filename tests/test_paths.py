@@ -177,7 +177,7 @@ def small_catalog_path_of(checkpoint: Path) -> str:
 def test_fiq_gym_eval_defaults_to_the_set_the_trainer_evaluated_on(small_catalog_path, tmp_path, capsys):
     """The same run must read the same at the end of training and from `fiq-gym eval`."""
     from fiq_gym.agents import supervised
-    from fiq_gym.evaluation import training_evaluation_seed
+    from fiq_gym.envs.evaluation import training_evaluation_seed
 
     args = supervised.Args(
         catalog=str(small_catalog_path),

@@ -17,11 +17,9 @@ from fiq_gym.agents import registry
 from fiq_gym.benchmarks.dialog.presets import Preset, bench_agents, references, role_of
 from fiq_gym.benchmarks.dialog.records import BenchmarkResult, Budget, Record
 from fiq_gym.benchmarks.dialog.training import train_agents, user_directory
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import AgentSpec, EvaluationSet, RetrievalAgent, evaluate
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.envs.isolation import AgentSpec
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.evaluation import EvaluationSet, RetrievalAgent
 from fiq_gym.starts import start_kwargs
 
 __all__ = ["bench_agent", "references_unavailable", "run_benchmark"]

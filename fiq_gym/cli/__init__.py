@@ -181,7 +181,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _held_out(args: argparse.Namespace) -> Any:
-    from fiq_gym.evaluation import HeldOutSeed
+    from fiq_gym.envs.evaluation import HeldOutSeed
 
     if args.held_out_seed_file:
         return HeldOutSeed.from_file(args.held_out_seed_file)
@@ -204,7 +204,7 @@ def _eval(args: argparse.Namespace) -> int:
         )
     if args.isolation != "process":
         return _evaluate_and_report(args, held_out)
-    from fiq_gym.envs.isolation import AgentSpec, close_prestarted, prestart
+    from fiq_gym.envs.evaluation import AgentSpec, close_prestarted, prestart
 
     # The agent's process first: it imports its libraries while this one does.
     if args.agent is not None:
@@ -260,8 +260,7 @@ def _evaluate_and_report(args: argparse.Namespace, held_out: Any) -> int:
     if (args.checkpoint is None) == (args.agent is None):
         raise ValueError("give a checkpoint directory or --agent FACTORY (one of them)")
     if args.agent is not None:
-        from fiq_gym.envs.evaluation import evaluate
-        from fiq_gym.envs.isolation import AgentSpec
+        from fiq_gym.envs.evaluation import AgentSpec, evaluate
 
         if args.isolation != "process":
             raise ValueError(

@@ -26,8 +26,8 @@ from fiq_gym.agents.retriever import load_checkpoint
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.cli_args import path_arg
 from fiq_gym.default_catalog import resolve_catalog
+from fiq_gym.envs.evaluation import RetrievalAgent
 from fiq_gym.envs.registration import EARLIER_VERSION, env_id_for, successor_env_id
-from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.text import CaptionTokenizer
 
 __all__ = [

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.evaluation import EvaluationResult, public_info
+from fiq_gym.envs.evaluation import EvaluationResult, public_info
 from fiq_gym.play.agent import PlayAgent, load_play_agent
 from fiq_gym.play.record import DialogRecord, check_catalog, load_dialogs
 from fiq_gym.retrieval import RetrievalTables
