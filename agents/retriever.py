@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from fiq_gym.env_config import trainer_env_kwargs
 from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.gallery import Gallery
 from fiq_gym.retriever import (
     RETRIEVER_FORMAT,
     RetrieverConfig,
@@ -66,7 +66,7 @@ class UpdateItems:
             read, when the gallery has more than :data:`WHOLE_GALLERY_ITEMS` items.
     """
 
-    def __init__(self, net: RetrieverNet, gallery: RetrievalTables, rows: list[torch.Tensor]) -> None:
+    def __init__(self, net: RetrieverNet, gallery: Gallery, rows: list[torch.Tensor]) -> None:
         n = len(gallery.features)
         self._position: torch.Tensor | None = None
         if n <= WHOLE_GALLERY_ITEMS:
@@ -125,7 +125,7 @@ class RetrieverAgent:
     state with the caption and the shown item, and returns its cosine scores for all items.
     """
 
-    def __init__(self, net: RetrieverNet, gallery: RetrievalTables) -> None:
+    def __init__(self, net: RetrieverNet, gallery: Gallery) -> None:
         check_fits(net.config, gallery, vocab_size=None)
         self.net = net.eval()
         features, attributes = gallery_tensors(gallery)

@@ -24,7 +24,7 @@ from fiq_gym.envs.registration import (
     refuse_earlier_spec,
 )
 from fiq_gym.envs.rendering import render_frame
-from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.gallery import Gallery
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
@@ -573,7 +573,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         return ids[0], lengths[0]
 
     @property
-    def gallery(self) -> RetrievalTables:
+    def gallery(self) -> Gallery:
         """Read-only features and attribute scores of the items in play (no target in it)."""
         return self._dialog.tables
 

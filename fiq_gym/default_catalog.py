@@ -86,7 +86,7 @@ def load_default_catalog(
 # --- catalog= arguments --------------------------------------------------------------------------
 
 # Environments created in one process with the same catalog path share one opened catalog
-# (and so one set of retrieval tables), which keeps a vector of 64 environments cheap.
+# (and so one gallery), which keeps a vector of 64 environments cheap.
 _opened: dict[tuple[str, int], Catalog] = {}
 _lock = threading.Lock()
 

@@ -312,9 +312,9 @@ def test_difference_records_judge_the_claims(user, small_catalog):
 
 
 def test_model_reads_the_environment_tables(user, small_catalog):
-    from fiq_gym.retrieval import retrieval_tables
+    from fiq_gym.gallery import gallery_of
 
-    tables = retrieval_tables(small_catalog)
+    tables = gallery_of(small_catalog)
     inputs = user.model_inputs(np.array([4, 5]), np.array([6, 7]))
     np.testing.assert_array_equal(inputs["target_features"].numpy(), tables.features[[4, 5]])
     np.testing.assert_array_equal(inputs["shown_attributes"].numpy(), tables.side_info[[6, 7]])
