@@ -57,7 +57,6 @@ from fiq_gym.checkpoint import (
     read_config,
     read_training_state,
 )
-from fiq_gym.cli_args import absolute_catalog
 from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.dialog_engine import ACTION_MODES as ENV_ACTION_MODES
 from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS, TURN_LIMIT
@@ -69,6 +68,7 @@ from fiq_gym.errors import CheckpointError
 from fiq_gym.starts import START_MODES, start_kwargs
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 from fiq_gym.users.registry import tokenizer_for
+from fiq_gym.utils.arguments import absolute_catalog
 
 __all__ = [
     "ACTION_MODES",  # noqa: F822  (module __getattr__: follows the registry)

@@ -39,7 +39,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.envs.evaluation import dialog_turns
@@ -48,6 +47,7 @@ from fiq_gym.errors import CheckpointError
 from fiq_gym.gallery import Gallery, gallery_of
 from fiq_gym.users.template import LUMA_WEIGHTS, TemplateUser
 from fiq_gym.users.template_likelihood import ItemAttributes, TemplateLikelihood
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = [
     "DEFAULT_READOUT",

@@ -46,12 +46,11 @@ from torch import nn
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.sb3_state import SB3Predictor
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistActorCriticPolicy
-from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import PPO_FORMAT, prepare_run, save_sb3_model
-from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.env_config import trainer_env_kwargs
 from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.sb3 import make_sb3_vec_env
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
 
 if TYPE_CHECKING:
     from tqdm import tqdm

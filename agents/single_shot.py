@@ -56,18 +56,17 @@ from fiq_gym.agents.retriever import (
     load_checkpoint,
     save_checkpoint,
 )
-from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.atomic import atomic_directory, atomic_write_json
 from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.checkpoint import prepare_run
-from fiq_gym.cli_args import CatalogArgument, PathArgument
 from fiq_gym.errors import CheckpointError, DatasetError
 from fiq_gym.gallery import gallery_of
 from fiq_gym.metrics import recall_at_k, target_rank
 from fiq_gym.text import WordTokenizer
 from fiq_gym.users.dataset import join_captions
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, parse_dataclass_args
+from fiq_gym.utils.atomic import atomic_directory, atomic_write_json
 
 __all__ = [
     "PREDICTION_TOP",

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, faithfulness
+from fiq_gym.utils.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from fiq_gym.users.base import User

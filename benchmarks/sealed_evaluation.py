@@ -36,7 +36,6 @@ import gymnasium as gym
 import numpy as np
 
 import fiq_gym  # noqa: F401 - registers the ids
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
 from fiq_gym.envs.evaluation import (
     EvaluationSet,
@@ -46,6 +45,7 @@ from fiq_gym.envs.evaluation import (
     play_dialogs,
 )
 from fiq_gym.envs.inner import inner_env
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
 

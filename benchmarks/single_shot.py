@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from fiq_gym.agents.single_shot import Args, scoring_split, train
-from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     add_publish_argument,
     git_revision,
@@ -47,6 +46,7 @@ from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.errors import FiqGymError
 from fiq_gym.gallery import gallery_of
 from fiq_gym.metrics import recall_at_k, target_rank
+from fiq_gym.utils.atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["candidate_only", "chance", "main", "run_single_shot", "standin_catalog"]
 

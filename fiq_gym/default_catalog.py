@@ -18,12 +18,12 @@ import os
 import threading
 from pathlib import Path
 
-from fiq_gym.atomic import atomic_directory
-from fiq_gym.cache import cache_dir
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import MANIFEST, open_catalog
 from fiq_gym.catalog.synthetic import GENERATOR_VERSION, write_synthetic_catalog
 from fiq_gym.features.default_network import attach_default_features, shipped_weights_tag
+from fiq_gym.utils.atomic import atomic_directory
+from fiq_gym.utils.cache import cache_dir
 
 __all__ = [
     "DEFAULT_SEED",

@@ -31,8 +31,8 @@ from fiq_gym.gallery import Gallery
 from fiq_gym.metrics import rank_percentile
 from fiq_gym.ranking import DenseRanker, Ranker
 from fiq_gym.text import CaptionTokenizer
-from fiq_gym.threads import blas_threads
 from fiq_gym.users.base import User
+from fiq_gym.utils.threads import blas_threads
 
 __all__ = [
     "ACTION_MODES",

@@ -28,7 +28,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fiq_gym.atomic import atomic_directory
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import (
     CHECKPOINT_VERSION,
@@ -43,6 +42,7 @@ from fiq_gym.checkpoint import (
 from fiq_gym.checkpoint_formats import RETRIEVER_FORMAT
 from fiq_gym.errors import CheckpointError
 from fiq_gym.gallery import Gallery
+from fiq_gym.utils.atomic import atomic_directory
 
 __all__ = [
     "RETRIEVER_FORMAT",

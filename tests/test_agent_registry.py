@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import fiq_gym  # noqa: F401  (registers the env ids)
-from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.utils.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import PolicyConfig, save_policy
 
 FORMAT = "fiq-gym-toy-query"

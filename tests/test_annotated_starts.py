@@ -222,8 +222,8 @@ def test_trainers_start_from_annotated_pairs_and_checkpoints_remember_it(importe
     from fiq_gym.agents import policy_gradient, policy_improvement, ppo, recurrent_reinforce, supervised
     from fiq_gym.agents.checkpoint import load_agent
     from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
-    from fiq_gym.arguments import parse_dataclass_args
     from fiq_gym.cli import main as cli
+    from fiq_gym.utils.arguments import parse_dataclass_args
 
     flags = [
         "--catalog",
@@ -353,7 +353,7 @@ def test_the_bench_trains_on_train_pairs_and_evaluates_on_val_pairs(imported, tm
 def test_a_trainers_dataset_shopper_names_its_fallback_directory_absolutely(tmp_path, monkeypatch):
     """--user dataset:transformer:DIR is recorded with DIR absolute, so fiq-gym eval finds the
     shopper from any directory."""
-    from fiq_gym.cli_args import absolute_spec
+    from fiq_gym.utils.arguments import absolute_spec
 
     monkeypatch.chdir(tmp_path)
     assert absolute_spec("dataset:transformer:runs/shopper") == f"dataset:transformer:{tmp_path}/runs/shopper"

@@ -597,7 +597,7 @@ def test_configure_threads_sets_what_the_trainers_set_and_returns_the_previous_c
     import torch
 
     import fiq_gym
-    from fiq_gym.threads import TRAINING_THREADS
+    from fiq_gym.utils.threads import TRAINING_THREADS
 
     before = torch.get_num_threads()
     try:

@@ -338,7 +338,7 @@ TRAINER_ARGS = [
 def test_every_trainer_flag_has_help_and_one_spelling(where):
     import importlib
 
-    from fiq_gym.arguments import field_docs
+    from fiq_gym.utils.arguments import field_docs
 
     module, name = where.split(":")
     cls = getattr(importlib.import_module(module), name)
@@ -389,8 +389,8 @@ def test_weights_get_the_same_file_mode_as_every_other_file(tmp_path):
 
     import torch
 
-    from fiq_gym.atomic import atomic_directory
     from fiq_gym.checkpoint import save_tensors
+    from fiq_gym.utils.atomic import atomic_directory
 
     old = os.umask(0o022)
     try:

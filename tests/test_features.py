@@ -35,7 +35,7 @@ from fiq_gym.features.model import (
 )
 from fiq_gym.features.train import TrainArgs, evaluate, heldout_split, train
 from fiq_gym.gallery import gallery_of
-from fiq_gym.threads import torch_threads
+from fiq_gym.utils.threads import torch_threads
 
 # Small and fast: one thread, narrow layers, no progress bars.
 TINY = {"channels": (16, 32, 64, 64), "feature_dim": 32, "threads": 1, "progress": False}

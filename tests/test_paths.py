@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from fiq_gym.agents.checkpoint import load_agent
-from fiq_gym.arguments import add_dataclass_arguments
 from fiq_gym.checkpoint import portable_args
 from fiq_gym.cli import TRAINERS, build_parser
 from fiq_gym.cli import main as cli_main
-from fiq_gym.cli_args import absolute_catalog, absolute_spec
 from fiq_gym.errors import CheckpointError
+from fiq_gym.utils.arguments import absolute_catalog, absolute_spec, add_dataclass_arguments
 
 # Options that name a file or directory, and those that take NAME or NAME:DIR (with a name
 # that carries a directory for the check).

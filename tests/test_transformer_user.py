@@ -27,7 +27,6 @@ from fiq_gym.cli import main as cli_main
 from fiq_gym.envs import FashionIQEnv, FashionIQVectorEnv
 from fiq_gym.errors import CheckpointError
 from fiq_gym.text import CaptionTokenizer, split_words
-from fiq_gym.threads import torch_threads
 from fiq_gym.users.transformer import (
     CaptionerTokenizer,
     CheckpointMismatchError,
@@ -40,6 +39,7 @@ from fiq_gym.users.transformer import (
 )
 from fiq_gym.users.transformer.data import split_items
 from fiq_gym.users.transformer.user import DEFAULT_CHECKPOINT
+from fiq_gym.utils.threads import torch_threads
 
 TINY = dict(
     train_pairs=300,

@@ -29,11 +29,11 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.errors import EvaluationTimeout
-from fiq_gym.jsonfile import read_json
-from fiq_gym.links import doc_url
 from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k, rank_percentile
+from fiq_gym.utils.atomic import atomic_write_json, atomic_write_text
+from fiq_gym.utils.jsonfile import read_json
+from fiq_gym.utils.links import doc_url
 
 __all__ = [
     "PUBLIC_INFO_KEYS",

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from fiq_gym import __version__
 from fiq_gym.agents import registry  # names and module paths only: loads no agent code
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
-from fiq_gym.cli_args import catalog_arg, int_between, path_arg, seed
 from fiq_gym.errors import FiqGymError
+from fiq_gym.utils.arguments import catalog_arg, int_between, path_arg, seed
 
 if TYPE_CHECKING:
     from fiq_gym.catalog.model import Catalog
@@ -30,11 +30,11 @@ DEFAULT_EVAL_EPISODES = 1000
 
 
 def _catalog_build(args: argparse.Namespace) -> int:
-    from fiq_gym.atomic import atomic_directory
     from fiq_gym.catalog.storage import open_catalog
     from fiq_gym.catalog.synthetic import write_synthetic_catalog
     from fiq_gym.default_catalog import default_catalog_path
     from fiq_gym.features.default_network import attach_default_features, default_network_fits
+    from fiq_gym.utils.atomic import atomic_directory
 
     out = Path(args.out) if args.out else default_catalog_path(args.size, args.seed, args.image_size)
     if args.images == "lazy" and not args.out:

@@ -35,8 +35,8 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.gallery import Gallery
 from fiq_gym.retriever import RetrieverNet, gallery_tensors, load_checkpoint
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
-from fiq_gym.threads import torch_threads
 from fiq_gym.users.registry import tokenizer_for
+from fiq_gym.utils.threads import torch_threads
 
 __all__ = [
     "DEFAULT_FIRST_STAGE",

@@ -40,9 +40,7 @@ from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import config_fields
 from fiq_gym.errors import CheckpointError, FiqGymError
 from fiq_gym.gallery import Gallery, gallery_of
-from fiq_gym.jsonfile import read_json
 from fiq_gym.text import CaptionTokenizer
-from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, User, row_uniforms
 from fiq_gym.users.caption_metrics import DifferenceOracle
 from fiq_gym.users.decoding import decoding_from
@@ -54,6 +52,8 @@ from fiq_gym.users.transformer.modeling_relative_captioner import (
 )
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer
 from fiq_gym.users.words import template_words
+from fiq_gym.utils.jsonfile import read_json
+from fiq_gym.utils.threads import torch_threads
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
