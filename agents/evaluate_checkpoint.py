@@ -14,7 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.envs.evaluation import (
     TURN_TIMEOUT,
     AgentSpec,

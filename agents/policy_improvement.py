@@ -32,7 +32,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
+from fiq_gym.agents.loading import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
     UpdateItems,

@@ -28,7 +28,7 @@ import gymnasium as gym
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents import registry
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.envs.evaluation import RetrievalAgent
 from fiq_gym.envs.offline import RecordedDataset, default_dataset_id, default_datasets_root, record_dataset
 from fiq_gym.envs.registration import DEFAULT_MAX_TURNS

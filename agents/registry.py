@@ -4,7 +4,7 @@ One :class:`AgentRecord` per agent says all that the rest of fiq-gym needs to kn
 and everything that lists agents derives from the records:
 
 * ``fiq-gym train NAME``: the records with a :attr:`~AgentRecord.trainer` (:func:`trainers`);
-* :func:`~fiq_gym.agents.checkpoint.load_agent`: the :class:`CheckpointKind` of each format
+* :func:`~fiq_gym.agents.loading.load_agent`: the :class:`CheckpointKind` of each format
   (:func:`checkpoint_kinds`): what its ``config.json``'s ``format`` is, how the model is read
   and which action mode it speaks;
 * ``fiq-gym record --agent NAME``: the records with a :attr:`~AgentRecord.builtin` agent
@@ -58,7 +58,7 @@ __all__ = [
 #: (``qualname`` may be dotted, ``"module:Class.classmethod"``), imported when first used.
 Target = str | Callable[..., Any]
 
-#: How :func:`~fiq_gym.agents.checkpoint.load_agent` reads a checkpoint's model:
+#: How :func:`~fiq_gym.agents.loading.load_agent` reads a checkpoint's model:
 #: ``retriever`` a :class:`~fiq_gym.retriever.RetrieverNet`; ``sb3`` a Stable-Baselines3
 #: ``model.zip``; ``rllib`` an RLlib algorithm checkpoint's RLModule (the ``rllib`` extra);
 #: ``policy`` a single-file trainer's torch policy (``model.safetensors``, its sizes a
@@ -89,12 +89,12 @@ def resolve(target: Target | None) -> Any:
 
 @dataclass(frozen=True)
 class CheckpointKind:
-    """How :func:`~fiq_gym.agents.checkpoint.load_agent` reads one checkpoint format.
+    """How :func:`~fiq_gym.agents.loading.load_agent` reads one checkpoint format.
 
     Attributes:
         format: the ``format`` of the checkpoint's ``config.json`` (never changes: checkpoints
             on disk carry it; :mod:`fiq_gym.checkpoint_formats`).
-        kind: :attr:`LoadedAgent.kind <fiq_gym.agents.checkpoint.LoadedAgent>`, e.g. ``"ppo"``.
+        kind: :attr:`LoadedAgent.kind <fiq_gym.agents.loading.LoadedAgent>`, e.g. ``"ppo"``.
         action_mode: the action mode its checkpoints speak.
         loader: how its model is read, one of :data:`LOADERS`.
         mode_from_args: the checkpoint's training ``args`` may name another action mode (PPO
@@ -277,7 +277,7 @@ def trainers() -> dict[str, str]:
 
 
 def checkpoint_kinds() -> dict[str, CheckpointKind]:
-    """The agent checkpoint formats :func:`~fiq_gym.agents.checkpoint.load_agent` reads."""
+    """The agent checkpoint formats :func:`~fiq_gym.agents.loading.load_agent` reads."""
     return {r.checkpoint.format: r.checkpoint for r in _RECORDS.values() if r.checkpoint is not None}
 
 

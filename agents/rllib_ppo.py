@@ -44,8 +44,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.checkpoint import RLLIB_OBSERVATION_KEYS
 from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+from fiq_gym.agents.loading import RLLIB_OBSERVATION_KEYS
 from fiq_gym.agents.ppo import env_kwargs_of
 from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, gallery_matrix
 from fiq_gym.checkpoint import CHECKPOINT_VERSION, RLLIB_PPO_FORMAT, portable_args, prepare_run, versions

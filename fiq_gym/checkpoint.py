@@ -305,7 +305,7 @@ def save_sb3_model(
     """Write a Stable-Baselines3 model as a checkpoint directory, atomically: SB3's own
     ``model.zip`` (for ``PPO.load``/``DQN.load``; without a replay buffer), the policy's
     weights as ``policy.safetensors`` and ``config.json`` (``format``, ``agent``, the run's
-    ``args``, library versions), which :func:`fiq_gym.agents.checkpoint.load_agent` reads."""
+    ``args``, library versions), which :func:`fiq_gym.agents.loading.load_agent` reads."""
     directory = Path(directory)
     with atomic_directory(directory, overwrite=True) as tmp:
         model.save(tmp / "model.zip", exclude=["replay_buffer"])
@@ -370,7 +370,7 @@ def save_policy(
     """Write a torch policy as a checkpoint directory, atomically: its weights as
     ``model.safetensors`` and ``config.json`` (``format``, ``version``, ``agent``, the
     network's ``config``, the run's ``args``, library versions), which
-    :func:`fiq_gym.agents.checkpoint.load_agent` reads (no pickles)."""
+    :func:`fiq_gym.agents.loading.load_agent` reads (no pickles)."""
     directory = Path(directory)
     with atomic_directory(directory, overwrite=True) as tmp:
         save_tensors(tmp / POLICY_TENSORS, module.state_dict())

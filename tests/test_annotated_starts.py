@@ -220,8 +220,8 @@ def test_trainers_start_from_annotated_pairs_and_checkpoints_remember_it(importe
     """A trainer's --start/--start-split reach its training and evaluation envs; the checkpoint
     records them, so fiq-gym eval plays annotated starts too (on val with --start-split val)."""
     from fiq_gym.agents import policy_gradient, policy_improvement, ppo, recurrent_reinforce, supervised
-    from fiq_gym.agents.checkpoint import load_agent
     from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+    from fiq_gym.agents.loading import load_agent
     from fiq_gym.cli import main as cli
     from fiq_gym.utils.arguments import parse_dataclass_args
 

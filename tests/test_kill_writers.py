@@ -546,7 +546,7 @@ def test_kill_record(writers, featured_catalog_path, tmp_path):
 def _checkpoint_state(path: Path) -> int | None:
     """None when ``path`` is absent, else the seed of the run that wrote the checkpoint there
     (loading it checks that it is complete)."""
-    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.loading import load_agent
 
     if not os.path.lexists(path):  # checked first: loading a missing checkpoint would repair it
         return None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.checkpoint import portable_args
 from fiq_gym.cli import TRAINERS, build_parser
 from fiq_gym.cli import main as cli_main

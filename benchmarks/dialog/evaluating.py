@@ -38,7 +38,7 @@ def _bench_envs(
 ) -> gym.vector.VectorEnv:
     """The env agent ``name`` is evaluated in with shopper ``user`` (``start``: the env's
     ``start`` and ``start_split``; none: uniform starts)."""
-    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.loading import load_agent
 
     if checkpoint is None:
         mode = role_of(name).action_mode
@@ -63,7 +63,7 @@ def bench_agent(envs: gym.vector.VectorEnv, name: str, checkpoint: str | None, s
     """Benchmark agent ``name`` for ``envs``: loaded from ``checkpoint`` if it was trained, else
     built by its registered ``make`` (the untrained agents and the references). Also the agent
     factory of an isolated evaluation (``AgentSpec("fiq_gym.benchmarks.dialog:bench_agent", ...)``)."""
-    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.loading import load_agent
 
     if checkpoint is not None:
         return load_agent(checkpoint).make_agent(envs)

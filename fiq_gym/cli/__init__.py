@@ -223,7 +223,7 @@ def _evaluation_set(args: argparse.Namespace, held_out: Any) -> tuple[Any, int, 
     set the checkpoint's trainer evaluated it on, so the number matches the end of training."""
     trained = None
     if args.checkpoint is not None and held_out is None:
-        from fiq_gym.agents.checkpoint import load_agent
+        from fiq_gym.agents.loading import load_agent
 
         trained = load_agent(args.checkpoint, load_model=False).training_evaluation
     if held_out is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 
 import fiq_gym  # noqa: F401  (registers the env ids)
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.agents.retriever import load_checkpoint
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import resolve_catalog
