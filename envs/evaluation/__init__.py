@@ -88,8 +88,9 @@ __all__ = [
     "training_evaluation_seed",
 ]
 
-#: the modules the public names live in, searched in this order
-_HOMES = ("sets", "harness", "isolation", "comparison")
+#: the modules the public names live in, searched lightest first, so that a name imports no
+#: more of the package than its own module needs (the harness imports all but comparison)
+_HOMES = ("sets", "comparison", "isolation", "harness")
 
 
 def __getattr__(name: str) -> Any:
