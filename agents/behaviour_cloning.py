@@ -40,13 +40,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the ids)
-from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import BEHAVIOUR_CLONING_FORMAT, PolicyConfig, prepare_run, save_policy
-from fiq_gym.cli_args import PathArgument
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.offline import open_dataset
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, successor_env_id
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.utils.arguments import PathArgument, parse_dataclass_args
 
 if TYPE_CHECKING:  # the import above already needs Minari; this is for the annotations
     from minari import MinariDataset

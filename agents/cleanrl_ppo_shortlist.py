@@ -34,13 +34,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the ids)
-from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import CLEANRL_PPO_FORMAT, PolicyConfig, prepare_run, save_policy
-from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.env_config import trainer_env_kwargs
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
 
 
 @dataclass

@@ -44,11 +44,10 @@ from fiq_gym.agents.ppo import (
     tensorboard_logger,
 )
 from fiq_gym.agents.shortlist import ShortlistDQNPolicy
-from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import DQN_FORMAT, prepare_run, save_sb3_model
-from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
+from fiq_gym.envs.evaluation import EvaluationResult
 from fiq_gym.envs.sb3 import make_sb3_vec_env
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
 
 __all__ = ["DQN_FORMAT", "Args", "build_model", "train"]
 

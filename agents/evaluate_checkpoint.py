@@ -14,10 +14,15 @@ from typing import Any
 
 import gymnasium as gym
 
-from fiq_gym.agents.checkpoint import load_agent
-from fiq_gym.envs.evaluation import TURN_TIMEOUT, evaluate
-from fiq_gym.envs.isolation import AgentSpec
-from fiq_gym.evaluation import EvaluationResult, HeldOutSeed, RetrievalAgent
+from fiq_gym.agents.loading import load_agent
+from fiq_gym.envs.evaluation import (
+    TURN_TIMEOUT,
+    AgentSpec,
+    EvaluationResult,
+    HeldOutSeed,
+    RetrievalAgent,
+    evaluate,
+)
 
 __all__ = ["agent_from_checkpoint", "evaluate_checkpoint"]
 
@@ -47,7 +52,7 @@ def evaluate_checkpoint(
 
     ``isolation``: ``"sealed"`` (the default here, ``sealed=False`` for ``"none"``) or
     ``"process"``: the agent loaded and run in a process of its own (needed for a
-    :class:`~fiq_gym.evaluation.HeldOutSeed`); see :func:`fiq_gym.envs.evaluation.evaluate`."""
+    :class:`~fiq_gym.envs.evaluation.HeldOutSeed`); see :func:`fiq_gym.envs.evaluation.evaluate`."""
     mode = isolation or ("sealed" if sealed else "none")
     overrides: dict[str, Any] = {
         k: v for k, v in (("start", start), ("start_split", start_split)) if v is not None

@@ -24,9 +24,9 @@ import gymnasium as gym
 import numpy as np
 
 from fiq_gym.agents.shortlist import ShortlistGreedyAgent
+from fiq_gym.envs.evaluation import RetrievalAgent, dialog_turns
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import RetrievalAgent, dialog_turns
-from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.gallery import Gallery
 from fiq_gym.shortlist import DialogView, FirstStage, make_first_stage
 
 __all__ = ["FirstStageGreedyAgent", "greedy_agent"]
@@ -50,7 +50,7 @@ class FirstStageGreedyAgent:
     """
 
     def __init__(
-        self, first_stage: FirstStage, gallery: RetrievalTables, action_mode: str, seed: int | None = None
+        self, first_stage: FirstStage, gallery: Gallery, action_mode: str, seed: int | None = None
     ) -> None:
         if action_mode not in _MODES:
             raise ValueError(

@@ -26,7 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.checkpoint import save_retriever_run, start_retriever_run
+from fiq_gym.agents.loading import save_retriever_run, start_retriever_run
 from fiq_gym.agents.retriever import (
     RetrieverNet,
     UpdateItems,
@@ -34,11 +34,10 @@ from fiq_gym.agents.retriever import (
     gallery_tensors,
     observation_tensors,
 )
-from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.env_config import trainer_env_kwargs
+from fiq_gym.envs.evaluation import EvaluationResult
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
 
 __all__ = ["Args", "train"]
 

@@ -39,15 +39,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
+from fiq_gym.envs.evaluation import dialog_turns
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.errors import CheckpointError
-from fiq_gym.evaluation import dialog_turns
-from fiq_gym.retrieval import RetrievalTables, retrieval_tables
+from fiq_gym.gallery import Gallery, gallery_of
 from fiq_gym.users.template import LUMA_WEIGHTS, TemplateUser
 from fiq_gym.users.template_likelihood import ItemAttributes, TemplateLikelihood
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = [
     "DEFAULT_READOUT",
@@ -78,7 +78,7 @@ PREDICTED_FLOOR = 1e-4
 # --- what the rules need and agents do not see ------------------------------------------------
 
 
-def _inputs(gallery: RetrievalTables) -> np.ndarray:
+def _inputs(gallery: Gallery) -> np.ndarray:
     """The readout's inputs: gallery features, predicted attribute scores and a constant."""
     n = gallery.num_items
     return np.hstack([gallery.features, gallery.side_info, np.ones((n, 1), dtype=np.float32)]).astype(
@@ -106,7 +106,7 @@ class Readout:
     attribute_dim: int
     fitted_on: dict[str, Any]
 
-    def beliefs(self, gallery: RetrievalTables, vocabulary: AttributeVocabulary) -> ItemAttributes:
+    def beliefs(self, gallery: Gallery, vocabulary: AttributeVocabulary) -> ItemAttributes:
         """What an agent believes of the gallery's items."""
         if gallery.feature_dim != self.feature_dim or gallery.side_info.shape[1] != self.attribute_dim:
             raise ValueError(
@@ -187,7 +187,7 @@ def fit_readout(catalog: Catalog, ridge: float = 1.0, heldout: float = 0.2, seed
         raise ValueError(
             "fitting a readout needs a catalog with rendered colours, features and attribute scores"
         )
-    gallery = retrieval_tables(catalog, side_info="predicted")
+    gallery = gallery_of(catalog, side_info="predicted")
     x = _inputs(gallery)
     vocabulary = catalog.vocabulary
     color = vocabulary.type_names.index("color")
@@ -235,7 +235,7 @@ def fit_readout(catalog: Catalog, ridge: float = 1.0, heldout: float = 0.2, seed
     )
 
 
-def label_beliefs(catalog: Catalog, gallery: RetrievalTables) -> ItemAttributes:
+def label_beliefs(catalog: Catalog, gallery: Gallery) -> ItemAttributes:
     """What the shopper itself knows of the items in play (labels, categories, rendered luma):
     the reference that measures what predicting them costs, not an evaluable agent's input."""
     rows = gallery.rows
@@ -251,7 +251,7 @@ def label_beliefs(catalog: Catalog, gallery: RetrievalTables) -> ItemAttributes:
 
 
 class PosteriorAgent:
-    """Batched :class:`~fiq_gym.evaluation.RetrievalAgent` keeping one log-belief per dialog
+    """Batched :class:`~fiq_gym.envs.evaluation.RetrievalAgent` keeping one log-belief per dialog
     over the items in play (see the module docstring).
 
     Policies:

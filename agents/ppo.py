@@ -46,13 +46,11 @@ from torch import nn
 import fiq_gym  # noqa: F401
 from fiq_gym.agents.sb3_state import SB3Predictor
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistActorCriticPolicy
-from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import PPO_FORMAT, prepare_run, save_sb3_model
-from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.env_config import trainer_env_kwargs
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.sb3 import make_sb3_vec_env
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -207,7 +205,7 @@ class Args:
 
 class PPOAgent:
     """A trained SB3 PPO model (or sb3-contrib's ``RecurrentPPO``, whose LSTM state it keeps
-    through each dialog) as a batched :class:`~fiq_gym.evaluation.RetrievalAgent`."""
+    through each dialog) as a batched :class:`~fiq_gym.envs.evaluation.RetrievalAgent`."""
 
     def __init__(self, model: Any) -> None:
         self.model = model

@@ -22,7 +22,7 @@ _SLATE_STREAM = 0x52534C54  # "RSLT"
 class RandomAgent:
     """Uniform over the items not yet shown in each dialog (``index`` action mode), batched.
 
-    Follows :class:`fiq_gym.evaluation.RetrievalAgent`: ``reset`` marks new dialogs, ``act``
+    Follows :class:`fiq_gym.envs.evaluation.RetrievalAgent`: ``reset`` marks new dialogs, ``act``
     returns one item index per dialog. A row whose ``info["dialog_turn"]`` is 0 inside ``act`` has
     just been auto-reset and starts a new dialog too.
 

@@ -28,11 +28,11 @@ import gymnasium as gym
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents import registry
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
+from fiq_gym.envs.evaluation import RetrievalAgent
 from fiq_gym.envs.offline import RecordedDataset, default_dataset_id, default_datasets_root, record_dataset
 from fiq_gym.envs.registration import DEFAULT_MAX_TURNS
 from fiq_gym.errors import CheckpointError
-from fiq_gym.evaluation import RetrievalAgent
 
 # BUILTIN_AGENTS comes from the module __getattr__ below: it follows the registry
 __all__ = ["BUILTIN_AGENTS", "DEFAULT_ENV_ID", "Recording", "make_recording", "record"]  # noqa: F822

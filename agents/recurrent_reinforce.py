@@ -42,13 +42,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the env ids)
-from fiq_gym.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import RECURRENT_REINFORCE_FORMAT, PolicyConfig, prepare_run, save_policy
-from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
 from fiq_gym.env_config import trainer_env_kwargs
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
 
 __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 
@@ -127,7 +125,7 @@ class RecurrentPolicy(nn.Module):
 
 
 class RecurrentQueryAgent:
-    """The trained policy as a batched :class:`~fiq_gym.evaluation.RetrievalAgent` (mean query).
+    """The trained policy as a batched :class:`~fiq_gym.envs.evaluation.RetrievalAgent` (mean query).
 
     Its GRU state (``hidden``, one row per dialog) carries a dialog's turns, and starts afresh
     where a dialog starts: the rows ``reset`` names, and rows at turn 0 in ``act``."""

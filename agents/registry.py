@@ -4,7 +4,7 @@ One :class:`AgentRecord` per agent says all that the rest of fiq-gym needs to kn
 and everything that lists agents derives from the records:
 
 * ``fiq-gym train NAME``: the records with a :attr:`~AgentRecord.trainer` (:func:`trainers`);
-* :func:`~fiq_gym.agents.checkpoint.load_agent`: the :class:`CheckpointKind` of each format
+* :func:`~fiq_gym.agents.loading.load_agent`: the :class:`CheckpointKind` of each format
   (:func:`checkpoint_kinds`): what its ``config.json``'s ``format`` is, how the model is read
   and which action mode it speaks;
 * ``fiq-gym record --agent NAME``: the records with a :attr:`~AgentRecord.builtin` agent
@@ -58,7 +58,7 @@ __all__ = [
 #: (``qualname`` may be dotted, ``"module:Class.classmethod"``), imported when first used.
 Target = str | Callable[..., Any]
 
-#: How :func:`~fiq_gym.agents.checkpoint.load_agent` reads a checkpoint's model:
+#: How :func:`~fiq_gym.agents.loading.load_agent` reads a checkpoint's model:
 #: ``retriever`` a :class:`~fiq_gym.retriever.RetrieverNet`; ``sb3`` a Stable-Baselines3
 #: ``model.zip``; ``rllib`` an RLlib algorithm checkpoint's RLModule (the ``rllib`` extra);
 #: ``policy`` a single-file trainer's torch policy (``model.safetensors``, its sizes a
@@ -89,12 +89,12 @@ def resolve(target: Target | None) -> Any:
 
 @dataclass(frozen=True)
 class CheckpointKind:
-    """How :func:`~fiq_gym.agents.checkpoint.load_agent` reads one checkpoint format.
+    """How :func:`~fiq_gym.agents.loading.load_agent` reads one checkpoint format.
 
     Attributes:
         format: the ``format`` of the checkpoint's ``config.json`` (never changes: checkpoints
             on disk carry it; :mod:`fiq_gym.checkpoint_formats`).
-        kind: :attr:`LoadedAgent.kind <fiq_gym.agents.checkpoint.LoadedAgent>`, e.g. ``"ppo"``.
+        kind: :attr:`LoadedAgent.kind <fiq_gym.agents.loading.LoadedAgent>`, e.g. ``"ppo"``.
         action_mode: the action mode its checkpoints speak.
         loader: how its model is read, one of :data:`LOADERS`.
         mode_from_args: the checkpoint's training ``args`` may name another action mode (PPO
@@ -102,7 +102,7 @@ class CheckpointKind:
         model: ``sb3``: the Stable-Baselines3 class that loads ``model.zip`` (``"PPO"``).
         network: ``policy``: the torch module, built from the checkpoint's
             :class:`~fiq_gym.checkpoint.PolicyConfig`.
-        agent: ``policy``: the batched :class:`~fiq_gym.evaluation.RetrievalAgent`, built from
+        agent: ``policy``: the batched :class:`~fiq_gym.envs.evaluation.RetrievalAgent`, built from
             the network.
         extra: ``policy``: the optional extra its module needs and the packages that bring it,
             named in the error when they are missing (``("offline", ("minari", "pyarrow"))``).
@@ -137,7 +137,7 @@ class BenchRole:
         action_mode: the action mode it plays.
         role: one of :data:`BENCH_ROLES`.
         make: ``untrained`` and ``reference``: builds it, ``make(envs, seed)`` ->
-            :class:`~fiq_gym.evaluation.RetrievalAgent`.
+            :class:`~fiq_gym.envs.evaluation.RetrievalAgent`.
         trained_by: ``trained`` and ``control``: the registered agent whose trainer trains it
             (None: its own; a control: the supervised retriever's).
         budget: ``trained``: the benchmark preset's field with its budget, rounds for trainers
@@ -193,7 +193,7 @@ class AgentRecord:
             command; the benchmark builds its ``Args`` and calls ``train(args, progress=)``.
         checkpoint: how its checkpoints are read (trainers only).
         builtin: an agent that needs no checkpoint, for ``fiq-gym record``:
-            ``builtin(env, first_stage, seed)`` -> :class:`~fiq_gym.evaluation.RetrievalAgent`
+            ``builtin(env, first_stage, seed)`` -> :class:`~fiq_gym.envs.evaluation.RetrievalAgent`
             for the env's action mode (``first_stage``: the ``--shortlist`` spec).
         bench: its part in ``fiq-gym bench``, if any.
     """
@@ -277,7 +277,7 @@ def trainers() -> dict[str, str]:
 
 
 def checkpoint_kinds() -> dict[str, CheckpointKind]:
-    """The agent checkpoint formats :func:`~fiq_gym.agents.checkpoint.load_agent` reads."""
+    """The agent checkpoint formats :func:`~fiq_gym.agents.loading.load_agent` reads."""
     return {r.checkpoint.format: r.checkpoint for r in _RECORDS.values() if r.checkpoint is not None}
 
 

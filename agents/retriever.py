@@ -16,10 +16,9 @@ import torch
 from torch.nn import functional as F
 
 from fiq_gym.env_config import trainer_env_kwargs
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
-from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.gallery import Gallery
 from fiq_gym.retriever import (
     RETRIEVER_FORMAT,
     RetrieverConfig,
@@ -67,7 +66,7 @@ class UpdateItems:
             read, when the gallery has more than :data:`WHOLE_GALLERY_ITEMS` items.
     """
 
-    def __init__(self, net: RetrieverNet, gallery: RetrievalTables, rows: list[torch.Tensor]) -> None:
+    def __init__(self, net: RetrieverNet, gallery: Gallery, rows: list[torch.Tensor]) -> None:
         n = len(gallery.features)
         self._position: torch.Tensor | None = None
         if n <= WHOLE_GALLERY_ITEMS:
@@ -122,11 +121,11 @@ def observation_tensors(obs: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch
 class RetrieverAgent:
     """Batched agent over a :class:`RetrieverNet` for ``action_mode="scores"`` envs.
 
-    Follows :class:`fiq_gym.evaluation.RetrievalAgent`: each turn it updates every dialog's
+    Follows :class:`fiq_gym.envs.evaluation.RetrievalAgent`: each turn it updates every dialog's
     state with the caption and the shown item, and returns its cosine scores for all items.
     """
 
-    def __init__(self, net: RetrieverNet, gallery: RetrievalTables) -> None:
+    def __init__(self, net: RetrieverNet, gallery: Gallery) -> None:
         check_fits(net.config, gallery, vocab_size=None)
         self.net = net.eval()
         features, attributes = gallery_tensors(gallery)
@@ -155,7 +154,7 @@ class RetrieverAgent:
 def evaluate_retriever(net: RetrieverNet, args: Any, name: str) -> EvaluationResult:
     """Evaluate ``net`` during training on the env its trainer's ``args`` describe
     (``env_id``, ``catalog``, ``user``, ``max_turns``, ``start``), on ``args.eval_episodes`` dialogs
-    of a fixed seed (:func:`~fiq_gym.evaluation.training_evaluation_seed`), so evaluations of a run compare."""
+    of a fixed seed (:func:`~fiq_gym.envs.evaluation.training_evaluation_seed`), so evaluations of a run compare."""
     envs = gym.make_vec(
         args.env_id,
         num_envs=min(64, args.eval_episodes),

@@ -44,16 +44,21 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.checkpoint import RLLIB_OBSERVATION_KEYS
 from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
+from fiq_gym.agents.loading import RLLIB_OBSERVATION_KEYS
 from fiq_gym.agents.ppo import env_kwargs_of
 from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, gallery_matrix
-from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.atomic import atomic_directory
 from fiq_gym.checkpoint import CHECKPOINT_VERSION, RLLIB_PPO_FORMAT, portable_args, prepare_run, versions
-from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument, absolute_path
+from fiq_gym.envs.evaluation import EvaluationResult, training_evaluation_seed
 from fiq_gym.envs.rllib import register_rllib_envs
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.utils.arguments import (
+    CatalogArgument,
+    PathArgument,
+    SpecArgument,
+    absolute_path,
+    parse_dataclass_args,
+)
+from fiq_gym.utils.atomic import atomic_directory
 
 __all__ = ["ACTION_MODES", "MAX_INDEX_ITEMS", "Args", "build_config", "module_spec", "ray_session", "train"]
 

@@ -56,18 +56,17 @@ from fiq_gym.agents.retriever import (
     load_checkpoint,
     save_checkpoint,
 )
-from fiq_gym.arguments import parse_dataclass_args
-from fiq_gym.atomic import atomic_directory, atomic_write_json
 from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.checkpoint import prepare_run
-from fiq_gym.cli_args import CatalogArgument, PathArgument
 from fiq_gym.errors import CheckpointError, DatasetError
+from fiq_gym.gallery import gallery_of
 from fiq_gym.metrics import recall_at_k, target_rank
-from fiq_gym.retrieval import retrieval_tables
 from fiq_gym.text import WordTokenizer
 from fiq_gym.users.dataset import join_captions
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, parse_dataclass_args
+from fiq_gym.utils.atomic import atomic_directory, atomic_write_json
 
 __all__ = [
     "PREDICTION_TOP",
@@ -215,7 +214,7 @@ def evaluate_single_shot(
 ) -> SingleShotResult:
     """R@10 / R@50 of every category of ``split`` (queries with a target only)."""
     net.eval()
-    tables = retrieval_tables(catalog)
+    tables = gallery_of(catalog)
     tensors = torch.tensor(np.asarray(tables.features)), torch.tensor(np.asarray(tables.side_info))
     per_category: dict[str, dict[str, float]] = {}
     for category in catalog.category_names:
@@ -267,7 +266,7 @@ def predict_single_shot(
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
     net.eval()
-    tables = retrieval_tables(catalog)
+    tables = gallery_of(catalog)
     tensors = torch.tensor(np.asarray(tables.features)), torch.tensor(np.asarray(tables.side_info))
     ids = np.asarray(catalog.ids)
     out: dict[str, list[dict[str, Any]]] = {}
@@ -396,7 +395,7 @@ def train(args: Args) -> tuple[Path, SingleShotResult]:
         )
     texts_for_vocab = [c for e in train_entries.entries for c in e.captions]
     tokenizer = WordTokenizer.from_texts([*texts_for_vocab, "and"])
-    tables = retrieval_tables(catalog)
+    tables = gallery_of(catalog)
     features = torch.tensor(np.asarray(tables.features))
     side = torch.tensor(np.asarray(tables.side_info))
     config = RetrieverConfig(

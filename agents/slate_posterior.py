@@ -175,7 +175,7 @@ def slate_of(policy: str, p: np.ndarray, k: int, left: int, shopper: TemplateUse
 class PosteriorSlateAgent:
     """The posterior reader as an agent of the env's ``slate`` action mode, batched.
 
-    Follows :class:`fiq_gym.evaluation.RetrievalAgent` and reads only what an evaluated agent
+    Follows :class:`fiq_gym.envs.evaluation.RetrievalAgent` and reads only what an evaluated agent
     may: the caption text, ``info["slate"]`` and ``info["slate_pick"]`` (the items it showed and
     the shopper's pick), ``info["shown"]`` at reset and ``info["dialog_turn"]``. Each dialog has
     a :class:`SlateReader`; each turn it folds in the last slate's pick and caption, then shows

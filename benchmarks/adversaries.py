@@ -26,8 +26,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from fiq_gym.envs.evaluation import EvaluationSet
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationSet
 
 __all__ = [
     "ADVERSARIES",
@@ -112,12 +112,11 @@ class PatchesTheHarness(_Fallback):
 
     def __init__(self, venv: gym.vector.VectorEnv, **kwargs: Any) -> None:
         super().__init__(venv)
-        import fiq_gym.envs.evaluation as sealed
-        import fiq_gym.evaluation as core
+        from fiq_gym.envs.evaluation import EvaluationDialogs, SealedDialogs
 
         self._patched = [
-            (core.EvaluationDialogs, "result", core.EvaluationDialogs.result),
-            (sealed.SealedDialogs, "result", sealed.SealedDialogs.result),
+            (EvaluationDialogs, "result", EvaluationDialogs.result),
+            (SealedDialogs, "result", SealedDialogs.result),
         ]
         for owner, attr, original in self._patched:
             setattr(owner, attr, _forged(original))
@@ -140,7 +139,7 @@ def _forged(original: Any) -> Any:
 
 _LEAK = """
 import numpy as np
-import fiq_gym.evaluation as _evaluation
+import fiq_gym.envs.evaluation as _evaluation
 
 _reset, _step = _evaluation.EvaluationDialogs.reset, _evaluation.EvaluationDialogs.step
 
@@ -310,7 +309,7 @@ class StopsTheEnvironment(_Fallback):
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         for pid in set(_children(os.getpid())) - self._before:
-            if b"_sealed_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"_env_worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 os.kill(pid, signal.SIGSTOP)
         return super().act(observation, info)
 

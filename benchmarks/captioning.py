@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, faithfulness
+from fiq_gym.utils.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from fiq_gym.users.base import User
@@ -135,7 +135,7 @@ def evaluate(
 
     from fiq_gym.catalog.storage import open_catalog
     from fiq_gym.default_catalog import load_default_catalog
-    from fiq_gym.retrieval import retrieval_tables
+    from fiq_gym.gallery import gallery_of
     from fiq_gym.users.template import TemplateUser
     from fiq_gym.users.transformer.data import held_out_pairs, template_captions, template_dataset
     from fiq_gym.users.transformer.user import DEFAULT_CHECKPOINT, TransformerUser
@@ -184,7 +184,7 @@ def evaluate(
         seed=seed,
         near_fraction=train_args["near_fraction"],
     )
-    features = retrieval_tables(catalog).features
+    features = gallery_of(catalog).features
     train_t = np.array([p.target for p in data.train])
     train_s = np.array([p.shown for p in data.train])
     train_captions = [p.caption for p in data.train]
@@ -206,7 +206,7 @@ def evaluate(
         _row("template shopper (ceiling)", [p[0] for p in per_pair], seconds, refs, targets, shown, oracle)
     )
 
-    tables = retrieval_tables(catalog)
+    tables = gallery_of(catalog)
     setup = {
         "catalog": train_args["catalog"] or "default synthetic catalog",
         "items": len(catalog),

@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["run"]
 

@@ -33,7 +33,6 @@ import numpy as np
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents.posterior import posterior_agent
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
@@ -41,10 +40,9 @@ from fiq_gym.benchmarks.publishing import (
     provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.comparison import paired_difference
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationSet, evaluate, paired_difference
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationSet
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["CONFIGURATION_RUNS", "main"]
 

@@ -29,7 +29,6 @@ from fiq_gym.agents import supervised
 from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
 from fiq_gym.agents.random_agent import RandomAgent
 from fiq_gym.agents.shortlist import ShortlistGreedyAgent
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
@@ -37,9 +36,9 @@ from fiq_gym.benchmarks.publishing import (
     refuse_unclean_publication,
 )
 from fiq_gym.envs.configurations import CONFIGURATIONS
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["Measurement", "is_hard", "measure", "to_markdown"]
 

@@ -25,11 +25,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from fiq_gym.agents import dqn
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistGreedyAgent
-from fiq_gym.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fiq_gym.benchmarks.publishing import command_line, default_results_dir, provenance_lines
-from fiq_gym.comparison import paired_difference
-from fiq_gym.envs.evaluation import evaluate
-from fiq_gym.evaluation import EvaluationResult, training_evaluation_seed
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, paired_difference, training_evaluation_seed
+from fiq_gym.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["VARIANTS", "run"]
 

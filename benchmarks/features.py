@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.synthetic import build_synthetic_catalog
 from fiq_gym.features.extract import extract_features
 from fiq_gym.features.model import WEIGHTS_FILE, Checkpoint, load_checkpoint
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["confusions", "run"]
 

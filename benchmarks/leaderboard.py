@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
 from fiq_gym.benchmarks.slates import leaderboard_lines
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k
 from fiq_gym.metrics import recall_at_k as _recall
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["METRICS", "Entry", "entries_of", "main", "to_markdown"]
 

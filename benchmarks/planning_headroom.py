@@ -38,7 +38,6 @@ import numpy as np
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.agents.posterior import label_beliefs, posterior_agent
 from fiq_gym.agents.slate_posterior import SLATE_POLICIES, SlateReader, slate_of
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
@@ -46,11 +45,11 @@ from fiq_gym.benchmarks.publishing import (
     provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.comparison import paired_difference
+from fiq_gym.envs.evaluation import EvaluationSet, paired_difference
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.evaluation import EvaluationSet
 from fiq_gym.users.template import TemplateUser
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["POLICIES", "main", "simulate"]
 

@@ -19,13 +19,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     checkout_results_dir,
     command_line,
     default_results_dir,
     provenance_lines,
 )
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["recipe_script", "run"]
 

@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from fiq_gym.agents import ppo, rllib_ppo
-from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
     provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.envs.evaluation import EvaluationResult
+from fiq_gym.utils.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["Curve", "read_scalars", "run"]
 

@@ -48,7 +48,6 @@ import numpy as np
 import torch
 
 from fiq_gym.agents.rllib_ppo import Args, build_config, env_config_of, ray_session
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
@@ -56,6 +55,7 @@ from fiq_gym.benchmarks.publishing import (
     refuse_unclean_publication,
 )
 from fiq_gym.envs.building import forget_first_stages
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["Row", "measure", "run", "to_markdown"]
 

@@ -43,7 +43,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
@@ -51,6 +50,7 @@ from fiq_gym.benchmarks.publishing import (
     refuse_unclean_publication,
 )
 from fiq_gym.ranking.sharded import RAY_INSTALL
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["BuildRow", "StepRow", "main", "run", "to_markdown"]
 

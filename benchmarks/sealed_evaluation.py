@@ -36,11 +36,16 @@ import gymnasium as gym
 import numpy as np
 
 import fiq_gym  # noqa: F401 - registers the ids
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, git_revision
-from fiq_gym.envs.evaluation import SealedEvaluator, evaluate
+from fiq_gym.envs.evaluation import (
+    EvaluationSet,
+    SealedEvaluator,
+    evaluate,
+    evaluate_in_process,
+    play_dialogs,
+)
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationSet, evaluate_in_process, play_dialogs
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["CHEATS", "main", "measure_overhead", "rank_cheat_on_a_bare_env", "score_cheats"]
 
@@ -330,10 +335,8 @@ def score_adversaries(catalog: str | None, episodes: int, num_envs: int = 64) ->
     """name -> success at turn 1 (or the error that stopped it) of each deliberately cheating
     agent: in this process (``none``), sealed, and isolated on a held-out set."""
     from fiq_gym.benchmarks.adversaries import ADVERSARIES
-    from fiq_gym.envs.evaluation import close_warm_evaluator
-    from fiq_gym.envs.isolation import AgentSpec
+    from fiq_gym.envs.evaluation import AgentSpec, HeldOutSeed, close_warm_evaluator
     from fiq_gym.errors import EvaluationError
-    from fiq_gym.evaluation import HeldOutSeed
 
     secret = HeldOutSeed(int.from_bytes(os.urandom(6), "little"))
     scores: dict[str, dict[str, str]] = {}

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from fiq_gym.agents.single_shot import Args, scoring_split, train
-from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     add_publish_argument,
     git_revision,
@@ -45,8 +44,9 @@ from fiq_gym.catalog.captions import HumanCaptions, load_human_captions
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.errors import FiqGymError
+from fiq_gym.gallery import gallery_of
 from fiq_gym.metrics import recall_at_k, target_rank
-from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.utils.atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["candidate_only", "chance", "main", "run_single_shot", "standin_catalog"]
 
@@ -99,7 +99,7 @@ def chance(catalog: Catalog, captions: HumanCaptions, split: str) -> dict[str, d
 
 def candidate_only(catalog: Catalog, captions: HumanCaptions, split: str) -> dict[str, dict[str, float]]:
     """Rank the gallery by feature similarity to the candidate image, ignoring the captions."""
-    tables = retrieval_tables(catalog)
+    tables = gallery_of(catalog)
     out = {}
     for category in catalog.category_names:
         candidates, targets, gallery = _split_queries(catalog, captions, split, category)

@@ -47,7 +47,6 @@ from fiq_gym.agents.retriever import RetrieverAgent
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistGreedySlateAgent
 from fiq_gym.agents.slate import TopScoresSlateAgent
 from fiq_gym.agents.slate_posterior import posterior_slate_agent
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import (
     command_line,
     default_results_dir,
@@ -55,10 +54,9 @@ from fiq_gym.benchmarks.publishing import (
     provenance_lines,
     refuse_unclean_publication,
 )
-from fiq_gym.comparison import paired_difference
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import EvaluationResult, evaluate, paired_difference
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["main", "run"]
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir
 from fiq_gym.catalog import Catalog
 from fiq_gym.catalog.synthetic_spec import CATEGORIES, LENGTHS_BY_CATEGORY, SYNTHETIC_VOCABULARY
 from fiq_gym.users import TemplateNoise, TemplateUser
+from fiq_gym.utils.atomic import atomic_write_text
 
 NOISY = TemplateNoise(omit=0.2, wrong_color=0.2, drop_word=0.1)
 # (label, noise, one generator per pair as a vector env passes them)

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any, cast
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
 from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import load_default_catalog
 from fiq_gym.envs.fashion_iq import FashionIQEnv
 from fiq_gym.envs.vector import FashionIQVectorEnv
+from fiq_gym.gallery import gallery_of
 from fiq_gym.metrics import target_rank
-from fiq_gym.retrieval import retrieval_tables
-from fiq_gym.threads import blas_threads
+from fiq_gym.utils.atomic import atomic_write_bytes, atomic_write_text
+from fiq_gym.utils.threads import blas_threads
 
 if TYPE_CHECKING:
     import torch
@@ -114,7 +114,7 @@ def _native(catalog: Catalog, num_envs: int, rng: np.random.Generator, min_secon
 
 def _ranking(catalog: Catalog, num_envs: int, rng: np.random.Generator, min_seconds: float) -> float:
     """The matrix product and the rank count an index-mode step needs, and nothing else."""
-    features = retrieval_tables(catalog).features
+    features = gallery_of(catalog).features
     n = len(features)
 
     def step() -> None:
@@ -147,8 +147,8 @@ def measure_transformer(
     """
     import torch
 
-    from fiq_gym.threads import torch_threads
     from fiq_gym.users.transformer.modeling_relative_captioner import caption_flops
+    from fiq_gym.utils.threads import torch_threads
 
     size = len(catalog)
     rng = np.random.default_rng(0)
@@ -241,7 +241,7 @@ def _decoder_products(user: TransformerUser, batch: int) -> tuple[Callable[[], N
     import torch
     import torch.nn.functional as F
 
-    from fiq_gym.threads import torch_threads
+    from fiq_gym.utils.threads import torch_threads
 
     c = user.config
     d, f, v = c.d_model, c.ffn_dim, c.vocab_size
@@ -273,7 +273,7 @@ def measure_throughput(
     out: list[Measurement] = []
     for size in sizes:
         catalog = load_default_catalog(size=size, progress=progress)
-        retrieval_tables(catalog)  # build once, outside the timings
+        gallery_of(catalog)  # build once, outside the timings
         if "transformer" in users and size == transformer_size:
             rows = measure_transformer(catalog, transformer_envs, min_seconds)
             out += rows

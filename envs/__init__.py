@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fiq_gym.envs import _launch  # noqa: F401  (pins what evaluation children start with, first)
+from fiq_gym.envs.evaluation import _launch  # noqa: F401  (pins what evaluation children start with, first)
 from fiq_gym.envs.registration import ENV_IDS, register_envs
 
 __all__ = ["ENV_IDS", "FashionIQEnv", "FashionIQVectorEnv", "register_envs"]

@@ -1,7 +1,7 @@
 """Turning environment arguments into the parts a dialog runs on, shared across envs.
 
 Environments made in one process with the same catalog share the opened catalog
-(:func:`~fiq_gym.default_catalog.resolve_catalog`), the retrieval tables and the shopper with
+(:func:`~fiq_gym.default_catalog.resolve_catalog`), the gallery (:func:`~fiq_gym.gallery.gallery_of`) and the shopper with
 its tokenizer (:func:`~fiq_gym.users.registry.make_user`).
 """
 
@@ -17,8 +17,8 @@ from fiq_gym.default_catalog import resolve_catalog
 from fiq_gym.dialog_engine import DialogBatch
 from fiq_gym.env_config import EnvConfig
 from fiq_gym.envs.configurations import apply_configuration
+from fiq_gym.gallery import Gallery, gallery_of
 from fiq_gym.ranking import make_ranker
-from fiq_gym.retrieval import RetrievalTables, retrieval_tables
 from fiq_gym.shortlist import FirstStage, make_first_stage
 from fiq_gym.starts import annotated_starts, check_start_shopper
 from fiq_gym.text import CaptionTokenizer
@@ -47,21 +47,21 @@ def build_dialog_parts(
     tokenizer: CaptionTokenizer | None,
     side_info: str = "auto",
     split: str | None = None,
-) -> tuple[Catalog, RetrievalTables, User, CaptionTokenizer]:
+) -> tuple[Catalog, Gallery, User, CaptionTokenizer]:
     """Resolve the catalog, its tables for ``category`` and ``split`` (attribute scores per
-    ``side_info``, see :data:`fiq_gym.retrieval.SIDE_INFO`), the user and the caption tokenizer."""
+    ``side_info``, see :data:`fiq_gym.gallery.SIDE_INFO`), the user and the caption tokenizer."""
     opened = resolve_catalog(catalog)
-    tables = retrieval_tables(opened, category, side_info, split)
+    tables = gallery_of(opened, category, side_info, split)
     chosen = make_user(user, opened, **(user_kwargs or {}))
     return opened, tables, chosen, tokenizer or chosen.tokenizer
 
 
 # (spec, tables) -> first stage: envs of one process on the same tables share the network.
-_FIRST_STAGES: dict[tuple[str, int], tuple[RetrievalTables, FirstStage]] = {}
+_FIRST_STAGES: dict[tuple[str, int], tuple[Gallery, FirstStage]] = {}
 
 
 def build_first_stage(
-    spec: str | FirstStage, action_mode: str, catalog: Catalog, tables: RetrievalTables
+    spec: str | FirstStage, action_mode: str, catalog: Catalog, tables: Gallery
 ) -> FirstStage | None:
     """The shortlist's first stage ``spec`` names (None in modes without candidates, where
     :class:`~fiq_gym.env_config.EnvConfig` allows only the default ``spec``)."""

@@ -24,7 +24,7 @@ from fiq_gym.envs.registration import (
     refuse_earlier_spec,
 )
 from fiq_gym.envs.rendering import render_frame
-from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.gallery import Gallery
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
@@ -310,7 +310,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
     reports their share by turn (``result.meta["human_captions"]``). The pairs are
     ``env.unwrapped.start_pairs`` (indices in play); evaluation sets of such an env are drawn
     from them, each pair once in a seeded order (:meth:`EvaluationSet.for_env
-    <fiq_gym.evaluation.EvaluationSet.for_env>`). Reset options win over the draw: given
+    <fiq_gym.envs.evaluation.EvaluationSet.for_env>`). Reset options win over the draw: given
     either, the reset follows the uniform rule above. A dataset shopper that replays another
     split than ``start_split`` is refused (``ValueError`` naming ``user_kwargs["split"]``), as
     are a catalog without human captions and a split without targets (Fashion IQ's `test`).
@@ -596,7 +596,7 @@ class FashionIQEnv(gym.Env[dict[str, np.ndarray], Any]):
         return ids[0], lengths[0]
 
     @property
-    def gallery(self) -> RetrievalTables:
+    def gallery(self) -> Gallery:
         """Read-only features and attribute scores of the items in play (no target in it)."""
         return self._dialog.tables
 

@@ -5,14 +5,14 @@ plays are recorded in its format: per episode the observations (one more than th
 the reset's first), the actions, rewards, terminations, truncations and the env's full
 ``info`` of every step (caption text, shown item, turn, rank, percentile, success, and in
 ``shortlist`` mode the candidates' item indices). :func:`record_dataset` drives a single
-Gymnasium env with a batched :class:`~fiq_gym.evaluation.RetrievalAgent` at batch size 1,
+Gymnasium env with a batched :class:`~fiq_gym.envs.evaluation.RetrievalAgent` at batch size 1,
 handing the agent what the evaluation harness would (observations and
-:func:`~fiq_gym.evaluation.public_info`), so a dataset records the agent's evaluated behaviour.
+:func:`~fiq_gym.envs.evaluation.public_info`), so a dataset records the agent's evaluated behaviour.
 
 Where datasets go: a Minari *datasets root* (what ``MINARI_DATASETS_PATH`` points at; Minari's
 default is ``~/.minari/datasets``) holds each dataset at ``ROOT/<dataset id>/data``. A dataset
 is written into a hidden temporary directory beside its final place and renamed into it when
-complete (:func:`fiq_gym.atomic.atomic_directory`): a killed recording leaves no dataset under
+complete (:func:`fiq_gym.utils.atomic.atomic_directory`): a killed recording leaves no dataset under
 the final name, and an existing dataset is never replaced unless asked.
 
 The storage is Minari's ``arrow`` format (pyarrow): it keeps the caption text as strings
@@ -49,10 +49,10 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by test
     ) from None
 
 from fiq_gym import __version__
-from fiq_gym.atomic import atomic_directory, atomic_write_json, recover_directory
-from fiq_gym.cli_args import absolute_path
-from fiq_gym.evaluation import PUBLIC_INFO_KEYS, PublicInfo, RetrievalAgent
-from fiq_gym.links import REPOSITORY
+from fiq_gym.envs.evaluation import PUBLIC_INFO_KEYS, PublicInfo, RetrievalAgent
+from fiq_gym.utils.arguments import absolute_path
+from fiq_gym.utils.atomic import atomic_directory, atomic_write_json, recover_directory
+from fiq_gym.utils.links import REPOSITORY
 
 __all__ = [
     "DATA_FORMAT",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fiq_gym.atomic import atomic_write_bytes
+from fiq_gym.utils.atomic import atomic_write_bytes
 
 __all__ = ["render_frame", "save_gif"]
 

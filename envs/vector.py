@@ -24,8 +24,8 @@ from fiq_gym.env_config import RENDER_MODES, EnvConfig
 from fiq_gym.envs.building import build_dialog
 from fiq_gym.envs.registration import refuse_earlier_spec
 from fiq_gym.envs.rendering import render_frame
+from fiq_gym.gallery import Gallery
 from fiq_gym.ranking import Ranker
-from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.shortlist import FirstStage
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
@@ -188,7 +188,7 @@ class FashionIQVectorEnv(VectorEnv):
         return self._dialog.ranker
 
     @property
-    def gallery(self) -> RetrievalTables:
+    def gallery(self) -> Gallery:
         """Read-only features and attribute scores of the items in play (no target in it)."""
         return self._dialog.tables
 

@@ -18,7 +18,7 @@ __all__ = ["__version__", "configure_threads"]
 def __getattr__(name: str) -> object:
     # fiq_gym.configure_threads, imported on first use: `import fiq_gym` stays free of torch.
     if name == "configure_threads":
-        from fiq_gym.threads import configure_threads
+        from fiq_gym.utils.threads import configure_threads
 
         return configure_threads
     raise AttributeError(f"module 'fiq_gym' has no attribute {name!r}")

@@ -30,9 +30,9 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 from gymnasium import spaces
 
+from fiq_gym.gallery import Gallery
 from fiq_gym.metrics import target_rank
 from fiq_gym.ranking import Ranker, best_unseen
-from fiq_gym.retrieval import RetrievalTables
 
 __all__ = [
     "ACTION_MODES",
@@ -97,7 +97,7 @@ class DialogView:
             stages; drawing from it changes nothing else in the episode).
     """
 
-    gallery: RetrievalTables
+    gallery: Gallery
     history: np.ndarray
     captions: Sequence[Sequence[str]]
     turn: np.ndarray
@@ -148,7 +148,7 @@ class ActionMode:
     #: Whether the mode shows several items a turn, among which the shopper picks.
     uses_picker: ClassVar[bool] = False
 
-    def __init__(self, tables: RetrievalTables, num_dialogs: int, settings: ModeSettings) -> None:
+    def __init__(self, tables: Gallery, num_dialogs: int, settings: ModeSettings) -> None:
         self.tables = tables
         self.num_dialogs = num_dialogs
         self.settings = settings
@@ -157,7 +157,7 @@ class ActionMode:
     @classmethod
     def build(
         cls,
-        tables: RetrievalTables,
+        tables: Gallery,
         num_dialogs: int,
         settings: ModeSettings,
         first_stage: FirstStage | None = None,
@@ -346,7 +346,7 @@ class ShortlistMode(_ItemChoice):
     info_keys: ClassVar[tuple[str, ...]] = ("candidates",)
 
     def __init__(
-        self, tables: RetrievalTables, num_dialogs: int, settings: ModeSettings, first_stage: FirstStage
+        self, tables: Gallery, num_dialogs: int, settings: ModeSettings, first_stage: FirstStage
     ) -> None:
         super().__init__(tables, num_dialogs, settings)
         self.first_stage = first_stage
@@ -360,7 +360,7 @@ class ShortlistMode(_ItemChoice):
     @classmethod
     def build(
         cls,
-        tables: RetrievalTables,
+        tables: Gallery,
         num_dialogs: int,
         settings: ModeSettings,
         first_stage: FirstStage | None = None,
@@ -529,9 +529,7 @@ class SlateMode(ActionMode):
     observation_keys: ClassVar[tuple[str, ...]] = SLATE_KEYS
     info_keys: ClassVar[tuple[str, ...]] = ("slate", "slate_pick")
 
-    def __init__(
-        self, tables: RetrievalTables, num_dialogs: int, settings: ModeSettings, picker: Picker
-    ) -> None:
+    def __init__(self, tables: Gallery, num_dialogs: int, settings: ModeSettings, picker: Picker) -> None:
         super().__init__(tables, num_dialogs, settings)
         self.picker = picker
         b, k = num_dialogs, settings.slate_size
@@ -542,7 +540,7 @@ class SlateMode(ActionMode):
     @classmethod
     def build(
         cls,
-        tables: RetrievalTables,
+        tables: Gallery,
         num_dialogs: int,
         settings: ModeSettings,
         first_stage: FirstStage | None = None,
@@ -694,7 +692,7 @@ class ShortlistSlateMode(SlateMode):
 
     def __init__(
         self,
-        tables: RetrievalTables,
+        tables: Gallery,
         num_dialogs: int,
         settings: ModeSettings,
         picker: Picker,
@@ -711,7 +709,7 @@ class ShortlistSlateMode(SlateMode):
     @classmethod
     def build(
         cls,
-        tables: RetrievalTables,
+        tables: Gallery,
         num_dialogs: int,
         settings: ModeSettings,
         first_stage: FirstStage | None = None,

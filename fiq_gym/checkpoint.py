@@ -1,7 +1,7 @@
 """Checkpoints and training state: the one place that reads and writes them.
 
 Every trainer in fiq-gym (the retrievers, the feature network, the transformer shopper) keeps
-two kinds of directory, both written atomically (see :mod:`fiq_gym.atomic`):
+two kinds of directory, both written atomically (see :mod:`fiq_gym.utils.atomic`):
 
 * a **checkpoint**: what a trained model needs to be used. ``config.json`` (an object with a
   ``format`` string, the model's config, the training arguments and library versions) and
@@ -43,7 +43,6 @@ import torch
 from safetensors.torch import save_model
 
 from fiq_gym import __version__
-from fiq_gym.atomic import atomic_directory, atomic_write_text, recover_directory
 from fiq_gym.checkpoint_formats import (
     BEHAVIOUR_CLONING_FORMAT,
     CLEANRL_PPO_FORMAT,
@@ -52,9 +51,10 @@ from fiq_gym.checkpoint_formats import (
     RECURRENT_REINFORCE_FORMAT,
     RLLIB_PPO_FORMAT,
 )
-from fiq_gym.cli_args import absolute_catalog, absolute_path, absolute_spec
 from fiq_gym.errors import CheckpointError
-from fiq_gym.jsonfile import read_json
+from fiq_gym.utils.arguments import absolute_catalog, absolute_path, absolute_spec
+from fiq_gym.utils.atomic import atomic_directory, atomic_write_text, recover_directory
+from fiq_gym.utils.jsonfile import read_json
 
 __all__ = [
     "BEHAVIOUR_CLONING_FORMAT",
@@ -305,7 +305,7 @@ def save_sb3_model(
     """Write a Stable-Baselines3 model as a checkpoint directory, atomically: SB3's own
     ``model.zip`` (for ``PPO.load``/``DQN.load``; without a replay buffer), the policy's
     weights as ``policy.safetensors`` and ``config.json`` (``format``, ``agent``, the run's
-    ``args``, library versions), which :func:`fiq_gym.agents.checkpoint.load_agent` reads."""
+    ``args``, library versions), which :func:`fiq_gym.agents.loading.load_agent` reads."""
     directory = Path(directory)
     with atomic_directory(directory, overwrite=True) as tmp:
         model.save(tmp / "model.zip", exclude=["replay_buffer"])
@@ -370,7 +370,7 @@ def save_policy(
     """Write a torch policy as a checkpoint directory, atomically: its weights as
     ``model.safetensors`` and ``config.json`` (``format``, ``version``, ``agent``, the
     network's ``config``, the run's ``args``, library versions), which
-    :func:`fiq_gym.agents.checkpoint.load_agent` reads (no pickles)."""
+    :func:`fiq_gym.agents.loading.load_agent` reads (no pickles)."""
     directory = Path(directory)
     with atomic_directory(directory, overwrite=True) as tmp:
         save_tensors(tmp / POLICY_TENSORS, module.state_dict())
@@ -420,7 +420,7 @@ def write_training_state(
     rng: bool = True,
 ) -> None:
     """Write ``state.json`` and ``state.safetensors`` into ``directory`` (normally the
-    temporary directory of :func:`~fiq_gym.atomic.atomic_directory`, so the state appears
+    temporary directory of :func:`~fiq_gym.utils.atomic.atomic_directory`, so the state appears
     whole or not at all).
 
     Args:

@@ -1,7 +1,7 @@
 """The ``format`` strings of agent checkpoints' ``config.json``: one place, importing nothing.
 
 A checkpoint's ``format`` says which trainer wrote it and so how
-:func:`fiq_gym.agents.checkpoint.load_agent` reads it. The strings are part of the on-disk
+:func:`fiq_gym.agents.loading.load_agent` reads it. The strings are part of the on-disk
 layout: a checkpoint written by any earlier fiq-gym still carries them, so they never change.
 The agent registry (:mod:`fiq_gym.agents.registry`) names each agent's format from here, and
 importing this module costs nothing (the command line lists agents without loading torch).

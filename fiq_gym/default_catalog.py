@@ -18,12 +18,12 @@ import os
 import threading
 from pathlib import Path
 
-from fiq_gym.atomic import atomic_directory
-from fiq_gym.cache import cache_dir
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import MANIFEST, open_catalog
 from fiq_gym.catalog.synthetic import GENERATOR_VERSION, write_synthetic_catalog
 from fiq_gym.features.default_network import attach_default_features, shipped_weights_tag
+from fiq_gym.utils.atomic import atomic_directory
+from fiq_gym.utils.cache import cache_dir
 
 __all__ = [
     "DEFAULT_SEED",
@@ -86,7 +86,7 @@ def load_default_catalog(
 # --- catalog= arguments --------------------------------------------------------------------------
 
 # Environments created in one process with the same catalog path share one opened catalog
-# (and so one set of retrieval tables), which keeps a vector of 64 environments cheap.
+# (and so one gallery), which keeps a vector of 64 environments cheap.
 _opened: dict[tuple[str, int], Catalog] = {}
 _lock = threading.Lock()
 

@@ -27,12 +27,12 @@ from fiq_gym.action_modes import (
     ShortlistMode,
     mode_class,
 )
+from fiq_gym.gallery import Gallery
 from fiq_gym.metrics import rank_percentile
 from fiq_gym.ranking import DenseRanker, Ranker
-from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.text import CaptionTokenizer
-from fiq_gym.threads import blas_threads
 from fiq_gym.users.base import User
+from fiq_gym.utils.threads import blas_threads
 
 __all__ = [
     "ACTION_MODES",
@@ -201,11 +201,11 @@ class Transition:
 
 
 class DialogBatch:
-    """State and rules of ``num_dialogs`` dialogs over one set of retrieval tables."""
+    """State and rules of ``num_dialogs`` dialogs over one gallery."""
 
     def __init__(
         self,
-        tables: RetrievalTables,
+        tables: Gallery,
         user: User,
         tokenizer: CaptionTokenizer,
         config: DialogConfig,

@@ -35,7 +35,7 @@ __all__ = ["ENV_SIDE_INFO", "RENDER_MODES", "EnvConfig", "trainer_env_kwargs"]
 
 #: The envs' ``render_mode`` values (besides None).
 RENDER_MODES = ("rgb_array", "ansi")
-#: The envs' ``side_info`` values (:data:`fiq_gym.retrieval.SIDE_INFO` less its ``"auto"``).
+#: The envs' ``side_info`` values (:data:`fiq_gym.gallery.SIDE_INFO` less its ``"auto"``).
 ENV_SIDE_INFO = ("predicted", "labels")
 
 # Field metadata: the ActionMode flag of the modes that read an argument (others ignore it).

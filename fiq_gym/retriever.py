@@ -28,7 +28,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fiq_gym.atomic import atomic_directory
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import (
     CHECKPOINT_VERSION,
@@ -42,7 +41,8 @@ from fiq_gym.checkpoint import (
 )
 from fiq_gym.checkpoint_formats import RETRIEVER_FORMAT
 from fiq_gym.errors import CheckpointError
-from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.gallery import Gallery
+from fiq_gym.utils.atomic import atomic_directory
 
 __all__ = [
     "RETRIEVER_FORMAT",
@@ -157,7 +157,7 @@ class RetrieverNet(nn.Module):
         return torch.zeros(batch, self.config.embed_dim)
 
 
-def gallery_tensors(gallery: RetrievalTables) -> tuple[torch.Tensor, torch.Tensor]:
+def gallery_tensors(gallery: Gallery) -> tuple[torch.Tensor, torch.Tensor]:
     """The gallery as tensors (copies: the env's arrays are read-only and shared)."""
     return torch.tensor(np.asarray(gallery.features)), torch.tensor(np.asarray(gallery.side_info))
 
@@ -165,7 +165,7 @@ def gallery_tensors(gallery: RetrievalTables) -> tuple[torch.Tensor, torch.Tenso
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
-def check_fits(config: RetrieverConfig, gallery: RetrievalTables, vocab_size: int | None) -> None:
+def check_fits(config: RetrieverConfig, gallery: Gallery, vocab_size: int | None) -> None:
     """Raise ``ValueError`` naming every shape in which a network does not fit an env."""
     problems = []
     if config.feature_dim != gallery.feature_dim:

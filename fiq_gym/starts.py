@@ -14,7 +14,7 @@ import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError
-from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.gallery import Gallery
 from fiq_gym.users.base import User
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ START_MODES = ("uniform", "annotated")
 
 
 def annotated_starts(
-    catalog: Catalog, tables: RetrievalTables, split: str, category: str | None = None
+    catalog: Catalog, tables: Gallery, split: str, category: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(targets, shown) as indices in play: every distinct annotated pair of ``split`` (of the
     caption files of ``category``, None: every category) whose target and candidate are both
@@ -81,7 +81,7 @@ def _splits_with_targets(captions: HumanCaptions) -> list[str]:
 
 
 def check_start_shopper(
-    user: User, tables: RetrievalTables, starts: tuple[np.ndarray, np.ndarray], split: str
+    user: User, tables: Gallery, starts: tuple[np.ndarray, np.ndarray], split: str
 ) -> None:
     """A dataset shopper must have a human caption for every start pair (else turn 0 would be
     its fallback's): ``ValueError`` naming the split to replay otherwise."""

@@ -20,11 +20,9 @@ import pytest
 
 import fiq_gym  # noqa: F401
 from fiq_gym.benchmarks import adversaries
-from fiq_gym.envs import evaluation as sealed_harness
-from fiq_gym.envs.evaluation import close_warm_evaluator, evaluate
-from fiq_gym.envs.isolation import AgentSpec
+from fiq_gym.envs.evaluation import HELD_OUT_VARIABLE, AgentSpec, HeldOutSeed, close_warm_evaluator, evaluate
+from fiq_gym.envs.evaluation import harness as sealed_harness
 from fiq_gym.errors import EvaluationError, EvaluationTimeout
-from fiq_gym.evaluation import HELD_OUT_VARIABLE, HeldOutSeed
 
 ENV = "fiq_gym/FashionIQ-v3"
 DIALOGS = 128
@@ -102,7 +100,7 @@ def test_changing_the_interpreter_or_environment_does_not_reach_the_environments
     assert in_process(adversaries.ChangesInterpreter, small_catalog_path) <= RANDOM_CEILING
     assert isolated(adversaries.ChangesInterpreter, small_catalog_path) <= RANDOM_CEILING
     # Without the pinned interpreter, -I and the pinned environment, the same agent wins.
-    from fiq_gym.envs import _launch
+    from fiq_gym.envs.evaluation import _launch
 
     monkeypatch.setattr(_launch, "child_command", lambda module, *a: [sys.executable, "-m", module, *a])
     monkeypatch.setattr(sealed_harness, "child_environment", lambda: dict(os.environ))
@@ -159,7 +157,10 @@ def test_a_thread_started_by_the_agent_cannot_evaluate_the_same_set_either(small
 
 def _without_capabilities(code: str) -> str:
     """Run ``code`` in a Python process that gave up its capabilities (as an agent's does)."""
-    script = "from fiq_gym.envs._launch import drop_privileges\ndrop_privileges()\n" + textwrap.dedent(code)
+    script = (
+        "from fiq_gym.envs.evaluation._launch import drop_privileges\ndrop_privileges()\n"
+        + textwrap.dedent(code)
+    )
     return subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()
@@ -188,7 +189,7 @@ def _capless(args):
     reader needs every capability its target has is then out of the way, and only
     dumpability decides)."""
     launcher = (
-        "import os, sys\nfrom fiq_gym.envs._launch import drop_privileges\ndrop_privileges()\n"
+        "import os, sys\nfrom fiq_gym.envs.evaluation._launch import drop_privileges\ndrop_privileges()\n"
         "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
     )
     proc = subprocess.Popen([sys.executable, "-c", launcher, *args], stdin=subprocess.PIPE)
@@ -216,7 +217,7 @@ def test_the_sealed_environments_process_is_not_dumpable(small_catalog_path):
         assert b"-I" in Path(f"/proc/{ev.pid}/cmdline").read_bytes().split(b"\0")
     # The worker itself, started without capabilities like its reader: refused for want of
     # dumpability alone (the control above reads a dumpable process of the same standing).
-    with _capless(["-I", "-m", "fiq_gym.envs._sealed_worker", str(os.getpid()), "-1"]) as worker:
+    with _capless(["-I", "-m", "fiq_gym.envs.evaluation._env_worker", str(os.getpid()), "-1"]) as worker:
         assert _without_capabilities(_reader(worker.pid)).startswith("refused")
 
 
@@ -351,8 +352,8 @@ def test_the_documented_isolated_snippet_runs(small_catalog_path, tmp_path, monk
 def test_a_prestarted_agent_process_is_used_and_the_evaluator_is_not_dumpable_while_it_lives(
     small_catalog_path,
 ):
-    from fiq_gym.envs import isolation
-    from fiq_gym.envs._launch import is_dumpable
+    from fiq_gym.envs.evaluation import isolation
+    from fiq_gym.envs.evaluation._launch import is_dumpable
 
     before = is_dumpable()
     spec = AgentSpec("fiq_gym.agents.random_agent:RandomAgent.for_env", {"seed": 5})

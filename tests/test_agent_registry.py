@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import fiq_gym  # noqa: F401  (registers the env ids)
-from fiq_gym.arguments import parse_dataclass_args
+from fiq_gym.utils.arguments import parse_dataclass_args
 from fiq_gym.checkpoint import PolicyConfig, save_policy
 
 FORMAT = "fiq-gym-toy-query"
@@ -128,7 +128,7 @@ def toy(tmp_path, monkeypatch):
 def test_a_registered_agent_is_trained_loaded_recorded_and_benchmarked(
     toy, tmp_path, small_catalog_path, capsys
 ):
-    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.loading import load_agent
     from fiq_gym.benchmarks import dialog
     from fiq_gym.cli import TRAINERS, build_parser
     from fiq_gym.cli import main as cli_main
@@ -217,7 +217,7 @@ def test_unregistered_it_is_gone(toy):
 
 def test_the_registry_holds_the_agents_as_before():
     """The lists each part of fiq-gym kept before the registry, derived from it unchanged."""
-    from fiq_gym.agents.checkpoint import ACTION_MODES
+    from fiq_gym.agents.loading import ACTION_MODES
     from fiq_gym.benchmarks.dialog import AGENTS, CONTROLS, REFERENCES, SHORTLIST_AGENTS, UNTRAINED
     from fiq_gym.checkpoint_formats import (
         BEHAVIOUR_CLONING_FORMAT,

@@ -22,8 +22,7 @@ from fiq_gym.catalog.captions import HumanCaptions
 from fiq_gym.catalog.fashioniq import plan_fashioniq
 from fiq_gym.catalog.importing import write_import
 from fiq_gym.catalog.storage import open_catalog
-from fiq_gym.envs.evaluation import evaluate
-from fiq_gym.evaluation import EvaluationSet, human_share_by_turn
+from fiq_gym.envs.evaluation import EvaluationSet, evaluate, human_share_by_turn
 from fiq_gym.features.extract import import_extractor
 from fiq_gym.users.release_export import export_fashioniq_release
 
@@ -135,7 +134,7 @@ def test_harness_plays_every_annotated_pair_with_human_turn_0(imported, isolatio
     pairs = probe.unwrapped.start_pairs
     agent = RandomAgent.for_env(probe, seed=0)
     if isolation == "process":  # the agent built in a process of its own
-        from fiq_gym.envs.isolation import AgentSpec
+        from fiq_gym.envs.evaluation import AgentSpec
 
         agent = AgentSpec(
             "fiq_gym.benchmarks.dialog:bench_agent", {"name": "random", "checkpoint": None, "seed": 0}
@@ -221,10 +220,10 @@ def test_trainers_start_from_annotated_pairs_and_checkpoints_remember_it(importe
     """A trainer's --start/--start-split reach its training and evaluation envs; the checkpoint
     records them, so fiq-gym eval plays annotated starts too (on val with --start-split val)."""
     from fiq_gym.agents import policy_gradient, policy_improvement, ppo, recurrent_reinforce, supervised
-    from fiq_gym.agents.checkpoint import load_agent
     from fiq_gym.agents.evaluate_checkpoint import evaluate_checkpoint
-    from fiq_gym.arguments import parse_dataclass_args
+    from fiq_gym.agents.loading import load_agent
     from fiq_gym.cli import main as cli
+    from fiq_gym.utils.arguments import parse_dataclass_args
 
     flags = [
         "--catalog",
@@ -354,7 +353,7 @@ def test_the_bench_trains_on_train_pairs_and_evaluates_on_val_pairs(imported, tm
 def test_a_trainers_dataset_shopper_names_its_fallback_directory_absolutely(tmp_path, monkeypatch):
     """--user dataset:transformer:DIR is recorded with DIR absolute, so fiq-gym eval finds the
     shopper from any directory."""
-    from fiq_gym.cli_args import absolute_spec
+    from fiq_gym.utils.arguments import absolute_spec
 
     monkeypatch.chdir(tmp_path)
     assert absolute_spec("dataset:transformer:runs/shopper") == f"dataset:transformer:{tmp_path}/runs/shopper"

@@ -281,7 +281,7 @@ def test_paired_comparisons_of_a_benchmark_follow_the_outcomes():
     import numpy as np
 
     from fiq_gym.benchmarks.dialog import PRESETS, BenchmarkResult, Record
-    from fiq_gym.evaluation import EvaluationResult
+    from fiq_gym.envs.evaluation import EvaluationResult
 
     rng = np.random.default_rng(0)
     result = BenchmarkResult(PRESETS["tiny"])
@@ -429,7 +429,7 @@ def test_the_sealed_benchmark_evaluates_everything_on_one_warm_child_with_the_un
 ):
     """The trainers' evaluations during training and the benchmark's own share one child."""
     from fiq_gym.benchmarks.dialog import PRESETS, run_benchmark
-    from fiq_gym.envs import evaluation
+    from fiq_gym.envs.evaluation import harness as evaluation
 
     evaluation.close_warm_evaluator()
     started = []
@@ -597,7 +597,7 @@ def test_configure_threads_sets_what_the_trainers_set_and_returns_the_previous_c
     import torch
 
     import fiq_gym
-    from fiq_gym.threads import TRAINING_THREADS
+    from fiq_gym.utils.threads import TRAINING_THREADS
 
     before = torch.get_num_threads()
     try:

@@ -405,12 +405,12 @@ def test_staging_files_of_killed_writers_are_reclaimed_and_live_ones_kept(tmp_pa
     import subprocess
     import sys
 
-    from fiq_gym.atomic import reclaim_staging, staging_file
+    from fiq_gym.utils.atomic import reclaim_staging, staging_file
 
     dead = tmp_path / ".cat.images-111.npy"
     script = (
         "import time\n"
-        "from fiq_gym.atomic import staging_file\n"
+        "from fiq_gym.utils.atomic import staging_file\n"
         f"with staging_file({str(dead)!r}) as p:\n"
         "    p.write_bytes(b'x' * 1000)\n"
         "    print('staged', flush=True)\n"

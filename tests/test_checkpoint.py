@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import shutil
+import sys
 
 import gymnasium as gym
 import pytest
 import torch
 
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.agents.supervised import Args, train
 from fiq_gym.checkpoint import RUN_MARKER, prepare_run, read_training_state, run_kind, write_training_state
 from fiq_gym.cli import main as cli_main
@@ -338,7 +340,7 @@ TRAINER_ARGS = [
 def test_every_trainer_flag_has_help_and_one_spelling(where):
     import importlib
 
-    from fiq_gym.arguments import field_docs
+    from fiq_gym.utils.arguments import field_docs
 
     module, name = where.split(":")
     cls = getattr(importlib.import_module(module), name)
@@ -361,7 +363,7 @@ def test_train_help_names_the_subcommand(agent, capsys):
 
 
 def test_init_optimizer_continues_the_init_runs_adam(small_catalog_path, tmp_path):
-    from fiq_gym.agents.checkpoint import start_retriever_run
+    from fiq_gym.agents.loading import start_retriever_run
     from fiq_gym.agents.supervised import make_envs
 
     first = _args(small_catalog_path, tmp_path / "first", rounds=2)
@@ -389,8 +391,8 @@ def test_weights_get_the_same_file_mode_as_every_other_file(tmp_path):
 
     import torch
 
-    from fiq_gym.atomic import atomic_directory
     from fiq_gym.checkpoint import save_tensors
+    from fiq_gym.utils.atomic import atomic_directory
 
     old = os.umask(0o022)
     try:
@@ -480,3 +482,15 @@ def test_a_damaged_captioner_checkpoint_is_one_line(damage, small_catalog_path, 
     assert cli_main([*command, "--count", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fiq-gym: error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_the_old_module_of_load_agent_still_works_and_warns(monkeypatch):
+    """``fiq_gym.agents.checkpoint`` (renamed ``fiq_gym.agents.loading``) stays importable for
+    users' scripts, with a DeprecationWarning that names the new module."""
+    from fiq_gym.agents import loading
+
+    monkeypatch.delitem(sys.modules, "fiq_gym.agents.checkpoint", raising=False)
+    with pytest.warns(DeprecationWarning, match="fiq_gym.agents.loading"):
+        old = importlib.import_module("fiq_gym.agents.checkpoint")
+    assert old.load_agent is loading.load_agent and old.LoadedAgent is loading.LoadedAgent
+    assert old.ACTION_MODES == loading.ACTION_MODES and set(old.__all__) == set(loading.__all__)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fiq_gym.comparison import detectable_difference, paired_difference
+from fiq_gym.envs.evaluation import detectable_difference, paired_difference
 
 
 def _paired_successes(rng, dialogs, p_a, p_b, seeds=1):

@@ -157,7 +157,7 @@ def _reference_generate(model, inputs, strategy, length=None, uniforms=None, **k
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """One torch thread, as the shopper decodes (and much faster on a busy machine)."""
-    from fiq_gym.threads import torch_threads
+    from fiq_gym.utils.threads import torch_threads
 
     with torch_threads(1):
         yield
@@ -468,7 +468,7 @@ def test_products_and_ranks_agree_with_one_blas_thread_up_to_rounding():
     a D-term dot product of unit vectors (D * 2**-24), so a rank can move only across items
     whose exact score lies that close to the target's: a tie in all but the last bits."""
     from fiq_gym.ranking import DenseRanker
-    from fiq_gym.threads import blas_threads
+    from fiq_gym.utils.threads import blas_threads
 
     rng = np.random.default_rng(0)
     d = 60

@@ -521,7 +521,7 @@ def test_caption_space_is_the_documented_vocabulary(make_env):
 
 def test_no_silent_fallbacks_on_a_catalog_without_features(small_catalog_path):
     from fiq_gym.catalog.storage import open_catalog
-    from fiq_gym.retrieval import _warned
+    from fiq_gym.gallery import _warned
 
     _warned.clear()
     with pytest.warns(FallbackWarning) as caught:

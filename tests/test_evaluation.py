@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,8 +15,7 @@ import pytest
 import fiq_gym  # noqa: F401
 from fiq_gym.agents import RandomAgent
 from fiq_gym.envs import FashionIQEnv
-from fiq_gym.envs.evaluation import evaluate
-from fiq_gym.evaluation import EvaluationResult, EvaluationSet, RetrievalAgent, compare
+from fiq_gym.envs.evaluation import EvaluationResult, EvaluationSet, RetrievalAgent, compare, evaluate
 
 ENV = "fiq_gym/FashionIQ-v3"
 
@@ -187,3 +188,14 @@ def test_the_docs_show_the_worked_example_as_computed():
         line = f"| {titles.get(key, key)} | " + " | ".join(f"{row[key]:.3f}" for row in rows) + " |"
         assert line in docs, f"docs/benchmarks.md lacks {line!r}"
     assert "BRI = (2.084 + 0.693 + 4.016) / 3 = **2.264**" in docs
+
+
+def test_the_evaluation_package_gives_every_public_name_and_import_fiq_gym_loads_none():
+    """``fiq_gym.envs.evaluation`` re-exports the names of its modules on first access:
+    ``import fiq_gym`` (which imports the package's ``_launch``) imports no other module of it."""
+    code = (
+        "import sys, fiq_gym; print(sorted(m for m in sys.modules if m.startswith('fiq_gym.envs.evaluation.')))\n"
+        "import fiq_gym.envs.evaluation as e; print(all(getattr(e, n) is not None for n in e.__all__))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["['fiq_gym.envs.evaluation._launch']", "True"], done.stdout

@@ -34,8 +34,8 @@ from fiq_gym.features.model import (
     load_checkpoint,
 )
 from fiq_gym.features.train import TrainArgs, evaluate, heldout_split, train
-from fiq_gym.retrieval import retrieval_tables
-from fiq_gym.threads import torch_threads
+from fiq_gym.gallery import gallery_of
+from fiq_gym.utils.threads import torch_threads
 
 # Small and fast: one thread, narrow layers, no progress bars.
 TINY = {"channels": (16, 32, 64, 64), "feature_dim": 32, "threads": 1, "progress": False}
@@ -270,7 +270,7 @@ def test_training_without_images_fails_clearly(small_catalog, tmp_path):
 def test_extract_writes_arrays_the_environment_uses(trained, learn_catalogs, tmp_path):
     out, _ = trained
     path = _copy(learn_catalogs[1], tmp_path)
-    assert retrieval_tables(open_catalog(path)).feature_source == "thumbnails"
+    assert gallery_of(open_catalog(path)).feature_source == "thumbnails"
     result = extract_features(path, checkpoint=out, batch_size=64, threads=1, progress=False)
     catalog = open_catalog(path)
     assert result.feature_dim == 32 and result.num_attributes == catalog.vocabulary.size
@@ -292,7 +292,7 @@ def test_extract_writes_arrays_the_environment_uses(trained, learn_catalogs, tmp
     np.testing.assert_allclose(
         catalog.attribute_scores[100:140], network.probabilities(logits), rtol=1e-5, atol=1e-5
     )
-    tables = retrieval_tables(catalog)
+    tables = gallery_of(catalog)
     assert tables.feature_source == "catalog" and tables.side_info_source == "predicted"
     assert tables.feature_dim == 32
     assert catalog.provenance["features"]["encoder"] == "attribute-net"
@@ -428,7 +428,7 @@ def test_hf_encoder_writes_pooled_features_and_keeps_scores(tiny_vit, learn_cata
     np.testing.assert_array_equal(catalog.attribute_scores, scores)  # kept, not replaced
     assert catalog.provenance["features"]["encoder"] == "hf"
     assert catalog.provenance["features"]["pooling"] == "pooler_output"
-    assert retrieval_tables(catalog).feature_source == "catalog"
+    assert gallery_of(catalog).feature_source == "catalog"
 
 
 def test_hf_encoder_averages_hidden_states_when_the_model_has_no_pooler(tiny_vit):
@@ -502,7 +502,7 @@ def test_default_catalog_gets_shipped_features_on_first_build(monkeypatch, tmp_p
     assert catalog.features is not None and catalog.features.shape == (300, 45)
     assert catalog.attribute_scores is not None
     assert catalog.provenance["features"]["shipped"]
-    assert retrieval_tables(catalog).feature_source == "catalog"
+    assert gallery_of(catalog).feature_source == "catalog"
     path = default_catalog_path(size=300, seed=5)
     assert not needs_default_features(path)
     assert [p.name for p in path.parent.iterdir()] == [path.name], "no temporary build folders left"

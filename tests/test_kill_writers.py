@@ -56,7 +56,7 @@ POLL = 0.003  # seconds between looks at a writer's progress
 
 # Runs ``python -m fiq_gym ARGS`` with one change: the process SIGKILLs itself just before it
 # renames anything onto a path matching the glob FIQ_TEST_KILL_BEFORE_RENAMING (os.rename,
-# os.replace or the atomic exchange of fiq_gym.atomic) or deletes a file matching
+# os.replace or the atomic exchange of fiq_gym.utils.atomic) or deletes a file matching
 # FIQ_TEST_KILL_BEFORE_REMOVING (os.unlink), so windows of microseconds are hit every time.
 # "{pid}" in a glob stands for the writer's process id.
 _KILL_HOOK = """
@@ -78,7 +78,7 @@ def _removing(original):
     return unlink
 os.rename, os.replace = _renaming(os.rename), _renaming(os.replace)
 os.unlink = os.remove = _removing(os.unlink)
-import fiq_gym.atomic as _atomic
+import fiq_gym.utils.atomic as _atomic
 _exchange = _atomic._exchange
 def _exchanging(a, b):
     _check(b, "FIQ_TEST_KILL_BEFORE_RENAMING")
@@ -546,7 +546,7 @@ def test_kill_record(writers, featured_catalog_path, tmp_path):
 def _checkpoint_state(path: Path) -> int | None:
     """None when ``path`` is absent, else the seed of the run that wrote the checkpoint there
     (loading it checks that it is complete)."""
-    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.loading import load_agent
 
     if not os.path.lexists(path):  # checked first: loading a missing checkpoint would repair it
         return None

@@ -13,10 +13,10 @@ from gymnasium.vector import AutoresetMode
 
 import fiq_gym  # noqa: F401
 from fiq_gym.envs import FashionIQEnv, FashionIQVectorEnv
+from fiq_gym.envs.evaluation import public_info
 from fiq_gym.envs.sb3 import SB3VecEnvAdapter
 from fiq_gym.envs.wrappers import FlatObservation
 from fiq_gym.errors import FallbackWarning
-from fiq_gym.evaluation import public_info
 
 
 @pytest.fixture(autouse=True)

@@ -355,8 +355,7 @@ def test_behaviour_cloning_from_greedy_dialogs_learns_the_greedy_policy(featured
     from fiq_gym.agents.behaviour_cloning import Args, BCAgent, SlotPolicy, train
     from fiq_gym.agents.shortlist import ShortlistGreedyAgent, ShortlistRandomAgent
     from fiq_gym.checkpoint import PolicyConfig
-    from fiq_gym.envs.evaluation import evaluate
-    from fiq_gym.evaluation import training_evaluation_seed
+    from fiq_gym.envs.evaluation import evaluate, training_evaluation_seed
 
     written = _record(
         tmp_path / "datasets", featured_catalog_path, "greedy", "shortlist", episodes=256, seed=0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from fiq_gym.links import REPOSITORY, doc_url
+from fiq_gym.utils.links import REPOSITORY, doc_url
 
 pytestmark = pytest.mark.slow
 

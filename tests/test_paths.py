@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from fiq_gym.agents.checkpoint import load_agent
-from fiq_gym.arguments import add_dataclass_arguments
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.checkpoint import portable_args
 from fiq_gym.cli import TRAINERS, build_parser
 from fiq_gym.cli import main as cli_main
-from fiq_gym.cli_args import absolute_catalog, absolute_spec
 from fiq_gym.errors import CheckpointError
+from fiq_gym.utils.arguments import absolute_catalog, absolute_spec, add_dataclass_arguments
 
 # Options that name a file or directory, and those that take NAME or NAME:DIR (with a name
 # that carries a directory for the check).
@@ -177,7 +176,7 @@ def small_catalog_path_of(checkpoint: Path) -> str:
 def test_fiq_gym_eval_defaults_to_the_set_the_trainer_evaluated_on(small_catalog_path, tmp_path, capsys):
     """The same run must read the same at the end of training and from `fiq-gym eval`."""
     from fiq_gym.agents import supervised
-    from fiq_gym.evaluation import training_evaluation_seed
+    from fiq_gym.envs.evaluation import training_evaluation_seed
 
     args = supervised.Args(
         catalog=str(small_catalog_path),

@@ -22,7 +22,7 @@ from fiq_gym.agents.posterior import (
 )
 from fiq_gym.envs.evaluation import evaluate
 from fiq_gym.errors import CheckpointError
-from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.gallery import gallery_of
 from fiq_gym.users.template import TemplateNoise, TemplateUser
 from fiq_gym.users.template_likelihood import TemplateLikelihood
 
@@ -41,7 +41,7 @@ def test_the_belief_is_a_distribution_that_keeps_the_target(small_catalog, name,
     likelihood is the shopper's own)."""
     noise, m = NOISES[name]
     user = TemplateUser(small_catalog, noise=noise, max_differences=m)
-    gallery = retrieval_tables(small_catalog)
+    gallery = gallery_of(small_catalog)
     likelihood = TemplateLikelihood(small_catalog.vocabulary, small_catalog.category_names, noise, m)
     agent = PosteriorAgent(likelihood, label_beliefs(small_catalog, gallery), "index")
     rng = np.random.default_rng(seed)
@@ -122,7 +122,7 @@ def test_the_shipped_readout_loads_and_refuses_what_does_not_fit(small_catalog, 
     assert readout.fitted_on["seed"] == 1  # a training catalog, never the evaluated one
     assert readout.fitted_on["heldout_category_accuracy"] > 0.99
     with pytest.raises(ValueError, match="fitted for 45 features"):
-        readout.beliefs(retrieval_tables(small_catalog), small_catalog.vocabulary)
+        readout.beliefs(gallery_of(small_catalog), small_catalog.vocabulary)
     with pytest.raises(CheckpointError, match="no posterior readout"):
         Readout.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
@@ -146,9 +146,9 @@ def test_a_readout_fits_round_trips_and_predicts_categories(tmp_path):
         readout.save(tmp_path / "readout.json")
     readout.save(tmp_path / "readout.json", overwrite=True)
     np.testing.assert_allclose(again.category_weights, readout.category_weights)
-    beliefs = again.beliefs(retrieval_tables(other), other.vocabulary)
+    beliefs = again.beliefs(gallery_of(other), other.vocabulary)
     assert np.mean(beliefs.categories == np.asarray(other.categories)) > 0.95
-    truth = label_beliefs(other, retrieval_tables(other))
+    truth = label_beliefs(other, gallery_of(other))
     assert truth.luma is not None and beliefs.luma is not None
     assert np.sqrt(np.mean((beliefs.luma - truth.luma) ** 2)) < 20
 
@@ -178,9 +178,7 @@ def test_errors_name_the_problem(small_catalog_path, small_catalog):
         venv.close()
     likelihood = TemplateLikelihood(small_catalog.vocabulary, small_catalog.category_names)
     with pytest.raises(ValueError, match="policy must be"):
-        PosteriorAgent(
-            likelihood, label_beliefs(small_catalog, retrieval_tables(small_catalog)), "index", "best"
-        )
+        PosteriorAgent(likelihood, label_beliefs(small_catalog, gallery_of(small_catalog)), "index", "best")
 
 
 @pytest.mark.slow
@@ -203,7 +201,7 @@ def test_the_imagining_shopper_follows_the_shoppers_rules_on_the_given_attribute
     """Given the catalog's own labels it writes exactly the shopper's captions; given other
     attributes, captions that the likelihood of those attributes explains (never ruled out)."""
     user = TemplateUser(small_catalog, noise=TemplateNoise(omit=0.2, wrong_color=0.1))
-    truth = label_beliefs(small_catalog, retrieval_tables(small_catalog))
+    truth = label_beliefs(small_catalog, gallery_of(small_catalog))
     imagined = user.imagining(truth.codes, truth.categories, truth.luma)
     targets, shown = np.arange(0, 200), np.arange(100, 300)
     assert (
@@ -213,7 +211,7 @@ def test_the_imagining_shopper_follows_the_shoppers_rules_on_the_given_attribute
     rng = np.random.default_rng(0)
     codes = np.array(truth.codes)
     codes[:, 0] = rng.permutation(codes[:, 0])  # another world: colours moved between items
-    other = label_beliefs(small_catalog, retrieval_tables(small_catalog))
+    other = label_beliefs(small_catalog, gallery_of(small_catalog))
     other = type(other)(codes=codes, categories=other.categories, luma=other.luma)
     dreamer = user.imagining(other.codes, other.categories, other.luma)
     likelihood = TemplateLikelihood(
@@ -272,7 +270,7 @@ def test_the_lookahead_shows_a_sure_item_and_weighs_displays_by_what_they_find(s
     items whose captions tell them apart, showing either finds the target by the next turn
     (value 2 * 1/2 + 1 * 1/2 * 1 = 1.5 with two turns left)."""
     user = TemplateUser(small_catalog)
-    truth = label_beliefs(small_catalog, retrieval_tables(small_catalog))
+    truth = label_beliefs(small_catalog, gallery_of(small_catalog))
     likelihood = TemplateLikelihood(small_catalog.vocabulary, small_catalog.category_names)
     agent = PosteriorAgent(
         likelihood,

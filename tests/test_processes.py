@@ -153,7 +153,7 @@ def test_kill_9_of_a_catalog_build_leaves_no_process_and_the_next_build_cleans_u
 _REPLACE = """
 import os, sys
 from pathlib import Path
-import fiq_gym.atomic as atomic
+import fiq_gym.utils.atomic as atomic
 
 target = Path(sys.argv[1])
 mode = sys.argv[2]
@@ -177,7 +177,7 @@ with atomic.atomic_directory(target, overwrite=True) as tmp:
 
 
 def _write_version(path: Path, text: str) -> None:
-    from fiq_gym.atomic import atomic_directory
+    from fiq_gym.utils.atomic import atomic_directory
 
     with atomic_directory(path, overwrite=True) as tmp:
         (tmp / "version").write_text(text)
@@ -185,7 +185,7 @@ def _write_version(path: Path, text: str) -> None:
 
 @pytest.mark.parametrize("mode", ["exchange", "no-exchange"])
 def test_a_crash_while_replacing_a_directory_never_loses_it(tmp_path, mode):
-    from fiq_gym.atomic import _exchange, recover_directory
+    from fiq_gym.utils.atomic import _exchange, recover_directory
 
     target = tmp_path / "checkpoint"
     _write_version(target, "old")
@@ -225,7 +225,7 @@ def test_a_live_writers_temporary_directory_is_left_alone(tmp_path):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from fiq_gym.atomic import atomic_directory\n"
+            "from fiq_gym.utils.atomic import atomic_directory\n"
             f"with atomic_directory({str(target)!r}) as tmp:\n"
             "    print(tmp, flush=True)\n"
             "    sys.stdin.read()\n",
@@ -265,7 +265,7 @@ def test_resume_after_a_crash_while_saving_the_training_state_continues(tmp_path
 def test_lockless_leftovers_of_older_versions_are_reported_then_removed_after_a_day(tmp_path, caplog):
     """Temporaries written before the lock files existed: their writer may be alive (report
     it) unless nothing touched them for over a day (remove them)."""
-    from fiq_gym.atomic import recover_directory
+    from fiq_gym.utils.atomic import recover_directory
 
     target = tmp_path / "cat"
     fresh, stale = tmp_path / ".cat.tmp-1a2b3c4d", tmp_path / ".cat.tmp-5e6f7a8b"

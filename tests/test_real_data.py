@@ -363,7 +363,7 @@ def test_imported_catalogs_warn_only_about_what_a_command_can_fix(fiq_release, t
     """An import without --attributes has no attribute columns (A = 0): nothing is missing,
     so no warning; one with labels but no predictions names the commands that predict them."""
     from fiq_gym.errors import FallbackWarning
-    from fiq_gym.retrieval import _warned
+    from fiq_gym.gallery import _warned
 
     plan = plan_fashioniq(fiq_release, categories=("dress",))
     bare = write_import(

@@ -1,6 +1,6 @@
 """Rewards: every reward kind's return orders policies as the benchmark's metric does.
 
-The benchmark (``fiq_gym.evaluation``) reads the target's rank after every turn and counts
+The benchmark (``fiq_gym.envs.evaluation``) reads the target's rank after every turn and counts
 rank 0 for every turn after a success. Each reward kind's return is a function of that rank
 sequence that never increases when any turn's rank gets worse, so finding the target earlier
 never earns less than hovering next to it.

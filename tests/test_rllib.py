@@ -383,7 +383,7 @@ def test_ppo_trains_saves_evaluates_and_leaves_no_ray_process(small_catalog_path
     benchmark; each
     checkpoint evaluates through the sealed harness; afterwards no process started here is
     left."""
-    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.loading import load_agent
     from fiq_gym.agents.rllib_modules import RLlibAgent
     from fiq_gym.agents.rllib_ppo import ray_session, train
     from fiq_gym.benchmarks import rllib_scaling

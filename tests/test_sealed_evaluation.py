@@ -30,8 +30,13 @@ from fiq_gym.benchmarks.sealed_evaluation import (
     ReadsRankAndGallery,
 )
 from fiq_gym.envs import FashionIQEnv
-from fiq_gym.envs.evaluation import SealedEvaluator, close_warm_evaluator, evaluate
-from fiq_gym.evaluation import PUBLIC_INFO_KEYS, EvaluationSet
+from fiq_gym.envs.evaluation import (
+    PUBLIC_INFO_KEYS,
+    EvaluationSet,
+    SealedEvaluator,
+    close_warm_evaluator,
+    evaluate,
+)
 
 ENV = "fiq_gym/FashionIQ-v3"
 DIALOGS = 500  # as the issue asks: success at turn 1 <= 0.01 on 500 dialogs
@@ -483,7 +488,7 @@ def test_shortlist_observations_warm_and_cold_are_identical(featured_catalog_pat
 def test_evaluate_keeps_one_warm_child_and_replaces_it_when_the_environment_changes(
     small_catalog_path, monkeypatch
 ):
-    from fiq_gym.envs import evaluation
+    from fiq_gym.envs.evaluation import harness as evaluation
 
     close_warm_evaluator()
     agent = RandomAgent(gym.spaces.Discrete(ITEMS), seed=0)
@@ -512,7 +517,7 @@ def test_a_warm_child_that_died_is_replaced(small_catalog_path):
     and anything may kill it from outside: the next evaluation starts another."""
     import threading
 
-    from fiq_gym.envs import evaluation
+    from fiq_gym.envs.evaluation import harness as evaluation
 
     close_warm_evaluator()
     kwargs = {"catalog": str(small_catalog_path), "num_envs": 16}
@@ -539,7 +544,7 @@ def test_a_child_whose_starting_thread_ended_counts_as_gone_at_once():
     evaluation handed the child in between would die in the middle (seen once in CI)."""
     import threading
 
-    from fiq_gym.envs.evaluation import _Child
+    from fiq_gym.envs.evaluation.harness import _Child
 
     children = []
     thread = threading.Thread(target=lambda: children.append(_Child()))
@@ -599,7 +604,7 @@ def test_an_unguarded_script_leaves_no_warm_child_at_exit(small_catalog_path, tm
             import gymnasium as gym
             import fiq_gym
             from fiq_gym.agents import RandomAgent
-            from fiq_gym.envs import evaluation
+            from fiq_gym.envs.evaluation import harness as evaluation
             from fiq_gym.envs.evaluation import SealedEvaluator, evaluate
 
             print("script body ran", flush=True)
@@ -626,7 +631,7 @@ def test_an_unguarded_script_leaves_no_warm_child_at_exit(small_catalog_path, tm
 def test_actions_cross_as_numbers_never_as_a_pickle():
     import pickle
 
-    from fiq_gym.envs._sealed_protocol import SharedRegion, decode_actions, encode_actions
+    from fiq_gym.envs.evaluation._protocol import SharedRegion, decode_actions, encode_actions
 
     for actions in (
         np.arange(5),
@@ -644,7 +649,7 @@ def test_actions_cross_as_numbers_never_as_a_pickle():
         decode_actions(forged)
     region = SharedRegion.create()
     if region is not None:  # large actions go through the region and come back copied
-        from fiq_gym.envs._sealed_protocol import Layout
+        from fiq_gym.envs.evaluation._protocol import Layout
 
         space = gym.spaces.Box(0, 1, (4, 50_000), np.float32)
         region.use(Layout.for_spaces(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (4, 2))}), space), grow=True)

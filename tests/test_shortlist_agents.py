@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fiq_gym  # noqa: F401
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.agents.shortlist import (
     ShortlistActorCriticPolicy,
     ShortlistExtractor,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fiq_gym.agents.posterior import label_beliefs
 from fiq_gym.agents.slate_posterior import SlateReader, horizon_slate, partition_slate, slate_of, top_slate
-from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.gallery import gallery_of
 from fiq_gym.users.template import (
     SHADE_SALIENCE_WITH_COLOR_CHANGE,
     TemplateNoise,
@@ -50,7 +50,7 @@ def _by_hand(user: TemplateUser, truth, target: int, slate: list[int]) -> int:
 @given(seed=st.integers(0, 2**20), k=st.integers(2, 6))
 def test_the_shopper_picks_the_least_different_item_and_its_target_when_shown(small_catalog, seed, k):
     user = TemplateUser(small_catalog)
-    truth = label_beliefs(small_catalog, retrieval_tables(small_catalog))
+    truth = label_beliefs(small_catalog, gallery_of(small_catalog))
     rng = np.random.default_rng(seed)
     targets = rng.integers(len(small_catalog), size=8)
     slates = np.stack([rng.choice(len(small_catalog), size=k, replace=False) for _ in targets])
@@ -73,7 +73,7 @@ def test_the_slate_belief_stays_a_distribution_that_keeps_the_target(small_catal
     """With the labels (floor 0), picks and captions never rule the target out."""
     noise = TemplateNoise(omit=0.3, wrong_color=0.1) if noisy else None
     user = TemplateUser(small_catalog, noise=noise)
-    truth = label_beliefs(small_catalog, retrieval_tables(small_catalog))
+    truth = label_beliefs(small_catalog, gallery_of(small_catalog))
     shopper = user.imagining(truth.codes, truth.categories, truth.luma)
     likelihood = TemplateLikelihood(small_catalog.vocabulary, small_catalog.category_names, user.noise, 3)
     reader = SlateReader(likelihood, truth, shopper)
@@ -92,7 +92,7 @@ def test_the_slate_belief_stays_a_distribution_that_keeps_the_target(small_catal
 
 def test_planned_slates_are_distinct_probable_items_led_by_the_most_probable(small_catalog):
     user = TemplateUser(small_catalog)
-    truth = label_beliefs(small_catalog, retrieval_tables(small_catalog))
+    truth = label_beliefs(small_catalog, gallery_of(small_catalog))
     shopper = user.imagining(truth.codes, truth.categories, truth.luma)
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.full(len(small_catalog), 0.3))

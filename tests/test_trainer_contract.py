@@ -1,7 +1,7 @@
 """One contract for every `fiq-gym train AGENT` (issue 37, item 4).
 
 Each trainer of the CLI's ``TRAINERS`` map, run from its ``main`` on a tiny budget, writes
-``OUT/checkpoint`` that :func:`~fiq_gym.agents.checkpoint.load_agent` reads and ``fiq-gym
+``OUT/checkpoint`` that :func:`~fiq_gym.agents.loading.load_agent` reads and ``fiq-gym
 eval`` plays, and logs ``charts/``, ``losses/`` and ``eval/`` TensorBoard tags against env
 steps: its last evaluation sits at the env steps the run took (for the trainers that play no
 env, the samples they read: behaviour cloning's recorded transitions, single-shot's queries).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.cli import TRAINERS
 from fiq_gym.cli import main as cli_main
 from fiq_gym.errors import FallbackWarning

@@ -27,7 +27,6 @@ from fiq_gym.cli import main as cli_main
 from fiq_gym.envs import FashionIQEnv, FashionIQVectorEnv
 from fiq_gym.errors import CheckpointError
 from fiq_gym.text import CaptionTokenizer, split_words
-from fiq_gym.threads import torch_threads
 from fiq_gym.users.transformer import (
     CaptionerTokenizer,
     CheckpointMismatchError,
@@ -40,6 +39,7 @@ from fiq_gym.users.transformer import (
 )
 from fiq_gym.users.transformer.data import split_items
 from fiq_gym.users.transformer.user import DEFAULT_CHECKPOINT
+from fiq_gym.utils.threads import torch_threads
 
 TINY = dict(
     train_pairs=300,
@@ -312,9 +312,9 @@ def test_difference_records_judge_the_claims(user, small_catalog):
 
 
 def test_model_reads_the_environment_tables(user, small_catalog):
-    from fiq_gym.retrieval import retrieval_tables
+    from fiq_gym.gallery import gallery_of
 
-    tables = retrieval_tables(small_catalog)
+    tables = gallery_of(small_catalog)
     inputs = user.model_inputs(np.array([4, 5]), np.array([6, 7]))
     np.testing.assert_array_equal(inputs["target_features"].numpy(), tables.features[[4, 5]])
     np.testing.assert_array_equal(inputs["shown_attributes"].numpy(), tables.side_info[[6, 7]])

@@ -10,15 +10,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
 from fiq_gym.benchmarks.dialog.evaluating import run_benchmark
 from fiq_gym.benchmarks.dialog.presets import PRESETS, bench_agents
 from fiq_gym.benchmarks.dialog.reporting import to_markdown, write_outputs
 from fiq_gym.benchmarks.publishing import add_publish_argument, prepare_publish_dir
-from fiq_gym.cli_args import absolute_path_object, catalog_arg
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.starts import START_MODES
 from fiq_gym.users.registry import SHOPPERS
+from fiq_gym.utils.arguments import absolute_path_object, catalog_arg
+from fiq_gym.utils.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["build_parser", "main", "shopper_name"]
 

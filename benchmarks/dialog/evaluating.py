@@ -17,11 +17,9 @@ from fiq_gym.agents import registry
 from fiq_gym.benchmarks.dialog.presets import Preset, bench_agents, references, role_of
 from fiq_gym.benchmarks.dialog.records import BenchmarkResult, Budget, Record
 from fiq_gym.benchmarks.dialog.training import train_agents, user_directory
-from fiq_gym.envs.evaluation import evaluate
+from fiq_gym.envs.evaluation import AgentSpec, EvaluationSet, RetrievalAgent, evaluate
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.envs.isolation import AgentSpec
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.evaluation import EvaluationSet, RetrievalAgent
 from fiq_gym.starts import start_kwargs
 
 __all__ = ["bench_agent", "references_unavailable", "run_benchmark"]
@@ -40,7 +38,7 @@ def _bench_envs(
 ) -> gym.vector.VectorEnv:
     """The env agent ``name`` is evaluated in with shopper ``user`` (``start``: the env's
     ``start`` and ``start_split``; none: uniform starts)."""
-    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.loading import load_agent
 
     if checkpoint is None:
         mode = role_of(name).action_mode
@@ -65,7 +63,7 @@ def bench_agent(envs: gym.vector.VectorEnv, name: str, checkpoint: str | None, s
     """Benchmark agent ``name`` for ``envs``: loaded from ``checkpoint`` if it was trained, else
     built by its registered ``make`` (the untrained agents and the references). Also the agent
     factory of an isolated evaluation (``AgentSpec("fiq_gym.benchmarks.dialog:bench_agent", ...)``)."""
-    from fiq_gym.agents.checkpoint import load_agent
+    from fiq_gym.agents.loading import load_agent
 
     if checkpoint is not None:
         return load_agent(checkpoint).make_agent(envs)

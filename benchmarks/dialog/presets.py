@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fiq_gym.agents import registry
 from fiq_gym.agents.registry import BenchRole
-from fiq_gym.evaluation import RECALL_KS
+from fiq_gym.envs.evaluation import RECALL_KS
 
 __all__ = [
     "COMPARISONS",

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from fiq_gym.benchmarks.dialog.presets import COMPARISONS, METRICS, Preset
-from fiq_gym.comparison import paired_difference
-from fiq_gym.evaluation import EvaluationResult
+from fiq_gym.envs.evaluation import EvaluationResult, paired_difference
 
 __all__ = ["BenchmarkResult", "Budget", "Record"]
 
@@ -78,7 +77,7 @@ class BenchmarkResult:
 
     def comparisons(self, train_user: str, eval_user: str) -> list[dict[str, Any]]:
         """Paired differences (agent - against) at the last turn, over the same dialogs and
-        seeds, with 95% bootstrap intervals (:func:`fiq_gym.comparison.paired_difference`)."""
+        seeds, with 95% bootstrap intervals (:func:`fiq_gym.envs.evaluation.paired_difference`)."""
         out = []
         turn = max(r.result.turns for r in self.records)
         for agent, against in COMPARISONS:

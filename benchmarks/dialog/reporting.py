@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_bytes, atomic_write_text
 from fiq_gym.benchmarks.dialog.presets import METRICS, bench_agents, references, shortlist_agents, untrained
 from fiq_gym.benchmarks.dialog.records import BenchmarkResult
 from fiq_gym.benchmarks.publishing import git_revision, library_versions
 from fiq_gym.envs.configurations import CONFIGURATIONS
 from fiq_gym.envs.registration import env_id_for
-from fiq_gym.links import doc_url
 from fiq_gym.shortlist import FIRST_STAGE_VERSION
+from fiq_gym.utils.atomic import atomic_write_bytes, atomic_write_text
+from fiq_gym.utils.links import doc_url
 
 __all__ = ["line_styles", "plot_recall", "success_summary", "to_markdown", "write_outputs"]
 

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError
-from fiq_gym.jsonfile import read_json
-from fiq_gym.links import doc_url
+from fiq_gym.utils.atomic import atomic_write_json
+from fiq_gym.utils.jsonfile import read_json
+from fiq_gym.utils.links import doc_url
 
 __all__ = ["CAPTIONS_FILE", "CaptionEntry", "HumanCaptions", "load_human_captions"]
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from fiq_gym.catalog.vocabulary import AttributeType, AttributeVocabulary
 from fiq_gym.errors import DatasetError
-from fiq_gym.jsonfile import read_json
+from fiq_gym.utils.jsonfile import read_json
 
 __all__ = ["label_matrix", "load_attribute_labels", "load_feature_file", "read_id_list", "read_json_list"]
 

@@ -26,8 +26,6 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from fiq_gym._workers import WorkerPool
-from fiq_gym.atomic import atomic_directory, atomic_write_json, reclaim_staging, staging_file
 from fiq_gym.catalog.captions import CaptionEntry, HumanCaptions
 from fiq_gym.catalog.import_inputs import (
     label_matrix,
@@ -40,6 +38,8 @@ from fiq_gym.catalog.photos import decode_image, decode_images, primary_rgb
 from fiq_gym.catalog.storage import CatalogWriter, _AppendArray, write_catalog_arrays
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import DatasetError
+from fiq_gym.utils.atomic import atomic_directory, atomic_write_json, reclaim_staging, staging_file
+from fiq_gym.utils.workers import WorkerPool
 
 #: Writes image features (and maybe attribute scores) into a catalog directory that is being
 #: imported, ``(directory, progress) -> what it used``. The catalog layer takes it as a

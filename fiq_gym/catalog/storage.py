@@ -46,13 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from fiq_gym.atomic import atomic_directory, atomic_write_json, recover_directory
 from fiq_gym.catalog.lazy_images import RENDER_ARRAYS, LazyImages
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
 from fiq_gym.catalog.model import Catalog, StringColumn
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CatalogError
-from fiq_gym.jsonfile import read_json
+from fiq_gym.utils.atomic import atomic_directory, atomic_write_json, recover_directory
+from fiq_gym.utils.jsonfile import read_json
 
 log = logging.getLogger("fiq_gym")
 

@@ -19,8 +19,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from fiq_gym._workers import WorkerPool
-from fiq_gym.atomic import atomic_directory
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.render import GarmentSpec, render_garment, shaded_rgb
@@ -31,6 +29,8 @@ from fiq_gym.catalog.synthetic_spec import (
     LENGTHS_BY_CATEGORY,
     SYNTHETIC_VOCABULARY,
 )
+from fiq_gym.utils.atomic import atomic_directory
+from fiq_gym.utils.workers import WorkerPool
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -220,7 +220,7 @@ def write_synthetic_catalog(
 ) -> None:
     """Render the catalog of :func:`build_synthetic_catalog` into the existing empty
     ``directory``, not atomically: for callers that write it inside their own
-    :func:`~fiq_gym.atomic.atomic_directory` together with more files."""
+    :func:`~fiq_gym.utils.atomic.atomic_directory` together with more files."""
     _check_arguments(size, seed, image_size, images)
     vocab = SYNTHETIC_VOCABULARY
     lazy = images == "lazy"
@@ -233,7 +233,7 @@ def write_synthetic_catalog(
     desc = "sampling garments" if lazy else "rendering garments"
     bar = tqdm(total=size, desc=desc, unit="item", disable=not progress)
     # Our own workers, not a multiprocessing pool: they never re-run the caller's main
-    # module (an unguarded script works) and die with this process (see fiq_gym._workers).
+    # module (an unguarded script works) and die with this process (see fiq_gym.utils.workers).
     pool = WorkerPool(workers) if workers > 1 else None
     try:
         # Ordered map: chunks land in the file in catalog order whichever worker ends first.

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from fiq_gym import __version__
 from fiq_gym.agents import registry  # names and module paths only: loads no agent code
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_SYNTHETIC_IMAGE_SIZE
-from fiq_gym.cli_args import catalog_arg, int_between, path_arg, seed
 from fiq_gym.errors import FiqGymError
+from fiq_gym.utils.arguments import catalog_arg, int_between, path_arg, seed
 
 if TYPE_CHECKING:
     from fiq_gym.catalog.model import Catalog
@@ -30,11 +30,11 @@ DEFAULT_EVAL_EPISODES = 1000
 
 
 def _catalog_build(args: argparse.Namespace) -> int:
-    from fiq_gym.atomic import atomic_directory
     from fiq_gym.catalog.storage import open_catalog
     from fiq_gym.catalog.synthetic import write_synthetic_catalog
     from fiq_gym.default_catalog import default_catalog_path
     from fiq_gym.features.default_network import attach_default_features, default_network_fits
+    from fiq_gym.utils.atomic import atomic_directory
 
     out = Path(args.out) if args.out else default_catalog_path(args.size, args.seed, args.image_size)
     if args.images == "lazy" and not args.out:
@@ -181,7 +181,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _held_out(args: argparse.Namespace) -> Any:
-    from fiq_gym.evaluation import HeldOutSeed
+    from fiq_gym.envs.evaluation import HeldOutSeed
 
     if args.held_out_seed_file:
         return HeldOutSeed.from_file(args.held_out_seed_file)
@@ -204,7 +204,7 @@ def _eval(args: argparse.Namespace) -> int:
         )
     if args.isolation != "process":
         return _evaluate_and_report(args, held_out)
-    from fiq_gym.envs.isolation import AgentSpec, close_prestarted, prestart
+    from fiq_gym.envs.evaluation import AgentSpec, close_prestarted, prestart
 
     # The agent's process first: it imports its libraries while this one does.
     if args.agent is not None:
@@ -223,7 +223,7 @@ def _evaluation_set(args: argparse.Namespace, held_out: Any) -> tuple[Any, int, 
     set the checkpoint's trainer evaluated it on, so the number matches the end of training."""
     trained = None
     if args.checkpoint is not None and held_out is None:
-        from fiq_gym.agents.checkpoint import load_agent
+        from fiq_gym.agents.loading import load_agent
 
         trained = load_agent(args.checkpoint, load_model=False).training_evaluation
     if held_out is not None:
@@ -260,8 +260,7 @@ def _evaluate_and_report(args: argparse.Namespace, held_out: Any) -> int:
     if (args.checkpoint is None) == (args.agent is None):
         raise ValueError("give a checkpoint directory or --agent FACTORY (one of them)")
     if args.agent is not None:
-        from fiq_gym.envs.evaluation import evaluate
-        from fiq_gym.envs.isolation import AgentSpec
+        from fiq_gym.envs.evaluation import AgentSpec, evaluate
 
         if args.isolation != "process":
             raise ValueError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fiq_gym.cli_args import catalog_arg, path_arg, seed
+from fiq_gym.utils.arguments import catalog_arg, path_arg, seed
 
 __all__ = ["add_export_command"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from fiq_gym.catalog.limits import MAX_IMAGE_SIZE, MIN_IMPORT_IMAGE_SIZE
-from fiq_gym.cli_args import int_between, path_arg, spec_arg
-from fiq_gym.links import doc_url
+from fiq_gym.utils.arguments import int_between, path_arg, spec_arg
+from fiq_gym.utils.links import doc_url
 
 __all__ = ["add_commands"]
 
@@ -21,7 +21,7 @@ SHOES_SPLITS = ("train", "eval")
 
 
 def _default_out(kind: str, args: argparse.Namespace) -> Path:
-    from fiq_gym.cache import cache_dir
+    from fiq_gym.utils.cache import cache_dir
 
     parts = [kind, *(getattr(args, "category", None) or []), *args.split, f"{args.image_size}px"]
     return cache_dir() / "catalogs" / "-".join(parts)

@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fiq_gym.arguments import add_dataclass_arguments, dataclass_from_namespace
-from fiq_gym.cli_args import catalog_arg, path_arg, spec_arg
 from fiq_gym.features.train_args import TrainArgs
+from fiq_gym.utils.arguments import (
+    add_dataclass_arguments,
+    catalog_arg,
+    dataclass_from_namespace,
+    path_arg,
+    spec_arg,
+)
 
 __all__ = ["add_commands"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from fiq_gym.cli_args import catalog_arg, int_between, path_arg
-from fiq_gym.links import doc_url
+from fiq_gym.utils.arguments import catalog_arg, int_between, path_arg
+from fiq_gym.utils.links import doc_url
 
 __all__ = ["add_command"]
 

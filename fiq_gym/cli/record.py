@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping
 
-from fiq_gym.cli_args import catalog_arg, int_between, path_arg, path_or_name, seed, spec_arg
-from fiq_gym.links import doc_url
+from fiq_gym.utils.arguments import catalog_arg, int_between, path_arg, path_or_name, seed, spec_arg
+from fiq_gym.utils.links import doc_url
 
 __all__ = ["add_command"]
 

@@ -11,10 +11,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from fiq_gym.arguments import add_dataclass_arguments
-from fiq_gym.cli_args import catalog_arg, int_between, path_arg, seed
 from fiq_gym.errors import CheckpointError
 from fiq_gym.users.transformer.train_args import TrainArgs
+from fiq_gym.utils.arguments import add_dataclass_arguments, catalog_arg, int_between, path_arg, seed
 
 __all__ = ["add_commands"]
 
@@ -71,8 +70,8 @@ def _caption(ns: argparse.Namespace) -> int:
 
 
 def _narrow(ns: argparse.Namespace) -> int:
-    from fiq_gym.jsonfile import read_json
     from fiq_gym.users.transformer.narrow import narrow_captioner
+    from fiq_gym.utils.jsonfile import read_json
 
     config = Path(ns.features) / "config.json"
     record = read_json(config, ValueError, "pass a checkpoint written by `fiq-gym features prune`")

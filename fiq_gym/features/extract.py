@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fiq_gym._workers import WorkerPool
 from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog, update_catalog_arrays
@@ -39,7 +38,8 @@ from fiq_gym.features.model import (
     check_fits,
     load_checkpoint,
 )
-from fiq_gym.threads import torch_threads
+from fiq_gym.utils.threads import torch_threads
+from fiq_gym.utils.workers import WorkerPool
 
 __all__ = [
     "AttributeNetEncoder",

@@ -34,11 +34,11 @@ from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn import functional as F
 
-from fiq_gym.atomic import atomic_write_bytes, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
 from fiq_gym.errors import CheckpointError
-from fiq_gym.jsonfile import read_json
+from fiq_gym.utils.atomic import atomic_write_bytes, atomic_write_json
+from fiq_gym.utils.jsonfile import read_json
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -34,7 +34,6 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from fiq_gym.atomic import atomic_directory, atomic_write_bytes, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.storage import open_catalog
 from fiq_gym.checkpoint import STATE_JSON, prepare_run, read_training_state, write_training_state
@@ -51,8 +50,9 @@ from fiq_gym.features.model import (
     save_checkpoint,
 )
 from fiq_gym.features.train_args import TrainArgs
-from fiq_gym.jsonfile import read_json
-from fiq_gym.threads import torch_threads
+from fiq_gym.utils.atomic import atomic_directory, atomic_write_bytes, atomic_write_json
+from fiq_gym.utils.jsonfile import read_json
+from fiq_gym.utils.threads import torch_threads
 
 __all__ = [
     "EpochReport",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fiq_gym.cli_args import CatalogArgument, PathArgument
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument
 
 __all__ = ["TrainArgs"]
 

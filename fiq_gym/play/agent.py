@@ -21,14 +21,14 @@ from typing import Any
 import gymnasium as gym
 
 import fiq_gym  # noqa: F401  (registers the env ids)
-from fiq_gym.agents.checkpoint import load_agent
+from fiq_gym.agents.loading import load_agent
 from fiq_gym.agents.retriever import load_checkpoint
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.cli_args import path_arg
 from fiq_gym.default_catalog import resolve_catalog
+from fiq_gym.envs.evaluation import RetrievalAgent
 from fiq_gym.envs.registration import EARLIER_VERSION, env_id_for, successor_env_id
-from fiq_gym.evaluation import RetrievalAgent
 from fiq_gym.text import CaptionTokenizer
+from fiq_gym.utils.arguments import path_arg
 
 __all__ = [
     "DEFAULT_AGENT_DIR",
@@ -203,7 +203,7 @@ def load_play_agent(
 def export_default_agent(checkpoint: str | os.PathLike, out: str | os.PathLike = DEFAULT_AGENT_DIR) -> Path:
     """Copy a supervised checkpoint trained on the default catalog into ``out`` (the package's
     ``default_agent/``), with a record of that catalog so a stale copy fails loudly."""
-    from fiq_gym.atomic import atomic_directory
+    from fiq_gym.utils.atomic import atomic_directory
 
     checkpoint = Path(checkpoint)
     net, meta = load_checkpoint(checkpoint)

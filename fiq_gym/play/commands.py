@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from fiq_gym.cli_args import catalog_arg, path_arg, seed
-from fiq_gym.links import doc_url
+from fiq_gym.utils.arguments import catalog_arg, path_arg, seed
+from fiq_gym.utils.links import doc_url
 
 if TYPE_CHECKING:
     from fiq_gym.play.agent import PlayAgent

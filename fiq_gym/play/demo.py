@@ -12,8 +12,8 @@ import numpy as np
 
 from fiq_gym.agents import RandomAgent
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.cli_args import catalog_arg
 from fiq_gym.envs import FashionIQEnv
+from fiq_gym.utils.arguments import catalog_arg
 
 __all__ = ["play_demo_dialog"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fiq_gym.atomic import atomic_write_bytes
 from fiq_gym.catalog.model import Catalog
+from fiq_gym.utils.atomic import atomic_write_bytes
 
 __all__ = ["garment_image", "pair_image", "png_bytes", "save_png"]
 

@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fiq_gym.atomic import atomic_write_json, exclusive
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.jsonfile import read_json
+from fiq_gym.utils.atomic import atomic_write_json, exclusive
+from fiq_gym.utils.jsonfile import read_json
 
 __all__ = [
     "DIALOGS_FORMAT",
@@ -206,7 +206,7 @@ def save_dialogs(path: str | os.PathLike, dialogs: Iterable[DialogRecord]) -> Pa
 def append_dialogs(path: str | os.PathLike, dialogs: Iterable[DialogRecord]) -> Path:
     """Add ``dialogs`` to the file at ``path`` (created if missing), rewriting it atomically.
     A dialog already in the file (same ``id``) is replaced, so saving twice never duplicates.
-    Appends from threads and processes at once are serialised (:func:`fiq_gym.atomic.exclusive`),
+    Appends from threads and processes at once are serialised (:func:`fiq_gym.utils.atomic.exclusive`),
     so none is lost."""
     new = list(dialogs)
     path = Path(path)

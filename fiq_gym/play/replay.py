@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.evaluation import EvaluationResult, public_info
+from fiq_gym.envs.evaluation import EvaluationResult, public_info
+from fiq_gym.gallery import Gallery
 from fiq_gym.play.agent import PlayAgent, load_play_agent
 from fiq_gym.play.record import DialogRecord, check_catalog, load_dialogs
-from fiq_gym.retrieval import RetrievalTables
 from fiq_gym.users.base import User
 from fiq_gym.users.dataset import DatasetUser
 
@@ -41,9 +41,7 @@ def replay_user(
     return DatasetUser(catalog, pairs, mode="random", fallback=fallback)
 
 
-def episode_starts(
-    dialogs: Sequence[DialogRecord], gallery: RetrievalTables
-) -> tuple[np.ndarray, np.ndarray]:
+def episode_starts(dialogs: Sequence[DialogRecord], gallery: Gallery) -> tuple[np.ndarray, np.ndarray]:
     """(targets, first shown) as indices in play, one per dialog (mapped from catalog rows, so
     a dialog recorded on the whole catalog replays in a one-category env if its items are in it)."""
     index_of = {int(row): i for i, row in enumerate(gallery.rows.tolist())}

@@ -9,7 +9,7 @@ Exact comparisons make the sums independent of the split and of where a shard ru
 shard, two or three, inline, in processes or in Ray actors give the same ranks and the same
 items, bit for bit (``tests/test_sharding.py``, ``tests/test_ray_sharding.py``).
 
-Worker processes (``mode="process"``) are :class:`fiq_gym._workers.WorkerPool`'s: plain
+Worker processes (``mode="process"``) are :class:`fiq_gym.utils.workers.WorkerPool`'s: plain
 ``python -c`` children that never import the caller's ``__main__`` (a script without an
 ``if __name__ == "__main__":`` guard works) and exit when this process closes the ranker,
 drops it, or dies. Each uses one BLAS thread: a shard per core. The features reach them
@@ -38,8 +38,8 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from fiq_gym._workers import WorkerPool
 from fiq_gym.ranking.exact import ONE_BLAS_THREAD, SCANS, SHARD_MODES, GalleryShard, exact_best
+from fiq_gym.utils.workers import WorkerPool
 
 if TYPE_CHECKING:
     from fiq_gym.ranking.ray_shards import RayShards

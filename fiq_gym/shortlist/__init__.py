@@ -32,11 +32,11 @@ import torch
 
 from fiq_gym.action_modes import DialogView, FirstStage
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.retrieval import RetrievalTables
+from fiq_gym.gallery import Gallery
 from fiq_gym.retriever import RetrieverNet, gallery_tensors, load_checkpoint
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
-from fiq_gym.threads import torch_threads
 from fiq_gym.users.registry import tokenizer_for
+from fiq_gym.utils.threads import torch_threads
 
 __all__ = [
     "DEFAULT_FIRST_STAGE",
@@ -82,9 +82,7 @@ class RetrieverFirstStage:
     #: dialog prefixes whose state is kept (a few per dialog in flight is plenty)
     cache_size = 16_384
 
-    def __init__(
-        self, net: RetrieverNet, tokenizer: CaptionTokenizer, gallery: RetrievalTables, source: str
-    ) -> None:
+    def __init__(self, net: RetrieverNet, tokenizer: CaptionTokenizer, gallery: Gallery, source: str) -> None:
         problems = []
         if net.config.feature_dim != gallery.feature_dim:
             problems.append(f"feature size {net.config.feature_dim} != the env's {gallery.feature_dim}")
@@ -167,7 +165,7 @@ def _retriever_tokenizer(directory: Path, meta: dict[str, Any], catalog: Catalog
     return tokenizer_for(str(args.get("user") or "template"), catalog)
 
 
-def make_first_stage(spec: str | FirstStage, catalog: Catalog, gallery: RetrievalTables) -> FirstStage:
+def make_first_stage(spec: str | FirstStage, catalog: Catalog, gallery: Gallery) -> FirstStage:
     """The first stage ``spec`` names (see the module docstring) for ``gallery``."""
     if callable(spec) and not isinstance(spec, str):
         return spec

@@ -34,12 +34,12 @@ import torch
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CheckpointError
-from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, User
 from fiq_gym.users.caption_metrics import DifferenceOracle
 from fiq_gym.users.decoding import decoding_from
 from fiq_gym.users.phrasebook import phrasebook
 from fiq_gym.users.words import language_model_words
+from fiq_gym.utils.threads import torch_threads
 
 __all__ = [
     "DEFAULT_PROMPT",

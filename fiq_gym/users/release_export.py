@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fiq_gym.atomic import atomic_directory
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.users.template import TemplateUser
 from fiq_gym.users.transformer.data import sample_pairs, split_items
+from fiq_gym.utils.atomic import atomic_directory
 
 __all__ = ["export_fashioniq_release", "export_shoes_release"]
 

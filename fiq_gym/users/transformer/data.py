@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
-from fiq_gym.retrieval import retrieval_tables
+from fiq_gym.gallery import gallery_of
 from fiq_gym.users.template import TemplateNoise, TemplateUser
 from fiq_gym.users.words import template_words
 
@@ -126,7 +126,7 @@ def sample_pairs(
     items = np.asarray(items, dtype=np.int64)
     if len(items) < 2:
         raise ValueError("need at least 2 items to form pairs")
-    features = retrieval_tables(catalog).features[items]
+    features = gallery_of(catalog).features[items]
     targets = rng.integers(len(items), size=count)
     near = rng.random(count) < near_fraction
     uniform = rng.integers(len(items) - 1, size=count)

@@ -220,7 +220,7 @@ class RelativeCaptionerModel(RelativeCaptionerPreTrainedModel):
 
     Inputs are batches of the items' features (B, feature_dim) and, when
     ``config.use_attributes``, their attribute scores (B, num_attributes); take both from
-    :func:`fiq_gym.retrieval.retrieval_tables` so the model sees what the env's agents see.
+    :func:`fiq_gym.gallery.gallery_of` so the model sees what the env's agents see.
     """
 
     def __init__(self, config: RelativeCaptionerConfig) -> None:

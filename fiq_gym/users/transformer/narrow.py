@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from fiq_gym.atomic import atomic_directory
 from fiq_gym.users.transformer.user import DEFAULT_CHECKPOINT, load_captioner
+from fiq_gym.utils.atomic import atomic_directory
 
 __all__ = ["narrow_captioner"]
 

@@ -31,13 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiq_gym.atomic import atomic_directory, atomic_write_json
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import STATE_JSON, prepare_run, read_training_state, write_training_state
 from fiq_gym.errors import CheckpointError
-from fiq_gym.jsonfile import read_json
-from fiq_gym.retrieval import retrieval_tables
-from fiq_gym.threads import torch_threads
+from fiq_gym.gallery import gallery_of
 from fiq_gym.users.caption_metrics import caption_scores
 from fiq_gym.users.transformer.configuration_relative_captioner import RelativeCaptionerConfig
 from fiq_gym.users.transformer.data import (
@@ -51,6 +48,9 @@ from fiq_gym.users.transformer.modeling_relative_captioner import CaptionerInput
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer, build_caption_tokenizer
 from fiq_gym.users.transformer.train_args import TrainArgs
 from fiq_gym.users.transformer.user import feature_weights, quiet_transformers
+from fiq_gym.utils.atomic import atomic_directory, atomic_write_json
+from fiq_gym.utils.jsonfile import read_json
+from fiq_gym.utils.threads import torch_threads
 
 __all__ = ["RUN_ONLY_FIELDS", "TrainArgs", "TrainResult", "read_saved_args", "train_captioner"]
 
@@ -92,10 +92,10 @@ def _encode(
 
 
 class _Inputs:
-    """Model inputs for catalog rows, gathered from the retrieval tables (torch copies)."""
+    """Model inputs for catalog rows, gathered from the gallery (torch copies)."""
 
     def __init__(self, catalog: Catalog, use_attributes: bool) -> None:
-        tables = retrieval_tables(catalog)
+        tables = gallery_of(catalog)
         self.features = torch.from_numpy(np.array(tables.features))
         self.attributes = torch.from_numpy(np.array(tables.side_info)) if use_attributes else None
         self.feature_source = tables.feature_source

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fiq_gym.cli_args import CatalogArgument, PathArgument, SpecArgument
+from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument
 
 if TYPE_CHECKING:
     from fiq_gym.users.template import TemplateNoise

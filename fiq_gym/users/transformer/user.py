@@ -15,7 +15,7 @@ features from the shipped attribute network (``fiq_gym.features``); retrain it w
 network changes.
 
 It reads the same inputs the environment's agents see: the retrieval features and the
-attribute scores of :func:`fiq_gym.retrieval.retrieval_tables`. A checkpoint trained on a
+attribute scores of :func:`fiq_gym.gallery.gallery_of`. A checkpoint trained on a
 catalog with another feature size, attribute vocabulary, categories or caption words does not
 load on it (:class:`CheckpointMismatchError` says which, and how to retrain). Features come
 from the whole catalog's tables, since a shopper may describe any item; in a one-category
@@ -39,10 +39,8 @@ from fiq_gym.catalog.captions import CAPTIONS_FILE
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.checkpoint import config_fields
 from fiq_gym.errors import CheckpointError, FiqGymError
-from fiq_gym.jsonfile import read_json
-from fiq_gym.retrieval import RetrievalTables, retrieval_tables
+from fiq_gym.gallery import Gallery, gallery_of
 from fiq_gym.text import CaptionTokenizer
-from fiq_gym.threads import torch_threads
 from fiq_gym.users.base import CaptionBatch, User, row_uniforms
 from fiq_gym.users.caption_metrics import DifferenceOracle
 from fiq_gym.users.decoding import decoding_from
@@ -54,6 +52,8 @@ from fiq_gym.users.transformer.modeling_relative_captioner import (
 )
 from fiq_gym.users.transformer.tokenization import CaptionerTokenizer
 from fiq_gym.users.words import template_words
+from fiq_gym.utils.jsonfile import read_json
+from fiq_gym.utils.threads import torch_threads
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -165,7 +165,7 @@ def check_checkpoint_fits(
     config: RelativeCaptionerConfig,
     tokenizer: CaptionerTokenizer,
     catalog: Catalog,
-    tables: RetrievalTables,
+    tables: Gallery,
     checkpoint: str | os.PathLike = "the checkpoint",
 ) -> None:
     """Raise :class:`CheckpointMismatchError` unless the checkpoint can describe ``catalog``.
@@ -372,7 +372,7 @@ class TransformerUser(User):
         self.checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
         self.decoding = Decoding.of(decoding)
         model, tokenizer = load_captioner(checkpoint)
-        self.tables = retrieval_tables(catalog)
+        self.tables = gallery_of(catalog)
         check_checkpoint_fits(model.config, tokenizer, catalog, self.tables, self.checkpoint)
         limit = model.config.max_caption_length
         if self.decoding.max_new_tokens is not None and not 1 <= self.decoding.max_new_tokens <= limit:

@@ -1,15 +1,15 @@
 """Isolated evaluation: the agent in a process of its own, the evaluation set out of its reach.
 
-The sealed harness (:mod:`fiq_gym.envs.evaluation`) moves the *environment* out of the
+The sealed harness (:mod:`fiq_gym.envs.evaluation.harness`) moves the *environment* out of the
 agent's reach but leaves the agent in the caller's process, which holds the evaluation set,
 its seed and the code that builds the result: an agent that sets out to cheat can read them
 from the caller's stack frames, patch the result code, or evaluate the same set inside its own
 ``act()``. For agents you do not trust, this module turns that around:
 
 * the **evaluator** (this process) holds the set, the seed, the environment and the result;
-* the **agent** runs in a child, ``python -I -m fiq_gym.envs._agent_worker``, started with
+* the **agent** runs in a child, ``python -I -m fiq_gym.envs.evaluation._agent_worker``, started with
   the interpreter and environment pinned when fiq-gym was imported (never the held-out seed's
-  variable), without capabilities (:func:`fiq_gym.envs._launch.drop_privileges`); it builds
+  variable), without capabilities (:func:`fiq_gym.envs.evaluation._launch.drop_privileges`); it builds
   itself from an :class:`AgentSpec` (a factory named by import path, with plain arguments) and
   its own copy of the environment, from which it may read the gallery, as any agent may;
 * per turn the evaluator sends the observations and the public ``info`` (a pickle: the
@@ -17,14 +17,14 @@ from the caller's stack frames, patch the result code, or evaluate the same set 
   unpickles anything the agent made) and its errors as text;
 * while the agent's process lives, the evaluator is not dumpable, so that process cannot read
   the evaluator's memory (``/proc/PID/mem``) or environment, even when both run as root;
-* the agent has :data:`~fiq_gym.evaluation.TURN_TIMEOUT` seconds per ``act()`` and
+* the agent has :data:`~fiq_gym.envs.evaluation.TURN_TIMEOUT` seconds per ``act()`` and
   :data:`START_TIMEOUT` to start; past either, its process is stopped and the evaluation ends
   with :class:`~fiq_gym.errors.EvaluationTimeout` naming the agent.
 
 Its results equal the sealed and in-process harnesses' for an honest agent (same seeds, same
 set; tested). What it does not defend: an agent that reads, through the file system, a file
 holding a held-out seed that its account may read (keep the seed in
-:data:`~fiq_gym.evaluation.HELD_OUT_VARIABLE`), attacks on the kernel, and the machine's own
+:data:`~fiq_gym.envs.evaluation.HELD_OUT_VARIABLE`), attacks on the kernel, and the machine's own
 limits (memory, disk) which a hostile agent may exhaust.
 """
 
@@ -47,17 +47,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.envs._harness import DEFAULT_NUM_ENVS, START_TIMEOUT, EnvSpec, only_evaluation_of
-from fiq_gym.envs._launch import child_environment, hold_no_dumps, release_no_dumps, spawn_child
-from fiq_gym.envs._sealed_protocol import (
+from fiq_gym.envs.evaluation._common import DEFAULT_NUM_ENVS, START_TIMEOUT, EnvSpec, only_evaluation_of
+from fiq_gym.envs.evaluation._launch import child_environment, hold_no_dumps, release_no_dumps, spawn_child
+from fiq_gym.envs.evaluation._protocol import (
     Layout,
     SharedRegion,
     decode_actions,
     read_message_within,
     write_message,
 )
-from fiq_gym.errors import EvaluationError, EvaluationTimeout
-from fiq_gym.evaluation import (
+from fiq_gym.envs.evaluation.sets import (
     HELD_OUT_VARIABLE,
     TURN_TIMEOUT,
     EvaluationDialogs,
@@ -67,10 +66,11 @@ from fiq_gym.evaluation import (
     human_meta,
     play_dialogs,
 )
+from fiq_gym.errors import EvaluationError, EvaluationTimeout
 
 __all__ = ["AGENT_WORKER_MODULE", "AgentSpec", "close_prestarted", "evaluate_isolated", "prestart"]
 
-AGENT_WORKER_MODULE = "fiq_gym.envs._agent_worker"
+AGENT_WORKER_MODULE = "fiq_gym.envs.evaluation._agent_worker"
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class AgentSpec:
             an installed package, not a script's directory), or ``"path/to/file.py:function"``
             (loaded from that file, relative to the current directory). It is called with the agent
             process's own native vector env of the evaluated spec (read its gallery, never
-            the evaluation's) and returns a :class:`~fiq_gym.evaluation.RetrievalAgent`.
+            the evaluation's) and returns a :class:`~fiq_gym.envs.evaluation.RetrievalAgent`.
         kwargs: plain, picklable arguments (paths, numbers, names).
         name: the agent's name in the result (default: the factory's).
     """
@@ -142,7 +142,7 @@ def _agent_environment() -> dict[str, str]:
 
 class _AgentProcess:
     """The evaluator's handle on the agent's process; a
-    :class:`~fiq_gym.evaluation.RetrievalAgent` for :func:`~fiq_gym.evaluation.play_dialogs`.
+    :class:`~fiq_gym.envs.evaluation.RetrievalAgent` for :func:`~fiq_gym.envs.evaluation.play_dialogs`.
 
     It starts at once with the factory (the process imports it and the env's modules while
     the evaluator prepares); :meth:`build` sends the env spec, :meth:`share` the region's
@@ -336,7 +336,7 @@ def evaluate_isolated(
 
     Same arguments as :func:`fiq_gym.envs.evaluation.evaluate`, except that ``agent`` is an
     :class:`AgentSpec` (the agent is built in its process) and ``seed`` may be a
-    :class:`~fiq_gym.evaluation.HeldOutSeed`, for a set the agent cannot regenerate (the
+    :class:`~fiq_gym.envs.evaluation.HeldOutSeed`, for a set the agent cannot regenerate (the
     result then records the seed's fingerprint, not the seed).
     """
     if not isinstance(agent, AgentSpec):

@@ -1,9 +1,9 @@
 """The evaluation harness: play a fixed evaluation set with an agent, sealed by default.
 
 Sealed (the default, and what every published table uses), the environment runs in a child
-process, ``python -m fiq_gym.envs._sealed_worker``, started with pipes: the agent, in the
+process, ``python -m fiq_gym.envs.evaluation._env_worker``, started with pipes: the agent, in the
 caller's process, receives observations and the filtered info of
-:func:`fiq_gym.evaluation.public_info` and nothing else, so the env's private state,
+:func:`fiq_gym.envs.evaluation.public_info` and nothing else, so the env's private state,
 pickles, deep copies and generators are out of its reach. The child never imports the
 caller's ``__main__`` (scripts need no ``if __name__ == "__main__":`` guard), dies with the
 caller, and plays exactly what the in-process harness plays: same seeds, same set, same
@@ -22,14 +22,14 @@ then sees them, as a child started afresh would). Reuse changes nothing an agent
 reach: each evaluation resets every batch with its seed and fixed dialogs, so a warm child
 plays what a new one plays (tested), and the child holds nothing of the caller's agents.
 
-**What crosses per step** (:mod:`fiq_gym.envs._sealed_protocol`): the caller's actions,
+**What crosses per step** (:mod:`fiq_gym.envs.evaluation._protocol`): the caller's actions,
 numbers only; back, the observations through a shared memory region (Linux; the pipe
 elsewhere), the filtered info and whether the batch is over. Ranks stay in the child until
 the result, after the last dialog.
 
-The harness builds environments, so it lives in the envs layer; the evaluation data
-(:class:`~fiq_gym.evaluation.EvaluationSet`, :class:`~fiq_gym.evaluation.EvaluationResult`)
-and what agents may see stay in the core, :mod:`fiq_gym.evaluation`.
+The evaluation data (:class:`~fiq_gym.envs.evaluation.EvaluationSet`,
+:class:`~fiq_gym.envs.evaluation.EvaluationResult`), what agents may see and the in-process
+play are in :mod:`fiq_gym.envs.evaluation.sets`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.envs._harness import (
+from fiq_gym.envs.evaluation._common import (
     DEFAULT_NUM_ENVS,
     ENV_TIMEOUT,
     START_TIMEOUT,
@@ -56,17 +56,16 @@ from fiq_gym.envs._harness import (
     refuse_held_out,
     refuse_opt_in_env,
 )
-from fiq_gym.envs._launch import child_environment, spawn_child
-from fiq_gym.envs._sealed_protocol import (
+from fiq_gym.envs.evaluation._launch import child_environment, spawn_child
+from fiq_gym.envs.evaluation._protocol import (
     SharedRegion,
     decode_answer,
     encode_actions,
     read_message_within,
     write_message,
 )
-from fiq_gym.envs.isolation import evaluate_isolated
-from fiq_gym.errors import EvaluationTimeout
-from fiq_gym.evaluation import (
+from fiq_gym.envs.evaluation.isolation import evaluate_isolated
+from fiq_gym.envs.evaluation.sets import (
     TURN_TIMEOUT,
     EvaluationResult,
     EvaluationSet,
@@ -79,10 +78,11 @@ from fiq_gym.evaluation import (
     public_info,
     refuse_training_opt_ins,
 )
+from fiq_gym.errors import EvaluationTimeout
 
 __all__ = ["SealedDialogs", "SealedEvaluator", "close_warm_evaluator", "evaluate"]
 
-WORKER_MODULE = "fiq_gym.envs._sealed_worker"
+WORKER_MODULE = "fiq_gym.envs.evaluation._env_worker"
 _PIPE_BYTES = 1 << 20  # the usual /proc/sys/fs/pipe-max-size
 _F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's capacity
 
@@ -113,7 +113,7 @@ class _Child:
         self.proc: subprocess.Popen[bytes] | None = None
         try:
             # The interpreter and environment pinned at import, not the caller's current
-            # ones, which an agent may have changed (fiq_gym.envs._launch).
+            # ones, which an agent may have changed (fiq_gym.envs.evaluation._launch).
             self.proc = spawn_child(WORKER_MODULE, fds[0] if fds else None, child_environment())
         except BaseException:
             self.close()
@@ -214,8 +214,8 @@ def _widen_pipes(proc: subprocess.Popen[bytes]) -> None:
 
 class SealedDialogs:
     """The caller's handle on one evaluation that a :class:`SealedEvaluator`'s child plays: the
-    ``reset`` / ``step`` / ``result`` of :class:`~fiq_gym.evaluation.EvaluationDialogs`, for
-    :func:`~fiq_gym.evaluation.play_dialogs`. Made by :meth:`SealedEvaluator.open`.
+    ``reset`` / ``step`` / ``result`` of :class:`~fiq_gym.envs.evaluation.EvaluationDialogs`, for
+    :func:`~fiq_gym.envs.evaluation.play_dialogs`. Made by :meth:`SealedEvaluator.open`.
 
     Closing it before the result (an agent's error, Ctrl-C) kills the child: it was in the
     middle of a batch. The evaluator starts a new one for its next evaluation.
@@ -230,7 +230,7 @@ class SealedDialogs:
         self.episodes: int = header["episodes"]
         self._next_batch = 0
         self._open = True
-        #: :meth:`~fiq_gym.evaluation.EvaluationDialogs.human_captions`, with the result
+        #: :meth:`~fiq_gym.envs.evaluation.EvaluationDialogs.human_captions`, with the result
         self.human: np.ndarray | None = None
 
     def _live_child(self) -> _Child:
@@ -583,15 +583,15 @@ def evaluate(
     """Run ``agent`` on a fixed evaluation set and return per-turn metrics.
 
     The agent gets observations and ``info`` filtered to caption text, shown item, turn and
-    ``is_success`` (:data:`fiq_gym.evaluation.PUBLIC_INFO_KEYS`); never rank, percentile,
+    ``is_success`` (:data:`fiq_gym.envs.evaluation.PUBLIC_INFO_KEYS`); never rank, percentile,
     reward or the env object. Environments with a training-only opt-in (``expose_target``,
     ``lookahead``) are refused, and so is a second evaluation of a set while one is open in
     this process (an agent evaluating inside its own ``act()``).
 
     Args:
-        agent: a :class:`~fiq_gym.evaluation.RetrievalAgent` built for this env (same items
+        agent: a :class:`~fiq_gym.envs.evaluation.RetrievalAgent` built for this env (same items
             in play; it may read the gallery, e.g. ``venv.unwrapped.gallery``); with
-            ``isolation="process"``, an :class:`~fiq_gym.envs.isolation.AgentSpec` that
+            ``isolation="process"``, an :class:`~fiq_gym.envs.evaluation.isolation.AgentSpec` that
             builds it in its own process.
         env: a registered id (a native vector env of ``num_envs`` is made with
             ``env_kwargs``), or a native vector env made by ``gym.make_vec``. Sealed, a given
@@ -599,13 +599,13 @@ def evaluate(
             and the one given is never reset or stepped.
         episodes: the number of episodes of a set generated from ``seed``, or a set.
         seed: seeds the evaluation set and the env (the shopper's wording); a
-            :class:`~fiq_gym.evaluation.HeldOutSeed` (isolated only) for a set the agent
+            :class:`~fiq_gym.envs.evaluation.HeldOutSeed` (isolated only) for a set the agent
             cannot regenerate.
         isolation: ``"sealed"`` (the default): the env in a child process, the agent in
             this one, which holds the set (it stops accidents: an agent cannot reach the env,
             its ranks or its generators; it does not stop an agent that sets out to read
             this process's frames or patch its code). ``"process"``: the agent in a process
-            of its own, for agents you do not trust (:mod:`fiq_gym.envs.isolation`).
+            of its own, for agents you do not trust (:mod:`fiq_gym.envs.evaluation.isolation`).
             ``"none"``: everything in this process, for debugging (same results for an
             honest agent). ``sealed=False`` is ``isolation="none"``.
         warm: sealed, use the process-wide child kept warm between calls (see the module's

@@ -39,7 +39,7 @@ R = TypeVar("R")
 _AHEAD = 2
 _BOOTSTRAP = (
     "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
-    "from fiq_gym._workers import _serve; _serve()"
+    "from fiq_gym.utils.workers import _serve; _serve()"
 )
 
 

@@ -1,7 +1,7 @@
 """What every evaluation harness shares: the env spec a process rebuilds, the time budgets,
 and the rule that one evaluation of a set is open at a time in a process.
 
-:mod:`fiq_gym.envs.evaluation` (in-process and sealed) and :mod:`fiq_gym.envs.isolation`
+:mod:`fiq_gym.envs.evaluation.harness` (in-process and sealed) and :mod:`fiq_gym.envs.evaluation.isolation`
 (the agent in its own process) both build on it.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from fiq_gym.envs.evaluation.sets import EvaluationSet, HeldOutSeed, refuse_training_opt_ins, training_opt_in
 from fiq_gym.errors import EvaluationError
-from fiq_gym.evaluation import EvaluationSet, HeldOutSeed, refuse_training_opt_ins, training_opt_in
 
 __all__ = [
     "DEFAULT_NUM_ENVS",

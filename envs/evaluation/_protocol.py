@@ -1,7 +1,10 @@
 """What crosses between the sealed evaluation harness and its child process, and how.
 
-Both sides import this module: :mod:`fiq_gym.envs.evaluation` (the caller, where the agent
-runs) and :mod:`fiq_gym.envs._sealed_worker` (the child, which owns the environment).
+Both sides import this module: :mod:`fiq_gym.envs.evaluation.harness` (the caller, where the
+agent runs) and :mod:`fiq_gym.envs.evaluation._env_worker` (the child, which owns the
+environment). The isolated harness (:mod:`fiq_gym.envs.evaluation.isolation` and the agent's
+process, :mod:`fiq_gym.envs.evaluation._agent_worker`) sends its messages in the same frames
+and its observations and actions through the same region.
 
 **Messages** travel on the child's stdin and stdout as (tag, length, payload) frames. The
 caller sends requests (``B`` build an env, ``I`` start an evaluation) and actions (``S``);

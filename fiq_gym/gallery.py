@@ -1,5 +1,5 @@
-"""The retrieval tables an environment ranks with: the items in play, their unit-norm
-features and the side information agents see.
+"""The gallery an environment ranks (``env.unwrapped.gallery``): the items in play, their
+unit-norm features and the side information agents see.
 
 Built once per (catalog, category) and shared by every environment in the process, so a
 ``SyncVectorEnv`` of 64 environments holds one copy, not 64.
@@ -22,7 +22,7 @@ from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.errors import CatalogError, FallbackWarning
 
-__all__ = ["SIDE_INFO", "RetrievalTables", "import_galleries", "retrieval_tables", "thumbnail_features"]
+__all__ = ["SIDE_INFO", "Gallery", "gallery_of", "import_galleries", "thumbnail_features"]
 
 # What agents see as an item's attribute scores (``shown_attributes``):
 # "predicted": the catalog's predicted scores (zeros, with a warning, when it has none);
@@ -68,7 +68,7 @@ def thumbnail_features(
 
 
 @dataclass(frozen=True, eq=False)
-class RetrievalTables:
+class Gallery:
     """Read-only arrays over the items in play (local index ``i`` is catalog row ``rows[i]``).
 
     Attributes:
@@ -203,9 +203,9 @@ def _rows_in_play(catalog: Catalog, category: str | None, split: str | None) -> 
     return rows
 
 
-def _build_tables(
+def _build_gallery(
     catalog: Catalog, category: str | None, side_info: str, split: str | None = None
-) -> RetrievalTables:
+) -> Gallery:
     rows = _rows_in_play(catalog, category, split)
     if len(rows) < 2:
         raise CatalogError(
@@ -250,19 +250,19 @@ def _build_tables(
         )
     for arr in (rows, features, side):
         arr.setflags(write=False)
-    return RetrievalTables(rows, features.astype(np.float32), side, source, side_source)
+    return Gallery(rows, features.astype(np.float32), side, source, side_source)
 
 
-_cache: weakref.WeakKeyDictionary[Catalog, dict[tuple[str | None, str, str | None], RetrievalTables]] = (
+_cache: weakref.WeakKeyDictionary[Catalog, dict[tuple[str | None, str, str | None], Gallery]] = (
     weakref.WeakKeyDictionary()
 )
 _lock = threading.Lock()
 
 
-def retrieval_tables(
+def gallery_of(
     catalog: Catalog, category: str | None = None, side_info: str = "auto", split: str | None = None
-) -> RetrievalTables:
-    """The (cached) retrieval tables of ``catalog`` restricted to ``category`` (None: all)
+) -> Gallery:
+    """The (cached) gallery of ``catalog`` restricted to ``category`` (None: all)
     and, on an imported catalog, to the images of image split ``split`` (None: all; see
     :func:`_rows_in_play`), with attribute scores chosen by ``side_info`` (see
     :data:`SIDE_INFO`)."""
@@ -274,5 +274,5 @@ def retrieval_tables(
         per_catalog = _cache.setdefault(catalog, {})
         key = (category, side_info, split)
         if key not in per_catalog:
-            per_catalog[key] = _build_tables(catalog, category, side_info, split)
+            per_catalog[key] = _build_gallery(catalog, category, side_info, split)
         return per_catalog[key]

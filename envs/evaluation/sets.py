@@ -6,8 +6,8 @@ target and first shown item, is generated from a seed and can be saved, so every
 compared on the same dialogs. :class:`EvaluationDialogs` plays a set on a native vector env
 and hands agents only observations and :func:`public_info`; :func:`play_dialogs` is the
 agent's side. The harness that builds the environments, in this process or sealed in
-another, is :func:`fiq_gym.envs.evaluation.evaluate` (it builds environments, so it lives in
-the envs layer; this module is core and never constructs one).
+another, is :func:`fiq_gym.envs.evaluation.evaluate` (:mod:`fiq_gym.envs.evaluation.harness`);
+this module is given them and never constructs one.
 
 Agents follow the batched :class:`RetrievalAgent` protocol (see ``fiq_gym.agents``).
 """
@@ -29,11 +29,11 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.atomic import atomic_write_json, atomic_write_text
 from fiq_gym.errors import EvaluationTimeout
-from fiq_gym.jsonfile import read_json
-from fiq_gym.links import doc_url
 from fiq_gym.metrics import best_log_rank_integral, cumulative_hits_at_k, rank_percentile
+from fiq_gym.utils.atomic import atomic_write_json, atomic_write_text
+from fiq_gym.utils.jsonfile import read_json
+from fiq_gym.utils.links import doc_url
 
 __all__ = [
     "PUBLIC_INFO_KEYS",
@@ -456,7 +456,7 @@ class EvaluationDialogs:
             raise ValueError(
                 f"evaluate() refuses an environment with {opt_in}=True: a training-only opt-in that reveals the target"
             )
-        inner: Any = venv.unwrapped  # a FashionIQVectorEnv (the core does not import envs)
+        inner: Any = venv.unwrapped  # a native vector env of any version, read for its size and rules
         self.num_items = int(inner.num_items)
         if eval_set.num_items != self.num_items:
             raise ValueError(
@@ -607,7 +607,7 @@ def evaluate_in_process(
 ) -> EvaluationResult:
     """Play an evaluation set with ``agent`` on ``venv`` in this process (unsealed: the agent
     could reach the env object; use it to debug, publish with the sealed harness)."""
-    inner: Any = venv.unwrapped  # a FashionIQVectorEnv (the core does not import envs)
+    inner: Any = venv.unwrapped  # a native vector env of any version, read for its size and rules
     num_items = int(inner.num_items)
     eval_set = (
         episodes if isinstance(episodes, EvaluationSet) else EvaluationSet.for_env(venv, episodes, seed)

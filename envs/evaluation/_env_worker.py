@@ -1,6 +1,6 @@
-"""The child process of the sealed evaluation harness (``python -m fiq_gym.envs._sealed_worker
-PARENT_PID REGION_FD``); see :mod:`fiq_gym.envs.evaluation` and, for what crosses the pipes and
-the shared region, :mod:`fiq_gym.envs._sealed_protocol`.
+"""The child process of the sealed evaluation harness (``python -m fiq_gym.envs.evaluation._env_worker
+PARENT_PID REGION_FD``); see :mod:`fiq_gym.envs.evaluation.harness` and, for what crosses the pipes and
+the shared region, :mod:`fiq_gym.envs.evaluation._protocol`.
 
 It imports the environment's modules at once (torch among them), so a caller that starts it
 early gets that done while it prepares its agent, then serves requests until its stdin
@@ -18,7 +18,7 @@ of fixed targets and first items, so a kept env plays exactly what a new one wou
 On any error it sends the exception and exits. Its stdout carries nothing but the protocol:
 anything the environment prints goes to stderr. It is started ``python -I`` with the
 interpreter and environment pinned when fiq-gym was imported, and makes itself not dumpable
-(:mod:`fiq_gym.envs._launch`).
+(:mod:`fiq_gym.envs.evaluation._launch`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pickle
 import sys
 from typing import IO, Any
 
-from fiq_gym.envs._launch import forbid_dumps, protocol_stdout, start_child
+from fiq_gym.envs.evaluation._launch import forbid_dumps, protocol_stdout, start_child
 
 
 def _error(exc: BaseException) -> bytes:
@@ -46,7 +46,7 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
 
     import fiq_gym
     import fiq_gym.envs.vector  # noqa: F401 - the env's modules, torch included, before the first request
-    from fiq_gym.envs._sealed_protocol import (
+    from fiq_gym.envs.evaluation._protocol import (
         Layout,
         SharedRegion,
         decode_actions,
@@ -54,7 +54,7 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
         read_message,
         write_message,
     )
-    from fiq_gym.evaluation import EvaluationDialogs, EvaluationSet
+    from fiq_gym.envs.evaluation.sets import EvaluationDialogs, EvaluationSet
 
     region = SharedRegion(region_fd) if region_fd >= 0 else None
     spec_key: bytes | None = None
@@ -151,7 +151,7 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
 
 def main(argv: list[str]) -> int:
     started = start_child(
-        argv, "python -m fiq_gym.envs._sealed_worker PARENT_PID [REGION_FD] (started by the harness)"
+        argv, "python -m fiq_gym.envs.evaluation._env_worker PARENT_PID [REGION_FD] (started by the harness)"
     )
     if started is None:
         return 2

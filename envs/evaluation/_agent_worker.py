@@ -1,5 +1,5 @@
-"""The agent's process of an isolated evaluation (``python -I -m fiq_gym.envs._agent_worker
-PARENT_PID``); see :mod:`fiq_gym.envs.isolation`.
+"""The agent's process of an isolated evaluation (``python -I -m fiq_gym.envs.evaluation._agent_worker
+PARENT_PID``); see :mod:`fiq_gym.envs.evaluation.isolation`.
 
 It gives up its privileges and dies with the evaluator, then reads one ``A`` request (the
 agent's factory and arguments, the env spec), builds its own copy of the env and the agent,
@@ -19,11 +19,11 @@ import sys
 import traceback
 from typing import IO, Any
 
-from fiq_gym.envs._launch import drop_privileges, protocol_stdout, start_child
+from fiq_gym.envs.evaluation._launch import drop_privileges, protocol_stdout, start_child
 
 
 def _fail(out: IO[bytes], exc: BaseException) -> int:
-    from fiq_gym.envs._sealed_protocol import write_message
+    from fiq_gym.envs.evaluation._protocol import write_message
 
     traceback.print_exception(exc, file=sys.stderr)
     with contextlib.suppress(OSError):
@@ -35,8 +35,8 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
     import gymnasium as gym
 
     import fiq_gym
-    from fiq_gym.envs._sealed_protocol import SharedRegion, encode_actions, read_message, write_message
-    from fiq_gym.envs.isolation import AgentSpec
+    from fiq_gym.envs.evaluation._protocol import SharedRegion, encode_actions, read_message, write_message
+    from fiq_gym.envs.evaluation.isolation import AgentSpec
 
     region = SharedRegion(region_fd) if region_fd >= 0 else None
 
@@ -98,7 +98,8 @@ def serve(inp: IO[bytes], out: IO[bytes], region_fd: int = -1) -> int:
 
 def main(argv: list[str]) -> int:
     started = start_child(
-        argv, "python -m fiq_gym.envs._agent_worker PARENT_PID [REGION_FD] (started by the evaluator)"
+        argv,
+        "python -m fiq_gym.envs.evaluation._agent_worker PARENT_PID [REGION_FD] (started by the evaluator)",
     )
     if started is None:
         return 2
