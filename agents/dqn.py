@@ -45,37 +45,22 @@ from fiq_gym.agents.ppo import (
 )
 from fiq_gym.agents.shortlist import ShortlistDQNPolicy
 from fiq_gym.checkpoint import DQN_FORMAT, prepare_run, save_sb3_model
+from fiq_gym.env_config import DialogFlags, ShortlistFlags
 from fiq_gym.envs.evaluation import EvaluationResult
 from fiq_gym.envs.sb3 import make_sb3_vec_env
-from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
+from fiq_gym.utils.arguments import PathArgument, parse_dataclass_args
 
 __all__ = ["DQN_FORMAT", "Args", "build_model", "train"]
 
 
 @dataclass
-class Args:
+class Args(ShortlistFlags, DialogFlags):
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: CatalogArgument | None = None
-    """catalog directory (default: the built-in synthetic catalog)"""
-    user: SpecArgument = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
-    start: str = "uniform"
-    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
-    start_split: str = "train"
-    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     num_envs: int = 16
     """dialogs played in parallel (sub-envs of the native vector env)"""
     timesteps: int = 100_000
     """environment steps to train for"""
-    max_turns: int = 5
-    """turns per dialog"""
-    shortlist_size: int = 32
-    """K, the candidates per turn"""
-    shortlist: SpecArgument = "retriever"
-    """the first stage that proposes them (retriever, retriever:DIR or random)"""
-    explore: float = 0.0
-    """fraction of the candidates that are random unseen items"""
     reward: str = "reciprocal_rank"
     """env reward kind (see the env's docstring); reciprocal_rank, not the env's percentile: with percentile rewards DQN unlearns its near-greedy start (benchmarks/results/dqn_learning_curve.md)"""
     learning_rate: float = 1e-4

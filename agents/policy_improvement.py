@@ -41,34 +41,24 @@ from fiq_gym.agents.retriever import (
     observation_tensors,
     triplet_loss,
 )
-from fiq_gym.env_config import trainer_env_kwargs
+from fiq_gym.env_config import DialogFlags, trainer_env_kwargs
 from fiq_gym.envs.evaluation import EvaluationResult
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
+from fiq_gym.utils.arguments import PathArgument, parse_dataclass_args
 
 __all__ = ["Args", "lookahead_choice", "train"]
 
 
 @dataclass
-class Args:
+class Args(DialogFlags):
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: CatalogArgument | None = None
-    """catalog directory (default: the built-in synthetic catalog)"""
-    user: SpecArgument = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
-    start: str = "uniform"
-    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
-    start_split: str = "train"
-    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     init: PathArgument | None = None
     """supervised checkpoint to improve (random weights if not given)"""
     num_envs: int = 32
     """dialogs played in parallel (sub-envs of the native vector env)"""
     rounds: int = 100
     """training rounds; each plays num_envs dialogs"""
-    max_turns: int = 5
-    """turns per dialog"""
     candidates: int = 5
     """k: top items looked ahead per turn"""
     learning_rate: float = 1e-4

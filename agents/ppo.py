@@ -47,10 +47,10 @@ import fiq_gym  # noqa: F401
 from fiq_gym.agents.sb3_state import SB3Predictor
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistActorCriticPolicy
 from fiq_gym.checkpoint import PPO_FORMAT, prepare_run, save_sb3_model
-from fiq_gym.env_config import trainer_env_kwargs
+from fiq_gym.env_config import DialogFlags, ShortlistFlags, trainer_env_kwargs
 from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.sb3 import make_sb3_vec_env
-from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
+from fiq_gym.utils.arguments import PathArgument, parse_dataclass_args
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -148,31 +148,15 @@ class CaptionFeaturesExtractor(BaseFeaturesExtractor):
 
 
 @dataclass
-class Args:
+class Args(ShortlistFlags, DialogFlags):
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: CatalogArgument | None = None
-    """catalog directory (default: the built-in synthetic catalog)"""
-    user: SpecArgument = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
-    start: str = "uniform"
-    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
-    start_split: str = "train"
-    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     num_envs: int = 16
     """dialogs played in parallel (sub-envs of the native vector env)"""
     timesteps: int = 100_000
     """environment steps to train for"""
-    max_turns: int = 5
-    """turns per dialog"""
     action_mode: str = "query"
     """query (a Gaussian query in feature space), shortlist (pick one of K candidates) or shortlist_slate (show slate_size of the candidates at once)"""
-    shortlist_size: int = 32
-    """shortlist modes: K, the candidates per turn"""
-    shortlist: SpecArgument = "retriever"
-    """shortlist modes: the first stage (retriever, retriever:DIR or random)"""
-    explore: float = 0.0
-    """shortlist modes: fraction of the candidates that are random unseen items"""
     slate_size: int = 4
     """shortlist_slate mode: the candidates shown at once"""
     first_stage_gain: float = 0.0

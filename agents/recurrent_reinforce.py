@@ -43,26 +43,18 @@ from tqdm.auto import tqdm
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.checkpoint import RECURRENT_REINFORCE_FORMAT, PolicyConfig, prepare_run, save_policy
-from fiq_gym.env_config import trainer_env_kwargs
+from fiq_gym.env_config import DialogFlags, trainer_env_kwargs
 from fiq_gym.envs.evaluation import EvaluationResult, evaluate, training_evaluation_seed
 from fiq_gym.envs.inner import inner_env
-from fiq_gym.utils.arguments import CatalogArgument, PathArgument, SpecArgument, parse_dataclass_args
+from fiq_gym.utils.arguments import PathArgument, parse_dataclass_args
 
 __all__ = ["Args", "RecurrentPolicy", "RecurrentQueryAgent", "main", "train"]
 
 
 @dataclass
-class Args:
+class Args(DialogFlags):
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
-    catalog: CatalogArgument | None = None
-    """catalog directory (default: the default catalog)"""
-    user: SpecArgument = "template"
-    """shopper: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
-    start: str = "uniform"
-    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
-    start_split: str = "train"
-    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
     num_envs: int = 256
     """dialogs played in parallel per update"""
     minutes: float = 15.0

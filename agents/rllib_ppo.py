@@ -49,12 +49,12 @@ from fiq_gym.agents.loading import RLLIB_OBSERVATION_KEYS
 from fiq_gym.agents.ppo import env_kwargs_of
 from fiq_gym.agents.rllib_modules import IndexRLModule, ShortlistRLModule, gallery_matrix
 from fiq_gym.checkpoint import CHECKPOINT_VERSION, RLLIB_PPO_FORMAT, portable_args, prepare_run, versions
+from fiq_gym.env_config import DialogFlags, ShortlistFlags
 from fiq_gym.envs.evaluation import EvaluationResult, training_evaluation_seed
 from fiq_gym.envs.rllib import register_rllib_envs
 from fiq_gym.utils.arguments import (
     CatalogArgument,
     PathArgument,
-    SpecArgument,
     absolute_path,
     parse_dataclass_args,
 )
@@ -70,27 +70,13 @@ ACTION_MODES = ("shortlist", "shortlist_slate", "index")
 
 
 @dataclass
-class Args:
+class Args(ShortlistFlags, DialogFlags):
     env_id: str = "fiq_gym/FashionIQ-v3"
     """registered environment id"""
     catalog: CatalogArgument | None = None
     """catalog directory (default: the built-in synthetic catalog; on a cluster every node must see this path)"""
-    user: SpecArgument = "template"
-    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
-    start: str = "uniform"
-    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
-    start_split: str = "train"
-    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
-    max_turns: int = 5
-    """turns per dialog"""
     action_mode: str = "shortlist"
     """shortlist (pick one of K candidates), shortlist_slate (show slate_size of the candidates at once) or index (pick any item; catalogs of at most 5,000 items)"""
-    shortlist_size: int = 32
-    """shortlist modes: K, the candidates per turn"""
-    shortlist: SpecArgument = "retriever"
-    """shortlist modes: the first stage that proposes them (retriever, retriever:DIR or random)"""
-    explore: float = 0.0
-    """shortlist modes: fraction of the candidates that are random unseen items"""
     slate_size: int = 4
     """shortlist_slate mode: the candidates shown at once"""
     reward: str = "percentile"

@@ -30,8 +30,9 @@ from fiq_gym.dialog_engine import OBSERVATION_KEYS, OPTIONAL_KEYS, REWARDS, TURN
 from fiq_gym.starts import START_MODES, start_kwargs
 from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
+from fiq_gym.utils.arguments import CatalogArgument, SpecArgument
 
-__all__ = ["ENV_SIDE_INFO", "RENDER_MODES", "EnvConfig", "trainer_env_kwargs"]
+__all__ = ["ENV_SIDE_INFO", "RENDER_MODES", "DialogFlags", "EnvConfig", "ShortlistFlags", "trainer_env_kwargs"]
 
 #: The envs' ``render_mode`` values (besides None).
 RENDER_MODES = ("rgb_array", "ansi")
@@ -290,3 +291,36 @@ def trainer_env_kwargs(args: object, **fixed: Any) -> dict[str, Any]:
         if name not in _START_ARGUMENTS and hasattr(args, name) and EnvConfig.read_in_mode(name, mode)
     }
     return {**kwargs, **start_kwargs(args), **fixed}
+
+
+# --- the env arguments trainers take as flags ----------------------------------------------------
+# Spelled once: a trainer's Args inherits a group (``class Args(ShortlistFlags, DialogFlags)``);
+# fiq_gym.utils.arguments makes each field a flag with the docstring below as its help, and
+# trainer_env_kwargs hands the values to the trainer's envs by name. A trainer changes a default
+# or a help text by declaring the field again in its own Args.
+@dataclass
+class DialogFlags:
+    """The env arguments every trainer takes: catalog, shopper, starts and turns."""
+
+    catalog: CatalogArgument | None = None
+    """catalog directory (default: the default catalog)"""
+    user: SpecArgument = "template"
+    """shopper that plays the dialogs: template, transformer, transformer:DIR, lm:DIR (a local causal language model), dataset or dataset:SHOPPER (an import's human captions, SHOPPER answering the pairs nobody annotated, e.g. dataset:transformer:DIR)"""
+    start: str = "uniform"
+    """where dialogs start: uniform (a random target and first item) or annotated (a pair of the human captions of --start-split, on a catalog made by fiq-gym catalog import, so user=dataset answers turn 0 with human text); evaluations during training start the same way"""
+    start_split: str = "train"
+    """with --start annotated: the split whose annotated pairs start the dialogs (train to train; fiq-gym eval --start-split val to evaluate, as the papers do)"""
+    max_turns: int = EnvConfig.max_turns
+    """turns per dialog"""
+
+
+@dataclass
+class ShortlistFlags:
+    """The first stage's env arguments, for trainers of the shortlist modes."""
+
+    shortlist_size: int = EnvConfig.shortlist_size
+    """shortlist modes: K, the candidates per turn"""
+    shortlist: SpecArgument = "retriever"
+    """shortlist modes: the first stage that proposes them (retriever, retriever:DIR or random)"""
+    explore: float = EnvConfig.explore
+    """shortlist modes: fraction of the candidates that are random unseen items"""

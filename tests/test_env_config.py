@@ -244,6 +244,48 @@ def test_trainers_pass_every_flag_named_as_an_env_argument_where_the_env_reads_i
     EnvConfig.from_kwargs(**fixed)  # what a trainer passes is a valid config
 
 
+#: Trainers whose Args take env flags, and the group fields each declares again on purpose.
+TRAINERS_WITH_ENV_FLAGS = {
+    "ppo": (),
+    "dqn": (),
+    "policy_gradient": (),
+    "supervised": (),
+    "policy_improvement": (),
+    "recurrent_reinforce": (),
+    "rllib_ppo": ("catalog",),  # its help adds that every node of a cluster must see the path
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINERS_WITH_ENV_FLAGS))
+def test_trainers_take_the_env_flags_from_the_groups_spelled_once(name):
+    """A trainer's env flags (catalog, shopper, starts, turns, the first stage) are the groups'
+    fields, inherited with their help texts, not spelled again: the flags a trainer shows are
+    the groups' and reach its envs by name."""
+    import importlib
+
+    from fiq_gym.env_config import DialogFlags, ShortlistFlags
+    from fiq_gym.utils.arguments import field_docs
+
+    if name == "rllib_ppo":
+        pytest.importorskip("ray")
+    args = importlib.import_module(f"fiq_gym.agents.{name}").Args
+    assert issubclass(args, DialogFlags)
+    groups = [g for g in (DialogFlags, ShortlistFlags) if issubclass(args, g)]
+    own = set(inspect.get_annotations(args))
+    for group in groups:
+        for f in dataclasses.fields(group):
+            if f.name in TRAINERS_WITH_ENV_FLAGS[name]:
+                assert f.name in own
+                continue
+            assert f.name not in own, f"{name}.Args spells {f.name} again: inherit it from {group.__name__}"
+            assert field_docs(args)[f.name] == field_docs(group)[f.name]
+    # The shortlist's flags come as one group or not at all.
+    shortlist_fields = {f.name for f in dataclasses.fields(ShortlistFlags)}
+    assert (ShortlistFlags in groups) == bool(shortlist_fields & {f.name for f in dataclasses.fields(args)})
+    kwargs = trainer_env_kwargs(args(), action_mode="shortlist" if ShortlistFlags in groups else "query")
+    assert {f.name for f in dataclasses.fields(DialogFlags)} - {"start", "start_split"} <= set(kwargs)
+
+
 def test_the_default_and_the_limit_of_turns_have_distinct_names():
     """DEFAULT_MAX_TURNS (5: EnvConfig's default and the registered max_episode_steps) and
     TURN_LIMIT (1,000: the most an env accepts); the earlier MAX_TURNS of each module still
