@@ -303,6 +303,22 @@ def test_wrong_color_claims_another_colour_and_parses_as_claimed():
         assert parse_caption(text, CATALOG.vocabulary) == {d.claim for d in diffs}
 
 
+def test_cached_wordings_write_what_a_fresh_shopper_writes():
+    """The wordings a shopper keeps from earlier captions (looked up by column, values, wrong
+    colour and comparative draw) never change a caption: after thousands of captions it writes
+    the same texts, records and token ids as a fresh shopper given the same pairs and draws."""
+    noise = TemplateNoise(omit=0.2, wrong_color=0.4)
+    warm = TemplateUser(CATALOG, noise, max_differences=4)
+    warm.describe(*sample_pairs(3000, 1), np.random.default_rng(1))
+    for seed in range(20):
+        targets, shown = sample_pairs(50, 100 + seed)
+        fresh = TemplateUser(CATALOG, noise, max_differences=4)
+        got = warm.describe(targets, shown, np.random.default_rng(seed))
+        want = fresh.describe(targets, shown, np.random.default_rng(seed))
+        assert got.texts == want.texts and got.differences == want.differences
+        np.testing.assert_array_equal(got.word_ids, want.word_ids)
+
+
 def test_drop_word_shortens_captions_but_never_empties_them():
     targets, shown = sample_pairs(1000, 10)
     clean = TemplateUser(CATALOG).describe(targets, shown, np.random.default_rng(0))

@@ -118,6 +118,36 @@ def test_fixed_episodes_through_options(small_catalog_path):
         venv.reset(options={"target": np.array([4, 900])})
 
 
+def test_reset_draws_follow_the_rule_of_each_sub_env(small_catalog_path):
+    """Sub-env k's reset draws a target and a first item (both always) from its own generator,
+    seeded ``seed + k``; an option takes the place of its draw, and a given first item that
+    equals the drawn target takes the target from the second draw instead."""
+    n = 6
+    venv = FashionIQVectorEnv(n, catalog=small_catalog_path, expose_target=True)
+    items = venv.num_items
+
+    def expected(seed, targets=None, shown=None):
+        pairs = []
+        for k in range(n):
+            rng = np.random.default_rng(seed + k)
+            t, s = int(rng.integers(items)), int(rng.integers(items - 1))
+            if targets is not None:
+                t = int(targets[k])
+            elif shown is not None and t == shown[k]:
+                t = s + (s >= shown[k])
+            pairs.append((t, s + (s >= t) if shown is None else int(shown[k])))
+        return pairs
+
+    for seed in range(0, 200, 10):
+        drawn = np.array([t for t, _ in expected(seed)])
+        # Half the given first items are the targets the sub-envs would draw.
+        shown = np.where(np.arange(n) % 2 == 0, drawn, (drawn + 7) % items)
+        for options in ({}, {"target": (drawn + 3) % items}, {"shown": shown}):
+            _, info = venv.reset(seed=seed, options=options)
+            got = list(zip(info["target"].tolist(), info["shown"].tolist(), strict=True))
+            assert got == expected(seed, options.get("target"), options.get("shown"))
+
+
 def test_vector_bad_actions_name_the_space(small_catalog_path):
     venv = FashionIQVectorEnv(2, catalog=small_catalog_path)
     venv.reset(seed=0)

@@ -484,7 +484,10 @@ class TemplateUser(User):
         gap_l = pairs.luma_gap.tolist()
         ndiff_l = plan.num_differences.tolist()
         wrong_l = plan.wrong.tolist() if plan.wrong is not None else None
-        phrase_of = self._phrase  # bound once: this loop is on the env's step path
+        # A difference's wordings and record, by (column, target value, shown value, wrong
+        # colour, comparative draw): built once each (_wordings), so the loop only looks up.
+        wordings = self.__dict__.setdefault("_wording_cache", {})
+        wordings_of = self._wordings
         texts: list[str] = []
         records: list[tuple[Difference, ...]] = []
         tokens: list[list[int]] | None = None if ids_of is None else []
@@ -527,8 +530,12 @@ class TemplateUser(User):
                     tv, sv = t_cats_l[i], s_cats_l[i]
                 else:
                     tv, sv = t_codes[c - 1], s_codes[c - 1]
-                phrase, diff = phrase_of(c, tv, sv, wrong, word_u[pos], comp_u[pos])
-                parts.append(phrase)
+                key = (c, tv, sv, wrong, comp_u[pos] < COMPARATIVE_PROBABILITY)
+                entry = wordings.get(key)
+                if entry is None:
+                    entry = wordings[key] = wordings_of(*key)
+                side, diff = entry
+                parts.append(side[int(word_u[pos] * len(side))])
                 record.append(diff)
             records.append(tuple(record))
             if len(parts) == 1:  # a third of the captions: nothing to join
@@ -542,41 +549,36 @@ class TemplateUser(User):
                 tokens.append(list(chain.from_iterable(map(ids_of, fragments))))
         return texts, records, tokens
 
-    def _phrase(
-        self, c: int, tv: int, sv: int, wrong: int, word_u: float, comp_u: float
-    ) -> tuple[str, Difference]:
-        """The phrase and record for one difference in column ``c`` (not shade): target
-        value ``tv``, shown value ``sv``; ``wrong`` a colour to name instead (-1: none)."""
+    def _wordings(
+        self, c: int, tv: int, sv: int, wrong: int, comparative: bool
+    ) -> tuple[tuple[str, ...], Difference]:
+        """The wordings a difference in column ``c`` (not shade) is written in, one picked by
+        its wording uniform, and its record: target value ``tv``, shown value ``sv``;
+        ``wrong`` a colour to name instead (-1: none); ``comparative`` whether its
+        comparative-or-direct draw chose the comparative (which only ordered types have)."""
         book, cache = self._book, self._differences
-        if book.ordered[c] and comp_u < COMPARATIVE_PROBABILITY:
+        if book.ordered[c] and comparative:
             direction = 0 if tv > sv else 1
-            side = book.comparative[c][direction]  # type: ignore[index]
             key: tuple[int, ...] = (c, direction, sv)
             diff = cache.get(key)
             if diff is None:
                 word = book.direction_words[c][direction]  # type: ignore[index]
                 diff = Difference(book.type_names[c], "comparative", word, book.values[c][sv], word)
                 cache[key] = diff
-            return side[int(word_u * len(side))], diff
+            return book.comparative[c][direction], diff  # type: ignore[index]
         claimed = wrong if c == book.color_column and wrong >= 0 else tv
         rows = book.direct[c][claimed]
         shown_names = book.surface[c]
-        if shown_names is None:
-            phrase = rows[int(word_u * len(rows))]
-        else:
-            k = int(word_u * (len(rows) + len(CONTRAST)))
-            phrase = (
-                rows[k]
-                if k < len(rows)
-                else CONTRAST[k - len(rows)].format(phrase=rows[0], shown=shown_names[sv])
-            )
+        if shown_names is not None:
+            # The contrast forms ("... instead of a dress") are picked like further wordings.
+            rows = rows + tuple(form.format(phrase=rows[0], shown=shown_names[sv]) for form in CONTRAST)
         key = (c, tv, sv, claimed)
         diff = cache.get(key)
         if diff is None:
             values = book.values[c]
             diff = Difference(book.type_names[c], "direct", values[tv], values[sv], values[claimed])
             cache[key] = diff
-        return phrase, diff
+        return rows, diff
 
     # --- helpers ---------------------------------------------------------------------------
     def _shade_record(self, direction: int, t_codes: list[int], s_codes: list[int]) -> Difference:
