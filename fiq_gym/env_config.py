@@ -32,7 +32,14 @@ from fiq_gym.text import CaptionTokenizer
 from fiq_gym.users.base import User
 from fiq_gym.utils.arguments import CatalogArgument, SpecArgument
 
-__all__ = ["ENV_SIDE_INFO", "RENDER_MODES", "DialogFlags", "EnvConfig", "ShortlistFlags", "trainer_env_kwargs"]
+__all__ = [
+    "ENV_SIDE_INFO",
+    "RENDER_MODES",
+    "DialogFlags",
+    "EnvConfig",
+    "ShortlistFlags",
+    "trainer_env_kwargs",
+]
 
 #: The envs' ``render_mode`` values (besides None).
 RENDER_MODES = ("rgb_array", "ansi")
