@@ -39,6 +39,25 @@ def test_throughput_benchmark_writes_table_and_plot(tmp_path, small_catalog_path
     assert (out / "throughput.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_template_rows_of_a_batch_are_timed_in_turns(monkeypatch):
+    """SyncVectorEnv, native env and bare ranking of one (catalog, n) share rounds, so a load
+    change between them cannot move (b) = native / ranking by itself."""
+    from fiq_gym.benchmarks import throughput
+
+    turns: list[str] = []
+
+    def settings(name):
+        return lambda: turns.append(name)
+
+    monkeypatch.setattr(throughput, "_sync", lambda c, b, r: (settings("sync"), lambda: None))
+    monkeypatch.setattr(throughput, "_native", lambda c, b, r: (settings("native"), lambda: None))
+    monkeypatch.setattr(throughput, "_ranking", lambda c, b, r: settings("ranking"))
+    rates = throughput._template_batch(None, 4, None, min_seconds=0.0, rounds=3)
+    assert set(rates) == {"sync", "native", "ranking"} and all(rate > 0 for rate in rates.values())
+    # One warm-up call each, then three rounds in which every setting takes its turn.
+    assert turns == ["sync", "native", "ranking"] * 4
+
+
 def test_demo_prints_every_turn(small_catalog_path):
     done = subprocess.run(
         [sys.executable, "-m", "fiq_gym", "demo", "--catalog", str(small_catalog_path), "--turns", "3"],
