@@ -124,19 +124,19 @@ def argument_list() -> str:
     missing = [name for name in EnvConfig.names() if not docs.get(name)]
     if missing:
         raise SystemExit(f"EnvConfig fields without a docstring: {missing}")
-    bullets = []
-    for name in EnvConfig.names():
-        bullets.append(
-            textwrap.fill(
-                f"* ``{name}``: {_lower_first(docs[name])}",
-                width=_WIDTH,
-                initial_indent=_INDENT,
-                subsequent_indent=_INDENT + "  ",
-                break_on_hyphens=False,
-                break_long_words=False,
-            )
-        )
-    return "\n".join(bullets)
+    return "\n".join(_bullet(f"* ``{name}``: {_lower_first(docs[name])}") for name in EnvConfig.names())
+
+
+def _bullet(text: str) -> str:
+    """A docstring bullet, wrapped at the docstring's width under its own first line."""
+    return textwrap.fill(
+        text,
+        width=_WIDTH,
+        initial_indent=_INDENT,
+        subsequent_indent=_INDENT + "  ",
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
 def _lower_first(text: str) -> str:
@@ -453,16 +453,7 @@ def reward_list() -> str:
             f'* `"{name}"`{default}: per turn {doc.per_turn}; return {doc.episode_return}; it '
             f"follows {doc.follows};"
         )
-        bullets.append(
-            textwrap.fill(
-                text,
-                width=_WIDTH,
-                initial_indent=_INDENT,
-                subsequent_indent=_INDENT + "  ",
-                break_on_hyphens=False,
-                break_long_words=False,
-            )
-        )
+        bullets.append(_bullet(text))
     return "\n".join(bullets)
 
 
