@@ -17,6 +17,16 @@ from fiq_gym.catalog.synthetic_spec import (
     SYNTHETIC_VOCABULARY,
 )
 from fiq_gym.users import CaptionBatch, Difference, TemplateNoise, TemplateUser, parse_caption
+from fiq_gym.users.base import row_uniforms
+from fiq_gym.users.phrasebook import (
+    CONTRAST as CONTRAST_FORMS,
+)
+from fiq_gym.users.phrasebook import (
+    SAME_WORDINGS,
+    SHADE_COMPARATIVES,
+    SHADE_ONLY_TAILS,
+    SHADE_WORDS,
+)
 from fiq_gym.users.template import LUMA_WEIGHTS, SAME_DIFFERENCE, SHADE_THRESHOLD
 
 # direction word -> sign of (target code - shown code) for ordered types
@@ -304,9 +314,9 @@ def test_wrong_color_claims_another_colour_and_parses_as_claimed():
 
 
 def test_cached_wordings_write_what_a_fresh_shopper_writes():
-    """The wordings a shopper keeps from earlier captions (looked up by column, values, wrong
-    colour and comparative draw) never change a caption: after thousands of captions it writes
-    the same texts, records and token ids as a fresh shopper given the same pairs and draws."""
+    """The wordings a shopper keeps from earlier captions (numbered as captions need them)
+    never change a caption: after thousands of captions it writes the same texts, records and
+    token ids as a fresh shopper given the same pairs and draws."""
     noise = TemplateNoise(omit=0.2, wrong_color=0.4)
     warm = TemplateUser(CATALOG, noise, max_differences=4)
     warm.describe(*sample_pairs(3000, 1), np.random.default_rng(1))
@@ -317,6 +327,137 @@ def test_cached_wordings_write_what_a_fresh_shopper_writes():
         want = fresh.describe(targets, shown, np.random.default_rng(seed))
         assert got.texts == want.texts and got.differences == want.differences
         np.testing.assert_array_equal(got.word_ids, want.word_ids)
+
+
+def reference_captions(
+    user: TemplateUser, targets: np.ndarray, shown: np.ndarray, rng: np.random.Generator
+) -> tuple[list[str], list[tuple[Difference, ...]]]:
+    """The template grammar written one caption at a time, from the shopper's own plan (which
+    differences, in what order, with which uniforms): the reading the batched writer
+    (fiq_gym.users.template_tables) must agree with. Noise-free of dropped words."""
+    book = user._book
+    pairs = user._compare(targets, shown)
+    plan = user._plan_mentions(pairs, row_uniforms(rng, len(targets), user._uniform_width))
+
+    def pick(wordings, u):
+        return wordings[int(u * len(wordings))]
+
+    def shade_record(i, direction):
+        code = pairs.s_codes[i, book.color_column - 1] if book.color_column is not None else -1
+        name = book.values[book.color_column][code] if code >= 0 else ""
+        return Difference("shade", "comparative", SHADE_WORDS[direction], name, SHADE_WORDS[direction])
+
+    texts, records = [], []
+    for i in range(len(targets)):
+        word_u, comp_u, compress_u = plan.style[i]
+        cols = plan.order[i, : plan.count[i]].tolist()
+        gap = float(pairs.luma_gap[i])
+        shade_direction = 0 if gap < 0 else 1
+        if not cols:
+            texts.append(pick(SAME_WORDINGS, word_u[0]))
+            records.append((SAME_DIFFERENCE,))
+            continue
+        if plan.num_differences[i] == 1 and cols[0] == book.shade_column:
+            tail = pick(SHADE_ONLY_TAILS[shade_direction][abs(gap) < 2 * user.shade_threshold], comp_u[0])
+            texts.append(f"{pick(SAME_WORDINGS, word_u[0])} but {tail}")
+            records.append((shade_record(i, shade_direction),))
+            continue
+        parts, record = [], []
+        for pos, c in enumerate(cols):
+            if c == book.shade_column:
+                parts.append(pick(SHADE_COMPARATIVES[shade_direction], word_u[pos]))
+                record.append(shade_record(i, shade_direction))
+                continue
+            tv, sv = (
+                (pairs.t_cats[i], pairs.s_cats[i])
+                if c == 0
+                else (pairs.t_codes[i, c - 1], pairs.s_codes[i, c - 1])
+            )
+            name, values = book.type_names[c], book.values[c]
+            if book.ordered[c] and comp_u[pos] < 0.5:
+                direction = 0 if tv > sv else 1
+                word = book.direction_words[c][direction]
+                parts.append(pick(book.comparative[c][direction], word_u[pos]))
+                record.append(Difference(name, "comparative", word, values[sv], word))
+                continue
+            wrong = -1 if plan.wrong is None else plan.wrong[i]
+            claimed = wrong if c == book.color_column and wrong >= 0 else tv
+            wordings = book.direct[c][claimed]
+            if book.surface[c] is not None:
+                wordings += tuple(
+                    f.format(phrase=wordings[0], shown=book.surface[c][sv]) for f in CONTRAST_FORMS
+                )
+            parts.append(pick(wordings, word_u[pos]))
+            record.append(Difference(name, "direct", values[tv], values[sv], values[claimed]))
+        text = parts[0]
+        for pos in range(1, len(parts)):
+            phrase, squeeze, last = parts[pos], compress_u[pos] < 0.3, pos == len(parts) - 1
+            contrast = " instead of " in parts[pos - 1] or " rather than " in parts[pos - 1]
+            if last and squeeze and phrase.startswith("has ") and not contrast:
+                text += " with " + phrase[4:]
+                continue
+            text += " and " if last else ", "
+            text += phrase[3:] if squeeze and phrase.startswith("is ") else phrase
+        texts.append(text)
+        records.append(tuple(record))
+    return texts, records
+
+
+ODD_VOCABULARY = AttributeVocabulary(
+    (
+        AttributeType("color", ("red", "blue")),
+        AttributeType("size", ("s", "m", "l"), ordered=True),
+        AttributeType("gloss", ("matte",)),
+    )
+)
+
+
+@pytest.mark.parametrize("max_differences", [1, 2, 3, 5])
+@pytest.mark.parametrize(
+    "noise",
+    [None, TemplateNoise(omit=0.3), TemplateNoise(wrong_color=0.5), TemplateNoise(omit=0.2, wrong_color=0.4)],
+)
+@pytest.mark.parametrize("catalog_kind", ["synthetic", "no colour rendering", "other vocabulary"])
+def test_batched_writer_writes_the_grammar_caption_by_caption(max_differences, noise, catalog_kind):
+    """Every caption of a batch, its records and its token ids are what the grammar gives one
+    caption at a time (reference_captions) for the same plan, with every noise that changes
+    what is said, several caption sizes and vocabularies (a colour-only palette of two, an
+    ordered type without wordings of its own, category names with articles)."""
+    catalog = {
+        "synthetic": CATALOG,
+        "no colour rendering": make_catalog(80, 1, with_rgb=False),
+        "other vocabulary": make_catalog(
+            50, 3, vocabulary=ODD_VOCABULARY, category_names=("hat", "ankle boot")
+        ),
+    }[catalog_kind]
+    user = TemplateUser(catalog, noise, max_differences=max_differences)
+    for seed, size in enumerate((1, 9, 300)):
+        targets, shown = np.random.default_rng([seed, 7]).integers(0, len(catalog), size=(2, size))
+        shown[: size // 10] = targets[: size // 10]  # some identical pairs: "looks the same"
+        batch = user.describe(targets, shown, np.random.default_rng(seed))
+        texts, records = reference_captions(user, targets, shown, np.random.default_rng(seed))
+        assert batch.texts == texts
+        assert batch.differences == records
+        ids, lengths = user.tokenizer.encode_batch(
+            texts, max(1, max(len(t.split()) + t.count(",") for t in texts))
+        )
+        np.testing.assert_array_equal(batch.word_ids, ids[:, : batch.word_ids.shape[1]])
+        np.testing.assert_array_equal(batch.word_lengths, lengths)
+
+
+def test_records_are_made_when_first_read_and_pickle_made():
+    """A batch's records are worked out on first read (an env never reads them), the same
+    whenever they are read, and a pickled batch carries them made."""
+    import pickle
+
+    user = TemplateUser(CATALOG, TemplateNoise(wrong_color=0.5))
+    targets, shown = sample_pairs(40, 3)
+    batch = user.describe(targets, shown, np.random.default_rng(0))
+    assert "differences" not in batch.__dict__
+    again = pickle.loads(pickle.dumps(user.describe(targets, shown, np.random.default_rng(0))))
+    assert "differences" in again.__dict__
+    assert batch == again and batch.differences == again.differences
+    assert len(batch.differences) == 40
 
 
 def test_drop_word_shortens_captions_but_never_empties_them():

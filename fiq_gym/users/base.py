@@ -9,9 +9,9 @@ faithfulness and learned captioners can be trained on structured supervision.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -80,6 +80,39 @@ class CaptionBatch:
     #: (B,) bool: which captions are recorded human text (a shopper that replays a dataset
     #: says so; None for shoppers that write every caption themselves)
     human: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def deferred(
+        cls,
+        texts: list[str],
+        differences: Callable[[], list[tuple[Difference, ...]]],
+        word_ids: np.ndarray | None = None,
+        word_lengths: np.ndarray | None = None,
+        tokenizer: CaptionTokenizer | None = None,
+    ) -> CaptionBatch:
+        """A batch whose :attr:`differences` are worked out by ``differences()`` when first
+        read: an environment reads the texts and token ids of every step and the records
+        never, so a shopper need not build them each step."""
+        batch = cls(texts, [], word_ids, word_lengths, tokenizer)
+        object.__delattr__(batch, "differences")  # read through __getattr__ until made
+        batch.__dict__["_make_differences"] = differences
+        return batch
+
+    if not TYPE_CHECKING:  # (mypy would read any attribute as valid)
+
+        def __getattr__(self, name: str) -> Any:
+            make = self.__dict__.get("_make_differences")
+            if name != "differences" or make is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            differences = make()
+            object.__setattr__(self, "differences", differences)
+            del self.__dict__["_make_differences"]
+            return differences
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a deferred batch pickles with its differences made (the maker is a closure)
+        self.differences  # noqa: B018
+        return dict(self.__dict__)
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -1,9 +1,9 @@
 """The template shopper: exact, fast, rule-based relative captions.
 
 :class:`TemplateUser` compares the target's and the shown item's attributes and writes a
-Fashion IQ-style caption about the target ("is red and has longer sleeves"). Differences are
-computed for the whole batch with numpy; only the final string assembly is per pair, from
-phrase tables built once per vocabulary.
+Fashion IQ-style caption about the target ("is red and has longer sleeves"). Every step
+works on the whole batch with numpy: which differences, which wordings, and the captions
+themselves, gathered from numbered phrase tables (:mod:`fiq_gym.users.template_tables`).
 
 The same phrase tables drive :func:`parse_caption`, which reads the claims back out of text.
 Because generation and parsing share one phrasebook, every noise-free template caption parses
@@ -24,30 +24,34 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain, compress
 
 import numpy as np
 
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.vocabulary import AttributeVocabulary
-from fiq_gym.text import WordTokenizer, pad_token_ids
-from fiq_gym.users.base import CaptionBatch, Difference, User, row_uniforms
+from fiq_gym.text import WordTokenizer
+from fiq_gym.users.base import CaptionBatch, User, row_uniforms
 from fiq_gym.users.phrasebook import (
     CONTRAST,
     SAME_DIFFERENCE,
     SAME_WORDINGS,
-    SHADE_COMPARATIVES,
-    SHADE_ONLY_TAILS,
-    SHADE_WORDS,
     Claim,
     parse_caption,
     phrasebook,
 )
+from fiq_gym.users.template_tables import (
+    COMPARATIVE_PROBABILITY,
+    COMPRESS_PROBABILITY,
+    CaptionTables,
+    _Comparison,
+    _MentionPlan,
+)
 
 __all__ = [
     "COMPARATIVE_PROBABILITY",
+    "COMPRESS_PROBABILITY",
     "LUMA_WEIGHTS",
     "SALIENCE",
     "SAME_DIFFERENCE",
@@ -85,13 +89,6 @@ SALIENCE: Mapping[str, float] = {
 }
 #: Salience of a shade difference when the named colours differ too ("is darker and red").
 SHADE_SALIENCE_WITH_COLOR_CHANGE: float = 2.0
-
-#: Chance that a difference of an ordered type is worded as a comparative ("has longer
-#: sleeves") rather than directly ("has long sleeves").
-COMPARATIVE_PROBABILITY: float = 0.5
-
-#: Chance that a later phrase is compressed ("is darker and striped", "... with long sleeves").
-COMPRESS_PROBABILITY: float = 0.3
 
 
 def column_salience(column_names: Sequence[str]) -> np.ndarray:
@@ -166,59 +163,6 @@ class TemplateNoise:
 # --- the user's steps -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Comparison:
-    """What differs between each target and shown item (arrays over the pairs)."""
-
-    t_codes: np.ndarray
-    s_codes: np.ndarray
-    t_cats: np.ndarray
-    s_cats: np.ndarray
-    differs: np.ndarray  # (n, columns) bool: category, each type, shade
-    salience: np.ndarray  # (n, columns) weights of being mentioned
-    luma_gap: np.ndarray  # target minus shown luma
-
-
-@dataclass(frozen=True)
-class _MentionPlan:
-    """Which differences each caption mentions and how (arrays over the pairs)."""
-
-    order: np.ndarray  # (n, slots) columns by sampled salience
-    mention: np.ndarray  # (n, slots) bool: slot is mentioned
-    style: np.ndarray  # (n, 3, slots) uniforms: wording, comparative-or-direct, compression
-    wrong: np.ndarray | None  # (n,) wrong colour code to name, -1 for none
-    num_differences: np.ndarray
-
-
-def _join_phrases(parts: list[str], compress_u: Sequence[float]) -> list[str]:
-    """ "a, b and c", with later phrases sometimes compressed ("is darker and striped",
-    "... with long sleeves"), as the fragments whose concatenation is the caption (phrases and
-    the separators between them, each of whole words, so their token ids concatenate too)."""
-    fragments = [parts[0]]
-    last = len(parts) - 1
-    for pos in range(1, len(parts)):
-        phrase = parts[pos]
-        compress = compress_u[pos] < COMPRESS_PROBABILITY
-        if pos == last:
-            # "with" right after "instead of a top" would read as part of it
-            previous = parts[pos - 1]
-            if (
-                compress
-                and phrase.startswith("has ")
-                and " instead of " not in previous
-                and " rather than " not in previous
-            ):
-                fragments += (" with ", phrase[4:])
-                continue
-            sep = " and "
-        else:
-            sep = ", "
-        if compress and phrase.startswith("is "):
-            phrase = phrase[3:]
-        fragments += (sep, phrase)
-    return fragments
-
-
 # --- the user -------------------------------------------------------------------------------
 
 
@@ -272,7 +216,6 @@ class TemplateUser(User):
             self._luma = rgb @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
         names = self._book.type_names
         self._salience = column_salience(names)
-        self._differences: dict[tuple, Difference] = {}  # immutable records, reused
         # per-pair uniform block: [keys (D) | count | omit (m) | style (3m) | wrong | wrong_pick]
         d, m = len(names), self.max_differences
         widths = {"keys": d, "count": 1, "omit": m, "style": 3 * m, "wrong": 1, "wrong_pick": 1}
@@ -391,37 +334,25 @@ class TemplateUser(User):
         # Every random decision of pair i comes from row i of one uniform block (layout in
         # _uniform_slots), the same draws whatever the noise settings.
         plan = self._plan_mentions(pairs, row_uniforms(rng, targets.size, self._uniform_width))
-        ids_of = self._fragment_ids()
-        texts, records, token_rows = self._write(pairs, plan, ids_of)
+        tables = self._tables()
+        fragments, records = tables.write(pairs, plan)
+        texts = tables.texts(fragments)
         if self.noise.drop_word > 0:
-            return CaptionBatch(self._drop_words(texts, self.noise.drop_word, rng), records)
-        if token_rows is None:
-            return CaptionBatch(texts, records)
-        # The token ids the tokenizer would give the texts, so the env need not tokenize them.
-        word_ids, word_lengths = pad_token_ids(token_rows, max(1, *map(len, token_rows)))
-        return CaptionBatch(texts, records, word_ids, word_lengths, self.tokenizer)
-
-    def _fragment_ids(self) -> Callable[[str], list[int]] | None:
-        """Token ids of a caption fragment (a phrase or a separator) by this shopper's
-        :attr:`tokenizer`, cached: a caption's ids are its fragments' ids one after another
-        (fragments are whole words). None unless the tokenizer is a plain
-        :class:`~fiq_gym.text.WordTokenizer` and no words are dropped."""
+            return CaptionBatch.deferred(self._drop_words(texts, self.noise.drop_word, rng), records)
         tokenizer = self.tokenizer
-        if type(tokenizer) is not WordTokenizer or self.noise.drop_word > 0:
-            return None
-        cached = self.__dict__.get("_fragment_cache")
-        if cached is None or cached[0] is not tokenizer:
-            cached = self.__dict__["_fragment_cache"] = (tokenizer, {})
-        ids: dict[str, list[int]] = cached[1]
-        encode = tokenizer.encode
+        if type(tokenizer) is not WordTokenizer:
+            return CaptionBatch.deferred(texts, records)
+        # The token ids the tokenizer would give the texts, so the env need not tokenize them.
+        word_ids, word_lengths = tables.padded_token_ids(fragments, tokenizer, tokenizer.encode)
+        return CaptionBatch.deferred(texts, records, word_ids, word_lengths, tokenizer)
 
-        def ids_of(fragment: str) -> list[int]:
-            got = ids.get(fragment)
-            if got is None:
-                got = ids[fragment] = encode(fragment)
-            return got
-
-        return ids_of
+    def _tables(self) -> CaptionTables:
+        """The numbered wordings this shopper writes from (built as captions need them, shared
+        with the copies :meth:`imagining` makes)."""
+        tables = self.__dict__.get("_caption_tables")
+        if tables is None:
+            tables = self.__dict__["_caption_tables"] = CaptionTables(self._book, self.shade_threshold)
+        return tables
 
     def _compare(self, targets: np.ndarray, shown: np.ndarray) -> _Comparison:
         """Step 1: which of the columns (category, each type, shade) differ, for all pairs."""
@@ -455,12 +386,15 @@ class TemplateUser(User):
         slots_used = order.shape[1]
         extra = np.searchsorted(self._count_cdf, u[:, slots["count"]], side="right")
         count = np.minimum(1 + extra, num_differences)
-        mention = np.arange(slots_used) < count[:, None]
         if noise.omit > 0:
-            kept = mention & (u[:, slots["omit"]][:, :slots_used] >= noise.omit)
+            kept = (np.arange(slots_used) < count[:, None]) & (
+                u[:, slots["omit"]][:, :slots_used] >= noise.omit
+            )
             lost_all = (count > 0) & ~kept.any(axis=1)
             kept[lost_all, 0] = True
-            mention = kept
+            # the kept mentions first, in their order
+            order = np.take_along_axis(order, np.argsort(~kept, axis=1, kind="stable"), axis=1)
+            count = kept.sum(axis=1)
         # per mention slot: wording choice, comparative-or-direct, compression
         style = u[:, slots["style"]].reshape(n, 3, m)[:, :, :slots_used]
         wrong = None
@@ -469,131 +403,9 @@ class TemplateUser(User):
                 pairs.t_codes[:, color_col - 1], pairs.s_codes[:, color_col - 1], u[:, slots["wrong_pick"]]
             )
             wrong[u[:, slots["wrong"]] >= noise.wrong_color] = -1
-        return _MentionPlan(order, mention, style, wrong, num_differences)
-
-    def _write(
-        self, pairs: _Comparison, plan: _MentionPlan, ids_of: Callable[[str], list[int]] | None = None
-    ) -> tuple[list[str], list[tuple[Difference, ...]], list[list[int]] | None]:
-        """Step 3: per-pair text assembly from the phrase tables (lists, not arrays: this is
-        the one per-pair loop, and Python indexing of lists is several times faster); with
-        ``ids_of`` (:meth:`_fragment_ids`), each caption's token ids as well."""
-        shade_col = self._book.shade_column
-        slight_limit = 2.0 * self.shade_threshold
-        t_codes_l, s_codes_l = pairs.t_codes.tolist(), pairs.s_codes.tolist()
-        t_cats_l, s_cats_l = pairs.t_cats.tolist(), pairs.s_cats.tolist()
-        gap_l = pairs.luma_gap.tolist()
-        ndiff_l = plan.num_differences.tolist()
-        wrong_l = plan.wrong.tolist() if plan.wrong is not None else None
-        # A difference's wordings and record, by (column, target value, shown value, wrong
-        # colour, comparative draw): built once each (_wordings), so the loop only looks up.
-        wordings = self.__dict__.setdefault("_wording_cache", {})
-        wordings_of = self._wordings
-        texts: list[str] = []
-        records: list[tuple[Difference, ...]] = []
-        tokens: list[list[int]] | None = None if ids_of is None else []
-        for i, (order, mention, style) in enumerate(
-            zip(plan.order.tolist(), plan.mention.tolist(), plan.style.tolist(), strict=True)
-        ):
-            word_u, comp_u, compress_u = style
-            cols = list(compress(order, mention))
-            if not cols:
-                same = SAME_WORDINGS[int(word_u[0] * len(SAME_WORDINGS))]
-                texts.append(same)
-                records.append((SAME_DIFFERENCE,))
-                if tokens is not None and ids_of is not None:
-                    tokens.append(ids_of(same))
-                continue
-            if ndiff_l[i] == 1 and cols[0] == shade_col:
-                # everything but the shade matches: "looks the same but slightly darker"
-                gap = gap_l[i]
-                direction = 0 if gap < 0 else 1
-                tails = SHADE_ONLY_TAILS[direction][abs(gap) < slight_limit]
-                same = SAME_WORDINGS[int(word_u[0] * len(SAME_WORDINGS))]
-                tail = tails[int(comp_u[0] * len(tails))]
-                texts.append(f"{same} but {tail}")
-                records.append((self._shade_record(direction, t_codes_l[i], s_codes_l[i]),))
-                if tokens is not None and ids_of is not None:
-                    tokens.append(ids_of(same) + ids_of(" but ") + ids_of(tail))
-                continue
-            parts: list[str] = []
-            record: list[Difference] = []
-            t_codes, s_codes = t_codes_l[i], s_codes_l[i]
-            wrong = wrong_l[i] if wrong_l is not None else -1
-            for pos, c in enumerate(cols):
-                if c == shade_col:
-                    direction = 0 if gap_l[i] < 0 else 1
-                    side = SHADE_COMPARATIVES[direction]
-                    parts.append(side[int(word_u[pos] * len(side))])
-                    record.append(self._shade_record(direction, t_codes, s_codes))
-                    continue
-                if c == 0:
-                    tv, sv = t_cats_l[i], s_cats_l[i]
-                else:
-                    tv, sv = t_codes[c - 1], s_codes[c - 1]
-                key = (c, tv, sv, wrong, comp_u[pos] < COMPARATIVE_PROBABILITY)
-                entry = wordings.get(key)
-                if entry is None:
-                    entry = wordings[key] = wordings_of(*key)
-                side, diff = entry
-                parts.append(side[int(word_u[pos] * len(side))])
-                record.append(diff)
-            records.append(tuple(record))
-            if len(parts) == 1:  # a third of the captions: nothing to join
-                texts.append(parts[0])
-                if tokens is not None and ids_of is not None:
-                    tokens.append(ids_of(parts[0]))
-                continue
-            fragments = _join_phrases(parts, compress_u)
-            texts.append("".join(fragments))
-            if tokens is not None and ids_of is not None:
-                tokens.append(list(chain.from_iterable(map(ids_of, fragments))))
-        return texts, records, tokens
-
-    def _wordings(
-        self, c: int, tv: int, sv: int, wrong: int, comparative: bool
-    ) -> tuple[tuple[str, ...], Difference]:
-        """The wordings a difference in column ``c`` (not shade) is written in, one picked by
-        its wording uniform, and its record: target value ``tv``, shown value ``sv``;
-        ``wrong`` a colour to name instead (-1: none); ``comparative`` whether its
-        comparative-or-direct draw chose the comparative (which only ordered types have)."""
-        book, cache = self._book, self._differences
-        if book.ordered[c] and comparative:
-            direction = 0 if tv > sv else 1
-            key: tuple[int, ...] = (c, direction, sv)
-            diff = cache.get(key)
-            if diff is None:
-                word = book.direction_words[c][direction]  # type: ignore[index]
-                diff = Difference(book.type_names[c], "comparative", word, book.values[c][sv], word)
-                cache[key] = diff
-            return book.comparative[c][direction], diff  # type: ignore[index]
-        claimed = wrong if c == book.color_column and wrong >= 0 else tv
-        rows = book.direct[c][claimed]
-        shown_names = book.surface[c]
-        if shown_names is not None:
-            # The contrast forms ("... instead of a dress") are picked like further wordings.
-            rows = rows + tuple(form.format(phrase=rows[0], shown=shown_names[sv]) for form in CONTRAST)
-        key = (c, tv, sv, claimed)
-        diff = cache.get(key)
-        if diff is None:
-            values = book.values[c]
-            diff = Difference(book.type_names[c], "direct", values[tv], values[sv], values[claimed])
-            cache[key] = diff
-        return rows, diff
+        return _MentionPlan(order, count, style, wrong, num_differences)
 
     # --- helpers ---------------------------------------------------------------------------
-    def _shade_record(self, direction: int, t_codes: list[int], s_codes: list[int]) -> Difference:
-        """The shade difference; ``shown`` is the shown item's colour name ("" if unknown)."""
-        color_col = self._book.color_column
-        shown_code = s_codes[color_col - 1] if color_col is not None else -1
-        key = ("shade", direction, shown_code)
-        diff = self._differences.get(key)
-        if diff is None:
-            shown_name = self._book.values[color_col][shown_code] if shown_code >= 0 else ""  # type: ignore[index]
-            word = SHADE_WORDS[direction]
-            diff = Difference("shade", "comparative", word, shown_name, word)
-            self._differences[key] = diff
-        return diff
-
     def _wrong_colors(self, target: np.ndarray, shown: np.ndarray, u: np.ndarray) -> np.ndarray:
         """A colour code per pair (from uniforms ``u``) that is neither the target's nor, if
         the palette allows, the shown item's colour, so a wrong-colour caption is really wrong."""

@@ -1,0 +1,371 @@
+"""The template shopper's wordings as numbered tables, so a batch of captions is written with
+numpy instead of one pair at a time.
+
+:class:`~fiq_gym.users.template.TemplateUser` decides, for every pair, which differences to
+mention and how (its plan); :class:`CaptionTables` turns a whole batch of plans into texts,
+token ids and records. Every string a caption is made of (a phrase, a phrase without its
+leading ``"is "`` or ``"has "``, a separator) is a *fragment* with an id; every set of
+wordings a difference can be written in is a *choice set*, a run of fragment ids; every
+record (:class:`~fiq_gym.users.base.Difference`) has an id. Choice sets and records are
+found by integer keys (column, values, kind) in sorted key tables, and built the first time
+a key is seen, so the tables hold only what captions have needed: the loop over pairs is gone,
+and no table grows with the catalog.
+
+A caption's text is its fragments joined, its token ids are its fragments' token ids one after
+another (fragments are whole words), so both are gathers from the tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fiq_gym.text import CaptionTokenizer
+from fiq_gym.users.base import Difference
+from fiq_gym.users.phrasebook import (
+    CONTRAST,
+    SAME_DIFFERENCE,
+    SAME_WORDINGS,
+    SHADE_ONLY_TAILS,
+    Phrasebook,
+)
+
+__all__ = ["COMPARATIVE_PROBABILITY", "COMPRESS_PROBABILITY", "CaptionTables"]
+
+#: Chance that a difference of an ordered type is worded as a comparative ("has longer
+#: sleeves") rather than directly ("has long sleeves").
+COMPARATIVE_PROBABILITY: float = 0.5
+
+#: Chance that a later phrase is compressed ("is darker and striped", "... with long sleeves").
+COMPRESS_PROBABILITY: float = 0.3
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """What differs between each target and shown item (arrays over the pairs)."""
+
+    t_codes: np.ndarray
+    s_codes: np.ndarray
+    t_cats: np.ndarray
+    s_cats: np.ndarray
+    differs: np.ndarray  # (n, columns) bool: category, each type, shade
+    salience: np.ndarray  # (n, columns) weights of being mentioned
+    luma_gap: np.ndarray  # target minus shown luma
+
+
+@dataclass(frozen=True)
+class _MentionPlan:
+    """Which differences each caption mentions and how (arrays over the pairs)."""
+
+    order: np.ndarray  # (n, slots) columns: the first count mentioned, in mention order
+    count: np.ndarray  # (n,) how many are mentioned
+    style: np.ndarray  # (n, 3, slots) uniforms: wording, comparative-or-direct, compression
+    wrong: np.ndarray | None  # (n,) wrong colour code to name, -1 for none
+    num_differences: np.ndarray
+
+
+# Keys are four small non-negative integers packed into one int64 (16 bits each; the column
+# in the top field): attribute codes and column numbers stay far below 2**15.
+_FIELD = 1 << 16
+
+
+def _key(a: np.ndarray | int, b: np.ndarray | int, c: np.ndarray | int, d: np.ndarray | int) -> np.ndarray:
+    return ((np.asarray(a, dtype=np.int64) * _FIELD + b) * _FIELD + c) * _FIELD + d
+
+
+def _unpack(key: int) -> tuple[int, int, int, int]:
+    return key >> 48, (key >> 32) & 0xFFFF, (key >> 16) & 0xFFFF, key & 0xFFFF
+
+
+class _KeyTable:
+    """Ids by int64 key, looked up for a whole array at once (sorted keys, binary search);
+    a key seen for the first time gets its id from ``make``."""
+
+    def __init__(self, make: Callable[[int], int]) -> None:
+        self._make = make
+        self._keys = np.empty(0, dtype=np.int64)
+        self._ids = np.empty(0, dtype=np.int64)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        ids = self._find(keys)
+        if (ids < 0).any():
+            new = np.unique(keys[ids < 0])
+            made = np.array([self._make(int(k)) for k in new], dtype=np.int64)
+            order = np.argsort(np.concatenate([self._keys, new]), kind="stable")
+            self._keys = np.concatenate([self._keys, new])[order]
+            self._ids = np.concatenate([self._ids, made])[order]
+            ids = self._find(keys)
+        return ids
+
+    def _find(self, keys: np.ndarray) -> np.ndarray:
+        if not len(self._keys):
+            return np.full(keys.shape, -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return np.where(self._keys[at] == keys, self._ids[at], -1)
+
+
+class CaptionTables:
+    """The fragments, choice sets and records of one phrasebook, numbered (see the module
+    docstring), and the batched writer that reads them (:meth:`write`).
+
+    Args:
+        book: the phrasebook of the shopper's vocabulary and category names.
+        shade_threshold: the shopper's darker/lighter threshold (a gap under twice it is
+            "slightly" darker in a looks-the-same caption).
+    """
+
+    def __init__(self, book: Phrasebook, shade_threshold: float) -> None:
+        self.book = book
+        self.slight_limit = 2.0 * float(shade_threshold)
+        self._texts: list[str] = []
+        self._fragment_of: dict[str, int] = {}
+        self._members: list[int] = []  # choice sets: runs of fragment ids
+        self._set_start: list[int] = []
+        self._set_length: list[int] = []
+        self._records: list[Difference] = []
+        self._arrays: dict[str, np.ndarray] = {}  # numpy copies of the lists, rebuilt when they grow
+        self._arrays_size = (-1, -1, -1)
+        self._tokens: tuple[CaptionTokenizer, int, list[list[int]]] | None = None
+        self._token_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.empty = self.fragment("")
+        self.comma, self.and_, self.with_, self.but = (
+            self.fragment(s) for s in (", ", " and ", " with ", " but ")
+        )
+        self.same_set = self._choice_set(SAME_WORDINGS)
+        # shade-only tails by [direction][slight]
+        self.tail_sets = np.array(
+            [[self._choice_set(tails) for tails in by_size] for by_size in SHADE_ONLY_TAILS]
+        )
+        self.same_record = self._record(SAME_DIFFERENCE)
+        self._wordings = _KeyTable(self._make_wordings)
+        self._differences = _KeyTable(self._make_difference)
+        columns = len(book.type_names)
+        self.ordered = np.array(book.ordered, dtype=bool)
+        self.named_shown = np.array([s is not None for s in book.surface], dtype=bool)
+        self.color_column = -1 if book.color_column is None else book.color_column
+        self.columns = columns
+
+    # --- building the tables ----------------------------------------------------------------
+    def fragment(self, text: str) -> int:
+        """The id of a fragment, numbered the first time it is seen."""
+        got = self._fragment_of.get(text)
+        if got is None:
+            got = self._fragment_of[text] = len(self._texts)
+            self._texts.append(text)
+        return got
+
+    def _choice_set(self, wordings: Sequence[str]) -> int:
+        self._set_start.append(len(self._members))
+        self._set_length.append(len(wordings))
+        self._members += [self.fragment(w) for w in wordings]
+        # every phrase's compressed forms, numbered now so the writer only gathers
+        for w in wordings:
+            if w.startswith("is "):
+                self.fragment(w[3:])
+            if w.startswith("has "):
+                self.fragment(w[4:])
+        return len(self._set_start) - 1
+
+    def _record(self, difference: Difference) -> int:
+        self._records.append(difference)
+        return len(self._records) - 1
+
+    def _make_wordings(self, key: int) -> int:
+        """The choice set of key (column, claimed value + 1, shown value + 1 or 0, kind): kind
+        0 direct, 1 + d the comparative of direction d (0: further along / darker)."""
+        book = self.book
+        c, claimed, shown, kind = _unpack(key)
+        if kind:
+            return self._choice_set(book.comparative[c][kind - 1])  # type: ignore[index]
+        rows = book.direct[c][claimed - 1]
+        shown_names = book.surface[c]
+        if shown_names is not None:
+            # The contrast forms ("... instead of a dress") are picked like further wordings.
+            rows = rows + tuple(
+                form.format(phrase=rows[0], shown=shown_names[shown - 1]) for form in CONTRAST
+            )
+        return self._choice_set(rows)
+
+    def _make_difference(self, key: int) -> int:
+        """The record of key (column, target value + 1, shown value + 1, claimed value + 1)
+        for a direct mention; (column, 0, shown value + 1, 1 + d) for a comparative of
+        direction d, the shown value of shade being the shown item's colour (0: unknown)."""
+        book = self.book
+        c, target, shown, last = _unpack(key)
+        name = book.type_names[c]
+        if target == 0:
+            word = book.direction_words[c][last - 1]  # type: ignore[index]
+            if c == book.shade_column:
+                color = book.color_column
+                shown_name = "" if color is None or shown == 0 else book.values[color][shown - 1]
+            else:
+                shown_name = book.values[c][shown - 1]
+            return self._record(Difference(name, "comparative", word, shown_name, word))
+        values = book.values[c]
+        return self._record(
+            Difference(name, "direct", values[target - 1], values[shown - 1], values[last - 1])
+        )
+
+    def _numpy(self) -> dict[str, np.ndarray]:
+        size = (len(self._texts), len(self._set_start), len(self._records))
+        if size != self._arrays_size:
+            texts = self._texts
+            strip_is = [self._fragment_of.get(t[3:], -1) if t.startswith("is ") else -1 for t in texts]
+            strip_has = [self._fragment_of.get(t[4:], -1) if t.startswith("has ") else -1 for t in texts]
+            records = np.empty(len(self._records), dtype=object)
+            records[:] = self._records
+            self._arrays = {
+                "text": np.array(texts, dtype=object),
+                "members": np.array(self._members, dtype=np.int64),
+                "set_start": np.array(self._set_start, dtype=np.int64),
+                "set_length": np.array(self._set_length, dtype=np.int64),
+                "record": records,
+                "strip_is": np.array(strip_is, dtype=np.int64),
+                "strip_has": np.array(strip_has, dtype=np.int64),
+                "contrast": np.array(
+                    [" instead of " in t or " rather than " in t for t in texts], dtype=bool
+                ),
+            }
+            self._arrays_size = size
+        return self._arrays
+
+    def token_ids(
+        self, tokenizer: CaptionTokenizer, encode: Callable[[str], list[int]]
+    ) -> tuple[np.ndarray, ...]:
+        """(flat ids, start, length) of every fragment's token ids by ``encode`` (the word
+        tokenizer's), kept while ``tokenizer`` is the same object."""
+        cached = self._tokens
+        if cached is None or cached[0] is not tokenizer:
+            cached = self._tokens = (tokenizer, 0, [])
+            self._token_arrays = None
+        if cached[1] != len(self._texts) or self._token_arrays is None:
+            rows = cached[2]
+            rows += [encode(t) for t in self._texts[len(rows) :]]
+            self._tokens = (tokenizer, len(rows), rows)
+            lengths = np.array([len(r) for r in rows], dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            flat = np.array([i for r in rows for i in r], dtype=np.int64)
+            self._token_arrays = (flat, starts, lengths)
+        return self._token_arrays
+
+    # --- the writer --------------------------------------------------------------------------
+    def write(
+        self, pairs: _Comparison, plan: _MentionPlan
+    ) -> tuple[np.ndarray, Callable[[], list[tuple[Difference, ...]]]]:
+        """Every caption of the batch as fragment ids, (n, width) padded with the empty
+        fragment, and a function that makes their records. The grammar (see
+        :mod:`fiq_gym.users.template`): the mentioned differences in plan order, each in the
+        wording its uniform picks, joined ``"a, b and c"``, a later phrase sometimes
+        compressed; none mentioned: a same wording; shade alone: "<same> but <shade tail>"."""
+        book = self.book
+        n, slots = plan.order.shape
+        count = plan.count
+        # One entry per mention, pair by pair in mention order: (row, position, column).
+        row, pos = np.nonzero(np.arange(slots) < count[:, None])
+        cols = plan.order[row, pos]
+        word_u, comp_u, compress_u = plan.style[row, :, pos].T
+        # each mention's target and shown value (category or attribute code; 0 for shade)
+        values = np.zeros((2, n, self.columns), dtype=np.int64)
+        values[0, :, 0] = pairs.t_cats
+        values[0, :, 1:-1] = pairs.t_codes
+        values[1, :, 0] = pairs.s_cats
+        values[1, :, 1:-1] = pairs.s_codes
+        tv, sv = values[:, row, cols]
+        claimed = tv
+        if plan.wrong is not None and self.color_column >= 0:
+            wrong = plan.wrong[row]
+            claimed = np.where((cols == self.color_column) & (wrong >= 0), wrong, tv)
+        shade = cols == book.shade_column
+        shade_direction = pairs.luma_gap >= 0  # 0 darker, 1 lighter
+        comparing = shade | (self.ordered[cols] & (comp_u < COMPARATIVE_PROBABILITY))
+        # 0: the target is further along (longer, looser) or darker; 1 the other way
+        direction = np.where(shade, shade_direction[row], tv <= sv).astype(np.int64)
+        kind = np.where(comparing, 1 + direction, 0)
+        named = self.named_shown[cols] & ~comparing
+        sets = self._wordings.lookup(
+            _key(cols, np.where(comparing, 0, claimed + 1), np.where(named, sv + 1, 0), kind)
+        )
+        a = self._numpy()
+        members, set_start, set_length = a["members"], a["set_start"], a["set_length"]
+        phrase = members[set_start[sets] + (word_u * set_length[sets]).astype(np.int64)]
+
+        # Joining: a later phrase may drop its "is "; the last may be "with ..." instead of
+        # "and has ..." ("with" right after "instead of a top" would read as part of it).
+        later = pos > 0
+        last = pos == count[row] - 1
+        squeeze = later & (compress_u < COMPRESS_PROBABILITY)
+        strip_has, strip_is = a["strip_has"][phrase], a["strip_is"][phrase]
+        previous = np.concatenate(
+            [phrase[:1], phrase[:-1]]
+        )  # the same caption's previous phrase, where later
+        with_form = squeeze & last & (strip_has >= 0) & ~a["contrast"][previous]
+        form = np.where(with_form, strip_has, np.where(squeeze & (strip_is >= 0), strip_is, phrase))
+        separator = np.where(with_form, self.with_, np.where(last, self.and_, self.comma))
+        # at least 3 wide: a shade-only caption is three fragments
+        fragments = np.full((n, max(3, 2 * slots - 1)), self.empty, dtype=np.int64)
+        fragments[row, 2 * pos] = form
+        fragments[row[later], 2 * pos[later] - 1] = separator[later]
+
+        same = count == 0
+        if same.any():
+            fragments[same, 0] = self._pick(self.same_set, plan.style[same, 0, 0])
+        # everything but the shade matches: "looks the same but slightly darker"
+        shade_only = (plan.num_differences == 1) & ~same
+        shade_only[shade_only] = plan.order[shade_only, 0] == book.shade_column
+        if shade_only.any():
+            gap = pairs.luma_gap[shade_only]
+            tails = self.tail_sets[
+                (gap >= 0).astype(np.int64), (np.abs(gap) < self.slight_limit).astype(np.int64)
+            ]
+            fragments[shade_only, 0] = self._pick(self.same_set, plan.style[shade_only, 0, 0])
+            fragments[shade_only, 1] = self.but
+            fragments[shade_only, 2] = self._pick(tails, plan.style[shade_only, 1, 0])
+
+        def records() -> list[tuple[Difference, ...]]:
+            # a shade difference records the shown item's colour as its shown value
+            if self.color_column >= 0:
+                shown_color = pairs.s_codes[row, self.color_column - 1].astype(np.int64) + 1
+                record_shown = np.where(shade, shown_color, sv + 1)
+            else:
+                record_shown = np.where(shade, 0, sv + 1)
+            keys = np.where(
+                comparing, _key(cols, 0, record_shown, kind), _key(cols, tv + 1, record_shown, claimed + 1)
+            )
+            ids = np.full((n, max(1, slots)), self.same_record, dtype=np.int64)
+            ids[row, pos] = self._differences.lookup(keys)
+            rows = self._numpy()["record"][ids].tolist()
+            return [tuple(r[:k]) for r, k in zip(rows, np.maximum(count, 1).tolist(), strict=True)]
+
+        return fragments, records
+
+    def _pick(self, sets: int | np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The fragment each uniform in ``u`` picks from its choice set (int(u * size))."""
+        a = self._numpy()
+        return a["members"][a["set_start"][sets] + (u * a["set_length"][sets]).astype(np.int64)]
+
+    def texts(self, fragments: np.ndarray) -> list[str]:
+        """The captions of :meth:`write`'s fragment ids."""
+        text = self._numpy()["text"][fragments]
+        joined = text[:, 0]
+        for j in range(1, text.shape[1]):
+            joined = joined + text[:, j]
+        return list(joined.tolist())
+
+    def padded_token_ids(
+        self, fragments: np.ndarray, tokenizer: CaptionTokenizer, encode: Callable[[str], list[int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The captions' token ids, (n, longest) padded with 0 (at least one column), and the
+        (n,) lengths: each caption's fragments' ids one after another."""
+        flat, starts, lengths = self.token_ids(tokenizer, encode)
+        sizes = lengths[fragments]
+        caption_lengths = sizes.sum(axis=1)
+        width = max(1, int(caption_lengths.max(initial=0)))
+        sizes = sizes.ravel()
+        total = int(caption_lengths.sum())
+        # where each token comes from in the flat table: its fragment's start, plus its place in it
+        offsets = np.repeat(starts[fragments.ravel()] - (np.cumsum(sizes) - sizes), sizes)
+        ids = np.zeros((len(fragments), width), dtype=np.int64)
+        ids[np.arange(width) < caption_lengths[:, None]] = flat[offsets + np.arange(total)]
+        return ids, caption_lengths.astype(np.int64)
