@@ -282,15 +282,14 @@ class FashionIQVectorEnv(VectorEnv):
         stepping = np.flatnonzero(~self._autoreset)
         resetting = np.flatnonzero(self._autoreset)
         if len(resetting) and len(stepping) and self._dialog.batches_restarts:
-            # One shopper call for both (the same draws and ranks as the two calls below).
-            rows = np.concatenate([resetting, stepping])
-            out = self._dialog.restart_and_step(
-                resetting, checked[stepping], stepping, [self._rngs[k] for k in rows]
-            )
-            self._merge(rows, out)
-            reward[rows], terminated[rows], truncated[rows] = out.reward, out.terminated, out.truncated
-            info = self._full_info(rows, out.info)
-            resetting = stepping = rows[:0]
+            # One shopper call for both (the same draws and ranks as the two calls below);
+            # every sub-env restarts or steps, so the transition is every sub-env's, in order.
+            rngs = [self._rngs[k] for k in resetting.tolist() + stepping.tolist()]
+            _, out = self._dialog.restart_and_step(resetting, checked[stepping], stepping, rngs)
+            return self._every_sub_env(out)
+        if len(stepping) == n:
+            out = self._dialog.step(checked, self._rngs, stepping)
+            return self._every_sub_env(out)
         if len(resetting):
             out = self._dialog.reset(resetting, [self._rngs[k] for k in resetting])
             self._merge(resetting, out)
@@ -339,6 +338,23 @@ class FashionIQVectorEnv(VectorEnv):
             dialog.ranker.close()  # ends shard processes or actors, if any
 
     # --- helpers ---------------------------------------------------------------------------
+    def _every_sub_env(
+        self, out: Transition
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """:meth:`step`'s return for a transition of every sub-env in order: its arrays are
+        new (the engine's own), so they become the env's as they are (no scatter into the
+        previous ones), and the caller gets copies."""
+        self._obs = dict(out.observation)
+        every = np.ones(self.num_envs, dtype=bool)
+        info: dict[str, np.ndarray] = {}
+        for key, values in out.info.items():
+            info[key] = values
+            info[f"_{key}"] = every.copy()
+        self._last_info = {**(self._last_info or {}), **{k: v.copy() for k, v in out.info.items()}}
+        self._autoreset = out.terminated | out.truncated
+        obs = {k: v.copy() for k, v in self._obs.items()}
+        return obs, out.reward, out.terminated, out.truncated, info
+
     def _merge(self, rows: np.ndarray, out: Transition) -> None:
         for k, v in out.observation.items():
             self._obs[k][rows] = v

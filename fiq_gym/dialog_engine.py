@@ -609,33 +609,37 @@ class DialogBatch:
         actions: np.ndarray,
         stepping: np.ndarray,
         rngs: Sequence[np.random.Generator],
-    ) -> Transition:
+    ) -> tuple[np.ndarray, Transition]:
         """:meth:`reset` of dialogs ``restarting`` and :meth:`step` of dialogs ``stepping``
         (with checked ``actions``, one per stepping row) as one batch: the same draws, ranks
         and state as those two calls (each ranked apart, as they would be), one shopper call
-        for all. The transition's rows are ``restarting`` then ``stepping``; ``rngs`` are
-        those rows' generators. Only where :attr:`batches_restarts`."""
+        for all. ``rngs`` are the generators of ``restarting`` then ``stepping``. Returns the
+        rows, in ascending order, and their transition. Only where :attr:`batches_restarts`."""
         with blas_threads(getattr(self.user, "blas_threads", None)):
             restarting = np.asarray(restarting, dtype=np.int64)
             stepping = np.asarray(stepping, dtype=np.int64)
             r = len(restarting)
             rank0, percentile0, success0 = self._start(restarting, rngs[:r])
             rank, percentile, success, repeated, reward, terminated = self._play(actions, stepping)
+            # In ascending rows (a vector env whose sub-envs all restart or step takes the
+            # arrays as they are); each row's caption depends on its own generator alone.
             rows = np.concatenate([restarting, stepping])
-            obs, captions = self._observe(rows, rngs)
+            order = np.argsort(rows, kind="stable")
+            rows = rows[order]
+            obs, captions = self._observe(rows, [rngs[i] for i in order.tolist()])
             zeros = np.zeros(r, dtype=bool)
             info = self._info(
                 rows,
                 captions,
-                np.concatenate([rank0, rank]),
-                np.concatenate([percentile0, percentile]),
-                np.concatenate([success0, success]),
-                np.concatenate([zeros, repeated]),
+                np.concatenate([rank0, rank])[order],
+                np.concatenate([percentile0, percentile])[order],
+                np.concatenate([success0, success])[order],
+                np.concatenate([zeros, repeated])[order],
             )
-            return Transition(
+            return rows, Transition(
                 obs,
-                np.concatenate([np.zeros(r), reward]),
-                np.concatenate([zeros, terminated]),
+                np.concatenate([np.zeros(r), reward])[order],
+                np.concatenate([zeros, terminated])[order],
                 np.zeros(len(rows), dtype=bool),
                 info,
             )
