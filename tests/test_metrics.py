@@ -77,6 +77,9 @@ def test_bad_inputs_name_the_problem():
         target_rank(np.zeros((1, 3)), [0, 1])
     with pytest.raises(ValueError, match=r"ranks must lie in \[0, 4\]"):
         rank_percentile(5, 5)
+    for ranks in ([-1, 2], [0, np.nan]):  # a NaN rank lies in no range
+        with pytest.raises(ValueError, match=r"ranks must lie in \[0, 4\]"):
+            rank_percentile(np.array(ranks), 5)
     with pytest.raises(ValueError, match="k must be at least 1"):
         recall_at_k(np.array([0]), 0)
 

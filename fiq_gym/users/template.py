@@ -123,6 +123,15 @@ def differing_columns(
     return out
 
 
+def _item_values(codes: np.ndarray, categories: np.ndarray) -> np.ndarray:
+    """(N, T + 2) int16 per item, one entry per phrasebook column: the category, each type's
+    code (-1 unlabelled), 0 for shade; the describing gathers one row per item."""
+    values = np.zeros((len(categories), codes.shape[1] + 2), dtype=np.int16)
+    values[:, 0] = categories
+    values[:, 1:-1] = codes
+    return values
+
+
 def extra_mentions_pmf(max_differences: int) -> np.ndarray:
     """P(a caption means to mention ``1 + j`` differences), j = 0..m-1: Binomial(m - 1, 1/2),
     before the cap at the number of differences there are."""
@@ -208,8 +217,7 @@ class TemplateUser(User):
         self.max_differences = int(max_differences)
         self.shade_threshold = float(shade_threshold)
         self._book = phrasebook(catalog.vocabulary, tuple(catalog.category_names))
-        self._codes = np.ascontiguousarray(catalog.attribute_codes())
-        self._categories = np.asarray(catalog.categories, dtype=np.int16)
+        self._values = _item_values(catalog.attribute_codes(), catalog.categories)
         self._luma: np.ndarray | None = None
         if catalog.primary_rgb is not None:
             rgb = np.asarray(catalog.primary_rgb, dtype=np.float32)
@@ -230,6 +238,15 @@ class TemplateUser(User):
         self._count_cdf = np.cumsum(extra_mentions_pmf(m))[:-1]
 
     @property
+    def _codes(self) -> np.ndarray:
+        """(N, T) attribute codes of the items described, -1 where unlabelled."""
+        return self._values[:, 1:-1]
+
+    @property
+    def _categories(self) -> np.ndarray:
+        return self._values[:, 0]
+
+    @property
     def vocabulary(self) -> AttributeVocabulary:
         return self.catalog.vocabulary
 
@@ -246,16 +263,15 @@ class TemplateUser(User):
         they only believe things about (e.g. the posterior agent's predicted attributes): the
         captions follow this shopper's rules and noise exactly, on the given attributes.
         """
-        codes = np.ascontiguousarray(codes)
-        categories = np.asarray(categories, dtype=np.int16)
+        codes = np.asarray(codes)
+        categories = np.asarray(categories)
         if codes.ndim != 2 or codes.shape[1] != self._codes.shape[1] or len(categories) != len(codes):
             raise ValueError(
                 f"imagined items need codes of shape (N, {self._codes.shape[1]}) and N categories, got "
                 f"{codes.shape} and {categories.shape}"
             )
         other = copy.copy(self)
-        other._codes = codes
-        other._categories = categories
+        other._values = _item_values(codes, categories)
         other._luma = None if luma is None else np.asarray(luma, dtype=np.float32)
         other.__dict__["_imagined_items"] = len(codes)
         return other
@@ -358,8 +374,9 @@ class TemplateUser(User):
         """Step 1: which of the columns (category, each type, shade) differ, for all pairs."""
         n = targets.size
         book = self._book
-        t_codes, s_codes = self._codes[targets], self._codes[shown]
-        t_cats, s_cats = self._categories[targets], self._categories[shown]
+        t_values, s_values = self._values[targets], self._values[shown]
+        t_codes, s_codes = t_values[:, 1:-1], s_values[:, 1:-1]
+        t_cats, s_cats = t_values[:, 0], s_values[:, 0]
         luma_gap = None if self._luma is None else self._luma[targets] - self._luma[shown]
         differs = differing_columns(t_codes, s_codes, t_cats, s_cats, luma_gap, self.shade_threshold)
         if luma_gap is not None and book.color_column is not None:
@@ -370,7 +387,7 @@ class TemplateUser(User):
             salience = np.broadcast_to(self._salience, differs.shape)
         if luma_gap is None:
             luma_gap = np.zeros(n, dtype=np.float32)
-        return _Comparison(t_codes, s_codes, t_cats, s_cats, differs, salience, luma_gap)
+        return _Comparison(t_values, s_values, t_codes, s_codes, t_cats, s_cats, differs, salience, luma_gap)
 
     def _plan_mentions(self, pairs: _Comparison, u: np.ndarray) -> _MentionPlan:
         """Step 2: which differences each caption mentions, in what order and wording style,

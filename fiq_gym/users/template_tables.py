@@ -46,6 +46,8 @@ COMPRESS_PROBABILITY: float = 0.3
 class _Comparison:
     """What differs between each target and shown item (arrays over the pairs)."""
 
+    t_values: np.ndarray  # (n, columns) category, each type's code, 0 for shade
+    s_values: np.ndarray
     t_codes: np.ndarray
     s_codes: np.ndarray
     t_cats: np.ndarray
@@ -267,12 +269,8 @@ class CaptionTables:
         cols = plan.order[row, pos]
         word_u, comp_u, compress_u = plan.style[row, :, pos].T
         # each mention's target and shown value (category or attribute code; 0 for shade)
-        values = np.zeros((2, n, self.columns), dtype=np.int64)
-        values[0, :, 0] = pairs.t_cats
-        values[0, :, 1:-1] = pairs.t_codes
-        values[1, :, 0] = pairs.s_cats
-        values[1, :, 1:-1] = pairs.s_codes
-        tv, sv = values[:, row, cols]
+        tv = pairs.t_values[row, cols].astype(np.int64)
+        sv = pairs.s_values[row, cols].astype(np.int64)
         claimed = tv
         if plan.wrong is not None and self.color_column >= 0:
             wrong = plan.wrong[row]
