@@ -445,6 +445,31 @@ def test_batched_writer_writes_the_grammar_caption_by_caption(max_differences, n
         np.testing.assert_array_equal(batch.word_lengths, lengths)
 
 
+@pytest.mark.parametrize("noise", [None, TemplateNoise(omit=0.3, wrong_color=0.5)])
+def test_small_and_large_batches_write_alike(noise):
+    """Batches below TABLE_WRITER_MIN_BATCH are written pair by pair, larger ones with numpy,
+    from the same tables: with one generator per pair, each caption (text, records, token ids)
+    is the same whichever batch it is written in."""
+    from fiq_gym.users.template import TABLE_WRITER_MIN_BATCH
+
+    user = TemplateUser(CATALOG, noise)
+    targets, shown = sample_pairs(3 * TABLE_WRITER_MIN_BATCH, 21)
+    shown[:5] = targets[:5]
+
+    def generators():
+        return [np.random.default_rng([4, i]) for i in range(len(targets))]
+
+    whole = user.describe(targets, shown, generators())
+    rngs = generators()
+    for start in range(0, len(targets), 5):
+        part = user.describe(targets[start : start + 5], shown[start : start + 5], rngs[start : start + 5])
+        assert part.texts == whole.texts[start : start + 5]
+        assert part.differences == whole.differences[start : start + 5]
+        width = part.word_ids.shape[1]
+        np.testing.assert_array_equal(part.word_ids, whole.word_ids[start : start + 5, :width])
+        assert not whole.word_ids[start : start + 5, width:].any()
+
+
 def test_records_are_made_when_first_read_and_pickle_made():
     """A batch's records are worked out on first read (an env never reads them), the same
     whenever they are read, and a pickled batch carries them made."""

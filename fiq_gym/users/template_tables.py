@@ -77,6 +77,11 @@ def _key(a: np.ndarray | int, b: np.ndarray | int, c: np.ndarray | int, d: np.nd
     return ((np.asarray(a, dtype=np.int64) * _FIELD + b) * _FIELD + c) * _FIELD + d
 
 
+def _key_of(a: int, b: int, c: int, d: int) -> int:
+    """:func:`_key` of one mention, in Python integers."""
+    return ((a * _FIELD + b) * _FIELD + c) * _FIELD + d
+
+
 def _unpack(key: int) -> tuple[int, int, int, int]:
     return key >> 48, (key >> 32) & 0xFFFF, (key >> 16) & 0xFFFF, key & 0xFFFF
 
@@ -89,12 +94,20 @@ class _KeyTable:
         self._make = make
         self._keys = np.empty(0, dtype=np.int64)
         self._ids = np.empty(0, dtype=np.int64)
+        self._by_key: dict[int, int] = {}  # the same, for one key at a time
+
+    def get(self, key: int) -> int:
+        got = self._by_key.get(key)
+        if got is None:
+            got = int(self.lookup(np.array([key], dtype=np.int64))[0])
+        return got
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         ids = self._find(keys)
         if (ids < 0).any():
             new = np.unique(keys[ids < 0])
             made = np.array([self._make(int(k)) for k in new], dtype=np.int64)
+            self._by_key.update(zip(new.tolist(), made.tolist(), strict=True))
             order = np.argsort(np.concatenate([self._keys, new]), kind="stable")
             self._keys = np.concatenate([self._keys, new])[order]
             self._ids = np.concatenate([self._ids, made])[order]
@@ -128,6 +141,11 @@ class CaptionTables:
         self._set_length: list[int] = []
         self._records: list[Difference] = []
         self._arrays: dict[str, np.ndarray] = {}  # numpy copies of the lists, rebuilt when they grow
+        self._lists: tuple[list[int], list[int], list[bool]] = (
+            [],
+            [],
+            [],
+        )  # strip "is ", strip "has ", contrast
         self._arrays_size = (-1, -1, -1)
         self._tokens: tuple[CaptionTokenizer, int, list[list[int]]] | None = None
         self._token_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -218,6 +236,8 @@ class CaptionTables:
             strip_has = [self._fragment_of.get(t[4:], -1) if t.startswith("has ") else -1 for t in texts]
             records = np.empty(len(self._records), dtype=object)
             records[:] = self._records
+            contrast = [" instead of " in t or " rather than " in t for t in texts]
+            self._lists = (strip_is, strip_has, contrast)
             self._arrays = {
                 "text": np.array(texts, dtype=object),
                 "members": np.array(self._members, dtype=np.int64),
@@ -226,26 +246,31 @@ class CaptionTables:
                 "record": records,
                 "strip_is": np.array(strip_is, dtype=np.int64),
                 "strip_has": np.array(strip_has, dtype=np.int64),
-                "contrast": np.array(
-                    [" instead of " in t or " rather than " in t for t in texts], dtype=bool
-                ),
+                "contrast": np.array(contrast, dtype=bool),
             }
             self._arrays_size = size
         return self._arrays
 
-    def token_ids(
-        self, tokenizer: CaptionTokenizer, encode: Callable[[str], list[int]]
-    ) -> tuple[np.ndarray, ...]:
-        """(flat ids, start, length) of every fragment's token ids by ``encode`` (the word
-        tokenizer's), kept while ``tokenizer`` is the same object."""
+    def token_rows(self, tokenizer: CaptionTokenizer, encode: Callable[[str], list[int]]) -> list[list[int]]:
+        """Every fragment's token ids by ``encode`` (the word tokenizer's), kept while
+        ``tokenizer`` is the same object."""
         cached = self._tokens
         if cached is None or cached[0] is not tokenizer:
             cached = self._tokens = (tokenizer, 0, [])
             self._token_arrays = None
-        if cached[1] != len(self._texts) or self._token_arrays is None:
-            rows = cached[2]
+        rows = cached[2]
+        if len(rows) != len(self._texts):
             rows += [encode(t) for t in self._texts[len(rows) :]]
             self._tokens = (tokenizer, len(rows), rows)
+            self._token_arrays = None
+        return rows
+
+    def token_ids(
+        self, tokenizer: CaptionTokenizer, encode: Callable[[str], list[int]]
+    ) -> tuple[np.ndarray, ...]:
+        """:meth:`token_rows` as (flat ids, start, length) arrays."""
+        rows = self.token_rows(tokenizer, encode)
+        if self._token_arrays is None:
             lengths = np.array([len(r) for r in rows], dtype=np.int64)
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
             flat = np.array([i for r in rows for i in r], dtype=np.int64)
@@ -253,6 +278,48 @@ class CaptionTables:
         return self._token_arrays
 
     # --- the writer --------------------------------------------------------------------------
+    def _mentions(self, pairs: _Comparison, plan: _MentionPlan) -> dict[str, np.ndarray]:
+        """One entry per mention, pair by pair in mention order: its row and position, column,
+        target, shown and claimed value, whether it is a comparative (shade always), and its
+        kind (0 direct, 1 + direction for a comparative)."""
+        slots = plan.order.shape[1]
+        row, pos = np.nonzero(np.arange(slots) < plan.count[:, None])
+        cols = plan.order[row, pos]
+        tv = pairs.t_values[row, cols].astype(np.int64)
+        sv = pairs.s_values[row, cols].astype(np.int64)
+        claimed = tv
+        if plan.wrong is not None and self.color_column >= 0:
+            wrong = plan.wrong[row]
+            claimed = np.where((cols == self.color_column) & (wrong >= 0), wrong, tv)
+        shade = cols == self.book.shade_column
+        comp_u = plan.style[row, 1, pos]
+        comparing = shade | (self.ordered[cols] & (comp_u < COMPARATIVE_PROBABILITY))
+        # 0: the target is further along (longer, looser) or darker; 1 the other way
+        direction = np.where(shade, pairs.luma_gap[row] >= 0, tv <= sv).astype(np.int64)
+        kind = np.where(comparing, 1 + direction, 0)
+        names = ("row", "pos", "cols", "tv", "sv", "claimed", "shade", "comparing", "kind")
+        return dict(zip(names, (row, pos, cols, tv, sv, claimed, shade, comparing, kind), strict=True))
+
+    def _records_of(
+        self, pairs: _Comparison, plan: _MentionPlan, m: dict[str, np.ndarray]
+    ) -> list[tuple[Difference, ...]]:
+        """Each caption's records (a same caption's is :data:`SAME_DIFFERENCE`)."""
+        cols, sv, kind = m["cols"], m["sv"], m["kind"]
+        # a shade difference records the shown item's colour as its shown value
+        if self.color_column >= 0:
+            shown_color = pairs.s_codes[m["row"], self.color_column - 1].astype(np.int64) + 1
+            shown = np.where(m["shade"], shown_color, sv + 1)
+        else:
+            shown = np.where(m["shade"], 0, sv + 1)
+        keys = np.where(
+            m["comparing"], _key(cols, 0, shown, kind), _key(cols, m["tv"] + 1, shown, m["claimed"] + 1)
+        )
+        n, slots = plan.order.shape
+        ids = np.full((n, max(1, slots)), self.same_record, dtype=np.int64)
+        ids[m["row"], m["pos"]] = self._differences.lookup(keys)
+        rows = self._numpy()["record"][ids].tolist()
+        return [tuple(r[:k]) for r, k in zip(rows, np.maximum(plan.count, 1).tolist(), strict=True)]
+
     def write(
         self, pairs: _Comparison, plan: _MentionPlan
     ) -> tuple[np.ndarray, Callable[[], list[tuple[Difference, ...]]]]:
@@ -264,26 +331,12 @@ class CaptionTables:
         book = self.book
         n, slots = plan.order.shape
         count = plan.count
-        # One entry per mention, pair by pair in mention order: (row, position, column).
-        row, pos = np.nonzero(np.arange(slots) < count[:, None])
-        cols = plan.order[row, pos]
-        word_u, comp_u, compress_u = plan.style[row, :, pos].T
-        # each mention's target and shown value (category or attribute code; 0 for shade)
-        tv = pairs.t_values[row, cols].astype(np.int64)
-        sv = pairs.s_values[row, cols].astype(np.int64)
-        claimed = tv
-        if plan.wrong is not None and self.color_column >= 0:
-            wrong = plan.wrong[row]
-            claimed = np.where((cols == self.color_column) & (wrong >= 0), wrong, tv)
-        shade = cols == book.shade_column
-        shade_direction = pairs.luma_gap >= 0  # 0 darker, 1 lighter
-        comparing = shade | (self.ordered[cols] & (comp_u < COMPARATIVE_PROBABILITY))
-        # 0: the target is further along (longer, looser) or darker; 1 the other way
-        direction = np.where(shade, shade_direction[row], tv <= sv).astype(np.int64)
-        kind = np.where(comparing, 1 + direction, 0)
+        m = self._mentions(pairs, plan)
+        row, pos, cols, comparing = m["row"], m["pos"], m["cols"], m["comparing"]
+        word_u, compress_u = plan.style[row, 0, pos], plan.style[row, 2, pos]
         named = self.named_shown[cols] & ~comparing
         sets = self._wordings.lookup(
-            _key(cols, np.where(comparing, 0, claimed + 1), np.where(named, sv + 1, 0), kind)
+            _key(cols, np.where(comparing, 0, m["claimed"] + 1), np.where(named, m["sv"] + 1, 0), m["kind"])
         )
         a = self._numpy()
         members, set_start, set_length = a["members"], a["set_start"], a["set_length"]
@@ -320,28 +373,84 @@ class CaptionTables:
             fragments[shade_only, 0] = self._pick(self.same_set, plan.style[shade_only, 0, 0])
             fragments[shade_only, 1] = self.but
             fragments[shade_only, 2] = self._pick(tails, plan.style[shade_only, 1, 0])
+        return fragments, lambda: self._records_of(pairs, plan, m)
 
-        def records() -> list[tuple[Difference, ...]]:
-            # a shade difference records the shown item's colour as its shown value
-            if self.color_column >= 0:
-                shown_color = pairs.s_codes[row, self.color_column - 1].astype(np.int64) + 1
-                record_shown = np.where(shade, shown_color, sv + 1)
-            else:
-                record_shown = np.where(shade, 0, sv + 1)
-            keys = np.where(
-                comparing, _key(cols, 0, record_shown, kind), _key(cols, tv + 1, record_shown, claimed + 1)
+    def write_pairs(
+        self, pairs: _Comparison, plan: _MentionPlan
+    ) -> tuple[list[list[int]], Callable[[], list[tuple[Difference, ...]]]]:
+        """:meth:`write` one pair at a time, for small batches (numpy's cost per call outweighs
+        its gain per pair below about two dozen pairs): each caption's fragment ids, and the
+        records' maker. The same tables and rules as :meth:`write`; a test holds the two
+        together."""
+        shade_col, color_col = self.book.shade_column, self.color_column
+        self._numpy()  # the list forms, current
+        strip_is, strip_has, contrast = self._lists
+        known = len(self._texts)
+        members, set_start, set_length = self._members, self._set_start, self._set_length
+        ordered, named_shown = self.ordered.tolist(), self.named_shown.tolist()
+        get_set = self._wordings.get
+        same_start = set_start[self.same_set]
+        wrong_l = plan.wrong.tolist() if plan.wrong is not None else None
+        captions: list[list[int]] = []
+        for i, (order, k, (word_u, comp_u, compress_u), t_values, s_values, gap, differences) in enumerate(
+            zip(
+                plan.order.tolist(),
+                plan.count.tolist(),
+                plan.style.tolist(),
+                pairs.t_values.tolist(),
+                pairs.s_values.tolist(),
+                pairs.luma_gap.tolist(),
+                plan.num_differences.tolist(),
+                strict=True,
             )
-            ids = np.full((n, max(1, slots)), self.same_record, dtype=np.int64)
-            ids[row, pos] = self._differences.lookup(keys)
-            rows = self._numpy()["record"][ids].tolist()
-            return [tuple(r[:k]) for r, k in zip(rows, np.maximum(count, 1).tolist(), strict=True)]
-
-        return fragments, records
+        ):
+            if k == 0:
+                captions.append([members[same_start + int(word_u[0] * len(SAME_WORDINGS))]])
+                continue
+            if differences == 1 and order[0] == shade_col:
+                tails = int(self.tail_sets[0 if gap < 0 else 1, int(abs(gap) < self.slight_limit)])
+                tail = members[set_start[tails] + int(comp_u[0] * set_length[tails])]
+                captions.append([members[same_start + int(word_u[0] * len(SAME_WORDINGS))], self.but, tail])
+                continue
+            phrases = []
+            for p in range(k):
+                c = order[p]
+                tv, sv = t_values[c], s_values[c]
+                if c == shade_col:
+                    key = _key_of(c, 0, 0, 1 + (gap >= 0))
+                elif ordered[c] and comp_u[p] < COMPARATIVE_PROBABILITY:
+                    key = _key_of(c, 0, 0, 1 + (tv <= sv))
+                else:
+                    wrong = -1 if wrong_l is None else wrong_l[i]
+                    claimed = wrong if c == color_col and wrong >= 0 else tv
+                    key = _key_of(c, claimed + 1, sv + 1 if named_shown[c] else 0, 0)
+                chosen = get_set(key)
+                phrases.append(members[set_start[chosen] + int(word_u[p] * set_length[chosen])])
+            if len(self._texts) != known:  # a new choice set numbered new fragments
+                self._numpy()
+                strip_is, strip_has, contrast = self._lists
+                known = len(self._texts)
+            fragments = [phrases[0]]
+            for p in range(1, k):
+                phrase, last = phrases[p], p == k - 1
+                squeeze = compress_u[p] < COMPRESS_PROBABILITY
+                if squeeze and last and strip_has[phrase] >= 0 and not contrast[phrases[p - 1]]:
+                    fragments += (self.with_, strip_has[phrase])
+                else:
+                    form = strip_is[phrase] if squeeze and strip_is[phrase] >= 0 else phrase
+                    fragments += (self.and_ if last else self.comma, form)
+            captions.append(fragments)
+        return captions, lambda: self._records_of(pairs, plan, self._mentions(pairs, plan))
 
     def _pick(self, sets: int | np.ndarray, u: np.ndarray) -> np.ndarray:
         """The fragment each uniform in ``u`` picks from its choice set (int(u * size))."""
         a = self._numpy()
         return a["members"][a["set_start"][sets] + (u * a["set_length"][sets]).astype(np.int64)]
+
+    def join(self, captions: list[list[int]]) -> list[str]:
+        """The captions of :meth:`write_pairs`' fragment ids."""
+        texts = self._texts
+        return ["".join([texts[f] for f in fragments]) for fragments in captions]
 
     def texts(self, fragments: np.ndarray) -> list[str]:
         """The captions of :meth:`write`'s fragment ids."""
