@@ -39,7 +39,7 @@ from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import env_id_for
 from fiq_gym.utils.atomic import atomic_write_text
 
-__all__ = ["POLICIES", "OracleRun", "main", "play_oracles", "to_markdown"]
+__all__ = ["POLICIES", "OracleRun", "main", "play_oracles", "table", "to_markdown"]
 
 POLICIES = ("find", "hover")
 #: The dialogs of the published table: issue 15 measured its oracles over 255.
@@ -121,8 +121,18 @@ def play_oracles(
     return OracleRun(returns, ranks, num_items)
 
 
+def table(record: dict[str, Any]) -> list[str]:
+    """The lines of the returns table of a run's record (docs/rl.md shows the same lines;
+    tests/test_oracle_rewards.py holds them to the published record)."""
+    lines = ["| reward | find | hover | find - hover |", "|---|---:|---:|---:|"]
+    for kind, means in record["returns"].items():
+        gap = means["find"] - means["hover"]
+        lines.append(f"| {kind} | {means['find']:.3f} | {means['hover']:.3f} | {gap:.6f} |")
+    return lines
+
+
 def to_markdown(record: dict[str, Any]) -> str:
-    """The published table of a run's record (the .json written beside it)."""
+    """The published report of a run's record (the .json written beside it)."""
     items = record["num_items"]
     hover = np.asarray(record["hover_ranks"])[:, 1:]
     lines = [
@@ -134,13 +144,7 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"{record['episodes']:,} dialogs (reset seed {record['seed']}), {record['max_turns']} turns. "
         "Mean return per dialog:",
         "",
-        "| reward | find | hover | find - hover |",
-        "|---|---:|---:|---:|",
-    ]
-    for kind, means in record["returns"].items():
-        gap = means["find"] - means["hover"]
-        lines.append(f"| {kind} | {means['find']:.3f} | {means['hover']:.3f} | {gap:.6f} |")
-    lines += [
+        *table(record),
         "",
         f"Hover kept the target at rank {hover.min()} to {hover.max()} (mean {hover.mean():.3f}; rank 1 in "
         f"{(hover == 1).mean():.1%} of its turns); a turn at rank r pays percentile 1 - r/{items - 1:,} "
