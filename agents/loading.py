@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import stable_baselines3
 import torch
 
 import fiq_gym  # noqa: F401  (registers the env ids)
+from fiq_gym.action_modes import mode_class
 from fiq_gym.agents import registry
 from fiq_gym.agents.ppo import PPOAgent
 from fiq_gym.agents.registry import CheckpointKind
@@ -58,14 +60,13 @@ from fiq_gym.checkpoint import (
     read_training_state,
 )
 from fiq_gym.default_catalog import resolve_catalog
-from fiq_gym.dialog_engine import ACTION_MODES as ENV_ACTION_MODES
-from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS, TURN_LIMIT
+from fiq_gym.dialog_engine import CANDIDATE_KEYS, CORE_OBSERVATION_KEYS
+from fiq_gym.env_config import EnvConfig, trainer_env_kwargs
 from fiq_gym.envs.configurations import apply_configuration
 from fiq_gym.envs.evaluation import RetrievalAgent, training_evaluation_seed
 from fiq_gym.envs.inner import inner_env
 from fiq_gym.envs.registration import EARLIER_RELEASE, EARLIER_VERSION, env_id_for, successor_env_id
 from fiq_gym.errors import CheckpointError
-from fiq_gym.starts import START_MODES, start_kwargs
 from fiq_gym.text import CaptionTokenizer, WordTokenizer
 from fiq_gym.users.registry import tokenizer_for
 from fiq_gym.utils.arguments import absolute_catalog
@@ -75,10 +76,12 @@ __all__ = [
     "BEHAVIOUR_CLONING_FORMAT",
     "CLEANRL_PPO_FORMAT",
     "DQN_FORMAT",
+    "NOT_REPLAYED",
     "PPO_FORMAT",
     "RECURRENT_REINFORCE_FORMAT",
     "RLLIB_PPO_FORMAT",
     "LoadedAgent",
+    "TrainingEnvArguments",
     "load_agent",
     "save_retriever_run",
     "start_retriever_run",
@@ -114,23 +117,75 @@ def _kind_of(kind: str) -> CheckpointKind:
     )
 
 
-# Env arguments of the shortlist modes a checkpoint's args may carry, by mode.
-_SHORTLIST_ARGS = {
-    "shortlist": ("shortlist_size", "shortlist", "explore"),
-    "shortlist_slate": ("shortlist_size", "shortlist", "explore", "slate_size"),
-}
+#: The env arguments a checkpoint's ``args`` may hold that its agent's env is not given back,
+#: though its trainer's env got them: ``reward`` and ``success_bonus`` are the trainer's
+#: learning signal, which no agent reads (the evaluation harness hides rewards, and every
+#: reward's return is the same score), and whoever plays a loaded agent chooses them
+#: (``fiq-gym record --reward``); ``expose_target`` and ``lookahead`` are training-only opt-ins
+#: that the evaluation harness refuses; ``render_mode`` is the viewer's choice; ``tokenizer`` is
+#: no JSON value (:meth:`LoadedAgent.env_kwargs` works it out).
+NOT_REPLAYED = frozenset(
+    {"reward", "success_bonus", "expose_target", "lookahead", "render_mode", "tokenizer"}
+)
+
+# The names behind the earlier attributes LoadedAgent.shortlist and LoadedAgent.start.
+_FIRST_STAGE_NAMES = ("shortlist_size", "shortlist", "explore", "slate_size")
+_START_NAMES = ("start", "start_split")
+
+
+class TrainingEnvArguments(Mapping[str, Any]):
+    """The env arguments an agent was trained with, as its checkpoint records them: a read-only
+    mapping from :class:`~fiq_gym.env_config.EnvConfig` field names to values, checked by
+    ``EnvConfig``'s rules when made (``ValueError`` or ``TypeError`` in one line).
+
+    ``catalog``, ``user``, ``action_mode`` and ``max_turns`` are always there (the env's
+    defaults where the checkpoint has none); any other argument only if the checkpoint records
+    it. The catalog is the path as stored (made absolute when that path exists), which may be
+    relative in a checkpoint of an older fiq-gym.
+    """
+
+    # Not an EnvConfig itself: an EnvConfig holds a value for every argument, while a checkpoint
+    # records some and leaves the others to its env id (FashionIQDress-v3 fixes the category,
+    # FashionIQTerse-v3 the configuration) and to the env's defaults. Passing a whole EnvConfig
+    # would replace the id's; LoadedAgent.env_config is the whole config, read over the id's.
+    __slots__ = ("_arguments",)
+
+    def __init__(self, arguments: Mapping[str, Any]) -> None:
+        values = dict(arguments)
+        EnvConfig.from_kwargs(**values)  # the env's own checks and messages; the config is not kept
+        self._arguments = values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._arguments[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arguments)
+
+    def __len__(self) -> int:
+        return len(self._arguments)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._arguments!r})"
+
+    def replace(self, **arguments: Any) -> TrainingEnvArguments:
+        """These arguments with ``arguments`` set (checked again)."""
+        return TrainingEnvArguments({**self._arguments, **arguments})
 
 
 @dataclass(frozen=True)
 class _TrainingSettings:
     """The training arguments :func:`load_agent` reads from a checkpoint's ``config.json``
     (``args``), typed and ranged: a hand-edited or damaged value is named in one line instead
-    of failing later inside the env. Trainers' other arguments are theirs to read."""
+    of failing later inside the env. Trainers' other arguments are theirs to read.
+
+    The env arguments here are those checkpoints have recorded so far, listed for their JSON
+    types; their values are checked by ``EnvConfig``'s rules. An env argument a trainer starts
+    to record needs no field here to reach the agent's env (:func:`_training_env_arguments`)."""
 
     env_id: str | None = None
     catalog: str | None = None
     user: str = "template"
-    max_turns: int = 5
+    max_turns: int = EnvConfig.max_turns
     action_mode: str | None = None
     shortlist_size: int | None = None
     shortlist: str | None = None
@@ -151,22 +206,21 @@ class _TrainingSettings:
         # 0: the run skipped its evaluation (behaviour cloning's --eval-episodes 0)
         if self.eval_episodes is not None and self.eval_episodes < 0:
             raise ValueError(f"eval_episodes must be at least 0, got {self.eval_episodes}")
-        if self.max_turns < 1 or self.max_turns > TURN_LIMIT:
-            raise ValueError(f"max_turns must be from 1 to {TURN_LIMIT}, got {self.max_turns}")
-        if self.action_mode is not None and self.action_mode not in ENV_ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {list(ENV_ACTION_MODES)}, got {self.action_mode!r}")
-        if self.shortlist_size is not None and self.shortlist_size < 1:
-            raise ValueError(f"shortlist_size must be at least 1, got {self.shortlist_size}")
-        if self.slate_size is not None and self.slate_size < 2:
-            raise ValueError(f"slate_size must be at least 2, got {self.slate_size}")
-        if self.explore is not None and not 0.0 <= self.explore <= 1.0:
-            raise ValueError(f"explore must be a fraction in [0, 1], got {self.explore}")
-        if self.start is not None and self.start not in START_MODES:
-            raise ValueError(f"start must be one of {list(START_MODES)}, got {self.start!r}")
-        for name in ("env_id", "user", "shortlist", "start_split"):
+        for name in ("env_id", "user", "shortlist"):
             if getattr(self, name) == "":
                 raise ValueError(f"{name} must not be empty")
+        # Every recorded value, whether or not its action mode reads it (a damaged file is named
+        # either way); the first stage's, whose rule depends on the mode, is the record's to check.
+        EnvConfig.from_kwargs(
+            **{
+                name: getattr(self, name)
+                for name in EnvConfig.names()
+                if hasattr(self, name) and name != "shortlist" and getattr(self, name) is not None
+            }
+        )
 
+
+_T = TypeVar("_T")
 
 _FIX = "pass the checkpoint/ folder of a run written by `fiq-gym train AGENT --out RUN`"
 
@@ -182,39 +236,84 @@ class LoadedAgent:
             trainer's torch policy: ``"cleanrl-ppo-shortlist"``, ``"recurrent-reinforce"``,
             ``"behaviour-cloning"``.
         name: the training algorithm as recorded ("supervised", "policy gradient", "PPO"...).
-        action_mode: the env action mode the agent speaks.
         env_id: the registered id it was trained on (it fixes the category).
-        catalog: the catalog directory it was trained on (None: the default catalog).
-        user: the shopper it was trained with (its tokenizer numbers the words it learned).
-        max_turns: turns per dialog in training.
+        env_arguments: the env arguments it was trained with, by ``EnvConfig`` name
+            (:class:`TrainingEnvArguments`): every one its checkpoint records and the env reads in
+            its action mode, but :data:`NOT_REPLAYED`. :meth:`env_kwargs`, :meth:`make_env` and
+            :meth:`make_envs` build its env from them; :attr:`env_config` is the whole config.
         own_tokenizer: the checkpoint's own ``tokenizer.json``, for agents that learned their
             words from human captions (``fiq-gym train single-shot``); else None.
         model: the network, SB3 model, RLModule or torch policy.
         config: the checkpoint's ``config.json``.
+
+    ``action_mode``, ``catalog`` (None: the default catalog), ``user``, ``max_turns``,
+    ``shortlist``, ``start`` and ``observation_keys`` read ``env_arguments``.
     """
 
     path: Path
     kind: str
     name: str
-    action_mode: str
     env_id: str
-    catalog: str | None
-    user: str
-    max_turns: int
+    env_arguments: TrainingEnvArguments
     own_tokenizer: CaptionTokenizer | None
     model: Any = field(repr=False)
     config: dict[str, Any] = field(repr=False)
-    #: shortlist mode: the env's shortlist arguments in training (K, first stage, explore).
-    shortlist: dict[str, Any] = field(default_factory=dict)
-    #: ``start="annotated"``: the env's start arguments in training (``start``, ``start_split``).
-    start: dict[str, Any] = field(default_factory=dict)
-    #: the observation keys it reads, when not the env's default (an RLlib index-mode module
-    #: also reads ``shown_mask``).
-    observation_keys: tuple[str, ...] | None = None
     #: ``(seed, episodes)`` of the set its trainer evaluated it on (seed
     #: :func:`~fiq_gym.envs.evaluation.training_evaluation_seed` of the run's seed, its
     #: ``eval_episodes``), the default set of ``fiq-gym eval``; None when not recorded.
     training_evaluation: tuple[int, int] | None = None
+
+    # --- the training settings by their earlier names (read-only) -------------------------------
+    @property
+    def action_mode(self) -> str:
+        """The env action mode the agent speaks."""
+        mode: str = self.env_arguments["action_mode"]
+        return mode
+
+    @property
+    def catalog(self) -> str | None:
+        """The catalog directory it was trained on (None: the default catalog)."""
+        catalog: str | None = self.env_arguments["catalog"]
+        return catalog
+
+    @property
+    def user(self) -> str:
+        """The shopper it was trained with (its tokenizer numbers the words it learned)."""
+        user: str = self.env_arguments["user"]
+        return user
+
+    @property
+    def max_turns(self) -> int:
+        """Turns per dialog in training."""
+        turns: int = self.env_arguments["max_turns"]
+        return turns
+
+    @property
+    def shortlist(self) -> dict[str, Any]:
+        """Shortlist modes: the env's first-stage arguments in training (K, first stage,
+        explore; the slate's size in ``shortlist_slate``), those recorded."""
+        return {k: self.env_arguments[k] for k in _FIRST_STAGE_NAMES if k in self.env_arguments}
+
+    @property
+    def start(self) -> dict[str, Any]:
+        """``start="annotated"``: the env's start arguments in training (``start``,
+        ``start_split``); else empty."""
+        return {k: self.env_arguments[k] for k in _START_NAMES if k in self.env_arguments}
+
+    @property
+    def observation_keys(self) -> tuple[str, ...] | None:
+        """The observation keys it reads, when not the env's default (an RLlib index-mode module
+        also reads ``shown_mask``)."""
+        keys = self.env_arguments.get("observation_keys")
+        return None if keys is None else tuple(keys)
+
+    @property
+    def env_config(self) -> EnvConfig:
+        """The whole config of the env it was trained on: :attr:`env_arguments` over the env
+        id's fixed arguments and the env's defaults, with the tokenizer it reads captions with
+        when that is its own (``make_env()`` makes an env of this config)."""
+        fixed = gym.spec(self.env_id).kwargs
+        return EnvConfig.from_kwargs(**{**fixed, **self.env_arguments, "tokenizer": self.own_tokenizer})
 
     def make_envs(
         self,
@@ -257,9 +356,10 @@ class LoadedAgent:
         max_turns: int | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """The env arguments of :meth:`make_envs` and :meth:`make_env`: the training settings
-        with the overrides given; ``tokenizer`` is None (the shopper's own) unless the agent
-        reads captions with another one."""
+        """The env arguments of :meth:`make_envs` and :meth:`make_env`: :attr:`env_arguments`
+        with the overrides given (``catalog``, ``user`` and ``max_turns`` when not None, any
+        other env or vector-env argument by name); ``tokenizer`` is None (the shopper's own)
+        unless the agent reads captions with another one."""
         user = user or self.user
         if catalog is None and self.catalog and absolute_catalog(self.catalog) != self.catalog:
             raise CheckpointError(
@@ -271,14 +371,11 @@ class LoadedAgent:
         if tokenizer is None and user != self.user:
             tokenizer = self.training_tokenizer(catalog)
         return {
+            **self.env_arguments,
             "catalog": catalog if catalog is not None else self.catalog,
             "user": user,
-            "action_mode": self.action_mode,
             "max_turns": max_turns or self.max_turns,
             "tokenizer": tokenizer,
-            **self.shortlist,
-            **self.start,
-            **({"observation_keys": self.observation_keys} if self.observation_keys else {}),
             **kwargs,
         }
 
@@ -316,7 +413,7 @@ class LoadedAgent:
                 from fiq_gym.agents.rllib_modules import RLlibAgent
 
                 return RLlibAgent(self.model)
-            if self.action_mode in _SHORTLIST_ARGS:
+            if mode_class(self.action_mode).uses_first_stage:
                 return SB3ShortlistAgent(self.model)
             return PPOAgent(self.model)
         if loader == "policy":
@@ -368,6 +465,7 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
     )
     if found.mode_from_args:
         mode = settings.action_mode or mode
+    env_arguments = _training_env_arguments(args, settings, mode, path)
     # Every trainer that plays dialogs records its env id; checkpoints without one (single-shot
     # retrievers, trained on human captions, not in an env) play the default id.
     env_id = settings.env_id or env_id_for("default")
@@ -401,29 +499,58 @@ def load_agent(path: str | os.PathLike, *, load_model: bool = True) -> LoadedAge
         model = _load_policy(path, found, config)
     else:
         model, config = load_checkpoint(path)
+    if found.loader == "rllib":
+        # An RLlib module reads the keys of the env it was built for, which its trainer sets
+        # without a flag (so its args do not record them): the module's own, or its mode's.
+        keys = RLLIB_OBSERVATION_KEYS.get(mode) if model is None else tuple(model.observation_space.spaces)
+        if keys:
+            env_arguments = _checked(path, lambda: env_arguments.replace(observation_keys=keys))
     return LoadedAgent(
         path=path,
         kind=kind,
         name=str(config.get("agent", kind)),
-        action_mode=mode,
         env_id=env_id,
-        catalog=_stored_catalog(settings.catalog),
-        user=settings.user,
-        max_turns=settings.max_turns,
+        env_arguments=env_arguments,
         own_tokenizer=tokenizer,
         model=model,
         config=config,
-        shortlist={k: getattr(settings, k) for k in _SHORTLIST_ARGS.get(mode, ()) if k in args},
-        start=start_kwargs(settings),
         training_evaluation=_training_evaluation(settings),
-        observation_keys=(
-            None
-            if found.loader != "rllib"
-            else RLLIB_OBSERVATION_KEYS.get(mode)
-            if model is None
-            else tuple(model.observation_space.spaces)
+    )
+
+
+def _training_env_arguments(
+    args: Mapping[str, Any], settings: _TrainingSettings, mode: str, path: Path
+) -> TrainingEnvArguments:
+    """The env arguments a checkpoint's ``args`` record, read by the rule its trainer's envs
+    got them by (:func:`~fiq_gym.env_config.trainer_env_kwargs`: each ``EnvConfig`` field the
+    args name, where ``mode`` reads it; the start's only for an annotated start), less
+    :data:`NOT_REPLAYED`. So an env argument a trainer records reaches its loaded agents' envs
+    without a change here. ``catalog``, ``user`` and ``max_turns`` are always given, as they
+    always were: the typed settings' values, the catalog made absolute when it can be."""
+    recorded = _checked(path, lambda: trainer_env_kwargs(SimpleNamespace(**args), action_mode=mode))
+    replayed = {name: value for name, value in recorded.items() if name not in NOT_REPLAYED}
+    return _checked(
+        path,
+        lambda: TrainingEnvArguments(
+            {
+                **replayed,
+                "catalog": _stored_catalog(settings.catalog),
+                "user": settings.user,
+                "max_turns": settings.max_turns,
+            }
         ),
     )
+
+
+def _checked(path: Path, read: Callable[[], _T]) -> _T:
+    """``read()``, its ``EnvConfig`` check failing as the message of a damaged checkpoint."""
+    try:
+        return read()
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path / 'config.json'}: invalid training arguments ({e}); restore the checkpoint, or retrain "
+            "it with the `fiq-gym train` command that made it"
+        ) from None
 
 
 def _training_evaluation(settings: _TrainingSettings) -> tuple[int, int] | None:

@@ -11,7 +11,8 @@ own flags by field name (:func:`trainer_env_kwargs`).
 Adding an env argument: a field here (its docstring, its check in ``__post_init__``), the
 same name in the two envs' signatures (``tests/test_env_config.py`` checks they match) and
 the code that reads it: the dialog rules (a field of the same name in ``DialogConfig``) or
-``build_dialog``. A trainer whose ``Args`` has a flag of that name passes it on unchanged.
+``build_dialog``. A trainer whose ``Args`` has a flag of that name passes it on unchanged,
+and the agents loaded from its checkpoints get it back (``LoadedAgent.env_arguments``).
 """
 
 from __future__ import annotations

@@ -183,6 +183,7 @@ DAMAGES = {
     "unknown action mode": lambda d: _edit_config(d, lambda c: c["args"].update(action_mode="teleport")),
     "explore out of range": lambda d: _edit_config(d, lambda c: c["args"].update(explore=1.5)),
     "bool shortlist size": lambda d: _edit_config(d, lambda c: c["args"].update(shortlist_size=True)),
+    "caption length out of range": lambda d: _edit_config(d, lambda c: c["args"].update(caption_length=0)),
 }
 EXPECTED = {
     "truncated config": r"config.json is not valid JSON \(line 1",
@@ -203,12 +204,14 @@ EXPECTED = {
     "string version": r"its version is '1', not a positive integer; the checkpoint is damaged",
     "args not an object": r"training arguments not stored as a JSON object \(found list\)",
     "string max_turns": r"'max_turns' in the training arguments is '4', not an integer",
-    "negative max_turns": r"invalid training arguments \(max_turns must be from 1 to 1000, got -1\)",
+    "negative max_turns": r"invalid training arguments \(max_turns must be an integer from 1 to 1000, got -1\)",
     "null user": r"'user' in the training arguments is None, not a string",
     "numeric catalog": r"'catalog' in the training arguments is 7",
     "unknown action mode": r"action_mode must be one of \['index', 'query', 'scores', 'shortlist', 'slate', 'shortlist_slate'\], got 'teleport'",
     "explore out of range": r"explore must be a fraction in \[0, 1\], got 1.5",
     "bool shortlist size": r"'shortlist_size' in the training arguments is True",
+    # an env argument load_agent has no code for is checked by EnvConfig's rule
+    "caption length out of range": r"invalid training arguments \(caption_length must be a positive integer, got 0\)",
 }
 
 
@@ -323,6 +326,135 @@ def test_a_checkpoint_without_an_env_id_plays_the_current_default_id(small_agent
     shutil.copytree(small_agent_checkpoint, checkpoint)
     _edit_config(checkpoint, lambda c: c["args"].pop("env_id"))
     assert load_agent(checkpoint).env_id == "fiq_gym/FashionIQ-v3"
+
+
+# --- the training env of a loaded agent: one record of EnvConfig arguments ----------------------
+
+
+def test_an_env_argument_a_checkpoint_records_reaches_its_env_through_the_one_record(
+    small_agent_checkpoint, tmp_path
+):
+    """``caption_length`` is an env argument no trainer records yet and LoadedAgent names
+    nowhere: recorded by name, it reaches the env, and the env is the record's config."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(small_agent_checkpoint, checkpoint)
+    _edit_config(checkpoint, lambda c: c["args"].update(caption_length=12))
+    loaded = load_agent(checkpoint, load_model=False)
+    assert loaded.env_arguments["caption_length"] == 12
+    assert loaded.env_kwargs()["caption_length"] == 12
+    env = loaded.make_env()
+    try:
+        assert env.unwrapped.env_config.caption_length == 12
+        assert env.observation_space["caption"].shape == (12,)
+        assert env.unwrapped.env_config == loaded.env_config
+    finally:
+        env.close()
+
+
+def test_an_override_replaces_exactly_that_argument(small_agent_checkpoint, tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(small_agent_checkpoint, checkpoint)
+    _edit_config(checkpoint, lambda c: c["args"].update(caption_length=12))
+    loaded = load_agent(checkpoint, load_model=False)
+    base = loaded.env_kwargs()
+    assert loaded.env_kwargs(caption_length=7) == {**base, "caption_length": 7}
+    assert loaded.env_kwargs(max_turns=2) == {**base, "max_turns": 2}
+    assert loaded.env_kwargs(catalog="/elsewhere") == {**base, "catalog": "/elsewhere"}
+    assert loaded.env_kwargs(start="annotated") == {**base, "start": "annotated"}
+    # The record itself is not changed by an override.
+    assert loaded.env_arguments["caption_length"] == 12 and loaded.max_turns == 4
+
+
+def _settings_only_checkpoint(directory, checkpoint_format, args):
+    """A checkpoint's config.json alone: what load_agent(..., load_model=False) reads."""
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"format": checkpoint_format, "args": args}))
+    return directory
+
+
+def test_the_earlier_attributes_read_the_record_and_the_learning_signal_stays_out(tmp_path):
+    """A shortlist PPO run's arguments, as `fiq-gym train ppo` records them: its env arguments
+    are replayed where its mode reads them, its reward and the slate's size (not read in the
+    shortlist mode) are not, and what its env id fixes is left to the id."""
+    from fiq_gym.agents.loading import NOT_REPLAYED
+    from fiq_gym.checkpoint import PPO_FORMAT
+
+    args = {
+        "env_id": "fiq_gym/FashionIQDress-v3",
+        "catalog": "/catalogs/small",
+        "user": "transformer",
+        "max_turns": 6,
+        "action_mode": "shortlist",
+        "shortlist_size": 8,
+        "shortlist": "random",
+        "explore": 0.25,
+        "slate_size": 3,
+        "start": "annotated",
+        "start_split": "val",
+        "reward": "delta",
+        "learning_rate": 0.001,
+        "seed": 1,
+    }
+    loaded = load_agent(_settings_only_checkpoint(tmp_path / "ppo", PPO_FORMAT, args), load_model=False)
+    expected = {
+        "catalog": "/catalogs/small",
+        "user": "transformer",
+        "action_mode": "shortlist",
+        "max_turns": 6,
+        "shortlist_size": 8,
+        "shortlist": "random",
+        "explore": 0.25,
+        "start": "annotated",
+        "start_split": "val",
+    }
+    assert dict(loaded.env_arguments) == expected
+    assert loaded.env_kwargs() == {**expected, "tokenizer": None}
+    assert "reward" in NOT_REPLAYED
+    assert (loaded.catalog, loaded.user, loaded.action_mode, loaded.max_turns) == (
+        "/catalogs/small",
+        "transformer",
+        "shortlist",
+        6,
+    )
+    assert loaded.shortlist == {"shortlist_size": 8, "shortlist": "random", "explore": 0.25}
+    assert loaded.start == {"start": "annotated", "start_split": "val"}
+    assert loaded.observation_keys is None
+    with pytest.raises(AttributeError):
+        loaded.max_turns = 3  # read-only: the record is the one place they live
+    # The whole config: the id's category, the env's defaults for what nobody recorded.
+    config = loaded.env_config
+    assert (config.category, config.shortlist_size, config.reward, config.slate_size) == (
+        "dress",
+        8,
+        "percentile",
+        4,
+    )
+
+
+def test_a_checkpoint_recording_only_some_arguments_gets_the_env_defaults_for_the_rest(tmp_path):
+    from fiq_gym.checkpoint import DQN_FORMAT
+
+    loaded = load_agent(_settings_only_checkpoint(tmp_path / "dqn", DQN_FORMAT, {}), load_model=False)
+    assert dict(loaded.env_arguments) == {
+        "catalog": None,
+        "user": "template",
+        "action_mode": "shortlist",
+        "max_turns": 5,
+    }
+    assert (loaded.shortlist, loaded.start) == ({}, {})
+
+
+def test_the_record_is_read_only_and_checked_by_the_env_configs_rules():
+    from fiq_gym.agents.loading import TrainingEnvArguments
+
+    record = TrainingEnvArguments({"action_mode": "index", "max_turns": 3})
+    with pytest.raises(TypeError):
+        record["max_turns"] = 4  # type: ignore[index]  # a Mapping, not a dict
+    assert record.replace(max_turns=4)["max_turns"] == 4 and record["max_turns"] == 3
+    with pytest.raises(ValueError, match=r"max_turns must be an integer from 1 to 1000, got 0"):
+        record.replace(max_turns=0)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'max_turn'; did you mean 'max_turns'"):
+        TrainingEnvArguments({"max_turn": 3})
 
 
 TRAINER_ARGS = [
