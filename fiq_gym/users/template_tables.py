@@ -8,11 +8,14 @@ leading ``"is "`` or ``"has "``, a separator) is a *fragment* with an id; every 
 wordings a difference can be written in is a *choice set*, a run of fragment ids; every
 record (:class:`~fiq_gym.users.base.Difference`) has an id. Choice sets and records are
 found by integer keys (column, values, kind) in sorted key tables, and built the first time
-a key is seen, so the tables hold only what captions have needed: the loop over pairs is gone,
-and no table grows with the catalog.
+a key is seen, so the tables hold only what captions have needed and none grows with the
+catalog.
 
 A caption's text is its fragments joined, its token ids are its fragments' token ids one after
-another (fragments are whole words), so both are gathers from the tables.
+another (fragments are whole words), so both are gathers from the tables. :meth:`CaptionTables.write`
+does it for a whole batch with numpy; :meth:`CaptionTables.write_pairs` does the same one pair
+at a time from the same tables, for the small batches where numpy's cost per call is more than
+the loop it saves (a single env's step).
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ class _KeyTable:
 
 class CaptionTables:
     """The fragments, choice sets and records of one phrasebook, numbered (see the module
-    docstring), and the batched writer that reads them (:meth:`write`).
+    docstring), and the writers that read them (:meth:`write` for a batch, :meth:`write_pairs`
+    pair by pair).
 
     Args:
         book: the phrasebook of the shopper's vocabulary and category names.
@@ -141,11 +145,8 @@ class CaptionTables:
         self._set_length: list[int] = []
         self._records: list[Difference] = []
         self._arrays: dict[str, np.ndarray] = {}  # numpy copies of the lists, rebuilt when they grow
-        self._lists: tuple[list[int], list[int], list[bool]] = (
-            [],
-            [],
-            [],
-        )  # strip "is ", strip "has ", contrast
+        # the fragment without its "is ", without its "has " (-1: none), whether it contrasts
+        self._lists: tuple[list[int], list[int], list[bool]] = ([], [], [])
         self._arrays_size = (-1, -1, -1)
         self._tokens: tuple[CaptionTokenizer, int, list[list[int]]] | None = None
         self._token_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -161,11 +162,9 @@ class CaptionTables:
         self.same_record = self._record(SAME_DIFFERENCE)
         self._wordings = _KeyTable(self._make_wordings)
         self._differences = _KeyTable(self._make_difference)
-        columns = len(book.type_names)
         self.ordered = np.array(book.ordered, dtype=bool)
         self.named_shown = np.array([s is not None for s in book.surface], dtype=bool)
         self.color_column = -1 if book.color_column is None else book.color_column
-        self.columns = columns
 
     # --- building the tables ----------------------------------------------------------------
     def fragment(self, text: str) -> int:
