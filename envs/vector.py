@@ -270,10 +270,6 @@ class FashionIQVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
         checked = self._dialog.check_actions(actions, batched=True)
         n = self.num_envs
-        reward = np.zeros(n)
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
-        info: dict[str, np.ndarray] = {}
         if self.autoreset_mode == AutoresetMode.DISABLED and self._autoreset.any():
             raise RuntimeError(
                 f"sub-envs {np.flatnonzero(self._autoreset).tolist()} have ended and autoreset_mode is DISABLED: "
@@ -290,6 +286,13 @@ class FashionIQVectorEnv(VectorEnv):
         if len(stepping) == n:
             out = self._dialog.step(checked, self._rngs, stepping)
             return self._every_sub_env(out)
+        # Every sub-env restarts, or restarts and steps need apart shopper calls (a shopper
+        # whose captions depend on the batch, a mode with observations of its own): each
+        # part's arrays are scattered into the previous ones.
+        reward = np.zeros(n)
+        terminated = np.zeros(n, dtype=bool)
+        truncated = np.zeros(n, dtype=bool)
+        info: dict[str, np.ndarray] = {}
         if len(resetting):
             out = self._dialog.reset(resetting, [self._rngs[k] for k in resetting])
             self._merge(resetting, out)
