@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
+from fiq_gym.benchmarks.publishing import add_out_argument, provenance_lines
 from fiq_gym.users.caption_metrics import DifferenceOracle, caption_scores, faithfulness
 from fiq_gym.utils.atomic import atomic_write_text
 
@@ -362,12 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--references", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=default_results_dir(),
-        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     command = "python -m fiq_gym.benchmarks.captioning " + " ".join(sys.argv[1:] if argv is None else argv)
     rows, setup = evaluate(

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
+from fiq_gym.benchmarks.publishing import add_out_argument, provenance_lines
 from fiq_gym.utils.atomic import atomic_write_text
 
 __all__ = ["run"]
@@ -84,12 +84,7 @@ def run(sizes: Sequence[int], out: Path, command: str) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=default_results_dir(),
-        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     command = "python -m fiq_gym.benchmarks.catalog " + " ".join(sys.argv[1:] if argv is None else argv)
     print(run(args.sizes, args.out, command.strip()))

@@ -25,7 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from fiq_gym.agents import dqn
 from fiq_gym.agents.shortlist import SB3ShortlistAgent, ShortlistGreedyAgent
-from fiq_gym.benchmarks.publishing import command_line, default_results_dir, provenance_lines
+from fiq_gym.benchmarks.publishing import add_out_argument, command_line, provenance_lines
 from fiq_gym.envs.evaluation import EvaluationResult, evaluate, paired_difference, training_evaluation_seed
 from fiq_gym.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -188,12 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--points", type=int, default=4, help="evaluations after step 0 (default 4)")
     parser.add_argument("--episodes", type=int, default=256, help="evaluation dialogs (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=default_results_dir(),
-        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     print(
         run(

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
+from fiq_gym.benchmarks.publishing import add_out_argument, provenance_lines
 from fiq_gym.catalog.lazy_images import LazyImages
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.catalog.synthetic import build_synthetic_catalog
@@ -172,12 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="thread counts to time (default: 1 and all cores)",
     )
     parser.add_argument("--checkpoint", help="attribute-network checkpoint (default: the shipped one)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=default_results_dir(),
-        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     threads = sorted(set(args.threads or [1, os.cpu_count() or 1]))
     command = "python -m fiq_gym.benchmarks.features " + " ".join(sys.argv[1:] if argv is None else argv)

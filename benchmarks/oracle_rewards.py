@@ -20,7 +20,6 @@ import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -28,8 +27,8 @@ import numpy as np
 
 import fiq_gym  # noqa: F401  (registers the env ids)
 from fiq_gym.benchmarks.publishing import (
+    add_out_argument,
     command_line,
-    default_results_dir,
     git_revision,
     provenance_lines,
     refuse_unclean_publication,
@@ -162,12 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--catalog", default=None, help="catalog directory (default: the default catalog)")
     parser.add_argument("--episodes", type=int, default=EPISODES, help="dialogs (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="the reset seed (default: %(default)s)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=default_results_dir(),
-        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     refuse_unclean_publication(parser, args.out)
     runs = {

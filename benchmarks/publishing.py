@@ -21,6 +21,7 @@ from pathlib import Path
 from fiq_gym import __version__
 
 __all__ = [
+    "add_out_argument",
     "add_publish_argument",
     "checkout_results_dir",
     "default_results_dir",
@@ -64,6 +65,17 @@ def prepare_publish_dir(parser: argparse.ArgumentParser, explicit: Path | str, *
     except OSError as error:
         parser.error(f"--publish: cannot create {target} ({error.strerror}); pass a DIR you can write to")
     return target
+
+
+def add_out_argument(parser: argparse.ArgumentParser) -> None:
+    """``--out DIR``: where a benchmark writes its report, by default :func:`default_results_dir`
+    (the checkout's ``benchmarks/results``, or ``./fiq-gym-results`` when installed)."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=default_results_dir(),
+        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
+    )
 
 
 def add_publish_argument(parser: argparse.ArgumentParser, what: str) -> None:

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fiq_gym.benchmarks.publishing import (
+    add_out_argument,
     checkout_results_dir,
     command_line,
-    default_results_dir,
     provenance_lines,
 )
 from fiq_gym.utils.atomic import atomic_write_text
@@ -112,12 +112,7 @@ def run(timesteps: int, out: Path, command: str) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, default=2048, help="env steps of each run (default 2048)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=default_results_dir(),
-        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
-    )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
     print(run(args.timesteps, args.out, command_line("fiq_gym.benchmarks.recipes", argv)))
 

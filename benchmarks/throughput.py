@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 import gymnasium as gym
 import numpy as np
 
-from fiq_gym.benchmarks.publishing import default_results_dir, provenance_lines
+from fiq_gym.benchmarks.publishing import add_out_argument, provenance_lines
 from fiq_gym.catalog.model import Catalog
 from fiq_gym.default_catalog import load_default_catalog
 from fiq_gym.envs.fashion_iq import FashionIQEnv
@@ -538,12 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--min-seconds", type=float, default=1.0, help="time per measurement")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=default_results_dir(),
-        help="output directory (default: benchmarks/results of the checkout, or ./fiq-gym-results when installed)",
-    )
+    add_out_argument(parser)
     parser.add_argument(
         "--users",
         nargs="+",
