@@ -436,6 +436,7 @@ def test_batched_writer_writes_the_grammar_caption_by_caption(max_differences, n
         shown[: size // 10] = targets[: size // 10]  # some identical pairs: "looks the same"
         batch = user.describe(targets, shown, np.random.default_rng(seed))
         texts, records = reference_captions(user, targets, shown, np.random.default_rng(seed))
+        # exact throughout: strings, records and integer token ids, no float arithmetic
         assert batch.texts == texts
         assert batch.differences == records
         ids, lengths = user.tokenizer.encode_batch(
